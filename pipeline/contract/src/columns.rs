@@ -1,0 +1,151 @@
+//! Typed access to batch columns, with errors that name the column and the schema instead of
+//! panicking on a failed downcast.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampMillisecondType};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+
+use crate::{Error, Result};
+
+fn col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        Error::bad_input(wfe_schemas::schema_label(&batch.schema()), format!("no column `{name}`"))
+    })
+}
+
+fn wrong(batch: &RecordBatch, name: &str, want: &str) -> Error {
+    let dt = batch.column_by_name(name).map(|c| c.data_type().to_string()).unwrap_or_default();
+    Error::bad_input(
+        wfe_schemas::schema_label(&batch.schema()),
+        format!("column `{name}` is {dt}, expected {want}"),
+    )
+}
+
+pub fn f64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
+    col(batch, name)?.as_primitive_opt().ok_or_else(|| wrong(batch, name, "Float64"))
+}
+
+pub fn i64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    col(batch, name)?.as_primitive_opt().ok_or_else(|| wrong(batch, name, "Int64"))
+}
+
+pub fn bools<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
+    col(batch, name)?.as_boolean_opt().ok_or_else(|| wrong(batch, name, "Boolean"))
+}
+
+pub fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    col(batch, name)?.as_string_opt::<i32>().ok_or_else(|| wrong(batch, name, "Utf8"))
+}
+
+pub fn timestamps<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMillisecondArray> {
+    col(batch, name)?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| wrong(batch, name, "Timestamp(ms)"))
+}
+
+/// A dictionary-encoded string column: per-row keys into a small table of values.
+pub struct DictStrings<'a> {
+    array: &'a DictionaryArray<Int32Type>,
+    values: &'a StringArray,
+}
+
+impl<'a> DictStrings<'a> {
+    pub fn new(batch: &'a RecordBatch, name: &str) -> Result<Self> {
+        let array = col(batch, name)?
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| wrong(batch, name, "Dictionary(Int32, Utf8)"))?;
+        let values =
+            array.values().as_string_opt::<i32>().ok_or_else(|| wrong(batch, name, "Dictionary(Int32, Utf8)"))?;
+        Ok(Self { array, values })
+    }
+
+    /// The dictionary key of each row (null rows have key 0 and `is_null` true).
+    pub fn keys(&self) -> &'a [i32] {
+        self.array.keys().values()
+    }
+
+    pub fn is_null(&self, row: usize) -> bool {
+        self.array.is_null(row)
+    }
+
+    /// The distinct values, indexed by key.
+    pub fn dictionary(&self) -> &'a StringArray {
+        self.values
+    }
+
+    /// The string of one row, `None` if null.
+    pub fn get(&self, row: usize) -> Option<&'a str> {
+        if self.array.is_null(row) {
+            return None;
+        }
+        let key = self.keys()[row] as usize;
+        (key < self.values.len()).then(|| self.values.value(key))
+    }
+}
+
+/// Builds a dictionary column from per-row keys and its values.
+pub fn dictionary(keys: Vec<i32>, values: &[&str]) -> Result<ArrayRef> {
+    let keys = arrow_array::Int32Array::from(keys);
+    let values = Arc::new(StringArray::from_iter_values(values.iter()));
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?))
+}
+
+/// Builds a nullable dictionary column from per-row optional keys.
+pub fn dictionary_opt(keys: Vec<Option<i32>>, values: &[&str]) -> Result<ArrayRef> {
+    let keys = arrow_array::Int32Array::from(keys);
+    let values = Arc::new(StringArray::from_iter_values(values.iter()));
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?))
+}
+
+/// A UTC millisecond timestamp column.
+pub fn timestamp_column(ms: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from(ms).with_timezone("UTC"))
+}
+
+/// A list column of `f64`s.
+pub fn list_f64(rows: impl IntoIterator<Item = Vec<f64>>) -> ArrayRef {
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>(
+        rows.into_iter().map(|r| Some(r.into_iter().map(Some))),
+    ))
+}
+
+/// A list column of `f32`s.
+pub fn list_f32(rows: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float32Type, _, _>(
+        rows.into_iter().map(|r| Some(r.into_iter().map(Some))),
+    ))
+}
+
+/// A list column of strings; `None` rows are null.
+pub fn list_str(rows: impl IntoIterator<Item = Option<Vec<String>>>) -> ArrayRef {
+    let mut b = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+    for row in rows {
+        match row {
+            Some(items) => {
+                for s in items {
+                    b.values().append_value(s);
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// Reads a list<f64> row into a Vec.
+pub fn list_row_f64(array: &dyn Array, row: usize) -> Result<Vec<f64>> {
+    let list = array
+        .as_list_opt::<i32>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
+    let values = list.value(row);
+    let values = values
+        .as_primitive_opt::<arrow_array::types::Float64Type>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<float64>"))?;
+    Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}

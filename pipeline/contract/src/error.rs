@@ -1,0 +1,61 @@
+//! Errors of the stage contract. Each says whether retrying can help, so a runner knows
+//! whether to back off and try again (I/O, a provider) or to report and move on (bad input).
+
+use arrow_schema::ArrowError;
+use wfe_schemas::SchemaMismatch;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A batch does not have the schema declared for its topic.
+    #[error(transparent)]
+    Schema(#[from] SchemaMismatch),
+    /// Input that cannot be used: `location` names the file, line and column or the batch row.
+    #[error("bad input at {location}: {message}")]
+    BadInput { location: String, message: String },
+    /// The configuration is wrong; `key` is the setting's path.
+    #[error("config `{key}`: {message}")]
+    Config { key: String, message: String },
+    /// Saved stage state could not be read back.
+    #[error("state of stage `{stage}`: {message}")]
+    State { stage: String, message: String },
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// An external service (broker, cloud API) failed; `retryable` says whether a retry can help.
+    #[error("{service}: {message}")]
+    External { service: String, message: String, retryable: bool },
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+impl Error {
+    /// Whether the same call might succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            Error::External { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    pub fn bad_input(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadInput { location: location.into(), message: message.into() }
+    }
+
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { key: key.into(), message: message.into() }
+    }
+
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub fn state(stage: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::State { stage: stage.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,97 @@
+//! Typed internal events that both log and count (after Vector's `internal_events`).
+//!
+//! A stage never calls `tracing` or a metrics registry for its data-path events directly: it
+//! emits an [`Event`] on its [`Context`], which counts it (the runner prints the counters in
+//! the summary and exports them as Prometheus metrics) and logs it, rate-limited so a file of
+//! a million bad rows does not drown the log.
+
+use std::collections::BTreeMap;
+
+/// How many events of one kind are logged per stage before only counting goes on.
+const LOG_LIMIT: u64 = 10;
+
+/// Something that happened in a stage, worth counting.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// Input rows were skipped: `kind` classifies why (e.g. `non_numeric`, `nan`, `late`),
+    /// `location` says where (file:line:column, or workload and time).
+    Rejected { kind: &'static str, location: &'a str, message: &'a str, count: u64 },
+    /// Rows were dropped on purpose and need no attention (e.g. exact duplicates).
+    Dropped { kind: &'static str, count: u64 },
+    /// A value was filled in (e.g. a short gap interpolated).
+    Filled { kind: &'static str, count: u64 },
+}
+
+/// What a stage gets besides its input: its name and its counters.
+#[derive(Debug, Clone)]
+pub struct Context {
+    stage: String,
+    counters: BTreeMap<String, u64>,
+    logged: BTreeMap<&'static str, u64>,
+}
+
+impl Context {
+    pub fn new(stage: impl Into<String>) -> Self {
+        Self { stage: stage.into(), counters: BTreeMap::new(), logged: BTreeMap::new() }
+    }
+
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    /// Adds `n` to a named counter.
+    pub fn count(&mut self, name: &str, n: u64) {
+        if n > 0 {
+            *self.counters.entry(name.to_string()).or_default() += n;
+        }
+    }
+
+    /// Counts and logs an event.
+    pub fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Rejected { kind, location, message, count } => {
+                self.count(&format!("rejected.{kind}"), count);
+                if self.should_log(kind) {
+                    tracing::warn!(stage = %self.stage, kind, location, "rejected: {message}");
+                }
+            }
+            Event::Dropped { kind, count } => self.count(&format!("dropped.{kind}"), count),
+            Event::Filled { kind, count } => self.count(&format!("filled.{kind}"), count),
+        }
+    }
+
+    fn should_log(&mut self, kind: &'static str) -> bool {
+        let n = self.logged.entry(kind).or_default();
+        *n += 1;
+        if *n == LOG_LIMIT {
+            tracing::warn!(stage = %self.stage, kind, "further `{kind}` events are counted but not logged");
+        }
+        *n < LOG_LIMIT
+    }
+
+    pub fn counters(&self) -> &BTreeMap<String, u64> {
+        &self.counters
+    }
+
+    /// Sum of all `rejected.*` counters.
+    pub fn rejected_total(&self) -> u64 {
+        self.counters.iter().filter(|(k, _)| k.starts_with("rejected.")).map(|(_, v)| v).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_count_by_kind() {
+        let mut ctx = Context::new("t");
+        for _ in 0..20 {
+            ctx.event(Event::Rejected { kind: "nan", location: "x", message: "NaN", count: 1 });
+        }
+        ctx.event(Event::Dropped { kind: "duplicate", count: 3 });
+        assert_eq!(ctx.counters()["rejected.nan"], 20);
+        assert_eq!(ctx.counters()["dropped.duplicate"], 3);
+        assert_eq!(ctx.rejected_total(), 20);
+    }
+}

@@ -1,0 +1,136 @@
+//! # wfe-contract: what a stage is
+//!
+//! The only runtime crate a stage depends on. It holds no transport: the same stage runs in
+//! the embedded runner (bounded in-memory channels) and as a Kafka service, and is unit-tested
+//! with nothing but a [`VecCollector`].
+//!
+//! A tour:
+//! - [`Stage`]: an actor that owns its state and turns input batches into output batches
+//!   through [`Stage::process_batch`], with defaulted lifecycle hooks (start, timer tick, flush
+//!   on shutdown, snapshot and restore).
+//! - [`Source`]: the start of the chain (ingest): yields `metrics.raw` batches until exhausted.
+//! - [`Collector`]: where a stage puts its output; every emitted batch is checked against the
+//!   declared schema of its topic ([`wfe_schemas::check`]), so a stage that drifts from the
+//!   contract fails at its own edge with both schemas named.
+//! - [`Context`]: counters and typed events that both log and count ([`Event`]).
+//! - [`columns`]: typed, erroring accessors for reading batches.
+
+pub mod columns;
+pub mod error;
+mod events;
+pub mod norm;
+
+pub use arrow_array::RecordBatch;
+pub use error::{Error, Result};
+pub use events::{Context, Event};
+pub use wfe_schemas::{self as schemas, Topic};
+
+/// A pipeline stage: an actor that owns its state.
+///
+/// The runner delivers batches one at a time from a bounded mailbox, so a stage never needs a
+/// lock; it must not block on I/O inside `process_batch` (a stage that calls a service does so
+/// through a client it owns, with its own timeouts).
+pub trait Stage: Send {
+    /// The stage's name, as used in config, logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Topics this stage consumes.
+    fn inputs(&self) -> Vec<Topic>;
+
+    /// Topics this stage emits.
+    fn outputs(&self) -> Vec<Topic>;
+
+    /// Called once before the first batch.
+    fn on_start(&mut self, _ctx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+
+    /// Handles one input batch of `topic` (already checked against the topic's schema).
+    fn process_batch(
+        &mut self,
+        topic: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()>;
+
+    /// Called on a wall-clock timer when the runner has one configured (e.g. to close
+    /// windows when input stops arriving in a live deployment).
+    fn on_tick(&mut self, _ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once when all inputs are exhausted or on shutdown: emit what is pending.
+    fn flush(&mut self, _ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// The stage's state, so that a restarted stage continues where it stopped. `None` for a
+    /// stateless stage.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Restores a state produced by [`Stage::snapshot`] of the same stage.
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Err(Error::state(self.name(), "this stage keeps no state to restore"))
+    }
+}
+
+/// The start of the chain: yields `metrics.raw` batches in event-time order per workload.
+pub trait Source: Send {
+    /// What is being read, for logs and progress.
+    fn describe(&self) -> String;
+
+    /// The next batch, or `None` when the source is exhausted. Bad records are counted and
+    /// reported through `ctx` and skipped, unless the source is strict, when they are errors.
+    fn next_batch(&mut self, ctx: &mut Context) -> Result<Option<RecordBatch>>;
+
+    /// Work done and total, in the source's unit (e.g. files), for a progress bar.
+    fn progress(&self) -> (u64, Option<u64>) {
+        (0, None)
+    }
+}
+
+/// Receives a stage's output batches.
+pub trait Collector {
+    /// Emits `batch` on `topic`. Fails if the batch does not have the topic's schema.
+    fn emit(&mut self, topic: Topic, batch: RecordBatch) -> Result<()>;
+}
+
+/// A collector that keeps batches in memory: for tests and for the runner's per-call buffer.
+#[derive(Default)]
+pub struct VecCollector {
+    pub batches: Vec<(Topic, RecordBatch)>,
+}
+
+impl VecCollector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All batches of one topic.
+    pub fn of(&self, topic: Topic) -> Vec<RecordBatch> {
+        self.batches.iter().filter(|(t, _)| *t == topic).map(|(_, b)| b.clone()).collect()
+    }
+
+    /// Total rows of one topic.
+    pub fn rows(&self, topic: Topic) -> usize {
+        self.batches.iter().filter(|(t, _)| *t == topic).map(|(_, b)| b.num_rows()).sum()
+    }
+
+    /// Takes the collected batches out, leaving it empty.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, (Topic, RecordBatch)> {
+        self.batches.drain(..)
+    }
+}
+
+impl Collector for VecCollector {
+    fn emit(&mut self, topic: Topic, batch: RecordBatch) -> Result<()> {
+        wfe_schemas::check(topic, &batch.schema())?;
+        if batch.num_rows() > 0 {
+            self.batches.push((topic, batch));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! The file formats ingest reads, each turned into `metrics.raw` chunks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use arrow_schema::DataType;
+use serde::Deserialize;
+use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+use wfe_contract::schemas::{Topic, dict_type, labels, ts_type};
+use wfe_contract::{Error, Result};
+
+use crate::{CHUNK_ROWS, Chunk, Rejection, SourceConfig, entity_of};
+
+/// How a file is laid out.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// By extension, and for CSV by the header: `timestamp,split,label,...` is SMD,
+    /// `timestamp,workload,metric,value` is long, anything else starting with a time column is wide.
+    #[default]
+    Auto,
+    Smd,
+    CsvLong,
+    CsvWide,
+    Parquet,
+    Ipc,
+}
+
+pub(crate) trait ChunkReader: Send {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>>;
+}
+
+pub(crate) fn open(path: &Path, cfg: &SourceConfig, ts_scale: i64, strict: bool) -> Result<Box<dyn ChunkReader>> {
+    let display = path.display().to_string();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let format = match cfg.format {
+        Format::Auto if name.ends_with(".parquet") => Format::Parquet,
+        Format::Auto if name.ends_with(".arrow") || name.ends_with(".ipc") => Format::Ipc,
+        f => f,
+    };
+    let file = File::open(path).map_err(|e| Error::io(&display, e))?;
+    if file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+        return Err(Error::bad_input(display, "empty file: no header line"));
+    }
+    match format {
+        Format::Parquet => ArrowFileReader::parquet(path, file, ts_scale),
+        Format::Ipc => ArrowFileReader::ipc(path, file, ts_scale),
+        _ => {
+            let read: Box<dyn Read + Send> = if name.ends_with(".gz") {
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
+            } else {
+                Box::new(file)
+            };
+            Ok(Box::new(CsvReader::new(path, read, format, cfg, ts_scale, strict)?))
+        }
+    }
+}
+
+/// Interns strings to dictionary keys within one chunk.
+#[derive(Default)]
+struct Interner {
+    keys: HashMap<String, i32>,
+    values: Vec<String>,
+}
+
+impl Interner {
+    fn key(&mut self, s: &str) -> i32 {
+        if let Some(k) = self.keys.get(s) {
+            return *k;
+        }
+        let k = self.values.len() as i32;
+        self.keys.insert(s.to_string(), k);
+        self.values.push(s.to_string());
+        k
+    }
+
+    fn refs(&self) -> Vec<&str> {
+        self.values.iter().map(String::as_str).collect()
+    }
+}
+
+/// Collects one chunk of `metrics.raw` rows.
+#[derive(Default)]
+struct RawBuilder {
+    ts: Vec<i64>,
+    workload: Vec<i32>,
+    metric: Vec<i32>,
+    value: Vec<f64>,
+    label: Vec<Option<i32>>,
+    workloads: Interner,
+    metrics: Interner,
+    labels: Interner,
+}
+
+impl RawBuilder {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            ts: Vec::with_capacity(n),
+            workload: Vec::with_capacity(n),
+            metric: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+            label: Vec::with_capacity(n),
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, ts: i64, workload: i32, metric: i32, value: f64, label: Option<i32>) {
+        self.ts.push(ts);
+        self.workload.push(workload);
+        self.metric.push(metric);
+        self.value.push(value);
+        self.label.push(label);
+    }
+
+    fn finish(self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            timestamp_column(self.ts),
+            dictionary(self.workload, &self.workloads.refs())?,
+            dictionary(self.metric, &self.metrics.refs())?,
+            Arc::new(Float64Array::from(self.value)),
+            dictionary_opt(self.label, &self.labels.refs())?,
+        ];
+        Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)?)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Smd,
+    Long,
+    Wide,
+}
+
+struct CsvReader {
+    path: String,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    layout: Layout,
+    header: Vec<String>,
+    workload: String,
+    ts_scale: i64,
+    strict: bool,
+    record: csv::ByteRecord,
+    done: bool,
+}
+
+impl CsvReader {
+    fn new(
+        path: &Path,
+        read: Box<dyn Read + Send>,
+        format: Format,
+        cfg: &SourceConfig,
+        ts_scale: i64,
+        strict: bool,
+    ) -> Result<Self> {
+        let display = path.display().to_string();
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(read);
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| csv_error(&display, e))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            return Err(Error::bad_input(display, "empty file: no header line"));
+        }
+        let lower: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let detected = if lower.len() >= 3 && lower[..3] == ["timestamp", "split", "label"] {
+            Layout::Smd
+        } else if lower == ["timestamp", "workload", "metric", "value"] {
+            Layout::Long
+        } else {
+            Layout::Wide
+        };
+        let layout = match format {
+            Format::Auto => detected,
+            Format::Smd => Layout::Smd,
+            Format::CsvLong => Layout::Long,
+            _ => Layout::Wide,
+        };
+        let need = match layout {
+            Layout::Smd => 4,
+            Layout::Long => 4,
+            Layout::Wide => 2,
+        };
+        if header.len() < need || (layout != detected && layout != Layout::Wide) {
+            return Err(Error::bad_input(
+                format!("{display}:1"),
+                format!("header `{}` does not fit the {:?} layout", header.join(","), format),
+            ));
+        }
+        let workload = cfg.workload.clone().unwrap_or_else(|| entity_of(path));
+        Ok(Self {
+            path: display,
+            reader,
+            layout,
+            header,
+            workload,
+            ts_scale,
+            strict,
+            record: csv::ByteRecord::new(),
+            done: false,
+        })
+    }
+
+    fn location(&self, line: u64, col: usize) -> String {
+        match self.header.get(col) {
+            Some(name) => format!("{}:{}:{} ({})", self.path, line, col + 1, name),
+            None => format!("{}:{}:{}", self.path, line, col + 1),
+        }
+    }
+
+    /// Records a bad value: an error when strict, else a rejection to report.
+    fn reject(
+        &self,
+        rejected: &mut Vec<Rejection>,
+        kind: &'static str,
+        location: String,
+        message: String,
+    ) -> Result<()> {
+        if self.strict {
+            return Err(Error::bad_input(location, message));
+        }
+        rejected.push(Rejection { kind, location, message });
+        Ok(())
+    }
+
+    fn parse_ts(&self, field: &[u8]) -> Option<i64> {
+        let s = std::str::from_utf8(field).ok()?.trim();
+        if let Ok(v) = s.parse::<i64>() {
+            return v.checked_mul(self.ts_scale);
+        }
+        let v: f64 = fast_float2::parse(s).ok()?;
+        v.is_finite().then(|| (v * self.ts_scale as f64).round() as i64)
+    }
+}
+
+fn csv_error(path: &str, e: csv::Error) -> Error {
+    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => Error::io(path, io),
+        other => Error::bad_input(format!("{path}:{line}"), format!("{other:?}")),
+    }
+}
+
+fn text(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).chars().take(40).collect()
+}
+
+impl ChunkReader for CsvReader {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let width = self.header.len();
+        let first_metric = match self.layout {
+            Layout::Smd => 3,
+            Layout::Wide => 1,
+            Layout::Long => 3,
+        };
+        let rows = if self.layout == Layout::Long { CHUNK_ROWS * 64 } else { CHUNK_ROWS };
+        let mut b = RawBuilder::with_capacity(rows * (width - first_metric).max(1));
+        let mut rejected = Vec::new();
+        let wl = b.workloads.key(&self.workload.clone());
+        if self.layout != Layout::Long {
+            for name in &self.header[first_metric..] {
+                b.metrics.key(name);
+            }
+        }
+        let mut n = 0;
+        while n < rows {
+            let more = self.reader.read_byte_record(&mut self.record).map_err(|e| csv_error(&self.path, e))?;
+            if !more {
+                self.done = true;
+                break;
+            }
+            n += 1;
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            if self.record.len() != width {
+                let msg = format!("expected {width} columns, found {}", self.record.len());
+                self.reject(&mut rejected, "column_count", format!("{}:{line}", self.path), msg)?;
+                continue;
+            }
+            let Some(ts) = self.parse_ts(&self.record[0]) else {
+                let msg = format!("timestamp `{}` is not a number", text(&self.record[0]));
+                self.reject(&mut rejected, "bad_timestamp", self.location(line, 0), msg)?;
+                continue;
+            };
+            match self.layout {
+                Layout::Long => {
+                    let value = match fast_float2::parse::<f64, _>(self.record[3].trim_ascii()) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            let msg = format!("value `{}` is not a number", text(&self.record[3]));
+                            self.reject(&mut rejected, "non_numeric", self.location(line, 3), msg)?;
+                            continue;
+                        }
+                    };
+                    let (w, m) = (text(&self.record[1]), text(&self.record[2]));
+                    if w.is_empty() || m.is_empty() {
+                        let msg = "empty workload or metric".to_string();
+                        self.reject(&mut rejected, "empty_name", self.location(line, 1), msg)?;
+                        continue;
+                    }
+                    let (w, m) = (b.workloads.key(&w), b.metrics.key(&m));
+                    b.push(ts, w, m, value, None);
+                }
+                Layout::Smd | Layout::Wide => {
+                    let label = if self.layout == Layout::Smd {
+                        let split = std::str::from_utf8(&self.record[1]).unwrap_or("").trim();
+                        let lab = std::str::from_utf8(&self.record[2]).unwrap_or("").trim();
+                        let set = if lab.is_empty() {
+                            labels::format([("split", split)])
+                        } else {
+                            labels::format([("label", lab), ("split", split)])
+                        };
+                        Some(b.labels.key(&set))
+                    } else {
+                        None
+                    };
+                    for col in first_metric..width {
+                        let field = self.record[col].trim_ascii();
+                        if field.is_empty() {
+                            let msg = "empty value: sample skipped".to_string();
+                            self.reject(&mut rejected, "empty_value", self.location(line, col), msg)?;
+                            continue;
+                        }
+                        match fast_float2::parse::<f64, _>(field) {
+                            Ok(v) => b.push(ts, wl, (col - first_metric) as i32, v, label),
+                            Err(_) => {
+                                let msg = format!("value `{}` is not a number: sample skipped", text(field));
+                                self.reject(&mut rejected, "non_numeric", self.location(line, col), msg)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if b.ts.is_empty() {
+            if self.done && rejected.is_empty() {
+                return Ok(None);
+            }
+            if self.done {
+                // Only rejections left: report them on an empty chunk.
+                let batch = RecordBatch::new_empty(Topic::MetricsRaw.schema());
+                return Ok(Some(Chunk { batch, first_ts: i64::MAX, rejected }));
+            }
+        }
+        let first_ts = b.ts.first().copied().unwrap_or(i64::MAX);
+        Ok(Some(Chunk { batch: b.finish()?, first_ts, rejected }))
+    }
+}
+
+/// Parquet and Arrow IPC files holding the `metrics.raw` columns.
+struct ArrowFileReader {
+    path: String,
+    batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
+    ts_scale: i64,
+}
+
+impl ArrowFileReader {
+    fn parquet(path: &Path, file: File, ts_scale: i64) -> Result<Box<dyn ChunkReader>> {
+        let display = path.display().to_string();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(|e| Error::bad_input(&display, format!("not a readable Parquet file: {e}")))?;
+        Ok(Box::new(Self { path: display, batches: Box::new(reader), ts_scale }))
+    }
+
+    fn ipc(path: &Path, file: File, ts_scale: i64) -> Result<Box<dyn ChunkReader>> {
+        let display = path.display().to_string();
+        let reader = open_ipc(PathBuf::from(path), file)
+            .map_err(|e| Error::bad_input(&display, format!("not a readable Arrow IPC file or stream: {e}")))?;
+        Ok(Box::new(Self { path: display, batches: reader, ts_scale }))
+    }
+
+    fn convert(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let get = |names: &[&str]| names.iter().find_map(|n| batch.column_by_name(n)).cloned();
+        let missing = |what: &str| {
+            Error::bad_input(
+                &self.path,
+                format!(
+                    "column `{what}` missing: expected the metrics.raw columns (event_time, workload, metric, value[, labels]), found {}",
+                    wfe_contract::schemas::schema_label(&batch.schema())
+                ),
+            )
+        };
+        let cast = |a: &ArrayRef, to: &DataType, what: &str| {
+            arrow_cast::cast(a, to).map_err(|e| Error::bad_input(&self.path, format!("column `{what}`: {e}")))
+        };
+        let ts = get(&["event_time", "timestamp"]).ok_or_else(|| missing("event_time"))?;
+        let ts = match ts.data_type() {
+            DataType::Timestamp(..) => cast(&ts, &ts_type(), "event_time")?,
+            _ => {
+                let raw = cast(&ts, &DataType::Int64, "event_time")?;
+                let ms: Vec<i64> = raw
+                    .as_primitive::<arrow_array::types::Int64Type>()
+                    .iter()
+                    .map(|v| v.unwrap_or(0) * self.ts_scale)
+                    .collect();
+                timestamp_column(ms)
+            }
+        };
+        if ts.null_count() > 0 {
+            return Err(Error::bad_input(&self.path, "column `event_time` has nulls"));
+        }
+        let workload = cast(&get(&["workload"]).ok_or_else(|| missing("workload"))?, &dict_type(), "workload")?;
+        let metric = cast(&get(&["metric"]).ok_or_else(|| missing("metric"))?, &dict_type(), "metric")?;
+        let value = cast(&get(&["value"]).ok_or_else(|| missing("value"))?, &DataType::Float64, "value")?;
+        let labels = match get(&["labels"]) {
+            Some(l) => cast(&l, &dict_type(), "labels")?,
+            None => arrow_array::new_null_array(&dict_type(), batch.num_rows()),
+        };
+        Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), vec![ts, workload, metric, value, labels])?)
+    }
+}
+
+fn open_ipc(
+    path: PathBuf,
+    file: File,
+) -> std::result::Result<
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
+    arrow_schema::ArrowError,
+> {
+    // The file format first; recordings and Kafka payloads use the stream format.
+    match arrow_ipc::reader::FileReader::try_new(file, None) {
+        Ok(r) => Ok(Box::new(r)),
+        Err(_) => {
+            let file = File::open(&path)?;
+            Ok(Box::new(arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)?))
+        }
+    }
+}
+
+impl ChunkReader for ArrowFileReader {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        match self.batches.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(Error::bad_input(&self.path, e.to_string())),
+            Some(Ok(batch)) => {
+                let batch = self.convert(&batch)?;
+                let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+                let first_ts = ts.values().first().copied().unwrap_or(i64::MAX);
+                Ok(Some(Chunk { batch, first_ts, rejected: vec![] }))
+            }
+        }
+    }
+}

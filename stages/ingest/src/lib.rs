@@ -1,0 +1,226 @@
+//! # wfe-ingest: files in, `metrics.raw` out
+//!
+//! The ingest stage is the pipeline's [`Source`]. It reads:
+//! - the shared SMD/ASD layout: `<entity>.csv(.gz)` with `timestamp,split,label,m00,...`
+//!   (the entity is the workload; `split` and `label` become labels);
+//! - generic long CSV: `timestamp,workload,metric,value`;
+//! - generic wide CSV: `timestamp,<metric>,<metric>...` (workload from config or the file stem);
+//! - Parquet and Arrow IPC files with the `metrics.raw` columns (`event_time` or `timestamp`,
+//!   `workload`, `metric`, `value`, optional `labels`), cast to the topic's types.
+//!
+//! Each file is parsed on its own thread into chunks, and the source merges the files'
+//! chunks by event time, so all workloads advance together (as they would live) and a replay
+//! at a speed factor paces them correctly. Parsing is where most of a run's CPU goes, so the
+//! threads also spread it over the machine's cores. Channels between threads are bounded:
+//! a slow pipeline stops the readers instead of filling memory.
+//!
+//! Bad input never panics: a malformed row, a wrong column count or a non-numeric value is
+//! reported with file, line and column and skipped (counted in `rejected.*`), or, with
+//! `strict`, ends the run with that error. A missing or empty file is always an error.
+
+mod formats;
+
+use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::fs::File;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use serde::Deserialize;
+use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source};
+
+pub use formats::Format;
+
+/// Rows of a wide file per emitted chunk (a chunk holds rows x metrics values).
+pub const CHUNK_ROWS: usize = 1024;
+
+/// One input: a file or a folder of files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A file, or a folder whose `*.csv`, `*.csv.gz`, `*.parquet` and `*.arrow` files are all read.
+    pub path: PathBuf,
+    /// `auto` (by extension and CSV header), `smd`, `csv-long`, `csv-wide`, `parquet` or `ipc`.
+    #[serde(default)]
+    pub format: Format,
+    /// For `csv-wide`: the workload id. Default: the file name without extensions.
+    #[serde(default)]
+    pub workload: Option<String>,
+    /// Unit of CSV timestamps: `s` (Unix seconds, as in SMD/ASD) or `ms`.
+    #[serde(default = "default_unit")]
+    pub timestamp_unit: String,
+    /// Only read these entities (file stems) from a folder; empty means all.
+    #[serde(default)]
+    pub only: Vec<String>,
+}
+
+fn default_unit() -> String {
+    "s".into()
+}
+
+impl SourceConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), format: Format::Auto, workload: None, timestamp_unit: default_unit(), only: vec![] }
+    }
+
+    fn ts_scale(&self) -> Result<i64> {
+        match self.timestamp_unit.as_str() {
+            "s" => Ok(1000),
+            "ms" => Ok(1),
+            other => Err(Error::config("sources.timestamp_unit", format!("`{other}` is not `s` or `ms`"))),
+        }
+    }
+}
+
+/// The file name without `.csv.gz`, `.csv`, `.parquet`, `.arrow` or `.ipc`.
+pub fn entity_of(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for ext in [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            return stem.to_string();
+        }
+    }
+    name
+}
+
+fn is_data_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"].iter().any(|e| name.ends_with(e))
+}
+
+/// Expands the configured sources to the list of files, sorted, with their config.
+pub fn expand(sources: &[SourceConfig]) -> Result<Vec<(PathBuf, SourceConfig)>> {
+    let mut files = Vec::new();
+    for src in sources {
+        let meta = std::fs::metadata(&src.path).map_err(|e| Error::io(src.path.display().to_string(), e))?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&src.path)
+                .map_err(|e| Error::io(src.path.display().to_string(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_data_file(p))
+                .filter(|p| src.only.is_empty() || src.only.contains(&entity_of(p)))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(Error::bad_input(
+                    src.path.display().to_string(),
+                    "folder holds no .csv, .csv.gz, .parquet or .arrow files",
+                ));
+            }
+            files.extend(found.into_iter().map(|p| (p, src.clone())));
+        } else {
+            files.push((src.path.clone(), src.clone()));
+        }
+    }
+    Ok(files)
+}
+
+/// A parsed chunk from one file, with the bad-input events met while parsing it.
+struct Chunk {
+    batch: RecordBatch,
+    first_ts: i64,
+    rejected: Vec<Rejection>,
+}
+
+/// A skipped record, reported to the source's context on the merging thread.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub kind: &'static str,
+    pub location: String,
+    pub message: String,
+}
+
+enum Msg {
+    Chunk(Chunk),
+    Failed(Error),
+}
+
+struct Lane {
+    rx: Receiver<Msg>,
+    head: Option<Chunk>,
+    done: bool,
+}
+
+/// The ingest source: merges the chunks of all files by event time.
+pub struct FileSource {
+    lanes: Vec<Lane>,
+    files: usize,
+    finished: u64,
+    label: String,
+}
+
+impl FileSource {
+    /// Starts one reader thread per file. Errors on a missing path or a bad setting; errors in
+    /// a file's content surface from [`Source::next_batch`].
+    pub fn open(sources: &[SourceConfig], strict: bool) -> Result<Self> {
+        let files = expand(sources)?;
+        let label = sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
+        let mut lanes = Vec::with_capacity(files.len());
+        for (path, cfg) in files.iter().cloned() {
+            let scale = cfg.ts_scale()?;
+            let (tx, rx) = sync_channel(2);
+            std::thread::Builder::new()
+                .name(format!("ingest-{}", entity_of(&path)))
+                .spawn(move || read_file(path, cfg, scale, strict, tx))
+                .map_err(|e| Error::io("ingest thread", e))?;
+            lanes.push(Lane { rx, head: None, done: false });
+        }
+        Ok(Self { files: lanes.len(), lanes, finished: 0, label })
+    }
+}
+
+fn read_file(path: PathBuf, cfg: SourceConfig, ts_scale: i64, strict: bool, tx: SyncSender<Msg>) {
+    let result = formats::open(&path, &cfg, ts_scale, strict).and_then(|mut reader| {
+        while let Some(chunk) = reader.next_chunk()? {
+            if tx.send(Msg::Chunk(chunk)).is_err() {
+                break; // the source was dropped: stop quietly
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        let _ = tx.send(Msg::Failed(e));
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("{} file(s) from {}", self.files, self.label)
+    }
+
+    fn next_batch(&mut self, ctx: &mut Context) -> Result<Option<RecordBatch>> {
+        // Fill every lane's head, then take the one with the earliest event time.
+        for lane in self.lanes.iter_mut().filter(|l| l.head.is_none() && !l.done) {
+            match lane.rx.recv() {
+                Ok(Msg::Chunk(c)) => lane.head = Some(c),
+                Ok(Msg::Failed(e)) => {
+                    lane.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    lane.done = true;
+                    self.finished += 1;
+                }
+            }
+        }
+        let next = self
+            .lanes
+            .iter_mut()
+            .filter(|l| l.head.is_some())
+            .min_by_key(|l| l.head.as_ref().map(|c| c.first_ts))
+            .and_then(|l| l.head.take());
+        Ok(next.map(|chunk| {
+            for r in &chunk.rejected {
+                ctx.event(Event::Rejected { kind: r.kind, location: &r.location, message: &r.message, count: 1 });
+            }
+            ctx.count("rows_out", chunk.batch.num_rows() as u64);
+            chunk.batch
+        }))
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        (self.finished, Some(self.files as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests;

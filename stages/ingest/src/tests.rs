@@ -1,0 +1,166 @@
+use std::io::Write;
+
+use wfe_contract::columns::{DictStrings, f64s};
+use wfe_contract::schemas::labels;
+
+use super::*;
+
+pub(crate) fn shared_data() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data = std::env::var_os("WFE_DATA").map(PathBuf::from).unwrap_or_else(|| here.join("../../../shared/data"));
+    assert!(data.join("smd").is_dir(), "shared data not found at {} (set WFE_DATA)", data.display());
+    data
+}
+
+fn drain(src: &mut FileSource, ctx: &mut Context) -> Result<Vec<RecordBatch>> {
+    let mut out = vec![];
+    while let Some(b) = src.next_batch(ctx)? {
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    p
+}
+
+#[test]
+fn reads_an_smd_machine_with_labels() {
+    let mut cfg = SourceConfig::new(shared_data().join("smd"));
+    cfg.only = vec!["machine-1-6".into()];
+    let mut src = FileSource::open(&[cfg], true).unwrap();
+    let mut ctx = Context::new("ingest");
+    let first = src.next_batch(&mut ctx).unwrap().unwrap();
+    assert_eq!(first.num_rows(), CHUNK_ROWS * 38);
+    let w = DictStrings::new(&first, "workload").unwrap();
+    let m = DictStrings::new(&first, "metric").unwrap();
+    let l = DictStrings::new(&first, "labels").unwrap();
+    assert_eq!(w.get(0), Some("machine-1-6"));
+    assert_eq!((m.get(0), m.get(37), m.get(38)), (Some("m00"), Some("m37"), Some("m00")));
+    assert_eq!(labels::get(l.get(0).unwrap(), "split"), Some("train"));
+    // First value of the file, as in its second line.
+    assert!((f64s(&first, "value").unwrap().value(0) - 0.061728).abs() < 1e-9);
+    let rest = drain(&mut src, &mut ctx).unwrap();
+    let total: usize = rest.iter().map(|b| b.num_rows()).sum::<usize>() + first.num_rows();
+    // Every row holds 38 values; the test split carries labels, some of them 1.
+    assert_eq!(total % 38, 0);
+    let anomalous = rest
+        .iter()
+        .map(|b| {
+            let l = DictStrings::new(b, "labels").unwrap();
+            (0..b.num_rows()).filter(|&i| l.get(i).and_then(|s| labels::get(s, "label")) == Some("1")).count()
+        })
+        .sum::<usize>();
+    assert!(anomalous > 0);
+    assert_eq!(ctx.rejected_total(), 0);
+}
+
+#[test]
+fn merges_files_by_event_time() {
+    let mut cfg = SourceConfig::new(shared_data().join("asd"));
+    cfg.only = vec!["omi-1".into(), "omi-2".into()];
+    let mut src = FileSource::open(&[cfg], true).unwrap();
+    let mut ctx = Context::new("ingest");
+    let batches = drain(&mut src, &mut ctx).unwrap();
+    let firsts: Vec<i64> = batches
+        .iter()
+        .map(|b| wfe_contract::columns::timestamps(b, "event_time").unwrap().value(0))
+        .collect();
+    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "chunks are not in event-time order");
+    let names: std::collections::BTreeSet<String> =
+        batches.iter().map(|b| DictStrings::new(b, "workload").unwrap().get(0).unwrap().to_string()).collect();
+    assert_eq!(names.len(), 2);
+}
+
+#[test]
+fn bad_rows_are_counted_and_skipped_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "w.csv",
+        "timestamp,cpu,mem\n1,0.5,0.1\n2,abc,0.2\n3,0.7\nxx,0.1,0.1\n5,,0.3\n6,0.9,0.4\n",
+    );
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
+    let mut ctx = Context::new("ingest");
+    let rows: usize = drain(&mut src, &mut ctx).unwrap().iter().map(|b| b.num_rows()).sum();
+    // Good values: 2 (line 2) + 1 (line 3, mem) + 1 (line 6, mem) + 2 (line 7) = 6.
+    assert_eq!(rows, 6);
+    let c = ctx.counters();
+    assert_eq!(c["rejected.non_numeric"], 1);
+    assert_eq!(c["rejected.column_count"], 1);
+    assert_eq!(c["rejected.bad_timestamp"], 1);
+    assert_eq!(c["rejected.empty_value"], 1);
+}
+
+#[test]
+fn strict_stops_at_the_first_bad_value_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "w.csv", "timestamp,cpu,mem\n1,0.5,0.1\n2,0.3,oops\n");
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], true).unwrap();
+    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
+    assert!(err.contains("w.csv:3:3 (mem)") && err.contains("`oops` is not a number"), "{err}");
+}
+
+#[test]
+fn missing_and_empty_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = FileSource::open(&[SourceConfig::new(dir.path().join("nope.csv"))], false).err().unwrap();
+    assert!(err.to_string().contains("nope.csv"), "{err}");
+
+    let p = write(dir.path(), "empty.csv", "");
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
+    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
+    assert!(err.contains("empty.csv") && err.contains("empty file"), "{err}");
+}
+
+#[test]
+fn long_csv_keeps_workloads_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "long.csv",
+        "timestamp,workload,metric,value\n1000,a,cpu,0.5\n1000,b,cpu,0.25\n1060,a,mem,NaN\n",
+    );
+    let mut cfg = SourceConfig::new(&p);
+    cfg.timestamp_unit = "ms".into();
+    let mut src = FileSource::open(&[cfg], true).unwrap();
+    let batches = drain(&mut src, &mut Context::new("ingest")).unwrap();
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 3);
+    let w = DictStrings::new(b, "workload").unwrap();
+    assert_eq!((w.get(0), w.get(1)), (Some("a"), Some("b")));
+    // NaN passes ingest: normalise is where it is rejected and counted.
+    assert!(f64s(b, "value").unwrap().value(2).is_nan());
+    assert_eq!(wfe_contract::columns::timestamps(b, "event_time").unwrap().value(0), 1000);
+}
+
+#[test]
+fn parquet_and_ipc_files_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "w.csv", "timestamp,cpu\n1,0.5\n2,0.6\n");
+    let mut src = FileSource::open(&[SourceConfig::new(&csv)], true).unwrap();
+    let batch = src.next_batch(&mut Context::new("ingest")).unwrap().unwrap();
+
+    let pq = dir.path().join("w2.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&pq).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let ipc = dir.path().join("w3.arrow");
+    let mut w = arrow_ipc::writer::FileWriter::try_new(File::create(&ipc).unwrap(), &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+
+    for p in [pq, ipc] {
+        let mut src = FileSource::open(&[SourceConfig::new(&p)], true).unwrap();
+        let got = src.next_batch(&mut Context::new("ingest")).unwrap().unwrap();
+        assert_eq!(got.num_rows(), 2);
+        assert_eq!(f64s(&got, "value").unwrap().values(), f64s(&batch, "value").unwrap().values());
+    }
+
+    let bad = write(dir.path(), "bad.parquet", "not parquet at all");
+    let mut src = FileSource::open(&[SourceConfig::new(&bad)], false).unwrap();
+    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
+    assert!(err.contains("bad.parquet") && err.contains("Parquet"), "{err}");
+}

@@ -1,0 +1,553 @@
+//! # wfe-normalise: `metrics.raw` in, `metrics.norm` out
+//!
+//! What it does to each workload's samples, in order:
+//! 1. **Rejects** NaN, infinite and null values (counted as `rejected.nan`, with workload,
+//!    metric and time in the log).
+//! 2. **Aligns** each sample to the workload's fixed step (configured, or inferred as the
+//!    smallest gap between its first timestamps). Samples of one metric in one step are
+//!    averaged; an exact repeat of a timestamp is a duplicate and dropped (`dropped.duplicate`).
+//! 3. **Waits** `lateness_steps` steps before emitting a step, so out-of-order samples within
+//!    that bound still land in their step; later ones are counted (`rejected.late`).
+//! 4. **Fills** a gap by carrying the last value for up to `fill_steps` steps (`filled` flag),
+//!    and emits the rest of a longer gap as missing (`missing` flag, null value). The rule is
+//!    causal: no step waits for the future beyond the lateness bound.
+//! 5. **Scales** each metric with min-max parameters learned from the workload's history: the
+//!    steps labelled `split=train` when the data carries that label, else its first
+//!    `learn_steps` steps. History steps are held until the scaler is fitted, then emitted
+//!    scaled like the rest. The parameters are part of the stage state.
+//!
+//! Output is time-major: all metrics of one workload's step are adjacent rows, which is what
+//! [`wfe_contract::norm::NormBatch`] walks.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use serde::{Deserialize, Serialize};
+use wfe_contract::columns::{DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps};
+use wfe_contract::schemas::labels;
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
+
+/// Settings of the normalise stage.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NormaliseConfig {
+    /// Fixed step in seconds for every workload; default: inferred per workload.
+    #[serde(default)]
+    pub step_s: Option<u64>,
+    /// Steps a sample may arrive late and still be placed in its step.
+    #[serde(default = "d_lateness")]
+    pub lateness_steps: usize,
+    /// A gap of up to this many steps is filled with the last value; longer gaps are missing.
+    #[serde(default = "d_fill")]
+    pub fill_steps: usize,
+    /// A gap longer than this many steps restarts the workload's series instead of emitting
+    /// every missing step.
+    #[serde(default = "d_max_gap")]
+    pub max_gap_steps: usize,
+    /// Steps of history to learn the scaler from when the data has no `split` label.
+    #[serde(default = "d_learn")]
+    pub learn_steps: usize,
+    /// Scaled values are clipped to [-clip, 1 + clip] so one wild sample cannot dominate.
+    #[serde(default = "d_clip")]
+    pub clip: f64,
+}
+
+fn d_lateness() -> usize {
+    2
+}
+fn d_fill() -> usize {
+    5
+}
+fn d_max_gap() -> usize {
+    10_080
+}
+fn d_learn() -> usize {
+    1440
+}
+fn d_clip() -> f64 {
+    5.0
+}
+
+impl Default for NormaliseConfig {
+    fn default() -> Self {
+        Self {
+            step_s: None,
+            lateness_steps: d_lateness(),
+            fill_steps: d_fill(),
+            max_gap_steps: d_max_gap(),
+            learn_steps: d_learn(),
+            clip: d_clip(),
+        }
+    }
+}
+
+/// Accumulates one metric's samples within one step.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Acc {
+    sum: f64,
+    n: u32,
+    last_ts: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenStep {
+    time: i64,
+    label: Option<u32>,
+    acc: Vec<Acc>,
+}
+
+/// A step ready for output, held while the scaler learns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DoneStep {
+    time: i64,
+    label: Option<u32>,
+    /// Per metric slot: (raw value, filled, missing).
+    cells: Vec<(f64, bool, bool)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Scaler {
+    lo: f64,
+    hi: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+struct Workload {
+    /// Global metric id of each slot.
+    metrics: Vec<u32>,
+    /// Slot of each global metric id (`u32::MAX`: not in this workload).
+    slot_of: Vec<u32>,
+    step_ms: Option<i64>,
+    /// Timestamps seen before the step is known (to infer it).
+    first_ts: Vec<i64>,
+    /// Samples held until the step is known: (ts, metric id, value, label).
+    early: Vec<(i64, u32, f64, Option<u32>)>,
+    open: VecDeque<OpenStep>,
+    /// Last emitted step time, and per slot the last observed value and steps since.
+    emitted_until: Option<i64>,
+    last: Vec<Option<(f64, u32)>>,
+    learning: bool,
+    learned_steps: usize,
+    held: Vec<DoneStep>,
+    scalers: Vec<Scaler>,
+}
+
+/// Names interned across the stage's life, so output dictionaries are stable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Names {
+    names: Vec<String>,
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if self.index.len() != self.names.len() {
+            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        }
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    fn refs(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    workloads: Vec<Workload>,
+    workload_names: Names,
+    metric_names: Names,
+    label_names: Names,
+}
+
+/// The normalise stage.
+pub struct Normalise {
+    cfg: NormaliseConfig,
+    state: State,
+}
+
+/// Output rows of one call, built column by column.
+#[derive(Default)]
+struct Out {
+    time: Vec<i64>,
+    workload: Vec<i32>,
+    metric: Vec<i32>,
+    value: Vec<Option<f64>>,
+    raw: Vec<Option<f64>>,
+    step_ms: Vec<i64>,
+    filled: Vec<bool>,
+    missing: Vec<bool>,
+    label: Vec<Option<i32>>,
+}
+
+impl Normalise {
+    pub fn new(cfg: NormaliseConfig) -> Result<Self> {
+        if cfg.fill_steps > cfg.max_gap_steps {
+            return Err(Error::config("stages.normalise.fill_steps", "must not exceed max_gap_steps"));
+        }
+        if cfg.step_s == Some(0) {
+            return Err(Error::config("stages.normalise.step_s", "must be positive"));
+        }
+        Ok(Self { cfg, state: State::default() })
+    }
+
+    fn ingest_batch(&mut self, batch: &RecordBatch, ctx: &mut Context, out: &mut Out) -> Result<()> {
+        let time = timestamps(batch, "event_time")?.values();
+        let wl = DictStrings::new(batch, "workload")?;
+        let met = DictStrings::new(batch, "metric")?;
+        let lab = DictStrings::new(batch, "labels")?;
+        let vals = f64s(batch, "value")?;
+        // Map this batch's dictionary keys to the stage's ids once, not per row.
+        let st = &mut self.state;
+        let wl_ids: Vec<u32> = wl.dictionary().iter().map(|s| st.workload_names.id(s.unwrap_or(""))).collect();
+        let met_ids: Vec<u32> = met.dictionary().iter().map(|s| st.metric_names.id(s.unwrap_or(""))).collect();
+        let lab_ids: Vec<u32> = lab.dictionary().iter().map(|s| st.label_names.id(s.unwrap_or(""))).collect();
+        let (wkeys, mkeys, lkeys) = (wl.keys(), met.keys(), lab.keys());
+        let nulls = vals.nulls().cloned();
+        let values = vals.values();
+        let mut touched: Vec<u32> = Vec::new();
+        for row in 0..batch.num_rows() {
+            let w = wl_ids[wkeys[row] as usize];
+            let m = met_ids[mkeys[row] as usize];
+            let v = values[row];
+            if nulls.as_ref().is_some_and(|n| n.is_null(row)) || !v.is_finite() {
+                let loc = format!("{} {} at {}", wl.get(row).unwrap_or(""), met.get(row).unwrap_or(""), time[row]);
+                let msg = if v.is_nan() { "NaN value" } else { "infinite or null value" };
+                ctx.event(Event::Rejected { kind: "nan", location: &loc, message: msg, count: 1 });
+                continue;
+            }
+            let label = (!lab.is_null(row)).then(|| lab_ids[lkeys[row] as usize]);
+            while self.state.workloads.len() <= w as usize {
+                self.state.workloads.push(Workload { learning: true, ..Default::default() });
+            }
+            if touched.last() != Some(&w) && !touched.contains(&w) {
+                touched.push(w);
+            }
+            self.add_sample(w, time[row], m, v, label, ctx, out);
+        }
+        for w in touched {
+            self.emit_ready(w as usize, out, false);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_sample(&mut self, w: u32, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) {
+        let wi = w as usize;
+        if self.state.workloads[wi].step_ms.is_none() {
+            let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
+            let wk = &mut self.state.workloads[wi];
+            wk.early.push((ts, m, v, label));
+            if !wk.first_ts.contains(&ts) {
+                wk.first_ts.push(ts);
+            }
+            let step = cfg_step.or_else(|| infer_step(&wk.first_ts));
+            if let Some(step) = step {
+                wk.step_ms = Some(step);
+                let early = std::mem::take(&mut wk.early);
+                for (ts, m, v, label) in early {
+                    self.place(wi, ts, m, v, label, ctx, out);
+                }
+            }
+            return;
+        }
+        self.place(wi, ts, m, v, label, ctx, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn place(&mut self, wi: usize, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) {
+        let step = self.state.workloads[wi].step_ms.unwrap_or(1000);
+        let t = ts.div_euclid(step) * step;
+        let slot = self.slot(wi, m);
+        let wk = &mut self.state.workloads[wi];
+        if wk.emitted_until.is_some_and(|e| t <= e) {
+            let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
+            ctx.event(Event::Rejected {
+                kind: "late",
+                location: &loc,
+                message: "sample older than the lateness bound",
+                count: 1,
+            });
+            return;
+        }
+        let newest = wk.open.back().map(|s| s.time);
+        if let Some(newest) = newest {
+            if t > newest && (t - newest) / step > self.cfg.max_gap_steps as i64 {
+                // A very long gap: emit what is open, then restart the series at `t`.
+                ctx.count("gap.restart", 1);
+                self.emit_ready(wi, out, true);
+                let wk = &mut self.state.workloads[wi];
+                wk.emitted_until = None;
+                wk.last.iter_mut().for_each(|l| *l = None);
+            }
+        }
+        let wk = &mut self.state.workloads[wi];
+        let nslots = wk.metrics.len();
+        match wk.open.front().map(|s| s.time) {
+            None => wk.open.push_back(OpenStep { time: t, label, acc: vec![Acc::default(); nslots] }),
+            Some(oldest) if t < oldest => {
+                // Before the oldest open step but after the last emitted one: open steps back to it.
+                let mut time = oldest - step;
+                while time >= t {
+                    wk.open.push_front(OpenStep { time, label: None, acc: vec![Acc::default(); nslots] });
+                    time -= step;
+                }
+            }
+            _ => {}
+        }
+        while wk.open.back().is_some_and(|s| s.time < t) {
+            let time = wk.open.back().map(|s| s.time + step).unwrap_or(t);
+            wk.open.push_back(OpenStep { time, label: None, acc: vec![Acc::default(); nslots] });
+        }
+        let idx = ((t - wk.open.front().map(|s| s.time).unwrap_or(t)) / step) as usize;
+        let open = &mut wk.open[idx];
+        if open.label.is_none() {
+            open.label = label;
+        }
+        if open.acc.len() <= slot {
+            open.acc.resize(slot + 1, Acc::default());
+        }
+        let acc = &mut open.acc[slot];
+        if acc.n > 0 && acc.last_ts == ts {
+            ctx.event(Event::Dropped { kind: "duplicate", count: 1 });
+            return;
+        }
+        acc.sum += v;
+        acc.n += 1;
+        acc.last_ts = ts;
+        if acc.n > 1 {
+            ctx.count("resampled", 1);
+        }
+        if wk.open.len() > self.cfg.lateness_steps + 1 {
+            self.emit_ready(wi, out, false);
+        }
+    }
+
+    fn slot(&mut self, wi: usize, m: u32) -> usize {
+        let wk = &mut self.state.workloads[wi];
+        if wk.slot_of.len() <= m as usize {
+            wk.slot_of.resize(m as usize + 1, u32::MAX);
+        }
+        if wk.slot_of[m as usize] == u32::MAX {
+            wk.slot_of[m as usize] = wk.metrics.len() as u32;
+            wk.metrics.push(m);
+            wk.last.push(None);
+        }
+        wk.slot_of[m as usize] as usize
+    }
+
+    /// Closes the steps that no late sample can reach any more (all of them when `all`).
+    fn emit_ready(&mut self, wi: usize, out: &mut Out, all: bool) {
+        let keep = if all { 0 } else { self.cfg.lateness_steps + 1 };
+        let fill = self.cfg.fill_steps as u32;
+        while self.state.workloads[wi].open.len() > keep {
+            let wk = &mut self.state.workloads[wi];
+            let Some(step) = wk.open.pop_front() else { break };
+            wk.emitted_until = Some(step.time);
+            let mut cells = Vec::with_capacity(wk.metrics.len());
+            for slot in 0..wk.metrics.len() {
+                let acc = step.acc.get(slot).copied().unwrap_or_default();
+                let cell = if acc.n > 0 {
+                    let v = acc.sum / acc.n as f64;
+                    wk.last[slot] = Some((v, 0));
+                    (v, false, false)
+                } else {
+                    match &mut wk.last[slot] {
+                        Some((v, since)) if *since < fill => {
+                            *since += 1;
+                            (*v, true, false)
+                        }
+                        Some((_, since)) => {
+                            *since += 1;
+                            (f64::NAN, false, true)
+                        }
+                        None => continue_missing(),
+                    }
+                };
+                cells.push(cell);
+            }
+            let done = DoneStep { time: step.time, label: step.label, cells };
+            if wk.learning {
+                let split = done
+                    .label
+                    .and_then(|l| self.state.label_names.names.get(l as usize))
+                    .and_then(|s| labels::get(s, "split"))
+                    .map(|s| s == "train");
+                let wk = &mut self.state.workloads[wi];
+                let ends = match split {
+                    Some(is_train) => !is_train,
+                    None => wk.learned_steps >= self.cfg.learn_steps,
+                };
+                if ends {
+                    self.finish_learning(wi, out);
+                    self.write_step(wi, &done, out);
+                } else {
+                    wk.learned_steps += 1;
+                    wk.held.push(done);
+                }
+            } else {
+                self.write_step(wi, &done, out);
+            }
+        }
+    }
+
+    /// Fits the scaler on the held history and emits it.
+    fn finish_learning(&mut self, wi: usize, out: &mut Out) {
+        let wk = &mut self.state.workloads[wi];
+        wk.learning = false;
+        let n = wk.metrics.len();
+        let mut lo = vec![f64::INFINITY; n];
+        let mut hi = vec![f64::NEG_INFINITY; n];
+        for step in &wk.held {
+            for (slot, &(v, _, missing)) in step.cells.iter().enumerate() {
+                if !missing {
+                    lo[slot] = lo[slot].min(v);
+                    hi[slot] = hi[slot].max(v);
+                }
+            }
+        }
+        wk.scalers = lo.into_iter().zip(hi).map(|(lo, hi)| Scaler { lo, hi }).collect();
+        let held = std::mem::take(&mut wk.held);
+        for step in &held {
+            self.write_step(wi, step, out);
+        }
+    }
+
+    fn write_step(&mut self, wi: usize, step: &DoneStep, out: &mut Out) {
+        let wk = &mut self.state.workloads[wi];
+        let step_ms = wk.step_ms.unwrap_or(0);
+        let clip = self.cfg.clip;
+        for (slot, &(v, filled, missing)) in step.cells.iter().enumerate() {
+            if wk.scalers.len() <= slot {
+                // A metric first seen after learning: learn from its first value on.
+                wk.scalers.push(Scaler { lo: v, hi: v });
+            }
+            let s = &wk.scalers[slot];
+            let (scaled, raw) = if missing {
+                (None, None)
+            } else {
+                let range = if s.hi > s.lo && s.lo.is_finite() { s.hi - s.lo } else { 1.0 };
+                let lo = if s.lo.is_finite() { s.lo } else { 0.0 };
+                (Some(((v - lo) / range).clamp(-clip, 1.0 + clip)), Some(v))
+            };
+            out.time.push(step.time);
+            out.workload.push(wi as i32);
+            out.metric.push(wk.metrics[slot] as i32);
+            out.value.push(scaled);
+            out.raw.push(raw);
+            out.step_ms.push(step_ms);
+            out.filled.push(filled);
+            out.missing.push(missing);
+            out.label.push(step.label.map(|l| l as i32));
+        }
+    }
+
+    fn finish(&self, out: Out) -> Result<RecordBatch> {
+        let st = &self.state;
+        let columns: Vec<ArrayRef> = vec![
+            timestamp_column(out.time),
+            dictionary(out.workload, &st.workload_names.refs())?,
+            dictionary(out.metric, &st.metric_names.refs())?,
+            Arc::new(Float64Array::from(out.value)),
+            Arc::new(Float64Array::from(out.raw)),
+            Arc::new(Int64Array::from(out.step_ms)),
+            Arc::new(BooleanArray::from(out.filled)),
+            Arc::new(BooleanArray::from(out.missing)),
+            dictionary_opt(out.label, &st.label_names.refs())?,
+        ];
+        Ok(RecordBatch::try_new(Topic::MetricsNorm.schema(), columns)?)
+    }
+}
+
+/// A metric never observed yet in this workload: missing.
+fn continue_missing() -> (f64, bool, bool) {
+    (f64::NAN, false, true)
+}
+
+/// The step: the median difference between the first distinct timestamps, once four of them
+/// are known (the median, so that one jittered sample does not set it).
+fn infer_step(ts: &[i64]) -> Option<i64> {
+    if ts.len() < 4 {
+        return None;
+    }
+    let mut sorted = ts.to_vec();
+    sorted.sort_unstable();
+    let mut diffs: Vec<i64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+    diffs.sort_unstable();
+    diffs.get(diffs.len() / 2).copied()
+}
+
+impl Stage for Normalise {
+    fn name(&self) -> &'static str {
+        "normalise"
+    }
+
+    fn inputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsRaw]
+    }
+
+    fn outputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsNorm]
+    }
+
+    fn process_batch(
+        &mut self,
+        _topic: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
+        let mut rows = Out::default();
+        self.ingest_batch(&batch, ctx, &mut rows)?;
+        if !rows.time.is_empty() {
+            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        let mut rows = Out::default();
+        for wi in 0..self.state.workloads.len() {
+            let wk = &mut self.state.workloads[wi];
+            if wk.step_ms.is_none() && !wk.early.is_empty() {
+                // Too few timestamps to infer a step: fall back to the smallest gap seen, or 1 s.
+                let mut ts = wk.first_ts.clone();
+                ts.sort_unstable();
+                let step = ts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).min().unwrap_or(1000);
+                wk.step_ms = Some(step);
+                ctx.count("step.guessed", 1);
+                for (ts, m, v, label) in std::mem::take(&mut wk.early) {
+                    self.place(wi, ts, m, v, label, ctx, &mut rows);
+                }
+            }
+            self.emit_ready(wi, &mut rows, true);
+            if self.state.workloads[wi].learning {
+                self.finish_learning(wi, &mut rows);
+            }
+        }
+        if !rows.time.is_empty() {
+            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        serde_json::to_vec(&self.state).map(Some).map_err(|e| Error::state(self.name(), e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.state = serde_json::from_slice(state).map_err(|e| Error::state(self.name(), e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
