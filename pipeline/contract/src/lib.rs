@@ -19,6 +19,7 @@ pub mod columns;
 pub mod error;
 mod events;
 pub mod norm;
+pub mod state;
 
 pub use arrow_array::RecordBatch;
 pub use error::{Error, Result};

@@ -92,3 +92,88 @@ impl<'a> NormBatch<'a> {
         })
     }
 }
+
+/// A workload's metrics in the order they first appeared: a metric's slot is its index in
+/// the dense vectors that [`NormBatch::dense`] fills.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Slots {
+    pub names: Vec<String>,
+    #[serde(skip)]
+    index: std::collections::HashMap<String, u32>,
+}
+
+impl Slots {
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The slot of `name`, adding it if new.
+    pub fn slot(&mut self, name: &str) -> u32 {
+        if self.index.len() != self.names.len() {
+            // Rebuilt after a restore (the index is not serialised).
+            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        }
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        i
+    }
+
+    /// The slot of every key of a batch's metric dictionary.
+    pub fn map_dict(&mut self, dict: &StringArray) -> Vec<u32> {
+        dict.iter().map(|n| self.slot(n.unwrap_or(""))).collect()
+    }
+}
+
+/// Per-batch cache of dictionary-key-to-slot maps, one per workload key.
+#[derive(Default)]
+pub struct KeyCache {
+    maps: Vec<(i32, Vec<u32>)>,
+}
+
+impl KeyCache {
+    /// The key-to-slot map of a workload in this batch, built on first use.
+    pub fn get(&mut self, workload_key: i32, slots: &mut Slots, dict: &StringArray) -> &[u32] {
+        let pos = match self.maps.iter().position(|(k, _)| *k == workload_key) {
+            Some(p) => p,
+            None => {
+                self.maps.push((workload_key, slots.map_dict(dict)));
+                self.maps.len() - 1
+            }
+        };
+        &self.maps[pos].1
+    }
+}
+
+impl NormBatch<'_> {
+    /// Fills `scaled` and `raw` (resized to `width`) with the step's values by slot; NaN where
+    /// a metric is missing or absent. Returns how many values were observed (not filled).
+    pub fn dense(&self, step: &Step<'_>, key_to_slot: &[u32], width: usize, scaled: &mut Vec<f64>, raw: &mut Vec<f64>) -> usize {
+        scaled.clear();
+        scaled.resize(width, f64::NAN);
+        raw.clear();
+        raw.resize(width, f64::NAN);
+        let keys = self.metric.keys();
+        let (vals, raws) = (self.value.values(), self.raw_value.values());
+        let mut observed = 0;
+        for r in step.rows.clone() {
+            if self.missing.value(r) {
+                continue;
+            }
+            let slot = key_to_slot[keys[r] as usize] as usize;
+            if slot < width {
+                scaled[slot] = vals[r];
+                raw[slot] = raws[r];
+                observed += usize::from(!self.filled.value(r));
+            }
+        }
+        observed
+    }
+}
