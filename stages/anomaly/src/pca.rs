@@ -1,0 +1,95 @@
+//! PCA reconstruction model: fitted with faer, applied with plain loops (a step is one short
+//! vector, too small for a matrix library to help).
+
+use faer::{Mat, Side};
+use serde::{Deserialize, Serialize};
+
+/// A fitted detector for one workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PcaModel {
+    /// Per-metric mean of the history (also the value a missing metric is imputed with).
+    pub mean: Vec<f64>,
+    /// Kept principal directions, each of length `mean.len()`, largest variance first.
+    pub components: Vec<Vec<f64>>,
+    /// Per-metric mean and spread of the squared reconstruction error on the history.
+    pub err_mean: Vec<f64>,
+    pub err_std: Vec<f64>,
+    /// Score above which a step is anomalous.
+    pub threshold: f64,
+}
+
+impl PcaModel {
+    /// Fits on history rows (NaN = missing; rows may be shorter than the widest).
+    pub fn fit(history: &[Vec<f64>], variance: f64, quantile: f64) -> Result<Self, String> {
+        let n = history.len();
+        let d = history.iter().map(Vec::len).max().unwrap_or(0);
+        if n < 2 || d == 0 {
+            return Err(format!("need at least 2 steps of at least 1 metric, have {n} x {d}"));
+        }
+        let get = |r: usize, j: usize| history[r].get(j).copied().filter(|v| v.is_finite());
+        let mut mean = vec![0.0; d];
+        for (j, m) in mean.iter_mut().enumerate() {
+            let (s, c) = (0..n).filter_map(|r| get(r, j)).fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+            *m = if c > 0 { s / c as f64 } else { 0.0 };
+        }
+        let x = Mat::<f64>::from_fn(n, d, |r, j| get(r, j).map(|v| v - mean[j]).unwrap_or(0.0));
+        let cov = (x.transpose() * &x) * faer::Scale(1.0 / (n as f64 - 1.0));
+        let evd = cov.self_adjoint_eigen(Side::Lower).map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
+        let vals: Vec<f64> = (0..d).map(|i| evd.S()[i].max(0.0)).collect();
+        let total: f64 = vals.iter().sum();
+        let mut components = Vec::new();
+        if total > 0.0 {
+            let mut acc = 0.0;
+            for i in (0..d).rev() {
+                if acc >= variance * total {
+                    break;
+                }
+                acc += vals[i];
+                components.push((0..d).map(|j| evd.U()[(j, i)]).collect());
+            }
+        }
+        let mut model =
+            Self { mean, components, err_mean: vec![0.0; d], err_std: vec![1.0; d], threshold: f64::INFINITY };
+        let errs: Vec<Vec<f64>> = history.iter().map(|row| model.errors(row)).collect();
+        for j in 0..d {
+            let m = errs.iter().map(|e| e[j]).sum::<f64>() / n as f64;
+            let v = errs.iter().map(|e| (e[j] - m).powi(2)).sum::<f64>() / n as f64;
+            model.err_mean[j] = m;
+            model.err_std[j] = v.sqrt() + 1e-6;
+        }
+        let mut scores: Vec<f64> = errs.iter().map(|e| model.standardise(e).iter().sum()).collect();
+        scores.sort_by(f64::total_cmp);
+        let idx = ((n as f64 - 1.0) * quantile).round() as usize;
+        model.threshold = scores[idx.min(n - 1)];
+        Ok(model)
+    }
+
+    /// Squared reconstruction error per metric.
+    fn errors(&self, row: &[f64]) -> Vec<f64> {
+        let d = self.mean.len();
+        let c: Vec<f64> = (0..d)
+            .map(|j| row.get(j).copied().filter(|v| v.is_finite()).map(|v| v - self.mean[j]).unwrap_or(0.0))
+            .collect();
+        let mut recon = vec![0.0; d];
+        for p in &self.components {
+            let y: f64 = p.iter().zip(&c).map(|(a, b)| a * b).sum();
+            for (r, a) in recon.iter_mut().zip(p) {
+                *r += y * a;
+            }
+        }
+        c.iter().zip(&recon).map(|(a, b)| (a - b).powi(2)).collect()
+    }
+
+    fn standardise(&self, err: &[f64]) -> Vec<f64> {
+        err.iter().enumerate().map(|(j, e)| (e - self.err_mean[j]) / self.err_std[j]).collect()
+    }
+
+    /// The step's score and each metric's share of its positive part.
+    pub fn score(&self, row: &[f64]) -> (f64, Vec<f64>) {
+        let z = self.standardise(&self.errors(row));
+        let score = z.iter().sum();
+        let pos: f64 = z.iter().map(|v| v.max(0.0)).sum();
+        let contrib = z.iter().map(|v| if pos > 0.0 { v.max(0.0) / pos } else { 0.0 }).collect();
+        (score, contrib)
+    }
+}

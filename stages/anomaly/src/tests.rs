@@ -1,0 +1,112 @@
+use wfe_contract::VecCollector;
+use wfe_contract::columns::strings;
+use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_normalise::testing::normalised;
+
+use super::*;
+
+fn run(stage: &mut Anomaly, batches: &[RecordBatch]) -> (VecCollector, Context) {
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("anomaly");
+    for b in batches {
+        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+    }
+    stage.flush(&mut ctx, &mut out).unwrap();
+    (out, ctx)
+}
+
+/// (scaled values, split, label) per step of one workload.
+fn steps(batches: &[RecordBatch]) -> Vec<(Vec<f64>, String, u8)> {
+    let mut slots = Slots::default();
+    let mut rows = vec![];
+    for b in batches {
+        let nb = NormBatch::new(b).unwrap();
+        let mut cache = KeyCache::default();
+        for step in nb.steps() {
+            let map = cache.get(step.workload_key, &mut slots, nb.metric_dict()).to_vec();
+            let (mut v, mut r) = (vec![], vec![]);
+            nb.dense(&step, &map, slots.len(), &mut v, &mut r);
+            let l = step.label.unwrap_or("");
+            let split = labels::get(l, "split").unwrap_or("").to_string();
+            rows.push((v, split, (labels::get(l, "label") == Some("1")) as u8));
+        }
+    }
+    rows
+}
+
+#[test]
+fn pca_scores_labelled_anomalies_higher_than_normal_steps() {
+    let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+    let all = steps(&norm);
+    let train: Vec<Vec<f64>> = all.iter().filter(|s| s.1 == "train").map(|s| s.0.clone()).collect();
+    let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
+    assert!(!model.components.is_empty() && model.components.len() < 38);
+    let (mut a, mut na, mut n, mut nn) = (0.0, 0, 0.0, 0);
+    for (v, split, label) in all.iter().filter(|s| s.1 == "test") {
+        let _ = split;
+        let s = model.score(v).0;
+        if *label == 1 {
+            a += s;
+            na += 1;
+        } else {
+            n += s;
+            nn += 1;
+        }
+    }
+    assert!(na > 0 && nn > 0);
+    assert!(a / na as f64 > 3.0 * (n / nn as f64).max(1.0), "anomalous {} vs normal {}", a / na as f64, n / nn as f64);
+}
+
+#[test]
+fn segments_open_update_and_close_with_stable_ids_and_contributors() {
+    let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+    let (out, _) = run(&mut Anomaly::new(AnomalyConfig::default()).unwrap(), &norm);
+    let batches = out.of(Topic::Anomalies);
+    assert!(!batches.is_empty());
+    let mut open: HashMap<String, bool> = HashMap::new();
+    let mut closed = 0;
+    for b in &batches {
+        let ev = strings(b, "event").unwrap();
+        let id = strings(b, "segment_id").unwrap();
+        let top = b.column_by_name("top_metrics").unwrap();
+        for r in 0..b.num_rows() {
+            let list = arrow_array::cast::AsArray::as_list::<i32>(top.as_ref()).value(r);
+            assert!(!list.is_empty(), "an event names its metrics");
+            match ev.value(r) {
+                "opened" => assert!(open.insert(id.value(r).to_string(), true).is_none()),
+                "updated" => assert!(open.contains_key(id.value(r))),
+                "closed" => {
+                    assert!(open.remove(id.value(r)).is_some());
+                    closed += 1;
+                }
+                other => panic!("unknown event {other}"),
+            }
+        }
+    }
+    assert!(closed > 0);
+    // A replay gives the same rows.
+    let (again, _) = run(&mut Anomaly::new(AnomalyConfig::default()).unwrap(), &norm);
+    assert_eq!(again.of(Topic::Anomalies), batches);
+}
+
+#[test]
+fn constant_nan_and_short_inputs_give_defined_results() {
+    // Constant metrics: zero variance, no components, finite scores.
+    let constant = vec![vec![0.5, 0.5, 0.5]; 100];
+    let m = PcaModel::fit(&constant, 0.95, 0.99).unwrap();
+    assert!(m.components.is_empty());
+    assert!(m.score(&[0.5, 0.5, 0.5]).0.is_finite());
+    assert!(m.score(&[f64::NAN, 0.9, 0.5]).0.is_finite(), "NaN is imputed, not propagated");
+    assert!(m.score(&[0.5]).0.is_finite(), "a shorter row is padded");
+    // One step, or none: a clear error rather than a panic.
+    assert!(PcaModel::fit(&[vec![1.0, 2.0]], 0.95, 0.99).is_err());
+    assert!(PcaModel::fit(&[], 0.95, 0.99).is_err());
+    // A workload with too little history is counted as unscored.
+    let norm = normalised("asd", &["omi-2"], 1);
+    let mut cfg = AnomalyConfig { min_learn_steps: 100_000, ..Default::default() };
+    cfg.learn_steps = 10;
+    let (out, ctx) = run(&mut Anomaly::new(cfg).unwrap(), &norm);
+    assert_eq!(out.rows(Topic::Anomalies), 0);
+    assert_eq!(ctx.counters()["unscored.too_little_history"], 1);
+    assert!(Anomaly::new(AnomalyConfig { variance: 0.0, ..Default::default() }).is_err());
+}
