@@ -1,1 +1,397 @@
+//! # wfe-forecast: `metrics.norm` in, `forecasts` out
+//!
+//! Per workload, each configured resource is a series in capacity units: the mean of its
+//! metrics' raw values times the resource's capacity (see [`ResourceMap`]). Every
+//! `every_s` seconds of event time the stage forecasts each resource at each horizon with the
+//! two baselines every model must beat:
+//! - **persistence**: the last value;
+//! - **seasonal naive**: the value one season before the target time.
+//!
+//! Quantiles are empirical: the model's point forecast plus the quantiles of its own errors at
+//! that horizon over the last `residual_window` steps. The model with the lower mean absolute
+//! error over that window is selected, and its score is in the row. With less history than a
+//! season, seasonal naive cannot run and persistence is used, and the row says why.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use serde::{Deserialize, Serialize};
+use wfe_contract::columns::{list_f64, timestamp_column};
+use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
+
+pub const MODEL_VERSION: &str = "1";
+
+/// How one resource is computed from metrics.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceMap {
+    /// Resource name: `cpu`, `memory`, `network`, `disk` or any other.
+    pub name: String,
+    /// Metrics whose mean is the resource's utilisation (a fraction of capacity at 1.0).
+    pub metrics: Vec<String>,
+    /// Capacity unit, e.g. `vcpu`, `gib`, `gbps`.
+    pub unit: String,
+    /// Units of capacity that a value of 1.0 stands for.
+    pub capacity: f64,
+}
+
+/// Settings of the forecast stage.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastConfig {
+    /// Horizons in seconds.
+    #[serde(default = "d_horizons")]
+    pub horizons_s: Vec<u64>,
+    /// Quantile levels, ascending, in (0, 1).
+    #[serde(default = "d_quantiles")]
+    pub quantiles: Vec<f64>,
+    /// Seconds of event time between forecasts of a workload.
+    #[serde(default = "d_every")]
+    pub every_s: u64,
+    /// Season of the seasonal-naive model, in seconds.
+    #[serde(default = "d_season")]
+    pub season_s: u64,
+    /// Steps of past errors the quantiles and the model choice come from.
+    #[serde(default = "d_residuals")]
+    pub residual_window: usize,
+    /// Fewest past errors needed for intervals; with fewer, quantiles collapse to the point.
+    #[serde(default = "d_min_residuals")]
+    pub min_residuals: usize,
+}
+
+fn d_horizons() -> Vec<u64> {
+    vec![900, 3600]
+}
+fn d_quantiles() -> Vec<f64> {
+    vec![0.1, 0.5, 0.9]
+}
+fn d_every() -> u64 {
+    3600
+}
+fn d_season() -> u64 {
+    86_400
+}
+fn d_residuals() -> usize {
+    2016
+}
+fn d_min_residuals() -> usize {
+    12
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            horizons_s: d_horizons(),
+            quantiles: d_quantiles(),
+            every_s: d_every(),
+            season_s: d_season(),
+            residual_window: d_residuals(),
+            min_residuals: d_min_residuals(),
+        }
+    }
+}
+
+impl ForecastConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.horizons_s.is_empty() || self.horizons_s.contains(&0) {
+            return Err(Error::config("stages.forecast.horizons_s", "needs at least one positive horizon"));
+        }
+        if self.quantiles.is_empty()
+            || self.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0))
+            || self.quantiles.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::config("stages.forecast.quantiles", "must be ascending levels in (0, 1)"));
+        }
+        if self.every_s == 0 || self.season_s == 0 {
+            return Err(Error::config("stages.forecast.every_s", "every_s and season_s must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// The models this stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Model {
+    Persistence,
+    SeasonalNaive,
+}
+
+impl Model {
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Persistence => "persistence",
+            Model::SeasonalNaive => "seasonal-naive",
+        }
+    }
+}
+
+/// A bounded series of recent values (NaN = missing).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Ring {
+    cap: usize,
+    values: VecDeque<f64>,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Self {
+        Self { cap, values: VecDeque::with_capacity(cap.min(4096)) }
+    }
+    fn push(&mut self, v: f64) {
+        if self.values.len() == self.cap {
+            self.values.pop_front();
+        }
+        self.values.push_back(v);
+    }
+    /// The value `back` steps before the latest (0 = latest).
+    fn ago(&self, back: usize) -> Option<f64> {
+        let n = self.values.len();
+        (back < n).then(|| self.values[n - 1 - back]).filter(|v| v.is_finite())
+    }
+    fn finite(&self) -> Vec<f64> {
+        self.values.iter().copied().filter(|v| v.is_finite()).collect()
+    }
+}
+
+/// One resource of one workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Series {
+    history: Ring,
+    /// Per horizon: past errors (actual minus forecast) of persistence and seasonal naive.
+    err_persist: Vec<Ring>,
+    err_seasonal: Vec<Ring>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Workload {
+    slots: Slots,
+    step_ms: i64,
+    series: Vec<Series>,
+    /// Slots of each resource's metrics, resolved when `slots` had `res_slots_at` entries.
+    res_slots: Vec<Vec<usize>>,
+    res_slots_at: usize,
+    last_issue: Option<i64>,
+}
+
+/// The forecast stage.
+pub struct Forecast {
+    cfg: ForecastConfig,
+    resources: Vec<ResourceMap>,
+    workloads: HashMap<String, Workload>,
+}
+
+#[derive(Default)]
+struct Rows {
+    issued: Vec<i64>,
+    target: Vec<i64>,
+    workload: Vec<String>,
+    resource: Vec<String>,
+    unit: Vec<String>,
+    horizon: Vec<i64>,
+    levels: Vec<Vec<f64>>,
+    values: Vec<Vec<f64>>,
+    model: Vec<&'static str>,
+    score: Vec<Option<f64>>,
+    fallback: Vec<Option<String>>,
+}
+
+fn steps_of(seconds: u64, step_ms: i64) -> usize {
+    ((seconds as i64 * 1000) / step_ms.max(1)).max(1) as usize
+}
+
+fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
+    let season = steps_of(cfg.season_s, step_ms);
+    let longest = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).max().unwrap_or(1);
+    let n = cfg.horizons_s.len();
+    Series {
+        history: Ring::new(season + longest + 1),
+        err_persist: vec![Ring::new(cfg.residual_window); n],
+        err_seasonal: vec![Ring::new(cfg.residual_window); n],
+    }
+}
+
+/// Empirical quantile (linear interpolation) of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn mae(errs: &[f64]) -> f64 {
+    errs.iter().map(|e| e.abs()).sum::<f64>() / errs.len().max(1) as f64
+}
+
+impl Forecast {
+    pub fn new(cfg: ForecastConfig, resources: Vec<ResourceMap>) -> Result<Self> {
+        cfg.validate()?;
+        if resources.is_empty() {
+            return Err(Error::config("resources", "map at least one resource to metrics"));
+        }
+        for r in &resources {
+            if r.metrics.is_empty() || !(r.capacity.is_finite() && r.capacity > 0.0) {
+                return Err(Error::config(
+                    format!("resources.{}", r.name),
+                    "needs at least one metric and a positive capacity",
+                ));
+            }
+        }
+        Ok(Self { cfg, resources, workloads: HashMap::new() })
+    }
+
+    /// Adds one step of resource values and, when due, forecasts.
+    fn observe(&mut self, name: &str, time: i64, step_ms: i64, raw: &[f64], rows: &mut Rows) {
+        let (cfg, resources) = (&self.cfg, &self.resources);
+        let horizons: Vec<usize> = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
+        let season = steps_of(cfg.season_s, step_ms);
+        let wk = self.workloads.entry(name.to_string()).or_default();
+        if wk.series.is_empty() {
+            wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
+            wk.step_ms = step_ms;
+        }
+        if wk.res_slots.len() != resources.len() || wk.res_slots_at != wk.slots.len() {
+            // Resolve each resource's metrics to slots again only when new metrics appeared.
+            wk.res_slots = resources
+                .iter()
+                .map(|r| r.metrics.iter().filter_map(|m| wk.slots.names.iter().position(|n| n == m)).collect())
+                .collect();
+            wk.res_slots_at = wk.slots.len();
+        }
+        for (ri, res) in resources.iter().enumerate() {
+            let (mut sum, mut n) = (0.0, 0usize);
+            for &slot in &wk.res_slots[ri] {
+                if let Some(v) = raw.get(slot).copied().filter(|v| v.is_finite()) {
+                    sum += v;
+                    n += 1;
+                }
+            }
+            let y = if n == 0 { f64::NAN } else { sum / n as f64 * res.capacity };
+            let s = &mut wk.series[ri];
+            s.history.push(y);
+            if y.is_finite() {
+                for (hi, &h) in horizons.iter().enumerate() {
+                    if let Some(p) = s.history.ago(h) {
+                        s.err_persist[hi].push(y - p);
+                    }
+                    if h <= season {
+                        if let Some(p) = s.history.ago(season) {
+                            s.err_seasonal[hi].push(y - p);
+                        }
+                    }
+                }
+            }
+        }
+        let every = cfg.every_s as i64 * 1000;
+        let due = wk.last_issue.is_none_or(|last| time - last >= every) && time.rem_euclid(every) < step_ms;
+        if !due {
+            return;
+        }
+        wk.last_issue = Some(time);
+        for (ri, res) in resources.iter().enumerate() {
+            let s = &wk.series[ri];
+            let Some(last) = s.history.ago(0) else { continue };
+            for (hi, &h) in horizons.iter().enumerate() {
+                let seasonal_point = if h <= season { s.history.ago(season - h) } else { None };
+                let ep = s.err_persist[hi].finite();
+                let es = s.err_seasonal[hi].finite();
+                let (model, point, errs, fallback) = match seasonal_point {
+                    Some(sp) if es.len() >= cfg.min_residuals => {
+                        if mae(&es) < mae(&ep) || ep.len() < cfg.min_residuals {
+                            (Model::SeasonalNaive, sp, es, None)
+                        } else {
+                            (Model::Persistence, last, ep, None)
+                        }
+                    }
+                    _ => (Model::Persistence, last, ep, Some("history shorter than a season: seasonal naive cannot run")),
+                };
+                let (values, score, fallback) = if errs.len() >= cfg.min_residuals {
+                    let mut sorted = errs.clone();
+                    sorted.sort_by(f64::total_cmp);
+                    let v = cfg.quantiles.iter().map(|&q| (point + quantile(&sorted, q)).max(0.0)).collect();
+                    (v, Some(mae(&errs)), fallback.map(String::from))
+                } else {
+                    let v = vec![point.max(0.0); cfg.quantiles.len()];
+                    let why = "too little history for intervals: quantiles are the point forecast";
+                    (v, None, Some(fallback.map_or(why.to_string(), |f| format!("{f}; {why}"))))
+                };
+                rows.issued.push(time);
+                rows.target.push(time + cfg.horizons_s[hi] as i64 * 1000);
+                rows.workload.push(name.to_string());
+                rows.resource.push(res.name.clone());
+                rows.unit.push(res.unit.clone());
+                rows.horizon.push(cfg.horizons_s[hi] as i64);
+                rows.levels.push(cfg.quantiles.clone());
+                rows.values.push(values);
+                rows.model.push(model.name());
+                rows.score.push(score);
+                rows.fallback.push(fallback);
+            }
+        }
+    }
+
+    fn finish(rows: Rows) -> Result<RecordBatch> {
+        let n = rows.issued.len();
+        let columns: Vec<ArrayRef> = vec![
+            timestamp_column(rows.issued),
+            timestamp_column(rows.target),
+            Arc::new(StringArray::from(rows.workload)),
+            Arc::new(StringArray::from(rows.resource)),
+            Arc::new(StringArray::from(rows.unit)),
+            Arc::new(Int64Array::from(rows.horizon)),
+            list_f64(rows.levels),
+            list_f64(rows.values),
+            Arc::new(StringArray::from(rows.model)),
+            Arc::new(StringArray::from(vec![MODEL_VERSION; n])),
+            Arc::new(StringArray::from(vec!["mae"; n])),
+            Arc::new(Float64Array::from(rows.score)),
+            Arc::new(StringArray::from(rows.fallback)),
+        ];
+        Ok(RecordBatch::try_new(Topic::Forecasts.schema(), columns)?)
+    }
+}
+
+impl Stage for Forecast {
+    fn name(&self) -> &'static str {
+        "forecast"
+    }
+
+    fn inputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsNorm]
+    }
+
+    fn outputs(&self) -> Vec<Topic> {
+        vec![Topic::Forecasts]
+    }
+
+    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        let nb = NormBatch::new(&batch)?;
+        let mut cache = KeyCache::default();
+        let mut rows = Rows::default();
+        let (mut scaled, mut raw) = (Vec::new(), Vec::new());
+        for step in nb.steps() {
+            let wk = self.workloads.entry(step.workload.to_string()).or_default();
+            let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
+            nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
+            self.observe(step.workload, step.time, step.step_ms, &raw, &mut rows);
+        }
+        if !rows.issued.is_empty() {
+            out.emit(Topic::Forecasts, Self::finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        wfe_contract::state::encode(self.name(), &self.workloads)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.workloads = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

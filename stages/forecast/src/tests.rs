@@ -1,0 +1,118 @@
+use std::collections::HashMap;
+
+use wfe_contract::VecCollector;
+use wfe_contract::columns::{f64s, list_row_f64, strings, timestamps};
+use wfe_contract::norm::NormBatch;
+use wfe_normalise::testing::normalised;
+
+use super::*;
+
+fn cpu() -> Vec<ResourceMap> {
+    vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0 }]
+}
+
+fn run(stage: &mut Forecast, batches: &[RecordBatch]) -> VecCollector {
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("forecast");
+    for b in batches {
+        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+    }
+    stage.flush(&mut ctx, &mut out).unwrap();
+    out
+}
+
+struct Row {
+    target: i64,
+    horizon: i64,
+    values: Vec<f64>,
+    model: String,
+    score: Option<f64>,
+    fallback: Option<String>,
+}
+
+fn rows(out: &VecCollector) -> Vec<Row> {
+    let mut v = vec![];
+    for b in out.of(Topic::Forecasts) {
+        let target = timestamps(&b, "target_time").unwrap();
+        let horizon = wfe_contract::columns::i64s(&b, "horizon_s").unwrap();
+        let model = strings(&b, "model").unwrap();
+        let score = f64s(&b, "validation_score").unwrap();
+        let fb = strings(&b, "fallback_reason").unwrap();
+        let qv = b.column_by_name("quantile_values").unwrap();
+        for r in 0..b.num_rows() {
+            use arrow_array::Array;
+            v.push(Row {
+                target: target.value(r),
+                horizon: horizon.value(r),
+                values: list_row_f64(qv.as_ref(), r).unwrap(),
+                model: model.value(r).to_string(),
+                score: score.is_valid(r).then(|| score.value(r)),
+                fallback: fb.is_valid(r).then(|| fb.value(r).to_string()),
+            });
+        }
+    }
+    v
+}
+
+#[test]
+fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
+    let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+    let out = run(&mut Forecast::new(ForecastConfig::default(), cpu()).unwrap(), &norm);
+    let rows = rows(&out);
+    // Actual CPU (vCPU) by time.
+    let mut actual = HashMap::new();
+    for b in &norm {
+        let nb = NormBatch::new(b).unwrap();
+        for r in 0..b.num_rows() {
+            if nb.metric.get(r) == Some("m00") {
+                if let Some(v) = nb.raw(r) {
+                    actual.insert(nb.time[r], v * 64.0);
+                }
+            }
+        }
+    }
+    let steps = actual.len();
+    assert_eq!(rows.len(), 2 * (steps / 60), "one row per hour and horizon");
+    assert!(rows[0].fallback.is_some(), "the first day has no season to look back on");
+    let (mut inside, mut total) = (0, 0);
+    for r in &rows {
+        assert!(r.values.windows(2).all(|w| w[0] <= w[1]) && r.values[0] >= 0.0, "{:?}", r.values);
+        assert!(r.model == "persistence" || r.model == "seasonal-naive");
+        if r.horizon == 3600 && r.fallback.is_none() {
+            if let Some(a) = actual.get(&r.target) {
+                total += 1;
+                inside += usize::from(r.values[0] <= *a && *a <= r.values[2]);
+            }
+        }
+    }
+    let coverage = inside as f64 / total as f64;
+    assert!(total > 500 && (0.6..=0.97).contains(&coverage), "80% interval covered {coverage:.3} of {total}");
+    assert!(rows.iter().any(|r| r.model == "seasonal-naive") || rows.iter().all(|r| r.model == "persistence"));
+}
+
+#[test]
+fn short_history_falls_back_and_says_so() {
+    let norm = normalised("asd", &["omi-4"], 1); // 1024 steps of 5 min: less than 4 days
+    let cfg = ForecastConfig { season_s: 7 * 86_400, ..Default::default() };
+    let rows = rows(&run(&mut Forecast::new(cfg, cpu()).unwrap(), &norm));
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.model == "persistence" && r.fallback.as_deref().unwrap_or("").contains("season")));
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let bad = |c: ForecastConfig| Forecast::new(c, cpu()).err().unwrap().to_string();
+    assert!(bad(ForecastConfig { quantiles: vec![0.9, 0.1], ..Default::default() }).contains("quantiles"));
+    assert!(bad(ForecastConfig { horizons_s: vec![], ..Default::default() }).contains("horizons"));
+    assert!(Forecast::new(ForecastConfig::default(), vec![]).is_err());
+    let mut r = cpu();
+    r[0].capacity = f64::NAN;
+    assert!(Forecast::new(ForecastConfig::default(), r).is_err());
+}
+
+#[test]
+fn quantile_interpolates() {
+    assert_eq!(quantile(&[0.0, 10.0], 0.5), 5.0);
+    assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.0), 1.0);
+    assert_eq!(quantile(&[], 0.5), 0.0);
+}
