@@ -1,0 +1,101 @@
+use arrow_array::{Float64Array, Int64Array};
+use wfe_contract::VecCollector;
+
+use super::*;
+
+/// A decisions batch of (id, workload, tier, type, count).
+fn decisions(rows: &[(&str, &str, &str, &str, i64)]) -> RecordBatch {
+    let n = rows.len();
+    let s = |i: usize| -> ArrayRef {
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| [r.0, r.1, r.2, r.3][i].to_string()).collect::<Vec<_>>(),
+        ))
+    };
+    let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+    RecordBatch::try_new(
+        Topic::Decisions.schema(),
+        vec![
+            s(0),
+            timestamp_column(vec![0; n]),
+            s(1),
+            s(2),
+            s(3),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(vec![0; n])),
+            Arc::new(Float64Array::from(vec![1.0; n])),
+            Arc::new(Float64Array::from(vec![0.1; n])),
+            text("cpu"),
+            Arc::new(Float64Array::from(vec![0.9; n])),
+            Arc::new(Int64Array::from(vec![3600; n])),
+            Arc::new(Float64Array::from(vec![1.0; n])),
+            text("[]"),
+            text("test"),
+        ],
+    )
+    .unwrap()
+}
+
+fn act(st: &mut Actuate, b: RecordBatch) -> (Vec<(String, serde_json::Value)>, Context) {
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("actuate");
+    st.process_batch(Topic::Decisions, b, &mut ctx, &mut out).unwrap();
+    let mut calls = vec![];
+    for b in out.of(Topic::Actions) {
+        let call = strings(&b, "api_call").unwrap();
+        let params = strings(&b, "parameters").unwrap();
+        let mode = strings(&b, "mode").unwrap();
+        for r in 0..b.num_rows() {
+            assert_eq!(mode.value(r), "record-only");
+            calls.push((call.value(r).to_string(), serde_json::from_str(params.value(r)).unwrap()));
+        }
+    }
+    (calls, ctx)
+}
+
+#[test]
+fn scales_out_in_and_switches_type_with_the_right_calls() {
+    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let (c, _) = act(&mut st, decisions(&[("d1", "w", "spot", "m7i.xlarge", 5)]));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, "ec2:RunInstances");
+    assert_eq!(c[0].1["MinCount"], 5);
+    assert_eq!(c[0].1["InstanceMarketOptions"]["MarketType"], "spot");
+    assert_eq!(c[0].1["ClientToken"], action_id("d1", 0));
+
+    let (c, _) = act(&mut st, decisions(&[("d2", "w", "spot", "m7i.xlarge", 3)]));
+    assert_eq!((c[0].0.as_str(), &c[0].1["Select"]["Count"]), ("ec2:TerminateInstances", &json!(2)));
+
+    let (c, _) = act(&mut st, decisions(&[("d3", "w", "spot", "m7i.xlarge", 3)]));
+    assert!(c.is_empty(), "no change, no call");
+
+    let (c, _) = act(&mut st, decisions(&[("d4", "w", "on-demand", "r7i.2xlarge", 2)]));
+    let names: Vec<&str> = c.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(names, ["ec2:TerminateInstances", "ec2:RunInstances"]);
+    assert!(c[1].1.get("InstanceMarketOptions").is_none());
+}
+
+#[test]
+fn a_replayed_decision_is_never_acted_on_twice_even_after_a_restart() {
+    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let b = decisions(&[("d1", "w", "spot", "m7i.xlarge", 5)]);
+    assert_eq!(act(&mut st, b.clone()).0.len(), 1);
+    let (again, ctx) = act(&mut st, b.clone());
+    assert!(again.is_empty());
+    assert_eq!(ctx.counters()["dropped.replayed_decision"], 1);
+    let snap = st.snapshot().unwrap().unwrap();
+    let mut restarted = Actuate::new(ActuateConfig::default()).unwrap();
+    restarted.restore(&snap).unwrap();
+    assert!(act(&mut restarted, b).0.is_empty());
+}
+
+#[test]
+fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
+    let mut st = Actuate::new(ActuateConfig { max_instances: 10, max_step: 4, ..Default::default() }).unwrap();
+    let (c, _) = act(&mut st, decisions(&[("d1", "w", "spot", "m7i.xlarge", 1_000_000)]));
+    assert_eq!(c[0].1["MaxCount"], 4);
+    assert!(c[0].1["wfe:guardrails"].to_string().contains("max_instances"));
+    let (c, ctx) = act(&mut st, decisions(&[("d2", "w", "spot", "", 3), ("d3", "w", "spot", "m7i.xlarge", -1)]));
+    assert!(c.is_empty());
+    assert_eq!(ctx.counters()["rejected.bad_decision"], 2);
+    assert!(Actuate::new(ActuateConfig { max_step: 0, ..Default::default() }).is_err());
+}
