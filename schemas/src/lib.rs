@@ -119,9 +119,13 @@ impl std::fmt::Display for Topic {
     }
 }
 
+/// Time zone of every timestamp column: UTC written as an offset, which every Arrow reader
+/// understands without a time-zone database.
+pub const TZ: &str = "+00:00";
+
 /// Timestamps are UTC milliseconds everywhere.
 pub fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Millisecond, Some(TZ.into()))
 }
 
 /// Dictionary-encoded strings: high-volume topics repeat workload and metric names on every row.

@@ -104,7 +104,7 @@ pub fn dictionary_opt(keys: Vec<Option<i32>>, values: &[&str]) -> Result<ArrayRe
 
 /// A UTC millisecond timestamp column.
 pub fn timestamp_column(ms: Vec<i64>) -> ArrayRef {
-    Arc::new(TimestampMillisecondArray::from(ms).with_timezone("UTC"))
+    Arc::new(TimestampMillisecondArray::from(ms).with_timezone(wfe_schemas::TZ))
 }
 
 /// A list column of `f64`s.

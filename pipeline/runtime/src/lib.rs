@@ -1,1 +1,404 @@
+//! # wfe-runtime: running stages
+//!
+//! The embedded runner puts the whole pipeline in one process: the [`Source`] on the calling
+//! thread, each [`Stage`] on its own thread as an actor with a bounded mailbox, and each
+//! configured output (a [`sink::Sink`]) on a thread of its own. A topic is a fan-out: every
+//! batch emitted on it goes to the mailbox of each stage that consumes it and each sink that
+//! writes it. Mailboxes are bounded, so a slow consumer blocks its producer, and that
+//! backpressure reaches the source, which stops reading files.
+//!
+//! Schemas are checked at both edges: when a stage emits (against the topic it emits on,
+//! which must be one it declared) and when a batch arrives (against the topic it arrived on).
+//!
+//! Shutdown: when the source is exhausted, or `stop` is set (Ctrl-C), the source's senders are
+//! dropped; each actor drains its mailbox, flushes, and drops its own senders, so the close
+//! travels down the graph and every stage flushes exactly once. An error in any actor sets
+//! `stop`, the rest drain, and the first error is returned.
 
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wfe_contract::{Collector, Context, Error, RecordBatch, Result, Source, Stage, Topic};
+
+pub use sink::SinkFormat;
+
+type Msg = (Topic, RecordBatch);
+
+/// How the embedded runner runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Batches a mailbox holds before its producer waits.
+    pub mailbox: usize,
+    /// Replay speed as a factor of event time (`None`: as fast as possible).
+    pub speed: Option<f64>,
+    /// Wall-clock interval of `on_tick` calls (`None`: no ticks).
+    pub tick: Option<Duration>,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+    /// Set to stop reading input; the stages then drain and flush.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { mailbox: 16, speed: None, tick: None, progress: false, stop: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+/// Write `topic` to `path` in `format`.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub topic: Topic,
+    pub format: SinkFormat,
+    pub path: PathBuf,
+}
+
+/// What one actor did.
+#[derive(Debug, Clone, Default)]
+pub struct ActorReport {
+    pub name: String,
+    /// Time spent inside the stage's own code (parsing, for the source).
+    pub busy: Duration,
+    pub batches_in: u64,
+    pub rows_in: u64,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub elapsed: Duration,
+    pub source: ActorReport,
+    pub stages: Vec<ActorReport>,
+    pub sinks: Vec<ActorReport>,
+    pub rows: BTreeMap<Topic, u64>,
+    pub outputs: Vec<PathBuf>,
+    /// Set when the run was stopped before its input was exhausted.
+    pub stopped: bool,
+}
+
+#[derive(Default)]
+struct TopicRows([AtomicU64; 7]);
+
+impl TopicRows {
+    fn add(&self, t: Topic, n: u64) {
+        self.0[Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)].fetch_add(n, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> BTreeMap<Topic, u64> {
+        Topic::ALL.iter().zip(&self.0).map(|(t, n)| (*t, n.load(Ordering::Relaxed))).collect()
+    }
+}
+
+/// A producer's view of the topics it may emit on.
+struct Fanout {
+    stage: String,
+    routes: Vec<(Topic, Vec<SyncSender<Msg>>)>,
+    rows: Arc<TopicRows>,
+}
+
+impl Collector for Fanout {
+    fn emit(&mut self, topic: Topic, batch: RecordBatch) -> Result<()> {
+        wfe_contract::schemas::check(topic, &batch.schema())?;
+        let Some((_, senders)) = self.routes.iter().find(|(t, _)| *t == topic) else {
+            return Err(Error::config(
+                format!("stages.{}", self.stage),
+                format!("emitted on `{topic}`, which it does not declare as an output"),
+            ));
+        };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows.add(topic, batch.num_rows() as u64);
+        for s in senders {
+            // A closed mailbox belongs to an actor that failed; its error is reported.
+            let _ = s.send((topic, batch.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that every consumed topic has a producer.
+fn check_topology(stages: &[Box<dyn Stage>], outputs: &[Output]) -> Result<()> {
+    let mut produced = vec![Topic::MetricsRaw];
+    for s in stages {
+        produced.extend(s.outputs());
+    }
+    for s in stages {
+        for t in s.inputs() {
+            if !produced.contains(&t) {
+                return Err(Error::config(
+                    format!("stages.{}", s.name()),
+                    format!("consumes `{t}`, which no enabled stage produces"),
+                ));
+            }
+        }
+    }
+    for o in outputs {
+        if !produced.contains(&o.topic) {
+            return Err(Error::config("outputs", format!("`{}` is written but no enabled stage produces it", o.topic)));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pipeline in this process until the source is exhausted or `opts.stop` is set.
+pub fn run_embedded(
+    mut source: Box<dyn Source>,
+    stages: Vec<Box<dyn Stage>>,
+    outputs: Vec<Output>,
+    opts: RunOptions,
+) -> Result<RunReport> {
+    check_topology(&stages, &outputs)?;
+    let start = Instant::now();
+    let rows = Arc::new(TopicRows::default());
+    let first_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+
+    // Mailboxes, and who sends to them.
+    let mut subscribers: BTreeMap<Topic, Vec<SyncSender<Msg>>> = BTreeMap::new();
+    let mut stage_rx = Vec::new();
+    for s in &stages {
+        let (tx, rx) = sync_channel::<Msg>(opts.mailbox.max(1));
+        for t in s.inputs() {
+            subscribers.entry(t).or_default().push(tx.clone());
+        }
+        stage_rx.push(rx);
+    }
+    let mut sinks = Vec::new();
+    for o in &outputs {
+        let sink = sink::open(o.format, o.path.clone(), o.topic.schema())?;
+        let (tx, rx) = sync_channel::<Msg>(opts.mailbox.max(1));
+        subscribers.entry(o.topic).or_default().push(tx);
+        sinks.push((o.topic, sink, rx));
+    }
+    let fanout = |name: &str, topics: &[Topic]| Fanout {
+        stage: name.to_string(),
+        routes: topics.iter().map(|t| (*t, subscribers.get(t).cloned().unwrap_or_default())).collect(),
+        rows: rows.clone(),
+    };
+    let mut source_out = fanout("ingest", &[Topic::MetricsRaw]);
+    let actors: Vec<(Box<dyn Stage>, Receiver<Msg>, Fanout)> = stages
+        .into_iter()
+        .zip(stage_rx)
+        .map(|(s, rx)| {
+            let f = fanout(s.name(), &s.outputs());
+            (s, rx, f)
+        })
+        .collect();
+    drop(subscribers); // from here on, only producers hold senders
+
+    let (stage_reports, sink_reports, source_report) = std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (stage, rx, out) in actors {
+            let (stop, errors, tick) = (opts.stop.clone(), first_error.clone(), opts.tick);
+            let name = stage.name();
+            let h = std::thread::Builder::new()
+                .name(format!("stage-{name}"))
+                .spawn_scoped(scope, move || run_actor(stage, rx, out, tick, stop, errors))
+                .expect("spawn stage thread");
+            handles.push(h);
+        }
+        let mut sink_handles = Vec::new();
+        for (topic, sink, rx) in sinks {
+            let (stop, errors) = (opts.stop.clone(), first_error.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("sink-{topic}"))
+                .spawn_scoped(scope, move || run_sink(topic, sink, rx, stop, errors))
+                .expect("spawn sink thread");
+            sink_handles.push(h);
+        }
+        let source_report = run_source(source.as_mut(), &mut source_out, &opts, &first_error);
+        drop(source_out);
+        let stage_reports: Vec<ActorReport> = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+        let sink_reports: Vec<ActorReport> = sink_handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+        (stage_reports, sink_reports, source_report)
+    });
+    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(e);
+    }
+    let stopped = opts.stop.load(Ordering::Relaxed);
+    Ok(RunReport {
+        elapsed: start.elapsed(),
+        source: source_report,
+        stages: stage_reports,
+        sinks: sink_reports,
+        rows: rows.snapshot(),
+        outputs: outputs.into_iter().map(|o| o.path).collect(),
+        stopped,
+    })
+}
+
+fn record_error(errors: &Mutex<Option<Error>>, stop: &AtomicBool, e: Error) {
+    stop.store(true, Ordering::Relaxed);
+    if let Ok(mut slot) = errors.lock() {
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+fn run_source(
+    source: &mut dyn Source,
+    out: &mut Fanout,
+    opts: &RunOptions,
+    errors: &Mutex<Option<Error>>,
+) -> ActorReport {
+    let mut ctx = Context::new("ingest");
+    let mut report = ActorReport { name: "ingest".into(), ..Default::default() };
+    let bar = progress_bar(opts.progress, source);
+    let (wall0, mut event0) = (Instant::now(), None::<i64>);
+    while !opts.stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let next = source.next_batch(&mut ctx);
+        report.busy += t.elapsed();
+        let batch = match next {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(e) => {
+                record_error(errors, &opts.stop, e);
+                break;
+            }
+        };
+        if let Some(speed) = opts.speed {
+            pace(&batch, speed, wall0, &mut event0);
+        }
+        report.batches_in += 1;
+        report.rows_in += batch.num_rows() as u64;
+        if let Some(bar) = &bar {
+            let (done, total) = source.progress();
+            bar.set_length(total.unwrap_or(0));
+            bar.set_position(done);
+            bar.set_message(format!("{} values", report.rows_in));
+        }
+        if let Err(e) = out.emit(Topic::MetricsRaw, batch) {
+            record_error(errors, &opts.stop, e);
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report.counters = ctx.counters().clone();
+    report
+}
+
+fn progress_bar(enabled: bool, source: &dyn Source) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(source.progress().1.unwrap_or(0));
+    let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files, {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(source.describe());
+    Some(bar)
+}
+
+/// Sleeps so that event time advances `speed` times faster than wall time.
+fn pace(batch: &RecordBatch, speed: f64, wall0: Instant, event0: &mut Option<i64>) {
+    let Ok(ts) = wfe_contract::columns::timestamps(batch, "event_time") else { return };
+    let Some(&first) = ts.values().first() else { return };
+    let e0 = *event0.get_or_insert(first);
+    let due = Duration::from_secs_f64(((first - e0).max(0) as f64 / 1000.0) / speed.max(1e-9));
+    if let Some(wait) = due.checked_sub(wall0.elapsed()) {
+        std::thread::sleep(wait);
+    }
+}
+
+fn run_actor(
+    mut stage: Box<dyn Stage>,
+    rx: Receiver<Msg>,
+    mut out: Fanout,
+    tick: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<Mutex<Option<Error>>>,
+) -> ActorReport {
+    let mut ctx = Context::new(stage.name());
+    let mut report = ActorReport { name: stage.name().to_string(), ..Default::default() };
+    let mut failed = false;
+    if let Err(e) = stage.on_start(&mut ctx) {
+        record_error(&errors, &stop, e);
+        failed = true;
+    }
+    loop {
+        let msg = match tick {
+            Some(d) => match rx.recv_timeout(d) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        if failed {
+            continue; // drain, so producers never block on a dead actor
+        }
+        let t = Instant::now();
+        let result = match msg {
+            Some((topic, batch)) => {
+                report.batches_in += 1;
+                report.rows_in += batch.num_rows() as u64;
+                wfe_contract::schemas::check(topic, &batch.schema())
+                    .map_err(Error::from)
+                    .and_then(|_| stage.process_batch(topic, batch, &mut ctx, &mut out))
+            }
+            None => stage.on_tick(&mut ctx, &mut out),
+        };
+        report.busy += t.elapsed();
+        if let Err(e) = result {
+            tracing::error!(stage = stage.name(), "stage failed: {e}");
+            record_error(&errors, &stop, e);
+            failed = true;
+        }
+    }
+    if !failed {
+        let t = Instant::now();
+        if let Err(e) = stage.flush(&mut ctx, &mut out) {
+            record_error(&errors, &stop, e);
+        }
+        report.busy += t.elapsed();
+    }
+    report.counters = ctx.counters().clone();
+    report
+}
+
+fn run_sink(
+    topic: Topic,
+    mut sink: Box<dyn sink::Sink>,
+    rx: Receiver<Msg>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<Mutex<Option<Error>>>,
+) -> ActorReport {
+    let mut report = ActorReport { name: format!("sink {topic}"), ..Default::default() };
+    let mut failed = false;
+    for (_, batch) in rx {
+        if failed {
+            continue;
+        }
+        let t = Instant::now();
+        report.batches_in += 1;
+        report.rows_in += batch.num_rows() as u64;
+        if let Err(e) = sink.write(&batch) {
+            record_error(&errors, &stop, e);
+            failed = true;
+        }
+        report.busy += t.elapsed();
+    }
+    let t = Instant::now();
+    if let Err(e) = sink.close() {
+        record_error(&errors, &stop, e);
+    }
+    report.busy += t.elapsed();
+    report
+}
+
+#[cfg(test)]
+mod tests;

@@ -148,7 +148,7 @@ impl Rows {
             Arc::new(StringArray::from(self.segment_id)),
             Arc::new(StringArray::from(self.event)),
             timestamp_column(self.start),
-            Arc::new(arrow_array::TimestampMillisecondArray::from(self.end).with_timezone("UTC")),
+            Arc::new(arrow_array::TimestampMillisecondArray::from(self.end).with_timezone(wfe_contract::schemas::TZ)),
             Arc::new(Float64Array::from(self.score)),
             Arc::new(Float64Array::from(self.threshold)),
             Arc::new(StringArray::from(vec![DETECTOR; n])),

@@ -1,0 +1,162 @@
+use std::sync::atomic::AtomicUsize;
+
+use arrow_array::{Float64Array, Int32Array};
+use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+
+use super::*;
+
+fn raw_batch(i: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        Topic::MetricsRaw.schema(),
+        vec![
+            timestamp_column(vec![i * 1000, i * 1000]),
+            dictionary(vec![0, 0], &["w"]).unwrap(),
+            dictionary(vec![0, 1], &["cpu", "mem"]).unwrap(),
+            Arc::new(Float64Array::from(vec![i as f64, 1.0])),
+            dictionary_opt(vec![None, None], &[]).unwrap(),
+        ],
+    )
+    .unwrap()
+}
+
+struct Counting {
+    n: i64,
+    made: Arc<AtomicUsize>,
+}
+
+impl Source for Counting {
+    fn describe(&self) -> String {
+        "test".into()
+    }
+    fn next_batch(&mut self, _ctx: &mut Context) -> Result<Option<RecordBatch>> {
+        let i = self.made.fetch_add(1, Ordering::SeqCst) as i64;
+        Ok((i < self.n).then(|| raw_batch(i)))
+    }
+}
+
+/// Re-emits raw batches on `metrics.raw` under another name: decisions count batches.
+struct Echo {
+    slow_first: Option<Arc<AtomicUsize>>,
+    seen_at_first: Arc<AtomicUsize>,
+    emit_wrong: bool,
+    flushed: Arc<AtomicUsize>,
+}
+
+impl Stage for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn inputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsRaw]
+    }
+    fn outputs(&self) -> Vec<Topic> {
+        vec![Topic::Anomalies]
+    }
+    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, _c: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        if let Some(made) = self.slow_first.take() {
+            std::thread::sleep(Duration::from_millis(200));
+            self.seen_at_first.store(made.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        if self.emit_wrong {
+            return out.emit(Topic::Anomalies, batch);
+        }
+        Ok(())
+    }
+    fn flush(&mut self, _c: &mut Context, _o: &mut dyn Collector) -> Result<()> {
+        self.flushed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn echo() -> Echo {
+    Echo {
+        slow_first: None,
+        seen_at_first: Arc::new(AtomicUsize::new(0)),
+        emit_wrong: false,
+        flushed: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
+#[test]
+fn runs_to_the_end_writes_every_format_and_flushes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    let stage = echo();
+    let flushed = stage.flushed.clone();
+    let outputs: Vec<Output> = [SinkFormat::Parquet, SinkFormat::Ipc, SinkFormat::Jsonl]
+        .into_iter()
+        .map(|f| Output { topic: Topic::MetricsRaw, format: f, path: dir.path().join(format!("raw.{}", f.extension())) })
+        .collect();
+    let report = run_embedded(
+        Box::new(Counting { n: 50, made }),
+        vec![Box::new(stage)],
+        outputs.clone(),
+        RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.rows[&Topic::MetricsRaw], 100);
+    assert_eq!(report.stages[0].rows_in, 100);
+    assert_eq!(flushed.load(Ordering::SeqCst), 1);
+    // Parquet reads back with the topic schema's metadata.
+    let f = std::fs::File::open(&outputs[0].path).unwrap();
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    assert_eq!(r.schema().metadata()[wfe_contract::schemas::META_NAME], "metrics.raw");
+    let n: usize = r.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 100);
+    let s = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&outputs[1].path).unwrap(), None).unwrap();
+    assert_eq!(s.map(|b| b.unwrap().num_rows()).sum::<usize>(), 100);
+    let text = std::fs::read_to_string(&outputs[2].path).unwrap();
+    assert_eq!(text.lines().count(), 100);
+    assert!(text.lines().next().unwrap().contains("\"workload\":\"w\""), "{text}");
+}
+
+#[test]
+fn a_full_mailbox_holds_the_source_back() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut stage = echo();
+    stage.slow_first = Some(made.clone());
+    let seen = stage.seen_at_first.clone();
+    let opts = RunOptions { mailbox: 2, ..Default::default() };
+    run_embedded(Box::new(Counting { n: 100, made: made.clone() }), vec![Box::new(stage)], vec![], opts).unwrap();
+    // While the stage held its first batch: 2 queued + 1 blocked in send + 1 in hand.
+    let at_first = seen.load(Ordering::SeqCst);
+    assert!(at_first <= 5, "source ran {at_first} batches ahead of a blocked stage");
+    assert_eq!(made.load(Ordering::SeqCst), 101);
+}
+
+#[test]
+fn a_wrong_schema_stops_the_run_naming_both_schemas() {
+    let mut stage = echo();
+    stage.emit_wrong = true;
+    let made = Arc::new(AtomicUsize::new(0));
+    let err = run_embedded(Box::new(Counting { n: 1000, made: made.clone() }), vec![Box::new(stage)], vec![], RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("anomalies v1") && err.contains("metrics.raw v1"), "{err}");
+    assert!(made.load(Ordering::SeqCst) < 1000, "the source stops after an error");
+}
+
+#[test]
+fn a_topic_without_producer_is_a_config_error() {
+    struct Orphan;
+    impl Stage for Orphan {
+        fn name(&self) -> &'static str {
+            "orphan"
+        }
+        fn inputs(&self) -> Vec<Topic> {
+            vec![Topic::Forecasts]
+        }
+        fn outputs(&self) -> Vec<Topic> {
+            vec![]
+        }
+        fn process_batch(&mut self, _: Topic, _: RecordBatch, _: &mut Context, _: &mut dyn Collector) -> Result<()> {
+            Ok(())
+        }
+    }
+    let made = Arc::new(AtomicUsize::new(0));
+    let err = run_embedded(Box::new(Counting { n: 1, made }), vec![Box::new(Orphan)], vec![], RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stages.orphan") && err.contains("forecasts"), "{err}");
+    let _ = Int32Array::from(vec![1]);
+}
