@@ -1,1 +1,141 @@
-fn main() {}
+//! # wfe: the Workload Fingerprint Engine command line
+//!
+//! - `wfe run`: the whole pipeline embedded in one process (the default job replays the shared
+//!   SMD and ASD sets) and a summary at the end.
+//! - `wfe bench`: the same job without file outputs, timed, with per-stage time and peak
+//!   memory, optionally beside the Python reference implementation run in the same invocation.
+//! - `wfe schemas`: the topic schemas other teams read.
+//! - `wfe config`: the documented default config.
+
+mod bench;
+mod config;
+mod summary;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use config::JobConfig;
+use wfe_contract::Result;
+use wfe_runtime::{RunOptions, run_embedded};
+
+#[derive(Parser)]
+#[command(name = "wfe", version, about = "Workload Fingerprint Engine: fingerprint, detect, forecast and provision workloads")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline embedded, in one process, and print a summary.
+    Run(RunArgs),
+    /// Time the embedded pipeline (no file outputs) and print a table.
+    Bench(bench::BenchArgs),
+    /// Print the Arrow schema of every topic (Markdown, or JSON with --json).
+    Schemas {
+        /// Print the schemas as JSON (Arrow's serde form) instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the documented default config.
+    Config,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Job config (TOML); default: the built-in job over ../shared/data (see `wfe config`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Stop at the first bad row (file, line and column in the error) instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Replay speed: `max`, or a factor of event time such as `60x`.
+    #[arg(long)]
+    speed: Option<String>,
+    /// Folder for output files (overrides `outputs.dir`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Schemas { json } => {
+            if json {
+                let all: Vec<_> = wfe_contract::Topic::ALL.iter().map(|t| t.schema()).collect();
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                print!("{}", wfe_contract::schemas::describe_markdown());
+            }
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", config::DEFAULT);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets the returned flag on Ctrl-C, so the run drains and flushes instead of dying.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("stopping: draining the stages and flushing outputs (Ctrl-C again to abort)");
+                flag.store(true, Ordering::Relaxed);
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            }
+        });
+    });
+    stop
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut cfg = JobConfig::load(args.config.as_deref())?;
+    if let Some(speed) = args.speed {
+        cfg.run.speed = speed;
+    }
+    let strict = args.strict || cfg.run.strict;
+    let outputs = cfg.outputs(args.out.as_deref())?;
+    if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
+        std::fs::create_dir_all(dir).map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
+    }
+    let source = wfe_ingest::FileSource::open(&cfg.sources, strict)?;
+    tracing::info!("reading {}", wfe_contract::Source::describe(&source));
+    let opts = RunOptions {
+        mailbox: cfg.run.mailbox,
+        speed: cfg.speed()?,
+        tick: None,
+        progress: cfg.run.progress && !args.no_progress,
+        stop: stop_on_ctrl_c(),
+    };
+    let report = run_embedded(Box::new(source), cfg.build_stages()?, outputs, opts)?;
+    print!("{}", summary::render(&report));
+    Ok(())
+}

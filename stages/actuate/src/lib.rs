@@ -248,6 +248,7 @@ impl Stage for Actuate {
             self.plan(id, time.value(r), workload.value(r), want, &mut rows);
             self.state.applied.insert(id.to_string());
         }
+        ctx.count("actions.recorded", rows.id.len() as u64);
         if !rows.id.is_empty() {
             out.emit(Topic::Actions, self.finish(rows)?)?;
         }

@@ -195,7 +195,7 @@ impl Anomaly {
         }
     }
 
-    fn step(&self, name: &str, wk: &mut Workload, time: i64, values: &[f64], rows: &mut Rows) {
+    fn step(&self, name: &str, wk: &mut Workload, time: i64, values: &[f64], rows: &mut Rows, ctx: &mut Context) {
         let Some(model) = &wk.model else { return };
         let (score, contrib) = model.score(values);
         let threshold = model.threshold;
@@ -209,6 +209,7 @@ impl Anomaly {
                 None => {
                     let seg = Segment { start: time, last_anomalous: time, peak: score, below: 0, top: top(self.cfg.top_metrics) };
                     rows.push(time, name, "opened", &seg, score, threshold);
+                    ctx.count("segments.opened", 1);
                     wk.segment = Some(seg);
                 }
                 Some(seg) => {
@@ -266,7 +267,7 @@ impl Stage for Anomaly {
                 }
                 Self::fit(&self.cfg, step.workload, wk, ctx);
             }
-            self.step(step.workload, wk, step.time, &scaled, &mut rows);
+            self.step(step.workload, wk, step.time, &scaled, &mut rows, ctx);
         }
         self.workloads = workloads;
         if !rows.time.is_empty() {

@@ -35,6 +35,15 @@ pub struct ResourceMap {
     pub unit: String,
     /// Units of capacity that a value of 1.0 stands for.
     pub capacity: f64,
+    /// Only workloads whose id starts with this; default: every workload.
+    #[serde(default)]
+    pub workload_prefix: Option<String>,
+}
+
+impl ResourceMap {
+    pub fn applies_to(&self, workload: &str) -> bool {
+        self.workload_prefix.as_deref().is_none_or(|p| workload.starts_with(p))
+    }
 }
 
 /// Settings of the forecast stage.
@@ -171,6 +180,8 @@ struct Workload {
     /// Slots of each resource's metrics, resolved when `slots` had `res_slots_at` entries.
     res_slots: Vec<Vec<usize>>,
     res_slots_at: usize,
+    /// Which resources apply to this workload.
+    applies: Vec<bool>,
     last_issue: Option<i64>,
 }
 
@@ -250,6 +261,7 @@ impl Forecast {
         let wk = self.workloads.entry(name.to_string()).or_default();
         if wk.series.is_empty() {
             wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
+            wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
             wk.step_ms = step_ms;
         }
         if wk.res_slots.len() != resources.len() || wk.res_slots_at != wk.slots.len() {
@@ -261,6 +273,9 @@ impl Forecast {
             wk.res_slots_at = wk.slots.len();
         }
         for (ri, res) in resources.iter().enumerate() {
+            if !wk.applies[ri] {
+                continue;
+            }
             let (mut sum, mut n) = (0.0, 0usize);
             for &slot in &wk.res_slots[ri] {
                 if let Some(v) = raw.get(slot).copied().filter(|v| v.is_finite()) {
@@ -291,6 +306,9 @@ impl Forecast {
         }
         wk.last_issue = Some(time);
         for (ri, res) in resources.iter().enumerate() {
+            if !wk.applies[ri] {
+                continue;
+            }
             let s = &wk.series[ri];
             let Some(last) = s.history.ago(0) else { continue };
             for (hi, &h) in horizons.iter().enumerate() {

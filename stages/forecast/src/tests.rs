@@ -8,7 +8,7 @@ use wfe_normalise::testing::normalised;
 use super::*;
 
 fn cpu() -> Vec<ResourceMap> {
-    vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0 }]
+    vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0, workload_prefix: None }]
 }
 
 fn run(stage: &mut Forecast, batches: &[RecordBatch]) -> VecCollector {
@@ -85,6 +85,7 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
             }
         }
     }
+    assert!(rows.iter().filter(|r| r.fallback.is_none()).all(|r| r.score.is_some_and(|s| s >= 0.0)));
     let coverage = inside as f64 / total as f64;
     assert!(total > 500 && (0.6..=0.97).contains(&coverage), "80% interval covered {coverage:.3} of {total}");
     assert!(rows.iter().any(|r| r.model == "seasonal-naive") || rows.iter().all(|r| r.model == "persistence"));

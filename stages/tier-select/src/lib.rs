@@ -180,7 +180,7 @@ impl TierSelect {
         out
     }
 
-    fn decide(&mut self, workload: &str, at: i64, needs: &[Need], rows: &mut Rows) -> Result<()> {
+    fn decide(&mut self, workload: &str, at: i64, needs: &[Need], rows: &mut Rows, ctx: &mut Context) -> Result<()> {
         let options = self.price(needs);
         let best = options
             .iter()
@@ -226,6 +226,9 @@ impl TierSelect {
             );
         }
         let prev_count = if same_kind { prev.count } else { 0 };
+        if chosen.count != prev_count {
+            ctx.count("decisions.changes", 1);
+        }
         rows.id.push(decision_id(workload, at));
         rows.at.push(at);
         rows.workload.push(workload.to_string());
@@ -350,7 +353,7 @@ impl Stage for TierSelect {
                 });
                 continue;
             }
-            self.decide(&w, at, &needs, &mut rows)?;
+            self.decide(&w, at, &needs, &mut rows, ctx)?;
         }
         if !rows.id.is_empty() {
             out.emit(Topic::Decisions, Self::finish(rows)?)?;

@@ -134,7 +134,7 @@ fn bad_catalogs_are_clear_errors() {
 #[test]
 fn decides_on_real_forecasts_of_an_asd_server() {
     let norm = normalised("asd", &["omi-5"], usize::MAX);
-    let res = vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0 }];
+    let res = vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0, workload_prefix: None }];
     let mut fc = Forecast::new(ForecastConfig::default(), res).unwrap();
     let mut fout = VecCollector::new();
     let mut ctx = Context::new("forecast");

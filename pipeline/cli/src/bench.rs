@@ -1,0 +1,120 @@
+//! `wfe bench`: the embedded pipeline's throughput, per-stage time and peak memory, with the
+//! Python reference implementation timed in the same invocation so the two can be compared
+//! as a ratio measured together.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use wfe_contract::{Error, Result, Topic};
+use wfe_runtime::{RunOptions, RunReport, run_embedded};
+
+use crate::config::JobConfig;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Job config (TOML); default: the built-in job over ../shared/data.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Runs of the pipeline; the fastest is reported beside the others.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// The Python reference script to time in the same invocation
+    /// (e.g. ../shared/bench/python_peer.py).
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Python interpreter for the peer (one with pandas and scikit-learn).
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn once(cfg: &JobConfig) -> Result<RunReport> {
+    let source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
+    let opts = RunOptions { mailbox: cfg.run.mailbox, progress: false, ..Default::default() };
+    run_embedded(Box::new(source), cfg.build_stages()?, vec![], opts)
+}
+
+/// What the peer printed: values and total seconds.
+fn run_peer(python: &str, script: &PathBuf) -> Result<(u64, f64, String)> {
+    let out = Command::new(python)
+        .arg(script)
+        .output()
+        .map_err(|e| Error::External { service: format!("{python} {}", script.display()), message: e.to_string(), retryable: false })?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        return Err(Error::External {
+            service: format!("{python} {}", script.display()),
+            message: format!("exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            retryable: false,
+        });
+    }
+    let field = |key: &str| {
+        text.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|v| v.trim_end_matches('s').to_string())
+    };
+    let values = field("values=").and_then(|v| v.parse().ok());
+    let total = field("total=").and_then(|v| v.parse().ok());
+    match (values, total) {
+        (Some(v), Some(t)) => Ok((v, t, text)),
+        _ => Err(Error::External {
+            service: script.display().to_string(),
+            message: format!("no `values=` and `total=` in its output: {text}"),
+            retryable: false,
+        }),
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let cfg = JobConfig::load(args.config.as_deref())?;
+    let mut runs = Vec::new();
+    for i in 0..args.repeat.max(1) {
+        let r = once(&cfg)?;
+        eprintln!("run {}: {:.3} s", i + 1, r.elapsed.as_secs_f64());
+        runs.push(r);
+    }
+    let peak = peak_rss();
+    let best = runs.iter().min_by_key(|r| r.elapsed).cloned().unwrap_or_default();
+    let values = best.rows.get(&Topic::MetricsRaw).copied().unwrap_or(0);
+    let secs = best.elapsed.as_secs_f64();
+    let rate = values as f64 / secs.max(1e-9);
+    println!("\nwfe bench: embedded pipeline, all stages, no file outputs ({} run(s), fastest shown)", runs.len());
+    println!("\n{:<28} {:>14} {:>10} {:>16}", "", "values", "seconds", "values/s");
+    println!("{:<28} {:>14} {:>10.3} {:>14.2} M", "wfe embedded", values, secs, rate / 1e6);
+    let all: Vec<String> = runs.iter().map(|r| format!("{:.3}", r.elapsed.as_secs_f64())).collect();
+    println!("{:<28} {}", "  all runs (s)", all.join(", "));
+    if let Some(script) = &args.peer {
+        let (pv, pt, text) = run_peer(&args.python, script)?;
+        let prate = pv as f64 / pt.max(1e-9);
+        println!("{:<28} {:>14} {:>10.3} {:>14.2} M", "python peer (pandas+sklearn)", pv, pt, prate / 1e6);
+        println!("{:<28} {:>14} {:>10} {:>14.2} x", "ratio wfe / peer", "", "", rate / prate);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            println!("  peer: {line}");
+        }
+    }
+    println!("\ntime inside each actor (fastest run; actors run concurrently on {} cores):", cores());
+    println!("{:<16} {:>10} {:>14}", "actor", "busy s", "rows in");
+    for a in std::iter::once(&best.source).chain(&best.stages) {
+        println!("{:<16} {:>10.3} {:>14}", a.name, secs_of(a.busy), a.rows_in);
+    }
+    println!("\npeak memory (VmHWM of the process): {:.0} MiB", peak.unwrap_or(0) as f64 / (1 << 20) as f64);
+    println!("\n{:<14} {:>14}", "topic", "rows");
+    for t in Topic::ALL {
+        println!("{:<14} {:>14}", t.name(), best.rows.get(&t).copied().unwrap_or(0));
+    }
+    Ok(())
+}
+
+fn secs_of(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -1,0 +1,211 @@
+//! The job config: one TOML file describes the whole job (sources, stages and their settings,
+//! outputs, and the mapping from metrics to resources), for embedded mode now and for stage
+//! services over Kafka with the same file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wfe_actuate::ActuateConfig;
+use wfe_anomaly::AnomalyConfig;
+use wfe_contract::{Error, Result, Stage, Topic};
+use wfe_fingerprint::FingerprintConfig;
+use wfe_forecast::{ForecastConfig, ResourceMap};
+use wfe_ingest::SourceConfig;
+use wfe_normalise::NormaliseConfig;
+use wfe_runtime::{Output, SinkFormat};
+use wfe_tier_select::TierSelectConfig;
+
+/// The documented default job (`wfe config` prints it).
+pub const DEFAULT: &str = include_str!("../default.toml");
+
+/// The names of the stages after ingest, in pipeline order.
+pub const STAGES: [&str; 6] = ["normalise", "fingerprint", "anomaly", "forecast", "tier-select", "actuate"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Inputs of the ingest stage.
+    pub sources: Vec<SourceConfig>,
+    /// How the job runs.
+    #[serde(default)]
+    pub run: RunConfig,
+    /// From metrics to resources in capacity units.
+    #[serde(default)]
+    pub resources: Vec<ResourceMap>,
+    /// Each stage's settings.
+    #[serde(default)]
+    pub stages: StagesConfig,
+    /// Which topics are written to files.
+    #[serde(default)]
+    pub outputs: OutputsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Batches a stage's mailbox holds before its producer waits.
+    #[serde(default = "d_mailbox")]
+    pub mailbox: usize,
+    /// Stop at the first bad row instead of counting and skipping it.
+    #[serde(default)]
+    pub strict: bool,
+    /// `max`, or a factor of event time such as `60x`.
+    #[serde(default = "d_speed")]
+    pub speed: String,
+    /// Progress bar on a terminal.
+    #[serde(default = "d_true")]
+    pub progress: bool,
+}
+
+fn d_mailbox() -> usize {
+    16
+}
+fn d_speed() -> String {
+    "max".into()
+}
+fn d_true() -> bool {
+    true
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { mailbox: d_mailbox(), strict: false, speed: d_speed(), progress: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagesConfig {
+    /// Stages to run after ingest; default: all six.
+    #[serde(default = "d_enabled")]
+    pub enabled: Vec<String>,
+    #[serde(default)]
+    pub normalise: NormaliseConfig,
+    #[serde(default)]
+    pub fingerprint: FingerprintConfig,
+    #[serde(default)]
+    pub anomaly: AnomalyConfig,
+    #[serde(default)]
+    pub forecast: ForecastConfig,
+    #[serde(default, rename = "tier-select")]
+    pub tier_select: TierSelectConfig,
+    #[serde(default)]
+    pub actuate: ActuateConfig,
+}
+
+fn d_enabled() -> Vec<String> {
+    STAGES.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for StagesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: d_enabled(),
+            normalise: Default::default(),
+            fingerprint: Default::default(),
+            anomaly: Default::default(),
+            forecast: Default::default(),
+            tier_select: Default::default(),
+            actuate: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// Folder the files go to (created if missing).
+    #[serde(default = "d_dir")]
+    pub dir: PathBuf,
+    /// Topics written as Parquet (`<dir>/<topic>.parquet`).
+    #[serde(default)]
+    pub parquet: Vec<String>,
+    /// Topics written as Arrow IPC streams (`<dir>/<topic>.arrows`).
+    #[serde(default)]
+    pub ipc: Vec<String>,
+    /// Topics written as JSON lines (`<dir>/<topic>.jsonl`).
+    #[serde(default)]
+    pub jsonl: Vec<String>,
+}
+
+fn d_dir() -> PathBuf {
+    "out".into()
+}
+
+impl JobConfig {
+    /// Reads a config file, or the default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?,
+                p.display().to_string(),
+            ),
+            None => (DEFAULT.to_string(), "default config".to_string()),
+        };
+        let cfg: JobConfig = toml::from_str(&text).map_err(|e| Error::config(origin, e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.sources.is_empty() {
+            return Err(Error::config("sources", "at least one source is needed"));
+        }
+        for name in &self.stages.enabled {
+            if !STAGES.contains(&name.as_str()) {
+                return Err(Error::config("stages.enabled", format!("unknown stage `{name}`; stages: {STAGES:?}")));
+            }
+        }
+        self.speed()?;
+        self.outputs(None)?;
+        Ok(())
+    }
+
+    /// The replay speed factor; `None` for as fast as possible.
+    pub fn speed(&self) -> Result<Option<f64>> {
+        let s = self.run.speed.trim();
+        if s == "max" {
+            return Ok(None);
+        }
+        match s.trim_end_matches('x').parse::<f64>() {
+            Ok(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
+            _ => Err(Error::config("run.speed", format!("`{s}` is not `max` or a factor like `10x`"))),
+        }
+    }
+
+    /// The outputs, with paths under `dir` (or the configured folder).
+    pub fn outputs(&self, dir: Option<&Path>) -> Result<Vec<Output>> {
+        let dir = dir.unwrap_or(&self.outputs.dir);
+        let mut out = Vec::new();
+        for (format, topics) in [
+            (SinkFormat::Parquet, &self.outputs.parquet),
+            (SinkFormat::Ipc, &self.outputs.ipc),
+            (SinkFormat::Jsonl, &self.outputs.jsonl),
+        ] {
+            for name in topics {
+                let topic = Topic::from_name(name).ok_or_else(|| {
+                    Error::config("outputs", format!("unknown topic `{name}`; topics: {:?}", Topic::ALL.map(|t| t.name())))
+                })?;
+                out.push(Output { topic, format, path: dir.join(format!("{}.{}", topic.name(), format.extension())) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds the enabled stages, in pipeline order.
+    pub fn build_stages(&self) -> Result<Vec<Box<dyn Stage>>> {
+        let s = &self.stages;
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        for name in STAGES.iter().filter(|n| s.enabled.iter().any(|e| e == *n)) {
+            stages.push(match *name {
+                "normalise" => Box::new(wfe_normalise::Normalise::new(s.normalise.clone())?),
+                "fingerprint" => Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?),
+                "anomaly" => Box::new(wfe_anomaly::Anomaly::new(s.anomaly.clone())?),
+                "forecast" => Box::new(wfe_forecast::Forecast::new(s.forecast.clone(), self.resources.clone())?),
+                "tier-select" => Box::new(wfe_tier_select::TierSelect::new(s.tier_select.clone())?),
+                _ => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
+            });
+        }
+        Ok(stages)
+    }
+}
