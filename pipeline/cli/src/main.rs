@@ -21,6 +21,11 @@ use config::JobConfig;
 use wfe_contract::Result;
 use wfe_runtime::{RunOptions, run_embedded};
 
+// Batches are large, short-lived buffers: mimalloc reuses their memory where the system
+// allocator maps and faults in fresh pages for each one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wfe", version, about = "Workload Fingerprint Engine: fingerprint, detect, forecast and provision workloads")]
 struct Cli {

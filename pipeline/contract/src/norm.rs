@@ -22,6 +22,9 @@ pub struct NormBatch<'a> {
     pub filled: &'a BooleanArray,
     pub missing: &'a BooleanArray,
     pub step_ms: &'a [i64],
+    /// Whether any row of the batch is missing or filled (most batches have none, and then
+    /// [`NormBatch::dense`] skips the per-row flag checks).
+    flagged: bool,
 }
 
 /// One workload's step: rows `rows` of the batch.
@@ -47,6 +50,7 @@ impl<'a> NormBatch<'a> {
             filled: bools(batch, "filled")?,
             missing: bools(batch, "missing")?,
             step_ms: crate::columns::i64s(batch, "step_ms")?.values(),
+            flagged: bools(batch, "missing")?.true_count() > 0 || bools(batch, "filled")?.true_count() > 0,
         })
     }
 
@@ -162,6 +166,16 @@ impl NormBatch<'_> {
         raw.resize(width, f64::NAN);
         let keys = self.metric.keys();
         let (vals, raws) = (self.value.values(), self.raw_value.values());
+        if !self.flagged {
+            for r in step.rows.clone() {
+                let slot = key_to_slot[keys[r] as usize] as usize;
+                if slot < width {
+                    scaled[slot] = vals[r];
+                    raw[slot] = raws[r];
+                }
+            }
+            return step.rows.len();
+        }
         let mut observed = 0;
         for r in step.rows.clone() {
             if self.missing.value(r) {

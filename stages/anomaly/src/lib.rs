@@ -197,8 +197,11 @@ impl Anomaly {
 
     fn step(&self, name: &str, wk: &mut Workload, time: i64, values: &[f64], rows: &mut Rows, ctx: &mut Context) {
         let Some(model) = &wk.model else { return };
-        let (score, contrib) = model.score(values);
+        let mut z = Vec::new();
+        let score = model.score_into(values, &mut z);
         let threshold = model.threshold;
+        // Contributions only matter for steps that open or update a segment.
+        let contrib = if score > threshold { PcaModel::contributions(&z) } else { Vec::new() };
         let top = |k: usize| -> Vec<(String, f64)> {
             let mut idx: Vec<usize> = (0..contrib.len()).filter(|&i| contrib[i] > 0.0).collect();
             idx.sort_by(|&a, &b| contrib[b].total_cmp(&contrib[a]));

@@ -64,32 +64,56 @@ impl PcaModel {
         Ok(model)
     }
 
-    /// Squared reconstruction error per metric.
-    fn errors(&self, row: &[f64]) -> Vec<f64> {
+    /// Squared reconstruction error per metric, into `out` (length `mean.len()`).
+    fn errors_into(&self, row: &[f64], out: &mut Vec<f64>) {
         let d = self.mean.len();
-        let c: Vec<f64> = (0..d)
-            .map(|j| row.get(j).copied().filter(|v| v.is_finite()).map(|v| v - self.mean[j]).unwrap_or(0.0))
-            .collect();
-        let mut recon = vec![0.0; d];
-        for p in &self.components {
-            let y: f64 = p.iter().zip(&c).map(|(a, b)| a * b).sum();
-            for (r, a) in recon.iter_mut().zip(p) {
-                *r += y * a;
+        out.clear();
+        out.extend(
+            (0..d).map(|j| row.get(j).copied().filter(|v| v.is_finite()).map(|v| v - self.mean[j]).unwrap_or(0.0)),
+        );
+        // Residual of the projection: c - P^T P c, computed in place.
+        let y: Vec<f64> = self.components.iter().map(|p| p.iter().zip(out.iter()).map(|(a, b)| a * b).sum()).collect();
+        for (yi, p) in y.iter().zip(&self.components) {
+            for (o, a) in out.iter_mut().zip(p) {
+                *o -= yi * a;
             }
         }
-        c.iter().zip(&recon).map(|(a, b)| (a - b).powi(2)).collect()
+        for o in out.iter_mut() {
+            *o *= *o;
+        }
+    }
+
+    fn errors(&self, row: &[f64]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.mean.len());
+        self.errors_into(row, &mut out);
+        out
     }
 
     fn standardise(&self, err: &[f64]) -> Vec<f64> {
         err.iter().enumerate().map(|(j, e)| (e - self.err_mean[j]) / self.err_std[j]).collect()
     }
 
+    /// The step's score, and in `z` each metric's standardised error.
+    pub fn score_into(&self, row: &[f64], z: &mut Vec<f64>) -> f64 {
+        self.errors_into(row, z);
+        let mut score = 0.0;
+        for (j, e) in z.iter_mut().enumerate() {
+            *e = (*e - self.err_mean[j]) / self.err_std[j];
+            score += *e;
+        }
+        score
+    }
+
+    /// Each metric's share of the positive part of standardised errors `z`.
+    pub fn contributions(z: &[f64]) -> Vec<f64> {
+        let pos: f64 = z.iter().map(|v| v.max(0.0)).sum();
+        z.iter().map(|v| if pos > 0.0 { v.max(0.0) / pos } else { 0.0 }).collect()
+    }
+
     /// The step's score and each metric's share of its positive part.
     pub fn score(&self, row: &[f64]) -> (f64, Vec<f64>) {
-        let z = self.standardise(&self.errors(row));
-        let score = z.iter().sum();
-        let pos: f64 = z.iter().map(|v| v.max(0.0)).sum();
-        let contrib = z.iter().map(|v| if pos > 0.0 { v.max(0.0) / pos } else { 0.0 }).collect();
-        (score, contrib)
+        let mut z = Vec::new();
+        let score = self.score_into(row, &mut z);
+        (score, Self::contributions(&z))
     }
 }

@@ -68,6 +68,10 @@ pub struct ForecastConfig {
     /// Fewest past errors needed for intervals; with fewer, quantiles collapse to the point.
     #[serde(default = "d_min_residuals")]
     pub min_residuals: usize,
+    /// Most past errors the quantiles are computed from: a longer window is sampled evenly
+    /// (errors a step apart are strongly correlated, so little is lost).
+    #[serde(default = "d_sample")]
+    pub quantile_sample: usize,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -88,6 +92,9 @@ fn d_residuals() -> usize {
 fn d_min_residuals() -> usize {
     12
 }
+fn d_sample() -> usize {
+    512
+}
 
 impl Default for ForecastConfig {
     fn default() -> Self {
@@ -98,6 +105,7 @@ impl Default for ForecastConfig {
             season_s: d_season(),
             residual_window: d_residuals(),
             min_residuals: d_min_residuals(),
+            quantile_sample: d_sample(),
         }
     }
 }
@@ -136,30 +144,48 @@ impl Model {
     }
 }
 
-/// A bounded series of recent values (NaN = missing).
+/// A bounded series of recent values (NaN = missing), with the running sum of |value| over
+/// its finite values so a mean absolute error costs nothing to read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Ring {
     cap: usize,
     values: VecDeque<f64>,
+    abs_sum: f64,
+    finite: usize,
 }
 
 impl Ring {
     fn new(cap: usize) -> Self {
-        Self { cap, values: VecDeque::with_capacity(cap.min(4096)) }
+        Self { cap, values: VecDeque::with_capacity(cap.min(4096)), abs_sum: 0.0, finite: 0 }
     }
     fn push(&mut self, v: f64) {
         if self.values.len() == self.cap {
-            self.values.pop_front();
+            if let Some(old) = self.values.pop_front().filter(|o| o.is_finite()) {
+                self.abs_sum -= old.abs();
+                self.finite -= 1;
+            }
+        }
+        if v.is_finite() {
+            self.abs_sum += v.abs();
+            self.finite += 1;
         }
         self.values.push_back(v);
+    }
+    /// Mean absolute value of the finite entries.
+    fn mae(&self) -> f64 {
+        self.abs_sum.max(0.0) / self.finite.max(1) as f64
     }
     /// The value `back` steps before the latest (0 = latest).
     fn ago(&self, back: usize) -> Option<f64> {
         let n = self.values.len();
         (back < n).then(|| self.values[n - 1 - back]).filter(|v| v.is_finite())
     }
-    fn finite(&self) -> Vec<f64> {
-        self.values.iter().copied().filter(|v| v.is_finite()).collect()
+    /// Copies the finite entries into `out` (reused between calls), every `stride`-th one
+    /// counted back from the newest, so the quantiles of a long window cost a bounded sample.
+    fn finite_into(&self, out: &mut Vec<f64>, max_sample: usize) {
+        out.clear();
+        let stride = self.values.len().div_ceil(max_sample.max(1)).max(1);
+        out.extend(self.values.iter().rev().step_by(stride).copied().filter(|v| v.is_finite()));
     }
 }
 
@@ -190,6 +216,8 @@ pub struct Forecast {
     cfg: ForecastConfig,
     resources: Vec<ResourceMap>,
     workloads: HashMap<String, Workload>,
+    /// Reused buffer for quantile selection.
+    scratch: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -232,8 +260,17 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-fn mae(errs: &[f64]) -> f64 {
-    errs.iter().map(|e| e.abs()).sum::<f64>() / errs.len().max(1) as f64
+/// The same as [`quantile`] on unsorted values, by selection in O(n) instead of a sort
+/// (forecasting a fleet computes thousands of these). Reorders `values`.
+pub fn quantile_unsorted(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (values.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let (_, &mut a, rest) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    let b = if hi > lo { rest.iter().copied().min_by(f64::total_cmp).unwrap_or(a) } else { a };
+    a + (b - a) * (pos - lo as f64)
 }
 
 impl Forecast {
@@ -250,7 +287,7 @@ impl Forecast {
                 ));
             }
         }
-        Ok(Self { cfg, resources, workloads: HashMap::new() })
+        Ok(Self { cfg, resources, workloads: HashMap::new(), scratch: Vec::new() })
     }
 
     /// Adds one step of resource values and, when due, forecasts.
@@ -258,7 +295,10 @@ impl Forecast {
         let (cfg, resources) = (&self.cfg, &self.resources);
         let horizons: Vec<usize> = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
         let season = steps_of(cfg.season_s, step_ms);
-        let wk = self.workloads.entry(name.to_string()).or_default();
+        if !self.workloads.contains_key(name) {
+            self.workloads.insert(name.to_string(), Workload::default());
+        }
+        let wk = self.workloads.get_mut(name).expect("inserted above");
         if wk.series.is_empty() {
             wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
             wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
@@ -313,11 +353,10 @@ impl Forecast {
             let Some(last) = s.history.ago(0) else { continue };
             for (hi, &h) in horizons.iter().enumerate() {
                 let seasonal_point = if h <= season { s.history.ago(season - h) } else { None };
-                let ep = s.err_persist[hi].finite();
-                let es = s.err_seasonal[hi].finite();
+                let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
                 let (model, point, errs, fallback) = match seasonal_point {
-                    Some(sp) if es.len() >= cfg.min_residuals => {
-                        if mae(&es) < mae(&ep) || ep.len() < cfg.min_residuals {
+                    Some(sp) if es.finite >= cfg.min_residuals => {
+                        if es.mae() < ep.mae() || ep.finite < cfg.min_residuals {
                             (Model::SeasonalNaive, sp, es, None)
                         } else {
                             (Model::Persistence, last, ep, None)
@@ -325,11 +364,14 @@ impl Forecast {
                     }
                     _ => (Model::Persistence, last, ep, Some("history shorter than a season: seasonal naive cannot run")),
                 };
-                let (values, score, fallback) = if errs.len() >= cfg.min_residuals {
-                    let mut sorted = errs.clone();
-                    sorted.sort_by(f64::total_cmp);
-                    let v = cfg.quantiles.iter().map(|&q| (point + quantile(&sorted, q)).max(0.0)).collect();
-                    (v, Some(mae(&errs)), fallback.map(String::from))
+                let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
+                    errs.finite_into(&mut self.scratch, cfg.quantile_sample);
+                    let v = cfg
+                        .quantiles
+                        .iter()
+                        .map(|&q| (point + quantile_unsorted(&mut self.scratch, q)).max(0.0))
+                        .collect();
+                    (v, Some(errs.mae()), fallback.map(String::from))
                 } else {
                     let v = vec![point.max(0.0); cfg.quantiles.len()];
                     let why = "too little history for intervals: quantiles are the point forecast";
@@ -390,7 +432,10 @@ impl Stage for Forecast {
         let mut rows = Rows::default();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         for step in nb.steps() {
-            let wk = self.workloads.entry(step.workload.to_string()).or_default();
+            if !self.workloads.contains_key(step.workload) {
+                self.workloads.insert(step.workload.to_string(), Workload::default());
+            }
+            let wk = self.workloads.get_mut(step.workload).expect("inserted above");
             let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
             nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
             self.observe(step.workload, step.time, step.step_ms, &raw, &mut rows);

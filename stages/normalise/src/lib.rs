@@ -214,6 +214,7 @@ impl Normalise {
         let nulls = vals.nulls().cloned();
         let values = vals.values();
         let mut touched: Vec<u32> = Vec::new();
+        let mut run: Option<(u32, i64, usize)> = None;
         for row in 0..batch.num_rows() {
             let w = wl_ids[wkeys[row] as usize];
             let m = met_ids[mkeys[row] as usize];
@@ -231,7 +232,16 @@ impl Normalise {
             if touched.last() != Some(&w) && !touched.contains(&w) {
                 touched.push(w);
             }
-            self.add_sample(w, time[row], m, v, label, ctx, out);
+            // Samples of one workload and timestamp come in runs (a wide row's metrics): the
+            // step they go to is found once per run, not once per sample.
+            if let Some((rw, rts, idx)) = run {
+                if rw == w && rts == time[row] {
+                    let slot = self.slot(w as usize, m);
+                    self.accumulate(w as usize, idx, slot, rts, v, ctx);
+                    continue;
+                }
+            }
+            run = self.add_sample(w, time[row], m, v, label, ctx, out).map(|idx| (w, time[row], idx));
         }
         for w in touched {
             self.emit_ready(w as usize, out, false);
@@ -240,7 +250,7 @@ impl Normalise {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn add_sample(&mut self, w: u32, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) {
+    fn add_sample(&mut self, w: u32, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) -> Option<usize> {
         let wi = w as usize;
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
@@ -254,16 +264,16 @@ impl Normalise {
                 wk.step_ms = Some(step);
                 let early = std::mem::take(&mut wk.early);
                 for (ts, m, v, label) in early {
-                    self.place(wi, ts, m, v, label, ctx, out);
+                    let _ = self.place(wi, ts, m, v, label, ctx, out);
                 }
             }
-            return;
+            return None;
         }
-        self.place(wi, ts, m, v, label, ctx, out);
+        self.place(wi, ts, m, v, label, ctx, out)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn place(&mut self, wi: usize, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) {
+    fn place(&mut self, wi: usize, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) -> Option<usize> {
         let step = self.state.workloads[wi].step_ms.unwrap_or(1000);
         let t = ts.div_euclid(step) * step;
         let slot = self.slot(wi, m);
@@ -276,7 +286,7 @@ impl Normalise {
                 message: "sample older than the lateness bound",
                 count: 1,
             });
-            return;
+            return None;
         }
         let newest = wk.open.back().map(|s| s.time);
         if let Some(newest) = newest {
@@ -307,11 +317,23 @@ impl Normalise {
             let time = wk.open.back().map(|s| s.time + step).unwrap_or(t);
             wk.open.push_back(OpenStep { time, label: None, acc: vec![Acc::default(); nslots] });
         }
-        let idx = ((t - wk.open.front().map(|s| s.time).unwrap_or(t)) / step) as usize;
-        let open = &mut wk.open[idx];
-        if open.label.is_none() {
-            open.label = label;
+        if wk.open.len() > self.cfg.lateness_steps + 1 {
+            // New steps were opened: close the ones no late sample can reach any more, before
+            // indexing, so the index stays valid for the rest of this timestamp's samples.
+            self.emit_ready(wi, out, false);
         }
+        let wk = &mut self.state.workloads[wi];
+        let idx = ((t - wk.open.front().map(|s| s.time).unwrap_or(t)) / step) as usize;
+        if wk.open[idx].label.is_none() {
+            wk.open[idx].label = label;
+        }
+        self.accumulate(wi, idx, slot, ts, v, ctx);
+        Some(idx)
+    }
+
+    /// Adds a sample to open step `idx` of workload `wi`.
+    fn accumulate(&mut self, wi: usize, idx: usize, slot: usize, ts: i64, v: f64, ctx: &mut Context) {
+        let open = &mut self.state.workloads[wi].open[idx];
         if open.acc.len() <= slot {
             open.acc.resize(slot + 1, Acc::default());
         }
@@ -325,9 +347,6 @@ impl Normalise {
         acc.last_ts = ts;
         if acc.n > 1 {
             ctx.count("resampled", 1);
-        }
-        if wk.open.len() > self.cfg.lateness_steps + 1 {
-            self.emit_ready(wi, out, false);
         }
     }
 
@@ -525,7 +544,7 @@ impl Stage for Normalise {
                 wk.step_ms = Some(step);
                 ctx.count("step.guessed", 1);
                 for (ts, m, v, label) in std::mem::take(&mut wk.early) {
-                    self.place(wi, ts, m, v, label, ctx, &mut rows);
+                    let _ = self.place(wi, ts, m, v, label, ctx, &mut rows);
                 }
             }
             self.emit_ready(wi, &mut rows, true);
