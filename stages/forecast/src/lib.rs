@@ -208,6 +208,8 @@ struct Workload {
     res_slots_at: usize,
     /// Which resources apply to this workload.
     applies: Vec<bool>,
+    /// Each configured horizon in steps of this workload.
+    horizons: Vec<usize>,
     last_issue: Option<i64>,
 }
 
@@ -293,13 +295,13 @@ impl Forecast {
     /// Adds one step of resource values and, when due, forecasts.
     fn observe(&mut self, name: &str, time: i64, step_ms: i64, raw: &[f64], rows: &mut Rows) {
         let (cfg, resources) = (&self.cfg, &self.resources);
-        let horizons: Vec<usize> = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
         let season = steps_of(cfg.season_s, step_ms);
         if !self.workloads.contains_key(name) {
             self.workloads.insert(name.to_string(), Workload::default());
         }
         let wk = self.workloads.get_mut(name).expect("inserted above");
-        if wk.series.is_empty() {
+        if wk.series.is_empty() || wk.step_ms != step_ms {
+            wk.horizons = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
             wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
             wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
             wk.step_ms = step_ms;
@@ -327,7 +329,7 @@ impl Forecast {
             let s = &mut wk.series[ri];
             s.history.push(y);
             if y.is_finite() {
-                for (hi, &h) in horizons.iter().enumerate() {
+                for (hi, &h) in wk.horizons.iter().enumerate() {
                     if let Some(p) = s.history.ago(h) {
                         s.err_persist[hi].push(y - p);
                     }
@@ -351,7 +353,7 @@ impl Forecast {
             }
             let s = &wk.series[ri];
             let Some(last) = s.history.ago(0) else { continue };
-            for (hi, &h) in horizons.iter().enumerate() {
+            for (hi, &h) in wk.horizons.iter().enumerate() {
                 let seasonal_point = if h <= season { s.history.ago(season - h) } else { None };
                 let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
                 let (model, point, errs, fallback) = match seasonal_point {

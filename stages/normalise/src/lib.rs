@@ -188,6 +188,22 @@ struct Out {
     label: Vec<Option<i32>>,
 }
 
+impl Out {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            time: Vec::with_capacity(n),
+            workload: Vec::with_capacity(n),
+            metric: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+            raw: Vec::with_capacity(n),
+            step_ms: Vec::with_capacity(n),
+            filled: Vec::with_capacity(n),
+            missing: Vec::with_capacity(n),
+            label: Vec::with_capacity(n),
+        }
+    }
+}
+
 impl Normalise {
     pub fn new(cfg: NormaliseConfig) -> Result<Self> {
         if cfg.fill_steps > cfg.max_gap_steps {
@@ -524,7 +540,7 @@ impl Stage for Normalise {
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
-        let mut rows = Out::default();
+        let mut rows = Out::with_capacity(batch.num_rows());
         self.ingest_batch(&batch, ctx, &mut rows)?;
         if !rows.time.is_empty() {
             out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
