@@ -93,7 +93,7 @@ fn d_min_residuals() -> usize {
     12
 }
 fn d_sample() -> usize {
-    512
+    256
 }
 
 impl Default for ForecastConfig {
@@ -262,19 +262,6 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-/// The same as [`quantile`] on unsorted values, by selection in O(n) instead of a sort
-/// (forecasting a fleet computes thousands of these). Reorders `values`.
-pub fn quantile_unsorted(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let pos = q * (values.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    let (_, &mut a, rest) = values.select_nth_unstable_by(lo, f64::total_cmp);
-    let b = if hi > lo { rest.iter().copied().min_by(f64::total_cmp).unwrap_or(a) } else { a };
-    a + (b - a) * (pos - lo as f64)
-}
-
 impl Forecast {
     pub fn new(cfg: ForecastConfig, resources: Vec<ResourceMap>) -> Result<Self> {
         cfg.validate()?;
@@ -368,11 +355,8 @@ impl Forecast {
                 };
                 let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
                     errs.finite_into(&mut self.scratch, cfg.quantile_sample);
-                    let v = cfg
-                        .quantiles
-                        .iter()
-                        .map(|&q| (point + quantile_unsorted(&mut self.scratch, q)).max(0.0))
-                        .collect();
+                    self.scratch.sort_unstable_by(f64::total_cmp);
+                    let v = cfg.quantiles.iter().map(|&q| (point + quantile(&self.scratch, q)).max(0.0)).collect();
                     (v, Some(errs.mae()), fallback.map(String::from))
                 } else {
                     let v = vec![point.max(0.0); cfg.quantiles.len()];

@@ -273,6 +273,7 @@ impl ChunkReader for CsvReader {
             }
         }
         let mut n = 0;
+        let mut last_label: Option<(Vec<u8>, Vec<u8>, i32)> = None;
         while n < rows {
             let more = self.reader.read_byte_record(&mut self.record).map_err(|e| csv_error(&self.path, e))?;
             if !more {
@@ -312,14 +313,24 @@ impl ChunkReader for CsvReader {
                 }
                 Layout::Smd | Layout::Wide => {
                     let label = if self.layout == Layout::Smd {
-                        let split = std::str::from_utf8(&self.record[1]).unwrap_or("").trim();
-                        let lab = std::str::from_utf8(&self.record[2]).unwrap_or("").trim();
-                        let set = if lab.is_empty() {
-                            labels::format([("split", split)])
-                        } else {
-                            labels::format([("label", lab), ("split", split)])
-                        };
-                        Some(b.labels.key(&set))
+                        // Consecutive rows mostly share split and label: build the label set
+                        // only when they change.
+                        let (split, lab) = (&self.record[1], &self.record[2]);
+                        match &last_label {
+                            Some((s, l, k)) if s.as_slice() == split && l.as_slice() == lab => Some(*k),
+                            _ => {
+                                let split_s = std::str::from_utf8(split).unwrap_or("").trim();
+                                let lab_s = std::str::from_utf8(lab).unwrap_or("").trim();
+                                let set = if lab_s.is_empty() {
+                                    labels::format([("split", split_s)])
+                                } else {
+                                    labels::format([("label", lab_s), ("split", split_s)])
+                                };
+                                let k = b.labels.key(&set);
+                                last_label = Some((split.to_vec(), lab.to_vec(), k));
+                                Some(k)
+                            }
+                        }
                     } else {
                         None
                     };

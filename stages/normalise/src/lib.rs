@@ -22,6 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use arrow_buffer::NullBuffer;
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps};
@@ -112,6 +113,15 @@ struct Scaler {
     hi: f64,
 }
 
+impl Scaler {
+    /// Offset and range to scale by; a constant or unseen metric keeps its raw offset from 0.
+    fn lo_range(&self) -> (f64, f64) {
+        let lo = if self.lo.is_finite() { self.lo } else { 0.0 };
+        let range = if self.hi > self.lo && self.lo.is_finite() { self.hi - self.lo } else { 1.0 };
+        (lo, range)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 struct Workload {
     /// Global metric id of each slot.
@@ -180,12 +190,13 @@ struct Out {
     time: Vec<i64>,
     workload: Vec<i32>,
     metric: Vec<i32>,
-    value: Vec<Option<f64>>,
-    raw: Vec<Option<f64>>,
+    value: Vec<f64>,
+    raw: Vec<f64>,
     step_ms: Vec<i64>,
     filled: Vec<bool>,
     missing: Vec<bool>,
     label: Vec<Option<i32>>,
+    any_missing: bool,
 }
 
 impl Out {
@@ -200,6 +211,7 @@ impl Out {
             filled: Vec::with_capacity(n),
             missing: Vec::with_capacity(n),
             label: Vec::with_capacity(n),
+            any_missing: false,
         }
     }
 }
@@ -458,41 +470,39 @@ impl Normalise {
 
     fn write_step(&mut self, wi: usize, step: &DoneStep, out: &mut Out) {
         let wk = &mut self.state.workloads[wi];
-        let step_ms = wk.step_ms.unwrap_or(0);
+        let n = step.cells.len();
+        while wk.scalers.len() < n {
+            // A metric first seen after learning: learn from its first value on.
+            let v = step.cells[wk.scalers.len()].0;
+            wk.scalers.push(Scaler { lo: v, hi: v });
+        }
         let clip = self.cfg.clip;
-        for (slot, &(v, filled, missing)) in step.cells.iter().enumerate() {
-            if wk.scalers.len() <= slot {
-                // A metric first seen after learning: learn from its first value on.
-                wk.scalers.push(Scaler { lo: v, hi: v });
-            }
-            let s = &wk.scalers[slot];
-            let (scaled, raw) = if missing {
-                (None, None)
-            } else {
-                let range = if s.hi > s.lo && s.lo.is_finite() { s.hi - s.lo } else { 1.0 };
-                let lo = if s.lo.is_finite() { s.lo } else { 0.0 };
-                (Some(((v - lo) / range).clamp(-clip, 1.0 + clip)), Some(v))
-            };
-            out.time.push(step.time);
-            out.workload.push(wi as i32);
-            out.metric.push(wk.metrics[slot] as i32);
-            out.value.push(scaled);
-            out.raw.push(raw);
-            out.step_ms.push(step_ms);
+        // Columns that are the same for every metric of the step.
+        out.time.extend(std::iter::repeat_n(step.time, n));
+        out.workload.extend(std::iter::repeat_n(wi as i32, n));
+        out.step_ms.extend(std::iter::repeat_n(wk.step_ms.unwrap_or(0), n));
+        out.label.extend(std::iter::repeat_n(step.label.map(|l| l as i32), n));
+        out.metric.extend(wk.metrics[..n].iter().map(|&m| m as i32));
+        for (&(v, filled, missing), s) in step.cells.iter().zip(&wk.scalers) {
+            let (lo, range) = s.lo_range();
+            out.value.push(if missing { f64::NAN } else { ((v - lo) / range).clamp(-clip, 1.0 + clip) });
+            out.raw.push(if missing { f64::NAN } else { v });
             out.filled.push(filled);
             out.missing.push(missing);
-            out.label.push(step.label.map(|l| l as i32));
+            out.any_missing |= missing;
         }
     }
 
     fn finish(&self, out: Out) -> Result<RecordBatch> {
         let st = &self.state;
+        // Missing values are nulls (their slots hold NaN underneath).
+        let nulls = out.any_missing.then(|| NullBuffer::from_iter(out.missing.iter().map(|m| !m)));
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(out.time),
             dictionary(out.workload, &st.workload_names.refs())?,
             dictionary(out.metric, &st.metric_names.refs())?,
-            Arc::new(Float64Array::from(out.value)),
-            Arc::new(Float64Array::from(out.raw)),
+            Arc::new(Float64Array::new(out.value.into(), nulls.clone())),
+            Arc::new(Float64Array::new(out.raw.into(), nulls)),
             Arc::new(Int64Array::from(out.step_ms)),
             Arc::new(BooleanArray::from(out.filled)),
             Arc::new(BooleanArray::from(out.missing)),
