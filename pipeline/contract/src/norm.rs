@@ -191,3 +191,64 @@ impl NormBatch<'_> {
         observed
     }
 }
+
+/// Per-workload state of a stage, found by name once per batch and by index per step
+/// (hashing a workload name on every step of a fleet costs more than the step's own work).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Keyed<T> {
+    pub names: Vec<String>,
+    pub items: Vec<T>,
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl<T> Default for Keyed<T> {
+    fn default() -> Self {
+        Self { names: Vec::new(), items: Vec::new(), index: std::collections::HashMap::new() }
+    }
+}
+
+impl<T: Default> Keyed<T> {
+    /// The index of `name`, adding a default item if new.
+    pub fn id(&mut self, name: &str) -> usize {
+        if self.index.len() != self.names.len() {
+            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        }
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.items.push(T::default());
+        self.index.insert(name.to_string(), self.items.len() - 1);
+        self.items.len() - 1
+    }
+
+    /// The index of a batch's workload dictionary key, resolved once per batch through `ids`
+    /// (sized to the batch's workload dictionary).
+    pub fn id_for(&mut self, ids: &mut Vec<Option<usize>>, step: &Step<'_>) -> usize {
+        let k = step.workload_key.max(0) as usize;
+        if ids.len() <= k {
+            ids.resize(k + 1, None);
+        }
+        match ids[k] {
+            Some(i) => i,
+            None => {
+                let i = self.id(step.workload);
+                ids[k] = Some(i);
+                i
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.names.iter().position(|n| n == name).map(|i| &self.items[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.names.iter().map(String::as_str).zip(&self.items)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut T)> {
+        self.names.iter().map(String::as_str).zip(self.items.iter_mut())
+    }
+}

@@ -160,3 +160,14 @@ fn a_topic_without_producer_is_a_config_error() {
     assert!(err.contains("stages.orphan") && err.contains("forecasts"), "{err}");
     let _ = Int32Array::from(vec![1]);
 }
+
+#[test]
+fn a_speed_factor_paces_the_replay_by_event_time() {
+    // 5 batches one second of event time apart, replayed at 20x: at least 4 / 20 = 0.2 s.
+    let made = Arc::new(AtomicUsize::new(0));
+    let opts = RunOptions { speed: Some(20.0), ..Default::default() };
+    let t = Instant::now();
+    let report = run_embedded(Box::new(Counting { n: 5, made }), vec![Box::new(echo())], vec![], opts).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(200), "took {:?}", t.elapsed());
+    assert_eq!(report.rows[&Topic::MetricsRaw], 10);
+}

@@ -16,13 +16,12 @@
 
 mod pca;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
-use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
@@ -109,7 +108,7 @@ struct Workload {
 /// The anomaly stage.
 pub struct Anomaly {
     cfg: AnomalyConfig,
-    workloads: HashMap<String, Workload>,
+    workloads: Keyed<Workload>,
 }
 
 #[derive(Default)]
@@ -173,7 +172,7 @@ impl Anomaly {
         if !(0.0 < cfg.threshold_quantile && cfg.threshold_quantile < 1.0) {
             return Err(Error::config("stages.anomaly.threshold_quantile", "must be in (0, 1)"));
         }
-        Ok(Self { cfg, workloads: HashMap::new() })
+        Ok(Self { cfg, workloads: Keyed::default() })
     }
 
     /// Ends a workload's learning: fits the model on its history, if there is enough.
@@ -254,8 +253,10 @@ impl Stage for Anomaly {
         let mut rows = Rows::default();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         let mut workloads = std::mem::take(&mut self.workloads);
+        let mut ids = Vec::new();
         for step in nb.steps() {
-            let wk = workloads.entry(step.workload.to_string()).or_default();
+            let id = workloads.id_for(&mut ids, &step);
+            let wk = &mut workloads.items[id];
             let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
             nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
             if wk.model.is_none() && !wk.unscored {

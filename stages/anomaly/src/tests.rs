@@ -3,6 +3,8 @@ use wfe_contract::columns::strings;
 use wfe_contract::norm::{KeyCache, NormBatch, Slots};
 use wfe_normalise::testing::normalised;
 
+use std::collections::HashMap;
+
 use super::*;
 
 fn run(stage: &mut Anomaly, batches: &[RecordBatch]) -> (VecCollector, Context) {

@@ -10,13 +10,13 @@
 //! already emitted (a person can see what is known) but marked, so that tier selection
 //! borrows its neighbours' history instead of trusting its own.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_str, timestamp_column};
-use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
 pub const METHOD: &str = "window-stats";
@@ -61,7 +61,7 @@ struct Workload {
 /// The fingerprint stage.
 pub struct Fingerprint {
     cfg: FingerprintConfig,
-    workloads: HashMap<String, Workload>,
+    workloads: Keyed<Workload>,
 }
 
 #[derive(Default)]
@@ -79,7 +79,7 @@ impl Fingerprint {
         if cfg.window < 2 || cfg.hop == 0 {
             return Err(Error::config("stages.fingerprint.window", "window must be at least 2 and hop at least 1"));
         }
-        Ok(Self { cfg, workloads: HashMap::new() })
+        Ok(Self { cfg, workloads: Keyed::default() })
     }
 
     fn emit(&self, name: &str, wk: &Workload, rows: &mut Rows) {
@@ -161,20 +161,25 @@ impl Stage for Fingerprint {
         let mut cache = KeyCache::default();
         let mut rows = Rows::default();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
+        let mut ids = Vec::new();
         for step in nb.steps() {
-            let wk = self.workloads.entry(step.workload.to_string()).or_default();
+            let id = self.workloads.id_for(&mut ids, &step);
+            let wk = &mut self.workloads.items[id];
             let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
             let observed = nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
-            if wk.window.len() == self.cfg.window {
-                wk.window.pop_front();
-            }
-            wk.window.push_back((step.time, scaled.clone(), observed));
+            // Reuse the oldest step's buffer for the newest.
+            let mut values = match wk.window.len() == self.cfg.window {
+                true => wk.window.pop_front().map(|(_, v, _)| v).unwrap_or_default(),
+                false => Vec::new(),
+            };
+            values.clear();
+            values.extend_from_slice(&scaled);
+            wk.window.push_back((step.time, values, observed));
             wk.observed_steps += usize::from(observed > 0);
             wk.since_emit += 1;
             if wk.since_emit >= self.cfg.hop && wk.window.len() == self.cfg.window {
                 wk.since_emit = 0;
-                let wk = &self.workloads[step.workload];
-                self.emit(step.workload, wk, &mut rows);
+                self.emit(step.workload, &self.workloads.items[id], &mut rows);
             }
         }
         if !rows.start.is_empty() {
@@ -186,10 +191,9 @@ impl Stage for Fingerprint {
     fn flush(&mut self, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         // The steps since the last fingerprint are not lost: one more over the latest window.
         let mut rows = Rows::default();
-        let mut names: Vec<&String> = self.workloads.keys().collect();
-        names.sort();
-        for name in names {
-            let wk = &self.workloads[name];
+        let mut names: Vec<(&str, &Workload)> = self.workloads.iter().collect();
+        names.sort_by_key(|(n, _)| *n);
+        for (name, wk) in names {
             if wk.since_emit > 0 && wk.window.len() >= 2 {
                 self.emit(name, wk, &mut rows);
             }

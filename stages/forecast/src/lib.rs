@@ -12,13 +12,13 @@
 //! error over that window is selected, and its score is in the row. With less history than a
 //! season, seasonal naive cannot run and persistence is used, and the row says why.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
-use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
 pub const MODEL_VERSION: &str = "1";
@@ -217,7 +217,7 @@ struct Workload {
 pub struct Forecast {
     cfg: ForecastConfig,
     resources: Vec<ResourceMap>,
-    workloads: HashMap<String, Workload>,
+    workloads: Keyed<Workload>,
     /// Reused buffer for quantile selection.
     scratch: Vec<f64>,
 }
@@ -276,17 +276,14 @@ impl Forecast {
                 ));
             }
         }
-        Ok(Self { cfg, resources, workloads: HashMap::new(), scratch: Vec::new() })
+        Ok(Self { cfg, resources, workloads: Keyed::default(), scratch: Vec::new() })
     }
 
     /// Adds one step of resource values and, when due, forecasts.
-    fn observe(&mut self, name: &str, time: i64, step_ms: i64, raw: &[f64], rows: &mut Rows) {
+    fn observe(&mut self, id: usize, name: &str, time: i64, step_ms: i64, raw: &[f64], rows: &mut Rows) {
         let (cfg, resources) = (&self.cfg, &self.resources);
         let season = steps_of(cfg.season_s, step_ms);
-        if !self.workloads.contains_key(name) {
-            self.workloads.insert(name.to_string(), Workload::default());
-        }
-        let wk = self.workloads.get_mut(name).expect("inserted above");
+        let wk = &mut self.workloads.items[id];
         if wk.series.is_empty() || wk.step_ms != step_ms {
             wk.horizons = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
             wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
@@ -417,14 +414,13 @@ impl Stage for Forecast {
         let mut cache = KeyCache::default();
         let mut rows = Rows::default();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
+        let mut ids = Vec::new();
         for step in nb.steps() {
-            if !self.workloads.contains_key(step.workload) {
-                self.workloads.insert(step.workload.to_string(), Workload::default());
-            }
-            let wk = self.workloads.get_mut(step.workload).expect("inserted above");
+            let id = self.workloads.id_for(&mut ids, &step);
+            let wk = &mut self.workloads.items[id];
             let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
             nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
-            self.observe(step.workload, step.time, step.step_ms, &raw, &mut rows);
+            self.observe(id, step.workload, step.time, step.step_ms, &raw, &mut rows);
         }
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
