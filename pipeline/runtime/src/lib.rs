@@ -67,6 +67,8 @@ pub struct ActorReport {
     pub busy: Duration,
     pub batches_in: u64,
     pub rows_in: u64,
+    /// CPU time of the actor's thread (Linux; zero elsewhere).
+    pub cpu: Duration,
     pub counters: BTreeMap<String, u64>,
 }
 
@@ -233,6 +235,26 @@ pub fn run_embedded(
     })
 }
 
+/// CPU time (user + system) of the calling thread, from /proc/thread-self/stat.
+pub fn thread_cpu() -> Duration {
+    cpu_of("/proc/thread-self/stat")
+}
+
+/// CPU time (user + system) of the whole process so far.
+pub fn process_cpu() -> Duration {
+    cpu_of("/proc/self/stat")
+}
+
+fn cpu_of(path: &str) -> Duration {
+    // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
+    let Ok(stat) = std::fs::read_to_string(path) else { return Duration::ZERO };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return Duration::ZERO };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // rest starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn record_error(errors: &Mutex<Option<Error>>, stop: &AtomicBool, e: Error) {
     stop.store(true, Ordering::Relaxed);
     if let Ok(mut slot) = errors.lock() {
@@ -284,6 +306,7 @@ fn run_source(
         bar.finish_and_clear();
     }
     report.counters = ctx.counters().clone();
+    report.cpu = thread_cpu();
     report
 }
 
@@ -367,6 +390,7 @@ fn run_actor(
         report.busy += t.elapsed();
     }
     report.counters = ctx.counters().clone();
+    report.cpu = thread_cpu();
     report
 }
 
