@@ -194,13 +194,23 @@ impl Anomaly {
         }
     }
 
-    fn step(&self, name: &str, wk: &mut Workload, time: i64, values: &[f64], rows: &mut Rows, ctx: &mut Context) {
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        name: &str,
+        wk: &mut Workload,
+        time: i64,
+        values: &[f64],
+        rows: &mut Rows,
+        ctx: &mut Context,
+        scratch: (&mut Vec<f64>, &mut Vec<f64>),
+    ) {
         let Some(model) = &wk.model else { return };
-        let mut z = Vec::new();
-        let score = model.score_into(values, &mut z);
+        let (z, y) = scratch;
+        let score = model.score_into(values, z, y);
         let threshold = model.threshold;
         // Contributions only matter for steps that open or update a segment.
-        let contrib = if score > threshold { PcaModel::contributions(&z) } else { Vec::new() };
+        let contrib = if score > threshold { PcaModel::contributions(z) } else { Vec::new() };
         let top = |k: usize| -> Vec<(String, f64)> {
             let mut idx: Vec<usize> = (0..contrib.len()).filter(|&i| contrib[i] > 0.0).collect();
             idx.sort_by(|&a, &b| contrib[b].total_cmp(&contrib[a]));
@@ -254,6 +264,7 @@ impl Stage for Anomaly {
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         let mut workloads = std::mem::take(&mut self.workloads);
         let mut ids = Vec::new();
+        let (mut z, mut y) = (Vec::new(), Vec::new());
         for step in nb.steps() {
             let id = workloads.id_for(&mut ids, &step);
             let wk = &mut workloads.items[id];
@@ -271,7 +282,7 @@ impl Stage for Anomaly {
                 }
                 Self::fit(&self.cfg, step.workload, wk, ctx);
             }
-            self.step(step.workload, wk, step.time, &scaled, &mut rows, ctx);
+            self.step(step.workload, wk, step.time, &scaled, &mut rows, ctx, (&mut z, &mut y));
         }
         self.workloads = workloads;
         if !rows.time.is_empty() {

@@ -50,29 +50,45 @@ impl PcaModel {
         }
         let mut model =
             Self { mean, components, err_mean: vec![0.0; d], err_std: vec![1.0; d], threshold: f64::INFINITY };
-        let errs: Vec<Vec<f64>> = history.iter().map(|row| model.errors(row)).collect();
-        for j in 0..d {
-            let m = errs.iter().map(|e| e[j]).sum::<f64>() / n as f64;
-            let v = errs.iter().map(|e| (e[j] - m).powi(2)).sum::<f64>() / n as f64;
-            model.err_mean[j] = m;
-            model.err_std[j] = v.sqrt() + 1e-6;
+        // History errors in one flat n x d buffer (row-major).
+        let (mut errs, mut buf, mut y) = (Vec::with_capacity(n * d), Vec::with_capacity(d), Vec::new());
+        for row in history {
+            model.errors_into(row, &mut buf, &mut y);
+            errs.extend_from_slice(&buf);
         }
-        let mut scores: Vec<f64> = errs.iter().map(|e| model.standardise(e).iter().sum()).collect();
+        let (mut sum, mut sq) = (vec![0.0; d], vec![0.0; d]);
+        for e in errs.chunks_exact(d) {
+            for j in 0..d {
+                sum[j] += e[j];
+                sq[j] += e[j] * e[j];
+            }
+        }
+        for j in 0..d {
+            let m = sum[j] / n as f64;
+            model.err_mean[j] = m;
+            model.err_std[j] = (sq[j] / n as f64 - m * m).max(0.0).sqrt() + 1e-6;
+        }
+        let mut scores: Vec<f64> = errs
+            .chunks_exact(d)
+            .map(|e| e.iter().enumerate().map(|(j, v)| (v - model.err_mean[j]) / model.err_std[j]).sum())
+            .collect();
         scores.sort_by(f64::total_cmp);
         let idx = ((n as f64 - 1.0) * quantile).round() as usize;
         model.threshold = scores[idx.min(n - 1)];
         Ok(model)
     }
 
-    /// Squared reconstruction error per metric, into `out` (length `mean.len()`).
-    fn errors_into(&self, row: &[f64], out: &mut Vec<f64>) {
+    /// Squared reconstruction error per metric, into `out` (length `mean.len()`); `y` is
+    /// scratch for the projection.
+    fn errors_into(&self, row: &[f64], out: &mut Vec<f64>, y: &mut Vec<f64>) {
         let d = self.mean.len();
         out.clear();
         out.extend(
             (0..d).map(|j| row.get(j).copied().filter(|v| v.is_finite()).map(|v| v - self.mean[j]).unwrap_or(0.0)),
         );
         // Residual of the projection: c - P^T P c, computed in place.
-        let y: Vec<f64> = self.components.iter().map(|p| p.iter().zip(out.iter()).map(|(a, b)| a * b).sum()).collect();
+        y.clear();
+        y.extend(self.components.iter().map(|p| p.iter().zip(out.iter()).map(|(a, b)| a * b).sum::<f64>()));
         for (yi, p) in y.iter().zip(&self.components) {
             for (o, a) in out.iter_mut().zip(p) {
                 *o -= yi * a;
@@ -83,19 +99,9 @@ impl PcaModel {
         }
     }
 
-    fn errors(&self, row: &[f64]) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.mean.len());
-        self.errors_into(row, &mut out);
-        out
-    }
-
-    fn standardise(&self, err: &[f64]) -> Vec<f64> {
-        err.iter().enumerate().map(|(j, e)| (e - self.err_mean[j]) / self.err_std[j]).collect()
-    }
-
-    /// The step's score, and in `z` each metric's standardised error.
-    pub fn score_into(&self, row: &[f64], z: &mut Vec<f64>) -> f64 {
-        self.errors_into(row, z);
+    /// The step's score, and in `z` each metric's standardised error; `y` is scratch.
+    pub fn score_into(&self, row: &[f64], z: &mut Vec<f64>, y: &mut Vec<f64>) -> f64 {
+        self.errors_into(row, z, y);
         let mut score = 0.0;
         for (j, e) in z.iter_mut().enumerate() {
             *e = (*e - self.err_mean[j]) / self.err_std[j];
@@ -112,8 +118,8 @@ impl PcaModel {
 
     /// The step's score and each metric's share of its positive part.
     pub fn score(&self, row: &[f64]) -> (f64, Vec<f64>) {
-        let mut z = Vec::new();
-        let score = self.score_into(row, &mut z);
+        let (mut z, mut y) = (Vec::new(), Vec::new());
+        let score = self.score_into(row, &mut z, &mut y);
         (score, Self::contributions(&z))
     }
 }

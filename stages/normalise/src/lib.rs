@@ -253,21 +253,32 @@ impl Normalise {
                 ctx.event(Event::Rejected { kind: "nan", location: &loc, message: msg, count: 1 });
                 continue;
             }
+            // Samples of one workload and timestamp come in runs (a wide row's metrics): the
+            // step they go to is found once per run, not once per sample.
+            if let Some((rw, rts, idx)) = run {
+                if rw == w && rts == time[row] {
+                    let known = self.state.workloads[w as usize].slot_of.get(m as usize).copied();
+                    let slot = match known {
+                        Some(s) if s != u32::MAX => s as usize,
+                        _ => self.slot(w as usize, m),
+                    };
+                    // The common case, a first sample for this metric in this step, inline.
+                    if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot) {
+                        if acc.n == 0 {
+                            *acc = Acc { sum: v, n: 1, last_ts: rts };
+                            continue;
+                        }
+                    }
+                    self.accumulate(w as usize, idx, slot, rts, v, ctx);
+                    continue;
+                }
+            }
             let label = (!lab.is_null(row)).then(|| lab_ids[lkeys[row] as usize]);
             while self.state.workloads.len() <= w as usize {
                 self.state.workloads.push(Workload { learning: true, ..Default::default() });
             }
             if touched.last() != Some(&w) && !touched.contains(&w) {
                 touched.push(w);
-            }
-            // Samples of one workload and timestamp come in runs (a wide row's metrics): the
-            // step they go to is found once per run, not once per sample.
-            if let Some((rw, rts, idx)) = run {
-                if rw == w && rts == time[row] {
-                    let slot = self.slot(w as usize, m);
-                    self.accumulate(w as usize, idx, slot, rts, v, ctx);
-                    continue;
-                }
             }
             run = self.add_sample(w, time[row], m, v, label, ctx, out).map(|idx| (w, time[row], idx));
         }
@@ -504,11 +515,20 @@ impl Normalise {
             Arc::new(Float64Array::new(out.value.into(), nulls.clone())),
             Arc::new(Float64Array::new(out.raw.into(), nulls)),
             Arc::new(Int64Array::from(out.step_ms)),
-            Arc::new(BooleanArray::from(out.filled)),
-            Arc::new(BooleanArray::from(out.missing)),
+            flags(out.filled),
+            flags(out.missing),
             dictionary_opt(out.label, &st.label_names.refs())?,
         ];
         Ok(RecordBatch::try_new(Topic::MetricsNorm.schema(), columns)?)
+    }
+}
+
+/// A boolean column; all-false (the usual case) without packing each value.
+fn flags(v: Vec<bool>) -> ArrayRef {
+    if v.iter().any(|b| *b) {
+        Arc::new(BooleanArray::from(v))
+    } else {
+        Arc::new(BooleanArray::new(arrow_buffer::BooleanBuffer::new_unset(v.len()), None))
     }
 }
 
