@@ -164,3 +164,20 @@ fn parquet_and_ipc_files_round_trip() {
     let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
     assert!(err.contains("bad.parquet") && err.contains("Parquet"), "{err}");
 }
+
+#[test]
+fn quoted_fields_and_crlf_lines_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "q.csv",
+        "timestamp,workload,metric,value\r\n1000,\"web,eu\",cpu,0.5\r\n\r\n1060,\"web,eu\",\"cpu\",\"0.75\"\r\n",
+    );
+    let mut cfg = SourceConfig::new(&p);
+    cfg.timestamp_unit = "ms".into();
+    let mut src = FileSource::open(&[cfg], true).unwrap();
+    let b = drain(&mut src, &mut Context::new("ingest")).unwrap().remove(0);
+    let w = DictStrings::new(&b, "workload").unwrap();
+    assert_eq!((b.num_rows(), w.get(0), w.get(1)), (2, Some("web,eu"), Some("web,eu")));
+    assert_eq!(f64s(&b, "value").unwrap().values(), &[0.5, 0.75]);
+}
