@@ -116,4 +116,11 @@ fn quantile_interpolates() {
     assert_eq!(quantile(&[0.0, 10.0], 0.5), 5.0);
     assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.0), 1.0);
     assert_eq!(quantile(&[], 0.5), 0.0);
+    let mut v: Vec<f64> = (0..257).map(|i| ((i * 37) % 257) as f64 * 0.5).collect();
+    let mut sorted = v.clone();
+    sorted.sort_by(f64::total_cmp);
+    let levels = [0.0, 0.1, 0.333, 0.5, 0.9, 0.95, 1.0];
+    let want: Vec<f64> = levels.iter().map(|&q| quantile(&sorted, q)).collect();
+    assert_eq!(quantiles_select(&mut v, &levels), want);
+    assert_eq!(quantiles_select(&mut [], &[0.5]), vec![0.0]);
 }
