@@ -4,6 +4,23 @@
 use faer::{Mat, Side};
 use serde::{Deserialize, Serialize};
 
+/// Dot product with four independent sums, so the compiler can keep them in vector lanes
+/// (a plain iterator sum must add in order and stays scalar).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// A fitted detector for one workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PcaModel {
@@ -88,7 +105,7 @@ impl PcaModel {
         );
         // Residual of the projection: c - P^T P c, computed in place.
         y.clear();
-        y.extend(self.components.iter().map(|p| p.iter().zip(out.iter()).map(|(a, b)| a * b).sum::<f64>()));
+        y.extend(self.components.iter().map(|p| dot(p, out)));
         for (yi, p) in y.iter().zip(&self.components) {
             for (o, a) in out.iter_mut().zip(p) {
                 *o -= yi * a;
@@ -121,5 +138,17 @@ impl PcaModel {
         let (mut z, mut y) = (Vec::new(), Vec::new());
         let score = self.score_into(row, &mut z, &mut y);
         (score, Self::contributions(&z))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dot_matches_the_plain_sum() {
+        let a: Vec<f64> = (0..39).map(|i| i as f64 * 0.25).collect();
+        let b: Vec<f64> = (0..39).map(|i| 1.0 - i as f64 * 0.5).collect();
+        let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((super::dot(&a, &b) - plain).abs() < 1e-9);
+        assert_eq!(super::dot(&a[..3], &b), a[..3].iter().zip(&b).map(|(x, y)| x * y).sum::<f64>());
     }
 }
