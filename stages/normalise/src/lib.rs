@@ -141,6 +141,20 @@ struct Workload {
     learned_steps: usize,
     held: Vec<DoneStep>,
     scalers: Vec<Scaler>,
+    /// Accumulator vectors of closed steps, reused for new ones.
+    #[serde(skip)]
+    spare: Vec<Vec<Acc>>,
+}
+
+impl Workload {
+    /// Zeroed accumulators for a new step: a closed step's, or new ones.
+    fn fresh_acc(&mut self, nslots: usize) -> Vec<Acc> {
+        let mut acc = self.spare.pop().unwrap_or_default();
+        if acc.len() < nslots {
+            acc.resize(nslots, Acc::default());
+        }
+        acc
+    }
 }
 
 /// Names interned across the stage's life, so output dictionaries are stable.
@@ -182,6 +196,10 @@ struct State {
 pub struct Normalise {
     cfg: NormaliseConfig,
     state: State,
+    /// Reused buffer for the cells of the step being closed.
+    cells: Vec<(f64, bool, bool)>,
+    /// `split=train` of each label id (derived from `state.label_names`).
+    train_of: Vec<Option<bool>>,
 }
 
 /// Output rows of one call, built column by column.
@@ -224,7 +242,7 @@ impl Normalise {
         if cfg.step_s == Some(0) {
             return Err(Error::config("stages.normalise.step_s", "must be positive"));
         }
-        Ok(Self { cfg, state: State::default() })
+        Ok(Self { cfg, state: State::default(), cells: Vec::new(), train_of: Vec::new() })
     }
 
     fn ingest_batch(&mut self, batch: &RecordBatch, ctx: &mut Context, out: &mut Out) -> Result<()> {
@@ -341,12 +359,16 @@ impl Normalise {
         let wk = &mut self.state.workloads[wi];
         let nslots = wk.metrics.len();
         match wk.open.front().map(|s| s.time) {
-            None => wk.open.push_back(OpenStep { time: t, label, acc: vec![Acc::default(); nslots] }),
+            None => {
+                let acc = wk.fresh_acc(nslots);
+                wk.open.push_back(OpenStep { time: t, label, acc })
+            }
             Some(oldest) if t < oldest => {
                 // Before the oldest open step but after the last emitted one: open steps back to it.
                 let mut time = oldest - step;
                 while time >= t {
-                    wk.open.push_front(OpenStep { time, label: None, acc: vec![Acc::default(); nslots] });
+                    let acc = wk.fresh_acc(nslots);
+                    wk.open.push_front(OpenStep { time, label: None, acc });
                     time -= step;
                 }
             }
@@ -354,7 +376,8 @@ impl Normalise {
         }
         while wk.open.back().is_some_and(|s| s.time < t) {
             let time = wk.open.back().map(|s| s.time + step).unwrap_or(t);
-            wk.open.push_back(OpenStep { time, label: None, acc: vec![Acc::default(); nslots] });
+            let acc = wk.fresh_acc(nslots);
+            wk.open.push_back(OpenStep { time, label: None, acc });
         }
         if wk.open.len() > self.cfg.lateness_steps + 1 {
             // New steps were opened: close the ones no late sample can reach any more, before
@@ -410,7 +433,8 @@ impl Normalise {
             let wk = &mut self.state.workloads[wi];
             let Some(step) = wk.open.pop_front() else { break };
             wk.emitted_until = Some(step.time);
-            let mut cells = Vec::with_capacity(wk.metrics.len());
+            let mut cells = std::mem::take(&mut self.cells);
+            cells.clear();
             for slot in 0..wk.metrics.len() {
                 let acc = step.acc.get(slot).copied().unwrap_or_default();
                 let cell = if acc.n > 0 {
@@ -432,13 +456,13 @@ impl Normalise {
                 };
                 cells.push(cell);
             }
+            // The step's accumulators are reused for the next step opened.
+            let mut acc = step.acc;
+            acc.iter_mut().for_each(|a| *a = Acc::default());
+            wk.spare.push(acc);
             let done = DoneStep { time: step.time, label: step.label, cells };
-            if wk.learning {
-                let split = done
-                    .label
-                    .and_then(|l| self.state.label_names.names.get(l as usize))
-                    .and_then(|s| labels::get(s, "split"))
-                    .map(|s| s == "train");
+            if self.state.workloads[wi].learning {
+                let split = done.label.and_then(|l| self.is_train(l));
                 let wk = &mut self.state.workloads[wi];
                 let ends = match split {
                     Some(is_train) => !is_train,
@@ -447,14 +471,26 @@ impl Normalise {
                 if ends {
                     self.finish_learning(wi, out);
                     self.write_step(wi, &done, out);
+                    self.cells = done.cells;
                 } else {
                     wk.learned_steps += 1;
                     wk.held.push(done);
                 }
             } else {
                 self.write_step(wi, &done, out);
+                self.cells = done.cells;
             }
         }
+    }
+
+    /// Whether a label set says `split=train` (`None`: no split label), cached per label id.
+    fn is_train(&mut self, label: u32) -> Option<bool> {
+        let names = &self.state.label_names.names;
+        while self.train_of.len() < names.len() {
+            let s = &names[self.train_of.len()];
+            self.train_of.push(labels::get(s, "split").map(|v| v == "train"));
+        }
+        self.train_of.get(label as usize).copied().flatten()
     }
 
     /// Fits the scaler on the held history and emits it.
