@@ -240,6 +240,44 @@ impl CsvReader {
     }
 }
 
+/// Parses a float. Metric files are mostly short plain decimals (`0.061728`, `12`): those take
+/// an exact shortcut (an integer of at most 15 digits divided by a power of ten is correctly
+/// rounded, so the result equals a full parse); anything else goes to fast-float2.
+fn parse_f64(field: &[u8]) -> Result<f64, ()> {
+    const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (neg, digits) = match field.first() {
+        Some(b'-') => (true, &field[1..]),
+        _ => (false, field),
+    };
+    if !digits.is_empty() && digits.len() <= 16 {
+        let (mut mantissa, mut count, mut frac, mut dot, mut ok) = (0u64, 0usize, 0usize, false, true);
+        for &c in digits {
+            match c {
+                b'0'..=b'9' => {
+                    mantissa = mantissa * 10 + u64::from(c - b'0');
+                    count += 1;
+                    frac += usize::from(dot);
+                }
+                b'.' if !dot => dot = true,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && count > 0 && count <= 15 {
+            let v = mantissa as f64 / POW10[frac];
+            return Ok(if neg { -v } else { v });
+        }
+    }
+    fast_float2::parse::<f64, _>(field).map_err(|_| ())
+}
+
+#[cfg(test)]
+pub(crate) fn parse_f64_for_tests(field: &[u8]) -> Option<f64> {
+    parse_f64(field).ok()
+}
+
 /// One CSV record: its fields as ranges of one buffer, and its line number.
 #[derive(Default)]
 struct Record {
@@ -410,7 +448,7 @@ impl ChunkReader for CsvReader {
                             self.reject(&mut rejected, "empty_value", self.location(line, col), msg)?;
                             continue;
                         }
-                        match fast_float2::parse::<f64, _>(field) {
+                        match parse_f64(field) {
                             Ok(v) => b.push(ts, wl, (col - first_metric) as i32, v, label),
                             Err(_) => {
                                 let msg = format!("value `{}` is not a number: sample skipped", text(field));

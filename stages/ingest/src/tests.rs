@@ -181,3 +181,20 @@ fn quoted_fields_and_crlf_lines_parse() {
     assert_eq!((b.num_rows(), w.get(0), w.get(1)), (2, Some("web,eu"), Some("web,eu")));
     assert_eq!(f64s(&b, "value").unwrap().values(), &[0.5, 0.75]);
 }
+
+#[test]
+fn the_decimal_shortcut_equals_a_full_parse() {
+    let cases = [
+        "0.061728", "0", "12", "-3.5", "0.1", "0.3", "123456789012345", "1234567890.12345", "1e-5", "NaN",
+        "inf", "-0.0", ".5", "5.", "0.000000000000001", "9007199254740993", "1.7976931348623157", "abc", "1.2.3", "-",
+    ];
+    for c in cases {
+        let full = fast_float2::parse::<f64, _>(c.as_bytes()).ok();
+        let fast = super::formats::parse_f64_for_tests(c.as_bytes());
+        match (full, fast) {
+            (Some(a), Some(b)) => assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{c}: {a} vs {b}"),
+            (None, None) => {}
+            other => panic!("{c}: {other:?}"),
+        }
+    }
+}
