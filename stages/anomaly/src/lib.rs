@@ -200,14 +200,12 @@ impl Anomaly {
         name: &str,
         wk: &mut Workload,
         time: i64,
-        values: &[f64],
         rows: &mut Rows,
         ctx: &mut Context,
-        scratch: (&mut Vec<f64>, &mut Vec<f64>),
+        score: f64,
+        z: &[f64],
     ) {
         let Some(model) = &wk.model else { return };
-        let (z, y) = scratch;
-        let score = model.score_into(values, z, y);
         let threshold = model.threshold;
         // Contributions only matter for steps that open or update a segment.
         let contrib = if score > threshold { PcaModel::contributions(z) } else { Vec::new() };
@@ -264,7 +262,8 @@ impl Stage for Anomaly {
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         let mut workloads = std::mem::take(&mut self.workloads);
         let mut ids = Vec::new();
-        let (mut z, mut y) = (Vec::new(), Vec::new());
+        // Steps to score, per workload: (time, width) and their values, scored as one block.
+        let mut pending: Vec<(usize, Vec<i64>, usize, Vec<f64>)> = Vec::new();
         for step in nb.steps() {
             let id = workloads.id_for(&mut ids, &step);
             let wk = &mut workloads.items[id];
@@ -282,7 +281,29 @@ impl Stage for Anomaly {
                 }
                 Self::fit(&self.cfg, step.workload, wk, ctx);
             }
-            self.step(step.workload, wk, step.time, &scaled, &mut rows, ctx, (&mut z, &mut y));
+            let Some(model) = &wk.model else { continue };
+            let width = model.mean.len();
+            let pos = match pending.iter().position(|p| p.0 == id) {
+                Some(p) => p,
+                None => {
+                    pending.push((id, Vec::new(), width, Vec::new()));
+                    pending.len() - 1
+                }
+            };
+            let block = &mut pending[pos];
+            block.1.push(step.time);
+            block.3.extend((0..width).map(|j| scaled.get(j).copied().unwrap_or(f64::NAN)));
+        }
+        let (mut scores, mut z) = (Vec::new(), Vec::new());
+        for (id, times, width, values) in pending {
+            let name = workloads.names[id].clone();
+            let wk = &mut workloads.items[id];
+            let Some(model) = &wk.model else { continue };
+            model.score_block(&values, width, &mut scores, &mut z);
+            let d = model.mean.len();
+            for (i, &time) in times.iter().enumerate() {
+                self.step(&name, wk, time, &mut rows, ctx, scores[i], &z[i * d..(i + 1) * d]);
+            }
         }
         self.workloads = workloads;
         if !rows.time.is_empty() {

@@ -67,11 +67,13 @@ impl PcaModel {
         }
         let mut model =
             Self { mean, components, err_mean: vec![0.0; d], err_std: vec![1.0; d], threshold: f64::INFINITY };
-        // History errors in one flat n x d buffer (row-major).
-        let (mut errs, mut buf, mut y) = (Vec::with_capacity(n * d), Vec::with_capacity(d), Vec::new());
-        for row in history {
-            model.errors_into(row, &mut buf, &mut y);
-            errs.extend_from_slice(&buf);
+        // History reconstruction errors, all rows at once: R = X - X P^T P.
+        let k = model.components.len();
+        let p = Mat::<f64>::from_fn(k, d, |a, j| model.components[a][j]);
+        let r = if k > 0 { &x - (&x * p.transpose()) * &p } else { x.clone() };
+        let mut errs = Vec::with_capacity(n * d);
+        for i in 0..n {
+            errs.extend((0..d).map(|j| r[(i, j)] * r[(i, j)]));
         }
         let (mut sum, mut sq) = (vec![0.0; d], vec![0.0; d]);
         for e in errs.chunks_exact(d) {
@@ -125,6 +127,33 @@ impl PcaModel {
             score += *e;
         }
         score
+    }
+
+    /// Scores a block of steps at once (row-major `rows`, `width` values each, NaN =
+    /// missing) with two matrix products, which is several times faster than step by step.
+    /// Fills `scores` (one per row) and `z` (row-major, `mean.len()` per row).
+    pub fn score_block(&self, rows: &[f64], width: usize, scores: &mut Vec<f64>, z: &mut Vec<f64>) {
+        let d = self.mean.len();
+        let m = if width == 0 { 0 } else { rows.len() / width };
+        let c = Mat::<f64>::from_fn(m, d, |i, j| {
+            let v = if j < width { rows[i * width + j] } else { f64::NAN };
+            if v.is_finite() { v - self.mean[j] } else { 0.0 }
+        });
+        let k = self.components.len();
+        let p = Mat::<f64>::from_fn(k, d, |a, j| self.components[a][j]);
+        let r = if k > 0 { &c - (&c * p.transpose()) * &p } else { c };
+        scores.clear();
+        z.clear();
+        for i in 0..m {
+            let mut score = 0.0;
+            for j in 0..d {
+                let e = r[(i, j)];
+                let zj = (e * e - self.err_mean[j]) / self.err_std[j];
+                z.push(zj);
+                score += zj;
+            }
+            scores.push(score);
+        }
     }
 
     /// Each metric's share of the positive part of standardised errors `z`.

@@ -112,3 +112,21 @@ fn constant_nan_and_short_inputs_give_defined_results() {
     assert_eq!(ctx.counters()["unscored.too_little_history"], 1);
     assert!(Anomaly::new(AnomalyConfig { variance: 0.0, ..Default::default() }).is_err());
 }
+
+#[test]
+fn block_scoring_equals_step_scoring() {
+    let norm = normalised("asd", &["omi-6"], usize::MAX);
+    let all = steps(&norm);
+    let train: Vec<Vec<f64>> = all.iter().filter(|s| s.1 == "train").map(|s| s.0.clone()).collect();
+    let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
+    let test: Vec<&Vec<f64>> = all.iter().filter(|s| s.1 == "test").map(|s| &s.0).take(500).collect();
+    let width = model.mean.len();
+    let mut flat: Vec<f64> = test.iter().flat_map(|r| r.iter().copied()).collect();
+    flat[3] = f64::NAN; // a missing value is imputed the same way in both
+    let (mut scores, mut z) = (vec![], vec![]);
+    model.score_block(&flat, width, &mut scores, &mut z);
+    for (i, s) in scores.iter().enumerate() {
+        let one = model.score(&flat[i * width..(i + 1) * width]).0;
+        assert!((s - one).abs() <= 1e-6 * one.abs().max(1.0), "row {i}: {s} vs {one}");
+    }
+}
