@@ -71,9 +71,12 @@ impl PcaModel {
         let k = model.components.len();
         let p = Mat::<f64>::from_fn(k, d, |a, j| model.components[a][j]);
         let r = if k > 0 { &x - (&x * p.transpose()) * &p } else { x.clone() };
-        let mut errs = Vec::with_capacity(n * d);
-        for i in 0..n {
-            errs.extend((0..d).map(|j| r[(i, j)] * r[(i, j)]));
+        let mut errs = vec![0.0; n * d];
+        for j in 0..d {
+            let col = r.col(j);
+            for i in 0..n {
+                errs[i * d + j] = col[i] * col[i];
+            }
         }
         let (mut sum, mut sq) = (vec![0.0; d], vec![0.0; d]);
         for e in errs.chunks_exact(d) {
@@ -142,17 +145,20 @@ impl PcaModel {
         let k = self.components.len();
         let p = Mat::<f64>::from_fn(k, d, |a, j| self.components[a][j]);
         let r = if k > 0 { &c - (&c * p.transpose()) * &p } else { c };
+        // faer matrices are column-major: walk each column down.
         scores.clear();
+        scores.resize(m, 0.0);
         z.clear();
-        for i in 0..m {
-            let mut score = 0.0;
-            for j in 0..d {
-                let e = r[(i, j)];
-                let zj = (e * e - self.err_mean[j]) / self.err_std[j];
-                z.push(zj);
-                score += zj;
+        z.resize(m * d, 0.0);
+        for j in 0..d {
+            let col = r.col(j);
+            let (mu, sd) = (self.err_mean[j], self.err_std[j]);
+            for i in 0..m {
+                let e = col[i];
+                let zj = (e * e - mu) / sd;
+                z[i * d + j] = zj;
+                scores[i] += zj;
             }
-            scores.push(score);
         }
     }
 
