@@ -18,7 +18,9 @@ fn escape(s: &str, out: &mut String) {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("%2C", ",").replace("%3D", "=").replace("%25", "%")
+    s.replace("%2C", ",")
+        .replace("%3D", "=")
+        .replace("%25", "%")
 }
 
 /// Formats a label set canonically (sorted by key).
@@ -46,7 +48,11 @@ pub fn parse(s: &str) -> BTreeMap<String, String> {
 
 /// The value of one label, without building the whole map.
 pub fn get<'a>(s: &'a str, key: &str) -> Option<&'a str> {
-    s.split(',').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+    s.split(',').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
 }
 
 #[cfg(test)]

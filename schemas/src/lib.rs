@@ -79,7 +79,12 @@ impl Topic {
     pub fn schema(self) -> SchemaRef {
         static CACHE: OnceLock<HashMap<Topic, SchemaRef>> = OnceLock::new();
         CACHE
-            .get_or_init(|| Topic::ALL.into_iter().map(|t| (t, Arc::new(build(t)))).collect())
+            .get_or_init(|| {
+                Topic::ALL
+                    .into_iter()
+                    .map(|t| (t, Arc::new(build(t))))
+                    .collect()
+            })
             .get(&self)
             .cloned()
             .expect("every topic has a schema")
@@ -138,17 +143,38 @@ fn list_of(item: DataType) -> DataType {
 }
 
 fn f(name: &str, dt: DataType, nullable: bool, doc: &str) -> Field {
-    Field::new(name, dt, nullable).with_metadata(HashMap::from([("doc".to_string(), doc.to_string())]))
+    Field::new(name, dt, nullable)
+        .with_metadata(HashMap::from([("doc".to_string(), doc.to_string())]))
 }
 
 fn build(topic: Topic) -> Schema {
     use DataType::*;
     let fields = match topic {
         Topic::MetricsRaw => vec![
-            f("event_time", ts_type(), false, "When the sample was taken (UTC ms)."),
-            f("workload", dict_type(), false, "Workload id: host, service or container."),
-            f("metric", dict_type(), false, "Metric name, e.g. `m00` or `cpu_seconds_total`."),
-            f("value", Float64, true, "Sample value; NaN, infinity and null are rejected by normalise."),
+            f(
+                "event_time",
+                ts_type(),
+                false,
+                "When the sample was taken (UTC ms).",
+            ),
+            f(
+                "workload",
+                dict_type(),
+                false,
+                "Workload id: host, service or container.",
+            ),
+            f(
+                "metric",
+                dict_type(),
+                false,
+                "Metric name, e.g. `m00` or `cpu_seconds_total`.",
+            ),
+            f(
+                "value",
+                Float64,
+                true,
+                "Sample value; NaN, infinity and null are rejected by normalise.",
+            ),
             f(
                 "labels",
                 dict_type(),
@@ -157,84 +183,334 @@ fn build(topic: Topic) -> Schema {
             ),
         ],
         Topic::MetricsNorm => vec![
-            f("event_time", ts_type(), false, "Step-aligned time (UTC ms)."),
+            f(
+                "event_time",
+                ts_type(),
+                false,
+                "Step-aligned time (UTC ms).",
+            ),
             f("workload", dict_type(), false, "Workload id."),
             f("metric", dict_type(), false, "Metric name."),
-            f("value", Float64, true, "Scaled value ((raw - min) / (max - min) learned from history); null when missing."),
-            f("raw_value", Float64, true, "The value before scaling, in the source's unit; null when missing."),
+            f(
+                "value",
+                Float64,
+                true,
+                "Scaled value ((raw - min) / (max - min) learned from history); null when missing.",
+            ),
+            f(
+                "raw_value",
+                Float64,
+                true,
+                "The value before scaling, in the source's unit; null when missing.",
+            ),
             f("step_ms", Int64, false, "The workload's fixed step."),
-            f("filled", Boolean, false, "True when the value was filled over a short gap rather than observed."),
-            f("missing", Boolean, false, "True inside a gap longer than the fill limit: value is null."),
-            f("labels", dict_type(), true, "Labels carried over from metrics.raw."),
+            f(
+                "filled",
+                Boolean,
+                false,
+                "True when the value was filled over a short gap rather than observed.",
+            ),
+            f(
+                "missing",
+                Boolean,
+                false,
+                "True inside a gap longer than the fill limit: value is null.",
+            ),
+            f(
+                "labels",
+                dict_type(),
+                true,
+                "Labels carried over from metrics.raw.",
+            ),
         ],
         Topic::Fingerprints => vec![
-            f("window_start", ts_type(), false, "First step of the window."),
+            f(
+                "window_start",
+                ts_type(),
+                false,
+                "First step of the window.",
+            ),
             f("window_end", ts_type(), false, "Last step of the window."),
             f("workload", Utf8, false, "Workload id."),
-            f("method", Utf8, false, "How the vector was made, e.g. `window-stats`."),
-            f("model_version", Utf8, false, "Version of the method or model that made the vector."),
+            f(
+                "method",
+                Utf8,
+                false,
+                "How the vector was made, e.g. `window-stats`.",
+            ),
+            f(
+                "model_version",
+                Utf8,
+                false,
+                "Version of the method or model that made the vector.",
+            ),
             f("vector", list_of(Float32), false, "The fingerprint."),
-            f("n_samples", Int64, false, "Steps in the window that were observed (not filled or missing)."),
-            f("cold_start", Boolean, false, "True while the workload has less history than the learning period."),
-            f("neighbours", list_of(Utf8), true, "Nearest known workloads, nearest first (when a similarity index is configured)."),
-            f("neighbour_weights", list_of(Float32), true, "Similarity weight of each neighbour, summing to 1."),
+            f(
+                "n_samples",
+                Int64,
+                false,
+                "Steps in the window that were observed (not filled or missing).",
+            ),
+            f(
+                "cold_start",
+                Boolean,
+                false,
+                "True while the workload has less history than the learning period.",
+            ),
+            f(
+                "neighbours",
+                list_of(Utf8),
+                true,
+                "Nearest known workloads, nearest first (when a similarity index is configured).",
+            ),
+            f(
+                "neighbour_weights",
+                list_of(Float32),
+                true,
+                "Similarity weight of each neighbour, summing to 1.",
+            ),
         ],
         Topic::Anomalies => vec![
-            f("event_time", ts_type(), false, "Time of the step that caused this event."),
+            f(
+                "event_time",
+                ts_type(),
+                false,
+                "Time of the step that caused this event.",
+            ),
             f("workload", Utf8, false, "Workload id."),
-            f("segment_id", Utf8, false, "Deterministic id of the segment: stable across replays."),
+            f(
+                "segment_id",
+                Utf8,
+                false,
+                "Deterministic id of the segment: stable across replays.",
+            ),
             f("event", Utf8, false, "`opened`, `updated` or `closed`."),
-            f("segment_start", ts_type(), false, "First anomalous step of the segment."),
-            f("segment_end", ts_type(), true, "Last anomalous step; null while the segment is open."),
-            f("score", Float64, false, "Anomaly score of this step (for `closed`: the segment's peak)."),
-            f("threshold", Float64, false, "Threshold the score is compared with, learned without test labels."),
-            f("detector", Utf8, false, "Detector (or combination) that produced the score."),
-            f("top_metrics", list_of(Utf8), false, "Metrics ranked by contribution to the score, largest first."),
-            f("top_contributions", list_of(Float64), false, "Share of the score of each of `top_metrics`."),
+            f(
+                "segment_start",
+                ts_type(),
+                false,
+                "First anomalous step of the segment.",
+            ),
+            f(
+                "segment_end",
+                ts_type(),
+                true,
+                "Last anomalous step; null while the segment is open.",
+            ),
+            f(
+                "score",
+                Float64,
+                false,
+                "Anomaly score of this step (for `closed`: the segment's peak).",
+            ),
+            f(
+                "threshold",
+                Float64,
+                false,
+                "Threshold the score is compared with, learned without test labels.",
+            ),
+            f(
+                "detector",
+                Utf8,
+                false,
+                "Detector (or combination) that produced the score.",
+            ),
+            f(
+                "top_metrics",
+                list_of(Utf8),
+                false,
+                "Metrics ranked by contribution to the score, largest first.",
+            ),
+            f(
+                "top_contributions",
+                list_of(Float64),
+                false,
+                "Share of the score of each of `top_metrics`.",
+            ),
         ],
         Topic::Forecasts => vec![
-            f("issued_at", ts_type(), false, "Time of the last observation the forecast used."),
+            f(
+                "issued_at",
+                ts_type(),
+                false,
+                "Time of the last observation the forecast used.",
+            ),
             f("target_time", ts_type(), false, "issued_at + horizon."),
             f("workload", Utf8, false, "Workload id."),
-            f("resource", Utf8, false, "Resource forecast: `cpu`, `memory`, `network`, `disk` or as configured."),
-            f("unit", Utf8, false, "Capacity unit of the values, e.g. `vcpu`, `gib`."),
+            f(
+                "resource",
+                Utf8,
+                false,
+                "Resource forecast: `cpu`, `memory`, `network`, `disk` or as configured.",
+            ),
+            f(
+                "unit",
+                Utf8,
+                false,
+                "Capacity unit of the values, e.g. `vcpu`, `gib`.",
+            ),
             f("horizon_s", Int64, false, "Horizon in seconds."),
-            f("quantile_levels", list_of(Float64), false, "Quantile levels, ascending, e.g. [0.1, 0.5, 0.9]."),
-            f("quantile_values", list_of(Float64), false, "Forecast value at each level, in `unit`."),
+            f(
+                "quantile_levels",
+                list_of(Float64),
+                false,
+                "Quantile levels, ascending, e.g. [0.1, 0.5, 0.9].",
+            ),
+            f(
+                "quantile_values",
+                list_of(Float64),
+                false,
+                "Forecast value at each level, in `unit`.",
+            ),
             f("model", Utf8, false, "Model that made the forecast."),
             f("model_version", Utf8, false, "Version of the model."),
-            f("validation_metric", Utf8, false, "Name of the validation score, e.g. `mae`."),
-            f("validation_score", Float64, true, "The model's score on held-out history; null if it had too little."),
-            f("fallback_reason", Utf8, true, "Why a simpler model was used than configured, if one was."),
+            f(
+                "validation_metric",
+                Utf8,
+                false,
+                "Name of the validation score, e.g. `mae`.",
+            ),
+            f(
+                "validation_score",
+                Float64,
+                true,
+                "The model's score on held-out history; null if it had too little.",
+            ),
+            f(
+                "fallback_reason",
+                Utf8,
+                true,
+                "Why a simpler model was used than configured, if one was.",
+            ),
         ],
         Topic::Decisions => vec![
-            f("decision_id", Utf8, false, "Deterministic id (workload, time): a replayed decision has the same id."),
-            f("decided_at", ts_type(), false, "Event time of the forecast the decision came from."),
+            f(
+                "decision_id",
+                Utf8,
+                false,
+                "Deterministic id (workload, time): a replayed decision has the same id.",
+            ),
+            f(
+                "decided_at",
+                ts_type(),
+                false,
+                "Event time of the forecast the decision came from.",
+            ),
             f("workload", Utf8, false, "Workload id."),
-            f("tier", Utf8, false, "Chosen tier: `spot`, `on-demand`, `high-performance` or as configured."),
+            f(
+                "tier",
+                Utf8,
+                false,
+                "Chosen tier: `spot`, `on-demand`, `high-performance` or as configured.",
+            ),
             f("instance_type", Utf8, false, "Instance type."),
-            f("count", Int64, false, "Instances wanted from this decision on."),
-            f("previous_count", Int64, false, "Instances wanted before it."),
-            f("expected_cost_per_hour", Float64, false, "Expected cost of `count` instances per hour."),
-            f("risk", Float64, false, "Estimated probability that the capacity is not enough (incl. spot interruption)."),
-            f("driver_resource", Utf8, false, "Resource that drove the count."),
-            f("driver_quantile", Float64, false, "Quantile level that drove the count."),
-            f("driver_horizon_s", Int64, false, "Horizon that drove the count."),
-            f("required", Float64, false, "Capacity required in the driver resource's unit."),
-            f("considered", Utf8, false, "JSON list of the options considered with cost and risk."),
+            f(
+                "count",
+                Int64,
+                false,
+                "Instances wanted from this decision on.",
+            ),
+            f(
+                "previous_count",
+                Int64,
+                false,
+                "Instances wanted before it.",
+            ),
+            f(
+                "expected_cost_per_hour",
+                Float64,
+                false,
+                "Expected cost of `count` instances per hour.",
+            ),
+            f(
+                "risk",
+                Float64,
+                false,
+                "Estimated probability that the capacity is not enough (incl. spot interruption).",
+            ),
+            f(
+                "driver_resource",
+                Utf8,
+                false,
+                "Resource that drove the count.",
+            ),
+            f(
+                "driver_quantile",
+                Float64,
+                false,
+                "Quantile level that drove the count.",
+            ),
+            f(
+                "driver_horizon_s",
+                Int64,
+                false,
+                "Horizon that drove the count.",
+            ),
+            f(
+                "required",
+                Float64,
+                false,
+                "Capacity required in the driver resource's unit.",
+            ),
+            f(
+                "considered",
+                Utf8,
+                false,
+                "JSON list of the options considered with cost and risk.",
+            ),
             f("reason", Utf8, false, "Why this option, in words."),
         ],
         Topic::Actions => vec![
-            f("action_id", Utf8, false, "Deterministic id derived from the decision id: the idempotency key."),
-            f("decision_id", Utf8, false, "Decision that caused the action."),
-            f("event_time", ts_type(), false, "Event time of the decision."),
+            f(
+                "action_id",
+                Utf8,
+                false,
+                "Deterministic id derived from the decision id: the idempotency key.",
+            ),
+            f(
+                "decision_id",
+                Utf8,
+                false,
+                "Decision that caused the action.",
+            ),
+            f(
+                "event_time",
+                ts_type(),
+                false,
+                "Event time of the decision.",
+            ),
             f("workload", Utf8, false, "Workload id."),
-            f("api_call", Utf8, false, "Provider API call, e.g. `ec2:RunInstances`."),
-            f("parameters", Utf8, false, "JSON of the call's parameters (never credentials)."),
-            f("mode", Utf8, false, "`record-only`, `dry-run` (EC2 DryRun) or `apply`."),
-            f("outcome", Utf8, false, "`recorded`, `dry-run-ok`, `applied`, `skipped` or `error`."),
+            f(
+                "api_call",
+                Utf8,
+                false,
+                "Provider API call, e.g. `ec2:RunInstances`.",
+            ),
+            f(
+                "parameters",
+                Utf8,
+                false,
+                "JSON of the call's parameters (never credentials).",
+            ),
+            f(
+                "mode",
+                Utf8,
+                false,
+                "`record-only`, `dry-run` (EC2 DryRun) or `apply`.",
+            ),
+            f(
+                "outcome",
+                Utf8,
+                false,
+                "`recorded`, `dry-run-ok`, `applied`, `skipped` or `error`.",
+            ),
             f("error", Utf8, true, "The provider's error, if any."),
-            f("instance_ids", list_of(Utf8), true, "Instances launched or terminated, when applied."),
+            f(
+                "instance_ids",
+                list_of(Utf8),
+                true,
+                "Instances launched or terminated, when applied.",
+            ),
         ],
     };
     Schema::new(fields).with_metadata(HashMap::from([
@@ -253,7 +529,11 @@ pub struct SchemaMismatch {
 
 impl std::fmt::Display for SchemaMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "schema mismatch: expected {}, found {}: {}", self.expected, self.found, self.detail)
+        write!(
+            f,
+            "schema mismatch: expected {}, found {}: {}",
+            self.expected, self.found, self.detail
+        )
     }
 }
 
@@ -261,7 +541,10 @@ impl std::error::Error for SchemaMismatch {}
 
 /// `name vN` of a schema, from its metadata, or a short field list when it has none.
 pub fn schema_label(schema: &Schema) -> String {
-    match (schema.metadata().get(META_NAME), schema.metadata().get(META_VERSION)) {
+    match (
+        schema.metadata().get(META_NAME),
+        schema.metadata().get(META_VERSION),
+    ) {
         (Some(n), Some(v)) => format!("{n} v{v}"),
         _ => {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -282,7 +565,12 @@ pub fn check(topic: Topic, found: &Schema) -> Result<(), SchemaMismatch> {
     };
     match found.metadata().get(META_NAME) {
         Some(n) if n == topic.name() => {}
-        Some(n) => return Err(mismatch(format!("topic name is `{n}`, not `{}`", topic.name()))),
+        Some(n) => {
+            return Err(mismatch(format!(
+                "topic name is `{n}`, not `{}`",
+                topic.name()
+            )));
+        }
         None => return Err(mismatch(format!("no `{META_NAME}` metadata"))),
     }
     let version: u32 = found
@@ -291,7 +579,10 @@ pub fn check(topic: Topic, found: &Schema) -> Result<(), SchemaMismatch> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| mismatch(format!("missing or non-numeric `{META_VERSION}`")))?;
     if version < topic.version() {
-        return Err(mismatch(format!("version {version} is older than {} read here", topic.version())));
+        return Err(mismatch(format!(
+            "version {version} is older than {} read here",
+            topic.version()
+        )));
     }
     if found.fields().len() < expected.fields().len() {
         return Err(mismatch(format!(
@@ -300,9 +591,18 @@ pub fn check(topic: Topic, found: &Schema) -> Result<(), SchemaMismatch> {
             expected.fields().len()
         )));
     }
-    for (i, (e, g)) in expected.fields().iter().zip(found.fields().iter()).enumerate() {
+    for (i, (e, g)) in expected
+        .fields()
+        .iter()
+        .zip(found.fields().iter())
+        .enumerate()
+    {
         if e.name() != g.name() {
-            return Err(mismatch(format!("column {i} is `{}`, expected `{}`", g.name(), e.name())));
+            return Err(mismatch(format!(
+                "column {i} is `{}`, expected `{}`",
+                g.name(),
+                e.name()
+            )));
         }
         if !types_match(e.data_type(), g.data_type()) {
             return Err(mismatch(format!(
@@ -313,7 +613,10 @@ pub fn check(topic: Topic, found: &Schema) -> Result<(), SchemaMismatch> {
             )));
         }
         if g.is_nullable() && !e.is_nullable() {
-            return Err(mismatch(format!("column `{}` is nullable, expected non-null", e.name())));
+            return Err(mismatch(format!(
+                "column `{}` is nullable, expected non-null",
+                e.name()
+            )));
         }
     }
     Ok(())
@@ -336,10 +639,19 @@ pub fn describe_markdown() -> String {
          columns at the end, with a version bump. Timestamps are UTC milliseconds.\n",
     );
     for t in Topic::ALL {
-        out.push_str(&format!("\n## `{}` (version {})\n\n{}\n\n", t.name(), t.version(), t.summary()));
+        out.push_str(&format!(
+            "\n## `{}` (version {})\n\n{}\n\n",
+            t.name(),
+            t.version(),
+            t.summary()
+        ));
         out.push_str("| column | type | nullable | meaning |\n|---|---|---|---|\n");
         for field in t.schema().fields() {
-            let doc = field.metadata().get("doc").map(String::as_str).unwrap_or("");
+            let doc = field
+                .metadata()
+                .get("doc")
+                .map(String::as_str)
+                .unwrap_or("");
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} |\n",
                 field.name(),
@@ -384,7 +696,10 @@ mod tests {
     fn mismatch_names_both_schemas() {
         let err = check(Topic::Forecasts, &Topic::Decisions.schema()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("forecasts v1") && msg.contains("decisions v1"), "{msg}");
+        assert!(
+            msg.contains("forecasts v1") && msg.contains("decisions v1"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -409,6 +724,10 @@ mod tests {
             std::fs::write(path, describe_markdown()).unwrap();
             return;
         }
-        assert_eq!(on_disk, describe_markdown(), "schemas/TOPICS.md is stale: run `WFE_BLESS=1 cargo test -p wfe-schemas`");
+        assert_eq!(
+            on_disk,
+            describe_markdown(),
+            "schemas/TOPICS.md is stale: run `WFE_BLESS=1 cargo test -p wfe-schemas`"
+        );
     }
 }

@@ -40,7 +40,11 @@ pub fn peak_rss() -> Option<u64> {
 fn once(cfg: &JobConfig) -> Result<(RunReport, Duration)> {
     let cpu0 = wfe_runtime::process_cpu();
     let source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
-    let opts = RunOptions { mailbox: cfg.run.mailbox, progress: false, ..Default::default() };
+    let opts = RunOptions {
+        mailbox: cfg.run.mailbox,
+        progress: false,
+        ..Default::default()
+    };
     let report = run_embedded(Box::new(source), cfg.build_stages()?, vec![], opts)?;
     Ok((report, wfe_runtime::process_cpu().saturating_sub(cpu0)))
 }
@@ -50,17 +54,27 @@ fn run_peer(python: &str, script: &PathBuf) -> Result<(u64, f64, String)> {
     let out = Command::new(python)
         .arg(script)
         .output()
-        .map_err(|e| Error::External { service: format!("{python} {}", script.display()), message: e.to_string(), retryable: false })?;
+        .map_err(|e| Error::External {
+            service: format!("{python} {}", script.display()),
+            message: e.to_string(),
+            retryable: false,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         return Err(Error::External {
             service: format!("{python} {}", script.display()),
-            message: format!("exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+            message: format!(
+                "exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
             retryable: false,
         });
     }
     let field = |key: &str| {
-        text.split_whitespace().find_map(|w| w.strip_prefix(key)).map(|v| v.trim_end_matches('s').to_string())
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|v| v.trim_end_matches('s').to_string())
     };
     let values = field("values=").and_then(|v| v.parse().ok());
     let total = field("total=").and_then(|v| v.parse().ok());
@@ -79,25 +93,61 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut runs = Vec::new();
     for i in 0..args.repeat.max(1) {
         let (r, cpu) = once(&cfg)?;
-        eprintln!("run {}: {:.3} s wall, {:.2} s cpu", i + 1, r.elapsed.as_secs_f64(), cpu.as_secs_f64());
+        eprintln!(
+            "run {}: {:.3} s wall, {:.2} s cpu",
+            i + 1,
+            r.elapsed.as_secs_f64(),
+            cpu.as_secs_f64()
+        );
         runs.push((r, cpu));
     }
     let peak = peak_rss();
-    let (best, cpu) = runs.iter().min_by_key(|(r, _)| r.elapsed).cloned().unwrap_or_default();
+    let (best, cpu) = runs
+        .iter()
+        .min_by_key(|(r, _)| r.elapsed)
+        .cloned()
+        .unwrap_or_default();
     let runs: Vec<RunReport> = runs.into_iter().map(|(r, _)| r).collect();
     let values = best.rows.get(&Topic::MetricsRaw).copied().unwrap_or(0);
     let secs = best.elapsed.as_secs_f64();
     let rate = values as f64 / secs.max(1e-9);
-    println!("\nwfe bench: embedded pipeline, all stages, no file outputs ({} run(s), fastest shown)", runs.len());
-    println!("\n{:<28} {:>14} {:>10} {:>16}", "", "values", "seconds", "values/s");
-    println!("{:<28} {:>14} {:>10.3} {:>14.2} M", "wfe embedded", values, secs, rate / 1e6);
-    let all: Vec<String> = runs.iter().map(|r| format!("{:.3}", r.elapsed.as_secs_f64())).collect();
+    println!(
+        "\nwfe bench: embedded pipeline, all stages, no file outputs ({} run(s), fastest shown)",
+        runs.len()
+    );
+    println!(
+        "\n{:<28} {:>14} {:>10} {:>16}",
+        "", "values", "seconds", "values/s"
+    );
+    println!(
+        "{:<28} {:>14} {:>10.3} {:>14.2} M",
+        "wfe embedded",
+        values,
+        secs,
+        rate / 1e6
+    );
+    let all: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.3}", r.elapsed.as_secs_f64()))
+        .collect();
     println!("{:<28} {}", "  all runs (s)", all.join(", "));
     if let Some(script) = &args.peer {
         let (pv, pt, text) = run_peer(&args.python, script)?;
         let prate = pv as f64 / pt.max(1e-9);
-        println!("{:<28} {:>14} {:>10.3} {:>14.2} M", "python peer (pandas+sklearn)", pv, pt, prate / 1e6);
-        println!("{:<28} {:>14} {:>10} {:>14.2} x", "ratio wfe / peer", "", "", rate / prate);
+        println!(
+            "{:<28} {:>14} {:>10.3} {:>14.2} M",
+            "python peer (pandas+sklearn)",
+            pv,
+            pt,
+            prate / 1e6
+        );
+        println!(
+            "{:<28} {:>14} {:>10} {:>14.2} x",
+            "ratio wfe / peer",
+            "",
+            "",
+            rate / prate
+        );
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             println!("  peer: {line}");
         }
@@ -106,18 +156,34 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "\nper actor, fastest run ({} cores; busy = time inside the stage, including waiting for a full mailbox downstream):",
         cores()
     );
-    println!("{:<22} {:>8} {:>8} {:>14}", "actor", "cpu s", "busy s", "rows in");
+    println!(
+        "{:<22} {:>8} {:>8} {:>14}",
+        "actor", "cpu s", "busy s", "rows in"
+    );
     let actors: Vec<_> = std::iter::once(&best.source).chain(&best.stages).collect();
     for a in &actors {
-        println!("{:<22} {:>8.2} {:>8.3} {:>14}", a.name, secs_of(a.cpu), secs_of(a.busy), a.rows_in);
+        println!(
+            "{:<22} {:>8.2} {:>8.3} {:>14}",
+            a.name,
+            secs_of(a.cpu),
+            secs_of(a.busy),
+            a.rows_in
+        );
     }
     let others = cpu.saturating_sub(actors.iter().map(|a| a.cpu).sum());
     println!("{:<22} {:>8.2}", "file readers + rest", secs_of(others));
     println!("{:<22} {:>8.2}", "process total", secs_of(cpu));
-    println!("\npeak memory (VmHWM of the process): {:.0} MiB", peak.unwrap_or(0) as f64 / (1 << 20) as f64);
+    println!(
+        "\npeak memory (VmHWM of the process): {:.0} MiB",
+        peak.unwrap_or(0) as f64 / (1 << 20) as f64
+    );
     println!("\n{:<14} {:>14}", "topic", "rows");
     for t in Topic::ALL {
-        println!("{:<14} {:>14}", t.name(), best.rows.get(&t).copied().unwrap_or(0));
+        println!(
+            "{:<14} {:>14}",
+            t.name(),
+            best.rows.get(&t).copied().unwrap_or(0)
+        );
     }
     Ok(())
 }
@@ -127,5 +193,7 @@ fn secs_of(d: Duration) -> f64 {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -19,7 +19,14 @@ use wfe_tier_select::TierSelectConfig;
 pub const DEFAULT: &str = include_str!("../default.toml");
 
 /// The names of the stages after ingest, in pipeline order.
-pub const STAGES: [&str; 6] = ["normalise", "fingerprint", "anomaly", "forecast", "tier-select", "actuate"];
+pub const STAGES: [&str; 6] = [
+    "normalise",
+    "fingerprint",
+    "anomaly",
+    "forecast",
+    "tier-select",
+    "actuate",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +76,12 @@ fn d_true() -> bool {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { mailbox: d_mailbox(), strict: false, speed: d_speed(), progress: true }
+        Self {
+            mailbox: d_mailbox(),
+            strict: false,
+            speed: d_speed(),
+            progress: true,
+        }
     }
 }
 
@@ -142,7 +154,8 @@ impl JobConfig {
             ),
             None => (DEFAULT.to_string(), "default config".to_string()),
         };
-        let cfg: JobConfig = toml::from_str(&text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let cfg: JobConfig =
+            toml::from_str(&text).map_err(|e| Error::config(origin, e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -153,7 +166,10 @@ impl JobConfig {
         }
         for name in &self.stages.enabled {
             if !STAGES.contains(&name.as_str()) {
-                return Err(Error::config("stages.enabled", format!("unknown stage `{name}`; stages: {STAGES:?}")));
+                return Err(Error::config(
+                    "stages.enabled",
+                    format!("unknown stage `{name}`; stages: {STAGES:?}"),
+                ));
             }
         }
         self.speed()?;
@@ -169,7 +185,10 @@ impl JobConfig {
         }
         match s.trim_end_matches('x').parse::<f64>() {
             Ok(f) if f > 0.0 && f.is_finite() => Ok(Some(f)),
-            _ => Err(Error::config("run.speed", format!("`{s}` is not `max` or a factor like `10x`"))),
+            _ => Err(Error::config(
+                "run.speed",
+                format!("`{s}` is not `max` or a factor like `10x`"),
+            )),
         }
     }
 
@@ -184,9 +203,19 @@ impl JobConfig {
         ] {
             for name in topics {
                 let topic = Topic::from_name(name).ok_or_else(|| {
-                    Error::config("outputs", format!("unknown topic `{name}`; topics: {:?}", Topic::ALL.map(|t| t.name())))
+                    Error::config(
+                        "outputs",
+                        format!(
+                            "unknown topic `{name}`; topics: {:?}",
+                            Topic::ALL.map(|t| t.name())
+                        ),
+                    )
                 })?;
-                out.push(Output { topic, format, path: dir.join(format!("{}.{}", topic.name(), format.extension())) });
+                out.push(Output {
+                    topic,
+                    format,
+                    path: dir.join(format!("{}.{}", topic.name(), format.extension())),
+                });
             }
         }
         Ok(out)
@@ -199,9 +228,14 @@ impl JobConfig {
         for name in STAGES.iter().filter(|n| s.enabled.iter().any(|e| e == *n)) {
             stages.push(match *name {
                 "normalise" => Box::new(wfe_normalise::Normalise::new(s.normalise.clone())?),
-                "fingerprint" => Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?),
+                "fingerprint" => {
+                    Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?)
+                }
                 "anomaly" => Box::new(wfe_anomaly::Anomaly::new(s.anomaly.clone())?),
-                "forecast" => Box::new(wfe_forecast::Forecast::new(s.forecast.clone(), self.resources.clone())?),
+                "forecast" => Box::new(wfe_forecast::Forecast::new(
+                    s.forecast.clone(),
+                    self.resources.clone(),
+                )?),
                 "tier-select" => Box::new(wfe_tier_select::TierSelect::new(s.tier_select.clone())?),
                 _ => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
             });

@@ -27,7 +27,11 @@ use wfe_runtime::{RunOptions, run_embedded};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "wfe", version, about = "Workload Fingerprint Engine: fingerprint, detect, forecast and provision workloads")]
+#[command(
+    name = "wfe",
+    version,
+    about = "Workload Fingerprint Engine: fingerprint, detect, forecast and provision workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,7 +99,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::Schemas { json } => {
             if json {
-                let all: Vec<_> = wfe_contract::Topic::ALL.iter().map(|t| t.schema()).collect();
+                let all: Vec<_> = wfe_contract::Topic::ALL
+                    .iter()
+                    .map(|t| t.schema())
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             } else {
                 print!("{}", wfe_contract::schemas::describe_markdown());
@@ -121,10 +128,17 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("stopping: draining the stages and flushing outputs (Ctrl-C again to abort)");
+                tracing::warn!(
+                    "stopping: draining the stages and flushing outputs (Ctrl-C again to abort)"
+                );
                 flag.store(true, Ordering::Relaxed);
                 let _ = tokio::signal::ctrl_c().await;
                 std::process::exit(130);
@@ -142,7 +156,8 @@ fn run(args: RunArgs) -> Result<()> {
     let strict = args.strict || cfg.run.strict;
     let outputs = cfg.outputs(args.out.as_deref())?;
     if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
-        std::fs::create_dir_all(dir).map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
     }
     let source = wfe_ingest::FileSource::open(&cfg.sources, strict)?;
     tracing::info!("reading {}", wfe_contract::Source::describe(&source));

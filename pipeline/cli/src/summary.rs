@@ -18,7 +18,13 @@ fn thousands(n: u64) -> String {
 }
 
 fn counter(report: &RunReport, stage: &str, name: &str) -> u64 {
-    report.stages.iter().find(|s| s.name == stage).and_then(|s| s.counters.get(name)).copied().unwrap_or(0)
+    report
+        .stages
+        .iter()
+        .find(|s| s.name == stage)
+        .and_then(|s| s.counters.get(name))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Rows per topic, anomalies, decisions, bad input, and the files written.
@@ -29,12 +35,21 @@ pub fn render(report: &RunReport) -> String {
     let _ = writeln!(
         s,
         "\nwfe run {} in {secs:.2} s ({:.2} M values/s)",
-        if report.stopped { "stopped early" } else { "finished" },
+        if report.stopped {
+            "stopped early"
+        } else {
+            "finished"
+        },
         values as f64 / secs.max(1e-9) / 1e6
     );
     let _ = writeln!(s, "\n{:<14} {:>14}", "topic", "rows");
     for t in Topic::ALL {
-        let _ = writeln!(s, "{:<14} {:>14}", t.name(), thousands(report.rows.get(&t).copied().unwrap_or(0)));
+        let _ = writeln!(
+            s,
+            "{:<14} {:>14}",
+            t.name(),
+            thousands(report.rows.get(&t).copied().unwrap_or(0))
+        );
     }
     let _ = writeln!(
         s,
@@ -47,12 +62,21 @@ pub fn render(report: &RunReport) -> String {
     let mut bad: Vec<String> = Vec::new();
     for a in std::iter::once(&report.source).chain(&report.stages) {
         for (k, v) in &a.counters {
-            if k.starts_with("rejected.") || k.starts_with("dropped.") || k.starts_with("unscored.") {
+            if k.starts_with("rejected.") || k.starts_with("dropped.") || k.starts_with("unscored.")
+            {
                 bad.push(format!("{} {k}={}", a.name, thousands(*v)));
             }
         }
     }
-    let _ = writeln!(s, "bad or dropped input: {}", if bad.is_empty() { "none".into() } else { bad.join(", ") });
+    let _ = writeln!(
+        s,
+        "bad or dropped input: {}",
+        if bad.is_empty() {
+            "none".into()
+        } else {
+            bad.join(", ")
+        }
+    );
     if !report.outputs.is_empty() {
         let _ = writeln!(s, "outputs:");
         for p in &report.outputs {

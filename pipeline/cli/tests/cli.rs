@@ -5,11 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn wfe(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wfe")).args(args).current_dir(dir).output().expect("run wfe")
+    Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run wfe")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn shared_data() -> PathBuf {
@@ -45,12 +52,23 @@ fn rows_of(summary: &str, topic: &str) -> u64 {
 #[test]
 fn the_embedded_chain_runs_one_smd_machine_through_all_seven_topics() {
     let dir = tempfile::tempdir().unwrap();
-    let src = format!("[[sources]]\npath = \"{}\"\nonly = [\"machine-1-6\"]\n", shared_data().join("smd").display());
+    let src = format!(
+        "[[sources]]\npath = \"{}\"\nonly = [\"machine-1-6\"]\n",
+        shared_data().join("smd").display()
+    );
     let cfg = config(dir.path(), &src);
     let o = wfe(&["run", "--config", cfg.to_str().unwrap()], dir.path());
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    for topic in ["metrics.raw", "metrics.norm", "fingerprints", "anomalies", "forecasts", "decisions", "actions"] {
+    for topic in [
+        "metrics.raw",
+        "metrics.norm",
+        "fingerprints",
+        "anomalies",
+        "forecasts",
+        "decisions",
+        "actions",
+    ] {
         assert!(rows_of(&out, topic) > 0, "{topic} is empty:\n{out}");
     }
     // 38 metrics x every row of the file, and nothing lost on the way to metrics.norm.
@@ -68,19 +86,33 @@ fn the_embedded_chain_runs_one_smd_machine_through_all_seven_topics() {
     let jsonl = std::fs::read_to_string(dir.path().join("out/decisions.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
     assert!(first["reason"].as_str().unwrap().contains("p90"), "{first}");
-    assert!(dir.path().join("out/anomalies.arrows").metadata().unwrap().len() > 0);
+    assert!(
+        dir.path()
+            .join("out/anomalies.arrows")
+            .metadata()
+            .unwrap()
+            .len()
+            > 0
+    );
 }
 
 fn bad_csv(dir: &Path) -> PathBuf {
     let p = dir.join("bad.csv");
-    std::fs::write(&p, "timestamp,cpu,mem\n0,0.5,0.1\n60,abc,0.2\n120,0.7\nxx,0.1,0.1\n240,0.2,0.2\n").unwrap();
+    std::fs::write(
+        &p,
+        "timestamp,cpu,mem\n0,0.5,0.1\n60,abc,0.2\n120,0.7\nxx,0.1,0.1\n240,0.2,0.2\n",
+    )
+    .unwrap();
     p
 }
 
 #[test]
 fn bad_rows_are_counted_and_skipped_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let src = format!("[[sources]]\npath = \"{}\"\n", bad_csv(dir.path()).display());
+    let src = format!(
+        "[[sources]]\npath = \"{}\"\n",
+        bad_csv(dir.path()).display()
+    );
     let cfg = config(dir.path(), &src);
     let o = wfe(&["run", "--config", cfg.to_str().unwrap()], dir.path());
     let (out, err) = text(&o);
@@ -88,19 +120,33 @@ fn bad_rows_are_counted_and_skipped_by_default() {
     assert!(out.contains("rejected.non_numeric=1"), "{out}");
     assert!(out.contains("rejected.column_count=1"), "{out}");
     assert!(out.contains("rejected.bad_timestamp=1"), "{out}");
-    assert!(err.contains("bad.csv:3:2 (cpu)"), "the log names file, line and column:\n{err}");
+    assert!(
+        err.contains("bad.csv:3:2 (cpu)"),
+        "the log names file, line and column:\n{err}"
+    );
     assert_eq!(rows_of(&out, "metrics.raw"), 5);
 }
 
 #[test]
 fn strict_stops_at_the_first_bad_row_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
-    let src = format!("[[sources]]\npath = \"{}\"\n", bad_csv(dir.path()).display());
+    let src = format!(
+        "[[sources]]\npath = \"{}\"\n",
+        bad_csv(dir.path()).display()
+    );
     let cfg = config(dir.path(), &src);
-    let o = wfe(&["run", "--strict", "--config", cfg.to_str().unwrap()], dir.path());
+    let o = wfe(
+        &["run", "--strict", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+    );
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("error: bad input at") && err.contains("bad.csv:3:2 (cpu)") && err.contains("`abc`"), "{err}");
+    assert!(
+        err.contains("error: bad input at")
+            && err.contains("bad.csv:3:2 (cpu)")
+            && err.contains("`abc`"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -110,7 +156,10 @@ fn missing_empty_and_misconfigured_inputs_are_clear_errors() {
     let cases = [
         ("[[sources]]\npath = \"nope.csv\"\n", "nope.csv"),
         ("[[sources]]\npath = \"empty.csv\"\n", "empty file"),
-        ("[[sources]]\npath = \"empty.csv\"\ncolour = \"red\"\n", "unknown field `colour`"),
+        (
+            "[[sources]]\npath = \"empty.csv\"\ncolour = \"red\"\n",
+            "unknown field `colour`",
+        ),
     ];
     std::fs::write(dir.path().join("empty.csv"), "").unwrap();
     for (src, want) in cases {
@@ -118,7 +167,10 @@ fn missing_empty_and_misconfigured_inputs_are_clear_errors() {
         let o = wfe(&["run", "--config", cfg.to_str().unwrap()], dir.path());
         let (_, err) = text(&o);
         assert_eq!(o.status.code(), Some(1), "{src}: {err}");
-        assert!(err.contains(want) && !err.contains("panicked"), "{src}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{src}: {err}"
+        );
     }
     let o = wfe(&["run", "--config", "no-such-config.toml"], dir.path());
     assert_eq!(o.status.code(), Some(1));
@@ -128,12 +180,24 @@ fn missing_empty_and_misconfigured_inputs_are_clear_errors() {
 #[test]
 fn every_verb_has_help_and_schemas_match_the_checked_in_description() {
     let dir = tempfile::tempdir().unwrap();
-    for verb in [vec!["--help"], vec!["run", "--help"], vec!["bench", "--help"], vec!["schemas", "--help"], vec!["config", "--help"]] {
+    for verb in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["bench", "--help"],
+        vec!["schemas", "--help"],
+        vec!["config", "--help"],
+    ] {
         let o = wfe(&verb, dir.path());
-        assert!(o.status.success() && text(&o).0.contains("Usage"), "{verb:?}");
+        assert!(
+            o.status.success() && text(&o).0.contains("Usage"),
+            "{verb:?}"
+        );
     }
     let o = wfe(&["schemas"], dir.path());
-    let checked_in = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/TOPICS.md")).unwrap();
+    let checked_in = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/TOPICS.md"),
+    )
+    .unwrap();
     assert_eq!(text(&o).0, checked_in);
     let o = wfe(&["config"], dir.path());
     assert!(text(&o).0.contains("[[sources]]"));

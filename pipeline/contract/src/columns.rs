@@ -6,20 +6,26 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMillisecondType};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch,
+    StringArray, TimestampMillisecondArray,
 };
 
 use crate::{Error, Result};
 
 fn col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
-        Error::bad_input(wfe_schemas::schema_label(&batch.schema()), format!("no column `{name}`"))
+        Error::bad_input(
+            wfe_schemas::schema_label(&batch.schema()),
+            format!("no column `{name}`"),
+        )
     })
 }
 
 fn wrong(batch: &RecordBatch, name: &str, want: &str) -> Error {
-    let dt = batch.column_by_name(name).map(|c| c.data_type().to_string()).unwrap_or_default();
+    let dt = batch
+        .column_by_name(name)
+        .map(|c| c.data_type().to_string())
+        .unwrap_or_default();
     Error::bad_input(
         wfe_schemas::schema_label(&batch.schema()),
         format!("column `{name}` is {dt}, expected {want}"),
@@ -27,19 +33,27 @@ fn wrong(batch: &RecordBatch, name: &str, want: &str) -> Error {
 }
 
 pub fn f64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
-    col(batch, name)?.as_primitive_opt().ok_or_else(|| wrong(batch, name, "Float64"))
+    col(batch, name)?
+        .as_primitive_opt()
+        .ok_or_else(|| wrong(batch, name, "Float64"))
 }
 
 pub fn i64s<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
-    col(batch, name)?.as_primitive_opt().ok_or_else(|| wrong(batch, name, "Int64"))
+    col(batch, name)?
+        .as_primitive_opt()
+        .ok_or_else(|| wrong(batch, name, "Int64"))
 }
 
 pub fn bools<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray> {
-    col(batch, name)?.as_boolean_opt().ok_or_else(|| wrong(batch, name, "Boolean"))
+    col(batch, name)?
+        .as_boolean_opt()
+        .ok_or_else(|| wrong(batch, name, "Boolean"))
 }
 
 pub fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    col(batch, name)?.as_string_opt::<i32>().ok_or_else(|| wrong(batch, name, "Utf8"))
+    col(batch, name)?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong(batch, name, "Utf8"))
 }
 
 pub fn timestamps<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMillisecondArray> {
@@ -59,8 +73,10 @@ impl<'a> DictStrings<'a> {
         let array = col(batch, name)?
             .as_dictionary_opt::<Int32Type>()
             .ok_or_else(|| wrong(batch, name, "Dictionary(Int32, Utf8)"))?;
-        let values =
-            array.values().as_string_opt::<i32>().ok_or_else(|| wrong(batch, name, "Dictionary(Int32, Utf8)"))?;
+        let values = array
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong(batch, name, "Dictionary(Int32, Utf8)"))?;
         Ok(Self { array, values })
     }
 
@@ -92,14 +108,18 @@ impl<'a> DictStrings<'a> {
 pub fn dictionary(keys: Vec<i32>, values: &[&str]) -> Result<ArrayRef> {
     let keys = arrow_array::Int32Array::from(keys);
     let values = Arc::new(StringArray::from_iter_values(values.iter()));
-    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?))
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys, values,
+    )?))
 }
 
 /// Builds a nullable dictionary column from per-row optional keys.
 pub fn dictionary_opt(keys: Vec<Option<i32>>, values: &[&str]) -> Result<ArrayRef> {
     let keys = arrow_array::Int32Array::from(keys);
     let values = Arc::new(StringArray::from_iter_values(values.iter()));
-    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?))
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys, values,
+    )?))
 }
 
 /// A UTC millisecond timestamp column.
@@ -109,15 +129,23 @@ pub fn timestamp_column(ms: Vec<i64>) -> ArrayRef {
 
 /// A list column of `f64`s.
 pub fn list_f64(rows: impl IntoIterator<Item = Vec<f64>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float64Type, _, _>(
-        rows.into_iter().map(|r| Some(r.into_iter().map(Some))),
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<
+        arrow_array::types::Float64Type,
+        _,
+        _,
+    >(
+        rows.into_iter().map(|r| Some(r.into_iter().map(Some)))
     ))
 }
 
 /// A list column of `f32`s.
 pub fn list_f32(rows: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float32Type, _, _>(
-        rows.into_iter().map(|r| Some(r.into_iter().map(Some))),
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<
+        arrow_array::types::Float32Type,
+        _,
+        _,
+    >(
+        rows.into_iter().map(|r| Some(r.into_iter().map(Some)))
     ))
 }
 

@@ -22,10 +22,17 @@ pub enum Error {
     State { stage: String, message: String },
     /// Reading or writing a file.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// An external service (broker, cloud API) failed; `retryable` says whether a retry can help.
     #[error("{service}: {message}")]
-    External { service: String, message: String, retryable: bool },
+    External {
+        service: String,
+        message: String,
+        retryable: bool,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
 }
@@ -36,7 +43,9 @@ impl Error {
         match self {
             Error::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
             ),
             Error::External { retryable, .. } => *retryable,
             _ => false,
@@ -44,18 +53,30 @@ impl Error {
     }
 
     pub fn bad_input(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::BadInput { location: location.into(), message: message.into() }
+        Error::BadInput {
+            location: location.into(),
+            message: message.into(),
+        }
     }
 
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), message: message.into() }
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn state(stage: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::State { stage: stage.into(), message: message.into() }
+        Error::State {
+            stage: stage.into(),
+            message: message.into(),
+        }
     }
 }

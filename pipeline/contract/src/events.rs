@@ -15,7 +15,12 @@ const LOG_LIMIT: u64 = 10;
 pub enum Event<'a> {
     /// Input rows were skipped: `kind` classifies why (e.g. `non_numeric`, `nan`, `late`),
     /// `location` says where (file:line:column, or workload and time).
-    Rejected { kind: &'static str, location: &'a str, message: &'a str, count: u64 },
+    Rejected {
+        kind: &'static str,
+        location: &'a str,
+        message: &'a str,
+        count: u64,
+    },
     /// Rows were dropped on purpose and need no attention (e.g. exact duplicates).
     Dropped { kind: &'static str, count: u64 },
     /// A value was filled in (e.g. a short gap interpolated).
@@ -32,7 +37,11 @@ pub struct Context {
 
 impl Context {
     pub fn new(stage: impl Into<String>) -> Self {
-        Self { stage: stage.into(), counters: BTreeMap::new(), logged: BTreeMap::new() }
+        Self {
+            stage: stage.into(),
+            counters: BTreeMap::new(),
+            logged: BTreeMap::new(),
+        }
     }
 
     pub fn stage(&self) -> &str {
@@ -49,7 +58,12 @@ impl Context {
     /// Counts and logs an event.
     pub fn event(&mut self, event: Event<'_>) {
         match event {
-            Event::Rejected { kind, location, message, count } => {
+            Event::Rejected {
+                kind,
+                location,
+                message,
+                count,
+            } => {
                 self.count(&format!("rejected.{kind}"), count);
                 if self.should_log(kind) {
                     tracing::warn!(stage = %self.stage, kind, location, "rejected: {message}");
@@ -75,7 +89,11 @@ impl Context {
 
     /// Sum of all `rejected.*` counters.
     pub fn rejected_total(&self) -> u64 {
-        self.counters.iter().filter(|(k, _)| k.starts_with("rejected.")).map(|(_, v)| v).sum()
+        self.counters
+            .iter()
+            .filter(|(k, _)| k.starts_with("rejected."))
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -87,9 +105,17 @@ mod tests {
     fn events_count_by_kind() {
         let mut ctx = Context::new("t");
         for _ in 0..20 {
-            ctx.event(Event::Rejected { kind: "nan", location: "x", message: "NaN", count: 1 });
+            ctx.event(Event::Rejected {
+                kind: "nan",
+                location: "x",
+                message: "NaN",
+                count: 1,
+            });
         }
-        ctx.event(Event::Dropped { kind: "duplicate", count: 3 });
+        ctx.event(Event::Dropped {
+            kind: "duplicate",
+            count: 3,
+        });
         assert_eq!(ctx.counters()["rejected.nan"], 20);
         assert_eq!(ctx.counters()["dropped.duplicate"], 3);
         assert_eq!(ctx.rejected_total(), 20);

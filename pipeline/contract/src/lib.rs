@@ -74,7 +74,10 @@ pub trait Stage: Send {
 
     /// Restores a state produced by [`Stage::snapshot`] of the same stage.
     fn restore(&mut self, _state: &[u8]) -> Result<()> {
-        Err(Error::state(self.name(), "this stage keeps no state to restore"))
+        Err(Error::state(
+            self.name(),
+            "this stage keeps no state to restore",
+        ))
     }
 }
 
@@ -112,12 +115,20 @@ impl VecCollector {
 
     /// All batches of one topic.
     pub fn of(&self, topic: Topic) -> Vec<RecordBatch> {
-        self.batches.iter().filter(|(t, _)| *t == topic).map(|(_, b)| b.clone()).collect()
+        self.batches
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Total rows of one topic.
     pub fn rows(&self, topic: Topic) -> usize {
-        self.batches.iter().filter(|(t, _)| *t == topic).map(|(_, b)| b.num_rows()).sum()
+        self.batches
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, b)| b.num_rows())
+            .sum()
     }
 
     /// Takes the collected batches out, leaving it empty.

@@ -50,7 +50,8 @@ impl<'a> NormBatch<'a> {
             filled: bools(batch, "filled")?,
             missing: bools(batch, "missing")?,
             step_ms: crate::columns::i64s(batch, "step_ms")?.values(),
-            flagged: bools(batch, "missing")?.true_count() > 0 || bools(batch, "filled")?.true_count() > 0,
+            flagged: bools(batch, "missing")?.true_count() > 0
+                || bools(batch, "filled")?.true_count() > 0,
         })
     }
 
@@ -66,7 +67,9 @@ impl<'a> NormBatch<'a> {
 
     /// Unscaled value of a row; `None` when missing.
     pub fn raw(&self, row: usize) -> Option<f64> {
-        self.raw_value.is_valid(row).then(|| self.raw_value.value(row))
+        self.raw_value
+            .is_valid(row)
+            .then(|| self.raw_value.value(row))
     }
 
     /// The steps of the batch, in order.
@@ -119,7 +122,12 @@ impl Slots {
     pub fn slot(&mut self, name: &str) -> u32 {
         if self.index.len() != self.names.len() {
             // Rebuilt after a restore (the index is not serialised).
-            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+            self.index = self
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect();
         }
         if let Some(&i) = self.index.get(name) {
             return i;
@@ -159,7 +167,14 @@ impl KeyCache {
 impl NormBatch<'_> {
     /// Fills `scaled` and `raw` (resized to `width`) with the step's values by slot; NaN where
     /// a metric is missing or absent. Returns how many values were observed (not filled).
-    pub fn dense(&self, step: &Step<'_>, key_to_slot: &[u32], width: usize, scaled: &mut Vec<f64>, raw: &mut Vec<f64>) -> usize {
+    pub fn dense(
+        &self,
+        step: &Step<'_>,
+        key_to_slot: &[u32],
+        width: usize,
+        scaled: &mut Vec<f64>,
+        raw: &mut Vec<f64>,
+    ) -> usize {
         scaled.clear();
         scaled.resize(width, f64::NAN);
         raw.clear();
@@ -204,7 +219,11 @@ pub struct Keyed<T> {
 
 impl<T> Default for Keyed<T> {
     fn default() -> Self {
-        Self { names: Vec::new(), items: Vec::new(), index: std::collections::HashMap::new() }
+        Self {
+            names: Vec::new(),
+            items: Vec::new(),
+            index: std::collections::HashMap::new(),
+        }
     }
 }
 
@@ -212,7 +231,12 @@ impl<T: Default> Keyed<T> {
     /// The index of `name`, adding a default item if new.
     pub fn id(&mut self, name: &str) -> usize {
         if self.index.len() != self.names.len() {
-            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+            self.index = self
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect();
         }
         if let Some(&i) = self.index.get(name) {
             return i;
@@ -241,7 +265,10 @@ impl<T: Default> Keyed<T> {
     }
 
     pub fn get(&self, name: &str) -> Option<&T> {
-        self.names.iter().position(|n| n == name).map(|i| &self.items[i])
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.items[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
@@ -249,6 +276,56 @@ impl<T: Default> Keyed<T> {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut T)> {
-        self.names.iter().map(String::as_str).zip(self.items.iter_mut())
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.items.iter_mut())
+    }
+}
+
+/// Per-workload state that keeps a workload's metric slots.
+pub trait HasSlots {
+    fn slots_mut(&mut self) -> &mut Slots;
+}
+
+/// One step as the consumers of `metrics.norm` see it: the workload's state, the step, and
+/// its values by slot (NaN where missing), scaled and raw.
+pub struct DenseStep<'s, 'b, T> {
+    pub id: usize,
+    pub state: &'s mut T,
+    pub step: &'s Step<'b>,
+    pub scaled: &'s [f64],
+    pub raw: &'s [f64],
+    /// Values observed in this step (not filled, not missing).
+    pub observed: usize,
+}
+
+impl<'b> NormBatch<'b> {
+    /// Calls `f` for every step of the batch with its workload's state (created on first sight)
+    /// and dense vectors: the walk that fingerprint, anomaly and forecast share.
+    pub fn for_each_dense<T: HasSlots + Default>(
+        &self,
+        workloads: &mut Keyed<T>,
+        mut f: impl FnMut(DenseStep<'_, 'b, T>) -> Result<()>,
+    ) -> Result<()> {
+        let mut cache = KeyCache::default();
+        let mut ids = Vec::new();
+        let (mut scaled, mut raw) = (Vec::new(), Vec::new());
+        for step in self.steps() {
+            let id = workloads.id_for(&mut ids, &step);
+            let state = &mut workloads.items[id];
+            let slots = state.slots_mut();
+            let map = cache.get(step.workload_key, slots, self.metric_dict());
+            let observed = self.dense(&step, map, slots.len(), &mut scaled, &mut raw);
+            f(DenseStep {
+                id,
+                state,
+                step: &step,
+                scaled: &scaled,
+                raw: &raw,
+                observed,
+            })?;
+        }
+        Ok(())
     }
 }

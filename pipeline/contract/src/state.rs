@@ -8,10 +8,13 @@ use crate::{Error, Result};
 
 /// Encodes a stage's state.
 pub fn encode<T: Serialize>(stage: &str, state: &T) -> Result<Option<Vec<u8>>> {
-    postcard::to_stdvec(state).map(Some).map_err(|e| Error::state(stage, format!("cannot encode: {e}")))
+    postcard::to_stdvec(state)
+        .map(Some)
+        .map_err(|e| Error::state(stage, format!("cannot encode: {e}")))
 }
 
 /// Decodes a state made by [`encode`] for the same stage.
 pub fn decode<T: DeserializeOwned>(stage: &str, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
 }

@@ -47,7 +47,13 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { mailbox: 16, speed: None, tick: None, progress: false, stop: Arc::new(AtomicBool::new(false)) }
+        Self {
+            mailbox: 16,
+            speed: None,
+            tick: None,
+            progress: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -90,10 +96,15 @@ struct TopicRows([AtomicU64; 7]);
 
 impl TopicRows {
     fn add(&self, t: Topic, n: u64) {
-        self.0[Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)].fetch_add(n, Ordering::Relaxed);
+        self.0[Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)]
+            .fetch_add(n, Ordering::Relaxed);
     }
     fn snapshot(&self) -> BTreeMap<Topic, u64> {
-        Topic::ALL.iter().zip(&self.0).map(|(t, n)| (*t, n.load(Ordering::Relaxed))).collect()
+        Topic::ALL
+            .iter()
+            .zip(&self.0)
+            .map(|(t, n)| (*t, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -143,7 +154,10 @@ fn check_topology(stages: &[Box<dyn Stage>], outputs: &[Output]) -> Result<()> {
     }
     for o in outputs {
         if !produced.contains(&o.topic) {
-            return Err(Error::config("outputs", format!("`{}` is written but no enabled stage produces it", o.topic)));
+            return Err(Error::config(
+                "outputs",
+                format!("`{}` is written but no enabled stage produces it", o.topic),
+            ));
         }
     }
     Ok(())
@@ -180,7 +194,10 @@ pub fn run_embedded(
     }
     let fanout = |name: &str, topics: &[Topic]| Fanout {
         stage: name.to_string(),
-        routes: topics.iter().map(|t| (*t, subscribers.get(t).cloned().unwrap_or_default())).collect(),
+        routes: topics
+            .iter()
+            .map(|t| (*t, subscribers.get(t).cloned().unwrap_or_default()))
+            .collect(),
         rows: rows.clone(),
     };
     let mut source_out = fanout("ingest", &[Topic::MetricsRaw]);
@@ -216,8 +233,14 @@ pub fn run_embedded(
         }
         let source_report = run_source(source.as_mut(), &mut source_out, &opts, &first_error);
         drop(source_out);
-        let stage_reports: Vec<ActorReport> = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
-        let sink_reports: Vec<ActorReport> = sink_handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+        let stage_reports: Vec<ActorReport> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
+        let sink_reports: Vec<ActorReport> = sink_handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
         (stage_reports, sink_reports, source_report)
     });
     if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
@@ -247,10 +270,19 @@ pub fn process_cpu() -> Duration {
 
 fn cpu_of(path: &str) -> Duration {
     // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
-    let Ok(stat) = std::fs::read_to_string(path) else { return Duration::ZERO };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return Duration::ZERO };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return Duration::ZERO;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Duration::ZERO;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // rest starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
@@ -271,7 +303,10 @@ fn run_source(
     errors: &Mutex<Option<Error>>,
 ) -> ActorReport {
     let mut ctx = Context::new("ingest");
-    let mut report = ActorReport { name: "ingest".into(), ..Default::default() };
+    let mut report = ActorReport {
+        name: "ingest".into(),
+        ..Default::default()
+    };
     let bar = progress_bar(opts.progress, source);
     let (wall0, mut event0) = (Instant::now(), None::<i64>);
     while !opts.stop.load(Ordering::Relaxed) {
@@ -316,8 +351,10 @@ fn progress_bar(enabled: bool, source: &dyn Source) -> Option<indicatif::Progres
         return None;
     }
     let bar = indicatif::ProgressBar::new(source.progress().1.unwrap_or(0));
-    let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files, {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files, {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(source.describe());
     Some(bar)
@@ -325,8 +362,12 @@ fn progress_bar(enabled: bool, source: &dyn Source) -> Option<indicatif::Progres
 
 /// Sleeps so that event time advances `speed` times faster than wall time.
 fn pace(batch: &RecordBatch, speed: f64, wall0: Instant, event0: &mut Option<i64>) {
-    let Ok(ts) = wfe_contract::columns::timestamps(batch, "event_time") else { return };
-    let Some(&first) = ts.values().first() else { return };
+    let Ok(ts) = wfe_contract::columns::timestamps(batch, "event_time") else {
+        return;
+    };
+    let Some(&first) = ts.values().first() else {
+        return;
+    };
     let e0 = *event0.get_or_insert(first);
     let due = Duration::from_secs_f64(((first - e0).max(0) as f64 / 1000.0) / speed.max(1e-9));
     if let Some(wait) = due.checked_sub(wall0.elapsed()) {
@@ -343,7 +384,10 @@ fn run_actor(
     errors: Arc<Mutex<Option<Error>>>,
 ) -> ActorReport {
     let mut ctx = Context::new(stage.name());
-    let mut report = ActorReport { name: stage.name().to_string(), ..Default::default() };
+    let mut report = ActorReport {
+        name: stage.name().to_string(),
+        ..Default::default()
+    };
     let mut failed = false;
     if let Err(e) = stage.on_start(&mut ctx) {
         record_error(&errors, &stop, e);
@@ -401,7 +445,10 @@ fn run_sink(
     stop: Arc<AtomicBool>,
     errors: Arc<Mutex<Option<Error>>>,
 ) -> ActorReport {
-    let mut report = ActorReport { name: format!("sink {topic}"), ..Default::default() };
+    let mut report = ActorReport {
+        name: format!("sink {topic}"),
+        ..Default::default()
+    };
     let mut failed = false;
     for (_, batch) in rx {
         if failed {

@@ -52,14 +52,22 @@ pub fn open(format: SinkFormat, path: PathBuf, schema: Arc<Schema>) -> Result<Bo
             let props = parquet::file::properties::WriterProperties::builder()
                 .set_compression(parquet::basic::Compression::SNAPPY)
                 .build();
-            let writer = parquet::arrow::ArrowWriter::try_new(w, schema, Some(props)).map_err(|e| err(e.to_string()))?;
-            Box::new(ParquetSink { path, writer: Some(writer) })
+            let writer = parquet::arrow::ArrowWriter::try_new(w, schema, Some(props))
+                .map_err(|e| err(e.to_string()))?;
+            Box::new(ParquetSink {
+                path,
+                writer: Some(writer),
+            })
         }
         SinkFormat::Ipc => {
-            let writer = arrow_ipc::writer::StreamWriter::try_new(w, &schema).map_err(|e| err(e.to_string()))?;
+            let writer = arrow_ipc::writer::StreamWriter::try_new(w, &schema)
+                .map_err(|e| err(e.to_string()))?;
             Box::new(IpcSink { path, writer })
         }
-        SinkFormat::Jsonl => Box::new(JsonSink { path, writer: arrow_json::LineDelimitedWriter::new(w) }),
+        SinkFormat::Jsonl => Box::new(JsonSink {
+            path,
+            writer: arrow_json::LineDelimitedWriter::new(w),
+        }),
     })
 }
 
@@ -70,8 +78,12 @@ struct ParquetSink {
 
 impl Sink for ParquetSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let w = self.writer.as_mut().ok_or_else(|| io_err(&self.path, "already closed"))?;
-        w.write(batch).map_err(|e| io_err(&self.path, &e.to_string()))
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io_err(&self.path, "already closed"))?;
+        w.write(batch)
+            .map_err(|e| io_err(&self.path, &e.to_string()))
     }
     fn close(mut self: Box<Self>) -> Result<()> {
         if let Some(w) = self.writer.take() {
@@ -91,10 +103,14 @@ struct IpcSink {
 
 impl Sink for IpcSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|e| io_err(&self.path, &e.to_string()))
+        self.writer
+            .write(batch)
+            .map_err(|e| io_err(&self.path, &e.to_string()))
     }
     fn close(mut self: Box<Self>) -> Result<()> {
-        self.writer.finish().map_err(|e| io_err(&self.path, &e.to_string()))
+        self.writer
+            .finish()
+            .map_err(|e| io_err(&self.path, &e.to_string()))
     }
     fn path(&self) -> &Path {
         &self.path
@@ -109,10 +125,14 @@ struct JsonSink {
 impl Sink for JsonSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let plain = undictionary(batch)?;
-        self.writer.write(&plain).map_err(|e| io_err(&self.path, &e.to_string()))
+        self.writer
+            .write(&plain)
+            .map_err(|e| io_err(&self.path, &e.to_string()))
     }
     fn close(mut self: Box<Self>) -> Result<()> {
-        self.writer.finish().map_err(|e| io_err(&self.path, &e.to_string()))
+        self.writer
+            .finish()
+            .map_err(|e| io_err(&self.path, &e.to_string()))
     }
     fn path(&self) -> &Path {
         &self.path
@@ -120,7 +140,10 @@ impl Sink for JsonSink {
 }
 
 fn io_err(path: &Path, msg: &str) -> Error {
-    Error::io(path.display().to_string(), std::io::Error::other(msg.to_string()))
+    Error::io(
+        path.display().to_string(),
+        std::io::Error::other(msg.to_string()),
+    )
 }
 
 /// Casts dictionary columns to plain strings (for readers that want values, not keys).

@@ -52,10 +52,17 @@ impl Stage for Echo {
     fn outputs(&self) -> Vec<Topic> {
         vec![Topic::Anomalies]
     }
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, _c: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        _c: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         if let Some(made) = self.slow_first.take() {
             std::thread::sleep(Duration::from_millis(200));
-            self.seen_at_first.store(made.load(Ordering::SeqCst), Ordering::SeqCst);
+            self.seen_at_first
+                .store(made.load(Ordering::SeqCst), Ordering::SeqCst);
         }
         if self.emit_wrong {
             return out.emit(Topic::Anomalies, batch);
@@ -85,7 +92,11 @@ fn runs_to_the_end_writes_every_format_and_flushes_once() {
     let flushed = stage.flushed.clone();
     let outputs: Vec<Output> = [SinkFormat::Parquet, SinkFormat::Ipc, SinkFormat::Jsonl]
         .into_iter()
-        .map(|f| Output { topic: Topic::MetricsRaw, format: f, path: dir.path().join(format!("raw.{}", f.extension())) })
+        .map(|f| Output {
+            topic: Topic::MetricsRaw,
+            format: f,
+            path: dir.path().join(format!("raw.{}", f.extension())),
+        })
         .collect();
     let report = run_embedded(
         Box::new(Counting { n: 50, made }),
@@ -100,14 +111,24 @@ fn runs_to_the_end_writes_every_format_and_flushes_once() {
     // Parquet reads back with the topic schema's metadata.
     let f = std::fs::File::open(&outputs[0].path).unwrap();
     let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-    assert_eq!(r.schema().metadata()[wfe_contract::schemas::META_NAME], "metrics.raw");
+    assert_eq!(
+        r.schema().metadata()[wfe_contract::schemas::META_NAME],
+        "metrics.raw"
+    );
     let n: usize = r.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 100);
-    let s = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&outputs[1].path).unwrap(), None).unwrap();
+    let s = arrow_ipc::reader::StreamReader::try_new(
+        std::fs::File::open(&outputs[1].path).unwrap(),
+        None,
+    )
+    .unwrap();
     assert_eq!(s.map(|b| b.unwrap().num_rows()).sum::<usize>(), 100);
     let text = std::fs::read_to_string(&outputs[2].path).unwrap();
     assert_eq!(text.lines().count(), 100);
-    assert!(text.lines().next().unwrap().contains("\"workload\":\"w\""), "{text}");
+    assert!(
+        text.lines().next().unwrap().contains("\"workload\":\"w\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -116,11 +137,26 @@ fn a_full_mailbox_holds_the_source_back() {
     let mut stage = echo();
     stage.slow_first = Some(made.clone());
     let seen = stage.seen_at_first.clone();
-    let opts = RunOptions { mailbox: 2, ..Default::default() };
-    run_embedded(Box::new(Counting { n: 100, made: made.clone() }), vec![Box::new(stage)], vec![], opts).unwrap();
+    let opts = RunOptions {
+        mailbox: 2,
+        ..Default::default()
+    };
+    run_embedded(
+        Box::new(Counting {
+            n: 100,
+            made: made.clone(),
+        }),
+        vec![Box::new(stage)],
+        vec![],
+        opts,
+    )
+    .unwrap();
     // While the stage held its first batch: 2 queued + 1 blocked in send + 1 in hand.
     let at_first = seen.load(Ordering::SeqCst);
-    assert!(at_first <= 5, "source ran {at_first} batches ahead of a blocked stage");
+    assert!(
+        at_first <= 5,
+        "source ran {at_first} batches ahead of a blocked stage"
+    );
     assert_eq!(made.load(Ordering::SeqCst), 101);
 }
 
@@ -129,11 +165,25 @@ fn a_wrong_schema_stops_the_run_naming_both_schemas() {
     let mut stage = echo();
     stage.emit_wrong = true;
     let made = Arc::new(AtomicUsize::new(0));
-    let err = run_embedded(Box::new(Counting { n: 1000, made: made.clone() }), vec![Box::new(stage)], vec![], RunOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("anomalies v1") && err.contains("metrics.raw v1"), "{err}");
-    assert!(made.load(Ordering::SeqCst) < 1000, "the source stops after an error");
+    let err = run_embedded(
+        Box::new(Counting {
+            n: 1000,
+            made: made.clone(),
+        }),
+        vec![Box::new(stage)],
+        vec![],
+        RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("anomalies v1") && err.contains("metrics.raw v1"),
+        "{err}"
+    );
+    assert!(
+        made.load(Ordering::SeqCst) < 1000,
+        "the source stops after an error"
+    );
 }
 
 #[test]
@@ -149,15 +199,29 @@ fn a_topic_without_producer_is_a_config_error() {
         fn outputs(&self) -> Vec<Topic> {
             vec![]
         }
-        fn process_batch(&mut self, _: Topic, _: RecordBatch, _: &mut Context, _: &mut dyn Collector) -> Result<()> {
+        fn process_batch(
+            &mut self,
+            _: Topic,
+            _: RecordBatch,
+            _: &mut Context,
+            _: &mut dyn Collector,
+        ) -> Result<()> {
             Ok(())
         }
     }
     let made = Arc::new(AtomicUsize::new(0));
-    let err = run_embedded(Box::new(Counting { n: 1, made }), vec![Box::new(Orphan)], vec![], RunOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("stages.orphan") && err.contains("forecasts"), "{err}");
+    let err = run_embedded(
+        Box::new(Counting { n: 1, made }),
+        vec![Box::new(Orphan)],
+        vec![],
+        RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("stages.orphan") && err.contains("forecasts"),
+        "{err}"
+    );
     let _ = Int32Array::from(vec![1]);
 }
 
@@ -165,9 +229,22 @@ fn a_topic_without_producer_is_a_config_error() {
 fn a_speed_factor_paces_the_replay_by_event_time() {
     // 5 batches one second of event time apart, replayed at 20x: at least 4 / 20 = 0.2 s.
     let made = Arc::new(AtomicUsize::new(0));
-    let opts = RunOptions { speed: Some(20.0), ..Default::default() };
+    let opts = RunOptions {
+        speed: Some(20.0),
+        ..Default::default()
+    };
     let t = Instant::now();
-    let report = run_embedded(Box::new(Counting { n: 5, made }), vec![Box::new(echo())], vec![], opts).unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(200), "took {:?}", t.elapsed());
+    let report = run_embedded(
+        Box::new(Counting { n: 5, made }),
+        vec![Box::new(echo())],
+        vec![],
+        opts,
+    )
+    .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(report.rows[&Topic::MetricsRaw], 10);
 }

@@ -73,7 +73,12 @@ fn d_step() -> i64 {
 
 impl Default for ActuateConfig {
     fn default() -> Self {
-        Self { mode: Mode::RecordOnly, region: d_region(), max_instances: d_max(), max_step: d_step() }
+        Self {
+            mode: Mode::RecordOnly,
+            region: d_region(),
+            max_instances: d_max(),
+            max_step: d_step(),
+        }
     }
 }
 
@@ -109,15 +114,24 @@ struct Rows {
 
 /// Deterministic action id (also the ClientToken): decision id and the call's place in it.
 pub fn action_id(decision_id: &str, n: usize) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("action\u{1f}{decision_id}\u{1f}{n}").as_bytes()))
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("action\u{1f}{decision_id}\u{1f}{n}").as_bytes())
+    )
 }
 
 impl Actuate {
     pub fn new(cfg: ActuateConfig) -> Result<Self> {
         if cfg.max_instances < 0 || cfg.max_step <= 0 {
-            return Err(Error::config("stages.actuate.max_instances", "caps must be positive"));
+            return Err(Error::config(
+                "stages.actuate.max_instances",
+                "caps must be positive",
+            ));
         }
-        Ok(Self { cfg, state: State::default() })
+        Ok(Self {
+            cfg,
+            state: State::default(),
+        })
     }
 
     fn plan(&mut self, decision: &str, time: i64, workload: &str, want: Fleet, rows: &mut Rows) {
@@ -126,22 +140,35 @@ impl Actuate {
         let mut target = want.clone();
         let mut notes = Vec::new();
         if target.count > self.cfg.max_instances {
-            notes.push(format!("capped from {} to max_instances {}", target.count, self.cfg.max_instances));
+            notes.push(format!(
+                "capped from {} to max_instances {}",
+                target.count, self.cfg.max_instances
+            ));
             target.count = self.cfg.max_instances;
         }
         let same = have.instance_type == target.instance_type && have.tier == target.tier;
         let base = if same { have.count } else { 0 };
         if target.count - base > self.cfg.max_step {
-            notes.push(format!("step capped from {} to max_step {}", target.count - base, self.cfg.max_step));
+            notes.push(format!(
+                "step capped from {} to max_step {}",
+                target.count - base,
+                self.cfg.max_step
+            ));
             target.count = base + self.cfg.max_step;
         }
         if !same && have.count > 0 {
-            calls.push(("ec2:TerminateInstances", self.terminate(workload, &have, have.count)));
+            calls.push((
+                "ec2:TerminateInstances",
+                self.terminate(workload, &have, have.count),
+            ));
         }
         if target.count > base {
             calls.push(("ec2:RunInstances", json!(null)));
         } else if target.count < base {
-            calls.push(("ec2:TerminateInstances", self.terminate(workload, &have, base - target.count)));
+            calls.push((
+                "ec2:TerminateInstances",
+                self.terminate(workload, &have, base - target.count),
+            ));
         }
         for (n, (call, params)) in calls.into_iter().enumerate() {
             let id = action_id(decision, n);
@@ -220,7 +247,13 @@ impl Stage for Actuate {
         vec![Topic::Actions]
     }
 
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let ids = strings(&batch, "decision_id")?;
         let time = timestamps(&batch, "decided_at")?;
         let workload = strings(&batch, "workload")?;
@@ -231,7 +264,10 @@ impl Stage for Actuate {
         for r in 0..batch.num_rows() {
             let id = ids.value(r);
             if self.state.applied.contains(id) {
-                ctx.event(Event::Dropped { kind: "replayed_decision", count: 1 });
+                ctx.event(Event::Dropped {
+                    kind: "replayed_decision",
+                    count: 1,
+                });
                 continue;
             }
             if count.value(r) < 0 || itype.value(r).is_empty() {
@@ -244,7 +280,11 @@ impl Stage for Actuate {
                 });
                 continue;
             }
-            let want = Fleet { instance_type: itype.value(r).into(), tier: tier.value(r).into(), count: count.value(r) };
+            let want = Fleet {
+                instance_type: itype.value(r).into(),
+                tier: tier.value(r).into(),
+                count: count.value(r),
+            };
             self.plan(id, time.value(r), workload.value(r), want, &mut rows);
             self.state.applied.insert(id.to_string());
         }

@@ -8,7 +8,9 @@ fn decisions(rows: &[(&str, &str, &str, &str, i64)]) -> RecordBatch {
     let n = rows.len();
     let s = |i: usize| -> ArrayRef {
         Arc::new(StringArray::from(
-            rows.iter().map(|r| [r.0, r.1, r.2, r.3][i].to_string()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| [r.0, r.1, r.2, r.3][i].to_string())
+                .collect::<Vec<_>>(),
         ))
     };
     let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
@@ -20,7 +22,9 @@ fn decisions(rows: &[(&str, &str, &str, &str, i64)]) -> RecordBatch {
             s(1),
             s(2),
             s(3),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(vec![0; n])),
             Arc::new(Float64Array::from(vec![1.0; n])),
             Arc::new(Float64Array::from(vec![0.1; n])),
@@ -38,7 +42,8 @@ fn decisions(rows: &[(&str, &str, &str, &str, i64)]) -> RecordBatch {
 fn act(st: &mut Actuate, b: RecordBatch) -> (Vec<(String, serde_json::Value)>, Context) {
     let mut out = VecCollector::new();
     let mut ctx = Context::new("actuate");
-    st.process_batch(Topic::Decisions, b, &mut ctx, &mut out).unwrap();
+    st.process_batch(Topic::Decisions, b, &mut ctx, &mut out)
+        .unwrap();
     let mut calls = vec![];
     for b in out.of(Topic::Actions) {
         let call = strings(&b, "api_call").unwrap();
@@ -46,7 +51,10 @@ fn act(st: &mut Actuate, b: RecordBatch) -> (Vec<(String, serde_json::Value)>, C
         let mode = strings(&b, "mode").unwrap();
         for r in 0..b.num_rows() {
             assert_eq!(mode.value(r), "record-only");
-            calls.push((call.value(r).to_string(), serde_json::from_str(params.value(r)).unwrap()));
+            calls.push((
+                call.value(r).to_string(),
+                serde_json::from_str(params.value(r)).unwrap(),
+            ));
         }
     }
     (calls, ctx)
@@ -63,12 +71,18 @@ fn scales_out_in_and_switches_type_with_the_right_calls() {
     assert_eq!(c[0].1["ClientToken"], action_id("d1", 0));
 
     let (c, _) = act(&mut st, decisions(&[("d2", "w", "spot", "m7i.xlarge", 3)]));
-    assert_eq!((c[0].0.as_str(), &c[0].1["Select"]["Count"]), ("ec2:TerminateInstances", &json!(2)));
+    assert_eq!(
+        (c[0].0.as_str(), &c[0].1["Select"]["Count"]),
+        ("ec2:TerminateInstances", &json!(2))
+    );
 
     let (c, _) = act(&mut st, decisions(&[("d3", "w", "spot", "m7i.xlarge", 3)]));
     assert!(c.is_empty(), "no change, no call");
 
-    let (c, _) = act(&mut st, decisions(&[("d4", "w", "on-demand", "r7i.2xlarge", 2)]));
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d4", "w", "on-demand", "r7i.2xlarge", 2)]),
+    );
     let names: Vec<&str> = c.iter().map(|x| x.0.as_str()).collect();
     assert_eq!(names, ["ec2:TerminateInstances", "ec2:RunInstances"]);
     assert!(c[1].1.get("InstanceMarketOptions").is_none());
@@ -90,12 +104,36 @@ fn a_replayed_decision_is_never_acted_on_twice_even_after_a_restart() {
 
 #[test]
 fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
-    let mut st = Actuate::new(ActuateConfig { max_instances: 10, max_step: 4, ..Default::default() }).unwrap();
-    let (c, _) = act(&mut st, decisions(&[("d1", "w", "spot", "m7i.xlarge", 1_000_000)]));
+    let mut st = Actuate::new(ActuateConfig {
+        max_instances: 10,
+        max_step: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d1", "w", "spot", "m7i.xlarge", 1_000_000)]),
+    );
     assert_eq!(c[0].1["MaxCount"], 4);
-    assert!(c[0].1["wfe:guardrails"].to_string().contains("max_instances"));
-    let (c, ctx) = act(&mut st, decisions(&[("d2", "w", "spot", "", 3), ("d3", "w", "spot", "m7i.xlarge", -1)]));
+    assert!(
+        c[0].1["wfe:guardrails"]
+            .to_string()
+            .contains("max_instances")
+    );
+    let (c, ctx) = act(
+        &mut st,
+        decisions(&[
+            ("d2", "w", "spot", "", 3),
+            ("d3", "w", "spot", "m7i.xlarge", -1),
+        ]),
+    );
     assert!(c.is_empty());
     assert_eq!(ctx.counters()["rejected.bad_decision"], 2);
-    assert!(Actuate::new(ActuateConfig { max_step: 0, ..Default::default() }).is_err());
+    assert!(
+        Actuate::new(ActuateConfig {
+            max_step: 0,
+            ..Default::default()
+        })
+        .is_err()
+    );
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
-use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
+use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
@@ -105,6 +105,12 @@ struct Workload {
     segment: Option<Segment>,
 }
 
+impl HasSlots for Workload {
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
+    }
+}
+
 /// The anomaly stage.
 pub struct Anomaly {
     cfg: AnomalyConfig,
@@ -126,16 +132,26 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, time: i64, workload: &str, event: &'static str, seg: &Segment, score: f64, threshold: f64) {
+    fn push(
+        &mut self,
+        time: i64,
+        workload: &str,
+        event: &'static str,
+        seg: &Segment,
+        score: f64,
+        threshold: f64,
+    ) {
         self.time.push(time);
         self.workload.push(workload.to_string());
         self.segment_id.push(segment_id(workload, seg.start));
         self.event.push(event);
         self.start.push(seg.start);
-        self.end.push((event == "closed").then_some(seg.last_anomalous));
+        self.end
+            .push((event == "closed").then_some(seg.last_anomalous));
         self.score.push(score);
         self.threshold.push(threshold);
-        self.top.push(seg.top.iter().map(|(m, _)| m.clone()).collect());
+        self.top
+            .push(seg.top.iter().map(|(m, _)| m.clone()).collect());
         self.contrib.push(seg.top.iter().map(|(_, c)| *c).collect());
     }
 
@@ -147,7 +163,10 @@ impl Rows {
             Arc::new(StringArray::from(self.segment_id)),
             Arc::new(StringArray::from(self.event)),
             timestamp_column(self.start),
-            Arc::new(arrow_array::TimestampMillisecondArray::from(self.end).with_timezone(wfe_contract::schemas::TZ)),
+            Arc::new(
+                arrow_array::TimestampMillisecondArray::from(self.end)
+                    .with_timezone(wfe_contract::schemas::TZ),
+            ),
             Arc::new(Float64Array::from(self.score)),
             Arc::new(Float64Array::from(self.threshold)),
             Arc::new(StringArray::from(vec![DETECTOR; n])),
@@ -167,12 +186,21 @@ pub fn segment_id(workload: &str, start: i64) -> String {
 impl Anomaly {
     pub fn new(cfg: AnomalyConfig) -> Result<Self> {
         if !(0.0 < cfg.variance && cfg.variance <= 1.0) {
-            return Err(Error::config("stages.anomaly.variance", "must be in (0, 1]"));
+            return Err(Error::config(
+                "stages.anomaly.variance",
+                "must be in (0, 1]",
+            ));
         }
         if !(0.0 < cfg.threshold_quantile && cfg.threshold_quantile < 1.0) {
-            return Err(Error::config("stages.anomaly.threshold_quantile", "must be in (0, 1)"));
+            return Err(Error::config(
+                "stages.anomaly.threshold_quantile",
+                "must be in (0, 1)",
+            ));
         }
-        Ok(Self { cfg, workloads: Keyed::default() })
+        Ok(Self {
+            cfg,
+            workloads: Keyed::default(),
+        })
     }
 
     /// Ends a workload's learning: fits the model on its history, if there is enough.
@@ -181,7 +209,11 @@ impl Anomaly {
         if history.len() < cfg.min_learn_steps {
             wk.unscored = true;
             ctx.count("unscored.too_little_history", 1);
-            tracing::warn!(workload = name, steps = history.len(), "too little history to fit a detector");
+            tracing::warn!(
+                workload = name,
+                steps = history.len(),
+                "too little history to fit a detector"
+            );
             return;
         }
         match PcaModel::fit(&history, cfg.variance, cfg.threshold_quantile) {
@@ -208,16 +240,29 @@ impl Anomaly {
         let Some(model) = &wk.model else { return };
         let threshold = model.threshold;
         // Contributions only matter for steps that open or update a segment.
-        let contrib = if score > threshold { PcaModel::contributions(z) } else { Vec::new() };
+        let contrib = if score > threshold {
+            PcaModel::contributions(z)
+        } else {
+            Vec::new()
+        };
         let top = |k: usize| -> Vec<(String, f64)> {
             let mut idx: Vec<usize> = (0..contrib.len()).filter(|&i| contrib[i] > 0.0).collect();
             idx.sort_by(|&a, &b| contrib[b].total_cmp(&contrib[a]));
-            idx.into_iter().take(k).map(|i| (wk.slots.names[i].clone(), contrib[i])).collect()
+            idx.into_iter()
+                .take(k)
+                .map(|i| (wk.slots.names[i].clone(), contrib[i]))
+                .collect()
         };
         if score > threshold {
             match &mut wk.segment {
                 None => {
-                    let seg = Segment { start: time, last_anomalous: time, peak: score, below: 0, top: top(self.cfg.top_metrics) };
+                    let seg = Segment {
+                        start: time,
+                        last_anomalous: time,
+                        peak: score,
+                        below: 0,
+                        top: top(self.cfg.top_metrics),
+                    };
                     rows.push(time, name, "opened", &seg, score, threshold);
                     ctx.count("segments.opened", 1);
                     wk.segment = Some(seg);
@@ -255,45 +300,51 @@ impl Stage for Anomaly {
         vec![Topic::Anomalies]
     }
 
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
-        let mut cache = KeyCache::default();
         let mut rows = Rows::default();
-        let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         let mut workloads = std::mem::take(&mut self.workloads);
-        let mut ids = Vec::new();
-        // Steps to score, per workload: (time, width) and their values, scored as one block.
+        // Steps to score, per workload: (id, times, width, values), scored as one block.
         let mut pending: Vec<(usize, Vec<i64>, usize, Vec<f64>)> = Vec::new();
-        for step in nb.steps() {
-            let id = workloads.id_for(&mut ids, &step);
-            let wk = &mut workloads.items[id];
-            let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
-            nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
+        let cfg = &self.cfg;
+        nb.for_each_dense(&mut workloads, |d| {
+            let wk = d.state;
             if wk.model.is_none() && !wk.unscored {
-                let split = step.label.and_then(|l| labels::get(l, "split"));
+                let split = d.step.label.and_then(|l| labels::get(l, "split"));
                 let learning = match split {
                     Some(s) => s == "train",
-                    None => wk.history.len() < self.cfg.learn_steps,
+                    None => wk.history.len() < cfg.learn_steps,
                 };
                 if learning {
-                    wk.history.push(scaled.clone());
-                    continue;
+                    wk.history.push(d.scaled.to_vec());
+                    return Ok(());
                 }
-                Self::fit(&self.cfg, step.workload, wk, ctx);
+                Self::fit(cfg, d.step.workload, wk, ctx);
             }
-            let Some(model) = &wk.model else { continue };
+            let Some(model) = &wk.model else {
+                return Ok(());
+            };
             let width = model.mean.len();
-            let pos = match pending.iter().position(|p| p.0 == id) {
+            let pos = match pending.iter().position(|p| p.0 == d.id) {
                 Some(p) => p,
                 None => {
-                    pending.push((id, Vec::new(), width, Vec::new()));
+                    pending.push((d.id, Vec::new(), width, Vec::new()));
                     pending.len() - 1
                 }
             };
             let block = &mut pending[pos];
-            block.1.push(step.time);
-            block.3.extend((0..width).map(|j| scaled.get(j).copied().unwrap_or(f64::NAN)));
-        }
+            block.1.push(d.step.time);
+            block
+                .3
+                .extend((0..width).map(|j| d.scaled.get(j).copied().unwrap_or(f64::NAN)));
+            Ok(())
+        })?;
         let (mut scores, mut z) = (Vec::new(), Vec::new());
         for (id, times, width, values) in pending {
             let name = workloads.names[id].clone();
@@ -302,7 +353,15 @@ impl Stage for Anomaly {
             model.score_block(&values, width, &mut scores, &mut z);
             let d = model.mean.len();
             for (i, &time) in times.iter().enumerate() {
-                self.step(&name, wk, time, &mut rows, ctx, scores[i], &z[i * d..(i + 1) * d]);
+                self.step(
+                    &name,
+                    wk,
+                    time,
+                    &mut rows,
+                    ctx,
+                    scores[i],
+                    &z[i * d..(i + 1) * d],
+                );
             }
         }
         self.workloads = workloads;

@@ -41,17 +41,23 @@ impl PcaModel {
         let n = history.len();
         let d = history.iter().map(Vec::len).max().unwrap_or(0);
         if n < 2 || d == 0 {
-            return Err(format!("need at least 2 steps of at least 1 metric, have {n} x {d}"));
+            return Err(format!(
+                "need at least 2 steps of at least 1 metric, have {n} x {d}"
+            ));
         }
         let get = |r: usize, j: usize| history[r].get(j).copied().filter(|v| v.is_finite());
         let mut mean = vec![0.0; d];
         for (j, m) in mean.iter_mut().enumerate() {
-            let (s, c) = (0..n).filter_map(|r| get(r, j)).fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+            let (s, c) = (0..n)
+                .filter_map(|r| get(r, j))
+                .fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
             *m = if c > 0 { s / c as f64 } else { 0.0 };
         }
         let x = Mat::<f64>::from_fn(n, d, |r, j| get(r, j).map(|v| v - mean[j]).unwrap_or(0.0));
         let cov = (x.transpose() * &x) * faer::Scale(1.0 / (n as f64 - 1.0));
-        let evd = cov.self_adjoint_eigen(Side::Lower).map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
+        let evd = cov
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
         let vals: Vec<f64> = (0..d).map(|i| evd.S()[i].max(0.0)).collect();
         let total: f64 = vals.iter().sum();
         let mut components = Vec::new();
@@ -65,12 +71,21 @@ impl PcaModel {
                 components.push((0..d).map(|j| evd.U()[(j, i)]).collect());
             }
         }
-        let mut model =
-            Self { mean, components, err_mean: vec![0.0; d], err_std: vec![1.0; d], threshold: f64::INFINITY };
+        let mut model = Self {
+            mean,
+            components,
+            err_mean: vec![0.0; d],
+            err_std: vec![1.0; d],
+            threshold: f64::INFINITY,
+        };
         // History reconstruction errors, all rows at once: R = X - X P^T P.
         let k = model.components.len();
         let p = Mat::<f64>::from_fn(k, d, |a, j| model.components[a][j]);
-        let r = if k > 0 { &x - (&x * p.transpose()) * &p } else { x.clone() };
+        let r = if k > 0 {
+            &x - (&x * p.transpose()) * &p
+        } else {
+            x.clone()
+        };
         let mut errs = vec![0.0; n * d];
         for j in 0..d {
             let col = r.col(j);
@@ -92,7 +107,12 @@ impl PcaModel {
         }
         let mut scores: Vec<f64> = errs
             .chunks_exact(d)
-            .map(|e| e.iter().enumerate().map(|(j, v)| (v - model.err_mean[j]) / model.err_std[j]).sum())
+            .map(|e| {
+                e.iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - model.err_mean[j]) / model.err_std[j])
+                    .sum()
+            })
             .collect();
         scores.sort_by(f64::total_cmp);
         let idx = ((n as f64 - 1.0) * quantile).round() as usize;
@@ -105,9 +125,13 @@ impl PcaModel {
     fn errors_into(&self, row: &[f64], out: &mut Vec<f64>, y: &mut Vec<f64>) {
         let d = self.mean.len();
         out.clear();
-        out.extend(
-            (0..d).map(|j| row.get(j).copied().filter(|v| v.is_finite()).map(|v| v - self.mean[j]).unwrap_or(0.0)),
-        );
+        out.extend((0..d).map(|j| {
+            row.get(j)
+                .copied()
+                .filter(|v| v.is_finite())
+                .map(|v| v - self.mean[j])
+                .unwrap_or(0.0)
+        }));
         // Residual of the projection: c - P^T P c, computed in place.
         y.clear();
         y.extend(self.components.iter().map(|p| dot(p, out)));
@@ -139,12 +163,20 @@ impl PcaModel {
         let d = self.mean.len();
         let m = if width == 0 { 0 } else { rows.len() / width };
         let c = Mat::<f64>::from_fn(m, d, |i, j| {
-            let v = if j < width { rows[i * width + j] } else { f64::NAN };
+            let v = if j < width {
+                rows[i * width + j]
+            } else {
+                f64::NAN
+            };
             if v.is_finite() { v - self.mean[j] } else { 0.0 }
         });
         let k = self.components.len();
         let p = Mat::<f64>::from_fn(k, d, |a, j| self.components[a][j]);
-        let r = if k > 0 { &c - (&c * p.transpose()) * &p } else { c };
+        let r = if k > 0 {
+            &c - (&c * p.transpose()) * &p
+        } else {
+            c
+        };
         // faer matrices are column-major: walk each column down.
         scores.clear();
         scores.resize(m, 0.0);
@@ -165,7 +197,9 @@ impl PcaModel {
     /// Each metric's share of the positive part of standardised errors `z`.
     pub fn contributions(z: &[f64]) -> Vec<f64> {
         let pos: f64 = z.iter().map(|v| v.max(0.0)).sum();
-        z.iter().map(|v| if pos > 0.0 { v.max(0.0) / pos } else { 0.0 }).collect()
+        z.iter()
+            .map(|v| if pos > 0.0 { v.max(0.0) / pos } else { 0.0 })
+            .collect()
     }
 
     /// The step's score and each metric's share of its positive part.
@@ -184,6 +218,9 @@ mod tests {
         let b: Vec<f64> = (0..39).map(|i| 1.0 - i as f64 * 0.5).collect();
         let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((super::dot(&a, &b) - plain).abs() < 1e-9);
-        assert_eq!(super::dot(&a[..3], &b), a[..3].iter().zip(&b).map(|(x, y)| x * y).sum::<f64>());
+        assert_eq!(
+            super::dot(&a[..3], &b),
+            a[..3].iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
+        );
     }
 }

@@ -11,7 +11,9 @@ fn run(stage: &mut Anomaly, batches: &[RecordBatch]) -> (VecCollector, Context) 
     let mut out = VecCollector::new();
     let mut ctx = Context::new("anomaly");
     for b in batches {
-        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
     }
     stage.flush(&mut ctx, &mut out).unwrap();
     (out, ctx)
@@ -25,7 +27,9 @@ fn steps(batches: &[RecordBatch]) -> Vec<(Vec<f64>, String, u8)> {
         let nb = NormBatch::new(b).unwrap();
         let mut cache = KeyCache::default();
         for step in nb.steps() {
-            let map = cache.get(step.workload_key, &mut slots, nb.metric_dict()).to_vec();
+            let map = cache
+                .get(step.workload_key, &mut slots, nb.metric_dict())
+                .to_vec();
             let (mut v, mut r) = (vec![], vec![]);
             nb.dense(&step, &map, slots.len(), &mut v, &mut r);
             let l = step.label.unwrap_or("");
@@ -40,7 +44,11 @@ fn steps(batches: &[RecordBatch]) -> Vec<(Vec<f64>, String, u8)> {
 fn pca_scores_labelled_anomalies_higher_than_normal_steps() {
     let norm = normalised("smd", &["machine-1-6"], usize::MAX);
     let all = steps(&norm);
-    let train: Vec<Vec<f64>> = all.iter().filter(|s| s.1 == "train").map(|s| s.0.clone()).collect();
+    let train: Vec<Vec<f64>> = all
+        .iter()
+        .filter(|s| s.1 == "train")
+        .map(|s| s.0.clone())
+        .collect();
     let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
     assert!(!model.components.is_empty() && model.components.len() < 38);
     let (mut a, mut na, mut n, mut nn) = (0.0, 0, 0.0, 0);
@@ -56,7 +64,12 @@ fn pca_scores_labelled_anomalies_higher_than_normal_steps() {
         }
     }
     assert!(na > 0 && nn > 0);
-    assert!(a / na as f64 > 3.0 * (n / nn as f64).max(1.0), "anomalous {} vs normal {}", a / na as f64, n / nn as f64);
+    assert!(
+        a / na as f64 > 3.0 * (n / nn as f64).max(1.0),
+        "anomalous {} vs normal {}",
+        a / na as f64,
+        n / nn as f64
+    );
 }
 
 #[test]
@@ -98,28 +111,49 @@ fn constant_nan_and_short_inputs_give_defined_results() {
     let m = PcaModel::fit(&constant, 0.95, 0.99).unwrap();
     assert!(m.components.is_empty());
     assert!(m.score(&[0.5, 0.5, 0.5]).0.is_finite());
-    assert!(m.score(&[f64::NAN, 0.9, 0.5]).0.is_finite(), "NaN is imputed, not propagated");
+    assert!(
+        m.score(&[f64::NAN, 0.9, 0.5]).0.is_finite(),
+        "NaN is imputed, not propagated"
+    );
     assert!(m.score(&[0.5]).0.is_finite(), "a shorter row is padded");
     // One step, or none: a clear error rather than a panic.
     assert!(PcaModel::fit(&[vec![1.0, 2.0]], 0.95, 0.99).is_err());
     assert!(PcaModel::fit(&[], 0.95, 0.99).is_err());
     // A workload with too little history is counted as unscored.
     let norm = normalised("asd", &["omi-2"], 1);
-    let mut cfg = AnomalyConfig { min_learn_steps: 100_000, ..Default::default() };
+    let mut cfg = AnomalyConfig {
+        min_learn_steps: 100_000,
+        ..Default::default()
+    };
     cfg.learn_steps = 10;
     let (out, ctx) = run(&mut Anomaly::new(cfg).unwrap(), &norm);
     assert_eq!(out.rows(Topic::Anomalies), 0);
     assert_eq!(ctx.counters()["unscored.too_little_history"], 1);
-    assert!(Anomaly::new(AnomalyConfig { variance: 0.0, ..Default::default() }).is_err());
+    assert!(
+        Anomaly::new(AnomalyConfig {
+            variance: 0.0,
+            ..Default::default()
+        })
+        .is_err()
+    );
 }
 
 #[test]
 fn block_scoring_equals_step_scoring() {
     let norm = normalised("asd", &["omi-6"], usize::MAX);
     let all = steps(&norm);
-    let train: Vec<Vec<f64>> = all.iter().filter(|s| s.1 == "train").map(|s| s.0.clone()).collect();
+    let train: Vec<Vec<f64>> = all
+        .iter()
+        .filter(|s| s.1 == "train")
+        .map(|s| s.0.clone())
+        .collect();
     let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
-    let test: Vec<&Vec<f64>> = all.iter().filter(|s| s.1 == "test").map(|s| &s.0).take(500).collect();
+    let test: Vec<&Vec<f64>> = all
+        .iter()
+        .filter(|s| s.1 == "test")
+        .map(|s| &s.0)
+        .take(500)
+        .collect();
     let width = model.mean.len();
     let mut flat: Vec<f64> = test.iter().flat_map(|r| r.iter().copied()).collect();
     flat[3] = f64::NAN; // a missing value is imputed the same way in both
@@ -127,6 +161,9 @@ fn block_scoring_equals_step_scoring() {
     model.score_block(&flat, width, &mut scores, &mut z);
     for (i, s) in scores.iter().enumerate() {
         let one = model.score(&flat[i * width..(i + 1) * width]).0;
-        assert!((s - one).abs() <= 1e-6 * one.abs().max(1.0), "row {i}: {s} vs {one}");
+        assert!(
+            (s - one).abs() <= 1e-6 * one.abs().max(1.0),
+            "row {i}: {s} vs {one}"
+        );
     }
 }

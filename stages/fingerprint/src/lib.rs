@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_str, timestamp_column};
-use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
+use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
 pub const METHOD: &str = "window-stats";
@@ -45,7 +45,11 @@ fn d_window() -> usize {
 
 impl Default for FingerprintConfig {
     fn default() -> Self {
-        Self { window: 60, hop: 60, learning_steps: 60 }
+        Self {
+            window: 60,
+            hop: 60,
+            learning_steps: 60,
+        }
     }
 }
 
@@ -56,6 +60,12 @@ struct Workload {
     window: VecDeque<(i64, Vec<f64>, usize)>,
     since_emit: usize,
     observed_steps: usize,
+}
+
+impl HasSlots for Workload {
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
+    }
 }
 
 /// The fingerprint stage.
@@ -77,19 +87,15 @@ struct Rows {
 impl Fingerprint {
     pub fn new(cfg: FingerprintConfig) -> Result<Self> {
         if cfg.window < 2 || cfg.hop == 0 {
-            return Err(Error::config("stages.fingerprint.window", "window must be at least 2 and hop at least 1"));
+            return Err(Error::config(
+                "stages.fingerprint.window",
+                "window must be at least 2 and hop at least 1",
+            ));
         }
-        Ok(Self { cfg, workloads: Keyed::default() })
-    }
-
-    fn emit(&self, name: &str, wk: &Workload, rows: &mut Rows) {
-        let (Some(first), Some(last)) = (wk.window.front(), wk.window.back()) else { return };
-        rows.start.push(first.0);
-        rows.end.push(last.0);
-        rows.workload.push(name.to_string());
-        rows.vector.push(window_stats(&wk.window, wk.slots.len()));
-        rows.n.push(wk.window.iter().map(|s| (s.2 > 0) as i64).sum());
-        rows.cold.push(wk.observed_steps < self.cfg.learning_steps);
+        Ok(Self {
+            cfg,
+            workloads: Keyed::default(),
+        })
     }
 
     fn finish(rows: Rows) -> Result<RecordBatch> {
@@ -110,18 +116,37 @@ impl Fingerprint {
     }
 }
 
+/// Appends a fingerprint of the workload's current window.
+fn emit(cfg: &FingerprintConfig, name: &str, wk: &Workload, rows: &mut Rows) {
+    let (Some(first), Some(last)) = (wk.window.front(), wk.window.back()) else {
+        return;
+    };
+    rows.start.push(first.0);
+    rows.end.push(last.0);
+    rows.workload.push(name.to_string());
+    rows.vector.push(window_stats(&wk.window, wk.slots.len()));
+    rows.n
+        .push(wk.window.iter().map(|s| (s.2 > 0) as i64).sum());
+    rows.cold.push(wk.observed_steps < cfg.learning_steps);
+}
+
 fn list_f32_nulls(n: usize) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Float32Type, _, _>(
-        std::iter::repeat_n(None::<Vec<Option<f32>>>, n),
-    ))
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<
+        arrow_array::types::Float32Type,
+        _,
+        _,
+    >(std::iter::repeat_n(None::<Vec<Option<f32>>>, n)))
 }
 
 /// The `window-stats` vector: for each slot, [`STATS`] over the observed values.
 pub fn window_stats(window: &VecDeque<(i64, Vec<f64>, usize)>, width: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(width * STATS.len());
     for slot in 0..width {
-        let vals = window.iter().filter_map(|s| s.1.get(slot).copied().filter(|v| !v.is_nan()));
-        let (mut n, mut sum, mut sq, mut lo, mut hi) = (0usize, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+        let vals = window
+            .iter()
+            .filter_map(|s| s.1.get(slot).copied().filter(|v| !v.is_nan()));
+        let (mut n, mut sum, mut sq, mut lo, mut hi) =
+            (0usize, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
         let (mut first, mut last) = (None, 0.0);
         for v in vals {
             n += 1;
@@ -156,32 +181,34 @@ impl Stage for Fingerprint {
         vec![Topic::Fingerprints]
     }
 
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        _ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
-        let mut cache = KeyCache::default();
         let mut rows = Rows::default();
-        let (mut scaled, mut raw) = (Vec::new(), Vec::new());
-        let mut ids = Vec::new();
-        for step in nb.steps() {
-            let id = self.workloads.id_for(&mut ids, &step);
-            let wk = &mut self.workloads.items[id];
-            let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
-            let observed = nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
+        let cfg = &self.cfg;
+        nb.for_each_dense(&mut self.workloads, |d| {
+            let wk = d.state;
             // Reuse the oldest step's buffer for the newest.
-            let mut values = match wk.window.len() == self.cfg.window {
+            let mut values = match wk.window.len() == cfg.window {
                 true => wk.window.pop_front().map(|(_, v, _)| v).unwrap_or_default(),
                 false => Vec::new(),
             };
             values.clear();
-            values.extend_from_slice(&scaled);
-            wk.window.push_back((step.time, values, observed));
-            wk.observed_steps += usize::from(observed > 0);
+            values.extend_from_slice(d.scaled);
+            wk.window.push_back((d.step.time, values, d.observed));
+            wk.observed_steps += usize::from(d.observed > 0);
             wk.since_emit += 1;
-            if wk.since_emit >= self.cfg.hop && wk.window.len() == self.cfg.window {
+            if wk.since_emit >= cfg.hop && wk.window.len() == cfg.window {
                 wk.since_emit = 0;
-                self.emit(step.workload, &self.workloads.items[id], &mut rows);
+                emit(cfg, d.step.workload, wk, &mut rows);
             }
-        }
+            Ok(())
+        })?;
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
         }
@@ -195,7 +222,7 @@ impl Stage for Fingerprint {
         names.sort_by_key(|(n, _)| *n);
         for (name, wk) in names {
             if wk.since_emit > 0 && wk.window.len() >= 2 {
-                self.emit(name, wk, &mut rows);
+                emit(&self.cfg, name, wk, &mut rows);
             }
         }
         if !rows.start.is_empty() {

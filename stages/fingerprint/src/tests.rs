@@ -8,7 +8,9 @@ fn run(stage: &mut Fingerprint, batches: &[RecordBatch]) -> VecCollector {
     let mut out = VecCollector::new();
     let mut ctx = Context::new("fingerprint");
     for b in batches {
-        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
     }
     stage.flush(&mut ctx, &mut out).unwrap();
     out
@@ -23,9 +25,11 @@ fn vectors(out: &VecCollector) -> Vec<(String, i64, Vec<f32>, bool)> {
         let vec = b.column_by_name("vector").unwrap();
         for r in 0..b.num_rows() {
             let list = arrow_array::cast::AsArray::as_list::<i32>(vec.as_ref()).value(r);
-            let v = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float32Type>(list.as_ref())
-                .values()
-                .to_vec();
+            let v = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float32Type>(
+                list.as_ref(),
+            )
+            .values()
+            .to_vec();
             rows.push((w.value(r).to_string(), end.value(r), v, cold.value(r)));
         }
     }
@@ -35,7 +39,11 @@ fn vectors(out: &VecCollector) -> Vec<(String, i64, Vec<f32>, bool)> {
 #[test]
 fn one_vector_per_window_of_an_smd_machine() {
     let norm = normalised("smd", &["machine-1-6"], 3); // 3 x 1024 steps
-    let mut st = Fingerprint::new(FingerprintConfig { learning_steps: 120, ..Default::default() }).unwrap();
+    let mut st = Fingerprint::new(FingerprintConfig {
+        learning_steps: 120,
+        ..Default::default()
+    })
+    .unwrap();
     let rows = vectors(&run(&mut st, &norm));
     let steps: usize = norm.iter().map(|b| b.num_rows()).sum::<usize>() / 38;
     assert_eq!(rows.len(), steps / 60 + usize::from(steps % 60 >= 2));
@@ -56,7 +64,12 @@ fn one_vector_per_window_of_an_smd_machine() {
 #[test]
 fn machines_of_one_service_group_are_nearer_than_others() {
     let norm = normalised("smd", &["machine-2-1", "machine-2-2", "machine-3-3"], 60);
-    let mut st = Fingerprint::new(FingerprintConfig { window: 1440, hop: 1440, learning_steps: 60 }).unwrap();
+    let mut st = Fingerprint::new(FingerprintConfig {
+        window: 1440,
+        hop: 1440,
+        learning_steps: 60,
+    })
+    .unwrap();
     let rows = vectors(&run(&mut st, &norm));
     let mean = |name: &str| {
         let vs: Vec<&Vec<f32>> = rows.iter().filter(|r| r.0 == name).map(|r| &r.2).collect();
@@ -68,21 +81,41 @@ fn machines_of_one_service_group_are_nearer_than_others() {
         }
         m
     };
-    let d = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
-    let (a, b, c) = (mean("machine-2-1"), mean("machine-2-2"), mean("machine-3-3"));
-    assert!(d(&a, &b) < d(&a, &c), "same group {} vs other {}", d(&a, &b), d(&a, &c));
+    let d = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (a, b, c) = (
+        mean("machine-2-1"),
+        mean("machine-2-2"),
+        mean("machine-3-3"),
+    );
+    assert!(
+        d(&a, &b) < d(&a, &c),
+        "same group {} vs other {}",
+        d(&a, &b),
+        d(&a, &c)
+    );
 }
 
 #[test]
 fn state_survives_a_restart_and_bad_config_is_refused() {
     let norm = normalised("asd", &["omi-3"], 2);
     let (a, b) = norm.split_at(norm.len() / 2);
-    let expected = vectors(&run(&mut Fingerprint::new(FingerprintConfig::default()).unwrap(), &norm));
+    let expected = vectors(&run(
+        &mut Fingerprint::new(FingerprintConfig::default()).unwrap(),
+        &norm,
+    ));
     let mut first = Fingerprint::new(FingerprintConfig::default()).unwrap();
     let mut out = VecCollector::new();
     let mut ctx = Context::new("fingerprint");
     for x in a {
-        first.process_batch(Topic::MetricsNorm, x.clone(), &mut ctx, &mut out).unwrap();
+        first
+            .process_batch(Topic::MetricsNorm, x.clone(), &mut ctx, &mut out)
+            .unwrap();
     }
     let snap = first.snapshot().unwrap().unwrap();
     let mut second = Fingerprint::new(FingerprintConfig::default()).unwrap();
@@ -90,5 +123,12 @@ fn state_survives_a_restart_and_bad_config_is_refused() {
     let mut got = vectors(&out);
     got.extend(vectors(&run(&mut second, b)));
     assert_eq!(got, expected);
-    assert!(Fingerprint::new(FingerprintConfig { window: 1, hop: 1, learning_steps: 1 }).is_err());
+    assert!(
+        Fingerprint::new(FingerprintConfig {
+            window: 1,
+            hop: 1,
+            learning_steps: 1
+        })
+        .is_err()
+    );
 }

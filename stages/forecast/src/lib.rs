@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
-use wfe_contract::norm::{KeyCache, Keyed, NormBatch, Slots};
+use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
 
 pub const MODEL_VERSION: &str = "1";
@@ -42,7 +42,9 @@ pub struct ResourceMap {
 
 impl ResourceMap {
     pub fn applies_to(&self, workload: &str) -> bool {
-        self.workload_prefix.as_deref().is_none_or(|p| workload.starts_with(p))
+        self.workload_prefix
+            .as_deref()
+            .is_none_or(|p| workload.starts_with(p))
     }
 }
 
@@ -113,16 +115,25 @@ impl Default for ForecastConfig {
 impl ForecastConfig {
     pub fn validate(&self) -> Result<()> {
         if self.horizons_s.is_empty() || self.horizons_s.contains(&0) {
-            return Err(Error::config("stages.forecast.horizons_s", "needs at least one positive horizon"));
+            return Err(Error::config(
+                "stages.forecast.horizons_s",
+                "needs at least one positive horizon",
+            ));
         }
         if self.quantiles.is_empty()
             || self.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0))
             || self.quantiles.windows(2).any(|w| w[0] >= w[1])
         {
-            return Err(Error::config("stages.forecast.quantiles", "must be ascending levels in (0, 1)"));
+            return Err(Error::config(
+                "stages.forecast.quantiles",
+                "must be ascending levels in (0, 1)",
+            ));
         }
         if self.every_s == 0 || self.season_s == 0 {
-            return Err(Error::config("stages.forecast.every_s", "every_s and season_s must be positive"));
+            return Err(Error::config(
+                "stages.forecast.every_s",
+                "every_s and season_s must be positive",
+            ));
         }
         Ok(())
     }
@@ -156,7 +167,12 @@ struct Ring {
 
 impl Ring {
     fn new(cap: usize) -> Self {
-        Self { cap, values: VecDeque::with_capacity(cap.min(4096)), abs_sum: 0.0, finite: 0 }
+        Self {
+            cap,
+            values: VecDeque::with_capacity(cap.min(4096)),
+            abs_sum: 0.0,
+            finite: 0,
+        }
     }
     fn push(&mut self, v: f64) {
         if self.values.len() == self.cap {
@@ -178,14 +194,23 @@ impl Ring {
     /// The value `back` steps before the latest (0 = latest).
     fn ago(&self, back: usize) -> Option<f64> {
         let n = self.values.len();
-        (back < n).then(|| self.values[n - 1 - back]).filter(|v| v.is_finite())
+        (back < n)
+            .then(|| self.values[n - 1 - back])
+            .filter(|v| v.is_finite())
     }
     /// Copies the finite entries into `out` (reused between calls), every `stride`-th one
     /// counted back from the newest, so the quantiles of a long window cost a bounded sample.
     fn finite_into(&self, out: &mut Vec<f64>, max_sample: usize) {
         out.clear();
         let stride = self.values.len().div_ceil(max_sample.max(1)).max(1);
-        out.extend(self.values.iter().rev().step_by(stride).copied().filter(|v| v.is_finite()));
+        out.extend(
+            self.values
+                .iter()
+                .rev()
+                .step_by(stride)
+                .copied()
+                .filter(|v| v.is_finite()),
+        );
     }
 }
 
@@ -211,6 +236,12 @@ struct Workload {
     /// Each configured horizon in steps of this workload.
     horizons: Vec<usize>,
     last_issue: Option<i64>,
+}
+
+impl HasSlots for Workload {
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
+    }
 }
 
 /// The forecast stage.
@@ -250,10 +281,18 @@ pub fn quantiles_select(values: &mut [f64], levels: &[f64]) -> Vec<f64> {
         .iter()
         .map(|&q| {
             let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
-            let (lo, hi) = ((pos.floor() as usize).max(base), (pos.ceil() as usize).max(base));
+            let (lo, hi) = (
+                (pos.floor() as usize).max(base),
+                (pos.ceil() as usize).max(base),
+            );
             // values[..base] are all <= values[base..], so the lo-th smallest is in values[base..].
-            let (_, &mut a, right) = values[base..].select_nth_unstable_by(lo - base, f64::total_cmp);
-            let b = if hi > lo { right.iter().copied().min_by(f64::total_cmp).unwrap_or(a) } else { a };
+            let (_, &mut a, right) =
+                values[base..].select_nth_unstable_by(lo - base, f64::total_cmp);
+            let b = if hi > lo {
+                right.iter().copied().min_by(f64::total_cmp).unwrap_or(a)
+            } else {
+                a
+            };
             base = lo;
             a + (b - a) * (pos - pos.floor())
         })
@@ -266,7 +305,12 @@ fn steps_of(seconds: u64, step_ms: i64) -> usize {
 
 fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
     let season = steps_of(cfg.season_s, step_ms);
-    let longest = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).max().unwrap_or(1);
+    let longest = cfg
+        .horizons_s
+        .iter()
+        .map(|h| steps_of(*h, step_ms))
+        .max()
+        .unwrap_or(1);
     let n = cfg.horizons_s.len();
     Series {
         history: Ring::new(season + longest + 1),
@@ -289,7 +333,10 @@ impl Forecast {
     pub fn new(cfg: ForecastConfig, resources: Vec<ResourceMap>) -> Result<Self> {
         cfg.validate()?;
         if resources.is_empty() {
-            return Err(Error::config("resources", "map at least one resource to metrics"));
+            return Err(Error::config(
+                "resources",
+                "map at least one resource to metrics",
+            ));
         }
         for r in &resources {
             if r.metrics.is_empty() || !(r.capacity.is_finite() && r.capacity > 0.0) {
@@ -299,107 +346,152 @@ impl Forecast {
                 ));
             }
         }
-        Ok(Self { cfg, resources, workloads: Keyed::default(), scratch: Vec::new() })
+        Ok(Self {
+            cfg,
+            resources,
+            workloads: Keyed::default(),
+            scratch: Vec::new(),
+        })
     }
+}
 
-    /// Adds one step of resource values and, when due, forecasts.
-    fn observe(&mut self, id: usize, name: &str, time: i64, step_ms: i64, raw: &[f64], rows: &mut Rows) {
-        let (cfg, resources) = (&self.cfg, &self.resources);
-        let season = steps_of(cfg.season_s, step_ms);
-        let wk = &mut self.workloads.items[id];
-        if wk.series.is_empty() || wk.step_ms != step_ms {
-            wk.horizons = cfg.horizons_s.iter().map(|h| steps_of(*h, step_ms)).collect();
-            wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
-            wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
-            wk.step_ms = step_ms;
+/// Adds one step of a workload's resource values and, when due, forecasts.
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    cfg: &ForecastConfig,
+    resources: &[ResourceMap],
+    scratch: &mut Vec<f64>,
+    wk: &mut Workload,
+    name: &str,
+    time: i64,
+    step_ms: i64,
+    raw: &[f64],
+    rows: &mut Rows,
+) {
+    let season = steps_of(cfg.season_s, step_ms);
+    if wk.series.is_empty() || wk.step_ms != step_ms {
+        wk.horizons = cfg
+            .horizons_s
+            .iter()
+            .map(|h| steps_of(*h, step_ms))
+            .collect();
+        wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
+        wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
+        wk.step_ms = step_ms;
+    }
+    if wk.res_slots.len() != resources.len() || wk.res_slots_at != wk.slots.len() {
+        // Resolve each resource's metrics to slots again only when new metrics appeared.
+        wk.res_slots = resources
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .iter()
+                    .filter_map(|m| wk.slots.names.iter().position(|n| n == m))
+                    .collect()
+            })
+            .collect();
+        wk.res_slots_at = wk.slots.len();
+    }
+    for (ri, res) in resources.iter().enumerate() {
+        if !wk.applies[ri] {
+            continue;
         }
-        if wk.res_slots.len() != resources.len() || wk.res_slots_at != wk.slots.len() {
-            // Resolve each resource's metrics to slots again only when new metrics appeared.
-            wk.res_slots = resources
-                .iter()
-                .map(|r| r.metrics.iter().filter_map(|m| wk.slots.names.iter().position(|n| n == m)).collect())
-                .collect();
-            wk.res_slots_at = wk.slots.len();
-        }
-        for (ri, res) in resources.iter().enumerate() {
-            if !wk.applies[ri] {
-                continue;
-            }
-            let (mut sum, mut n) = (0.0, 0usize);
-            for &slot in &wk.res_slots[ri] {
-                if let Some(v) = raw.get(slot).copied().filter(|v| v.is_finite()) {
-                    sum += v;
-                    n += 1;
-                }
-            }
-            let y = if n == 0 { f64::NAN } else { sum / n as f64 * res.capacity };
-            let s = &mut wk.series[ri];
-            s.history.push(y);
-            if y.is_finite() {
-                for (hi, &h) in wk.horizons.iter().enumerate() {
-                    if let Some(p) = s.history.ago(h) {
-                        s.err_persist[hi].push(y - p);
-                    }
-                    if h <= season {
-                        if let Some(p) = s.history.ago(season) {
-                            s.err_seasonal[hi].push(y - p);
-                        }
-                    }
-                }
+        let (mut sum, mut n) = (0.0, 0usize);
+        for &slot in &wk.res_slots[ri] {
+            if let Some(v) = raw.get(slot).copied().filter(|v| v.is_finite()) {
+                sum += v;
+                n += 1;
             }
         }
-        let every = cfg.every_s as i64 * 1000;
-        let due = wk.last_issue.is_none_or(|last| time - last >= every) && time.rem_euclid(every) < step_ms;
-        if !due {
-            return;
-        }
-        wk.last_issue = Some(time);
-        for (ri, res) in resources.iter().enumerate() {
-            if !wk.applies[ri] {
-                continue;
-            }
-            let s = &wk.series[ri];
-            let Some(last) = s.history.ago(0) else { continue };
+        let y = if n == 0 {
+            f64::NAN
+        } else {
+            sum / n as f64 * res.capacity
+        };
+        let s = &mut wk.series[ri];
+        s.history.push(y);
+        if y.is_finite() {
             for (hi, &h) in wk.horizons.iter().enumerate() {
-                let seasonal_point = if h <= season { s.history.ago(season - h) } else { None };
-                let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
-                let (model, point, errs, fallback) = match seasonal_point {
-                    Some(sp) if es.finite >= cfg.min_residuals => {
-                        if es.mae() < ep.mae() || ep.finite < cfg.min_residuals {
-                            (Model::SeasonalNaive, sp, es, None)
-                        } else {
-                            (Model::Persistence, last, ep, None)
-                        }
+                if let Some(p) = s.history.ago(h) {
+                    s.err_persist[hi].push(y - p);
+                }
+                if h <= season {
+                    if let Some(p) = s.history.ago(season) {
+                        s.err_seasonal[hi].push(y - p);
                     }
-                    _ => (Model::Persistence, last, ep, Some("history shorter than a season: seasonal naive cannot run")),
-                };
-                let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
-                    errs.finite_into(&mut self.scratch, cfg.quantile_sample);
-                    let v = quantiles_select(&mut self.scratch, &cfg.quantiles)
-                        .into_iter()
-                        .map(|e| (point + e).max(0.0))
-                        .collect();
-                    (v, Some(errs.mae()), fallback.map(String::from))
-                } else {
-                    let v = vec![point.max(0.0); cfg.quantiles.len()];
-                    let why = "too little history for intervals: quantiles are the point forecast";
-                    (v, None, Some(fallback.map_or(why.to_string(), |f| format!("{f}; {why}"))))
-                };
-                rows.issued.push(time);
-                rows.target.push(time + cfg.horizons_s[hi] as i64 * 1000);
-                rows.workload.push(name.to_string());
-                rows.resource.push(res.name.clone());
-                rows.unit.push(res.unit.clone());
-                rows.horizon.push(cfg.horizons_s[hi] as i64);
-                rows.levels.push(cfg.quantiles.clone());
-                rows.values.push(values);
-                rows.model.push(model.name());
-                rows.score.push(score);
-                rows.fallback.push(fallback);
+                }
             }
         }
     }
+    let every = cfg.every_s as i64 * 1000;
+    let due =
+        wk.last_issue.is_none_or(|last| time - last >= every) && time.rem_euclid(every) < step_ms;
+    if !due {
+        return;
+    }
+    wk.last_issue = Some(time);
+    for (ri, res) in resources.iter().enumerate() {
+        if !wk.applies[ri] {
+            continue;
+        }
+        let s = &wk.series[ri];
+        let Some(last) = s.history.ago(0) else {
+            continue;
+        };
+        for (hi, &h) in wk.horizons.iter().enumerate() {
+            let seasonal_point = if h <= season {
+                s.history.ago(season - h)
+            } else {
+                None
+            };
+            let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
+            let (model, point, errs, fallback) = match seasonal_point {
+                Some(sp) if es.finite >= cfg.min_residuals => {
+                    if es.mae() < ep.mae() || ep.finite < cfg.min_residuals {
+                        (Model::SeasonalNaive, sp, es, None)
+                    } else {
+                        (Model::Persistence, last, ep, None)
+                    }
+                }
+                _ => (
+                    Model::Persistence,
+                    last,
+                    ep,
+                    Some("history shorter than a season: seasonal naive cannot run"),
+                ),
+            };
+            let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
+                errs.finite_into(scratch, cfg.quantile_sample);
+                let v = quantiles_select(scratch, &cfg.quantiles)
+                    .into_iter()
+                    .map(|e| (point + e).max(0.0))
+                    .collect();
+                (v, Some(errs.mae()), fallback.map(String::from))
+            } else {
+                let v = vec![point.max(0.0); cfg.quantiles.len()];
+                let why = "too little history for intervals: quantiles are the point forecast";
+                (
+                    v,
+                    None,
+                    Some(fallback.map_or(why.to_string(), |f| format!("{f}; {why}"))),
+                )
+            };
+            rows.issued.push(time);
+            rows.target.push(time + cfg.horizons_s[hi] as i64 * 1000);
+            rows.workload.push(name.to_string());
+            rows.resource.push(res.name.clone());
+            rows.unit.push(res.unit.clone());
+            rows.horizon.push(cfg.horizons_s[hi] as i64);
+            rows.levels.push(cfg.quantiles.clone());
+            rows.values.push(values);
+            rows.model.push(model.name());
+            rows.score.push(score);
+            rows.fallback.push(fallback);
+        }
+    }
+}
 
+impl Forecast {
     fn finish(rows: Rows) -> Result<RecordBatch> {
         let n = rows.issued.len();
         let columns: Vec<ArrayRef> = vec![
@@ -434,19 +526,30 @@ impl Stage for Forecast {
         vec![Topic::Forecasts]
     }
 
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        _ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
-        let mut cache = KeyCache::default();
         let mut rows = Rows::default();
-        let (mut scaled, mut raw) = (Vec::new(), Vec::new());
-        let mut ids = Vec::new();
-        for step in nb.steps() {
-            let id = self.workloads.id_for(&mut ids, &step);
-            let wk = &mut self.workloads.items[id];
-            let map = cache.get(step.workload_key, &mut wk.slots, nb.metric_dict());
-            nb.dense(&step, map, wk.slots.len(), &mut scaled, &mut raw);
-            self.observe(id, step.workload, step.time, step.step_ms, &raw, &mut rows);
-        }
+        let (cfg, resources, scratch) = (&self.cfg, &self.resources, &mut self.scratch);
+        nb.for_each_dense(&mut self.workloads, |d| {
+            observe(
+                cfg,
+                resources,
+                scratch,
+                d.state,
+                d.step.workload,
+                d.step.time,
+                d.step.step_ms,
+                d.raw,
+                &mut rows,
+            );
+            Ok(())
+        })?;
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
         }

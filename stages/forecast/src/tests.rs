@@ -8,14 +8,22 @@ use wfe_normalise::testing::normalised;
 use super::*;
 
 fn cpu() -> Vec<ResourceMap> {
-    vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0, workload_prefix: None }]
+    vec![ResourceMap {
+        name: "cpu".into(),
+        metrics: vec!["m00".into()],
+        unit: "vcpu".into(),
+        capacity: 64.0,
+        workload_prefix: None,
+    }]
 }
 
 fn run(stage: &mut Forecast, batches: &[RecordBatch]) -> VecCollector {
     let mut out = VecCollector::new();
     let mut ctx = Context::new("forecast");
     for b in batches {
-        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
     }
     stage.flush(&mut ctx, &mut out).unwrap();
     out
@@ -57,7 +65,10 @@ fn rows(out: &VecCollector) -> Vec<Row> {
 #[test]
 fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
     let norm = normalised("smd", &["machine-1-6"], usize::MAX);
-    let out = run(&mut Forecast::new(ForecastConfig::default(), cpu()).unwrap(), &norm);
+    let out = run(
+        &mut Forecast::new(ForecastConfig::default(), cpu()).unwrap(),
+        &norm,
+    );
     let rows = rows(&out);
     // Actual CPU (vCPU) by time.
     let mut actual = HashMap::new();
@@ -73,10 +84,17 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
     }
     let steps = actual.len();
     assert_eq!(rows.len(), 2 * (steps / 60), "one row per hour and horizon");
-    assert!(rows[0].fallback.is_some(), "the first day has no season to look back on");
+    assert!(
+        rows[0].fallback.is_some(),
+        "the first day has no season to look back on"
+    );
     let (mut inside, mut total) = (0, 0);
     for r in &rows {
-        assert!(r.values.windows(2).all(|w| w[0] <= w[1]) && r.values[0] >= 0.0, "{:?}", r.values);
+        assert!(
+            r.values.windows(2).all(|w| w[0] <= w[1]) && r.values[0] >= 0.0,
+            "{:?}",
+            r.values
+        );
         assert!(r.model == "persistence" || r.model == "seasonal-naive");
         if r.horizon == 3600 && r.fallback.is_none() {
             if let Some(a) = actual.get(&r.target) {
@@ -85,26 +103,53 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
             }
         }
     }
-    assert!(rows.iter().filter(|r| r.fallback.is_none()).all(|r| r.score.is_some_and(|s| s >= 0.0)));
+    assert!(
+        rows.iter()
+            .filter(|r| r.fallback.is_none())
+            .all(|r| r.score.is_some_and(|s| s >= 0.0))
+    );
     let coverage = inside as f64 / total as f64;
-    assert!(total > 500 && (0.6..=0.97).contains(&coverage), "80% interval covered {coverage:.3} of {total}");
-    assert!(rows.iter().any(|r| r.model == "seasonal-naive") || rows.iter().all(|r| r.model == "persistence"));
+    assert!(
+        total > 500 && (0.6..=0.97).contains(&coverage),
+        "80% interval covered {coverage:.3} of {total}"
+    );
+    assert!(
+        rows.iter().any(|r| r.model == "seasonal-naive")
+            || rows.iter().all(|r| r.model == "persistence")
+    );
 }
 
 #[test]
 fn short_history_falls_back_and_says_so() {
     let norm = normalised("asd", &["omi-4"], 1); // 1024 steps of 5 min: less than 4 days
-    let cfg = ForecastConfig { season_s: 7 * 86_400, ..Default::default() };
+    let cfg = ForecastConfig {
+        season_s: 7 * 86_400,
+        ..Default::default()
+    };
     let rows = rows(&run(&mut Forecast::new(cfg, cpu()).unwrap(), &norm));
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| r.model == "persistence" && r.fallback.as_deref().unwrap_or("").contains("season")));
+    assert!(rows.iter().all(
+        |r| r.model == "persistence" && r.fallback.as_deref().unwrap_or("").contains("season")
+    ));
 }
 
 #[test]
 fn bad_settings_are_config_errors() {
     let bad = |c: ForecastConfig| Forecast::new(c, cpu()).err().unwrap().to_string();
-    assert!(bad(ForecastConfig { quantiles: vec![0.9, 0.1], ..Default::default() }).contains("quantiles"));
-    assert!(bad(ForecastConfig { horizons_s: vec![], ..Default::default() }).contains("horizons"));
+    assert!(
+        bad(ForecastConfig {
+            quantiles: vec![0.9, 0.1],
+            ..Default::default()
+        })
+        .contains("quantiles")
+    );
+    assert!(
+        bad(ForecastConfig {
+            horizons_s: vec![],
+            ..Default::default()
+        })
+        .contains("horizons")
+    );
     assert!(Forecast::new(ForecastConfig::default(), vec![]).is_err());
     let mut r = cpu();
     r[0].capacity = f64::NAN;

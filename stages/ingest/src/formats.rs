@@ -36,9 +36,17 @@ pub(crate) trait ChunkReader: Send {
     fn next_chunk(&mut self) -> Result<Option<Chunk>>;
 }
 
-pub(crate) fn open(path: &Path, cfg: &SourceConfig, ts_scale: i64, strict: bool) -> Result<Box<dyn ChunkReader>> {
+pub(crate) fn open(
+    path: &Path,
+    cfg: &SourceConfig,
+    ts_scale: i64,
+    strict: bool,
+) -> Result<Box<dyn ChunkReader>> {
     let display = path.display().to_string();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let format = match cfg.format {
         Format::Auto if name.ends_with(".parquet") => Format::Parquet,
         Format::Auto if name.ends_with(".arrow") || name.ends_with(".ipc") => Format::Ipc,
@@ -53,11 +61,16 @@ pub(crate) fn open(path: &Path, cfg: &SourceConfig, ts_scale: i64, strict: bool)
         Format::Ipc => ArrowFileReader::ipc(path, file, ts_scale),
         _ => {
             let read: Box<dyn Read + Send> = if name.ends_with(".gz") {
-                Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)))
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+                    1 << 16,
+                    file,
+                )))
             } else {
                 Box::new(file)
             };
-            Ok(Box::new(CsvReader::new(path, read, format, cfg, ts_scale, strict)?))
+            Ok(Box::new(CsvReader::new(
+                path, read, format, cfg, ts_scale, strict,
+            )?))
         }
     }
 }
@@ -161,8 +174,13 @@ impl CsvReader {
         let display = path.display().to_string();
         let mut reader = LineRecords::new(read);
         let mut first = Record::default();
-        let header: Vec<String> = if reader.next(&mut first).map_err(|e| Error::io(&display, e))? {
-            (0..first.len()).map(|i| String::from_utf8_lossy(&first[i]).trim().to_string()).collect()
+        let header: Vec<String> = if reader
+            .next(&mut first)
+            .map_err(|e| Error::io(&display, e))?
+        {
+            (0..first.len())
+                .map(|i| String::from_utf8_lossy(&first[i]).trim().to_string())
+                .collect()
         } else {
             vec![]
         };
@@ -191,7 +209,11 @@ impl CsvReader {
         if header.len() < need || (layout != detected && layout != Layout::Wide) {
             return Err(Error::bad_input(
                 format!("{display}:1"),
-                format!("header `{}` does not fit the {:?} layout", header.join(","), format),
+                format!(
+                    "header `{}` does not fit the {:?} layout",
+                    header.join(","),
+                    format
+                ),
             ));
         }
         let workload = cfg.workload.clone().unwrap_or_else(|| entity_of(path));
@@ -226,7 +248,11 @@ impl CsvReader {
         if self.strict {
             return Err(Error::bad_input(location, message));
         }
-        rejected.push(Rejection { kind, location, message });
+        rejected.push(Rejection {
+            kind,
+            location,
+            message,
+        });
         Ok(())
     }
 
@@ -236,7 +262,8 @@ impl CsvReader {
             return v.checked_mul(self.ts_scale);
         }
         let v: f64 = fast_float2::parse(s).ok()?;
-        v.is_finite().then(|| (v * self.ts_scale as f64).round() as i64)
+        v.is_finite()
+            .then(|| (v * self.ts_scale as f64).round() as i64)
     }
 }
 
@@ -244,13 +271,16 @@ impl CsvReader {
 /// an exact shortcut (an integer of at most 15 digits divided by a power of ten is correctly
 /// rounded, so the result equals a full parse); anything else goes to fast-float2.
 fn parse_f64(field: &[u8]) -> Result<f64, ()> {
-    const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
     let (neg, digits) = match field.first() {
         Some(b'-') => (true, &field[1..]),
         _ => (false, field),
     };
     if !digits.is_empty() && digits.len() <= 16 {
-        let (mut mantissa, mut count, mut frac, mut dot, mut ok) = (0u64, 0usize, 0usize, false, true);
+        let (mut mantissa, mut count, mut frac, mut dot, mut ok) =
+            (0u64, 0usize, 0usize, false, true);
         for &c in digits {
             match c {
                 b'0'..=b'9' => {
@@ -311,7 +341,10 @@ struct LineRecords {
 
 impl LineRecords {
     fn new(read: Box<dyn Read + Send>) -> Self {
-        Self { input: Box::new(BufReader::with_capacity(1 << 16, read)), line: 0 }
+        Self {
+            input: Box::new(BufReader::with_capacity(1 << 16, read)),
+            line: 0,
+        }
     }
 
     /// Reads the next non-empty record into `rec`; false at the end of input.
@@ -331,9 +364,13 @@ impl LineRecords {
                 continue;
             }
             if rec.buf.contains(&b'"') {
-                let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(&rec.buf[..]);
+                let mut r = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(&rec.buf[..]);
                 let mut quoted = csv::ByteRecord::new();
-                r.read_byte_record(&mut quoted).map_err(std::io::Error::other)?;
+                r.read_byte_record(&mut quoted)
+                    .map_err(std::io::Error::other)?;
                 let mut buf = Vec::with_capacity(rec.buf.len());
                 for f in quoted.iter() {
                     rec.fields.push((buf.len(), buf.len() + f.len()));
@@ -370,7 +407,11 @@ impl ChunkReader for CsvReader {
             Layout::Wide => 1,
             Layout::Long => 3,
         };
-        let rows = if self.layout == Layout::Long { CHUNK_ROWS * 64 } else { CHUNK_ROWS };
+        let rows = if self.layout == Layout::Long {
+            CHUNK_ROWS * 64
+        } else {
+            CHUNK_ROWS
+        };
         let mut b = RawBuilder::with_capacity(rows * (width - first_metric).max(1));
         let mut rejected = Vec::new();
         let wl = b.workloads.key(&self.workload.clone());
@@ -382,7 +423,10 @@ impl ChunkReader for CsvReader {
         let mut n = 0;
         let mut last_label: Option<(Vec<u8>, Vec<u8>, i32)> = None;
         while n < rows {
-            let more = self.reader.next(&mut self.record).map_err(|e| Error::io(&self.path, e))?;
+            let more = self
+                .reader
+                .next(&mut self.record)
+                .map_err(|e| Error::io(&self.path, e))?;
             if !more {
                 self.done = true;
                 break;
@@ -391,7 +435,12 @@ impl ChunkReader for CsvReader {
             let line = self.record.line;
             if self.record.len() != width {
                 let msg = format!("expected {width} columns, found {}", self.record.len());
-                self.reject(&mut rejected, "column_count", format!("{}:{line}", self.path), msg)?;
+                self.reject(
+                    &mut rejected,
+                    "column_count",
+                    format!("{}:{line}", self.path),
+                    msg,
+                )?;
                 continue;
             }
             let Some(ts) = self.parse_ts(&self.record[0]) else {
@@ -424,7 +473,9 @@ impl ChunkReader for CsvReader {
                         // only when they change.
                         let (split, lab) = (&self.record[1], &self.record[2]);
                         match &last_label {
-                            Some((s, l, k)) if s.as_slice() == split && l.as_slice() == lab => Some(*k),
+                            Some((s, l, k)) if s.as_slice() == split && l.as_slice() == lab => {
+                                Some(*k)
+                            }
                             _ => {
                                 let split_s = std::str::from_utf8(split).unwrap_or("").trim();
                                 let lab_s = std::str::from_utf8(lab).unwrap_or("").trim();
@@ -445,14 +496,27 @@ impl ChunkReader for CsvReader {
                         let field = self.record[col].trim_ascii();
                         if field.is_empty() {
                             let msg = "empty value: sample skipped".to_string();
-                            self.reject(&mut rejected, "empty_value", self.location(line, col), msg)?;
+                            self.reject(
+                                &mut rejected,
+                                "empty_value",
+                                self.location(line, col),
+                                msg,
+                            )?;
                             continue;
                         }
                         match parse_f64(field) {
                             Ok(v) => b.push(ts, wl, (col - first_metric) as i32, v, label),
                             Err(_) => {
-                                let msg = format!("value `{}` is not a number: sample skipped", text(field));
-                                self.reject(&mut rejected, "non_numeric", self.location(line, col), msg)?;
+                                let msg = format!(
+                                    "value `{}` is not a number: sample skipped",
+                                    text(field)
+                                );
+                                self.reject(
+                                    &mut rejected,
+                                    "non_numeric",
+                                    self.location(line, col),
+                                    msg,
+                                )?;
                             }
                         }
                     }
@@ -466,18 +530,27 @@ impl ChunkReader for CsvReader {
             if self.done {
                 // Only rejections left: report them on an empty chunk.
                 let batch = RecordBatch::new_empty(Topic::MetricsRaw.schema());
-                return Ok(Some(Chunk { batch, first_ts: i64::MAX, rejected }));
+                return Ok(Some(Chunk {
+                    batch,
+                    first_ts: i64::MAX,
+                    rejected,
+                }));
             }
         }
         let first_ts = b.ts.first().copied().unwrap_or(i64::MAX);
-        Ok(Some(Chunk { batch: b.finish()?, first_ts, rejected }))
+        Ok(Some(Chunk {
+            batch: b.finish()?,
+            first_ts,
+            rejected,
+        }))
     }
 }
 
 /// Parquet and Arrow IPC files holding the `metrics.raw` columns.
 struct ArrowFileReader {
     path: String,
-    batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
+    batches:
+        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
     ts_scale: i64,
 }
 
@@ -487,14 +560,26 @@ impl ArrowFileReader {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
             .map_err(|e| Error::bad_input(&display, format!("not a readable Parquet file: {e}")))?;
-        Ok(Box::new(Self { path: display, batches: Box::new(reader), ts_scale }))
+        Ok(Box::new(Self {
+            path: display,
+            batches: Box::new(reader),
+            ts_scale,
+        }))
     }
 
     fn ipc(path: &Path, file: File, ts_scale: i64) -> Result<Box<dyn ChunkReader>> {
         let display = path.display().to_string();
-        let reader = open_ipc(PathBuf::from(path), file)
-            .map_err(|e| Error::bad_input(&display, format!("not a readable Arrow IPC file or stream: {e}")))?;
-        Ok(Box::new(Self { path: display, batches: reader, ts_scale }))
+        let reader = open_ipc(PathBuf::from(path), file).map_err(|e| {
+            Error::bad_input(
+                &display,
+                format!("not a readable Arrow IPC file or stream: {e}"),
+            )
+        })?;
+        Ok(Box::new(Self {
+            path: display,
+            batches: reader,
+            ts_scale,
+        }))
     }
 
     fn convert(&self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -509,7 +594,8 @@ impl ArrowFileReader {
             )
         };
         let cast = |a: &ArrayRef, to: &DataType, what: &str| {
-            arrow_cast::cast(a, to).map_err(|e| Error::bad_input(&self.path, format!("column `{what}`: {e}")))
+            arrow_cast::cast(a, to)
+                .map_err(|e| Error::bad_input(&self.path, format!("column `{what}`: {e}")))
         };
         let ts = get(&["event_time", "timestamp"]).ok_or_else(|| missing("event_time"))?;
         let ts = match ts.data_type() {
@@ -525,16 +611,34 @@ impl ArrowFileReader {
             }
         };
         if ts.null_count() > 0 {
-            return Err(Error::bad_input(&self.path, "column `event_time` has nulls"));
+            return Err(Error::bad_input(
+                &self.path,
+                "column `event_time` has nulls",
+            ));
         }
-        let workload = cast(&get(&["workload"]).ok_or_else(|| missing("workload"))?, &dict_type(), "workload")?;
-        let metric = cast(&get(&["metric"]).ok_or_else(|| missing("metric"))?, &dict_type(), "metric")?;
-        let value = cast(&get(&["value"]).ok_or_else(|| missing("value"))?, &DataType::Float64, "value")?;
+        let workload = cast(
+            &get(&["workload"]).ok_or_else(|| missing("workload"))?,
+            &dict_type(),
+            "workload",
+        )?;
+        let metric = cast(
+            &get(&["metric"]).ok_or_else(|| missing("metric"))?,
+            &dict_type(),
+            "metric",
+        )?;
+        let value = cast(
+            &get(&["value"]).ok_or_else(|| missing("value"))?,
+            &DataType::Float64,
+            "value",
+        )?;
         let labels = match get(&["labels"]) {
             Some(l) => cast(&l, &dict_type(), "labels")?,
             None => arrow_array::new_null_array(&dict_type(), batch.num_rows()),
         };
-        Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), vec![ts, workload, metric, value, labels])?)
+        Ok(RecordBatch::try_new(
+            Topic::MetricsRaw.schema(),
+            vec![ts, workload, metric, value, labels],
+        )?)
     }
 }
 
@@ -550,7 +654,10 @@ fn open_ipc(
         Ok(r) => Ok(Box::new(r)),
         Err(_) => {
             let file = File::open(&path)?;
-            Ok(Box::new(arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)?))
+            Ok(Box::new(arrow_ipc::reader::StreamReader::try_new(
+                BufReader::new(file),
+                None,
+            )?))
         }
     }
 }
@@ -564,7 +671,11 @@ impl ChunkReader for ArrowFileReader {
                 let batch = self.convert(&batch)?;
                 let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
                 let first_ts = ts.values().first().copied().unwrap_or(i64::MAX);
-                Ok(Some(Chunk { batch, first_ts, rejected: vec![] }))
+                Ok(Some(Chunk {
+                    batch,
+                    first_ts,
+                    rejected: vec![],
+                }))
             }
         }
     }

@@ -20,9 +20,9 @@
 
 mod formats;
 
-use std::path::{Path, PathBuf};
 #[cfg(test)]
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde::Deserialize;
@@ -59,21 +59,33 @@ fn default_unit() -> String {
 
 impl SourceConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), format: Format::Auto, workload: None, timestamp_unit: default_unit(), only: vec![] }
+        Self {
+            path: path.into(),
+            format: Format::Auto,
+            workload: None,
+            timestamp_unit: default_unit(),
+            only: vec![],
+        }
     }
 
     fn ts_scale(&self) -> Result<i64> {
         match self.timestamp_unit.as_str() {
             "s" => Ok(1000),
             "ms" => Ok(1),
-            other => Err(Error::config("sources.timestamp_unit", format!("`{other}` is not `s` or `ms`"))),
+            other => Err(Error::config(
+                "sources.timestamp_unit",
+                format!("`{other}` is not `s` or `ms`"),
+            )),
         }
     }
 }
 
 /// The file name without `.csv.gz`, `.csv`, `.parquet`, `.arrow` or `.ipc`.
 pub fn entity_of(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for ext in [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"] {
         if let Some(stem) = name.strip_suffix(ext) {
             return stem.to_string();
@@ -83,15 +95,21 @@ pub fn entity_of(path: &Path) -> String {
 }
 
 fn is_data_file(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"].iter().any(|e| name.ends_with(e))
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 /// Expands the configured sources to the list of files, sorted, with their config.
 pub fn expand(sources: &[SourceConfig]) -> Result<Vec<(PathBuf, SourceConfig)>> {
     let mut files = Vec::new();
     for src in sources {
-        let meta = std::fs::metadata(&src.path).map_err(|e| Error::io(src.path.display().to_string(), e))?;
+        let meta = std::fs::metadata(&src.path)
+            .map_err(|e| Error::io(src.path.display().to_string(), e))?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&src.path)
                 .map_err(|e| Error::io(src.path.display().to_string(), e))?
@@ -153,7 +171,11 @@ impl FileSource {
     /// a file's content surface from [`Source::next_batch`].
     pub fn open(sources: &[SourceConfig], strict: bool) -> Result<Self> {
         let files = expand(sources)?;
-        let label = sources.iter().map(|s| s.path.display().to_string()).collect::<Vec<_>>().join(", ");
+        let label = sources
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut lanes = Vec::with_capacity(files.len());
         for (path, cfg) in files.iter().cloned() {
             let scale = cfg.ts_scale()?;
@@ -162,9 +184,18 @@ impl FileSource {
                 .name(format!("ingest-{}", entity_of(&path)))
                 .spawn(move || read_file(path, cfg, scale, strict, tx))
                 .map_err(|e| Error::io("ingest thread", e))?;
-            lanes.push(Lane { rx, head: None, done: false });
+            lanes.push(Lane {
+                rx,
+                head: None,
+                done: false,
+            });
         }
-        Ok(Self { files: lanes.len(), lanes, finished: 0, label })
+        Ok(Self {
+            files: lanes.len(),
+            lanes,
+            finished: 0,
+            label,
+        })
     }
 }
 
@@ -189,7 +220,11 @@ impl Source for FileSource {
 
     fn next_batch(&mut self, ctx: &mut Context) -> Result<Option<RecordBatch>> {
         // Fill every lane's head, then take the one with the earliest event time.
-        for lane in self.lanes.iter_mut().filter(|l| l.head.is_none() && !l.done) {
+        for lane in self
+            .lanes
+            .iter_mut()
+            .filter(|l| l.head.is_none() && !l.done)
+        {
             match lane.rx.recv() {
                 Ok(Msg::Chunk(c)) => lane.head = Some(c),
                 Ok(Msg::Failed(e)) => {
@@ -210,7 +245,12 @@ impl Source for FileSource {
             .and_then(|l| l.head.take());
         Ok(next.map(|chunk| {
             for r in &chunk.rejected {
-                ctx.event(Event::Rejected { kind: r.kind, location: &r.location, message: &r.message, count: 1 });
+                ctx.event(Event::Rejected {
+                    kind: r.kind,
+                    location: &r.location,
+                    message: &r.message,
+                    count: 1,
+                });
             }
             ctx.count("rows_out", chunk.batch.num_rows() as u64);
             chunk.batch

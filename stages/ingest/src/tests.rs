@@ -7,8 +7,14 @@ use super::*;
 
 pub(crate) fn shared_data() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let data = std::env::var_os("WFE_DATA").map(PathBuf::from).unwrap_or_else(|| here.join("../../../shared/data"));
-    assert!(data.join("smd").is_dir(), "shared data not found at {} (set WFE_DATA)", data.display());
+    let data = std::env::var_os("WFE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| here.join("../../../shared/data"));
+    assert!(
+        data.join("smd").is_dir(),
+        "shared data not found at {} (set WFE_DATA)",
+        data.display()
+    );
     data
 }
 
@@ -22,7 +28,10 @@ fn drain(src: &mut FileSource, ctx: &mut Context) -> Result<Vec<RecordBatch>> {
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
@@ -38,7 +47,10 @@ fn reads_an_smd_machine_with_labels() {
     let m = DictStrings::new(&first, "metric").unwrap();
     let l = DictStrings::new(&first, "labels").unwrap();
     assert_eq!(w.get(0), Some("machine-1-6"));
-    assert_eq!((m.get(0), m.get(37), m.get(38)), (Some("m00"), Some("m37"), Some("m00")));
+    assert_eq!(
+        (m.get(0), m.get(37), m.get(38)),
+        (Some("m00"), Some("m37"), Some("m00"))
+    );
     assert_eq!(labels::get(l.get(0).unwrap(), "split"), Some("train"));
     // First value of the file, as in its second line.
     assert!((f64s(&first, "value").unwrap().value(0) - 0.061728).abs() < 1e-9);
@@ -50,7 +62,9 @@ fn reads_an_smd_machine_with_labels() {
         .iter()
         .map(|b| {
             let l = DictStrings::new(b, "labels").unwrap();
-            (0..b.num_rows()).filter(|&i| l.get(i).and_then(|s| labels::get(s, "label")) == Some("1")).count()
+            (0..b.num_rows())
+                .filter(|&i| l.get(i).and_then(|s| labels::get(s, "label")) == Some("1"))
+                .count()
         })
         .sum::<usize>();
     assert!(anomalous > 0);
@@ -66,11 +80,26 @@ fn merges_files_by_event_time() {
     let batches = drain(&mut src, &mut ctx).unwrap();
     let firsts: Vec<i64> = batches
         .iter()
-        .map(|b| wfe_contract::columns::timestamps(b, "event_time").unwrap().value(0))
+        .map(|b| {
+            wfe_contract::columns::timestamps(b, "event_time")
+                .unwrap()
+                .value(0)
+        })
         .collect();
-    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "chunks are not in event-time order");
-    let names: std::collections::BTreeSet<String> =
-        batches.iter().map(|b| DictStrings::new(b, "workload").unwrap().get(0).unwrap().to_string()).collect();
+    assert!(
+        firsts.windows(2).all(|w| w[0] <= w[1]),
+        "chunks are not in event-time order"
+    );
+    let names: std::collections::BTreeSet<String> = batches
+        .iter()
+        .map(|b| {
+            DictStrings::new(b, "workload")
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(names.len(), 2);
 }
 
@@ -84,7 +113,11 @@ fn bad_rows_are_counted_and_skipped_with_their_location() {
     );
     let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
     let mut ctx = Context::new("ingest");
-    let rows: usize = drain(&mut src, &mut ctx).unwrap().iter().map(|b| b.num_rows()).sum();
+    let rows: usize = drain(&mut src, &mut ctx)
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
     // Good values: 2 (line 2) + 1 (line 3, mem) + 1 (line 6, mem) + 2 (line 7) = 6.
     assert_eq!(rows, 6);
     let c = ctx.counters();
@@ -97,22 +130,38 @@ fn bad_rows_are_counted_and_skipped_with_their_location() {
 #[test]
 fn strict_stops_at_the_first_bad_value_naming_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "w.csv", "timestamp,cpu,mem\n1,0.5,0.1\n2,0.3,oops\n");
+    let p = write(
+        dir.path(),
+        "w.csv",
+        "timestamp,cpu,mem\n1,0.5,0.1\n2,0.3,oops\n",
+    );
     let mut src = FileSource::open(&[SourceConfig::new(&p)], true).unwrap();
-    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
-    assert!(err.contains("w.csv:3:3 (mem)") && err.contains("`oops` is not a number"), "{err}");
+    let err = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("w.csv:3:3 (mem)") && err.contains("`oops` is not a number"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_and_empty_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let err = FileSource::open(&[SourceConfig::new(dir.path().join("nope.csv"))], false).err().unwrap();
+    let err = FileSource::open(&[SourceConfig::new(dir.path().join("nope.csv"))], false)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("nope.csv"), "{err}");
 
     let p = write(dir.path(), "empty.csv", "");
     let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
-    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
-    assert!(err.contains("empty.csv") && err.contains("empty file"), "{err}");
+    let err = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("empty.csv") && err.contains("empty file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,7 +182,12 @@ fn long_csv_keeps_workloads_and_metrics() {
     assert_eq!((w.get(0), w.get(1)), (Some("a"), Some("b")));
     // NaN passes ingest: normalise is where it is rejected and counted.
     assert!(f64s(b, "value").unwrap().value(2).is_nan());
-    assert_eq!(wfe_contract::columns::timestamps(b, "event_time").unwrap().value(0), 1000);
+    assert_eq!(
+        wfe_contract::columns::timestamps(b, "event_time")
+            .unwrap()
+            .value(0),
+        1000
+    );
 }
 
 #[test]
@@ -141,28 +195,46 @@ fn parquet_and_ipc_files_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write(dir.path(), "w.csv", "timestamp,cpu\n1,0.5\n2,0.6\n");
     let mut src = FileSource::open(&[SourceConfig::new(&csv)], true).unwrap();
-    let batch = src.next_batch(&mut Context::new("ingest")).unwrap().unwrap();
+    let batch = src
+        .next_batch(&mut Context::new("ingest"))
+        .unwrap()
+        .unwrap();
 
     let pq = dir.path().join("w2.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&pq).unwrap(), batch.schema(), None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(File::create(&pq).unwrap(), batch.schema(), None)
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     let ipc = dir.path().join("w3.arrow");
-    let mut w = arrow_ipc::writer::FileWriter::try_new(File::create(&ipc).unwrap(), &batch.schema()).unwrap();
+    let mut w =
+        arrow_ipc::writer::FileWriter::try_new(File::create(&ipc).unwrap(), &batch.schema())
+            .unwrap();
     w.write(&batch).unwrap();
     w.finish().unwrap();
 
     for p in [pq, ipc] {
         let mut src = FileSource::open(&[SourceConfig::new(&p)], true).unwrap();
-        let got = src.next_batch(&mut Context::new("ingest")).unwrap().unwrap();
+        let got = src
+            .next_batch(&mut Context::new("ingest"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.num_rows(), 2);
-        assert_eq!(f64s(&got, "value").unwrap().values(), f64s(&batch, "value").unwrap().values());
+        assert_eq!(
+            f64s(&got, "value").unwrap().values(),
+            f64s(&batch, "value").unwrap().values()
+        );
     }
 
     let bad = write(dir.path(), "bad.parquet", "not parquet at all");
     let mut src = FileSource::open(&[SourceConfig::new(&bad)], false).unwrap();
-    let err = drain(&mut src, &mut Context::new("ingest")).unwrap_err().to_string();
-    assert!(err.contains("bad.parquet") && err.contains("Parquet"), "{err}");
+    let err = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.parquet") && err.contains("Parquet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -176,23 +248,49 @@ fn quoted_fields_and_crlf_lines_parse() {
     let mut cfg = SourceConfig::new(&p);
     cfg.timestamp_unit = "ms".into();
     let mut src = FileSource::open(&[cfg], true).unwrap();
-    let b = drain(&mut src, &mut Context::new("ingest")).unwrap().remove(0);
+    let b = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap()
+        .remove(0);
     let w = DictStrings::new(&b, "workload").unwrap();
-    assert_eq!((b.num_rows(), w.get(0), w.get(1)), (2, Some("web,eu"), Some("web,eu")));
+    assert_eq!(
+        (b.num_rows(), w.get(0), w.get(1)),
+        (2, Some("web,eu"), Some("web,eu"))
+    );
     assert_eq!(f64s(&b, "value").unwrap().values(), &[0.5, 0.75]);
 }
 
 #[test]
 fn the_decimal_shortcut_equals_a_full_parse() {
     let cases = [
-        "0.061728", "0", "12", "-3.5", "0.1", "0.3", "123456789012345", "1234567890.12345", "1e-5", "NaN",
-        "inf", "-0.0", ".5", "5.", "0.000000000000001", "9007199254740993", "1.7976931348623157", "abc", "1.2.3", "-",
+        "0.061728",
+        "0",
+        "12",
+        "-3.5",
+        "0.1",
+        "0.3",
+        "123456789012345",
+        "1234567890.12345",
+        "1e-5",
+        "NaN",
+        "inf",
+        "-0.0",
+        ".5",
+        "5.",
+        "0.000000000000001",
+        "9007199254740993",
+        "1.7976931348623157",
+        "abc",
+        "1.2.3",
+        "-",
     ];
     for c in cases {
         let full = fast_float2::parse::<f64, _>(c.as_bytes()).ok();
         let fast = super::formats::parse_f64_for_tests(c.as_bytes());
         match (full, fast) {
-            (Some(a), Some(b)) => assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{c}: {a} vs {b}"),
+            (Some(a), Some(b)) => assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{c}: {a} vs {b}"
+            ),
             (None, None) => {}
             other => panic!("{c}: {other:?}"),
         }

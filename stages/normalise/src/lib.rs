@@ -22,10 +22,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use arrow_buffer::NullBuffer;
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use arrow_buffer::NullBuffer;
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps};
+use wfe_contract::columns::{
+    DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps,
+};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -117,7 +119,11 @@ impl Scaler {
     /// Offset and range to scale by; a constant or unseen metric keeps its raw offset from 0.
     fn lo_range(&self) -> (f64, f64) {
         let lo = if self.lo.is_finite() { self.lo } else { 0.0 };
-        let range = if self.hi > self.lo && self.lo.is_finite() { self.hi - self.lo } else { 1.0 };
+        let range = if self.hi > self.lo && self.lo.is_finite() {
+            self.hi - self.lo
+        } else {
+            1.0
+        };
         (lo, range)
     }
 }
@@ -168,7 +174,12 @@ struct Names {
 impl Names {
     fn id(&mut self, s: &str) -> u32 {
         if self.index.len() != self.names.len() {
-            self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+            self.index = self
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i as u32))
+                .collect();
         }
         if let Some(&i) = self.index.get(s) {
             return i;
@@ -237,15 +248,28 @@ impl Out {
 impl Normalise {
     pub fn new(cfg: NormaliseConfig) -> Result<Self> {
         if cfg.fill_steps > cfg.max_gap_steps {
-            return Err(Error::config("stages.normalise.fill_steps", "must not exceed max_gap_steps"));
+            return Err(Error::config(
+                "stages.normalise.fill_steps",
+                "must not exceed max_gap_steps",
+            ));
         }
         if cfg.step_s == Some(0) {
             return Err(Error::config("stages.normalise.step_s", "must be positive"));
         }
-        Ok(Self { cfg, state: State::default(), cells: Vec::new(), train_of: Vec::new() })
+        Ok(Self {
+            cfg,
+            state: State::default(),
+            cells: Vec::new(),
+            train_of: Vec::new(),
+        })
     }
 
-    fn ingest_batch(&mut self, batch: &RecordBatch, ctx: &mut Context, out: &mut Out) -> Result<()> {
+    fn ingest_batch(
+        &mut self,
+        batch: &RecordBatch,
+        ctx: &mut Context,
+        out: &mut Out,
+    ) -> Result<()> {
         let time = timestamps(batch, "event_time")?.values();
         let wl = DictStrings::new(batch, "workload")?;
         let met = DictStrings::new(batch, "metric")?;
@@ -253,9 +277,21 @@ impl Normalise {
         let vals = f64s(batch, "value")?;
         // Map this batch's dictionary keys to the stage's ids once, not per row.
         let st = &mut self.state;
-        let wl_ids: Vec<u32> = wl.dictionary().iter().map(|s| st.workload_names.id(s.unwrap_or(""))).collect();
-        let met_ids: Vec<u32> = met.dictionary().iter().map(|s| st.metric_names.id(s.unwrap_or(""))).collect();
-        let lab_ids: Vec<u32> = lab.dictionary().iter().map(|s| st.label_names.id(s.unwrap_or(""))).collect();
+        let wl_ids: Vec<u32> = wl
+            .dictionary()
+            .iter()
+            .map(|s| st.workload_names.id(s.unwrap_or("")))
+            .collect();
+        let met_ids: Vec<u32> = met
+            .dictionary()
+            .iter()
+            .map(|s| st.metric_names.id(s.unwrap_or("")))
+            .collect();
+        let lab_ids: Vec<u32> = lab
+            .dictionary()
+            .iter()
+            .map(|s| st.label_names.id(s.unwrap_or("")))
+            .collect();
         let (wkeys, mkeys, lkeys) = (wl.keys(), met.keys(), lab.keys());
         let nulls = vals.nulls().cloned();
         let values = vals.values();
@@ -266,24 +302,46 @@ impl Normalise {
             let m = met_ids[mkeys[row] as usize];
             let v = values[row];
             if nulls.as_ref().is_some_and(|n| n.is_null(row)) || !v.is_finite() {
-                let loc = format!("{} {} at {}", wl.get(row).unwrap_or(""), met.get(row).unwrap_or(""), time[row]);
-                let msg = if v.is_nan() { "NaN value" } else { "infinite or null value" };
-                ctx.event(Event::Rejected { kind: "nan", location: &loc, message: msg, count: 1 });
+                let loc = format!(
+                    "{} {} at {}",
+                    wl.get(row).unwrap_or(""),
+                    met.get(row).unwrap_or(""),
+                    time[row]
+                );
+                let msg = if v.is_nan() {
+                    "NaN value"
+                } else {
+                    "infinite or null value"
+                };
+                ctx.event(Event::Rejected {
+                    kind: "nan",
+                    location: &loc,
+                    message: msg,
+                    count: 1,
+                });
                 continue;
             }
             // Samples of one workload and timestamp come in runs (a wide row's metrics): the
             // step they go to is found once per run, not once per sample.
             if let Some((rw, rts, idx)) = run {
                 if rw == w && rts == time[row] {
-                    let known = self.state.workloads[w as usize].slot_of.get(m as usize).copied();
+                    let known = self.state.workloads[w as usize]
+                        .slot_of
+                        .get(m as usize)
+                        .copied();
                     let slot = match known {
                         Some(s) if s != u32::MAX => s as usize,
                         _ => self.slot(w as usize, m),
                     };
                     // The common case, a first sample for this metric in this step, inline.
-                    if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot) {
+                    if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot)
+                    {
                         if acc.n == 0 {
-                            *acc = Acc { sum: v, n: 1, last_ts: rts };
+                            *acc = Acc {
+                                sum: v,
+                                n: 1,
+                                last_ts: rts,
+                            };
                             continue;
                         }
                     }
@@ -293,12 +351,17 @@ impl Normalise {
             }
             let label = (!lab.is_null(row)).then(|| lab_ids[lkeys[row] as usize]);
             while self.state.workloads.len() <= w as usize {
-                self.state.workloads.push(Workload { learning: true, ..Default::default() });
+                self.state.workloads.push(Workload {
+                    learning: true,
+                    ..Default::default()
+                });
             }
             if touched.last() != Some(&w) && !touched.contains(&w) {
                 touched.push(w);
             }
-            run = self.add_sample(w, time[row], m, v, label, ctx, out).map(|idx| (w, time[row], idx));
+            run = self
+                .add_sample(w, time[row], m, v, label, ctx, out)
+                .map(|idx| (w, time[row], idx));
         }
         for w in touched {
             self.emit_ready(w as usize, out, false);
@@ -307,7 +370,16 @@ impl Normalise {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn add_sample(&mut self, w: u32, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) -> Option<usize> {
+    fn add_sample(
+        &mut self,
+        w: u32,
+        ts: i64,
+        m: u32,
+        v: f64,
+        label: Option<u32>,
+        ctx: &mut Context,
+        out: &mut Out,
+    ) -> Option<usize> {
         let wi = w as usize;
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
@@ -330,7 +402,16 @@ impl Normalise {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn place(&mut self, wi: usize, ts: i64, m: u32, v: f64, label: Option<u32>, ctx: &mut Context, out: &mut Out) -> Option<usize> {
+    fn place(
+        &mut self,
+        wi: usize,
+        ts: i64,
+        m: u32,
+        v: f64,
+        label: Option<u32>,
+        ctx: &mut Context,
+        out: &mut Out,
+    ) -> Option<usize> {
         let step = self.state.workloads[wi].step_ms.unwrap_or(1000);
         let t = ts.div_euclid(step) * step;
         let slot = self.slot(wi, m);
@@ -361,14 +442,22 @@ impl Normalise {
         match wk.open.front().map(|s| s.time) {
             None => {
                 let acc = wk.fresh_acc(nslots);
-                wk.open.push_back(OpenStep { time: t, label, acc })
+                wk.open.push_back(OpenStep {
+                    time: t,
+                    label,
+                    acc,
+                })
             }
             Some(oldest) if t < oldest => {
                 // Before the oldest open step but after the last emitted one: open steps back to it.
                 let mut time = oldest - step;
                 while time >= t {
                     let acc = wk.fresh_acc(nslots);
-                    wk.open.push_front(OpenStep { time, label: None, acc });
+                    wk.open.push_front(OpenStep {
+                        time,
+                        label: None,
+                        acc,
+                    });
                     time -= step;
                 }
             }
@@ -377,7 +466,11 @@ impl Normalise {
         while wk.open.back().is_some_and(|s| s.time < t) {
             let time = wk.open.back().map(|s| s.time + step).unwrap_or(t);
             let acc = wk.fresh_acc(nslots);
-            wk.open.push_back(OpenStep { time, label: None, acc });
+            wk.open.push_back(OpenStep {
+                time,
+                label: None,
+                acc,
+            });
         }
         if wk.open.len() > self.cfg.lateness_steps + 1 {
             // New steps were opened: close the ones no late sample can reach any more, before
@@ -394,14 +487,25 @@ impl Normalise {
     }
 
     /// Adds a sample to open step `idx` of workload `wi`.
-    fn accumulate(&mut self, wi: usize, idx: usize, slot: usize, ts: i64, v: f64, ctx: &mut Context) {
+    fn accumulate(
+        &mut self,
+        wi: usize,
+        idx: usize,
+        slot: usize,
+        ts: i64,
+        v: f64,
+        ctx: &mut Context,
+    ) {
         let open = &mut self.state.workloads[wi].open[idx];
         if open.acc.len() <= slot {
             open.acc.resize(slot + 1, Acc::default());
         }
         let acc = &mut open.acc[slot];
         if acc.n > 0 && acc.last_ts == ts {
-            ctx.event(Event::Dropped { kind: "duplicate", count: 1 });
+            ctx.event(Event::Dropped {
+                kind: "duplicate",
+                count: 1,
+            });
             return;
         }
         acc.sum += v;
@@ -431,7 +535,9 @@ impl Normalise {
         let fill = self.cfg.fill_steps as u32;
         while self.state.workloads[wi].open.len() > keep {
             let wk = &mut self.state.workloads[wi];
-            let Some(step) = wk.open.pop_front() else { break };
+            let Some(step) = wk.open.pop_front() else {
+                break;
+            };
             wk.emitted_until = Some(step.time);
             let mut cells = std::mem::take(&mut self.cells);
             cells.clear();
@@ -460,7 +566,11 @@ impl Normalise {
             let mut acc = step.acc;
             acc.iter_mut().for_each(|a| *a = Acc::default());
             wk.spare.push(acc);
-            let done = DoneStep { time: step.time, label: step.label, cells };
+            let done = DoneStep {
+                time: step.time,
+                label: step.label,
+                cells,
+            };
             if self.state.workloads[wi].learning {
                 let split = done.label.and_then(|l| self.is_train(l));
                 let wk = &mut self.state.workloads[wi];
@@ -488,7 +598,8 @@ impl Normalise {
         let names = &self.state.label_names.names;
         while self.train_of.len() < names.len() {
             let s = &names[self.train_of.len()];
-            self.train_of.push(labels::get(s, "split").map(|v| v == "train"));
+            self.train_of
+                .push(labels::get(s, "split").map(|v| v == "train"));
         }
         self.train_of.get(label as usize).copied().flatten()
     }
@@ -508,7 +619,11 @@ impl Normalise {
                 }
             }
         }
-        wk.scalers = lo.into_iter().zip(hi).map(|(lo, hi)| Scaler { lo, hi }).collect();
+        wk.scalers = lo
+            .into_iter()
+            .zip(hi)
+            .map(|(lo, hi)| Scaler { lo, hi })
+            .collect();
         let held = std::mem::take(&mut wk.held);
         for step in &held {
             self.write_step(wi, step, out);
@@ -527,12 +642,18 @@ impl Normalise {
         // Columns that are the same for every metric of the step.
         out.time.extend(std::iter::repeat_n(step.time, n));
         out.workload.extend(std::iter::repeat_n(wi as i32, n));
-        out.step_ms.extend(std::iter::repeat_n(wk.step_ms.unwrap_or(0), n));
-        out.label.extend(std::iter::repeat_n(step.label.map(|l| l as i32), n));
+        out.step_ms
+            .extend(std::iter::repeat_n(wk.step_ms.unwrap_or(0), n));
+        out.label
+            .extend(std::iter::repeat_n(step.label.map(|l| l as i32), n));
         out.metric.extend(wk.metrics[..n].iter().map(|&m| m as i32));
         for (&(v, filled, missing), s) in step.cells.iter().zip(&wk.scalers) {
             let (lo, range) = s.lo_range();
-            out.value.push(if missing { f64::NAN } else { ((v - lo) / range).clamp(-clip, 1.0 + clip) });
+            out.value.push(if missing {
+                f64::NAN
+            } else {
+                ((v - lo) / range).clamp(-clip, 1.0 + clip)
+            });
             out.raw.push(if missing { f64::NAN } else { v });
             out.filled.push(filled);
             out.missing.push(missing);
@@ -543,7 +664,9 @@ impl Normalise {
     fn finish(&self, out: Out) -> Result<RecordBatch> {
         let st = &self.state;
         // Missing values are nulls (their slots hold NaN underneath).
-        let nulls = out.any_missing.then(|| NullBuffer::from_iter(out.missing.iter().map(|m| !m)));
+        let nulls = out
+            .any_missing
+            .then(|| NullBuffer::from_iter(out.missing.iter().map(|m| !m)));
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(out.time),
             dictionary(out.workload, &st.workload_names.refs())?,
@@ -564,7 +687,10 @@ fn flags(v: Vec<bool>) -> ArrayRef {
     if v.iter().any(|b| *b) {
         Arc::new(BooleanArray::from(v))
     } else {
-        Arc::new(BooleanArray::new(arrow_buffer::BooleanBuffer::new_unset(v.len()), None))
+        Arc::new(BooleanArray::new(
+            arrow_buffer::BooleanBuffer::new_unset(v.len()),
+            None,
+        ))
     }
 }
 
@@ -581,7 +707,11 @@ fn infer_step(ts: &[i64]) -> Option<i64> {
     }
     let mut sorted = ts.to_vec();
     sorted.sort_unstable();
-    let mut diffs: Vec<i64> = sorted.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).collect();
+    let mut diffs: Vec<i64> = sorted
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0)
+        .collect();
     diffs.sort_unstable();
     diffs.get(diffs.len() / 2).copied()
 }
@@ -622,7 +752,12 @@ impl Stage for Normalise {
                 // Too few timestamps to infer a step: fall back to the smallest gap seen, or 1 s.
                 let mut ts = wk.first_ts.clone();
                 ts.sort_unstable();
-                let step = ts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).min().unwrap_or(1000);
+                let step = ts
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .filter(|d| *d > 0)
+                    .min()
+                    .unwrap_or(1000);
                 wk.step_ms = Some(step);
                 ctx.count("step.guessed", 1);
                 for (ts, m, v, label) in std::mem::take(&mut wk.early) {
@@ -665,8 +800,14 @@ pub mod testing {
     pub fn shared_data() -> PathBuf {
         let data = std::env::var_os("WFE_DATA")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-        assert!(data.join("smd").is_dir(), "shared data not found at {} (set WFE_DATA)", data.display());
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+            });
+        assert!(
+            data.join("smd").is_dir(),
+            "shared data not found at {} (set WFE_DATA)",
+            data.display()
+        );
         data
     }
 
@@ -681,7 +822,9 @@ pub mod testing {
         let mut out = VecCollector::new();
         let mut n = 0;
         while let Some(b) = src.next_batch(&mut ctx).expect("read") {
-            stage.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out).expect("normalise");
+            stage
+                .process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
+                .expect("normalise");
             n += 1;
             if n >= max_raw_batches {
                 break;

@@ -24,7 +24,9 @@ fn raw(w: &str, samples: &[(i64, &str, f64)]) -> RecordBatch {
             timestamp_column(samples.iter().map(|s| s.0 * 1000).collect()),
             dictionary(vec![0; samples.len()], &[w]).unwrap(),
             dictionary(keys, &names).unwrap(),
-            Arc::new(Float64Array::from(samples.iter().map(|s| s.2).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                samples.iter().map(|s| s.2).collect::<Vec<_>>(),
+            )),
             dictionary_opt(vec![None; samples.len()], &[]).unwrap(),
         ],
     )
@@ -38,7 +40,13 @@ fn series(out: &VecCollector, metric: &str) -> Vec<(i64, Option<f64>, Option<f64
         let nb = NormBatch::new(&b).unwrap();
         for r in 0..b.num_rows() {
             if nb.metric.get(r) == Some(metric) {
-                rows.push((nb.time[r] / 1000, nb.value(r), nb.raw(r), nb.filled.value(r), nb.missing.value(r)));
+                rows.push((
+                    nb.time[r] / 1000,
+                    nb.value(r),
+                    nb.raw(r),
+                    nb.filled.value(r),
+                    nb.missing.value(r),
+                ));
             }
         }
     }
@@ -49,22 +57,35 @@ fn run(stage: &mut Normalise, batches: Vec<RecordBatch>) -> (VecCollector, Conte
     let mut out = VecCollector::new();
     let mut ctx = Context::new("normalise");
     for b in batches {
-        stage.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out).unwrap();
+        stage
+            .process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
+            .unwrap();
     }
     stage.flush(&mut ctx, &mut out).unwrap();
     (out, ctx)
 }
 
 fn small_cfg() -> NormaliseConfig {
-    NormaliseConfig { learn_steps: 3, fill_steps: 2, lateness_steps: 1, ..Default::default() }
+    NormaliseConfig {
+        learn_steps: 3,
+        fill_steps: 2,
+        lateness_steps: 1,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn aligns_fills_short_gaps_and_flags_long_ones() {
     let mut st = Normalise::new(small_cfg()).unwrap();
     // Step 10 s; value at 0..40, then nothing until 100 (gap of 5 steps, fill 2 then missing).
-    let samples: Vec<(i64, &str, f64)> =
-        vec![(0, "cpu", 1.0), (10, "cpu", 2.0), (21, "cpu", 3.0), (30, "cpu", 5.0), (40, "cpu", 4.0), (100, "cpu", 1.0)];
+    let samples: Vec<(i64, &str, f64)> = vec![
+        (0, "cpu", 1.0),
+        (10, "cpu", 2.0),
+        (21, "cpu", 3.0),
+        (30, "cpu", 5.0),
+        (40, "cpu", 4.0),
+        (100, "cpu", 1.0),
+    ];
     let (out, ctx) = run(&mut st, vec![raw("a", &samples)]);
     let s = series(&out, "cpu");
     let times: Vec<i64> = s.iter().map(|r| r.0).collect();
@@ -102,7 +123,10 @@ fn rejects_nan_drops_duplicates_and_counts_late_samples() {
     assert_eq!(c["dropped.duplicate"], 1);
     assert_eq!(c["rejected.late"], 1);
     let s = series(&out, "cpu");
-    assert_eq!(s.iter().map(|r| r.2.unwrap()).collect::<Vec<_>>(), vec![1.0, 2.0, 2.5, 3.0, 3.0, 3.0, 4.0]);
+    assert_eq!(
+        s.iter().map(|r| r.2.unwrap()).collect::<Vec<_>>(),
+        vec![1.0, 2.0, 2.5, 3.0, 3.0, 3.0, 4.0]
+    );
     assert!(s.iter().all(|r| !r.3 && !r.4));
 }
 
@@ -143,7 +167,10 @@ fn learns_the_scaler_from_the_train_split_of_an_smd_machine() {
         }
     }
     assert!(train_in_range, "history must scale into [0, 1]");
-    assert!(test_outside > 0, "test values beyond the history range keep their excess");
+    assert!(
+        test_outside > 0,
+        "test values beyond the history range keep their excess"
+    );
 }
 
 #[test]
@@ -156,7 +183,9 @@ fn a_restored_stage_continues_where_it_stopped() {
     let mut first = Normalise::new(small_cfg()).unwrap();
     let mut out = VecCollector::new();
     let mut ctx = Context::new("normalise");
-    first.process_batch(Topic::MetricsRaw, raw("a", a), &mut ctx, &mut out).unwrap();
+    first
+        .process_batch(Topic::MetricsRaw, raw("a", a), &mut ctx, &mut out)
+        .unwrap();
     let snap = first.snapshot().unwrap().unwrap();
     drop(first);
     let mut second = Normalise::new(small_cfg()).unwrap();
@@ -165,5 +194,10 @@ fn a_restored_stage_continues_where_it_stopped() {
     let mut got = series(&out, "cpu");
     got.extend(series(&rest, "cpu"));
     assert_eq!(got, series(&expected, "cpu"));
-    assert!(Normalise::new(small_cfg()).unwrap().restore(b"not json").is_err());
+    assert!(
+        Normalise::new(small_cfg())
+            .unwrap()
+            .restore(b"not json")
+            .is_err()
+    );
 }

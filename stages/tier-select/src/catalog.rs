@@ -67,27 +67,38 @@ impl Catalog {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and checks a catalog: an empty one, a missing or non-positive price or capacity
     /// is an error naming the instance type.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let cat: Catalog = toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let cat: Catalog =
+            toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
         if cat.instance.is_empty() {
             return Err(Error::config(origin, "catalog lists no instance types"));
         }
         for i in &cat.instance {
             let ok = |v: f64| v.is_finite() && v > 0.0;
             if !(ok(i.vcpu) && ok(i.memory_gib) && ok(i.network_gbps) && ok(i.performance)) {
-                return Err(Error::config(format!("{origin}: {}", i.r#type), "capacity and performance must be positive"));
+                return Err(Error::config(
+                    format!("{origin}: {}", i.r#type),
+                    "capacity and performance must be positive",
+                ));
             }
             if !ok(i.on_demand_price) || i.spot_price.is_some_and(|p| !ok(p)) {
-                return Err(Error::config(format!("{origin}: {}", i.r#type), "prices must be positive"));
+                return Err(Error::config(
+                    format!("{origin}: {}", i.r#type),
+                    "prices must be positive",
+                ));
             }
             if !(0.0..1.0).contains(&i.interruption_rate) {
-                return Err(Error::config(format!("{origin}: {}", i.r#type), "interruption_rate must be in [0, 1)"));
+                return Err(Error::config(
+                    format!("{origin}: {}", i.r#type),
+                    "interruption_rate must be in [0, 1)",
+                ));
             }
         }
         Ok(cat)

@@ -63,7 +63,13 @@ fn d_cooldown() -> i64 {
 
 impl Default for TierSelectConfig {
     fn default() -> Self {
-        Self { catalog: None, sla_quantile: d_q(), max_risk: d_risk(), min_instances: d_min(), cooldown_s: d_cooldown() }
+        Self {
+            catalog: None,
+            sla_quantile: d_q(),
+            max_risk: d_risk(),
+            min_instances: d_min(),
+            cooldown_s: d_cooldown(),
+        }
     }
 }
 
@@ -126,22 +132,35 @@ struct Rows {
 
 /// Deterministic decision id: the same forecast yields the same id on every replay.
 pub fn decision_id(workload: &str, at: i64) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(format!("decision\u{1f}{workload}\u{1f}{at}").as_bytes()))
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("decision\u{1f}{workload}\u{1f}{at}").as_bytes())
+    )
 }
 
 impl TierSelect {
     pub fn new(cfg: TierSelectConfig) -> Result<Self> {
         if !(0.0 < cfg.sla_quantile && cfg.sla_quantile < 1.0) {
-            return Err(Error::config("stages.tier-select.sla_quantile", "must be in (0, 1)"));
+            return Err(Error::config(
+                "stages.tier-select.sla_quantile",
+                "must be in (0, 1)",
+            ));
         }
         if !(0.0..=1.0).contains(&cfg.max_risk) {
-            return Err(Error::config("stages.tier-select.max_risk", "must be in [0, 1]"));
+            return Err(Error::config(
+                "stages.tier-select.max_risk",
+                "must be in [0, 1]",
+            ));
         }
         let catalog = match &cfg.catalog {
             Some(path) => Catalog::load(path)?,
             None => Catalog::shipped()?,
         };
-        Ok(Self { cfg, catalog, current: HashMap::new() })
+        Ok(Self {
+            cfg,
+            catalog,
+            current: HashMap::new(),
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -156,7 +175,9 @@ impl TierSelect {
                 let mut count = self.cfg.min_instances;
                 let mut driver = (String::new(), 0, self.cfg.sla_quantile, 0.0);
                 for n in needs {
-                    let Some(per) = inst.capacity(&n.unit) else { continue };
+                    let Some(per) = inst.capacity(&n.unit) else {
+                        continue;
+                    };
                     let c = (n.value / (per * inst.performance)).ceil() as i64;
                     if c > count || driver.0.is_empty() {
                         driver = (n.resource.clone(), n.horizon_s, n.level, n.value);
@@ -180,12 +201,23 @@ impl TierSelect {
         out
     }
 
-    fn decide(&mut self, workload: &str, at: i64, needs: &[Need], rows: &mut Rows, ctx: &mut Context) -> Result<()> {
+    fn decide(
+        &mut self,
+        workload: &str,
+        at: i64,
+        needs: &[Need],
+        rows: &mut Rows,
+        ctx: &mut Context,
+    ) -> Result<()> {
         let options = self.price(needs);
         let best = options
             .iter()
             .filter(|o| o.feasible)
-            .min_by(|a, b| a.cost_per_hour.total_cmp(&b.cost_per_hour).then(a.risk.total_cmp(&b.risk)))
+            .min_by(|a, b| {
+                a.cost_per_hour
+                    .total_cmp(&b.cost_per_hour)
+                    .then(a.risk.total_cmp(&b.risk))
+            })
             .or_else(|| options.iter().min_by(|a, b| a.risk.total_cmp(&b.risk)))
             .cloned()
             .ok_or_else(|| Error::config("catalog", "has no instance types"))?;
@@ -205,12 +237,17 @@ impl TierSelect {
                 best.driver.3
             )
         } else {
-            format!("no option keeps risk within {:.2}: least risky chosen ({:.3})", self.cfg.max_risk, best.risk)
+            format!(
+                "no option keeps risk within {:.2}: least risky chosen ({:.3})",
+                self.cfg.max_risk, best.risk
+            )
         };
         let same_kind = prev.instance_type == best.instance_type && prev.tier == best.tier;
-        if same_kind && best.count < prev.count && at - prev.changed_at < self.cfg.cooldown_s * 1000 {
+        if same_kind && best.count < prev.count && at - prev.changed_at < self.cfg.cooldown_s * 1000
+        {
             chosen.count = prev.count;
-            chosen.cost_per_hour = best.cost_per_hour / best.count.max(1) as f64 * prev.count as f64;
+            chosen.cost_per_hour =
+                best.cost_per_hour / best.count.max(1) as f64 * prev.count as f64;
             reason = format!(
                 "scale-in from {} to {} held: last change {} s ago, cooldown {} s",
                 prev.count,
@@ -222,7 +259,12 @@ impl TierSelect {
         if !same_kind || chosen.count != prev.count {
             self.current.insert(
                 workload.to_string(),
-                Current { tier: chosen.tier.clone(), instance_type: chosen.instance_type.clone(), count: chosen.count, changed_at: at },
+                Current {
+                    tier: chosen.tier.clone(),
+                    instance_type: chosen.instance_type.clone(),
+                    count: chosen.count,
+                    changed_at: at,
+                },
             );
         }
         let prev_count = if same_kind { prev.count } else { 0 };
@@ -242,7 +284,8 @@ impl TierSelect {
         rows.d_q.push(chosen.driver.2);
         rows.d_h.push(chosen.driver.1);
         rows.required.push(chosen.driver.3);
-        rows.considered.push(serde_json::to_string(&options).unwrap_or_default());
+        rows.considered
+            .push(serde_json::to_string(&options).unwrap_or_default());
         rows.reason.push(reason);
         Ok(())
     }
@@ -291,7 +334,13 @@ impl Stage for TierSelect {
         vec![Topic::Decisions]
     }
 
-    fn process_batch(&mut self, _t: Topic, batch: RecordBatch, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
         let issued = timestamps(&batch, "issued_at")?;
         let workload = strings(&batch, "workload")?;
         let resource = strings(&batch, "resource")?;
@@ -343,7 +392,12 @@ impl Stage for TierSelect {
                 ctx.count("skipped.no_usable_forecast", 1);
                 continue;
             }
-            if needs.iter().all(|n| self.catalog.instance.iter().all(|i| i.capacity(&n.unit).is_none())) {
+            if needs.iter().all(|n| {
+                self.catalog
+                    .instance
+                    .iter()
+                    .all(|i| i.capacity(&n.unit).is_none())
+            }) {
                 let loc = format!("{w} at {at}");
                 ctx.event(Event::Rejected {
                     kind: "unknown_unit",

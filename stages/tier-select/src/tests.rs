@@ -19,7 +19,9 @@ fn forecasts(rows: &[(&str, i64, &str, &str, i64, [f64; 3])]) -> RecordBatch {
             s(&|r| r.0.to_string()),
             s(&|r| r.2.to_string()),
             s(&|r| r.3.to_string()),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            )),
             list_f64(rows.iter().map(|_| vec![0.1, 0.5, 0.9])),
             list_f64(rows.iter().map(|r| r.5.to_vec())),
             s(&|_| "persistence".into()),
@@ -35,7 +37,8 @@ fn forecasts(rows: &[(&str, i64, &str, &str, i64, [f64; 3])]) -> RecordBatch {
 fn decide(st: &mut TierSelect, batch: RecordBatch) -> (VecCollector, Context) {
     let mut out = VecCollector::new();
     let mut ctx = Context::new("tier-select");
-    st.process_batch(Topic::Forecasts, batch, &mut ctx, &mut out).unwrap();
+    st.process_batch(Topic::Forecasts, batch, &mut ctx, &mut out)
+        .unwrap();
     (out, ctx)
 }
 
@@ -44,7 +47,9 @@ fn col(out: &VecCollector, name: &str) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let c = b.column_by_name(name).unwrap();
-            (0..b.num_rows()).map(|r| arrow_cast_str(c.as_ref(), r)).collect::<Vec<_>>()
+            (0..b.num_rows())
+                .map(|r| arrow_cast_str(c.as_ref(), r))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -53,8 +58,14 @@ fn arrow_cast_str(a: &dyn arrow_array::Array, r: usize) -> String {
     use arrow_array::cast::AsArray;
     match a.data_type() {
         arrow_schema::DataType::Utf8 => a.as_string::<i32>().value(r).to_string(),
-        arrow_schema::DataType::Int64 => a.as_primitive::<arrow_array::types::Int64Type>().value(r).to_string(),
-        _ => a.as_primitive::<arrow_array::types::Float64Type>().value(r).to_string(),
+        arrow_schema::DataType::Int64 => a
+            .as_primitive::<arrow_array::types::Int64Type>()
+            .value(r)
+            .to_string(),
+        _ => a
+            .as_primitive::<arrow_array::types::Float64Type>()
+            .value(r)
+            .to_string(),
     }
 }
 
@@ -63,7 +74,10 @@ fn cheapest_feasible_option_covers_the_p90() {
     let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
     // p90 of 20 vCPU: the cheapest per vCPU is spot m7i (0.1613 / 8 vCPU) -> 3 x m7i.2xlarge
     // or 5 x m7i.xlarge (0.0806 x 5 = 0.403 < 3 x 0.1613 = 0.484).
-    let (out, _) = decide(&mut st, forecasts(&[("w", 3600, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]));
+    let (out, _) = decide(
+        &mut st,
+        forecasts(&[("w", 3600, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
+    );
     assert_eq!(col(&out, "tier"), ["spot"]);
     assert_eq!(col(&out, "instance_type"), ["m7i.xlarge"]);
     assert_eq!(col(&out, "count"), ["5"]);
@@ -71,13 +85,20 @@ fn cheapest_feasible_option_covers_the_p90() {
     let cost: f64 = col(&out, "expected_cost_per_hour")[0].parse().unwrap();
     assert!((cost - 5.0 * 0.0806).abs() < 1e-9);
     let considered: serde_json::Value = serde_json::from_str(&col(&out, "considered")[0]).unwrap();
-    assert_eq!(considered.as_array().unwrap().len(), 12, "6 types x (on-demand, spot)");
+    assert_eq!(
+        considered.as_array().unwrap().len(),
+        12,
+        "6 types x (on-demand, spot)"
+    );
     assert!(col(&out, "reason")[0].contains("p90"));
 }
 
 #[test]
 fn a_strict_sla_excludes_spot_and_memory_can_drive() {
-    let cfg = TierSelectConfig { max_risk: 0.1, ..Default::default() };
+    let cfg = TierSelectConfig {
+        max_risk: 0.1,
+        ..Default::default()
+    };
     let mut st = TierSelect::new(cfg).unwrap();
     let (out, _) = decide(
         &mut st,
@@ -127,24 +148,41 @@ fn bad_catalogs_are_clear_errors() {
     let bad_price = "region = \"x\"\nsnapshot = \"d\"\n[[instance]]\ntype = \"t\"\nfamily_tier = \"on-demand\"\nvcpu = 2\nmemory_gib = 4\nnetwork_gbps = 1\non_demand_price = -1\nperformance = 1\n";
     assert!(err(bad_price).contains("t") && err(bad_price).contains("prices"));
     assert!(err("not toml [").contains("test.toml"));
-    let cfg = TierSelectConfig { catalog: Some("/nonexistent/catalog.toml".into()), ..Default::default() };
-    assert!(TierSelect::new(cfg).err().unwrap().to_string().contains("/nonexistent/catalog.toml"));
+    let cfg = TierSelectConfig {
+        catalog: Some("/nonexistent/catalog.toml".into()),
+        ..Default::default()
+    };
+    assert!(
+        TierSelect::new(cfg)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("/nonexistent/catalog.toml")
+    );
 }
 
 #[test]
 fn decides_on_real_forecasts_of_an_asd_server() {
     let norm = normalised("asd", &["omi-5"], usize::MAX);
-    let res = vec![ResourceMap { name: "cpu".into(), metrics: vec!["m00".into()], unit: "vcpu".into(), capacity: 64.0, workload_prefix: None }];
+    let res = vec![ResourceMap {
+        name: "cpu".into(),
+        metrics: vec!["m00".into()],
+        unit: "vcpu".into(),
+        capacity: 64.0,
+        workload_prefix: None,
+    }];
     let mut fc = Forecast::new(ForecastConfig::default(), res).unwrap();
     let mut fout = VecCollector::new();
     let mut ctx = Context::new("forecast");
     for b in norm {
-        fc.process_batch(Topic::MetricsNorm, b, &mut ctx, &mut fout).unwrap();
+        fc.process_batch(Topic::MetricsNorm, b, &mut ctx, &mut fout)
+            .unwrap();
     }
     let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
     let mut out = VecCollector::new();
     for b in fout.of(Topic::Forecasts) {
-        st.process_batch(Topic::Forecasts, b, &mut ctx, &mut out).unwrap();
+        st.process_batch(Topic::Forecasts, b, &mut ctx, &mut out)
+            .unwrap();
     }
     let issuances = fout.rows(Topic::Forecasts) / 2; // two horizons per issuance
     assert_eq!(out.rows(Topic::Decisions), issuances);
