@@ -226,7 +226,14 @@ struct Out {
     missing: Vec<bool>,
     label: Vec<Option<i32>>,
     any_missing: bool,
+    /// Full chunks, emitted as batches of their own (see [`MAX_BATCH_ROWS`]).
+    sealed: Vec<Out>,
 }
+
+/// Most rows per emitted batch. The history released when the scaler is fitted can be a
+/// whole training split; in one batch it would stay in memory until every consumer finished
+/// all of it.
+pub const MAX_BATCH_ROWS: usize = 64 * 1024;
 
 impl Out {
     fn with_capacity(n: usize) -> Self {
@@ -241,6 +248,7 @@ impl Out {
             missing: Vec::with_capacity(n),
             label: Vec::with_capacity(n),
             any_missing: false,
+            sealed: Vec::new(),
         }
     }
 }
@@ -631,6 +639,11 @@ impl Normalise {
     }
 
     fn write_step(&mut self, wi: usize, step: &DoneStep, out: &mut Out) {
+        if out.time.len() >= MAX_BATCH_ROWS {
+            let mut full = std::mem::replace(out, Out::with_capacity(MAX_BATCH_ROWS));
+            out.sealed = std::mem::take(&mut full.sealed);
+            out.sealed.push(full);
+        }
         let wk = &mut self.state.workloads[wi];
         let n = step.cells.len();
         while wk.scalers.len() < n {
@@ -659,6 +672,17 @@ impl Normalise {
             out.missing.push(missing);
             out.any_missing |= missing;
         }
+    }
+
+    /// Emits the sealed chunks and the rest, in order.
+    fn emit_all(&self, mut rows: Out, out: &mut dyn Collector) -> Result<()> {
+        for chunk in std::mem::take(&mut rows.sealed) {
+            out.emit(Topic::MetricsNorm, self.finish(chunk)?)?;
+        }
+        if !rows.time.is_empty() {
+            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
+        }
+        Ok(())
     }
 
     fn finish(&self, out: Out) -> Result<RecordBatch> {
@@ -738,10 +762,7 @@ impl Stage for Normalise {
     ) -> Result<()> {
         let mut rows = Out::with_capacity(batch.num_rows());
         self.ingest_batch(&batch, ctx, &mut rows)?;
-        if !rows.time.is_empty() {
-            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
-        }
-        Ok(())
+        self.emit_all(rows, out)
     }
 
     fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
@@ -769,10 +790,7 @@ impl Stage for Normalise {
                 self.finish_learning(wi, &mut rows);
             }
         }
-        if !rows.time.is_empty() {
-            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
-        }
-        Ok(())
+        self.emit_all(rows, out)
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
