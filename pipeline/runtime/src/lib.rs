@@ -289,10 +289,10 @@ fn cpu_of(path: &str) -> Duration {
 
 fn record_error(errors: &Mutex<Option<Error>>, stop: &AtomicBool, e: Error) {
     stop.store(true, Ordering::Relaxed);
-    if let Ok(mut slot) = errors.lock() {
-        if slot.is_none() {
-            *slot = Some(e);
-        }
+    if let Ok(mut slot) = errors.lock()
+        && slot.is_none()
+    {
+        *slot = Some(e);
     }
 }
 

@@ -161,7 +161,7 @@ impl PcaModel {
     /// Fills `scores` (one per row) and `z` (row-major, `mean.len()` per row).
     pub fn score_block(&self, rows: &[f64], width: usize, scores: &mut Vec<f64>, z: &mut Vec<f64>) {
         let d = self.mean.len();
-        let m = if width == 0 { 0 } else { rows.len() / width };
+        let m = rows.len().checked_div(width).unwrap_or(0);
         let c = Mat::<f64>::from_fn(m, d, |i, j| {
             let v = if j < width {
                 rows[i * width + j]

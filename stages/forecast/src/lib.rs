@@ -175,11 +175,11 @@ impl Ring {
         }
     }
     fn push(&mut self, v: f64) {
-        if self.values.len() == self.cap {
-            if let Some(old) = self.values.pop_front().filter(|o| o.is_finite()) {
-                self.abs_sum -= old.abs();
-                self.finite -= 1;
-            }
+        if self.values.len() == self.cap
+            && let Some(old) = self.values.pop_front().filter(|o| o.is_finite())
+        {
+            self.abs_sum -= old.abs();
+            self.finite -= 1;
         }
         if v.is_finite() {
             self.abs_sum += v.abs();
@@ -415,10 +415,10 @@ fn observe(
                 if let Some(p) = s.history.ago(h) {
                     s.err_persist[hi].push(y - p);
                 }
-                if h <= season {
-                    if let Some(p) = s.history.ago(season) {
-                        s.err_seasonal[hi].push(y - p);
-                    }
+                if h <= season
+                    && let Some(p) = s.history.ago(season)
+                {
+                    s.err_seasonal[hi].push(y - p);
                 }
             }
         }

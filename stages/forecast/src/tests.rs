@@ -75,10 +75,10 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
     for b in &norm {
         let nb = NormBatch::new(b).unwrap();
         for r in 0..b.num_rows() {
-            if nb.metric.get(r) == Some("m00") {
-                if let Some(v) = nb.raw(r) {
-                    actual.insert(nb.time[r], v * 64.0);
-                }
+            if nb.metric.get(r) == Some("m00")
+                && let Some(v) = nb.raw(r)
+            {
+                actual.insert(nb.time[r], v * 64.0);
             }
         }
     }
@@ -96,11 +96,12 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
             r.values
         );
         assert!(r.model == "persistence" || r.model == "seasonal-naive");
-        if r.horizon == 3600 && r.fallback.is_none() {
-            if let Some(a) = actual.get(&r.target) {
-                total += 1;
-                inside += usize::from(r.values[0] <= *a && *a <= r.values[2]);
-            }
+        if r.horizon == 3600
+            && r.fallback.is_none()
+            && let Some(a) = actual.get(&r.target)
+        {
+            total += 1;
+            inside += usize::from(r.values[0] <= *a && *a <= r.values[2]);
         }
     }
     assert!(

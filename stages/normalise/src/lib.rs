@@ -331,31 +331,31 @@ impl Normalise {
             }
             // Samples of one workload and timestamp come in runs (a wide row's metrics): the
             // step they go to is found once per run, not once per sample.
-            if let Some((rw, rts, idx)) = run {
-                if rw == w && rts == time[row] {
-                    let known = self.state.workloads[w as usize]
-                        .slot_of
-                        .get(m as usize)
-                        .copied();
-                    let slot = match known {
-                        Some(s) if s != u32::MAX => s as usize,
-                        _ => self.slot(w as usize, m),
+            if let Some((rw, rts, idx)) = run
+                && rw == w
+                && rts == time[row]
+            {
+                let known = self.state.workloads[w as usize]
+                    .slot_of
+                    .get(m as usize)
+                    .copied();
+                let slot = match known {
+                    Some(s) if s != u32::MAX => s as usize,
+                    _ => self.slot(w as usize, m),
+                };
+                // The common case, a first sample for this metric in this step, inline.
+                if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot)
+                    && acc.n == 0
+                {
+                    *acc = Acc {
+                        sum: v,
+                        n: 1,
+                        last_ts: rts,
                     };
-                    // The common case, a first sample for this metric in this step, inline.
-                    if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot)
-                    {
-                        if acc.n == 0 {
-                            *acc = Acc {
-                                sum: v,
-                                n: 1,
-                                last_ts: rts,
-                            };
-                            continue;
-                        }
-                    }
-                    self.accumulate(w as usize, idx, slot, rts, v, ctx);
                     continue;
                 }
+                self.accumulate(w as usize, idx, slot, rts, v, ctx);
+                continue;
             }
             let label = (!lab.is_null(row)).then(|| lab_ids[lkeys[row] as usize]);
             while self.state.workloads.len() <= w as usize {
@@ -435,15 +435,16 @@ impl Normalise {
             return None;
         }
         let newest = wk.open.back().map(|s| s.time);
-        if let Some(newest) = newest {
-            if t > newest && (t - newest) / step > self.cfg.max_gap_steps as i64 {
-                // A very long gap: emit what is open, then restart the series at `t`.
-                ctx.count("gap.restart", 1);
-                self.emit_ready(wi, out, true);
-                let wk = &mut self.state.workloads[wi];
-                wk.emitted_until = None;
-                wk.last.iter_mut().for_each(|l| *l = None);
-            }
+        if let Some(newest) = newest
+            && t > newest
+            && (t - newest) / step > self.cfg.max_gap_steps as i64
+        {
+            // A very long gap: emit what is open, then restart the series at `t`.
+            ctx.count("gap.restart", 1);
+            self.emit_ready(wi, out, true);
+            let wk = &mut self.state.workloads[wi];
+            wk.emitted_until = None;
+            wk.last.iter_mut().for_each(|l| *l = None);
         }
         let wk = &mut self.state.workloads[wi];
         let nslots = wk.metrics.len();

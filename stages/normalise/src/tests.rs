@@ -34,7 +34,10 @@ fn raw(w: &str, samples: &[(i64, &str, f64)]) -> RecordBatch {
 }
 
 /// (time s, value, raw, filled, missing) of one metric across all output.
-fn series(out: &VecCollector, metric: &str) -> Vec<(i64, Option<f64>, Option<f64>, bool, bool)> {
+/// (time s, scaled, raw, filled, missing).
+type Row = (i64, Option<f64>, Option<f64>, bool, bool);
+
+fn series(out: &VecCollector, metric: &str) -> Vec<Row> {
     let mut rows = vec![];
     for b in out.of(Topic::MetricsNorm) {
         let nb = NormBatch::new(&b).unwrap();

@@ -5,10 +5,13 @@ use wfe_normalise::testing::normalised;
 
 use super::*;
 
-/// A forecasts batch: (workload, issued s, resource, unit, horizon s, [p10, p50, p90]).
-fn forecasts(rows: &[(&str, i64, &str, &str, i64, [f64; 3])]) -> RecordBatch {
+/// (workload, issued s, resource, unit, horizon s, [p10, p50, p90]).
+type Fc<'a> = (&'a str, i64, &'a str, &'a str, i64, [f64; 3]);
+
+/// A forecasts batch of rows.
+fn forecasts(rows: &[Fc<'_>]) -> RecordBatch {
     let n = rows.len();
-    let s = |f: &dyn Fn(&(&str, i64, &str, &str, i64, [f64; 3])) -> String| -> ArrayRef {
+    let s = |f: &dyn Fn(&Fc<'_>) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
     };
     RecordBatch::try_new(
