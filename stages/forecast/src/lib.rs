@@ -74,6 +74,9 @@ pub struct ForecastConfig {
     /// (errors a step apart are strongly correlated, so little is lost).
     #[serde(default = "d_sample")]
     pub quantile_sample: usize,
+    /// Forecasts between two computations of a series' error quantiles (1: every time).
+    #[serde(default = "d_refresh")]
+    pub quantile_refresh: usize,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -97,6 +100,9 @@ fn d_min_residuals() -> usize {
 fn d_sample() -> usize {
     256
 }
+fn d_refresh() -> usize {
+    3
+}
 
 impl Default for ForecastConfig {
     fn default() -> Self {
@@ -108,6 +114,7 @@ impl Default for ForecastConfig {
             residual_window: d_residuals(),
             min_residuals: d_min_residuals(),
             quantile_sample: d_sample(),
+            quantile_refresh: d_refresh(),
         }
     }
 }
@@ -163,6 +170,9 @@ struct Ring {
     values: VecDeque<f64>,
     abs_sum: f64,
     finite: usize,
+    /// Quantiles of the values at the configured levels, and calls since they were computed.
+    offsets: Vec<f64>,
+    age: usize,
 }
 
 impl Ring {
@@ -172,6 +182,8 @@ impl Ring {
             values: VecDeque::with_capacity(cap.min(4096)),
             abs_sum: 0.0,
             finite: 0,
+            offsets: Vec::new(),
+            age: 0,
         }
     }
     fn push(&mut self, v: f64) {
@@ -198,6 +210,18 @@ impl Ring {
             .then(|| self.values[n - 1 - back])
             .filter(|v| v.is_finite())
     }
+    /// The quantiles of the errors at the configured levels, recomputed every
+    /// `quantile_refresh` calls (the window moves little between two issuances).
+    fn quantiles(&mut self, cfg: &ForecastConfig, scratch: &mut Vec<f64>) -> &[f64] {
+        if self.offsets.len() != cfg.quantiles.len() || self.age >= cfg.quantile_refresh.max(1) {
+            self.finite_into(scratch, cfg.quantile_sample);
+            self.offsets = quantiles_select(scratch, &cfg.quantiles);
+            self.age = 0;
+        }
+        self.age += 1;
+        &self.offsets
+    }
+
     /// Copies the finite entries into `out` (reused between calls), every `stride`-th one
     /// counted back from the newest, so the quantiles of a long window cost a bounded sample.
     fn finite_into(&self, out: &mut Vec<f64>, max_sample: usize) {
@@ -434,7 +458,7 @@ fn observe(
         if !wk.applies[ri] {
             continue;
         }
-        let s = &wk.series[ri];
+        let s = &mut wk.series[ri];
         let Some(last) = s.history.ago(0) else {
             continue;
         };
@@ -445,27 +469,27 @@ fn observe(
                 None
             };
             let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
-            let (model, point, errs, fallback) = match seasonal_point {
+            let (model, point, fallback) = match seasonal_point {
                 Some(sp) if es.finite >= cfg.min_residuals => {
                     if es.mae() < ep.mae() || ep.finite < cfg.min_residuals {
-                        (Model::SeasonalNaive, sp, es, None)
+                        (Model::SeasonalNaive, sp, None)
                     } else {
-                        (Model::Persistence, last, ep, None)
+                        (Model::Persistence, last, None)
                     }
                 }
                 _ => (
                     Model::Persistence,
                     last,
-                    ep,
                     Some("history shorter than a season: seasonal naive cannot run"),
                 ),
             };
+            let errs = match model {
+                Model::SeasonalNaive => &mut s.err_seasonal[hi],
+                Model::Persistence => &mut s.err_persist[hi],
+            };
             let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
-                errs.finite_into(scratch, cfg.quantile_sample);
-                let v = quantiles_select(scratch, &cfg.quantiles)
-                    .into_iter()
-                    .map(|e| (point + e).max(0.0))
-                    .collect();
+                let offsets = errs.quantiles(cfg, scratch);
+                let v = offsets.iter().map(|e| (point + e).max(0.0)).collect();
                 (v, Some(errs.mae()), fallback.map(String::from))
             } else {
                 let v = vec![point.max(0.0); cfg.quantiles.len()];

@@ -305,7 +305,12 @@ impl Normalise {
         let values = vals.values();
         let mut touched: Vec<u32> = Vec::new();
         let mut run: Option<(u32, i64, usize)> = None;
-        for row in 0..batch.num_rows() {
+        let n = batch.num_rows();
+        let mut skip_until = 0;
+        for row in 0..n {
+            if row < skip_until {
+                continue;
+            }
             let w = wl_ids[wkeys[row] as usize];
             let m = met_ids[mkeys[row] as usize];
             let v = values[row];
@@ -370,6 +375,34 @@ impl Normalise {
             run = self
                 .add_sample(w, time[row], m, v, label, ctx, out)
                 .map(|idx| (w, time[row], idx));
+            // The rest of the run in a tight loop with the step borrowed once; anything
+            // unusual (a bad value, a new metric, a repeat) stops it and takes the path above.
+            if let Some((rw, rts, idx)) = run {
+                let wk = &mut self.state.workloads[rw as usize];
+                let (slot_of, open) = (&wk.slot_of, &mut wk.open[idx]);
+                let mut r = row + 1;
+                while r < n && wkeys[r] == wkeys[row] && time[r] == rts {
+                    let v = values[r];
+                    if !v.is_finite() || nulls.as_ref().is_some_and(|b| b.is_null(r)) {
+                        break;
+                    }
+                    let Some(&slot) = slot_of.get(met_ids[mkeys[r] as usize] as usize) else {
+                        break;
+                    };
+                    match open.acc.get_mut(slot as usize) {
+                        Some(acc) if slot != u32::MAX && acc.n == 0 => {
+                            *acc = Acc {
+                                sum: v,
+                                n: 1,
+                                last_ts: rts,
+                            }
+                        }
+                        _ => break,
+                    }
+                    r += 1;
+                }
+                skip_until = r;
+            }
         }
         for w in touched {
             self.emit_ready(w as usize, out, false);
