@@ -492,6 +492,8 @@ impl ChunkReader for CsvReader {
                     } else {
                         None
                     };
+                    // Values and metric keys per value; time, workload and label once per row.
+                    let before = b.value.len();
                     for col in first_metric..width {
                         let field = self.record[col].trim_ascii();
                         if field.is_empty() {
@@ -505,7 +507,10 @@ impl ChunkReader for CsvReader {
                             continue;
                         }
                         match parse_f64(field) {
-                            Ok(v) => b.push(ts, wl, (col - first_metric) as i32, v, label),
+                            Ok(v) => {
+                                b.metric.push((col - first_metric) as i32);
+                                b.value.push(v);
+                            }
                             Err(_) => {
                                 let msg = format!(
                                     "value `{}` is not a number: sample skipped",
@@ -520,6 +525,10 @@ impl ChunkReader for CsvReader {
                             }
                         }
                     }
+                    let added = b.value.len() - before;
+                    b.ts.extend(std::iter::repeat_n(ts, added));
+                    b.workload.extend(std::iter::repeat_n(wl, added));
+                    b.label.extend(std::iter::repeat_n(label, added));
                 }
             }
         }
