@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Job config (TOML); default: the built-in job over ../shared/data.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Runs of the pipeline; the fastest is reported beside the others.
+    /// Runs of the pipeline, and of the peer; the fastest of each is compared.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// The Python reference script to time in the same invocation
@@ -132,7 +132,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .collect();
     println!("{:<28} {}", "  all runs (s)", all.join(", "));
     if let Some(script) = &args.peer {
-        let (pv, pt, text) = run_peer(&args.python, script)?;
+        // The peer runs as often as wfe did and its fastest run is compared, so neither side
+        // is measured cold against the other warm.
+        let mut peer = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            peer.push(run_peer(&args.python, script)?);
+        }
+        let (pv, pt, text) = peer
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .cloned()
+            .unwrap_or_default();
         let prate = pv as f64 / pt.max(1e-9);
         println!(
             "{:<28} {:>14} {:>10.3} {:>14.2} M",
@@ -141,6 +151,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             pt,
             prate / 1e6
         );
+        let all: Vec<String> = peer.iter().map(|p| format!("{:.3}", p.1)).collect();
+        println!("{:<28} {}", "  all runs (s)", all.join(", "));
         println!(
             "{:<28} {:>14} {:>10} {:>14.2} x",
             "ratio wfe / peer",
