@@ -80,3 +80,28 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_whether_a_retry_can_help() {
+        let timeout = Error::io("broker", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(timeout.is_retryable());
+        assert!(
+            !Error::io("f.csv", std::io::Error::from(std::io::ErrorKind::NotFound)).is_retryable()
+        );
+        assert!(!Error::bad_input("f.csv:3:2", "not a number").is_retryable());
+        let throttled = Error::External {
+            service: "ec2".into(),
+            message: "throttled".into(),
+            retryable: true,
+        };
+        assert!(throttled.is_retryable());
+        assert_eq!(
+            Error::config("run.speed", "bad").to_string(),
+            "config `run.speed`: bad"
+        );
+    }
+}

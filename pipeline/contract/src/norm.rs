@@ -264,13 +264,6 @@ impl<T: Default> Keyed<T> {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&T> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.items[i])
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
         self.names.iter().map(String::as_str).zip(&self.items)
     }
