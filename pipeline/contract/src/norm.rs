@@ -138,6 +138,11 @@ impl Slots {
         i
     }
 
+    /// The names as string slices, indexed by slot.
+    pub fn refs(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+
     /// The slot of every key of a batch's metric dictionary.
     pub fn map_dict(&mut self, dict: &StringArray) -> Vec<u32> {
         dict.iter().map(|n| self.slot(n.unwrap_or(""))).collect()
@@ -211,18 +216,16 @@ impl NormBatch<'_> {
 /// (hashing a workload name on every step of a fleet costs more than the step's own work).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Keyed<T> {
-    pub names: Vec<String>,
+    /// Workload names; a name's slot is its item's index.
+    pub names: Slots,
     pub items: Vec<T>,
-    #[serde(skip)]
-    index: std::collections::HashMap<String, usize>,
 }
 
 impl<T> Default for Keyed<T> {
     fn default() -> Self {
         Self {
-            names: Vec::new(),
+            names: Slots::default(),
             items: Vec::new(),
-            index: std::collections::HashMap::new(),
         }
     }
 }
@@ -230,21 +233,11 @@ impl<T> Default for Keyed<T> {
 impl<T: Default> Keyed<T> {
     /// The index of `name`, adding a default item if new.
     pub fn id(&mut self, name: &str) -> usize {
-        if self.index.len() != self.names.len() {
-            self.index = self
-                .names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i))
-                .collect();
+        let i = self.names.slot(name) as usize;
+        if i == self.items.len() {
+            self.items.push(T::default());
         }
-        if let Some(&i) = self.index.get(name) {
-            return i;
-        }
-        self.names.push(name.to_string());
-        self.items.push(T::default());
-        self.index.insert(name.to_string(), self.items.len() - 1);
-        self.items.len() - 1
+        i
     }
 
     /// The index of a batch's workload dictionary key, resolved once per batch through `ids`
@@ -265,11 +258,12 @@ impl<T: Default> Keyed<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
-        self.names.iter().map(String::as_str).zip(&self.items)
+        self.names.names.iter().map(String::as_str).zip(&self.items)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut T)> {
         self.names
+            .names
             .iter()
             .map(String::as_str)
             .zip(self.items.iter_mut())

@@ -347,7 +347,7 @@ impl Stage for Anomaly {
         })?;
         let (mut scores, mut z) = (Vec::new(), Vec::new());
         for (id, times, width, values) in pending {
-            let name = workloads.names[id].clone();
+            let name = workloads.names.names[id].clone();
             let wk = &mut workloads.items[id];
             let Some(model) = &wk.model else { continue };
             model.score_block(&values, width, &mut scores, &mut z);

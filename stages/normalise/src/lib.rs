@@ -19,7 +19,7 @@
 //! Output is time-major: all metrics of one workload's step are adjacent rows, which is what
 //! [`wfe_contract::norm::NormBatch`] walks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{
     DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps,
 };
+use wfe_contract::norm::Slots;
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -163,44 +164,13 @@ impl Workload {
     }
 }
 
-/// Names interned across the stage's life, so output dictionaries are stable.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Names {
-    names: Vec<String>,
-    #[serde(skip)]
-    index: HashMap<String, u32>,
-}
-
-impl Names {
-    fn id(&mut self, s: &str) -> u32 {
-        if self.index.len() != self.names.len() {
-            self.index = self
-                .names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.clone(), i as u32))
-                .collect();
-        }
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.names.push(s.to_string());
-        self.index.insert(s.to_string(), i);
-        i
-    }
-
-    fn refs(&self) -> Vec<&str> {
-        self.names.iter().map(String::as_str).collect()
-    }
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
     workloads: Vec<Workload>,
-    workload_names: Names,
-    metric_names: Names,
-    label_names: Names,
+    /// Names interned across the stage's life, so output dictionaries are stable.
+    workload_names: Slots,
+    metric_names: Slots,
+    label_names: Slots,
 }
 
 /// The normalise stage.
@@ -288,17 +258,17 @@ impl Normalise {
         let wl_ids: Vec<u32> = wl
             .dictionary()
             .iter()
-            .map(|s| st.workload_names.id(s.unwrap_or("")))
+            .map(|s| st.workload_names.slot(s.unwrap_or("")))
             .collect();
         let met_ids: Vec<u32> = met
             .dictionary()
             .iter()
-            .map(|s| st.metric_names.id(s.unwrap_or("")))
+            .map(|s| st.metric_names.slot(s.unwrap_or("")))
             .collect();
         let lab_ids: Vec<u32> = lab
             .dictionary()
             .iter()
-            .map(|s| st.label_names.id(s.unwrap_or("")))
+            .map(|s| st.label_names.slot(s.unwrap_or("")))
             .collect();
         let (wkeys, mkeys, lkeys) = (wl.keys(), met.keys(), lab.keys());
         let nulls = vals.nulls().cloned();
