@@ -32,8 +32,14 @@ setup: check-data $(VENV)/.pyarrow
 build: check-data
 	$(CARGO) build --release -p wfe-cli
 
+# The default job reads ../shared/data; with another DATA, the same job with its paths moved.
 run: build
+ifeq ($(DATA),$(abspath ../shared/data))
 	./target/release/wfe run
+else
+	./target/release/wfe config | sed 's#"\.\./shared/data#"$(DATA)#' > target/default-job.toml
+	./target/release/wfe run --config target/default-job.toml
+endif
 
 test: setup
 	$(CARGO) test --workspace
