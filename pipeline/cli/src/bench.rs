@@ -177,14 +177,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         println!(
             "{:<22} {:>8.2} {:>8.3} {:>14}",
             a.name,
-            secs_of(a.cpu),
-            secs_of(a.busy),
+            a.cpu.as_secs_f64(),
+            a.busy.as_secs_f64(),
             a.rows_in
         );
     }
     let others = cpu.saturating_sub(actors.iter().map(|a| a.cpu).sum());
-    println!("{:<22} {:>8.2}", "file readers + rest", secs_of(others));
-    println!("{:<22} {:>8.2}", "process total", secs_of(cpu));
+    println!(
+        "{:<22} {:>8.2}",
+        "file readers + rest",
+        others.as_secs_f64()
+    );
+    println!("{:<22} {:>8.2}", "process total", cpu.as_secs_f64());
     println!(
         "\npeak memory (VmHWM of the process): {:.0} MiB",
         peak.unwrap_or(0) as f64 / (1 << 20) as f64
@@ -198,10 +202,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn secs_of(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 fn cores() -> usize {

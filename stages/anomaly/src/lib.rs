@@ -371,7 +371,7 @@ impl Stage for Anomaly {
         Ok(())
     }
 
-    fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+    fn flush(&mut self, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
         // Workloads still learning get their model now (a later run restores it); open
         // segments stay open: the input stopped, the anomaly did not end.
         for (name, wk) in self.workloads.iter_mut() {
@@ -379,7 +379,6 @@ impl Stage for Anomaly {
                 Self::fit(&self.cfg, name, wk, ctx);
             }
         }
-        let _ = out;
         Ok(())
     }
 

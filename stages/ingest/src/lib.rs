@@ -80,13 +80,16 @@ impl SourceConfig {
     }
 }
 
+/// File extensions ingest reads, longest first so `.csv.gz` wins over `.csv`.
+const EXTENSIONS: [&str; 5] = [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"];
+
 /// The file name without `.csv.gz`, `.csv`, `.parquet`, `.arrow` or `.ipc`.
 pub fn entity_of(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for ext in [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"] {
+    for ext in EXTENSIONS {
         if let Some(stem) = name.strip_suffix(ext) {
             return stem.to_string();
         }
@@ -99,9 +102,7 @@ fn is_data_file(path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"]
-        .iter()
-        .any(|e| name.ends_with(e))
+    EXTENSIONS.iter().any(|e| name.ends_with(e))
 }
 
 /// Expands the configured sources to the list of files, sorted, with their config.

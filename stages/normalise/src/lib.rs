@@ -569,7 +569,8 @@ impl Normalise {
                             *since += 1;
                             (f64::NAN, false, true)
                         }
-                        None => continue_missing(),
+                        // Never observed yet in this workload: missing.
+                        None => (f64::NAN, false, true),
                     }
                 };
                 cells.push(cell);
@@ -720,11 +721,6 @@ fn flags(v: Vec<bool>) -> ArrayRef {
             None,
         ))
     }
-}
-
-/// A metric never observed yet in this workload: missing.
-fn continue_missing() -> (f64, bool, bool) {
-    (f64::NAN, false, true)
 }
 
 /// The step: the median difference between the first distinct timestamps, once four of them
