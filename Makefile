@@ -2,6 +2,7 @@
 #   make run    set up, build, and replay the shared SMD and ASD sets through all seven stages
 #   make test   set up and pass every test (what CI runs, through .ci/run)
 #   make bench  the embedded throughput table, beside the Python reference run in the same call
+#   make kafka-up / kafka-down   a Kafka-protocol broker (tansu) on 127.0.0.1:$(KAFKA_PORT)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
@@ -9,8 +10,17 @@ DATA ?= $(abspath ../shared/data)
 VENV := .venv
 PY := $(VENV)/bin/python
 export WFE_DATA := $(DATA)
+# Tools the project installs for itself (gitignored).
+TOOLS := $(abspath .tools)
+TANSU_VERSION := 0.6.0
+TANSU := $(TOOLS)/bin/tansu
+export WFE_TANSU := $(TANSU)
+KAFKA_PORT ?= 9092
+KAFKA_DIR := $(abspath target/kafka-broker)
+# Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
+SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run test bench build setup check-data clean
+.PHONY: run test bench build setup tools system-packages kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -27,9 +37,29 @@ $(VENV)/.peer: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check pandas scikit-learn
 	touch $@
 
-setup: check-data $(VENV)/.pyarrow
+# Python with confluent-kafka: the example that reads wfe topics with pyarrow alone.
+$(VENV)/.kafka: $(VENV)/.pyarrow
+	$(PY) -m pip install -q --disable-pip-version-check confluent-kafka
+	touch $@
 
-build: check-data
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; \
+	fi
+
+# The Kafka-protocol broker the tests start (tansu, built from crates.io: about 20 minutes the
+# first time on two cores, then cached in .tools).
+$(TANSU):
+	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
+
+tools: system-packages $(TANSU) $(VENV)/.kafka
+
+setup: check-data system-packages $(VENV)/.pyarrow
+
+build: check-data system-packages
 	$(CARGO) build --release -p wfe-cli
 
 # The default job reads ../shared/data; with another DATA, the same job with its paths moved.
@@ -41,8 +71,8 @@ else
 	./target/release/wfe run --config target/default-job.toml
 endif
 
-test: setup
-	$(CARGO) test --workspace
+test: setup tools
+	WFE_PYTHON=$(abspath $(PY)) $(CARGO) test --workspace
 	$(CARGO) build -p wfe-cli
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml
@@ -51,5 +81,19 @@ test: setup
 bench: build $(VENV)/.peer
 	./target/release/wfe bench --repeat 3 --peer $(DATA)/../bench/python_peer.py --python $(PY)
 
+# A broker for demos and load tests, its data kept in target/kafka-broker across restarts.
+kafka-up: $(TANSU)
+	@mkdir -p $(KAFKA_DIR)
+	@if [ -f $(KAFKA_DIR)/pid ] && kill -0 $$(cat $(KAFKA_DIR)/pid) 2>/dev/null; then \
+		echo "tansu already running (pid $$(cat $(KAFKA_DIR)/pid))"; exit 0; fi; \
+	cd $(KAFKA_DIR) && nohup $(TANSU) broker \
+		--listener-url tcp://127.0.0.1:$(KAFKA_PORT) --advertised-listener-url tcp://127.0.0.1:$(KAFKA_PORT) \
+		--storage-engine sqlite://tansu.db > tansu.log 2>&1 & echo $$! > $(KAFKA_DIR)/pid; \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$(KAFKA_PORT)) 2>/dev/null && break; sleep 0.1; done; \
+	echo "tansu on 127.0.0.1:$(KAFKA_PORT) (pid $$(cat $(KAFKA_DIR)/pid), data in $(KAFKA_DIR))"
+
+kafka-down:
+	@if [ -f $(KAFKA_DIR)/pid ]; then kill $$(cat $(KAFKA_DIR)/pid) 2>/dev/null || true; rm -f $(KAFKA_DIR)/pid; echo "tansu stopped"; fi
+
 clean:
-	rm -rf target $(VENV) out
+	rm -rf target $(VENV) out $(TOOLS)

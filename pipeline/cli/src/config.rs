@@ -45,6 +45,9 @@ pub struct JobConfig {
     /// Which topics are written to files.
     #[serde(default)]
     pub outputs: OutputsConfig,
+    /// The broker, for stage services, `wfe replay` and `wfe record`.
+    #[serde(default)]
+    pub kafka: wfe_kafka::KafkaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +177,7 @@ impl JobConfig {
         }
         self.speed()?;
         self.outputs(None)?;
+        self.kafka.validate()?;
         Ok(())
     }
 
@@ -223,23 +227,35 @@ impl JobConfig {
 
     /// Builds the enabled stages, in pipeline order.
     pub fn build_stages(&self) -> Result<Vec<Box<dyn Stage>>> {
+        STAGES
+            .iter()
+            .filter(|n| self.stages.enabled.iter().any(|e| e == *n))
+            .map(|n| self.build_stage(n))
+            .collect()
+    }
+
+    /// Builds one stage by name (one of [`STAGES`]).
+    pub fn build_stage(&self, name: &str) -> Result<Box<dyn Stage>> {
         let s = &self.stages;
-        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-        for name in STAGES.iter().filter(|n| s.enabled.iter().any(|e| e == *n)) {
-            stages.push(match *name {
-                "normalise" => Box::new(wfe_normalise::Normalise::new(s.normalise.clone())?),
-                "fingerprint" => {
-                    Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?)
-                }
-                "anomaly" => Box::new(wfe_anomaly::Anomaly::new(s.anomaly.clone())?),
-                "forecast" => Box::new(wfe_forecast::Forecast::new(
-                    s.forecast.clone(),
-                    self.resources.clone(),
-                )?),
-                "tier-select" => Box::new(wfe_tier_select::TierSelect::new(s.tier_select.clone())?),
-                _ => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
-            });
-        }
-        Ok(stages)
+        Ok(match name {
+            "normalise" => Box::new(wfe_normalise::Normalise::new(s.normalise.clone())?),
+            "fingerprint" => Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?),
+            "anomaly" => Box::new(wfe_anomaly::Anomaly::new(s.anomaly.clone())?),
+            "forecast" => Box::new(wfe_forecast::Forecast::new(
+                s.forecast.clone(),
+                self.resources.clone(),
+            )?),
+            "tier-select" => Box::new(wfe_tier_select::TierSelect::new(s.tier_select.clone())?),
+            "actuate" => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
+            other => {
+                return Err(Error::config(
+                    "stage",
+                    format!(
+                        "unknown stage `{other}`; stages: ingest, {}",
+                        STAGES.join(", ")
+                    ),
+                ));
+            }
+        })
     }
 }

@@ -6,9 +6,12 @@
 //!   memory, optionally beside the Python reference implementation run in the same invocation.
 //! - `wfe schemas`: the topic schemas other teams read.
 //! - `wfe config`: the documented default config.
+//! - `wfe stage NAME`: one stage as a service over Kafka; `wfe replay` and `wfe record` move
+//!   the job's sources or recordings onto topics and topics into files.
 
 mod bench;
 mod config;
+mod services;
 mod summary;
 
 use std::path::PathBuf;
@@ -51,6 +54,12 @@ enum Command {
     },
     /// Print the documented default config.
     Config,
+    /// Run one stage as a service over Kafka (`ingest` produces the job's sources and exits).
+    Stage(services::StageArgs),
+    /// Produce the job's sources (or a recording) onto a topic.
+    Replay(services::ReplayArgs),
+    /// Record a topic into an Arrow IPC or Parquet file.
+    Record(services::RecordArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +122,9 @@ fn main() -> ExitCode {
             print!("{}", config::DEFAULT);
             Ok(())
         }
+        Command::Stage(args) => services::stage(args),
+        Command::Replay(args) => services::replay(args),
+        Command::Record(args) => services::record(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,6 +72,19 @@ pub trait Stage: Send {
         Ok(None)
     }
 
+    /// Whether the stage must learn from its own past output when it restarts: true for a
+    /// stage with effects outside the pipeline (actuate), so that output written after its
+    /// last snapshot is not acted on twice. The Kafka runner then feeds that output to
+    /// [`Stage::recover`] after [`Stage::restore`].
+    fn recovers_from_output(&self) -> bool {
+        false
+    }
+
+    /// One batch of this stage's own output, written after the snapshot it was restored from.
+    fn recover(&mut self, _topic: Topic, _batch: RecordBatch, _ctx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+
     /// Restores a state produced by [`Stage::snapshot`] of the same stage.
     fn restore(&mut self, _state: &[u8]) -> Result<()> {
         Err(Error::state(

@@ -105,6 +105,10 @@ impl<'a> NormBatch<'a> {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Slots {
     pub names: Vec<String>,
+    /// The newest step time walked for this workload: a step delivered again (an
+    /// at-least-once replay after a crash) is skipped instead of being counted twice.
+    #[serde(default)]
+    pub last_step: Option<i64>,
     #[serde(skip)]
     index: std::collections::HashMap<String, u32>,
 }
@@ -289,12 +293,14 @@ pub struct DenseStep<'s, 'b, T> {
 
 impl<'b> NormBatch<'b> {
     /// Calls `f` for every step of the batch with its workload's state (created on first sight)
-    /// and dense vectors: the walk that fingerprint, anomaly and forecast share.
+    /// and dense vectors: the walk that fingerprint, anomaly and forecast share. Steps not
+    /// newer than the workload's last walked step are replays and skipped; returns how many.
     pub fn for_each_dense<T: HasSlots + Default>(
         &self,
         workloads: &mut Keyed<T>,
         mut f: impl FnMut(DenseStep<'_, 'b, T>) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
+        let mut replayed = 0;
         let mut cache = KeyCache::default();
         let mut ids = Vec::new();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
@@ -302,6 +308,11 @@ impl<'b> NormBatch<'b> {
             let id = workloads.id_for(&mut ids, &step);
             let state = &mut workloads.items[id];
             let slots = state.slots_mut();
+            if slots.last_step.is_some_and(|t| step.time <= t) {
+                replayed += 1;
+                continue;
+            }
+            slots.last_step = Some(step.time);
             let map = cache.get(step.workload_key, slots, self.metric_dict());
             let observed = self.dense(&step, map, slots.len(), &mut scaled, &mut raw);
             f(DenseStep {
@@ -313,6 +324,6 @@ impl<'b> NormBatch<'b> {
                 observed,
             })?;
         }
-        Ok(())
+        Ok(replayed)
     }
 }

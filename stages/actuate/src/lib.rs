@@ -181,7 +181,8 @@ impl Actuate {
                     "ClientToken": id,
                     "TagSpecifications": [{"ResourceType": "instance", "Tags": [
                         {"Key": "wfe:workload", "Value": workload},
-                        {"Key": "wfe:decision", "Value": decision}]}],
+                        {"Key": "wfe:decision", "Value": decision},
+                        {"Key": "wfe:tier", "Value": target.tier}]}],
                 });
                 if target.tier == "spot" {
                     p["InstanceMarketOptions"] = json!({"MarketType": "spot"});
@@ -214,6 +215,45 @@ impl Actuate {
             "Select": {"Tags": {"wfe:workload": workload}, "InstanceType": fleet.instance_type,
                        "Tier": fleet.tier, "Count": n, "Order": "newest-first"},
         })
+    }
+
+    /// Applies one recorded call to the fleet record (the inverse of [`Actuate::plan`]'s
+    /// output); `None` when the params do not say enough.
+    fn replay_call(&mut self, workload: &str, call: &str, p: &serde_json::Value) -> Option<()> {
+        let fleet = self.state.fleets.entry(workload.to_string()).or_default();
+        if call == "ec2:RunInstances" {
+            let itype = p["InstanceType"].as_str()?;
+            let tags = p["TagSpecifications"][0]["Tags"].as_array()?;
+            let tier = tags.iter().find(|t| t["Key"] == "wfe:tier")?["Value"].as_str()?;
+            let n = p["MinCount"].as_i64()?;
+            if fleet.instance_type != itype || fleet.tier != tier {
+                *fleet = Fleet {
+                    instance_type: itype.into(),
+                    tier: tier.into(),
+                    count: 0,
+                };
+            }
+            fleet.count += n;
+        } else {
+            let sel = &p["Select"];
+            let (itype, tier, n) = (
+                sel["InstanceType"].as_str()?,
+                sel["Tier"].as_str()?,
+                sel["Count"].as_i64()?,
+            );
+            if fleet.instance_type == itype && fleet.tier == tier {
+                fleet.count -= n;
+            }
+        }
+        if self
+            .state
+            .fleets
+            .get(workload)
+            .is_some_and(|f| f.count <= 0)
+        {
+            self.state.fleets.remove(workload);
+        }
+        Some(())
     }
 
     fn finish(&self, rows: Rows) -> Result<RecordBatch> {
@@ -291,6 +331,30 @@ impl Stage for Actuate {
         ctx.count("actions.recorded", rows.id.len() as u64);
         if !rows.id.is_empty() {
             out.emit(Topic::Actions, self.finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn recovers_from_output(&self) -> bool {
+        true
+    }
+
+    /// Replays `actions` written after the snapshot: their decisions count as applied, and
+    /// each call moves the fleet record as it did when it was made.
+    fn recover(&mut self, _t: Topic, batch: RecordBatch, _ctx: &mut Context) -> Result<()> {
+        let decision = strings(&batch, "decision_id")?;
+        let workload = strings(&batch, "workload")?;
+        let call = strings(&batch, "api_call")?;
+        let params = strings(&batch, "parameters")?;
+        for r in 0..batch.num_rows() {
+            self.state.applied.insert(decision.value(r).to_string());
+            let at = || format!("actions row {r} (decision {})", decision.value(r));
+            let p: serde_json::Value = serde_json::from_str(params.value(r))
+                .map_err(|e| Error::bad_input(at(), format!("params are not JSON: {e}")))?;
+            self.replay_call(workload.value(r), call.value(r), &p)
+                .ok_or_else(|| {
+                    Error::bad_input(at(), "params lack the instance type, tier or count")
+                })?;
         }
         Ok(())
     }

@@ -103,6 +103,44 @@ fn a_replayed_decision_is_never_acted_on_twice_even_after_a_restart() {
 }
 
 #[test]
+fn a_restart_that_lost_its_snapshot_learns_what_it_did_from_its_own_actions() {
+    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let script = [
+        ("d1", "w", "spot", "m7i.xlarge", 5),
+        ("d2", "w", "spot", "m7i.xlarge", 3),
+        ("d3", "v", "on-demand", "c7i.large", 4),
+        ("d4", "w", "on-demand", "r7i.2xlarge", 2),
+        ("d5", "v", "on-demand", "c7i.large", 0),
+    ];
+    let mut actions = Vec::new();
+    for d in script {
+        let mut out = VecCollector::new();
+        let mut ctx = Context::new("actuate");
+        st.process_batch(Topic::Decisions, decisions(&[d]), &mut ctx, &mut out)
+            .unwrap();
+        actions.extend(out.of(Topic::Actions));
+    }
+    assert_eq!(actions.len(), 5, "every decision changed the fleet");
+    let mut restarted = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut ctx = Context::new("actuate");
+    for b in actions {
+        restarted.recover(Topic::Actions, b, &mut ctx).unwrap();
+    }
+    assert_eq!(restarted.state.fleets, st.state.fleets);
+    assert_eq!(restarted.state.applied, st.state.applied);
+    for d in script {
+        assert!(
+            act(&mut restarted, decisions(&[d])).0.is_empty(),
+            "{} acted on twice",
+            d.0
+        );
+    }
+    // The next new decision is planned from the same fleet as without the restart.
+    let next = decisions(&[("d6", "w", "on-demand", "r7i.2xlarge", 7)]);
+    assert_eq!(act(&mut restarted, next.clone()).0, act(&mut st, next).0);
+}
+
+#[test]
 fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
     let mut st = Actuate::new(ActuateConfig {
         max_instances: 10,

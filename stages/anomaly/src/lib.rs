@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::schemas::labels;
-use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use pca::PcaModel;
 
@@ -313,7 +313,7 @@ impl Stage for Anomaly {
         // Steps to score, per workload: (id, times, width, values), scored as one block.
         let mut pending: Vec<(usize, Vec<i64>, usize, Vec<f64>)> = Vec::new();
         let cfg = &self.cfg;
-        nb.for_each_dense(&mut workloads, |d| {
+        let replayed = nb.for_each_dense(&mut workloads, |d| {
             let wk = d.state;
             if wk.model.is_none() && !wk.unscored {
                 let split = d.step.label.and_then(|l| labels::get(l, "split"));
@@ -345,6 +345,10 @@ impl Stage for Anomaly {
                 .extend((0..width).map(|j| d.scaled.get(j).copied().unwrap_or(f64::NAN)));
             Ok(())
         })?;
+        ctx.event(Event::Dropped {
+            kind: "replayed_step",
+            count: replayed,
+        });
         let (mut scores, mut z) = (Vec::new(), Vec::new());
         for (id, times, width, values) in pending {
             let name = workloads.names.names[id].clone();

@@ -17,7 +17,7 @@ use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub const METHOD: &str = "window-stats";
 pub const MODEL_VERSION: &str = "1";
@@ -185,13 +185,13 @@ impl Stage for Fingerprint {
         &mut self,
         _t: Topic,
         batch: RecordBatch,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
         let mut rows = Rows::default();
         let cfg = &self.cfg;
-        nb.for_each_dense(&mut self.workloads, |d| {
+        let replayed = nb.for_each_dense(&mut self.workloads, |d| {
             let wk = d.state;
             // Reuse the oldest step's buffer for the newest.
             let mut values = match wk.window.len() == cfg.window {
@@ -209,6 +209,10 @@ impl Stage for Fingerprint {
             }
             Ok(())
         })?;
+        ctx.event(Event::Dropped {
+            kind: "replayed_step",
+            count: replayed,
+        });
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
         }

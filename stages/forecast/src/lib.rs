@@ -19,7 +19,7 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::{Collector, Context, Error, Result, Stage, Topic};
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub const MODEL_VERSION: &str = "1";
 
@@ -554,13 +554,13 @@ impl Stage for Forecast {
         &mut self,
         _t: Topic,
         batch: RecordBatch,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
         let mut rows = Rows::default();
         let (cfg, resources, scratch) = (&self.cfg, &self.resources, &mut self.scratch);
-        nb.for_each_dense(&mut self.workloads, |d| {
+        let replayed = nb.for_each_dense(&mut self.workloads, |d| {
             observe(
                 cfg,
                 resources,
@@ -574,6 +574,10 @@ impl Stage for Forecast {
             );
             Ok(())
         })?;
+        ctx.event(Event::Dropped {
+            kind: "replayed_step",
+            count: replayed,
+        });
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
         }

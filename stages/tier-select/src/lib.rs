@@ -102,6 +102,10 @@ struct Current {
     instance_type: String,
     count: i64,
     changed_at: i64,
+    /// The newest issuance decided on: a forecast delivered again (an at-least-once replay
+    /// after a crash) is skipped, so it cannot move the cooldown or decide twice.
+    #[serde(default)]
+    decided: Option<i64>,
 }
 
 /// The tier-select stage.
@@ -264,9 +268,14 @@ impl TierSelect {
                     instance_type: chosen.instance_type.clone(),
                     count: chosen.count,
                     changed_at: at,
+                    decided: None,
                 },
             );
         }
+        self.current
+            .entry(workload.to_string())
+            .or_default()
+            .decided = Some(at);
         let prev_count = if same_kind { prev.count } else { 0 };
         if chosen.count != prev_count {
             ctx.count("decisions.changes", 1);
@@ -388,6 +397,18 @@ impl Stage for TierSelect {
         }
         let mut rows = Rows::default();
         for ((w, at), needs) in groups {
+            if self
+                .current
+                .get(&w)
+                .and_then(|c| c.decided)
+                .is_some_and(|d| at <= d)
+            {
+                ctx.event(Event::Dropped {
+                    kind: "replayed_forecast",
+                    count: 1,
+                });
+                continue;
+            }
             if needs.is_empty() {
                 ctx.count("skipped.no_usable_forecast", 1);
                 continue;

@@ -1,0 +1,203 @@
+//! The Kafka commands: `wfe stage` (one stage as a service), `wfe replay` (the job's sources
+//! or a recording onto a topic) and `wfe record` (a topic into a file).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wfe_contract::{Error, Result, Topic};
+use wfe_kafka::replay::{self, TransferReport};
+use wfe_kafka::{ServiceOptions, StageFactory};
+
+use crate::config::JobConfig;
+
+#[derive(clap::Args)]
+pub struct StageArgs {
+    /// `ingest` (the job's sources onto `metrics.raw`, then exit) or a stage after it:
+    /// normalise, fingerprint, anomaly, forecast, tier-select, actuate.
+    pub name: String,
+    /// Job config (TOML) with a `[kafka]` section; default: the built-in job.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Run with Kafka transactions (exactly-once), whatever `kafka.exactly_once` says.
+    #[arg(long)]
+    pub exactly_once: bool,
+    /// This instance's id within its group (part of its transactional id); default: pid.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Brokers, overriding `kafka.bootstrap_servers`.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// A recording made by `wfe record`; without it, the job's sources are replayed.
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// Job config (sources and `[kafka]`); default: the built-in job over ../shared/data.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Topic to produce to; default: the recording's own topic, or `metrics.raw` for sources.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// `max`, or a factor of event time such as `10x`.
+    #[arg(long, default_value = "max")]
+    pub speed: String,
+    /// Do not end a replay of sources with the end-of-stream marker on every partition (the
+    /// marker makes stages flush their pending windows, as the embedded run does at the end).
+    #[arg(long)]
+    pub no_end_of_stream: bool,
+    /// Brokers, overriding `kafka.bootstrap_servers`.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// Topic to record, from its beginning to its end now (the broker's name, prefix included).
+    #[arg(long)]
+    pub topic: String,
+    /// Output file: `.parquet` for Parquet, anything else for an Arrow IPC file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Job config with a `[kafka]` section; default: the built-in job.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Brokers, overriding `kafka.bootstrap_servers`.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+}
+
+fn load(config: Option<&std::path::Path>, bootstrap: Option<String>) -> Result<JobConfig> {
+    let mut cfg = JobConfig::load(config)?;
+    if let Some(b) = bootstrap {
+        cfg.kafka.bootstrap_servers = b;
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))
+}
+
+/// Resolves on SIGINT or SIGTERM (how Kubernetes stops a pod).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn stage(args: StageArgs) -> Result<()> {
+    let cfg = load(args.config.as_deref(), args.bootstrap)?;
+    let rt = runtime()?;
+    if args.name == "ingest" {
+        let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
+        let speed = cfg.speed()?;
+        let r = rt.block_on(replay::replay_source(
+            &cfg.kafka,
+            &mut source,
+            Topic::MetricsRaw,
+            speed,
+            true,
+            "ingest",
+        ))?;
+        print_transfer("ingest", &cfg.kafka.topic(Topic::MetricsRaw), &r);
+        return Ok(());
+    }
+    cfg.build_stage(&args.name)?;
+    let exactly_once = args.exactly_once || cfg.kafka.exactly_once.iter().any(|s| *s == args.name);
+    let opts = ServiceOptions {
+        kafka: cfg.kafka.clone(),
+        exactly_once,
+        instance: args
+            .instance
+            .unwrap_or_else(|| std::process::id().to_string()),
+    };
+    let name = args.name.clone();
+    let cfg = Arc::new(cfg);
+    let make: StageFactory = Box::new(move || cfg.build_stage(&name));
+    let report = rt.block_on(wfe_kafka::run_stage(make, opts, shutdown_signal()))?;
+    println!(
+        "stage {}: {} messages in, {} out, {} dead letters, {} commits",
+        args.name, report.messages_in, report.messages_out, report.dead_letters, report.commits
+    );
+    for (k, v) in &report.counters {
+        println!("  {k}: {v}");
+    }
+    Ok(())
+}
+
+pub fn replay(args: ReplayArgs) -> Result<()> {
+    let mut cfg = load(args.config.as_deref(), args.bootstrap)?;
+    cfg.run.speed = args.speed;
+    let speed = cfg.speed()?;
+    let rt = runtime()?;
+    match args.input {
+        Some(path) => {
+            let (recorded, batches) = replay::read_recording(&path)?;
+            let topic = args.topic.or(recorded).ok_or_else(|| {
+                Error::config(
+                    "--topic",
+                    "the recording does not say its topic: pass --topic",
+                )
+            })?;
+            let r = replay::replay_recording(&cfg.kafka, &batches, &topic, speed)?;
+            print_transfer("replay", &topic, &r);
+        }
+        None => {
+            let topic = match args.topic.as_deref() {
+                None => Topic::MetricsRaw,
+                Some(t) => Topic::from_name(t.trim_start_matches(&cfg.kafka.topic_prefix))
+                    .filter(|t| *t == Topic::MetricsRaw)
+                    .ok_or_else(|| Error::config("--topic", "sources replay onto `metrics.raw`"))?,
+            };
+            let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
+            let r = rt.block_on(replay::replay_source(
+                &cfg.kafka,
+                &mut source,
+                topic,
+                speed,
+                !args.no_end_of_stream,
+                "replay",
+            ))?;
+            print_transfer("replay", &cfg.kafka.topic(topic), &r);
+        }
+    }
+    Ok(())
+}
+
+pub fn record(args: RecordArgs) -> Result<()> {
+    let cfg = load(args.config.as_deref(), args.bootstrap)?;
+    let r = replay::record(&cfg.kafka, &args.topic, &args.out)?;
+    print_transfer("record", &args.topic, &r);
+    Ok(())
+}
+
+fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
+    println!(
+        "{what} {topic}: {} messages, {} rows, {:.1} MB in {:.2} s",
+        r.messages,
+        r.rows,
+        r.bytes as f64 / 1e6,
+        r.seconds
+    );
+}

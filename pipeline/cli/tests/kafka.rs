@@ -1,0 +1,708 @@
+//! The stage services against a real Kafka-protocol broker process (tansu, installed by
+//! `make tools` into `.tools/bin`; each test starts its own on a free port with SQLite
+//! storage in a temporary folder, so it survives a restart). Every test runs the seven stages
+//! as separate `wfe` processes over the broker and compares with `wfe run` (embedded) on the
+//! same input (`tests/kafka/job.toml`: three ASD servers and one SMD machine).
+//!
+//! The tests run one at a time: each starts a broker and seven processes.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wfe_contract::Topic;
+use wfe_kafka::KafkaConfig;
+use wfe_kafka::codec::{self, HeaderMap, header};
+use wfe_kafka::replay::Sender;
+use wfe_kafka::testing::{TopicContents, read_topic, row_strings};
+
+const PARTITIONS: i32 = 3;
+const STAGES: [&str; 6] = [
+    "normalise",
+    "fingerprint",
+    "anomaly",
+    "forecast",
+    "tier-select",
+    "actuate",
+];
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("WFE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"))
+}
+
+fn tansu() -> PathBuf {
+    let bin = std::env::var_os("WFE_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools/bin/tansu"));
+    assert!(
+        bin.exists(),
+        "no tansu broker at {}: run `make tools` (or set WFE_TANSU)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tansu broker process on loopback, with its data in `dir`.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Self {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            starts: 0,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log =
+            std::fs::File::create(self.dir.join(format!("tansu-{}.log", self.starts))).unwrap();
+        self.starts += 1;
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            // tansu reads the SQLite URL's path relative to its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tansu did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `wfe` process with its output in a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    job: PathBuf,
+    /// The tansu process, or `None` when the test hosts a mock cluster.
+    broker: Option<Broker>,
+    bootstrap: String,
+    cfg: KafkaConfig,
+    procs: Vec<Proc>,
+    /// Decisions and actions of `wfe run` over the same job.
+    expected: &'static (Vec<String>, Vec<String>),
+}
+
+impl Env {
+    /// Seven stages over a tansu broker of their own.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path());
+        let bootstrap = broker.bootstrap();
+        Self::with(dir, Some(broker), bootstrap, "")
+    }
+
+    /// Seven stages over a broker at `bootstrap` that creates no topics (the mock cluster).
+    fn over(bootstrap: String) -> Self {
+        Self::with(
+            tempfile::tempdir().unwrap(),
+            None,
+            bootstrap,
+            "create_topics = false\n",
+        )
+    }
+
+    fn with(
+        dir: tempfile::TempDir,
+        broker: Option<Broker>,
+        bootstrap: String,
+        kafka_extra: &str,
+    ) -> Self {
+        let job = dir.path().join("job.toml");
+        let mut text =
+            std::fs::read_to_string(root().join("pipeline/cli/tests/kafka/job.toml")).unwrap();
+        if broker.is_none() {
+            // The mock cluster keeps about 5 MB per partition: the ASD servers only.
+            let smd = text
+                .find("[[sources]]\npath = \"../shared/data/smd\"")
+                .expect("smd source in job.toml");
+            let end = text[smd..].find("\n\n").map_or(text.len(), |e| smd + e + 2);
+            text.replace_range(smd..end, "");
+        }
+        let text = text
+            .replace("../shared/data", &data_dir().display().to_string())
+            .replace("[kafka]\n", &format!("[kafka]\n{kafka_extra}"));
+        std::fs::write(&job, &text).unwrap();
+        let expected = embedded_run(&text.replace(&format!("[kafka]\n{kafka_extra}"), "[kafka]\n"));
+        let cfg = KafkaConfig {
+            bootstrap_servers: bootstrap.clone(),
+            partitions: PARTITIONS,
+            ..Default::default()
+        };
+        Env {
+            dir,
+            job,
+            broker,
+            bootstrap,
+            cfg,
+            procs: Vec::new(),
+            expected,
+        }
+    }
+
+    fn wfe(&self, args: &[&str], log_name: &str) -> Proc {
+        let log = self.dir.path().join(format!("{log_name}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wfe"))
+            .args(args)
+            .args([
+                "--config",
+                self.job.to_str().unwrap(),
+                "--bootstrap",
+                &self.bootstrap,
+            ])
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+
+    /// Starts a stage service; returns its index in `procs`.
+    fn stage(&mut self, name: &str, instance: &str) -> usize {
+        let p = self.wfe(
+            &["stage", name, "--instance", instance],
+            &format!("{name}-{instance}"),
+        );
+        self.procs.push(p);
+        self.procs.len() - 1
+    }
+
+    /// Runs a `wfe` command to the end; panics with its log if it fails.
+    fn run(&self, args: &[&str], log_name: &str) -> String {
+        let mut p = self.wfe(args, log_name);
+        let status = p.child.wait().unwrap();
+        let log = p.log();
+        assert!(status.success(), "wfe {args:?} failed:\n{log}");
+        log
+    }
+
+    /// Prints what each topic holds and the end of each log (shown when the test fails).
+    fn report(&self) {
+        for t in Topic::ALL {
+            if let Ok(c) = read_topic(&self.cfg, t, PARTITIONS) {
+                eprintln!(
+                    "{}: {} messages, {} rows ({} distinct), {} partitions ended",
+                    t.name(),
+                    c.messages,
+                    c.rows.len(),
+                    distinct(&c.rows).len(),
+                    c.ended
+                );
+            }
+        }
+        for p in &self.procs {
+            eprintln!("--- {}\n{}", p.log.display(), tail(&p.log(), 15));
+        }
+    }
+
+    /// Waits until every partition of `topic` ends with the end-of-stream marker.
+    fn wait_ended(&self, topic: Topic, limit: Duration) -> TopicContents {
+        let start = Instant::now();
+        loop {
+            if let Ok(c) = read_topic(&self.cfg, topic, PARTITIONS)
+                && c.ended == PARTITIONS as usize
+            {
+                return c;
+            }
+            if start.elapsed() > limit {
+                let logs: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|p| format!("--- {}\n{}", p.log.display(), tail(&p.log(), 30)))
+                    .collect();
+                panic!(
+                    "`{}` did not end within {limit:?}\n{}",
+                    topic.name(),
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The embedded run of a job (its text, data paths filled in): sorted rows of decisions and
+/// actions, computed once per job.
+fn embedded_run(job_text: &str) -> &'static (Vec<String>, Vec<String>) {
+    static RUNS: Mutex<Vec<(String, &'static (Vec<String>, Vec<String>))>> = Mutex::new(Vec::new());
+    let mut runs = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, r)) = runs.iter().find(|(t, _)| t == job_text) {
+        return r;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, job_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args([
+            "run",
+            "--config",
+            job.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |t: &str| {
+        let f = std::fs::File::open(dir.path().join(format!("{t}.arrows"))).unwrap();
+        let mut rows: Vec<String> = arrow_ipc::reader::StreamReader::try_new(f, None)
+            .unwrap()
+            .flat_map(|b| row_strings(&b.unwrap()))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let r: &'static (Vec<String>, Vec<String>) =
+        Box::leak(Box::new((rows("decisions"), rows("actions"))));
+    runs.push((job_text.to_string(), r));
+    r
+}
+
+/// Distinct rows (at-least-once may deliver a row twice; its content is the same).
+fn distinct(rows: &[String]) -> Vec<String> {
+    rows.iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn field<'a>(row: &'a str, name: &str) -> &'a str {
+    row.split('|')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_default()
+}
+
+/// Panics with counts and a few differing rows (shortened) when `got` is not `want`.
+fn assert_same_rows(what: &str, got: &[String], want: &[String]) {
+    if got == want {
+        return;
+    }
+    let short = |r: &&String| r.chars().take(240).collect::<String>();
+    let want_set: BTreeSet<&String> = want.iter().collect();
+    let got_set: BTreeSet<&String> = got.iter().collect();
+    let extra: Vec<String> = got
+        .iter()
+        .filter(|r| !want_set.contains(r))
+        .take(3)
+        .map(|r| short(&r))
+        .collect();
+    let lost: Vec<String> = want
+        .iter()
+        .filter(|r| !got_set.contains(r))
+        .take(3)
+        .map(|r| short(&r))
+        .collect();
+    let first_diff = match (
+        got.iter().find(|r| !want_set.contains(r)),
+        want.iter().find(|r| !got_set.contains(r)),
+    ) {
+        (Some(a), Some(b)) => {
+            let at = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+            let from = a[..at].rfind('|').unwrap_or(0);
+            format!(
+                "first difference: over Kafka `{}` / embedded `{}`",
+                &a[from..(at + 60).min(a.len())],
+                &b[from..(at + 60).min(b.len())]
+            )
+        }
+        _ => String::new(),
+    };
+    panic!(
+        "{first_diff}\n{what}: {} rows over Kafka ({} distinct), {} embedded\nonly over Kafka: {extra:#?}\nonly embedded: {lost:#?}",
+        got.len(),
+        got_set.len(),
+        want.len()
+    );
+}
+
+/// Actions are effects: each action id at most once, and the same set as embedded.
+fn assert_actions_once(actions: &TopicContents, expected: &[String]) {
+    let ids: Vec<&str> = actions.rows.iter().map(|r| field(r, "action_id")).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "an action was taken twice");
+    assert_same_rows("actions", &actions.rows, expected);
+}
+
+/// At-least-once may deliver a decision twice, never lose or change one.
+fn assert_decisions_match(decisions: &TopicContents, expected: &[String]) {
+    assert!(!expected.is_empty());
+    assert_same_rows("decisions (distinct)", &distinct(&decisions.rows), expected);
+}
+
+#[test]
+fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut env = Env::new();
+    for s in STAGES {
+        env.stage(s, "a");
+    }
+    // 1,000 malformed messages mixed into metrics.raw: half before the data, half after.
+    let sender = Sender::new(&env.cfg, "test").unwrap();
+    let raw = env.cfg.topic(Topic::MetricsRaw);
+    wfe_kafka::broker::ensure_topics_blocking(&env.cfg, &[(raw.clone(), false)]);
+    let bad = send_malformed(&sender, &raw, 50);
+    env.run(&["replay", "--no-end-of-stream"], "replay");
+    let bad = bad + send_malformed(&sender, &raw, 50);
+    assert_eq!(bad, 1000);
+    sender.end_of_stream(&raw, PARTITIONS).unwrap();
+
+    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
+    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
+    // A clean run delivers every decision exactly once.
+    assert_same_rows("decisions", &decisions.rows, &env.expected.0);
+    assert_actions_once(&actions, &env.expected.1);
+
+    let dlq = env.cfg.dead_letter_topic("normalise");
+    let letters: usize = (0..PARTITIONS)
+        .map(|p| {
+            wfe_kafka::broker::read_partition(
+                &env.cfg,
+                &dlq,
+                p,
+                wfe_kafka::rdkafka::Offset::Beginning,
+            )
+            .unwrap()
+            .len()
+        })
+        .sum();
+    assert_eq!(
+        letters, 1000,
+        "every malformed message is in the dead-letter topic"
+    );
+    // The stage kept running through them: it is still alive now.
+    assert!(
+        env.procs[0].child.try_wait().unwrap().is_none(),
+        "normalise died:\n{}",
+        env.procs[0].log()
+    );
+
+    // Other teams read wfe's topics with pyarrow and confluent-kafka alone.
+    if let Some(py) = std::env::var_os("WFE_PYTHON") {
+        for topic in ["anomalies", "forecasts"] {
+            let out = Command::new(&py)
+                .arg(root().join("schemas/examples/read_topic.py"))
+                .args(["--bootstrap", &env.bootstrap, "--topic", topic])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let n = read_topic(&env.cfg, Topic::from_name(topic).unwrap(), PARTITIONS)
+                .unwrap()
+                .rows
+                .len();
+            assert!(n > 0);
+            assert!(
+                text.contains(&format!("{n} rows")),
+                "python read {topic}: {text}"
+            );
+        }
+    } else {
+        panic!("set WFE_PYTHON to a Python with pyarrow and confluent-kafka (make test does)");
+    }
+}
+
+#[test]
+fn kill_9_mid_replay_and_instances_leaving_lose_nothing_and_never_act_twice() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut env = Env::new();
+    for s in STAGES {
+        env.stage(s, "a");
+    }
+    let forecast_b = env.stage("forecast", "b");
+    // Both instances hold partitions before the data arrives.
+    for i in [forecast_b] {
+        let start = Instant::now();
+        while !env.procs[i].log().contains("partitions assigned") {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "second instance got no partitions:\n{}",
+                env.procs[i].log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for i in [forecast_b] {
+        let log = env.procs[i].log();
+        let split = log
+            .lines()
+            .any(|l| l.contains("partitions assigned") && !l.contains("[0, 1, 2]"));
+        assert!(
+            split,
+            "two instances did not split the partitions:\n{}",
+            tail(&log, 10)
+        );
+    }
+    let mut replay = env.wfe(&["replay"], "replay");
+    std::thread::sleep(Duration::from_secs(4));
+    // Mid-stream: kill -9 normalise and the actuator, then restart both (the actuator must
+    // not act again on what it did before dying); the second forecast instance stops for good
+    // (SIGTERM: it commits and leaves), and the first takes its partitions over. (A member
+    // that dies without leaving a group of several is the mock-cluster test below: tansu 0.6
+    // hands its partitions to nobody until it comes back.)
+    env.procs[0].kill9();
+    env.procs[5].kill9();
+    let pid = env.procs[forecast_b].child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    env.stage("normalise", "a2");
+    env.stage("actuate", "a2");
+    assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
+
+    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
+    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
+    env.report();
+    assert_decisions_match(&decisions, &env.expected.0);
+    assert_actions_once(&actions, &env.expected.1);
+    let stopped = env.procs[forecast_b].child.wait().unwrap();
+    assert!(
+        stopped.success(),
+        "SIGTERM is a clean stop:\n{}",
+        env.procs[forecast_b].log()
+    );
+    let a = env.procs[3].log();
+    let last = a
+        .lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("[0, 1, 2]"),
+        "the first forecast never took the second's partitions over:\n{}",
+        tail(&a, 20)
+    );
+}
+
+#[test]
+fn broker_restart_mid_stream_recovers_by_itself_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut env = Env::new();
+    for s in STAGES {
+        env.stage(s, "a");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut replay = env.wfe(&["replay"], "replay");
+    std::thread::sleep(Duration::from_secs(4));
+    let broker = env.broker.as_mut().unwrap();
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.spawn();
+    assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
+    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
+    env.report();
+    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
+    env.report();
+    assert_decisions_match(&decisions, &env.expected.0);
+    assert_actions_once(&actions, &env.expected.1);
+    for p in &mut env.procs {
+        assert!(
+            p.child.try_wait().unwrap().is_none(),
+            "a stage died:\n{}",
+            p.log()
+        );
+    }
+}
+
+#[test]
+fn an_instance_killed_in_a_group_of_two_is_taken_over_on_a_mock_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mock = wfe_kafka::rdkafka::mocking::MockCluster::new(1).unwrap();
+    let mut env = Env::over(mock.bootstrap_servers());
+    let mut topics: Vec<String> = Topic::ALL.iter().map(|t| env.cfg.topic(*t)).collect();
+    for s in STAGES {
+        topics.push(env.cfg.dead_letter_topic(s));
+        topics.push(env.cfg.state_topic(s));
+    }
+    for t in &topics {
+        mock.create_topic(t, PARTITIONS, 1).unwrap();
+    }
+    for s in STAGES {
+        env.stage(s, "a");
+    }
+    let b = env.stage("normalise", "b");
+    let start = Instant::now();
+    while !env.procs[b].log().contains("partitions assigned") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "second instance got no partitions:\n{}",
+            env.procs[b].log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // About 15 s of replay (45 days of 5-minute samples at 300,000x): the kill lands mid-stream.
+    let mut replay = env.wfe(&["replay", "--speed", "300000x"], "replay");
+    std::thread::sleep(Duration::from_secs(5));
+    env.procs[b].kill9();
+    assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
+    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
+    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
+    env.report();
+    assert_decisions_match(&decisions, &env.expected.0);
+    assert_actions_once(&actions, &env.expected.1);
+    let a = env.procs[0].log();
+    let last = a
+        .lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("[0, 1, 2]"),
+        "the survivor never took the partitions over:\n{}",
+        tail(&a, 20)
+    );
+}
+
+/// Five kinds of bad message a misconfigured producer sends (JSON, another topic's rows, a
+/// wrong schema header, a newer schema version, no headers at all), `2 n` times each: keyed and
+/// without a key. (wfe-kafka's mock tests cover the other kinds: truncated, empty, ...)
+fn send_malformed(sender: &Sender, topic: &str, n: usize) -> usize {
+    let raw = HeaderMap::data(Topic::MetricsRaw, "test", "t");
+    let wrong = HeaderMap::data(Topic::Forecasts, "test", "t");
+    let mut newer = raw.clone();
+    newer.set(header::VERSION, "7");
+    let actions = codec::encode(&arrow_array::RecordBatch::new_empty(
+        Topic::Actions.schema(),
+    ))
+    .unwrap();
+    let cases: Vec<(HeaderMap, Vec<u8>)> = vec![
+        (raw.clone(), b"{\"cpu\": 0.5}".to_vec()),
+        (raw.clone(), actions.clone()),
+        (wrong, actions.clone()),
+        (newer, actions),
+        (HeaderMap::default(), b"\x00\x01garbage".to_vec()),
+    ];
+    let mut sent = 0;
+    for i in 0..n {
+        for (h, v) in &cases {
+            sender
+                .send(
+                    topic,
+                    None,
+                    Some(format!("bad-{i}").as_bytes()),
+                    Some(v),
+                    h,
+                    None,
+                )
+                .unwrap();
+            sent += 1;
+        }
+    }
+    for _ in 0..n {
+        for (h, v) in &cases {
+            sender.send(topic, None, None, Some(v), h, None).unwrap();
+            sent += 1;
+        }
+    }
+    sender.flush().unwrap();
+    sent
+}

@@ -1,0 +1,208 @@
+//! Talking to the broker outside the data path: creating topics, asking how many partitions
+//! a topic has, and reading one partition from an offset to its end (snapshots, recordings).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use wfe_contract::{Error, Result};
+
+use crate::KafkaConfig;
+
+/// How long a metadata or watermark request may take before it is retried.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker error, marked retryable when the broker may simply be away.
+pub fn kafka_error(what: impl std::fmt::Display, e: KafkaError) -> Error {
+    let retryable = match e.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::WaitingForCoordinator
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::QueueFull
+        ),
+        None => true,
+    };
+    Error::External {
+        service: "kafka".into(),
+        message: format!("{what}: {e}"),
+        retryable,
+    }
+}
+
+/// Creates the topics that do not exist yet (`compacted` ones with `cleanup.policy=compact`).
+/// Topics that exist are left as they are.
+pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[(String, bool)]) -> Result<()> {
+    if !cfg.create_topics || topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .base()
+        .create()
+        .map_err(|e| kafka_error("admin client", e))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, compacted)| {
+            let t = NewTopic::new(
+                name,
+                cfg.partitions,
+                TopicReplication::Fixed(cfg.replication_factor),
+            );
+            if *compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| kafka_error("create topics", e))?;
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, partitions = cfg.partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::External {
+                    service: "kafka".into(),
+                    message: format!("create topic `{name}`: {code}"),
+                    retryable: false,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`ensure_topics`] from synchronous code (tools and tests); panics on failure.
+pub fn ensure_topics_blocking(cfg: &KafkaConfig, topics: &[(String, bool)]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(ensure_topics(cfg, topics))
+        .expect("create topics");
+}
+
+/// Partitions of `topic`, waiting (with backoff) while the broker is away or the topic is
+/// still being created, up to `patience`.
+pub fn partition_count<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    client: &C,
+    topic: &str,
+    patience: Duration,
+) -> Result<i32> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let err = match client.fetch_metadata(Some(topic), REQUEST_TIMEOUT) {
+            Ok(md) => match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    return Ok(t.partitions().len() as i32);
+                }
+                Some(t) => format!("topic `{topic}`: {:?}", t.error()),
+                None => format!("topic `{topic}` not in metadata"),
+            },
+            Err(e) => format!("metadata of `{topic}`: {e}"),
+        };
+        if start.elapsed() > patience {
+            return Err(Error::External {
+                service: "kafka".into(),
+                message: err,
+                retryable: true,
+            });
+        }
+        tracing::debug!("{err}; retrying in {wait:?}");
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Reads `topic`/`partition` from `from` up to the end it had when the call started.
+pub fn read_partition(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+) -> Result<Vec<OwnedMessage>> {
+    let reader: BaseConsumer = cfg
+        .reader()
+        .create()
+        .map_err(|e| kafka_error("reader", e))?;
+    let (low, high) = retry("watermarks", || {
+        reader.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+    })?;
+    let start = match from {
+        Offset::Offset(o) => o.max(low),
+        _ => low,
+    };
+    if start >= high {
+        return Ok(Vec::new());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(|e| kafka_error("assign", e))?;
+    reader.assign(&tpl).map_err(|e| kafka_error("assign", e))?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut next = start;
+    while next < high {
+        if Instant::now() > deadline {
+            return Err(Error::External {
+                service: "kafka".into(),
+                message: format!("reading {topic}/{partition}: stuck at offset {next} of {high}"),
+                retryable: true,
+            });
+        }
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                out.push(m.detach());
+            }
+            // The end as of now (transaction markers take offsets without being messages).
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(kafka_error(format!("reading {topic}/{partition}"), e)),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Retries a broker call with backoff while its error is retryable (up to about a minute).
+pub fn retry<T>(
+    what: &str,
+    mut f: impl FnMut() -> std::result::Result<T, KafkaError>,
+) -> Result<T> {
+    let mut wait = Duration::from_millis(100);
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let err = kafka_error(what, e);
+                if !err.is_retryable() || start.elapsed() > Duration::from_secs(60) {
+                    return Err(err);
+                }
+                tracing::warn!("{err}; retrying in {wait:?}");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The message format on every wfe topic, readable with pyarrow and any Kafka client:
+//!
+//! - **value**: an Arrow IPC stream (schema message, then the batch), content type
+//!   [`CONTENT_TYPE`];
+//! - **key**: the workload id, so one workload's rows stay ordered in one partition;
+//! - **headers**: [`header::SCHEMA`] and [`header::VERSION`] (the topic schema the rows follow),
+//!   `content-type`, [`header::STAGE`] (who produced it) and [`header::TRACE`] (carried from the
+//!   input that caused it, so a decision can be traced back to its samples).
+//!
+//! A batch is split per workload, and a workload's rows are halved until each message fits
+//! under the configured size, well below the broker's `message.max.bytes`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::DataType;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use wfe_contract::{Error, Result, Topic};
+
+/// MIME type of the value: an Arrow IPC stream.
+pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+/// Header names.
+pub mod header {
+    /// The topic schema the rows follow (`metrics.norm`, ...).
+    pub const SCHEMA: &str = "wfe.schema";
+    /// That schema's version.
+    pub const VERSION: &str = "wfe.schema.version";
+    /// The value's MIME type.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// The stage (or tool: `replay`, `ingest`) that produced the message.
+    pub const STAGE: &str = "wfe.stage";
+    /// A trace id, carried from input to output.
+    pub const TRACE: &str = "wfe.trace-id";
+    /// A control message instead of data: [`super::END_OF_STREAM`].
+    pub const CONTROL: &str = "wfe.control";
+    /// On a dead letter: why it could not be used.
+    pub const ERROR: &str = "wfe.error";
+    /// On a dead letter: where it came from, `topic/partition/offset`.
+    pub const ORIGIN: &str = "wfe.origin";
+}
+
+/// Control value: the producer has no more data for this partition (the end of a replay). A
+/// stage flushes the partition's pending windows and passes the marker on, so a replayed
+/// recording gives the same outputs as the embedded run over the same files.
+pub const END_OF_STREAM: &str = "end-of-stream";
+
+/// The headers of one message, as owned strings and bytes (small: a handful per message).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderMap(pub BTreeMap<String, Vec<u8>>);
+
+impl HeaderMap {
+    pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Self {
+        let mut map = BTreeMap::new();
+        if let Some(h) = headers {
+            for header in h.iter() {
+                map.insert(
+                    header.key.to_string(),
+                    header.value.unwrap_or_default().to_vec(),
+                );
+            }
+        }
+        Self(map)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn set(&mut self, key: &str, value: impl AsRef<[u8]>) {
+        self.0.insert(key.to_string(), value.as_ref().to_vec());
+    }
+
+    pub fn to_kafka(&self) -> OwnedHeaders {
+        let mut out = OwnedHeaders::new_with_capacity(self.0.len());
+        for (k, v) in &self.0 {
+            out = out.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        out
+    }
+
+    /// Whether this is the end-of-stream control message.
+    pub fn is_end_of_stream(&self) -> bool {
+        self.get(header::CONTROL) == Some(END_OF_STREAM)
+    }
+
+    /// The data headers of a message on `topic`, produced by `stage`.
+    pub fn data(topic: Topic, stage: &str, trace: &str) -> Self {
+        let mut h = Self::default();
+        h.set(header::SCHEMA, topic.name());
+        h.set(header::VERSION, topic.version().to_string());
+        h.set(header::CONTENT_TYPE, CONTENT_TYPE);
+        h.set(header::STAGE, stage);
+        h.set(header::TRACE, trace);
+        h
+    }
+
+    /// The headers of an end-of-stream marker.
+    pub fn end_of_stream(stage: &str) -> Self {
+        let mut h = Self::default();
+        h.set(header::CONTROL, END_OF_STREAM);
+        h.set(header::STAGE, stage);
+        h
+    }
+}
+
+/// Encodes one batch as an Arrow IPC stream.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+/// Decodes a message value into one batch and checks it against `topic`'s schema. The error
+/// says what is wrong; the caller puts the message on the dead-letter topic with it.
+pub fn decode(topic: Topic, headers: &HeaderMap, value: Option<&[u8]>) -> Result<RecordBatch> {
+    let bad = |m: String| Error::bad_input(format!("message on `{}`", topic.name()), m);
+    match headers.get(header::SCHEMA) {
+        Some(s) if s == topic.name() => {}
+        Some(s) => {
+            return Err(bad(format!(
+                "header {} is `{s}`, expected `{}`",
+                header::SCHEMA,
+                topic.name()
+            )));
+        }
+        None => return Err(bad(format!("no {} header", header::SCHEMA))),
+    }
+    match headers.get(header::VERSION).map(str::parse::<u32>) {
+        Some(Ok(v)) if v >= 1 && v <= topic.version() => {}
+        Some(Ok(v)) => {
+            return Err(bad(format!(
+                "schema version {v} is unknown here (this build knows 1..={})",
+                topic.version()
+            )));
+        }
+        _ => {
+            return Err(bad(format!(
+                "missing or non-numeric {} header",
+                header::VERSION
+            )));
+        }
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && ct != CONTENT_TYPE
+    {
+        return Err(bad(format!(
+            "content type `{ct}`, expected `{CONTENT_TYPE}`"
+        )));
+    }
+    let value = value.ok_or_else(|| bad("empty value".into()))?;
+    let reader = StreamReader::try_new(value, None)
+        .map_err(|e| bad(format!("not an Arrow IPC stream: {e}")))?;
+    let schema = reader.schema();
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| bad(format!("Arrow IPC stream does not decode: {e}")))?);
+    }
+    wfe_schemas::check(topic, &schema)?;
+    match batches.len() {
+        0 => Ok(RecordBatch::new_empty(schema)),
+        1 => Ok(batches.pop().expect("one batch")),
+        _ => Ok(arrow_select::concat::concat_batches(&schema, &batches)?),
+    }
+}
+
+/// The rows of `batch` grouped by workload, in order of first appearance (rows keep their
+/// order within a workload).
+pub fn split_by_workload(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+    let col = batch
+        .column_by_name("workload")
+        .ok_or_else(|| Error::bad_input("batch", "no `workload` column to key messages by"))?;
+    let names = if col.data_type() == &DataType::Utf8 {
+        col.clone()
+    } else {
+        arrow_cast::cast(col, &DataType::Utf8)?
+    };
+    let names = names
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::bad_input("batch", "`workload` is not a string column"))?;
+    let mut order: Vec<String> = Vec::new();
+    let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for r in 0..names.len() {
+        let w = if names.is_null(r) { "" } else { names.value(r) };
+        let e = rows.entry(w).or_default();
+        if e.is_empty() {
+            order.push(w.to_string());
+        }
+        e.push(r as u32);
+    }
+    if order.len() == 1 {
+        return Ok(vec![(order.pop().expect("one"), batch.clone())]);
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for w in order {
+        let idx = UInt32Array::from(rows.remove(w.as_str()).unwrap_or_default());
+        out.push((w, arrow_select::take::take_record_batch(batch, &idx)?));
+    }
+    Ok(out)
+}
+
+/// Encodes `batch` as messages `(key, value)`: one per workload, halved until each value is at
+/// most `max_bytes` (a single row larger than that is an error naming the workload).
+pub fn encode_keyed(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (key, part) in split_by_workload(batch)? {
+        encode_fitting(&key, part, max_bytes, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn encode_fitting(
+    key: &str,
+    batch: RecordBatch,
+    max_bytes: usize,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    let bytes = encode(&batch)?;
+    if bytes.len() <= max_bytes {
+        out.push((key.to_string(), bytes));
+        return Ok(());
+    }
+    let n = batch.num_rows();
+    if n <= 1 {
+        return Err(Error::bad_input(
+            format!("workload `{key}`"),
+            format!(
+                "one row encodes to {} bytes, over the message limit of {max_bytes}",
+                bytes.len()
+            ),
+        ));
+    }
+    let mid = split_point(&batch);
+    encode_fitting(key, batch.slice(0, mid), max_bytes, out)?;
+    encode_fitting(key, batch.slice(mid, n - mid), max_bytes, out)
+}
+
+/// Where to cut a batch in two: near the middle, but between two `event_time` values, so the
+/// rows of one step (all metrics of a workload at one time) stay in one message, as stages
+/// that read a step as a vector expect.
+fn split_point(batch: &RecordBatch) -> usize {
+    let n = batch.num_rows();
+    let half = n / 2;
+    let Some(time) = batch.column_by_name("event_time").and_then(|c| {
+        c.as_any()
+            .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+    }) else {
+        return half;
+    };
+    let t = time.values();
+    let after = (half..n).find(|&i| t[i] != t[i - 1]);
+    let before = (1..half).rev().find(|&i| t[i] != t[i - 1]);
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            if half - b <= a - half {
+                b
+            } else {
+                a
+            }
+        }
+        (Some(b), None) => b,
+        (None, Some(a)) => a,
+        (None, None) => half.max(1),
+    }
+}
+
+/// A deterministic trace id for a message that came without one (from its origin).
+pub fn trace_id(topic: &str, partition: i32, offset: i64) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("{topic}/{partition}/{offset}").as_bytes())
+    )
+}
+
+/// An `Arc`'d empty batch of a topic, for tests and control paths.
+pub fn empty(topic: Topic) -> RecordBatch {
+    RecordBatch::new_empty(Arc::clone(&topic.schema()))
+}

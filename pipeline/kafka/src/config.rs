@@ -1,0 +1,209 @@
+//! The `[kafka]` section of the job config: where the broker is, how clients talk to it (any
+//! librdkafka property passes through, so the same binary runs against Apache Kafka, MSK,
+//! Redpanda or Confluent Cloud), and how wfe lays out its topics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use wfe_contract::{Error, Result, Topic};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port` list of brokers (librdkafka's `bootstrap.servers`).
+    #[serde(default = "d_bootstrap")]
+    pub bootstrap_servers: String,
+    /// Any librdkafka property, for producers and consumers alike: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, `session.timeout.ms`, ...
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only (`session.timeout.ms`, `fetch.max.bytes`, ...).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for producers only (`linger.ms`, `compression.type`, ...).
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// Prefix of every topic name wfe uses (e.g. `prod.` gives `prod.metrics.raw`).
+    #[serde(default)]
+    pub topic_prefix: String,
+    /// Partitions of the topics wfe creates. Every wfe topic has the same count: a stage writes
+    /// its outputs to the partition its input came from, so a workload stays in one partition
+    /// number along the whole chain.
+    #[serde(default = "d_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics wfe creates.
+    #[serde(default = "d_replication")]
+    pub replication_factor: i32,
+    /// Create missing topics at start (off where topics are managed elsewhere).
+    #[serde(default = "d_true")]
+    pub create_topics: bool,
+    /// Consumer groups are `<group_prefix>.<stage>`.
+    #[serde(default = "d_group_prefix")]
+    pub group_prefix: String,
+    /// How often a stage commits: outputs flushed, state snapshot written, offsets committed.
+    /// Shorter means less replayed after a crash, longer means less overhead.
+    #[serde(default = "d_commit_ms")]
+    pub commit_interval_ms: u64,
+    /// Largest message value wfe produces; bigger batches are split (keep below the broker's
+    /// `message.max.bytes`, 1 MB by default).
+    #[serde(default = "d_max_bytes")]
+    pub max_message_bytes: usize,
+    /// Stages that run with Kafka transactions (exactly-once: outputs, state and input offsets
+    /// commit together). Needs a broker with transaction support.
+    #[serde(default)]
+    pub exactly_once: Vec<String>,
+}
+
+fn d_bootstrap() -> String {
+    "127.0.0.1:9092".into()
+}
+fn d_partitions() -> i32 {
+    4
+}
+fn d_replication() -> i32 {
+    1
+}
+fn d_true() -> bool {
+    true
+}
+fn d_group_prefix() -> String {
+    "wfe".into()
+}
+fn d_commit_ms() -> u64 {
+    2000
+}
+fn d_max_bytes() -> usize {
+    900_000
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: d_bootstrap(),
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+            topic_prefix: String::new(),
+            partitions: d_partitions(),
+            replication_factor: d_replication(),
+            create_topics: true,
+            group_prefix: d_group_prefix(),
+            commit_interval_ms: d_commit_ms(),
+            max_message_bytes: d_max_bytes(),
+            exactly_once: Vec::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config("kafka.bootstrap_servers", "empty"));
+        }
+        if self.partitions < 1 {
+            return Err(Error::config("kafka.partitions", "must be at least 1"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(Error::config(
+                "kafka.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The broker name of a wfe topic.
+    pub fn topic(&self, topic: Topic) -> String {
+        format!("{}{}", self.topic_prefix, topic.name())
+    }
+
+    /// The dead-letter topic of a stage.
+    pub fn dead_letter_topic(&self, stage: &str) -> String {
+        format!("{}wfe.dead-letters.{stage}", self.topic_prefix)
+    }
+
+    /// The snapshot topic of a stage (compacted: only the newest snapshot per key matters).
+    pub fn state_topic(&self, stage: &str) -> String {
+        format!("{}wfe.state.{stage}", self.topic_prefix)
+    }
+
+    pub fn group(&self, stage: &str) -> String {
+        format!("{}.{stage}", self.group_prefix)
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// Settings shared by every client, user properties last so they win.
+    pub fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A producer: idempotent (no duplicates from retries, order kept per partition), and
+    /// waiting out a broker outage instead of failing messages (`message.timeout.ms` 0).
+    pub fn producer(&self, transactional_id: Option<&str>) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        c.set("linger.ms", "5");
+        c.set("compression.type", "lz4");
+        // Kafka's Java partitioner, so a workload lands where a Java or Go producer puts it.
+        c.set("partitioner", "murmur2_random");
+        match transactional_id {
+            Some(id) => {
+                c.set("transactional.id", id);
+            }
+            None => {
+                c.set("message.timeout.ms", "0");
+            }
+        }
+        for (k, v) in self.base().config_map() {
+            c.set(k, v);
+        }
+        for (k, v) in &self.producer_properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A group consumer that stores nothing by itself: offsets are committed by the stage
+    /// service after the outputs they caused were acknowledged.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("group.id", group);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("auto.offset.reset", "earliest");
+        c.set("isolation.level", "read_committed");
+        c.set("enable.partition.eof", "false");
+        for (k, v) in self.base().config_map() {
+            c.set(k, v);
+        }
+        for (k, v) in &self.consumer_properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer without a group, for reading partitions directly (snapshots, recordings).
+    pub fn reader(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("group.id", "wfe-reader");
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("isolation.level", "read_committed");
+        c.set("enable.partition.eof", "true");
+        for (k, v) in self.base().config_map() {
+            c.set(k, v);
+        }
+        c
+    }
+}

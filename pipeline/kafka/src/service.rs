@@ -1,0 +1,666 @@
+//! A stage as a service: consume the stage's input topic in a consumer group, run the stage,
+//! produce its outputs, and commit.
+//!
+//! **One stage instance per input partition.** Producers key messages by workload, so a
+//! partition holds whole workloads; each assigned partition gets its own [`Stage`] with its own
+//! state, and that state moves with the partition when the group rebalances. Outputs go to the
+//! same partition number of each output topic (every wfe topic has the same partition count),
+//! so the whole chain keeps a workload in one partition number.
+//!
+//! **At-least-once (default).** Outputs are sent as they are made. Every `commit_interval`
+//! (and before partitions are revoked, and at shutdown) the service waits until the broker has
+//! acknowledged every output, then writes each changed partition's snapshot (stage state plus
+//! the next input offset) to the stage's compacted state topic, waits for that too, and only
+//! then commits the input offsets (as in rust-rdkafka's `at_least_once.rs`). A crash replays
+//! from the last commit; stages are deterministic, so the replay yields the same keyed rows.
+//! On assignment the partition's newest snapshot is restored, and input below its offset is
+//! skipped, so a snapshot written just before a lost commit is not applied twice.
+//!
+//! **No double actuation.** A stage with effects outside the pipeline (actuate) also reads
+//! back, on assignment, its own output written after its snapshot, and learns from it what it
+//! already did ([`Stage::recover`]); a replayed decision then produces no second action.
+//!
+//! **Exactly-once (per stage option).** Outputs, snapshots and input offsets go in one Kafka
+//! transaction (`send_offsets_to_transaction`); readers use `read_committed`.
+//!
+//! **Bad messages** (undecodable Arrow, unknown schema or version, wrong columns, a batch the
+//! stage rejects) go to the stage's dead-letter topic, unchanged, with the error and origin in
+//! headers; a counter rises and the stage goes on. **A broker that is away** is waited out: the
+//! producer keeps messages until they are delivered, and commits are retried with backoff.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use wfe_contract::{Context, Error, Result, Stage, Topic, VecCollector};
+
+use crate::KafkaConfig;
+use crate::broker::{self, kafka_error};
+use crate::codec::{self, HeaderMap, header};
+
+/// Largest chunk of a snapshot in one message.
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
+/// How long a transaction commit may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds a fresh instance of the stage (one per assigned partition).
+pub type StageFactory = Box<dyn Fn() -> Result<Box<dyn Stage>> + Send + Sync>;
+
+/// What a stage service needs.
+pub struct ServiceOptions {
+    pub kafka: KafkaConfig,
+    /// Kafka transactions for this stage.
+    pub exactly_once: bool,
+    /// Distinguishes instances of one stage (the transactional id); default: host and pid.
+    pub instance: String,
+}
+
+/// Counters of a service run, printed at shutdown.
+#[derive(Debug, Default, Clone)]
+pub struct ServiceReport {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Counts delivery failures reported by the producer's background thread.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    /// Messages refused for good since the producer started.
+    pub fn failed_count(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| format!("{}/{}: {e}", m.topic(), m.partition()));
+        }
+    }
+}
+
+/// The newest state of one input partition, as written to the state topic.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    stage: String,
+    topic: String,
+    partition: i32,
+    /// The first input offset not reflected in `state`.
+    next_offset: i64,
+    state: Option<Vec<u8>>,
+    /// For stages that recover from their own output: where each output partition ended
+    /// when the snapshot was taken.
+    outputs_end: Vec<(String, i64)>,
+}
+
+struct Part {
+    stage: Box<dyn Stage>,
+    /// The first input offset this instance has not processed.
+    next: i64,
+    dirty: bool,
+}
+
+/// Everything the message loop and the rebalance callback share.
+struct Core {
+    name: String,
+    make: StageFactory,
+    kafka: KafkaConfig,
+    group: String,
+    input: Topic,
+    input_name: String,
+    outputs: Vec<(Topic, String)>,
+    dlq: String,
+    state_topic: String,
+    state_partitions: i32,
+    producer: ThreadedProducer<Deliveries>,
+    exactly_once: bool,
+    in_txn: bool,
+    parts: BTreeMap<i32, Part>,
+    ctx: Context,
+    report: ServiceReport,
+}
+
+/// The consumer's context: commits and drops partitions before they are revoked.
+struct Ctx {
+    core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut core = lock(&self.core);
+            // Commit what was done while the partitions are still ours, so the next owner
+            // starts exactly there.
+            if let Err(e) = core.commit(consumer) {
+                tracing::error!(stage = %core.name, "commit before revocation failed: {e}; the next owner replays from the previous commit");
+            }
+            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            for p in revoked {
+                core.parts.remove(&p);
+            }
+            tracing::info!(stage = %core.name, partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned")
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+fn lock(core: &Arc<Mutex<Core>>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one stage as a service until `stop` resolves; then commits and leaves the group.
+pub async fn run_stage(
+    make: StageFactory,
+    opts: ServiceOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<ServiceReport> {
+    let probe = make()?;
+    let name = probe.name().to_string();
+    let inputs = probe.inputs();
+    let [input] = inputs[..] else {
+        return Err(Error::config(
+            "stage",
+            format!(
+                "`{name}` has {} inputs; a service consumes exactly one",
+                inputs.len()
+            ),
+        ));
+    };
+    let kafka = opts.kafka.clone();
+    kafka.validate()?;
+    let input_name = kafka.topic(input);
+    let outputs: Vec<(Topic, String)> = probe
+        .outputs()
+        .into_iter()
+        .map(|t| (t, kafka.topic(t)))
+        .collect();
+    drop(probe);
+    let dlq = kafka.dead_letter_topic(&name);
+    let state_topic = kafka.state_topic(&name);
+    let mut topics = vec![
+        (input_name.clone(), false),
+        (dlq.clone(), false),
+        (state_topic.clone(), true),
+    ];
+    topics.extend(outputs.iter().map(|(_, n)| (n.clone(), false)));
+    broker::ensure_topics(&kafka, &topics).await?;
+
+    let txn_id = format!("{}-{name}-{}", kafka.group_prefix, opts.instance);
+    let producer: ThreadedProducer<Deliveries> = kafka
+        .producer(opts.exactly_once.then_some(txn_id.as_str()))
+        .create_with_context(Deliveries::default())
+        .map_err(|e| kafka_error("producer", e))?;
+    if opts.exactly_once {
+        broker::retry("init transactions", || {
+            producer.init_transactions(TXN_TIMEOUT)
+        })?;
+    }
+    let group = kafka.group(&name);
+    let core = Arc::new(Mutex::new(Core {
+        name: name.clone(),
+        make,
+        kafka: kafka.clone(),
+        group: group.clone(),
+        input,
+        input_name: input_name.clone(),
+        outputs,
+        dlq,
+        state_topic: state_topic.clone(),
+        state_partitions: 1,
+        producer,
+        exactly_once: opts.exactly_once,
+        in_txn: false,
+        parts: BTreeMap::new(),
+        ctx: Context::new(name.clone()),
+        report: ServiceReport::default(),
+    }));
+    let consumer: StreamConsumer<Ctx> = kafka
+        .consumer(&group)
+        .create_with_context(Ctx { core: core.clone() })
+        .map_err(|e| kafka_error("consumer", e))?;
+    {
+        let patience = Duration::from_secs(60);
+        let n_in = broker::partition_count(&consumer, &input_name, patience)?;
+        let mut c = lock(&core);
+        c.state_partitions = broker::partition_count(&consumer, &state_topic, patience)?;
+        for (_, out) in &c.outputs {
+            let n_out = broker::partition_count(&consumer, out, patience)?;
+            if n_out < n_in {
+                return Err(Error::config(
+                    "kafka.partitions",
+                    format!(
+                        "`{out}` has {n_out} partitions, fewer than its input `{input_name}` ({n_in}): a stage writes to the partition its input came from"
+                    ),
+                ));
+            }
+        }
+    }
+    consumer
+        .subscribe(&[&input_name])
+        .map_err(|e| kafka_error("subscribe", e))?;
+    tracing::info!(stage = %name, group = %group, input = %input_name, exactly_once = opts.exactly_once, "stage service started");
+
+    let interval = kafka.commit_interval();
+    let mut last_commit = Instant::now();
+    let mut last_recv_error: Option<Instant> = None;
+    tokio::pin!(stop);
+    loop {
+        let wait = interval
+            .saturating_sub(last_commit.elapsed())
+            .max(Duration::from_millis(1));
+        tokio::select! {
+            _ = &mut stop => break,
+            r = tokio::time::timeout(wait, consumer.recv()) => match r {
+                Ok(Ok(msg)) => lock(&core).handle(&msg)?,
+                Ok(Err(e)) => {
+                    // librdkafka reconnects by itself; say so once in a while, not per poll.
+                    if last_recv_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(stage = %name, "consumer: {e} (retrying)");
+                        last_recv_error = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {}
+            }
+        }
+        if last_commit.elapsed() >= interval {
+            lock(&core).commit(&consumer)?;
+            last_commit = Instant::now();
+        }
+    }
+    tracing::info!(stage = %name, "stopping: committing and leaving the group");
+    lock(&core).commit(&consumer)?;
+    consumer.unsubscribe();
+    let c = lock(&core);
+    let mut report = c.report.clone();
+    report.counters = c.ctx.counters().clone();
+    Ok(report)
+}
+
+impl Core {
+    /// Handles one input message.
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let p = msg.partition();
+        let offset = msg.offset();
+        self.report.messages_in += 1;
+        let mut part = match self.parts.remove(&p) {
+            Some(part) => part,
+            None => self.load(p)?,
+        };
+        let r = self.handle_in(&mut part, msg);
+        self.parts.insert(p, part);
+        r.map(|_| ()).inspect_err(
+            |e| tracing::error!(stage = %self.name, "{}/{p}@{offset}: {e}", self.input_name),
+        )
+    }
+
+    fn handle_in(&mut self, part: &mut Part, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let (p, offset) = (msg.partition(), msg.offset());
+        if offset < part.next {
+            self.ctx.count("dropped.already_in_snapshot", 1);
+            return Ok(());
+        }
+        let headers = HeaderMap::from_kafka(msg.headers());
+        let trace = headers
+            .get(header::TRACE)
+            .map(str::to_string)
+            .unwrap_or_else(|| codec::trace_id(&self.input_name, p, offset));
+        let mut out = VecCollector::new();
+        if headers.is_end_of_stream() {
+            part.stage.flush(&mut self.ctx, &mut out)?;
+            self.produce_outputs(out, p, &trace)?;
+            for (_, topic) in self.outputs.clone() {
+                self.send(
+                    &topic,
+                    Some(p),
+                    None,
+                    &[],
+                    HeaderMap::end_of_stream(&self.name),
+                )?;
+            }
+            self.ctx.count("end_of_stream", 1);
+        } else {
+            let result = codec::decode(self.input, &headers, msg.payload()).and_then(|batch| {
+                part.stage
+                    .process_batch(self.input, batch, &mut self.ctx, &mut out)
+            });
+            match result {
+                Ok(()) => self.produce_outputs(out, p, &trace)?,
+                Err(e) if !e.is_retryable() => self.dead_letter(msg, headers, &e)?,
+                Err(e) => return Err(e),
+            }
+        }
+        part.next = offset + 1;
+        part.dirty = true;
+        Ok(())
+    }
+
+    fn produce_outputs(&mut self, out: VecCollector, p: i32, trace: &str) -> Result<()> {
+        for (topic, batch) in out.batches {
+            let name = self.kafka.topic(topic);
+            for (key, value) in codec::encode_keyed(&batch, self.kafka.max_message_bytes)? {
+                let h = HeaderMap::data(topic, &self.name, trace);
+                self.send(&name, Some(p), Some(key.as_bytes()), &value, h)?;
+                self.report.messages_out += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        mut h: HeaderMap,
+        e: &Error,
+    ) -> Result<()> {
+        let origin = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+        self.ctx.event(wfe_contract::Event::Rejected {
+            kind: "dead_letter",
+            location: &origin,
+            message: &e.to_string(),
+            count: 1,
+        });
+        h.set(header::ERROR, e.to_string());
+        h.set(header::ORIGIN, &origin);
+        h.set(header::STAGE, &self.name);
+        let dlq = self.dlq.clone();
+        self.send(&dlq, None, msg.key(), msg.payload().unwrap_or_default(), h)?;
+        self.report.dead_letters += 1;
+        Ok(())
+    }
+
+    /// Queues one message; waits while the producer's queue is full.
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        h: HeaderMap,
+    ) -> Result<()> {
+        self.begin_txn()?;
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(value).headers(h.to_kafka());
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(kafka_error(format!("produce to `{topic}`"), e)),
+            }
+        }
+    }
+
+    fn begin_txn(&mut self) -> Result<()> {
+        if self.exactly_once && !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| kafka_error("begin transaction", e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Waits until every queued message is acknowledged (a broker outage is waited out, with
+    /// a log line every few seconds); fails if any was refused for good.
+    fn flush(&self) -> Result<()> {
+        let start = Instant::now();
+        while let Err(e) = self.producer.flush(Duration::from_secs(5)) {
+            tracing::warn!(stage = %self.name, "waiting {:.0?} for the broker to acknowledge {} messages ({e})", start.elapsed(), self.producer.in_flight_count());
+        }
+        let d = self.producer.context();
+        let failed = d.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = d
+                .first_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(Error::External {
+                service: "kafka".into(),
+                message: format!(
+                    "{failed} messages were not delivered (first: {}); nothing was committed, a restart redoes them",
+                    first.unwrap_or_default()
+                ),
+                retryable: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// The commit point: outputs acknowledged, snapshots written, input offsets committed.
+    fn commit<C: Consumer<Ctx>>(&mut self, consumer: &C) -> Result<()> {
+        let dirty: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.dirty)
+            .map(|(k, _)| *k)
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        if !self.exactly_once {
+            self.flush()?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &dirty {
+            self.write_snapshot(p)?;
+            let next = self.parts[&p].next;
+            tpl.add_partition_offset(&self.input_name, p, Offset::Offset(next))
+                .map_err(|e| kafka_error("offsets", e))?;
+        }
+        if self.exactly_once {
+            let meta = consumer
+                .group_metadata()
+                .ok_or_else(|| Error::state(&self.name, "no consumer group metadata"))?;
+            let r = self
+                .producer
+                .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)
+                .and_then(|_| self.producer.commit_transaction(TXN_TIMEOUT));
+            self.in_txn = false;
+            if let Err(e) = r {
+                let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                return Err(kafka_error(
+                    "commit transaction (aborted; a restart redoes it)",
+                    e,
+                ));
+            }
+        } else {
+            self.flush()?;
+            // The snapshots just written already hold these offsets (input below a snapshot's
+            // offset is skipped), so a commit that fails now (coordinator away, group
+            // rebalancing) loses nothing: say so and try again at the next commit point.
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                self.ctx.count("commit.deferred", 1);
+                tracing::warn!(stage = %self.name, "offset commit deferred: {e}; the snapshots hold the position");
+                return Ok(());
+            }
+        }
+        for p in dirty {
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.dirty = false;
+            }
+        }
+        self.report.commits += 1;
+        Ok(())
+    }
+
+    fn snapshot_key(&self, p: i32) -> String {
+        format!("{}/{}/{p}", self.group, self.input_name)
+    }
+
+    fn write_snapshot(&mut self, p: i32) -> Result<()> {
+        let part = &self.parts[&p];
+        let mut outputs_end = Vec::new();
+        if part.stage.recovers_from_output() && !self.exactly_once {
+            for (_, topic) in &self.outputs {
+                let (_, high) = broker::retry("watermarks", || {
+                    self.producer
+                        .client()
+                        .fetch_watermarks(topic, p, broker::REQUEST_TIMEOUT)
+                })?;
+                outputs_end.push((topic.clone(), high));
+            }
+        }
+        let env = Envelope {
+            stage: self.name.clone(),
+            topic: self.input_name.clone(),
+            partition: p,
+            next_offset: part.next,
+            state: part.stage.snapshot()?,
+            outputs_end,
+        };
+        let bytes = postcard::to_stdvec(&env)
+            .map_err(|e| Error::state(&self.name, format!("encode snapshot: {e}")))?;
+        let key = self.snapshot_key(p);
+        let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
+        let n = chunks.len().max(1);
+        let id = part.next.to_string();
+        let topic = self.state_topic.clone();
+        let sp = p % self.state_partitions;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut h = HeaderMap::default();
+            h.set("wfe.snapshot", &id);
+            h.set("wfe.chunk", format!("{i}/{n}"));
+            h.set(header::STAGE, &self.name);
+            self.send(&topic, Some(sp), Some(key.as_bytes()), chunk, h)?;
+        }
+        self.ctx.count("snapshot.bytes", bytes.len() as u64);
+        Ok(())
+    }
+
+    /// A fresh stage for partition `p`, restored from its newest snapshot.
+    fn load(&mut self, p: i32) -> Result<Part> {
+        let mut stage = (self.make)()?;
+        let key = self.snapshot_key(p);
+        let msgs = broker::read_partition(
+            &self.kafka,
+            &self.state_topic,
+            p % self.state_partitions,
+            Offset::Beginning,
+        )?;
+        let env = newest_snapshot(&msgs, &key)
+            .map(|bytes| postcard::from_bytes::<Envelope>(&bytes))
+            .transpose()
+            .map_err(|e| {
+                Error::state(
+                    &self.name,
+                    format!("snapshot of partition {p} does not decode: {e}"),
+                )
+            })?;
+        let mut next = -1;
+        let mut from: BTreeMap<String, Offset> = self
+            .outputs
+            .iter()
+            .map(|(_, t)| (t.clone(), Offset::Beginning))
+            .collect();
+        if let Some(env) = env {
+            if let Some(state) = &env.state {
+                stage.restore(state)?;
+            }
+            next = env.next_offset;
+            for (t, end) in env.outputs_end {
+                from.insert(t, Offset::Offset(end));
+            }
+            tracing::info!(stage = %self.name, partition = p, next_offset = next, "restored snapshot");
+        }
+        if stage.recovers_from_output() && !self.exactly_once {
+            for (topic, name) in self.outputs.clone() {
+                let mut n = 0;
+                for m in broker::read_partition(&self.kafka, &name, p, from[&name])? {
+                    let h = HeaderMap::from_kafka(m.headers());
+                    if h.is_end_of_stream() || h.get(header::STAGE) != Some(self.name.as_str()) {
+                        continue;
+                    }
+                    let batch = codec::decode(topic, &h, m.payload())?;
+                    n += batch.num_rows();
+                    stage.recover(topic, batch, &mut self.ctx)?;
+                }
+                if n > 0 {
+                    tracing::info!(stage = %self.name, partition = p, rows = n, "recovered from own output written after the snapshot");
+                }
+            }
+        }
+        Ok(Part {
+            stage,
+            next,
+            dirty: false,
+        })
+    }
+}
+
+/// The newest complete snapshot under `key` among state-topic messages (chunks in order).
+fn newest_snapshot(msgs: &[OwnedMessage], key: &str) -> Option<Vec<u8>> {
+    let mut newest = None;
+    let mut building: Option<(String, Vec<u8>)> = None;
+    for m in msgs {
+        if m.key() != Some(key.as_bytes()) {
+            continue;
+        }
+        let h = HeaderMap::from_kafka(m.headers());
+        let (Some(id), Some(chunk)) = (h.get("wfe.snapshot"), h.get("wfe.chunk")) else {
+            continue;
+        };
+        let Some((i, n)) = chunk
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+        else {
+            continue;
+        };
+        if i == 0 {
+            building = Some((id.to_string(), Vec::new()));
+        }
+        match &mut building {
+            Some((bid, buf)) if bid == id => {
+                buf.extend_from_slice(m.payload().unwrap_or_default());
+                if i + 1 == n {
+                    newest = building.take().map(|(_, b)| b);
+                }
+            }
+            _ => building = None,
+        }
+    }
+    newest
+}

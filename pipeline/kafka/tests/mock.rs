@@ -1,0 +1,257 @@
+//! Fast tests against librdkafka's in-process mock cluster (real Kafka protocol, real
+//! transactions): the message format, dead letters and an exactly-once stage service that
+//! gives the same rows as the stage run directly. The tests against a real broker process
+//! (tansu) are in `pipeline/cli/tests/kafka.rs`.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use rdkafka::mocking::MockCluster;
+use wfe_contract::{Context, Source, Stage, Topic, VecCollector};
+use wfe_kafka::codec::{self, HeaderMap, header};
+use wfe_kafka::replay::{Sender, replay_source};
+use wfe_kafka::testing::{read_topic, row_strings};
+use wfe_kafka::{KafkaConfig, ServiceOptions, StageFactory, run_stage};
+use wfe_normalise::{Normalise, NormaliseConfig};
+
+const PARTITIONS: i32 = 3;
+
+fn config(bootstrap: String) -> KafkaConfig {
+    KafkaConfig {
+        bootstrap_servers: bootstrap,
+        partitions: PARTITIONS,
+        commit_interval_ms: 200,
+        // The mock cluster answers no CreateTopics: the test creates them.
+        create_topics: false,
+        ..Default::default()
+    }
+}
+
+fn source() -> wfe_ingest::FileSource {
+    let mut cfg = wfe_ingest::SourceConfig::new(wfe_normalise::testing::shared_data().join("asd"));
+    cfg.only = vec!["omi-1".into(), "omi-2".into(), "omi-3".into()];
+    wfe_ingest::FileSource::open(&[cfg], true).expect("open shared data")
+}
+
+/// `metrics.norm` rows of the normalise stage run directly over the same source.
+fn direct_rows() -> Vec<String> {
+    let mut src = source();
+    let mut ctx = Context::new("normalise");
+    let mut stage = Normalise::new(NormaliseConfig::default()).unwrap();
+    let mut out = VecCollector::new();
+    while let Some(b) = src.next_batch(&mut ctx).unwrap() {
+        stage
+            .process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
+            .unwrap();
+    }
+    stage.flush(&mut ctx, &mut out).unwrap();
+    let mut rows: Vec<String> = out
+        .of(Topic::MetricsNorm)
+        .iter()
+        .flat_map(row_strings)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Ten kinds of bad message, each `n` times.
+fn send_malformed(sender: &Sender, topic: &str, n: usize) -> usize {
+    let good = {
+        let mut src = source();
+        let mut ctx = Context::new("t");
+        src.next_batch(&mut ctx).unwrap().unwrap()
+    };
+    let wrong_columns = RecordBatch::try_new(
+        Topic::Actions.schema(),
+        Topic::Actions
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| arrow_array::new_null_array(f.data_type(), 0))
+            .collect(),
+    )
+    .unwrap();
+    let ipc = codec::encode(&good).unwrap();
+    let raw = HeaderMap::data(Topic::MetricsRaw, "test", "t");
+    let mut cases: Vec<(HeaderMap, Vec<u8>)> = Vec::new();
+    cases.push((raw.clone(), b"not arrow at all".to_vec()));
+    cases.push((raw.clone(), ipc[..ipc.len() / 2].to_vec()));
+    cases.push((raw.clone(), Vec::new()));
+    cases.push((raw.clone(), codec::encode(&wrong_columns).unwrap()));
+    let mut h = raw.clone();
+    h.set(header::VERSION, "99");
+    cases.push((h, ipc.clone()));
+    let mut h = raw.clone();
+    h.set(header::SCHEMA, "forecasts");
+    cases.push((h, ipc.clone()));
+    let mut h = raw.clone();
+    h.set(header::CONTENT_TYPE, "application/json");
+    cases.push((h, b"{\"value\": 1}".to_vec()));
+    let mut h = raw.clone();
+    h.0.remove(header::SCHEMA);
+    cases.push((h, ipc.clone()));
+    let mut h = raw.clone();
+    h.set(header::VERSION, "one");
+    cases.push((h, ipc.clone()));
+    cases.push((HeaderMap::default(), ipc));
+    let mut sent = 0;
+    for i in 0..n {
+        for (h, v) in &cases {
+            let key = format!("bad-{i}");
+            sender
+                .send(topic, None, Some(key.as_bytes()), Some(v), h, None)
+                .unwrap();
+            sent += 1;
+        }
+    }
+    sender.flush().unwrap();
+    sent
+}
+
+fn wait_for_end(cfg: &KafkaConfig, topic: Topic) -> wfe_kafka::testing::TopicContents {
+    let start = Instant::now();
+    loop {
+        let c = read_topic(cfg, topic, PARTITIONS).unwrap();
+        if c.ended == PARTITIONS as usize {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} never ended: {c:?}",
+            topic.name()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn field<'a>(row: &'a str, name: &str) -> &'a str {
+    row.split('|')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_default()
+}
+
+fn normalise_factory() -> StageFactory {
+    Box::new(|| Ok(Box::new(Normalise::new(NormaliseConfig::default())?) as Box<dyn Stage>))
+}
+
+#[test]
+fn codec_round_trips_and_splits_by_workload_under_the_size_limit() {
+    let mut src = source();
+    let mut ctx = Context::new("t");
+    let batch = src.next_batch(&mut ctx).unwrap().unwrap();
+    let msgs = codec::encode_keyed(&batch, 8 * 1024).unwrap();
+    assert!(
+        msgs.len() > 3,
+        "a 1024-row chunk of three workloads needs several 8 KiB messages"
+    );
+    let h = HeaderMap::data(Topic::MetricsRaw, "t", "x");
+    let mut rows = Vec::new();
+    for (key, value) in &msgs {
+        assert!(value.len() <= 8 * 1024);
+        let b = codec::decode(Topic::MetricsRaw, &h, Some(value)).unwrap();
+        for r in row_strings(&b) {
+            assert!(
+                r.contains(&format!("workload={key}|")),
+                "{r} under key {key}"
+            );
+            rows.push(r);
+        }
+    }
+    // A message never cuts a step: each (workload, time) is in one message only.
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, (_, value)) in msgs.iter().enumerate() {
+        let b = codec::decode(Topic::MetricsRaw, &h, Some(value)).unwrap();
+        for r in row_strings(&b) {
+            let step = format!("{}|{}", field(&r, "event_time"), field(&r, "workload"));
+            assert_eq!(
+                *seen.entry(step.clone()).or_insert(i),
+                i,
+                "step {step} split across messages"
+            );
+        }
+    }
+    let mut expected = row_strings(&batch);
+    expected.sort();
+    rows.sort();
+    assert_eq!(rows, expected);
+    let err = codec::decode(Topic::MetricsNorm, &h, Some(&msgs[0].1)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`metrics.raw`, expected `metrics.norm`"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() {
+    let mock = MockCluster::new(1).unwrap();
+    let cfg = config(mock.bootstrap_servers());
+    for t in [
+        cfg.topic(Topic::MetricsRaw),
+        cfg.topic(Topic::MetricsNorm),
+        cfg.dead_letter_topic("normalise"),
+        cfg.state_topic("normalise"),
+    ] {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    let sender = Sender::new(&cfg, "test").unwrap();
+    let raw = cfg.topic(Topic::MetricsRaw);
+    let bad = send_malformed(&sender, &raw, 10);
+    let mut src = source();
+    let replayed = replay_source(&cfg, &mut src, Topic::MetricsRaw, None, false, "test")
+        .await
+        .unwrap();
+    let bad = bad + send_malformed(&sender, &raw, 10);
+    sender.end_of_stream(&raw, PARTITIONS).unwrap();
+    assert!(
+        replayed.messages >= 36 && replayed.rows > 700_000,
+        "{replayed:?}"
+    );
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServiceOptions {
+        kafka: cfg.clone(),
+        exactly_once: true,
+        instance: "t".into(),
+    };
+    let service = tokio::spawn(run_stage(normalise_factory(), opts, async {
+        let _ = rx.await;
+    }));
+    let c2 = cfg.clone();
+    let norm = tokio::task::spawn_blocking(move || wait_for_end(&c2, Topic::MetricsNorm))
+        .await
+        .unwrap();
+    tx.send(()).unwrap();
+    let report = service.await.unwrap().unwrap();
+    assert_eq!(report.dead_letters as usize, bad, "{report:?}");
+    assert!(report.commits > 0);
+    let expected = direct_rows();
+    assert_eq!(norm.rows.len(), expected.len());
+    assert!(
+        norm.rows == expected,
+        "rows differ from the stage run directly"
+    );
+
+    let c3 = cfg.clone();
+    let dlq = tokio::task::spawn_blocking(move || {
+        let name = c3.dead_letter_topic("normalise");
+        (0..PARTITIONS)
+            .flat_map(|p| {
+                wfe_kafka::broker::read_partition(&c3, &name, p, rdkafka::Offset::Beginning)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(dlq.len(), bad);
+    for m in &dlq {
+        let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(m));
+        let err = h.get(header::ERROR).unwrap_or_default();
+        assert!(
+            err.contains("metrics.raw"),
+            "error header names the topic: {err}"
+        );
+        assert!(h.get(header::ORIGIN).is_some_and(|o| o.starts_with(&raw)));
+    }
+}
