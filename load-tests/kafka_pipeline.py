@@ -1,0 +1,182 @@
+"""Load test of the seven stage services over a real broker, measured in one run.
+
+1. starts a tansu broker (SQLite storage in a fresh folder) on a free port;
+2. starts the six stage services after ingest (release `wfe stage NAME`), one process each;
+3. replays the job's sources onto `metrics.raw` at max speed (or at `--speed`), then waits
+   until every partition of `actions` carries the end-of-stream marker;
+4. reads `metrics.raw` and `decisions` back and computes, from Kafka message timestamps,
+   the end-to-end latency from a sample's message to the decision it led to;
+5. measures the broker's own produce rate in the same run: the recorded `metrics.raw`
+   messages produced again, unchanged, to a fresh topic (`wfe replay --in`).
+
+Prints one table. Run through `load-tests/kafka-pipeline.sh` (builds, sets up the venv).
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc
+from confluent_kafka import Consumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["normalise", "fingerprint", "anomaly", "forecast", "tier-select", "actuate"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_messages(bootstrap: str, topic: str):
+    """Every message of a topic, from the beginning to its end now."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wfe-loadtest",
+                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    out = []
+    for p in parts:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high <= low:
+            continue
+        c.assign([TopicPartition(topic, p, low)])
+        while c.position([TopicPartition(topic, p)])[0].offset < high:
+            m = c.poll(10)
+            if m is None or m.error():
+                continue
+            out.append(m)
+    c.close()
+    return out
+
+
+def ended(bootstrap: str, topic: str, partitions: int) -> bool:
+    last = {}
+    for m in read_messages(bootstrap, topic):
+        last[m.partition()] = dict(m.headers() or []).get("wfe.control") == b"end-of-stream"
+    return len(last) == partitions and all(last.values())
+
+
+def rows(m) -> pa.Table:
+    with pa.ipc.open_stream(m.value()) as r:
+        return r.read_all()
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wfe", default=str(ROOT / "target/release/wfe"))
+    ap.add_argument("--tansu", default=str(ROOT / ".tools/bin/tansu"))
+    ap.add_argument("--config", default=str(ROOT / "pipeline/cli/tests/kafka/job.toml"))
+    ap.add_argument("--speed", default="max")
+    ap.add_argument("--partitions", type=int, default=3)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="wfe-loadtest-"))
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    data = os.environ.get("WFE_DATA", str(ROOT.parent / "shared/data"))
+    job = work / "job.toml"
+    job.write_text(Path(args.config).read_text().replace("../shared/data", data)
+                   .replace("partitions = 3", f"partitions = {args.partitions}"))
+    url = f"tcp://{bootstrap}"
+    procs = []
+    log = lambda name: open(work / f"{name}.log", "w")
+    procs.append(subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                   "--storage-engine", "sqlite://tansu.db"], cwd=work,
+                                  stdout=log("tansu"), stderr=subprocess.STDOUT))
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    wfe = lambda *a: [args.wfe, *a, "--config", str(job), "--bootstrap", bootstrap]
+    try:
+        for s in STAGES:
+            procs.append(subprocess.Popen(wfe("stage", s), stdout=log(s), stderr=subprocess.STDOUT,
+                                          env={**os.environ, "RUST_LOG": "warn"}))
+        time.sleep(3)  # group joins
+        t0 = time.time()
+        out = subprocess.run(wfe("replay", "--speed", args.speed), capture_output=True, text=True, check=True)
+        t_replayed = time.time()
+        while not ended(bootstrap, "actions", args.partitions):
+            time.sleep(0.5)
+        t_end = time.time()
+
+        raw = read_messages(bootstrap, "metrics.raw")
+        decisions = read_messages(bootstrap, "decisions")
+        # When each (workload, sample time) reached the broker: the raw message's timestamp.
+        arrival = {}
+        values = 0
+        for m in raw:
+            h = dict(m.headers() or [])
+            if h.get("wfe.control"):
+                continue
+            t = rows(m)
+            values += t.num_rows
+            ts_ms = m.timestamp()[1]
+            wl = m.key().decode()
+            for et in set(t.column("event_time").cast(pa.int64()).to_pylist()):
+                arrival[(wl, et)] = ts_ms
+        lat = []
+        n_decisions = 0
+        for m in decisions:
+            if dict(m.headers() or []).get("wfe.control"):
+                continue
+            t = rows(m)
+            n_decisions += t.num_rows
+            ts_ms = m.timestamp()[1]
+            for wl, at in zip(t.column("workload").to_pylist(), t.column("decided_at").cast(pa.int64()).to_pylist()):
+                if (wl, at) in arrival:
+                    lat.append(ts_ms - arrival[(wl, at)])
+
+        # The broker alone: the same messages, produced again unchanged.
+        rec = work / "raw.arrow"
+        subprocess.run([args.wfe, "record", "--topic", "metrics.raw", "--out", str(rec), "--bootstrap", bootstrap,
+                        "--config", str(job)], check=True, capture_output=True)
+        t1 = time.time()
+        rep = subprocess.run([args.wfe, "replay", "--in", str(rec), "--topic", "loadtest.raw-copy", "--bootstrap",
+                              bootstrap, "--config", str(job)], capture_output=True, text=True)
+        if rep.returncode != 0:
+            raise SystemExit(rep.stderr)
+        t_copy = time.time() - t1
+        raw_bytes = sum(len(m.value() or b"") for m in raw)
+        n_raw = sum(1 for m in raw if not dict(m.headers() or []).get("wfe.control"))
+        e2e = t_end - t0
+        print(f"\nwfe load test: {values:,} values ({n_raw} messages, {raw_bytes / 1e6:.1f} MB) through 7 stage "
+              f"services over tansu, {args.partitions} partitions, replay speed {args.speed}")
+        print("| measure | value |")
+        print("|---|---|")
+        print(f"| pipeline throughput (values/s, replay start to last partition of `actions` ended) | {values / e2e:,.0f} |")
+        print(f"| replay onto metrics.raw alone (values/s) | {values / (t_replayed - t0):,.0f} |")
+        print(f"| broker's own produce rate, same messages again (values/s) | {values / t_copy:,.0f} |")
+        print(f"| broker's own produce rate (MB/s, messages/s) | {raw_bytes / 1e6 / t_copy:.1f}, {n_raw / t_copy:,.0f} |")
+        print(f"| pipeline / broker rate | {(values / e2e) / (values / t_copy):.2f} |")
+        print(f"| decisions | {n_decisions:,} ({len(lat):,} matched to their sample's message) |")
+        print(f"| end-to-end latency, sample message to decision message, p50 (ms) | {percentile(lat, 0.5):,.0f} |")
+        print(f"| end-to-end latency p99 (ms) | {percentile(lat, 0.99):,.0f} |")
+        print(f"| wall time: replay + drain (s) | {e2e:.1f} |")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
