@@ -160,7 +160,10 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
                     "the recording does not say its topic: pass --topic",
                 )
             })?;
-            rt.block_on(wfe_kafka::broker::ensure_topics(&cfg.kafka, &[(topic.clone(), false)]))?;
+            rt.block_on(wfe_kafka::broker::ensure_topics(
+                &cfg.kafka,
+                &[(topic.clone(), false)],
+            ))?;
             let r = replay::replay_recording(&cfg.kafka, &batches, &topic, speed)?;
             print_transfer("replay", &topic, &r);
         }

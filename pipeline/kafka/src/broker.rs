@@ -71,10 +71,22 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[(String, bool)]) -> Resu
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-    let results = admin
-        .create_topics(new.iter(), &opts)
-        .await
-        .map_err(|e| kafka_error("create topics", e))?;
+    // A broker that is not up yet is waited for (a fleet often starts before its broker).
+    let mut wait = Duration::from_secs(1);
+    let results = loop {
+        match admin.create_topics(new.iter(), &opts).await {
+            Ok(r) => break r,
+            Err(e) => {
+                let err = kafka_error(format!("create topics at {}", cfg.bootstrap_servers), e);
+                if !err.is_retryable() {
+                    return Err(err);
+                }
+                tracing::warn!("{err}; is the broker up? retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
     for r in results {
         match r {
             Ok(name) => tracing::info!(topic = %name, partitions = cfg.partitions, "created topic"),

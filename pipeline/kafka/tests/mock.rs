@@ -232,6 +232,78 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
         "rows differ from the stage run directly"
     );
 
+    // Record metrics.norm (both file formats) and replay each onto a fresh topic: the same
+    // messages, keys, headers and partitions.
+    for ext in ["arrow", "parquet"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(format!("norm.{ext}"));
+        let (c, f) = (cfg.clone(), file.clone());
+        let rec = tokio::task::spawn_blocking(move || {
+            wfe_kafka::replay::record(&c, &c.topic(Topic::MetricsNorm), &f)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            rec.messages as usize,
+            norm.messages + PARTITIONS as usize,
+            "data and end markers"
+        );
+        let copy = format!("copy-{ext}");
+        mock.create_topic(&copy, PARTITIONS, 1).unwrap();
+        let (topic, batches) = wfe_kafka::replay::read_recording(&file).unwrap();
+        assert_eq!(topic.as_deref(), Some("metrics.norm"));
+        let (c, t) = (cfg.clone(), copy.clone());
+        let sent = tokio::task::spawn_blocking(move || {
+            wfe_kafka::replay::replay_recording(&c, &batches, &t, None)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(sent.messages, rec.messages);
+        let c = cfg.clone();
+        let again = tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::new();
+            let mut ended = 0;
+            for p in 0..PARTITIONS {
+                let msgs =
+                    wfe_kafka::broker::read_partition(&c, &copy, p, rdkafka::Offset::Beginning)
+                        .unwrap();
+                for m in &msgs {
+                    let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(m));
+                    if h.is_end_of_stream() {
+                        ended += 1;
+                        continue;
+                    }
+                    let key = rdkafka::message::Message::key(m)
+                        .map(|k| String::from_utf8_lossy(k).to_string());
+                    let b = codec::decode(
+                        Topic::MetricsNorm,
+                        &h,
+                        rdkafka::message::Message::payload(m),
+                    )
+                    .unwrap();
+                    for r in row_strings(&b) {
+                        assert_eq!(key.as_deref(), Some(field(&r, "workload")), "key kept");
+                        rows.push(r);
+                    }
+                }
+            }
+            rows.sort();
+            (rows, ended)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            again.1, PARTITIONS as usize,
+            "end markers replayed to their partitions"
+        );
+        assert!(
+            again.0 == norm.rows,
+            "{ext} recording replays the same rows"
+        );
+    }
+
     let c3 = cfg.clone();
     let dlq = tokio::task::spawn_blocking(move || {
         let name = c3.dead_letter_topic("normalise");
