@@ -170,3 +170,30 @@ fn quantile_interpolates() {
     assert_eq!(quantiles_select(&mut v, &levels), want);
     assert_eq!(quantiles_select(&mut [], &[0.5]), vec![0.0]);
 }
+
+#[test]
+fn steps_delivered_again_after_a_crash_are_skipped_not_counted_twice() {
+    let batches = normalised("smd", &["machine-1-6"], 40);
+    let (first, second) = batches.split_at(batches.len() / 2);
+    let mut once = Forecast::new(ForecastConfig::default(), cpu()).unwrap();
+    let expected = run(&mut once, &batches).rows(Topic::Forecasts);
+    assert!(expected > 0);
+
+    // At-least-once: the second half arrives after the last third of the first half again.
+    let mut stage = Forecast::new(ForecastConfig::default(), cpu()).unwrap();
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("forecast");
+    let again = &first[first.len() * 2 / 3..];
+    for b in first.iter().chain(again).chain(second) {
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
+    }
+    stage.flush(&mut ctx, &mut out).unwrap();
+    assert_eq!(out.rows(Topic::Forecasts), expected);
+    let replayed: usize = again
+        .iter()
+        .map(|b| NormBatch::new(b).unwrap().steps().count())
+        .sum();
+    assert_eq!(ctx.counters()["dropped.replayed_step"], replayed as u64);
+}
