@@ -13,6 +13,7 @@ Prints one table. Run through `load-tests/kafka-pipeline.sh` (builds, sets up th
 """
 
 import argparse
+import bisect
 import os
 import socket
 import subprocess
@@ -117,19 +118,19 @@ def main() -> None:
 
         raw = read_messages(bootstrap, "metrics.raw")
         decisions = read_messages(bootstrap, "decisions")
-        # When each (workload, sample time) reached the broker: the raw message's timestamp.
+        # When each workload's samples reached the broker: per raw message, the newest sample
+        # time it carried and the message's timestamp, in event-time order.
         arrival = {}
         values = 0
         for m in raw:
-            h = dict(m.headers() or [])
-            if h.get("wfe.control"):
+            if dict(m.headers() or []).get("wfe.control"):
                 continue
             t = rows(m)
             values += t.num_rows
-            ts_ms = m.timestamp()[1]
-            wl = m.key().decode()
-            for et in set(t.column("event_time").cast(pa.int64()).to_pylist()):
-                arrival[(wl, et)] = ts_ms
+            newest = max(t.column("event_time").cast(pa.int64()).to_pylist())
+            arrival.setdefault(m.key().decode(), []).append((newest, m.timestamp()[1]))
+        for v in arrival.values():
+            v.sort()
         lat = []
         n_decisions = 0
         for m in decisions:
@@ -139,8 +140,11 @@ def main() -> None:
             n_decisions += t.num_rows
             ts_ms = m.timestamp()[1]
             for wl, at in zip(t.column("workload").to_pylist(), t.column("decided_at").cast(pa.int64()).to_pylist()):
-                if (wl, at) in arrival:
-                    lat.append(ts_ms - arrival[(wl, at)])
+                msgs = arrival.get(wl, [])
+                # The first raw message of the workload whose samples reach the decision's time.
+                i = bisect.bisect_left(msgs, (at, -1))
+                if i < len(msgs):
+                    lat.append(ts_ms - msgs[i][1])
 
         # The broker alone: the same messages, produced again unchanged.
         rec = work / "raw.arrow"
