@@ -589,7 +589,8 @@ fn broker_restart_mid_stream_recovers_by_itself_and_loses_nothing() {
         env.stage(s, "a");
     }
     std::thread::sleep(Duration::from_secs(2));
-    let mut replay = env.wfe(&["replay"], "replay");
+    // The seventh service: ingest, the job's sources onto metrics.raw.
+    let mut replay = env.wfe(&["stage", "ingest"], "ingest");
     std::thread::sleep(Duration::from_secs(4));
     let broker = env.broker.as_mut().unwrap();
     broker.kill();

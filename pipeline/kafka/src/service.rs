@@ -50,6 +50,8 @@ use crate::codec::{self, HeaderMap, header};
 
 /// Largest chunk of a snapshot in one message.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
+/// How often a running service logs its counters.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// How long a transaction commit may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -277,6 +279,7 @@ pub async fn run_stage(
     let interval = kafka.commit_interval();
     let mut last_commit = Instant::now();
     let mut last_recv_error: Option<Instant> = None;
+    let mut last_progress = Instant::now();
     tokio::pin!(stop);
     loop {
         let wait = interval
@@ -300,6 +303,12 @@ pub async fn run_stage(
         if last_commit.elapsed() >= interval {
             lock(&core).commit(&consumer)?;
             last_commit = Instant::now();
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            let c = lock(&core);
+            let r = &c.report;
+            tracing::info!(stage = %name, messages_in = r.messages_in, messages_out = r.messages_out, dead_letters = r.dead_letters, commits = r.commits, partitions = ?c.parts.keys().collect::<Vec<_>>(), "progress");
+            last_progress = Instant::now();
         }
     }
     tracing::info!(stage = %name, "stopping: committing and leaving the group");

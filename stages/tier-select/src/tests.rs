@@ -129,6 +129,22 @@ fn scale_in_waits_for_the_cooldown() {
 }
 
 #[test]
+fn an_issuance_delivered_again_is_not_decided_twice() {
+    let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
+    let mk = |t: i64, p90: f64| forecasts(&[("w", t, "cpu", "vcpu", 3600, [1.0, 1.0, p90])]);
+    let (out, _) = decide(&mut st, mk(0, 40.0));
+    assert_eq!(out.rows(Topic::Decisions), 1);
+    decide(&mut st, mk(3_600_000, 10.0));
+    // The first issuance again (an at-least-once replay): skipped, so it cannot reset the
+    // cooldown or scale out again.
+    let (again, ctx) = decide(&mut st, mk(0, 40.0));
+    assert_eq!(again.rows(Topic::Decisions), 0);
+    assert_eq!(ctx.counters()["dropped.replayed_forecast"], 1);
+    let (next, _) = decide(&mut st, mk(7_200_000, 10.0));
+    assert_eq!(next.rows(Topic::Decisions), 1);
+}
+
+#[test]
 fn bad_forecasts_are_rejected_and_never_decided_on() {
     let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
     let (out, ctx) = decide(
