@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc
-from confluent_kafka import Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "schemas/examples"))
+from read_topic import messages  # noqa: E402  (the reader other teams get)
 STAGES = ["normalise", "fingerprint", "anomaly", "forecast", "tier-select", "actuate"]
 
 
@@ -38,22 +39,7 @@ def free_port() -> int:
 
 def read_messages(bootstrap: str, topic: str):
     """Every message of a topic, from the beginning to its end now."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wfe-loadtest",
-                  "enable.auto.commit": False, "isolation.level": "read_committed"})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    out = []
-    for p in parts:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if high <= low:
-            continue
-        c.assign([TopicPartition(topic, p, low)])
-        while c.position([TopicPartition(topic, p)])[0].offset < high:
-            m = c.poll(10)
-            if m is None or m.error():
-                continue
-            out.append(m)
-    c.close()
-    return out
+    return list(messages(bootstrap, topic))
 
 
 def ended(bootstrap: str, topic: str, partitions: int) -> bool:

@@ -15,7 +15,8 @@ import pyarrow as pa
 from confluent_kafka import Consumer, TopicPartition
 
 
-def read(bootstrap: str, topic: str) -> pa.Table:
+def messages(bootstrap: str, topic: str):
+    """Every message of `topic`, partition by partition, from the beginning to its end now."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "read-topic-example",
@@ -23,7 +24,6 @@ def read(bootstrap: str, topic: str) -> pa.Table:
         "isolation.level": "read_committed",
     })
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    batches = []
     for p in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         if high <= low:
@@ -36,13 +36,20 @@ def read(bootstrap: str, topic: str) -> pa.Table:
                 continue
             if msg.error():
                 sys.exit(f"{topic}/{p}: {msg.error()}")
-            headers = dict(msg.headers() or [])
-            # Control messages (end of a replay) carry no rows.
-            if headers.get("wfe.control") is None:
-                assert headers["wfe.schema"].decode() == topic, headers
-                with pa.ipc.open_stream(msg.value()) as reader:
-                    batches.extend(reader)
+            yield msg
     consumer.close()
+
+
+def read(bootstrap: str, topic: str) -> pa.Table:
+    """The rows of a wfe topic as one table."""
+    batches = []
+    for msg in messages(bootstrap, topic):
+        headers = dict(msg.headers() or [])
+        # Control messages (the end of a replay) carry no rows.
+        if headers.get("wfe.control") is None:
+            assert headers["wfe.schema"].decode() == topic, headers
+            with pa.ipc.open_stream(msg.value()) as reader:
+                batches.extend(reader)
     return pa.Table.from_batches(batches) if batches else pa.table({})
 
 

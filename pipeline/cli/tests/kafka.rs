@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wfe_contract::Topic;
 use wfe_kafka::KafkaConfig;
 use wfe_kafka::codec::{self, HeaderMap, header};
-use wfe_kafka::replay::Sender;
+use wfe_kafka::produce::Sender;
 use wfe_kafka::testing::{TopicContents, read_topic, row_strings};
 
 const PARTITIONS: i32 = 3;
@@ -260,6 +260,44 @@ impl Env {
         let log = p.log();
         assert!(status.success(), "wfe {args:?} failed:\n{log}");
         log
+    }
+
+    /// Waits until process `i` has been assigned partitions.
+    fn wait_assigned(&self, i: usize) {
+        let start = Instant::now();
+        while !self.procs[i].log().contains("partitions assigned") {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no partitions for:\n{}",
+                self.procs[i].log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The partitions process `i` was given last, as logged (`[0, 1, 2]`).
+    fn last_assignment(&self, i: usize) -> String {
+        let log = self.procs[i].log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .last()
+            .unwrap_or_default();
+        line.split("partitions=")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Once `actions` has ended: every decision of the embedded run arrived (at least once,
+    /// none changed), and every action exactly once.
+    fn assert_same_as_embedded(&self) {
+        let actions = self.wait_ended(Topic::Actions, Duration::from_secs(300));
+        let decisions = read_topic(&self.cfg, Topic::Decisions, PARTITIONS).unwrap();
+        self.report();
+        assert_decisions_match(&decisions, &self.expected.0);
+        assert_actions_once(&actions, &self.expected.1);
     }
 
     /// Prints what each topic holds and the end of each log (shown when the test fails).
@@ -510,30 +548,14 @@ fn kill_9_mid_replay_and_instances_leaving_lose_nothing_and_never_act_twice() {
         env.stage(s, "a");
     }
     let forecast_b = env.stage("forecast", "b");
-    // Both instances hold partitions before the data arrives.
-    for i in [forecast_b] {
-        let start = Instant::now();
-        while !env.procs[i].log().contains("partitions assigned") {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "second instance got no partitions:\n{}",
-                env.procs[i].log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    // Both instances hold partitions before the data arrives, and not the same ones.
+    env.wait_assigned(forecast_b);
     std::thread::sleep(Duration::from_secs(2));
-    for i in [forecast_b] {
-        let log = env.procs[i].log();
-        let split = log
-            .lines()
-            .any(|l| l.contains("partitions assigned") && !l.contains("[0, 1, 2]"));
-        assert!(
-            split,
-            "two instances did not split the partitions:\n{}",
-            tail(&log, 10)
-        );
-    }
+    let split = env.last_assignment(forecast_b);
+    assert!(
+        !split.is_empty() && split != "[0, 1, 2]",
+        "two instances did not split the partitions: {split}"
+    );
     let mut replay = env.wfe(&["replay"], "replay");
     std::thread::sleep(Duration::from_secs(4));
     // Mid-stream: kill -9 normalise and the actuator, then restart both (the actuator must
@@ -556,28 +578,17 @@ fn kill_9_mid_replay_and_instances_leaving_lose_nothing_and_never_act_twice() {
     env.stage("actuate", "a2");
     assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
 
-    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
-    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
-    env.report();
-    assert_decisions_match(&decisions, &env.expected.0);
-    assert_actions_once(&actions, &env.expected.1);
+    env.assert_same_as_embedded();
     let stopped = env.procs[forecast_b].child.wait().unwrap();
     assert!(
         stopped.success(),
         "SIGTERM is a clean stop:\n{}",
         env.procs[forecast_b].log()
     );
-    let a = env.procs[3].log();
-    let last = a
-        .lines()
-        .filter(|l| l.contains("partitions assigned"))
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        last.contains("[0, 1, 2]"),
-        "the first forecast never took the second's partitions over:\n{}",
-        tail(&a, 20)
+    assert_eq!(
+        env.last_assignment(3),
+        "[0, 1, 2]",
+        "the first forecast never took the second's partitions over"
     );
 }
 
@@ -629,37 +640,18 @@ fn an_instance_killed_in_a_group_of_two_is_taken_over_on_a_mock_cluster() {
         env.stage(s, "a");
     }
     let b = env.stage("normalise", "b");
-    let start = Instant::now();
-    while !env.procs[b].log().contains("partitions assigned") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "second instance got no partitions:\n{}",
-            env.procs[b].log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    env.wait_assigned(b);
     std::thread::sleep(Duration::from_secs(2));
     // About 15 s of replay (45 days of 5-minute samples at 300,000x): the kill lands mid-stream.
     let mut replay = env.wfe(&["replay", "--speed", "300000x"], "replay");
     std::thread::sleep(Duration::from_secs(5));
     env.procs[b].kill9();
     assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
-    let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
-    let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
-    env.report();
-    assert_decisions_match(&decisions, &env.expected.0);
-    assert_actions_once(&actions, &env.expected.1);
-    let a = env.procs[0].log();
-    let last = a
-        .lines()
-        .filter(|l| l.contains("partitions assigned"))
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        last.contains("[0, 1, 2]"),
-        "the survivor never took the partitions over:\n{}",
-        tail(&a, 20)
+    env.assert_same_as_embedded();
+    assert_eq!(
+        env.last_assignment(0),
+        "[0, 1, 2]",
+        "the survivor never took the partitions over"
     );
 }
 

@@ -10,12 +10,14 @@
 //!   headers) that other teams read with pyarrow and any Kafka client.
 //! - [`service`]: one stage as a consumer-group member: per-partition stage state with
 //!   snapshots, at-least-once commits (or transactions), dead letters, outage handling.
+//! - [`produce`]: the producer every writer shares (queue-full waits, outage-proof flush).
 //! - [`replay`]: sources and recordings onto topics, topics into recordings.
 //! - [`broker`]: topic creation, metadata and partition reads, retry with backoff.
 
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod produce;
 pub mod replay;
 pub mod service;
 

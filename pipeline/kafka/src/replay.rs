@@ -16,13 +16,12 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rdkafka::Offset;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use wfe_contract::{Context, Error, Result, Source, Topic};
 
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
 use crate::codec::{self, HeaderMap};
-use crate::service::Deliveries;
+use crate::produce::Sender;
 
 /// What a replay or record did.
 #[derive(Debug, Default, Clone)]
@@ -31,107 +30,6 @@ pub struct TransferReport {
     pub rows: u64,
     pub bytes: u64,
     pub seconds: f64,
-}
-
-/// A producer that sends keyed or partitioned messages and waits out a broker outage.
-pub struct Sender {
-    producer: ThreadedProducer<Deliveries>,
-    name: String,
-}
-
-impl Sender {
-    pub fn new(cfg: &KafkaConfig, name: &str) -> Result<Self> {
-        let producer = cfg
-            .producer(None)
-            .create_with_context(Deliveries::default())
-            .map_err(|e| kafka_error("producer", e))?;
-        Ok(Self {
-            producer,
-            name: name.to_string(),
-        })
-    }
-
-    pub fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        h: &HeaderMap,
-        timestamp: Option<i64>,
-    ) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(h.to_kafka());
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        if let Some(t) = timestamp {
-            record = record.timestamp(t);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(kafka_error(format!("produce to `{topic}`"), e)),
-            }
-        }
-    }
-
-    /// Waits until everything sent is acknowledged; fails if anything was refused.
-    pub fn flush(&self) -> Result<()> {
-        let start = Instant::now();
-        while let Err(e) = self.producer.flush(Duration::from_secs(5)) {
-            tracing::warn!(
-                "{}: waiting {:.0?} for the broker to acknowledge {} messages ({e})",
-                self.name,
-                start.elapsed(),
-                self.producer.in_flight_count()
-            );
-        }
-        let failed = self.producer.context().failed_count();
-        if failed > 0 {
-            return Err(Error::External {
-                service: "kafka".into(),
-                message: format!("{}: {failed} messages were not delivered", self.name),
-                retryable: false,
-            });
-        }
-        Ok(())
-    }
-
-    /// Sends the end-of-stream marker to every partition of `topic`.
-    pub fn end_of_stream(&self, topic: &str, partitions: i32) -> Result<()> {
-        let h = HeaderMap::end_of_stream(&self.name);
-        for p in 0..partitions {
-            self.send(topic, Some(p), None, None, &h, None)?;
-        }
-        self.flush()
-    }
-
-    pub fn partitions(&self, topic: &str) -> Result<i32> {
-        let md = broker::retry("metadata", || {
-            self.producer
-                .client()
-                .fetch_metadata(Some(topic), broker::REQUEST_TIMEOUT)
-        })?;
-        match md.topics().first() {
-            Some(t) if !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
-            _ => Err(Error::config("topic", format!("`{topic}` does not exist"))),
-        }
-    }
 }
 
 /// Waits out the difference between event time and wall time at a replay speed.

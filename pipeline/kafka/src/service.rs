@@ -30,16 +30,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::Producer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Context, Error, Result, Stage, Topic, VecCollector};
@@ -47,6 +45,7 @@ use wfe_contract::{Context, Error, Result, Stage, Topic, VecCollector};
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
 use crate::codec::{self, HeaderMap, header};
+use crate::produce::Sender;
 
 /// Largest chunk of a snapshot in one message.
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
@@ -75,33 +74,6 @@ pub struct ServiceReport {
     pub dead_letters: u64,
     pub commits: u64,
     pub counters: BTreeMap<String, u64>,
-}
-
-/// Counts delivery failures reported by the producer's background thread.
-#[derive(Default)]
-pub struct Deliveries {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl Deliveries {
-    /// Messages refused for good since the producer started.
-    pub fn failed_count(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert_with(|| format!("{}/{}: {e}", m.topic(), m.partition()));
-        }
-    }
 }
 
 /// The newest state of one input partition, as written to the state topic.
@@ -137,7 +109,7 @@ struct Core {
     dlq: String,
     state_topic: String,
     state_partitions: i32,
-    producer: ThreadedProducer<Deliveries>,
+    out: Sender,
     exactly_once: bool,
     in_txn: bool,
     parts: BTreeMap<i32, Part>,
@@ -222,10 +194,8 @@ pub async fn run_stage(
     broker::ensure_topics(&kafka, &topics).await?;
 
     let txn_id = format!("{}-{name}-{}", kafka.group_prefix, opts.instance);
-    let producer: ThreadedProducer<Deliveries> = kafka
-        .producer(opts.exactly_once.then_some(txn_id.as_str()))
-        .create_with_context(Deliveries::default())
-        .map_err(|e| kafka_error("producer", e))?;
+    let out = Sender::create(&kafka, &name, opts.exactly_once.then_some(txn_id.as_str()))?;
+    let producer = &out.producer;
     if opts.exactly_once {
         broker::retry("init transactions", || {
             producer.init_transactions(TXN_TIMEOUT)
@@ -243,7 +213,7 @@ pub async fn run_stage(
         dlq,
         state_topic: state_topic.clone(),
         state_partitions: 1,
-        producer,
+        out,
         exactly_once: opts.exactly_once,
         in_txn: false,
         parts: BTreeMap::new(),
@@ -412,7 +382,7 @@ impl Core {
         Ok(())
     }
 
-    /// Queues one message; waits while the producer's queue is full.
+    /// Queues one message (inside the open transaction in exactly-once mode).
     fn send(
         &mut self,
         topic: &str,
@@ -422,59 +392,16 @@ impl Core {
         h: HeaderMap,
     ) -> Result<()> {
         self.begin_txn()?;
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).payload(value).headers(h.to_kafka());
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(kafka_error(format!("produce to `{topic}`"), e)),
-            }
-        }
+        self.out.send(topic, partition, key, Some(value), &h, None)
     }
 
     fn begin_txn(&mut self) -> Result<()> {
         if self.exactly_once && !self.in_txn {
-            self.producer
+            self.out
+                .producer
                 .begin_transaction()
                 .map_err(|e| kafka_error("begin transaction", e))?;
             self.in_txn = true;
-        }
-        Ok(())
-    }
-
-    /// Waits until every queued message is acknowledged (a broker outage is waited out, with
-    /// a log line every few seconds); fails if any was refused for good.
-    fn flush(&self) -> Result<()> {
-        let start = Instant::now();
-        while let Err(e) = self.producer.flush(Duration::from_secs(5)) {
-            tracing::warn!(stage = %self.name, "waiting {:.0?} for the broker to acknowledge {} messages ({e})", start.elapsed(), self.producer.in_flight_count());
-        }
-        let d = self.producer.context();
-        let failed = d.failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = d
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            return Err(Error::External {
-                service: "kafka".into(),
-                message: format!(
-                    "{failed} messages were not delivered (first: {}); nothing was committed, a restart redoes them",
-                    first.unwrap_or_default()
-                ),
-                retryable: false,
-            });
         }
         Ok(())
     }
@@ -491,7 +418,7 @@ impl Core {
             return Ok(());
         }
         if !self.exactly_once {
-            self.flush()?;
+            self.out.flush()?;
         }
         let mut tpl = TopicPartitionList::new();
         for &p in &dirty {
@@ -505,19 +432,20 @@ impl Core {
                 .group_metadata()
                 .ok_or_else(|| Error::state(&self.name, "no consumer group metadata"))?;
             let r = self
+                .out
                 .producer
                 .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)
-                .and_then(|_| self.producer.commit_transaction(TXN_TIMEOUT));
+                .and_then(|_| self.out.producer.commit_transaction(TXN_TIMEOUT));
             self.in_txn = false;
             if let Err(e) = r {
-                let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                let _ = self.out.producer.abort_transaction(TXN_TIMEOUT);
                 return Err(kafka_error(
                     "commit transaction (aborted; a restart redoes it)",
                     e,
                 ));
             }
         } else {
-            self.flush()?;
+            self.out.flush()?;
             // The snapshots just written already hold these offsets (input below a snapshot's
             // offset is skipped), so a commit that fails now (coordinator away, group
             // rebalancing) loses nothing: say so and try again at the next commit point.
@@ -546,7 +474,8 @@ impl Core {
         if part.stage.recovers_from_output() && !self.exactly_once {
             for (_, topic) in &self.outputs {
                 let (_, high) = broker::retry("watermarks", || {
-                    self.producer
+                    self.out
+                        .producer
                         .client()
                         .fetch_watermarks(topic, p, broker::REQUEST_TIMEOUT)
                 })?;
