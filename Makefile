@@ -73,7 +73,7 @@ endif
 
 test: setup tools
 	WFE_PYTHON=$(abspath $(PY)) $(CARGO) test --workspace
-	$(CARGO) build -p wfe-cli
+	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml
 	$(PY) pipeline/cli/tests/py/check_outputs.py ./target/debug/wfe target/pyarrow-check
