@@ -124,7 +124,7 @@ pub fn stage(args: StageArgs) -> Result<()> {
         return Ok(());
     }
     cfg.build_stage(&args.name)?;
-    let exactly_once = args.exactly_once || cfg.kafka.exactly_once.iter().any(|s| *s == args.name);
+    let exactly_once = args.exactly_once || cfg.kafka.exactly_once.contains(&args.name);
     let opts = ServiceOptions {
         kafka: cfg.kafka.clone(),
         exactly_once,

@@ -143,8 +143,24 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The log so far, without terminal colour codes.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // ESC [ ... letter
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 
@@ -280,8 +296,7 @@ impl Env {
         let log = self.procs[i].log();
         let line = log
             .lines()
-            .filter(|l| l.contains("partitions assigned"))
-            .last()
+            .rfind(|l| l.contains("partitions assigned"))
             .unwrap_or_default();
         line.split("partitions=")
             .nth(1)
@@ -353,7 +368,8 @@ fn tail(s: &str, n: usize) -> String {
 /// The embedded run of a job (its text, data paths filled in): sorted rows of decisions and
 /// actions, computed once per job.
 fn embedded_run(job_text: &str) -> &'static (Vec<String>, Vec<String>) {
-    static RUNS: Mutex<Vec<(String, &'static (Vec<String>, Vec<String>))>> = Mutex::new(Vec::new());
+    type Run = &'static (Vec<String>, Vec<String>);
+    static RUNS: Mutex<Vec<(String, Run)>> = Mutex::new(Vec::new());
     let mut runs = RUNS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, r)) = runs.iter().find(|(t, _)| t == job_text) {
         return r;

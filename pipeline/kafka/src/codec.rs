@@ -11,7 +11,6 @@
 //! under the configured size, well below the broker's `message.max.bytes`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow_ipc::reader::StreamReader;
@@ -281,9 +280,4 @@ pub fn trace_id(topic: &str, partition: i32, offset: i64) -> String {
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(format!("{topic}/{partition}/{offset}").as_bytes())
     )
-}
-
-/// An `Arc`'d empty batch of a topic, for tests and control paths.
-pub fn empty(topic: Topic) -> RecordBatch {
-    RecordBatch::new_empty(Arc::clone(&topic.schema()))
 }

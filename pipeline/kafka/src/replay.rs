@@ -78,10 +78,10 @@ pub async fn replay_source(
     let start = Instant::now();
     let mut n = 0u64;
     while let Some(batch) = source.next_batch(&mut ctx)? {
-        if let Ok(t) = wfe_contract::columns::timestamps(&batch, "event_time") {
-            if !t.is_empty() {
-                pacer.wait_for(t.value(0));
-            }
+        if let Ok(t) = wfe_contract::columns::timestamps(&batch, "event_time")
+            && !t.is_empty()
+        {
+            pacer.wait_for(t.value(0));
         }
         report.rows += batch.num_rows() as u64;
         for (key, value) in codec::encode_keyed(&batch, cfg.max_message_bytes)? {

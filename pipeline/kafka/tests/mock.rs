@@ -74,11 +74,12 @@ fn send_malformed(sender: &Sender, topic: &str, n: usize) -> usize {
     .unwrap();
     let ipc = codec::encode(&good).unwrap();
     let raw = HeaderMap::data(Topic::MetricsRaw, "test", "t");
-    let mut cases: Vec<(HeaderMap, Vec<u8>)> = Vec::new();
-    cases.push((raw.clone(), b"not arrow at all".to_vec()));
-    cases.push((raw.clone(), ipc[..ipc.len() / 2].to_vec()));
-    cases.push((raw.clone(), Vec::new()));
-    cases.push((raw.clone(), codec::encode(&wrong_columns).unwrap()));
+    let mut cases: Vec<(HeaderMap, Vec<u8>)> = vec![
+        (raw.clone(), b"not arrow at all".to_vec()),
+        (raw.clone(), ipc[..ipc.len() / 2].to_vec()),
+        (raw.clone(), Vec::new()),
+        (raw.clone(), codec::encode(&wrong_columns).unwrap()),
+    ];
     let mut h = raw.clone();
     h.set(header::VERSION, "99");
     cases.push((h, ipc.clone()));
