@@ -11,6 +11,7 @@
 
 mod bench;
 mod config;
+mod eval;
 mod services;
 mod summary;
 
@@ -60,6 +61,9 @@ enum Command {
     Replay(services::ReplayArgs),
     /// Record a topic into an Arrow IPC or Parquet file.
     Record(services::RecordArgs),
+    /// Score the stages' models on labelled data and print the figures.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         Command::Stage(args) => services::stage(args),
         Command::Replay(args) => services::replay(args),
         Command::Record(args) => services::record(args),
+        Command::Eval(cmd) => eval::eval(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

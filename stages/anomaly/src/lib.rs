@@ -1,21 +1,27 @@
 //! # wfe-anomaly: `metrics.norm` in, `anomalies` out
 //!
-//! The first detector is PCA reconstruction error, per workload:
+//! Per workload:
 //! 1. **Learn** on the workload's history (steps labelled `split=train`, else its first
-//!    `learn_steps` steps): centre, fit principal components (faer's self-adjoint eigen
-//!    decomposition of the covariance) keeping `variance` of the variance, and measure each
-//!    metric's reconstruction error on that history (mean and spread).
-//! 2. **Score** each later step: per metric, the squared reconstruction error standardised by
-//!    its history; the score is their sum, and each metric's share of the positive part is its
-//!    contribution, so the event names the metrics that moved.
-//! 3. **Threshold** without test labels: the `threshold_quantile` of the history's scores.
+//!    `learn_steps` steps): fit each configured detector ([`detector`]): PCA reconstruction
+//!    ([`pca`]), the range each metric keeps ([`range`]), an isolation forest ([`iforest`]).
+//! 2. **Score** each later step: every detector's score on a scale calibrated on history,
+//!    weighted and added, then smoothed over time; per-metric contributions say which metrics
+//!    moved.
+//! 3. **Threshold** without test labels: Peaks-Over-Threshold on the history's smoothed scores
+//!    ([`pot`], extreme value theory), or a plain quantile of them.
 //! 4. **Segments**: a step over the threshold opens a segment (`opened`), a new peak inside it
 //!    is an `updated` row, and `close_after` steps under the threshold close it (`closed`,
-//!    with the segment's end and peak). Segment ids hash (workload, start): a replay yields
-//!    the same ids.
+//!    with the segment's end and peak). The metrics an event names are ranked by their
+//!    contribution summed over the segment so far. Segment ids hash (workload, start): a
+//!    replay yields the same ids.
 
+pub mod detector;
+pub mod iforest;
 mod pca;
+pub mod pot;
+pub mod range;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
@@ -25,20 +31,83 @@ use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
+pub use detector::Ensemble;
 pub use pca::PcaModel;
 
-pub const DETECTOR: &str = "pca-reconstruction";
+/// A detector the ensemble can combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectorKind {
+    /// PCA reconstruction error.
+    Pca,
+    /// Distance outside each metric's usual band.
+    Range,
+    /// Isolation Forest.
+    Iforest,
+}
+
+impl DetectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Pca => "pca",
+            DetectorKind::Range => "range",
+            DetectorKind::Iforest => "iforest",
+        }
+    }
+}
+
+/// How the label-free threshold is set from the history's scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdMethod {
+    /// Peaks-Over-Threshold: a generalised Pareto tail fitted over `pot_initial`, cut at
+    /// `pot_risk`.
+    Pot,
+    /// The `threshold_quantile` of the history's scores.
+    Quantile,
+}
 
 /// Settings of the anomaly stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyConfig {
-    /// Share of the history's variance the kept components explain.
-    #[serde(default = "d_variance")]
-    pub variance: f64,
-    /// Quantile of the history's scores used as the threshold.
+    /// Detectors whose calibrated scores are added: any of `pca`, `range`, `iforest`.
+    #[serde(default = "d_detectors")]
+    pub detectors: Vec<DetectorKind>,
+    /// Weight per detector (default 1), e.g. `{ iforest = 0.5 }`.
+    #[serde(default)]
+    pub weights: BTreeMap<DetectorKind, f64>,
+    /// EWMA weight of the newest step in the combined score (1 = no smoothing).
+    #[serde(default = "d_smoothing")]
+    pub smoothing: f64,
+    /// How the threshold is set: `pot` (extreme value theory) or `quantile`.
+    #[serde(default = "d_threshold")]
+    pub threshold: ThresholdMethod,
+    /// POT: quantile of the history's scores whose excesses are fitted.
+    #[serde(default = "d_pot_initial")]
+    pub pot_initial: f64,
+    /// POT: probability that a normal step's score exceeds the threshold.
+    #[serde(default = "d_pot_risk")]
+    pub pot_risk: f64,
+    /// Share of the history (its latest steps) held out of fitting to calibrate the scores
+    /// and set the threshold on steps the models have not seen; 0 uses the whole history.
+    #[serde(default = "d_holdout")]
+    pub holdout: f64,
+    /// Quantile of the history's scores used as the threshold (`threshold = "quantile"`).
     #[serde(default = "d_quantile")]
     pub threshold_quantile: f64,
+    /// PCA: share of the history's variance the kept components explain.
+    #[serde(default = "d_variance")]
+    pub variance: f64,
+    /// Range: a metric's band is this quantile to one minus it of its history.
+    #[serde(default = "d_range_q")]
+    pub range_quantile: f64,
+    /// Isolation forest: trees.
+    #[serde(default = "d_trees")]
+    pub iforest_trees: usize,
+    /// Isolation forest: history steps each tree is grown on.
+    #[serde(default = "d_sample")]
+    pub iforest_sample: usize,
     /// Steps of history to learn from when the data has no `split` label.
     #[serde(default = "d_learn")]
     pub learn_steps: usize,
@@ -53,8 +122,35 @@ pub struct AnomalyConfig {
     pub top_metrics: usize,
 }
 
+fn d_detectors() -> Vec<DetectorKind> {
+    vec![DetectorKind::Pca, DetectorKind::Range]
+}
+fn d_smoothing() -> f64 {
+    0.3
+}
+fn d_threshold() -> ThresholdMethod {
+    ThresholdMethod::Pot
+}
+fn d_pot_initial() -> f64 {
+    0.98
+}
+fn d_pot_risk() -> f64 {
+    1e-2
+}
+fn d_holdout() -> f64 {
+    0.2
+}
 fn d_variance() -> f64 {
     0.95
+}
+fn d_range_q() -> f64 {
+    0.005
+}
+fn d_trees() -> usize {
+    100
+}
+fn d_sample() -> usize {
+    256
 }
 fn d_quantile() -> f64 {
     0.995
@@ -75,8 +171,18 @@ fn d_top() -> usize {
 impl Default for AnomalyConfig {
     fn default() -> Self {
         Self {
-            variance: d_variance(),
+            detectors: d_detectors(),
+            weights: BTreeMap::new(),
+            smoothing: d_smoothing(),
+            threshold: d_threshold(),
+            pot_initial: d_pot_initial(),
+            pot_risk: d_pot_risk(),
+            holdout: d_holdout(),
             threshold_quantile: d_quantile(),
+            variance: d_variance(),
+            range_quantile: d_range_q(),
+            iforest_trees: d_trees(),
+            iforest_sample: d_sample(),
             learn_steps: d_learn(),
             min_learn_steps: d_min_learn(),
             close_after: d_close(),
@@ -85,13 +191,93 @@ impl Default for AnomalyConfig {
     }
 }
 
+impl AnomalyConfig {
+    /// The weight of a detector (1 unless configured).
+    pub fn weight(&self, kind: DetectorKind) -> f64 {
+        self.weights.get(&kind).copied().unwrap_or(1.0)
+    }
+
+    /// Checks the settings; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::config(format!("stages.anomaly.{key}"), why));
+        if self.detectors.is_empty() {
+            return bad("detectors", "name at least one of pca, range, iforest");
+        }
+        if !(0.0 < self.variance && self.variance <= 1.0) {
+            return bad("variance", "must be in (0, 1]");
+        }
+        if !(0.0 < self.threshold_quantile && self.threshold_quantile < 1.0) {
+            return bad("threshold_quantile", "must be in (0, 1)");
+        }
+        if !(0.0 < self.smoothing && self.smoothing <= 1.0) {
+            return bad("smoothing", "must be in (0, 1]");
+        }
+        if !(0.0 < self.pot_initial && self.pot_initial < 1.0) {
+            return bad("pot_initial", "must be in (0, 1)");
+        }
+        if !(0.0 < self.pot_risk && self.pot_risk < 1.0 - self.pot_initial) {
+            return bad("pot_risk", "must be in (0, 1 - pot_initial)");
+        }
+        if !(0.0..0.9).contains(&self.holdout) {
+            return bad("holdout", "must be in [0, 0.9)");
+        }
+        if !(0.0..0.5).contains(&self.range_quantile) {
+            return bad("range_quantile", "must be in [0, 0.5)");
+        }
+        if self.iforest_trees == 0 || self.iforest_sample < 2 {
+            return bad(
+                "iforest_trees",
+                "need at least 1 tree and iforest_sample of at least 2",
+            );
+        }
+        if let Some((k, w)) = self
+            .weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return bad(
+                &format!("weights.{}", k.as_str()),
+                &format!("{w} is not a finite weight >= 0"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Linear-interpolated quantile of sorted finite values (`q` in [0, 1]); NaN when empty.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos.fract());
+    let j = (i + 1).min(sorted.len() - 1);
+    sorted[i] + (sorted[j] - sorted[i]) * frac
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {
     start: i64,
     last_anomalous: i64,
     peak: f64,
     below: usize,
+    /// Per-metric contributions summed over the segment's anomalous steps.
+    sum: Vec<f64>,
     top: Vec<(String, f64)>,
+}
+
+impl Segment {
+    /// Ranks the metrics by summed contribution; shares of the total are reported.
+    fn rank(&mut self, names: &[String], k: usize) {
+        let total: f64 = self.sum.iter().filter(|v| **v > 0.0).sum();
+        let mut idx: Vec<usize> = (0..self.sum.len()).filter(|&i| self.sum[i] > 0.0).collect();
+        idx.sort_by(|&a, &b| self.sum[b].total_cmp(&self.sum[a]).then(a.cmp(&b)));
+        self.top = idx
+            .into_iter()
+            .take(k)
+            .filter_map(|i| Some((names.get(i)?.clone(), self.sum[i] / total)))
+            .collect();
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -99,7 +285,9 @@ struct Workload {
     slots: Slots,
     /// History rows (scaled values, NaN where missing) until the model is fitted.
     history: Vec<Vec<f64>>,
-    model: Option<PcaModel>,
+    model: Option<Ensemble>,
+    /// Smoothed score of the last scored step.
+    smoothed: Option<f64>,
     /// Set when learning ended without enough history: the workload is not scored.
     unscored: bool,
     segment: Option<Segment>,
@@ -127,11 +315,13 @@ struct Rows {
     end: Vec<Option<i64>>,
     score: Vec<f64>,
     threshold: Vec<f64>,
+    detector: Vec<String>,
     top: Vec<Vec<String>>,
     contrib: Vec<Vec<f64>>,
 }
 
 impl Rows {
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         time: i64,
@@ -140,6 +330,7 @@ impl Rows {
         seg: &Segment,
         score: f64,
         threshold: f64,
+        detector: &str,
     ) {
         self.time.push(time);
         self.workload.push(workload.to_string());
@@ -150,13 +341,13 @@ impl Rows {
             .push((event == "closed").then_some(seg.last_anomalous));
         self.score.push(score);
         self.threshold.push(threshold);
+        self.detector.push(detector.to_string());
         self.top
             .push(seg.top.iter().map(|(m, _)| m.clone()).collect());
         self.contrib.push(seg.top.iter().map(|(_, c)| *c).collect());
     }
 
     fn finish(self) -> Result<RecordBatch> {
-        let n = self.time.len();
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(self.time),
             Arc::new(StringArray::from(self.workload)),
@@ -169,7 +360,7 @@ impl Rows {
             ),
             Arc::new(Float64Array::from(self.score)),
             Arc::new(Float64Array::from(self.threshold)),
-            Arc::new(StringArray::from(vec![DETECTOR; n])),
+            Arc::new(StringArray::from(self.detector)),
             list_str(self.top.into_iter().map(Some)),
             list_f64(self.contrib),
         ];
@@ -185,25 +376,14 @@ pub fn segment_id(workload: &str, start: i64) -> String {
 
 impl Anomaly {
     pub fn new(cfg: AnomalyConfig) -> Result<Self> {
-        if !(0.0 < cfg.variance && cfg.variance <= 1.0) {
-            return Err(Error::config(
-                "stages.anomaly.variance",
-                "must be in (0, 1]",
-            ));
-        }
-        if !(0.0 < cfg.threshold_quantile && cfg.threshold_quantile < 1.0) {
-            return Err(Error::config(
-                "stages.anomaly.threshold_quantile",
-                "must be in (0, 1)",
-            ));
-        }
+        cfg.validate()?;
         Ok(Self {
             cfg,
             workloads: Keyed::default(),
         })
     }
 
-    /// Ends a workload's learning: fits the model on its history, if there is enough.
+    /// Ends a workload's learning: fits the detectors on its history, if there is enough.
     fn fit(cfg: &AnomalyConfig, name: &str, wk: &mut Workload, ctx: &mut Context) {
         let history = std::mem::take(&mut wk.history);
         if history.len() < cfg.min_learn_steps {
@@ -216,7 +396,7 @@ impl Anomaly {
             );
             return;
         }
-        match PcaModel::fit(&history, cfg.variance, cfg.threshold_quantile) {
+        match Ensemble::fit(&history, cfg) {
             Ok(model) => wk.model = Some(model),
             Err(e) => {
                 wk.unscored = true;
@@ -226,6 +406,7 @@ impl Anomaly {
         }
     }
 
+    /// One scored step: smooths, then opens, updates or closes the workload's segment.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -234,53 +415,49 @@ impl Anomaly {
         time: i64,
         rows: &mut Rows,
         ctx: &mut Context,
-        score: f64,
-        z: &[f64],
+        raw: f64,
+        contrib: &[f64],
     ) {
         let Some(model) = &wk.model else { return };
+        let score = model.smooth(wk.smoothed, raw);
+        wk.smoothed = Some(score);
         let threshold = model.threshold;
-        // Contributions only matter for steps that open or update a segment.
-        let contrib = if score > threshold {
-            PcaModel::contributions(z)
-        } else {
-            Vec::new()
-        };
-        let top = |k: usize| -> Vec<(String, f64)> {
-            let mut idx: Vec<usize> = (0..contrib.len()).filter(|&i| contrib[i] > 0.0).collect();
-            idx.sort_by(|&a, &b| contrib[b].total_cmp(&contrib[a]));
-            idx.into_iter()
-                .take(k)
-                .map(|i| (wk.slots.names[i].clone(), contrib[i]))
-                .collect()
-        };
+        let detector = model.name();
+        let k = self.cfg.top_metrics;
         if score > threshold {
             match &mut wk.segment {
                 None => {
-                    let seg = Segment {
+                    let mut seg = Segment {
                         start: time,
                         last_anomalous: time,
                         peak: score,
                         below: 0,
-                        top: top(self.cfg.top_metrics),
+                        sum: contrib.to_vec(),
+                        top: Vec::new(),
                     };
-                    rows.push(time, name, "opened", &seg, score, threshold);
+                    seg.rank(&wk.slots.names, k);
+                    rows.push(time, name, "opened", &seg, score, threshold, &detector);
                     ctx.count("segments.opened", 1);
                     wk.segment = Some(seg);
                 }
                 Some(seg) => {
                     seg.last_anomalous = time;
                     seg.below = 0;
+                    for (s, c) in seg.sum.iter_mut().zip(contrib) {
+                        *s += c;
+                    }
                     if score > seg.peak {
                         seg.peak = score;
-                        seg.top = top(self.cfg.top_metrics);
-                        rows.push(time, name, "updated", seg, score, threshold);
+                        seg.rank(&wk.slots.names, k);
+                        rows.push(time, name, "updated", seg, score, threshold, &detector);
                     }
                 }
             }
         } else if let Some(seg) = &mut wk.segment {
             seg.below += 1;
             if seg.below >= self.cfg.close_after {
-                rows.push(time, name, "closed", seg, seg.peak, threshold);
+                seg.rank(&wk.slots.names, k);
+                rows.push(time, name, "closed", seg, seg.peak, threshold, &detector);
                 wk.segment = None;
             }
         }
@@ -330,7 +507,7 @@ impl Stage for Anomaly {
             let Some(model) = &wk.model else {
                 return Ok(());
             };
-            let width = model.mean.len();
+            let width = model.width;
             let pos = match pending.iter().position(|p| p.0 == d.id) {
                 Some(p) => p,
                 None => {
@@ -349,13 +526,13 @@ impl Stage for Anomaly {
             kind: "replayed_step",
             count: replayed,
         });
-        let (mut scores, mut z) = (Vec::new(), Vec::new());
+        let (mut scores, mut contrib) = (Vec::new(), Vec::new());
         for (id, times, width, values) in pending {
             let name = workloads.names.names[id].clone();
             let wk = &mut workloads.items[id];
             let Some(model) = &wk.model else { continue };
-            model.score_block(&values, width, &mut scores, &mut z);
-            let d = model.mean.len();
+            model.score_block(&values, width, &mut scores, &mut contrib);
+            let d = model.width;
             for (i, &time) in times.iter().enumerate() {
                 self.step(
                     &name,
@@ -364,7 +541,7 @@ impl Stage for Anomaly {
                     &mut rows,
                     ctx,
                     scores[i],
-                    &z[i * d..(i + 1) * d],
+                    &contrib[i * d..(i + 1) * d],
                 );
             }
         }

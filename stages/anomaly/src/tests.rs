@@ -167,3 +167,137 @@ fn block_scoring_equals_step_scoring() {
         );
     }
 }
+
+fn with(detectors: &[DetectorKind]) -> AnomalyConfig {
+    AnomalyConfig {
+        detectors: detectors.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_detector_gives_defined_results_on_bad_input() {
+    use DetectorKind::*;
+    for kinds in [&[Pca][..], &[Range], &[Iforest], &[Pca, Range, Iforest]] {
+        let cfg = with(kinds);
+        // Constant metrics: fitted, finite scores, no contributions to a step that is equal.
+        let constant = vec![vec![0.5, 0.5, 0.5]; 100];
+        let m = Ensemble::fit(&constant, &cfg).unwrap();
+        let (mut s, mut c) = (vec![], vec![]);
+        m.score_block(&[0.5, 0.5, 0.5, 0.9, f64::NAN, 0.5], 3, &mut s, &mut c);
+        assert!(s.iter().all(|v| v.is_finite()), "{kinds:?}: {s:?}");
+        assert!(
+            c.iter().all(|v| v.is_finite() && *v >= 0.0),
+            "{kinds:?}: {c:?}"
+        );
+        assert!(m.threshold.is_finite() || m.threshold == f64::INFINITY);
+        // NaN in the history is missing, not poison.
+        let mut holes = constant.clone();
+        for (i, r) in holes.iter_mut().enumerate() {
+            r[i % 3] = f64::NAN;
+            r[1] += (i % 7) as f64 * 0.01;
+        }
+        let m = Ensemble::fit(&holes, &cfg).unwrap();
+        assert!(m.threshold.is_finite(), "{kinds:?}");
+        // A row narrower than the model is padded; a wider one is cut.
+        m.score_block(&[0.5, 0.6], 2, &mut s, &mut c);
+        assert_eq!((s.len(), c.len()), (1, 3));
+        m.score_block(&[0.5, 0.6, 0.5, 9.0], 4, &mut s, &mut c);
+        assert_eq!((s.len(), c.len()), (1, 3));
+        assert!(s[0].is_finite());
+        // One sample, or none, or no metrics: a clear error.
+        for bad in [&[vec![1.0, 2.0]][..], &[], &[vec![], vec![]]] {
+            let e = Ensemble::fit(bad, &cfg).unwrap_err();
+            assert!(e.contains("need at least 2 steps"), "{kinds:?}: {e}");
+        }
+    }
+}
+
+#[test]
+fn the_combined_detector_finds_more_than_pca_and_names_the_metrics_that_moved() {
+    // machine-2-7: short segments whose metrics left their usual band.
+    let norm = normalised("smd", &["machine-2-7"], usize::MAX);
+    let all = steps(&norm);
+    let train: Vec<Vec<f64>> = all
+        .iter()
+        .filter(|s| s.1 == "train")
+        .map(|s| s.0.clone())
+        .collect();
+    let test: Vec<&(Vec<f64>, String, u8)> = all.iter().filter(|s| s.1 == "test").collect();
+    // Recall at a 1 % false-alarm rate: the share of anomalous steps scored above the 99th
+    // percentile of normal steps.
+    let recall_at_1pct = |cfg: &AnomalyConfig| {
+        let m = Ensemble::fit(&train, cfg).unwrap();
+        let flat: Vec<f64> = test
+            .iter()
+            .flat_map(|s| (0..m.width).map(|j| s.0.get(j).copied().unwrap_or(f64::NAN)))
+            .collect();
+        let (mut raw, mut c) = (vec![], vec![]);
+        m.score_block(&flat, m.width, &mut raw, &mut c);
+        let mut prev = None;
+        let (mut pos, mut neg) = (vec![], vec![]);
+        for (s, t) in raw.iter().zip(&test) {
+            let v = m.smooth(prev, *s);
+            prev = Some(v);
+            if t.2 == 1 { pos.push(v) } else { neg.push(v) }
+        }
+        neg.sort_by(f64::total_cmp);
+        let cut = quantile(&neg, 0.99);
+        pos.iter().filter(|v| **v > cut).count() as f64 / pos.len() as f64
+    };
+    let combined = recall_at_1pct(&AnomalyConfig::default());
+    let pca = recall_at_1pct(&with(&[DetectorKind::Pca]));
+    assert!(combined > 0.7, "combined {combined}");
+    assert!(
+        combined > pca + 0.02,
+        "combined {combined} vs PCA alone {pca}"
+    );
+    // The stage's events name metrics whose shares add up to at most 1.
+    let (out, _) = run(&mut Anomaly::new(AnomalyConfig::default()).unwrap(), &norm);
+    let batches = out.of(Topic::Anomalies);
+    assert_eq!(
+        strings(&batches[0], "detector").unwrap().value(0),
+        "pca+range"
+    );
+    for b in &batches {
+        let shares = b.column_by_name("top_contributions").unwrap();
+        let shares = arrow_array::cast::AsArray::as_list::<i32>(shares.as_ref());
+        for r in 0..b.num_rows() {
+            let v = shares.value(r);
+            let v = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float64Type>(
+                v.as_ref(),
+            );
+            let total: f64 = v.values().iter().sum();
+            assert!(
+                !v.is_empty() && total <= 1.0 + 1e-9,
+                "shares {:?}",
+                v.values()
+            );
+        }
+    }
+}
+
+#[test]
+fn settings_are_checked_with_the_key_named() {
+    let bad = [
+        (r#"detectors = []"#, "detectors"),
+        (r#"pot_risk = 0.5"#, "pot_risk"),
+        (r#"smoothing = 0"#, "smoothing"),
+        (r#"weights = { pca = -1 }"#, "weights.pca"),
+        (r#"holdout = 0.95"#, "holdout"),
+    ];
+    for (toml_text, key) in bad {
+        let cfg: AnomalyConfig = serde_json::from_value(toml_like(toml_text)).unwrap();
+        let e = Anomaly::new(cfg).err().unwrap().to_string();
+        assert!(e.contains(key), "{toml_text}: {e}");
+    }
+    assert!(serde_json::from_str::<AnomalyConfig>(r#"{"detectors": ["lstm"]}"#).is_err());
+    assert!(serde_json::from_str::<AnomalyConfig>(r#"{"detector": ["pca"]}"#).is_err());
+}
+
+/// A one-line `key = value` setting as JSON (the stage's tests have no TOML parser).
+fn toml_like(line: &str) -> serde_json::Value {
+    let (k, v) = line.split_once(" = ").unwrap();
+    let v = v.replace("{ pca = -1 }", r#"{"pca": -1}"#);
+    serde_json::from_str(&format!(r#"{{"{k}": {v}}}"#)).unwrap()
+}

@@ -1,0 +1,160 @@
+//! Labelled entities read the way the pipeline reads them: ingest, then normalise, so an
+//! evaluation scores exactly what the stages see.
+
+use std::path::{Path, PathBuf};
+
+use wfe_contract::norm::{KeyCache, NormBatch, Slots};
+use wfe_contract::schemas::labels;
+use wfe_contract::{Context, Error, Result, Source, Stage, Topic, VecCollector};
+use wfe_normalise::{Normalise, NormaliseConfig};
+
+/// One entity's normalised steps.
+pub struct Series {
+    /// Metric names, in the order of the values in each step.
+    pub metrics: Vec<String>,
+    pub train: Vec<Vec<f64>>,
+    pub test: Vec<Vec<f64>>,
+    /// Per test step: 1 where labelled anomalous.
+    pub labels: Vec<u8>,
+    /// Steps in time order (train then test), with their times.
+    pub times: Vec<i64>,
+}
+
+/// The entities (file stems) of a data folder, sorted.
+pub fn entities(dir: &Path) -> Result<Vec<String>> {
+    let files = wfe_ingest::expand(&[wfe_ingest::SourceConfig::new(dir)])?;
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|(p, _)| wfe_ingest::entity_of(p))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Err(Error::config(
+            "--data",
+            format!("{} holds no data files", dir.display()),
+        ));
+    }
+    Ok(names)
+}
+
+/// Reads one entity through ingest and normalise.
+pub fn load(dir: &Path, entity: &str) -> Result<Series> {
+    let mut cfg = wfe_ingest::SourceConfig::new(dir);
+    cfg.only = vec![entity.to_string()];
+    let mut src = wfe_ingest::FileSource::open(&[cfg], false)?;
+    let mut stage = Normalise::new(NormaliseConfig::default())?;
+    let mut ctx = Context::new("normalise");
+    let mut out = VecCollector::new();
+    while let Some(b) = src.next_batch(&mut ctx)? {
+        stage.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)?;
+    }
+    stage.flush(&mut ctx, &mut out)?;
+    let mut slots = Slots::default();
+    let mut s = Series {
+        metrics: Vec::new(),
+        train: Vec::new(),
+        test: Vec::new(),
+        labels: Vec::new(),
+        times: Vec::new(),
+    };
+    let (mut v, mut raw) = (Vec::new(), Vec::new());
+    for b in out.of(Topic::MetricsNorm) {
+        let nb = NormBatch::new(&b)?;
+        let mut cache = KeyCache::default();
+        for step in nb.steps() {
+            let map = cache
+                .get(step.workload_key, &mut slots, nb.metric_dict())
+                .to_vec();
+            nb.dense(&step, &map, slots.len(), &mut v, &mut raw);
+            let l = step.label.unwrap_or("");
+            s.times.push(step.time);
+            if labels::get(l, "split") == Some("test") {
+                s.test.push(v.clone());
+                s.labels.push((labels::get(l, "label") == Some("1")) as u8);
+            } else {
+                s.train.push(v.clone());
+            }
+        }
+    }
+    s.metrics = slots.names.clone();
+    if s.train.is_empty() || s.test.is_empty() {
+        return Err(Error::config(
+            "--data",
+            format!(
+                "{entity}: need rows with split=train and split=test, have {} and {}",
+                s.train.len(),
+                s.test.len()
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+/// A labelled anomalous segment with the metrics experts named.
+pub struct Interpretation {
+    /// Test-step range, end exclusive.
+    pub start: usize,
+    pub end: usize,
+    /// Metric names (`m00` is metric 1).
+    pub metrics: Vec<String>,
+}
+
+/// Reads `<entity>.interpretation.txt` (`start-end:1,2,...`) if present. Its end is one past
+/// the segment in SMD and the last row in ASD: whichever the labels agree with is used.
+pub fn interpretation(dir: &Path, entity: &str, labels: &[u8]) -> Result<Vec<Interpretation>> {
+    let path: PathBuf = dir.join(format!("{entity}.interpretation.txt"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let mut segs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            Error::config(
+                format!("{}:{}", path.display(), i + 1),
+                format!("`{line}` is not start-end:m,m,..."),
+            )
+        };
+        let (range, ms) = line.split_once(':').ok_or_else(bad)?;
+        let (a, b) = range.split_once('-').ok_or_else(bad)?;
+        let (start, end): (usize, usize) =
+            (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        let metrics = ms
+            .split(',')
+            .map(|m| {
+                m.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&m| m >= 1)
+                    .map(|m| format!("m{:02}", m - 1))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        if start > end || start >= labels.len() {
+            return Err(bad());
+        }
+        segs.push(Interpretation {
+            start,
+            end,
+            metrics,
+        });
+    }
+    // Inclusive ends: the step at `end` is labelled anomalous in most segments.
+    let inclusive = segs
+        .iter()
+        .filter(|s| labels.get(s.end) == Some(&1))
+        .count()
+        * 2
+        > segs.len();
+    for s in &mut segs {
+        if inclusive {
+            s.end += 1;
+        }
+        s.end = s.end.min(labels.len());
+    }
+    Ok(segs)
+}

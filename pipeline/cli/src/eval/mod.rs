@@ -1,0 +1,46 @@
+//! `wfe eval`: the stages' models scored on labelled data (the shared SMD and ASD sets).
+
+pub mod anomaly;
+pub mod data;
+pub mod metrics;
+
+use std::path::PathBuf;
+
+use wfe_contract::Result;
+
+use crate::config::JobConfig;
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Anomaly detection: best and label-free F1, F1 PA, AUPRC, HitRate@100%/150%.
+    Anomaly(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Folder of labelled entities (`<entity>.csv.gz` with split and label columns, and
+    /// `<entity>.interpretation.txt`), e.g. ../shared/data/smd.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Job config whose stage settings are evaluated; default: the built-in defaults.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn eval(cmd: EvalCommand) -> Result<()> {
+    match cmd {
+        EvalCommand::Anomaly(args) => {
+            let cfg = JobConfig::load(args.config.as_deref())?;
+            let report = anomaly::evaluate(&args.data, &cfg.stages.anomaly)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", anomaly::render(&report));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The detector ensemble: each detector's raw score is put on a common scale learned from the
+//! workload's history, the scaled scores are added with their weights, and the sum is smoothed
+//! over time.
+//!
+//! Why each piece:
+//! - **Calibration**: detectors speak different units (squared errors, band widths, path
+//!   lengths). Each is mapped to `(score - median) / (q99 - median)` of its own history scores,
+//!   so that 1 means "as unusual as the top 1 % of history" for every detector.
+//! - **Smoothing** (EWMA, `smoothing` = weight of the newest step): anomalies last several
+//!   steps while single-step noise does not, so a short memory lifts real segments above
+//!   noise. It is causal: a step's score never waits for later steps.
+//! - **Contributions**: the range detector's deviations name the metrics that left their
+//!   usual band (what experts look at); the PCA shares, scaled down by [`PCA_SHARE`], rank the
+//!   metrics whose relationship broke while each stayed in band. The isolation forest has no
+//!   per-metric view and adds none.
+
+use serde::{Deserialize, Serialize};
+
+use crate::iforest::IsolationForest;
+use crate::pca::PcaModel;
+use crate::range::RangeModel;
+use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot, quantile};
+
+/// Weight of a metric's PCA error share next to its range deviation (in band widths).
+pub const PCA_SHARE: f64 = 0.1;
+
+/// One fitted detector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Model {
+    Pca(PcaModel),
+    Range(RangeModel),
+    IsolationForest(IsolationForest),
+}
+
+impl Model {
+    fn kind(&self) -> DetectorKind {
+        match self {
+            Model::Pca(_) => DetectorKind::Pca,
+            Model::Range(_) => DetectorKind::Range,
+            Model::IsolationForest(_) => DetectorKind::Iforest,
+        }
+    }
+}
+
+/// A detector with its weight and calibration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part {
+    pub model: Model,
+    pub weight: f64,
+    /// Median of the history's raw scores.
+    pub center: f64,
+    /// q99 minus median of the history's raw scores (1 where that is 0).
+    pub scale: f64,
+}
+
+/// The fitted detectors of one workload, and the threshold of their combined score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ensemble {
+    pub parts: Vec<Part>,
+    /// Metrics per step the models were fitted on.
+    pub width: usize,
+    /// EWMA weight of the newest step (1 = no smoothing).
+    pub alpha: f64,
+    /// Smoothed combined score above which a step is anomalous.
+    pub threshold: f64,
+}
+
+/// Median, and q99 minus median (1 where that is 0), of finite raw scores.
+fn calibration(raw: &[f64]) -> (f64, f64) {
+    let mut sorted: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (0.0, 1.0);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let center = quantile(&sorted, 0.5);
+    let spread = quantile(&sorted, 0.99) - center;
+    (center, if spread > 1e-12 { spread } else { 1.0 })
+}
+
+fn flatten(history: &[Vec<f64>], d: usize) -> Vec<f64> {
+    let mut flat = Vec::with_capacity(history.len() * d);
+    for r in history {
+        flat.extend((0..d).map(|j| r.get(j).copied().unwrap_or(f64::NAN)));
+    }
+    flat
+}
+
+impl Ensemble {
+    /// Fits every configured detector on the history (rows of scaled values, NaN = missing)
+    /// and sets the threshold from the history's own combined scores: no labels needed.
+    pub fn fit(history: &[Vec<f64>], cfg: &AnomalyConfig) -> Result<Self, String> {
+        let n = history.len();
+        let d = history.iter().map(Vec::len).max().unwrap_or(0);
+        if n < 2 || d == 0 {
+            return Err(format!(
+                "need at least 2 steps of at least 1 metric, have {n} x {d}"
+            ));
+        }
+        let parts = Self::fit_parts(history, d, cfg)?;
+        let mut ens = Self {
+            parts,
+            width: d,
+            alpha: cfg.smoothing,
+            threshold: f64::INFINITY,
+        };
+        // Calibrate and threshold on scores the models did not see while fitting: the last
+        // `holdout` share of the history, scored by models fitted on the rest, then refitted
+        // on everything. In-sample scores are too low (a band always holds its own history),
+        // which would put the threshold under ordinary new steps.
+        let split = ((n as f64) * (1.0 - cfg.holdout)).round() as usize;
+        let calib_rows: &[Vec<f64>] = if cfg.holdout > 0.0 && split >= 2 && n - split >= 2 {
+            let early = Self::fit_parts(&history[..split], d, cfg)?;
+            let probe = Self {
+                parts: early,
+                ..ens.clone()
+            };
+            let flat = flatten(&history[split..], d);
+            let mut raw = Vec::new();
+            for i in 0..probe.parts.len() {
+                probe.part_scores(i, &flat, &mut raw, None);
+                let (c, sc) = calibration(&raw);
+                ens.parts[i].center = c;
+                ens.parts[i].scale = sc;
+            }
+            &history[split..]
+        } else {
+            let flat = flatten(history, d);
+            let mut raw = Vec::new();
+            for i in 0..ens.parts.len() {
+                ens.part_scores(i, &flat, &mut raw, None);
+                let (c, sc) = calibration(&raw);
+                ens.parts[i].center = c;
+                ens.parts[i].scale = sc;
+            }
+            history
+        };
+        let mut probe = ens.clone();
+        if calib_rows.len() != n {
+            probe.parts = Self::fit_parts(&history[..split], d, cfg)?;
+            for (p, e) in probe.parts.iter_mut().zip(&ens.parts) {
+                p.center = e.center;
+                p.scale = e.scale;
+            }
+        }
+        let (mut scores, mut contrib) = (Vec::new(), Vec::new());
+        probe.score_block(&flatten(calib_rows, d), d, &mut scores, &mut contrib);
+        let mut smoothed = Vec::with_capacity(scores.len());
+        let mut prev = None;
+        for s in scores {
+            let v = ens.smooth(prev, s);
+            prev = Some(v);
+            smoothed.push(v);
+        }
+        ens.threshold = match cfg.threshold {
+            ThresholdMethod::Pot => pot::pot_threshold(&smoothed, cfg.pot_initial, cfg.pot_risk),
+            ThresholdMethod::Quantile => {
+                smoothed.sort_by(f64::total_cmp);
+                quantile(&smoothed, cfg.threshold_quantile)
+            }
+        };
+        Ok(ens)
+    }
+
+    /// Fits each configured detector (uncalibrated) on `history`.
+    fn fit_parts(history: &[Vec<f64>], d: usize, cfg: &AnomalyConfig) -> Result<Vec<Part>, String> {
+        let mut parts = Vec::new();
+        for &kind in &cfg.detectors {
+            let model = match kind {
+                DetectorKind::Pca => Model::Pca(PcaModel::fit(
+                    history,
+                    cfg.variance,
+                    cfg.threshold_quantile,
+                )?),
+                DetectorKind::Range => {
+                    Model::Range(RangeModel::fit(history, d, cfg.range_quantile)?)
+                }
+                DetectorKind::Iforest => Model::IsolationForest(IsolationForest::fit(
+                    history,
+                    d,
+                    cfg.iforest_trees,
+                    cfg.iforest_sample,
+                    0x5EED,
+                )?),
+            };
+            parts.push(Part {
+                weight: cfg.weight(kind),
+                model,
+                center: 0.0,
+                scale: 1.0,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Name of the combination, for the `detector` column: `pca+range`.
+    pub fn name(&self) -> String {
+        self.parts
+            .iter()
+            .map(|p| p.model.kind().as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// Raw scores of part `i` for each row of `rows` (`width` values each); adds its
+    /// weighted per-metric contributions into `contrib` when given.
+    fn part_scores(&self, i: usize, rows: &[f64], raw: &mut Vec<f64>, contrib: Option<&mut [f64]>) {
+        let d = self.width;
+        let m = rows.len() / d;
+        raw.clear();
+        let part = &self.parts[i];
+        match &part.model {
+            Model::Pca(p) => {
+                let mut z = Vec::new();
+                p.score_block(rows, d, raw, &mut z);
+                if let Some(c) = contrib {
+                    let pd = p.mean.len();
+                    for r in 0..m {
+                        let zr = &z[r * pd..(r + 1) * pd];
+                        let pos: f64 = zr.iter().map(|v| v.max(0.0)).sum();
+                        if pos > 0.0 {
+                            for (j, v) in zr.iter().enumerate() {
+                                c[r * d + j] += part.weight * PCA_SHARE * v.max(0.0) / pos;
+                            }
+                        }
+                    }
+                }
+            }
+            Model::Range(rm) => {
+                let mut dev = vec![0.0; d];
+                let mut c = contrib;
+                for r in 0..m {
+                    raw.push(rm.deviations_into(&rows[r * d..(r + 1) * d], &mut dev));
+                    if let Some(c) = c.as_deref_mut() {
+                        for (j, v) in dev.iter().enumerate() {
+                            c[r * d + j] += part.weight * v;
+                        }
+                    }
+                }
+            }
+            Model::IsolationForest(f) => {
+                raw.extend((0..m).map(|r| f.score(&rows[r * d..(r + 1) * d])));
+            }
+        }
+    }
+
+    /// Combined calibrated (unsmoothed) score per row of `rows` (`width` values each, NaN =
+    /// missing; extra columns beyond the fitted width are ignored), and per-metric
+    /// contributions, row-major with [`Ensemble::width`] per row.
+    pub fn score_block(
+        &self,
+        rows: &[f64],
+        width: usize,
+        scores: &mut Vec<f64>,
+        contrib: &mut Vec<f64>,
+    ) {
+        let d = self.width;
+        let m = rows.len().checked_div(width).unwrap_or(0);
+        // Re-lay rows to the fitted width (a metric that appeared later is not modelled).
+        let fitted: std::borrow::Cow<[f64]> = if width == d {
+            std::borrow::Cow::Borrowed(rows)
+        } else {
+            let mut v = Vec::with_capacity(m * d);
+            for r in 0..m {
+                v.extend((0..d).map(|j| {
+                    if j < width {
+                        rows[r * width + j]
+                    } else {
+                        f64::NAN
+                    }
+                }));
+            }
+            std::borrow::Cow::Owned(v)
+        };
+        scores.clear();
+        scores.resize(m, 0.0);
+        contrib.clear();
+        contrib.resize(m * d, 0.0);
+        let mut raw = Vec::new();
+        for i in 0..self.parts.len() {
+            self.part_scores(i, &fitted, &mut raw, Some(contrib));
+            let p = &self.parts[i];
+            for (s, r) in scores.iter_mut().zip(&raw) {
+                let v = p.weight * (r - p.center) / p.scale;
+                if v.is_finite() {
+                    *s += v;
+                }
+            }
+        }
+    }
+
+    /// The smoothed score after `raw`, given the previous smoothed score.
+    pub fn smooth(&self, prev: Option<f64>, raw: f64) -> f64 {
+        match prev {
+            Some(p) if p.is_finite() => self.alpha * raw + (1.0 - self.alpha) * p,
+            _ => raw,
+        }
+    }
+}
