@@ -72,7 +72,11 @@ impl Topic {
 
     /// The current schema version of this topic.
     pub fn version(self) -> u32 {
-        1
+        match self {
+            // 2: allocation_metrics, allocation.
+            Topic::Fingerprints => 2,
+            _ => 1,
+        }
     }
 
     /// The Arrow schema of this topic (built once, shared).
@@ -100,7 +104,7 @@ impl Topic {
                 "Samples on a fixed step per workload, deduplicated, gap-filled or flagged, scaled per metric with parameters learned from history."
             }
             Topic::Fingerprints => {
-                "A behavioural vector per workload and window; neighbour columns are filled when a similarity index is configured."
+                "A behavioural vector per workload and window, its nearest known workloads, and its allocation (borrowed from those neighbours while the workload is new)."
             }
             Topic::Anomalies => {
                 "One row per opened, updated and closed anomaly segment, with the metrics ranked by contribution."
@@ -236,13 +240,13 @@ fn build(topic: Topic) -> Schema {
                 "method",
                 Utf8,
                 false,
-                "How the vector was made, e.g. `window-stats`.",
+                "How the vector was made, e.g. `stats-pca`.",
             ),
             f(
                 "model_version",
                 Utf8,
                 false,
-                "Version of the method or model that made the vector.",
+                "Metric set and basis that made the vector: vectors with equal versions are comparable.",
             ),
             f("vector", list_of(Float32), false, "The fingerprint."),
             f(
@@ -261,13 +265,26 @@ fn build(topic: Topic) -> Schema {
                 "neighbours",
                 list_of(Utf8),
                 true,
-                "Nearest known workloads, nearest first (when a similarity index is configured).",
+                "Nearest known workloads of the same metric set, nearest first.",
             ),
             f(
                 "neighbour_weights",
                 list_of(Float32),
                 true,
                 "Similarity weight of each neighbour, summing to 1.",
+            ),
+            // Version 2.
+            f(
+                "allocation_metrics",
+                list_of(Utf8),
+                true,
+                "Metrics of `allocation`, in order.",
+            ),
+            f(
+                "allocation",
+                list_of(Float64),
+                true,
+                "Per metric, the allocation in raw units: the workload's own typical peak (a quantile per window, averaged), or while `cold_start` the similarity-weighted mean of its neighbours' (null when there are none yet).",
             ),
         ],
         Topic::Anomalies => vec![

@@ -103,3 +103,18 @@ fn eval_on_unusable_data_says_what_and_where() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("w.interpretation.txt:2"), "{err}");
 }
+
+#[test]
+fn fingerprints_find_service_groups_and_cold_start_beats_the_fleet_mean() {
+    let smd = eval_json("fingerprint", "smd");
+    assert_eq!(smd["mean"]["entities"].as_u64(), Some(8), "{smd}");
+    // Measured 7 of 8 (the target is 8 of 8: not reached yet); a loss fails here.
+    assert!(mean(&smd, "group_accuracy") >= 0.75, "{smd}");
+    let cold = mean(&smd, "cold_start_error");
+    assert!(cold > 0.0 && cold < mean(&smd, "fleet_mean_error"), "{smd}");
+    for (name, e) in smd["entities"].as_object().unwrap() {
+        let n = e["cold_start_neighbours"].as_array().unwrap();
+        assert_eq!(n.len(), 3, "{name}: {e}");
+        assert!(n.iter().all(|x| x.as_str() != Some(name.as_str())));
+    }
+}

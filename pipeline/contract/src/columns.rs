@@ -138,6 +138,17 @@ pub fn list_f64(rows: impl IntoIterator<Item = Vec<f64>>) -> ArrayRef {
     ))
 }
 
+/// A list column of `f64`s; `None` rows are null.
+pub fn list_f64_opt(rows: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<
+        arrow_array::types::Float64Type,
+        _,
+        _,
+    >(
+        rows.into_iter().map(|r| r.map(|r| r.into_iter().map(Some))),
+    ))
+}
+
 /// A list column of `f32`s.
 pub fn list_f32(rows: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
     Arc::new(arrow_array::ListArray::from_iter_primitive::<

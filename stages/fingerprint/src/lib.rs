@@ -1,28 +1,44 @@
 //! # wfe-fingerprint: `metrics.norm` in, `fingerprints` out
 //!
-//! A fingerprint is a vector that says how a workload behaves over a window of steps. This
-//! first method, `window-stats`, takes per metric the mean, standard deviation, minimum,
-//! maximum and trend (last minus first observed value) of the scaled values over the last
-//! `window` steps, every `hop` steps. Metrics keep the order in which the workload first
-//! reported them, so workloads with the same metric set have comparable vectors.
+//! A fingerprint is a short vector that says how a workload behaves over a window of steps.
+//! The method `stats-pca`:
+//! 1. every `hop` steps, the statistical features of the last `window` steps' raw values
+//!    ([`features`]: level, spread, quantiles, trend, autocorrelation, period, cross-metric
+//!    correlation per metric, each group weighted);
+//! 2. reduced by PCA fitted on the fleet's history of such windows ([`reduce`]): a uniform
+//!    sample of windows, refitted as the fleet grows. `model_version` names the metric set and
+//!    the basis, so two vectors with the same version are comparable;
+//! 3. each workload's **profile** is the mean of its window features; the nearest known
+//!    profiles ([`knn`]; cosine or Euclidean) are a row's `neighbours`, with similarity
+//!    weights that sum to 1.
 //!
-//! A workload is `cold_start` until it has `learning_steps` observed steps: its fingerprint is
-//! already emitted (a person can see what is known) but marked, so that tier selection
-//! borrows its neighbours' history instead of trusting its own.
+//! **Cold start**: a workload is `cold_start` while it has at most `learning_steps` observed
+//! steps (with the defaults: its first hour, one window).
+//! Its rows carry a `predicted_allocation`: per metric, the similarity-weighted mean of its
+//! neighbours' allocations (the `allocation_quantile` of their raw values per window,
+//! averaged over their history), so that a brand-new workload is sized from similar ones,
+//! and the neighbours and weights say why. Known workloads carry their own allocation.
+//!
+//! Workloads with different metric sets have incomparable features: each metric set has its
+//! own basis and neighbours are searched within it.
 
-use std::collections::VecDeque;
+pub mod features;
+pub mod knn;
+pub mod reduce;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{list_f32, list_str, timestamp_column};
+use wfe_contract::columns::{list_f32, list_f64_opt, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
-pub const METHOD: &str = "window-stats";
-pub const MODEL_VERSION: &str = "1";
-/// Statistics per metric, in vector order.
-pub const STATS: [&str; 5] = ["mean", "std", "min", "max", "trend"];
+pub use features::FeatureWeights;
+pub use knn::Distance;
+
+pub const METHOD: &str = "stats-pca";
 
 /// Settings of the fingerprint stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -34,13 +50,59 @@ pub struct FingerprintConfig {
     /// Steps between fingerprints (equal to `window`: tumbling windows).
     #[serde(default = "d_window")]
     pub hop: usize,
-    /// Observed steps before a workload is no longer `cold_start`.
+    /// A workload is `cold_start` while it has at most this many observed steps.
     #[serde(default = "d_window")]
     pub learning_steps: usize,
+    /// Weight of each feature group.
+    #[serde(default)]
+    pub weights: FeatureWeights,
+    /// Weight per metric name (default 1), e.g. `{ cpu = 2.0 }`.
+    #[serde(default)]
+    pub metric_weights: BTreeMap<String, f64>,
+    /// Share of the window features' variance the PCA keeps.
+    #[serde(default = "d_variance")]
+    pub variance: f64,
+    /// Most PCA components (fingerprint length).
+    #[serde(default = "d_max_components")]
+    pub max_components: usize,
+    /// Windows seen before the first basis is fitted (rows wait until then); it is refitted
+    /// after twice as many, four times, and so on.
+    #[serde(default = "d_fit_windows")]
+    pub fit_windows: usize,
+    /// Windows kept (uniform sample) to fit the basis on.
+    #[serde(default = "d_reservoir")]
+    pub reservoir: usize,
+    /// Neighbours per row (0: none).
+    #[serde(default = "d_neighbours")]
+    pub neighbours: usize,
+    /// `cosine` or `euclidean`.
+    #[serde(default)]
+    pub distance: Distance,
+    /// Quantile of a window's raw values that counts as the workload's allocation.
+    #[serde(default = "d_alloc_q")]
+    pub allocation_quantile: f64,
 }
 
 fn d_window() -> usize {
     60
+}
+fn d_variance() -> f64 {
+    0.95
+}
+fn d_max_components() -> usize {
+    16
+}
+fn d_fit_windows() -> usize {
+    32
+}
+fn d_reservoir() -> usize {
+    4096
+}
+fn d_neighbours() -> usize {
+    3
+}
+fn d_alloc_q() -> f64 {
+    0.95
 }
 
 impl Default for FingerprintConfig {
@@ -49,17 +111,74 @@ impl Default for FingerprintConfig {
             window: 60,
             hop: 60,
             learning_steps: 60,
+            weights: FeatureWeights::default(),
+            metric_weights: BTreeMap::new(),
+            variance: d_variance(),
+            max_components: d_max_components(),
+            fit_windows: d_fit_windows(),
+            reservoir: d_reservoir(),
+            neighbours: d_neighbours(),
+            distance: Distance::default(),
+            allocation_quantile: d_alloc_q(),
         }
     }
 }
 
+impl FingerprintConfig {
+    fn validate(&self) -> Result<()> {
+        let bad =
+            |key: &str, why: String| Err(Error::config(format!("stages.fingerprint.{key}"), why));
+        if self.window < 2 || self.hop == 0 {
+            return bad(
+                "window",
+                "window must be at least 2 and hop at least 1".into(),
+            );
+        }
+        if let Err(e) = self.weights.validate() {
+            return bad("weights", e);
+        }
+        if let Some((k, w)) = self
+            .metric_weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return bad(
+                &format!("metric_weights.{k}"),
+                format!("{w} is not a finite weight >= 0"),
+            );
+        }
+        if !(0.0 < self.variance && self.variance <= 1.0) {
+            return bad("variance", "must be in (0, 1]".into());
+        }
+        if self.max_components == 0 || self.fit_windows < 2 || self.reservoir < 2 {
+            return bad(
+                "max_components",
+                "max_components must be at least 1, fit_windows and reservoir at least 2".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.allocation_quantile) {
+            return bad("allocation_quantile", "must be in [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+/// One step of a workload's window: time, scaled values, raw values, observed count.
+type WindowStep = (i64, Vec<f64>, Vec<f64>, usize);
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Workload {
     slots: Slots,
-    /// Last `window` steps: (time, scaled values by slot, NaN where missing, observed count).
-    window: VecDeque<(i64, Vec<f64>, usize)>,
+    window: VecDeque<WindowStep>,
     since_emit: usize,
     observed_steps: usize,
+    /// Metric set this workload's features belong to (hash of its metric names).
+    signature: u64,
+    /// Sum of its window features, and how many windows.
+    profile_sum: Vec<f64>,
+    windows: u64,
+    /// Sum of its per-window allocations (raw units, per metric).
+    alloc_sum: Vec<f64>,
 }
 
 impl HasSlots for Workload {
@@ -68,10 +187,91 @@ impl HasSlots for Workload {
     }
 }
 
+impl Workload {
+    fn profile(&self) -> Option<Vec<f64>> {
+        (self.windows > 0).then(|| {
+            self.profile_sum
+                .iter()
+                .map(|v| v / self.windows as f64)
+                .collect()
+        })
+    }
+    fn allocation(&self) -> Vec<f64> {
+        let n = self.windows.max(1) as f64;
+        self.alloc_sum.iter().map(|v| v / n).collect()
+    }
+}
+
+/// A window as cut at its due step.
+struct Cut {
+    start: i64,
+    end: i64,
+    features: Vec<f64>,
+    alloc: Vec<f64>,
+    n: i64,
+    cold: bool,
+}
+
+/// Features and allocation of the workload's current window (None when it is empty).
+fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
+    let (first, last) = (wk.window.front()?, wk.window.back()?);
+    let width = wk.slots.len();
+    // Raw values, not the per-workload scaled ones: scaling each workload by its own range
+    // erases the levels that tell workloads apart (measured on SMD: 4 of 8 machines matched
+    // their service group on scaled values, 8 of 8 on raw ones).
+    let raw: Vec<&[f64]> = wk.window.iter().map(|s| s.2.as_slice()).collect();
+    let features = features::window_features(
+        &raw,
+        width,
+        &wk.slots.names,
+        &cfg.weights,
+        &cfg.metric_weights,
+    );
+    // Allocation: the quantile of each metric's observed raw values in the window.
+    let mut alloc = vec![0.0; width];
+    for (j, a) in alloc.iter_mut().enumerate() {
+        let mut v: Vec<f64> = wk
+            .window
+            .iter()
+            .filter_map(|s| s.2.get(j).copied().filter(|x| x.is_finite()))
+            .collect();
+        if !v.is_empty() {
+            v.sort_by(f64::total_cmp);
+            *a = quantile(&v, cfg.allocation_quantile);
+        }
+    }
+    Some(Cut {
+        start: first.0,
+        end: last.0,
+        features,
+        alloc,
+        n: wk.window.iter().map(|s| (s.3 > 0) as i64).sum(),
+        cold: wk.observed_steps <= cfg.learning_steps,
+    })
+}
+
+/// A window waiting for the first basis of its metric set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Held {
+    start: i64,
+    end: i64,
+    workload: usize,
+    features: Vec<f64>,
+    n: i64,
+    cold: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    workloads: Keyed<Workload>,
+    reducers: BTreeMap<u64, reduce::Reducer>,
+    held: Vec<Held>,
+}
+
 /// The fingerprint stage.
 pub struct Fingerprint {
     cfg: FingerprintConfig,
-    workloads: Keyed<Workload>,
+    state: State,
 }
 
 #[derive(Default)]
@@ -79,22 +279,34 @@ struct Rows {
     start: Vec<i64>,
     end: Vec<i64>,
     workload: Vec<String>,
+    version: Vec<String>,
     vector: Vec<Vec<f32>>,
     n: Vec<i64>,
     cold: Vec<bool>,
+    neighbours: Vec<Option<Vec<String>>>,
+    weights: Vec<Option<Vec<f32>>>,
+    alloc_metrics: Vec<Option<Vec<String>>>,
+    alloc: Vec<Option<Vec<f64>>>,
+}
+
+fn signature(names: &[String]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(names.join("\u{1f}").as_bytes())
+}
+
+/// Linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, f) = (pos.floor() as usize, pos.fract());
+    let j = (i + 1).min(sorted.len() - 1);
+    sorted[i] + (sorted[j] - sorted[i]) * f
 }
 
 impl Fingerprint {
     pub fn new(cfg: FingerprintConfig) -> Result<Self> {
-        if cfg.window < 2 || cfg.hop == 0 {
-            return Err(Error::config(
-                "stages.fingerprint.window",
-                "window must be at least 2 and hop at least 1",
-            ));
-        }
+        cfg.validate()?;
         Ok(Self {
             cfg,
-            workloads: Keyed::default(),
+            state: State::default(),
         })
     }
 
@@ -105,67 +317,226 @@ impl Fingerprint {
             timestamp_column(rows.end),
             Arc::new(StringArray::from(rows.workload)),
             Arc::new(StringArray::from(vec![METHOD; n])),
-            Arc::new(StringArray::from(vec![MODEL_VERSION; n])),
+            Arc::new(StringArray::from(rows.version)),
             list_f32(rows.vector),
             Arc::new(Int64Array::from(rows.n)),
             Arc::new(BooleanArray::from(rows.cold)),
-            list_str(std::iter::repeat_n(None, n)),
-            list_f32_nulls(n),
+            list_str(rows.neighbours.into_iter()),
+            Arc::new(arrow_array::ListArray::from_iter_primitive::<
+                arrow_array::types::Float32Type,
+                _,
+                _,
+            >(
+                rows.weights
+                    .into_iter()
+                    .map(|w| w.map(|v| v.into_iter().map(Some).collect::<Vec<_>>())),
+            )),
+            list_str(rows.alloc_metrics.into_iter()),
+            list_f64_opt(rows.alloc),
         ];
         Ok(RecordBatch::try_new(Topic::Fingerprints.schema(), columns)?)
     }
-}
 
-/// Appends a fingerprint of the workload's current window.
-fn emit(cfg: &FingerprintConfig, name: &str, wk: &Workload, rows: &mut Rows) {
-    let (Some(first), Some(last)) = (wk.window.front(), wk.window.back()) else {
-        return;
-    };
-    rows.start.push(first.0);
-    rows.end.push(last.0);
-    rows.workload.push(name.to_string());
-    rows.vector.push(window_stats(&wk.window, wk.slots.len()));
-    rows.n
-        .push(wk.window.iter().map(|s| (s.2 > 0) as i64).sum());
-    rows.cold.push(wk.observed_steps < cfg.learning_steps);
-}
-
-fn list_f32_nulls(n: usize) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<
-        arrow_array::types::Float32Type,
-        _,
-        _,
-    >(std::iter::repeat_n(None::<Vec<Option<f32>>>, n)))
-}
-
-/// The `window-stats` vector: for each slot, [`STATS`] over the observed values.
-pub fn window_stats(window: &VecDeque<(i64, Vec<f64>, usize)>, width: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(width * STATS.len());
-    for slot in 0..width {
-        let vals = window
-            .iter()
-            .filter_map(|s| s.1.get(slot).copied().filter(|v| !v.is_nan()));
-        let (mut n, mut sum, mut sq, mut lo, mut hi) =
-            (0usize, 0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
-        let (mut first, mut last) = (None, 0.0);
-        for v in vals {
-            n += 1;
-            sum += v;
-            sq += v * v;
-            lo = lo.min(v);
-            hi = hi.max(v);
-            first.get_or_insert(v);
-            last = v;
+    /// Feeds a cut window to its workload's profile and its metric set's reducer; the row is
+    /// emitted now, or held until the set's first basis.
+    fn window(&mut self, id: usize, cut: Cut, rows: &mut Rows, ctx: &mut Context) {
+        let cfg = &self.cfg;
+        let wk = &mut self.state.workloads.items[id];
+        let Cut {
+            start,
+            end,
+            features: feats,
+            alloc,
+            n,
+            cold,
+        } = cut;
+        let width = alloc.len();
+        if wk.signature == 0 || wk.profile_sum.len() != feats.len() {
+            // First window, or the metric set grew: start the profile over.
+            wk.signature = signature(&wk.slots.names);
+            wk.profile_sum = vec![0.0; feats.len()];
+            wk.alloc_sum = vec![0.0; width];
+            wk.windows = 0;
         }
-        if n == 0 {
-            out.extend([0.0; 5]);
-            continue;
+        for (s, f) in wk.profile_sum.iter_mut().zip(&feats) {
+            *s += f;
         }
-        let mean = sum / n as f64;
-        let var = (sq / n as f64 - mean * mean).max(0.0);
-        out.extend([mean, var.sqrt(), lo, hi, last - first.unwrap_or(last)].map(|v| v as f32));
+        for (s, a) in wk.alloc_sum.iter_mut().zip(&alloc) {
+            *s += a;
+        }
+        wk.windows += 1;
+        let held = Held {
+            start,
+            end,
+            workload: id,
+            n,
+            cold,
+            features: feats,
+        };
+        let sig = wk.signature;
+        let reducer = self.state.reducers.entry(sig).or_default();
+        match reducer.add(
+            &held.features,
+            cfg.fit_windows,
+            cfg.reservoir,
+            cfg.variance,
+            cfg.max_components,
+        ) {
+            Ok(true) => ctx.count("basis.refitted", 1),
+            Ok(false) => {}
+            Err(e) => {
+                ctx.count("basis.fit_failed", 1);
+                tracing::warn!(
+                    metric_set = format!("{sig:016x}"),
+                    "fingerprint basis fit failed: {e}"
+                );
+            }
+        }
+        if reducer.model.is_some() {
+            self.release(sig, rows);
+            self.emit(&held, rows);
+        } else {
+            self.state.held.push(held);
+        }
     }
-    out
+
+    /// Emits the held rows of a metric set whose basis now exists.
+    fn release(&mut self, sig: u64, rows: &mut Rows) {
+        let held = std::mem::take(&mut self.state.held);
+        let (ready, wait): (Vec<Held>, Vec<Held>) = held
+            .into_iter()
+            .partition(|h| self.state.workloads.items[h.workload].signature == sig);
+        self.state.held = wait;
+        for h in &ready {
+            self.emit(h, rows);
+        }
+    }
+
+    /// One row: the window's projection, and the nearest known workloads.
+    fn emit(&self, h: &Held, rows: &mut Rows) {
+        let wk = &self.state.workloads.items[h.workload];
+        let Some(reducer) = self.state.reducers.get(&wk.signature) else {
+            return;
+        };
+        let Some(model) = &reducer.model else { return };
+        let name = &self.state.workloads.names.names[h.workload];
+        rows.start.push(h.start);
+        rows.end.push(h.end);
+        rows.workload.push(name.clone());
+        rows.version
+            .push(format!("{:016x}.{}", wk.signature, reducer.version));
+        rows.vector.push(
+            model
+                .project(&h.features)
+                .iter()
+                .map(|v| *v as f32)
+                .collect(),
+        );
+        rows.n.push(h.n);
+        rows.cold.push(h.cold);
+        let found = self.neighbours(h.workload, model);
+        let names = &wk.slots.names;
+        if found.is_empty() {
+            rows.neighbours.push(None);
+            rows.weights.push(None);
+        } else {
+            let w = knn::weights(&found, self.cfg.distance);
+            rows.neighbours.push(Some(
+                found
+                    .iter()
+                    .map(|(i, _)| self.state.workloads.names.names[*i].clone())
+                    .collect(),
+            ));
+            rows.weights
+                .push(Some(w.iter().map(|x| *x as f32).collect()));
+            if h.cold {
+                // Borrowed: the neighbours' allocations, weighted by similarity.
+                let mut pred = vec![0.0; names.len()];
+                for ((i, _), wi) in found.iter().zip(&w) {
+                    for (p, a) in pred
+                        .iter_mut()
+                        .zip(self.state.workloads.items[*i].allocation())
+                    {
+                        *p += wi * a;
+                    }
+                }
+                rows.alloc_metrics.push(Some(names.clone()));
+                rows.alloc.push(Some(pred));
+                return;
+            }
+        }
+        if h.cold {
+            // Nobody to borrow from yet: say so with an empty allocation.
+            rows.alloc_metrics.push(None);
+            rows.alloc.push(None);
+        } else {
+            rows.alloc_metrics.push(Some(names.clone()));
+            rows.alloc.push(Some(wk.allocation()));
+        }
+    }
+
+    /// The nearest known (not cold) workloads of the same metric set, by profile.
+    fn neighbours(&self, id: usize, model: &reduce::Pca) -> Vec<(usize, f64)> {
+        if self.cfg.neighbours == 0 {
+            return Vec::new();
+        }
+        let items = &self.state.workloads.items;
+        let me = &items[id];
+        let Some(query) = me.profile() else {
+            return Vec::new();
+        };
+        let query = model.project(&query);
+        let known: Vec<(usize, Vec<f64>)> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| {
+                *i != id
+                    && w.signature == me.signature
+                    && w.observed_steps > self.cfg.learning_steps
+                    && w.windows > 0
+            })
+            .filter_map(|(i, w)| Some((i, model.project(&w.profile()?))))
+            .collect();
+        knn::exact(
+            &query,
+            known.iter().map(|(i, v)| (*i, v.as_slice())),
+            self.cfg.neighbours,
+            self.cfg.distance,
+        )
+    }
+
+    /// A workload's metric names and its own allocation so far (raw units).
+    pub fn allocation(&self, workload: &str) -> Option<(Vec<String>, Vec<f64>)> {
+        let st = &self.state;
+        let i = st
+            .workloads
+            .names
+            .names
+            .iter()
+            .position(|n| n == workload)?;
+        let w = &st.workloads.items[i];
+        (w.windows > 0).then(|| (w.slots.names.clone(), w.allocation()))
+    }
+
+    /// The comparable profile of every workload: (name, model_version, projected profile).
+    /// What `wfe eval fingerprint` and similarity queries read.
+    pub fn profiles(&self) -> Vec<(String, String, Vec<f64>)> {
+        let st = &self.state;
+        st.workloads
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let r = st.reducers.get(&w.signature)?;
+                let model = r.model.as_ref()?;
+                Some((
+                    st.workloads.names.names[i].clone(),
+                    format!("{:016x}.{}", w.signature, r.version),
+                    model.project(&w.profile()?),
+                ))
+            })
+            .collect()
+    }
 }
 
 impl Stage for Fingerprint {
@@ -190,43 +561,88 @@ impl Stage for Fingerprint {
     ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
         let mut rows = Rows::default();
+        let mut due = Vec::new();
         let cfg = &self.cfg;
-        let replayed = nb.for_each_dense(&mut self.workloads, |d| {
+        let (window, hop) = (cfg.window, cfg.hop);
+        let mut workloads = std::mem::take(&mut self.state.workloads);
+        let walked = nb.for_each_dense(&mut workloads, |d| {
             let wk = d.state;
-            // Reuse the oldest step's buffer for the newest.
-            let mut values = match wk.window.len() == cfg.window {
-                true => wk.window.pop_front().map(|(_, v, _)| v).unwrap_or_default(),
-                false => Vec::new(),
+            // Reuse the oldest step's buffers for the newest.
+            let (mut values, mut raw) = match wk.window.len() == window {
+                true => wk
+                    .window
+                    .pop_front()
+                    .map(|(_, v, r, _)| (v, r))
+                    .unwrap_or_default(),
+                false => Default::default(),
             };
             values.clear();
             values.extend_from_slice(d.scaled);
-            wk.window.push_back((d.step.time, values, d.observed));
+            raw.clear();
+            raw.extend_from_slice(d.raw);
+            wk.window.push_back((d.step.time, values, raw, d.observed));
             wk.observed_steps += usize::from(d.observed > 0);
             wk.since_emit += 1;
-            if wk.since_emit >= cfg.hop && wk.window.len() == cfg.window {
+            if wk.since_emit >= hop && wk.window.len() == window {
                 wk.since_emit = 0;
-                emit(cfg, d.step.workload, wk, &mut rows);
+                if let Some(c) = cut(cfg, wk) {
+                    due.push((d.id, c));
+                }
             }
             Ok(())
-        })?;
+        });
+        self.state.workloads = workloads;
+        let replayed = walked?;
         ctx.event(Event::Dropped {
             kind: "replayed_step",
             count: replayed,
         });
+        // Windows were cut at their due steps; profiles, bases and neighbours follow in
+        // step order.
+        for (id, c) in due {
+            self.window(id, c, &mut rows, ctx);
+        }
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self, _ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
-        // The steps since the last fingerprint are not lost: one more over the latest window.
+    fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         let mut rows = Rows::default();
-        let mut names: Vec<(&str, &Workload)> = self.workloads.iter().collect();
-        names.sort_by_key(|(n, _)| *n);
-        for (name, wk) in names {
-            if wk.since_emit > 0 && wk.window.len() >= 2 {
-                emit(&self.cfg, name, wk, &mut rows);
+        // A fleet smaller than `fit_windows`: fit on what there is and release the rows.
+        let waiting: Vec<u64> = self
+            .state
+            .reducers
+            .iter()
+            .filter(|(_, r)| r.model.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        for sig in waiting {
+            let r = self.state.reducers.get_mut(&sig).expect("listed above");
+            if r.windows() >= 2 {
+                if let Err(e) = r.refit(self.cfg.variance, self.cfg.max_components) {
+                    ctx.count("basis.fit_failed", 1);
+                    tracing::warn!("fingerprint basis fit failed: {e}");
+                    continue;
+                }
+                self.release(sig, &mut rows);
+            }
+        }
+        // The steps since the last fingerprint are not lost: one more over the latest window.
+        let mut ids: Vec<usize> = (0..self.state.workloads.items.len())
+            .filter(|&i| {
+                let w = &self.state.workloads.items[i];
+                w.since_emit > 0 && w.window.len() >= 2
+            })
+            .collect();
+        ids.sort_by(|a, b| {
+            self.state.workloads.names.names[*a].cmp(&self.state.workloads.names.names[*b])
+        });
+        for id in ids {
+            self.state.workloads.items[id].since_emit = 0;
+            if let Some(c) = cut(&self.cfg, &self.state.workloads.items[id]) {
+                self.window(id, c, &mut rows, ctx);
             }
         }
         if !rows.start.is_empty() {
@@ -236,11 +652,11 @@ impl Stage for Fingerprint {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.workloads)
+        wfe_contract::state::encode(self.name(), &self.state)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.workloads = wfe_contract::state::decode(self.name(), state)?;
+        self.state = wfe_contract::state::decode(self.name(), state)?;
         Ok(())
     }
 }

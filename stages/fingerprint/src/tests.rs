@@ -49,56 +49,100 @@ fn one_vector_per_window_of_an_smd_machine() {
     assert_eq!(rows.len(), steps / 60 + usize::from(steps % 60 >= 2));
     for (w, _, v, _) in &rows {
         assert_eq!(w, "machine-1-6");
-        assert_eq!(v.len(), 38 * STATS.len());
+        assert!(!v.is_empty() && v.len() <= 16, "PCA-reduced: {}", v.len());
         assert!(v.iter().all(|x| x.is_finite()));
-        // min <= mean <= max for every metric
-        for m in v.chunks(5) {
-            assert!(m[2] <= m[0] + 1e-6 && m[0] <= m[3] + 1e-6, "{m:?}");
+    }
+    // Windows are 60 steps of 60 s apart, the first two cold, later ones not.
+    assert_eq!(rows[1].1 - rows[0].1, 60 * 60_000);
+    assert!(rows[0].3 && rows[1].3 && !rows[2].3);
+}
+
+/// Every row's (workload, cold, neighbours, weights, allocation).
+#[allow(clippy::type_complexity)]
+fn neighbour_rows(
+    out: &VecCollector,
+) -> Vec<(String, bool, Vec<String>, Vec<f32>, Option<Vec<f64>>)> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type};
+    let mut rows = vec![];
+    for b in out.of(Topic::Fingerprints) {
+        let w = strings(&b, "workload").unwrap();
+        let cold = wfe_contract::columns::bools(&b, "cold_start").unwrap();
+        let nb = b
+            .column_by_name("neighbours")
+            .unwrap()
+            .as_list::<i32>()
+            .clone();
+        let nw = b
+            .column_by_name("neighbour_weights")
+            .unwrap()
+            .as_list::<i32>()
+            .clone();
+        let al = b
+            .column_by_name("allocation")
+            .unwrap()
+            .as_list::<i32>()
+            .clone();
+        for r in 0..b.num_rows() {
+            let names = if nb.is_null(r) {
+                vec![]
+            } else {
+                let v = nb.value(r);
+                let v = v.as_string::<i32>();
+                (0..v.len()).map(|i| v.value(i).to_string()).collect()
+            };
+            let weights = if nw.is_null(r) {
+                vec![]
+            } else {
+                nw.value(r).as_primitive::<Float32Type>().values().to_vec()
+            };
+            let alloc = (!al.is_null(r))
+                .then(|| al.value(r).as_primitive::<Float64Type>().values().to_vec());
+            rows.push((w.value(r).to_string(), cold.value(r), names, weights, alloc));
         }
     }
-    // Windows are 60 steps of 60 s apart, the first one cold, later ones not.
-    assert_eq!(rows[1].1 - rows[0].1, 60 * 60_000);
-    assert!(rows[0].3 && !rows[2].3);
+    rows
 }
 
 #[test]
-fn machines_of_one_service_group_are_nearer_than_others() {
-    let norm = normalised("smd", &["machine-2-1", "machine-2-2", "machine-3-3"], 60);
-    let mut st = Fingerprint::new(FingerprintConfig {
-        window: 1440,
-        hop: 1440,
-        learning_steps: 60,
-    })
-    .unwrap();
-    let rows = vectors(&run(&mut st, &norm));
-    let mean = |name: &str| {
-        let vs: Vec<&Vec<f32>> = rows.iter().filter(|r| r.0 == name).map(|r| &r.2).collect();
-        let mut m = vec![0f64; vs[0].len()];
-        for v in &vs {
-            for (a, b) in m.iter_mut().zip(v.iter()) {
-                *a += *b as f64 / vs.len() as f64;
-            }
+fn a_new_machine_borrows_its_allocation_from_its_service_group() {
+    // Two machines of group 2 and one of group 3 are known; machine-2-2 arrives last.
+    let mut norm = normalised("smd", &["machine-2-1", "machine-2-7", "machine-3-3"], 12);
+    norm.extend(normalised("smd", &["machine-2-2"], 1));
+    let mut st = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let out = run(&mut st, &norm);
+    let rows = neighbour_rows(&out);
+    let cold: Vec<_> = rows
+        .iter()
+        .filter(|r| r.0 == "machine-2-2" && r.1)
+        .collect();
+    assert!(!cold.is_empty());
+    for (_, _, names, weights, alloc) in &cold {
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names[0].starts_with("machine-2-"),
+            "nearest is of its group: {names:?}"
+        );
+        assert!((weights.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        assert!(weights.windows(2).all(|w| w[0] >= w[1]));
+        let alloc = alloc
+            .as_ref()
+            .expect("a cold workload with neighbours gets an allocation");
+        assert_eq!(alloc.len(), 38);
+        assert!(alloc.iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
+    // Known workloads carry their own allocation; nobody is their own neighbour.
+    for (w, cold, names, _, alloc) in &rows {
+        assert!(!names.contains(w));
+        if !cold {
+            assert!(alloc.is_some());
         }
-        m
-    };
-    let d = |a: &[f64], b: &[f64]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let (a, b, c) = (
-        mean("machine-2-1"),
-        mean("machine-2-2"),
-        mean("machine-3-3"),
-    );
-    assert!(
-        d(&a, &b) < d(&a, &c),
-        "same group {} vs other {}",
-        d(&a, &b),
-        d(&a, &c)
-    );
+    }
+    // Every workload has a profile in one comparable basis.
+    let p = st.profiles();
+    assert_eq!(p.len(), 4);
+    assert!(p.iter().all(|x| x.1 == p[0].1 && x.2.len() == p[0].2.len()));
 }
 
 #[test]
@@ -127,8 +171,29 @@ fn state_survives_a_restart_and_bad_config_is_refused() {
         Fingerprint::new(FingerprintConfig {
             window: 1,
             hop: 1,
-            learning_steps: 1
+            learning_steps: 1,
+            ..Default::default()
         })
         .is_err()
     );
+    let weights = FeatureWeights {
+        trend: f64::NAN,
+        ..Default::default()
+    };
+    let e = Fingerprint::new(FingerprintConfig {
+        weights,
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("stages.fingerprint.weights"), "{e}");
+    let mut mw = std::collections::BTreeMap::new();
+    mw.insert("m00".to_string(), -1.0);
+    let e = Fingerprint::new(FingerprintConfig {
+        metric_weights: mw,
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("metric_weights.m00"), "{e}");
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use wfe_contract::norm::{KeyCache, NormBatch, Slots};
 use wfe_contract::schemas::labels;
-use wfe_contract::{Context, Error, Result, Source, Stage, Topic, VecCollector};
+use wfe_contract::{Context, Error, RecordBatch, Result, Source, Stage, Topic, VecCollector};
 use wfe_normalise::{Normalise, NormaliseConfig};
 
 /// One entity's normalised steps.
@@ -38,8 +38,8 @@ pub fn entities(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Reads one entity through ingest and normalise.
-pub fn load(dir: &Path, entity: &str) -> Result<Series> {
+/// One entity's `metrics.norm` batches, through ingest and normalise.
+pub fn normalised(dir: &Path, entity: &str) -> Result<Vec<RecordBatch>> {
     let mut cfg = wfe_ingest::SourceConfig::new(dir);
     cfg.only = vec![entity.to_string()];
     let mut src = wfe_ingest::FileSource::open(&[cfg], false)?;
@@ -50,6 +50,12 @@ pub fn load(dir: &Path, entity: &str) -> Result<Series> {
         stage.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)?;
     }
     stage.flush(&mut ctx, &mut out)?;
+    Ok(out.of(Topic::MetricsNorm))
+}
+
+/// Reads one entity through ingest and normalise.
+pub fn load(dir: &Path, entity: &str) -> Result<Series> {
+    let batches = normalised(dir, entity)?;
     let mut slots = Slots::default();
     let mut s = Series {
         metrics: Vec::new(),
@@ -59,7 +65,7 @@ pub fn load(dir: &Path, entity: &str) -> Result<Series> {
         times: Vec::new(),
     };
     let (mut v, mut raw) = (Vec::new(), Vec::new());
-    for b in out.of(Topic::MetricsNorm) {
+    for b in batches {
         let nb = NormBatch::new(&b)?;
         let mut cache = KeyCache::default();
         for step in nb.steps() {

@@ -2,6 +2,7 @@
 
 pub mod anomaly;
 pub mod data;
+pub mod fingerprint;
 pub mod metrics;
 
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use crate::config::JobConfig;
 pub enum EvalCommand {
     /// Anomaly detection: best and label-free F1, F1 PA, AUPRC, HitRate@100%/150%.
     Anomaly(EvalArgs),
+    /// Fingerprints: leave-one-out service-group accuracy and cold-start allocation error.
+    Fingerprint(EvalArgs),
 }
 
 #[derive(clap::Args)]
@@ -39,6 +42,16 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 print!("{}", anomaly::render(&report));
+            }
+            Ok(())
+        }
+        EvalCommand::Fingerprint(args) => {
+            let cfg = JobConfig::load(args.config.as_deref())?;
+            let report = fingerprint::evaluate(&args.data, &cfg.stages.fingerprint)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", fingerprint::render(&report));
             }
             Ok(())
         }

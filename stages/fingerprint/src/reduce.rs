@@ -1,0 +1,161 @@
+//! PCA fitted on history: the fleet's window features, kept as a uniform reservoir sample and
+//! refitted as the fleet grows (after 1x, 2x, 4x ... `fit_windows` windows), so early
+//! fingerprints do not freeze a basis learned from the first workloads alone.
+
+use faer::{Mat, Side};
+use serde::{Deserialize, Serialize};
+
+/// A fitted basis: vectors are `(x - mean) · components`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pca {
+    pub mean: Vec<f64>,
+    /// Kept directions, largest variance first, each of `mean.len()`.
+    pub components: Vec<Vec<f64>>,
+}
+
+impl Pca {
+    /// Fits on rows of equal length, keeping `variance` of the variance, at most `max` and at
+    /// least one component.
+    pub fn fit(rows: &[Vec<f64>], variance: f64, max: usize) -> Result<Self, String> {
+        let n = rows.len();
+        let d = rows.first().map(Vec::len).unwrap_or(0);
+        if n < 2 || d == 0 || rows.iter().any(|r| r.len() != d) {
+            return Err(format!(
+                "need at least 2 feature rows of one length, have {n}"
+            ));
+        }
+        let mut mean = vec![0.0; d];
+        for r in rows {
+            for (m, v) in mean.iter_mut().zip(r) {
+                *m += v / n as f64;
+            }
+        }
+        let x = Mat::<f64>::from_fn(n, d, |i, j| rows[i][j] - mean[j]);
+        let cov = (x.transpose() * &x) * faer::Scale(1.0 / (n as f64 - 1.0));
+        let evd = cov
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
+        let vals: Vec<f64> = (0..d).map(|i| evd.S()[i].max(0.0)).collect();
+        let total: f64 = vals.iter().sum();
+        let mut components = Vec::new();
+        let mut acc = 0.0;
+        // Eigenvalues ascend: walk from the largest.
+        for i in (0..d).rev() {
+            if components.len() >= max.max(1) || (total > 0.0 && acc >= variance * total) {
+                break;
+            }
+            acc += vals[i];
+            components.push((0..d).map(|j| evd.U()[(j, i)]).collect());
+        }
+        Ok(Self { mean, components })
+    }
+
+    pub fn project(&self, x: &[f64]) -> Vec<f64> {
+        self.components
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .zip(x.iter().zip(&self.mean))
+                    .map(|(a, (v, m))| a * (v - m))
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The reservoir and the current basis of one metric set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reducer {
+    reservoir: Vec<Vec<f64>>,
+    seen: u64,
+    next_fit: u64,
+    rng: u64,
+    pub model: Option<Pca>,
+    /// Bumped at every refit: vectors of one version are comparable.
+    pub version: u32,
+}
+
+impl Reducer {
+    /// Adds a window's features; refits when the count reaches the next fit point. Returns
+    /// true when the basis changed.
+    pub fn add(
+        &mut self,
+        x: &[f64],
+        fit_windows: usize,
+        capacity: usize,
+        variance: f64,
+        max: usize,
+    ) -> Result<bool, String> {
+        self.seen += 1;
+        if self.reservoir.len() < capacity {
+            self.reservoir.push(x.to_vec());
+        } else {
+            // Algorithm R with a SplitMix step: deterministic for a given input order.
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let k = (z ^ (z >> 31)) % self.seen;
+            if (k as usize) < capacity {
+                self.reservoir[k as usize] = x.to_vec();
+            }
+        }
+        if self.next_fit == 0 {
+            self.next_fit = fit_windows.max(2) as u64;
+        }
+        if self.seen >= self.next_fit {
+            self.next_fit = self.next_fit.saturating_mul(2);
+            return self.refit(variance, max).map(|()| true);
+        }
+        Ok(false)
+    }
+
+    /// Fits on what the reservoir holds now (also used at flush for a fleet smaller than
+    /// `fit_windows`).
+    pub fn refit(&mut self, variance: f64, max: usize) -> Result<(), String> {
+        self.model = Some(Pca::fit(&self.reservoir, variance, max)?);
+        self.version += 1;
+        Ok(())
+    }
+
+    pub fn windows(&self) -> u64 {
+        self.seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pca_finds_the_direction_of_variance_and_refits_on_a_schedule() {
+        // Points along (1, 1, 0) with a little noise in z.
+        let rows: Vec<Vec<f64>> = (0..50)
+            .map(|i| {
+                let t = i as f64 / 10.0;
+                vec![t, t, (i % 3) as f64 * 1e-3]
+            })
+            .collect();
+        let p = Pca::fit(&rows, 0.9, 8).unwrap();
+        assert_eq!(p.components.len(), 1);
+        let c = &p.components[0];
+        assert!(
+            (c[0].abs() - 0.5f64.sqrt()).abs() < 1e-6 && c[2].abs() < 1e-3,
+            "{c:?}"
+        );
+        let a = p.project(&[1.0, 1.0, 0.0]);
+        let b = p.project(&[2.0, 2.0, 0.0]);
+        assert!(((b[0] - a[0]).abs() - 2f64.sqrt()).abs() < 1e-6);
+        assert!(Pca::fit(&rows[..1], 0.9, 8).is_err());
+        let mut r = Reducer::default();
+        let fits: Vec<u64> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| r.add(x, 4, 16, 0.9, 8).unwrap().then_some(i as u64 + 1))
+            .collect();
+        assert_eq!(fits, vec![4, 8, 16, 32]);
+        assert_eq!((r.version, r.windows(), r.reservoir.len()), (4, 50, 16));
+        // Constant features: a basis is still returned (zero variance, one direction).
+        assert!(Pca::fit(&vec![vec![1.0, 1.0]; 5], 0.9, 4).is_ok());
+    }
+}
