@@ -20,6 +20,7 @@ pub mod error;
 mod events;
 pub mod norm;
 pub mod state;
+pub mod stats;
 
 pub use arrow_array::RecordBatch;
 pub use error::{Error, Result};

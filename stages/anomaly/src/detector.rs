@@ -104,49 +104,38 @@ impl Ensemble {
             threshold: f64::INFINITY,
         };
         // Calibrate and threshold on scores the models did not see while fitting: the last
-        // `holdout` share of the history, scored by models fitted on the rest, then refitted
-        // on everything. In-sample scores are too low (a band always holds its own history),
-        // which would put the threshold under ordinary new steps.
+        // `holdout` share of the history, scored by models fitted on the rest (the models
+        // kept are fitted on everything). In-sample scores are too low (a band always holds
+        // its own history), which would put the threshold under ordinary new steps.
         let split = ((n as f64) * (1.0 - cfg.holdout)).round() as usize;
-        let calib_rows: &[Vec<f64>] = if cfg.holdout > 0.0 && split >= 2 && n - split >= 2 {
-            let early = Self::fit_parts(&history[..split], d, cfg)?;
-            let probe = Self {
-                parts: early,
-                ..ens.clone()
-            };
-            let flat = flatten(&history[split..], d);
-            let mut raw = Vec::new();
-            for i in 0..probe.parts.len() {
-                probe.part_scores(i, &flat, &mut raw, None);
-                let (c, sc) = calibration(&raw);
-                ens.parts[i].center = c;
-                ens.parts[i].scale = sc;
-            }
-            &history[split..]
+        let held_out = cfg.holdout > 0.0 && split >= 2 && n - split >= 2;
+        let (probe, calib_rows) = if held_out {
+            (
+                Self::fit_parts(&history[..split], d, cfg)?,
+                &history[split..],
+            )
         } else {
-            let flat = flatten(history, d);
-            let mut raw = Vec::new();
-            for i in 0..ens.parts.len() {
-                ens.part_scores(i, &flat, &mut raw, None);
-                let (c, sc) = calibration(&raw);
-                ens.parts[i].center = c;
-                ens.parts[i].scale = sc;
-            }
-            history
+            (ens.parts.clone(), history)
         };
-        let mut probe = ens.clone();
-        if calib_rows.len() != n {
-            probe.parts = Self::fit_parts(&history[..split], d, cfg)?;
-            for (p, e) in probe.parts.iter_mut().zip(&ens.parts) {
-                p.center = e.center;
-                p.scale = e.scale;
+        let probe = Self {
+            parts: probe,
+            ..ens.clone()
+        };
+        let flat = flatten(calib_rows, d);
+        let (mut raw, mut combined) = (Vec::new(), vec![0.0; calib_rows.len()]);
+        for (i, part) in ens.parts.iter_mut().enumerate() {
+            probe.part_scores(i, &flat, &mut raw, None);
+            (part.center, part.scale) = calibration(&raw);
+            for (c, r) in combined.iter_mut().zip(&raw) {
+                let v = part.weight * (r - part.center) / part.scale;
+                if v.is_finite() {
+                    *c += v;
+                }
             }
         }
-        let (mut scores, mut contrib) = (Vec::new(), Vec::new());
-        probe.score_block(&flatten(calib_rows, d), d, &mut scores, &mut contrib);
-        let mut smoothed = Vec::with_capacity(scores.len());
+        let mut smoothed = Vec::with_capacity(combined.len());
         let mut prev = None;
-        for s in scores {
+        for s in combined {
             let v = ens.smooth(prev, s);
             prev = Some(v);
             smoothed.push(v);
@@ -166,11 +155,7 @@ impl Ensemble {
         let mut parts = Vec::new();
         for &kind in &cfg.detectors {
             let model = match kind {
-                DetectorKind::Pca => Model::Pca(PcaModel::fit(
-                    history,
-                    cfg.variance,
-                    cfg.threshold_quantile,
-                )?),
+                DetectorKind::Pca => Model::Pca(PcaModel::fit(history, cfg.variance)?),
                 DetectorKind::Range => {
                     Model::Range(RangeModel::fit(history, d, cfg.range_quantile)?)
                 }

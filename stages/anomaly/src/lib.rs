@@ -244,16 +244,7 @@ impl AnomalyConfig {
     }
 }
 
-/// Linear-interpolated quantile of sorted finite values (`q` in [0, 1]); NaN when empty.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (i, frac) = (pos.floor() as usize, pos.fract());
-    let j = (i + 1).min(sorted.len() - 1);
-    sorted[i] + (sorted[j] - sorted[i]) * frac
-}
+pub use wfe_contract::stats::quantile;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {
@@ -422,7 +413,8 @@ impl Anomaly {
         let score = model.smooth(wk.smoothed, raw);
         wk.smoothed = Some(score);
         let threshold = model.threshold;
-        let detector = model.name();
+        // Named only for the rows it writes: most steps write none.
+        let detector = || model.name();
         let k = self.cfg.top_metrics;
         if score > threshold {
             match &mut wk.segment {
@@ -436,7 +428,7 @@ impl Anomaly {
                         top: Vec::new(),
                     };
                     seg.rank(&wk.slots.names, k);
-                    rows.push(time, name, "opened", &seg, score, threshold, &detector);
+                    rows.push(time, name, "opened", &seg, score, threshold, &detector());
                     ctx.count("segments.opened", 1);
                     wk.segment = Some(seg);
                 }
@@ -449,7 +441,7 @@ impl Anomaly {
                     if score > seg.peak {
                         seg.peak = score;
                         seg.rank(&wk.slots.names, k);
-                        rows.push(time, name, "updated", seg, score, threshold, &detector);
+                        rows.push(time, name, "updated", seg, score, threshold, &detector());
                     }
                 }
             }
@@ -457,7 +449,7 @@ impl Anomaly {
             seg.below += 1;
             if seg.below >= self.cfg.close_after {
                 seg.rank(&wk.slots.names, k);
-                rows.push(time, name, "closed", seg, seg.peak, threshold, &detector);
+                rows.push(time, name, "closed", seg, seg.peak, threshold, &detector());
                 wk.segment = None;
             }
         }

@@ -31,13 +31,11 @@ pub struct PcaModel {
     /// Per-metric mean and spread of the squared reconstruction error on the history.
     pub err_mean: Vec<f64>,
     pub err_std: Vec<f64>,
-    /// Score above which a step is anomalous.
-    pub threshold: f64,
 }
 
 impl PcaModel {
     /// Fits on history rows (NaN = missing; rows may be shorter than the widest).
-    pub fn fit(history: &[Vec<f64>], variance: f64, quantile: f64) -> Result<Self, String> {
+    pub fn fit(history: &[Vec<f64>], variance: f64) -> Result<Self, String> {
         let n = history.len();
         let d = history.iter().map(Vec::len).max().unwrap_or(0);
         if n < 2 || d == 0 {
@@ -76,7 +74,6 @@ impl PcaModel {
             components,
             err_mean: vec![0.0; d],
             err_std: vec![1.0; d],
-            threshold: f64::INFINITY,
         };
         // History reconstruction errors, all rows at once: R = X - X P^T P.
         let k = model.components.len();
@@ -105,18 +102,6 @@ impl PcaModel {
             model.err_mean[j] = m;
             model.err_std[j] = (sq[j] / n as f64 - m * m).max(0.0).sqrt() + 1e-6;
         }
-        let mut scores: Vec<f64> = errs
-            .chunks_exact(d)
-            .map(|e| {
-                e.iter()
-                    .enumerate()
-                    .map(|(j, v)| (v - model.err_mean[j]) / model.err_std[j])
-                    .sum()
-            })
-            .collect();
-        scores.sort_by(f64::total_cmp);
-        let idx = ((n as f64 - 1.0) * quantile).round() as usize;
-        model.threshold = scores[idx.min(n - 1)];
         Ok(model)
     }
 

@@ -40,16 +40,20 @@ fn steps(batches: &[RecordBatch]) -> Vec<(Vec<f64>, String, u8)> {
     rows
 }
 
+/// The scaled values of the `train` steps.
+fn train_rows(all: &[(Vec<f64>, String, u8)]) -> Vec<Vec<f64>> {
+    all.iter()
+        .filter(|s| s.1 == "train")
+        .map(|s| s.0.clone())
+        .collect()
+}
+
 #[test]
 fn pca_scores_labelled_anomalies_higher_than_normal_steps() {
     let norm = normalised("smd", &["machine-1-6"], usize::MAX);
     let all = steps(&norm);
-    let train: Vec<Vec<f64>> = all
-        .iter()
-        .filter(|s| s.1 == "train")
-        .map(|s| s.0.clone())
-        .collect();
-    let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
+    let train = train_rows(&all);
+    let model = PcaModel::fit(&train, 0.95).unwrap();
     assert!(!model.components.is_empty() && model.components.len() < 38);
     let (mut a, mut na, mut n, mut nn) = (0.0, 0, 0.0, 0);
     for (v, split, label) in all.iter().filter(|s| s.1 == "test") {
@@ -108,7 +112,7 @@ fn segments_open_update_and_close_with_stable_ids_and_contributors() {
 fn constant_nan_and_short_inputs_give_defined_results() {
     // Constant metrics: zero variance, no components, finite scores.
     let constant = vec![vec![0.5, 0.5, 0.5]; 100];
-    let m = PcaModel::fit(&constant, 0.95, 0.99).unwrap();
+    let m = PcaModel::fit(&constant, 0.95).unwrap();
     assert!(m.components.is_empty());
     assert!(m.score(&[0.5, 0.5, 0.5]).0.is_finite());
     assert!(
@@ -117,8 +121,8 @@ fn constant_nan_and_short_inputs_give_defined_results() {
     );
     assert!(m.score(&[0.5]).0.is_finite(), "a shorter row is padded");
     // One step, or none: a clear error rather than a panic.
-    assert!(PcaModel::fit(&[vec![1.0, 2.0]], 0.95, 0.99).is_err());
-    assert!(PcaModel::fit(&[], 0.95, 0.99).is_err());
+    assert!(PcaModel::fit(&[vec![1.0, 2.0]], 0.95).is_err());
+    assert!(PcaModel::fit(&[], 0.95).is_err());
     // A workload with too little history is counted as unscored.
     let norm = normalised("asd", &["omi-2"], 1);
     let mut cfg = AnomalyConfig {
@@ -142,12 +146,8 @@ fn constant_nan_and_short_inputs_give_defined_results() {
 fn block_scoring_equals_step_scoring() {
     let norm = normalised("asd", &["omi-6"], usize::MAX);
     let all = steps(&norm);
-    let train: Vec<Vec<f64>> = all
-        .iter()
-        .filter(|s| s.1 == "train")
-        .map(|s| s.0.clone())
-        .collect();
-    let model = PcaModel::fit(&train, 0.95, 0.995).unwrap();
+    let train = train_rows(&all);
+    let model = PcaModel::fit(&train, 0.95).unwrap();
     let test: Vec<&Vec<f64>> = all
         .iter()
         .filter(|s| s.1 == "test")
@@ -218,11 +218,7 @@ fn the_combined_detector_finds_more_than_pca_and_names_the_metrics_that_moved() 
     // machine-2-7: short segments whose metrics left their usual band.
     let norm = normalised("smd", &["machine-2-7"], usize::MAX);
     let all = steps(&norm);
-    let train: Vec<Vec<f64>> = all
-        .iter()
-        .filter(|s| s.1 == "train")
-        .map(|s| s.0.clone())
-        .collect();
+    let train = train_rows(&all);
     let test: Vec<&(Vec<f64>, String, u8)> = all.iter().filter(|s| s.1 == "test").collect();
     // Recall at a 1 % false-alarm rate: the share of anomalous steps scored above the 99th
     // percentile of normal steps.

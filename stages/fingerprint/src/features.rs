@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use wfe_contract::stats::quantile;
 
 /// Weight of each feature group.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -89,17 +90,6 @@ impl FeatureWeights {
             None => Ok(()),
         }
     }
-}
-
-/// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    let j = (i + 1).min(sorted.len() - 1);
-    sorted[i] + (sorted[j] - sorted[i]) * f
 }
 
 /// Autocorrelation of centred values at `lag` (0 when the series is flat).

@@ -343,15 +343,7 @@ fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
     }
 }
 
-/// Empirical quantile (linear interpolation) of sorted values.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+pub use wfe_contract::stats::quantile;
 
 impl Forecast {
     pub fn new(cfg: ForecastConfig, resources: Vec<ResourceMap>) -> Result<Self> {
