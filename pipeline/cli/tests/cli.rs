@@ -2,30 +2,16 @@
 //! with its exit status and message.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn wfe(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run wfe")
-}
+mod common;
+use common::{shared_data, wfe};
 
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-fn shared_data() -> PathBuf {
-    let data = std::env::var_os("WFE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let data = data.canonicalize().expect("shared data (set WFE_DATA)");
-    assert!(data.join("smd").is_dir());
-    data
 }
 
 /// A config over `sources` (TOML lines) writing every topic to `out`.

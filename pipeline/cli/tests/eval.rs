@@ -1,23 +1,10 @@
 //! `wfe eval` end to end on the shared labelled sets: the figures the issue asks for are
 //! guarded here, so a change that loses detection quality fails the suite.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn wfe(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run wfe")
-}
-
-fn shared_data() -> PathBuf {
-    let data = std::env::var_os("WFE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    data.canonicalize().expect("shared data (set WFE_DATA)")
-}
+mod common;
+use common::{shared_data, wfe};
 
 fn eval_json(what: &str, set: &str) -> serde_json::Value {
     let data = shared_data().join(set);

@@ -33,6 +33,7 @@ use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_f64_opt, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
+use wfe_contract::stats::quantile;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use features::FeatureWeights;
@@ -179,6 +180,9 @@ struct Workload {
     windows: u64,
     /// Sum of its per-window allocations (raw units, per metric).
     alloc_sum: Vec<f64>,
+    /// Its profile projected with basis `.0` of its metric set: neighbour searches read
+    /// this instead of projecting every known profile for every row.
+    projected: Option<(u32, Vec<f64>)>,
 }
 
 impl HasSlots for Workload {
@@ -217,8 +221,8 @@ fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
     let (first, last) = (wk.window.front()?, wk.window.back()?);
     let width = wk.slots.len();
     // Raw values, not the per-workload scaled ones: scaling each workload by its own range
-    // erases the levels that tell workloads apart (measured on SMD: 4 of 8 machines matched
-    // their service group on scaled values, 8 of 8 on raw ones).
+    // erases the levels that tell workloads apart (`wfe eval fingerprint` on SMD: 3 of 8
+    // machines nearest their service group on scaled values, 7 of 8 on raw ones).
     let raw: Vec<&[f64]> = wk.window.iter().map(|s| s.2.as_slice()).collect();
     let features = features::window_features(
         &raw,
@@ -291,14 +295,6 @@ struct Rows {
 
 fn signature(names: &[String]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(names.join("\u{1f}").as_bytes())
-}
-
-/// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, f) = (pos.floor() as usize, pos.fract());
-    let j = (i + 1).min(sorted.len() - 1);
-    sorted[i] + (sorted[j] - sorted[i]) * f
 }
 
 impl Fingerprint {
@@ -392,7 +388,9 @@ impl Fingerprint {
                 );
             }
         }
-        if reducer.model.is_some() {
+        if let Some(model) = &reducer.model {
+            let wk = &mut self.state.workloads.items[id];
+            wk.projected = wk.profile().map(|p| (reducer.version, model.project(&p)));
             self.release(sig, rows);
             self.emit(&held, rows);
         } else {
@@ -434,7 +432,7 @@ impl Fingerprint {
         );
         rows.n.push(h.n);
         rows.cold.push(h.cold);
-        let found = self.neighbours(h.workload, model);
+        let found = self.neighbours(h.workload, model, reducer.version);
         let names = &wk.slots.names;
         if found.is_empty() {
             rows.neighbours.push(None);
@@ -476,30 +474,31 @@ impl Fingerprint {
     }
 
     /// The nearest known (not cold) workloads of the same metric set, by profile.
-    fn neighbours(&self, id: usize, model: &reduce::Pca) -> Vec<(usize, f64)> {
+    fn neighbours(&self, id: usize, model: &reduce::Pca, version: u32) -> Vec<(usize, f64)> {
         if self.cfg.neighbours == 0 {
             return Vec::new();
         }
         let items = &self.state.workloads.items;
         let me = &items[id];
-        let Some(query) = me.profile() else {
+        // Cached projections are current except for profiles not updated since a refit,
+        // which are projected here (a refit happens a handful of times in a fleet's life).
+        let projected = |w| projected_profile(w, model, version);
+        let Some(query) = projected(me) else {
             return Vec::new();
         };
-        let query = model.project(&query);
-        let known: Vec<(usize, Vec<f64>)> = items
+        let known: Vec<(usize, std::borrow::Cow<'_, [f64]>)> = items
             .iter()
             .enumerate()
             .filter(|(i, w)| {
                 *i != id
                     && w.signature == me.signature
                     && w.observed_steps > self.cfg.learning_steps
-                    && w.windows > 0
             })
-            .filter_map(|(i, w)| Some((i, model.project(&w.profile()?))))
+            .filter_map(|(i, w)| Some((i, projected(w)?)))
             .collect();
         knn::exact(
             &query,
-            known.iter().map(|(i, v)| (*i, v.as_slice())),
+            known.iter().map(|(i, v)| (*i, v.as_ref())),
             self.cfg.neighbours,
             self.cfg.distance,
         )
@@ -532,10 +531,24 @@ impl Fingerprint {
                 Some((
                     st.workloads.names.names[i].clone(),
                     format!("{:016x}.{}", w.signature, r.version),
-                    model.project(&w.profile()?),
+                    projected_profile(w, model, r.version)?.into_owned(),
                 ))
             })
             .collect()
+    }
+}
+
+/// A workload's profile in basis `version`: the cached projection, or a fresh one.
+fn projected_profile<'a>(
+    w: &'a Workload,
+    model: &reduce::Pca,
+    version: u32,
+) -> Option<std::borrow::Cow<'a, [f64]>> {
+    match &w.projected {
+        Some((v, p)) if *v == version => Some(std::borrow::Cow::Borrowed(p)),
+        _ => w
+            .profile()
+            .map(|p| std::borrow::Cow::Owned(model.project(&p))),
     }
 }
 

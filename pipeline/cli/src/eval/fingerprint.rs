@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use wfe_contract::{Context, Result, Stage, Topic, VecCollector};
+use wfe_contract::{Context, RecordBatch, Result, Stage, Topic, VecCollector};
 use wfe_fingerprint::{Distance, Fingerprint, FingerprintConfig};
 
 use super::data;
@@ -51,7 +51,7 @@ fn group_of(name: &str) -> String {
 }
 
 /// An entity's `train` steps: its history, free of the labelled anomalies of `test`.
-fn history(dir: &Path, entity: &str) -> Result<Vec<wfe_contract::RecordBatch>> {
+fn history(dir: &Path, entity: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for b in data::normalised(dir, entity)? {
         let labels = b
@@ -81,25 +81,26 @@ fn history(dir: &Path, entity: &str) -> Result<Vec<wfe_contract::RecordBatch>> {
     Ok(out)
 }
 
-fn feed(
-    stage: &mut Fingerprint,
-    batches: Vec<wfe_contract::RecordBatch>,
-    out: &mut VecCollector,
-) -> Result<()> {
+fn feed(stage: &mut Fingerprint, batches: &[RecordBatch], out: &mut VecCollector) -> Result<()> {
     let mut ctx = Context::new("fingerprint");
     for b in batches {
-        stage.process_batch(Topic::MetricsNorm, b, &mut ctx, out)?;
+        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, out)?;
     }
     Ok(())
 }
 
 pub fn evaluate(dir: &Path, cfg: &FingerprintConfig) -> Result<FingerprintReport> {
     let names = data::entities(dir)?;
+    // Each entity is read and normalised once; the runs below share its batches.
+    let histories: Vec<Vec<RecordBatch>> = names
+        .iter()
+        .map(|n| history(dir, n))
+        .collect::<Result<_>>()?;
     // Everything, once: profiles for group accuracy and each entity's real allocation.
     let mut all = Fingerprint::new(cfg.clone())?;
     let mut sink = VecCollector::new();
-    for n in &names {
-        feed(&mut all, history(dir, n)?, &mut sink)?;
+    for h in &histories {
+        feed(&mut all, h, &mut sink)?;
     }
     all.flush(&mut Context::new("fingerprint"), &mut sink)?;
     let profiles = all.profiles();
@@ -126,14 +127,14 @@ pub fn evaluate(dir: &Path, cfg: &FingerprintConfig) -> Result<FingerprintReport
         );
     }
     // Cold start, one hidden entity at a time.
-    for n in &names {
+    for (k, n) in names.iter().enumerate() {
         let Some(real) = all.allocation(n) else {
             continue;
         };
         let mut stage = Fingerprint::new(cfg.clone())?;
         let mut sink = VecCollector::new();
-        for o in names.iter().filter(|o| *o != n) {
-            feed(&mut stage, history(dir, o)?, &mut sink)?;
+        for (_, h) in histories.iter().enumerate().filter(|(i, _)| *i != k) {
+            feed(&mut stage, h, &mut sink)?;
         }
         let fleet: Vec<Vec<f64>> = names
             .iter()
@@ -143,8 +144,12 @@ pub fn evaluate(dir: &Path, cfg: &FingerprintConfig) -> Result<FingerprintReport
             .map(|a| a.1)
             .collect();
         let mut hidden = VecCollector::new();
-        let first = data::normalised(dir, n)?.into_iter().take(1).collect();
-        feed(&mut stage, first, &mut hidden)?;
+        // Its first steps: one ingest chunk of its history holds the first learning period.
+        feed(
+            &mut stage,
+            &histories[k][..histories[k].len().min(1)],
+            &mut hidden,
+        )?;
         let Some((neighbours, predicted)) = first_cold_allocation(&hidden, n) else {
             continue;
         };

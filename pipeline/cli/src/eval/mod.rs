@@ -38,22 +38,22 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Anomaly(args) => {
             let cfg = JobConfig::load(args.config.as_deref())?;
             let report = anomaly::evaluate(&args.data, &cfg.stages.anomaly)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            } else {
-                print!("{}", anomaly::render(&report));
-            }
-            Ok(())
+            print_report(args.json, &report, anomaly::render);
         }
         EvalCommand::Fingerprint(args) => {
             let cfg = JobConfig::load(args.config.as_deref())?;
             let report = fingerprint::evaluate(&args.data, &cfg.stages.fingerprint)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            } else {
-                print!("{}", fingerprint::render(&report));
-            }
-            Ok(())
+            print_report(args.json, &report, fingerprint::render);
         }
+    }
+    Ok(())
+}
+
+/// One JSON object with `--json`, else the Markdown table.
+fn print_report<T: serde::Serialize>(json: bool, report: &T, render: fn(&T) -> String) {
+    if json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+    } else {
+        print!("{}", render(report));
     }
 }
