@@ -14,11 +14,13 @@
 //!   contract fails at its own edge with both schemas named.
 //! - [`Context`]: counters and typed events that both log and count ([`Event`]).
 //! - [`columns`]: typed, erroring accessors for reading batches.
+//! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
 
 pub mod columns;
 pub mod error;
 mod events;
 pub mod norm;
+pub mod spans;
 pub mod state;
 pub mod stats;
 

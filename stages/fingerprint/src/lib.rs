@@ -9,8 +9,9 @@
 //!    sample of windows, refitted as the fleet grows. `model_version` names the metric set and
 //!    the basis, so two vectors with the same version are comparable;
 //! 3. each workload's **profile** is the mean of its window features; the nearest known
-//!    profiles ([`knn`]; cosine or Euclidean) are a row's `neighbours`, with similarity
-//!    weights that sum to 1.
+//!    profiles ([`knn`]; cosine or Euclidean, in the basis, measured from the mean of every
+//!    window the fleet has shown) are a row's `neighbours`, with similarity weights that
+//!    sum to 1.
 //!
 //! **Cold start**: a workload is `cold_start` while it has at most `learning_steps` observed
 //! steps (with the defaults: its first hour, one window).
@@ -180,8 +181,8 @@ struct Workload {
     windows: u64,
     /// Sum of its per-window allocations (raw units, per metric).
     alloc_sum: Vec<f64>,
-    /// Its profile projected with basis `.0` of its metric set: neighbour searches read
-    /// this instead of projecting every known profile for every row.
+    /// Its profile rotated into basis `.0` of its metric set (uncentred, see [`Space`]):
+    /// neighbour searches read this instead of projecting every known profile for every row.
     projected: Option<(u32, Vec<f64>)>,
 }
 
@@ -222,7 +223,7 @@ fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
     let width = wk.slots.len();
     // Raw values, not the per-workload scaled ones: scaling each workload by its own range
     // erases the levels that tell workloads apart (`wfe eval fingerprint` on SMD: 3 of 8
-    // machines nearest their service group on scaled values, 7 of 8 on raw ones).
+    // machines nearest their service group on scaled values, 8 of 8 on raw ones).
     let raw: Vec<&[f64]> = wk.window.iter().map(|s| s.2.as_slice()).collect();
     let features = features::window_features(
         &raw,
@@ -390,7 +391,7 @@ impl Fingerprint {
         }
         if let Some(model) = &reducer.model {
             let wk = &mut self.state.workloads.items[id];
-            wk.projected = wk.profile().map(|p| (reducer.version, model.project(&p)));
+            wk.projected = wk.profile().map(|p| (reducer.version, model.rotate(&p)));
             self.release(sig, rows);
             self.emit(&held, rows);
         } else {
@@ -432,7 +433,7 @@ impl Fingerprint {
         );
         rows.n.push(h.n);
         rows.cold.push(h.cold);
-        let found = self.neighbours(h.workload, model, reducer.version);
+        let found = self.neighbours(h.workload, reducer);
         let names = &wk.slots.names;
         if found.is_empty() {
             rows.neighbours.push(None);
@@ -474,19 +475,19 @@ impl Fingerprint {
     }
 
     /// The nearest known (not cold) workloads of the same metric set, by profile.
-    fn neighbours(&self, id: usize, model: &reduce::Pca, version: u32) -> Vec<(usize, f64)> {
+    fn neighbours(&self, id: usize, reducer: &reduce::Reducer) -> Vec<(usize, f64)> {
         if self.cfg.neighbours == 0 {
             return Vec::new();
         }
         let items = &self.state.workloads.items;
         let me = &items[id];
-        // Cached projections are current except for profiles not updated since a refit,
-        // which are projected here (a refit happens a handful of times in a fleet's life).
-        let projected = |w| projected_profile(w, model, version);
-        let Some(query) = projected(me) else {
+        let Some(space) = Space::of(reducer) else {
             return Vec::new();
         };
-        let known: Vec<(usize, std::borrow::Cow<'_, [f64]>)> = items
+        let Some(query) = space.place(me) else {
+            return Vec::new();
+        };
+        let known: Vec<(usize, Vec<f64>)> = items
             .iter()
             .enumerate()
             .filter(|(i, w)| {
@@ -494,11 +495,11 @@ impl Fingerprint {
                     && w.signature == me.signature
                     && w.observed_steps > self.cfg.learning_steps
             })
-            .filter_map(|(i, w)| Some((i, projected(w)?)))
+            .filter_map(|(i, w)| Some((i, space.place(w)?)))
             .collect();
         knn::exact(
             &query,
-            known.iter().map(|(i, v)| (*i, v.as_ref())),
+            known.iter().map(|(i, v)| (*i, v.as_slice())),
             self.cfg.neighbours,
             self.cfg.distance,
         )
@@ -517,8 +518,8 @@ impl Fingerprint {
         (w.windows > 0).then(|| (w.slots.names.clone(), w.allocation()))
     }
 
-    /// The comparable profile of every workload: (name, model_version, projected profile).
-    /// What `wfe eval fingerprint` and similarity queries read.
+    /// The comparable profile of every workload: (name, model_version, profile placed in its
+    /// metric set's space). What `wfe eval fingerprint` and similarity queries read.
     pub fn profiles(&self) -> Vec<(String, String, Vec<f64>)> {
         let st = &self.state;
         st.workloads
@@ -527,28 +528,45 @@ impl Fingerprint {
             .enumerate()
             .filter_map(|(i, w)| {
                 let r = st.reducers.get(&w.signature)?;
-                let model = r.model.as_ref()?;
                 Some((
                     st.workloads.names.names[i].clone(),
                     format!("{:016x}.{}", w.signature, r.version),
-                    projected_profile(w, model, r.version)?.into_owned(),
+                    Space::of(r)?.place(w)?,
                 ))
             })
             .collect()
     }
 }
 
-/// A workload's profile in basis `version`: the cached projection, or a fresh one.
-fn projected_profile<'a>(
-    w: &'a Workload,
-    model: &reduce::Pca,
+/// Where profiles are compared: one metric set's basis, measured from the fleet's centre.
+struct Space<'a> {
+    model: &'a reduce::Pca,
     version: u32,
-) -> Option<std::borrow::Cow<'a, [f64]>> {
-    match &w.projected {
-        Some((v, p)) if *v == version => Some(std::borrow::Cow::Borrowed(p)),
-        _ => w
-            .profile()
-            .map(|p| std::borrow::Cow::Owned(model.project(&p))),
+    /// The centre, rotated into the basis.
+    centre: Vec<f64>,
+}
+
+impl<'a> Space<'a> {
+    fn of(r: &'a reduce::Reducer) -> Option<Self> {
+        let model = r.model.as_ref()?;
+        Some(Self {
+            model,
+            version: r.version,
+            centre: model.rotate(&r.centre()),
+        })
+    }
+
+    /// A workload's profile in this space. Its rotation is cached at each of its windows;
+    /// one not updated since a refit is rotated here (refits are a handful in a fleet's life).
+    fn place(&self, w: &Workload) -> Option<Vec<f64>> {
+        let mut v = match &w.projected {
+            Some((v, p)) if *v == self.version => p.clone(),
+            _ => self.model.rotate(&w.profile()?),
+        };
+        for (x, c) in v.iter_mut().zip(&self.centre) {
+            *x -= c;
+        }
+        Some(v)
     }
 }
 

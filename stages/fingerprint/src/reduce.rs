@@ -61,12 +61,23 @@ impl Pca {
             })
             .collect()
     }
+
+    /// `x · components`, uncentred: a centred projection from any centre `m` is
+    /// `rotate(x) - rotate(m)`, so a cached rotation stays valid when the centre moves.
+    pub fn rotate(&self, x: &[f64]) -> Vec<f64> {
+        self.components
+            .iter()
+            .map(|c| c.iter().zip(x).map(|(a, v)| a * v).sum())
+            .collect()
+    }
 }
 
 /// The reservoir and the current basis of one metric set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reducer {
     reservoir: Vec<Vec<f64>>,
+    /// Sum of every window's features, for the fleet's centre (see [`Reducer::centre`]).
+    sum: Vec<f64>,
     seen: u64,
     next_fit: u64,
     rng: u64,
@@ -87,6 +98,12 @@ impl Reducer {
         max: usize,
     ) -> Result<bool, String> {
         self.seen += 1;
+        if self.sum.len() != x.len() {
+            self.sum = vec![0.0; x.len()];
+        }
+        for (s, v) in self.sum.iter_mut().zip(x) {
+            *s += v;
+        }
         if self.reservoir.len() < capacity {
             self.reservoir.push(x.to_vec());
         } else {
@@ -121,6 +138,16 @@ impl Reducer {
     pub fn windows(&self) -> u64 {
         self.seen
     }
+
+    /// The mean of every window seen so far, exact (not the reservoir's): similarity is
+    /// measured from here. The basis lags the fleet by up to one refit interval; a centre that
+    /// lagged too would measure every profile from where the fleet was when the basis was
+    /// fitted, and a service group that joined since would look like the others' opposite
+    /// (`wfe eval fingerprint` on SMD: 7 of 8 with the fit-time centre, 8 of 8 with this one).
+    pub fn centre(&self) -> Vec<f64> {
+        let n = self.seen.max(1) as f64;
+        self.sum.iter().map(|s| s / n).collect()
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +173,9 @@ mod tests {
         let a = p.project(&[1.0, 1.0, 0.0]);
         let b = p.project(&[2.0, 2.0, 0.0]);
         assert!(((b[0] - a[0]).abs() - 2f64.sqrt()).abs() < 1e-6);
+        // A centred projection is the difference of rotations.
+        let (ra, rm) = (p.rotate(&[1.0, 1.0, 0.0]), p.rotate(&p.mean));
+        assert!((ra[0] - rm[0] - a[0]).abs() < 1e-9);
         assert!(Pca::fit(&rows[..1], 0.9, 8).is_err());
         let mut r = Reducer::default();
         let fits: Vec<u64> = rows
@@ -155,6 +185,12 @@ mod tests {
             .collect();
         assert_eq!(fits, vec![4, 8, 16, 32]);
         assert_eq!((r.version, r.windows(), r.reservoir.len()), (4, 50, 16));
+        // The centre is the mean of all 50 windows, not of the 16 the reservoir kept.
+        let c = r.centre();
+        assert!(
+            (c[0] - 2.45).abs() < 1e-9 && (c[1] - 2.45).abs() < 1e-9,
+            "{c:?}"
+        );
         // Constant features: a basis is still returned (zero variance, one direction).
         assert!(Pca::fit(&vec![vec![1.0, 1.0]; 5], 0.9, 4).is_ok());
     }

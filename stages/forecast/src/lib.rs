@@ -19,6 +19,7 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
+use wfe_contract::spans::AnomalySpans;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub const MODEL_VERSION: &str = "1";
@@ -77,6 +78,12 @@ pub struct ForecastConfig {
     /// Forecasts between two computations of a series' error quantiles (1: every time).
     #[serde(default = "d_refresh")]
     pub quantile_refresh: usize,
+    /// Keep spans the anomaly stage flagged out of what the models learn from: the stage also
+    /// reads `anomalies`, and errors whose actual or origin falls in a flagged span (including
+    /// errors already held when the span arrives) no longer count toward model choice, scores
+    /// or intervals.
+    #[serde(default = "d_true")]
+    pub mask_anomalies: bool,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -103,6 +110,9 @@ fn d_sample() -> usize {
 fn d_refresh() -> usize {
     3
 }
+fn d_true() -> bool {
+    true
+}
 
 impl Default for ForecastConfig {
     fn default() -> Self {
@@ -115,6 +125,7 @@ impl Default for ForecastConfig {
             min_residuals: d_min_residuals(),
             quantile_sample: d_sample(),
             quantile_refresh: d_refresh(),
+            mask_anomalies: true,
         }
     }
 }
@@ -168,6 +179,8 @@ impl Model {
 struct Ring {
     cap: usize,
     values: VecDeque<f64>,
+    /// Event time (ms) of each value: what anomaly masking matches.
+    times: VecDeque<i64>,
     abs_sum: f64,
     finite: usize,
     /// Quantiles of the values at the configured levels, and calls since they were computed.
@@ -180,24 +193,49 @@ impl Ring {
         Self {
             cap,
             values: VecDeque::with_capacity(cap.min(4096)),
+            times: VecDeque::with_capacity(cap.min(4096)),
             abs_sum: 0.0,
             finite: 0,
             offsets: Vec::new(),
             age: 0,
         }
     }
-    fn push(&mut self, v: f64) {
-        if self.values.len() == self.cap
-            && let Some(old) = self.values.pop_front().filter(|o| o.is_finite())
-        {
-            self.abs_sum -= old.abs();
-            self.finite -= 1;
+    fn push(&mut self, t: i64, v: f64) {
+        if self.values.len() == self.cap {
+            self.times.pop_front();
+            if let Some(old) = self.values.pop_front().filter(|o| o.is_finite()) {
+                self.abs_sum -= old.abs();
+                self.finite -= 1;
+            }
         }
         if v.is_finite() {
             self.abs_sum += v.abs();
             self.finite += 1;
         }
         self.values.push_back(v);
+        self.times.push_back(t);
+    }
+    /// Drops (sets missing) the values whose time is in `[start, end]`; returns how many.
+    fn mask(&mut self, start: i64, end: i64) -> u64 {
+        let from = self.times.partition_point(|&t| t < start);
+        let mut n = 0;
+        for i in from..self.values.len() {
+            if self.times[i] > end {
+                break;
+            }
+            let v = self.values[i];
+            if v.is_finite() {
+                self.abs_sum -= v.abs();
+                self.finite -= 1;
+                self.values[i] = f64::NAN;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            // The error quantiles are stale: recompute at the next forecast.
+            self.offsets.clear();
+        }
+        n
     }
     /// Mean absolute value of the finite entries.
     fn mae(&self) -> f64 {
@@ -273,6 +311,8 @@ pub struct Forecast {
     cfg: ForecastConfig,
     resources: Vec<ResourceMap>,
     workloads: Keyed<Workload>,
+    /// Spans flagged by the anomaly stage (with `mask_anomalies`).
+    spans: AnomalySpans,
     /// Reused buffer for quantile selection.
     scratch: Vec<f64>,
 }
@@ -366,17 +406,38 @@ impl Forecast {
             cfg,
             resources,
             workloads: Keyed::default(),
+            spans: AnomalySpans::default(),
             scratch: Vec::new(),
         })
     }
 }
 
+/// What every workload's step reads: the settings, the flagged spans, a scratch buffer, and
+/// the count of errors masked.
+struct Env<'a> {
+    cfg: &'a ForecastConfig,
+    resources: &'a [ResourceMap],
+    spans: &'a AnomalySpans,
+    scratch: &'a mut Vec<f64>,
+    masked: u64,
+}
+
+impl Env<'_> {
+    /// An error at `t` from a forecast made at `origin`, or missing when either is flagged.
+    fn error(&mut self, name: &str, t: i64, origin: i64, e: f64) -> f64 {
+        if self.cfg.mask_anomalies
+            && (self.spans.covers(name, t) || self.spans.covers(name, origin))
+        {
+            self.masked += 1;
+            return f64::NAN;
+        }
+        e
+    }
+}
+
 /// Adds one step of a workload's resource values and, when due, forecasts.
-#[allow(clippy::too_many_arguments)]
 fn observe(
-    cfg: &ForecastConfig,
-    resources: &[ResourceMap],
-    scratch: &mut Vec<f64>,
+    env: &mut Env<'_>,
     wk: &mut Workload,
     name: &str,
     time: i64,
@@ -384,6 +445,7 @@ fn observe(
     raw: &[f64],
     rows: &mut Rows,
 ) {
+    let (cfg, resources) = (env.cfg, env.resources);
     let season = steps_of(cfg.season_s, step_ms);
     if wk.series.is_empty() || wk.step_ms != step_ms {
         wk.horizons = cfg
@@ -425,16 +487,19 @@ fn observe(
             sum / n as f64 * res.capacity
         };
         let s = &mut wk.series[ri];
-        s.history.push(y);
+        s.history.push(time, y);
         if y.is_finite() {
+            let ago = |k: usize| time - k as i64 * step_ms;
             for (hi, &h) in wk.horizons.iter().enumerate() {
                 if let Some(p) = s.history.ago(h) {
-                    s.err_persist[hi].push(y - p);
+                    let e = env.error(name, time, ago(h), y - p);
+                    s.err_persist[hi].push(time, e);
                 }
                 if h <= season
                     && let Some(p) = s.history.ago(season)
                 {
-                    s.err_seasonal[hi].push(y - p);
+                    let e = env.error(name, time, ago(season), y - p);
+                    s.err_seasonal[hi].push(time, e);
                 }
             }
         }
@@ -480,7 +545,7 @@ fn observe(
                 Model::Persistence => &mut s.err_persist[hi],
             };
             let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
-                let offsets = errs.quantiles(cfg, scratch);
+                let offsets = errs.quantiles(cfg, env.scratch);
                 let v = offsets.iter().map(|e| (point + e).max(0.0)).collect();
                 (v, Some(errs.mae()), fallback.map(String::from))
             } else {
@@ -508,6 +573,41 @@ fn observe(
 }
 
 impl Forecast {
+    /// Records the spans of an `anomalies` batch and masks the errors already held that they
+    /// touch: an error at `t` of a forecast from `t - h` is masked when `t` or `t - h` is
+    /// flagged. Returns how many were masked.
+    fn mask(&mut self, batch: &RecordBatch) -> Result<u64> {
+        let added = self.spans.add_batch(batch)?;
+        let mut masked = 0;
+        for (name, start, end) in added {
+            let Some(i) = self.workloads.names.names.iter().position(|n| *n == name) else {
+                continue;
+            };
+            let wk = &mut self.workloads.items[i];
+            let step = wk.step_ms.max(1);
+            let season = steps_of(self.cfg.season_s, step) as i64 * step;
+            for s in &mut wk.series {
+                for (hi, &h) in wk.horizons.iter().enumerate() {
+                    let h = h as i64 * step;
+                    masked += s.err_persist[hi].mask(start, end + h);
+                    masked += s.err_seasonal[hi].mask(start, end);
+                    masked += s.err_seasonal[hi].mask(start + season, end + season);
+                }
+            }
+            // Spans older than everything a series still holds can no longer mask anything.
+            let held = self.cfg.residual_window as i64 * step + season;
+            if let Some(latest) = wk
+                .series
+                .iter()
+                .filter_map(|s| s.history.times.back())
+                .max()
+            {
+                self.spans.forget_before(&name, latest - held);
+            }
+        }
+        Ok(masked)
+    }
+
     fn finish(rows: Rows) -> Result<RecordBatch> {
         let n = rows.issued.len();
         let columns: Vec<ArrayRef> = vec![
@@ -535,7 +635,11 @@ impl Stage for Forecast {
     }
 
     fn inputs(&self) -> Vec<Topic> {
-        vec![Topic::MetricsNorm]
+        if self.cfg.mask_anomalies {
+            vec![Topic::MetricsNorm, Topic::Anomalies]
+        } else {
+            vec![Topic::MetricsNorm]
+        }
     }
 
     fn outputs(&self) -> Vec<Topic> {
@@ -544,19 +648,28 @@ impl Stage for Forecast {
 
     fn process_batch(
         &mut self,
-        _t: Topic,
+        topic: Topic,
         batch: RecordBatch,
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
+        if topic == Topic::Anomalies {
+            let masked = self.mask(&batch)?;
+            ctx.count("errors.masked", masked);
+            return Ok(());
+        }
         let nb = NormBatch::new(&batch)?;
         let mut rows = Rows::default();
-        let (cfg, resources, scratch) = (&self.cfg, &self.resources, &mut self.scratch);
+        let mut env = Env {
+            cfg: &self.cfg,
+            resources: &self.resources,
+            spans: &self.spans,
+            scratch: &mut self.scratch,
+            masked: 0,
+        };
         let replayed = nb.for_each_dense(&mut self.workloads, |d| {
             observe(
-                cfg,
-                resources,
-                scratch,
+                &mut env,
                 d.state,
                 d.step.workload,
                 d.step.time,
@@ -566,6 +679,7 @@ impl Stage for Forecast {
             );
             Ok(())
         })?;
+        ctx.count("errors.masked", env.masked);
         ctx.event(Event::Dropped {
             kind: "replayed_step",
             count: replayed,
@@ -577,11 +691,11 @@ impl Stage for Forecast {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.workloads)
+        wfe_contract::state::encode(self.name(), &(&self.workloads, &self.spans))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.workloads = wfe_contract::state::decode(self.name(), state)?;
+        (self.workloads, self.spans) = wfe_contract::state::decode(self.name(), state)?;
         Ok(())
     }
 }

@@ -197,3 +197,106 @@ fn steps_delivered_again_after_a_crash_are_skipped_not_counted_twice() {
         .sum();
     assert_eq!(ctx.counters()["dropped.replayed_step"], replayed as u64);
 }
+
+/// An `anomalies` batch of one closed segment `[start, end]` of `workload`.
+fn anomaly(workload: &str, start: i64, end: i64) -> RecordBatch {
+    use wfe_contract::columns::{list_f64, list_str, timestamp_column};
+    let cols: Vec<ArrayRef> = vec![
+        timestamp_column(vec![end]),
+        Arc::new(StringArray::from(vec![workload])),
+        Arc::new(StringArray::from(vec!["seg-1"])),
+        Arc::new(StringArray::from(vec!["closed"])),
+        timestamp_column(vec![start]),
+        timestamp_column(vec![end]),
+        Arc::new(Float64Array::from(vec![9.0])),
+        Arc::new(Float64Array::from(vec![1.0])),
+        Arc::new(StringArray::from(vec!["pca+range"])),
+        list_str([Some(vec!["m00".to_string()])]),
+        list_f64([vec![1.0]]),
+    ];
+    RecordBatch::try_new(Topic::Anomalies.schema(), cols).unwrap()
+}
+
+/// Forecast rows as comparable tuples, issued at or after `from`.
+fn issued_after(out: &VecCollector, from: i64) -> Vec<(i64, i64, String, Vec<u64>)> {
+    let mut v = vec![];
+    for b in out.of(Topic::Forecasts) {
+        let issued = timestamps(&b, "issued_at").unwrap();
+        let horizon = wfe_contract::columns::i64s(&b, "horizon_s").unwrap();
+        let model = strings(&b, "model").unwrap();
+        let qv = b.column_by_name("quantile_values").unwrap();
+        for r in 0..b.num_rows() {
+            if issued.value(r) >= from {
+                let q = list_row_f64(qv.as_ref(), r).unwrap();
+                v.push((
+                    issued.value(r),
+                    horizon.value(r),
+                    model.value(r).to_string(),
+                    q.iter().map(|x| x.to_bits()).collect(),
+                ));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn flagged_spans_are_masked_out_of_the_errors_whenever_they_arrive() {
+    let norm = normalised("smd", &["machine-1-6"], 2000);
+    let first = |b: &RecordBatch| NormBatch::new(b).unwrap().time[0];
+    // A six-hour span inside the fifth batch; its mask arrives late, with the sixth (while the
+    // errors it touches are still held).
+    let (start, end) = (first(&norm[4]) + 3_600_000, first(&norm[4]) + 7 * 3_600_000);
+    let late_at = 5;
+    let span = anomaly("machine-1-6", start, end);
+    let feed = |cfg: ForecastConfig, span_at: Option<usize>| {
+        let mut stage = Forecast::new(cfg, cpu()).unwrap();
+        let (mut out, mut ctx) = (VecCollector::new(), Context::new("forecast"));
+        for (i, b) in norm.iter().enumerate() {
+            if span_at == Some(i) {
+                stage
+                    .process_batch(Topic::Anomalies, span.clone(), &mut ctx, &mut out)
+                    .unwrap();
+            }
+            stage
+                .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+                .unwrap();
+        }
+        let masked = ctx.counters().get("errors.masked").copied().unwrap_or(0);
+        (out, masked)
+    };
+    // Quantiles recomputed at every forecast: a late mask forces a recomputation, which would
+    // otherwise shift the refresh schedule and make the two runs differ for that reason alone.
+    let on = ForecastConfig {
+        quantile_refresh: 1,
+        ..Default::default()
+    };
+    let (early, masked_early) = feed(on.clone(), Some(0));
+    let (late, masked_late) = feed(on.clone(), Some(late_at));
+    let off = ForecastConfig {
+        mask_anomalies: false,
+        ..on
+    };
+    let (plain, masked_off) = feed(off.clone(), Some(0));
+    // Errors from actuals in the span and from forecasts made in it: per horizon (15 min,
+    // 1 h) and model, at least the span's 360 steps each.
+    assert!(masked_early >= 4 * 360, "{masked_early}");
+    assert_eq!(masked_late, masked_early, "late spans mask what was held");
+    assert_eq!(masked_off, 0);
+    // Once the late span is in, forecasts are as if it had been known all along, and they
+    // differ from forecasts that learn from the anomalous span.
+    let from = first(&norm[late_at]);
+    let (e, l, p) = (
+        issued_after(&early, from),
+        issued_after(&late, from),
+        issued_after(&plain, from),
+    );
+    assert!(!e.is_empty());
+    assert!(e == l, "late masking differs from early masking");
+    assert!(e != p, "masking changed nothing");
+    // Without masking the stage does not read anomalies at all.
+    assert_eq!(
+        Forecast::new(off, cpu()).unwrap().inputs(),
+        vec![Topic::MetricsNorm]
+    );
+}
