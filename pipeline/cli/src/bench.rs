@@ -26,6 +26,68 @@ pub struct BenchArgs {
     /// Python interpreter for the peer (one with pandas and scikit-learn).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Instead of the pipeline: time neighbour search, exact against the HNSW index, at these
+    /// fleet sizes (comma-separated, e.g. `1000,100000,1000000`).
+    #[arg(long, value_delimiter = ',')]
+    knn: Vec<usize>,
+}
+
+/// `wfe bench --knn`: per fleet size, the exact search's and the HNSW index's time per query
+/// (and the index's build time and recall@5 against exact), in one run.
+fn bench_knn(sizes: &[usize]) -> Result<()> {
+    use std::time::Instant;
+    use wfe_fingerprint::knn::{Approximate, Distance, exact, synthetic_fleet};
+    const DIM: usize = 16;
+    const K: usize = 5;
+    println!(
+        "k = {K} nearest of {DIM}-component fingerprints (cosine; 32 synthetic service groups)\n\n\
+         | fingerprints | exact ms/query | HNSW build s | HNSW ms/query | exact / HNSW | recall@{K} |\n\
+         |---:|---:|---:|---:|---:|---:|"
+    );
+    for &n in sizes {
+        let fleet = synthetic_fleet(n, DIM, 42);
+        let queries: Vec<usize> = (0..200.min(n)).map(|i| i * n / 200.min(n).max(1)).collect();
+        let t = Instant::now();
+        let truth: Vec<Vec<(usize, f64)>> = queries
+            .iter()
+            .map(|&q| {
+                exact(
+                    &fleet[q],
+                    fleet
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != q)
+                        .map(|(i, v)| (i, v.as_slice())),
+                    K,
+                    Distance::Cosine,
+                )
+            })
+            .collect();
+        let exact_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
+        let t = Instant::now();
+        let index = Approximate::build(
+            fleet.iter().cloned().enumerate().collect(),
+            Distance::Cosine,
+        );
+        let build_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let found: Vec<Vec<(usize, f64)>> = queries
+            .iter()
+            .map(|&q| index.search(&fleet[q], K, Some(q)))
+            .collect();
+        let hnsw_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
+        let hits: usize = truth
+            .iter()
+            .zip(&found)
+            .map(|(t, f)| f.iter().filter(|x| t.iter().any(|y| y.0 == x.0)).count())
+            .sum();
+        let recall = hits as f64 / (truth.iter().map(Vec::len).sum::<usize>()).max(1) as f64;
+        println!(
+            "| {n} | {exact_ms:.3} | {build_s:.2} | {hnsw_ms:.3} | {:.1} x | {recall:.3} |",
+            exact_ms / hnsw_ms.max(1e-9)
+        );
+    }
+    Ok(())
 }
 
 /// Peak resident memory of this process so far (VmHWM), in bytes.
@@ -89,6 +151,9 @@ fn run_peer(python: &str, script: &PathBuf) -> Result<(u64, f64, String)> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if !args.knn.is_empty() {
+        return bench_knn(&args.knn);
+    }
     let cfg = JobConfig::load(args.config.as_deref())?;
     let mut runs = Vec::new();
     for i in 0..args.repeat.max(1) {

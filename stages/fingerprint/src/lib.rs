@@ -80,6 +80,12 @@ pub struct FingerprintConfig {
     /// `cosine` or `euclidean`.
     #[serde(default)]
     pub distance: Distance,
+    /// Known workloads of one metric set from which neighbours are searched with an HNSW
+    /// index instead of exactly (0: always exact). The index is rebuilt when that set has
+    /// grown by a quarter or the basis changed; its candidates (4 x `neighbours`) are
+    /// re-ranked by current profiles.
+    #[serde(default = "d_index_above")]
+    pub index_above: usize,
     /// Quantile of a window's raw values that counts as the workload's allocation.
     #[serde(default = "d_alloc_q")]
     pub allocation_quantile: f64,
@@ -103,6 +109,9 @@ fn d_reservoir() -> usize {
 fn d_neighbours() -> usize {
     3
 }
+fn d_index_above() -> usize {
+    4096
+}
 fn d_alloc_q() -> f64 {
     0.95
 }
@@ -121,6 +130,7 @@ impl Default for FingerprintConfig {
             reservoir: d_reservoir(),
             neighbours: d_neighbours(),
             distance: Distance::default(),
+            index_above: d_index_above(),
             allocation_quantile: d_alloc_q(),
         }
     }
@@ -273,10 +283,19 @@ struct State {
     held: Vec<Held>,
 }
 
+/// A metric set's HNSW index: built at basis `version` over `known` workloads.
+struct Index {
+    version: u32,
+    known: usize,
+    graph: knn::Approximate,
+}
+
 /// The fingerprint stage.
 pub struct Fingerprint {
     cfg: FingerprintConfig,
     state: State,
+    /// Per metric set, for fleets above `index_above` (rebuilt from state, never saved).
+    indexes: BTreeMap<u64, Index>,
 }
 
 #[derive(Default)]
@@ -304,6 +323,7 @@ impl Fingerprint {
         Ok(Self {
             cfg,
             state: State::default(),
+            indexes: BTreeMap::new(),
         })
     }
 
@@ -392,6 +412,7 @@ impl Fingerprint {
         if let Some(model) = &reducer.model {
             let wk = &mut self.state.workloads.items[id];
             wk.projected = wk.profile().map(|p| (reducer.version, model.rotate(&p)));
+            self.refresh_index(sig, ctx);
             self.release(sig, rows);
             self.emit(&held, rows);
         } else {
@@ -487,14 +508,30 @@ impl Fingerprint {
         let Some(query) = space.place(me) else {
             return Vec::new();
         };
+        let is_known = |i: usize, w: &Workload| {
+            i != id && w.signature == me.signature && w.observed_steps > self.cfg.learning_steps
+        };
+        // A large fleet: the index proposes candidates, current profiles rank them.
+        if let Some(index) = self.indexes.get(&me.signature) {
+            let ids = index
+                .graph
+                .candidates(&query, 4 * self.cfg.neighbours, Some(id));
+            let placed: Vec<(usize, Vec<f64>)> = ids
+                .into_iter()
+                .filter(|&i| is_known(i, &items[i]))
+                .filter_map(|i| Some((i, space.place(&items[i])?)))
+                .collect();
+            return knn::exact(
+                &query,
+                placed.iter().map(|(i, v)| (*i, v.as_slice())),
+                self.cfg.neighbours,
+                self.cfg.distance,
+            );
+        }
         let known: Vec<(usize, Vec<f64>)> = items
             .iter()
             .enumerate()
-            .filter(|(i, w)| {
-                *i != id
-                    && w.signature == me.signature
-                    && w.observed_steps > self.cfg.learning_steps
-            })
+            .filter(|(i, w)| is_known(*i, w))
             .filter_map(|(i, w)| Some((i, space.place(w)?)))
             .collect();
         knn::exact(
@@ -503,6 +540,49 @@ impl Fingerprint {
             self.cfg.neighbours,
             self.cfg.distance,
         )
+    }
+
+    /// Builds or rebuilds metric set `sig`'s index when its known workloads are over
+    /// `index_above` and have grown by a quarter since the last build, or the basis changed.
+    fn refresh_index(&mut self, sig: u64, ctx: &mut Context) {
+        if self.cfg.index_above == 0 || self.cfg.neighbours == 0 {
+            return;
+        }
+        let Some(reducer) = self.state.reducers.get(&sig) else {
+            return;
+        };
+        let items = &self.state.workloads.items;
+        let known: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                items[i].signature == sig && items[i].observed_steps > self.cfg.learning_steps
+            })
+            .collect();
+        if known.len() < self.cfg.index_above {
+            return;
+        }
+        let stale = self.indexes.get(&sig).is_none_or(|ix| {
+            ix.version != reducer.version || known.len() >= ix.known + ix.known / 4
+        });
+        if !stale {
+            return;
+        }
+        let Some(space) = Space::of(reducer) else {
+            return;
+        };
+        let placed: Vec<(usize, Vec<f64>)> = known
+            .iter()
+            .filter_map(|&i| Some((i, space.place(&items[i])?)))
+            .collect();
+        let graph = knn::Approximate::build(placed, self.cfg.distance);
+        ctx.count("index.rebuilt", 1);
+        self.indexes.insert(
+            sig,
+            Index {
+                version: reducer.version,
+                known: known.len(),
+                graph,
+            },
+        );
     }
 
     /// A workload's metric names and its own allocation so far (raw units).
@@ -688,6 +768,8 @@ impl Stage for Fingerprint {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.state = wfe_contract::state::decode(self.name(), state)?;
+        // Indexes are rebuilt from the restored profiles at the next window.
+        self.indexes.clear();
         Ok(())
     }
 }

@@ -57,11 +57,11 @@ fn one_vector_per_window_of_an_smd_machine() {
     assert!(rows[0].3 && rows[1].3 && !rows[2].3);
 }
 
+/// A row's (workload, cold, neighbours, weights, allocation).
+type NeighbourRow = (String, bool, Vec<String>, Vec<f32>, Option<Vec<f64>>);
+
 /// Every row's (workload, cold, neighbours, weights, allocation).
-#[allow(clippy::type_complexity)]
-fn neighbour_rows(
-    out: &VecCollector,
-) -> Vec<(String, bool, Vec<String>, Vec<f32>, Option<Vec<f64>>)> {
+fn neighbour_rows(out: &VecCollector) -> Vec<NeighbourRow> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, Float64Type};
@@ -143,6 +143,47 @@ fn a_new_machine_borrows_its_allocation_from_its_service_group() {
     let p = st.profiles();
     assert_eq!(p.len(), 4);
     assert!(p.iter().all(|x| x.1 == p[0].1 && x.2.len() == p[0].2.len()));
+}
+
+#[test]
+fn indexed_neighbours_are_the_exact_ones_on_a_small_fleet() {
+    // Twelve ASD servers: with `index_above = 2` every search goes through the HNSW index
+    // once two servers are known; on a fleet this small it must find the exact neighbours.
+    let all = [
+        "omi-1", "omi-2", "omi-3", "omi-4", "omi-5", "omi-6", "omi-7", "omi-8", "omi-9", "omi-10",
+        "omi-11", "omi-12",
+    ];
+    let norm = normalised("asd", &all, 24);
+    let rows = |index_above: usize| {
+        let mut st = Fingerprint::new(FingerprintConfig {
+            index_above,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut out = VecCollector::new();
+        let mut ctx = Context::new("fingerprint");
+        for b in &norm {
+            st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+                .unwrap();
+        }
+        st.flush(&mut ctx, &mut out).unwrap();
+        let rebuilt = ctx.counters().get("index.rebuilt").copied().unwrap_or(0);
+        (neighbour_rows(&out), rebuilt)
+    };
+    let (exact, none) = rows(0);
+    let (indexed, rebuilt) = rows(2);
+    assert_eq!(none, 0);
+    assert!(
+        rebuilt >= 2,
+        "the index was built and rebuilt as the fleet grew: {rebuilt}"
+    );
+    assert!(exact.iter().filter(|r| r.2.len() == 3).count() > 100);
+    let names = |r: &[NeighbourRow]| {
+        r.iter()
+            .map(|x| (x.0.clone(), x.2.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&indexed), names(&exact));
 }
 
 #[test]
