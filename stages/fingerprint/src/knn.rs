@@ -128,37 +128,39 @@ impl Approximate {
         self.ids.is_empty()
     }
 
-    /// Ids of about `n` nearest to `query` by the indexed vectors, skipping `exclude`: for a
-    /// caller that re-ranks them by vectors that moved since the index was built.
-    pub fn candidates(&self, query: &[f64], n: usize, exclude: Option<usize>) -> Vec<usize> {
+    /// Positions (in build order) of about `n` nearest to `query`, skipping id `exclude`.
+    fn found(&self, query: &[f64], n: usize, exclude: Option<usize>) -> Vec<usize> {
         if n == 0 || self.ids.is_empty() {
             return Vec::new();
         }
         let q: Vec<f32> = query.iter().map(|x| *x as f32).collect();
+        // One more than asked, in case the query itself is indexed and excluded.
         let want = n + usize::from(exclude.is_some());
         self.graph
             .search(&q, want, self.ef.max(want))
             .iter()
-            .map(|nb| self.ids[nb.d_id])
-            .filter(|id| Some(*id) != exclude)
+            .map(|nb| nb.d_id)
+            .filter(|&p| Some(self.ids[p]) != exclude)
+            .collect()
+    }
+
+    /// Ids of about `n` nearest to `query` by the indexed vectors, skipping `exclude`: for a
+    /// caller that re-ranks them by vectors that moved since the index was built.
+    pub fn candidates(&self, query: &[f64], n: usize, exclude: Option<usize>) -> Vec<usize> {
+        self.found(query, n, exclude)
+            .into_iter()
+            .map(|p| self.ids[p])
             .collect()
     }
 
     /// The `k` nearest to `query` (nearest first, exact distances), skipping `exclude`.
     pub fn search(&self, query: &[f64], k: usize, exclude: Option<usize>) -> Vec<(usize, f64)> {
-        if k == 0 || self.ids.is_empty() {
-            return Vec::new();
-        }
-        let q: Vec<f32> = query.iter().map(|x| *x as f32).collect();
-        // One more than asked, in case the query itself is indexed and excluded.
-        let want = k + usize::from(exclude.is_some());
-        let found = self.graph.search(&q, want, self.ef.max(want));
+        let found = self.found(query, k, exclude);
         exact(
             query,
             found
                 .iter()
-                .filter(|n| Some(self.ids[n.d_id]) != exclude)
-                .map(|n| (self.ids[n.d_id], self.vectors[n.d_id].as_slice())),
+                .map(|&p| (self.ids[p], self.vectors[p].as_slice())),
             k,
             self.distance,
         )

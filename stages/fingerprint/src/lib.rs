@@ -545,7 +545,11 @@ impl Fingerprint {
     /// Builds or rebuilds metric set `sig`'s index when its known workloads are over
     /// `index_above` and have grown by a quarter since the last build, or the basis changed.
     fn refresh_index(&mut self, sig: u64, ctx: &mut Context) {
-        if self.cfg.index_above == 0 || self.cfg.neighbours == 0 {
+        // Fewer workloads of any kind than the bound: no scan for the known ones.
+        if self.cfg.index_above == 0
+            || self.cfg.neighbours == 0
+            || self.state.workloads.items.len() < self.cfg.index_above
+        {
             return;
         }
         let Some(reducer) = self.state.reducers.get(&sig) else {
