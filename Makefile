@@ -17,6 +17,13 @@ TANSU := $(TOOLS)/bin/tansu
 export WFE_TANSU := $(TANSU)
 KAFKA_PORT ?= 9092
 KAFKA_DIR := $(abspath target/kafka-broker)
+# libtorch for the LSTM models (tch 0.24 needs PyTorch 2.11.0 exactly): PyTorch from pip into
+# the venv, found by torch-sys through the venv's python (LIBTORCH_USE_PYTORCH=1). Builds made
+# here turn on the `torch` feature; a plain `cargo build` builds without the LSTM models.
+TORCH_VERSION := 2.11.0
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
@@ -42,6 +49,11 @@ $(VENV)/.kafka: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check confluent-kafka
 	touch $@
 
+# PyTorch (about 4.6 GB with its CUDA wheels; the CPU is used where there is no GPU).
+$(VENV)/.torch: $(VENV)/.pyarrow
+	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -57,10 +69,10 @@ $(TANSU):
 
 tools: system-packages $(TANSU) $(VENV)/.kafka
 
-setup: check-data system-packages $(VENV)/.pyarrow
+setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 
-build: check-data system-packages
-	$(CARGO) build --release -p wfe-cli
+build: setup
+	$(CARGO) build --release -p wfe-cli $(FEATURES)
 
 # The default job reads ../shared/data; with another DATA, the same job with its paths moved.
 run: build
@@ -72,7 +84,7 @@ else
 endif
 
 test: setup tools
-	WFE_PYTHON=$(abspath $(PY)) $(CARGO) test --workspace
+	WFE_PYTHON=$(abspath $(PY)) $(CARGO) test --workspace $(FEATURES)
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml

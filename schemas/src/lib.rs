@@ -73,8 +73,8 @@ impl Topic {
     /// The current schema version of this topic.
     pub fn version(self) -> u32 {
         match self {
-            // 2: allocation_metrics, allocation.
-            Topic::Fingerprints => 2,
+            // 2: allocation_metrics, allocation. 3: environment, profile.
+            Topic::Fingerprints => 3,
             _ => 1,
         }
     }
@@ -285,6 +285,19 @@ fn build(topic: Topic) -> Schema {
                 list_of(Float64),
                 true,
                 "Per metric, the allocation in raw units: the workload's own typical peak (a quantile per window, averaged), or while `cold_start` the similarity-weighted mean of its neighbours' (null when there are none yet).",
+            ),
+            // Version 3.
+            f(
+                "environment",
+                Utf8,
+                true,
+                "Where the workload runs: its `env.*` labels (host metadata such as instance type, CPU model, kernel, software versions) as a canonical set `k=v,k=v` without the `env.` prefix; null when it has none.",
+            ),
+            f(
+                "profile",
+                list_of(Float32),
+                true,
+                "The workload's profile so far (the mean of its windows) in this row's model version, measured from the fleet's centre: what its neighbours were searched by, and what `wfe similar` compares.",
             ),
         ],
         Topic::Anomalies => vec![

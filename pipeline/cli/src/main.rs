@@ -6,6 +6,9 @@
 //!   memory, optionally beside the Python reference implementation run in the same invocation.
 //! - `wfe schemas`: the topic schemas other teams read.
 //! - `wfe config`: the documented default config.
+//! - `wfe sql "SELECT ..."`: SQL (DataFusion) over the Parquet outputs and recordings.
+//! - `wfe similar WORKLOAD`: the nearest workloads in the fingerprint store and the known
+//!   environment that suits it best.
 //! - `wfe stage NAME`: one stage as a service over Kafka; `wfe replay` and `wfe record` move
 //!   the job's sources or recordings onto topics and topics into files.
 
@@ -13,6 +16,8 @@ mod bench;
 mod config;
 mod eval;
 mod services;
+mod similar;
+mod sql;
 mod summary;
 
 use std::path::PathBuf;
@@ -61,6 +66,11 @@ enum Command {
     Replay(services::ReplayArgs),
     /// Record a topic into an Arrow IPC or Parquet file.
     Record(services::RecordArgs),
+    /// SQL over stored topics: a run's Parquet outputs and recordings, one table per file.
+    Sql(sql::SqlArgs),
+    /// The nearest workloads to one in the fingerprint store, and which known environment
+    /// (`env.*` labels) suits it best.
+    Similar(similar::SimilarArgs),
     /// Score the stages' models on labelled data and print the figures.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -132,6 +142,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => services::replay(args),
         Command::Record(args) => services::record(args),
         Command::Eval(cmd) => eval::eval(cmd),
+        Command::Similar(args) => similar::similar(args),
+        Command::Sql(args) => sql::sql(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -160,6 +160,17 @@ pub fn list_f32(rows: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
     ))
 }
 
+/// A nullable list column of `f32`s; `None` rows are null.
+pub fn list_f32_opt(rows: impl IntoIterator<Item = Option<Vec<f32>>>) -> ArrayRef {
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<
+        arrow_array::types::Float32Type,
+        _,
+        _,
+    >(
+        rows.into_iter().map(|r| r.map(|r| r.into_iter().map(Some))),
+    ))
+}
+
 /// A list column of strings; `None` rows are null.
 pub fn list_str(rows: impl IntoIterator<Item = Option<Vec<String>>>) -> ArrayRef {
     let mut b = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());

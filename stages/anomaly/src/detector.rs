@@ -11,18 +11,24 @@
 //!   noise. It is causal: a step's score never waits for later steps.
 //! - **Contributions**: the range detector's deviations name the metrics that left their
 //!   usual band (what experts look at); the PCA shares, scaled down by [`PCA_SHARE`], rank the
-//!   metrics whose relationship broke while each stayed in band. The isolation forest has no
-//!   per-metric view and adds none.
+//!   metrics whose relationship broke while each stayed in band; the LSTM autoencoder's
+//!   per-metric reconstruction errors likewise. The isolation forest has no per-metric view
+//!   and adds none.
+//! - **Context**: the LSTM scores a step from the window ending at it, so the ensemble keeps
+//!   the last rows it scored (`tail`) for the next block.
 
 use serde::{Deserialize, Serialize};
 
 use crate::iforest::IsolationForest;
+use crate::lstm::LstmDetector;
 use crate::pca::PcaModel;
 use crate::range::RangeModel;
 use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot, quantile};
 
 /// Weight of a metric's PCA error share next to its range deviation (in band widths).
 pub const PCA_SHARE: f64 = 0.1;
+/// Weight of a metric's LSTM reconstruction error share, as for PCA.
+pub const LSTM_SHARE: f64 = 0.1;
 
 /// One fitted detector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +36,7 @@ pub enum Model {
     Pca(PcaModel),
     Range(RangeModel),
     IsolationForest(IsolationForest),
+    Lstm(LstmDetector),
 }
 
 impl Model {
@@ -38,6 +45,15 @@ impl Model {
             Model::Pca(_) => DetectorKind::Pca,
             Model::Range(_) => DetectorKind::Range,
             Model::IsolationForest(_) => DetectorKind::Iforest,
+            Model::Lstm(_) => DetectorKind::Lstm,
+        }
+    }
+
+    /// Rows before a step that its score needs.
+    fn context(&self) -> usize {
+        match self {
+            Model::Lstm(l) => l.context(),
+            _ => 0,
         }
     }
 }
@@ -63,6 +79,9 @@ pub struct Ensemble {
     pub alpha: f64,
     /// Smoothed combined score above which a step is anomalous.
     pub threshold: f64,
+    /// The last rows scored (or of the history), `width` values each: context for detectors
+    /// that read a window (see [`Ensemble::context`]).
+    pub tail: Vec<f64>,
 }
 
 /// Median, and q99 minus median (1 where that is 0), of finite raw scores.
@@ -102,6 +121,7 @@ impl Ensemble {
             width: d,
             alpha: cfg.smoothing,
             threshold: f64::INFINITY,
+            tail: Vec::new(),
         };
         // Calibrate and threshold on scores the models did not see while fitting: the last
         // `holdout` share of the history, scored by models fitted on the rest (the models
@@ -117,9 +137,14 @@ impl Ensemble {
         } else {
             (ens.parts.clone(), history)
         };
+        let context = ens.context();
+        let before = if held_out { split } else { 0 };
         let probe = Self {
             parts: probe,
-            ..ens.clone()
+            width: d,
+            alpha: ens.alpha,
+            threshold: f64::INFINITY,
+            tail: flatten(&history[before.saturating_sub(context)..before], d),
         };
         let flat = flatten(calib_rows, d);
         let (mut raw, mut combined) = (Vec::new(), vec![0.0; calib_rows.len()]);
@@ -140,6 +165,8 @@ impl Ensemble {
             prev = Some(v);
             smoothed.push(v);
         }
+        // Scoring continues from the end of the history.
+        ens.tail = flatten(&history[n.saturating_sub(context)..], d);
         ens.threshold = match cfg.threshold {
             ThresholdMethod::Pot => pot::pot_threshold(&smoothed, cfg.pot_initial, cfg.pot_risk),
             ThresholdMethod::Quantile => {
@@ -166,6 +193,7 @@ impl Ensemble {
                     cfg.iforest_sample,
                     0x5EED,
                 )?),
+                DetectorKind::Lstm => Model::Lstm(LstmDetector::fit(history, d, &cfg.lstm)?),
             };
             parts.push(Part {
                 weight: cfg.weight(kind),
@@ -186,8 +214,17 @@ impl Ensemble {
             .join("+")
     }
 
-    /// Raw scores of part `i` for each row of `rows` (`width` values each); adds its
-    /// weighted per-metric contributions into `contrib` when given.
+    /// Rows of context the parts need before a step.
+    pub fn context(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.model.context())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Raw scores of part `i` for each row of `rows` (`width` values each, following the rows
+    /// in `tail`); adds its weighted per-metric contributions into `contrib` when given.
     fn part_scores(&self, i: usize, rows: &[f64], raw: &mut Vec<f64>, contrib: Option<&mut [f64]>) {
         let d = self.width;
         let m = rows.len() / d;
@@ -225,6 +262,29 @@ impl Ensemble {
             Model::IsolationForest(f) => {
                 raw.extend((0..m).map(|r| f.score(&rows[r * d..(r + 1) * d])));
             }
+            Model::Lstm(l) => {
+                let keep = (l.context() * d).min(self.tail.len());
+                let context = &self.tail[self.tail.len() - keep..];
+                let mut errors = Vec::new();
+                l.score(
+                    context,
+                    rows,
+                    d,
+                    raw,
+                    contrib.is_some().then_some(&mut errors),
+                );
+                if let Some(c) = contrib {
+                    for r in 0..m.min(errors.len() / d) {
+                        let e = &errors[r * d..(r + 1) * d];
+                        let total: f64 = e.iter().filter(|v| v.is_finite()).sum();
+                        if total > 0.0 {
+                            for (j, v) in e.iter().enumerate().filter(|(_, v)| v.is_finite()) {
+                                c[r * d + j] += part.weight * LSTM_SHARE * v / total;
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -232,7 +292,7 @@ impl Ensemble {
     /// missing; extra columns beyond the fitted width are ignored), and per-metric
     /// contributions, row-major with [`Ensemble::width`] per row.
     pub fn score_block(
-        &self,
+        &mut self,
         rows: &[f64],
         width: usize,
         scores: &mut Vec<f64>,
@@ -270,6 +330,15 @@ impl Ensemble {
                     *s += v;
                 }
             }
+        }
+        // The last rows become the next block's context.
+        let keep = self.context() * d;
+        if keep > 0 {
+            let mut tail = std::mem::take(&mut self.tail);
+            tail.extend_from_slice(&fitted);
+            let drop = tail.len().saturating_sub(keep);
+            tail.drain(..drop);
+            self.tail = tail;
         }
     }
 

@@ -3,7 +3,8 @@
 //! Per workload:
 //! 1. **Learn** on the workload's history (steps labelled `split=train`, else its first
 //!    `learn_steps` steps): fit each configured detector ([`detector`]): PCA reconstruction
-//!    ([`pca`]), the range each metric keeps ([`range`]), an isolation forest ([`iforest`]).
+//!    ([`pca`]), the range each metric keeps ([`range`]), an isolation forest ([`iforest`]),
+//!    an LSTM autoencoder ([`lstm`], with libtorch: the `torch` feature).
 //! 2. **Score** each later step: every detector's score on a scale calibrated on history,
 //!    weighted and added, then smoothed over time; per-metric contributions say which metrics
 //!    moved.
@@ -17,6 +18,7 @@
 
 pub mod detector;
 pub mod iforest;
+pub mod lstm;
 mod pca;
 pub mod pot;
 pub mod range;
@@ -44,6 +46,8 @@ pub enum DetectorKind {
     Range,
     /// Isolation Forest.
     Iforest,
+    /// LSTM autoencoder reconstruction error (needs a build with libtorch).
+    Lstm,
 }
 
 impl DetectorKind {
@@ -52,6 +56,7 @@ impl DetectorKind {
             DetectorKind::Pca => "pca",
             DetectorKind::Range => "range",
             DetectorKind::Iforest => "iforest",
+            DetectorKind::Lstm => "lstm",
         }
     }
 }
@@ -71,7 +76,7 @@ pub enum ThresholdMethod {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyConfig {
-    /// Detectors whose calibrated scores are added: any of `pca`, `range`, `iforest`.
+    /// Detectors whose calibrated scores are added: any of `pca`, `range`, `iforest`, `lstm`.
     #[serde(default = "d_detectors")]
     pub detectors: Vec<DetectorKind>,
     /// Weight per detector (default 1), e.g. `{ iforest = 0.5 }`.
@@ -120,6 +125,9 @@ pub struct AnomalyConfig {
     /// Metrics named per event.
     #[serde(default = "d_top")]
     pub top_metrics: usize,
+    /// The `lstm` detector: window length, training windows, the autoencoder.
+    #[serde(default)]
+    pub lstm: lstm::LstmSettings,
 }
 
 fn d_detectors() -> Vec<DetectorKind> {
@@ -187,6 +195,7 @@ impl Default for AnomalyConfig {
             min_learn_steps: d_min_learn(),
             close_after: d_close(),
             top_metrics: d_top(),
+            lstm: lstm::LstmSettings::default(),
         }
     }
 }
@@ -201,7 +210,19 @@ impl AnomalyConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(Error::config(format!("stages.anomaly.{key}"), why));
         if self.detectors.is_empty() {
-            return bad("detectors", "name at least one of pca, range, iforest");
+            return bad(
+                "detectors",
+                "name at least one of pca, range, iforest, lstm",
+            );
+        }
+        if self.detectors.contains(&DetectorKind::Lstm) {
+            if !wfe_neural::available() {
+                return Err(wfe_neural::unavailable("stages.anomaly.detectors (lstm)"));
+            }
+            if self.lstm.steps < 2 || self.lstm.max_windows < 2 {
+                return bad("lstm.steps", "steps and max_windows must be at least 2");
+            }
+            self.lstm.model.validate("stages.anomaly.lstm.model")?;
         }
         if !(0.0 < self.variance && self.variance <= 1.0) {
             return bad("variance", "must be in (0, 1]");
@@ -522,7 +543,7 @@ impl Stage for Anomaly {
         for (id, times, width, values) in pending {
             let name = workloads.names.names[id].clone();
             let wk = &mut workloads.items[id];
-            let Some(model) = &wk.model else { continue };
+            let Some(model) = &mut wk.model else { continue };
             model.score_block(&values, width, &mut scores, &mut contrib);
             let d = model.width;
             for (i, &time) in times.iter().enumerate() {

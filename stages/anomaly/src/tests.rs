@@ -182,7 +182,7 @@ fn every_detector_gives_defined_results_on_bad_input() {
         let cfg = with(kinds);
         // Constant metrics: fitted, finite scores, no contributions to a step that is equal.
         let constant = vec![vec![0.5, 0.5, 0.5]; 100];
-        let m = Ensemble::fit(&constant, &cfg).unwrap();
+        let mut m = Ensemble::fit(&constant, &cfg).unwrap();
         let (mut s, mut c) = (vec![], vec![]);
         m.score_block(&[0.5, 0.5, 0.5, 0.9, f64::NAN, 0.5], 3, &mut s, &mut c);
         assert!(s.iter().all(|v| v.is_finite()), "{kinds:?}: {s:?}");
@@ -197,7 +197,7 @@ fn every_detector_gives_defined_results_on_bad_input() {
             r[i % 3] = f64::NAN;
             r[1] += (i % 7) as f64 * 0.01;
         }
-        let m = Ensemble::fit(&holes, &cfg).unwrap();
+        let mut m = Ensemble::fit(&holes, &cfg).unwrap();
         assert!(m.threshold.is_finite(), "{kinds:?}");
         // A row narrower than the model is padded; a wider one is cut.
         m.score_block(&[0.5, 0.6], 2, &mut s, &mut c);
@@ -223,7 +223,7 @@ fn the_combined_detector_finds_more_than_pca_and_names_the_metrics_that_moved() 
     // Recall at a 1 % false-alarm rate: the share of anomalous steps scored above the 99th
     // percentile of normal steps.
     let recall_at_1pct = |cfg: &AnomalyConfig| {
-        let m = Ensemble::fit(&train, cfg).unwrap();
+        let mut m = Ensemble::fit(&train, cfg).unwrap();
         let flat: Vec<f64> = test
             .iter()
             .flat_map(|s| (0..m.width).map(|j| s.0.get(j).copied().unwrap_or(f64::NAN)))
@@ -287,7 +287,16 @@ fn settings_are_checked_with_the_key_named() {
         let e = Anomaly::new(cfg).err().unwrap().to_string();
         assert!(e.contains(key), "{toml_text}: {e}");
     }
-    assert!(serde_json::from_str::<AnomalyConfig>(r#"{"detectors": ["lstm"]}"#).is_err());
+    assert!(serde_json::from_str::<AnomalyConfig>(r#"{"detectors": ["lstm-ae"]}"#).is_err());
+    // The lstm detector needs libtorch: without it the stage says so when it is built.
+    let lstm: AnomalyConfig = serde_json::from_str(r#"{"detectors": ["lstm"]}"#).unwrap();
+    match Anomaly::new(lstm) {
+        Ok(_) => assert!(wfe_neural::available()),
+        Err(e) => assert!(
+            !wfe_neural::available() && e.to_string().contains("torch"),
+            "{e}"
+        ),
+    }
     assert!(serde_json::from_str::<AnomalyConfig>(r#"{"detector": ["pca"]}"#).is_err());
 }
 
@@ -296,4 +305,92 @@ fn toml_like(line: &str) -> serde_json::Value {
     let (k, v) = line.split_once(" = ").unwrap();
     let v = v.replace("{ pca = -1 }", r#"{"pca": -1}"#);
     serde_json::from_str(&format!(r#"{{"{k}": {v}}}"#)).unwrap()
+}
+
+#[cfg(feature = "torch")]
+mod lstm_detector {
+    use super::*;
+
+    fn lstm_only() -> AnomalyConfig {
+        let mut cfg = with(&[DetectorKind::Lstm]);
+        cfg.lstm.max_windows = 1024;
+        cfg.lstm.model.epochs = 5;
+        cfg.lstm.model.device = wfe_neural::DeviceChoice::Cpu;
+        cfg
+    }
+
+    #[test]
+    fn the_lstm_detector_finds_smd_anomalies_and_scores_the_same_in_any_block_size() {
+        let norm = normalised("smd", &["machine-2-7"], usize::MAX);
+        let all = steps(&norm);
+        let train = train_rows(&all);
+        let test: Vec<&(Vec<f64>, String, u8)> = all.iter().filter(|s| s.1 == "test").collect();
+        let cfg = lstm_only();
+        let fitted = Ensemble::fit(&train, &cfg).unwrap();
+        assert_eq!(fitted.name(), "lstm");
+        assert!(fitted.threshold.is_finite());
+        let d = fitted.width;
+        let flat: Vec<f64> = test
+            .iter()
+            .flat_map(|s| (0..d).map(|j| s.0.get(j).copied().unwrap_or(f64::NAN)))
+            .collect();
+        let (mut whole, mut c) = (vec![], vec![]);
+        fitted.clone().score_block(&flat, d, &mut whole, &mut c);
+        // Contributions: shares of each step's error, weighted.
+        assert!(c.iter().all(|v| v.is_finite() && *v >= 0.0));
+        // Scored in blocks of 97 steps the scores match: the window context carries over.
+        let mut m = fitted.clone();
+        let mut pieces = Vec::new();
+        for chunk in flat.chunks(97 * d) {
+            let (mut s, mut c) = (vec![], vec![]);
+            m.score_block(chunk, d, &mut s, &mut c);
+            pieces.extend(s);
+        }
+        assert_eq!(pieces.len(), whole.len());
+        for (i, (a, b)) in whole.iter().zip(&pieces).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                "step {i}: {a} vs {b}"
+            );
+        }
+        // Anomalous steps score above normal ones: recall at a 1 % false-alarm rate.
+        let (mut pos, mut neg) = (vec![], vec![]);
+        for (s, t) in whole.iter().zip(&test) {
+            if t.2 == 1 { pos.push(*s) } else { neg.push(*s) }
+        }
+        neg.sort_by(f64::total_cmp);
+        let cut = quantile(&neg, 0.99);
+        let recall = pos.iter().filter(|v| **v > cut).count() as f64 / pos.len() as f64;
+        assert!(recall > 0.3, "lstm recall at 1 % false alarms: {recall}");
+    }
+
+    #[test]
+    fn a_stage_with_the_lstm_detector_survives_a_snapshot() {
+        let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+        let mut cfg = lstm_only();
+        cfg.detectors = vec![DetectorKind::Pca, DetectorKind::Range, DetectorKind::Lstm];
+        cfg.lstm.model.epochs = 2;
+        let half = norm.len() / 2;
+        let mut first = Anomaly::new(cfg.clone()).unwrap();
+        let (a, _) = run(&mut first, &norm[..half]);
+        let snap = first.snapshot().unwrap().unwrap();
+        let mut second = Anomaly::new(cfg.clone()).unwrap();
+        second.restore(&snap).unwrap();
+        let (b, _) = run(&mut second, &norm[half..]);
+        let mut whole = Anomaly::new(cfg).unwrap();
+        let (all, _) = run(&mut whole, &norm);
+        let rows = |c: &VecCollector| {
+            c.of(Topic::Anomalies)
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        };
+        assert!(rows(&all) > 0);
+        assert_eq!(rows(&a) + rows(&b), rows(&all));
+        let det = strings(&all.of(Topic::Anomalies)[0], "detector")
+            .unwrap()
+            .value(0)
+            .to_string();
+        assert_eq!(det, "pca+range+lstm");
+    }
 }

@@ -22,17 +22,27 @@
 //!
 //! Workloads with different metric sets have incomparable features: each metric set has its
 //! own basis and neighbours are searched within it.
+//!
+//! The method `lstm` ([`embed`], needs libtorch) replaces steps 1 and 2 by a learned vector:
+//! the bottleneck of an LSTM autoencoder trained on a sample of the fleet's windows; profiles
+//! are the mean of a workload's window embeddings, compared the same way.
+//!
+//! **Environment**: `env.*` labels on a workload's samples (host metadata: instance type, CPU
+//! model, kernel, software versions) are its `environment`, carried in its rows;
+//! [`similar`] answers from the stored rows which known environment suits a workload best.
 
+pub mod embed;
 pub mod features;
 pub mod knn;
 pub mod reduce;
+pub mod similar;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{list_f32, list_f64_opt, list_str, timestamp_column};
+use wfe_contract::columns::{list_f32, list_f32_opt, list_f64_opt, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::stats::quantile;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
@@ -40,12 +50,36 @@ use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 pub use features::FeatureWeights;
 pub use knn::Distance;
 
-pub const METHOD: &str = "stats-pca";
+/// How a window becomes a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Statistical features per metric, reduced by PCA.
+    #[default]
+    StatsPca,
+    /// The bottleneck of an LSTM autoencoder over the window's steps (needs libtorch).
+    Lstm,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::StatsPca => "stats-pca",
+            Method::Lstm => "lstm",
+        }
+    }
+}
 
 /// Settings of the fingerprint stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FingerprintConfig {
+    /// `stats-pca` (statistical features reduced by PCA) or `lstm` (a learned embedding).
+    #[serde(default)]
+    pub method: Method,
+    /// The learned embedding of `method = "lstm"`.
+    #[serde(default)]
+    pub lstm: embed::LstmEmbedding,
     /// Steps per window.
     #[serde(default = "d_window")]
     pub window: usize,
@@ -119,6 +153,8 @@ fn d_alloc_q() -> f64 {
 impl Default for FingerprintConfig {
     fn default() -> Self {
         Self {
+            method: Method::StatsPca,
+            lstm: embed::LstmEmbedding::default(),
             window: 60,
             hop: 60,
             learning_steps: 60,
@@ -171,6 +207,18 @@ impl FingerprintConfig {
         if !(0.0..=1.0).contains(&self.allocation_quantile) {
             return bad("allocation_quantile", "must be in [0, 1]".into());
         }
+        if self.method == Method::Lstm {
+            if !wfe_neural::available() {
+                return Err(wfe_neural::unavailable("stages.fingerprint.method (lstm)"));
+            }
+            if self.lstm.fit_windows < 2 || self.lstm.reservoir < 2 {
+                return bad(
+                    "lstm.fit_windows",
+                    "fit_windows and reservoir must be at least 2".into(),
+                );
+            }
+            self.lstm.model.validate("stages.fingerprint.lstm.model")?;
+        }
         Ok(())
     }
 }
@@ -184,6 +232,8 @@ struct Workload {
     window: VecDeque<WindowStep>,
     since_emit: usize,
     observed_steps: usize,
+    /// Counted in `State::known` under `signature` (past its learning period).
+    counted_known: bool,
     /// Metric set this workload's features belong to (hash of its metric names).
     signature: u64,
     /// Sum of its window features, and how many windows.
@@ -194,6 +244,14 @@ struct Workload {
     /// Its profile rotated into basis `.0` of its metric set (uncentred, see [`Space`]):
     /// neighbour searches read this instead of projecting every known profile for every row.
     projected: Option<(u32, Vec<f64>)>,
+    /// Sum and count of its window embeddings (`method = "lstm"`).
+    embed_sum: Vec<f64>,
+    embeds: u64,
+    /// Its environment: the `env.*` labels last seen on its samples (see [`environment_of`]).
+    environment: Option<String>,
+    /// The last label set read, so that a workload's labels are parsed only when they change.
+    #[serde(skip)]
+    labels_seen: String,
 }
 
 impl HasSlots for Workload {
@@ -217,10 +275,27 @@ impl Workload {
     }
 }
 
+/// Label keys that describe where a workload runs (host metadata), e.g. `env.instance_type`.
+pub const ENV_PREFIX: &str = "env.";
+
+/// The environment in a canonical label set: its `env.*` labels without the prefix, as a
+/// canonical set (`cpu_model=...,instance_type=...`); None when it has none.
+pub fn environment_of(labels: &str) -> Option<String> {
+    let env: Vec<(String, String)> = wfe_contract::schemas::labels::parse(labels)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_string(), v)))
+        .collect();
+    (!env.is_empty()).then(|| {
+        wfe_contract::schemas::labels::format(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    })
+}
+
 /// A window as cut at its due step.
 struct Cut {
     start: i64,
     end: i64,
+    /// The window's raw values, steps x metrics, for the learned embedding (else empty).
+    raw: Vec<f32>,
     features: Vec<f64>,
     alloc: Vec<f64>,
     n: i64,
@@ -255,9 +330,19 @@ fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
             *a = quantile(&v, cfg.allocation_quantile);
         }
     }
+    // The learned embedding reads exactly `window` steps: a shorter window (the last one, at
+    // the end of the input) repeats its first step in front.
+    let raw_window = match cfg.method {
+        Method::Lstm => std::iter::repeat_n(first, cfg.window.saturating_sub(wk.window.len()))
+            .chain(wk.window.iter())
+            .flat_map(|s| (0..width).map(|j| s.2.get(j).copied().unwrap_or(f64::NAN) as f32))
+            .collect(),
+        Method::StatsPca => Vec::new(),
+    };
     Some(Cut {
         start: first.0,
         end: last.0,
+        raw: raw_window,
         features,
         alloc,
         n: wk.window.iter().map(|s| (s.3 > 0) as i64).sum(),
@@ -265,13 +350,17 @@ fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
     })
 }
 
-/// A window waiting for the first basis of its metric set.
+/// A window waiting for the first basis (or model) of its metric set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
     start: i64,
     end: i64,
     workload: usize,
     features: Vec<f64>,
+    /// Raw window for the learned embedding, until it is embedded (then empty).
+    raw: Vec<f32>,
+    /// The learned embedding, once made.
+    embedding: Option<Vec<f64>>,
     n: i64,
     cold: bool,
 }
@@ -280,6 +369,11 @@ struct Held {
 struct State {
     workloads: Keyed<Workload>,
     reducers: BTreeMap<u64, reduce::Reducer>,
+    /// Per metric set, the learned embedding (`method = "lstm"`).
+    embedders: BTreeMap<u64, embed::Embedder>,
+    /// Per metric set, workloads past their learning period: kept as windows arrive, so a
+    /// large fleet's index is checked for staleness without a scan of the fleet.
+    known: BTreeMap<u64, usize>,
     held: Vec<Held>,
 }
 
@@ -304,6 +398,7 @@ struct Rows {
     end: Vec<i64>,
     workload: Vec<String>,
     version: Vec<String>,
+    method: Vec<&'static str>,
     vector: Vec<Vec<f32>>,
     n: Vec<i64>,
     cold: Vec<bool>,
@@ -311,6 +406,8 @@ struct Rows {
     weights: Vec<Option<Vec<f32>>>,
     alloc_metrics: Vec<Option<Vec<String>>>,
     alloc: Vec<Option<Vec<f64>>>,
+    environment: Vec<Option<String>>,
+    profile: Vec<Option<Vec<f32>>>,
 }
 
 fn signature(names: &[String]) -> u64 {
@@ -328,40 +425,34 @@ impl Fingerprint {
     }
 
     fn finish(rows: Rows) -> Result<RecordBatch> {
-        let n = rows.start.len();
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(rows.start),
             timestamp_column(rows.end),
             Arc::new(StringArray::from(rows.workload)),
-            Arc::new(StringArray::from(vec![METHOD; n])),
+            Arc::new(StringArray::from(rows.method)),
             Arc::new(StringArray::from(rows.version)),
             list_f32(rows.vector),
             Arc::new(Int64Array::from(rows.n)),
             Arc::new(BooleanArray::from(rows.cold)),
             list_str(rows.neighbours.into_iter()),
-            Arc::new(arrow_array::ListArray::from_iter_primitive::<
-                arrow_array::types::Float32Type,
-                _,
-                _,
-            >(
-                rows.weights
-                    .into_iter()
-                    .map(|w| w.map(|v| v.into_iter().map(Some).collect::<Vec<_>>())),
-            )),
+            list_f32_opt(rows.weights),
             list_str(rows.alloc_metrics.into_iter()),
             list_f64_opt(rows.alloc),
+            Arc::new(StringArray::from(rows.environment)),
+            list_f32_opt(rows.profile),
         ];
         Ok(RecordBatch::try_new(Topic::Fingerprints.schema(), columns)?)
     }
 
-    /// Feeds a cut window to its workload's profile and its metric set's reducer; the row is
-    /// emitted now, or held until the set's first basis.
+    /// Feeds a cut window to its workload's profile and its metric set's basis (or model); the
+    /// row is emitted now, or held until the set's first basis.
     fn window(&mut self, id: usize, cut: Cut, rows: &mut Rows, ctx: &mut Context) {
         let cfg = &self.cfg;
         let wk = &mut self.state.workloads.items[id];
         let Cut {
             start,
             end,
+            raw,
             features: feats,
             alloc,
             n,
@@ -370,10 +461,18 @@ impl Fingerprint {
         let width = alloc.len();
         if wk.signature == 0 || wk.profile_sum.len() != feats.len() {
             // First window, or the metric set grew: start the profile over.
+            if wk.counted_known {
+                if let Some(k) = self.state.known.get_mut(&wk.signature) {
+                    *k = k.saturating_sub(1);
+                }
+                wk.counted_known = false;
+            }
             wk.signature = signature(&wk.slots.names);
             wk.profile_sum = vec![0.0; feats.len()];
             wk.alloc_sum = vec![0.0; width];
             wk.windows = 0;
+            wk.embed_sum.clear();
+            wk.embeds = 0;
         }
         for (s, f) in wk.profile_sum.iter_mut().zip(&feats) {
             *s += f;
@@ -382,6 +481,10 @@ impl Fingerprint {
             *s += a;
         }
         wk.windows += 1;
+        if !wk.counted_known && wk.observed_steps > cfg.learning_steps {
+            wk.counted_known = true;
+            *self.state.known.entry(wk.signature).or_default() += 1;
+        }
         let held = Held {
             start,
             end,
@@ -389,8 +492,20 @@ impl Fingerprint {
             n,
             cold,
             features: feats,
+            raw,
+            embedding: None,
         };
         let sig = wk.signature;
+        match cfg.method {
+            Method::StatsPca => self.fit_basis(sig, id, held, rows, ctx),
+            Method::Lstm => self.embed_window(sig, held, rows, ctx),
+        }
+    }
+
+    /// `stats-pca`: the window's features join the metric set's sample (refitting the basis
+    /// at its fit points) and the workload's cached rotation is renewed.
+    fn fit_basis(&mut self, sig: u64, id: usize, held: Held, rows: &mut Rows, ctx: &mut Context) {
+        let cfg = &self.cfg;
         let reducer = self.state.reducers.entry(sig).or_default();
         match reducer.add(
             &held.features,
@@ -420,41 +535,120 @@ impl Fingerprint {
         }
     }
 
-    /// Emits the held rows of a metric set whose basis now exists.
+    /// `lstm`: the window is embedded, or sampled and held until the metric set's model is
+    /// trained (at its `fit_windows`-th window).
+    fn embed_window(&mut self, sig: u64, mut held: Held, rows: &mut Rows, ctx: &mut Context) {
+        let cfg = &self.cfg;
+        let embedder = self.state.embedders.entry(sig).or_default();
+        if embedder.model.is_none() && !embedder.failed {
+            match embedder.add(&held.raw, cfg.window, &cfg.lstm) {
+                Ok(Some(report)) => Self::trained(sig, &report, ctx),
+                Ok(None) => {}
+                Err(e) => Self::training_failed(embedder, sig, &e, ctx),
+            }
+        }
+        if embedder.model.is_none() {
+            if embedder.failed {
+                ctx.count("rows.no_model", 1);
+            } else {
+                self.state.held.push(held);
+            }
+            return;
+        }
+        self.release(sig, rows);
+        self.embed_held(sig, &mut held);
+        self.refresh_index(sig, ctx);
+        self.emit(&held, rows);
+    }
+
+    fn trained(sig: u64, report: &wfe_neural::TrainReport, ctx: &mut Context) {
+        ctx.count("embedding.trained", 1);
+        tracing::info!(
+            metric_set = format!("{sig:016x}"),
+            windows = report.windows,
+            loss = format!("{:.5} -> {:.5}", report.first_loss, report.last_loss),
+            seconds = format!("{:.1}", report.seconds),
+            device = report.device,
+            "fingerprint autoencoder trained"
+        );
+    }
+
+    fn training_failed(embedder: &mut embed::Embedder, sig: u64, e: &str, ctx: &mut Context) {
+        embedder.failed = true;
+        ctx.count("embedding.train_failed", 1);
+        tracing::warn!(
+            metric_set = format!("{sig:016x}"),
+            "fingerprint autoencoder training failed, its rows are dropped: {e}"
+        );
+    }
+
+    /// Embeds a window whose model exists and adds it to its workload's profile.
+    fn embed_held(&mut self, sig: u64, h: &mut Held) {
+        let Some(embedder) = self.state.embedders.get_mut(&sig) else {
+            return;
+        };
+        let raw = std::mem::take(&mut h.raw);
+        if let Some(v) = embedder.embed(&raw) {
+            let wk = &mut self.state.workloads.items[h.workload];
+            if wk.embed_sum.len() != v.len() {
+                wk.embed_sum = vec![0.0; v.len()];
+                wk.embeds = 0;
+            }
+            wk.embed_sum.iter_mut().zip(&v).for_each(|(s, x)| *s += x);
+            wk.embeds += 1;
+            h.embedding = Some(v);
+        }
+    }
+
+    /// Emits the held rows of a metric set whose basis (or model) now exists.
     fn release(&mut self, sig: u64, rows: &mut Rows) {
         let held = std::mem::take(&mut self.state.held);
-        let (ready, wait): (Vec<Held>, Vec<Held>) = held
+        let (mut ready, wait): (Vec<Held>, Vec<Held>) = held
             .into_iter()
             .partition(|h| self.state.workloads.items[h.workload].signature == sig);
         self.state.held = wait;
+        if self.cfg.method == Method::Lstm {
+            // Every waiting window counts toward its profile before any row is answered.
+            for h in &mut ready {
+                self.embed_held(sig, h);
+            }
+        }
         for h in &ready {
             self.emit(h, rows);
         }
     }
 
-    /// One row: the window's projection, and the nearest known workloads.
+    /// One row: the window's vector, and the nearest known workloads.
     fn emit(&self, h: &Held, rows: &mut Rows) {
         let wk = &self.state.workloads.items[h.workload];
-        let Some(reducer) = self.state.reducers.get(&wk.signature) else {
+        let Some(space) = Space::of(&self.state, wk.signature, self.cfg.method) else {
             return;
         };
-        let Some(model) = &reducer.model else { return };
-        let name = &self.state.workloads.names.names[h.workload];
-        rows.start.push(h.start);
-        rows.end.push(h.end);
-        rows.workload.push(name.clone());
-        rows.version
-            .push(format!("{:016x}.{}", wk.signature, reducer.version));
-        rows.vector.push(
-            model
+        let vector: Vec<f32> = match (&space, &h.embedding) {
+            (Space::Pca { model, .. }, _) => model
                 .project(&h.features)
                 .iter()
                 .map(|v| *v as f32)
                 .collect(),
-        );
+            (Space::Learned { .. }, Some(z)) => z.iter().map(|v| *v as f32).collect(),
+            (Space::Learned { .. }, None) => return,
+        };
+        let name = &self.state.workloads.names.names[h.workload];
+        rows.start.push(h.start);
+        rows.end.push(h.end);
+        rows.workload.push(name.clone());
+        rows.method.push(self.cfg.method.as_str());
+        rows.version.push(space.label(wk.signature));
+        rows.vector.push(vector);
         rows.n.push(h.n);
         rows.cold.push(h.cold);
-        let found = self.neighbours(h.workload, reducer);
+        rows.environment.push(wk.environment.clone());
+        rows.profile.push(
+            space
+                .place(wk)
+                .map(|p| p.iter().map(|v| *v as f32).collect()),
+        );
+        let found = self.neighbours(h.workload, &space);
         let names = &wk.slots.names;
         if found.is_empty() {
             rows.neighbours.push(None);
@@ -496,15 +690,12 @@ impl Fingerprint {
     }
 
     /// The nearest known (not cold) workloads of the same metric set, by profile.
-    fn neighbours(&self, id: usize, reducer: &reduce::Reducer) -> Vec<(usize, f64)> {
+    fn neighbours(&self, id: usize, space: &Space) -> Vec<(usize, f64)> {
         if self.cfg.neighbours == 0 {
             return Vec::new();
         }
         let items = &self.state.workloads.items;
         let me = &items[id];
-        let Some(space) = Space::of(reducer) else {
-            return Vec::new();
-        };
         let Some(query) = space.place(me) else {
             return Vec::new();
         };
@@ -545,45 +736,42 @@ impl Fingerprint {
     /// Builds or rebuilds metric set `sig`'s index when its known workloads are over
     /// `index_above` and have grown by a quarter since the last build, or the basis changed.
     fn refresh_index(&mut self, sig: u64, ctx: &mut Context) {
-        // Fewer workloads of any kind than the bound: no scan for the known ones.
-        if self.cfg.index_above == 0
-            || self.cfg.neighbours == 0
-            || self.state.workloads.items.len() < self.cfg.index_above
-        {
+        if self.cfg.index_above == 0 || self.cfg.neighbours == 0 {
             return;
         }
-        let Some(reducer) = self.state.reducers.get(&sig) else {
+        let count = self.state.known.get(&sig).copied().unwrap_or(0);
+        if count < self.cfg.index_above {
+            return;
+        }
+        let Some(space) = Space::of(&self.state, sig, self.cfg.method) else {
             return;
         };
+        let stale = self
+            .indexes
+            .get(&sig)
+            .is_none_or(|ix| ix.version != space.version() || count >= ix.known + ix.known / 4);
+        if !stale {
+            return;
+        }
+        // Only a rebuild scans the fleet: at most once per quarter of growth or new basis.
         let items = &self.state.workloads.items;
         let known: Vec<usize> = (0..items.len())
             .filter(|&i| {
                 items[i].signature == sig && items[i].observed_steps > self.cfg.learning_steps
             })
             .collect();
-        if known.len() < self.cfg.index_above {
-            return;
-        }
-        let stale = self.indexes.get(&sig).is_none_or(|ix| {
-            ix.version != reducer.version || known.len() >= ix.known + ix.known / 4
-        });
-        if !stale {
-            return;
-        }
-        let Some(space) = Space::of(reducer) else {
-            return;
-        };
         let placed: Vec<(usize, Vec<f64>)> = known
             .iter()
             .filter_map(|&i| Some((i, space.place(&items[i])?)))
             .collect();
         let graph = knn::Approximate::build(placed, self.cfg.distance);
         ctx.count("index.rebuilt", 1);
+        let version = space.version();
         self.indexes.insert(
             sig,
             Index {
-                version: reducer.version,
-                known: known.len(),
+                version,
+                known: count,
                 graph,
             },
         );
@@ -611,43 +799,93 @@ impl Fingerprint {
             .iter()
             .enumerate()
             .filter_map(|(i, w)| {
-                let r = st.reducers.get(&w.signature)?;
+                let space = Space::of(st, w.signature, self.cfg.method)?;
                 Some((
                     st.workloads.names.names[i].clone(),
-                    format!("{:016x}.{}", w.signature, r.version),
-                    Space::of(r)?.place(w)?,
+                    space.label(w.signature),
+                    space.place(w)?,
                 ))
             })
             .collect()
     }
 }
 
-/// Where profiles are compared: one metric set's basis, measured from the fleet's centre.
-struct Space<'a> {
-    model: &'a reduce::Pca,
-    version: u32,
-    /// The centre, rotated into the basis.
-    centre: Vec<f64>,
+/// Where profiles of one metric set are compared, measured from the fleet's centre: the PCA
+/// basis of `stats-pca`, or the embedding of `lstm`.
+enum Space<'a> {
+    Pca {
+        model: &'a reduce::Pca,
+        version: u32,
+        /// The centre, rotated into the basis.
+        centre: Vec<f64>,
+    },
+    Learned {
+        version: u32,
+        centre: Vec<f64>,
+    },
 }
 
 impl<'a> Space<'a> {
-    fn of(r: &'a reduce::Reducer) -> Option<Self> {
-        let model = r.model.as_ref()?;
-        Some(Self {
-            model,
-            version: r.version,
-            centre: model.rotate(&r.centre()),
-        })
+    fn of(state: &'a State, sig: u64, method: Method) -> Option<Self> {
+        match method {
+            Method::StatsPca => {
+                let r = state.reducers.get(&sig)?;
+                let model = r.model.as_ref()?;
+                Some(Space::Pca {
+                    model,
+                    version: r.version,
+                    centre: model.rotate(&r.centre()),
+                })
+            }
+            Method::Lstm => {
+                let e = state.embedders.get(&sig)?;
+                e.model.as_ref()?;
+                Some(Space::Learned {
+                    version: e.version,
+                    centre: e.centre(),
+                })
+            }
+        }
     }
 
-    /// A workload's profile in this space. Its rotation is cached at each of its windows;
+    fn version(&self) -> u32 {
+        match self {
+            Space::Pca { version, .. } | Space::Learned { version, .. } => *version,
+        }
+    }
+
+    /// The `model_version` of rows made in this space.
+    fn label(&self, sig: u64) -> String {
+        match self {
+            Space::Pca { version, .. } => format!("{sig:016x}.{version}"),
+            Space::Learned { version, .. } => format!("{sig:016x}.lstm{version}"),
+        }
+    }
+
+    /// A workload's profile in this space. A PCA rotation is cached at each of its windows;
     /// one not updated since a refit is rotated here (refits are a handful in a fleet's life).
     fn place(&self, w: &Workload) -> Option<Vec<f64>> {
-        let mut v = match &w.projected {
-            Some((v, p)) if *v == self.version => p.clone(),
-            _ => self.model.rotate(&w.profile()?),
+        let (mut v, centre) = match self {
+            Space::Pca {
+                model,
+                version,
+                centre,
+            } => {
+                let v = match &w.projected {
+                    Some((v, p)) if v == version => p.clone(),
+                    _ => model.rotate(&w.profile()?),
+                };
+                (v, centre)
+            }
+            Space::Learned { centre, .. } => {
+                if w.embeds == 0 {
+                    return None;
+                }
+                let n = w.embeds as f64;
+                (w.embed_sum.iter().map(|s| s / n).collect(), centre)
+            }
         };
-        for (x, c) in v.iter_mut().zip(&self.centre) {
+        for (x, c) in v.iter_mut().zip(centre) {
             *x -= c;
         }
         Some(v)
@@ -682,6 +920,13 @@ impl Stage for Fingerprint {
         let mut workloads = std::mem::take(&mut self.state.workloads);
         let walked = nb.for_each_dense(&mut workloads, |d| {
             let wk = d.state;
+            if let Some(labels) = d.step.label.filter(|l| *l != wk.labels_seen) {
+                wk.labels_seen = labels.to_string();
+                // Samples without host metadata (another source) leave the environment as is.
+                if let Some(env) = environment_of(labels) {
+                    wk.environment = Some(env);
+                }
+            }
             // Reuse the oldest step's buffers for the newest.
             let (mut values, mut raw) = match wk.window.len() == window {
                 true => wk
@@ -742,6 +987,25 @@ impl Stage for Fingerprint {
                     continue;
                 }
                 self.release(sig, &mut rows);
+            }
+        }
+        // Likewise a learned embedding whose model waits for more windows.
+        let untrained: Vec<u64> = self
+            .state
+            .embedders
+            .iter()
+            .filter(|(_, e)| e.model.is_none() && !e.failed)
+            .map(|(s, _)| *s)
+            .collect();
+        for sig in untrained {
+            let e = self.state.embedders.get_mut(&sig).expect("listed above");
+            match e.train_now(&self.cfg.lstm) {
+                Ok(Some(report)) => {
+                    Self::trained(sig, &report, ctx);
+                    self.release(sig, &mut rows);
+                }
+                Ok(None) => {}
+                Err(err) => Self::training_failed(e, sig, &err, ctx),
             }
         }
         // The steps since the last fingerprint are not lost: one more over the latest window.

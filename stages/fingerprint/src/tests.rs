@@ -238,3 +238,95 @@ fn state_survives_a_restart_and_bad_config_is_refused() {
     .unwrap();
     assert!(e.to_string().contains("metric_weights.m00"), "{e}");
 }
+
+#[test]
+fn the_lstm_method_needs_libtorch_or_says_so() {
+    let cfg = FingerprintConfig {
+        method: Method::Lstm,
+        ..Default::default()
+    };
+    match Fingerprint::new(cfg) {
+        Ok(_) => assert!(wfe_neural::available()),
+        Err(e) => assert!(
+            !wfe_neural::available() && e.to_string().contains("torch"),
+            "{e}"
+        ),
+    }
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn the_lstm_method_embeds_every_window_and_finds_neighbours_after_a_snapshot() {
+    // Three machines, their whole history (normalise releases each machine's steps in chunks,
+    // so a few batches would hold one machine only).
+    let norm = normalised(
+        "smd",
+        &["machine-1-6", "machine-1-7", "machine-2-1"],
+        usize::MAX,
+    );
+    let mut cfg = FingerprintConfig {
+        method: Method::Lstm,
+        ..Default::default()
+    };
+    cfg.lstm.fit_windows = 24;
+    cfg.lstm.model.epochs = 3;
+    cfg.lstm.model.device = wfe_neural::DeviceChoice::Cpu;
+    let half = norm.len() / 2;
+    let mut first = Fingerprint::new(cfg.clone()).unwrap();
+    let mut a = VecCollector::new();
+    let mut ctx = Context::new("fingerprint");
+    for b in &norm[..half] {
+        first
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut a)
+            .unwrap();
+    }
+    let snap = first.snapshot().unwrap().unwrap();
+    let mut second = Fingerprint::new(cfg.clone()).unwrap();
+    second.restore(&snap).unwrap();
+    let b = run(&mut second, &norm[half..]);
+    let whole = run(&mut Fingerprint::new(cfg.clone()).unwrap(), &norm);
+    let (ra, rb, rw) = (vectors(&a), vectors(&b), vectors(&whole));
+    assert_eq!(ra.len() + rb.len(), rw.len());
+    let steps: usize = norm.iter().map(|b| b.num_rows()).sum::<usize>() / 38;
+    assert!(
+        rw.len() >= steps / 60,
+        "{} rows for {steps} steps",
+        rw.len()
+    );
+    for (_, _, v, _) in &rw {
+        assert_eq!(v.len(), cfg.lstm.model.embedding);
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+    // The same vectors whether or not the stage was restored in between (up to libtorch's
+    // order of floating-point sums, which is not fixed from one training to the next).
+    for (x, y) in rb.iter().zip(&rw[ra.len()..]) {
+        assert_eq!((&x.0, x.1, x.3), (&y.0, y.1, y.3));
+        let gap =
+            x.2.iter()
+                .zip(&y.2)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+        assert!(gap < 0.02, "{gap}");
+    }
+    let batches = whole.of(Topic::Fingerprints);
+    let last = batches.last().unwrap();
+    assert_eq!(strings(last, "method").unwrap().value(0), "lstm");
+    assert!(
+        strings(last, "model_version")
+            .unwrap()
+            .value(0)
+            .ends_with(".lstm1")
+    );
+    let nb = neighbour_rows(&whole);
+    // Normalise releases a machine's training history at once, so the first machine's early
+    // rows come before the others have a window; once all three are known, two peers each.
+    for m in ["machine-1-6", "machine-1-7", "machine-2-1"] {
+        let last = nb.iter().rev().find(|r| r.0 == m).unwrap();
+        assert_eq!(last.2.len(), 2, "{m}: {last:?}");
+    }
+    assert!(
+        nb.iter()
+            .filter(|r| r.0 == "machine-2-1" && !r.1)
+            .all(|r| r.2.len() == 2)
+    );
+}

@@ -20,9 +20,11 @@
 
 mod formats;
 
+use std::collections::BTreeMap;
 #[cfg(test)]
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde::Deserialize;
@@ -51,6 +53,12 @@ pub struct SourceConfig {
     /// Only read these entities (file stems) from a folder; empty means all.
     #[serde(default)]
     pub only: Vec<String>,
+    /// Labels added to every row from this source, e.g. host metadata
+    /// `{ "env.instance_type" = "m5.4xlarge", "env.kernel" = "6.1" }` (the fingerprint stage
+    /// reads `env.*` labels as the workload's environment). A row's own label of the same
+    /// key wins.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_unit() -> String {
@@ -65,6 +73,7 @@ impl SourceConfig {
             workload: None,
             timestamp_unit: default_unit(),
             only: vec![],
+            labels: BTreeMap::new(),
         }
     }
 
@@ -202,7 +211,10 @@ impl FileSource {
 
 fn read_file(path: PathBuf, cfg: SourceConfig, ts_scale: i64, strict: bool, tx: SyncSender<Msg>) {
     let result = formats::open(&path, &cfg, ts_scale, strict).and_then(|mut reader| {
-        while let Some(chunk) = reader.next_chunk()? {
+        while let Some(mut chunk) = reader.next_chunk()? {
+            if !cfg.labels.is_empty() {
+                chunk.batch = with_labels(&chunk.batch, &cfg.labels)?;
+            }
             if tx.send(Msg::Chunk(chunk)).is_err() {
                 break; // the source was dropped: stop quietly
             }
@@ -212,6 +224,45 @@ fn read_file(path: PathBuf, cfg: SourceConfig, ts_scale: i64, strict: bool, tx: 
     if let Err(e) = result {
         let _ = tx.send(Msg::Failed(e));
     }
+}
+
+/// Adds a source's labels to every row of a `metrics.raw` batch. Only the dictionary of
+/// distinct label sets is rewritten (plus one entry for rows without labels), never the rows.
+fn with_labels(batch: &RecordBatch, extra: &BTreeMap<String, String>) -> Result<RecordBatch> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int32Type;
+    use arrow_array::{Array, DictionaryArray, Int32Array, StringArray};
+    use wfe_contract::schemas::labels;
+    let idx = batch.schema().index_of("labels")?;
+    let dict = batch
+        .column(idx)
+        .as_dictionary_opt::<Int32Type>()
+        .ok_or_else(|| Error::bad_input("metrics.raw labels", "not Dictionary(Int32, Utf8)"))?;
+    let values = dict
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::bad_input("metrics.raw labels", "not Dictionary(Int32, Utf8)"))?;
+    let merge = |own: &str| {
+        let mut set = extra.clone();
+        set.extend(labels::parse(own));
+        labels::format(set.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    };
+    let mut merged: Vec<String> = values.iter().map(|v| merge(v.unwrap_or(""))).collect();
+    let unlabelled = merged.len() as i32;
+    merged.push(merge(""));
+    let keys: Int32Array = (0..dict.len())
+        .map(|i| {
+            Some(if dict.is_null(i) {
+                unlabelled
+            } else {
+                dict.keys().value(i)
+            })
+        })
+        .collect();
+    let column = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(StringArray::from(merged)))?;
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = Arc::new(column);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 impl Source for FileSource {

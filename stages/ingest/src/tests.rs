@@ -191,6 +191,53 @@ fn long_csv_keeps_workloads_and_metrics() {
 }
 
 #[test]
+fn a_sources_labels_reach_every_row_and_a_rows_own_label_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long CSV rows carry no labels; the SMD file carries split and label per row.
+    let p = write(
+        dir.path(),
+        "long.csv",
+        "timestamp,workload,metric,value\n1000,a,cpu,0.5\n1000,b,cpu,0.25\n",
+    );
+    let mut long = SourceConfig::new(&p);
+    long.timestamp_unit = "ms".into();
+    long.labels = [("env.instance_type", "m5.large"), ("env.kernel", "6.1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut smd = SourceConfig::new(shared_data().join("smd"));
+    smd.only = vec!["machine-1-6".into()];
+    smd.labels = [("env.instance_type", "c5.xlarge"), ("split", "overridden?")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut src = FileSource::open(&[long, smd], true).unwrap();
+    let batches = drain(&mut src, &mut Context::new("ingest")).unwrap();
+    let mut seen = (0, 0);
+    for b in &batches {
+        let w = DictStrings::new(b, "workload").unwrap();
+        let l = DictStrings::new(b, "labels").unwrap();
+        for i in 0..b.num_rows() {
+            let set = l.get(i).expect("every row labelled");
+            if w.get(i) == Some("machine-1-6") {
+                seen.1 += 1;
+                assert_eq!(labels::get(set, "env.instance_type"), Some("c5.xlarge"));
+                // The file's own split label is kept.
+                assert!(
+                    matches!(labels::get(set, "split"), Some("train" | "test")),
+                    "{set}"
+                );
+            } else {
+                seen.0 += 1;
+                assert_eq!(set, "env.instance_type=m5.large,env.kernel=6.1");
+            }
+        }
+    }
+    assert_eq!(seen.0, 2);
+    assert!(seen.1 > 1000 * 38);
+}
+
+#[test]
 fn parquet_and_ipc_files_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write(dir.path(), "w.csv", "timestamp,cpu\n1,0.5\n2,0.6\n");

@@ -30,7 +30,7 @@ pub struct AnomalyReport {
 }
 
 /// Smoothed scores and per-metric contributions of the test steps.
-pub fn score_test(model: &Ensemble, test: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+pub fn score_test(model: &mut Ensemble, test: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
     let d = model.width;
     let mut flat = Vec::with_capacity(test.len() * d);
     for r in test {
@@ -65,10 +65,10 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
     let mut detector = String::new();
     for name in data::entities(dir)? {
         let s = data::load(dir, &name)?;
-        let model = Ensemble::fit(&s.train, cfg)
+        let mut model = Ensemble::fit(&s.train, cfg)
             .map_err(|e| Error::config(format!("{}/{name}", dir.display()), e))?;
         detector = model.name();
-        let (scores, contrib) = score_test(&model, &s.test);
+        let (scores, contrib) = score_test(&mut model, &s.test);
         let (best_f1, auprc) = best_f1_and_auprc(&scores, &s.labels);
         let segs = data::interpretation(dir, &name, &s.labels)?;
         let d = model.width;

@@ -1,0 +1,211 @@
+//! # wfe-neural: the LSTM models the stages share (tch, libtorch)
+//!
+//! [`SeqAutoencoder`]: an LSTM encoder reads a window of steps (each step a vector of scaled
+//! metrics), its last hidden state goes through a linear layer to a small **embedding**, and
+//! an LSTM decoder fed that embedding at every step reconstructs the window. Trained to
+//! reconstruct ordinary behaviour, it serves twice:
+//! - the anomaly stage's `lstm` detector scores a step by how badly the window ending at it is
+//!   reconstructed at that step (per metric, so the error also ranks the metrics);
+//! - the fingerprint stage's learned embedding is the bottleneck, averaged over a workload's
+//!   windows.
+//!
+//! Missing values (NaN) enter as 0 and are masked out of the loss and of the errors.
+//!
+//! The models run on libtorch through tch, on the CPU or a CUDA device, and exist only with
+//! the `torch` feature (the Makefile builds with it; PyTorch 2.11.0 comes from pip into the
+//! project's `.venv`). A build without it keeps the same API: [`available`] is false and
+//! training returns an error that says how to get it, so pure-statistics builds work.
+
+use serde::{Deserialize, Serialize};
+use wfe_contract::{Error, Result};
+
+#[cfg(feature = "torch")]
+mod lstm;
+#[cfg(feature = "torch")]
+pub use lstm::SeqAutoencoder;
+
+#[cfg(not(feature = "torch"))]
+mod unavailable;
+#[cfg(not(feature = "torch"))]
+pub use unavailable::SeqAutoencoder;
+
+/// Whether this build has libtorch.
+pub const fn available() -> bool {
+    cfg!(feature = "torch")
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when libtorch sees a GPU, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// How an autoencoder is shaped and trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderConfig {
+    /// Hidden units of the encoder and decoder LSTMs.
+    #[serde(default = "d_hidden")]
+    pub hidden: usize,
+    /// Length of the embedding (the bottleneck).
+    #[serde(default = "d_embedding")]
+    pub embedding: usize,
+    /// Passes over the training windows.
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Windows per optimiser step.
+    #[serde(default = "d_batch")]
+    pub batch: usize,
+    /// Adam's learning rate.
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Seed of the weights' initialisation and the shuffling: equal inputs, equal model.
+    #[serde(default = "d_seed")]
+    pub seed: i64,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+fn d_hidden() -> usize {
+    32
+}
+fn d_embedding() -> usize {
+    8
+}
+fn d_epochs() -> usize {
+    8
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_lr() -> f64 {
+    3e-3
+}
+fn d_seed() -> i64 {
+    7
+}
+
+impl Default for AutoencoderConfig {
+    fn default() -> Self {
+        Self {
+            hidden: d_hidden(),
+            embedding: d_embedding(),
+            epochs: d_epochs(),
+            batch: d_batch(),
+            learning_rate: d_lr(),
+            seed: d_seed(),
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+impl AutoencoderConfig {
+    /// Checks the settings; `key` prefixes the setting names in errors.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(format!("{key}.{k}"), m.to_string()));
+        if self.hidden == 0 || self.embedding == 0 {
+            return bad("hidden", "hidden and embedding must be at least 1");
+        }
+        if self.epochs == 0 || self.batch == 0 {
+            return bad("epochs", "epochs and batch must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        Ok(())
+    }
+}
+
+/// Windows of equal shape, row-major: `n` windows x `steps` steps x `features` values, NaN
+/// where a value is missing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Windows {
+    pub data: Vec<f32>,
+    pub n: usize,
+    pub steps: usize,
+    pub features: usize,
+}
+
+impl Windows {
+    pub fn new(steps: usize, features: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            n: 0,
+            steps,
+            features,
+        }
+    }
+
+    /// Appends one window of `steps x features` values.
+    pub fn push(&mut self, window: impl IntoIterator<Item = f32>) -> Result<()> {
+        let before = self.data.len();
+        self.data.extend(window);
+        let want = self.steps * self.features;
+        if self.data.len() - before != want {
+            self.data.truncate(before);
+            return Err(Error::bad_input(
+                "model input",
+                format!(
+                    "a window must hold {want} values ({} steps x {} features)",
+                    self.steps, self.features
+                ),
+            ));
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    /// Checks the shape before anything reaches libtorch.
+    pub fn check(&self, what: &str) -> Result<()> {
+        if self.steps == 0 || self.features == 0 {
+            return Err(Error::bad_input(
+                what,
+                "windows need at least 1 step and 1 feature",
+            ));
+        }
+        if self.data.len() != self.n * self.steps * self.features {
+            return Err(Error::bad_input(
+                what,
+                format!(
+                    "{} values do not make {} windows of {} x {}",
+                    self.data.len(),
+                    self.n,
+                    self.steps,
+                    self.features
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub windows: usize,
+    pub epochs: usize,
+    /// Mean masked squared error per value, after the first and the last epoch.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub device: String,
+    pub seconds: f64,
+}
+
+/// The error of a build without libtorch.
+pub fn unavailable(what: &str) -> Error {
+    Error::config(
+        what,
+        "this wfe was built without libtorch (the `torch` feature): build with `make build` \
+         (PyTorch 2.11.0 from pip into .venv, LIBTORCH_USE_PYTORCH=1), or choose a model that \
+         needs no LSTM",
+    )
+}
+
+#[cfg(test)]
+mod tests;

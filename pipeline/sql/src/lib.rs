@@ -1,0 +1,229 @@
+//! # wfe-sql: SQL over what wfe has written
+//!
+//! `wfe sql "SELECT ..."` runs a query with [DataFusion] over the stored topics: the Parquet
+//! files a run writes (`out/fingerprints.parquet`, the fingerprint store, `out/forecasts.parquet`
+//! and the rest), and recordings of Kafka topics (`wfe record`: Arrow IPC stream `.arrows`
+//! files, or Parquet). Each file is one table named after it, with every character that is not
+//! a letter, a digit or `_` made `_`: `metrics.norm.parquet` is `metrics_norm`. A folder
+//! registers each file in it. Parquet files are scanned lazily (only the columns and row
+//! groups a query needs); IPC streams are read into memory first, as the stream format has no
+//! index to scan by.
+//!
+//! This crate is the only one that links DataFusion (its build is the heaviest of the
+//! workspace); the CLI calls it, no stage does.
+//!
+//! [DataFusion]: https://datafusion.apache.org
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use wfe_contract::{Error, Result};
+
+/// File extensions that become tables.
+const EXTENSIONS: [&str; 2] = [".parquet", ".arrows"];
+
+/// One registered table: its name and the file behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A query session over stored files.
+pub struct Catalog {
+    ctx: SessionContext,
+    runtime: tokio::runtime::Runtime,
+    tables: Vec<Table>,
+}
+
+/// Output formats of [`Catalog::render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines, one object per row.
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            other => Err(Error::config(
+                "--format",
+                format!("`{other}` is not table, csv or json"),
+            )),
+        }
+    }
+}
+
+/// The table name of a stored file: its name without the extension, non-identifier
+/// characters made `_` (`metrics.norm.parquet` -> `metrics_norm`).
+pub fn table_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let stem = EXTENSIONS.iter().find_map(|e| name.strip_suffix(e))?;
+    let mut t: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if t.starts_with(|c: char| c.is_ascii_digit()) {
+        t.insert(0, '_');
+    }
+    Some(t)
+}
+
+/// The files under `paths` that become tables (a folder contributes its own files, sorted).
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<Table>> {
+    let mut tables: Vec<Table> = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(p.display().to_string(), e))?;
+        let mut files = if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p.display().to_string(), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && table_name(f).is_some())
+                .collect();
+            found.sort();
+            found
+        } else if table_name(p).is_some() {
+            vec![p.clone()]
+        } else {
+            return Err(Error::bad_input(
+                p.display().to_string(),
+                "not a .parquet or .arrows file",
+            ));
+        };
+        for f in files.drain(..) {
+            let name = table_name(&f).expect("filtered above");
+            if let Some(t) = tables.iter().find(|t| t.name == name) {
+                return Err(Error::bad_input(
+                    f.display().to_string(),
+                    format!(
+                        "table `{name}` is already {}: pass one of the two folders",
+                        t.path.display()
+                    ),
+                ));
+            }
+            tables.push(Table { name, path: f });
+        }
+    }
+    if tables.is_empty() {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::bad_input(
+            list.join(", "),
+            "no .parquet or .arrows files to query: run `wfe run` (outputs.parquet) or \
+             `wfe record` first, or pass --store",
+        ));
+    }
+    Ok(tables)
+}
+
+fn df_err(what: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionError) -> Error {
+    let what = what.into();
+    move |e| Error::bad_input(what, e.to_string())
+}
+
+impl Catalog {
+    /// Registers every stored file under `paths` as a table.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let tables = discover(paths)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        // `SHOW TABLES` and `information_schema.columns` describe the store.
+        let ctx =
+            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        for t in &tables {
+            let at = t.path.display().to_string();
+            if t.path.extension().is_some_and(|e| e == "parquet") {
+                runtime
+                    .block_on(ctx.register_parquet(&t.name, &at, ParquetReadOptions::default()))
+                    .map_err(df_err(at.clone()))?;
+            } else {
+                let batches = read_stream(&t.path)?;
+                let Some(schema) = batches.first().map(|b| b.schema()) else {
+                    return Err(Error::bad_input(at, "the recording holds no batch"));
+                };
+                let table = MemTable::try_new(schema, vec![batches]).map_err(df_err(at.clone()))?;
+                ctx.register_table(&t.name, Arc::new(table))
+                    .map_err(df_err(at))?;
+            }
+        }
+        Ok(Self {
+            ctx,
+            runtime,
+            tables,
+        })
+    }
+
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    /// Runs one statement and collects its result.
+    pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.runtime.block_on(async {
+            let df = self.ctx.sql(sql).await.map_err(df_err("query"))?;
+            df.collect().await.map_err(df_err("query"))
+        })
+    }
+
+    /// Renders a result in `format`.
+    pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
+        let err = |e: arrow_schema::ArrowError| Error::bad_input("query result", e.to_string());
+        match format {
+            Format::Table => Ok(arrow_cast::pretty::pretty_format_batches(batches)
+                .map_err(err)?
+                .to_string()
+                + "\n"),
+            Format::Csv => {
+                let mut buf = Vec::new();
+                {
+                    let mut w = arrow_csv_writer(&mut buf);
+                    for b in batches {
+                        w.write(b).map_err(err)?;
+                    }
+                }
+                Ok(String::from_utf8_lossy(&buf).into_owned())
+            }
+            Format::Json => {
+                let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+                for b in batches {
+                    w.write(b).map_err(err)?;
+                }
+                w.finish().map_err(err)?;
+                Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
+            }
+        }
+    }
+}
+
+fn arrow_csv_writer(buf: &mut Vec<u8>) -> datafusion::arrow::csv::Writer<&mut Vec<u8>> {
+    datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(buf)
+}
+
+/// Every batch of an Arrow IPC stream file (a `wfe record` recording).
+fn read_stream(path: &Path) -> Result<Vec<RecordBatch>> {
+    let at = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::io(at.clone(), e))?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| Error::bad_input(at.clone(), e.to_string()))?;
+    reader
+        .map(|b| b.map_err(|e| Error::bad_input(at.clone(), e.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
