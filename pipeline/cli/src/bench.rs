@@ -41,8 +41,8 @@ fn bench_knn(sizes: &[usize]) -> Result<()> {
     const K: usize = 5;
     println!(
         "k = {K} nearest of {DIM}-component fingerprints (cosine; 32 synthetic service groups)\n\n\
-         | fingerprints | exact ms/query | HNSW build s | HNSW ms/query | exact / HNSW | recall@{K} |\n\
-         |---:|---:|---:|---:|---:|---:|"
+         | fingerprints | exact ms/query | HNSW build s | ef | HNSW ms/query | exact / HNSW | recall@{K} |\n\
+         |---:|---:|---:|---:|---:|---:|---:|"
     );
     for &n in sizes {
         let fleet = synthetic_fleet(n, DIM, 42);
@@ -65,27 +65,33 @@ fn bench_knn(sizes: &[usize]) -> Result<()> {
             .collect();
         let exact_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
         let t = Instant::now();
-        let index = Approximate::build(
+        let mut index = Approximate::build(
             fleet.iter().cloned().enumerate().collect(),
             Distance::Cosine,
         );
         let build_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let found: Vec<Vec<(usize, f64)>> = queries
-            .iter()
-            .map(|&q| index.search(&fleet[q], K, Some(q)))
-            .collect();
-        let hnsw_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
-        let hits: usize = truth
-            .iter()
-            .zip(&found)
-            .map(|(t, f)| f.iter().filter(|x| t.iter().any(|y| y.0 == x.0)).count())
-            .sum();
-        let recall = hits as f64 / (truth.iter().map(Vec::len).sum::<usize>()).max(1) as f64;
-        println!(
-            "| {n} | {exact_ms:.3} | {build_s:.2} | {hnsw_ms:.3} | {:.1} x | {recall:.3} |",
-            exact_ms / hnsw_ms.max(1e-9)
-        );
+        let default_ef = index.ef;
+        // The stage's beam (the index default) and one each side: speed against recall.
+        for ef in [default_ef / 2, default_ef, default_ef * 2] {
+            index.ef = ef;
+            let t = Instant::now();
+            let found: Vec<Vec<(usize, f64)>> = queries
+                .iter()
+                .map(|&q| index.search(&fleet[q], K, Some(q)))
+                .collect();
+            let hnsw_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
+            let hits: usize = truth
+                .iter()
+                .zip(&found)
+                .map(|(t, f)| f.iter().filter(|x| t.iter().any(|y| y.0 == x.0)).count())
+                .sum();
+            let recall = hits as f64 / (truth.iter().map(Vec::len).sum::<usize>()).max(1) as f64;
+            let mark = if ef == default_ef { " (default)" } else { "" };
+            println!(
+                "| {n} | {exact_ms:.3} | {build_s:.2} | {ef}{mark} | {hnsw_ms:.3} | {:.1} x | {recall:.3} |",
+                exact_ms / hnsw_ms.max(1e-9)
+            );
+        }
     }
     Ok(())
 }

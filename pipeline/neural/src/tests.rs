@@ -147,6 +147,22 @@ mod with_torch {
     }
 
     #[test]
+    fn cuda_is_used_where_there_is_one_and_refused_clearly_where_not() {
+        let cfg = AutoencoderConfig {
+            device: DeviceChoice::Cuda,
+            epochs: 1,
+            ..small()
+        };
+        match SeqAutoencoder::train(&sines(16, 8), &cfg) {
+            Ok((model, report)) => {
+                assert!(report.device.starts_with("cuda"), "{report:?}");
+                assert_eq!(model.embed(&sines(4, 8)).unwrap().len(), 4 * 4);
+            }
+            Err(e) => assert!(e.to_string().contains("no CUDA device"), "{e}"),
+        }
+    }
+
+    #[test]
     fn the_seed_decides_the_model() {
         let w = sines(64, 8);
         let cfg = AutoencoderConfig {

@@ -86,6 +86,9 @@ impl hnsw_rs::anndists::dist::Distance<f32> for GraphDistance {
     }
 }
 
+/// Candidates per wanted neighbour taken from the graph and re-ranked by exact distance.
+pub const RERANK: usize = 4;
+
 /// An approximate nearest-neighbour index (HNSW: a layered proximity graph searched
 /// greedily). Candidates it finds are re-ranked by the exact `f64` distance, so the only
 /// approximation is which candidates are found.
@@ -153,9 +156,11 @@ impl Approximate {
             .collect()
     }
 
-    /// The `k` nearest to `query` (nearest first, exact distances), skipping `exclude`.
+    /// The `k` nearest to `query` (nearest first, exact distances), skipping `exclude`: the
+    /// graph's [`RERANK`] x `k` nearest by `f32` distance, re-ranked exactly, as the stage
+    /// searches.
     pub fn search(&self, query: &[f64], k: usize, exclude: Option<usize>) -> Vec<(usize, f64)> {
-        let found = self.found(query, k, exclude);
+        let found = self.found(query, RERANK * k, exclude);
         exact(
             query,
             found

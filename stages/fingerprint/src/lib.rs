@@ -706,7 +706,7 @@ impl Fingerprint {
         if let Some(index) = self.indexes.get(&me.signature) {
             let ids = index
                 .graph
-                .candidates(&query, 4 * self.cfg.neighbours, Some(id));
+                .candidates(&query, knn::RERANK * self.cfg.neighbours, Some(id));
             let placed: Vec<(usize, Vec<f64>)> = ids
                 .into_iter()
                 .filter(|&i| is_known(i, &items[i]))
