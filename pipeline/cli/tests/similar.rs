@@ -55,6 +55,13 @@ fn similar(dir: &Path, workload: &str, k: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).expect("one JSON object")
 }
 
+/// `wfe sql` over the test's store, as CSV.
+fn sql_csv(dir: &Path, query: &str) -> String {
+    let o = wfe(&["sql", query, "--store", "store", "--format", "csv"], dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn every_smd_machine_is_matched_to_an_environment_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,21 +69,12 @@ fn every_smd_machine_is_matched_to_an_environment_from_the_store() {
     let o = wfe(&["run", "--config", cfg.to_str().unwrap()], dir.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The stage's own neighbours in each machine's last row, through SQL over the store.
-    let o = wfe(
-        &[
-            "sql",
-            "SELECT f.workload, array_to_string(f.neighbours, ' ') AS n FROM fingerprints f \
-             JOIN (SELECT workload, max(window_end) AS t FROM fingerprints GROUP BY workload) l \
-             ON f.workload = l.workload AND f.window_end = l.t ORDER BY f.workload",
-            "--store",
-            "store",
-            "--format",
-            "csv",
-        ],
+    let csv = sql_csv(
         dir.path(),
+        "SELECT f.workload, array_to_string(f.neighbours, ' ') AS n FROM fingerprints f \
+         JOIN (SELECT workload, max(window_end) AS t FROM fingerprints GROUP BY workload) l \
+         ON f.workload = l.workload AND f.window_end = l.t ORDER BY f.workload",
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let csv = String::from_utf8_lossy(&o.stdout).into_owned();
     let stage: Vec<(String, String)> = csv
         .lines()
         .skip(1)
@@ -137,20 +135,11 @@ fn every_smd_machine_is_matched_to_an_environment_from_the_store() {
         "{answer}"
     );
     // The same store through SQL: one environment per labelled machine, none for the new one.
-    let o = wfe(
-        &[
-            "sql",
-            "SELECT workload, max(environment) AS env, count(*) AS n FROM fingerprints \
-             GROUP BY workload ORDER BY workload",
-            "--store",
-            "store",
-            "--format",
-            "csv",
-        ],
+    let csv = sql_csv(
         dir.path(),
+        "SELECT workload, max(environment) AS env, count(*) AS n FROM fingerprints \
+         GROUP BY workload ORDER BY workload",
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let csv = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "workload,env,n");
     assert_eq!(lines.len(), 9, "{csv}");
