@@ -76,6 +76,7 @@ build: setup
 
 # The default job reads ../shared/data; with another DATA, the same job with its paths moved.
 run: build
+	./target/release/wfe train --data $(DATA)/smd --data $(DATA)/asd
 ifeq ($(DATA),$(abspath ../shared/data))
 	./target/release/wfe run
 else

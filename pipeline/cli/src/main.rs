@@ -19,6 +19,7 @@ mod services;
 mod similar;
 mod sql;
 mod summary;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ enum Command {
     /// Score the stages' models on labelled data and print the figures.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Train the forecast LSTM on history and write a new model version (running stages with
+    /// that `model_dir` swap to it).
+    Train(train::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => eval::eval(cmd),
         Command::Similar(args) => similar::similar(args),
         Command::Sql(args) => sql::sql(args),
+        Command::Train(args) => train::train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,12 @@ pub enum Event<'a> {
     Dropped { kind: &'static str, count: u64 },
     /// A value was filled in (e.g. a short gap interpolated).
     Filled { kind: &'static str, count: u64 },
+    /// Something happened to a stage's model (`kind`: e.g. `loaded`, `load_failed`,
+    /// `retrained`), said in `message`.
+    Model {
+        kind: &'static str,
+        message: &'a str,
+    },
 }
 
 /// What a stage gets besides its input: its name and its counters.
@@ -32,6 +38,8 @@ pub enum Event<'a> {
 pub struct Context {
     stage: String,
     counters: BTreeMap<String, u64>,
+    /// Latest values of named measurements (e.g. a model's running error).
+    gauges: BTreeMap<String, f64>,
     logged: BTreeMap<&'static str, u64>,
 }
 
@@ -40,6 +48,7 @@ impl Context {
         Self {
             stage: stage.into(),
             counters: BTreeMap::new(),
+            gauges: BTreeMap::new(),
             logged: BTreeMap::new(),
         }
     }
@@ -53,6 +62,15 @@ impl Context {
         if n > 0 {
             *self.counters.entry(name.to_string()).or_default() += n;
         }
+    }
+
+    /// Sets a named measurement to its latest value.
+    pub fn gauge(&mut self, name: &str, value: f64) {
+        self.gauges.insert(name.to_string(), value);
+    }
+
+    pub fn gauges(&self) -> &BTreeMap<String, f64> {
+        &self.gauges
     }
 
     /// Counts and logs an event.
@@ -71,6 +89,14 @@ impl Context {
             }
             Event::Dropped { kind, count } => self.count(&format!("dropped.{kind}"), count),
             Event::Filled { kind, count } => self.count(&format!("filled.{kind}"), count),
+            Event::Model { kind, message } => {
+                self.count(&format!("model.{kind}"), 1);
+                if kind.ends_with("failed") {
+                    tracing::warn!(stage = %self.stage, kind, "model: {message}");
+                } else {
+                    tracing::info!(stage = %self.stage, kind, "model: {message}");
+                }
+            }
         }
     }
 

@@ -9,6 +9,13 @@
 //! - the fingerprint stage's learned embedding is the bottleneck, averaged over a workload's
 //!   windows.
 //!
+//! [`QuantileForecaster`]: an LSTM reads a window of steps, its last hidden state joined with
+//! a context vector (what the caller knows of the future, e.g. the value one season before
+//! each target) goes through a small dense head to one value per horizon and quantile level.
+//! Trained by the mean pinball loss over the levels, across many series at once (a global
+//! model), so one model serves a fleet and a new workload from its first window. The forecast
+//! stage's `lstm` model.
+//!
 //! Missing values (NaN) enter as 0 and are masked out of the loss and of the errors.
 //!
 //! The models run on libtorch through tch, on the CPU or a CUDA device, and exist only with
@@ -23,11 +30,15 @@ use wfe_contract::{Error, Result};
 mod lstm;
 #[cfg(feature = "torch")]
 pub use lstm::SeqAutoencoder;
+#[cfg(feature = "torch")]
+mod quantile;
+#[cfg(feature = "torch")]
+pub use quantile::{QuantileForecaster, matmul_flops};
 
 #[cfg(not(feature = "torch"))]
 mod unavailable;
 #[cfg(not(feature = "torch"))]
-pub use unavailable::SeqAutoencoder;
+pub use unavailable::{QuantileForecaster, SeqAutoencoder, matmul_flops};
 
 /// Whether this build has libtorch.
 pub const fn available() -> bool {
@@ -183,6 +194,131 @@ impl Windows {
         }
         Ok(())
     }
+}
+
+/// How a forecaster is shaped and trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterConfig {
+    /// Hidden units of the LSTM and the head.
+    #[serde(default = "d_f_hidden")]
+    pub hidden: usize,
+    /// Stacked LSTM layers.
+    #[serde(default = "d_layers")]
+    pub layers: usize,
+    /// Passes over the training windows.
+    #[serde(default = "d_f_epochs")]
+    pub epochs: usize,
+    /// Windows per optimiser step.
+    #[serde(default = "d_f_batch")]
+    pub batch: usize,
+    /// Adam's learning rate.
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Seed of the initial weights and the shuffling.
+    #[serde(default = "d_seed")]
+    pub seed: i64,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+fn d_f_hidden() -> usize {
+    48
+}
+fn d_layers() -> usize {
+    1
+}
+fn d_f_epochs() -> usize {
+    6
+}
+fn d_f_batch() -> usize {
+    256
+}
+
+impl Default for ForecasterConfig {
+    fn default() -> Self {
+        Self {
+            hidden: d_f_hidden(),
+            layers: d_layers(),
+            epochs: d_f_epochs(),
+            batch: d_f_batch(),
+            learning_rate: d_lr(),
+            seed: d_seed(),
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+impl ForecasterConfig {
+    /// Checks the settings; `key` prefixes the setting names in errors.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(format!("{key}.{k}"), m.to_string()));
+        if self.hidden == 0 || self.layers == 0 {
+            return bad("hidden", "hidden and layers must be at least 1");
+        }
+        if self.epochs == 0 || self.batch == 0 {
+            return bad("epochs", "epochs and batch must be at least 1");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate", "must be a positive number");
+        }
+        Ok(())
+    }
+}
+
+/// What a forecaster reads and writes: windows of `steps x features`, a context of `context`
+/// values per window, and `horizons x levels` quantiles out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecasterShape {
+    pub steps: usize,
+    pub features: usize,
+    pub context: usize,
+    pub horizons: usize,
+    /// Quantile levels, ascending in (0, 1).
+    pub levels: Vec<f64>,
+}
+
+impl ForecasterShape {
+    /// Checks windows and their context against this shape.
+    pub fn check(&self, w: &Windows, context: &[f32], what: &str) -> Result<()> {
+        w.check(what)?;
+        if (w.steps, w.features) != (self.steps, self.features) {
+            return Err(Error::bad_input(
+                what,
+                format!(
+                    "windows of {} x {} for a model of {} x {}",
+                    w.steps, w.features, self.steps, self.features
+                ),
+            ));
+        }
+        if context.len() != w.n * self.context {
+            return Err(Error::bad_input(
+                what,
+                format!(
+                    "{} context values for {} windows x {}",
+                    context.len(),
+                    w.n,
+                    self.context
+                ),
+            ));
+        }
+        if self.horizons == 0 || self.levels.is_empty() {
+            return Err(Error::bad_input(
+                what,
+                "a forecaster needs horizons and levels",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Arithmetic of inference: fp32, or mixed precision (autocast to half precision where
+/// libtorch deems it safe; CUDA only, the CPU computes fp32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Mixed,
 }
 
 /// What training did.

@@ -20,12 +20,12 @@ const INFER_CHUNK: usize = 4096;
 /// seen to differ in the third decimal.)
 static LIBTORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     // A panic elsewhere while holding it leaves nothing half-done here: take it anyway.
     LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn device_of(choice: DeviceChoice) -> Result<Device> {
+pub(crate) fn device_of(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
@@ -37,7 +37,7 @@ fn device_of(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> Error {
+pub(crate) fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> Error {
     move |e| Error::External {
         service: format!("libtorch ({what})"),
         message: e.to_string(),

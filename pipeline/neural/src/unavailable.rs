@@ -35,3 +35,63 @@ impl SeqAutoencoder {
         match *self {}
     }
 }
+
+/// See the `torch` build; here a type with no values.
+#[derive(Debug)]
+pub enum QuantileForecaster {}
+
+impl QuantileForecaster {
+    pub fn train(
+        _w: &Windows,
+        _context: &[f32],
+        _targets: &[f32],
+        _shape: crate::ForecasterShape,
+        cfg: &crate::ForecasterConfig,
+    ) -> Result<(Self, TrainReport)> {
+        cfg.validate("forecaster")?;
+        Err(unavailable("lstm forecaster"))
+    }
+
+    pub fn shape(&self) -> &crate::ForecasterShape {
+        match *self {}
+    }
+
+    pub fn config(&self) -> &crate::ForecasterConfig {
+        match *self {}
+    }
+
+    pub fn device(&self) -> String {
+        match *self {}
+    }
+
+    pub fn predict(
+        &self,
+        _w: &Windows,
+        _context: &[f32],
+        _chunk: usize,
+        _precision: crate::Precision,
+    ) -> Result<Vec<f32>> {
+        match *self {}
+    }
+
+    pub fn flops_per_window(&self) -> f64 {
+        match *self {}
+    }
+
+    pub fn synchronize(&self) {
+        match *self {}
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        match *self {}
+    }
+
+    pub fn from_bytes(_bytes: &[u8], _device: Option<crate::DeviceChoice>) -> Result<Self> {
+        Err(unavailable("lstm forecaster model file"))
+    }
+}
+
+/// See the `torch` build.
+pub fn matmul_flops(_device: crate::DeviceChoice, _precision: crate::Precision) -> Result<f64> {
+    Err(unavailable("matrix-multiply benchmark"))
+}

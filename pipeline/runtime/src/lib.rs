@@ -76,6 +76,8 @@ pub struct ActorReport {
     /// CPU time of the actor's thread (Linux; zero elsewhere).
     pub cpu: Duration,
     pub counters: BTreeMap<String, u64>,
+    /// Latest values of the stage's measurements.
+    pub gauges: BTreeMap<String, f64>,
 }
 
 /// What a run did.
@@ -341,6 +343,7 @@ fn run_source(
         bar.finish_and_clear();
     }
     report.counters = ctx.counters().clone();
+    report.gauges = ctx.gauges().clone();
     report.cpu = thread_cpu();
     report
 }
@@ -434,6 +437,7 @@ fn run_actor(
         report.busy += t.elapsed();
     }
     report.counters = ctx.counters().clone();
+    report.gauges = ctx.gauges().clone();
     report.cpu = thread_cpu();
     report
 }

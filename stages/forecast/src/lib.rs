@@ -22,6 +22,11 @@ use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::spans::AnomalySpans;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
+mod issue;
+pub mod lstm;
+pub mod models;
+pub mod store;
+
 pub const MODEL_VERSION: &str = "1";
 
 /// How one resource is computed from metrics.
@@ -84,6 +89,42 @@ pub struct ForecastConfig {
     /// or intervals.
     #[serde(default = "d_true")]
     pub mask_anomalies: bool,
+    /// The models that compete for each series, chosen per workload, resource and horizon
+    /// by rolling-origin cross-validation: `persistence`, `seasonal-naive`, `ets`, `mstl`,
+    /// `lstm` (the LSTM needs a trained model in `model_dir`).
+    #[serde(default = "d_models")]
+    pub models: Vec<Model>,
+    /// Settings of ETS and MSTL.
+    #[serde(default)]
+    pub stats: StatsConfig,
+    /// Forecast origins of the cross-validation on a series' own history, `every_s` apart,
+    /// that choose its model before its live errors take over.
+    #[serde(default = "d_cv_origins")]
+    pub cv_origins: usize,
+    /// Settings of the LSTM model.
+    #[serde(default)]
+    pub lstm: LstmConfig,
+    /// Folder of trained models (`wfe train` writes versions there; the stage loads the
+    /// newest and swaps to each new one while it runs).
+    #[serde(default)]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// Seconds (wall time) between looks at `model_dir` for a newer version.
+    #[serde(default = "d_reload")]
+    pub reload_s: u64,
+    /// The stage retrains the LSTM on the histories it holds every this many seconds of
+    /// event time (0: never on a schedule), into a new version in `model_dir`.
+    #[serde(default = "d_retrain")]
+    pub retrain_every_s: u64,
+    /// ...and when the LSTM's running MAE (over its last `drift_window` resolved forecasts of
+    /// a horizon) exceeds this many times its validation MAE.
+    #[serde(default = "d_drift_ratio")]
+    pub drift_ratio: f64,
+    #[serde(default = "d_drift_window")]
+    pub drift_window: usize,
+    /// A fitted model not chosen for a series runs at every this-many issuances only (the
+    /// chosen one at every issuance): fits cost the most, and scores move slowly.
+    #[serde(default = "d_challenge")]
+    pub challenge_every: usize,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -110,6 +151,32 @@ fn d_sample() -> usize {
 fn d_refresh() -> usize {
     3
 }
+/// The statistical models, and the LSTM where this build has libtorch.
+fn d_models() -> Vec<Model> {
+    let mut m = Model::STATISTICAL.to_vec();
+    if wfe_neural::available() {
+        m.push(Model::Lstm);
+    }
+    m
+}
+fn d_reload() -> u64 {
+    30
+}
+fn d_retrain() -> u64 {
+    7 * 86_400
+}
+fn d_drift_ratio() -> f64 {
+    1.5
+}
+fn d_drift_window() -> usize {
+    64
+}
+fn d_challenge() -> usize {
+    4
+}
+fn d_cv_origins() -> usize {
+    48
+}
 fn d_true() -> bool {
     true
 }
@@ -126,6 +193,16 @@ impl Default for ForecastConfig {
             quantile_sample: d_sample(),
             quantile_refresh: d_refresh(),
             mask_anomalies: true,
+            models: d_models(),
+            stats: StatsConfig::default(),
+            cv_origins: d_cv_origins(),
+            lstm: LstmConfig::default(),
+            model_dir: None,
+            reload_s: d_reload(),
+            retrain_every_s: d_retrain(),
+            drift_ratio: d_drift_ratio(),
+            drift_window: d_drift_window(),
+            challenge_every: d_challenge(),
         }
     }
 }
@@ -147,6 +224,21 @@ impl ForecastConfig {
                 "must be ascending levels in (0, 1)",
             ));
         }
+        if self.models.is_empty() {
+            return Err(Error::config(
+                "stages.forecast.models",
+                "name at least one model (persistence is always the fallback)",
+            ));
+        }
+        if self.stats.mstl_seasons < 2 || self.stats.ets_window < models::MIN_ETS {
+            return Err(Error::config(
+                "stages.forecast.stats",
+                format!(
+                    "mstl_seasons must be at least 2 and ets_window at least {}",
+                    models::MIN_ETS
+                ),
+            ));
+        }
         if self.every_s == 0 || self.season_s == 0 {
             return Err(Error::config(
                 "stages.forecast.every_s",
@@ -157,21 +249,8 @@ impl ForecastConfig {
     }
 }
 
-/// The models this stage runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Model {
-    Persistence,
-    SeasonalNaive,
-}
-
-impl Model {
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Persistence => "persistence",
-            Model::SeasonalNaive => "seasonal-naive",
-        }
-    }
-}
+pub use lstm::LstmConfig;
+pub use models::{Model, StatsConfig};
 
 /// A bounded series of recent values (NaN = missing), with the running sum of |value| over
 /// its finite values so a mean absolute error costs nothing to read.
@@ -200,20 +279,75 @@ impl Ring {
             age: 0,
         }
     }
-    fn push(&mut self, t: i64, v: f64) {
+    /// Adds a value; returns the one it pushed out, if the ring was full.
+    fn push(&mut self, t: i64, v: f64) -> Option<(i64, f64)> {
+        let mut evicted = None;
         if self.values.len() == self.cap {
-            self.times.pop_front();
-            if let Some(old) = self.values.pop_front().filter(|o| o.is_finite()) {
-                self.abs_sum -= old.abs();
+            let old_t = self.times.pop_front();
+            let old = self.values.pop_front();
+            if let Some(o) = old.filter(|o| o.is_finite()) {
+                self.abs_sum -= o.abs();
                 self.finite -= 1;
             }
+            evicted = old_t.zip(old);
         }
         if v.is_finite() {
             self.abs_sum += v.abs();
             self.finite += 1;
         }
-        self.values.push_back(v);
-        self.times.push_back(t);
+        // Kept in time order: a fitted model's errors can be filed out of order (a forecast
+        // whose target passed before it was registered is resolved at once).
+        if self.times.back().is_none_or(|&b| b <= t) {
+            self.values.push_back(v);
+            self.times.push_back(t);
+        } else {
+            let at = self.times.partition_point(|&x| x <= t);
+            self.values.insert(at, v);
+            self.times.insert(at, t);
+        }
+        evicted
+    }
+    /// Count and mean absolute value of the finite entries at or before `until`.
+    fn stats_until(&self, until: i64) -> (usize, f64) {
+        let end = self.times.partition_point(|&x| x <= until);
+        let (mut n, mut sum) = (0, 0.0);
+        for v in self.values.range(..end).filter(|v| v.is_finite()) {
+            n += 1;
+            sum += v.abs();
+        }
+        (n, sum / n.max(1) as f64)
+    }
+    /// The quantile at `level` of the entries at or before `until` (a sample of at most
+    /// `quantile_sample`), or None with fewer than `min_residuals` of them.
+    fn level_offset_until(
+        &self,
+        level: f64,
+        until: i64,
+        cfg: &ForecastConfig,
+        scratch: &mut Vec<f64>,
+    ) -> Option<f64> {
+        let end = self.times.partition_point(|&x| x <= until);
+        let stride = end.div_ceil(cfg.quantile_sample.max(1)).max(1);
+        scratch.clear();
+        scratch.extend(
+            self.values
+                .range(..end)
+                .rev()
+                .step_by(stride)
+                .copied()
+                .filter(|v| v.is_finite()),
+        );
+        (scratch.len() >= cfg.min_residuals.max(1)).then(|| quantiles_select(scratch, &[level])[0])
+    }
+    /// Drops the entries at or before `t`.
+    fn clear_until(&mut self, t: i64) {
+        while self.times.front().is_some_and(|&x| x <= t) {
+            self.times.pop_front();
+            if let Some(v) = self.values.pop_front().filter(|v| v.is_finite()) {
+                self.abs_sum -= v.abs();
+                self.finite -= 1;
+            }
+        }
     }
     /// Drops (sets missing) the values whose time is in `[start, end]`; returns how many.
     fn mask(&mut self, start: i64, end: i64) -> u64 {
@@ -240,6 +374,13 @@ impl Ring {
     /// Mean absolute value of the finite entries.
     fn mae(&self) -> f64 {
         self.abs_sum.max(0.0) / self.finite.max(1) as f64
+    }
+    /// The value at event time `t`, if held and observed.
+    fn at(&self, t: i64) -> Option<f64> {
+        let i = self.times.partition_point(|&x| x < t);
+        (self.times.get(i) == Some(&t))
+            .then(|| self.values[i])
+            .filter(|v| v.is_finite())
     }
     /// The value `back` steps before the latest (0 = latest).
     fn ago(&self, back: usize) -> Option<f64> {
@@ -276,13 +417,60 @@ impl Ring {
     }
 }
 
+/// Errors of one fitted model's forecasts at one horizon, as their actuals arrived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Track {
+    /// Actual minus point forecast: the model's MAE and its choice.
+    point: Ring,
+    /// Per level: actual minus the model's value at that level, which calibrates the level.
+    levels: Vec<Ring>,
+}
+
+impl Track {
+    pub(crate) fn new(cfg: &ForecastConfig) -> Self {
+        Self {
+            point: Ring::new(cfg.residual_window),
+            levels: vec![Ring::new(cfg.residual_window); cfg.quantiles.len()],
+        }
+    }
+}
+
+/// A fitted model's forecast waiting for its actual.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    origin: i64,
+    target: i64,
+    /// Index in the stage's fitted models, and the horizon's index.
+    model: usize,
+    horizon: usize,
+    point: f64,
+    values: Vec<f64>,
+}
+
 /// One resource of one workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     history: Ring,
-    /// Per horizon: past errors (actual minus forecast) of persistence and seasonal naive.
+    /// Per horizon: past errors (actual minus forecast) of persistence and seasonal naive,
+    /// at every step (they cost nothing to compute).
     err_persist: Vec<Ring>,
     err_seasonal: Vec<Ring>,
+    /// Per fitted model (ETS, MSTL, LSTM as configured) and horizon: errors of its issued
+    /// forecasts (and of the cross-validation on the history).
+    tracks: Vec<Vec<Track>>,
+    pending: Vec<Pending>,
+    /// Whether the rolling-origin cross-validation on the history has run.
+    validated: bool,
+    issued: u64,
+    /// The model chosen at the last issuance, per horizon.
+    chosen: Vec<Option<Model>>,
+    /// While jobs of this series wait for the end of the batch: the time of the first, and
+    /// the values the history pushed out since (a long batch can run past the history's
+    /// length, and those jobs' targets must still find their actuals).
+    #[serde(default)]
+    hold_from: Option<i64>,
+    #[serde(default)]
+    spill: Vec<(i64, f64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -315,6 +503,10 @@ pub struct Forecast {
     spans: AnomalySpans,
     /// Reused buffer for quantile selection.
     scratch: Vec<f64>,
+    /// The fitted models of the config, in order (index of `Series::tracks`).
+    fitted: Vec<Model>,
+    /// The LSTM: the model folder, the loaded version, and the feedback loop.
+    neural: issue::Neural,
 }
 
 #[derive(Default)]
@@ -328,6 +520,7 @@ struct Rows {
     levels: Vec<Vec<f64>>,
     values: Vec<Vec<f64>>,
     model: Vec<&'static str>,
+    version: Vec<String>,
     score: Vec<Option<f64>>,
     fallback: Vec<Option<String>>,
 }
@@ -368,7 +561,6 @@ fn steps_of(seconds: u64, step_ms: i64) -> usize {
 }
 
 fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
-    let season = steps_of(cfg.season_s, step_ms);
     let longest = cfg
         .horizons_s
         .iter()
@@ -376,14 +568,51 @@ fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
         .max()
         .unwrap_or(1);
     let n = cfg.horizons_s.len();
+    let every = steps_of(cfg.every_s, step_ms);
     Series {
-        history: Ring::new(season + longest + 1),
+        history: Ring::new(history_len(cfg, step_ms) + longest + cfg.cv_origins * every + 1),
         err_persist: vec![Ring::new(cfg.residual_window); n],
         err_seasonal: vec![Ring::new(cfg.residual_window); n],
+        tracks: vec![vec![Track::new(cfg); n]; fitted_models(cfg).len()],
+        pending: Vec::new(),
+        validated: false,
+        issued: 0,
+        chosen: vec![None; n],
+        hold_from: None,
+        spill: Vec::new(),
     }
 }
 
+/// Steps of history a fitted model is given at a forecast.
+fn history_len(cfg: &ForecastConfig, step_ms: i64) -> usize {
+    let season = steps_of(cfg.season_s, step_ms);
+    (season * cfg.stats.mstl_seasons)
+        .max(cfg.stats.ets_window)
+        .max(cfg.lstm.steps)
+        .max(season + 1)
+}
+
+/// The configured models that are fitted (all but the two baselines), in config order.
+fn fitted_models(cfg: &ForecastConfig) -> Vec<Model> {
+    cfg.models
+        .iter()
+        .copied()
+        .filter(|m| !m.is_baseline())
+        .collect()
+}
+
 pub use wfe_contract::stats::quantile;
+
+/// `3600` -> `1h`, `900` -> `15m`, `86400` -> `24h`: how horizons are named in figures.
+pub fn horizon_label(s: u64) -> String {
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
 
 impl Forecast {
     pub fn new(cfg: ForecastConfig, resources: Vec<ResourceMap>) -> Result<Self> {
@@ -403,6 +632,8 @@ impl Forecast {
             }
         }
         Ok(Self {
+            fitted: fitted_models(&cfg),
+            neural: issue::Neural::new(&cfg),
             cfg,
             resources,
             workloads: Keyed::default(),
@@ -420,6 +651,9 @@ struct Env<'a> {
     spans: &'a AnomalySpans,
     scratch: &'a mut Vec<f64>,
     masked: u64,
+    /// (fitted model, horizon, |error| / capacity, step in ms) of the forecasts resolved in
+    /// this batch.
+    resolved: Vec<(usize, usize, f64, i64)>,
 }
 
 impl Env<'_> {
@@ -435,15 +669,109 @@ impl Env<'_> {
     }
 }
 
-/// Adds one step of a workload's resource values and, when due, forecasts.
+/// A forecast due: one resource of one workload at one time, with the history it reads.
+struct Job {
+    workload: usize,
+    resource: usize,
+    time: i64,
+    step_ms: i64,
+    /// Gap-filled later; oldest first, ending at `time`.
+    history: Vec<f64>,
+    /// The models' errors as they stood at `time`, per horizon.
+    standing: Vec<Standing>,
+}
+
+/// What a series' errors said of each model at one horizon when a forecast was due: the
+/// batch goes on before its jobs run, and later errors must not leak into them.
+struct Standing {
+    /// Persistence and seasonal naive, when they can be judged: (MAE, calibrated values).
+    persistence: Option<(f64, Vec<f64>)>,
+    seasonal: Option<(f64, Vec<f64>)>,
+    /// Whether the history reaches a season back from the target.
+    seasonal_runs: bool,
+}
+
+/// The standing of every model of a series at each horizon, now.
+fn standing(
+    cfg: &ForecastConfig,
+    s: &mut Series,
+    horizons: &[usize],
+    season: usize,
+    scratch: &mut Vec<f64>,
+) -> Vec<Standing> {
+    let last = s.history.ago(0).unwrap_or(f64::NAN);
+    horizons
+        .iter()
+        .enumerate()
+        .map(|(hi, &h)| {
+            let seasonal_point = (h <= season).then(|| s.history.ago(season - h)).flatten();
+            let judged = |ring: &mut Ring, point: f64, scratch: &mut Vec<f64>| {
+                (ring.finite >= cfg.min_residuals).then(|| {
+                    let v = ring
+                        .quantiles(cfg, scratch)
+                        .iter()
+                        .map(|e| (point + e).max(0.0))
+                        .collect();
+                    (ring.mae(), v)
+                })
+            };
+            let persistence = cfg
+                .models
+                .contains(&Model::Persistence)
+                .then(|| judged(&mut s.err_persist[hi], last, scratch))
+                .flatten();
+            let seasonal = match seasonal_point {
+                Some(p) if cfg.models.contains(&Model::SeasonalNaive) => {
+                    judged(&mut s.err_seasonal[hi], p, scratch)
+                }
+                _ => None,
+            };
+            Standing {
+                persistence,
+                seasonal,
+                seasonal_runs: seasonal_point.is_some(),
+            }
+        })
+        .collect()
+}
+
+/// Per fitted model, at horizon `hi`, from its errors filed for targets up to `until` (so
+/// the result does not depend on how the input was cut into batches): errors held, MAE,
+/// and each level's error quantile.
+fn fitted_standing(
+    cfg: &ForecastConfig,
+    s: &Series,
+    hi: usize,
+    until: i64,
+    scratch: &mut Vec<f64>,
+) -> Vec<(usize, f64, Vec<Option<f64>>)> {
+    s.tracks
+        .iter()
+        .map(|t| {
+            let t = &t[hi];
+            let (n, mae) = t.point.stats_until(until);
+            let offsets = cfg
+                .quantiles
+                .iter()
+                .zip(&t.levels)
+                .map(|(&l, ring)| ring.level_offset_until(l, until, cfg, scratch))
+                .collect();
+            (n, mae, offsets)
+        })
+        .collect()
+}
+
+/// Adds one step of a workload's resource values and, when a forecast is due, files a job.
+#[allow(clippy::too_many_arguments)]
 fn observe(
     env: &mut Env<'_>,
     wk: &mut Workload,
+    id: usize,
     name: &str,
     time: i64,
     step_ms: i64,
     raw: &[f64],
-    rows: &mut Rows,
+    jobs: &mut Vec<Job>,
 ) {
     let (cfg, resources) = (env.cfg, env.resources);
     let season = steps_of(cfg.season_s, step_ms);
@@ -487,7 +815,11 @@ fn observe(
             sum / n as f64 * res.capacity
         };
         let s = &mut wk.series[ri];
-        s.history.push(time, y);
+        if let Some((t, v)) = s.history.push(time, y)
+            && s.hold_from.is_some_and(|from| t >= from)
+        {
+            s.spill.push((t, v));
+        }
         if y.is_finite() {
             let ago = |k: usize| time - k as i64 * step_ms;
             for (hi, &h) in wk.horizons.iter().enumerate() {
@@ -504,6 +836,7 @@ fn observe(
             }
         }
     }
+    resolve_pending(env, wk, name, time);
     let every = cfg.every_s as i64 * 1000;
     let due =
         wk.last_issue.is_none_or(|last| time - last >= every) && time.rem_euclid(every) < step_ms;
@@ -511,63 +844,78 @@ fn observe(
         return;
     }
     wk.last_issue = Some(time);
-    for (ri, res) in resources.iter().enumerate() {
-        if !wk.applies[ri] {
+    let keep = history_len(cfg, step_ms);
+    for (ri, _) in resources.iter().enumerate() {
+        if !wk.applies[ri] || wk.series[ri].history.ago(0).is_none() {
             continue;
         }
-        let s = &mut wk.series[ri];
-        let Some(last) = s.history.ago(0) else {
+        let s = &wk.series[ri];
+        // The cross-validation reads the whole held history once; later forecasts the latest.
+        let take = if s.validated {
+            keep
+        } else {
+            s.history.values.len()
+        };
+        let from = s.history.values.len().saturating_sub(take);
+        let hist: Vec<f64> = s.history.values.range(from..).copied().collect();
+        let standing = standing(cfg, &mut wk.series[ri], &wk.horizons, season, env.scratch);
+        wk.series[ri].hold_from.get_or_insert(time);
+        jobs.push(Job {
+            workload: id,
+            resource: ri,
+            time,
+            step_ms,
+            history: hist,
+            standing,
+        });
+    }
+}
+
+/// Files the errors of fitted models' forecasts whose target time has come.
+fn resolve_pending(env: &mut Env<'_>, wk: &mut Workload, name: &str, time: i64) {
+    let step_ms = wk.step_ms;
+    for (ri, s) in wk.series.iter_mut().enumerate() {
+        let cap = env.resources.get(ri).map_or(1.0, |r| r.capacity);
+        resolve_series(env, s, name, time, cap, step_ms);
+    }
+}
+
+/// [`resolve_pending`] for one series.
+fn resolve_series(
+    env: &mut Env<'_>,
+    s: &mut Series,
+    name: &str,
+    time: i64,
+    cap: f64,
+    step_ms: i64,
+) {
+    if s.pending.iter().all(|p| p.target > time) {
+        return;
+    }
+    let (due, wait): (Vec<Pending>, Vec<Pending>) =
+        s.pending.drain(..).partition(|p| p.target <= time);
+    s.pending = wait;
+    for p in due {
+        let spilled = || {
+            s.spill
+                .iter()
+                .find(|(t, _)| *t == p.target)
+                .map(|x| x.1)
+                .filter(|v| v.is_finite())
+        };
+        let Some(actual) = s.history.at(p.target).or_else(spilled) else {
             continue;
         };
-        for (hi, &h) in wk.horizons.iter().enumerate() {
-            let seasonal_point = if h <= season {
-                s.history.ago(season - h)
-            } else {
-                None
-            };
-            let (ep, es) = (&s.err_persist[hi], &s.err_seasonal[hi]);
-            let (model, point, fallback) = match seasonal_point {
-                Some(sp) if es.finite >= cfg.min_residuals => {
-                    if es.mae() < ep.mae() || ep.finite < cfg.min_residuals {
-                        (Model::SeasonalNaive, sp, None)
-                    } else {
-                        (Model::Persistence, last, None)
-                    }
-                }
-                _ => (
-                    Model::Persistence,
-                    last,
-                    Some("history shorter than a season: seasonal naive cannot run"),
-                ),
-            };
-            let errs = match model {
-                Model::SeasonalNaive => &mut s.err_seasonal[hi],
-                Model::Persistence => &mut s.err_persist[hi],
-            };
-            let (values, score, fallback) = if errs.finite >= cfg.min_residuals {
-                let offsets = errs.quantiles(cfg, env.scratch);
-                let v = offsets.iter().map(|e| (point + e).max(0.0)).collect();
-                (v, Some(errs.mae()), fallback.map(String::from))
-            } else {
-                let v = vec![point.max(0.0); cfg.quantiles.len()];
-                let why = "too little history for intervals: quantiles are the point forecast";
-                (
-                    v,
-                    None,
-                    Some(fallback.map_or(why.to_string(), |f| format!("{f}; {why}"))),
-                )
-            };
-            rows.issued.push(time);
-            rows.target.push(time + cfg.horizons_s[hi] as i64 * 1000);
-            rows.workload.push(name.to_string());
-            rows.resource.push(res.name.clone());
-            rows.unit.push(res.unit.clone());
-            rows.horizon.push(cfg.horizons_s[hi] as i64);
-            rows.levels.push(cfg.quantiles.clone());
-            rows.values.push(values);
-            rows.model.push(model.name());
-            rows.score.push(score);
-            rows.fallback.push(fallback);
+        let e = env.error(name, p.target, p.origin, actual - p.point);
+        let t = &mut s.tracks[p.model][p.horizon];
+        t.point.push(p.target, e);
+        for (ring, v) in t.levels.iter_mut().zip(&p.values) {
+            let e = if e.is_finite() { actual - v } else { f64::NAN };
+            ring.push(p.target, e);
+        }
+        if e.is_finite() {
+            env.resolved
+                .push((p.model, p.horizon, (actual - p.point).abs() / cap, step_ms));
         }
     }
 }
@@ -592,6 +940,14 @@ impl Forecast {
                     masked += s.err_persist[hi].mask(start, end + h);
                     masked += s.err_seasonal[hi].mask(start, end);
                     masked += s.err_seasonal[hi].mask(start + season, end + season);
+                    // A fitted model's error is filed at its target: masked when the target
+                    // or the origin (a horizon before) is flagged.
+                    for t in s.tracks.iter_mut().filter_map(|t| t.get_mut(hi)) {
+                        masked += t.point.mask(start, end + h);
+                        for ring in &mut t.levels {
+                            ring.mask(start, end + h);
+                        }
+                    }
                 }
             }
             // Spans older than everything a series still holds can no longer mask anything.
@@ -620,7 +976,7 @@ impl Forecast {
             list_f64(rows.levels),
             list_f64(rows.values),
             Arc::new(StringArray::from(rows.model)),
-            Arc::new(StringArray::from(vec![MODEL_VERSION; n])),
+            Arc::new(StringArray::from(rows.version)),
             Arc::new(StringArray::from(vec!["mae"; n])),
             Arc::new(Float64Array::from(rows.score)),
             Arc::new(StringArray::from(rows.fallback)),
@@ -658,32 +1014,38 @@ impl Stage for Forecast {
             ctx.count("errors.masked", masked);
             return Ok(());
         }
+        self.neural.refresh(&self.cfg, ctx);
         let nb = NormBatch::new(&batch)?;
-        let mut rows = Rows::default();
+        let mut jobs = Vec::new();
         let mut env = Env {
             cfg: &self.cfg,
             resources: &self.resources,
             spans: &self.spans,
             scratch: &mut self.scratch,
             masked: 0,
+            resolved: Vec::new(),
         };
         let replayed = nb.for_each_dense(&mut self.workloads, |d| {
             observe(
                 &mut env,
                 d.state,
+                d.id,
                 d.step.workload,
                 d.step.time,
                 d.step.step_ms,
                 d.raw,
-                &mut rows,
+                &mut jobs,
             );
             Ok(())
         })?;
-        ctx.count("errors.masked", env.masked);
+        let (masked, resolved) = (env.masked, env.resolved);
+        ctx.count("errors.masked", masked);
         ctx.event(Event::Dropped {
             kind: "replayed_step",
             count: replayed,
         });
+        self.feedback(&resolved, ctx);
+        let rows = self.issue(jobs, ctx);
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
         }

@@ -14,6 +14,9 @@ pub struct Series {
     pub metrics: Vec<String>,
     pub train: Vec<Vec<f64>>,
     pub test: Vec<Vec<f64>>,
+    /// The same steps' values as ingested, before scaling (what the forecast stage forecasts).
+    pub raw_train: Vec<Vec<f64>>,
+    pub raw_test: Vec<Vec<f64>>,
     /// Per test step: 1 where labelled anomalous.
     pub labels: Vec<u8>,
     /// Steps in time order (train then test), with their times.
@@ -53,14 +56,33 @@ pub fn normalised(dir: &Path, entity: &str) -> Result<Vec<RecordBatch>> {
     Ok(out.of(Topic::MetricsNorm))
 }
 
-/// Reads one entity through ingest and normalise.
+/// Reads one entity through ingest and normalise, with both a train and a test split.
 pub fn load(dir: &Path, entity: &str) -> Result<Series> {
-    let batches = normalised(dir, entity)?;
+    let s = load_batches(entity, normalised(dir, entity)?)?;
+    if s.train.is_empty() || s.test.is_empty() {
+        return Err(Error::config(
+            "--data",
+            format!(
+                "{entity}: need rows with split=train and split=test, have {} and {}",
+                s.train.len(),
+                s.test.len()
+            ),
+        ));
+    }
+    Ok(s)
+}
+
+/// One entity's steps from its `metrics.norm` batches (rows without `split=test` count as
+/// train).
+pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
+    let _ = entity;
     let mut slots = Slots::default();
     let mut s = Series {
         metrics: Vec::new(),
         train: Vec::new(),
         test: Vec::new(),
+        raw_train: Vec::new(),
+        raw_test: Vec::new(),
         labels: Vec::new(),
         times: Vec::new(),
     };
@@ -77,23 +99,15 @@ pub fn load(dir: &Path, entity: &str) -> Result<Series> {
             s.times.push(step.time);
             if labels::get(l, "split") == Some("test") {
                 s.test.push(v.clone());
+                s.raw_test.push(raw.clone());
                 s.labels.push((labels::get(l, "label") == Some("1")) as u8);
             } else {
                 s.train.push(v.clone());
+                s.raw_train.push(raw.clone());
             }
         }
     }
     s.metrics = slots.names.clone();
-    if s.train.is_empty() || s.test.is_empty() {
-        return Err(Error::config(
-            "--data",
-            format!(
-                "{entity}: need rows with split=train and split=test, have {} and {}",
-                s.train.len(),
-                s.test.len()
-            ),
-        ));
-    }
     Ok(s)
 }
 

@@ -3,6 +3,7 @@
 pub mod anomaly;
 pub mod data;
 pub mod fingerprint;
+pub mod forecast;
 pub mod metrics;
 
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ pub enum EvalCommand {
     Anomaly(EvalArgs),
     /// Fingerprints: leave-one-out service-group accuracy and cold-start allocation error.
     Fingerprint(EvalArgs),
+    /// Forecasts: MAE, MASE, pinball loss and interval coverage per model and horizon, and
+    /// of the model cross-validation selects.
+    Forecast(EvalArgs),
 }
 
 #[derive(clap::Args)]
@@ -44,6 +48,11 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
             let cfg = JobConfig::load(args.config.as_deref())?;
             let report = fingerprint::evaluate(&args.data, &cfg.stages.fingerprint)?;
             print_report(args.json, &report, fingerprint::render);
+        }
+        EvalCommand::Forecast(args) => {
+            let cfg = JobConfig::load(args.config.as_deref())?;
+            let report = forecast::evaluate(&args.data, &cfg.stages.forecast)?;
+            print_report(args.json, &report, forecast::render);
         }
     }
     Ok(())

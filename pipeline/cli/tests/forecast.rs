@@ -1,0 +1,138 @@
+//! `wfe train` and `wfe eval forecast` end to end on one SMD machine: versioned model files,
+//! and the evaluation's figures for every model and the selected one.
+
+use std::path::Path;
+
+mod common;
+use common::{shared_data, wfe};
+
+/// A job config with fewer origins and a quick LSTM, so the suite stays fast.
+const CONFIG: &str = r#"
+[[sources]]
+path = "data"
+
+[stages.forecast]
+every_s = 14400
+cv_origins = 12
+
+[stages.forecast.lstm]
+windows_per_series = 64
+
+[stages.forecast.lstm.model]
+epochs = 3
+device = "cpu"
+"#;
+
+fn run_ok(args: &[&str], dir: &Path) -> String {
+    let o = wfe(args, dir);
+    assert!(
+        o.status.success(),
+        "wfe {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn train_writes_versions_and_eval_scores_every_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let file = "machine-1-6.csv.gz";
+    std::os::unix::fs::symlink(shared_data().join("smd").join(file), data.join(file)).unwrap();
+    std::fs::write(dir.path().join("job.toml"), CONFIG).unwrap();
+
+    let args = [
+        "train",
+        "--data",
+        "data",
+        "--model-dir",
+        "models",
+        "--config",
+        "job.toml",
+    ];
+    let out = run_ok(&args, dir.path());
+    assert!(out.contains("| 60 s | v1 | 38 |"), "{out}");
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("models/forecast-lstm/60s/v1/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["format"], 1);
+    assert_eq!(meta["series"], 38);
+    assert_eq!(meta["horizons_s"], serde_json::json!([900, 3600]));
+    let valid = meta["validation_mae"].as_array().unwrap();
+    assert_eq!(valid.len(), 2);
+    assert!(
+        valid
+            .iter()
+            .all(|v| v.as_f64().is_some_and(|v| v > 0.0 && v < 0.2)),
+        "{meta}"
+    );
+    // Trained on the train split only: its data ends where the test split begins.
+    assert!(meta["to_ms"].as_i64().unwrap() > meta["from_ms"].as_i64().unwrap());
+    let again = run_ok(&args, dir.path());
+    assert!(again.contains("| v2 |"), "{again}");
+
+    let out = run_ok(
+        &[
+            "eval", "forecast", "--data", "data", "--config", "job.toml", "--json",
+        ],
+        dir.path(),
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let models = r["models"].as_object().unwrap();
+    for m in [
+        "persistence",
+        "seasonal-naive",
+        "ets",
+        "mstl",
+        "lstm",
+        "selected",
+    ] {
+        for h in ["15m", "1h"] {
+            for who in ["machine-1-6", "mean"] {
+                let f = &models[m][h][who];
+                for k in ["mae", "mase", "pinball", "coverage_80", "coverage_95"] {
+                    let v = f[k]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{m}.{h}.{who}.{k} in {out}"));
+                    assert!(v.is_finite() && v >= 0.0, "{m}.{h}.{who}.{k} = {v}");
+                }
+            }
+        }
+    }
+    let mae = |m: &str| models[m]["1h"]["mean"]["mae"].as_f64().unwrap();
+    let best_baseline = mae("persistence").min(mae("seasonal-naive"));
+    assert!(
+        mae("selected") < best_baseline,
+        "selected {} vs best baseline {best_baseline}",
+        mae("selected")
+    );
+    let cov = models["selected"]["1h"]["mean"]["coverage_80"]
+        .as_f64()
+        .unwrap();
+    assert!((0.6..=0.95).contains(&cov), "80% interval coverage {cov}");
+    let chosen = r["chosen"]["1h"].as_object().unwrap();
+    assert_eq!(
+        chosen.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        38
+    );
+}
+
+#[test]
+fn train_and_eval_refuse_bad_input_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = wfe(
+        &["train", "--data", "nowhere", "--model-dir", "m"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nowhere"), "{err}");
+    std::fs::write(dir.path().join("bad.parquet"), b"not parquet").unwrap();
+    let o = wfe(&["train", "--data", "bad.parquet"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.parquet"));
+    let o = wfe(&["train", "--data", "x", "--device", "tpu"], dir.path());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tpu"));
+}

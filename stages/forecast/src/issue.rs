@@ -1,0 +1,700 @@
+//! Issuing forecasts. Every due job runs the configured models: ETS and MSTL per job, the
+//! LSTM in one batch across the fleet (the GPU-friendly path). The first time a series holds
+//! enough history, every fitted model is cross-validated on it (rolling origins, `every_s`
+//! apart), so the choice is informed from the start; afterwards each issued forecast's error
+//! is filed when its actual arrives. Per horizon, the model with the lowest mean absolute
+//! error wins, and its levels are calibrated by the quantiles of its own past errors.
+//!
+//! The LSTM comes from the model folder: the newest complete version is loaded at start and
+//! every `reload_s` the folder is looked at again, so a version `wfe train` writes is swapped
+//! in while the stage runs. The stage also retrains it itself (the feedback loop): when its
+//! running error drifts past `drift_ratio` times its validation error, and every
+//! `retrain_every_s` of event time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use wfe_contract::{Context, Event};
+
+use crate::lstm::LstmModel;
+use crate::models::{Model, filled, filled_same_len, point_forecasts};
+use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
+use crate::{
+    Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Rows, Series, fitted_standing,
+    history_len, resolve_series, steps_of,
+};
+
+/// Recent errors kept per horizon for the LSTM's running error.
+const RECENT: usize = 256;
+
+/// The LSTM's lifecycle in the stage.
+/// One model per data step (seconds): a model counts its window and horizons in steps.
+pub(crate) struct Neural {
+    repo: Option<LocalDir>,
+    current: BTreeMap<u64, Loaded>,
+    checked: Option<Instant>,
+    /// Per step, recent |error| / capacity of the LSTM's forecasts, per horizon.
+    recent: BTreeMap<u64, Vec<VecDeque<f64>>>,
+    /// Latest event time seen (ms).
+    latest: i64,
+    /// (step, version) that failed to load (not tried again).
+    refused: Vec<(u64, u64)>,
+    horizons: usize,
+}
+
+struct Loaded {
+    model: LstmModel,
+    meta: ModelMeta,
+    /// For each configured level, its index among the model's levels.
+    levels: Vec<usize>,
+    /// The model's median level.
+    median: usize,
+}
+
+impl Neural {
+    pub(crate) fn new(cfg: &ForecastConfig) -> Self {
+        Self {
+            repo: cfg.model_dir.as_ref().map(LocalDir::new),
+            current: BTreeMap::new(),
+            checked: None,
+            recent: BTreeMap::new(),
+            latest: i64::MIN,
+            refused: Vec::new(),
+            horizons: cfg.horizons_s.len(),
+        }
+    }
+
+    /// The model for series of `step_ms`, if one is loaded.
+    fn for_step(&self, step_ms: i64) -> Option<&Loaded> {
+        u64::try_from(step_ms / 1000)
+            .ok()
+            .and_then(|s| self.current.get(&s))
+            .filter(|l| l.fits(step_ms))
+    }
+
+    /// The loaded version for series of `step_ms`.
+    pub(crate) fn version(&self, step_ms: i64) -> Option<u64> {
+        self.for_step(step_ms).map(|l| l.meta.version)
+    }
+
+    /// Loads the newest complete version when it is newer than the one in use (at most
+    /// every `reload_s`).
+    pub(crate) fn refresh(&mut self, cfg: &ForecastConfig, ctx: &mut Context) {
+        let Some(repo) = &self.repo else { return };
+        if !cfg.models.contains(&Model::Lstm)
+            || self
+                .checked
+                .is_some_and(|t| t.elapsed().as_secs_f64() < cfg.reload_s as f64)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let steps = match repo.steps() {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("reading the model folder: {e}");
+                ctx.event(Event::Model {
+                    kind: "load_failed",
+                    message: &msg,
+                });
+                return;
+            }
+        };
+        for step in steps {
+            let newest = match repo.versions(step) {
+                Ok(v) => v
+                    .into_iter()
+                    .filter(|v| !self.refused.contains(&(step, *v)))
+                    .max(),
+                Err(e) => {
+                    let msg = format!("listing the {step} s models: {e}");
+                    ctx.event(Event::Model {
+                        kind: "load_failed",
+                        message: &msg,
+                    });
+                    continue;
+                }
+            };
+            let Some(newest) =
+                newest.filter(|v| Some(*v) > self.current.get(&step).map(|l| l.meta.version))
+            else {
+                continue;
+            };
+            let loaded = store::load(repo, step, newest, Some(cfg.lstm.model.device))
+                .and_then(|(m, meta)| Loaded::new(m, meta, cfg));
+            match loaded {
+                Ok(l) => {
+                    let msg = format!(
+                        "forecast-lstm {step}s v{} from {} ({} series; validation MAE {:?})",
+                        l.meta.version, l.meta.source, l.meta.series, l.meta.validation_mae
+                    );
+                    ctx.event(Event::Model {
+                        kind: "loaded",
+                        message: &msg,
+                    });
+                    self.recent
+                        .insert(step, vec![VecDeque::new(); self.horizons]);
+                    self.current.insert(step, l);
+                }
+                Err(e) => {
+                    self.refused.push((step, newest));
+                    let msg = format!("forecast-lstm {step}s v{newest}: {e}");
+                    ctx.event(Event::Model {
+                        kind: "load_failed",
+                        message: &msg,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Loaded {
+    fn new(model: LstmModel, meta: ModelMeta, cfg: &ForecastConfig) -> wfe_contract::Result<Self> {
+        let find = |l: f64| meta.levels.iter().position(|m| (m - l).abs() < 1e-9);
+        let levels: Option<Vec<usize>> = cfg.quantiles.iter().map(|&l| find(l)).collect();
+        let (Some(levels), Some(median)) = (levels, find(0.5)) else {
+            return Err(wfe_contract::Error::bad_input(
+                format!("forecast-lstm v{}", meta.version),
+                format!(
+                    "the model's levels {:?} lack the configured {:?} or 0.5",
+                    meta.levels, cfg.quantiles
+                ),
+            ));
+        };
+        if meta.horizons_s != cfg.horizons_s || meta.season_s != cfg.season_s {
+            return Err(wfe_contract::Error::bad_input(
+                format!("forecast-lstm v{}", meta.version),
+                format!(
+                    "trained for horizons {:?} s and a season of {} s; the stage forecasts {:?} s with {} s",
+                    meta.horizons_s, meta.season_s, cfg.horizons_s, cfg.season_s
+                ),
+            ));
+        }
+        Ok(Self {
+            model,
+            meta,
+            levels,
+            median,
+        })
+    }
+
+    /// Whether a series of this step is what the model was trained for.
+    fn fits(&self, step_ms: i64) -> bool {
+        self.meta.step_s as i64 * 1000 == step_ms
+    }
+}
+
+/// A fitted model's forecast at one origin: the point and the configured levels, per horizon.
+#[derive(Clone)]
+struct Made {
+    points: Vec<f64>,
+    levels: Vec<Vec<f64>>,
+}
+
+impl Made {
+    fn flat(points: Vec<f64>, n_levels: usize) -> Self {
+        let levels = points.iter().map(|&p| vec![p; n_levels]).collect();
+        Self { points, levels }
+    }
+}
+
+impl Forecast {
+    /// Runs the due jobs and returns their rows.
+    pub(crate) fn issue(&mut self, jobs: Vec<Job>, ctx: &mut Context) -> Rows {
+        let mut rows = Rows::default();
+        if jobs.is_empty() {
+            return rows;
+        }
+        if let Some(t) = jobs.iter().map(|j| j.time).max() {
+            self.neural.latest = self.neural.latest.max(t);
+        }
+        let mut lstm = self.lstm_batch(&jobs);
+        let mut env = Env {
+            cfg: &self.cfg,
+            resources: &self.resources,
+            spans: &self.spans,
+            scratch: &mut self.scratch,
+            masked: 0,
+            resolved: Vec::new(),
+        };
+        for (j, mut job) in jobs.into_iter().enumerate() {
+            let name = self.workloads.names.names[job.workload].clone();
+            let wk = &mut self.workloads.items[job.workload];
+            let horizons = wk.horizons.clone();
+            let s = &mut wk.series[job.resource];
+            issue_one(
+                &mut env,
+                &self.fitted,
+                &self.neural,
+                s,
+                &name,
+                &horizons,
+                &mut job,
+                lstm[j].take(),
+                &mut rows,
+            );
+        }
+        let masked = env.masked;
+        ctx.count("errors.masked", masked);
+        for wk in &mut self.workloads.items {
+            for s in wk.series.iter_mut().filter(|s| s.hold_from.is_some()) {
+                s.hold_from = None;
+                s.spill.clear();
+            }
+        }
+        rows
+    }
+
+    /// The LSTM's forecasts of every job it can serve, one batch per model (capacity units).
+    fn lstm_batch(&self, jobs: &[Job]) -> Vec<Option<Made>> {
+        let mut out = vec![None; jobs.len()];
+        if !self.fitted.contains(&Model::Lstm) {
+            return out;
+        }
+        for l in self.neural.current.values() {
+            let mut w = wfe_neural::Windows::new(l.model.cut.steps, 2);
+            let mut ctx = Vec::new();
+            let mut at = Vec::new();
+            for (j, job) in jobs.iter().enumerate() {
+                if !l.fits(job.step_ms) {
+                    continue;
+                }
+                let cap = self.resources[job.resource].capacity;
+                let util: Vec<f64> = filled_same_len(&job.history)
+                    .iter()
+                    .map(|v| v / cap)
+                    .collect();
+                if let Some((last, scale)) =
+                    l.model.cut.push(&util, util.len() - 1, &mut w, &mut ctx)
+                {
+                    at.push((j, last, scale, cap));
+                }
+            }
+            if w.n == 0 {
+                continue;
+            }
+            let Ok(q) = l
+                .model
+                .net
+                .predict(&w, &ctx, 0, wfe_neural::Precision::Fp32)
+            else {
+                continue;
+            };
+            let (h, nl) = (l.model.cut.horizons.len(), l.meta.levels.len());
+            for (k, (j, last, scale, cap)) in at.into_iter().enumerate() {
+                let block = &q[k * h * nl..(k + 1) * h * nl];
+                let value =
+                    |hi: usize, li: usize| (last + scale * block[hi * nl + li] as f64) * cap;
+                out[j] = Some(Made {
+                    points: (0..h).map(|hi| value(hi, l.median)).collect(),
+                    levels: (0..h)
+                        .map(|hi| l.levels.iter().map(|&li| value(hi, li)).collect())
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The feedback loop: files the resolved errors, exports the running error, and
+    /// retrains the LSTM on drift or on schedule.
+    pub(crate) fn feedback(&mut self, resolved: &[(usize, usize, f64, i64)], ctx: &mut Context) {
+        let lstm = self.fitted.iter().position(|m| *m == Model::Lstm);
+        for &(model, hi, e, step_ms) in resolved {
+            let step = (step_ms / 1000) as u64;
+            if Some(model) == lstm
+                && let Some(r) = self
+                    .neural
+                    .recent
+                    .get_mut(&step)
+                    .and_then(|r| r.get_mut(hi))
+            {
+                r.push_back(e);
+                if r.len() > RECENT {
+                    r.pop_front();
+                }
+            }
+        }
+        let mut todo = Vec::new();
+        for (step, current) in &self.neural.current {
+            let mut drift = None;
+            for (hi, r) in self
+                .neural
+                .recent
+                .get(step)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if r.is_empty() {
+                    continue;
+                }
+                let mae = r.iter().sum::<f64>() / r.len() as f64;
+                let label = crate::horizon_label(self.cfg.horizons_s[hi]);
+                ctx.gauge(&format!("lstm.{step}s.mae.{label}"), mae);
+                let valid = current
+                    .meta
+                    .validation_mae
+                    .get(hi)
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                if r.len() >= self.cfg.drift_window
+                    && valid > 0.0
+                    && mae > self.cfg.drift_ratio * valid
+                {
+                    drift = Some(format!(
+                        "drift: running MAE {mae:.4} at {label} > {} x validation {valid:.4}",
+                        self.cfg.drift_ratio
+                    ));
+                }
+            }
+            let due = self.cfg.retrain_every_s > 0
+                && self.neural.latest - current.meta.to_ms
+                    >= self.cfg.retrain_every_s as i64 * 1000;
+            let reason = drift.or_else(|| {
+                due.then(|| {
+                    format!(
+                        "schedule: {} s of event time since the model's data",
+                        self.cfg.retrain_every_s
+                    )
+                })
+            });
+            if let Some(reason) = reason {
+                todo.push((*step, reason));
+            }
+        }
+        for (step, reason) in todo {
+            self.retrain(step, &reason, ctx);
+        }
+    }
+
+    /// Trains a new version on the histories the stage holds, saves it, and swaps to it.
+    fn retrain(&mut self, step: u64, reason: &str, ctx: &mut Context) {
+        let (Some(repo), Some(current)) = (&self.neural.repo, self.neural.current.get(&step))
+        else {
+            return;
+        };
+        let step_ms = current.meta.step_s as i64 * 1000;
+        let mut series = Vec::new();
+        let (mut from, mut to) = (i64::MAX, i64::MIN);
+        for wk in &self.workloads.items {
+            if wk.step_ms != step_ms {
+                continue;
+            }
+            for (ri, s) in wk.series.iter().enumerate() {
+                if !wk.applies.get(ri).copied().unwrap_or(false) {
+                    continue;
+                }
+                let cap = self.resources[ri].capacity;
+                let v: Vec<f64> = s.history.values.iter().map(|v| v / cap).collect();
+                if let (Some(a), Some(b)) = (s.history.times.front(), s.history.times.back()) {
+                    from = from.min(*a);
+                    to = to.max(*b);
+                }
+                series.push(filled_same_len(&v));
+            }
+        }
+        let trained = crate::lstm::train_validated(
+            &series,
+            current.model.cut.clone(),
+            &current.meta.levels,
+            &self.cfg.lstm,
+        );
+        let result = trained.and_then(|(model, report, valid, persist)| {
+            let meta = ModelMeta {
+                source: format!("forecast stage retrain ({reason})"),
+                series: series.len(),
+                from_ms: from,
+                to_ms: to,
+                validation_mae: valid,
+                persistence_mae: persist,
+                train: report,
+                version: 0,
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                ..current.meta.clone()
+            };
+            let v = store::save(repo, &model, meta)?;
+            Ok(v)
+        });
+        match result {
+            Ok(v) => {
+                let msg = format!("forecast-lstm {step}s v{v} trained by the stage: {reason}");
+                ctx.event(Event::Model {
+                    kind: "retrained",
+                    message: &msg,
+                });
+                // Load it now (the folder is looked at again immediately).
+                self.neural.checked = None;
+                self.neural.refresh(&self.cfg, ctx);
+            }
+            Err(e) => {
+                let msg = format!("retraining ({reason}): {e}");
+                ctx.event(Event::Model {
+                    kind: "retrain_failed",
+                    message: &msg,
+                });
+                // Not again for a while: the schedule restarts from now.
+                if let Some(c) = self.neural.current.get_mut(&step) {
+                    c.meta.to_ms = self.neural.latest;
+                    c.meta
+                        .validation_mae
+                        .iter_mut()
+                        .for_each(|v| *v = f64::INFINITY);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one job's models, cross-validates a new series, files the forecasts as pending, and
+/// writes one row per horizon with the chosen model.
+#[allow(clippy::too_many_arguments)]
+fn issue_one(
+    env: &mut Env<'_>,
+    fitted: &[Model],
+    neural: &Neural,
+    s: &mut Series,
+    name: &str,
+    horizons: &[usize],
+    job: &mut Job,
+    lstm: Option<Made>,
+    rows: &mut Rows,
+) {
+    let cfg = env.cfg;
+    let res = &env.resources[job.resource];
+    let nl = cfg.quantiles.len();
+    let season = steps_of(cfg.season_s, job.step_ms);
+    let keep = history_len(cfg, job.step_ms);
+    let yf = filled_same_len(&job.history);
+    let tail = filled(&job.history[job.history.len().saturating_sub(keep)..]);
+    let mut notes: Vec<String> = Vec::new();
+    let mut lstm = lstm;
+    // This issuance's forecasts of the fitted models: the chosen ones every time, the
+    // others every `challenge_every` issuances (their fits cost the most).
+    let turn = !s.validated || s.issued.is_multiple_of(cfg.challenge_every.max(1) as u64);
+    let now: Vec<Option<Made>> = fitted
+        .iter()
+        .map(|&m| {
+            if !turn && !s.chosen.contains(&Some(m)) {
+                return None;
+            }
+            match m {
+                Model::Lstm => {
+                    let made = lstm.take();
+                    if made.is_none()
+                        && neural.repo.is_some()
+                        && neural.for_step(job.step_ms).is_none()
+                    {
+                        notes.push(
+                            "lstm: no usable trained model in model_dir (run `wfe train`)".into(),
+                        );
+                    }
+                    made
+                }
+                _ => match point_forecasts(m, &tail, season, horizons, &cfg.stats) {
+                    Ok(p) => Some(Made::flat(p, nl)),
+                    Err(e) => {
+                        notes.push(format!("{}: {e}", m.name()));
+                        None
+                    }
+                },
+            }
+        })
+        .collect();
+    let every = steps_of(cfg.every_s, job.step_ms);
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    let validated_now = !s.validated && yf.len() >= keep + longest + every;
+    if validated_now {
+        // Errors filed for targets up to now are from the short history's forecasts: the
+        // cross-validation replaces them.
+        for t in s.tracks.iter_mut().flatten() {
+            t.point.clear_until(job.time);
+            t.levels.iter_mut().for_each(|r| r.clear_until(job.time));
+        }
+        cross_validate(env, fitted, neural, s, name, horizons, job, &yf, season);
+        s.validated = true;
+    }
+    s.issued += 1;
+    let Some(last) = tail.last().copied() else {
+        return;
+    };
+    let standing = std::mem::take(&mut job.standing);
+    for (hi, st) in standing.into_iter().enumerate() {
+        let st_fitted = fitted_standing(cfg, s, hi, job.time, env.scratch);
+
+        // Candidates with enough errors to be judged: (model, MAE, index among fitted).
+        let mut best: Option<(Model, f64, Option<usize>)> = None;
+        let mut consider = |m: Model, mae: f64, fi: Option<usize>| {
+            if best.as_ref().is_none_or(|b| mae < b.1) {
+                best = Some((m, mae, fi));
+            }
+        };
+        if let Some((mae, _)) = &st.persistence {
+            consider(Model::Persistence, *mae, None);
+        }
+        if let Some((mae, _)) = &st.seasonal {
+            consider(Model::SeasonalNaive, *mae, None);
+        }
+        for (fi, m) in fitted.iter().enumerate() {
+            let (n, mae, _) = &st_fitted[fi];
+            if now[fi].is_some() && *n >= cfg.min_residuals {
+                consider(*m, *mae, Some(fi));
+            }
+        }
+        let mut fallback: Vec<String> = notes.clone();
+        let (model, values, score) = match best {
+            Some((m, mae, Some(fi))) => {
+                let made = now[fi].as_ref().map(|x| &x.levels[hi]);
+                let mut v: Vec<f64> = (0..nl)
+                    .map(|li| {
+                        let q = made.map_or(last, |l| l[li]);
+                        (q + st_fitted[fi].2[li].unwrap_or(0.0)).max(0.0)
+                    })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                (m, v, Some(mae))
+            }
+            Some((m, mae, None)) => {
+                let v = match m {
+                    Model::SeasonalNaive => st.seasonal.map(|x| x.1),
+                    _ => st.persistence.map(|x| x.1),
+                };
+                (m, v.unwrap_or_else(|| vec![last.max(0.0); nl]), Some(mae))
+            }
+            None => {
+                fallback.push(
+                    "too little history for intervals: quantiles are the point forecast".into(),
+                );
+                (Model::Persistence, vec![last.max(0.0); nl], None)
+            }
+        };
+        if model == Model::Persistence
+            && !st.seasonal_runs
+            && cfg.models.contains(&Model::SeasonalNaive)
+        {
+            fallback.insert(
+                0,
+                "history shorter than a season: seasonal naive cannot run".into(),
+            );
+        }
+        s.chosen[hi] = Some(model);
+        rows.issued.push(job.time);
+        rows.target
+            .push(job.time + cfg.horizons_s[hi] as i64 * 1000);
+        rows.workload.push(name.to_string());
+        rows.resource.push(res.name.clone());
+        rows.unit.push(res.unit.clone());
+        rows.horizon.push(cfg.horizons_s[hi] as i64);
+        rows.levels.push(cfg.quantiles.clone());
+        rows.values.push(values);
+        rows.model.push(model.name());
+        rows.version
+            .push(match (model, neural.version(job.step_ms)) {
+                (Model::Lstm, Some(v)) => format!("lstm v{v}"),
+                _ => MODEL_VERSION.to_string(),
+            });
+        rows.score.push(score);
+        rows.fallback
+            .push((!fallback.is_empty()).then(|| fallback.join("; ")));
+    }
+    for (fi, made) in now.iter().enumerate() {
+        let Some(made) = made else { continue };
+        for hi in 0..horizons.len() {
+            s.pending.push(Pending {
+                origin: job.time,
+                target: job.time + cfg.horizons_s[hi] as i64 * 1000,
+                model: fi,
+                horizon: hi,
+                point: made.points[hi],
+                values: made.levels[hi].clone(),
+            });
+        }
+    }
+    // Targets that already passed (the batch ran on past them) are resolved now, so every
+    // later job sees the same errors whatever the batches were.
+    if let Some(&end) = s.history.times.back() {
+        resolve_series(env, s, name, end, res.capacity, job.step_ms);
+    }
+}
+
+/// Rolling-origin cross-validation of the fitted models on a series' held history: origins
+/// `every_s` apart, each forecast from the history before it, errors filed as if live.
+#[allow(clippy::too_many_arguments)]
+fn cross_validate(
+    env: &mut Env<'_>,
+    fitted: &[Model],
+    neural: &Neural,
+    s: &mut Series,
+    name: &str,
+    horizons: &[usize],
+    job: &Job,
+    yf: &[f64],
+    season: usize,
+) {
+    let cfg = env.cfg;
+    let nl = cfg.quantiles.len();
+    let keep = history_len(cfg, job.step_ms);
+    let every = steps_of(cfg.every_s, job.step_ms);
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    let n = yf.len();
+    let origins: Vec<usize> = (0..cfg.cv_origins)
+        .filter_map(|k| (n - 1).checked_sub(longest + k * every))
+        .filter(|&o| o >= keep.min(n / 2))
+        .rev()
+        .collect();
+    let time_of = |i: usize| job.time - (n - 1 - i) as i64 * job.step_ms;
+    let cap = env.resources[job.resource].capacity;
+    for (fi, &m) in fitted.iter().enumerate() {
+        let made: Vec<Option<Made>> = match m {
+            Model::Lstm => match neural.for_step(job.step_ms) {
+                Some(l) => {
+                    let util: Vec<f64> = yf.iter().map(|v| v / cap).collect();
+                    let out = l
+                        .model
+                        .forecast(&util, &origins)
+                        .unwrap_or_else(|_| vec![None; origins.len()]);
+                    out.into_iter()
+                        .map(|q| {
+                            q.map(|q| Made {
+                                points: q.iter().map(|h| h[l.median] * cap).collect(),
+                                levels: q
+                                    .iter()
+                                    .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
+                                    .collect(),
+                            })
+                        })
+                        .collect()
+                }
+                None => vec![None; origins.len()],
+            },
+            _ => origins
+                .iter()
+                .map(|&o| {
+                    let hist = &yf[(o + 1).saturating_sub(keep)..=o];
+                    point_forecasts(m, hist, season, horizons, &cfg.stats)
+                        .ok()
+                        .map(|p| Made::flat(p, nl))
+                })
+                .collect(),
+        };
+        for (&o, made) in origins.iter().zip(made) {
+            let Some(made) = made else { continue };
+            for (hi, &h) in horizons.iter().enumerate() {
+                let actual = job.history[o + h];
+                if !actual.is_finite() {
+                    continue;
+                }
+                let (t, origin) = (time_of(o + h), time_of(o));
+                let e = env.error(name, t, origin, actual - made.points[hi]);
+                let track = &mut s.tracks[fi][hi];
+                track.point.push(t, e);
+                for (ring, v) in track.levels.iter_mut().zip(&made.levels[hi]) {
+                    ring.push(t, if e.is_finite() { actual - v } else { f64::NAN });
+                }
+            }
+        }
+    }
+}

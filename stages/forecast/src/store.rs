@@ -1,0 +1,195 @@
+//! Versioned model files: `wfe train` writes, the stage reads the newest and swaps to each
+//! new one while it runs.
+//!
+//! Layout under the model folder, one line of versions per data step (a model's windows and
+//! horizons are counted in steps): `forecast-lstm/<step>s/v<N>/model.bin` (the network) and
+//! `forecast-lstm/<step>s/v<N>/meta.json` ([`ModelMeta`]: what the model was trained on, its
+//! validation scores, the code that made it). `meta.json` is written last, by rename, so a
+//! version without it is incomplete and is never loaded. Storage goes through [`ModelRepo`];
+//! [`LocalDir`] is the local-path one (object storage fits the same three calls).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wfe_contract::{Error, Result};
+use wfe_neural::{DeviceChoice, QuantileForecaster, TrainReport};
+
+use crate::lstm::{Cut, LstmModel};
+
+/// Format of the model files this code reads and writes; a file of another format is
+/// refused with an error that says so.
+pub const FORMAT: u32 = 1;
+/// The model kind's folder.
+pub const KIND: &str = "forecast-lstm";
+
+/// What a model version was trained on and how well it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: u32,
+    pub version: u64,
+    /// wfe's version that trained it.
+    pub code_version: String,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Where the history came from, its series count and event-time range (ms).
+    pub source: String,
+    pub series: usize,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Step of the training data in seconds; horizons and season in seconds too.
+    pub step_s: u64,
+    pub horizons_s: Vec<u64>,
+    pub season_s: u64,
+    pub cut: Cut,
+    pub levels: Vec<f64>,
+    /// Validation MAE per horizon on held-out tails: the model's and persistence's.
+    pub validation_mae: Vec<f64>,
+    pub persistence_mae: Vec<f64>,
+    pub train: TrainReport,
+}
+
+/// Where versions are kept: per data step (seconds), numbered versions of files.
+pub trait ModelRepo: Send {
+    /// The steps that have versions.
+    fn steps(&self) -> Result<Vec<u64>>;
+    /// Complete versions (those with their metadata), ascending.
+    fn versions(&self, step_s: u64) -> Result<Vec<u64>>;
+    fn read(&self, step_s: u64, version: u64, file: &str) -> Result<Vec<u8>>;
+    /// Writes a file of a version; `meta.json` last.
+    fn write(&self, step_s: u64, version: u64, file: &str, bytes: &[u8]) -> Result<()>;
+}
+
+/// A local folder.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn dir(&self, step_s: u64, version: u64) -> PathBuf {
+        self.root
+            .join(KIND)
+            .join(format!("{step_s}s"))
+            .join(format!("v{version}"))
+    }
+
+    /// Names under `dir` that are `<prefix><number><suffix>`, as numbers, ascending.
+    fn numbered(dir: &Path, prefix: &str, suffix: &str, complete: bool) -> Result<Vec<u64>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(dir, e)),
+        };
+        let mut v: Vec<u64> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let n = name
+                    .strip_prefix(prefix)?
+                    .strip_suffix(suffix)?
+                    .parse()
+                    .ok()?;
+                (!complete || e.path().join("meta.json").is_file()).then_some(n)
+            })
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+impl ModelRepo for LocalDir {
+    fn steps(&self) -> Result<Vec<u64>> {
+        Self::numbered(&self.root.join(KIND), "", "s", false)
+    }
+
+    fn versions(&self, step_s: u64) -> Result<Vec<u64>> {
+        Self::numbered(
+            &self.root.join(KIND).join(format!("{step_s}s")),
+            "v",
+            "",
+            true,
+        )
+    }
+
+    fn read(&self, step_s: u64, version: u64, file: &str) -> Result<Vec<u8>> {
+        let p = self.dir(step_s, version).join(file);
+        std::fs::read(&p).map_err(|e| io(&p, e))
+    }
+
+    fn write(&self, step_s: u64, version: u64, file: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir(step_s, version);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let tmp = dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
+        let p = dir.join(file);
+        std::fs::rename(&tmp, &p).map_err(|e| io(&p, e))
+    }
+}
+
+/// Saves a trained model as the next version; returns its number.
+pub fn save(repo: &dyn ModelRepo, model: &LstmModel, mut meta: ModelMeta) -> Result<u64> {
+    let step = meta.step_s;
+    let version = repo.versions(step)?.last().copied().unwrap_or(0) + 1;
+    meta.version = version;
+    meta.format = FORMAT;
+    repo.write(step, version, "model.bin", &model.net.to_bytes()?)?;
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::bad_input("model metadata", e.to_string()))?;
+    repo.write(step, version, "meta.json", &json)?;
+    Ok(version)
+}
+
+/// The metadata of a version, refused when its format is not this code's.
+pub fn meta(repo: &dyn ModelRepo, step_s: u64, version: u64) -> Result<ModelMeta> {
+    let bytes = repo.read(step_s, version, "meta.json")?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_input(format!("{KIND} v{version} meta.json"), e.to_string()))?;
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format != u64::from(FORMAT) {
+        return Err(Error::bad_input(
+            format!("{KIND} v{version}"),
+            format!(
+                "model files of format {format}; this wfe reads format {FORMAT}: train again with `wfe train`"
+            ),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Error::bad_input(format!("{KIND} v{version} meta.json"), e.to_string()))
+}
+
+/// Loads a version on `device` (default: as trained, the CPU when that is not here).
+pub fn load(
+    repo: &dyn ModelRepo,
+    step_s: u64,
+    version: u64,
+    device: Option<DeviceChoice>,
+) -> Result<(LstmModel, ModelMeta)> {
+    let m = meta(repo, step_s, version)?;
+    let bytes = repo.read(step_s, version, "model.bin")?;
+    let net = QuantileForecaster::from_bytes(&bytes, device)
+        .map_err(|e| Error::bad_input(format!("{KIND} v{version} model.bin"), e.to_string()))?;
+    if net.shape() != &m.cut.shape(&m.levels) {
+        return Err(Error::bad_input(
+            format!("{KIND} v{version}"),
+            "model.bin does not match meta.json (shape differs)",
+        ));
+    }
+    Ok((
+        LstmModel {
+            net,
+            cut: m.cut.clone(),
+        },
+        m,
+    ))
+}
