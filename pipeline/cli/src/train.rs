@@ -159,7 +159,9 @@ fn add(
     e.0.extend(series);
     e.1 = e.1.min(from);
     e.2 = e.2.max(to);
-    e.3.push(source);
+    if !e.3.contains(&source) {
+        e.3.push(source);
+    }
 }
 
 /// Data files through ingest and normalise; labelled sets give their train split.
@@ -193,14 +195,7 @@ fn read_files(path: &Path, grouped: &mut Grouped) -> Result<()> {
             })
             .collect();
         let (from, to) = (s.times[0], s.times[rows.len() - 1]);
-        add(
-            grouped,
-            step,
-            series,
-            from,
-            to,
-            format!("{}/{entity}", path.display()),
-        );
+        add(grouped, step, series, from, to, path.display().to_string());
     }
     Ok(())
 }
@@ -246,7 +241,7 @@ fn read_parquet(path: &Path, grouped: &mut Grouped) -> Result<()> {
             e.2.push(if v.is_null(r) { f64::NAN } else { v.value(r) });
         }
     }
-    for ((w, m), (step, times, values)) in by {
+    for (step, times, values) in by.into_values() {
         if values.len() < 2 || step <= 0 {
             continue;
         }
@@ -263,7 +258,7 @@ fn read_parquet(path: &Path, grouped: &mut Grouped) -> Result<()> {
             vec![filled_same_len(&y)],
             first,
             last,
-            format!("{}:{w}/{m}", path.display()),
+            path.display().to_string(),
         );
     }
     Ok(())

@@ -20,11 +20,11 @@ use crate::lstm::LstmModel;
 use crate::models::{Model, filled, filled_same_len, point_forecasts};
 use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
 use crate::{
-    Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Rows, Series, fitted_standing,
-    history_len, resolve_series, steps_of,
+    Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Resolved, Rows, Series,
+    fitted_standing, history_len, resolve_series, steps_of,
 };
 
-/// Recent errors kept per horizon for the LSTM's running error.
+/// Recent errors (the LSTM's, persistence's) kept per horizon for the LSTM's running error.
 const RECENT: usize = 256;
 
 /// The LSTM's lifecycle in the stage.
@@ -33,10 +33,12 @@ pub(crate) struct Neural {
     repo: Option<LocalDir>,
     current: BTreeMap<u64, Loaded>,
     checked: Option<Instant>,
-    /// Per step, recent |error| / capacity of the LSTM's forecasts, per horizon.
-    recent: BTreeMap<u64, Vec<VecDeque<f64>>>,
-    /// Latest event time seen (ms).
-    latest: i64,
+    /// Per step, recent |error| / capacity of the LSTM's forecasts and of persistence over
+    /// the same spans, per horizon.
+    recent: BTreeMap<u64, Vec<VecDeque<(f64, f64)>>>,
+    /// Per step, the latest event time seen (ms): sets with different clocks (replays of
+    /// recorded data) each keep their own schedule.
+    latest: BTreeMap<u64, i64>,
     /// (step, version) that failed to load (not tried again).
     refused: Vec<(u64, u64)>,
     horizons: usize,
@@ -58,7 +60,7 @@ impl Neural {
             current: BTreeMap::new(),
             checked: None,
             recent: BTreeMap::new(),
-            latest: i64::MIN,
+            latest: BTreeMap::new(),
             refused: Vec::new(),
             horizons: cfg.horizons_s.len(),
         }
@@ -201,13 +203,18 @@ impl Made {
 
 impl Forecast {
     /// Runs the due jobs and returns their rows.
-    pub(crate) fn issue(&mut self, jobs: Vec<Job>, ctx: &mut Context) -> Rows {
+    pub(crate) fn issue(&mut self, jobs: Vec<Job>, ctx: &mut Context) -> (Rows, Vec<Resolved>) {
         let mut rows = Rows::default();
         if jobs.is_empty() {
-            return rows;
+            return (rows, Vec::new());
         }
-        if let Some(t) = jobs.iter().map(|j| j.time).max() {
-            self.neural.latest = self.neural.latest.max(t);
+        for j in &jobs {
+            let t = self
+                .neural
+                .latest
+                .entry((j.step_ms / 1000).max(0) as u64)
+                .or_insert(j.time);
+            *t = (*t).max(j.time);
         }
         let mut lstm = self.lstm_batch(&jobs);
         let mut env = Env {
@@ -235,7 +242,7 @@ impl Forecast {
                 &mut rows,
             );
         }
-        let masked = env.masked;
+        let (masked, resolved) = (env.masked, env.resolved);
         ctx.count("errors.masked", masked);
         for wk in &mut self.workloads.items {
             for s in wk.series.iter_mut().filter(|s| s.hold_from.is_some()) {
@@ -243,7 +250,7 @@ impl Forecast {
                 s.spill.clear();
             }
         }
-        rows
+        (rows, resolved)
     }
 
     /// The LSTM's forecasts of every job it can serve, one batch per model (capacity units).
@@ -299,10 +306,19 @@ impl Forecast {
 
     /// The feedback loop: files the resolved errors, exports the running error, and
     /// retrains the LSTM on drift or on schedule.
-    pub(crate) fn feedback(&mut self, resolved: &[(usize, usize, f64, i64)], ctx: &mut Context) {
+    pub(crate) fn feedback<'r>(
+        &mut self,
+        resolved: impl Iterator<Item = &'r Resolved>,
+        ctx: &mut Context,
+    ) {
         let lstm = self.fitted.iter().position(|m| *m == Model::Lstm);
-        for &(model, hi, e, step_ms) in resolved {
-            let step = (step_ms / 1000) as u64;
+        for r in resolved {
+            let (model, hi, e, step) = (
+                r.model,
+                r.horizon,
+                (r.error, r.persistence),
+                (r.step_ms / 1000) as u64,
+            );
             if Some(model) == lstm
                 && let Some(r) = self
                     .neural
@@ -330,28 +346,40 @@ impl Forecast {
                 if r.is_empty() {
                     continue;
                 }
-                let mae = r.iter().sum::<f64>() / r.len() as f64;
+                let mae = r.iter().map(|x| x.0).sum::<f64>() / r.len() as f64;
+                let persist = r.iter().map(|x| x.1).sum::<f64>() / r.len() as f64;
                 let label = crate::horizon_label(self.cfg.horizons_s[hi]);
                 ctx.gauge(&format!("lstm.{step}s.mae.{label}"), mae);
+                ctx.gauge(&format!("lstm.{step}s.relative_mae.{label}"), mae / persist);
                 let valid = current
                     .meta
                     .validation_mae
                     .get(hi)
                     .copied()
-                    .unwrap_or(f64::NAN);
+                    .unwrap_or(f64::NAN)
+                    / current
+                        .meta
+                        .persistence_mae
+                        .get(hi)
+                        .copied()
+                        .unwrap_or(f64::NAN);
                 if r.len() >= self.cfg.drift_window
                     && valid > 0.0
-                    && mae > self.cfg.drift_ratio * valid
+                    && persist > 0.0
+                    && mae / persist > self.cfg.drift_ratio * valid
                 {
                     drift = Some(format!(
-                        "drift: running MAE {mae:.4} at {label} > {} x validation {valid:.4}",
+                        "drift: running MAE {:.3} x persistence's at {label} > {} x the validation's {valid:.3}",
+                        mae / persist,
                         self.cfg.drift_ratio
                     ));
                 }
             }
             let due = self.cfg.retrain_every_s > 0
-                && self.neural.latest - current.meta.to_ms
-                    >= self.cfg.retrain_every_s as i64 * 1000;
+                && self.neural.latest.get(step).is_some_and(|t| {
+                    t.saturating_sub(current.meta.to_ms)
+                        >= (self.cfg.retrain_every_s as i64).saturating_mul(1000)
+                });
             let reason = drift.or_else(|| {
                 due.then(|| {
                     format!(
@@ -438,7 +466,12 @@ impl Forecast {
                 });
                 // Not again for a while: the schedule restarts from now.
                 if let Some(c) = self.neural.current.get_mut(&step) {
-                    c.meta.to_ms = self.neural.latest;
+                    c.meta.to_ms = self
+                        .neural
+                        .latest
+                        .get(&step)
+                        .copied()
+                        .unwrap_or(c.meta.to_ms);
                     c.meta
                         .validation_mae
                         .iter_mut()

@@ -115,8 +115,9 @@ pub struct ForecastConfig {
     /// event time (0: never on a schedule), into a new version in `model_dir`.
     #[serde(default = "d_retrain")]
     pub retrain_every_s: u64,
-    /// ...and when the LSTM's running MAE (over its last `drift_window` resolved forecasts of
-    /// a horizon) exceeds this many times its validation MAE.
+    /// ...and when the LSTM's running error relative to persistence's on the same forecasts
+    /// (over its last `drift_window` resolved forecasts of a horizon) exceeds this many times
+    /// the same ratio in its validation: a relative test, so it holds for any resource.
     #[serde(default = "d_drift_ratio")]
     pub drift_ratio: f64,
     #[serde(default = "d_drift_window")]
@@ -651,9 +652,8 @@ struct Env<'a> {
     spans: &'a AnomalySpans,
     scratch: &'a mut Vec<f64>,
     masked: u64,
-    /// (fitted model, horizon, |error| / capacity, step in ms) of the forecasts resolved in
-    /// this batch.
-    resolved: Vec<(usize, usize, f64, i64)>,
+    /// The fitted models' forecasts resolved in this batch.
+    resolved: Vec<Resolved>,
 }
 
 impl Env<'_> {
@@ -667,6 +667,17 @@ impl Env<'_> {
         }
         e
     }
+}
+
+/// A fitted model's forecast whose actual arrived: its absolute error and persistence's over
+/// the same span, both over the resource's capacity.
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    model: usize,
+    horizon: usize,
+    error: f64,
+    persistence: f64,
+    step_ms: i64,
 }
 
 /// A forecast due: one resource of one workload at one time, with the history it reads.
@@ -913,9 +924,24 @@ fn resolve_series(
             let e = if e.is_finite() { actual - v } else { f64::NAN };
             ring.push(p.target, e);
         }
-        if e.is_finite() {
-            env.resolved
-                .push((p.model, p.horizon, (actual - p.point).abs() / cap, step_ms));
+        // Persistence's error over the same span: the yardstick the drift check divides by.
+        let at_origin = s.history.at(p.origin).or_else(|| {
+            s.spill
+                .iter()
+                .find(|(t, _)| *t == p.origin)
+                .map(|x| x.1)
+                .filter(|v| v.is_finite())
+        });
+        if e.is_finite()
+            && let Some(o) = at_origin
+        {
+            env.resolved.push(Resolved {
+                model: p.model,
+                horizon: p.horizon,
+                error: (actual - p.point).abs() / cap,
+                persistence: (actual - o).abs() / cap,
+                step_ms,
+            });
         }
     }
 }
@@ -1044,8 +1070,8 @@ impl Stage for Forecast {
             kind: "replayed_step",
             count: replayed,
         });
-        self.feedback(&resolved, ctx);
-        let rows = self.issue(jobs, ctx);
+        let (rows, resolved_now) = self.issue(jobs, ctx);
+        self.feedback(resolved.iter().chain(&resolved_now), ctx);
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
         }

@@ -383,6 +383,7 @@ fn the_stage_loads_the_newest_lstm_swaps_to_new_versions_and_refuses_bad_files()
         model_dir: Some(dir.path().to_path_buf()),
         reload_s: 0,
         retrain_every_s: 0,
+        drift_ratio: 1e9, // this test is about loading: no retraining
         ..Default::default()
     };
     let norm = normalised("smd", &["machine-1-6"], 60);
@@ -487,4 +488,47 @@ fn forecasts_do_not_depend_on_how_the_input_is_batched() {
         }
         assert_eq!(out.len(), single.len());
     }
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
+    use store::ModelRepo;
+    let dir = tempfile::tempdir().unwrap();
+    let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
+    let cut = lstm::Cut { steps: 48, season: 1440, horizons: vec![15, 60] };
+    let series: Vec<Vec<f64>> = (0..2)
+        .map(|s| (0..3000).map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 150.0).sin()).collect())
+        .collect();
+    let lstm_cfg = LstmConfig {
+        windows_per_series: 32,
+        model: wfe_neural::ForecasterConfig { epochs: 1, device: wfe_neural::DeviceChoice::Cpu, ..Default::default() },
+        ..Default::default()
+    };
+    let (m1, _) = lstm::LstmModel::train(&series, cut, &levels, &lstm_cfg).unwrap();
+    let repo = store::LocalDir::new(dir.path());
+    store::save(&repo, &m1, smd_meta(&m1, &levels)).unwrap(); // its data "ended" at time 0
+    let cfg = ForecastConfig {
+        models: vec![Model::Persistence, Model::Lstm],
+        model_dir: Some(dir.path().to_path_buf()),
+        reload_s: 0,
+        retrain_every_s: 3 * 86_400,
+        lstm: lstm_cfg,
+        ..Default::default()
+    };
+    let norm = normalised("smd", &["machine-1-6"], 80);
+    let mut stage = Forecast::new(cfg, cpu()).unwrap();
+    let (mut out, mut ctx) = (VecCollector::new(), Context::new("forecast"));
+    for b in &norm {
+        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+    }
+    let retrained = ctx.counters().get("model.retrained").copied().unwrap_or(0);
+    assert!(retrained >= 1, "{:?}", ctx.counters());
+    assert_eq!(ctx.counters()["model.loaded"], 1 + retrained);
+    let versions = repo.versions(60).unwrap();
+    assert_eq!(versions.len() as u64, 1 + retrained);
+    let meta = store::meta(&repo, 60, versions[1]).unwrap();
+    assert!(meta.source.contains("schedule"), "{}", meta.source);
+    assert_eq!(meta.series, 1, "the stage trains on the histories it holds");
+    assert!(meta.to_ms > meta.from_ms && meta.validation_mae.iter().all(|v| v.is_finite()));
 }
