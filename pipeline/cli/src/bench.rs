@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// and mixed precision, beside the arithmetic limit measured in the same run.
     #[arg(long)]
     forecast: bool,
+    /// Keep the config's forecast models (by default the pipeline is timed with the two
+    /// baseline models the Python peer also runs).
+    #[arg(long)]
+    all_models: bool,
     /// LSTM batch sizes for `--forecast` (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024,8192,65536")]
     batches: Vec<usize>,
@@ -298,7 +302,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if !args.knn.is_empty() {
         return bench_knn(&args.knn);
     }
-    let cfg = JobConfig::load(args.config.as_deref())?;
+    let mut cfg = JobConfig::load(args.config.as_deref())?;
+    if args.all_models {
+        eprintln!("forecast models: {:?}", cfg.stages.forecast.models);
+    } else {
+        // The peer forecasts with the two baselines: so does the pipeline being compared.
+        // `--all-models` keeps the config's models; `wfe bench --forecast` times each model.
+        cfg.stages.forecast.models = vec![
+            wfe_forecast::Model::Persistence,
+            wfe_forecast::Model::SeasonalNaive,
+        ];
+        eprintln!(
+            "forecast models: persistence and seasonal naive, as the peer (--all-models for the config's)"
+        );
+    }
     let mut runs = Vec::new();
     for i in 0..args.repeat.max(1) {
         let (r, cpu) = once(&cfg)?;

@@ -201,8 +201,41 @@ impl Made {
     }
 }
 
+/// What a job takes from the LSTM, computed before the jobs spread over threads (libtorch's
+/// tensors stay on the calling thread).
+#[derive(Default)]
+struct FromLstm {
+    /// This forecast's.
+    now: Option<Made>,
+    /// At each cross-validation origin, for the job that cross-validates its series.
+    cv: Option<Vec<Option<Made>>>,
+    /// The version in use for the job's step, and whether a model folder is set but has
+    /// nothing usable for it.
+    version: Option<u64>,
+    missing: bool,
+}
+
+/// The cross-validation origins of a history of `n` values (indices, ascending).
+fn cv_origins(cfg: &ForecastConfig, n: usize, horizons: &[usize], step_ms: i64) -> Vec<usize> {
+    let keep = history_len(cfg, step_ms);
+    let every = steps_of(cfg.every_s, step_ms);
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    (0..cfg.cv_origins)
+        .filter_map(|k| (n - 1).checked_sub(longest + k * every))
+        .filter(|&o| o >= keep.min(n / 2))
+        .rev()
+        .collect()
+}
+
+/// Whether a job with this history cross-validates a series not validated yet.
+fn validates(cfg: &ForecastConfig, s: &Series, n: usize, horizons: &[usize], step_ms: i64) -> bool {
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    !s.validated && n >= history_len(cfg, step_ms) + longest + steps_of(cfg.every_s, step_ms)
+}
+
 impl Forecast {
-    /// Runs the due jobs and returns their rows.
+    /// Runs the due jobs and returns their rows. Series are independent, so their jobs run
+    /// on all cores (a series' jobs in order on one), and rows come out in job order.
     pub(crate) fn issue(&mut self, jobs: Vec<Job>, ctx: &mut Context) -> (Rows, Vec<Resolved>) {
         let mut rows = Rows::default();
         if jobs.is_empty() {
@@ -216,33 +249,105 @@ impl Forecast {
                 .or_insert(j.time);
             *t = (*t).max(j.time);
         }
-        let mut lstm = self.lstm_batch(&jobs);
-        let mut env = Env {
-            cfg: &self.cfg,
-            resources: &self.resources,
-            spans: &self.spans,
-            scratch: &mut self.scratch,
-            masked: 0,
-            resolved: Vec::new(),
-        };
-        for (j, mut job) in jobs.into_iter().enumerate() {
-            let name = self.workloads.names.names[job.workload].clone();
-            let wk = &mut self.workloads.items[job.workload];
-            let horizons = wk.horizons.clone();
-            let s = &mut wk.series[job.resource];
-            issue_one(
-                &mut env,
-                &self.fitted,
-                &self.neural,
-                s,
-                &name,
-                &horizons,
-                &mut job,
-                lstm[j].take(),
-                &mut rows,
-            );
+        let mut extras = self.from_lstm(&jobs);
+        // Each series' jobs, in order.
+        let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+        for (j, job) in jobs.iter().enumerate() {
+            groups
+                .entry((job.workload, job.resource))
+                .or_default()
+                .push(j);
         }
-        let (masked, resolved) = (env.masked, env.resolved);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(groups.len())
+            .max(1);
+        let names: Vec<String> = jobs
+            .iter()
+            .map(|j| self.workloads.names.names[j.workload].clone())
+            .collect();
+        let mut jobs: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
+        // Disjoint borrows of the series that have jobs, dealt to the threads.
+        type Work<'a> = Vec<(&'a mut Series, Vec<usize>, Vec<usize>)>;
+        let mut work: Vec<Work<'_>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut dealt = 0;
+        for (wi, wk) in self.workloads.items.iter_mut().enumerate() {
+            let horizons = wk.horizons.clone();
+            for (ri, s) in wk.series.iter_mut().enumerate() {
+                if let Some(list) = groups.remove(&(wi, ri)) {
+                    work[dealt % threads].push((s, horizons.clone(), list));
+                    dealt += 1;
+                }
+            }
+        }
+        let mut bundles: Vec<Vec<(&mut Series, Vec<usize>, Vec<(usize, Job, FromLstm)>)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (t, list) in work.into_iter().enumerate() {
+            for (s, horizons, idx) in list {
+                let mine = idx
+                    .into_iter()
+                    .filter_map(|j| {
+                        let job = jobs[j].take()?;
+                        Some((j, job, std::mem::take(&mut extras[j])))
+                    })
+                    .collect();
+                bundles[t].push((s, horizons, mine));
+            }
+        }
+        let (cfg, resources, spans, fitted) =
+            (&self.cfg, &self.resources, &self.spans, &self.fitted);
+        let names = &names;
+        let results: Vec<(Vec<(usize, Rows)>, u64, Vec<(usize, Resolved)>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = bundles
+                    .into_iter()
+                    .map(|bundle| {
+                        scope.spawn(move || {
+                            let mut scratch = Vec::new();
+                            let mut env = Env {
+                                cfg,
+                                resources,
+                                spans,
+                                scratch: &mut scratch,
+                                masked: 0,
+                                resolved: Vec::new(),
+                            };
+                            let mut rows = Vec::new();
+                            let mut resolved = Vec::new();
+                            for (s, horizons, mine) in bundle {
+                                for (j, mut job, from) in mine {
+                                    let mut r = Rows::default();
+                                    issue_one(
+                                        &mut env, fitted, s, &names[j], &horizons, &mut job, from,
+                                        &mut r,
+                                    );
+                                    rows.push((j, r));
+                                    resolved.extend(env.resolved.drain(..).map(|x| (j, x)));
+                                }
+                            }
+                            (rows, env.masked, resolved)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+        let mut all_rows: Vec<(usize, Rows)> = Vec::new();
+        let mut all_resolved: Vec<(usize, Resolved)> = Vec::new();
+        let mut masked = 0;
+        for (r, m, res) in results {
+            all_rows.extend(r);
+            all_resolved.extend(res);
+            masked += m;
+        }
+        all_rows.sort_by_key(|(j, _)| *j);
+        all_resolved.sort_by_key(|(j, _)| *j);
+        for (_, r) in all_rows {
+            rows.append(r);
+        }
+        let resolved: Vec<Resolved> = all_resolved.into_iter().map(|(_, r)| r).collect();
         ctx.count("errors.masked", masked);
         for wk in &mut self.workloads.items {
             for s in wk.series.iter_mut().filter(|s| s.hold_from.is_some()) {
@@ -253,12 +358,65 @@ impl Forecast {
         (rows, resolved)
     }
 
-    /// The LSTM's forecasts of every job it can serve, one batch per model (capacity units).
-    fn lstm_batch(&self, jobs: &[Job]) -> Vec<Option<Made>> {
-        let mut out = vec![None; jobs.len()];
+    /// What each job takes from the LSTM: this forecast (one batch per model across the
+    /// fleet), the cross-validation forecasts of a series' first validation, the version.
+    fn from_lstm(&self, jobs: &[Job]) -> Vec<FromLstm> {
+        let mut out: Vec<FromLstm> = jobs
+            .iter()
+            .map(|j| FromLstm {
+                version: self.neural.version(j.step_ms),
+                missing: self.neural.repo.is_some() && self.neural.for_step(j.step_ms).is_none(),
+                ..Default::default()
+            })
+            .collect();
         if !self.fitted.contains(&Model::Lstm) {
             return out;
         }
+        // The first job of a series that will cross-validate it.
+        let mut seen = std::collections::BTreeSet::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let wk = &self.workloads.items[job.workload];
+            let s = &wk.series[job.resource];
+            if !seen.insert((job.workload, job.resource))
+                || !validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
+            {
+                continue;
+            }
+            let Some(l) = self.neural.for_step(job.step_ms) else {
+                continue;
+            };
+            let cap = self.resources[job.resource].capacity;
+            let yf = filled_same_len(&job.history);
+            let origins = cv_origins(&self.cfg, yf.len(), &wk.horizons, job.step_ms);
+            let util: Vec<f64> = yf.iter().map(|v| v / cap).collect();
+            let made = l
+                .model
+                .forecast(&util, &origins)
+                .unwrap_or_else(|_| vec![None; origins.len()]);
+            out[j].cv = Some(
+                made.into_iter()
+                    .map(|q| {
+                        q.map(|q| Made {
+                            points: q.iter().map(|h| h[l.median] * cap).collect(),
+                            levels: q
+                                .iter()
+                                .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
+                                .collect(),
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        let now = self.lstm_batch(jobs);
+        for (o, n) in out.iter_mut().zip(now) {
+            o.now = n;
+        }
+        out
+    }
+
+    /// The LSTM's forecasts of every job it can serve, one batch per model (capacity units).
+    fn lstm_batch(&self, jobs: &[Job]) -> Vec<Option<Made>> {
+        let mut out = vec![None; jobs.len()];
         for l in self.neural.current.values() {
             let mut w = wfe_neural::Windows::new(l.model.cut.steps, 2);
             let mut ctx = Vec::new();
@@ -488,12 +646,11 @@ impl Forecast {
 fn issue_one(
     env: &mut Env<'_>,
     fitted: &[Model],
-    neural: &Neural,
     s: &mut Series,
     name: &str,
     horizons: &[usize],
     job: &mut Job,
-    lstm: Option<Made>,
+    from: FromLstm,
     rows: &mut Rows,
 ) {
     let cfg = env.cfg;
@@ -504,7 +661,12 @@ fn issue_one(
     let yf = filled_same_len(&job.history);
     let tail = filled(&job.history[job.history.len().saturating_sub(keep)..]);
     let mut notes: Vec<String> = Vec::new();
-    let mut lstm = lstm;
+    let FromLstm {
+        now: mut lstm,
+        cv: lstm_cv,
+        version,
+        missing,
+    } = from;
     // This issuance's forecasts of the fitted models: the chosen ones every time, the
     // others every `challenge_every` issuances (their fits cost the most).
     let turn = !s.validated || s.issued.is_multiple_of(cfg.challenge_every.max(1) as u64);
@@ -517,10 +679,7 @@ fn issue_one(
             match m {
                 Model::Lstm => {
                     let made = lstm.take();
-                    if made.is_none()
-                        && neural.repo.is_some()
-                        && neural.for_step(job.step_ms).is_none()
-                    {
+                    if made.is_none() && missing {
                         notes.push(
                             "lstm: no usable trained model in model_dir (run `wfe train`)".into(),
                         );
@@ -537,17 +696,14 @@ fn issue_one(
             }
         })
         .collect();
-    let every = steps_of(cfg.every_s, job.step_ms);
-    let longest = horizons.iter().copied().max().unwrap_or(1);
-    let validated_now = !s.validated && yf.len() >= keep + longest + every;
-    if validated_now {
+    if validates(cfg, s, yf.len(), horizons, job.step_ms) {
         // Errors filed for targets up to now are from the short history's forecasts: the
         // cross-validation replaces them.
         for t in s.tracks.iter_mut().flatten() {
             t.point.clear_until(job.time);
             t.levels.iter_mut().for_each(|r| r.clear_until(job.time));
         }
-        cross_validate(env, fitted, neural, s, name, horizons, job, &yf, season);
+        cross_validate(env, fitted, lstm_cv, s, name, horizons, job, &yf, season);
         s.validated = true;
     }
     s.issued += 1;
@@ -624,11 +780,10 @@ fn issue_one(
         rows.levels.push(cfg.quantiles.clone());
         rows.values.push(values);
         rows.model.push(model.name());
-        rows.version
-            .push(match (model, neural.version(job.step_ms)) {
-                (Model::Lstm, Some(v)) => format!("lstm v{v}"),
-                _ => MODEL_VERSION.to_string(),
-            });
+        rows.version.push(match (model, version) {
+            (Model::Lstm, Some(v)) => format!("lstm v{v}"),
+            _ => MODEL_VERSION.to_string(),
+        });
         rows.score.push(score);
         rows.fallback
             .push((!fallback.is_empty()).then(|| fallback.join("; ")));
@@ -659,7 +814,7 @@ fn issue_one(
 fn cross_validate(
     env: &mut Env<'_>,
     fitted: &[Model],
-    neural: &Neural,
+    lstm: Option<Vec<Option<Made>>>,
     s: &mut Series,
     name: &str,
     horizons: &[usize],
@@ -670,39 +825,12 @@ fn cross_validate(
     let cfg = env.cfg;
     let nl = cfg.quantiles.len();
     let keep = history_len(cfg, job.step_ms);
-    let every = steps_of(cfg.every_s, job.step_ms);
-    let longest = horizons.iter().copied().max().unwrap_or(1);
     let n = yf.len();
-    let origins: Vec<usize> = (0..cfg.cv_origins)
-        .filter_map(|k| (n - 1).checked_sub(longest + k * every))
-        .filter(|&o| o >= keep.min(n / 2))
-        .rev()
-        .collect();
+    let origins = cv_origins(cfg, n, horizons, job.step_ms);
     let time_of = |i: usize| job.time - (n - 1 - i) as i64 * job.step_ms;
-    let cap = env.resources[job.resource].capacity;
     for (fi, &m) in fitted.iter().enumerate() {
         let made: Vec<Option<Made>> = match m {
-            Model::Lstm => match neural.for_step(job.step_ms) {
-                Some(l) => {
-                    let util: Vec<f64> = yf.iter().map(|v| v / cap).collect();
-                    let out = l
-                        .model
-                        .forecast(&util, &origins)
-                        .unwrap_or_else(|_| vec![None; origins.len()]);
-                    out.into_iter()
-                        .map(|q| {
-                            q.map(|q| Made {
-                                points: q.iter().map(|h| h[l.median] * cap).collect(),
-                                levels: q
-                                    .iter()
-                                    .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
-                                    .collect(),
-                            })
-                        })
-                        .collect()
-                }
-                None => vec![None; origins.len()],
-            },
+            Model::Lstm => lstm.clone().unwrap_or_else(|| vec![None; origins.len()]),
             _ => origins
                 .iter()
                 .map(|&o| {

@@ -526,6 +526,24 @@ struct Rows {
     fallback: Vec<Option<String>>,
 }
 
+impl Rows {
+    /// Appends another set of rows after these.
+    fn append(&mut self, o: Rows) {
+        self.issued.extend(o.issued);
+        self.target.extend(o.target);
+        self.workload.extend(o.workload);
+        self.resource.extend(o.resource);
+        self.unit.extend(o.unit);
+        self.horizon.extend(o.horizon);
+        self.levels.extend(o.levels);
+        self.values.extend(o.values);
+        self.model.extend(o.model);
+        self.version.extend(o.version);
+        self.score.extend(o.score);
+        self.fallback.extend(o.fallback);
+    }
+}
+
 /// [`quantile`] at several ascending levels of unsorted values, by successive selections on
 /// the part not yet partitioned: about twice the length in comparisons instead of a sort's
 /// n log n (a fleet's forecasts compute many of these). Reorders `values`.

@@ -496,13 +496,25 @@ fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
     use store::ModelRepo;
     let dir = tempfile::tempdir().unwrap();
     let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut { steps: 48, season: 1440, horizons: vec![15, 60] };
+    let cut = lstm::Cut {
+        steps: 48,
+        season: 1440,
+        horizons: vec![15, 60],
+    };
     let series: Vec<Vec<f64>> = (0..2)
-        .map(|s| (0..3000).map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 150.0).sin()).collect())
+        .map(|s| {
+            (0..3000)
+                .map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 150.0).sin())
+                .collect()
+        })
         .collect();
     let lstm_cfg = LstmConfig {
         windows_per_series: 32,
-        model: wfe_neural::ForecasterConfig { epochs: 1, device: wfe_neural::DeviceChoice::Cpu, ..Default::default() },
+        model: wfe_neural::ForecasterConfig {
+            epochs: 1,
+            device: wfe_neural::DeviceChoice::Cpu,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (m1, _) = lstm::LstmModel::train(&series, cut, &levels, &lstm_cfg).unwrap();
@@ -520,7 +532,9 @@ fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
     let mut stage = Forecast::new(cfg, cpu()).unwrap();
     let (mut out, mut ctx) = (VecCollector::new(), Context::new("forecast"));
     for b in &norm {
-        stage.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out).unwrap();
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
     }
     let retrained = ctx.counters().get("model.retrained").copied().unwrap_or(0);
     assert!(retrained >= 1, "{:?}", ctx.counters());
