@@ -267,31 +267,21 @@ impl Forecast {
             .map(|j| self.workloads.names.names[j.workload].clone())
             .collect();
         let mut jobs: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
-        // Disjoint borrows of the series that have jobs, dealt to the threads.
-        type Work<'a> = Vec<(&'a mut Series, Vec<usize>, Vec<usize>)>;
-        let mut work: Vec<Work<'_>> = (0..threads).map(|_| Vec::new()).collect();
+        // Disjoint borrows of the series that have jobs, dealt to the threads with their jobs.
+        type Bundle<'a> = Vec<(&'a mut Series, Vec<usize>, Vec<(usize, Job, FromLstm)>)>;
+        let mut bundles: Vec<Bundle<'_>> = (0..threads).map(|_| Vec::new()).collect();
         let mut dealt = 0;
         for (wi, wk) in self.workloads.items.iter_mut().enumerate() {
-            let horizons = wk.horizons.clone();
             for (ri, s) in wk.series.iter_mut().enumerate() {
-                if let Some(list) = groups.remove(&(wi, ri)) {
-                    work[dealt % threads].push((s, horizons.clone(), list));
-                    dealt += 1;
-                }
-            }
-        }
-        let mut bundles: Vec<Vec<(&mut Series, Vec<usize>, Vec<(usize, Job, FromLstm)>)>> =
-            (0..threads).map(|_| Vec::new()).collect();
-        for (t, list) in work.into_iter().enumerate() {
-            for (s, horizons, idx) in list {
-                let mine = idx
+                let Some(list) = groups.remove(&(wi, ri)) else {
+                    continue;
+                };
+                let mine = list
                     .into_iter()
-                    .filter_map(|j| {
-                        let job = jobs[j].take()?;
-                        Some((j, job, std::mem::take(&mut extras[j])))
-                    })
+                    .filter_map(|j| Some((j, jobs[j].take()?, std::mem::take(&mut extras[j]))))
                     .collect();
-                bundles[t].push((s, horizons, mine));
+                bundles[dealt % threads].push((s, wk.horizons.clone(), mine));
+                dealt += 1;
             }
         }
         let (cfg, resources, spans, fitted) =
