@@ -362,13 +362,14 @@ impl Forecast {
         if !self.fitted.contains(&Model::Lstm) {
             return out;
         }
-        // The first job of a series that will cross-validate it.
+        // For each series, the job that will cross-validate it.
         let mut seen = std::collections::BTreeSet::new();
         for (j, job) in jobs.iter().enumerate() {
             let wk = &self.workloads.items[job.workload];
             let s = &wk.series[job.resource];
-            if !seen.insert((job.workload, job.resource))
-                || !validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
+            // The first job whose history is long enough is the one that validates.
+            if !validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
+                || !seen.insert((job.workload, job.resource))
             {
                 continue;
             }
