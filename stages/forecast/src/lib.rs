@@ -2,15 +2,25 @@
 //!
 //! Per workload, each configured resource is a series in capacity units: the mean of its
 //! metrics' raw values times the resource's capacity (see [`ResourceMap`]). Every
-//! `every_s` seconds of event time the stage forecasts each resource at each horizon with the
-//! two baselines every model must beat:
-//! - **persistence**: the last value;
-//! - **seasonal naive**: the value one season before the target time.
+//! `every_s` seconds of event time the stage forecasts each resource at each horizon with
+//! the model that has done best on that series so far:
+//! - **persistence** (the last value) and **seasonal naive** (the value one season before
+//!   the target): the baselines, whose errors are known at every step;
+//! - **ETS** and **MSTL** (augurs; [`models`]), refitted on a bounded window at each forecast;
+//! - the **LSTM** ([`lstm`]): one global quantile model per data step, trained by `wfe train`
+//!   or by the stage itself, loaded from `model_dir` ([`store`]).
 //!
-//! Quantiles are empirical: the model's point forecast plus the quantiles of its own errors at
-//! that horizon over the last `residual_window` steps. The model with the lower mean absolute
-//! error over that window is selected, and its score is in the row. With less history than a
-//! season, seasonal naive cannot run and persistence is used, and the row says why.
+//! A tour: [`Forecast::process_batch`] adds each step to the series' history and files the
+//! baselines' errors; a forecast that falls due becomes a job with a snapshot of the history
+//! and of the baselines' standing. At the end of the batch the jobs run ([`issue`]): the LSTM
+//! in one call for the fleet, then series spread over the cores; a series' first job with
+//! enough history cross-validates its fitted models on rolling origins; each forecast of a
+//! fitted model is filed and its error recorded when its actual arrives. Per horizon the
+//! lowest mean absolute error wins; each level is the model's value plus that level's
+//! quantile of the model's own past errors (split conformal). The row carries the model, its
+//! version, its score and why anything fell back. Spans the anomaly stage flags are masked
+//! out of every error. The feedback loop exports the LSTM's running error and retrains it on
+//! drift or schedule.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -120,6 +130,7 @@ pub struct ForecastConfig {
     /// the same ratio in its validation: a relative test, so it holds for any resource.
     #[serde(default = "d_drift_ratio")]
     pub drift_ratio: f64,
+    /// Fewest resolved LSTM forecasts of a horizon before drift is judged.
     #[serde(default = "d_drift_window")]
     pub drift_window: usize,
     /// A fitted model not chosen for a series runs at every this-many issuances only (the
@@ -223,6 +234,12 @@ impl ForecastConfig {
             return Err(Error::config(
                 "stages.forecast.quantiles",
                 "must be ascending levels in (0, 1)",
+            ));
+        }
+        if !(self.drift_ratio.is_finite() && self.drift_ratio > 0.0) {
+            return Err(Error::config(
+                "stages.forecast.drift_ratio",
+                "must be a positive number",
             ));
         }
         if self.models.is_empty() {
