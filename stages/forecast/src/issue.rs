@@ -553,6 +553,8 @@ impl Forecast {
             return;
         };
         let step_ms = current.meta.step_s as i64 * 1000;
+        let cut = &current.model.cut;
+        let min_len = cut.steps + cut.horizons.iter().copied().max().unwrap_or(1);
         let mut series = Vec::new();
         let (mut from, mut to) = (i64::MAX, i64::MIN);
         for wk in &self.workloads.items {
@@ -569,7 +571,10 @@ impl Forecast {
                     from = from.min(*a);
                     to = to.max(*b);
                 }
-                series.push(filled_same_len(&v));
+                // Only histories that hold a window and its targets teach anything.
+                if v.iter().filter(|x| x.is_finite()).count() > min_len {
+                    series.push(filled_same_len(&v));
+                }
             }
         }
         let trained = crate::lstm::train_validated(

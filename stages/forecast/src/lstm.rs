@@ -243,7 +243,7 @@ pub fn train_validated(
         (vec![0.0; h.len()], vec![0.0; h.len()], vec![0.0; h.len()]);
     for y in series {
         let start = y.len().saturating_sub(hold(y.len()));
-        let Some(span) = (y.len() - 1).checked_sub(start + longest) else {
+        let Some(span) = y.len().saturating_sub(1).checked_sub(start + longest) else {
             continue;
         };
         let origins: Vec<usize> = (0..16).map(|k| start + k * span / 16).collect();
@@ -315,5 +315,34 @@ mod tests {
         assert!(inside / n > 0.5, "80% band covered {}", inside / n);
         // A window longer than the history is not a forecast, not a panic.
         assert!(model.forecast(&y[..5], &[4]).unwrap()[0].is_none());
+    }
+
+    #[test]
+    fn empty_and_short_histories_are_skipped_not_a_panic() {
+        let long: Vec<f64> = (0..800)
+            .map(|i| 0.4 + 0.1 * (i as f64 / 30.0).sin())
+            .collect();
+        let series = vec![Vec::new(), vec![0.5; 3], long];
+        let cut = Cut {
+            steps: 16,
+            season: 96,
+            horizons: vec![1, 4],
+        };
+        let cfg = LstmConfig {
+            model: ForecasterConfig {
+                epochs: 1,
+                device: wfe_neural::DeviceChoice::Cpu,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (_, report, valid, persist) =
+            train_validated(&series, cut.clone(), &[0.1, 0.5, 0.9], &cfg).unwrap();
+        assert!(report.windows > 0 && valid.iter().chain(&persist).all(|v| v.is_finite()));
+        // Nothing long enough at all: a clear error.
+        let err = LstmModel::train(&series[..2], cut, &[0.5], &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("each series needs more than"), "{err}");
     }
 }
