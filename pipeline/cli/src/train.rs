@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_schema::{DataType, TimeUnit};
 use wfe_contract::{Error, Result};
 use wfe_forecast::lstm::{Cut, train_validated};
 use wfe_forecast::models::filled_same_len;
@@ -226,13 +227,35 @@ fn read_parquet(path: &Path, grouped: &mut Grouped) -> Result<()> {
     })?;
     // (workload, metric) -> (step, times, values)
     let mut by: BTreeMap<(String, String), Steps> = BTreeMap::new();
+    let bad = |e: arrow_schema::ArrowError| {
+        Error::config(
+            format!("--data {}", path.display()),
+            format!("reading its columns: {e}"),
+        )
+    };
+    let as_type = |b: &arrow_array::RecordBatch, i: usize, t: &DataType| {
+        arrow_cast::cast(b.column(i), t).map_err(bad)
+    };
     for b in &batches {
-        let w = b.column(0).as_string::<i32>();
-        let m = b.column(1).as_string::<i32>();
-        let t = b.column(2).as_primitive::<TimestampMillisecondType>();
-        let v = b.column(3).as_primitive::<Float64Type>();
-        let s = b.column(4).as_primitive::<Int64Type>();
+        let (w, m) = (
+            as_type(b, 0, &DataType::Utf8)?,
+            as_type(b, 1, &DataType::Utf8)?,
+        );
+        let t = as_type(b, 2, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let (v, s) = (
+            as_type(b, 3, &DataType::Float64)?,
+            as_type(b, 4, &DataType::Int64)?,
+        );
+        let (w, m) = (w.as_string::<i32>(), m.as_string::<i32>());
+        let t = t.as_primitive::<TimestampMillisecondType>();
+        let (v, s) = (
+            v.as_primitive::<Float64Type>(),
+            s.as_primitive::<Int64Type>(),
+        );
         for r in 0..b.num_rows() {
+            if w.is_null(r) || m.is_null(r) || t.is_null(r) || s.is_null(r) {
+                continue;
+            }
             let e = by
                 .entry((w.value(r).to_string(), m.value(r).to_string()))
                 .or_default();

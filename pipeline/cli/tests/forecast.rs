@@ -117,6 +117,23 @@ fn train_writes_versions_and_eval_scores_every_model() {
         chosen.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
         38
     );
+
+    // History stored by a run, read back through DataFusion.
+    let run = "[[sources]]\npath = \"data\"\n[run]\nprogress = false\n[stages]\n\
+               enabled = [\"normalise\"]\n[outputs]\ndir = \"store\"\nparquet = [\"metrics.norm\"]\n";
+    std::fs::write(dir.path().join("run.toml"), run).unwrap();
+    run_ok(&["run", "--config", "run.toml"], dir.path());
+    let args = [
+        "train",
+        "--data",
+        "store/metrics.norm.parquet",
+        "--model-dir",
+        "models",
+        "--config",
+        "job.toml",
+    ];
+    let out = run_ok(&args, dir.path());
+    assert!(out.contains("| 60 s | v3 | 38 |"), "{out}");
 }
 
 #[test]
