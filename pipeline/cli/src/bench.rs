@@ -100,7 +100,7 @@ fn bench_forecast(batches: &[usize]) -> Result<()> {
     let mut lcfg = cfg.lstm.clone();
     lcfg.model.epochs = 1;
     lcfg.windows_per_series = 16;
-    let levels = crate::train::training_levels(&cfg.quantiles);
+    let levels = wfe_forecast::lstm::served_levels(&cfg.quantiles);
     let mut devices = vec![DeviceChoice::Cpu];
     if wfe_neural::matmul_flops(DeviceChoice::Cuda, Precision::Fp32).is_ok() {
         devices.push(DeviceChoice::Cuda);

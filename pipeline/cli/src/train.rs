@@ -75,7 +75,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if grouped.is_empty() {
         return Err(Error::config("--data", "no series with at least two steps"));
     }
-    let levels = training_levels(&cfg.quantiles);
+    let levels = wfe_forecast::lstm::served_levels(&cfg.quantiles);
     let repo = LocalDir::new(&dir);
     println!(
         "| step | version | series | windows | epochs | pinball first -> last | device | seconds | validation MAE (lstm / persistence) |"
@@ -131,19 +131,6 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     println!("\nwritten to {}", dir.join(store::KIND).display());
     Ok(())
-}
-
-/// The configured levels and those of the 80 % and 95 % intervals and the median: a model
-/// serves any of them.
-pub fn training_levels(configured: &[f64]) -> Vec<f64> {
-    let mut l: Vec<f64> = configured
-        .iter()
-        .copied()
-        .chain([0.025, 0.1, 0.5, 0.9, 0.975])
-        .collect();
-    l.sort_by(f64::total_cmp);
-    l.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    l
 }
 
 fn add(

@@ -119,17 +119,13 @@ impl Default for AutoencoderConfig {
 impl AutoencoderConfig {
     /// Checks the settings; `key` prefixes the setting names in errors.
     pub fn validate(&self, key: &str) -> Result<()> {
-        let bad = |k: &str, m: &str| Err(Error::config(format!("{key}.{k}"), m.to_string()));
         if self.hidden == 0 || self.embedding == 0 {
-            return bad("hidden", "hidden and embedding must be at least 1");
+            return Err(Error::config(
+                format!("{key}.hidden"),
+                "hidden and embedding must be at least 1",
+            ));
         }
-        if self.epochs == 0 || self.batch == 0 {
-            return bad("epochs", "epochs and batch must be at least 1");
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad("learning_rate", "must be a positive number");
-        }
-        Ok(())
+        check_training(key, self.epochs, self.batch, self.learning_rate)
     }
 }
 
@@ -196,6 +192,23 @@ impl Windows {
     }
 }
 
+/// The training settings both models share: epochs, batch and learning rate.
+fn check_training(key: &str, epochs: usize, batch: usize, learning_rate: f64) -> Result<()> {
+    if epochs == 0 || batch == 0 {
+        return Err(Error::config(
+            format!("{key}.epochs"),
+            "epochs and batch must be at least 1",
+        ));
+    }
+    if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        return Err(Error::config(
+            format!("{key}.learning_rate"),
+            "must be a positive number",
+        ));
+    }
+    Ok(())
+}
+
 /// How a forecaster is shaped and trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,17 +266,13 @@ impl Default for ForecasterConfig {
 impl ForecasterConfig {
     /// Checks the settings; `key` prefixes the setting names in errors.
     pub fn validate(&self, key: &str) -> Result<()> {
-        let bad = |k: &str, m: &str| Err(Error::config(format!("{key}.{k}"), m.to_string()));
         if self.hidden == 0 || self.layers == 0 {
-            return bad("hidden", "hidden and layers must be at least 1");
+            return Err(Error::config(
+                format!("{key}.hidden"),
+                "hidden and layers must be at least 1",
+            ));
         }
-        if self.epochs == 0 || self.batch == 0 {
-            return bad("epochs", "epochs and batch must be at least 1");
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad("learning_rate", "must be a positive number");
-        }
-        Ok(())
+        check_training(key, self.epochs, self.batch, self.learning_rate)
     }
 }
 

@@ -16,6 +16,19 @@ use wfe_neural::{ForecasterConfig, ForecasterShape, QuantileForecaster, TrainRep
 /// Smallest scale a window is divided by: flat windows would otherwise blow small moves up.
 pub const MIN_SCALE: f64 = 0.005;
 
+/// The configured levels, the median and the bounds of the 80 % and 95 % intervals: what a
+/// trained model forecasts (so it serves any of them) and what an evaluation scores.
+pub fn served_levels(configured: &[f64]) -> Vec<f64> {
+    let mut l: Vec<f64> = configured
+        .iter()
+        .copied()
+        .chain([0.025, 0.1, 0.5, 0.9, 0.975])
+        .collect();
+    l.sort_by(f64::total_cmp);
+    l.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    l
+}
+
 /// Settings of the LSTM model.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -25,20 +25,6 @@ use wfe_forecast::{ForecastConfig, quantiles_select};
 
 use super::data;
 
-/// Levels every evaluation forecasts: the configured ones and the bounds of the 80 % and
-/// 95 % intervals.
-fn eval_levels(cfg: &ForecastConfig) -> Vec<f64> {
-    let mut l: Vec<f64> = cfg
-        .quantiles
-        .iter()
-        .copied()
-        .chain([0.025, 0.1, 0.5, 0.9, 0.975])
-        .collect();
-    l.sort_by(f64::total_cmp);
-    l.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-    l
-}
-
 /// The figures of one model at one horizon, for an entity or the mean.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
@@ -417,7 +403,7 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
         eprintln!("lstm left out: this wfe was built without libtorch (`make build` has it)");
         models.retain(|m| *m != Model::Lstm);
     }
-    let levels = eval_levels(cfg);
+    let levels = wfe_forecast::lstm::served_levels(&cfg.quantiles);
     let mut all = Vec::new();
     for name in data::entities(dir)? {
         let s = data::load(dir, &name)?;
