@@ -49,6 +49,11 @@ $(VENV)/.kafka: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check confluent-kafka
 	touch $@
 
+# moto's EC2 server: the actuator's tests run against it (started by the tests on loopback).
+$(VENV)/.moto: $(VENV)/.pyarrow
+	$(PY) -m pip install -q --disable-pip-version-check "moto[server]"
+	touch $@
+
 # PyTorch (about 4.6 GB with its CUDA wheels; the CPU is used where there is no GPU).
 $(VENV)/.torch: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
@@ -67,7 +72,7 @@ system-packages:
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
-tools: system-packages $(TANSU) $(VENV)/.kafka
+tools: system-packages $(TANSU) $(VENV)/.kafka $(VENV)/.moto
 
 setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 
@@ -85,7 +90,7 @@ else
 endif
 
 test: setup tools
-	WFE_PYTHON=$(abspath $(PY)) $(CARGO) test --workspace $(FEATURES)
+	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test --workspace $(FEATURES)
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml

@@ -75,6 +75,8 @@ impl Topic {
         match self {
             // 2: allocation_metrics, allocation. 3: environment, profile.
             Topic::Fingerprints => 3,
+            // 2: spot_count (a mix of spot and on-demand).
+            Topic::Decisions => 2,
             _ => 1,
         }
     }
@@ -431,7 +433,7 @@ fn build(topic: Topic) -> Schema {
                 "tier",
                 Utf8,
                 false,
-                "Chosen tier: `spot`, `on-demand`, `high-performance` or as configured.",
+                "Chosen tier: `spot` when all of it is spot, else the tier of the on-demand part: `on-demand`, `high-performance` or as configured.",
             ),
             f("instance_type", Utf8, false, "Instance type."),
             f(
@@ -489,6 +491,12 @@ fn build(topic: Topic) -> Schema {
                 "JSON list of the options considered with cost and risk.",
             ),
             f("reason", Utf8, false, "Why this option, in words."),
+            f(
+                "spot_count",
+                Int64,
+                true,
+                "How many of `count` are bought as spot; the rest are on demand in `tier` (or all spot when `tier` is `spot`). Null in version 1: all in `tier`.",
+            ),
         ],
         Topic::Actions => vec![
             f(
@@ -727,7 +735,7 @@ mod tests {
         let err = check(Topic::Forecasts, &Topic::Decisions.schema()).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("forecasts v1") && msg.contains("decisions v1"),
+            msg.contains("forecasts v1") && msg.contains("decisions v2"),
             "{msg}"
         );
     }

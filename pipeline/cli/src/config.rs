@@ -48,6 +48,9 @@ pub struct JobConfig {
     /// The broker, for stage services, `wfe replay` and `wfe record`.
     #[serde(default)]
     pub kafka: wfe_kafka::KafkaConfig,
+    /// How `wfe backtest` simulates provisioning.
+    #[serde(default)]
+    pub backtest: crate::backtest::BacktestConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +248,10 @@ impl JobConfig {
                 s.forecast.clone(),
                 self.resources.clone(),
             )?),
-            "tier-select" => Box::new(wfe_tier_select::TierSelect::new(s.tier_select.clone())?),
+            "tier-select" => Box::new(
+                wfe_tier_select::TierSelect::new(s.tier_select.clone())?
+                    .with_resources(self.resources.clone()),
+            ),
             "actuate" => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
             other => {
                 return Err(Error::config(

@@ -9,12 +9,16 @@
 //! - `wfe sql "SELECT ..."`: SQL (DataFusion) over the Parquet outputs and recordings.
 //! - `wfe similar WORKLOAD`: the nearest workloads in the fingerprint store and the known
 //!   environment that suits it best.
+//! - `wfe backtest --data DIR`: what each provisioning policy (wfe, reactive, static, vpa,
+//!   oracle) would have cost on the test split, and how often it had too little.
 //! - `wfe stage NAME`: one stage as a service over Kafka; `wfe replay` and `wfe record` move
 //!   the job's sources or recordings onto topics and topics into files.
 
+mod backtest;
 mod bench;
 mod config;
 mod eval;
+mod parallel;
 mod services;
 mod similar;
 mod sql;
@@ -78,6 +82,9 @@ enum Command {
     /// Train the forecast LSTM on history and write a new model version (running stages with
     /// that `model_dir` swap to it).
     Train(train::TrainArgs),
+    /// Replay the test split of labelled data and price every provisioning policy's fleet:
+    /// cost, slack, under-provisioned minutes, SLA violations, changes.
+    Backtest(backtest::BacktestArgs),
 }
 
 #[derive(clap::Args)]
@@ -109,6 +116,22 @@ fn keep_freed_memory() {
     // SAFETY: sets a plain integer option of the allocator this binary uses; no memory is
     // touched, and mimalloc reads its options with atomics.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
+fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
+    let job = JobConfig::load(args.config.as_deref())?;
+    let policies: Vec<String> = if args.policy.is_empty() {
+        backtest::POLICIES.iter().map(|p| p.to_string()).collect()
+    } else {
+        args.policy.clone()
+    };
+    let report = backtest::backtest(&args.data, &job, &policies)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", backtest::render(&report));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -149,6 +172,7 @@ fn main() -> ExitCode {
         Command::Similar(args) => similar::similar(args),
         Command::Sql(args) => sql::sql(args),
         Command::Train(args) => train::train(args),
+        Command::Backtest(args) => backtest_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -117,6 +117,14 @@ pub fn stage(args: StageArgs) -> Result<()> {
         );
         cfg.stages.forecast.mask_anomalies = false;
     }
+    if args.name == "tier-select" && cfg.stages.tier_select.burst_utilisation > 0.0 {
+        // The reactive floor reads metrics.norm beside forecasts; a service consumes one topic.
+        tracing::warn!(
+            "stages.tier-select.burst_utilisation: the reactive floor runs embedded only; \
+             the tier-select service reads forecasts alone"
+        );
+        cfg.stages.tier_select.burst_utilisation = 0.0;
+    }
     let rt = runtime()?;
     if args.name == "ingest" {
         let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;

@@ -199,3 +199,19 @@ pub fn list_row_f64(array: &dyn Array, row: usize) -> Result<Vec<f64>> {
         .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<float64>"))?;
     Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
+
+/// One row of a `list<string>` column as owned strings (nulls in the list left out; a null
+/// row is empty).
+pub fn list_row_str(array: &dyn Array, row: usize) -> Result<Vec<String>> {
+    let list = array
+        .as_list_opt::<i32>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
+    if list.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let values = list.value(row);
+    let values = values
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<string>"))?;
+    Ok(values.iter().flatten().map(str::to_string).collect())
+}

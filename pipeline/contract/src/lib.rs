@@ -20,6 +20,7 @@ pub mod columns;
 pub mod error;
 mod events;
 pub mod norm;
+pub mod resources;
 pub mod spans;
 pub mod state;
 pub mod stats;
@@ -27,6 +28,7 @@ pub mod stats;
 pub use arrow_array::RecordBatch;
 pub use error::{Error, Result};
 pub use events::{Context, Event};
+pub use resources::ResourceMap;
 pub use wfe_schemas::{self as schemas, Topic};
 
 /// A pipeline stage: an actor that owns its state.

@@ -1,45 +1,68 @@
 //! # wfe-actuate: `decisions` in, `actions` out
 //!
-//! The actuator turns a decision (this workload should run `count` instances of a type, in a
-//! tier) into the EC2 calls that get there from what the actuator itself last put in place:
-//! `ec2:RunInstances` for more (with spot market options in the spot tier), and
-//! `ec2:TerminateInstances` for fewer or for the old type when the type or tier changes.
+//! The actuator turns a decision (this workload should run `count` instances of a type,
+//! `spot_count` of them as spot and the rest on demand) into the EC2 calls that get there from
+//! what is in place: `RunInstances` for what is missing of each market (spot market options
+//! for spot), `TerminateInstances` for what is too much, newest first, or for all of the old
+//! type when the type changes.
 //!
-//! Guardrails that hold in every mode:
-//! - **no double action**: the ids of decisions already acted on are part of the state; a
-//!   replayed decision produces no second action (the cloud's ClientToken alone is not enough:
-//!   some EC2 endpoints ignore it);
-//! - **caps**: never more than `max_instances` per workload, nor more than `max_step` added by
-//!   one decision; a capped call says so in its parameters;
-//! - **idempotency key**: each action id derives from the decision id and is sent as the
-//!   ClientToken.
+//! What is in place is the actuator's own record of the calls it made (kept in its snapshot
+//! and rebuilt from its `actions` after a crash); in `apply` mode, EC2 is asked first
+//! (DescribeInstances by the `wfe:workload` tag), so instances that spot interruptions or
+//! hands removed are launched again, and the record takes the instance ids.
 //!
-//! This version runs in `record-only` mode: each call is written to `actions` with its full
-//! parameters and outcome `recorded`, and nothing is sent. Modes that call EC2 (DryRun, apply)
-//! plug in behind the same [`Mode`] setting.
+//! Modes ([`Mode`]): `record-only` writes the calls to `actions` and sends nothing;
+//! `dry-run` sends them with EC2's DryRun flag, which checks permissions and parameters and
+//! launches nothing; `apply` launches and terminates. Unset, the mode is `dry-run` as soon as
+//! an AMI (`image_id`) says what to launch, and `record-only` before: nothing is ever
+//! launched unless `apply` is asked for by name.
+//!
+//! Guardrails, in every mode:
+//! - **no double action**: the ids of decisions acted on are part of the state; a replayed
+//!   decision produces no second call. The ClientToken (derived from the decision) is sent
+//!   too, but some EC2 endpoints (moto among them) ignore it, so the record is what holds;
+//! - **caps**: at most `max_instances` per workload, `max_step` added by one decision, and
+//!   `max_spend_per_hour` for all workloads together (priced at the decision's expected cost
+//!   per instance); a capped call says so in its parameters (`wfe:guardrails`);
+//! - **rate and retries**: at most `max_calls_per_s` calls; throttling and transient errors
+//!   are retried with backoff by the SDK (`max_attempts`); a call that still fails is an
+//!   `actions` row with outcome `error` and the error, and the record keeps only what was
+//!   done, so the next decision makes up the difference. Nothing is lost silently.
+
+mod fleet;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wfe_contract::columns::{i64s, list_str, strings, timestamp_column, timestamps};
+use wfe_contract::columns::{
+    f64s, i64s, list_str, strings, timestamp_column, timestamps,
+};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
+pub use fleet::{Fleet, Group};
+pub use wfe_ec2::{Cloud, Ec2, Ec2Settings, Launch, Running};
+
 /// How the actuator acts.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Write the calls it would make to `actions`, send nothing.
-    #[default]
     RecordOnly,
+    /// Send the calls with EC2's DryRun flag: checked, nothing launched.
+    DryRun,
+    /// Launch and terminate.
+    Apply,
 }
 
 impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::RecordOnly => "record-only",
+            Mode::DryRun => "dry-run",
+            Mode::Apply => "apply",
         }
     }
 }
@@ -48,17 +71,40 @@ impl Mode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ActuateConfig {
+    /// `record-only`, `dry-run` or `apply`. Unset: `dry-run` when `image_id` is set (the
+    /// actuator can ask EC2), else `record-only`.
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: Option<Mode>,
     /// Region the calls are for.
     #[serde(default = "d_region")]
     pub region: String,
+    /// EC2 endpoint URL instead of AWS's for the region (moto, private endpoints).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// AMI the instances boot; `dry-run` and `apply` need it.
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// Subnet to launch in; default: the account's default VPC.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// Security groups of launched instances.
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
     /// Most instances a workload may have.
     #[serde(default = "d_max")]
     pub max_instances: i64,
     /// Most instances one decision may add.
     #[serde(default = "d_step")]
     pub max_step: i64,
+    /// Most all workloads' instances may cost per hour together (USD); none: no cap.
+    #[serde(default)]
+    pub max_spend_per_hour: Option<f64>,
+    /// Most EC2 calls per second.
+    #[serde(default = "d_rate")]
+    pub max_calls_per_s: f64,
+    /// Attempts per call on throttling and transient errors (backoff between them).
+    #[serde(default = "d_attempts")]
+    pub max_attempts: u32,
 }
 
 fn d_region() -> String {
@@ -70,24 +116,84 @@ fn d_max() -> i64 {
 fn d_step() -> i64 {
     20
 }
+fn d_rate() -> f64 {
+    5.0
+}
+fn d_attempts() -> u32 {
+    4
+}
 
 impl Default for ActuateConfig {
     fn default() -> Self {
         Self {
-            mode: Mode::RecordOnly,
+            mode: None,
             region: d_region(),
+            endpoint: None,
+            image_id: None,
+            subnet_id: None,
+            security_group_ids: Vec::new(),
             max_instances: d_max(),
             max_step: d_step(),
+            max_spend_per_hour: None,
+            max_calls_per_s: d_rate(),
+            max_attempts: d_attempts(),
         }
     }
 }
 
-/// What the actuator has put in place for a workload.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct Fleet {
-    instance_type: String,
-    tier: String,
-    count: i64,
+impl ActuateConfig {
+    /// The mode in force: as set, else `dry-run` with an AMI to launch and `record-only`
+    /// without one.
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(if self.image_id.is_some() {
+            Mode::DryRun
+        } else {
+            Mode::RecordOnly
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_instances < 0 || self.max_step <= 0 {
+            return Err(Error::config(
+                "stages.actuate.max_instances",
+                "caps must be positive",
+            ));
+        }
+        if self
+            .max_spend_per_hour
+            .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+        {
+            return Err(Error::config(
+                "stages.actuate.max_spend_per_hour",
+                "must be a number of USD per hour, 0 or more",
+            ));
+        }
+        if !(self.max_calls_per_s.is_finite() && self.max_calls_per_s > 0.0) {
+            return Err(Error::config(
+                "stages.actuate.max_calls_per_s",
+                "must be positive",
+            ));
+        }
+        if self.mode() != Mode::RecordOnly && self.image_id.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::config(
+                "stages.actuate.image_id",
+                format!(
+                    "mode `{}` launches instances and needs the AMI they boot; or use mode = \"record-only\"",
+                    self.mode().name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn ec2_settings(&self) -> Ec2Settings {
+        Ec2Settings {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            max_attempts: self.max_attempts,
+            max_calls_per_s: self.max_calls_per_s,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,8 +206,10 @@ struct State {
 pub struct Actuate {
     cfg: ActuateConfig,
     state: State,
+    cloud: Option<Box<dyn Cloud>>,
 }
 
+/// The `actions` rows of a batch.
 #[derive(Default)]
 struct Rows {
     id: Vec<String>,
@@ -110,6 +218,9 @@ struct Rows {
     workload: Vec<String>,
     call: Vec<&'static str>,
     params: Vec<String>,
+    outcome: Vec<&'static str>,
+    error: Vec<Option<String>>,
+    ids: Vec<Option<Vec<String>>>,
 }
 
 /// Deterministic action id (also the ClientToken): decision id and the call's place in it.
@@ -120,140 +231,362 @@ pub fn action_id(decision_id: &str, n: usize) -> String {
     )
 }
 
+/// One decision row, checked.
+#[derive(Debug, Clone)]
+struct Decision<'a> {
+    id: &'a str,
+    time: i64,
+    workload: &'a str,
+    tier: &'a str,
+    instance_type: &'a str,
+    count: i64,
+    spot: i64,
+    /// Expected cost per instance and hour (for the spend cap).
+    unit_cost: f64,
+}
+
+/// A call planned for a decision.
+#[derive(Debug, Clone)]
+enum Call {
+    Launch { spot: bool, count: i64 },
+    Terminate {
+        spot: bool,
+        ids: Vec<String>,
+        count: i64,
+        /// Instances of another type than the record's (found by describe).
+        stray: bool,
+    },
+}
+
 impl Actuate {
+    /// The stage; `dry-run` and `apply` connect to EC2 with the standard credential chain.
     pub fn new(cfg: ActuateConfig) -> Result<Self> {
-        if cfg.max_instances < 0 || cfg.max_step <= 0 {
-            return Err(Error::config(
-                "stages.actuate.max_instances",
-                "caps must be positive",
-            ));
-        }
+        cfg.validate()?;
+        let cloud: Option<Box<dyn Cloud>> = match cfg.mode() {
+            Mode::RecordOnly => None,
+            _ => Some(Box::new(Ec2::connect(&cfg.ec2_settings())?)),
+        };
         Ok(Self {
             cfg,
             state: State::default(),
+            cloud,
         })
     }
 
-    fn plan(&mut self, decision: &str, time: i64, workload: &str, want: Fleet, rows: &mut Rows) {
-        let have = self.state.fleets.get(workload).cloned().unwrap_or_default();
-        let mut calls: Vec<(&'static str, serde_json::Value)> = Vec::new();
-        let mut target = want.clone();
+    /// The stage with a given cloud client (e.g. one with fixed credentials).
+    pub fn with_cloud(cfg: ActuateConfig, cloud: Box<dyn Cloud>) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            state: State::default(),
+            cloud: Some(cloud),
+        })
+    }
+
+    /// The EC2 settings of a config, for [`Ec2`] constructors.
+    pub fn ec2_settings(cfg: &ActuateConfig) -> Ec2Settings {
+        cfg.ec2_settings()
+    }
+
+    /// What the record says a workload runs.
+    pub fn fleet(&self, workload: &str) -> Option<&Fleet> {
+        self.state.fleets.get(workload)
+    }
+
+    /// Spend per hour of every workload's fleet but `workload`'s.
+    fn spend_of_others(&self, workload: &str) -> f64 {
+        self.state
+            .fleets
+            .iter()
+            .filter(|(w, _)| w.as_str() != workload)
+            .map(|(_, f)| f.cost_per_hour())
+            .sum()
+    }
+
+    /// The counts wanted after the caps, with a note for each cap that bit.
+    fn capped(&self, d: &Decision<'_>, have: &Fleet) -> (i64, i64, Vec<String>) {
         let mut notes = Vec::new();
-        if target.count > self.cfg.max_instances {
+        let (mut od, mut spot) = (d.count - d.spot, d.spot);
+        if od + spot > self.cfg.max_instances {
             notes.push(format!(
                 "capped from {} to max_instances {}",
-                target.count, self.cfg.max_instances
+                od + spot,
+                self.cfg.max_instances
             ));
-            target.count = self.cfg.max_instances;
+            spot = spot.min(self.cfg.max_instances);
+            od = self.cfg.max_instances - spot;
         }
-        let same = have.instance_type == target.instance_type && have.tier == target.tier;
-        let base = if same { have.count } else { 0 };
-        if target.count - base > self.cfg.max_step {
+        let same = have.instance_type == d.instance_type;
+        let (od0, spot0) = if same {
+            (have.on_demand.count(), have.spot.count())
+        } else {
+            (0, 0)
+        };
+        let added = (od - od0).max(0) + (spot - spot0).max(0);
+        if added > self.cfg.max_step {
             notes.push(format!(
-                "step capped from {} to max_step {}",
-                target.count - base,
+                "step capped from {added} to max_step {}",
                 self.cfg.max_step
             ));
-            target.count = base + self.cfg.max_step;
+            let (od_add, spot_add) = split(added.min(self.cfg.max_step), od - od0, spot - spot0);
+            od = od.min(od0 + od_add);
+            spot = spot.min(spot0 + spot_add);
         }
-        if !same && have.count > 0 {
-            calls.push((
-                "ec2:TerminateInstances",
-                self.terminate(workload, &have, have.count),
-            ));
-        }
-        if target.count > base {
-            calls.push(("ec2:RunInstances", json!(null)));
-        } else if target.count < base {
-            calls.push((
-                "ec2:TerminateInstances",
-                self.terminate(workload, &have, base - target.count),
-            ));
-        }
-        for (n, (call, params)) in calls.into_iter().enumerate() {
-            let id = action_id(decision, n);
-            let params = if call == "ec2:RunInstances" {
-                let mut p = json!({
-                    "Region": self.cfg.region,
-                    "InstanceType": target.instance_type,
-                    "MinCount": target.count - base,
-                    "MaxCount": target.count - base,
-                    "ClientToken": id,
-                    "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-                        {"Key": "wfe:workload", "Value": workload},
-                        {"Key": "wfe:decision", "Value": decision},
-                        {"Key": "wfe:tier", "Value": target.tier}]}],
-                });
-                if target.tier == "spot" {
-                    p["InstanceMarketOptions"] = json!({"MarketType": "spot"});
-                }
-                p
+        if let Some(cap) = self.cfg.max_spend_per_hour {
+            let room = cap - self.spend_of_others(d.workload);
+            let afford = if d.unit_cost > 0.0 {
+                (room / d.unit_cost + 1e-9).floor().max(0.0) as i64
             } else {
-                params
+                i64::MAX
             };
-            let mut params = params;
+            if od + spot > afford {
+                notes.push(format!(
+                    "spend capped: {} instances at {:.4}/h would pass max_spend_per_hour {cap} ({:.4}/h left): {afford} kept",
+                    od + spot,
+                    d.unit_cost,
+                    room.max(0.0)
+                ));
+                spot = spot.min(afford);
+                od = (afford - spot).max(0);
+            }
+        }
+        (od, spot, notes)
+    }
+
+    /// The calls from `have` to (type, od, spot).
+    /// The calls from `have` to (type, od, spot): launches first, then terminations (make
+    /// before break: capacity never dips below both fleets' while a change is under way).
+    fn calls(&self, d: &Decision<'_>, have: &Fleet, od: i64, spot: i64) -> Vec<Call> {
+        let mut calls = Vec::new();
+        let same = have.instance_type == d.instance_type;
+        for (is_spot, group, want) in [(false, &have.on_demand, od), (true, &have.spot, spot)] {
+            let base = if same { group.count() } else { 0 };
+            if want > base {
+                calls.push(Call::Launch {
+                    spot: is_spot,
+                    count: want - base,
+                });
+            }
+        }
+        if !have.stray.is_empty() {
+            // Instances of the workload that are not of its recorded type (found by describe).
+            calls.push(Call::Terminate {
+                spot: false,
+                ids: have.stray.clone(),
+                count: have.stray.len() as i64,
+                stray: true,
+            });
+        }
+        for (is_spot, group, want) in [(false, &have.on_demand, od), (true, &have.spot, spot)] {
+            let keep = if same { want } else { 0 };
+            if group.count() > keep {
+                calls.push(Call::Terminate {
+                    spot: is_spot,
+                    ids: group.newest(group.count() - keep),
+                    count: group.count() - keep,
+                    stray: false,
+                });
+            }
+        }
+        calls
+    }
+
+    fn launch_request(&self, d: &Decision<'_>, spot: bool, count: i64, token: &str) -> Launch {
+        Launch {
+            instance_type: d.instance_type.to_string(),
+            count,
+            spot,
+            client_token: token.to_string(),
+            image_id: self.cfg.image_id.clone().unwrap_or_default(),
+            subnet_id: self.cfg.subnet_id.clone(),
+            security_group_ids: self.cfg.security_group_ids.clone(),
+            tags: vec![
+                ("wfe:workload".into(), d.workload.to_string()),
+                ("wfe:decision".into(), d.id.to_string()),
+                (
+                    "wfe:tier".into(),
+                    if spot { "spot" } else { d.tier }.to_string(),
+                ),
+            ],
+        }
+    }
+
+    /// In `apply` mode, what EC2 says the workload runs (the record for the other modes).
+    fn in_place(&mut self, workload: &str, ctx: &mut Context) -> Fleet {
+        let recorded = self.state.fleets.get(workload).cloned().unwrap_or_default();
+        if self.cfg.mode() != Mode::Apply {
+            return recorded;
+        }
+        let Some(cloud) = self.cloud.as_mut() else {
+            return recorded;
+        };
+        match cloud.describe(workload) {
+            Ok(running) => {
+                let actual = Fleet::from_running(&running, &recorded);
+                if actual != recorded {
+                    ctx.count("fleet.reconciled", 1);
+                }
+                actual
+            }
+            Err(e) => {
+                let loc = format!("describe {workload}");
+                let msg = format!("{e}; planning from the record");
+                ctx.event(Event::Rejected {
+                    kind: "describe_failed",
+                    location: &loc,
+                    message: &msg,
+                    count: 1,
+                });
+                recorded
+            }
+        }
+    }
+
+    fn act(&mut self, d: &Decision<'_>, rows: &mut Rows, ctx: &mut Context) {
+        let have = self.in_place(d.workload, ctx);
+        let (od, spot, notes) = self.capped(d, &have);
+        let calls = self.calls(d, &have, od, spot);
+        // A change of type: launches go to a record of the new type, terminations come off the
+        // old one; whatever of the old one is left (a termination that failed) is stray.
+        let same = have.instance_type == d.instance_type;
+        let mut old = have.clone();
+        let mut fleet = if same {
+            have
+        } else {
+            Fleet {
+                instance_type: d.instance_type.to_string(),
+                tier: d.tier.to_string(),
+                ..Default::default()
+            }
+        };
+        for (n, call) in calls.into_iter().enumerate() {
+            let id = action_id(d.id, n);
+            let target = match (&call, same) {
+                (Call::Terminate { .. }, false) => &mut old,
+                _ => &mut fleet,
+            };
+            let (name, mut params, outcome) = self.execute(d, &call, &id, target);
             if !notes.is_empty() {
                 params["wfe:guardrails"] = json!(notes);
             }
+            // What a restart needs to price the fleet for the spend cap.
+            params["wfe:unit_cost"] = json!(d.unit_cost);
+            let (outcome, error, ids) = match outcome {
+                Ok((o, ids)) => (o, None, ids),
+                Err(e) => {
+                    let loc = format!("decision {} {name}", d.id);
+                    let msg = e.to_string();
+                    ctx.event(Event::Rejected {
+                        kind: if e.is_retryable() {
+                            "ec2_error_retryable"
+                        } else {
+                            "ec2_error"
+                        },
+                        location: &loc,
+                        message: &msg,
+                        count: 1,
+                    });
+                    ("error", Some(msg), None)
+                }
+            };
+            ctx.count(&format!("actions.{outcome}"), 1);
             rows.id.push(id);
-            rows.decision.push(decision.to_string());
-            rows.time.push(time);
-            rows.workload.push(workload.to_string());
-            rows.call.push(call);
+            rows.decision.push(d.id.to_string());
+            rows.time.push(d.time);
+            rows.workload.push(d.workload.to_string());
+            rows.call.push(name);
             rows.params.push(params.to_string());
+            rows.outcome.push(outcome);
+            rows.error.push(error);
+            rows.ids.push(ids);
         }
-        if target.count > 0 {
-            self.state.fleets.insert(workload.to_string(), target);
+        if !same {
+            fleet.stray.extend(old.on_demand.ids());
+            fleet.stray.extend(old.spot.ids());
+            fleet.stray.extend(old.stray);
+        }
+        fleet.unit_cost = d.unit_cost;
+        if fleet.size() > 0 {
+            self.state.fleets.insert(d.workload.to_string(), fleet);
         } else {
-            self.state.fleets.remove(workload);
+            self.state.fleets.remove(d.workload);
         }
     }
 
-    fn terminate(&self, workload: &str, fleet: &Fleet, n: i64) -> serde_json::Value {
-        json!({
-            "Region": self.cfg.region,
-            "Select": {"Tags": {"wfe:workload": workload}, "InstanceType": fleet.instance_type,
-                       "Tier": fleet.tier, "Count": n, "Order": "newest-first"},
-        })
-    }
-
-    /// Applies one recorded call to the fleet record (the inverse of [`Actuate::plan`]'s
-    /// output); `None` when the params do not say enough.
-    fn replay_call(&mut self, workload: &str, call: &str, p: &serde_json::Value) -> Option<()> {
-        let fleet = self.state.fleets.entry(workload.to_string()).or_default();
-        if call == "ec2:RunInstances" {
-            let itype = p["InstanceType"].as_str()?;
-            let tags = p["TagSpecifications"][0]["Tags"].as_array()?;
-            let tier = tags.iter().find(|t| t["Key"] == "wfe:tier")?["Value"].as_str()?;
-            let n = p["MinCount"].as_i64()?;
-            if fleet.instance_type != itype || fleet.tier != tier {
-                *fleet = Fleet {
-                    instance_type: itype.into(),
-                    tier: tier.into(),
-                    count: 0,
+    /// Makes one call in the configured mode and moves `fleet` by what was done.
+    #[allow(clippy::type_complexity)]
+    fn execute(
+        &mut self,
+        d: &Decision<'_>,
+        call: &Call,
+        id: &str,
+        fleet: &mut Fleet,
+    ) -> (
+        &'static str,
+        serde_json::Value,
+        Result<(&'static str, Option<Vec<String>>)>,
+    ) {
+        let mode = self.cfg.mode();
+        match call {
+            Call::Launch { spot, count } => {
+                let req = self.launch_request(d, *spot, *count, id);
+                let params = launch_params(&self.cfg.region, &req, mode == Mode::DryRun);
+                let result = match (mode, self.cloud.as_mut()) {
+                    (Mode::RecordOnly, _) | (_, None) => Ok(("recorded", None)),
+                    (Mode::DryRun, Some(c)) => c.launch(&req, true).map(|_| ("dry-run-ok", None)),
+                    (Mode::Apply, Some(c)) => c.launch(&req, false).map(|ids| ("applied", Some(ids))),
                 };
+                if let Ok((_, ids)) = &result {
+                    let group = if *spot { &mut fleet.spot } else { &mut fleet.on_demand };
+                    match ids {
+                        Some(ids) => group.add_ids(ids, d.time),
+                        None => group.add_count(*count),
+                    }
+                }
+                ("ec2:RunInstances", params, result)
             }
-            fleet.count += n;
-        } else {
-            let sel = &p["Select"];
-            let (itype, tier, n) = (
-                sel["InstanceType"].as_str()?,
-                sel["Tier"].as_str()?,
-                sel["Count"].as_i64()?,
-            );
-            if fleet.instance_type == itype && fleet.tier == tier {
-                fleet.count -= n;
+            Call::Terminate {
+                spot,
+                ids,
+                count,
+                stray,
+            } => {
+                let params = json!({
+                    "Region": self.cfg.region,
+                    "InstanceIds": ids,
+                    "DryRun": mode == Mode::DryRun,
+                    "Select": {"Tags": {"wfe:workload": d.workload},
+                               "InstanceType": fleet.instance_type,
+                               "Market": if *spot { "spot" } else { "on-demand" },
+                               "Count": count, "Order": "newest-first", "Stray": stray},
+                });
+                let result = match (mode, self.cloud.as_mut()) {
+                    (Mode::RecordOnly, _) | (_, None) => Ok(("recorded", None)),
+                    // Dry-run launches nothing, so its record holds no instance ids to check.
+                    (Mode::DryRun, _) if ids.is_empty() => Ok(("recorded", None)),
+                    (Mode::DryRun, Some(c)) => c.terminate(ids, true).map(|_| ("dry-run-ok", None)),
+                    (Mode::Apply, _) if ids.len() as i64 != *count => Err(Error::state(
+                        "actuate",
+                        format!(
+                            "{} instance ids known for {count} to terminate: describe found fewer",
+                            ids.len()
+                        ),
+                    )),
+                    (Mode::Apply, Some(c)) => {
+                        c.terminate(ids, false).map(|done| ("applied", Some(done)))
+                    }
+                };
+                if result.is_ok() {
+                    if *stray {
+                        fleet.stray.retain(|id| !ids.contains(id));
+                    } else {
+                        let group = if *spot { &mut fleet.spot } else { &mut fleet.on_demand };
+                        group.remove(*count, ids);
+                    }
+                }
+                ("ec2:TerminateInstances", params, result)
             }
         }
-        if self
-            .state
-            .fleets
-            .get(workload)
-            .is_some_and(|f| f.count <= 0)
-        {
-            self.state.fleets.remove(workload);
-        }
-        Some(())
     }
 
     fn finish(&self, rows: Rows) -> Result<RecordBatch> {
@@ -265,13 +598,43 @@ impl Actuate {
             Arc::new(StringArray::from(rows.workload)),
             Arc::new(StringArray::from(rows.call)),
             Arc::new(StringArray::from(rows.params)),
-            Arc::new(StringArray::from(vec![self.cfg.mode.name(); n])),
-            Arc::new(StringArray::from(vec!["recorded"; n])),
-            Arc::new(StringArray::from(vec![None::<&str>; n])),
-            list_str(std::iter::repeat_n(None, n)),
+            Arc::new(StringArray::from(vec![self.cfg.mode().name(); n])),
+            Arc::new(StringArray::from(rows.outcome)),
+            Arc::new(StringArray::from(rows.error)),
+            list_str(rows.ids.into_iter()),
         ];
         Ok(RecordBatch::try_new(Topic::Actions.schema(), columns)?)
     }
+}
+
+/// Splits `n` additions over on-demand and spot in proportion to what each wanted.
+fn split(n: i64, want_od: i64, want_spot: i64) -> (i64, i64) {
+    let (a, b) = (want_od.max(0), want_spot.max(0));
+    if a + b == 0 {
+        return (0, 0);
+    }
+    let spot = ((n as f64) * b as f64 / (a + b) as f64).round() as i64;
+    (n - spot.min(n), spot.min(n))
+}
+
+/// The JSON of a launch as `actions` records it (what RunInstances is sent).
+fn launch_params(region: &str, req: &Launch, dry_run: bool) -> serde_json::Value {
+    let mut p = json!({
+        "Region": region,
+        "ImageId": req.image_id,
+        "InstanceType": req.instance_type,
+        "MinCount": req.count,
+        "MaxCount": req.count,
+        "ClientToken": req.client_token,
+        "DryRun": dry_run,
+        "TagSpecifications": [{"ResourceType": "instance", "Tags":
+            req.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}],
+    });
+    if req.spot {
+        p["InstanceMarketOptions"] = json!({"MarketType": "spot",
+            "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}});
+    }
+    p
 }
 
 impl Stage for Actuate {
@@ -300,6 +663,12 @@ impl Stage for Actuate {
         let tier = strings(&batch, "tier")?;
         let itype = strings(&batch, "instance_type")?;
         let count = i64s(&batch, "count")?;
+        let cost = f64s(&batch, "expected_cost_per_hour")?;
+        // Version 1 decisions have no spot_count: all of `count` is in `tier`.
+        let spot = batch
+            .column_by_name("spot_count")
+            .map(|_| i64s(&batch, "spot_count"))
+            .transpose()?;
         let mut rows = Rows::default();
         for r in 0..batch.num_rows() {
             let id = ids.value(r);
@@ -310,25 +679,36 @@ impl Stage for Actuate {
                 });
                 continue;
             }
-            if count.value(r) < 0 || itype.value(r).is_empty() {
+            let n = count.value(r);
+            let s = match &spot {
+                Some(a) if !a.is_null(r) => a.value(r),
+                _ if tier.value(r) == "spot" => n,
+                _ => 0,
+            };
+            let c = cost.value(r);
+            if n < 0 || !(0..=n).contains(&s) || itype.value(r).is_empty() || !c.is_finite() {
                 let loc = format!("decision {id}");
                 ctx.event(Event::Rejected {
                     kind: "bad_decision",
                     location: &loc,
-                    message: "negative count or no instance type: nothing done",
+                    message: "negative count, spot_count outside 0..=count, no instance type or no cost: nothing done",
                     count: 1,
                 });
                 continue;
             }
-            let want = Fleet {
-                instance_type: itype.value(r).into(),
-                tier: tier.value(r).into(),
-                count: count.value(r),
+            let d = Decision {
+                id,
+                time: time.value(r),
+                workload: workload.value(r),
+                tier: tier.value(r),
+                instance_type: itype.value(r),
+                count: n,
+                spot: s,
+                unit_cost: if n > 0 { c / n as f64 } else { 0.0 },
             };
-            self.plan(id, time.value(r), workload.value(r), want, &mut rows);
+            self.act(&d, &mut rows, ctx);
             self.state.applied.insert(id.to_string());
         }
-        ctx.count("actions.recorded", rows.id.len() as u64);
         if !rows.id.is_empty() {
             out.emit(Topic::Actions, self.finish(rows)?)?;
         }
@@ -340,21 +720,43 @@ impl Stage for Actuate {
     }
 
     /// Replays `actions` written after the snapshot: their decisions count as applied, and
-    /// each call moves the fleet record as it did when it was made.
+    /// each call that was done moves the fleet record as it did when it was made.
     fn recover(&mut self, _t: Topic, batch: RecordBatch, _ctx: &mut Context) -> Result<()> {
         let decision = strings(&batch, "decision_id")?;
+        let time = timestamps(&batch, "event_time")?;
         let workload = strings(&batch, "workload")?;
         let call = strings(&batch, "api_call")?;
         let params = strings(&batch, "parameters")?;
+        let outcome = strings(&batch, "outcome")?;
+        let ids = batch.column_by_name("instance_ids").cloned();
         for r in 0..batch.num_rows() {
             self.state.applied.insert(decision.value(r).to_string());
+            if !matches!(outcome.value(r), "recorded" | "dry-run-ok" | "applied") {
+                continue;
+            }
             let at = || format!("actions row {r} (decision {})", decision.value(r));
             let p: serde_json::Value = serde_json::from_str(params.value(r))
                 .map_err(|e| Error::bad_input(at(), format!("params are not JSON: {e}")))?;
-            self.replay_call(workload.value(r), call.value(r), &p)
+            let done = ids
+                .as_ref()
+                .and_then(|c| wfe_contract::columns::list_row_str(c.as_ref(), r).ok())
+                .filter(|v| !v.is_empty());
+            let fleet = self
+                .state
+                .fleets
+                .entry(workload.value(r).to_string())
+                .or_default();
+            fleet
+                .replay(call.value(r), &p, done.as_deref(), time.value(r))
                 .ok_or_else(|| {
-                    Error::bad_input(at(), "params lack the instance type, tier or count")
+                    Error::bad_input(at(), "params lack the instance type, market or count")
                 })?;
+            if let Some(c) = p["wfe:unit_cost"].as_f64() {
+                fleet.unit_cost = c;
+            }
+            if fleet.size() == 0 {
+                self.state.fleets.remove(workload.value(r));
+            }
         }
         Ok(())
     }
@@ -371,3 +773,6 @@ impl Stage for Actuate {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod moto_tests;

@@ -34,9 +34,22 @@ fn decisions(rows: &[(&str, &str, &str, &str, i64)]) -> RecordBatch {
             Arc::new(Float64Array::from(vec![1.0; n])),
             text("[]"),
             text("test"),
+            Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| if r.2 == "spot" { r.4 } else { 0 })
+                    .collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
+}
+
+/// The record-only mode: the calls written, nothing sent.
+fn recording() -> ActuateConfig {
+    ActuateConfig {
+        mode: Some(Mode::RecordOnly),
+        ..Default::default()
+    }
 }
 
 fn act(st: &mut Actuate, b: RecordBatch) -> (Vec<(String, serde_json::Value)>, Context) {
@@ -62,12 +75,13 @@ fn act(st: &mut Actuate, b: RecordBatch) -> (Vec<(String, serde_json::Value)>, C
 
 #[test]
 fn scales_out_in_and_switches_type_with_the_right_calls() {
-    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut st = Actuate::new(recording()).unwrap();
     let (c, _) = act(&mut st, decisions(&[("d1", "w", "spot", "m7i.xlarge", 5)]));
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].0, "ec2:RunInstances");
     assert_eq!(c[0].1["MinCount"], 5);
     assert_eq!(c[0].1["InstanceMarketOptions"]["MarketType"], "spot");
+    assert_eq!(c[0].1["DryRun"], false);
     assert_eq!(c[0].1["ClientToken"], action_id("d1", 0));
 
     let (c, _) = act(&mut st, decisions(&[("d2", "w", "spot", "m7i.xlarge", 3)]));
@@ -84,27 +98,28 @@ fn scales_out_in_and_switches_type_with_the_right_calls() {
         decisions(&[("d4", "w", "on-demand", "r7i.2xlarge", 2)]),
     );
     let names: Vec<&str> = c.iter().map(|x| x.0.as_str()).collect();
-    assert_eq!(names, ["ec2:TerminateInstances", "ec2:RunInstances"]);
-    assert!(c[1].1.get("InstanceMarketOptions").is_none());
+    // Make before break: the new type is launched before the old one is terminated.
+    assert_eq!(names, ["ec2:RunInstances", "ec2:TerminateInstances"]);
+    assert!(c[0].1.get("InstanceMarketOptions").is_none());
 }
 
 #[test]
 fn a_replayed_decision_is_never_acted_on_twice_even_after_a_restart() {
-    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut st = Actuate::new(recording()).unwrap();
     let b = decisions(&[("d1", "w", "spot", "m7i.xlarge", 5)]);
     assert_eq!(act(&mut st, b.clone()).0.len(), 1);
     let (again, ctx) = act(&mut st, b.clone());
     assert!(again.is_empty());
     assert_eq!(ctx.counters()["dropped.replayed_decision"], 1);
     let snap = st.snapshot().unwrap().unwrap();
-    let mut restarted = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut restarted = Actuate::new(recording()).unwrap();
     restarted.restore(&snap).unwrap();
     assert!(act(&mut restarted, b).0.is_empty());
 }
 
 #[test]
 fn a_restart_that_lost_its_snapshot_learns_what_it_did_from_its_own_actions() {
-    let mut st = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut st = Actuate::new(recording()).unwrap();
     let script = [
         ("d1", "w", "spot", "m7i.xlarge", 5),
         ("d2", "w", "spot", "m7i.xlarge", 3),
@@ -121,7 +136,7 @@ fn a_restart_that_lost_its_snapshot_learns_what_it_did_from_its_own_actions() {
         actions.extend(out.of(Topic::Actions));
     }
     assert_eq!(actions.len(), 5, "every decision changed the fleet");
-    let mut restarted = Actuate::new(ActuateConfig::default()).unwrap();
+    let mut restarted = Actuate::new(recording()).unwrap();
     let mut ctx = Context::new("actuate");
     for b in actions {
         restarted.recover(Topic::Actions, b, &mut ctx).unwrap();
@@ -145,7 +160,7 @@ fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
     let mut st = Actuate::new(ActuateConfig {
         max_instances: 10,
         max_step: 4,
-        ..Default::default()
+        ..recording()
     })
     .unwrap();
     let (c, _) = act(
@@ -170,8 +185,22 @@ fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
     assert!(
         Actuate::new(ActuateConfig {
             max_step: 0,
-            ..Default::default()
+            ..recording()
         })
         .is_err()
     );
+    // Modes that call EC2 need an AMI: a clear error, not a launch that fails later.
+    let dry = ActuateConfig {
+        mode: Some(Mode::DryRun),
+        ..Default::default()
+    };
+    let err = Actuate::new(dry).err().unwrap().to_string();
+    assert!(err.contains("image_id") && err.contains("dry-run"), "{err}");
+    // Unset: record-only without an AMI, dry-run with one; never apply.
+    assert_eq!(ActuateConfig::default().mode(), Mode::RecordOnly);
+    let with_ami = ActuateConfig {
+        image_id: Some("ami-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(with_ami.mode(), Mode::DryRun);
 }

@@ -39,30 +39,7 @@ pub mod store;
 
 pub const MODEL_VERSION: &str = "1";
 
-/// How one resource is computed from metrics.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceMap {
-    /// Resource name: `cpu`, `memory`, `network`, `disk` or any other.
-    pub name: String,
-    /// Metrics whose mean is the resource's utilisation (a fraction of capacity at 1.0).
-    pub metrics: Vec<String>,
-    /// Capacity unit, e.g. `vcpu`, `gib`, `gbps`.
-    pub unit: String,
-    /// Units of capacity that a value of 1.0 stands for.
-    pub capacity: f64,
-    /// Only workloads whose id starts with this; default: every workload.
-    #[serde(default)]
-    pub workload_prefix: Option<String>,
-}
-
-impl ResourceMap {
-    pub fn applies_to(&self, workload: &str) -> bool {
-        self.workload_prefix
-            .as_deref()
-            .is_none_or(|p| workload.starts_with(p))
-    }
-}
+pub use wfe_contract::ResourceMap;
 
 /// Settings of the forecast stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

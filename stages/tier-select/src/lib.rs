@@ -1,31 +1,38 @@
 //! # wfe-tier-select: `forecasts` in, `decisions` out
 //!
 //! For each forecast issuance of a workload (all its resources and horizons at one time),
-//! every option of the [`Catalog`] (an instance type bought on demand, or as spot where it has
-//! a spot price) is priced:
+//! the least-cost **mix** of the [`Catalog`] is chosen (see [`plan`] for the arithmetic):
 //! - **count**: for each resource and horizon, the forecast at the SLA quantile divided by
-//!   what one instance gives (capacity x performance), rounded up; the largest wins and is
-//!   the decision's driver;
-//! - **cost**: count x the option's hourly price;
-//! - **risk**: the chance the capacity is not enough: `1 - sla_quantile`, plus for spot the
-//!   chance of an interruption within the driving horizon.
+//!   what one instance gives (capacity x performance), rounded up; the largest is the
+//!   decision's driver (counts up to two above it are priced too);
+//! - **spot share**: some of the count may be spot (cheaper, interruptible); how much is
+//!   limited by `max_spot_share` and by the risk it adds, on-demand carrying the rest;
+//! - **risk**: the chance the capacity is not enough, read from the forecast's quantiles as a
+//!   distribution, plus the chance a spot instance is interrupted within the horizon;
+//! - **cost**: spot count x spot price + on-demand count x on-demand price, per hour.
 //!
-//! The cheapest option whose risk stays within `max_risk` is chosen; if none does, the least
-//! risky one, and the reason says so. Scale-in waits for `cooldown_s` after the last change,
-//! so forecasts that wobble do not churn instances. Every row carries the options considered
-//! (JSON) and a sentence saying why.
+//! The cheapest mix whose risk stays within `max_risk` and whose cost within
+//! `budget_per_hour` is chosen; otherwise the least risky within the budget, and the reason
+//! says so. Scale-in waits for `cooldown_s` after the last change and for demand to sit
+//! `scale_in_margin` below the smaller fleet (hysteresis), so forecasts that wobble do not
+//! churn instances. Every row carries the options considered (JSON) and a sentence saying
+//! why.
 
 mod catalog;
+pub mod plan;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamp_column, timestamps};
-use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
+use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
+use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
 pub use catalog::{Catalog, Instance};
+pub use plan::{Need, Priced, Rules, choose};
 
 /// Settings of the tier-select stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -46,6 +53,71 @@ pub struct TierSelectConfig {
     /// Seconds after a change before the count may go down.
     #[serde(default = "d_cooldown")]
     pub cooldown_s: i64,
+    /// Largest share of a workload's instances bought as spot (the rest on demand).
+    #[serde(default = "d_spot_share")]
+    pub max_spot_share: f64,
+    /// Most a workload may cost per hour (USD); none: no budget.
+    #[serde(default)]
+    pub budget_per_hour: Option<f64>,
+    /// Scale-in only when the demand at the SLA quantile is this share below what the
+    /// smaller fleet gives (hysteresis).
+    #[serde(default = "d_margin")]
+    pub scale_in_margin: f64,
+    /// Stay on the current instance type unless another is cheaper by more than this share
+    /// (a change of type replaces every instance).
+    #[serde(default = "d_switch")]
+    pub switch_margin: f64,
+    /// Reactive floor: when the demand observed in `metrics.norm` (through `[[resources]]`)
+    /// passes this share of the capacity decided, scale up at once, on demand, without
+    /// waiting for the next forecast; and no forecast takes the fleet below what the demand
+    /// observed needs at `burst_target`. 0 (the stage's default) turns it off.
+    #[serde(default = "d_burst")]
+    pub burst_utilisation: f64,
+    /// Utilisation a burst scales up to.
+    #[serde(default = "d_burst_target")]
+    pub burst_target: f64,
+    /// Refresh the catalog's spot prices from EC2 (DescribeSpotPriceHistory); none: the
+    /// catalog's prices, and every decision says they are the snapshot's.
+    #[serde(default)]
+    pub spot_prices: Option<SpotPriceSource>,
+}
+
+/// Where spot prices come from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpotPriceSource {
+    /// Region to ask; default: the catalog's.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// EC2 endpoint URL instead of AWS's (moto, private endpoints).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Wall seconds between refreshes.
+    #[serde(default = "d_refresh")]
+    pub refresh_s: u64,
+}
+
+fn d_switch() -> f64 {
+    0.15
+}
+fn d_burst() -> f64 {
+    // Off unless configured (the default job turns it on): with it, decisions depend on how
+    // `metrics.norm` and `forecasts` interleave, which a replay does not fix.
+    0.0
+}
+fn d_burst_target() -> f64 {
+    0.7
+}
+
+fn d_refresh() -> u64 {
+    3600
+}
+
+fn d_spot_share() -> f64 {
+    0.8
+}
+fn d_margin() -> f64 {
+    0.1
 }
 
 fn d_q() -> f64 {
@@ -69,31 +141,15 @@ impl Default for TierSelectConfig {
             max_risk: d_risk(),
             min_instances: d_min(),
             cooldown_s: d_cooldown(),
+            max_spot_share: d_spot_share(),
+            budget_per_hour: None,
+            scale_in_margin: d_margin(),
+            switch_margin: d_switch(),
+            burst_utilisation: d_burst(),
+            burst_target: d_burst_target(),
+            spot_prices: None,
         }
     }
-}
-
-/// One forecast row, as tier selection needs it.
-#[derive(Debug, Clone)]
-struct Need {
-    resource: String,
-    unit: String,
-    horizon_s: i64,
-    level: f64,
-    value: f64,
-}
-
-/// An option priced for one issuance.
-#[derive(Debug, Clone, Serialize)]
-pub struct Priced {
-    pub tier: String,
-    pub instance_type: String,
-    pub count: i64,
-    pub cost_per_hour: f64,
-    pub risk: f64,
-    pub feasible: bool,
-    #[serde(skip)]
-    driver: (String, i64, f64, f64),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -101,11 +157,22 @@ struct Current {
     tier: String,
     instance_type: String,
     count: i64,
+    #[serde(default)]
+    spot_count: i64,
     changed_at: i64,
     /// The newest issuance decided on: a forecast delivered again (an at-least-once replay
     /// after a crash) is skipped, so it cannot move the cooldown or decide twice.
     #[serde(default)]
     decided: Option<i64>,
+    /// The newest `metrics.norm` step observed (a step delivered again is skipped).
+    #[serde(default)]
+    observed: Option<i64>,
+    /// The last issuance's needs, to price a burst's risk with.
+    #[serde(skip)]
+    needs: Vec<Need>,
+    /// The demand last observed, per resource map (reactive floor), in the maps' units.
+    #[serde(default)]
+    last_seen: Vec<Option<f64>>,
 }
 
 /// The tier-select stage.
@@ -113,6 +180,17 @@ pub struct TierSelect {
     cfg: TierSelectConfig,
     catalog: Catalog,
     current: HashMap<String, Current>,
+    prices: Prices,
+    /// From metrics to resources, for the reactive floor (none: forecasts only).
+    resources: Vec<ResourceMap>,
+}
+
+/// The spot prices' source and age.
+struct Prices {
+    cloud: Option<Box<dyn Cloud>>,
+    refreshed: Option<Instant>,
+    /// Where the prices in use come from, for the reasons.
+    origin: String,
 }
 
 #[derive(Default)]
@@ -123,6 +201,7 @@ struct Rows {
     tier: Vec<String>,
     instance: Vec<String>,
     count: Vec<i64>,
+    spot: Vec<i64>,
     previous: Vec<i64>,
     cost: Vec<f64>,
     risk: Vec<f64>,
@@ -132,6 +211,22 @@ struct Rows {
     required: Vec<f64>,
     considered: Vec<String>,
     reason: Vec<String>,
+}
+
+/// Seconds since the epoch, UTC, as text (when prices were read).
+fn wall_clock() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("unix {s}")
+}
+
+/// Deterministic id of a reactive-floor decision: the same observed step, the same id.
+pub fn burst_id(workload: &str, at: i64) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("burst\u{1f}{workload}\u{1f}{at}").as_bytes())
+    )
 }
 
 /// Deterministic decision id: the same forecast yields the same id on every replay.
@@ -156,53 +251,246 @@ impl TierSelect {
                 "must be in [0, 1]",
             ));
         }
+        if !(0.0..=1.0).contains(&cfg.max_spot_share) {
+            return Err(Error::config(
+                "stages.tier-select.max_spot_share",
+                "must be in [0, 1]",
+            ));
+        }
+        if !(0.0..1.0).contains(&cfg.scale_in_margin) {
+            return Err(Error::config(
+                "stages.tier-select.scale_in_margin",
+                "must be in [0, 1)",
+            ));
+        }
+        if !(cfg.switch_margin.is_finite() && cfg.switch_margin >= 0.0) {
+            return Err(Error::config(
+                "stages.tier-select.switch_margin",
+                "must be 0 or more",
+            ));
+        }
+        if !(0.0..=1.0).contains(&cfg.burst_utilisation)
+            || !(cfg.burst_target > 0.0 && cfg.burst_target <= 1.0)
+        {
+            return Err(Error::config(
+                "stages.tier-select.burst_utilisation",
+                "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
+            ));
+        }
+        if cfg.budget_per_hour.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+            return Err(Error::config(
+                "stages.tier-select.budget_per_hour",
+                "must be a positive number of USD per hour",
+            ));
+        }
         let catalog = match &cfg.catalog {
             Some(path) => Catalog::load(path)?,
             None => Catalog::shipped()?,
         };
-        Ok(Self {
+        let cloud: Option<Box<dyn Cloud>> = match &cfg.spot_prices {
+            Some(src) => Some(Box::new(Ec2::connect(&Ec2Settings {
+                region: src.region.clone().unwrap_or_else(|| catalog.region.clone()),
+                endpoint: src.endpoint.clone(),
+                max_attempts: 3,
+                max_calls_per_s: 1.0,
+            })?)),
+            None => None,
+        };
+        Ok(Self::build(cfg, catalog, cloud))
+    }
+
+    /// The stage with a given EC2 client for spot prices (e.g. one with fixed credentials).
+    pub fn with_cloud(cfg: TierSelectConfig, cloud: Box<dyn Cloud>) -> Result<Self> {
+        let mut st = Self::new(TierSelectConfig {
+            spot_prices: None,
+            ..cfg.clone()
+        })?;
+        st.cfg = cfg;
+        st.prices.cloud = Some(cloud);
+        Ok(st)
+    }
+
+    fn build(cfg: TierSelectConfig, catalog: Catalog, cloud: Option<Box<dyn Cloud>>) -> Self {
+        let origin = format!("spot prices: catalog snapshot {}", catalog.snapshot);
+        Self {
             cfg,
             catalog,
             current: HashMap::new(),
-        })
+            prices: Prices {
+                cloud,
+                refreshed: None,
+                origin,
+            },
+            resources: Vec::new(),
+        }
+    }
+
+    /// The mapping from metrics to resources: with it (and `burst_utilisation` above 0) the
+    /// stage also reads `metrics.norm` and scales up at once when observed demand outruns
+    /// what was decided.
+    pub fn with_resources(mut self, resources: Vec<ResourceMap>) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    fn reactive(&self) -> bool {
+        self.cfg.burst_utilisation > 0.0 && !self.resources.is_empty()
+    }
+
+    /// The reactive floor over one `metrics.norm` batch: a step whose demand passes
+    /// `burst_utilisation` of the capacity decided for its workload becomes a decision that
+    /// adds on-demand instances up to `burst_target` utilisation.
+    fn observe(&mut self, batch: &RecordBatch, rows: &mut Rows, ctx: &mut Context) -> Result<()> {
+        for step in wfe_contract::resources::resource_steps(&self.resources, batch)? {
+            let Some(cur) = self.current.get(&step.workload) else {
+                continue;
+            };
+            if cur.observed.is_some_and(|t| step.time <= t) || cur.count <= 0 {
+                continue;
+            }
+            let Some(inst) = self
+                .catalog
+                .instance
+                .iter()
+                .find(|i| i.r#type == cur.instance_type)
+                .cloned()
+            else {
+                continue;
+            };
+            // The resource furthest past its share of the capacity in place.
+            let mut worst: Option<(usize, f64, f64)> = None;
+            for (ri, v) in step.values.iter().enumerate() {
+                let (Some(v), Some(cap)) = (v, inst.capacity(&self.resources[ri].unit)) else {
+                    continue;
+                };
+                let per = cap * inst.performance;
+                let load = v / (cur.count as f64 * per);
+                if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
+                    worst = Some((ri, *v, load));
+                }
+            }
+            let cur = self.current.get_mut(&step.workload).expect("looked up above");
+            cur.observed = Some(step.time);
+            cur.last_seen = step.values.clone();
+            let Some((ri, value, load)) = worst else {
+                continue;
+            };
+            let res = &self.resources[ri];
+            let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
+            let count = ((value / (self.cfg.burst_target * per)) - 1e-9).ceil() as i64;
+            if count <= cur.count {
+                continue;
+            }
+            let prev = cur.count;
+            cur.count = count;
+            cur.changed_at = step.time;
+            let spot = cur.spot_count.min(count);
+            let tier = if spot == count { "spot".to_string() } else { inst.family_tier.clone() };
+            cur.tier = tier.clone();
+            let needs = cur.needs.clone();
+            let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
+            let cost = spot as f64 * spot_price + (count - spot) as f64 * inst.on_demand_price;
+            let risk = if needs.is_empty() {
+                0.0
+            } else {
+                self.rules().risk(&inst, &needs, count, spot)
+            };
+            ctx.count("decisions.bursts", 1);
+            ctx.count("decisions.changes", 1);
+            rows.id.push(burst_id(&step.workload, step.time));
+            rows.at.push(step.time);
+            rows.workload.push(step.workload.clone());
+            rows.tier.push(tier);
+            rows.instance.push(inst.r#type.clone());
+            rows.count.push(count);
+            rows.spot.push(spot);
+            rows.previous.push(prev);
+            rows.cost.push(cost);
+            rows.risk.push(risk);
+            rows.d_res.push(res.name.clone());
+            // Observed, not forecast: the driver is the actual value (level 1, horizon 0).
+            rows.d_q.push(1.0);
+            rows.d_h.push(0);
+            rows.required.push(value);
+            rows.considered.push("[]".into());
+            rows.reason.push(format!(
+                "reactive floor: observed {} {value:.2} {} is {:.0} % of the {:.2} that {prev} x {} give (burst_utilisation {:.0} %): scale up now to {count} ({} more on demand) for {:.0} % utilisation, before the next forecast ({})",
+                res.name,
+                res.unit,
+                load * 100.0,
+                prev as f64 * per,
+                inst.r#type,
+                self.cfg.burst_utilisation * 100.0,
+                count - prev,
+                self.cfg.burst_target * 100.0,
+                self.prices.origin
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refreshes spot prices from EC2 when a source is configured and the last refresh is
+    /// `refresh_s` old; a failure keeps the prices in use and is reported (and tried again a
+    /// minute later, not at every batch).
+    fn refresh_prices(&mut self, ctx: &mut Context) {
+        let Some(src) = &self.cfg.spot_prices else {
+            return;
+        };
+        let Some(cloud) = self.prices.cloud.as_mut() else {
+            return;
+        };
+        if self
+            .prices
+            .refreshed
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(src.refresh_s))
+        {
+            return;
+        }
+        let types: Vec<String> = self.catalog.instance.iter().map(|i| i.r#type.clone()).collect();
+        match cloud.spot_prices(&types) {
+            Ok(prices) => {
+                let mut n = 0;
+                for (t, p) in prices {
+                    if let Some(i) = self.catalog.instance.iter_mut().find(|i| i.r#type == t) {
+                        i.spot_price = Some(p);
+                        n += 1;
+                    }
+                }
+                ctx.count("spot_prices.refreshed", n);
+                self.prices.origin = format!(
+                    "spot prices: DescribeSpotPriceHistory ({n} of {} types) at {}",
+                    types.len(),
+                    wall_clock()
+                );
+                self.prices.refreshed = Some(Instant::now());
+            }
+            Err(e) => {
+                let msg = format!("{e}; keeping the prices in use");
+                ctx.event(Event::Rejected {
+                    kind: "spot_price_refresh_failed",
+                    location: "DescribeSpotPriceHistory",
+                    message: &msg,
+                    count: 1,
+                });
+                let retry = Duration::from_secs(src.refresh_s.saturating_sub(60));
+                self.prices.refreshed = Instant::now().checked_sub(retry);
+            }
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
-    /// Prices every option for a set of needs.
-    fn price(&self, needs: &[Need]) -> Vec<Priced> {
-        let mut out = Vec::new();
-        for inst in &self.catalog.instance {
-            for (tier, price, rate) in inst.markets() {
-                let mut count = self.cfg.min_instances;
-                let mut driver = (String::new(), 0, self.cfg.sla_quantile, 0.0);
-                for n in needs {
-                    let Some(per) = inst.capacity(&n.unit) else {
-                        continue;
-                    };
-                    let c = (n.value / (per * inst.performance)).ceil() as i64;
-                    if c > count || driver.0.is_empty() {
-                        driver = (n.resource.clone(), n.horizon_s, n.level, n.value);
-                    }
-                    count = count.max(c);
-                }
-                let hours = (driver.1 as f64 / 3600.0).max(1.0 / 60.0);
-                let interruption = 1.0 - (1.0 - rate).powf(hours);
-                let risk = (1.0 - driver.2) + interruption;
-                out.push(Priced {
-                    tier: tier.to_string(),
-                    instance_type: inst.r#type.clone(),
-                    count,
-                    cost_per_hour: count as f64 * price,
-                    risk,
-                    feasible: risk <= self.cfg.max_risk,
-                    driver,
-                });
-            }
+    /// The rules options are chosen by.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            sla_quantile: self.cfg.sla_quantile,
+            max_risk: self.cfg.max_risk,
+            max_spot_share: self.cfg.max_spot_share,
+            min_instances: self.cfg.min_instances,
+            budget_per_hour: self.cfg.budget_per_hour,
         }
-        out
     }
 
     fn decide(
@@ -213,99 +501,158 @@ impl TierSelect {
         rows: &mut Rows,
         ctx: &mut Context,
     ) -> Result<()> {
-        let options = self.price(needs);
-        let best = options
-            .iter()
-            .filter(|o| o.feasible)
-            .min_by(|a, b| {
-                a.cost_per_hour
-                    .total_cmp(&b.cost_per_hour)
-                    .then(a.risk.total_cmp(&b.risk))
-            })
-            .or_else(|| options.iter().min_by(|a, b| a.risk.total_cmp(&b.risk)))
-            .cloned()
-            .ok_or_else(|| Error::config("catalog", "has no instance types"))?;
+        let plan::Choice {
+            chosen: best,
+            considered,
+            mut reason,
+        } = plan::choose(&self.catalog, &self.rules(), needs)
+            .ok_or_else(|| Error::config("catalog", "no instance type measures the needs"))?;
         let prev = self.current.get(workload).cloned().unwrap_or_default();
+        let mut best = best;
+        if !prev.instance_type.is_empty() && prev.instance_type != best.instance_type {
+            let stay = considered.iter().find(|o| {
+                o.instance_type == prev.instance_type
+                    && o.feasible == best.feasible
+                    && o.cost_per_hour <= best.cost_per_hour * (1.0 + self.cfg.switch_margin)
+            });
+            if let Some(stay) = stay {
+                reason = format!(
+                    "{} kept: {} would save less than switch_margin {:.0} % ({:.3}/h against {:.3}/h); {}",
+                    prev.instance_type,
+                    best.instance_type,
+                    self.cfg.switch_margin * 100.0,
+                    best.cost_per_hour,
+                    stay.cost_per_hour,
+                    plan::describe(stay)
+                );
+                best = stay.clone();
+            }
+        }
         let mut chosen = best.clone();
-        let mut reason = if best.feasible {
-            format!(
-                "cheapest option within risk {:.2}: {} x {} ({}) at {:.3}/h, driven by {} p{:.0} at {} s ({:.2} needed)",
-                self.cfg.max_risk,
-                best.count,
-                best.instance_type,
-                best.tier,
-                best.cost_per_hour,
-                best.driver.0,
-                best.driver.2 * 100.0,
-                best.driver.1,
-                best.driver.3
-            )
-        } else {
-            format!(
-                "no option keeps risk within {:.2}: least risky chosen ({:.3})",
-                self.cfg.max_risk, best.risk
-            )
-        };
-        let same_kind = prev.instance_type == best.instance_type && prev.tier == best.tier;
-        if same_kind && best.count < prev.count && at - prev.changed_at < self.cfg.cooldown_s * 1000
+        // A forecast never takes the fleet below what the demand observed now needs (the
+        // reactive floor would scale it straight back up): the difference is on demand.
+        if let Some((floor, what)) = self.floor_count(&prev, &best)
+            && floor > chosen.count
         {
-            chosen.count = prev.count;
-            chosen.cost_per_hour =
-                best.cost_per_hour / best.count.max(1) as f64 * prev.count as f64;
+            let inst = self
+                .catalog
+                .instance
+                .iter()
+                .find(|i| i.r#type == chosen.instance_type);
+            if let Some(inst) = inst {
+                chosen.cost_per_hour += (floor - chosen.count) as f64 * inst.on_demand_price;
+                chosen.risk = self.rules().risk(inst, needs, floor, chosen.spot_count);
+            }
             reason = format!(
-                "scale-in from {} to {} held: last change {} s ago, cooldown {} s",
-                prev.count,
-                best.count,
-                (at - prev.changed_at) / 1000,
-                self.cfg.cooldown_s
+                "{reason}; raised from {} to {floor} by the reactive floor (observed {what} at burst_target {:.0} %)",
+                chosen.count,
+                self.cfg.burst_target * 100.0
             );
+            chosen.count = floor;
         }
-        if !same_kind || chosen.count != prev.count {
-            self.current.insert(
-                workload.to_string(),
-                Current {
-                    tier: chosen.tier.clone(),
-                    instance_type: chosen.instance_type.clone(),
-                    count: chosen.count,
-                    changed_at: at,
-                    decided: None,
-                },
-            );
+        let same_kind = prev.instance_type == best.instance_type;
+        if same_kind && best.count < prev.count {
+            if let Some(why) = self.hold_scale_in(&prev, &best, at) {
+                // Keep the fleet, priced at the new mix's share of spot where it fits.
+                chosen.count = prev.count;
+                chosen.spot_count = prev.spot_count.min(prev.count);
+                let inst = self
+                    .catalog
+                    .instance
+                    .iter()
+                    .find(|i| i.r#type == best.instance_type);
+                if let Some(inst) = inst {
+                    let spot = inst.spot_price.unwrap_or(inst.on_demand_price);
+                    chosen.cost_per_hour = chosen.spot_count as f64 * spot
+                        + (chosen.count - chosen.spot_count) as f64 * inst.on_demand_price;
+                    chosen.risk =
+                        self.rules()
+                            .risk(inst, needs, chosen.count, chosen.spot_count);
+                }
+                reason = format!(
+                    "scale-in from {} to {} held: {why}",
+                    prev.count, best.count
+                );
+            }
         }
-        self.current
-            .entry(workload.to_string())
-            .or_default()
-            .decided = Some(at);
-        let prev_count = if same_kind { prev.count } else { 0 };
-        if chosen.count != prev_count {
+        let changed =
+            !same_kind || chosen.count != prev.count || chosen.spot_count != prev.spot_count;
+        let cur = self.current.entry(workload.to_string()).or_default();
+        if changed {
+            cur.tier = chosen.decision_tier().to_string();
+            cur.instance_type = chosen.instance_type.clone();
+            cur.count = chosen.count;
+            cur.spot_count = chosen.spot_count;
+            cur.changed_at = at;
             ctx.count("decisions.changes", 1);
         }
+        cur.decided = Some(at);
+        cur.needs = needs.to_vec();
+        let prev_count = if same_kind { prev.count } else { 0 };
         rows.id.push(decision_id(workload, at));
         rows.at.push(at);
         rows.workload.push(workload.to_string());
-        rows.tier.push(chosen.tier.clone());
+        rows.tier.push(chosen.decision_tier().to_string());
         rows.instance.push(chosen.instance_type.clone());
         rows.count.push(chosen.count);
+        rows.spot.push(chosen.spot_count);
         rows.previous.push(prev_count);
         rows.cost.push(chosen.cost_per_hour);
         rows.risk.push(chosen.risk);
-        rows.d_res.push(chosen.driver.0.clone());
-        rows.d_q.push(chosen.driver.2);
-        rows.d_h.push(chosen.driver.1);
-        rows.required.push(chosen.driver.3);
+        rows.d_res.push(chosen.driver.resource.clone());
+        rows.d_q.push(chosen.driver.level);
+        rows.d_h.push(chosen.driver.horizon_s);
+        rows.required.push(chosen.driver.value);
         rows.considered
-            .push(serde_json::to_string(&options).unwrap_or_default());
-        rows.reason.push(reason);
+            .push(serde_json::to_string(&considered).unwrap_or_default());
+        rows.reason.push(format!("{reason} ({})", self.prices.origin));
         Ok(())
     }
 
-    /// The value at the SLA level from a row's quantiles (the nearest level at or above it).
-    fn at_level(&self, levels: &[f64], values: &[f64]) -> Option<(f64, f64)> {
-        let i = levels
+    /// The fewest instances of `best`'s type that hold the demand last observed at
+    /// `burst_target` (the reactive floor's level), with the resource that sets it.
+    fn floor_count(&self, prev: &Current, best: &Priced) -> Option<(i64, String)> {
+        if !self.reactive() {
+            return None;
+        }
+        let inst = self
+            .catalog
+            .instance
             .iter()
-            .position(|l| *l >= self.cfg.sla_quantile - 1e-9)
-            .or_else(|| levels.len().checked_sub(1))?;
-        Some((levels[i], *values.get(i)?))
+            .find(|i| i.r#type == best.instance_type)?;
+        prev.last_seen
+            .iter()
+            .zip(&self.resources)
+            .filter_map(|(seen, res)| {
+                let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
+                let n = (v / (self.cfg.burst_target * cap * inst.performance) - 1e-9).ceil() as i64;
+                Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
+            })
+            .max_by_key(|(n, _)| *n)
+    }
+
+    /// Why a scale-in from `prev` to `best` waits, if it does: the cooldown since the last
+    /// change, or demand not yet `scale_in_margin` below what the smaller fleet gives.
+    fn hold_scale_in(&self, prev: &Current, best: &Priced, at: i64) -> Option<String> {
+        if at - prev.changed_at < self.cfg.cooldown_s * 1000 {
+            return Some(format!(
+                "last change {} s ago, cooldown {} s",
+                (at - prev.changed_at) / 1000,
+                self.cfg.cooldown_s
+            ));
+        }
+        let d = &best.driver;
+        let smaller = (prev.count - 1) as f64 * d.per_instance;
+        if d.value > smaller * (1.0 - self.cfg.scale_in_margin) {
+            return Some(format!(
+                "{:.2} needed is within scale_in_margin {:.2} of the {:.2} that {} instances give",
+                d.value,
+                self.cfg.scale_in_margin,
+                smaller,
+                prev.count - 1
+            ));
+        }
+        None
     }
 
     fn finish(rows: Rows) -> Result<RecordBatch> {
@@ -325,6 +672,7 @@ impl TierSelect {
             Arc::new(Float64Array::from(rows.required)),
             Arc::new(StringArray::from(rows.considered)),
             Arc::new(StringArray::from(rows.reason)),
+            Arc::new(Int64Array::from(rows.spot)),
         ];
         Ok(RecordBatch::try_new(Topic::Decisions.schema(), columns)?)
     }
@@ -336,7 +684,11 @@ impl Stage for TierSelect {
     }
 
     fn inputs(&self) -> Vec<Topic> {
-        vec![Topic::Forecasts]
+        if self.reactive() {
+            vec![Topic::Forecasts, Topic::MetricsNorm]
+        } else {
+            vec![Topic::Forecasts]
+        }
     }
 
     fn outputs(&self) -> Vec<Topic> {
@@ -345,11 +697,22 @@ impl Stage for TierSelect {
 
     fn process_batch(
         &mut self,
-        _t: Topic,
+        topic: Topic,
         batch: RecordBatch,
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
+        self.refresh_prices(ctx);
+        if topic == Topic::MetricsNorm {
+            let mut rows = Rows::default();
+            if self.reactive() {
+                self.observe(&batch, &mut rows, ctx)?;
+            }
+            if !rows.id.is_empty() {
+                out.emit(Topic::Decisions, Self::finish(rows)?)?;
+            }
+            return Ok(());
+        }
         let issued = timestamps(&batch, "issued_at")?;
         let workload = strings(&batch, "workload")?;
         let resource = strings(&batch, "resource")?;
@@ -367,24 +730,31 @@ impl Stage for TierSelect {
             let key = (workload.value(r).to_string(), issued.value(r));
             let lv = list_row_f64(levels.as_ref(), r)?;
             let vv = list_row_f64(values.as_ref(), r)?;
-            let need = match self.at_level(&lv, &vv) {
-                Some((level, value)) if value.is_finite() && value >= 0.0 => Some(Need {
+            let usable = !lv.is_empty()
+                && lv.len() == vv.len()
+                && vv.iter().all(|v| v.is_finite() && *v >= 0.0)
+                && lv.iter().all(|l| l.is_finite() && (0.0..=1.0).contains(l))
+                && lv.windows(2).all(|w| w[0] < w[1]);
+            let need = if usable {
+                // Quantiles that cross (p90 below p50) are put in order, as the levels are.
+                let mut vv = vv;
+                vv.sort_by(f64::total_cmp);
+                Some(Need {
                     resource: resource.value(r).to_string(),
                     unit: unit.value(r).to_string(),
                     horizon_s: horizon.value(r),
-                    level,
-                    value,
-                }),
-                _ => {
-                    let loc = format!("{} at {}", key.0, key.1);
-                    ctx.event(Event::Rejected {
-                        kind: "bad_forecast",
-                        location: &loc,
-                        message: "forecast is NaN, negative or has no quantiles: not used",
-                        count: 1,
-                    });
-                    None
-                }
+                    levels: lv,
+                    values: vv,
+                })
+            } else {
+                let loc = format!("{} at {}", key.0, key.1);
+                ctx.event(Event::Rejected {
+                    kind: "bad_forecast",
+                    location: &loc,
+                    message: "forecast is NaN, negative or has no quantiles: not used",
+                    count: 1,
+                });
+                None
             };
             let pos = match groups.iter().position(|(k, _)| *k == key) {
                 Some(p) => p,

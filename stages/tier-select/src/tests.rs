@@ -73,36 +73,103 @@ fn arrow_cast_str(a: &dyn arrow_array::Array, r: usize) -> String {
 }
 
 #[test]
-fn cheapest_feasible_option_covers_the_p90() {
+fn cheapest_mix_covers_the_p90_with_spot_up_to_its_share() {
     let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
-    // p90 of 20 vCPU: the cheapest per vCPU is spot m7i (0.1613 / 8 vCPU) -> 3 x m7i.2xlarge
-    // or 5 x m7i.xlarge (0.0806 x 5 = 0.403 < 3 x 0.1613 = 0.484).
+    // p90 of 20 vCPU. On m7i.xlarge (4 vCPU) that is 5 instances, of which 4 may be spot
+    // (max_spot_share 0.8): 4 x 0.0806 + 1 x 0.2016 = 0.524/h, less than any mix of the
+    // larger types (3 x m7i.2xlarge with 2 spot: 0.7258/h).
     let (out, _) = decide(
         &mut st,
         forecasts(&[("w", 3600, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
     );
-    assert_eq!(col(&out, "tier"), ["spot"]);
     assert_eq!(col(&out, "instance_type"), ["m7i.xlarge"]);
     assert_eq!(col(&out, "count"), ["5"]);
+    assert_eq!(col(&out, "spot_count"), ["4"]);
+    assert_eq!(col(&out, "tier"), ["on-demand"]);
     assert_eq!(col(&out, "driver_resource"), ["cpu"]);
     let cost: f64 = col(&out, "expected_cost_per_hour")[0].parse().unwrap();
-    assert!((cost - 5.0 * 0.0806).abs() < 1e-9);
+    assert!((cost - (4.0 * 0.0806 + 0.2016)).abs() < 1e-9);
+    // Risk: demand passes 20 vCPU with 0.1, 16 with 0.42, 12 with 0.74, 8 with 0.92, 4 with
+    // 0.96; k of the 4 spot instances interrupted within the hour is Binomial(4, 0.0008).
+    let passed = [0.1, 0.42, 0.74, 0.92, 0.96];
+    let q: f64 = 0.0008;
+    let choose = [1.0, 4.0, 6.0, 4.0, 1.0];
+    let want: f64 = (0..5)
+        .map(|k| choose[k] * q.powi(k as i32) * (1.0 - q).powi(4 - k as i32) * passed[k])
+        .sum();
+    let risk: f64 = col(&out, "risk")[0].parse().unwrap();
+    assert!((risk - want).abs() < 1e-9, "{risk} vs {want}");
     let considered: serde_json::Value = serde_json::from_str(&col(&out, "considered")[0]).unwrap();
-    assert_eq!(
-        considered.as_array().unwrap().len(),
-        12,
-        "6 types x (on-demand, spot)"
-    );
-    assert!(col(&out, "reason")[0].contains("p90"));
+    assert_eq!(considered.as_array().unwrap().len(), 6, "one best mix per type");
+    let reason = &col(&out, "reason")[0];
+    assert!(reason.contains("p90") && reason.contains("4 spot + 1 on-demand"), "{reason}");
+    assert!(reason.contains("max_spot_share"), "{reason}");
+}
+
+/// A one-type catalog with the given spot interruption rate per hour.
+fn one_type_catalog(dir: &std::path::Path, rate: f64) -> std::path::PathBuf {
+    let path = dir.join("catalog.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "region = \"test\"\nsnapshot = \"2026-11-24\"\n[[instance]]\ntype = \"t.large\"\n\
+             family_tier = \"on-demand\"\nvcpu = 4\nmemory_gib = 16\nnetwork_gbps = 10\n\
+             on_demand_price = 1.0\nspot_price = 0.3\ninterruption_rate = {rate}\nperformance = 1\n"
+        ),
+    )
+    .unwrap();
+    path
 }
 
 #[test]
-fn a_strict_sla_excludes_spot_and_memory_can_drive() {
-    let cfg = TierSelectConfig {
-        max_risk: 0.1,
+fn interruption_risk_limits_the_spot_share_and_on_demand_carries_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let calm = TierSelectConfig {
+        catalog: Some(one_type_catalog(dir.path(), 0.0)),
         ..Default::default()
     };
-    let mut st = TierSelect::new(cfg).unwrap();
+    let fc = || forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]);
+    let (out, _) = decide(&mut TierSelect::new(calm).unwrap(), fc());
+    assert_eq!(col(&out, "spot_count"), ["4"], "no risk: spot up to the share");
+    // Half of the spot instances interrupted within the hour: every spot instance adds
+    // risk, so the share stops below max_spot_share and the risk stays within max_risk.
+    let stormy = TierSelectConfig {
+        catalog: Some(one_type_catalog(dir.path(), 0.5)),
+        ..Default::default()
+    };
+    let st = TierSelect::new(stormy).unwrap();
+    let rules = st.rules();
+    let mut st = st;
+    let (out, _) = decide(&mut st, fc());
+    let count: i64 = col(&out, "count")[0].parse().unwrap();
+    let spot: i64 = col(&out, "spot_count")[0].parse().unwrap();
+    let risk: f64 = col(&out, "risk")[0].parse().unwrap();
+    assert!(spot > 0 && spot < (0.8 * count as f64).floor() as i64, "{spot} of {count}");
+    assert!(risk <= 0.15, "{risk}");
+    assert!(col(&out, "reason")[0].contains("interruption risk"));
+    // Brute force over every count and spot share the rules allow: nothing feasible is
+    // cheaper than what was chosen.
+    let cost: f64 = col(&out, "expected_cost_per_hour")[0].parse().unwrap();
+    let inst = &st.catalog().instance[0];
+    let need = plan::Need {
+        resource: "cpu".into(),
+        unit: "vcpu".into(),
+        horizon_s: 3600,
+        levels: vec![0.1, 0.5, 0.9],
+        values: vec![10.0, 15.0, 20.0],
+    };
+    for n in 5..=7i64 {
+        for s in 0..=((0.8 * n as f64).floor() as i64) {
+            let r = rules.risk(inst, std::slice::from_ref(&need), n, s);
+            let c = 0.3 * s as f64 + (n - s) as f64;
+            assert!(r > 0.15 + 1e-12 || c >= cost - 1e-9, "n {n} s {s}: {c} < {cost}");
+        }
+    }
+}
+
+#[test]
+fn memory_can_drive_the_count() {
+    let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
     let (out, _) = decide(
         &mut st,
         forecasts(&[
@@ -110,11 +177,33 @@ fn a_strict_sla_excludes_spot_and_memory_can_drive() {
             ("w", 3600, "memory", "gib", 3600, [100.0, 120.0, 200.0]),
         ]),
     );
-    assert_ne!(col(&out, "tier")[0], "spot");
     assert_eq!(col(&out, "driver_resource"), ["memory"]);
-    // 200 GiB on r7i.2xlarge (64 GiB, 0.5292/h) = 4 x = 2.1168/h is the cheapest on demand.
+    // 200 GiB: 4 x r7i.2xlarge (64 GiB), 3 of them spot = 3 x 0.2117 + 0.5292 per hour,
+    // cheaper than 4 x m7i.4xlarge (64 GiB) in the same mix.
     assert_eq!(col(&out, "instance_type"), ["r7i.2xlarge"]);
     assert_eq!(col(&out, "count"), ["4"]);
+    assert_eq!(col(&out, "spot_count"), ["3"]);
+}
+
+#[test]
+fn the_budget_holds_against_an_absurd_forecast() {
+    let cfg = TierSelectConfig {
+        budget_per_hour: Some(5.0),
+        ..Default::default()
+    };
+    let mut st = TierSelect::new(cfg).unwrap();
+    let (out, _) = decide(
+        &mut st,
+        forecasts(&[("w", 0, "cpu", "vcpu", 3600, [1e5, 5e5, 1e6])]),
+    );
+    let cost: f64 = col(&out, "expected_cost_per_hour")[0].parse().unwrap();
+    assert!(cost <= 5.0 && cost > 4.0, "{cost}");
+    assert!(col(&out, "reason")[0].contains("budget"));
+    let bad = TierSelectConfig {
+        budget_per_hour: Some(f64::NAN),
+        ..Default::default()
+    };
+    assert!(TierSelect::new(bad).err().unwrap().to_string().contains("budget_per_hour"));
 }
 
 #[test]
@@ -126,6 +215,21 @@ fn scale_in_waits_for_the_cooldown() {
         .flat_map(|&(t, v)| col(&decide(&mut st, mk(t, v)).0, "count"))
         .collect();
     assert_eq!(counts, ["10", "10", "2", "10"]);
+}
+
+#[test]
+fn scale_in_waits_until_demand_is_clearly_below_the_smaller_fleet() {
+    let mut st = TierSelect::new(TierSelectConfig::default()).unwrap();
+    let mk = |t: i64, p90: f64| forecasts(&[("w", t, "cpu", "vcpu", 3600, [1.0, 1.0, p90])]);
+    let h = 4 * 3600; // past the cooldown
+    let (first, _) = decide(&mut st, mk(0, 40.0));
+    assert_eq!(col(&first, "count"), ["10"]);
+    // 35 vCPU would fit 9 x 4 = 36, but not with the 10 % margin (32.4): held.
+    let (held, _) = decide(&mut st, mk(h, 35.0));
+    assert_eq!(col(&held, "count"), ["10"]);
+    assert!(col(&held, "reason")[0].contains("scale_in_margin"));
+    let (down, _) = decide(&mut st, mk(h + 3600, 30.0));
+    assert_eq!(col(&down, "count"), ["8"]);
 }
 
 #[test]
@@ -209,4 +313,135 @@ fn decides_on_real_forecasts_of_an_asd_server() {
         let cost = f64s(&b, "expected_cost_per_hour").unwrap();
         assert!(cost.values().iter().all(|c| *c > 0.0 && c.is_finite()));
     }
+}
+
+#[test]
+fn spot_prices_are_refreshed_from_ec2_and_the_reason_says_where_they_came_from() {
+    let moto = wfe_ec2::testing::Moto::start();
+    let cfg = TierSelectConfig {
+        spot_prices: Some(SpotPriceSource {
+            region: None,
+            endpoint: Some(moto.url.clone()),
+            refresh_s: 3600,
+        }),
+        ..Default::default()
+    };
+    let mut st = TierSelect::with_cloud(cfg, Box::new(moto.client())).unwrap();
+    let types: Vec<String> = st.catalog().instance.iter().map(|i| i.r#type.clone()).collect();
+    let (out, ctx) = decide(
+        &mut st,
+        forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
+    );
+    // What EC2 (moto) says now is what the stage priced with.
+    let mut check = moto.client();
+    let prices = wfe_ec2::Cloud::spot_prices(&mut check, &types).unwrap();
+    assert!(!prices.is_empty());
+    for (t, p) in &prices {
+        let inst = st.catalog().instance.iter().find(|i| &i.r#type == t).unwrap();
+        assert_eq!(inst.spot_price, Some(*p), "{t}");
+    }
+    assert_eq!(ctx.counters()["spot_prices.refreshed"], prices.len() as u64);
+    assert!(col(&out, "reason")[0].contains("DescribeSpotPriceHistory"));
+
+    // No source: the snapshot's prices, and the reason says so.
+    let mut plain = TierSelect::new(TierSelectConfig::default()).unwrap();
+    let (out, _) = decide(
+        &mut plain,
+        forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
+    );
+    assert!(col(&out, "reason")[0].contains("catalog snapshot 2026-11-01"));
+
+    // A source that cannot be reached: reported, the prices in use kept, decisions go on.
+    drop(moto);
+    let mut st2 = TierSelect::with_cloud(
+        TierSelectConfig {
+            spot_prices: Some(SpotPriceSource {
+                region: None,
+                endpoint: Some("http://127.0.0.1:9".into()),
+                refresh_s: 3600,
+            }),
+            ..Default::default()
+        },
+        Box::new(
+            wfe_ec2::Ec2::with_credentials(
+                &wfe_ec2::Ec2Settings {
+                    region: "us-east-1".into(),
+                    endpoint: Some("http://127.0.0.1:9".into()),
+                    max_attempts: 1,
+                    max_calls_per_s: 100.0,
+                },
+                "testing",
+                "testing",
+            )
+            .unwrap(),
+        ),
+    )
+    .unwrap();
+    let (out, ctx) = decide(
+        &mut st2,
+        forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
+    );
+    assert_eq!(out.rows(Topic::Decisions), 1);
+    assert_eq!(ctx.counters()["rejected.spot_price_refresh_failed"], 1);
+    assert!(col(&out, "reason")[0].contains("catalog snapshot"));
+}
+
+#[test]
+fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it() {
+    let cfg = TierSelectConfig {
+        burst_utilisation: 0.8,
+        burst_target: 0.7,
+        ..Default::default()
+    };
+    let cpu = ResourceMap {
+        name: "cpu".into(),
+        metrics: vec!["m00".into()],
+        unit: "vcpu".into(),
+        capacity: 32.0,
+        workload_prefix: None,
+    };
+    let mut st = TierSelect::new(cfg).unwrap().with_resources(vec![cpu]);
+    assert_eq!(st.inputs(), [Topic::Forecasts, Topic::MetricsNorm]);
+    // A forecast of about 1 vCPU: one m7i.xlarge (4 vCPU).
+    let (first, _) = decide(
+        &mut st,
+        forecasts(&[("omi-5", 0, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+    );
+    assert_eq!(col(&first, "count"), ["1"]);
+    // omi-5's real CPU (m00 x 32 vCPU) soon passes 80 % of 4 vCPU.
+    let norm = normalised("asd", &["omi-5"], 2);
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("tier-select");
+    for b in &norm {
+        st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
+    }
+    let reasons = col(&out, "reason");
+    assert!(!reasons.is_empty(), "observed demand never passed 3.2 vCPU?");
+    assert!(reasons.iter().all(|r| r.starts_with("reactive floor")));
+    let counts: Vec<i64> = col(&out, "count").iter().map(|c| c.parse().unwrap()).collect();
+    let required: Vec<f64> = col(&out, "required").iter().map(|c| c.parse().unwrap()).collect();
+    for (n, v) in counts.iter().zip(&required) {
+        // Enough for the observed demand at 70 %, and only ever up.
+        assert!(*n as f64 * 4.0 * 0.7 >= *v - 1e-9, "{n} for {v}");
+    }
+    assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
+    assert_eq!(ctx.counters()["decisions.bursts"], counts.len() as u64);
+    // The same steps again (a redelivery): nothing new.
+    let mut again = VecCollector::new();
+    for b in &norm {
+        st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut again)
+            .unwrap();
+    }
+    assert_eq!(again.rows(Topic::Decisions), 0);
+    // A later forecast of 1 vCPU does not take the fleet below what the demand last
+    // observed needs at 70 %.
+    let late = 4_000_000_000;
+    let (next, _) = decide(
+        &mut st,
+        forecasts(&[("omi-5", late, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+    );
+    let n: i64 = col(&next, "count")[0].parse().unwrap();
+    assert!(n > 1, "{n}");
+    assert!(col(&next, "reason")[0].contains("reactive floor"));
 }

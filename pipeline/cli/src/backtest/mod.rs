@@ -1,0 +1,417 @@
+//! `wfe backtest`: what each provisioning policy would have cost over the test split of
+//! labelled data, and how often it had too little.
+//!
+//! **Demand.** Each entity's metrics become resources through the job's `[[resources]]` (the
+//! forecast stage's own mapping: the mean of the metrics' raw values x `capacity`), step by
+//! step. Only resources the catalog measures (vcpu, gib, gbps) count.
+//!
+//! **Policies.** Each has its first fleet ready when the test split starts.
+//! - `static`: the train split's peak, on demand, never changed;
+//! - `reactive`: a Kubernetes HPA: every step, enough on-demand instances for the demand just
+//!   observed at `target_utilisation` (no change within the 10 % tolerance), scale-down to the
+//!   highest count recommended within the stabilisation window;
+//! - `vpa`: a VPA-like recommender: every `vpa_every_s`, a quantile of the observed demand with
+//!   weights halving every `vpa_half_life_s`, plus a margin, on demand;
+//! - `wfe`: the stages themselves (normalise, forecast, tier-select with its reactive floor,
+//!   with the job's settings and model folder) run over the entity's train and test splits;
+//!   each decision's mix (type, spot and on-demand counts) is put in place when decided;
+//! - `oracle`: perfect foresight, the lower bound: every step exactly the demand, on the
+//!   cheapest option of the catalog, ready in time and never interrupted.
+//!
+//! **Simulation** ([`sim`]): a launch serves after `start_delay_s` and is billed from launch to
+//! termination; spot instances are interrupted at their catalog rate (seeded), `notice_s`
+//! after a notice on which an on-demand replacement is launched; the next change of the
+//! policy's fleet puts its mix back. A step is under-provisioned when any resource's demand
+//! passes the capacity in service; an hour (of the clock) is an SLA violation when more than
+//! `sla_allowance` of it was under-provisioned.
+
+pub mod policies;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wfe_contract::{Error, Result};
+use wfe_forecast::ResourceMap;
+use wfe_tier_select::{Catalog, TierSelect};
+
+use crate::config::JobConfig;
+use crate::eval::data;
+
+#[derive(clap::Args)]
+pub struct BacktestArgs {
+    /// Folder of labelled entities with train and test splits, e.g. ../shared/data/smd.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Policies to run (repeat or comma-separate): wfe, reactive, static, vpa, oracle.
+    /// Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub policy: Vec<String>,
+    /// Job config: resources, forecast and tier-select settings, `[backtest]`.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `wfe backtest` (`[backtest]` in the job config).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestConfig {
+    /// Seconds from a launch until an instance serves.
+    #[serde(default = "d_start")]
+    pub start_delay_s: i64,
+    /// Seconds between a spot interruption notice and the instance's end (EC2: 120).
+    #[serde(default = "d_notice")]
+    pub notice_s: i64,
+    /// Seed of the spot interruptions.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Instance type the baselines run on, on demand.
+    #[serde(default = "d_instance")]
+    pub baseline_instance: String,
+    /// Fewest instances a baseline keeps.
+    #[serde(default = "d_min")]
+    pub min_instances: i64,
+    /// Reactive: utilisation the HPA aims at.
+    #[serde(default = "d_target")]
+    pub target_utilisation: f64,
+    /// Reactive: scale-down stabilisation window (HPA's default: 300 s).
+    #[serde(default = "d_stab")]
+    pub stabilisation_s: i64,
+    /// VPA: quantile of the weighted demand history.
+    #[serde(default = "d_vq")]
+    pub vpa_quantile: f64,
+    /// VPA: age at which a sample's weight halves.
+    #[serde(default = "d_half")]
+    pub vpa_half_life_s: i64,
+    /// VPA: safety margin added to the quantile.
+    #[serde(default = "d_margin")]
+    pub vpa_margin: f64,
+    /// VPA: how often the recommendation is applied.
+    #[serde(default = "d_every")]
+    pub vpa_every_s: i64,
+    /// Share of an hour that may be under-provisioned before the hour violates the SLA.
+    #[serde(default = "d_allow")]
+    pub sla_allowance: f64,
+}
+
+fn d_start() -> i64 {
+    180
+}
+fn d_notice() -> i64 {
+    120
+}
+fn d_seed() -> u64 {
+    7
+}
+fn d_instance() -> String {
+    "m7i.xlarge".into()
+}
+fn d_min() -> i64 {
+    1
+}
+fn d_target() -> f64 {
+    0.7
+}
+fn d_stab() -> i64 {
+    300
+}
+fn d_vq() -> f64 {
+    0.9
+}
+fn d_half() -> i64 {
+    86_400
+}
+fn d_margin() -> f64 {
+    0.15
+}
+fn d_every() -> i64 {
+    3600
+}
+fn d_allow() -> f64 {
+    0.01
+}
+
+impl Default for BacktestConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+impl BacktestConfig {
+    fn validate(&self, catalog: &Catalog) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(format!("backtest.{k}"), m.to_string()));
+        if self.start_delay_s < 0 || self.notice_s < 0 {
+            return bad("start_delay_s", "delays must not be negative");
+        }
+        if !(self.target_utilisation > 0.0 && self.target_utilisation <= 1.0) {
+            return bad("target_utilisation", "must be in (0, 1]");
+        }
+        if !(0.0 < self.vpa_quantile && self.vpa_quantile < 1.0) {
+            return bad("vpa_quantile", "must be in (0, 1)");
+        }
+        if self.vpa_half_life_s <= 0 || self.vpa_every_s <= 0 || self.vpa_margin < 0.0 {
+            return bad(
+                "vpa_every_s",
+                "half-life and period must be positive, margin not negative",
+            );
+        }
+        if !(0.0..1.0).contains(&self.sla_allowance) {
+            return bad("sla_allowance", "must be in [0, 1)");
+        }
+        if !catalog
+            .instance
+            .iter()
+            .any(|i| i.r#type == self.baseline_instance)
+        {
+            return bad(
+                "baseline_instance",
+                &format!(
+                    "`{}` is not in the catalog ({})",
+                    self.baseline_instance, catalog.region
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub const POLICIES: [&str; 5] = ["wfe", "reactive", "static", "vpa", "oracle"];
+
+/// The figures of one policy on one entity (or summed: `total`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Figures {
+    /// USD over the test split.
+    pub cost: f64,
+    /// Provisioned minus used over provisioned, mean over the resources.
+    pub slack: f64,
+    pub underprovisioned_minutes: f64,
+    pub sla_violations: u64,
+    pub changes: u64,
+}
+
+/// policy -> entity (and `total`) -> figures.
+#[derive(Debug, Serialize)]
+pub struct BacktestReport {
+    pub data: String,
+    pub policies: BTreeMap<String, BTreeMap<String, Figures>>,
+    /// Test-split hours simulated, per entity.
+    pub hours: BTreeMap<String, f64>,
+}
+
+/// One entity's demand over its test split.
+pub struct Demand {
+    pub entity: String,
+    /// Resource names and units, in the order of `values`' columns.
+    pub resources: Vec<(String, String)>,
+    /// Test-split step times (ms) and step length.
+    pub times: Vec<i64>,
+    pub step_ms: i64,
+    /// Per test step, per resource: demand in the resource's unit.
+    pub values: Vec<Vec<f64>>,
+    /// The same over the train split (history a baseline may know).
+    pub train: Vec<Vec<f64>>,
+    pub train_times: Vec<i64>,
+}
+
+/// Per step, the resources of `maps` that apply to `entity`, from raw metric values.
+fn demand_of(
+    maps: &[ResourceMap],
+    catalog: &Catalog,
+    entity: &str,
+    metrics: &[String],
+    rows: &[Vec<f64>],
+) -> Result<(Vec<(String, String)>, Vec<Vec<f64>>)> {
+    let measured = |unit: &str| catalog.instance.iter().any(|i| i.capacity(unit).is_some());
+    let mut cols = Vec::new();
+    let mut names = Vec::new();
+    for m in maps
+        .iter()
+        .filter(|m| m.applies_to(entity) && measured(&m.unit))
+    {
+        let idx: Vec<usize> = m
+            .metrics
+            .iter()
+            .filter_map(|name| metrics.iter().position(|x| x == name))
+            .collect();
+        if idx.len() != m.metrics.len() {
+            return Err(Error::config(
+                format!("resources.{}", m.name),
+                format!("{entity} lacks one of the metrics {:?}", m.metrics),
+            ));
+        }
+        names.push((m.name.clone(), m.unit.clone()));
+        cols.push((idx, m.capacity));
+    }
+    if cols.is_empty() {
+        return Err(Error::config(
+            "resources",
+            format!("no resource the catalog measures (vcpu, gib, gbps) applies to {entity}"),
+        ));
+    }
+    // Missing steps carry the last known demand (the stage's forecasts do the same).
+    let mut last = vec![0.0; cols.len()];
+    let values = rows
+        .iter()
+        .map(|row| {
+            cols.iter()
+                .zip(&mut last)
+                .map(|((idx, cap), last)| {
+                    let known: Vec<f64> = idx
+                        .iter()
+                        .map(|&i| row[i])
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    if known.len() == idx.len() {
+                        *last = (known.iter().sum::<f64>() / known.len() as f64 * cap).max(0.0);
+                    }
+                    *last
+                })
+                .collect()
+        })
+        .collect();
+    Ok((names, values))
+}
+
+/// Runs the chosen policies over every entity of `dir`.
+pub fn backtest(dir: &Path, job: &JobConfig, policies: &[String]) -> Result<BacktestReport> {
+    let cfg = &job.backtest;
+    let tier = TierSelect::new(job.stages.tier_select.clone())?;
+    let catalog = tier.catalog().clone();
+    cfg.validate(&catalog)?;
+    for p in policies {
+        if !POLICIES.contains(&p.as_str()) {
+            return Err(Error::config(
+                "--policy",
+                format!("unknown policy `{p}`; policies: {POLICIES:?}"),
+            ));
+        }
+    }
+    let entities = data::entities(dir)?;
+    let results = crate::parallel::map(&entities, |entity| {
+        run_entity(dir, entity, job, &catalog, policies)
+    });
+    let mut report = BacktestReport {
+        data: dir.display().to_string(),
+        policies: BTreeMap::new(),
+        hours: BTreeMap::new(),
+    };
+    for (entity, result) in entities.iter().zip(results) {
+        let (hours, figures) = result?;
+        report.hours.insert(entity.clone(), hours);
+        for (policy, f) in figures {
+            let table = report.policies.entry(policy).or_default();
+            let total = table.entry("total".into()).or_default();
+            total.cost += f.cost;
+            total.underprovisioned_minutes += f.underprovisioned_minutes;
+            total.sla_violations += f.sla_violations;
+            total.changes += f.changes;
+            // Mean over entities (each weighted alike).
+            total.slack += f.slack / entities.len() as f64;
+            table.insert(entity.clone(), f);
+        }
+    }
+    Ok(report)
+}
+
+fn run_entity(
+    dir: &Path,
+    entity: &str,
+    job: &JobConfig,
+    catalog: &Catalog,
+    policies: &[String],
+) -> Result<(f64, Vec<(String, Figures)>)> {
+    let batches = data::normalised(dir, entity)?;
+    let series = data::load_batches(entity, batches.clone())?;
+    if series.train.is_empty() || series.test.is_empty() {
+        return Err(Error::config(
+            "--data",
+            format!("{entity}: the backtest needs a train and a test split"),
+        ));
+    }
+    let (resources, values) = demand_of(
+        &job.resources,
+        catalog,
+        entity,
+        &series.metrics,
+        &series.raw_test,
+    )?;
+    let (_, train) = demand_of(
+        &job.resources,
+        catalog,
+        entity,
+        &series.metrics,
+        &series.raw_train,
+    )?;
+    let n_train = series.train.len();
+    let times = series.times[n_train..].to_vec();
+    let step_ms = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0)
+        .min()
+        .unwrap_or(60_000);
+    let demand = Demand {
+        entity: entity.to_string(),
+        resources,
+        train_times: series.times[..n_train].to_vec(),
+        times,
+        step_ms,
+        values,
+        train,
+    };
+    let hours = demand.times.len() as f64 * step_ms as f64 / 3.6e6;
+    let mut out = Vec::new();
+    for p in policies {
+        let figures = match p.as_str() {
+            "oracle" => sim::oracle(&demand, catalog, job.stages.tier_select.min_instances),
+            name => {
+                let plan = match name {
+                    "static" => policies::fixed(&demand, catalog, &job.backtest)?,
+                    "reactive" => policies::reactive(&demand, catalog, &job.backtest)?,
+                    "vpa" => policies::vpa(&demand, catalog, &job.backtest)?,
+                    _ => policies::wfe(&demand, job, batches.clone())?,
+                };
+                sim::simulate(&demand, catalog, &job.backtest, &plan)?
+            }
+        };
+        out.push((p.clone(), figures));
+    }
+    Ok((hours, out))
+}
+
+/// The Markdown table: per policy, the totals, and cost relative to reactive and oracle.
+pub fn render(r: &BacktestReport) -> String {
+    let hours: f64 = r.hours.values().sum();
+    let mut s = format!(
+        "# wfe backtest: {} ({} entities, {:.0} test hours)\n\n",
+        r.data,
+        r.hours.len(),
+        hours
+    );
+    s.push_str(
+        "| policy | cost (USD) | x reactive | x oracle | slack | under-provisioned min | SLA violations (h) | changes |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let total = |p: &str| r.policies.get(p).and_then(|t| t.get("total"));
+    let ratio = |a: f64, b: Option<&Figures>| {
+        b.filter(|b| b.cost > 0.0)
+            .map_or("-".to_string(), |b| format!("{:.3}", a / b.cost))
+    };
+    for p in POLICIES {
+        let Some(f) = total(p) else { continue };
+        s.push_str(&format!(
+            "| {p} | {:.2} | {} | {} | {:.3} | {:.0} | {} | {} |\n",
+            f.cost,
+            ratio(f.cost, total("reactive")),
+            ratio(f.cost, total("oracle")),
+            f.slack,
+            f.underprovisioned_minutes,
+            f.sla_violations,
+            f.changes
+        ));
+    }
+    s
+}

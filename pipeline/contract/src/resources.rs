@@ -1,0 +1,87 @@
+//! From metrics to resources: the mapping the forecast stage forecasts and tier selection
+//! provisions by, shared so that both read a workload's demand the same way.
+
+use arrow_array::Array;
+use serde::{Deserialize, Serialize};
+
+use crate::norm::NormBatch;
+use crate::{RecordBatch, Result};
+
+/// How one resource is computed from metrics.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceMap {
+    /// Resource name: `cpu`, `memory`, `network`, `disk` or any other.
+    pub name: String,
+    /// Metrics whose mean is the resource's utilisation (a fraction of capacity at 1.0).
+    pub metrics: Vec<String>,
+    /// Capacity unit, e.g. `vcpu`, `gib`, `gbps`.
+    pub unit: String,
+    /// Units of capacity that a value of 1.0 stands for.
+    pub capacity: f64,
+    /// Only workloads whose id starts with this; default: every workload.
+    #[serde(default)]
+    pub workload_prefix: Option<String>,
+}
+
+impl ResourceMap {
+    pub fn applies_to(&self, workload: &str) -> bool {
+        self.workload_prefix
+            .as_deref()
+            .is_none_or(|p| workload.starts_with(p))
+    }
+}
+
+/// One workload's step of `metrics.norm` as resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceStep {
+    pub workload: String,
+    pub time: i64,
+    /// Per map (in the maps' order): the mean raw value of its observed metrics x capacity;
+    /// `None` where the map does not apply or none of its metrics was observed.
+    pub values: Vec<Option<f64>>,
+}
+
+/// The resources of every workload step of a `metrics.norm` batch.
+pub fn resource_steps(maps: &[ResourceMap], batch: &RecordBatch) -> Result<Vec<ResourceStep>> {
+    let nb = NormBatch::new(batch)?;
+    let dict = nb.metric_dict();
+    // Per metric key of this batch: the maps it feeds.
+    let feeds: Vec<Vec<usize>> = (0..dict.len())
+        .map(|k| {
+            maps.iter()
+                .enumerate()
+                .filter(|(_, m)| m.metrics.iter().any(|x| x == dict.value(k)))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
+    let keys = crate::columns::DictStrings::new(batch, "metric")?;
+    let mut out = Vec::new();
+    for step in nb.steps() {
+        let mut sums = vec![(0.0, 0usize); maps.len()];
+        for r in step.rows.clone() {
+            let Some(v) = nb.raw(r).filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let k = keys.keys()[r] as usize;
+            for &m in feeds.get(k).map_or(&[][..], |f| f.as_slice()) {
+                sums[m].0 += v;
+                sums[m].1 += 1;
+            }
+        }
+        let values = maps
+            .iter()
+            .zip(&sums)
+            .map(|(m, &(s, n))| {
+                (m.applies_to(step.workload) && n > 0).then(|| s / n as f64 * m.capacity)
+            })
+            .collect();
+        out.push(ResourceStep {
+            workload: step.workload.to_string(),
+            time: step.time,
+            values,
+        });
+    }
+    Ok(out)
+}

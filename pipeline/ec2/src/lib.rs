@@ -1,0 +1,18 @@
+//! # wfe-ec2: the cloud the actuator and tier selection talk to
+//!
+//! [`Cloud`] is what wfe needs of a provider: launch and terminate instances of one type in
+//! one market (on demand or spot), describe a workload's instances, and read current spot
+//! prices. [`Ec2`] implements it on aws-sdk-ec2 (the maintained SDK; rusoto is not), with the
+//! standard credential chain and region, an endpoint override for moto and private endpoints,
+//! the SDK's retries with backoff, and a rate limit of its own.
+//!
+//! The SDK is a very large dependency: it lives here only, so the stages that need it
+//! (actuate, and tier-select for spot prices) share one build of it and nothing else pulls it
+//! in.
+
+mod cloud;
+mod ec2;
+
+pub use cloud::{Cloud, DRY_RUN_OK, Launch, Running};
+pub use ec2::{Ec2, Ec2Settings};
+pub mod testing;
