@@ -76,10 +76,51 @@ pub struct TierSelectConfig {
     /// Utilisation a burst scales up to.
     #[serde(default = "d_burst_target")]
     pub burst_target: f64,
+    /// Private capacity (on premises) that workloads use before public cloud: only the
+    /// demand above it is provisioned from the catalog (hybrid burst). The first entry whose
+    /// prefix matches a workload applies; each such workload has that much of its own.
+    #[serde(default)]
+    pub private: Vec<PrivateCapacity>,
+    /// USD per GB of traffic to and from public instances when a workload bursts out of
+    /// private capacity (its network demand x the public share of its capacity).
+    #[serde(default)]
+    pub transfer_cost_per_gb: f64,
     /// Refresh the catalog's spot prices from EC2 (DescribeSpotPriceHistory); none: the
     /// catalog's prices, and every decision says they are the snapshot's.
     #[serde(default)]
     pub spot_prices: Option<SpotPriceSource>,
+}
+
+/// Capacity a workload has on premises.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateCapacity {
+    /// Workloads whose id starts with this; default: every workload.
+    #[serde(default)]
+    pub workload_prefix: Option<String>,
+    #[serde(default)]
+    pub vcpu: f64,
+    #[serde(default)]
+    pub memory_gib: f64,
+    #[serde(default)]
+    pub network_gbps: f64,
+}
+
+impl PrivateCapacity {
+    fn applies_to(&self, workload: &str) -> bool {
+        self.workload_prefix
+            .as_deref()
+            .is_none_or(|p| workload.starts_with(p))
+    }
+
+    fn of(&self, unit: &str) -> f64 {
+        match unit {
+            "vcpu" => self.vcpu,
+            "gib" => self.memory_gib,
+            "gbps" => self.network_gbps,
+            _ => 0.0,
+        }
+    }
 }
 
 /// Where spot prices come from.
@@ -145,6 +186,8 @@ impl Default for TierSelectConfig {
             budget_per_hour: None,
             scale_in_margin: d_margin(),
             switch_margin: d_switch(),
+            private: Vec::new(),
+            transfer_cost_per_gb: 0.0,
             burst_utilisation: d_burst(),
             burst_target: d_burst_target(),
             spot_prices: None,
@@ -263,6 +306,18 @@ impl TierSelect {
                 "must be in [0, 1)",
             ));
         }
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(cfg.transfer_cost_per_gb)
+            || cfg
+                .private
+                .iter()
+                .any(|p| !(ok(p.vcpu) && ok(p.memory_gib) && ok(p.network_gbps)))
+        {
+            return Err(Error::config(
+                "stages.tier-select.private",
+                "private capacities and transfer_cost_per_gb must be 0 or more",
+            ));
+        }
         if !(cfg.switch_margin.is_finite() && cfg.switch_margin >= 0.0) {
             return Err(Error::config(
                 "stages.tier-select.switch_margin",
@@ -357,14 +412,17 @@ impl TierSelect {
             else {
                 continue;
             };
-            // The resource furthest past its share of the capacity in place.
+            // The resource furthest past its share of the capacity in place (private
+            // capacity included).
+            let private = self.private_of(&step.workload);
             let mut worst: Option<(usize, f64, f64)> = None;
             for (ri, v) in step.values.iter().enumerate() {
-                let (Some(v), Some(cap)) = (v, inst.capacity(&self.resources[ri].unit)) else {
+                let unit = &self.resources[ri].unit;
+                let (Some(v), Some(cap)) = (v, inst.capacity(unit)) else {
                     continue;
                 };
                 let per = cap * inst.performance;
-                let load = v / (cur.count as f64 * per);
+                let load = v / (cur.count as f64 * per + private(unit)).max(1e-12);
                 if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
                     worst = Some((ri, *v, load));
                 }
@@ -377,7 +435,10 @@ impl TierSelect {
             };
             let res = &self.resources[ri];
             let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
-            let count = ((value / (self.cfg.burst_target * per)) - 1e-9).ceil() as i64;
+            let own = private(&res.unit);
+            let count = (((value - own * self.cfg.burst_target) / (self.cfg.burst_target * per))
+                - 1e-9)
+                .ceil() as i64;
             if count <= cur.count {
                 continue;
             }
@@ -501,12 +562,31 @@ impl TierSelect {
         rows: &mut Rows,
         ctx: &mut Context,
     ) -> Result<()> {
+        // Hybrid burst: private capacity first, the catalog for what is above it.
+        let private = self.cfg.private.iter().find(|p| p.applies_to(workload));
+        let public_needs: Vec<Need> = match private {
+            Some(p) => needs
+                .iter()
+                .map(|n| Need {
+                    values: n.values.iter().map(|v| (v - p.of(&n.unit)).max(0.0)).collect(),
+                    ..n.clone()
+                })
+                .collect(),
+            None => needs.to_vec(),
+        };
+        let mut rules = self.rules();
+        if private.is_some() {
+            // Private capacity may carry it all: no public instance is then needed.
+            rules.min_instances = 0;
+        }
         let plan::Choice {
             chosen: best,
             considered,
             mut reason,
-        } = plan::choose(&self.catalog, &self.rules(), needs)
+        } = plan::choose(&self.catalog, &rules, &public_needs)
             .ok_or_else(|| Error::config("catalog", "no instance type measures the needs"))?;
+        let all_needs = needs;
+        let needs = &public_needs[..];
         let prev = self.current.get(workload).cloned().unwrap_or_default();
         let mut best = best;
         if !prev.instance_type.is_empty() && prev.instance_type != best.instance_type {
@@ -531,7 +611,7 @@ impl TierSelect {
         let mut chosen = best.clone();
         // A forecast never takes the fleet below what the demand observed now needs (the
         // reactive floor would scale it straight back up): the difference is on demand.
-        if let Some((floor, what)) = self.floor_count(&prev, &best)
+        if let Some((floor, what)) = self.floor_count(&prev, workload, &best)
             && floor > chosen.count
         {
             let inst = self
@@ -575,6 +655,11 @@ impl TierSelect {
                 );
             }
         }
+        if let Some(p) = private {
+            let (cost, why) = self.burst_transfer(p, all_needs, &chosen);
+            chosen.cost_per_hour += cost;
+            reason = format!("{why}; {reason}");
+        }
         let changed =
             !same_kind || chosen.count != prev.count || chosen.spot_count != prev.spot_count;
         let cur = self.current.entry(workload.to_string()).or_default();
@@ -609,9 +694,67 @@ impl TierSelect {
         Ok(())
     }
 
+    /// A workload's private capacity per unit (zero without any).
+    fn private_of(&self, workload: &str) -> impl Fn(&str) -> f64 + use<> {
+        let p = self.cfg.private.iter().find(|p| p.applies_to(workload)).cloned();
+        move |unit: &str| p.as_ref().map_or(0.0, |p| p.of(unit))
+    }
+
+    /// The transfer cost of bursting (per hour) and a sentence on the private share: traffic
+    /// to and from public instances is the median network demand times the public share of
+    /// the capacity of the resource that set the count.
+    fn burst_transfer(&self, p: &PrivateCapacity, needs: &[Need], chosen: &Priced) -> (f64, String) {
+        let d = &chosen.driver;
+        let unit = needs
+            .iter()
+            .find(|n| n.resource == d.resource)
+            .map_or("vcpu", |n| n.unit.as_str());
+        let private = p.of(unit);
+        let public = chosen.count as f64 * d.per_instance;
+        if chosen.count == 0 {
+            return (
+                0.0,
+                format!("private capacity carries the demand at the SLA quantile (private {private} {unit})"),
+            );
+        }
+        let share = public / (public + private).max(1e-12);
+        // The network need's median stands for the traffic.
+        let gbps = needs
+            .iter()
+            .filter(|n| n.unit == "gbps")
+            .filter_map(|n| n.at(0.5).map(|(_, v)| v))
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))));
+        match gbps {
+            Some(g) => {
+                let cost = g * share * 450.0 * self.cfg.transfer_cost_per_gb;
+                (
+                    cost,
+                    format!(
+                        "hybrid burst: {private} {unit} private, {public:.2} public ({:.0} % of capacity); transfer {g:.2} Gbit/s x {:.0} % x 450 GB/h x {}/GB = {cost:.3}/h",
+                        share * 100.0,
+                        share * 100.0,
+                        self.cfg.transfer_cost_per_gb
+                    ),
+                )
+            }
+            None => (
+                0.0,
+                format!(
+                    "hybrid burst: {private} {unit} private, {public:.2} public ({:.0} % of capacity); no network forecast, so no transfer cost counted",
+                    share * 100.0
+                ),
+            ),
+        }
+    }
+
     /// The fewest instances of `best`'s type that hold the demand last observed at
     /// `burst_target` (the reactive floor's level), with the resource that sets it.
-    fn floor_count(&self, prev: &Current, best: &Priced) -> Option<(i64, String)> {
+    fn floor_count(
+        &self,
+        prev: &Current,
+        prev_workload: &str,
+        best: &Priced,
+    ) -> Option<(i64, String)> {
         if !self.reactive() {
             return None;
         }
@@ -625,6 +768,7 @@ impl TierSelect {
             .zip(&self.resources)
             .filter_map(|(seen, res)| {
                 let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
+                let v = v - self.private_of(&prev_workload)(&res.unit) * self.cfg.burst_target;
                 let n = (v / (self.cfg.burst_target * cap * inst.performance) - 1e-9).ceil() as i64;
                 Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
             })

@@ -445,3 +445,57 @@ fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it()
     assert!(n > 1, "{n}");
     assert!(col(&next, "reason")[0].contains("reactive floor"));
 }
+
+#[test]
+fn private_capacity_comes_first_and_bursting_pays_for_transfer() {
+    let cfg = TierSelectConfig {
+        private: vec![PrivateCapacity {
+            workload_prefix: Some("onprem-".into()),
+            vcpu: 16.0,
+            memory_gib: 64.0,
+            network_gbps: 10.0,
+        }],
+        transfer_cost_per_gb: 0.09,
+        ..Default::default()
+    };
+    let mut st = TierSelect::new(cfg).unwrap();
+    // p90 of 12 vCPU: the 16 private vCPU carry it, no public instance.
+    let (out, _) = decide(
+        &mut st,
+        forecasts(&[("onprem-a", 0, "cpu", "vcpu", 3600, [8.0, 10.0, 12.0])]),
+    );
+    assert_eq!(col(&out, "count"), ["0"]);
+    assert_eq!(col(&out, "expected_cost_per_hour"), ["0"]);
+    assert!(col(&out, "reason")[0].contains("private capacity carries"));
+    // p90 of 20 vCPU: 4 above the private 16, so one m7i.xlarge bursts out; its share of
+    // the capacity (4 of 20) of the 1 Gbit/s median traffic crosses to the cloud:
+    // 0.2 x 1 x 450 GB/h x 0.09 USD/GB = 8.1 USD/h on top of the instance.
+    let (out, _) = decide(
+        &mut st,
+        forecasts(&[
+            ("onprem-b", 0, "cpu", "vcpu", 3600, [14.0, 17.0, 20.0]),
+            ("onprem-b", 0, "network", "gbps", 3600, [0.5, 1.0, 2.0]),
+        ]),
+    );
+    assert_eq!(col(&out, "count"), ["1"]);
+    assert_eq!(col(&out, "instance_type"), ["m7i.xlarge"]);
+    let cost: f64 = col(&out, "expected_cost_per_hour")[0].parse().unwrap();
+    assert!((cost - (0.2016 + 8.1)).abs() < 1e-9, "{cost}");
+    assert!(col(&out, "reason")[0].contains("hybrid burst"));
+    // Workloads without private capacity are provisioned from the catalog as before.
+    let (out, _) = decide(
+        &mut st,
+        forecasts(&[("cloud-c", 0, "cpu", "vcpu", 3600, [8.0, 10.0, 12.0])]),
+    );
+    assert_eq!(col(&out, "count"), ["3"]);
+    let bad = TierSelectConfig {
+        private: vec![PrivateCapacity {
+            workload_prefix: None,
+            vcpu: -1.0,
+            memory_gib: 0.0,
+            network_gbps: 0.0,
+        }],
+        ..Default::default()
+    };
+    assert!(TierSelect::new(bad).err().unwrap().to_string().contains("private"));
+}
