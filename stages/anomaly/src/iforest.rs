@@ -7,25 +7,7 @@
 //! flat node vector per tree, serialisable with the stage state, and deterministic for a seed.
 
 use serde::{Deserialize, Serialize};
-
-/// SplitMix64: a tiny seeded generator, so a refit on the same history gives the same forest.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use wfe_contract::stats::SplitMix;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 enum Node {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use wfe_contract::Result;
+use wfe_contract::stats::SplitMix;
 use wfe_tier_select::Catalog;
 
 use super::policies::{Plan, count_for};
@@ -18,19 +19,6 @@ struct Inst {
     ready: i64,
     /// When it stops serving and billing (terminated, or interrupted); `None` while it runs.
     end: Option<i64>,
-}
-
-/// SplitMix64: a small seeded generator, so every run draws the same interruptions.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// The seed of an entity's interruptions: the configured seed and the entity's name.
@@ -131,7 +119,7 @@ pub fn simulate(
     let notice = cfg.notice_s * 1000;
     let step_h = d.step_ms as f64 / 3.6e6;
     let end_of_test = d.times.last().map_or(0, |t| t + d.step_ms);
-    let mut rng = Rng(seed(cfg, &d.entity));
+    let mut rng = SplitMix(seed(cfg, &d.entity));
     let mut fleet: Vec<Inst> = Vec::new();
     let mut cost = 0.0;
     let mut changes = 0u64;
@@ -152,7 +140,7 @@ pub fn simulate(
         for i in fleet.iter_mut().filter(|i| i.spot && i.end.is_none()) {
             let rate = catalog.instance[i.ty].interruption_rate;
             let p = 1.0 - (1.0 - rate).powf(step_h);
-            if rng.next_f64() < p {
+            if rng.unit() < p {
                 i.end = Some(t + notice);
                 replacements.push(Inst {
                     ty: i.ty,
