@@ -224,7 +224,8 @@ fn run(args: RunArgs) -> Result<()> {
     let opts = RunOptions {
         mailbox: cfg.run.mailbox,
         speed: cfg.speed()?,
-        tick: None,
+        // Stages with timers (the actuator's notice queue) are called between batches.
+        tick: Some(std::time::Duration::from_secs(1)),
         progress: cfg.run.progress && !args.no_progress,
         stop: stop_on_ctrl_c(),
     };

@@ -125,6 +125,14 @@ pub fn stage(args: StageArgs) -> Result<()> {
         );
         cfg.stages.tier_select.burst_utilisation = 0.0;
     }
+    if args.name == "tier-select" && cfg.stages.tier_select.cold_start {
+        // Cold start reads fingerprints beside forecasts; a service consumes one topic.
+        tracing::warn!(
+            "stages.tier-select.cold_start: sizing new workloads from their neighbours runs \
+             embedded only; the tier-select service sizes them from their first forecasts"
+        );
+        cfg.stages.tier_select.cold_start = false;
+    }
     let rt = runtime()?;
     if args.name == "ingest" {
         let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;

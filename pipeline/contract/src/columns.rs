@@ -200,6 +200,21 @@ pub fn list_row_f64(array: &dyn Array, row: usize) -> Result<Vec<f64>> {
     Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
+/// Reads a list<f32> row into a Vec (a null row is empty, null items NaN).
+pub fn list_row_f32(array: &dyn Array, row: usize) -> Result<Vec<f32>> {
+    let list = array
+        .as_list_opt::<i32>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
+    if list.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let values = list.value(row);
+    let values = values
+        .as_primitive_opt::<arrow_array::types::Float32Type>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<float32>"))?;
+    Ok(values.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+}
+
 /// One row of a `list<string>` column as owned strings (nulls in the list left out; a null
 /// row is empty).
 pub fn list_row_str(array: &dyn Array, row: usize) -> Result<Vec<String>> {

@@ -30,6 +30,14 @@ impl ResourceMap {
             .as_deref()
             .is_none_or(|p| workload.starts_with(p))
     }
+
+    /// The resource in its unit from its metrics' values (raw, 1.0 = full capacity): their
+    /// mean x capacity; None without a value. Every reader of demand (the stages, the
+    /// backtest, cold start) goes through this.
+    pub fn demand(&self, values: &[f64]) -> Option<f64> {
+        (!values.is_empty())
+            .then(|| values.iter().sum::<f64>() / values.len() as f64 * self.capacity)
+    }
 }
 
 /// One workload's step of `metrics.norm` as resources.
@@ -59,23 +67,20 @@ pub fn resource_steps(maps: &[ResourceMap], batch: &RecordBatch) -> Result<Vec<R
     let keys = crate::columns::DictStrings::new(batch, "metric")?;
     let mut out = Vec::new();
     for step in nb.steps() {
-        let mut sums = vec![(0.0, 0usize); maps.len()];
+        let mut seen: Vec<Vec<f64>> = vec![Vec::new(); maps.len()];
         for r in step.rows.clone() {
             let Some(v) = nb.raw(r).filter(|v| v.is_finite()) else {
                 continue;
             };
             let k = keys.keys()[r] as usize;
             for &m in feeds.get(k).map_or(&[][..], |f| f.as_slice()) {
-                sums[m].0 += v;
-                sums[m].1 += 1;
+                seen[m].push(v);
             }
         }
         let values = maps
             .iter()
-            .zip(&sums)
-            .map(|(m, &(s, n))| {
-                (m.applies_to(step.workload) && n > 0).then(|| s / n as f64 * m.capacity)
-            })
+            .zip(&seen)
+            .map(|(m, v)| m.demand(v).filter(|_| m.applies_to(step.workload)))
             .collect();
         out.push(ResourceStep {
             workload: step.workload.to_string(),

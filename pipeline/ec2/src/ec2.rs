@@ -12,10 +12,6 @@
 //! service's) the call is made from a short-lived helper thread, as a runtime cannot be
 //! blocked on from within one.
 
-use std::time::{Duration, Instant};
-
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
@@ -26,23 +22,12 @@ use aws_sdk_ec2::types::{
 use wfe_contract::{Error, Result};
 
 use crate::cloud::{Cloud, DRY_RUN_OK, Launch, Running};
-
-/// Where and how to reach EC2.
-#[derive(Debug, Clone)]
-pub struct Ec2Settings {
-    pub region: String,
-    pub endpoint: Option<String>,
-    pub max_attempts: u32,
-    /// Most calls per second (the stage's own rate limit, before EC2's).
-    pub max_calls_per_s: f64,
-}
+use crate::sdk::{self, Caller, Ec2Settings, Static};
 
 /// An EC2 client with its runtime and rate limit.
 pub struct Ec2 {
     client: Client,
-    rt: tokio::runtime::Runtime,
-    min_gap: Duration,
-    last_call: Option<Instant>,
+    caller: Caller,
 }
 
 impl Ec2 {
@@ -53,113 +38,31 @@ impl Ec2 {
 
     /// Connects with fixed credentials (tests against moto, which accepts any).
     pub fn with_credentials(s: &Ec2Settings, key: &str, secret: &str) -> Result<Self> {
-        let creds = aws_sdk_ec2::config::Credentials::new(key, secret, None, None, "wfe-static");
-        Self::build(s, Some(creds))
+        Self::build(s, Some(Static::new(key, secret, None, None, "wfe-static")))
     }
 
-    fn build(s: &Ec2Settings, creds: Option<aws_sdk_ec2::config::Credentials>) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("actuate: EC2 client runtime", e))?;
-        let retry = RetryConfig::standard()
-            .with_max_attempts(s.max_attempts.max(1))
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_max_backoff(Duration::from_secs(10));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(aws_config::Region::new(s.region.clone()))
-            .retry_config(retry);
-        if let Some(url) = &s.endpoint {
-            loader = loader.endpoint_url(url);
-        }
-        if let Some(c) = creds {
-            loader = loader.credentials_provider(c);
-        }
-        let conf = on_runtime(&rt, loader.load());
+    fn build(s: &Ec2Settings, creds: Option<Static>) -> Result<Self> {
+        let (caller, conf) = sdk::connect(s, creds)?;
         Ok(Self {
             client: Client::new(&conf),
-            rt,
-            min_gap: if s.max_calls_per_s > 0.0 {
-                Duration::from_secs_f64(1.0 / s.max_calls_per_s)
-            } else {
-                Duration::ZERO
-            },
-            last_call: None,
+            caller,
         })
     }
 
-    /// Waits for the rate limit, then runs `fut` to completion.
     fn call<F: std::future::Future + Send>(&mut self, fut: F) -> F::Output
     where
         F::Output: Send,
     {
-        if let Some(last) = self.last_call {
-            let wait = self.min_gap.saturating_sub(last.elapsed());
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
-        }
-        let out = on_runtime(&self.rt, fut);
-        self.last_call = Some(Instant::now());
-        out
+        self.caller.call(fut)
     }
 }
 
-/// Blocks on `fut` on `rt`, from a helper thread when called inside another runtime.
-fn on_runtime<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
-where
-    F::Output: Send,
-{
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| {
-            s.spawn(|| rt.block_on(fut))
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    } else {
-        rt.block_on(fut)
-    }
-}
-
-/// An SDK error as a stage error: EC2's code and message, retryable for throttling,
-/// timeouts and connection failures (those the SDK gave up retrying).
 fn external<E, R>(call: &str, e: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let (message, retryable) = match &e {
-        SdkError::ServiceError(se) => {
-            let err = se.err();
-            let code = err.code().unwrap_or("unknown");
-            let retryable = matches!(
-                code,
-                "RequestLimitExceeded"
-                    | "Throttling"
-                    | "ThrottlingException"
-                    | "InsufficientInstanceCapacity"
-                    | "InternalError"
-                    | "Unavailable"
-                    | "ServiceUnavailable"
-            );
-            (
-                format!("{code}: {}", err.message().unwrap_or("no message")),
-                retryable,
-            )
-        }
-        SdkError::TimeoutError(_) => ("timed out".to_string(), true),
-        SdkError::DispatchFailure(d) => (
-            format!("could not reach the endpoint: {:?}", d.as_connector_error()),
-            true,
-        ),
-        SdkError::ResponseError(_) => ("unreadable response".to_string(), true),
-        other => (format!("{other}"), false),
-    };
-    Error::External {
-        service: format!("ec2:{call}"),
-        message,
-        retryable,
-    }
+    sdk::external(&format!("ec2:{call}"), e)
 }
 
 /// True when the error is EC2's "the dry run would have succeeded".

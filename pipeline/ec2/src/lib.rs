@@ -4,7 +4,9 @@
 //! one market (on demand or spot), describe a workload's instances, and read current spot
 //! prices. [`Ec2`] implements it on aws-sdk-ec2 (the maintained SDK; rusoto is not), with the
 //! standard credential chain and region, an endpoint override for moto and private endpoints,
-//! the SDK's retries with backoff, and a rate limit of its own.
+//! the SDK's retries with backoff, and a rate limit of its own. [`Notices`] is where spot
+//! interruption notices come from; [`Sqs`] reads them from an SQS queue of EC2 events
+//! (aws-sdk-sqs, which shares the SDK's runtime crates).
 //!
 //! The SDK is a very large dependency: it lives here only, so the stages that need it
 //! (actuate, and tier-select for spot prices) share one build of it and nothing else pulls it
@@ -12,7 +14,11 @@
 
 mod cloud;
 mod ec2;
+mod notices;
+mod sdk;
 
 pub use cloud::{Cloud, DRY_RUN_OK, Launch, Running};
-pub use ec2::{Ec2, Ec2Settings};
+pub use ec2::Ec2;
+pub use notices::{Notice, NoticeKind, Notices, Received, Sqs, parse_event};
+pub use sdk::Ec2Settings;
 pub mod testing;

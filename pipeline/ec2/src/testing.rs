@@ -1,12 +1,13 @@
 //! Test support: moto's EC2 server on a free loopback port, for the tests of every crate
 //! that calls EC2 (no hand-made fake of EC2 anywhere).
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Ec2, Ec2Settings};
+use crate::{Ec2, Ec2Settings, Sqs};
 
 /// A running `moto_server`, stopped on drop.
 pub struct Moto {
@@ -35,18 +36,15 @@ fn binary() -> PathBuf {
 }
 
 impl Moto {
-    /// Starts moto and waits until it listens. Panics with what to do when moto is missing:
-    /// a test that needs EC2 must not pass without it.
+    /// Starts moto on a port of its own choosing (port 0: no race with other tests for a
+    /// free port) and reads the port from its banner. Panics with what to do when moto is
+    /// missing: a test that needs EC2 must not pass without it.
     pub fn start() -> Moto {
         let bin = binary();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -54,6 +52,24 @@ impl Moto {
                     bin.display()
                 )
             });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Werkzeug's banner names the port; the rest (a line per request) is drained so that
+        // moto never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let (Some(t), Ok(p)) = (tx.take(), port.parse::<u16>()) {
+                        let _ = t.send(p);
+                    }
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("moto_server ({}) did not say where it listens", bin.display()));
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
@@ -79,5 +95,25 @@ impl Moto {
             "testing",
         )
         .expect("an EC2 client")
+    }
+
+    fn settings(&self) -> Ec2Settings {
+        Ec2Settings {
+            region: "us-east-1".into(),
+            endpoint: Some(self.url.clone()),
+            max_attempts: 3,
+            max_calls_per_s: 1000.0,
+        }
+    }
+
+    /// Creates an SQS queue on this server and returns its URL.
+    pub fn queue(&self, name: &str) -> String {
+        Sqs::create_queue(&self.settings(), name, "testing", "testing").expect("an SQS queue")
+    }
+
+    /// A reader (and, for the tests, writer) of one of its queues.
+    pub fn notices(&self, queue_url: &str) -> Sqs {
+        Sqs::with_credentials(&self.settings(), queue_url, "testing", "testing")
+            .expect("an SQS client")
     }
 }

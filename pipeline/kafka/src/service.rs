@@ -51,6 +51,8 @@ use crate::produce::Sender;
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
 /// How often a running service logs its counters.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// How often every partition's stage gets its timer hook (`Stage::on_tick`).
+const TICK_EVERY: Duration = Duration::from_secs(1);
 /// How long a transaction commit may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -250,10 +252,12 @@ pub async fn run_stage(
     let mut last_commit = Instant::now();
     let mut last_recv_error: Option<Instant> = None;
     let mut last_progress = Instant::now();
+    let mut last_tick = Instant::now();
     tokio::pin!(stop);
     loop {
         let wait = interval
             .saturating_sub(last_commit.elapsed())
+            .min(TICK_EVERY.saturating_sub(last_tick.elapsed()))
             .max(Duration::from_millis(1));
         tokio::select! {
             _ = &mut stop => break,
@@ -269,6 +273,10 @@ pub async fn run_stage(
                 }
                 Err(_) => {}
             }
+        }
+        if last_tick.elapsed() >= TICK_EVERY {
+            lock(&core).tick()?;
+            last_tick = Instant::now();
         }
         if last_commit.elapsed() >= interval {
             lock(&core).commit(&consumer)?;
@@ -345,6 +353,25 @@ impl Core {
         }
         part.next = offset + 1;
         part.dirty = true;
+        Ok(())
+    }
+
+    /// The timer hook of every partition's stage (the actuator reads its notice queue):
+    /// what it emits goes to that partition's outputs, committed with the next commit.
+    fn tick(&mut self) -> Result<()> {
+        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        for p in parts {
+            let Some(mut part) = self.parts.remove(&p) else {
+                continue;
+            };
+            let mut out = VecCollector::new();
+            let r = part.stage.on_tick(&mut self.ctx, &mut out);
+            part.dirty |= !out.batches.is_empty();
+            self.parts.insert(p, part);
+            r?;
+            let trace = format!("{}-tick-{p}", self.name);
+            self.produce_outputs(out, p, &trace)?;
+        }
         Ok(())
     }
 

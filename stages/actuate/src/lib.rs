@@ -28,6 +28,15 @@
 //!   are retried with backoff by the SDK (`max_attempts`); a call that still fails is an
 //!   `actions` row with outcome `error` and the error, and the record keeps only what was
 //!   done, so the next decision makes up the difference. Nothing is lost silently.
+//!
+//! **Spot interruptions** (`[stages.actuate.interruptions]`, `apply` mode): EC2's two-minute
+//! warnings, forwarded by an EventBridge rule to an SQS queue, are read between decisions
+//! (and on the runner's ticks). A warning for one of the record's spot instances launches
+//! its replacement at once: spot again, unless spot of that type is scarce (`scarce_after`
+//! warnings within `scarce_window_s`, or a spot launch that fails for capacity), then on
+//! demand. The interrupted instance leaves the record (describe no longer counts it), the
+//! notice's id counts as applied (a notice delivered twice replaces once), and the message is
+//! deleted only once dealt with: a failed launch leaves it on the queue to come back.
 
 mod fleet;
 
@@ -43,7 +52,7 @@ use wfe_contract::columns::{
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use fleet::{Fleet, Group};
-pub use wfe_ec2::{Cloud, Ec2, Ec2Settings, Launch, Running};
+pub use wfe_ec2::{Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
 
 /// How the actuator acts.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -105,6 +114,52 @@ pub struct ActuateConfig {
     /// Attempts per call on throttling and transient errors (backoff between them).
     #[serde(default = "d_attempts")]
     pub max_attempts: u32,
+    /// Where spot interruption notices come from (`apply` mode); none: no notices, lost
+    /// spot capacity is found by describe at the next decision.
+    #[serde(default)]
+    pub interruptions: Option<InterruptionSource>,
+}
+
+/// An SQS queue of EC2's spot events.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptionSource {
+    /// URL of the SQS queue an EventBridge rule forwards "EC2 Spot Instance Interruption
+    /// Warning" (and optionally rebalance) events to.
+    pub queue_url: String,
+    /// SQS endpoint URL instead of AWS's for the region (moto, private endpoints).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Wall seconds between polls of the queue.
+    #[serde(default = "d_poll")]
+    pub poll_s: f64,
+    /// Spot of a type is scarce after this many interruption warnings for it within
+    /// `scarce_window_s`: replacements are then on demand.
+    #[serde(default = "d_scarce")]
+    pub scarce_after: usize,
+    #[serde(default = "d_scarce_window")]
+    pub scarce_window_s: i64,
+    /// Also replace on "EC2 Instance Rebalance Recommendation" (before a warning).
+    #[serde(default)]
+    pub on_rebalance: bool,
+    /// A message naming no instance of this actuator's is left for other readers (another
+    /// partition's actuator) for this many deliveries, then deleted and reported; so is a
+    /// notice whose replacement kept failing.
+    #[serde(default = "d_receives")]
+    pub max_receives: u32,
+}
+
+fn d_poll() -> f64 {
+    5.0
+}
+fn d_scarce() -> usize {
+    2
+}
+fn d_scarce_window() -> i64 {
+    3600
+}
+fn d_receives() -> u32 {
+    5
 }
 
 fn d_region() -> String {
@@ -137,6 +192,7 @@ impl Default for ActuateConfig {
             max_spend_per_hour: None,
             max_calls_per_s: d_rate(),
             max_attempts: d_attempts(),
+            interruptions: None,
         }
     }
 }
@@ -174,6 +230,28 @@ impl ActuateConfig {
                 "must be positive",
             ));
         }
+        if let Some(src) = &self.interruptions {
+            if self.mode() != Mode::Apply {
+                return Err(Error::config(
+                    "stages.actuate.interruptions",
+                    format!(
+                        "mode `{}` launches nothing, so no notice can name its instances: use mode = \"apply\" or leave interruptions out",
+                        self.mode().name()
+                    ),
+                ));
+            }
+            if src.queue_url.is_empty()
+                || !(src.poll_s.is_finite() && src.poll_s > 0.0)
+                || src.scarce_after == 0
+                || src.scarce_window_s <= 0
+                || src.max_receives == 0
+            {
+                return Err(Error::config(
+                    "stages.actuate.interruptions",
+                    "queue_url must be set; poll_s, scarce_after, scarce_window_s and max_receives must be positive",
+                ));
+            }
+        }
         if self.mode() != Mode::RecordOnly && self.image_id.as_deref().is_none_or(str::is_empty) {
             return Err(Error::config(
                 "stages.actuate.image_id",
@@ -194,12 +272,27 @@ impl ActuateConfig {
             max_calls_per_s: self.max_calls_per_s,
         }
     }
+
+    /// The SQS settings of the notice queue: the actuator's region and retries.
+    pub fn sqs_settings(&self, src: &InterruptionSource) -> Ec2Settings {
+        Ec2Settings {
+            endpoint: src.endpoint.clone(),
+            ..self.ec2_settings()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
     applied: HashSet<String>,
     fleets: HashMap<String, Fleet>,
+    /// Instances replaced after a notice (id -> workload): EC2 reclaims them, describe
+    /// does not count them while they still run.
+    #[serde(default)]
+    interrupted: HashMap<String, String>,
+    /// Recent interruption warnings (instance type, event ms), for scarcity.
+    #[serde(default)]
+    warnings: Vec<(String, i64)>,
 }
 
 /// The actuate stage.
@@ -207,6 +300,29 @@ pub struct Actuate {
     cfg: ActuateConfig,
     state: State,
     cloud: Option<Box<dyn Cloud>>,
+    notices: Option<Box<dyn Notices>>,
+    last_poll: Option<std::time::Instant>,
+}
+
+/// Deterministic id of the replacement of an interrupted instance (its `decision_id`).
+pub fn interruption_id(instance_id: &str) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("interruption\u{1f}{instance_id}").as_bytes())
+    )
+}
+
+/// Errors after which a spot launch is retried on demand at once.
+fn spot_capacity_error(e: &Error) -> bool {
+    let m = e.to_string();
+    [
+        "InsufficientInstanceCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "InsufficientCapacity",
+    ]
+    .iter()
+    .any(|c| m.contains(c))
 }
 
 /// The `actions` rows of a batch.
@@ -266,10 +382,16 @@ impl Actuate {
             Mode::RecordOnly => None,
             _ => Some(Box::new(Ec2::connect(&cfg.ec2_settings())?)),
         };
+        let notices: Option<Box<dyn Notices>> = match &cfg.interruptions {
+            Some(src) => Some(Box::new(Sqs::connect(&cfg.sqs_settings(src), &src.queue_url)?)),
+            None => None,
+        };
         Ok(Self {
             cfg,
             state: State::default(),
             cloud,
+            notices,
+            last_poll: None,
         })
     }
 
@@ -280,7 +402,15 @@ impl Actuate {
             cfg,
             state: State::default(),
             cloud: Some(cloud),
+            notices: None,
+            last_poll: None,
         })
+    }
+
+    /// The stage with a given notice source (e.g. one with fixed credentials).
+    pub fn with_notices(mut self, notices: Box<dyn Notices>) -> Self {
+        self.notices = Some(notices);
+        self
     }
 
     /// The EC2 settings of a config, for [`Ec2`] constructors.
@@ -421,7 +551,20 @@ impl Actuate {
             return recorded;
         };
         match cloud.describe(workload) {
-            Ok(running) => {
+            Ok(mut running) => {
+                // Instances replaced after a notice are being reclaimed: not counted; once
+                // gone, forgotten.
+                let gone: Vec<String> = self
+                    .state
+                    .interrupted
+                    .iter()
+                    .filter(|(id, w)| *w == workload && !running.iter().any(|r| &r.id == *id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    self.state.interrupted.remove(&id);
+                }
+                running.retain(|r| !self.state.interrupted.contains_key(&r.id));
                 let actual = Fleet::from_running(&running, &recorded);
                 if actual != recorded {
                     ctx.count("fleet.reconciled", 1);
@@ -589,6 +732,222 @@ impl Actuate {
         }
     }
 
+    /// Reads the notice queue if `poll_s` has passed since the last read.
+    fn poll(&mut self, rows: &mut Rows, ctx: &mut Context) {
+        let (Some(src), Some(notices)) = (self.cfg.interruptions.clone(), self.notices.as_mut())
+        else {
+            return;
+        };
+        let due = self
+            .last_poll
+            .is_none_or(|t| t.elapsed().as_secs_f64() >= src.poll_s);
+        if !due {
+            return;
+        }
+        self.last_poll = Some(std::time::Instant::now());
+        match notices.receive() {
+            Ok(received) => {
+                for m in received {
+                    self.on_notice(&src, m, rows, ctx);
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e}; reading again in {} s", src.poll_s);
+                ctx.event(Event::Rejected {
+                    kind: "notice_receive_failed",
+                    location: "interruptions.queue_url",
+                    message: &msg,
+                    count: 1,
+                });
+            }
+        }
+    }
+
+    /// Deletes a message dealt with; a failure is reported (the message comes back, and
+    /// the notice's id, already applied, makes it a no-op).
+    fn ack(&mut self, m: &Received, ctx: &mut Context) {
+        let Some(notices) = self.notices.as_mut() else {
+            return;
+        };
+        if let Err(e) = notices.ack(&m.receipt) {
+            let loc = format!("message {}", m.message_id);
+            let msg = e.to_string();
+            ctx.event(Event::Rejected {
+                kind: "notice_ack_failed",
+                location: &loc,
+                message: &msg,
+                count: 1,
+            });
+        }
+    }
+
+    /// One message of the notice queue.
+    fn on_notice(
+        &mut self,
+        src: &InterruptionSource,
+        m: Received,
+        rows: &mut Rows,
+        ctx: &mut Context,
+    ) {
+        let loc = format!("message {}", m.message_id);
+        let n = match &m.notice {
+            Ok(n) => n.clone(),
+            Err(why) => {
+                ctx.event(Event::Rejected {
+                    kind: "bad_notice",
+                    location: &loc,
+                    message: why,
+                    count: 1,
+                });
+                self.ack(&m, ctx);
+                return;
+            }
+        };
+        if n.kind == wfe_ec2::NoticeKind::Rebalance && !src.on_rebalance {
+            ctx.count("notices.rebalance_ignored", 1);
+            self.ack(&m, ctx);
+            return;
+        }
+        let id = interruption_id(&n.instance_id);
+        if self.state.applied.contains(&id) {
+            ctx.event(Event::Dropped {
+                kind: "replayed_notice",
+                count: 1,
+            });
+            self.ack(&m, ctx);
+            return;
+        }
+        let owner = self
+            .state
+            .fleets
+            .iter()
+            .find(|(_, f)| f.spot.ids().contains(&n.instance_id))
+            .map(|(w, _)| w.clone());
+        let Some(workload) = owner else {
+            if m.receive_count >= src.max_receives {
+                let msg = format!(
+                    "{} is no spot instance of this actuator's: deleted after {} deliveries",
+                    n.instance_id, m.receive_count
+                );
+                ctx.event(Event::Rejected {
+                    kind: "notice_unknown_instance",
+                    location: &loc,
+                    message: &msg,
+                    count: 1,
+                });
+                self.ack(&m, ctx);
+            } else {
+                // Another partition's actuator may own it: left on the queue for it.
+                ctx.count("notices.not_mine", 1);
+            }
+            return;
+        };
+        let mut fleet = self.state.fleets[&workload].clone();
+        if n.kind == wfe_ec2::NoticeKind::Interruption
+            && !self.state.warnings.iter().any(|(_, t)| *t == n.time_ms)
+        {
+            self.state.warnings.push((fleet.instance_type.clone(), n.time_ms));
+        }
+        let window = src.scarce_window_s * 1000;
+        self.state.warnings.retain(|(_, t)| (n.time_ms - t).abs() < window);
+        let seen = self
+            .state
+            .warnings
+            .iter()
+            .filter(|(t, _)| *t == fleet.instance_type)
+            .count();
+        let scarce = seen >= src.scarce_after;
+        let (itype, tier) = (fleet.instance_type.clone(), fleet.tier.clone());
+        let d = Decision {
+            id: &id,
+            time: n.time_ms,
+            workload: &workload,
+            tier: &tier,
+            instance_type: &itype,
+            count: 1,
+            spot: i64::from(!scarce),
+            unit_cost: fleet.unit_cost,
+        };
+        let mut reason = format!(
+            "{} notice for spot {} ({itype}, {workload}): replaced {}",
+            n.kind.name(),
+            n.instance_id,
+            if scarce {
+                format!("on demand: spot of {itype} is scarce ({seen} warnings within {} s)", src.scarce_window_s)
+            } else {
+                "by spot".to_string()
+            }
+        );
+        let markets: &[bool] = if scarce { &[false] } else { &[true, false] };
+        for (k, &spot) in markets.iter().enumerate() {
+            let call_id = action_id(&id, k);
+            let (name, mut params, result) = self.execute(
+                &d,
+                &Call::Launch { spot, count: 1 },
+                &call_id,
+                &mut fleet,
+            );
+            params["wfe:replaces"] = json!(n.instance_id);
+            params["wfe:reason"] = json!(reason);
+            params["wfe:unit_cost"] = json!(fleet.unit_cost);
+            let (outcome, error, ids) = match &result {
+                Ok((o, ids)) => (*o, None, ids.clone()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    ctx.event(Event::Rejected {
+                        kind: if e.is_retryable() { "ec2_error_retryable" } else { "ec2_error" },
+                        location: &format!("notice {} {name}", n.instance_id),
+                        message: &msg,
+                        count: 1,
+                    });
+                    ("error", Some(msg), None)
+                }
+            };
+            ctx.count(&format!("actions.{outcome}"), 1);
+            rows.id.push(call_id);
+            rows.decision.push(id.clone());
+            rows.time.push(n.time_ms);
+            rows.workload.push(workload.clone());
+            rows.call.push(name);
+            rows.params.push(params.to_string());
+            rows.outcome.push(outcome);
+            rows.error.push(error);
+            rows.ids.push(ids);
+            match result {
+                Ok(_) => {
+                    fleet.spot.remove(1, std::slice::from_ref(&n.instance_id));
+                    self.state.fleets.insert(workload.clone(), fleet);
+                    self.state
+                        .interrupted
+                        .insert(n.instance_id.clone(), workload.clone());
+                    self.state.applied.insert(id);
+                    ctx.count("notices.replaced", 1);
+                    self.ack(&m, ctx);
+                    return;
+                }
+                Err(e) if spot && spot_capacity_error(&e) => {
+                    reason = format!("{reason}; spot launch failed for capacity ({e}): on demand");
+                }
+                Err(_) => break,
+            }
+        }
+        // Not replaced: the message comes back after its visibility timeout, until
+        // max_receives; the next decision's describe makes up the capacity in any case.
+        if m.receive_count >= src.max_receives {
+            let msg = format!(
+                "replacing {} failed {} times: deleted; the next decision makes up the capacity",
+                n.instance_id, m.receive_count
+            );
+            ctx.event(Event::Rejected {
+                kind: "notice_given_up",
+                location: &loc,
+                message: &msg,
+                count: 1,
+            });
+            self.ack(&m, ctx);
+        }
+    }
+
     fn finish(&self, rows: Rows) -> Result<RecordBatch> {
         let n = rows.id.len();
         let columns: Vec<ArrayRef> = vec![
@@ -670,6 +1029,7 @@ impl Stage for Actuate {
             .map(|_| i64s(&batch, "spot_count"))
             .transpose()?;
         let mut rows = Rows::default();
+        self.poll(&mut rows, ctx);
         for r in 0..batch.num_rows() {
             let id = ids.value(r);
             if self.state.applied.contains(id) {
@@ -715,6 +1075,16 @@ impl Stage for Actuate {
         Ok(())
     }
 
+    /// Between decisions: the notice queue.
+    fn on_tick(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        let mut rows = Rows::default();
+        self.poll(&mut rows, ctx);
+        if !rows.id.is_empty() {
+            out.emit(Topic::Actions, self.finish(rows)?)?;
+        }
+        Ok(())
+    }
+
     fn recovers_from_output(&self) -> bool {
         true
     }
@@ -730,13 +1100,19 @@ impl Stage for Actuate {
         let outcome = strings(&batch, "outcome")?;
         let ids = batch.column_by_name("instance_ids").cloned();
         for r in 0..batch.num_rows() {
-            self.state.applied.insert(decision.value(r).to_string());
-            if !matches!(outcome.value(r), "recorded" | "dry-run-ok" | "applied") {
-                continue;
-            }
             let at = || format!("actions row {r} (decision {})", decision.value(r));
             let p: serde_json::Value = serde_json::from_str(params.value(r))
                 .map_err(|e| Error::bad_input(at(), format!("params are not JSON: {e}")))?;
+            let done = matches!(outcome.value(r), "recorded" | "dry-run-ok" | "applied");
+            let replaces = p["wfe:replaces"].as_str();
+            // A decision counts as acted on whatever its outcome (the next one makes up the
+            // difference); a notice only once its replacement was launched (it comes back).
+            if replaces.is_none() || done {
+                self.state.applied.insert(decision.value(r).to_string());
+            }
+            if !done {
+                continue;
+            }
             let done = ids
                 .as_ref()
                 .and_then(|c| wfe_contract::columns::list_row_str(c.as_ref(), r).ok())
@@ -753,6 +1129,12 @@ impl Stage for Actuate {
                 })?;
             if let Some(c) = p["wfe:unit_cost"].as_f64() {
                 fleet.unit_cost = c;
+            }
+            if let Some(x) = replaces {
+                fleet.spot.remove(1, &[x.to_string()]);
+                self.state
+                    .interrupted
+                    .insert(x.to_string(), workload.value(r).to_string());
             }
             if fleet.size() == 0 {
                 self.state.fleets.remove(workload.value(r));

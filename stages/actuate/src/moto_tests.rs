@@ -87,8 +87,21 @@ fn run(st: &mut Actuate, b: RecordBatch) -> (Vec<Row>, Vec<RecordBatch>, Context
     st.process_batch(Topic::Decisions, b, &mut ctx, &mut out)
         .unwrap();
     let batches = out.of(Topic::Actions);
+    (rows_of(&batches), batches, ctx)
+}
+
+/// One tick of the runner: the notice queue is read.
+fn tick(st: &mut Actuate) -> (Vec<Row>, Vec<RecordBatch>, Context) {
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("actuate");
+    st.on_tick(&mut ctx, &mut out).unwrap();
+    let batches = out.of(Topic::Actions);
+    (rows_of(&batches), batches, ctx)
+}
+
+fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
     let mut rows = Vec::new();
-    for b in &batches {
+    for b in batches {
         let call = strings(b, "api_call").unwrap();
         let outcome = strings(b, "outcome").unwrap();
         let error = strings(b, "error").unwrap();
@@ -104,7 +117,7 @@ fn run(st: &mut Actuate, b: RecordBatch) -> (Vec<Row>, Vec<RecordBatch>, Context
             });
         }
     }
-    (rows, batches, ctx)
+    rows
 }
 
 /// (on-demand, spot) instances of `workload` that moto runs, by type.
@@ -353,4 +366,125 @@ fn spot_prices_come_from_describe_spot_price_history() {
         assert!(["m7i.xlarge", "r7i.2xlarge"].contains(&t.as_str()));
         assert!(p.is_finite() && *p > 0.0);
     }
+}
+
+/// EC2's spot interruption warning for `instance` at `time`, as EventBridge delivers it.
+fn warning(kind: &str, instance: &str, time: &str) -> String {
+    json!({
+        "version": "0", "id": format!("ev-{instance}-{time}"), "detail-type": kind,
+        "source": "aws.ec2", "account": "123456789012", "time": time, "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1b:instance/{instance}")],
+        "detail": {"instance-id": instance, "instance-action": "terminate"}
+    })
+    .to_string()
+}
+
+const WARNING: &str = "EC2 Spot Instance Interruption Warning";
+
+#[test]
+fn an_interruption_notice_replaces_the_instance_and_scarce_spot_gives_way_to_on_demand() {
+    let m = moto();
+    let queue = m.queue("wfe-spot-events");
+    let mut cfg = settings(&m.url);
+    cfg.interruptions = Some(InterruptionSource {
+        queue_url: queue.clone(),
+        endpoint: Some(m.url.clone()),
+        poll_s: 0.001,
+        scarce_after: 2,
+        scarce_window_s: 3600,
+        on_rebalance: false,
+        max_receives: 1,
+    });
+    let mut st = stage(cfg.clone()).with_notices(Box::new(m.notices(&queue)));
+    let (_, mut log, _) = run(&mut st, decisions(&[("d1", "web", "m7i.xlarge", 5, 3, 0.5)]));
+    assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (2, 3));
+    let spot = st.fleet("web").unwrap().spot.ids();
+    let mut q = m.notices(&queue);
+
+    // EC2 warns that a spot instance goes in two minutes: a spot replacement at once.
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    let (rows, b, _) = tick(&mut st);
+    log.extend(b);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!((r.call.as_str(), r.outcome.as_str(), r.ids.len()), ("ec2:RunInstances", "applied", 1));
+    assert!(r.params.get("InstanceMarketOptions").is_some(), "spot again");
+    assert_eq!(r.params["wfe:replaces"], json!(spot[0]));
+    // EC2 still runs the warned instance until it reclaims it; the record has let it go.
+    assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (2, 4));
+    let f = st.fleet("web").unwrap();
+    assert_eq!((f.on_demand.count(), f.spot.count()), (2, 3));
+    assert!(!f.spot.ids().contains(&spot[0]));
+    // The same decision again: describe does not count the warned instance, nothing to do.
+    let (rows, _, _) = run(&mut st, decisions(&[("d2", "web", "m7i.xlarge", 5, 3, 0.5)]));
+    assert!(rows.is_empty(), "{rows:?}");
+    // The notice delivered twice (SQS is at least once): replaced once.
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    let (rows, _, ctx) = tick(&mut st);
+    assert!(rows.is_empty());
+    assert_eq!(ctx.counters()["dropped.replayed_notice"], 1);
+
+    // A second warning for m7i.xlarge within the hour: spot is scarce, so on demand.
+    q.send(&warning(WARNING, &spot[1], "2026-11-24T06:10:00Z")).unwrap();
+    let (rows, b, _) = tick(&mut st);
+    log.extend(b);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].params.get("InstanceMarketOptions").is_none(), "on demand");
+    assert!(rows[0].params["wfe:reason"].as_str().unwrap().contains("scarce"));
+    assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (3, 4));
+
+    // Rebalance advice (not acted on here), a message that is no event and a warning for an
+    // instance of nobody's: reported, deleted, nothing launched.
+    q.send(&warning("EC2 Instance Rebalance Recommendation", &spot[2], "2026-11-24T06:20:00Z"))
+        .unwrap();
+    q.send("{not json").unwrap();
+    q.send(&warning(WARNING, "i-0000000000000000", "2026-11-24T06:20:00Z")).unwrap();
+    let (rows, _, ctx) = tick(&mut st);
+    assert!(rows.is_empty(), "{rows:?}");
+    let c = ctx.counters();
+    assert_eq!(c["notices.rebalance_ignored"], 1);
+    assert_eq!(c["rejected.bad_notice"], 1);
+    assert_eq!(c["rejected.notice_unknown_instance"], 1);
+    assert_eq!(q.depth().unwrap(), 0);
+    assert_eq!(running(&cfg, "web").len(), 7);
+
+    // After a crash that lost the snapshot, rebuilt from `actions`: the same record, and the
+    // first notice once more launches nothing.
+    let mut restarted = stage(cfg.clone()).with_notices(Box::new(m.notices(&queue)));
+    let mut rctx = Context::new("actuate");
+    for b in log {
+        restarted.recover(Topic::Actions, b, &mut rctx).unwrap();
+    }
+    // The same instances (launch times differ: describe gave the first EC2's own).
+    let ids = |a: &Actuate| {
+        let f = a.fleet("web").unwrap();
+        let (mut od, mut sp) = (f.on_demand.ids(), f.spot.ids());
+        od.sort();
+        sp.sort();
+        (f.instance_type.clone(), od, sp, f.on_demand.count(), f.spot.count())
+    };
+    assert_eq!(ids(&restarted), ids(&st));
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    assert!(tick(&mut restarted).0.is_empty());
+    // A decision for the mix in place (3 on demand, 2 spot) finds nothing to do either.
+    assert!(run(&mut restarted, decisions(&[("d3", "web", "m7i.xlarge", 5, 2, 0.5)])).0.is_empty());
+    assert_eq!(running(&cfg, "web").len(), 7);
+}
+
+#[test]
+fn notices_need_apply_mode() {
+    let cfg = ActuateConfig {
+        interruptions: Some(InterruptionSource {
+            queue_url: "https://sqs.us-east-1.amazonaws.com/1/q".into(),
+            endpoint: None,
+            poll_s: 5.0,
+            scarce_after: 2,
+            scarce_window_s: 3600,
+            on_rebalance: false,
+            max_receives: 5,
+        }),
+        ..Default::default()
+    };
+    let e = Actuate::new(cfg).err().expect("record-only with notices is refused");
+    assert!(e.to_string().contains("interruptions"), "{e}");
 }

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{i64s, list_row_f64, strings, timestamp_column, timestamps};
+use arrow_array::Array;
+use wfe_contract::columns::{
+    bools, i64s, list_row_f32, list_row_f64, list_row_str, strings, timestamp_column, timestamps,
+};
 use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
 use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
@@ -89,6 +92,13 @@ pub struct TierSelectConfig {
     /// catalog's prices, and every decision says they are the snapshot's.
     #[serde(default)]
     pub spot_prices: Option<SpotPriceSource>,
+    /// Cold start: also read `fingerprints`; a workload still `cold_start` there is sized
+    /// from its nearest fingerprints' allocation (their typical peak, through
+    /// `[[resources]]`): at once when it has no decision yet, and no forecast of it goes
+    /// below that until the fingerprint stage knows it. Off in the stage's default (a
+    /// service consumes one topic); the default job turns it on.
+    #[serde(default)]
+    pub cold_start: bool,
 }
 
 /// Capacity a workload has on premises.
@@ -191,6 +201,7 @@ impl Default for TierSelectConfig {
             burst_utilisation: d_burst(),
             burst_target: d_burst_target(),
             spot_prices: None,
+            cold_start: false,
         }
     }
 }
@@ -216,6 +227,38 @@ struct Current {
     /// The demand last observed, per resource map (reactive floor), in the maps' units.
     #[serde(default)]
     last_seen: Vec<Option<f64>>,
+    /// While the workload is cold: the sizing borrowed from its neighbours.
+    #[serde(default)]
+    cold: Option<ColdStart>,
+    /// The newest fingerprint window seen (a row delivered again is skipped).
+    #[serde(default)]
+    fingerprinted: Option<i64>,
+}
+
+/// A new workload's sizing borrowed from its nearest fingerprints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct ColdStart {
+    /// Per resource map (in the maps' order): the neighbours' allocation in its unit.
+    values: Vec<Option<f64>>,
+    /// Neighbours and their similarity weights, nearest first (for the reasons).
+    neighbours: Vec<(String, f32)>,
+}
+
+impl ColdStart {
+    fn who(&self) -> String {
+        self.neighbours
+            .iter()
+            .map(|(n, w)| format!("{n} ({w:.2})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Where a decision comes from: its id and whether it moves the replay guard of forecasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Forecast,
+    ColdStart,
 }
 
 /// The tier-select stage.
@@ -269,6 +312,14 @@ pub fn burst_id(workload: &str, at: i64) -> String {
     format!(
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(format!("burst\u{1f}{workload}\u{1f}{at}").as_bytes())
+    )
+}
+
+/// Deterministic id of a cold-start decision: the same fingerprint row, the same id.
+pub fn cold_start_id(workload: &str, at: i64) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(format!("cold\u{1f}{workload}\u{1f}{at}").as_bytes())
     )
 }
 
@@ -390,6 +441,138 @@ impl TierSelect {
 
     fn reactive(&self) -> bool {
         self.cfg.burst_utilisation > 0.0 && !self.resources.is_empty()
+    }
+
+    fn borrows(&self) -> bool {
+        self.cfg.cold_start && !self.resources.is_empty()
+    }
+
+    /// Cold start over one `fingerprints` batch: a cold row's allocation (per metric, raw
+    /// units, borrowed from its neighbours) becomes per resource map what the workload is
+    /// sized by while cold; a workload with no decision yet gets one from it now; a row that
+    /// is no longer cold ends it.
+    fn borrow(&mut self, batch: &RecordBatch, rows: &mut Rows, ctx: &mut Context) -> Result<()> {
+        let end = timestamps(batch, "window_end")?;
+        let workload = strings(batch, "workload")?;
+        let cold = bools(batch, "cold_start")?;
+        let col = |n: &str| batch.column_by_name(n).map(Arc::clone);
+        let (names, weights, metrics, alloc) = (
+            col("neighbours"),
+            col("neighbour_weights"),
+            col("allocation_metrics"),
+            col("allocation"),
+        );
+        for r in 0..batch.num_rows() {
+            let (w, at) = (workload.value(r), end.value(r));
+            let cur = self.current.entry(w.to_string()).or_default();
+            if cur.fingerprinted.is_some_and(|t| at <= t) {
+                ctx.event(Event::Dropped {
+                    kind: "replayed_fingerprint",
+                    count: 1,
+                });
+                continue;
+            }
+            cur.fingerprinted = Some(at);
+            if !cold.value(r) {
+                if cur.cold.take().is_some() {
+                    ctx.count("cold_start.ended", 1);
+                }
+                continue;
+            }
+            let present = |c: &Option<ArrayRef>| c.as_ref().filter(|a| a.is_valid(r)).cloned();
+            let (Some(m), Some(a)) = (present(&metrics), present(&alloc)) else {
+                // No known neighbour yet: forecasts alone size it.
+                ctx.count("cold_start.no_neighbours", 1);
+                continue;
+            };
+            let metric_names = list_row_str(m.as_ref(), r)?;
+            let values = list_row_f64(a.as_ref(), r)?;
+            let sized = cold_values(&self.resources, w, &metric_names, &values);
+            if sized.iter().all(Option::is_none) {
+                ctx.count("cold_start.no_resources", 1);
+                continue;
+            }
+            let n = present(&names)
+                .map(|c| list_row_str(c.as_ref(), r))
+                .transpose()?
+                .unwrap_or_default();
+            let wt = present(&weights)
+                .map(|c| list_row_f32(c.as_ref(), r))
+                .transpose()?
+                .unwrap_or_default();
+            let borrowed = ColdStart {
+                values: sized,
+                neighbours: n.into_iter().zip(wt).collect(),
+            };
+            cur.cold = Some(borrowed.clone());
+            ctx.count("cold_start.borrowed", 1);
+            if cur.decided.is_some() || !cur.instance_type.is_empty() {
+                continue; // its forecasts are raised to the borrowed sizing from now on
+            }
+            let needs = self.cold_needs(&borrowed);
+            let note = format!(
+                "cold start: no forecast of {w} yet; sized from its nearest fingerprints {}: their typical peak {}",
+                borrowed.who(),
+                self.sizing(&borrowed)
+            );
+            ctx.count("decisions.cold_start", 1);
+            self.decide(w, at, &needs, Origin::ColdStart, Some(note), rows, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The borrowed sizing as needs: one level (the SLA quantile) per resource, over an hour.
+    fn cold_needs(&self, c: &ColdStart) -> Vec<Need> {
+        self.resources
+            .iter()
+            .zip(&c.values)
+            .filter_map(|(m, v)| {
+                Some(Need {
+                    resource: m.name.clone(),
+                    unit: m.unit.clone(),
+                    horizon_s: 3600,
+                    levels: vec![self.cfg.sla_quantile],
+                    values: vec![(*v)?],
+                })
+            })
+            .collect()
+    }
+
+    /// `cpu 12.30 vcpu, memory 40.00 gib`.
+    fn sizing(&self, c: &ColdStart) -> String {
+        self.resources
+            .iter()
+            .zip(&c.values)
+            .filter_map(|(m, v)| Some(format!("{} {:.2} {}", m.name, (*v)?, m.unit)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// While a workload is cold, its forecast needs are raised to the borrowed sizing (a new
+    /// workload's first forecasts stand on an hour of history); the note says which.
+    fn raise_cold(&self, workload: &str, needs: &mut [Need]) -> Option<String> {
+        let c = self.current.get(workload)?.cold.as_ref()?;
+        let mut raised = Vec::new();
+        for n in needs.iter_mut() {
+            let v = self
+                .resources
+                .iter()
+                .zip(&c.values)
+                .find(|(m, _)| m.name == n.resource && m.unit == n.unit)
+                .and_then(|(_, v)| *v);
+            let Some(v) = v else { continue };
+            if n.values.iter().any(|x| *x < v) {
+                n.values.iter_mut().for_each(|x| *x = x.max(v));
+                raised.push(format!("{} to {v:.2} {} at {} s", n.resource, n.unit, n.horizon_s));
+            }
+        }
+        (!raised.is_empty()).then(|| {
+            format!(
+                "cold start: forecast raised to the allocation of its nearest fingerprints {} ({})",
+                c.who(),
+                raised.join(", ")
+            )
+        })
     }
 
     /// The reactive floor over one `metrics.norm` batch: a step whose demand passes
@@ -554,11 +737,14 @@ impl TierSelect {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         workload: &str,
         at: i64,
         needs: &[Need],
+        origin: Origin,
+        note: Option<String>,
         rows: &mut Rows,
         ctx: &mut Context,
     ) -> Result<()> {
@@ -671,10 +857,15 @@ impl TierSelect {
             cur.changed_at = at;
             ctx.count("decisions.changes", 1);
         }
-        cur.decided = Some(at);
+        if origin == Origin::Forecast {
+            cur.decided = Some(at);
+        }
         cur.needs = needs.to_vec();
         let prev_count = if same_kind { prev.count } else { 0 };
-        rows.id.push(decision_id(workload, at));
+        rows.id.push(match origin {
+            Origin::Forecast => decision_id(workload, at),
+            Origin::ColdStart => cold_start_id(workload, at),
+        });
         rows.at.push(at);
         rows.workload.push(workload.to_string());
         rows.tier.push(chosen.decision_tier().to_string());
@@ -690,7 +881,9 @@ impl TierSelect {
         rows.required.push(chosen.driver.value);
         rows.considered
             .push(serde_json::to_string(&considered).unwrap_or_default());
-        rows.reason.push(format!("{reason} ({})", self.prices.origin));
+        let note = note.map(|n| format!("{n}; ")).unwrap_or_default();
+        rows.reason
+            .push(format!("{note}{reason} ({})", self.prices.origin));
         Ok(())
     }
 
@@ -828,11 +1021,14 @@ impl Stage for TierSelect {
     }
 
     fn inputs(&self) -> Vec<Topic> {
+        let mut t = vec![Topic::Forecasts];
         if self.reactive() {
-            vec![Topic::Forecasts, Topic::MetricsNorm]
-        } else {
-            vec![Topic::Forecasts]
+            t.push(Topic::MetricsNorm);
         }
+        if self.borrows() {
+            t.push(Topic::Fingerprints);
+        }
+        t
     }
 
     fn outputs(&self) -> Vec<Topic> {
@@ -847,10 +1043,13 @@ impl Stage for TierSelect {
         out: &mut dyn Collector,
     ) -> Result<()> {
         self.refresh_prices(ctx);
-        if topic == Topic::MetricsNorm {
+        if topic == Topic::MetricsNorm || topic == Topic::Fingerprints {
             let mut rows = Rows::default();
-            if self.reactive() {
+            if topic == Topic::MetricsNorm && self.reactive() {
                 self.observe(&batch, &mut rows, ctx)?;
+            }
+            if topic == Topic::Fingerprints && self.borrows() {
+                self.borrow(&batch, &mut rows, ctx)?;
             }
             if !rows.id.is_empty() {
                 out.emit(Topic::Decisions, Self::finish(rows)?)?;
@@ -942,7 +1141,9 @@ impl Stage for TierSelect {
                 });
                 continue;
             }
-            self.decide(&w, at, &needs, &mut rows, ctx)?;
+            let mut needs = needs;
+            let note = self.raise_cold(&w, &mut needs);
+            self.decide(&w, at, &needs, Origin::Forecast, note, &mut rows, ctx)?;
         }
         if !rows.id.is_empty() {
             out.emit(Topic::Decisions, Self::finish(rows)?)?;
@@ -958,6 +1159,31 @@ impl Stage for TierSelect {
         self.current = wfe_contract::state::decode(self.name(), state)?;
         Ok(())
     }
+}
+
+/// Per resource map: the mean of its metrics' allocations x its capacity (as
+/// [`wfe_contract::resources::resource_steps`] reads a step), where the map applies to the
+/// workload and the allocation has finite, non-negative values for its metrics.
+fn cold_values(
+    maps: &[ResourceMap],
+    workload: &str,
+    metrics: &[String],
+    alloc: &[f64],
+) -> Vec<Option<f64>> {
+    maps.iter()
+        .map(|m| {
+            if !m.applies_to(workload) {
+                return None;
+            }
+            let got: Vec<f64> = metrics
+                .iter()
+                .zip(alloc)
+                .filter(|(n, v)| m.metrics.contains(n) && v.is_finite() && **v >= 0.0)
+                .map(|(_, v)| *v)
+                .collect();
+            m.demand(&got)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -499,3 +499,143 @@ fn private_capacity_comes_first_and_bursting_pays_for_transfer() {
     };
     assert!(TierSelect::new(bad).err().unwrap().to_string().contains("private"));
 }
+
+/// The default job's SMD mapping: cpu = m00 of 64 vCPU, memory = m05 of 256 GiB.
+fn smd_resources() -> Vec<ResourceMap> {
+    let map = |name: &str, metric: &str, unit: &str, capacity: f64| ResourceMap {
+        name: name.into(),
+        metrics: vec![metric.into()],
+        unit: unit.into(),
+        capacity,
+        workload_prefix: None,
+    };
+    vec![
+        map("cpu", "m00", "vcpu", 64.0),
+        map("memory", "m05", "gib", 256.0),
+    ]
+}
+
+/// Every fingerprint row of a run, one row per batch, in order.
+fn fingerprint_rows(norm: &[RecordBatch]) -> Vec<RecordBatch> {
+    let mut fp = wfe_fingerprint::Fingerprint::new(Default::default()).unwrap();
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("fingerprint");
+    for b in norm {
+        fp.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
+    }
+    fp.flush(&mut ctx, &mut out).unwrap();
+    out.of(Topic::Fingerprints)
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(|r| b.slice(r, 1)).collect::<Vec<_>>())
+        .collect()
+}
+
+fn feed(st: &mut TierSelect, topic: Topic, rows: &[RecordBatch], ctx: &mut Context) -> VecCollector {
+    let mut out = VecCollector::new();
+    for b in rows {
+        st.process_batch(topic, b.clone(), ctx, &mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_new_workload_is_sized_from_its_nearest_fingerprints() {
+    // Three SMD machines are known when machine-2-2 arrives: its first fingerprint is cold and
+    // carries its neighbours' allocation (per metric, raw units).
+    let mut norm = normalised("smd", &["machine-2-1", "machine-2-7", "machine-3-3"], 12);
+    norm.extend(normalised("smd", &["machine-2-2"], 6));
+    let rows = fingerprint_rows(&norm);
+    let of = |b: &RecordBatch| strings(b, "workload").unwrap().value(0).to_string();
+    let is_cold = |b: &RecordBatch| wfe_contract::columns::bools(b, "cold_start").unwrap().value(0);
+    let new = |b: &RecordBatch| of(b) == "machine-2-2";
+    let first_cold = rows.iter().position(|b| new(b) && is_cold(b)).expect("a cold row");
+    let warm = rows
+        .iter()
+        .position(|b| new(b) && !is_cold(b))
+        .expect("machine-2-2 is known after its learning period");
+    // What the neighbours' allocation says, read here from the row itself.
+    let row = &rows[first_cold];
+    let names = list_row_str(row.column_by_name("allocation_metrics").unwrap().as_ref(), 0).unwrap();
+    let alloc = list_row_f64(row.column_by_name("allocation").unwrap().as_ref(), 0).unwrap();
+    let raw = |m: &str| alloc[names.iter().position(|n| n == m).unwrap()];
+    let (cpu, mem) = (raw("m00") * 64.0, raw("m05") * 256.0);
+    let neighbours = list_row_str(row.column_by_name("neighbours").unwrap().as_ref(), 0).unwrap();
+    assert!(!neighbours.is_empty());
+
+    let cfg = TierSelectConfig {
+        cold_start: true,
+        ..Default::default()
+    };
+    let mut st = TierSelect::new(cfg).unwrap().with_resources(smd_resources());
+    assert_eq!(st.inputs(), [Topic::Forecasts, Topic::Fingerprints]);
+    let mut ctx = Context::new("tier-select");
+    let out = feed(&mut st, Topic::Fingerprints, &rows[..warm], &mut ctx);
+    let (w, reason, count, required) = (
+        col(&out, "workload"),
+        col(&out, "reason"),
+        col(&out, "count"),
+        col(&out, "required"),
+    );
+    let mine: Vec<usize> = (0..w.len()).filter(|&i| w[i] == "machine-2-2").collect();
+    assert_eq!(mine.len(), 1, "one cold-start decision: {reason:?}");
+    let i = mine[0];
+    assert!(reason[i].starts_with("cold start: no forecast of machine-2-2 yet"), "{}", reason[i]);
+    for n in &neighbours {
+        assert!(reason[i].contains(n.as_str()), "{n} named in {}", reason[i]);
+    }
+    // Sized to cover the borrowed cpu and memory, driven by the larger of the two.
+    let ty = col(&out, "instance_type")[i].clone();
+    let inst = st.catalog().instance.iter().find(|x| x.r#type == ty).unwrap().clone();
+    let n: i64 = count[i].parse().unwrap();
+    let per = |unit: &str| inst.capacity(unit).unwrap() * inst.performance;
+    assert!(n as f64 * per("vcpu") >= cpu - 1e-9, "{n} x {ty} for {cpu} vCPU");
+    assert!(n as f64 * per("gib") >= mem - 1e-9, "{n} x {ty} for {mem} GiB");
+    let req: f64 = required[i].parse().unwrap();
+    assert!((req - cpu).abs() < 1e-6 || (req - mem).abs() < 1e-6, "{req} vs {cpu}, {mem}");
+    assert!(ctx.counters()["decisions.cold_start"] >= 1);
+
+    // While cold, a first forecast of a fraction of that is raised to the borrowed sizing.
+    let at = 9_000_000_000;
+    let tiny = [cpu * 0.1, cpu * 0.2, cpu * 0.3];
+    let (raised, _) = decide(
+        &mut st,
+        forecasts(&[("machine-2-2", at, "cpu", "vcpu", 3600, tiny)]),
+    );
+    assert!(col(&raised, "reason")[0].contains("cold start: forecast raised"));
+    let m: i64 = col(&raised, "count")[0].parse().unwrap();
+    assert!(m as f64 * per("vcpu") >= cpu - 1e-9 || col(&raised, "instance_type")[0] != ty);
+    // The same rows again (a redelivery) decide nothing.
+    let again = feed(&mut st, Topic::Fingerprints, &rows[..warm], &mut ctx);
+    assert_eq!(again.rows(Topic::Decisions), 0);
+    assert!(ctx.counters()["dropped.replayed_fingerprint"] >= 1);
+    // Once its own fingerprint is no longer cold, forecasts alone decide.
+    feed(&mut st, Topic::Fingerprints, &rows[warm..=warm], &mut ctx);
+    let (own, _) = decide(
+        &mut st,
+        forecasts(&[("machine-2-2", at + 3_600_000, "cpu", "vcpu", 3600, tiny)]),
+    );
+    assert!(!col(&own, "reason")[0].contains("cold start"), "{:?}", col(&own, "reason"));
+}
+
+#[test]
+fn cold_rows_without_neighbours_or_usable_allocations_decide_nothing() {
+    let maps = smd_resources();
+    // NaN and negative allocations are left out; what is left sizes the resource.
+    let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let got = cold_values(&maps, "w", &m(&["m00", "m05"]), &[f64::NAN, 0.5]);
+    assert_eq!(got, [None, Some(128.0)]);
+    assert_eq!(cold_values(&maps, "w", &m(&["m00"]), &[-1.0]), [None, None]);
+    // The first machine of a fleet has no known neighbour: its cold row decides nothing.
+    let rows = fingerprint_rows(&normalised("asd", &["omi-1"], 2));
+    assert!(!rows.is_empty());
+    let cfg = TierSelectConfig {
+        cold_start: true,
+        ..Default::default()
+    };
+    let mut st = TierSelect::new(cfg).unwrap().with_resources(smd_resources());
+    let mut ctx = Context::new("tier-select");
+    let out = feed(&mut st, Topic::Fingerprints, &rows, &mut ctx);
+    assert_eq!(out.rows(Topic::Decisions), 0);
+    assert!(ctx.counters()["cold_start.no_neighbours"] >= 1);
+}

@@ -244,7 +244,7 @@ fn demand_of(
             ));
         }
         names.push((m.name.clone(), m.unit.clone()));
-        cols.push((idx, m.capacity));
+        cols.push((idx, m));
     }
     if cols.is_empty() {
         return Err(Error::config(
@@ -259,14 +259,16 @@ fn demand_of(
         .map(|row| {
             cols.iter()
                 .zip(&mut last)
-                .map(|((idx, cap), last)| {
+                .map(|((idx, map), last)| {
                     let known: Vec<f64> = idx
                         .iter()
                         .map(|&i| row[i])
                         .filter(|v| v.is_finite())
                         .collect();
-                    if known.len() == idx.len() {
-                        *last = (known.iter().sum::<f64>() / known.len() as f64 * cap).max(0.0);
+                    if known.len() == idx.len()
+                        && let Some(d) = map.demand(&known)
+                    {
+                        *last = d.max(0.0);
                     }
                     *last
                 })
