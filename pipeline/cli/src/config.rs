@@ -18,6 +18,9 @@ use wfe_tier_select::TierSelectConfig;
 /// The documented default job (`wfe config` prints it).
 pub const DEFAULT: &str = include_str!("../default.toml");
 
+/// The built-in job of `wfe agent`: this machine sampled every 10 s.
+pub const AGENT: &str = include_str!("../agent.toml");
+
 /// The names of the stages after ingest, in pipeline order.
 pub const STAGES: [&str; 6] = [
     "normalise",
@@ -31,7 +34,8 @@ pub const STAGES: [&str; 6] = [
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
-    /// Inputs of the ingest stage.
+    /// Inputs of the ingest stage (`wfe run`; `wfe agent` samples the machine instead).
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
     /// How the job runs.
     #[serde(default)]
@@ -51,6 +55,9 @@ pub struct JobConfig {
     /// How `wfe backtest` simulates provisioning.
     #[serde(default)]
     pub backtest: crate::backtest::BacktestConfig,
+    /// What `wfe agent` samples and how often.
+    #[serde(default)]
+    pub agent: wfe_ingest::AgentConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,12 +160,26 @@ fn d_dir() -> PathBuf {
 impl JobConfig {
     /// Reads a config file, or the default when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        let cfg = Self::parse(path, DEFAULT, "default config")?;
+        if cfg.sources.is_empty() {
+            return Err(Error::config("sources", "at least one source is needed"));
+        }
+        Ok(cfg)
+    }
+
+    /// A job for `wfe agent`: sources are not read (the machine is), and without a file the
+    /// built-in agent job.
+    pub fn load_agent(path: Option<&Path>) -> Result<Self> {
+        Self::parse(path, AGENT, "built-in agent config")
+    }
+
+    fn parse(path: Option<&Path>, default: &str, default_name: &str) -> Result<Self> {
         let (text, origin) = match path {
             Some(p) => (
                 std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?,
                 p.display().to_string(),
             ),
-            None => (DEFAULT.to_string(), "default config".to_string()),
+            None => (default.to_string(), default_name.to_string()),
         };
         let cfg: JobConfig =
             toml::from_str(&text).map_err(|e| Error::config(origin, e.to_string()))?;
@@ -167,9 +188,6 @@ impl JobConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.sources.is_empty() {
-            return Err(Error::config("sources", "at least one source is needed"));
-        }
         for name in &self.stages.enabled {
             if !STAGES.contains(&name.as_str()) {
                 return Err(Error::config(

@@ -14,6 +14,7 @@
 //! - `wfe stage NAME`: one stage as a service over Kafka; `wfe replay` and `wfe record` move
 //!   the job's sources or recordings onto topics and topics into files.
 
+mod agent;
 mod backtest;
 mod bench;
 mod config;
@@ -82,6 +83,9 @@ enum Command {
     /// Train the forecast LSTM on history and write a new model version (running stages with
     /// that `model_dir` swap to it).
     Train(train::TrainArgs),
+    /// Sample this machine (/proc, cgroup v2: CPU, memory, disk, network, pressure; per
+    /// container) into `metrics.raw`, through the job's stages or onto Kafka (--kafka).
+    Agent(agent::AgentArgs),
     /// Replay the test split of labelled data and price every provisioning policy's fleet:
     /// cost, slack, under-provisioned minutes, SLA violations, changes.
     Backtest(backtest::BacktestArgs),
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => sql::sql(args),
         Command::Train(args) => train::train(args),
         Command::Backtest(args) => backtest_command(args),
+        Command::Agent(args) => agent::agent(args, stop_on_ctrl_c()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

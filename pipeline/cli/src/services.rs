@@ -76,7 +76,7 @@ fn load(config: Option<&std::path::Path>, bootstrap: Option<String>) -> Result<J
     Ok(cfg)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -221,7 +221,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
+pub(crate) fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
     println!(
         "{what} {topic}: {} messages, {} rows, {:.1} MB in {:.2} s",
         r.messages,

@@ -1,6 +1,7 @@
-//! # wfe-ingest: files in, `metrics.raw` out
+//! # wfe-ingest: files (or this machine) in, `metrics.raw` out
 //!
-//! The ingest stage is the pipeline's [`Source`]. It reads:
+//! The ingest stage is the pipeline's [`Source`]. [`AgentSource`] samples the machine it runs
+//! on (`/proc`, cgroup v2: `wfe agent`); [`FileSource`] reads:
 //! - the shared SMD/ASD layout: `<entity>.csv(.gz)` with `timestamp,split,label,m00,...`
 //!   (the entity is the workload; `split` and `label` become labels);
 //! - generic long CSV: `timestamp,workload,metric,value`;
@@ -18,6 +19,7 @@
 //! reported with file, line and column and skipped (counted in `rejected.*`), or, with
 //! `strict`, ends the run with that error. A missing or empty file is always an error.
 
+pub mod agent;
 mod formats;
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use serde::Deserialize;
 use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source};
 
+pub use agent::{AgentConfig, AgentSource};
 pub use formats::Format;
 
 /// Rows of a wide file per emitted chunk (a chunk holds rows x metrics values).

@@ -1,0 +1,79 @@
+//! `wfe agent`: this machine's `/proc` and cgroup v2 as `metrics.raw`, either through the
+//! job's stages embedded (the default: fingerprints, anomalies, forecasts and decisions of
+//! the host and its containers) or onto the `metrics.raw` topic for a fleet of stage services.
+
+use std::path::PathBuf;
+
+use wfe_contract::{Result, Topic};
+use wfe_ingest::AgentSource;
+use wfe_runtime::{RunOptions, run_embedded};
+
+use crate::config::JobConfig;
+use crate::services;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// Job config (TOML) with an `[agent]` section; default: the built-in agent job
+    /// (`pipeline/cli/agent.toml`: every 10 s, outputs in out/agent).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Seconds between samples (overrides `agent.interval_s`).
+    #[arg(long)]
+    pub interval: Option<f64>,
+    /// Samples to take, then stop (overrides `agent.samples`); default: until Ctrl-C.
+    #[arg(long)]
+    pub samples: Option<u64>,
+    /// Publish to the `metrics.raw` topic of the config's Kafka instead of running the stages.
+    #[arg(long)]
+    pub kafka: bool,
+    /// Brokers, overriding `kafka.bootstrap_servers` (with --kafka).
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// Folder for output files (overrides `outputs.dir`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+    let mut cfg = JobConfig::load_agent(args.config.as_deref())?;
+    if let Some(i) = args.interval {
+        cfg.agent.interval_s = i;
+    }
+    if args.samples.is_some() {
+        cfg.agent.samples = args.samples;
+    }
+    if let Some(b) = args.bootstrap {
+        cfg.kafka.bootstrap_servers = b;
+    }
+    let mut source = AgentSource::new(cfg.agent.clone())?;
+    tracing::info!("sampling {}", wfe_contract::Source::describe(&source));
+    if args.kafka {
+        let rt = services::runtime()?;
+        // The agent paces itself: no replay speed.
+        let r = rt.block_on(wfe_kafka::replay::replay_source(
+            &cfg.kafka,
+            &mut source,
+            Topic::MetricsRaw,
+            None,
+            false,
+            "agent",
+        ))?;
+        services::print_transfer("agent", &cfg.kafka.topic(Topic::MetricsRaw), &r);
+        return Ok(());
+    }
+    let outputs = cfg.outputs(args.out.as_deref())?;
+    if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
+    }
+    let opts = RunOptions {
+        mailbox: cfg.run.mailbox,
+        speed: None,
+        tick: Some(std::time::Duration::from_secs(1)),
+        progress: false,
+        stop,
+    };
+    let report = run_embedded(Box::new(source), cfg.build_stages()?, outputs, opts)?;
+    print!("{}", crate::summary::render(&report));
+    Ok(())
+}
