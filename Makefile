@@ -54,6 +54,11 @@ $(VENV)/.moto: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check "moto[server]"
 	touch $@
 
+# PyYAML: deploy/check.py reads the Kubernetes manifests with it.
+$(VENV)/.yaml: $(VENV)/.pyarrow
+	$(PY) -m pip install -q --disable-pip-version-check pyyaml
+	touch $@
+
 # PyTorch (about 4.6 GB with its CUDA wheels; the CPU is used where there is no GPU).
 $(VENV)/.torch: $(VENV)/.pyarrow
 	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
@@ -72,7 +77,7 @@ system-packages:
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
-tools: system-packages $(TANSU) $(VENV)/.kafka $(VENV)/.moto
+tools: system-packages $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
 
 setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 
@@ -95,6 +100,9 @@ test: setup tools
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml
 	$(PY) pipeline/cli/tests/py/check_outputs.py ./target/debug/wfe target/pyarrow-check
+	# The deploy files, offline: manifests parse and agree with the stages, the job config
+	# passes `wfe config --check`, the Dockerfiles' build contexts hold what they copy.
+	$(PY) deploy/check.py ./target/debug/wfe
 
 bench: build $(VENV)/.peer
 	./target/release/wfe bench --repeat 3 --peer $(DATA)/../bench/python_peer.py --python $(PY)

@@ -160,15 +160,10 @@ fn d_dir() -> PathBuf {
 impl JobConfig {
     /// Reads a config file, or the default when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let cfg = Self::parse(path, DEFAULT, "default config")?;
-        if cfg.sources.is_empty() {
-            return Err(Error::config("sources", "at least one source is needed"));
-        }
-        Ok(cfg)
+        Self::parse(path, DEFAULT, "default config")
     }
 
-    /// A job for `wfe agent`: sources are not read (the machine is), and without a file the
-    /// built-in agent job.
+    /// A job for `wfe agent`: without a file, the built-in agent job.
     pub fn load_agent(path: Option<&Path>) -> Result<Self> {
         Self::parse(path, AGENT, "built-in agent config")
     }
@@ -192,6 +187,14 @@ impl JobConfig {
             if !STAGES.contains(&name.as_str()) {
                 return Err(Error::config(
                     "stages.enabled",
+                    format!("unknown stage `{name}`; stages: {STAGES:?}"),
+                ));
+            }
+        }
+        for name in &self.kafka.exactly_once {
+            if !STAGES.contains(&name.as_str()) {
+                return Err(Error::config(
+                    "kafka.exactly_once",
                     format!("unknown stage `{name}`; stages: {STAGES:?}"),
                 ));
             }

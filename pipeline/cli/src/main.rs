@@ -64,8 +64,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the documented default config.
-    Config,
+    /// Print the documented default config, or (--check FILE) check a job config: it
+    /// parses, and every enabled stage accepts its settings.
+    Config {
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
     /// Run one stage as a service over Kafka (`ingest` produces the job's sources and exits).
     Stage(services::StageArgs),
     /// Produce the job's sources (or a recording) onto a topic.
@@ -122,6 +126,22 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Loads a job and builds its stages (no input is read, nothing is connected but what a
+/// stage's constructor connects: EC2 or SQS in `dry-run`/`apply` mode).
+fn check_config(path: &std::path::Path) -> Result<()> {
+    let job = JobConfig::load(Some(path))?;
+    let stages = job.build_stages()?;
+    println!(
+        "{}: ok ({} stages: {}; {} sources, {} resource maps)",
+        path.display(),
+        stages.len(),
+        stages.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        job.sources.len(),
+        job.resources.len()
+    );
+    Ok(())
+}
+
 fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
     let job = JobConfig::load(args.config.as_deref())?;
     let policies: Vec<String> = if args.policy.is_empty() {
@@ -165,10 +185,11 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
-        Command::Config => {
+        Command::Config { check: None } => {
             print!("{}", config::DEFAULT);
             Ok(())
         }
+        Command::Config { check: Some(path) } => check_config(&path),
         Command::Stage(args) => services::stage(args),
         Command::Replay(args) => services::replay(args),
         Command::Record(args) => services::record(args),

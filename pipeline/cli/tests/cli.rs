@@ -188,3 +188,22 @@ fn every_verb_has_help_and_schemas_match_the_checked_in_description() {
     let o = wfe(&["config"], dir.path());
     assert!(text(&o).0.contains("[[sources]]"));
 }
+
+#[test]
+fn config_check_accepts_the_shipped_jobs_and_names_a_bad_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for job in ["default.toml", "agent.toml", "../../deploy/k8s/job.toml"] {
+        let path = root.join(job);
+        let o = wfe(&["config", "--check", path.to_str().unwrap()], dir.path());
+        assert!(o.status.success(), "{job}: {}", text(&o).1);
+        assert!(text(&o).0.contains(": ok ("), "{job}");
+    }
+    let bad = dir.path().join("bad.toml");
+    let default = std::fs::read_to_string(root.join("default.toml")).unwrap();
+    assert!(default.contains("max_risk = 0.15"));
+    std::fs::write(&bad, default.replace("max_risk = 0.15", "max_risk = 2.0")).unwrap();
+    let o = wfe(&["config", "--check", bad.to_str().unwrap()], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("stages.tier-select.max_risk"), "{}", text(&o).1);
+}

@@ -183,6 +183,12 @@ impl FileSource {
     /// Starts one reader thread per file. Errors on a missing path or a bad setting; errors in
     /// a file's content surface from [`Source::next_batch`].
     pub fn open(sources: &[SourceConfig], strict: bool) -> Result<Self> {
+        if sources.is_empty() {
+            return Err(Error::config(
+                "sources",
+                "no [[sources]] to read: name files or folders (or sample this machine with `wfe agent`)",
+            ));
+        }
         let files = expand(sources)?;
         let label = sources
             .iter()
