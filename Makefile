@@ -27,7 +27,7 @@ FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run test bench build setup tools system-packages kafka-up kafka-down check-data clean
+.PHONY: run test bench build setup tools system-packages prometheus kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -77,7 +77,13 @@ system-packages:
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
-tools: system-packages $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
+# A real Prometheus for the remote_write test (Debian's package; not started as a service).
+prometheus:
+	@command -v prometheus >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends prometheus; }
+
+tools: system-packages prometheus $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
 
 setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 

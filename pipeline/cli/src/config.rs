@@ -58,6 +58,9 @@ pub struct JobConfig {
     /// What `wfe agent` samples and how often.
     #[serde(default)]
     pub agent: wfe_ingest::AgentConfig,
+    /// Where `wfe receive` listens for Prometheus remote_write and how series map to workloads.
+    #[serde(default)]
+    pub remote_write: wfe_http::RemoteWriteConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

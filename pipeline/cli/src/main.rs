@@ -20,6 +20,7 @@ mod bench;
 mod config;
 mod eval;
 mod parallel;
+mod receive;
 mod services;
 mod similar;
 mod sql;
@@ -90,6 +91,9 @@ enum Command {
     /// Sample this machine (/proc, cgroup v2: CPU, memory, disk, network, pressure; per
     /// container) into `metrics.raw`, through the job's stages or onto Kafka (--kafka).
     Agent(agent::AgentArgs),
+    /// Receive Prometheus remote_write (snappy protobuf over HTTP) into `metrics.raw`, through
+    /// the job's stages or onto Kafka (--kafka).
+    Receive(receive::ReceiveArgs),
     /// Replay the test split of labelled data and price every provisioning policy's fleet:
     /// cost, slack, under-provisioned minutes, SLA violations, changes.
     Backtest(backtest::BacktestArgs),
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Backtest(args) => backtest_command(args),
         Command::Agent(args) => agent::agent(args, stop_on_ctrl_c()),
+        Command::Receive(args) => receive::receive(args, stop_on_ctrl_c()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
