@@ -173,20 +173,22 @@ pub fn decode(body: &[u8], cfg: &RemoteWriteConfig) -> std::result::Result<(Opti
         .map_err(|e| e.to_string())
 }
 
+/// Dictionary keys of one request's strings (a request holds thousands of series).
 #[derive(Default)]
 struct Interner {
     values: Vec<String>,
+    index: std::collections::HashMap<String, i32>,
 }
 
 impl Interner {
     fn key(&mut self, v: &str) -> i32 {
-        match self.values.iter().position(|x| x == v) {
-            Some(i) => i as i32,
-            None => {
-                self.values.push(v.to_string());
-                self.values.len() as i32 - 1
-            }
+        if let Some(&k) = self.index.get(v) {
+            return k;
         }
+        let k = self.values.len() as i32;
+        self.values.push(v.to_string());
+        self.index.insert(v.to_string(), k);
+        k
     }
 
     fn refs(&self) -> Vec<&str> {

@@ -290,9 +290,9 @@ struct State {
     /// does not count them while they still run.
     #[serde(default)]
     interrupted: HashMap<String, String>,
-    /// Recent interruption warnings (instance type, event ms), for scarcity.
+    /// Recent interruption warnings (instance type, event ms, instance), for scarcity.
     #[serde(default)]
-    warnings: Vec<(String, i64)>,
+    warnings: Vec<(String, i64, String)>,
 }
 
 /// The actuate stage.
@@ -843,18 +843,22 @@ impl Actuate {
             return;
         };
         let mut fleet = self.state.fleets[&workload].clone();
+        // Each warned instance counts once (a notice that comes back after a failed
+        // replacement is the same warning).
         if n.kind == wfe_ec2::NoticeKind::Interruption
-            && !self.state.warnings.iter().any(|(_, t)| *t == n.time_ms)
+            && !self.state.warnings.iter().any(|(_, _, i)| *i == n.instance_id)
         {
-            self.state.warnings.push((fleet.instance_type.clone(), n.time_ms));
+            self.state
+                .warnings
+                .push((fleet.instance_type.clone(), n.time_ms, n.instance_id.clone()));
         }
         let window = src.scarce_window_s * 1000;
-        self.state.warnings.retain(|(_, t)| (n.time_ms - t).abs() < window);
+        self.state.warnings.retain(|(_, t, _)| (n.time_ms - t).abs() < window);
         let seen = self
             .state
             .warnings
             .iter()
-            .filter(|(t, _)| *t == fleet.instance_type)
+            .filter(|(t, _, _)| *t == fleet.instance_type)
             .count();
         let scarce = seen >= src.scarce_after;
         let (itype, tier) = (fleet.instance_type.clone(), fleet.tier.clone());

@@ -340,7 +340,11 @@ impl Source for AgentSource {
                 std::thread::sleep(at - now);
             }
         }
-        self.next_at = Some(self.next_at.map_or_else(Instant::now, |t| t) + every);
+        // A fixed schedule keeps steps regular; a source that fell more than an interval
+        // behind (a stalled pipeline) starts afresh instead of sampling in a burst.
+        let now = Instant::now();
+        let due = self.next_at.filter(|t| *t + every > now).unwrap_or(now);
+        self.next_at = Some(due + every);
         let now = self.sample(ctx);
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
