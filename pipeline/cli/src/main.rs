@@ -139,7 +139,11 @@ fn check_config(path: &std::path::Path) -> Result<()> {
         "{}: ok ({} stages: {}; {} sources, {} resource maps)",
         path.display(),
         stages.len(),
-        stages.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        stages
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         job.sources.len(),
         job.resources.len()
     );

@@ -33,7 +33,10 @@ pub struct ReceiveArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn receive(args: ReceiveArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+pub fn receive(
+    args: ReceiveArgs,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
     let mut cfg = JobConfig::load(args.config.as_deref())?;
     if let Some(l) = args.listen {
         cfg.remote_write.listen = l;

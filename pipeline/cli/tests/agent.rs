@@ -69,7 +69,11 @@ fn the_agent_feeds_an_embedded_run_that_fingerprints_and_forecasts_this_host() {
         .find_map(|r| r["workload"].as_str().filter(|w| w.starts_with("host:")))
         .expect("host rows")
         .to_string();
-    let metric = |m: &str| raw.iter().filter(|r| r["workload"] == host.as_str() && r["metric"] == m).count();
+    let metric = |m: &str| {
+        raw.iter()
+            .filter(|r| r["workload"] == host.as_str() && r["metric"] == m)
+            .count()
+    };
     // Gauges from the first sample on, rates from the second.
     for m in ["cpu_count", "memory_used_bytes", "memory_used_fraction"] {
         assert_eq!(metric(m), 24, "{m}");
@@ -82,8 +86,14 @@ fn the_agent_feeds_an_embedded_run_that_fingerprints_and_forecasts_this_host() {
         .filter(|r| r["workload"] == host.as_str())
         .collect();
     assert!(fps.len() >= 3, "{} fingerprints of {host}", fps.len());
-    assert!(fps.iter().all(|r| r["vector"].as_array().is_some_and(|v| !v.is_empty())));
-    let env = fps.last().unwrap()["environment"].as_str().unwrap_or_default().to_string();
+    assert!(
+        fps.iter()
+            .all(|r| r["vector"].as_array().is_some_and(|v| !v.is_empty()))
+    );
+    let env = fps.last().unwrap()["environment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(env.contains("kernel="), "the host's environment: {env}");
     let fcs: Vec<_> = lines(dir.path(), "forecasts")
         .into_iter()
@@ -103,7 +113,11 @@ fn the_agent_feeds_an_embedded_run_that_fingerprints_and_forecasts_this_host() {
         }
     }
     // ...and tier selection sizes the host from them.
-    assert!(lines(dir.path(), "decisions").iter().any(|r| r["workload"] == host.as_str()));
+    assert!(
+        lines(dir.path(), "decisions")
+            .iter()
+            .any(|r| r["workload"] == host.as_str())
+    );
 }
 
 #[test]

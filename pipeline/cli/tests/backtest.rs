@@ -32,7 +32,13 @@ fn every_policy_is_priced_and_wfe_beats_reactive_at_equal_or_better_sla() {
             .unwrap_or_else(|| panic!("{p}.total.{k} in {r}"))
     };
     for p in ["wfe", "reactive", "static", "vpa", "oracle"] {
-        for k in ["cost", "slack", "underprovisioned_minutes", "sla_violations", "changes"] {
+        for k in [
+            "cost",
+            "slack",
+            "underprovisioned_minutes",
+            "sla_violations",
+            "changes",
+        ] {
             let v = total(p, k);
             assert!(v.is_finite() && v >= 0.0, "{p}.{k} = {v}");
         }
@@ -54,7 +60,12 @@ fn every_policy_is_priced_and_wfe_beats_reactive_at_equal_or_better_sla() {
     assert_eq!(total("oracle", "underprovisioned_minutes"), 0.0);
     assert_eq!(total("static", "changes"), 0.0);
     // A test split of 30 days on each of 12 servers.
-    let hours: f64 = r["hours"].as_object().unwrap().values().filter_map(|h| h.as_f64()).sum();
+    let hours: f64 = r["hours"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|h| h.as_f64())
+        .sum();
     assert!(hours > 4000.0, "{hours}");
 }
 
@@ -77,7 +88,10 @@ fn bad_settings_are_clear_errors() {
     );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("baseline_instance") && err.contains("z9.huge"), "{err}");
+    assert!(
+        err.contains("baseline_instance") && err.contains("z9.huge"),
+        "{err}"
+    );
     let o = wfe(&["backtest", "--data", "/nonexistent"], dir.path());
     assert!(!o.status.success());
 }

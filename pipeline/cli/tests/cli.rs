@@ -205,5 +205,9 @@ fn config_check_accepts_the_shipped_jobs_and_names_a_bad_setting() {
     std::fs::write(&bad, default.replace("max_risk = 0.15", "max_risk = 2.0")).unwrap();
     let o = wfe(&["config", "--check", bad.to_str().unwrap()], dir.path());
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("stages.tier-select.max_risk"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("stages.tier-select.max_risk"),
+        "{}",
+        text(&o).1
+    );
 }

@@ -15,7 +15,11 @@ fn prometheus() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {
@@ -111,7 +115,11 @@ remote_write:
         .iter()
         .filter(|r| r["workload"] == workload.as_str() && r["metric"] == "up")
         .collect();
-    assert!(up.len() >= 5, "{} `up` samples received\nprometheus: {log}", up.len());
+    assert!(
+        up.len() >= 5,
+        "{} `up` samples received\nprometheus: {log}",
+        up.len()
+    );
     assert!(up.iter().all(|r| r["value"] == 1.0));
     assert!(up.iter().all(|r| r["labels"] == "job=self"), "{:?}", up[0]);
     let norm = jsonl(dir.path().join("out/metrics.norm.jsonl"));
@@ -119,8 +127,16 @@ remote_write:
         .iter()
         .filter(|r| r["workload"] == workload.as_str() && r["metric"] == "up")
         .collect();
-    assert!(steps.len() >= 5, "{} steps of `up` in metrics.norm", steps.len());
-    assert!(steps.iter().any(|r| r["raw_value"] == 1.0), "{:?}", steps[0]);
+    assert!(
+        steps.len() >= 5,
+        "{} steps of `up` in metrics.norm",
+        steps.len()
+    );
+    assert!(
+        steps.iter().any(|r| r["raw_value"] == 1.0),
+        "{:?}",
+        steps[0]
+    );
     // Many series: Prometheus' own metrics, one workload.
     let metrics: std::collections::BTreeSet<_> = norm
         .iter()

@@ -175,7 +175,10 @@ impl Cloud for Ec2 {
                         .unwrap_or(0),
                 });
             }
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
             if token.is_none() {
                 break;
             }
@@ -188,7 +191,10 @@ impl Cloud for Ec2 {
             .client
             .describe_spot_price_history()
             .set_instance_types(Some(
-                types.iter().map(|t| InstanceType::from(t.as_str())).collect(),
+                types
+                    .iter()
+                    .map(|t| InstanceType::from(t.as_str()))
+                    .collect(),
             ))
             .product_descriptions("Linux/UNIX")
             .start_time(aws_sdk_ec2::primitives::DateTime::from(

@@ -64,8 +64,7 @@ pub trait Notices: Send {
 /// Reads an EventBridge event (as EventBridge delivers it to SQS: the event JSON is the
 /// message body).
 pub fn parse_event(body: &str) -> std::result::Result<Notice, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
     let detail_type = v["detail-type"]
         .as_str()
         .ok_or("no `detail-type`: not an EventBridge event")?;
@@ -111,8 +110,17 @@ impl Sqs {
     }
 
     /// Connects with fixed credentials (tests against moto).
-    pub fn with_credentials(s: &Ec2Settings, queue_url: &str, key: &str, secret: &str) -> Result<Self> {
-        Self::build(s, queue_url, Some(Static::new(key, secret, None, None, "wfe-static")))
+    pub fn with_credentials(
+        s: &Ec2Settings,
+        queue_url: &str,
+        key: &str,
+        secret: &str,
+    ) -> Result<Self> {
+        Self::build(
+            s,
+            queue_url,
+            Some(Static::new(key, secret, None, None, "wfe-static")),
+        )
     }
 
     fn build(s: &Ec2Settings, queue_url: &str, creds: Option<Static>) -> Result<Self> {
@@ -265,9 +273,11 @@ mod tests {
         );
         assert!(parse_event(&other).unwrap_err().contains("State-change"));
         assert!(parse_event("{").unwrap_err().starts_with("not JSON"));
-        assert!(parse_event("{\"detail-type\": \"EC2 Spot Instance Interruption Warning\"}")
-            .unwrap_err()
-            .contains("instance-id"));
+        assert!(
+            parse_event("{\"detail-type\": \"EC2 Spot Instance Interruption Warning\"}")
+                .unwrap_err()
+                .contains("instance-id")
+        );
         let bad_time = WARNING.replace("2026-11-24T06:00:00Z", "yesterday");
         assert!(parse_event(&bad_time).unwrap_err().contains("yesterday"));
     }

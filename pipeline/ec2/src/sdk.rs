@@ -30,7 +30,10 @@ pub(crate) struct Caller {
 pub(crate) type Static = aws_sdk_ec2::config::Credentials;
 
 /// Loads the SDK configuration: the standard chain, or `creds` when given.
-pub(crate) fn connect(s: &Ec2Settings, creds: Option<Static>) -> Result<(Caller, aws_config::SdkConfig)> {
+pub(crate) fn connect(
+    s: &Ec2Settings,
+    creds: Option<Static>,
+) -> Result<(Caller, aws_config::SdkConfig)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

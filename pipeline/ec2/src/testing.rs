@@ -69,10 +69,18 @@ impl Moto {
         });
         let port = rx
             .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("moto_server ({}) did not say where it listens", bin.display()));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "moto_server ({}) did not say where it listens",
+                    bin.display()
+                )
+            });
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto {

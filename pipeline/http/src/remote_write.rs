@@ -12,9 +12,9 @@
 //! `workload_prefix`; every other label goes to `labels`. A series with no workload label
 //! is counted and left out; Prometheus' staleness markers (a special NaN) are skipped.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -113,16 +113,30 @@ pub struct Decoded {
 }
 
 /// A decoded request as `metrics.raw` rows (None when it held no sample).
-pub fn decode(body: &[u8], cfg: &RemoteWriteConfig) -> std::result::Result<(Option<RecordBatch>, Decoded), String> {
+pub fn decode(
+    body: &[u8],
+    cfg: &RemoteWriteConfig,
+) -> std::result::Result<(Option<RecordBatch>, Decoded), String> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("not snappy (block format): {e}"))?;
-    let req = WriteRequest::decode(raw.as_slice()).map_err(|e| format!("not a WriteRequest: {e}"))?;
+    let req =
+        WriteRequest::decode(raw.as_slice()).map_err(|e| format!("not a WriteRequest: {e}"))?;
     let mut d = Decoded::default();
     let (mut ts, mut wk, mut mk, mut vals, mut lk) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut workloads, mut metrics, mut label_sets) = (Interner::default(), Interner::default(), Interner::default());
+    let (mut workloads, mut metrics, mut label_sets) = (
+        Interner::default(),
+        Interner::default(),
+        Interner::default(),
+    );
     for series in &req.timeseries {
-        let get = |n: &str| series.labels.iter().find(|l| l.name == n).map(|l| l.value.as_str());
+        let get = |n: &str| {
+            series
+                .labels
+                .iter()
+                .find(|l| l.name == n)
+                .map(|l| l.value.as_str())
+        };
         let Some(name) = get("__name__").filter(|n| !n.is_empty()) else {
             d.no_workload += series.samples.len();
             continue;
@@ -211,14 +225,21 @@ async fn write(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     match decode(&body, &shared.cfg) {
         Ok((None, d)) => {
             // Nothing usable (all stale, or no workload label): accepted, counted.
-            let _ = shared.tx.try_send(Msg::Batch(RecordBatch::new_empty(Topic::MetricsRaw.schema()), d));
+            let _ = shared.tx.try_send(Msg::Batch(
+                RecordBatch::new_empty(Topic::MetricsRaw.schema()),
+                d,
+            ));
             HttpResponse::NoContent().finish()
         }
         Ok((Some(b), d)) => match shared.tx.try_send(Msg::Batch(b, d)) {
             Ok(()) => HttpResponse::NoContent().finish(),
             // The pipeline is behind: the sender retries with backoff.
-            Err(TrySendError::Full(_)) => HttpResponse::ServiceUnavailable().body("wfe is behind: retry"),
-            Err(TrySendError::Disconnected(_)) => HttpResponse::ServiceUnavailable().body("wfe is stopping"),
+            Err(TrySendError::Full(_)) => {
+                HttpResponse::ServiceUnavailable().body("wfe is behind: retry")
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                HttpResponse::ServiceUnavailable().body("wfe is stopping")
+            }
         },
         Err(why) => {
             let _ = shared.tx.try_send(Msg::Bad(why.clone()));
@@ -241,9 +262,16 @@ pub struct RemoteWriteSource {
 impl RemoteWriteSource {
     /// Binds `cfg.listen` and serves `POST /api/v1/write` (and `/`), stopping when `stop` is
     /// set or after `seconds` of wall time.
-    pub fn new(cfg: RemoteWriteConfig, stop: Arc<AtomicBool>, seconds: Option<f64>) -> Result<Self> {
+    pub fn new(
+        cfg: RemoteWriteConfig,
+        stop: Arc<AtomicBool>,
+        seconds: Option<f64>,
+    ) -> Result<Self> {
         if cfg.workload_labels.is_empty() {
-            return Err(Error::config("remote_write.workload_labels", "name at least one label"));
+            return Err(Error::config(
+                "remote_write.workload_labels",
+                "name at least one label",
+            ));
         }
         let listener = std::net::TcpListener::bind(&cfg.listen)
             .map_err(|e| Error::io(format!("remote_write.listen {}", cfg.listen), e))?;
@@ -316,12 +344,16 @@ impl Drop for RemoteWriteSource {
 
 impl Source for RemoteWriteSource {
     fn describe(&self) -> String {
-        format!("Prometheus remote_write on http://{}/api/v1/write", self.addr)
+        format!(
+            "Prometheus remote_write on http://{}/api/v1/write",
+            self.addr
+        )
     }
 
     fn next_batch(&mut self, ctx: &mut Context) -> Result<Option<RecordBatch>> {
         loop {
-            if self.stop.load(Ordering::Relaxed) || self.until.is_some_and(|t| Instant::now() >= t) {
+            if self.stop.load(Ordering::Relaxed) || self.until.is_some_and(|t| Instant::now() >= t)
+            {
                 return Ok(None);
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
@@ -383,9 +415,15 @@ mod tests {
         TimeSeries {
             labels: labels
                 .iter()
-                .map(|(n, v)| Label { name: n.to_string(), value: v.to_string() })
+                .map(|(n, v)| Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
                 .collect(),
-            samples: samples.iter().map(|&(value, timestamp)| Sample { value, timestamp }).collect(),
+            samples: samples
+                .iter()
+                .map(|&(value, timestamp)| Sample { value, timestamp })
+                .collect(),
         }
     }
 
@@ -396,18 +434,37 @@ mod tests {
             ..Default::default()
         };
         let b = body(vec![
-            series(&[("__name__", "up"), ("instance", "web-1:9100"), ("job", "node")], &[(1.0, 1000), (1.0, 2000)]),
+            series(
+                &[
+                    ("__name__", "up"),
+                    ("instance", "web-1:9100"),
+                    ("job", "node"),
+                ],
+                &[(1.0, 1000), (1.0, 2000)],
+            ),
             series(&[("__name__", "load1"), ("job", "batch")], &[(0.5, 1000)]),
             series(&[("instance", "x")], &[(3.0, 1000)]),
-            series(&[("__name__", "up"), ("instance", "web-2")], &[(f64::from_bits(STALE_NAN), 3000)]),
+            series(
+                &[("__name__", "up"), ("instance", "web-2")],
+                &[(f64::from_bits(STALE_NAN), 3000)],
+            ),
         ]);
         let (batch, d) = decode(&b, &cfg).unwrap();
         let batch = batch.unwrap();
-        assert_eq!(d, Decoded { rows: 3, no_workload: 1, stale: 1 });
+        assert_eq!(
+            d,
+            Decoded {
+                rows: 3,
+                no_workload: 1,
+                stale: 1
+            }
+        );
         let w = DictStrings::new(&batch, "workload").unwrap();
         let m = DictStrings::new(&batch, "metric").unwrap();
         let l = DictStrings::new(&batch, "labels").unwrap();
-        let got: Vec<_> = (0..3).map(|r| (w.get(r).unwrap(), m.get(r).unwrap(), l.get(r))).collect();
+        let got: Vec<_> = (0..3)
+            .map(|r| (w.get(r).unwrap(), m.get(r).unwrap(), l.get(r)))
+            .collect();
         assert_eq!(
             got,
             [
@@ -416,16 +473,32 @@ mod tests {
                 ("prom:batch", "load1", None),
             ]
         );
-        assert_eq!(timestamps(&batch, "event_time").unwrap().values().to_vec(), [1000, 2000, 1000]);
-        assert_eq!(f64s(&batch, "value").unwrap().values().to_vec(), [1.0, 1.0, 0.5]);
+        assert_eq!(
+            timestamps(&batch, "event_time").unwrap().values().to_vec(),
+            [1000, 2000, 1000]
+        );
+        assert_eq!(
+            f64s(&batch, "value").unwrap().values().to_vec(),
+            [1.0, 1.0, 0.5]
+        );
     }
 
     #[test]
     fn bad_bodies_are_named_not_a_panic() {
         let cfg = RemoteWriteConfig::default();
-        assert!(decode(b"plain text", &cfg).unwrap_err().starts_with("not snappy"));
-        let junk = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
-        assert!(decode(&junk, &cfg).unwrap_err().starts_with("not a WriteRequest"));
+        assert!(
+            decode(b"plain text", &cfg)
+                .unwrap_err()
+                .starts_with("not snappy")
+        );
+        let junk = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
+        assert!(
+            decode(&junk, &cfg)
+                .unwrap_err()
+                .starts_with("not a WriteRequest")
+        );
         assert_eq!(decode(&body(vec![]), &cfg).unwrap().0, None);
     }
 }

@@ -104,9 +104,13 @@ impl Fleet {
             if r.instance_type != main {
                 fleet.stray.push(r.id.clone());
             } else if r.spot {
-                fleet.spot.add_ids(std::slice::from_ref(&r.id), r.launched_ms);
+                fleet
+                    .spot
+                    .add_ids(std::slice::from_ref(&r.id), r.launched_ms);
             } else {
-                fleet.on_demand.add_ids(std::slice::from_ref(&r.id), r.launched_ms);
+                fleet
+                    .on_demand
+                    .add_ids(std::slice::from_ref(&r.id), r.launched_ms);
             }
         }
         if main.is_empty() {
@@ -141,7 +145,11 @@ impl Fleet {
                     ..Default::default()
                 };
             }
-            let group = if spot { &mut self.spot } else { &mut self.on_demand };
+            let group = if spot {
+                &mut self.spot
+            } else {
+                &mut self.on_demand
+            };
             match ids {
                 Some(ids) => group.add_ids(ids, at),
                 None => group.add_count(n),
@@ -167,7 +175,11 @@ impl Fleet {
                 None => sel["Tier"].as_str()? == "spot",
             };
             if sel["InstanceType"].as_str()? == self.instance_type {
-                let group = if spot { &mut self.spot } else { &mut self.on_demand };
+                let group = if spot {
+                    &mut self.spot
+                } else {
+                    &mut self.on_demand
+                };
                 group.remove(n, &listed);
             }
         }

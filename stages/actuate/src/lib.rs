@@ -46,9 +46,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wfe_contract::columns::{
-    f64s, i64s, list_str, strings, timestamp_column, timestamps,
-};
+use wfe_contract::columns::{f64s, i64s, list_str, strings, timestamp_column, timestamps};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use fleet::{Fleet, Group};
@@ -364,7 +362,10 @@ struct Decision<'a> {
 /// A call planned for a decision.
 #[derive(Debug, Clone)]
 enum Call {
-    Launch { spot: bool, count: i64 },
+    Launch {
+        spot: bool,
+        count: i64,
+    },
     Terminate {
         spot: bool,
         ids: Vec<String>,
@@ -383,7 +384,10 @@ impl Actuate {
             _ => Some(Box::new(Ec2::connect(&cfg.ec2_settings())?)),
         };
         let notices: Option<Box<dyn Notices>> = match &cfg.interruptions {
-            Some(src) => Some(Box::new(Sqs::connect(&cfg.sqs_settings(src), &src.queue_url)?)),
+            Some(src) => Some(Box::new(Sqs::connect(
+                &cfg.sqs_settings(src),
+                &src.queue_url,
+            )?)),
             None => None,
         };
         Ok(Self {
@@ -677,10 +681,16 @@ impl Actuate {
                 let result = match (mode, self.cloud.as_mut()) {
                     (Mode::RecordOnly, _) | (_, None) => Ok(("recorded", None)),
                     (Mode::DryRun, Some(c)) => c.launch(&req, true).map(|_| ("dry-run-ok", None)),
-                    (Mode::Apply, Some(c)) => c.launch(&req, false).map(|ids| ("applied", Some(ids))),
+                    (Mode::Apply, Some(c)) => {
+                        c.launch(&req, false).map(|ids| ("applied", Some(ids)))
+                    }
                 };
                 if let Ok((_, ids)) = &result {
-                    let group = if *spot { &mut fleet.spot } else { &mut fleet.on_demand };
+                    let group = if *spot {
+                        &mut fleet.spot
+                    } else {
+                        &mut fleet.on_demand
+                    };
                     match ids {
                         Some(ids) => group.add_ids(ids, d.time),
                         None => group.add_count(*count),
@@ -723,7 +733,11 @@ impl Actuate {
                     if *stray {
                         fleet.stray.retain(|id| !ids.contains(id));
                     } else {
-                        let group = if *spot { &mut fleet.spot } else { &mut fleet.on_demand };
+                        let group = if *spot {
+                            &mut fleet.spot
+                        } else {
+                            &mut fleet.on_demand
+                        };
                         group.remove(*count, ids);
                     }
                 }
@@ -846,14 +860,22 @@ impl Actuate {
         // Each warned instance counts once (a notice that comes back after a failed
         // replacement is the same warning).
         if n.kind == wfe_ec2::NoticeKind::Interruption
-            && !self.state.warnings.iter().any(|(_, _, i)| *i == n.instance_id)
-        {
-            self.state
+            && !self
+                .state
                 .warnings
-                .push((fleet.instance_type.clone(), n.time_ms, n.instance_id.clone()));
+                .iter()
+                .any(|(_, _, i)| *i == n.instance_id)
+        {
+            self.state.warnings.push((
+                fleet.instance_type.clone(),
+                n.time_ms,
+                n.instance_id.clone(),
+            ));
         }
         let window = src.scarce_window_s * 1000;
-        self.state.warnings.retain(|(_, t, _)| (n.time_ms - t).abs() < window);
+        self.state
+            .warnings
+            .retain(|(_, t, _)| (n.time_ms - t).abs() < window);
         let seen = self
             .state
             .warnings
@@ -877,7 +899,10 @@ impl Actuate {
             n.kind.name(),
             n.instance_id,
             if scarce {
-                format!("on demand: spot of {itype} is scarce ({seen} warnings within {} s)", src.scarce_window_s)
+                format!(
+                    "on demand: spot of {itype} is scarce ({seen} warnings within {} s)",
+                    src.scarce_window_s
+                )
             } else {
                 "by spot".to_string()
             }
@@ -885,12 +910,8 @@ impl Actuate {
         let markets: &[bool] = if scarce { &[false] } else { &[true, false] };
         for (k, &spot) in markets.iter().enumerate() {
             let call_id = action_id(&id, k);
-            let (name, mut params, result) = self.execute(
-                &d,
-                &Call::Launch { spot, count: 1 },
-                &call_id,
-                &mut fleet,
-            );
+            let (name, mut params, result) =
+                self.execute(&d, &Call::Launch { spot, count: 1 }, &call_id, &mut fleet);
             params["wfe:replaces"] = json!(n.instance_id);
             params["wfe:reason"] = json!(reason);
             params["wfe:unit_cost"] = json!(fleet.unit_cost);
@@ -899,7 +920,11 @@ impl Actuate {
                 Err(e) => {
                     let msg = e.to_string();
                     ctx.event(Event::Rejected {
-                        kind: if e.is_retryable() { "ec2_error_retryable" } else { "ec2_error" },
+                        kind: if e.is_retryable() {
+                            "ec2_error_retryable"
+                        } else {
+                            "ec2_error"
+                        },
                         location: &format!("notice {} {name}", n.instance_id),
                         message: &msg,
                         count: 1,

@@ -55,9 +55,13 @@ fn decisions(rows: &[D<'_>]) -> RecordBatch {
             s(&|r| r.1.into()),
             s(&|r| if r.4 == r.3 { "spot" } else { "on-demand" }.into()),
             s(&|r| r.2.into()),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )),
             Arc::new(Int64Array::from(vec![0; n])),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+            )),
             Arc::new(Float64Array::from(vec![0.05; n])),
             text("cpu"),
             Arc::new(Float64Array::from(vec![0.9; n])),
@@ -65,7 +69,9 @@ fn decisions(rows: &[D<'_>]) -> RecordBatch {
             Arc::new(Float64Array::from(vec![10.0; n])),
             text("[]"),
             text("test"),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -145,11 +151,16 @@ fn a_decision_launches_its_spot_and_on_demand_instances_and_a_replay_launches_no
     let d1 = decisions(&[("d1", "web", "m7i.xlarge", 5, 3, 5.0 * 0.1)]);
     let (rows, actions, _) = run(&mut st, d1.clone());
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows.iter().all(|r| r.call == "ec2:RunInstances" && r.outcome == "applied"));
+    assert!(
+        rows.iter()
+            .all(|r| r.call == "ec2:RunInstances" && r.outcome == "applied")
+    );
     let launched: usize = rows.iter().map(|r| r.ids.len()).sum();
     assert_eq!(launched, 5);
     assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (2, 3));
-    let spot_row = rows.iter().find(|r| r.params.get("InstanceMarketOptions").is_some());
+    let spot_row = rows
+        .iter()
+        .find(|r| r.params.get("InstanceMarketOptions").is_some());
     assert_eq!(spot_row.unwrap().ids.len(), 3);
 
     // The same decision again: nothing new (moto ignores the ClientToken, so this is the
@@ -173,9 +184,18 @@ fn scale_in_terminates_the_newest_and_lost_spot_capacity_is_replaced() {
     let m = moto();
     let cfg = settings(&m.url);
     let mut st = stage(cfg.clone());
-    run(&mut st, decisions(&[("d1", "api", "m7i.xlarge", 6, 4, 0.6)]));
-    let (rows, _, _) = run(&mut st, decisions(&[("d2", "api", "m7i.xlarge", 3, 2, 0.3)]));
-    let calls: Vec<(&str, usize)> = rows.iter().map(|r| (r.call.as_str(), r.ids.len())).collect();
+    run(
+        &mut st,
+        decisions(&[("d1", "api", "m7i.xlarge", 6, 4, 0.6)]),
+    );
+    let (rows, _, _) = run(
+        &mut st,
+        decisions(&[("d2", "api", "m7i.xlarge", 3, 2, 0.3)]),
+    );
+    let calls: Vec<(&str, usize)> = rows
+        .iter()
+        .map(|r| (r.call.as_str(), r.ids.len()))
+        .collect();
     assert_eq!(
         calls,
         [("ec2:TerminateInstances", 1), ("ec2:TerminateInstances", 2)]
@@ -187,14 +207,23 @@ fn scale_in_terminates_the_newest_and_lost_spot_capacity_is_replaced() {
     let victim = running(&cfg, "api").into_iter().find(|r| r.spot).unwrap();
     client(&cfg).terminate(&[victim.id], false).unwrap();
     assert_eq!(markets(&running(&cfg, "api"), "m7i.xlarge"), (1, 1));
-    let (rows, _, ctx) = run(&mut st, decisions(&[("d3", "api", "m7i.xlarge", 3, 2, 0.3)]));
+    let (rows, _, ctx) = run(
+        &mut st,
+        decisions(&[("d3", "api", "m7i.xlarge", 3, 2, 0.3)]),
+    );
     assert_eq!(ctx.counters()["fleet.reconciled"], 1);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].params["InstanceMarketOptions"]["MarketType"], "spot");
+    assert_eq!(
+        rows[0].params["InstanceMarketOptions"]["MarketType"],
+        "spot"
+    );
     assert_eq!(markets(&running(&cfg, "api"), "m7i.xlarge"), (1, 2));
 
     // A change of type: the old instances go, the new ones come.
-    run(&mut st, decisions(&[("d4", "api", "r7i.2xlarge", 2, 0, 1.06)]));
+    run(
+        &mut st,
+        decisions(&[("d4", "api", "r7i.2xlarge", 2, 0, 1.06)]),
+    );
     let now = running(&cfg, "api");
     assert_eq!(markets(&now, "m7i.xlarge"), (0, 0));
     assert_eq!(markets(&now, "r7i.2xlarge"), (2, 0));
@@ -217,10 +246,17 @@ fn the_spend_cap_holds_against_an_absurd_decision() {
     );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].params["MinCount"], 10);
-    assert!(rows[0].params["wfe:guardrails"].to_string().contains("spend capped"));
+    assert!(
+        rows[0].params["wfe:guardrails"]
+            .to_string()
+            .contains("spend capped")
+    );
     assert_eq!(running(&cfg, "batch").len(), 10);
     // Another workload finds no room left at all: nothing launched, and it says why.
-    let (rows, _, _) = run(&mut st, decisions(&[("d2", "other", "m7i.xlarge", 3, 0, 0.6)]));
+    let (rows, _, _) = run(
+        &mut st,
+        decisions(&[("d2", "other", "m7i.xlarge", 3, 0, 0.6)]),
+    );
     assert!(rows.is_empty(), "{rows:?}");
     assert!(running(&cfg, "other").is_empty());
 }
@@ -233,9 +269,15 @@ fn dry_run_asks_ec2_and_launches_nothing() {
         ..settings(&m.url)
     };
     let mut st = stage(cfg.clone());
-    let (rows, _, _) = run(&mut st, decisions(&[("d1", "web", "m7i.xlarge", 4, 2, 0.5)]));
+    let (rows, _, _) = run(
+        &mut st,
+        decisions(&[("d1", "web", "m7i.xlarge", 4, 2, 0.5)]),
+    );
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.outcome == "dry-run-ok" && r.params["DryRun"] == true));
+    assert!(
+        rows.iter()
+            .all(|r| r.outcome == "dry-run-ok" && r.params["DryRun"] == true)
+    );
     assert!(running(&cfg, "web").is_empty());
 }
 
@@ -265,7 +307,9 @@ fn throttler(upstream: u16, throttle: usize) -> Throttler {
                 );
                 continue;
             }
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { break };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                break;
+            };
             let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c2, &mut s2);
@@ -316,7 +360,10 @@ fn throttling_is_retried_and_api_errors_are_reported_never_lost() {
     let cfg = settings(&proxy.url);
     let mut st = stage(cfg.clone());
     // (No describe throttling in the way: record-based planning when describe fails.)
-    let (rows, _, _) = run(&mut st, decisions(&[("d1", "web", "m7i.xlarge", 2, 0, 0.4)]));
+    let (rows, _, _) = run(
+        &mut st,
+        decisions(&[("d1", "web", "m7i.xlarge", 2, 0, 0.4)]),
+    );
     assert_eq!(proxy.throttled.load(Ordering::SeqCst), 2);
     let launch = rows.iter().find(|r| r.call == "ec2:RunInstances").unwrap();
     assert_eq!(launch.outcome, "applied", "{rows:?}");
@@ -330,10 +377,19 @@ fn throttling_is_retried_and_api_errors_are_reported_never_lost() {
         ..settings(&always.url)
     };
     let mut st = stage(cfg);
-    let (rows, _, ctx) = run(&mut st, decisions(&[("d1", "jobs", "m7i.xlarge", 2, 0, 0.4)]));
+    let (rows, _, ctx) = run(
+        &mut st,
+        decisions(&[("d1", "jobs", "m7i.xlarge", 2, 0, 0.4)]),
+    );
     let launch = rows.iter().find(|r| r.call == "ec2:RunInstances").unwrap();
     assert_eq!(launch.outcome, "error");
-    assert!(launch.error.as_deref().unwrap().contains("RequestLimitExceeded"));
+    assert!(
+        launch
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("RequestLimitExceeded")
+    );
     assert_eq!(ctx.counters()["rejected.ec2_error_retryable"], 1);
     assert!(st.fleet("jobs").is_none());
 
@@ -344,7 +400,10 @@ fn throttling_is_retried_and_api_errors_are_reported_never_lost() {
         ..settings(&m.url)
     };
     let mut st = stage(cfg.clone());
-    let (rows, _, ctx) = run(&mut st, decisions(&[("d9", "bad", "m7i.xlarge", 1, 0, 0.2)]));
+    let (rows, _, ctx) = run(
+        &mut st,
+        decisions(&[("d9", "bad", "m7i.xlarge", 1, 0, 0.2)]),
+    );
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].outcome, "error");
     let err = rows[0].error.as_deref().unwrap();
@@ -396,19 +455,29 @@ fn an_interruption_notice_replaces_the_instance_and_scarce_spot_gives_way_to_on_
         max_receives: 1,
     });
     let mut st = stage(cfg.clone()).with_notices(Box::new(m.notices(&queue)));
-    let (_, mut log, _) = run(&mut st, decisions(&[("d1", "web", "m7i.xlarge", 5, 3, 0.5)]));
+    let (_, mut log, _) = run(
+        &mut st,
+        decisions(&[("d1", "web", "m7i.xlarge", 5, 3, 0.5)]),
+    );
     assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (2, 3));
     let spot = st.fleet("web").unwrap().spot.ids();
     let mut q = m.notices(&queue);
 
     // EC2 warns that a spot instance goes in two minutes: a spot replacement at once.
-    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z"))
+        .unwrap();
     let (rows, b, _) = tick(&mut st);
     log.extend(b);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let r = &rows[0];
-    assert_eq!((r.call.as_str(), r.outcome.as_str(), r.ids.len()), ("ec2:RunInstances", "applied", 1));
-    assert!(r.params.get("InstanceMarketOptions").is_some(), "spot again");
+    assert_eq!(
+        (r.call.as_str(), r.outcome.as_str(), r.ids.len()),
+        ("ec2:RunInstances", "applied", 1)
+    );
+    assert!(
+        r.params.get("InstanceMarketOptions").is_some(),
+        "spot again"
+    );
     assert_eq!(r.params["wfe:replaces"], json!(spot[0]));
     // EC2 still runs the warned instance until it reclaims it; the record has let it go.
     assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (2, 4));
@@ -416,29 +485,51 @@ fn an_interruption_notice_replaces_the_instance_and_scarce_spot_gives_way_to_on_
     assert_eq!((f.on_demand.count(), f.spot.count()), (2, 3));
     assert!(!f.spot.ids().contains(&spot[0]));
     // The same decision again: describe does not count the warned instance, nothing to do.
-    let (rows, _, _) = run(&mut st, decisions(&[("d2", "web", "m7i.xlarge", 5, 3, 0.5)]));
+    let (rows, _, _) = run(
+        &mut st,
+        decisions(&[("d2", "web", "m7i.xlarge", 5, 3, 0.5)]),
+    );
     assert!(rows.is_empty(), "{rows:?}");
     // The notice delivered twice (SQS is at least once): replaced once.
-    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z"))
+        .unwrap();
     let (rows, _, ctx) = tick(&mut st);
     assert!(rows.is_empty());
     assert_eq!(ctx.counters()["dropped.replayed_notice"], 1);
 
     // A second warning for m7i.xlarge within the hour: spot is scarce, so on demand.
-    q.send(&warning(WARNING, &spot[1], "2026-11-24T06:10:00Z")).unwrap();
+    q.send(&warning(WARNING, &spot[1], "2026-11-24T06:10:00Z"))
+        .unwrap();
     let (rows, b, _) = tick(&mut st);
     log.extend(b);
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].params.get("InstanceMarketOptions").is_none(), "on demand");
-    assert!(rows[0].params["wfe:reason"].as_str().unwrap().contains("scarce"));
+    assert!(
+        rows[0].params.get("InstanceMarketOptions").is_none(),
+        "on demand"
+    );
+    assert!(
+        rows[0].params["wfe:reason"]
+            .as_str()
+            .unwrap()
+            .contains("scarce")
+    );
     assert_eq!(markets(&running(&cfg, "web"), "m7i.xlarge"), (3, 4));
 
     // Rebalance advice (not acted on here), a message that is no event and a warning for an
     // instance of nobody's: reported, deleted, nothing launched.
-    q.send(&warning("EC2 Instance Rebalance Recommendation", &spot[2], "2026-11-24T06:20:00Z"))
-        .unwrap();
+    q.send(&warning(
+        "EC2 Instance Rebalance Recommendation",
+        &spot[2],
+        "2026-11-24T06:20:00Z",
+    ))
+    .unwrap();
     q.send("{not json").unwrap();
-    q.send(&warning(WARNING, "i-0000000000000000", "2026-11-24T06:20:00Z")).unwrap();
+    q.send(&warning(
+        WARNING,
+        "i-0000000000000000",
+        "2026-11-24T06:20:00Z",
+    ))
+    .unwrap();
     let (rows, _, ctx) = tick(&mut st);
     assert!(rows.is_empty(), "{rows:?}");
     let c = ctx.counters();
@@ -461,13 +552,27 @@ fn an_interruption_notice_replaces_the_instance_and_scarce_spot_gives_way_to_on_
         let (mut od, mut sp) = (f.on_demand.ids(), f.spot.ids());
         od.sort();
         sp.sort();
-        (f.instance_type.clone(), od, sp, f.on_demand.count(), f.spot.count())
+        (
+            f.instance_type.clone(),
+            od,
+            sp,
+            f.on_demand.count(),
+            f.spot.count(),
+        )
     };
     assert_eq!(ids(&restarted), ids(&st));
-    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z")).unwrap();
+    q.send(&warning(WARNING, &spot[0], "2026-11-24T06:00:00Z"))
+        .unwrap();
     assert!(tick(&mut restarted).0.is_empty());
     // A decision for the mix in place (3 on demand, 2 spot) finds nothing to do either.
-    assert!(run(&mut restarted, decisions(&[("d3", "web", "m7i.xlarge", 5, 2, 0.5)])).0.is_empty());
+    assert!(
+        run(
+            &mut restarted,
+            decisions(&[("d3", "web", "m7i.xlarge", 5, 2, 0.5)])
+        )
+        .0
+        .is_empty()
+    );
     assert_eq!(running(&cfg, "web").len(), 7);
 }
 
@@ -485,6 +590,8 @@ fn notices_need_apply_mode() {
         }),
         ..Default::default()
     };
-    let e = Actuate::new(cfg).err().expect("record-only with notices is refused");
+    let e = Actuate::new(cfg)
+        .err()
+        .expect("record-only with notices is refused");
     assert!(e.to_string().contains("interruptions"), "{e}");
 }

@@ -98,7 +98,10 @@ pub struct AgentSource {
 impl AgentSource {
     pub fn new(cfg: AgentConfig) -> Result<Self> {
         if !(cfg.interval_s.is_finite() && cfg.interval_s > 0.0) {
-            return Err(Error::config("agent.interval_s", "must be a positive number of seconds"));
+            return Err(Error::config(
+                "agent.interval_s",
+                "must be a positive number of seconds",
+            ));
         }
         let stat = cfg.proc_root.join("stat");
         if !stat.exists() {
@@ -222,11 +225,13 @@ impl AgentSource {
                         s.counters.insert((w.clone(), m), v);
                     }
                 }
-                if let Some(cur) = read("memory.current").and_then(|t| t.trim().parse::<f64>().ok()) {
+                if let Some(cur) = read("memory.current").and_then(|t| t.trim().parse::<f64>().ok())
+                {
                     s.gauges.insert((w.clone(), "memory_used_bytes"), cur);
                     let max = read("memory.max").and_then(|t| t.trim().parse::<f64>().ok());
                     if let Some(max) = max.filter(|m| *m > 0.0) {
-                        s.gauges.insert((w.clone(), "memory_used_fraction"), cur / max);
+                        s.gauges
+                            .insert((w.clone(), "memory_used_fraction"), cur / max);
                     }
                 }
                 if let Some(t) = read("io.stat") {
@@ -281,11 +286,17 @@ fn rows(prev: &Sample, now: &Sample) -> Vec<(String, &'static str, f64)> {
                 put("cpu_utilisation", Some(1.0 - idle / total));
                 let cpus = now.gauges.get(&(w.clone(), "cpu_count"));
                 put("cpu_cores", cpus.map(|n| n * (1.0 - idle / total)));
-                put("cpu_iowait_fraction", delta(w, "cpu_iowait").map(|x| x / total));
+                put(
+                    "cpu_iowait_fraction",
+                    delta(w, "cpu_iowait").map(|x| x / total),
+                );
             }
         }
         // cgroup CPU: microseconds used per second of interval = cores.
-        put("cpu_cores", delta(w, "cpu_usage_usec").map(|u| u / 1e6 / dt));
+        put(
+            "cpu_cores",
+            delta(w, "cpu_usage_usec").map(|u| u / 1e6 / dt),
+        );
         for (counter, rate) in [
             ("disk_read_bytes", "disk_read_bytes_per_s"),
             ("disk_write_bytes", "disk_write_bytes_per_s"),
@@ -297,7 +308,10 @@ fn rows(prev: &Sample, now: &Sample) -> Vec<(String, &'static str, f64)> {
         ] {
             put(rate, delta(w, counter).map(|d| d / dt));
         }
-        put("disk_busy_fraction", delta(w, "disk_io_ms").map(|ms| (ms / 1e3 / dt).min(1.0)));
+        put(
+            "disk_busy_fraction",
+            delta(w, "disk_io_ms").map(|ms| (ms / 1e3 / dt).min(1.0)),
+        );
         if let (Some(ms), Some(n)) = (delta(w, "disk_io_wait_ms"), delta(w, "disk_ios")) {
             put("disk_latency_ms", (n > 0.0).then(|| ms / n));
         }
@@ -325,7 +339,9 @@ impl Source for AgentSource {
             self.cfg.proc_root.display(),
             self.cgroup_root
                 .as_ref()
-                .map_or("none (no cgroup v2 mount)".into(), |p| p.display().to_string())
+                .map_or("none (no cgroup v2 mount)".into(), |p| p
+                    .display()
+                    .to_string())
         )
     }
 
@@ -364,7 +380,12 @@ impl Source for AgentSource {
 }
 
 /// The rows as a `metrics.raw` batch (host rows labelled with the host's environment).
-fn build(ms: i64, rows: &[(String, &'static str, f64)], host: &str, host_labels: &str) -> Result<RecordBatch> {
+fn build(
+    ms: i64,
+    rows: &[(String, &'static str, f64)],
+    host: &str,
+    host_labels: &str,
+) -> Result<RecordBatch> {
     let mut workloads: Vec<&str> = Vec::new();
     let mut metrics: Vec<&str> = Vec::new();
     let key = |list: &mut Vec<&'static str>, v: &'static str| -> i32 {
@@ -395,7 +416,9 @@ fn build(ms: i64, rows: &[(String, &'static str, f64)], host: &str, host_labels:
         timestamp_column(vec![ms; rows.len()]),
         dictionary(wk, &workloads)?,
         dictionary(mk, &metrics)?,
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )),
         dictionary_opt(lk, &[host_labels])?,
     ];
     Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)?)
@@ -418,7 +441,9 @@ fn cgroups(root: &Path, depth: usize) -> Vec<(String, PathBuf)> {
     for _ in 0..depth {
         let mut next = Vec::new();
         for dir in &level {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     next.push(e.path());
@@ -511,7 +536,10 @@ pub fn parse_diskstats(text: &str) -> Vec<(&'static str, f64)> {
 }
 
 fn is_whole_disk(name: &str) -> bool {
-    if ["loop", "ram", "dm-", "zram", "sr"].iter().any(|p| name.starts_with(p)) {
+    if ["loop", "ram", "dm-", "zram", "sr"]
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
         return false;
     }
     if name.starts_with("nvme") || name.starts_with("mmcblk") {
@@ -533,11 +561,16 @@ pub fn parse_net_dev(text: &str) -> Vec<(&'static str, f64)> {
     let mut sum = [0.0f64; 4];
     let mut any = false;
     for l in text.lines().skip(2) {
-        let Some((name, rest)) = l.split_once(':') else { continue };
+        let Some((name, rest)) = l.split_once(':') else {
+            continue;
+        };
         if name.trim() == "lo" {
             continue;
         }
-        let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         if f.len() < 10 {
             continue;
         }
@@ -568,7 +601,10 @@ pub fn parse_pressure(res: &str, text: &str) -> Vec<(&'static str, f64)> {
     };
     let names: &[(&str, &'static str)] = match res {
         "cpu" => &[("some", "psi_cpu_some_us")],
-        "memory" => &[("some", "psi_memory_some_us"), ("full", "psi_memory_full_us")],
+        "memory" => &[
+            ("some", "psi_memory_some_us"),
+            ("full", "psi_memory_full_us"),
+        ],
         "io" => &[("some", "psi_io_some_us"), ("full", "psi_io_full_us")],
         _ => &[],
     };
@@ -592,10 +628,16 @@ pub fn parse_io_stat(text: &str) -> Vec<(&'static str, f64)> {
     let (mut r, mut w, mut any) = (0.0, 0.0, false);
     for l in text.lines() {
         for f in l.split_whitespace().skip(1) {
-            if let Some(v) = f.strip_prefix("rbytes=").and_then(|v| v.parse::<f64>().ok()) {
+            if let Some(v) = f
+                .strip_prefix("rbytes=")
+                .and_then(|v| v.parse::<f64>().ok())
+            {
                 r += v;
                 any = true;
-            } else if let Some(v) = f.strip_prefix("wbytes=").and_then(|v| v.parse::<f64>().ok()) {
+            } else if let Some(v) = f
+                .strip_prefix("wbytes=")
+                .and_then(|v| v.parse::<f64>().ok())
+            {
                 w += v;
                 any = true;
             }
@@ -618,7 +660,11 @@ mod tests {
         let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
         assert_eq!(
             parse_stat(stat),
-            [("cpu_total", 980.0), ("cpu_idle", 820.0), ("cpu_iowait", 20.0)]
+            [
+                ("cpu_total", 980.0),
+                ("cpu_idle", 820.0),
+                ("cpu_iowait", 20.0)
+            ]
         );
         let mem = "MemTotal:       16000000 kB\nMemFree:  1000 kB\nMemAvailable:   4000000 kB\n";
         let m = parse_meminfo(mem);
@@ -637,11 +683,20 @@ mod tests {
         assert_eq!(d["disk_io_wait_ms"], 80.0 + 4.0);
         let net = "Inter-| head\n face | head\n    lo: 999 9 0 0 0 0 0 0 999 9 0 0 0 0 0 0\n  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n";
         let n: BTreeMap<_, _> = parse_net_dev(net).into_iter().collect();
-        assert_eq!((n["net_rx_bytes"], n["net_tx_bytes"], n["net_rx_packets"]), (1000.0, 2000.0, 10.0));
+        assert_eq!(
+            (n["net_rx_bytes"], n["net_tx_bytes"], n["net_rx_packets"]),
+            (1000.0, 2000.0, 10.0)
+        );
         let psi = "some avg10=0.23 avg60=1.85 avg300=6.51 total=9308\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=17\n";
-        assert_eq!(parse_pressure("io", psi), [("psi_io_some_us", 9308.0), ("psi_io_full_us", 17.0)]);
+        assert_eq!(
+            parse_pressure("io", psi),
+            [("psi_io_some_us", 9308.0), ("psi_io_full_us", 17.0)]
+        );
         assert_eq!(parse_pressure("cpu", psi), [("psi_cpu_some_us", 9308.0)]);
-        assert_eq!(parse_cgroup_cpu("usage_usec 1234\nuser_usec 1000\n"), [("cpu_usage_usec", 1234.0)]);
+        assert_eq!(
+            parse_cgroup_cpu("usage_usec 1234\nuser_usec 1000\n"),
+            [("cpu_usage_usec", 1234.0)]
+        );
         assert_eq!(
             parse_io_stat("8:0 rbytes=100 wbytes=50 rios=1 wios=1\n8:16 rbytes=1 wbytes=2\n"),
             [("disk_read_bytes", 101.0), ("disk_write_bytes", 52.0)]
@@ -664,7 +719,10 @@ mod tests {
             ..Default::default()
         };
         let h = "h".to_string();
-        for (s, total, idle, rx, ios, wait) in [(&mut a, 1000.0, 800.0, 5000.0, 10.0, 100.0), (&mut b, 1400.0, 900.0, 9000.0, 30.0, 300.0)] {
+        for (s, total, idle, rx, ios, wait) in [
+            (&mut a, 1000.0, 800.0, 5000.0, 10.0, 100.0),
+            (&mut b, 1400.0, 900.0, 9000.0, 30.0, 300.0),
+        ] {
             s.counters.insert((h.clone(), "cpu_total"), total);
             s.counters.insert((h.clone(), "cpu_idle"), idle);
             s.counters.insert((h.clone(), "net_rx_bytes"), rx);
@@ -680,7 +738,10 @@ mod tests {
         assert!((r["disk_ios_per_s"] - 10.0).abs() < 1e-9);
         assert!((r["disk_latency_ms"] - 10.0).abs() < 1e-9);
         assert_eq!(r["memory_used_fraction"], 0.5);
-        assert!(!r.contains_key("net_tx_bytes_per_s"), "a counter that went back");
+        assert!(
+            !r.contains_key("net_tx_bytes_per_s"),
+            "a counter that went back"
+        );
         // The first sample: gauges only.
         assert_eq!(rows(&Sample::default(), &b).len(), 1);
     }
@@ -716,7 +777,10 @@ mod tests {
         assert!(v.values().iter().all(|x| x.is_finite() && *x >= 0.0));
         let labels = DictStrings::new(last, "labels").unwrap();
         let l = (0..last.num_rows()).find_map(|r| labels.get(r)).unwrap();
-        assert!(l.contains("env.kernel=") && l.contains("source=agent"), "{l}");
+        assert!(
+            l.contains("env.kernel=") && l.contains("source=agent"),
+            "{l}"
+        );
         // A /proc that is not one: a clear error.
         let e = AgentSource::new(AgentConfig {
             proc_root: "/nonexistent".into(),

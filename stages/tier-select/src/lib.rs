@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::Array;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
-use arrow_array::Array;
 use wfe_contract::columns::{
     bools, i64s, list_row_f32, list_row_f64, list_row_str, strings, timestamp_column, timestamps,
 };
@@ -383,7 +383,10 @@ impl TierSelect {
                 "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
             ));
         }
-        if cfg.budget_per_hour.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+        if cfg
+            .budget_per_hour
+            .is_some_and(|b| !(b.is_finite() && b > 0.0))
+        {
             return Err(Error::config(
                 "stages.tier-select.budget_per_hour",
                 "must be a positive number of USD per hour",
@@ -563,7 +566,10 @@ impl TierSelect {
             let Some(v) = v else { continue };
             if n.values.iter().any(|x| *x < v) {
                 n.values.iter_mut().for_each(|x| *x = x.max(v));
-                raised.push(format!("{} to {v:.2} {} at {} s", n.resource, n.unit, n.horizon_s));
+                raised.push(format!(
+                    "{} to {v:.2} {} at {} s",
+                    n.resource, n.unit, n.horizon_s
+                ));
             }
         }
         (!raised.is_empty()).then(|| {
@@ -610,7 +616,10 @@ impl TierSelect {
                     worst = Some((ri, *v, load));
                 }
             }
-            let cur = self.current.get_mut(&step.workload).expect("looked up above");
+            let cur = self
+                .current
+                .get_mut(&step.workload)
+                .expect("looked up above");
             cur.observed = Some(step.time);
             cur.last_seen = step.values.clone();
             let Some((ri, value, load)) = worst else {
@@ -629,7 +638,11 @@ impl TierSelect {
             cur.count = count;
             cur.changed_at = step.time;
             let spot = cur.spot_count.min(count);
-            let tier = if spot == count { "spot".to_string() } else { inst.family_tier.clone() };
+            let tier = if spot == count {
+                "spot".to_string()
+            } else {
+                inst.family_tier.clone()
+            };
             cur.tier = tier.clone();
             let needs = cur.needs.clone();
             let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
@@ -690,7 +703,12 @@ impl TierSelect {
         {
             return;
         }
-        let types: Vec<String> = self.catalog.instance.iter().map(|i| i.r#type.clone()).collect();
+        let types: Vec<String> = self
+            .catalog
+            .instance
+            .iter()
+            .map(|i| i.r#type.clone())
+            .collect();
         match cloud.spot_prices(&types) {
             Ok(prices) => {
                 let mut n = 0;
@@ -754,7 +772,11 @@ impl TierSelect {
             Some(p) => needs
                 .iter()
                 .map(|n| Need {
-                    values: n.values.iter().map(|v| (v - p.of(&n.unit)).max(0.0)).collect(),
+                    values: n
+                        .values
+                        .iter()
+                        .map(|v| (v - p.of(&n.unit)).max(0.0))
+                        .collect(),
                     ..n.clone()
                 })
                 .collect(),
@@ -831,14 +853,11 @@ impl TierSelect {
                     let spot = inst.spot_price.unwrap_or(inst.on_demand_price);
                     chosen.cost_per_hour = chosen.spot_count as f64 * spot
                         + (chosen.count - chosen.spot_count) as f64 * inst.on_demand_price;
-                    chosen.risk =
-                        self.rules()
-                            .risk(inst, needs, chosen.count, chosen.spot_count);
+                    chosen.risk = self
+                        .rules()
+                        .risk(inst, needs, chosen.count, chosen.spot_count);
                 }
-                reason = format!(
-                    "scale-in from {} to {} held: {why}",
-                    prev.count, best.count
-                );
+                reason = format!("scale-in from {} to {} held: {why}", prev.count, best.count);
             }
         }
         if let Some(p) = private {
@@ -889,14 +908,24 @@ impl TierSelect {
 
     /// A workload's private capacity per unit (zero without any).
     fn private_of(&self, workload: &str) -> impl Fn(&str) -> f64 + use<> {
-        let p = self.cfg.private.iter().find(|p| p.applies_to(workload)).cloned();
+        let p = self
+            .cfg
+            .private
+            .iter()
+            .find(|p| p.applies_to(workload))
+            .cloned();
         move |unit: &str| p.as_ref().map_or(0.0, |p| p.of(unit))
     }
 
     /// The transfer cost of bursting (per hour) and a sentence on the private share: traffic
     /// to and from public instances is the median network demand times the public share of
     /// the capacity of the resource that set the count.
-    fn burst_transfer(&self, p: &PrivateCapacity, needs: &[Need], chosen: &Priced) -> (f64, String) {
+    fn burst_transfer(
+        &self,
+        p: &PrivateCapacity,
+        needs: &[Need],
+        chosen: &Priced,
+    ) -> (f64, String) {
         let d = &chosen.driver;
         let unit = needs
             .iter()
@@ -907,7 +936,9 @@ impl TierSelect {
         if chosen.count == 0 {
             return (
                 0.0,
-                format!("private capacity carries the demand at the SLA quantile (private {private} {unit})"),
+                format!(
+                    "private capacity carries the demand at the SLA quantile (private {private} {unit})"
+                ),
             );
         }
         let share = public / (public + private).max(1e-12);

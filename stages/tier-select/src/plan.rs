@@ -189,7 +189,11 @@ impl Rules {
         let mut k = 0;
         let mut last = shortfall(inst, needs, n);
         loop {
-            last = if k == 0 { last } else { shortfall(inst, needs, n - k) };
+            last = if k == 0 {
+                last
+            } else {
+                shortfall(inst, needs, n - k)
+            };
             risk += pk * last;
             mass += pk;
             if k == spot || mass > 1.0 - 1e-12 || k >= 10_000 {

@@ -100,9 +100,16 @@ fn cheapest_mix_covers_the_p90_with_spot_up_to_its_share() {
     let risk: f64 = col(&out, "risk")[0].parse().unwrap();
     assert!((risk - want).abs() < 1e-9, "{risk} vs {want}");
     let considered: serde_json::Value = serde_json::from_str(&col(&out, "considered")[0]).unwrap();
-    assert_eq!(considered.as_array().unwrap().len(), 6, "one best mix per type");
+    assert_eq!(
+        considered.as_array().unwrap().len(),
+        6,
+        "one best mix per type"
+    );
     let reason = &col(&out, "reason")[0];
-    assert!(reason.contains("p90") && reason.contains("4 spot + 1 on-demand"), "{reason}");
+    assert!(
+        reason.contains("p90") && reason.contains("4 spot + 1 on-demand"),
+        "{reason}"
+    );
     assert!(reason.contains("max_spot_share"), "{reason}");
 }
 
@@ -130,7 +137,11 @@ fn interruption_risk_limits_the_spot_share_and_on_demand_carries_the_rest() {
     };
     let fc = || forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]);
     let (out, _) = decide(&mut TierSelect::new(calm).unwrap(), fc());
-    assert_eq!(col(&out, "spot_count"), ["4"], "no risk: spot up to the share");
+    assert_eq!(
+        col(&out, "spot_count"),
+        ["4"],
+        "no risk: spot up to the share"
+    );
     // Half of the spot instances interrupted within the hour: every spot instance adds
     // risk, so the share stops below max_spot_share and the risk stays within max_risk.
     let stormy = TierSelectConfig {
@@ -144,7 +155,10 @@ fn interruption_risk_limits_the_spot_share_and_on_demand_carries_the_rest() {
     let count: i64 = col(&out, "count")[0].parse().unwrap();
     let spot: i64 = col(&out, "spot_count")[0].parse().unwrap();
     let risk: f64 = col(&out, "risk")[0].parse().unwrap();
-    assert!(spot > 0 && spot < (0.8 * count as f64).floor() as i64, "{spot} of {count}");
+    assert!(
+        spot > 0 && spot < (0.8 * count as f64).floor() as i64,
+        "{spot} of {count}"
+    );
     assert!(risk <= 0.15, "{risk}");
     assert!(col(&out, "reason")[0].contains("interruption risk"));
     // Brute force over every count and spot share the rules allow: nothing feasible is
@@ -162,7 +176,10 @@ fn interruption_risk_limits_the_spot_share_and_on_demand_carries_the_rest() {
         for s in 0..=((0.8 * n as f64).floor() as i64) {
             let r = rules.risk(inst, std::slice::from_ref(&need), n, s);
             let c = 0.3 * s as f64 + (n - s) as f64;
-            assert!(r > 0.15 + 1e-12 || c >= cost - 1e-9, "n {n} s {s}: {c} < {cost}");
+            assert!(
+                r > 0.15 + 1e-12 || c >= cost - 1e-9,
+                "n {n} s {s}: {c} < {cost}"
+            );
         }
     }
 }
@@ -203,7 +220,13 @@ fn the_budget_holds_against_an_absurd_forecast() {
         budget_per_hour: Some(f64::NAN),
         ..Default::default()
     };
-    assert!(TierSelect::new(bad).err().unwrap().to_string().contains("budget_per_hour"));
+    assert!(
+        TierSelect::new(bad)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("budget_per_hour")
+    );
 }
 
 #[test]
@@ -327,7 +350,12 @@ fn spot_prices_are_refreshed_from_ec2_and_the_reason_says_where_they_came_from()
         ..Default::default()
     };
     let mut st = TierSelect::with_cloud(cfg, Box::new(moto.client())).unwrap();
-    let types: Vec<String> = st.catalog().instance.iter().map(|i| i.r#type.clone()).collect();
+    let types: Vec<String> = st
+        .catalog()
+        .instance
+        .iter()
+        .map(|i| i.r#type.clone())
+        .collect();
     let (out, ctx) = decide(
         &mut st,
         forecasts(&[("w", 0, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]),
@@ -337,7 +365,12 @@ fn spot_prices_are_refreshed_from_ec2_and_the_reason_says_where_they_came_from()
     let prices = wfe_ec2::Cloud::spot_prices(&mut check, &types).unwrap();
     assert!(!prices.is_empty());
     for (t, p) in &prices {
-        let inst = st.catalog().instance.iter().find(|i| &i.r#type == t).unwrap();
+        let inst = st
+            .catalog()
+            .instance
+            .iter()
+            .find(|i| &i.r#type == t)
+            .unwrap();
         assert_eq!(inst.spot_price, Some(*p), "{t}");
     }
     assert_eq!(ctx.counters()["spot_prices.refreshed"], prices.len() as u64);
@@ -417,10 +450,19 @@ fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it()
             .unwrap();
     }
     let reasons = col(&out, "reason");
-    assert!(!reasons.is_empty(), "observed demand never passed 3.2 vCPU?");
+    assert!(
+        !reasons.is_empty(),
+        "observed demand never passed 3.2 vCPU?"
+    );
     assert!(reasons.iter().all(|r| r.starts_with("reactive floor")));
-    let counts: Vec<i64> = col(&out, "count").iter().map(|c| c.parse().unwrap()).collect();
-    let required: Vec<f64> = col(&out, "required").iter().map(|c| c.parse().unwrap()).collect();
+    let counts: Vec<i64> = col(&out, "count")
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let required: Vec<f64> = col(&out, "required")
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
     for (n, v) in counts.iter().zip(&required) {
         // Enough for the observed demand at 70 %, and only ever up.
         assert!(*n as f64 * 4.0 * 0.7 >= *v - 1e-9, "{n} for {v}");
@@ -497,7 +539,13 @@ fn private_capacity_comes_first_and_bursting_pays_for_transfer() {
         }],
         ..Default::default()
     };
-    assert!(TierSelect::new(bad).err().unwrap().to_string().contains("private"));
+    assert!(
+        TierSelect::new(bad)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("private")
+    );
 }
 
 /// The default job's SMD mapping: cpu = m00 of 64 vCPU, memory = m05 of 256 GiB.
@@ -531,7 +579,12 @@ fn fingerprint_rows(norm: &[RecordBatch]) -> Vec<RecordBatch> {
         .collect()
 }
 
-fn feed(st: &mut TierSelect, topic: Topic, rows: &[RecordBatch], ctx: &mut Context) -> VecCollector {
+fn feed(
+    st: &mut TierSelect,
+    topic: Topic,
+    rows: &[RecordBatch],
+    ctx: &mut Context,
+) -> VecCollector {
     let mut out = VecCollector::new();
     for b in rows {
         st.process_batch(topic, b.clone(), ctx, &mut out).unwrap();
@@ -547,16 +600,27 @@ fn a_new_workload_is_sized_from_its_nearest_fingerprints() {
     norm.extend(normalised("smd", &["machine-2-2"], 6));
     let rows = fingerprint_rows(&norm);
     let of = |b: &RecordBatch| strings(b, "workload").unwrap().value(0).to_string();
-    let is_cold = |b: &RecordBatch| wfe_contract::columns::bools(b, "cold_start").unwrap().value(0);
+    let is_cold = |b: &RecordBatch| {
+        wfe_contract::columns::bools(b, "cold_start")
+            .unwrap()
+            .value(0)
+    };
     let new = |b: &RecordBatch| of(b) == "machine-2-2";
-    let first_cold = rows.iter().position(|b| new(b) && is_cold(b)).expect("a cold row");
+    let first_cold = rows
+        .iter()
+        .position(|b| new(b) && is_cold(b))
+        .expect("a cold row");
     let warm = rows
         .iter()
         .position(|b| new(b) && !is_cold(b))
         .expect("machine-2-2 is known after its learning period");
     // What the neighbours' allocation says, read here from the row itself.
     let row = &rows[first_cold];
-    let names = list_row_str(row.column_by_name("allocation_metrics").unwrap().as_ref(), 0).unwrap();
+    let names = list_row_str(
+        row.column_by_name("allocation_metrics").unwrap().as_ref(),
+        0,
+    )
+    .unwrap();
     let alloc = list_row_f64(row.column_by_name("allocation").unwrap().as_ref(), 0).unwrap();
     let raw = |m: &str| alloc[names.iter().position(|n| n == m).unwrap()];
     let (cpu, mem) = (raw("m00") * 64.0, raw("m05") * 256.0);
@@ -567,7 +631,9 @@ fn a_new_workload_is_sized_from_its_nearest_fingerprints() {
         cold_start: true,
         ..Default::default()
     };
-    let mut st = TierSelect::new(cfg).unwrap().with_resources(smd_resources());
+    let mut st = TierSelect::new(cfg)
+        .unwrap()
+        .with_resources(smd_resources());
     assert_eq!(st.inputs(), [Topic::Forecasts, Topic::Fingerprints]);
     let mut ctx = Context::new("tier-select");
     let out = feed(&mut st, Topic::Fingerprints, &rows[..warm], &mut ctx);
@@ -580,19 +646,38 @@ fn a_new_workload_is_sized_from_its_nearest_fingerprints() {
     let mine: Vec<usize> = (0..w.len()).filter(|&i| w[i] == "machine-2-2").collect();
     assert_eq!(mine.len(), 1, "one cold-start decision: {reason:?}");
     let i = mine[0];
-    assert!(reason[i].starts_with("cold start: no forecast of machine-2-2 yet"), "{}", reason[i]);
+    assert!(
+        reason[i].starts_with("cold start: no forecast of machine-2-2 yet"),
+        "{}",
+        reason[i]
+    );
     for n in &neighbours {
         assert!(reason[i].contains(n.as_str()), "{n} named in {}", reason[i]);
     }
     // Sized to cover the borrowed cpu and memory, driven by the larger of the two.
     let ty = col(&out, "instance_type")[i].clone();
-    let inst = st.catalog().instance.iter().find(|x| x.r#type == ty).unwrap().clone();
+    let inst = st
+        .catalog()
+        .instance
+        .iter()
+        .find(|x| x.r#type == ty)
+        .unwrap()
+        .clone();
     let n: i64 = count[i].parse().unwrap();
     let per = |unit: &str| inst.capacity(unit).unwrap() * inst.performance;
-    assert!(n as f64 * per("vcpu") >= cpu - 1e-9, "{n} x {ty} for {cpu} vCPU");
-    assert!(n as f64 * per("gib") >= mem - 1e-9, "{n} x {ty} for {mem} GiB");
+    assert!(
+        n as f64 * per("vcpu") >= cpu - 1e-9,
+        "{n} x {ty} for {cpu} vCPU"
+    );
+    assert!(
+        n as f64 * per("gib") >= mem - 1e-9,
+        "{n} x {ty} for {mem} GiB"
+    );
     let req: f64 = required[i].parse().unwrap();
-    assert!((req - cpu).abs() < 1e-6 || (req - mem).abs() < 1e-6, "{req} vs {cpu}, {mem}");
+    assert!(
+        (req - cpu).abs() < 1e-6 || (req - mem).abs() < 1e-6,
+        "{req} vs {cpu}, {mem}"
+    );
     assert!(ctx.counters()["decisions.cold_start"] >= 1);
 
     // While cold, a first forecast of a fraction of that is raised to the borrowed sizing.
@@ -615,7 +700,11 @@ fn a_new_workload_is_sized_from_its_nearest_fingerprints() {
         &mut st,
         forecasts(&[("machine-2-2", at + 3_600_000, "cpu", "vcpu", 3600, tiny)]),
     );
-    assert!(!col(&own, "reason")[0].contains("cold start"), "{:?}", col(&own, "reason"));
+    assert!(
+        !col(&own, "reason")[0].contains("cold start"),
+        "{:?}",
+        col(&own, "reason")
+    );
 }
 
 #[test]
@@ -633,7 +722,9 @@ fn cold_rows_without_neighbours_or_usable_allocations_decide_nothing() {
         cold_start: true,
         ..Default::default()
     };
-    let mut st = TierSelect::new(cfg).unwrap().with_resources(smd_resources());
+    let mut st = TierSelect::new(cfg)
+        .unwrap()
+        .with_resources(smd_resources());
     let mut ctx = Context::new("tier-select");
     let out = feed(&mut st, Topic::Fingerprints, &rows, &mut ctx);
     assert_eq!(out.rows(Topic::Decisions), 0);

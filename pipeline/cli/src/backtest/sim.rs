@@ -23,9 +23,11 @@ struct Inst {
 
 /// The seed of an entity's interruptions: the configured seed and the entity's name.
 fn seed(cfg: &BacktestConfig, entity: &str) -> u64 {
-    entity.bytes().fold(cfg.seed ^ 0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)
-    })
+    entity
+        .bytes()
+        .fold(cfg.seed ^ 0xCBF2_9CE4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)
+        })
 }
 
 fn price(catalog: &Catalog, i: &Inst) -> f64 {
