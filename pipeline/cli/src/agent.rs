@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use wfe_contract::{Result, Topic};
+use wfe_contract::Result;
 use wfe_ingest::AgentSource;
-use wfe_runtime::{RunOptions, run_embedded};
 
 use crate::config::JobConfig;
 use crate::services;
@@ -45,35 +44,14 @@ pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool
     if let Some(b) = args.bootstrap {
         cfg.kafka.bootstrap_servers = b;
     }
-    let mut source = AgentSource::new(cfg.agent.clone())?;
+    let source = AgentSource::new(cfg.agent.clone())?;
     tracing::info!("sampling {}", wfe_contract::Source::describe(&source));
-    if args.kafka {
-        let rt = services::runtime()?;
-        // The agent paces itself: no replay speed.
-        let r = rt.block_on(wfe_kafka::replay::replay_source(
-            &cfg.kafka,
-            &mut source,
-            Topic::MetricsRaw,
-            None,
-            false,
-            "agent",
-        ))?;
-        services::print_transfer("agent", &cfg.kafka.topic(Topic::MetricsRaw), &r);
-        return Ok(());
-    }
-    let outputs = cfg.outputs(args.out.as_deref())?;
-    if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
-    }
-    let opts = RunOptions {
-        mailbox: cfg.run.mailbox,
-        speed: None,
-        tick: Some(std::time::Duration::from_secs(1)),
-        progress: false,
+    services::run_live(
+        &cfg,
+        Box::new(source),
+        args.kafka,
+        args.out.as_deref(),
         stop,
-    };
-    let report = run_embedded(Box::new(source), cfg.build_stages()?, outputs, opts)?;
-    print!("{}", crate::summary::render(&report));
-    Ok(())
+        "agent",
+    )
 }

@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use wfe_contract::{Result, Topic};
+use wfe_contract::Result;
 use wfe_http::RemoteWriteSource;
-use wfe_runtime::{RunOptions, run_embedded};
 
 use crate::config::JobConfig;
 use crate::services;
@@ -44,35 +43,15 @@ pub fn receive(
     if let Some(b) = args.bootstrap {
         cfg.kafka.bootstrap_servers = b;
     }
-    let mut source = RemoteWriteSource::new(cfg.remote_write.clone(), stop.clone(), args.seconds)?;
+    let source = RemoteWriteSource::new(cfg.remote_write.clone(), stop.clone(), args.seconds)?;
     // Scripts and tests read the address from here (with port 0, the port chosen).
     eprintln!("listening on http://{}/api/v1/write", source.addr());
-    if args.kafka {
-        let rt = services::runtime()?;
-        let r = rt.block_on(wfe_kafka::replay::replay_source(
-            &cfg.kafka,
-            &mut source,
-            Topic::MetricsRaw,
-            None,
-            false,
-            "receive",
-        ))?;
-        services::print_transfer("receive", &cfg.kafka.topic(Topic::MetricsRaw), &r);
-        return Ok(());
-    }
-    let outputs = cfg.outputs(args.out.as_deref())?;
-    if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| wfe_contract::Error::io(dir.display().to_string(), e))?;
-    }
-    let opts = RunOptions {
-        mailbox: cfg.run.mailbox,
-        speed: None,
-        tick: Some(std::time::Duration::from_secs(1)),
-        progress: false,
+    services::run_live(
+        &cfg,
+        Box::new(source),
+        args.kafka,
+        args.out.as_deref(),
         stop,
-    };
-    let report = run_embedded(Box::new(source), cfg.build_stages()?, outputs, opts)?;
-    print!("{}", crate::summary::render(&report));
-    Ok(())
+        "receive",
+    )
 }

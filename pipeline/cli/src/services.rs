@@ -76,7 +76,7 @@ fn load(config: Option<&std::path::Path>, bootstrap: Option<String>) -> Result<J
     Ok(cfg)
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -221,7 +221,7 @@ pub fn record(args: RecordArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
+fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
     println!(
         "{what} {topic}: {} messages, {} rows, {:.1} MB in {:.2} s",
         r.messages,
@@ -229,4 +229,44 @@ pub(crate) fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
         r.bytes as f64 / 1e6,
         r.seconds
     );
+}
+
+/// Runs a live source (the agent, the remote_write receiver), which paces itself: onto the
+/// `metrics.raw` topic with `kafka`, else through the job's stages embedded, printing the
+/// summary. `name` is the producer's name in Kafka.
+pub(crate) fn run_live(
+    cfg: &JobConfig,
+    mut source: Box<dyn wfe_contract::Source>,
+    kafka: bool,
+    out: Option<&std::path::Path>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    name: &str,
+) -> Result<()> {
+    if kafka {
+        let rt = runtime()?;
+        let r = rt.block_on(replay::replay_source(
+            &cfg.kafka,
+            source.as_mut(),
+            Topic::MetricsRaw,
+            None,
+            false,
+            name,
+        ))?;
+        print_transfer(name, &cfg.kafka.topic(Topic::MetricsRaw), &r);
+        return Ok(());
+    }
+    let outputs = cfg.outputs(out)?;
+    if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+    }
+    let opts = wfe_runtime::RunOptions {
+        mailbox: cfg.run.mailbox,
+        speed: None,
+        tick: Some(std::time::Duration::from_secs(1)),
+        progress: false,
+        stop,
+    };
+    let report = wfe_runtime::run_embedded(source, cfg.build_stages()?, outputs, opts)?;
+    print!("{}", crate::summary::render(&report));
+    Ok(())
 }

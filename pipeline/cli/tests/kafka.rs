@@ -7,11 +7,13 @@
 //! The tests run one at a time: each starts a broker and seven processes.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::free_port;
 
 use wfe_contract::Topic;
 use wfe_kafka::KafkaConfig;
@@ -51,14 +53,6 @@ fn tansu() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A tansu broker process on loopback, with its data in `dir`.

@@ -2,24 +2,16 @@
 //! Prometheus scrapes itself every second and remote-writes into wfe, and the samples come out
 //! of `metrics.norm` under the workload its `instance` label names.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 mod common;
+use common::free_port;
 
 fn prometheus() -> PathBuf {
     std::env::var_os("WFE_PROMETHEUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("prometheus"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {

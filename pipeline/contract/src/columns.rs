@@ -188,20 +188,22 @@ pub fn list_str(rows: impl IntoIterator<Item = Option<Vec<String>>>) -> ArrayRef
     Arc::new(b.finish())
 }
 
-/// Reads a list<f64> row into a Vec.
+/// Reads a list<f64> row into a Vec (a null row is empty, null items NaN).
 pub fn list_row_f64(array: &dyn Array, row: usize) -> Result<Vec<f64>> {
-    let list = array
-        .as_list_opt::<i32>()
-        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
-    let values = list.value(row);
-    let values = values
-        .as_primitive_opt::<arrow_array::types::Float64Type>()
-        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<float64>"))?;
-    Ok(values.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    list_row_float::<arrow_array::types::Float64Type>(array, row, f64::NAN, "list<float64>")
 }
 
 /// Reads a list<f32> row into a Vec (a null row is empty, null items NaN).
 pub fn list_row_f32(array: &dyn Array, row: usize) -> Result<Vec<f32>> {
+    list_row_float::<arrow_array::types::Float32Type>(array, row, f32::NAN, "list<float32>")
+}
+
+fn list_row_float<T: arrow_array::ArrowPrimitiveType>(
+    array: &dyn Array,
+    row: usize,
+    nan: T::Native,
+    expected: &str,
+) -> Result<Vec<T::Native>> {
     let list = array
         .as_list_opt::<i32>()
         .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
@@ -210,9 +212,9 @@ pub fn list_row_f32(array: &dyn Array, row: usize) -> Result<Vec<f32>> {
     }
     let values = list.value(row);
     let values = values
-        .as_primitive_opt::<arrow_array::types::Float32Type>()
-        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<float32>"))?;
-    Ok(values.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), format!("expected {expected}")))?;
+    Ok(values.iter().map(|v| v.unwrap_or(nan)).collect())
 }
 
 /// One row of a `list<string>` column as owned strings (nulls in the list left out; a null

@@ -337,6 +337,52 @@ struct Rows {
     ids: Vec<Option<Vec<String>>>,
 }
 
+impl Rows {
+    /// One call's row: its outcome and instance ids, or its error (also reported, marked
+    /// retryable or not), counted by outcome.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &mut self,
+        ctx: &mut Context,
+        id: String,
+        decision: &str,
+        time: i64,
+        workload: &str,
+        name: &'static str,
+        params: &serde_json::Value,
+        result: &Result<(&'static str, Option<Vec<String>>)>,
+        location: &str,
+    ) {
+        let (outcome, error, ids) = match result {
+            Ok((o, ids)) => (*o, None, ids.clone()),
+            Err(e) => {
+                let msg = e.to_string();
+                ctx.event(Event::Rejected {
+                    kind: if e.is_retryable() {
+                        "ec2_error_retryable"
+                    } else {
+                        "ec2_error"
+                    },
+                    location,
+                    message: &msg,
+                    count: 1,
+                });
+                ("error", Some(msg), None)
+            }
+        };
+        ctx.count(&format!("actions.{outcome}"), 1);
+        self.id.push(id);
+        self.decision.push(decision.to_string());
+        self.time.push(time);
+        self.workload.push(workload.to_string());
+        self.call.push(name);
+        self.params.push(params.to_string());
+        self.outcome.push(outcome);
+        self.error.push(error);
+        self.ids.push(ids);
+    }
+}
+
 /// Deterministic action id (also the ClientToken): decision id and the call's place in it.
 pub fn action_id(decision_id: &str, n: usize) -> String {
     format!(
@@ -618,34 +664,10 @@ impl Actuate {
             }
             // What a restart needs to price the fleet for the spend cap.
             params["wfe:unit_cost"] = json!(d.unit_cost);
-            let (outcome, error, ids) = match outcome {
-                Ok((o, ids)) => (o, None, ids),
-                Err(e) => {
-                    let loc = format!("decision {} {name}", d.id);
-                    let msg = e.to_string();
-                    ctx.event(Event::Rejected {
-                        kind: if e.is_retryable() {
-                            "ec2_error_retryable"
-                        } else {
-                            "ec2_error"
-                        },
-                        location: &loc,
-                        message: &msg,
-                        count: 1,
-                    });
-                    ("error", Some(msg), None)
-                }
-            };
-            ctx.count(&format!("actions.{outcome}"), 1);
-            rows.id.push(id);
-            rows.decision.push(d.id.to_string());
-            rows.time.push(d.time);
-            rows.workload.push(d.workload.to_string());
-            rows.call.push(name);
-            rows.params.push(params.to_string());
-            rows.outcome.push(outcome);
-            rows.error.push(error);
-            rows.ids.push(ids);
+            let loc = format!("decision {} {name}", d.id);
+            rows.call(
+                ctx, id, d.id, d.time, d.workload, name, &params, &outcome, &loc,
+            );
         }
         if !same {
             fleet.stray.extend(old.on_demand.ids());
@@ -795,6 +817,18 @@ impl Actuate {
         }
     }
 
+    /// Reports a message this actuator will not act on, and deletes it.
+    fn give_up(&mut self, m: &Received, kind: &'static str, msg: &str, ctx: &mut Context) {
+        let loc = format!("message {}", m.message_id);
+        ctx.event(Event::Rejected {
+            kind,
+            location: &loc,
+            message: msg,
+            count: 1,
+        });
+        self.ack(m, ctx);
+    }
+
     /// One message of the notice queue.
     fn on_notice(
         &mut self,
@@ -803,17 +837,10 @@ impl Actuate {
         rows: &mut Rows,
         ctx: &mut Context,
     ) {
-        let loc = format!("message {}", m.message_id);
         let n = match &m.notice {
             Ok(n) => n.clone(),
             Err(why) => {
-                ctx.event(Event::Rejected {
-                    kind: "bad_notice",
-                    location: &loc,
-                    message: why,
-                    count: 1,
-                });
-                self.ack(&m, ctx);
+                self.give_up(&m, "bad_notice", why, ctx);
                 return;
             }
         };
@@ -843,13 +870,7 @@ impl Actuate {
                     "{} is no spot instance of this actuator's: deleted after {} deliveries",
                     n.instance_id, m.receive_count
                 );
-                ctx.event(Event::Rejected {
-                    kind: "notice_unknown_instance",
-                    location: &loc,
-                    message: &msg,
-                    count: 1,
-                });
-                self.ack(&m, ctx);
+                self.give_up(&m, "notice_unknown_instance", &msg, ctx);
             } else {
                 // Another partition's actuator may own it: left on the queue for it.
                 ctx.count("notices.not_mine", 1);
@@ -915,33 +936,10 @@ impl Actuate {
             params["wfe:replaces"] = json!(n.instance_id);
             params["wfe:reason"] = json!(reason);
             params["wfe:unit_cost"] = json!(fleet.unit_cost);
-            let (outcome, error, ids) = match &result {
-                Ok((o, ids)) => (*o, None, ids.clone()),
-                Err(e) => {
-                    let msg = e.to_string();
-                    ctx.event(Event::Rejected {
-                        kind: if e.is_retryable() {
-                            "ec2_error_retryable"
-                        } else {
-                            "ec2_error"
-                        },
-                        location: &format!("notice {} {name}", n.instance_id),
-                        message: &msg,
-                        count: 1,
-                    });
-                    ("error", Some(msg), None)
-                }
-            };
-            ctx.count(&format!("actions.{outcome}"), 1);
-            rows.id.push(call_id);
-            rows.decision.push(id.clone());
-            rows.time.push(n.time_ms);
-            rows.workload.push(workload.clone());
-            rows.call.push(name);
-            rows.params.push(params.to_string());
-            rows.outcome.push(outcome);
-            rows.error.push(error);
-            rows.ids.push(ids);
+            let loc = format!("notice {} {name}", n.instance_id);
+            rows.call(
+                ctx, call_id, &id, n.time_ms, &workload, name, &params, &result, &loc,
+            );
             match result {
                 Ok(_) => {
                     fleet.spot.remove(1, std::slice::from_ref(&n.instance_id));
@@ -967,13 +965,7 @@ impl Actuate {
                 "replacing {} failed {} times: deleted; the next decision makes up the capacity",
                 n.instance_id, m.receive_count
             );
-            ctx.event(Event::Rejected {
-                kind: "notice_given_up",
-                location: &loc,
-                message: &msg,
-                count: 1,
-            });
-            self.ack(&m, ctx);
+            self.give_up(&m, "notice_given_up", &msg, ctx);
         }
     }
 

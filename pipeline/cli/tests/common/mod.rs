@@ -22,3 +22,12 @@ pub fn shared_data() -> PathBuf {
     assert!(data.join("smd").is_dir(), "no smd/ in {}", data.display());
     data
 }
+
+/// A loopback port free at the time of asking (for a process the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
