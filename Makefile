@@ -27,7 +27,7 @@ FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run test bench build setup tools system-packages prometheus kafka-up kafka-down check-data clean
+.PHONY: run test bench build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -83,7 +83,14 @@ prometheus:
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends prometheus; }
 
-tools: system-packages prometheus $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
+# Debian's Chromium for the web UI test (run headless) and tcpdump for the packet-capture
+# tests (about 10 s to install both here).
+browser-capture:
+	@command -v chromium >/dev/null && command -v tcpdump >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium tcpdump; }
+
+tools: system-packages prometheus browser-capture $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
 
 setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 

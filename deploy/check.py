@@ -8,11 +8,18 @@ or a container daemon.
   group (`<kafka.group_prefix>.<stage>`) and input topic, up to the topics' partition count;
 - the agent DaemonSet runs `wfe agent --kafka` with the node's PID and network namespaces;
 - the job config passes `wfe config --check` (it parses; every stage accepts its settings);
-- every Dockerfile's build context has what it COPYs, and the cargo features it names exist.
+- every Dockerfile's build context has what it COPYs, and the cargo features it names exist;
+- every wfe pod serves HTTP (`--http` on its named `http` port) with liveness on /health,
+  readiness on /ready, and the scrape annotations Prometheus' config keeps; one Service covers
+  that port;
+- deploy/prometheus/prometheus.yml parses and keeps the annotated pods; every metric the
+  Grafana dashboard (deploy/grafana/wfe.json) queries is one wfe exports (described in
+  pipeline/http/src/observe.rs, which the UI test checks against a real /metrics).
 
 Usage: python deploy/check.py path/to/wfe
 """
 
+import json
 import pathlib
 import re
 import subprocess
@@ -52,6 +59,44 @@ def documents():
         except yaml.YAMLError as e:
             check(False, f"{path.name}: not YAML: {e}")
     return docs
+
+
+def check_http(name, d):
+    """The pod serves wfe's HTTP side where its probes and scrape annotations look."""
+    tpl = d["spec"]["template"]
+    c = tpl["spec"]["containers"][0]
+    args = c.get("args", [])
+    if not check("--http" in args, f"{name}: no --http"):
+        return
+    port = int(args[args.index("--http") + 1].rsplit(":", 1)[1])
+    ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+    check(ports.get("http") == port, f"{name}: the http port is {ports.get('http')}, --http says {port}")
+    for probe, path in [("livenessProbe", "/health"), ("readinessProbe", "/ready")]:
+        get = c.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == path and get.get("port") == "http", f"{name}: {probe} should GET {path} on http")
+    ann = tpl["metadata"].get("annotations", {})
+    check(ann.get("prometheus.io/scrape") == "true", f"{name}: not annotated for scraping")
+    check(ann.get("prometheus.io/port") == str(port), f"{name}: scrape port {ann.get('prometheus.io/port')} != {port}")
+    check(ann.get("prometheus.io/path") == "/metrics", f"{name}: scrape path")
+
+
+def check_observability():
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom.get("scrape_configs", [])}
+    if check("wfe" in jobs, "prometheus.yml: no `wfe` job"):
+        keeps = [r for r in jobs["wfe"].get("relabel_configs", []) if r.get("action") == "keep"]
+        check(any("__meta_kubernetes_pod_annotation_prometheus_io_scrape" in r.get("source_labels", []) for r in keeps),
+              "prometheus.yml: the wfe job does not keep the annotated pods")
+    observe = (ROOT / "pipeline" / "http" / "src" / "observe.rs").read_text()
+    exported = set(re.findall(r'describe_\w+!\(\s*"(wfe_\w+)"', observe))
+    check(len(exported) >= 10, f"observe.rs: only {len(exported)} described metrics found")
+    dash = json.loads((ROOT / "deploy" / "grafana" / "wfe.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    check(len(exprs) >= 8, "grafana: too few queries")
+    for e in exprs:
+        for m in re.findall(r"\b(wfe_\w+)", e):
+            base = re.sub(r"_(bucket|count|sum)$", "", m)
+            check(base in exported, f"grafana: `{m}` is not a metric wfe exports")
 
 
 def main(wfe):
@@ -110,6 +155,16 @@ def main(wfe):
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
         check(job.get("agent", {}).get("cgroup_root", "/sys/fs/cgroup") in mounts, "agent: cgroup_root not mounted")
 
+    pods = [(d["metadata"]["name"], d) for d in by_kind.get("Deployment", []) + by_kind.get("DaemonSet", [])]
+    for name, d in pods:
+        check_http(name, d)
+    services = [d for d in by_kind.get("Service", []) if d["metadata"]["name"] == "wfe-metrics"]
+    if check(len(services) == 1, "no wfe-metrics Service"):
+        spec = services[0]["spec"]
+        check(spec.get("selector") == {"app.kubernetes.io/name": "wfe"}, "wfe-metrics: selector")
+        check(any(p.get("targetPort") == "http" for p in spec.get("ports", [])), "wfe-metrics: not on the http port")
+    check_observability()
+
     out = subprocess.run([wfe, "config", "--check", str(K8S / "job.toml")], capture_output=True, text=True)
     check(out.returncode == 0, f"wfe config --check job.toml: {out.stderr.strip()}")
 
@@ -130,7 +185,7 @@ def main(wfe):
     for f in failures:
         print(f"deploy check: {f}", file=sys.stderr)
     n = len(docs)
-    print(f"deploy: {n} Kubernetes documents, {len(INPUTS)} stages, 2 Dockerfiles: "
+    print(f"deploy: {n} Kubernetes documents, {len(INPUTS)} stages, 2 Dockerfiles, scrape config, dashboard: "
           + ("ok" if not failures else f"{len(failures)} problem(s)"))
     return 1 if failures else 0
 

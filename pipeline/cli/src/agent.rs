@@ -31,6 +31,8 @@ pub struct AgentArgs {
     /// Folder for output files (overrides `outputs.dir`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
 }
 
 pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
@@ -53,5 +55,6 @@ pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool
         args.out.as_deref(),
         stop,
         "agent",
+        &args.http,
     )
 }

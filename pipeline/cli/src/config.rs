@@ -61,6 +61,13 @@ pub struct JobConfig {
     /// Where `wfe receive` listens for Prometheus remote_write and how series map to workloads.
     #[serde(default)]
     pub remote_write: wfe_http::RemoteWriteConfig,
+    /// How `wfe capture` turns packets into per-workload network features.
+    #[serde(default)]
+    pub packets: wfe_ingest::PacketConfig,
+    /// How long each tenant's (workload prefix's) history is kept in the store: `wfe sql`
+    /// answers from retained rows only, `wfe sql --apply-retention` rewrites the files.
+    #[serde(default)]
+    pub retention: Vec<wfe_sql::RetentionRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

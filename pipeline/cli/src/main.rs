@@ -17,8 +17,10 @@
 mod agent;
 mod backtest;
 mod bench;
+mod capture;
 mod config;
 mod eval;
+mod http;
 mod parallel;
 mod receive;
 mod services;
@@ -49,8 +51,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Workload Fingerprint Engine: fingerprint, detect, forecast and provision workloads"
 )]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +105,9 @@ enum Command {
     /// Receive Prometheus remote_write (snappy protobuf over HTTP) into `metrics.raw`, through
     /// the job's stages or onto Kafka (--kafka).
     Receive(receive::ReceiveArgs),
+    /// Packet-header features (sizes, inter-arrival times, protocol mix, TCP flags) per
+    /// workload from a pcap file or a live interface, into `metrics.raw`.
+    Capture(capture::CaptureArgs),
     /// Replay the test split of labelled data and price every provisioning policy's fleet:
     /// cost, slack, under-provisioned minutes, SLA violations, changes.
     Backtest(backtest::BacktestArgs),
@@ -116,6 +130,12 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    http: http::HttpArgs,
+    /// With --http: after the input is exhausted, keep serving the run's state (API, UI,
+    /// metrics) until Ctrl-C or SIGTERM.
+    #[arg(long, requires = "http")]
+    hold: bool,
 }
 
 /// Keeps freed memory in the process instead of handing it back to the OS after a delay:
@@ -134,6 +154,7 @@ fn keep_freed_memory() {
 /// stage's constructor connects: EC2 or SQS in `dry-run`/`apply` mode).
 fn check_config(path: &std::path::Path) -> Result<()> {
     let job = JobConfig::load(Some(path))?;
+    wfe_sql::Retention::new(&job.retention)?;
     let stages = job.build_stages()?;
     println!(
         "{}: ok ({} stages: {}; {} sources, {} resource maps)",
@@ -166,18 +187,26 @@ fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
     Ok(())
 }
 
+/// Logs on stderr: text (coloured on a terminal only: services log to files and collectors)
+/// or JSON lines with the fields of each event (stage, kind, location, ...).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: services log to files and collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench::bench(args),
@@ -208,6 +237,7 @@ fn main() -> ExitCode {
         Command::Backtest(args) => backtest_command(args),
         Command::Agent(args) => agent::agent(args, stop_on_ctrl_c()),
         Command::Receive(args) => receive::receive(args, stop_on_ctrl_c()),
+        Command::Capture(args) => capture::capture(args, stop_on_ctrl_c()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,15 +286,26 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let source = wfe_ingest::FileSource::open(&cfg.sources, strict)?;
     tracing::info!("reading {}", wfe_contract::Source::describe(&source));
-    let opts = RunOptions {
+    let http = http::start(&args.http, true)?;
+    let mut opts = RunOptions {
         mailbox: cfg.run.mailbox,
         speed: cfg.speed()?,
         // Stages with timers (the actuator's notice queue) are called between batches.
         tick: Some(std::time::Duration::from_secs(1)),
         progress: cfg.run.progress && !args.no_progress,
         stop: stop_on_ctrl_c(),
+        ..Default::default()
     };
-    let report = run_embedded(Box::new(source), cfg.build_stages()?, outputs, opts)?;
+    let mut stages = cfg.build_stages()?;
+    if let Some(h) = &http {
+        h.add_api_stage(&mut stages, &cfg.resources);
+        h.attach(&mut opts);
+    }
+    let stop = opts.stop.clone();
+    let report = run_embedded(Box::new(source), stages, outputs, opts)?;
     print!("{}", summary::render(&report));
+    if let Some(h) = http.as_ref().filter(|_| args.hold) {
+        h.hold(&stop);
+    }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct ReceiveArgs {
     /// Folder for output files (overrides `outputs.dir`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
 }
 
 pub fn receive(
@@ -53,5 +55,6 @@ pub fn receive(
         args.out.as_deref(),
         stop,
         "receive",
+        &args.http,
     )
 }

@@ -27,6 +27,8 @@ pub struct StageArgs {
     /// Brokers, overriding `kafka.bootstrap_servers`.
     #[arg(long)]
     pub bootstrap: Option<String>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
 }
 
 #[derive(clap::Args)]
@@ -134,6 +136,7 @@ pub fn stage(args: StageArgs) -> Result<()> {
         cfg.stages.tier_select.cold_start = false;
     }
     let rt = runtime()?;
+    let http = crate::http::start(&args.http, false)?;
     if args.name == "ingest" {
         let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
         let speed = cfg.speed()?;
@@ -156,6 +159,8 @@ pub fn stage(args: StageArgs) -> Result<()> {
         instance: args
             .instance
             .unwrap_or_else(|| std::process::id().to_string()),
+        health: http.as_ref().map(|h| h.health.clone()).unwrap_or_default(),
+        control: http.as_ref().map(|h| h.control.clone()).unwrap_or_default(),
     };
     let name = args.name.clone();
     let cfg = Arc::new(cfg);
@@ -241,7 +246,9 @@ pub(crate) fn run_live(
     out: Option<&std::path::Path>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     name: &str,
+    http: &crate::http::HttpArgs,
 ) -> Result<()> {
+    let http = crate::http::start(http, !kafka)?;
     if kafka {
         let rt = runtime()?;
         let r = rt.block_on(replay::replay_source(
@@ -259,14 +266,20 @@ pub(crate) fn run_live(
     if let Some(dir) = outputs.first().and_then(|o| o.path.parent()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
     }
-    let opts = wfe_runtime::RunOptions {
+    let mut opts = wfe_runtime::RunOptions {
         mailbox: cfg.run.mailbox,
         speed: None,
         tick: Some(std::time::Duration::from_secs(1)),
         progress: false,
         stop,
+        ..Default::default()
     };
-    let report = wfe_runtime::run_embedded(source, cfg.build_stages()?, outputs, opts)?;
+    let mut stages = cfg.build_stages()?;
+    if let Some(h) = &http {
+        h.add_api_stage(&mut stages, &cfg.resources);
+        h.attach(&mut opts);
+    }
+    let report = wfe_runtime::run_embedded(source, stages, outputs, opts)?;
     print!("{}", crate::summary::render(&report));
     Ok(())
 }

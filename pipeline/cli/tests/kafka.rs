@@ -256,7 +256,14 @@ impl Env {
     /// Starts a stage service; returns its index in `procs`.
     fn stage(&mut self, name: &str, instance: &str) -> usize {
         let p = self.wfe(
-            &["stage", name, "--instance", instance],
+            &[
+                "stage",
+                name,
+                "--instance",
+                instance,
+                "--http",
+                "127.0.0.1:0",
+            ],
             &format!("{name}-{instance}"),
         );
         self.procs.push(p);
@@ -270,6 +277,16 @@ impl Env {
         let log = p.log();
         assert!(status.success(), "wfe {args:?} failed:\n{log}");
         log
+    }
+
+    /// The address process `i` serves /metrics on (from its log).
+    fn http_addr(&self, i: usize) -> String {
+        let log = self.procs[i].log();
+        log.lines()
+            .find_map(|l| l.split("http: serving on http://").nth(1))
+            .and_then(|s| s.split('/').next())
+            .unwrap_or_else(|| panic!("no http address in:\n{log}"))
+            .to_string()
     }
 
     /// Waits until process `i` has been assigned partitions.
@@ -514,6 +531,48 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
         letters, 1000,
         "every malformed message is in the dead-letter topic"
     );
+    // Every service's /metrics: rows in and out, batch latency, commits, the lag of its
+    // input partitions; /health and /ready answer; normalise counts the dead letters as errors.
+    for (i, stage) in STAGES.iter().enumerate() {
+        let addr = env.http_addr(i);
+        let (status, text) = common::http("GET", &addr, "/metrics", &[], "");
+        assert_eq!(status, 200, "{stage}");
+        let s = [("stage", *stage)];
+        for name in [
+            "wfe_rows_in_total",
+            "wfe_rows_out_total",
+            "wfe_batch_seconds_count",
+            "wfe_kafka_messages_in_total",
+            "wfe_commits_total",
+        ] {
+            let v = common::sample(&text, name, &s).unwrap_or(0.0);
+            assert!(v > 0.0, "{stage}: {name} = {v}\n{text}");
+        }
+        let lag = common::sample(&text, "wfe_consumer_lag_messages", &s);
+        assert!(
+            lag.is_some_and(|l| l >= 0.0),
+            "{stage}: no lag gauge\n{text}"
+        );
+        assert_eq!(
+            common::http("GET", &addr, "/health", &[], "").0,
+            200,
+            "{stage}"
+        );
+        assert_eq!(
+            common::http("GET", &addr, "/ready", &[], "").0,
+            200,
+            "{stage}"
+        );
+        let errors = common::sample(&text, "wfe_stage_errors_total", &s);
+        let letters = common::sample(&text, "wfe_dead_letters_total", &s);
+        if *stage == "normalise" {
+            assert_eq!(letters, Some(1000.0), "{text}");
+            assert_eq!(errors, Some(1000.0), "{text}");
+        } else {
+            assert_eq!((letters, errors), (None, None), "{stage}: {text}");
+        }
+    }
+
     // The stage kept running through them: it is still alive now.
     assert!(
         env.procs[0].child.try_wait().unwrap().is_none(),

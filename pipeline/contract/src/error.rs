@@ -73,6 +73,19 @@ impl Error {
         }
     }
 
+    /// A short name of the error's kind, for metric labels (`wfe_stage_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Schema(_) => "schema",
+            Error::BadInput { .. } => "bad_input",
+            Error::Config { .. } => "config",
+            Error::State { .. } => "state",
+            Error::Io { .. } => "io",
+            Error::External { .. } => "external",
+            Error::Arrow(_) => "arrow",
+        }
+    }
+
     pub fn state(stage: impl Into<String>, message: impl Into<String>) -> Self {
         Error::State {
             stage: stage.into(),

@@ -4,8 +4,18 @@
 //! emits an [`Event`] on its [`Context`], which counts it (the runner prints the counters in
 //! the summary and exports them as Prometheus metrics) and logs it, rate-limited so a file of
 //! a million bad rows does not drown the log.
+//!
+//! Every count and measurement also goes to the `metrics` facade, so whatever recorder the
+//! binary installed (the Prometheus exporter behind `/metrics`) sees it, labelled by stage:
+//! `wfe_rejected_rows_total{stage,kind}`, `wfe_dropped_rows_total`, `wfe_filled_values_total`,
+//! `wfe_model_events_total`, other counters as `wfe_stage_events_total{stage,event}` and
+//! measurements (a model's running error) as `wfe_stage_measurement{stage,name}`. Without a
+//! recorder (tests, libraries) these are no-ops.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::control::Control;
 
 /// How many events of one kind are logged per stage before only counting goes on.
 const LOG_LIMIT: u64 = 10;
@@ -41,15 +51,23 @@ pub struct Context {
     /// Latest values of named measurements (e.g. a model's running error).
     gauges: BTreeMap<String, f64>,
     logged: BTreeMap<&'static str, u64>,
+    /// Settings changed at run time, shared by the runner's stages and its API.
+    control: Arc<Control>,
 }
 
 impl Context {
     pub fn new(stage: impl Into<String>) -> Self {
+        Self::with_control(stage, Arc::new(Control::new()))
+    }
+
+    /// A context whose stage reads (and registers) settings in a shared `control`.
+    pub fn with_control(stage: impl Into<String>, control: Arc<Control>) -> Self {
         Self {
             stage: stage.into(),
             counters: BTreeMap::new(),
             gauges: BTreeMap::new(),
             logged: BTreeMap::new(),
+            control,
         }
     }
 
@@ -57,16 +75,24 @@ impl Context {
         &self.stage
     }
 
+    /// The run-time settings this stage may register and read.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
     /// Adds `n` to a named counter.
     pub fn count(&mut self, name: &str, n: u64) {
         if n > 0 {
             *self.counters.entry(name.to_string()).or_default() += n;
+            export_count(&self.stage, name, n);
         }
     }
 
     /// Sets a named measurement to its latest value.
     pub fn gauge(&mut self, name: &str, value: f64) {
         self.gauges.insert(name.to_string(), value);
+        metrics::gauge!("wfe_stage_measurement", "stage" => self.stage.clone(), "name" => name.to_string())
+            .set(value);
     }
 
     pub fn gauges(&self) -> &BTreeMap<String, f64> {
@@ -120,6 +146,26 @@ impl Context {
             .filter(|(k, _)| k.starts_with("rejected."))
             .map(|(_, v)| v)
             .sum()
+    }
+}
+
+/// A counter of the context, as a Prometheus counter: the event families by kind, the rest by
+/// name.
+fn export_count(stage: &str, name: &str, n: u64) {
+    let family = match name.split_once('.') {
+        Some(("rejected", kind)) => Some(("wfe_rejected_rows_total", kind)),
+        Some(("dropped", kind)) => Some(("wfe_dropped_rows_total", kind)),
+        Some(("filled", kind)) => Some(("wfe_filled_values_total", kind)),
+        Some(("model", kind)) => Some(("wfe_model_events_total", kind)),
+        _ => None,
+    };
+    match family {
+        Some((metric, kind)) => {
+            metrics::counter!(metric, "stage" => stage.to_string(), "kind" => kind.to_string())
+                .increment(n)
+        }
+        None => metrics::counter!("wfe_stage_events_total", "stage" => stage.to_string(), "event" => name.to_string())
+            .increment(n),
     }
 }
 

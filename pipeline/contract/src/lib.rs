@@ -12,13 +12,17 @@
 //! - [`Collector`]: where a stage puts its output; every emitted batch is checked against the
 //!   declared schema of its topic ([`wfe_schemas::check`]), so a stage that drifts from the
 //!   contract fails at its own edge with both schemas named.
-//! - [`Context`]: counters and typed events that both log and count ([`Event`]).
+//! - [`Context`]: counters and typed events that both log and count ([`Event`]), exported
+//!   through the `metrics` facade; and the run-time settings ([`control`]) an operator changes
+//!   through the API.
 //! - [`columns`]: typed, erroring accessors for reading batches.
 //! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
 
 pub mod columns;
+pub mod control;
 pub mod error;
 mod events;
+pub mod health;
 pub mod norm;
 pub mod resources;
 pub mod spans;
@@ -26,8 +30,10 @@ pub mod state;
 pub mod stats;
 
 pub use arrow_array::RecordBatch;
+pub use control::Control;
 pub use error::{Error, Result};
 pub use events::{Context, Event};
+pub use health::Health;
 pub use resources::ResourceMap;
 pub use wfe_schemas::{self as schemas, Topic};
 

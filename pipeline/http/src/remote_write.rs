@@ -17,13 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use arrow_array::{ArrayRef, Float64Array};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source, Topic};
+
+use crate::server::Server;
 
 /// Settings of the receiver (`[remote_write]`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -254,8 +256,8 @@ pub struct RemoteWriteSource {
     addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     until: Option<Instant>,
-    server: Option<actix_web::dev::ServerHandle>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropped with the source: stops listening.
+    _server: Server,
     requests: u64,
 }
 
@@ -273,53 +275,24 @@ impl RemoteWriteSource {
                 "name at least one label",
             ));
         }
-        let listener = std::net::TcpListener::bind(&cfg.listen)
-            .map_err(|e| Error::io(format!("remote_write.listen {}", cfg.listen), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("remote_write listener", e))?;
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let max_body = cfg.max_body_bytes;
+        let listen = cfg.listen.clone();
         let shared = web::Data::new(Shared { tx, cfg });
-        let (htx, hrx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("remote-write".into())
-            .spawn(move || {
-                let sys = actix_web::rt::System::new();
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(shared.clone())
-                        .app_data(web::PayloadConfig::new(max_body))
-                        .route("/api/v1/write", web::post().to(write))
-                        .route("/", web::post().to(write))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener);
-                match server {
-                    Ok(s) => {
-                        let s = s.run();
-                        let _ = htx.send(Ok(s.handle()));
-                        let _ = sys.block_on(s);
-                    }
-                    Err(e) => {
-                        let _ = htx.send(Err(e));
-                    }
-                }
-            })
-            .map_err(|e| Error::io("remote_write thread", e))?;
-        let handle = hrx
-            .recv()
-            .map_err(|_| Error::state("remote_write", "server thread ended"))?
-            .map_err(|e| Error::io("remote_write server", e))?;
+        let server = Server::start(&listen, "remote_write.listen", 1, move |app| {
+            app.app_data(shared.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .route("/api/v1/write", web::post().to(write))
+                .route("/", web::post().to(write));
+        })?;
+        let addr = server.addr();
         tracing::info!(%addr, "remote_write receiver listening on http://{addr}/api/v1/write");
         Ok(Self {
             rx,
             addr,
             stop,
             until: seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0))),
-            server: Some(handle),
-            thread: Some(thread),
+            _server: server,
             requests: 0,
         })
     }
@@ -327,18 +300,6 @@ impl RemoteWriteSource {
     /// Where it listens.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
-    }
-}
-
-impl Drop for RemoteWriteSource {
-    fn drop(&mut self) {
-        if let Some(h) = self.server.take() {
-            // Stops accepting; the thread's runtime then ends.
-            drop(h.stop(false));
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -27,6 +27,11 @@
 //! stage rejects) go to the stage's dead-letter topic, unchanged, with the error and origin in
 //! headers; a counter rises and the stage goes on. **A broker that is away** is waited out: the
 //! producer keeps messages until they are delivered, and commits are retried with backoff.
+//!
+//! **Observability.** Rows in and out, batch latency, errors by kind, dead letters, commits
+//! (the `metrics` facade, as in the embedded runner) and each assigned partition's consumer lag
+//! (`wfe_consumer_lag_messages{stage,partition}`, from librdkafka's statistics every 5 s).
+//! [`ServiceOptions::health`] is ready once subscribed and live while the loop beats.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,9 +43,10 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::Producer;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use wfe_contract::{Context, Error, Result, Stage, Topic, VecCollector};
+use wfe_contract::{Context, Control, Error, Health, Result, Stage, Topic, VecCollector};
 
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
@@ -66,6 +72,10 @@ pub struct ServiceOptions {
     pub exactly_once: bool,
     /// Distinguishes instances of one stage (the transactional id); default: host and pid.
     pub instance: String,
+    /// Ready once subscribed; live while the consumer loop beats (`/ready`, `/health`).
+    pub health: Arc<Health>,
+    /// Run-time settings the stage registers (changed through the HTTP API).
+    pub control: Arc<Control>,
 }
 
 /// Counters of a service run, printed at shutdown.
@@ -119,12 +129,28 @@ struct Core {
     report: ServiceReport,
 }
 
-/// The consumer's context: commits and drops partitions before they are revoked.
+/// The consumer's context: commits and drops partitions before they are revoked, and turns
+/// librdkafka's statistics into the lag gauge.
 struct Ctx {
     core: Arc<Mutex<Core>>,
+    stage: String,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for (p, part) in &topic.partitions {
+                // Partition -1 is librdkafka's internal one; a lag of -1 means not known yet
+                // (nothing fetched), and only partitions this member consumes have one.
+                if *p < 0 || part.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!("wfe_consumer_lag_messages", "stage" => self.stage.clone(), "partition" => p.to_string())
+                    .set(part.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -219,12 +245,16 @@ pub async fn run_stage(
         exactly_once: opts.exactly_once,
         in_txn: false,
         parts: BTreeMap::new(),
-        ctx: Context::new(name.clone()),
+        ctx: Context::with_control(name.clone(), opts.control.clone()),
         report: ServiceReport::default(),
     }));
     let consumer: StreamConsumer<Ctx> = kafka
         .consumer(&group)
-        .create_with_context(Ctx { core: core.clone() })
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(Ctx {
+            core: core.clone(),
+            stage: name.clone(),
+        })
         .map_err(|e| kafka_error("consumer", e))?;
     {
         let patience = Duration::from_secs(60);
@@ -247,14 +277,42 @@ pub async fn run_stage(
         .subscribe(&[&input_name])
         .map_err(|e| kafka_error("subscribe", e))?;
     tracing::info!(stage = %name, group = %group, input = %input_name, exactly_once = opts.exactly_once, "stage service started");
+    let health = opts.health.clone();
+    health.beat();
+    health.set_ready(true);
+    let result = serve(&name, &consumer, &core, &health, stop).await;
+    health.set_ready(false);
+    if let Err(e) = &result {
+        health.fail(&e.to_string());
+        metrics::counter!("wfe_stage_errors_total", "stage" => name.clone(), "kind" => e.kind())
+            .increment(1);
+        return Err(result.unwrap_err());
+    }
+    tracing::info!(stage = %name, "stopping: committing and leaving the group");
+    lock(&core).commit(&consumer)?;
+    consumer.unsubscribe();
+    let c = lock(&core);
+    let mut report = c.report.clone();
+    report.counters = c.ctx.counters().clone();
+    Ok(report)
+}
 
-    let interval = kafka.commit_interval();
+/// The consumer loop: messages, ticks, commits and progress logs until `stop` resolves.
+async fn serve(
+    name: &str,
+    consumer: &StreamConsumer<Ctx>,
+    core: &Arc<Mutex<Core>>,
+    health: &Health,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let interval = lock(core).kafka.commit_interval();
     let mut last_commit = Instant::now();
     let mut last_recv_error: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut last_tick = Instant::now();
     tokio::pin!(stop);
     loop {
+        health.beat();
         let wait = interval
             .saturating_sub(last_commit.elapsed())
             .min(TICK_EVERY.saturating_sub(last_tick.elapsed()))
@@ -262,7 +320,7 @@ pub async fn run_stage(
         tokio::select! {
             _ = &mut stop => break,
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
-                Ok(Ok(msg)) => lock(&core).handle(&msg)?,
+                Ok(Ok(msg)) => lock(core).handle(&msg)?,
                 Ok(Err(e)) => {
                     // librdkafka reconnects by itself; say so once in a while, not per poll.
                     if last_recv_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -275,27 +333,21 @@ pub async fn run_stage(
             }
         }
         if last_tick.elapsed() >= TICK_EVERY {
-            lock(&core).tick()?;
+            lock(core).tick()?;
             last_tick = Instant::now();
         }
         if last_commit.elapsed() >= interval {
-            lock(&core).commit(&consumer)?;
+            lock(core).commit(consumer)?;
             last_commit = Instant::now();
         }
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            let c = lock(&core);
+            let c = lock(core);
             let r = &c.report;
             tracing::info!(stage = %name, messages_in = r.messages_in, messages_out = r.messages_out, dead_letters = r.dead_letters, commits = r.commits, partitions = ?c.parts.keys().collect::<Vec<_>>(), "progress");
             last_progress = Instant::now();
         }
     }
-    tracing::info!(stage = %name, "stopping: committing and leaving the group");
-    lock(&core).commit(&consumer)?;
-    consumer.unsubscribe();
-    let c = lock(&core);
-    let mut report = c.report.clone();
-    report.counters = c.ctx.counters().clone();
-    Ok(report)
+    Ok(())
 }
 
 impl Core {
@@ -304,6 +356,7 @@ impl Core {
         let p = msg.partition();
         let offset = msg.offset();
         self.report.messages_in += 1;
+        metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone()).increment(1);
         let mut part = match self.parts.remove(&p) {
             Some(part) => part,
             None => self.load(p)?,
@@ -341,10 +394,15 @@ impl Core {
             }
             self.ctx.count("end_of_stream", 1);
         } else {
+            let t = Instant::now();
             let result = codec::decode(self.input, &headers, msg.payload()).and_then(|batch| {
+                metrics::counter!("wfe_rows_in_total", "stage" => self.name.clone(), "topic" => self.input.to_string())
+                    .increment(batch.num_rows() as u64);
                 part.stage
                     .process_batch(self.input, batch, &mut self.ctx, &mut out)
             });
+            metrics::histogram!("wfe_batch_seconds", "stage" => self.name.clone())
+                .record(t.elapsed().as_secs_f64());
             match result {
                 Ok(()) => self.produce_outputs(out, p, &trace)?,
                 Err(e) if !e.is_retryable() => self.dead_letter(msg, headers, &e)?,
@@ -377,6 +435,8 @@ impl Core {
 
     fn produce_outputs(&mut self, out: VecCollector, p: i32, trace: &str) -> Result<()> {
         for (topic, batch) in out.batches {
+            metrics::counter!("wfe_rows_out_total", "stage" => self.name.clone(), "topic" => topic.to_string())
+                .increment(batch.num_rows() as u64);
             let name = self.kafka.topic(topic);
             for (key, value) in codec::encode_keyed(&batch, self.kafka.max_message_bytes)? {
                 let h = HeaderMap::data(topic, &self.name, trace);
@@ -406,6 +466,9 @@ impl Core {
         let dlq = self.dlq.clone();
         self.send(&dlq, None, msg.key(), msg.payload().unwrap_or_default(), h)?;
         self.report.dead_letters += 1;
+        metrics::counter!("wfe_dead_letters_total", "stage" => self.name.clone()).increment(1);
+        metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+            .increment(1);
         Ok(())
     }
 
@@ -488,6 +551,7 @@ impl Core {
             }
         }
         self.report.commits += 1;
+        metrics::counter!("wfe_commits_total", "stage" => self.name.clone()).increment(1);
         Ok(())
     }
 
@@ -588,6 +652,7 @@ impl Core {
                 }
             }
         }
+        stage.on_start(&mut self.ctx)?;
         Ok(Part {
             stage,
             next,

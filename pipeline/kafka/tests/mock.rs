@@ -215,6 +215,8 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
         kafka: cfg.clone(),
         exactly_once: true,
         instance: "t".into(),
+        health: Default::default(),
+        control: Default::default(),
     };
     let service = tokio::spawn(run_stage(normalise_factory(), opts, async {
         let _ = rx.await;

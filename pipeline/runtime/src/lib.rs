@@ -14,17 +14,25 @@
 //! dropped; each actor drains its mailbox, flushes, and drops its own senders, so the close
 //! travels down the graph and every stage flushes exactly once. An error in any actor sets
 //! `stop`, the rest drain, and the first error is returned.
+//!
+//! Observability: rows in and out per stage and topic, batch latency, errors by kind and each
+//! mailbox's depth (the embedded form of consumer lag) go to the `metrics` facade
+//! (`wfe_rows_in_total`, `wfe_rows_out_total`, `wfe_batch_seconds`, `wfe_stage_errors_total`,
+//! `wfe_mailbox_batches`); [`Health`] says ready once the actors run and live while none has
+//! failed; every stage's [`Context`] shares the run's [`Control`].
 
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wfe_contract::{Collector, Context, Error, RecordBatch, Result, Source, Stage, Topic};
+use wfe_contract::{
+    Collector, Context, Control, Error, Health, RecordBatch, Result, Source, Stage, Topic,
+};
 
 pub use sink::SinkFormat;
 
@@ -43,6 +51,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set to stop reading input; the stages then drain and flush.
     pub stop: Arc<AtomicBool>,
+    /// Run-time settings shared by the stages and whoever changes them (the HTTP API).
+    pub control: Arc<Control>,
+    /// Readiness and liveness, for `/ready` and `/health`.
+    pub health: Arc<Health>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +65,8 @@ impl Default for RunOptions {
             tick: None,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
+            control: Arc::new(Control::new()),
+            health: Arc::new(Health::default()),
         }
     }
 }
@@ -110,17 +124,45 @@ impl TopicRows {
     }
 }
 
+/// How many batches wait in one actor's mailbox, as the gauge `wfe_mailbox_batches{stage}`:
+/// the embedded runner's lag.
+struct Depth {
+    n: AtomicI64,
+    gauge: metrics::Gauge,
+}
+
+impl Depth {
+    fn new(actor: &str) -> Arc<Self> {
+        Arc::new(Self {
+            n: AtomicI64::new(0),
+            gauge: metrics::gauge!("wfe_mailbox_batches", "stage" => actor.to_string()),
+        })
+    }
+    fn add(&self, d: i64) {
+        let n = self.n.fetch_add(d, Ordering::Relaxed) + d;
+        self.gauge.set(n as f64);
+    }
+}
+
+/// One actor's mailbox, as its producers hold it.
+#[derive(Clone)]
+struct Mailbox {
+    tx: SyncSender<Msg>,
+    depth: Arc<Depth>,
+}
+
 /// A producer's view of the topics it may emit on.
 struct Fanout {
     stage: String,
-    routes: Vec<(Topic, Vec<SyncSender<Msg>>)>,
+    routes: Vec<(Topic, Vec<Mailbox>, metrics::Counter)>,
     rows: Arc<TopicRows>,
 }
 
 impl Collector for Fanout {
     fn emit(&mut self, topic: Topic, batch: RecordBatch) -> Result<()> {
         wfe_contract::schemas::check(topic, &batch.schema())?;
-        let Some((_, senders)) = self.routes.iter().find(|(t, _)| *t == topic) else {
+        let Some((_, mailboxes, rows_out)) = self.routes.iter().find(|(t, _, _)| *t == topic)
+        else {
             return Err(Error::config(
                 format!("stages.{}", self.stage),
                 format!("emitted on `{topic}`, which it does not declare as an output"),
@@ -130,9 +172,13 @@ impl Collector for Fanout {
             return Ok(());
         }
         self.rows.add(topic, batch.num_rows() as u64);
-        for s in senders {
+        rows_out.increment(batch.num_rows() as u64);
+        for m in mailboxes {
+            m.depth.add(1);
             // A closed mailbox belongs to an actor that failed; its error is reported.
-            let _ = s.send((topic, batch.clone()));
+            if m.tx.send((topic, batch.clone())).is_err() {
+                m.depth.add(-1);
+            }
         }
         Ok(())
     }
@@ -175,35 +221,53 @@ pub fn run_embedded(
     check_topology(&stages, &outputs)?;
     let start = Instant::now();
     let rows = Arc::new(TopicRows::default());
-    let first_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+    let fail = Failure {
+        stop: opts.stop.clone(),
+        first: Arc::new(Mutex::new(None)),
+        health: opts.health.clone(),
+    };
 
     // Mailboxes, and who sends to them.
-    let mut subscribers: BTreeMap<Topic, Vec<SyncSender<Msg>>> = BTreeMap::new();
+    let mut subscribers: BTreeMap<Topic, Vec<Mailbox>> = BTreeMap::new();
     let mut stage_rx = Vec::new();
     for s in &stages {
         let (tx, rx) = sync_channel::<Msg>(opts.mailbox.max(1));
+        let depth = Depth::new(s.name());
         for t in s.inputs() {
-            subscribers.entry(t).or_default().push(tx.clone());
+            let m = Mailbox {
+                tx: tx.clone(),
+                depth: depth.clone(),
+            };
+            subscribers.entry(t).or_default().push(m);
         }
-        stage_rx.push(rx);
+        stage_rx.push((rx, depth));
     }
     let mut sinks = Vec::new();
     for o in &outputs {
         let sink = sink::open(o.format, o.path.clone(), o.topic.schema())?;
         let (tx, rx) = sync_channel::<Msg>(opts.mailbox.max(1));
-        subscribers.entry(o.topic).or_default().push(tx);
-        sinks.push((o.topic, sink, rx));
+        let depth = Depth::new(&format!("sink {}", o.topic));
+        subscribers.entry(o.topic).or_default().push(Mailbox {
+            tx,
+            depth: depth.clone(),
+        });
+        sinks.push((o.topic, sink, rx, depth));
     }
-    let fanout = |name: &str, topics: &[Topic]| Fanout {
+    let fanout = |name: &str, topics: &[Topic]| {
+        Fanout {
         stage: name.to_string(),
         routes: topics
             .iter()
-            .map(|t| (*t, subscribers.get(t).cloned().unwrap_or_default()))
+            .map(|t| {
+                let rows_out = metrics::counter!("wfe_rows_out_total", "stage" => name.to_string(), "topic" => t.to_string());
+                (*t, subscribers.get(t).cloned().unwrap_or_default(), rows_out)
+            })
             .collect(),
         rows: rows.clone(),
+    }
     };
     let mut source_out = fanout("ingest", &[Topic::MetricsRaw]);
-    let actors: Vec<(Box<dyn Stage>, Receiver<Msg>, Fanout)> = stages
+    let actors: Vec<(Box<dyn Stage>, Inbox, Fanout)> = stages
         .into_iter()
         .zip(stage_rx)
         .map(|(s, rx)| {
@@ -215,25 +279,28 @@ pub fn run_embedded(
 
     let (stage_reports, sink_reports, source_report) = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for (stage, rx, out) in actors {
-            let (stop, errors, tick) = (opts.stop.clone(), first_error.clone(), opts.tick);
+        for (stage, inbox, out) in actors {
+            let (fail, tick) = (fail.clone(), opts.tick);
+            let ctx = Context::with_control(stage.name(), opts.control.clone());
             let name = stage.name();
             let h = std::thread::Builder::new()
                 .name(format!("stage-{name}"))
-                .spawn_scoped(scope, move || run_actor(stage, rx, out, tick, stop, errors))
+                .spawn_scoped(scope, move || run_actor(stage, ctx, inbox, out, tick, fail))
                 .expect("spawn stage thread");
             handles.push(h);
         }
         let mut sink_handles = Vec::new();
-        for (topic, sink, rx) in sinks {
-            let (stop, errors) = (opts.stop.clone(), first_error.clone());
+        for (topic, sink, rx, depth) in sinks {
+            let fail = fail.clone();
             let h = std::thread::Builder::new()
                 .name(format!("sink-{topic}"))
-                .spawn_scoped(scope, move || run_sink(topic, sink, rx, stop, errors))
+                .spawn_scoped(scope, move || run_sink(topic, sink, (rx, depth), fail))
                 .expect("spawn sink thread");
             sink_handles.push(h);
         }
-        let source_report = run_source(source.as_mut(), &mut source_out, &opts, &first_error);
+        opts.health.beat();
+        opts.health.set_ready(true);
+        let source_report = run_source(source.as_mut(), &mut source_out, &opts, &fail);
         drop(source_out);
         let stage_reports: Vec<ActorReport> = handles
             .into_iter()
@@ -245,7 +312,8 @@ pub fn run_embedded(
             .collect();
         (stage_reports, sink_reports, source_report)
     });
-    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
+    opts.health.set_ready(false);
+    if let Some(e) = fail.first.lock().ok().and_then(|mut e| e.take()) {
         return Err(e);
     }
     let stopped = opts.stop.load(Ordering::Relaxed);
@@ -289,29 +357,51 @@ fn cpu_of(path: &str) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-fn record_error(errors: &Mutex<Option<Error>>, stop: &AtomicBool, e: Error) {
-    stop.store(true, Ordering::Relaxed);
-    if let Ok(mut slot) = errors.lock()
-        && slot.is_none()
-    {
-        *slot = Some(e);
+/// What an actor does when it fails: stop the run, keep the first error, say unhealthy.
+#[derive(Clone)]
+struct Failure {
+    stop: Arc<AtomicBool>,
+    first: Arc<Mutex<Option<Error>>>,
+    health: Arc<Health>,
+}
+
+impl Failure {
+    fn record(&self, actor: &str, e: Error) {
+        metrics::counter!("wfe_stage_errors_total", "stage" => actor.to_string(), "kind" => e.kind())
+            .increment(1);
+        self.health.fail(&format!("{actor}: {e}"));
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut slot) = self.first.lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
+
+/// An actor's end of its mailbox.
+type Inbox = (Receiver<Msg>, Arc<Depth>);
 
 fn run_source(
     source: &mut dyn Source,
     out: &mut Fanout,
     opts: &RunOptions,
-    errors: &Mutex<Option<Error>>,
+    fail: &Failure,
 ) -> ActorReport {
-    let mut ctx = Context::new("ingest");
+    let mut ctx = Context::with_control("ingest", opts.control.clone());
     let mut report = ActorReport {
         name: "ingest".into(),
         ..Default::default()
     };
     let bar = progress_bar(opts.progress, source);
     let (wall0, mut event0) = (Instant::now(), None::<i64>);
-    while !opts.stop.load(Ordering::Relaxed) {
+    let latency = metrics::histogram!("wfe_batch_seconds", "stage" => "ingest");
+    while !fail.stopping() {
+        opts.health.beat();
         let t = Instant::now();
         let next = source.next_batch(&mut ctx);
         report.busy += t.elapsed();
@@ -319,10 +409,11 @@ fn run_source(
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(e) => {
-                record_error(errors, &opts.stop, e);
+                fail.record("ingest", e);
                 break;
             }
         };
+        latency.record(t.elapsed().as_secs_f64());
         if let Some(speed) = opts.speed {
             pace(&batch, speed, wall0, &mut event0);
         }
@@ -335,7 +426,7 @@ fn run_source(
             bar.set_message(format!("{} values", report.rows_in));
         }
         if let Err(e) = out.emit(Topic::MetricsRaw, batch) {
-            record_error(errors, &opts.stop, e);
+            fail.record("ingest", e);
             break;
         }
     }
@@ -380,20 +471,21 @@ fn pace(batch: &RecordBatch, speed: f64, wall0: Instant, event0: &mut Option<i64
 
 fn run_actor(
     mut stage: Box<dyn Stage>,
-    rx: Receiver<Msg>,
+    mut ctx: Context,
+    (rx, depth): Inbox,
     mut out: Fanout,
     tick: Option<Duration>,
-    stop: Arc<AtomicBool>,
-    errors: Arc<Mutex<Option<Error>>>,
+    fail: Failure,
 ) -> ActorReport {
-    let mut ctx = Context::new(stage.name());
+    let name = stage.name();
     let mut report = ActorReport {
-        name: stage.name().to_string(),
+        name: name.to_string(),
         ..Default::default()
     };
+    let latency = metrics::histogram!("wfe_batch_seconds", "stage" => name);
     let mut failed = false;
     if let Err(e) = stage.on_start(&mut ctx) {
-        record_error(&errors, &stop, e);
+        fail.record(name, e);
         failed = true;
     }
     loop {
@@ -408,31 +500,39 @@ fn run_actor(
                 Err(_) => break,
             },
         };
+        if msg.is_some() {
+            depth.add(-1);
+        }
         if failed {
             continue; // drain, so producers never block on a dead actor
         }
+        fail.health.beat();
         let t = Instant::now();
         let result = match msg {
             Some((topic, batch)) => {
                 report.batches_in += 1;
                 report.rows_in += batch.num_rows() as u64;
-                wfe_contract::schemas::check(topic, &batch.schema())
+                metrics::counter!("wfe_rows_in_total", "stage" => name, "topic" => topic.to_string())
+                    .increment(batch.num_rows() as u64);
+                let r = wfe_contract::schemas::check(topic, &batch.schema())
                     .map_err(Error::from)
-                    .and_then(|_| stage.process_batch(topic, batch, &mut ctx, &mut out))
+                    .and_then(|_| stage.process_batch(topic, batch, &mut ctx, &mut out));
+                latency.record(t.elapsed().as_secs_f64());
+                r
             }
             None => stage.on_tick(&mut ctx, &mut out),
         };
         report.busy += t.elapsed();
         if let Err(e) = result {
-            tracing::error!(stage = stage.name(), "stage failed: {e}");
-            record_error(&errors, &stop, e);
+            tracing::error!(stage = name, "stage failed: {e}");
+            fail.record(name, e);
             failed = true;
         }
     }
     if !failed {
         let t = Instant::now();
         if let Err(e) = stage.flush(&mut ctx, &mut out) {
-            record_error(&errors, &stop, e);
+            fail.record(name, e);
         }
         report.busy += t.elapsed();
     }
@@ -445,16 +545,17 @@ fn run_actor(
 fn run_sink(
     topic: Topic,
     mut sink: Box<dyn sink::Sink>,
-    rx: Receiver<Msg>,
-    stop: Arc<AtomicBool>,
-    errors: Arc<Mutex<Option<Error>>>,
+    (rx, depth): Inbox,
+    fail: Failure,
 ) -> ActorReport {
+    let name = format!("sink {topic}");
     let mut report = ActorReport {
-        name: format!("sink {topic}"),
+        name: name.clone(),
         ..Default::default()
     };
     let mut failed = false;
     for (_, batch) in rx {
+        depth.add(-1);
         if failed {
             continue;
         }
@@ -462,14 +563,14 @@ fn run_sink(
         report.batches_in += 1;
         report.rows_in += batch.num_rows() as u64;
         if let Err(e) = sink.write(&batch) {
-            record_error(&errors, &stop, e);
+            fail.record(&name, e);
             failed = true;
         }
         report.busy += t.elapsed();
     }
     let t = Instant::now();
     if let Err(e) = sink.close() {
-        record_error(&errors, &stop, e);
+        fail.record(&name, e);
     }
     report.busy += t.elapsed();
     report

@@ -9,6 +9,10 @@
 //! groups a query needs); IPC streams are read into memory first, as the stream format has no
 //! index to scan by.
 //!
+//! Retention per tenant ([`retention`]): with rules, each table with a `workload` and a time
+//! column is a view of the rows still retained, and [`Catalog::apply_retention`] rewrites the
+//! files without the expired ones.
+//!
 //! This crate is the only one that links DataFusion (its build is the heaviest of the
 //! workspace); the CLI calls it, no stage does.
 //!
@@ -19,9 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use wfe_contract::{Error, Result};
+
+pub mod retention;
+
+pub use retention::{Retention, RetentionRule};
 
 /// File extensions that become tables.
 const EXTENSIONS: [&str; 2] = [".parquet", ".arrows"];
@@ -38,6 +47,17 @@ pub struct Catalog {
     ctx: SessionContext,
     runtime: tokio::runtime::Runtime,
     tables: Vec<Table>,
+    /// Per table (same order): all its rows, and the time column retention filters it by.
+    raw: Vec<(DataFrame, Option<String>)>,
+}
+
+/// What [`Catalog::apply_retention`] did to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compaction {
+    pub table: String,
+    pub path: PathBuf,
+    pub rows_before: usize,
+    pub rows_after: usize,
 }
 
 /// Output formats of [`Catalog::render`].
@@ -132,9 +152,29 @@ fn df_err(what: impl Into<String>) -> impl FnOnce(datafusion::error::DataFusionE
     move |e| Error::bad_input(what, e.to_string())
 }
 
+/// The time column retention reads in a table: the first of [`retention::TIME_COLUMNS`] that
+/// is a timestamp, when the table also has a `workload` column.
+fn time_column(schema: &arrow_schema::Schema) -> Option<String> {
+    schema.field_with_name("workload").ok()?;
+    retention::TIME_COLUMNS
+        .iter()
+        .find(|c| {
+            schema
+                .field_with_name(c)
+                .is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Timestamp(..)))
+        })
+        .map(|c| c.to_string())
+}
+
 impl Catalog {
-    /// Registers every stored file under `paths` as a table.
+    /// Registers every stored file under `paths` as a table (no retention).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        Self::open_with(paths, &Retention::default(), 0)
+    }
+
+    /// Registers every stored file under `paths` as a table of the rows `retention` keeps as
+    /// of `now_ms` (epoch milliseconds).
+    pub fn open_with(paths: &[PathBuf], retention: &Retention, now_ms: i64) -> Result<Self> {
         let tables = discover(paths)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -143,27 +183,73 @@ impl Catalog {
         // `SHOW TABLES` and `information_schema.columns` describe the store.
         let ctx =
             SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        let mut raw = Vec::new();
         for t in &tables {
             let at = t.path.display().to_string();
-            if t.path.extension().is_some_and(|e| e == "parquet") {
+            let df = if t.path.extension().is_some_and(|e| e == "parquet") {
                 runtime
-                    .block_on(ctx.register_parquet(&t.name, &at, ParquetReadOptions::default()))
-                    .map_err(df_err(at.clone()))?;
+                    .block_on(ctx.read_parquet(&at, ParquetReadOptions::default()))
+                    .map_err(df_err(at.clone()))?
             } else {
                 let batches = read_stream(&t.path)?;
                 let Some(schema) = batches.first().map(|b| b.schema()) else {
                     return Err(Error::bad_input(at, "the recording holds no batch"));
                 };
                 let table = MemTable::try_new(schema, vec![batches]).map_err(df_err(at.clone()))?;
-                ctx.register_table(&t.name, Arc::new(table))
-                    .map_err(df_err(at))?;
-            }
+                ctx.read_table(Arc::new(table))
+                    .map_err(df_err(at.clone()))?
+            };
+            let time = time_column(df.schema().as_arrow());
+            let view = match time.as_deref().and_then(|c| retention.predicate(c, now_ms)) {
+                Some(pred) => {
+                    let expr = df.parse_sql_expr(&pred).map_err(df_err(at.clone()))?;
+                    df.clone().filter(expr).map_err(df_err(at.clone()))?
+                }
+                None => df.clone(),
+            };
+            ctx.register_table(&t.name, view.into_view())
+                .map_err(df_err(at))?;
+            raw.push((df, time.filter(|_| !retention.is_empty())));
         }
         Ok(Self {
             ctx,
             runtime,
             tables,
+            raw,
         })
+    }
+
+    /// Rewrites every file that holds expired rows without them (the retention the catalog
+    /// was opened with); returns what it did per file, unchanged files left out.
+    pub fn apply_retention(&self) -> Result<Vec<Compaction>> {
+        let mut done = Vec::new();
+        for (t, (all, time)) in self.tables.iter().zip(&self.raw) {
+            if time.is_none() {
+                continue;
+            }
+            let at = t.path.display().to_string();
+            let before = self
+                .runtime
+                .block_on(all.clone().count())
+                .map_err(df_err(at.clone()))?;
+            let kept = self.query(&format!("SELECT * FROM \"{}\"", t.name))?;
+            let after: usize = kept.iter().map(|b| b.num_rows()).sum();
+            if after == before {
+                continue;
+            }
+            let schema = kept
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or_else(|| Arc::new(all.schema().as_arrow().clone()));
+            rewrite(&t.path, schema, &kept)?;
+            done.push(Compaction {
+                table: t.name.clone(),
+                path: t.path.clone(),
+                rows_before: before,
+                rows_after: after,
+            });
+        }
+        Ok(done)
     }
 
     pub fn tables(&self) -> &[Table] {
@@ -212,6 +298,33 @@ fn arrow_csv_writer(buf: &mut Vec<u8>) -> datafusion::arrow::csv::Writer<&mut Ve
     datafusion::arrow::csv::WriterBuilder::new()
         .with_header(true)
         .build(buf)
+}
+
+/// Writes `batches` to a new file beside `path` in `path`'s format, then renames it over
+/// `path`: a reader sees the old file or the new one.
+fn rewrite(path: &Path, schema: arrow_schema::SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let at = path.display().to_string();
+    let tmp = path.with_extension("retention-tmp");
+    let err = |e: &dyn std::fmt::Display| Error::bad_input(at.clone(), e.to_string());
+    let file = File::create(&tmp).map_err(|e| Error::io(tmp.display().to_string(), e))?;
+    if path.extension().is_some_and(|e| e == "parquet") {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| err(&e))?;
+        for b in batches {
+            w.write(b).map_err(|e| err(&e))?;
+        }
+        w.close().map_err(|e| err(&e))?;
+    } else {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(file, &schema).map_err(|e| err(&e))?;
+        for b in batches {
+            w.write(b).map_err(|e| err(&e))?;
+        }
+        w.finish().map_err(|e| err(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(at.clone(), e))
 }
 
 /// Every batch of an Arrow IPC stream file (a `wfe record` recording).

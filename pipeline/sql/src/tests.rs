@@ -111,3 +111,129 @@ fn bad_queries_and_stores_are_errors_that_say_what() {
     assert!(e.contains("broken.parquet"), "{e}");
     assert!("yaml".parse::<Format>().is_err());
 }
+
+/// `rows` of (workload, event time ms).
+fn timed(rows: &[(&str, i64)]) -> RecordBatch {
+    use arrow_array::TimestampMillisecondArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "event_time",
+            DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("workload", DataType::Utf8, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+const DAY: i64 = 86_400_000;
+
+#[test]
+fn retention_per_tenant_hides_expired_rows_and_compaction_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 100 * DAY;
+    // Two tenants and an untouched workload, one row per day for 10 days up to now.
+    let mut rows = Vec::new();
+    for d in 0..10 {
+        for w in ["acme-web", "acme-db", "beta-api", "other"] {
+            rows.push((w, now - d * DAY));
+        }
+    }
+    let b = timed(&rows);
+    let f = File::create(dir.path().join("anomalies.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, b.schema(), None).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    let f = File::create(dir.path().join("decisions-rec.arrows")).unwrap();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(f, &b.schema()).unwrap();
+    w.write(&b).unwrap();
+    w.finish().unwrap();
+    // A table without a time column is left alone.
+    let plain = batch(&["acme-web"], &[1.0]);
+    let f = File::create(dir.path().join("plain.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, plain.schema(), None).unwrap();
+    w.write(&plain).unwrap();
+    w.close().unwrap();
+
+    let rules = [
+        RetentionRule {
+            prefix: "acme-".into(),
+            keep: "7d".into(),
+        },
+        RetentionRule {
+            prefix: "acme-db".into(),
+            keep: "2d".into(),
+        },
+        RetentionRule {
+            prefix: "beta-".into(),
+            keep: "36h".into(),
+        },
+    ];
+    let retention = Retention::new(&rules).unwrap();
+    let store = [dir.path().to_path_buf()];
+    let count = |c: &Catalog, table: &str| -> Vec<(String, i64)> {
+        let out = c
+            .query(&format!(
+                "SELECT workload, count(*) AS n FROM {table} GROUP BY workload ORDER BY workload"
+            ))
+            .unwrap();
+        let text = Catalog::render(&out, Format::Csv).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let (w, n) = l.split_once(',').unwrap();
+                (w.to_string(), n.parse().unwrap())
+            })
+            .collect()
+    };
+    // Days 0..=7 for acme (7 days back inclusive), 0..=2 for acme-db, 0..=1 for beta (36 h).
+    let want = vec![
+        ("acme-db".to_string(), 3),
+        ("acme-web".to_string(), 8),
+        ("beta-api".to_string(), 2),
+        ("other".to_string(), 10),
+    ];
+    let c = Catalog::open_with(&store, &retention, now).unwrap();
+    assert_eq!(count(&c, "anomalies"), want);
+    assert_eq!(count(&c, "decisions_rec"), want);
+    // Before compaction the files still hold everything.
+    let all = Catalog::open(&store).unwrap();
+    assert_eq!(
+        count(&all, "anomalies").iter().map(|r| r.1).sum::<i64>(),
+        40
+    );
+
+    let done = c.apply_retention().unwrap();
+    let mut tables: Vec<(&str, usize, usize)> = done
+        .iter()
+        .map(|d| (d.table.as_str(), d.rows_before, d.rows_after))
+        .collect();
+    tables.sort();
+    assert_eq!(tables, [("anomalies", 40, 23), ("decisions_rec", 40, 23)]);
+    // Reopened without rules: the files now hold only what was retained; nothing left over.
+    let after = Catalog::open(&store).unwrap();
+    assert_eq!(count(&after, "anomalies"), want);
+    assert_eq!(count(&after, "decisions_rec"), want);
+    assert_eq!(after.query("SELECT * FROM plain").unwrap()[0].num_rows(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "retention-tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+    // A second pass has nothing to do.
+    let again = Catalog::open_with(&store, &retention, now).unwrap();
+    assert!(again.apply_retention().unwrap().is_empty());
+}

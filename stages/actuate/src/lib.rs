@@ -65,6 +65,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::RecordOnly, Mode::DryRun, Mode::Apply];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::RecordOnly => "record-only",
@@ -72,7 +74,17 @@ impl Mode {
             Mode::Apply => "apply",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
+
+/// The run-time setting of the mode (changed through the HTTP API with its token): between
+/// `dry-run` and `apply` when the stage has an EC2 client, from the next batch on. A restart
+/// goes back to the configured mode. Switching to `apply` is safe after a dry run: `apply`
+/// asks EC2 what runs before every decision, so it launches what the dry run only checked.
+pub const MODE_SETTING: &str = "actuate.mode";
 
 /// Settings of the actuate stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -461,6 +473,33 @@ impl Actuate {
     pub fn with_notices(mut self, notices: Box<dyn Notices>) -> Self {
         self.notices = Some(notices);
         self
+    }
+
+    /// Registers [`MODE_SETTING`] (the first instance to run does), or takes its value.
+    fn follow_control(&mut self, ctx: &mut Context) {
+        let mode = self.cfg.mode();
+        let Some(want) = ctx.control().get(MODE_SETTING) else {
+            let allowed: &[&str] = match self.cloud {
+                Some(_) => &["dry-run", "apply"],
+                None => &["record-only"],
+            };
+            let doc = "How the actuator acts: `dry-run` checks each call with EC2's DryRun flag, `apply` launches and terminates (from the next batch on; a restart goes back to the configured mode)";
+            ctx.control()
+                .register(MODE_SETTING, mode.name(), allowed, doc);
+            return;
+        };
+        match Mode::from_name(&want) {
+            Some(m) if m != mode && (m == Mode::RecordOnly || self.cloud.is_some()) => {
+                tracing::warn!(
+                    from = mode.name(),
+                    to = m.name(),
+                    "actuator mode changed at run time"
+                );
+                ctx.count("mode.changed", 1);
+                self.cfg.mode = Some(m);
+            }
+            _ => {}
+        }
     }
 
     /// The EC2 settings of a config, for [`Ec2`] constructors.
@@ -1049,6 +1088,7 @@ impl Stage for Actuate {
             .column_by_name("spot_count")
             .map(|_| i64s(&batch, "spot_count"))
             .transpose()?;
+        self.follow_control(ctx);
         let mut rows = Rows::default();
         self.poll(&mut rows, ctx);
         for r in 0..batch.num_rows() {
@@ -1098,6 +1138,7 @@ impl Stage for Actuate {
 
     /// Between decisions: the notice queue.
     fn on_tick(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        self.follow_control(ctx);
         let mut rows = Rows::default();
         self.poll(&mut rows, ctx);
         if !rows.id.is_empty() {

@@ -281,6 +281,57 @@ fn dry_run_asks_ec2_and_launches_nothing() {
     assert!(running(&cfg, "web").is_empty());
 }
 
+#[test]
+fn switching_dry_run_to_apply_at_run_time_launches_what_the_dry_run_checked() {
+    let m = moto();
+    let cfg = ActuateConfig {
+        mode: Some(Mode::DryRun),
+        ..settings(&m.url)
+    };
+    let mut st = stage(cfg.clone());
+    let control = Arc::new(wfe_contract::Control::new());
+    let mut ctx = Context::with_control("actuate", control.clone());
+    let go = |st: &mut Actuate, b: RecordBatch, ctx: &mut Context| {
+        let mut out = VecCollector::new();
+        st.process_batch(Topic::Decisions, b, ctx, &mut out)
+            .unwrap();
+        rows_of(&out.of(Topic::Actions))
+    };
+    let rows = go(
+        &mut st,
+        decisions(&[("d1", "web", "m7i.xlarge", 4, 2, 0.5)]),
+        &mut ctx,
+    );
+    assert!(rows.iter().all(|r| r.outcome == "dry-run-ok"), "{rows:?}");
+    let setting = &control.list()[MODE_SETTING];
+    assert_eq!(setting.value, "dry-run");
+    assert_eq!(setting.allowed, ["dry-run", "apply"]);
+    assert!(control.set(MODE_SETTING, "record-only").is_err());
+    assert!(running(&cfg, "web").is_empty());
+
+    // The operator switches dry-run off: the next decision (same size) asks EC2, finds
+    // nothing running, and launches the 2 on-demand and 2 spot instances.
+    control.set(MODE_SETTING, "apply").unwrap();
+    let rows = go(
+        &mut st,
+        decisions(&[("d2", "web", "m7i.xlarge", 4, 2, 0.5)]),
+        &mut ctx,
+    );
+    assert!(rows.iter().all(|r| r.outcome == "applied"), "{rows:?}");
+    assert_eq!(running(&cfg, "web").len(), 4);
+    assert_eq!(ctx.counters()["mode.changed"], 1);
+
+    // And back to dry-run: a larger decision is only checked.
+    control.set(MODE_SETTING, "dry-run").unwrap();
+    let rows = go(
+        &mut st,
+        decisions(&[("d3", "web", "m7i.xlarge", 6, 2, 0.75)]),
+        &mut ctx,
+    );
+    assert!(rows.iter().all(|r| r.outcome == "dry-run-ok"), "{rows:?}");
+    assert_eq!(running(&cfg, "web").len(), 4);
+}
+
 /// A proxy in front of moto: the first `throttle` requests get EC2's throttling error,
 /// then every connection is forwarded as is. Counts the requests it throttled.
 struct Throttler {

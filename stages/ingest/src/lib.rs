@@ -1,7 +1,9 @@
 //! # wfe-ingest: files (or this machine) in, `metrics.raw` out
 //!
 //! The ingest stage is the pipeline's [`Source`]. [`AgentSource`] samples the machine it runs
-//! on (`/proc`, cgroup v2: `wfe agent`); [`FileSource`] reads:
+//! on (`/proc`, cgroup v2: `wfe agent`); [`PacketSource`] turns a packet capture (a pcap file,
+//! or a live interface through tcpdump: `wfe capture`) into per-workload network features;
+//! [`FileSource`] reads:
 //! - the shared SMD/ASD layout: `<entity>.csv(.gz)` with `timestamp,split,label,m00,...`
 //!   (the entity is the workload; `split` and `label` become labels);
 //! - generic long CSV: `timestamp,workload,metric,value`;
@@ -21,6 +23,7 @@
 
 pub mod agent;
 mod formats;
+pub mod packets;
 
 use std::collections::BTreeMap;
 #[cfg(test)]
@@ -34,6 +37,7 @@ use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source};
 
 pub use agent::{AgentConfig, AgentSource};
 pub use formats::Format;
+pub use packets::{PacketConfig, PacketSource};
 
 /// Rows of a wide file per emitted chunk (a chunk holds rows x metrics values).
 pub const CHUNK_ROWS: usize = 1024;

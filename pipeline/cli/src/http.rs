@@ -1,0 +1,104 @@
+//! `--http ADDR`: what a wfe process serves over HTTP while it runs: `/metrics` (the
+//! Prometheus recorder is installed only then), `/health`, `/ready`, the run-time settings,
+//! and for embedded runs the API over the run's state and the web UI.
+//!
+//! The token for changes of state (and for API reads from other hosts) is read from the
+//! environment (`WFE_API_TOKEN`), never from the command line, where `ps` would show it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wfe_contract::{Control, Health, ResourceMap, Result, Stage, Topic};
+use wfe_http::{ApiStage, ApiState, Endpoints, Server};
+use wfe_runtime::RunOptions;
+
+/// Environment variable holding the API token.
+pub const TOKEN_ENV: &str = "WFE_API_TOKEN";
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct HttpArgs {
+    /// Serve /metrics, /health, /ready, the settings API and (embedded runs) the JSON API and
+    /// web UI on this address, e.g. 127.0.0.1:9464 (port 0: any free port; the address is
+    /// printed). Changes of state need the token in $WFE_API_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+}
+
+/// A running HTTP side.
+pub struct Http {
+    _server: Server,
+    pub health: Arc<Health>,
+    pub control: Arc<Control>,
+    api: Option<Arc<ApiState>>,
+}
+
+/// Starts serving if `--http` was given; `api`: keep and serve the run's state (embedded).
+pub fn start(args: &HttpArgs, api: bool) -> Result<Option<Http>> {
+    let Some(listen) = &args.http else {
+        return Ok(None);
+    };
+    let health = Arc::new(Health::default());
+    let control = Arc::new(Control::new());
+    let api = api.then(ApiState::new);
+    let token = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    if token.is_none() {
+        tracing::info!("{TOKEN_ENV} is not set: the API is read-only, and only from loopback");
+    }
+    let server = wfe_http::serve(
+        listen,
+        Endpoints {
+            health: health.clone(),
+            control: control.clone(),
+            metrics: Some(wfe_http::observe::install()?),
+            api: api.clone(),
+            token,
+        },
+    )?;
+    // Scripts and tests read the address from here (with port 0, the port chosen).
+    eprintln!(
+        "http: serving on http://{}/ (metrics, health, ready, control{})",
+        server.addr(),
+        if api.is_some() { ", api, ui" } else { "" }
+    );
+    Ok(Some(Http {
+        _server: server,
+        health,
+        control,
+        api,
+    }))
+}
+
+impl Http {
+    /// Adds the API's stage to an embedded run's stages (it reads what they produce).
+    pub fn add_api_stage(&self, stages: &mut Vec<Box<dyn Stage>>, maps: &[ResourceMap]) {
+        if let Some(api) = &self.api {
+            let produced: Vec<Topic> = std::iter::once(Topic::MetricsRaw)
+                .chain(stages.iter().flat_map(|s| s.outputs()))
+                .collect();
+            stages.push(Box::new(ApiStage::new(
+                api.clone(),
+                maps.to_vec(),
+                &produced,
+            )));
+        }
+    }
+
+    /// The run shares this side's health and settings.
+    pub fn attach(&self, opts: &mut RunOptions) {
+        opts.health = self.health.clone();
+        opts.control = self.control.clone();
+    }
+
+    /// After the run: keep serving its final state until `stop` is set (Ctrl-C, SIGTERM).
+    pub fn hold(&self, stop: &AtomicBool) {
+        eprintln!("http: the run has ended; serving its state until interrupted");
+        self.health.set_ready(true);
+        while !stop.load(Ordering::Relaxed) {
+            self.health.beat();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! The latest state of a run, for the HTTP API and the web UI.
+//!
+//! [`ApiStage`] is a stage like the others (it consumes whichever of `metrics.norm`,
+//! `fingerprints`, `anomalies`, `forecasts`, `decisions` and `actions` the run produces, and
+//! emits nothing), so it sees exactly what the pipeline made, in order, with the runner's
+//! backpressure. It folds the rows into a bounded [`ApiState`] per workload:
+//! - actual demand per resource (through the job's `[[resources]]`, as tier-select reads it)
+//!   and, per resource and horizon, the forecast quantiles at their target time;
+//! - the latest fingerprint, and the neighbours of its last cold-start window;
+//! - anomaly segments by id (opened, updated, closed);
+//! - decisions with their explanation, actions, and the running cost: each decision's
+//!   expected cost per hour held until the next one, integrated over event time.
+//!
+//! Every series is a ring of the newest [`SERIES_CAP`] points, so a long run holds a bounded
+//! window and a chart of the recent past.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use serde::Serialize;
+use wfe_contract::columns::{
+    bools, f64s, i64s, list_row_f32, list_row_f64, list_row_str, strings, timestamps,
+};
+use wfe_contract::resources::resource_steps;
+use wfe_contract::{Collector, Context, Error, ResourceMap, Result, Stage, Topic};
+
+/// Points kept per series (actuals per resource; forecasts per resource and horizon).
+pub const SERIES_CAP: usize = 2000;
+/// Decisions, actions and anomaly segments kept per workload.
+pub const EVENTS_CAP: usize = 500;
+
+/// A bounded, oldest-first list.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Ring<T>(VecDeque<T>);
+
+impl<T> Default for Ring<T> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<T> Ring<T> {
+    fn push(&mut self, v: T, cap: usize) {
+        if self.0.len() == cap {
+            self.0.pop_front();
+        }
+        self.0.push_back(v);
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
+    }
+}
+
+/// One forecast at its target time.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastPoint {
+    pub target_time: i64,
+    pub issued_at: i64,
+    pub values: Vec<f64>,
+    pub model: String,
+}
+
+/// Forecasts of one resource at one horizon.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForecastSeries {
+    pub levels: Vec<f64>,
+    pub points: Ring<ForecastPoint>,
+}
+
+/// A resource of a workload: what it used and what was forecast.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceView {
+    pub unit: String,
+    /// `[event_time, value]` in `unit`.
+    pub actual: Ring<(i64, f64)>,
+    /// By horizon in seconds.
+    pub forecasts: BTreeMap<i64, ForecastSeries>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerprintView {
+    pub window_end: i64,
+    pub method: String,
+    pub model_version: String,
+    pub cold_start: bool,
+    pub neighbours: Vec<String>,
+    pub neighbour_weights: Vec<f32>,
+    pub environment: Option<String>,
+    pub allocation_metrics: Vec<String>,
+    pub allocation: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    pub segment_id: String,
+    pub start: i64,
+    /// None while open.
+    pub end: Option<i64>,
+    pub last_event_time: i64,
+    pub peak_score: f64,
+    pub threshold: f64,
+    pub detector: String,
+    pub top_metrics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub decision_id: String,
+    pub decided_at: i64,
+    pub tier: String,
+    pub instance_type: String,
+    pub count: i64,
+    pub previous_count: i64,
+    /// Of `count`, bought as spot.
+    pub spot_count: i64,
+    pub expected_cost_per_hour: f64,
+    pub risk: f64,
+    pub driver_resource: String,
+    pub driver_quantile: f64,
+    pub driver_horizon_s: i64,
+    pub required: f64,
+    pub reason: String,
+    /// Cost of this workload up to this decision (USD).
+    pub cost_to_date: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    pub action_id: String,
+    pub decision_id: String,
+    pub event_time: i64,
+    pub api_call: String,
+    pub mode: String,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub instance_ids: Vec<String>,
+}
+
+/// Everything known about one workload.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkloadView {
+    pub resources: BTreeMap<String, ResourceView>,
+    pub fingerprint: Option<FingerprintView>,
+    /// The last fingerprint made while the workload was cold and had neighbours: whose
+    /// history sized it.
+    pub cold_start: Option<FingerprintView>,
+    pub anomalies: Ring<Segment>,
+    pub decisions: Ring<DecisionView>,
+    pub actions: Ring<ActionView>,
+    /// Running cost (USD) up to `cost_until`.
+    pub cost_usd: f64,
+    pub cost_until: Option<i64>,
+    /// Cost per hour of the decision in force.
+    pub cost_per_hour: f64,
+    /// Newest event time seen for the workload.
+    pub last_event_time: Option<i64>,
+}
+
+impl WorkloadView {
+    fn seen(&mut self, t: i64) {
+        self.last_event_time = Some(self.last_event_time.map_or(t, |l| l.max(t)));
+    }
+
+    /// The running cost (USD): the decisions' costs up to the newest event time seen.
+    pub fn running_cost(&self) -> f64 {
+        match (self.cost_until, self.last_event_time) {
+            (Some(since), Some(now)) if now > since => {
+                self.cost_usd + self.cost_per_hour * (now - since) as f64 / 3_600_000.0
+            }
+            _ => self.cost_usd,
+        }
+    }
+
+    /// Adds the cost of the decision in force up to `t` (event time).
+    fn accrue(&mut self, t: i64) {
+        if let Some(since) = self.cost_until
+            && t > since
+        {
+            self.cost_usd += self.cost_per_hour * (t - since) as f64 / 3_600_000.0;
+            self.cost_until = Some(t);
+        }
+    }
+}
+
+/// The state the API serves, shared between the stage (writer) and the handlers (readers).
+#[derive(Debug, Default)]
+pub struct ApiState {
+    inner: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub workloads: BTreeMap<String, WorkloadView>,
+    /// Rows folded in, by topic.
+    pub rows: BTreeMap<String, u64>,
+    /// Rows that could not be read (a column of the wrong type), by topic.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl ApiState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Reads the state (a writer holds it only while folding one batch).
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let s = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        f(&s)
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut s = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
+    }
+}
+
+/// The stage that keeps [`ApiState`] up to date.
+pub struct ApiStage {
+    state: Arc<ApiState>,
+    maps: Vec<ResourceMap>,
+    inputs: Vec<Topic>,
+}
+
+/// The topics the API reads, when produced.
+pub const API_TOPICS: [Topic; 6] = [
+    Topic::MetricsNorm,
+    Topic::Fingerprints,
+    Topic::Anomalies,
+    Topic::Forecasts,
+    Topic::Decisions,
+    Topic::Actions,
+];
+
+impl ApiStage {
+    /// Reads those of [`API_TOPICS`] that are in `produced` (the topics the run's stages emit);
+    /// `maps` turn `metrics.norm` into actual demand per resource.
+    pub fn new(state: Arc<ApiState>, maps: Vec<ResourceMap>, produced: &[Topic]) -> Self {
+        let inputs = API_TOPICS
+            .iter()
+            .copied()
+            .filter(|t| produced.contains(t))
+            .collect();
+        Self {
+            state,
+            maps,
+            inputs,
+        }
+    }
+}
+
+impl Stage for ApiStage {
+    fn name(&self) -> &'static str {
+        "api"
+    }
+
+    fn inputs(&self) -> Vec<Topic> {
+        self.inputs.clone()
+    }
+
+    fn outputs(&self) -> Vec<Topic> {
+        Vec::new()
+    }
+
+    fn process_batch(
+        &mut self,
+        topic: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        _out: &mut dyn Collector,
+    ) -> Result<()> {
+        // Resource steps are computed outside the lock: readers never wait on the arithmetic.
+        let steps = match topic {
+            Topic::MetricsNorm => Some(resource_steps(&self.maps, &batch)),
+            _ => None,
+        };
+        let maps = &self.maps;
+        let result = self.state.write(|s| {
+            let r = match (topic, steps) {
+                (Topic::MetricsNorm, Some(steps)) => steps.map(|st| fold_actuals(s, maps, st)),
+                (Topic::Fingerprints, _) => fold_fingerprints(s, &batch),
+                (Topic::Anomalies, _) => fold_anomalies(s, &batch),
+                (Topic::Forecasts, _) => fold_forecasts(s, &batch),
+                (Topic::Decisions, _) => fold_decisions(s, &batch),
+                (Topic::Actions, _) => fold_actions(s, &batch),
+                _ => Ok(()),
+            };
+            let key = topic.to_string();
+            match &r {
+                Ok(()) => *s.rows.entry(key).or_default() += batch.num_rows() as u64,
+                Err(_) => *s.rejected.entry(key).or_default() += batch.num_rows() as u64,
+            }
+            r
+        });
+        // The API shows what it can; a batch it cannot read is reported, never fatal.
+        if let Err(e) = result {
+            ctx.event(wfe_contract::Event::Rejected {
+                kind: "api_unreadable",
+                location: topic.name(),
+                message: &e.to_string(),
+                count: batch.num_rows() as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::bad_input(name.to_string(), "no such column"))
+}
+
+fn opt_str(a: &arrow_array::StringArray, i: usize) -> Option<String> {
+    (!a.is_null(i)).then(|| a.value(i).to_string())
+}
+
+fn fold_actuals(
+    s: &mut State,
+    maps: &[ResourceMap],
+    steps: Vec<wfe_contract::resources::ResourceStep>,
+) {
+    for step in steps {
+        let w = s.workloads.entry(step.workload).or_default();
+        w.seen(step.time);
+        for (m, v) in maps.iter().zip(step.values) {
+            if let Some(v) = v {
+                let r = w.resources.entry(m.name.clone()).or_default();
+                if r.unit.is_empty() {
+                    r.unit = m.unit.clone();
+                }
+                r.actual.push((step.time, v), SERIES_CAP);
+            }
+        }
+    }
+}
+
+fn fold_fingerprints(s: &mut State, b: &RecordBatch) -> Result<()> {
+    let (end, workload) = (timestamps(b, "window_end")?, strings(b, "workload")?);
+    let (method, version) = (strings(b, "method")?, strings(b, "model_version")?);
+    let cold = bools(b, "cold_start")?;
+    let (nb, nw) = (column(b, "neighbours")?, column(b, "neighbour_weights")?);
+    let env = strings(b, "environment")?;
+    let (am, al) = (column(b, "allocation_metrics")?, column(b, "allocation")?);
+    for i in 0..b.num_rows() {
+        let view = FingerprintView {
+            window_end: end.value(i),
+            method: method.value(i).to_string(),
+            model_version: version.value(i).to_string(),
+            cold_start: cold.value(i),
+            neighbours: list_row_str(nb.as_ref(), i)?,
+            neighbour_weights: list_row_f32(nw.as_ref(), i)?,
+            environment: opt_str(env, i),
+            allocation_metrics: list_row_str(am.as_ref(), i)?,
+            allocation: list_row_f64(al.as_ref(), i)?,
+        };
+        let w = s
+            .workloads
+            .entry(workload.value(i).to_string())
+            .or_default();
+        w.seen(view.window_end);
+        // Only a cold window with neighbours was sized from them (the first machines of a
+        // fleet have none).
+        if view.cold_start && !view.neighbours.is_empty() {
+            w.cold_start = Some(view.clone());
+        }
+        w.fingerprint = Some(view);
+    }
+    Ok(())
+}
+
+fn fold_anomalies(s: &mut State, b: &RecordBatch) -> Result<()> {
+    let (t, workload, id) = (
+        timestamps(b, "event_time")?,
+        strings(b, "workload")?,
+        strings(b, "segment_id")?,
+    );
+    let (event, start, end) = (
+        strings(b, "event")?,
+        timestamps(b, "segment_start")?,
+        timestamps(b, "segment_end")?,
+    );
+    let (score, threshold, detector) = (
+        f64s(b, "score")?,
+        f64s(b, "threshold")?,
+        strings(b, "detector")?,
+    );
+    let top = column(b, "top_metrics")?;
+    for i in 0..b.num_rows() {
+        let w = s
+            .workloads
+            .entry(workload.value(i).to_string())
+            .or_default();
+        w.seen(t.value(i));
+        let seg_end = (!end.is_null(i)).then(|| end.value(i));
+        let closed = event.value(i) == "closed";
+        match w
+            .anomalies
+            .0
+            .iter_mut()
+            .rev()
+            .find(|g| g.segment_id == id.value(i))
+        {
+            Some(g) => {
+                g.last_event_time = g.last_event_time.max(t.value(i));
+                g.peak_score = g.peak_score.max(score.value(i));
+                if closed {
+                    g.end = seg_end.or(Some(t.value(i)));
+                }
+            }
+            None => w.anomalies.push(
+                Segment {
+                    segment_id: id.value(i).to_string(),
+                    start: start.value(i),
+                    end: if closed {
+                        seg_end.or(Some(t.value(i)))
+                    } else {
+                        None
+                    },
+                    last_event_time: t.value(i),
+                    peak_score: score.value(i),
+                    threshold: threshold.value(i),
+                    detector: detector.value(i).to_string(),
+                    top_metrics: list_row_str(top.as_ref(), i)?,
+                },
+                EVENTS_CAP,
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn fold_forecasts(s: &mut State, b: &RecordBatch) -> Result<()> {
+    let (issued, target) = (timestamps(b, "issued_at")?, timestamps(b, "target_time")?);
+    let (workload, resource, unit) = (
+        strings(b, "workload")?,
+        strings(b, "resource")?,
+        strings(b, "unit")?,
+    );
+    let (horizon, model) = (i64s(b, "horizon_s")?, strings(b, "model")?);
+    let (levels, values) = (column(b, "quantile_levels")?, column(b, "quantile_values")?);
+    for i in 0..b.num_rows() {
+        let w = s
+            .workloads
+            .entry(workload.value(i).to_string())
+            .or_default();
+        w.seen(issued.value(i));
+        let r = w
+            .resources
+            .entry(resource.value(i).to_string())
+            .or_default();
+        if r.unit.is_empty() {
+            r.unit = unit.value(i).to_string();
+        }
+        let series = r.forecasts.entry(horizon.value(i)).or_default();
+        let lv = list_row_f64(levels.as_ref(), i)?;
+        if series.levels != lv {
+            series.levels = lv;
+        }
+        series.points.push(
+            ForecastPoint {
+                target_time: target.value(i),
+                issued_at: issued.value(i),
+                values: list_row_f64(values.as_ref(), i)?,
+                model: model.value(i).to_string(),
+            },
+            SERIES_CAP,
+        );
+    }
+    Ok(())
+}
+
+fn fold_decisions(s: &mut State, b: &RecordBatch) -> Result<()> {
+    let (id, at, workload) = (
+        strings(b, "decision_id")?,
+        timestamps(b, "decided_at")?,
+        strings(b, "workload")?,
+    );
+    let (tier, itype, count, prev) = (
+        strings(b, "tier")?,
+        strings(b, "instance_type")?,
+        i64s(b, "count")?,
+        i64s(b, "previous_count")?,
+    );
+    let (cost, risk, dres, dq, dh, req, reason, spot) = (
+        f64s(b, "expected_cost_per_hour")?,
+        f64s(b, "risk")?,
+        strings(b, "driver_resource")?,
+        f64s(b, "driver_quantile")?,
+        i64s(b, "driver_horizon_s")?,
+        f64s(b, "required")?,
+        strings(b, "reason")?,
+        i64s(b, "spot_count")?,
+    );
+    for i in 0..b.num_rows() {
+        let w = s
+            .workloads
+            .entry(workload.value(i).to_string())
+            .or_default();
+        let t = at.value(i);
+        w.seen(t);
+        w.accrue(t);
+        if w.cost_until.is_none() {
+            w.cost_until = Some(t);
+        }
+        let spot_count = if spot.is_null(i) {
+            if tier.value(i) == "spot" {
+                count.value(i)
+            } else {
+                0
+            }
+        } else {
+            spot.value(i)
+        };
+        w.cost_per_hour = cost.value(i);
+        let d = DecisionView {
+            decision_id: id.value(i).to_string(),
+            decided_at: t,
+            tier: tier.value(i).to_string(),
+            instance_type: itype.value(i).to_string(),
+            count: count.value(i),
+            previous_count: prev.value(i),
+            spot_count,
+            expected_cost_per_hour: cost.value(i),
+            risk: risk.value(i),
+            driver_resource: dres.value(i).to_string(),
+            driver_quantile: dq.value(i),
+            driver_horizon_s: dh.value(i),
+            required: req.value(i),
+            reason: reason.value(i).to_string(),
+            cost_to_date: w.cost_usd,
+        };
+        w.decisions.push(d, EVENTS_CAP);
+    }
+    Ok(())
+}
+
+fn fold_actions(s: &mut State, b: &RecordBatch) -> Result<()> {
+    let (aid, did, t, workload) = (
+        strings(b, "action_id")?,
+        strings(b, "decision_id")?,
+        timestamps(b, "event_time")?,
+        strings(b, "workload")?,
+    );
+    let (call, mode, outcome, error) = (
+        strings(b, "api_call")?,
+        strings(b, "mode")?,
+        strings(b, "outcome")?,
+        strings(b, "error")?,
+    );
+    let ids = column(b, "instance_ids")?;
+    for i in 0..b.num_rows() {
+        let w = s
+            .workloads
+            .entry(workload.value(i).to_string())
+            .or_default();
+        w.seen(t.value(i));
+        w.actions.push(
+            ActionView {
+                action_id: aid.value(i).to_string(),
+                decision_id: did.value(i).to_string(),
+                event_time: t.value(i),
+                api_call: call.value(i).to_string(),
+                mode: mode.value(i).to_string(),
+                outcome: outcome.value(i).to_string(),
+                error: opt_str(error, i),
+                instance_ids: list_row_str(ids.as_ref(), i)?,
+            },
+            EVENTS_CAP,
+        );
+    }
+    Ok(())
+}
