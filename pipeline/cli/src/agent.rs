@@ -22,17 +22,8 @@ pub struct AgentArgs {
     /// Samples to take, then stop (overrides `agent.samples`); default: until Ctrl-C.
     #[arg(long)]
     pub samples: Option<u64>,
-    /// Publish to the `metrics.raw` topic of the config's Kafka instead of running the stages.
-    #[arg(long)]
-    pub kafka: bool,
-    /// Brokers, overriding `kafka.bootstrap_servers` (with --kafka).
-    #[arg(long)]
-    pub bootstrap: Option<String>,
-    /// Folder for output files (overrides `outputs.dir`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub http: crate::http::HttpArgs,
+    pub live: services::LiveArgs,
 }
 
 pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
@@ -43,18 +34,7 @@ pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool
     if args.samples.is_some() {
         cfg.agent.samples = args.samples;
     }
-    if let Some(b) = args.bootstrap {
-        cfg.kafka.bootstrap_servers = b;
-    }
     let source = AgentSource::new(cfg.agent.clone())?;
     tracing::info!("sampling {}", wfe_contract::Source::describe(&source));
-    services::run_live(
-        &cfg,
-        Box::new(source),
-        args.kafka,
-        args.out.as_deref(),
-        stop,
-        "agent",
-        &args.http,
-    )
+    services::run_live(&mut cfg, Box::new(source), &args.live, stop, "agent")
 }

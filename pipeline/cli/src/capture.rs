@@ -28,17 +28,8 @@ pub struct CaptureArgs {
     /// Stop a live capture after this many seconds (default: until Ctrl-C).
     #[arg(long, requires = "interface")]
     pub seconds: Option<f64>,
-    /// Publish to the `metrics.raw` topic of the config's Kafka instead of running the stages.
-    #[arg(long)]
-    pub kafka: bool,
-    /// Brokers, overriding `kafka.bootstrap_servers` (with --kafka).
-    #[arg(long)]
-    pub bootstrap: Option<String>,
-    /// Folder for output files (overrides `outputs.dir`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub http: crate::http::HttpArgs,
+    pub live: services::LiveArgs,
 }
 
 pub fn capture(
@@ -46,9 +37,6 @@ pub fn capture(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
     let mut cfg = JobConfig::load(args.config.as_deref())?;
-    if let Some(b) = args.bootstrap {
-        cfg.kafka.bootstrap_servers = b;
-    }
     let source = match (&args.pcap, &args.interface) {
         (Some(p), None) => PacketSource::file(p, cfg.packets.clone())?,
         (None, Some(i)) => PacketSource::live(
@@ -66,13 +54,5 @@ pub fn capture(
         }
     };
     tracing::info!("reading {}", wfe_contract::Source::describe(&source));
-    services::run_live(
-        &cfg,
-        Box::new(source),
-        args.kafka,
-        args.out.as_deref(),
-        stop,
-        "capture",
-        &args.http,
-    )
+    services::run_live(&mut cfg, Box::new(source), &args.live, stop, "capture")
 }

@@ -21,17 +21,8 @@ pub struct ReceiveArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     pub seconds: Option<f64>,
-    /// Publish to the `metrics.raw` topic of the config's Kafka instead of running the stages.
-    #[arg(long)]
-    pub kafka: bool,
-    /// Brokers, overriding `kafka.bootstrap_servers` (with --kafka).
-    #[arg(long)]
-    pub bootstrap: Option<String>,
-    /// Folder for output files (overrides `outputs.dir`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub http: crate::http::HttpArgs,
+    pub live: services::LiveArgs,
 }
 
 pub fn receive(
@@ -42,19 +33,8 @@ pub fn receive(
     if let Some(l) = args.listen {
         cfg.remote_write.listen = l;
     }
-    if let Some(b) = args.bootstrap {
-        cfg.kafka.bootstrap_servers = b;
-    }
     let source = RemoteWriteSource::new(cfg.remote_write.clone(), stop.clone(), args.seconds)?;
     // Scripts and tests read the address from here (with port 0, the port chosen).
     eprintln!("listening on http://{}/api/v1/write", source.addr());
-    services::run_live(
-        &cfg,
-        Box::new(source),
-        args.kafka,
-        args.out.as_deref(),
-        stop,
-        "receive",
-        &args.http,
-    )
+    services::run_live(&mut cfg, Box::new(source), &args.live, stop, "receive")
 }

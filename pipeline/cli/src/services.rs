@@ -236,19 +236,38 @@ fn print_transfer(what: &str, topic: &str, r: &TransferReport) {
     );
 }
 
-/// Runs a live source (the agent, the remote_write receiver), which paces itself: onto the
-/// `metrics.raw` topic with `kafka`, else through the job's stages embedded, printing the
-/// summary. `name` is the producer's name in Kafka.
+/// Where a live source's rows go: the options `wfe agent`, `wfe receive` and `wfe capture`
+/// share.
+#[derive(clap::Args)]
+pub struct LiveArgs {
+    /// Publish to the `metrics.raw` topic of the config's Kafka instead of running the stages.
+    #[arg(long)]
+    pub kafka: bool,
+    /// Brokers, overriding `kafka.bootstrap_servers` (with --kafka).
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// Folder for output files (overrides `outputs.dir`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub http: crate::http::HttpArgs,
+}
+
+/// Runs a live source (the agent, the remote_write receiver, a packet capture), which paces
+/// itself: onto the `metrics.raw` topic with `--kafka`, else through the job's stages
+/// embedded, printing the summary. `name` is the producer's name in Kafka.
 pub(crate) fn run_live(
-    cfg: &JobConfig,
+    cfg: &mut JobConfig,
     mut source: Box<dyn wfe_contract::Source>,
-    kafka: bool,
-    out: Option<&std::path::Path>,
+    live: &LiveArgs,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     name: &str,
-    http: &crate::http::HttpArgs,
 ) -> Result<()> {
-    let http = crate::http::start(http, !kafka)?;
+    if let Some(b) = &live.bootstrap {
+        cfg.kafka.bootstrap_servers = b.clone();
+    }
+    let (kafka, out) = (live.kafka, live.out.as_deref());
+    let http = crate::http::start(&live.http, !kafka)?;
     if kafka {
         let rt = runtime()?;
         let r = rt.block_on(replay::replay_source(

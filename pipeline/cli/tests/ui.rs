@@ -326,6 +326,13 @@ fn check_api(addr: &str) -> String {
     let anomalies = get(addr, &format!("/api/v1/workloads/{w}/anomalies"));
     assert!(anomalies["anomalies"].is_array());
 
+    let decisions = get(addr, &format!("/api/v1/workloads/{w}/decisions"));
+    assert_eq!(
+        decisions["decisions"].as_array().unwrap().len() as u64,
+        detail["decisions"].as_u64().unwrap()
+    );
+    let (status, _) = http("GET", addr, &format!("/api/v1/workloads/{w}/nope"), &[], "");
+    assert_eq!(status, 404);
     let (status, body) = http("GET", addr, "/api/v1/workloads/nope", &[], "");
     assert_eq!(status, 404);
     assert!(body.contains("no workload `nope`"), "{body}");
@@ -343,6 +350,8 @@ fn check_control(addr: &str) {
     let body = r#"{"value":"record-only"}"#;
     let (status, _) = http("POST", addr, path, &[], body);
     assert_eq!(status, 401, "no token");
+    let (status, _) = http("POST", addr, path, &[], "not json");
+    assert_eq!(status, 401, "no token, whatever the body");
     let (status, _) = http(
         "POST",
         addr,
@@ -372,6 +381,9 @@ fn check_control(addr: &str) {
         body,
     );
     assert_eq!(status, 404);
+    let (status, text) = http("POST", addr, path, &[("Authorization", &auth)], "{\"v\":1}");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("expected"), "{text}");
 }
 
 fn chromium_run(args: &[&str]) -> std::process::Output {

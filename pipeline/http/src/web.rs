@@ -41,7 +41,7 @@ pub fn serve(listen: &str, ep: Endpoints) -> Result<Server> {
     let ep = web::Data::new(ep);
     Server::start(listen, "http", 2, move |app| {
         app.app_data(ep.clone())
-            .app_data(web::JsonConfig::default().limit(64 * 1024))
+            .app_data(web::PayloadConfig::new(64 * 1024))
             .route("/metrics", web::get().to(metrics))
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))
@@ -51,9 +51,7 @@ pub fn serve(listen: &str, ep: Endpoints) -> Result<Server> {
             .route("/api/v1/workloads", web::get().to(workloads))
             .route("/api/v1/workloads/{w}", web::get().to(workload))
             .route("/api/v1/workloads/{w}/series", web::get().to(series))
-            .route("/api/v1/workloads/{w}/anomalies", web::get().to(anomalies))
-            .route("/api/v1/workloads/{w}/decisions", web::get().to(decisions))
-            .route("/api/v1/workloads/{w}/actions", web::get().to(actions))
+            .route("/api/v1/workloads/{w}/{list}", web::get().to(list))
             .route("/api/v1/cost", web::get().to(cost));
     })
 }
@@ -172,12 +170,22 @@ async fn control_set(
     req: HttpRequest,
     ep: web::Data<Endpoints>,
     name: web::Path<String>,
-    body: web::Json<SetBody>,
+    body: web::Bytes,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
+    // The token first: an unauthorised caller learns nothing, not even what a body must be.
     if let Some(denied) = authorise(&req, &ep, true) {
         return denied;
     }
+    let body: SetBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: {e}; expected {{\"value\": \"...\"}}"),
+            );
+        }
+    };
     match ep.control.set(&name, &body.value) {
         Ok(previous) => {
             tracing::warn!(setting = %name, value = %body.value, %previous, peer = ?req.peer_addr(), "setting changed through the API");
@@ -307,39 +315,27 @@ async fn series(
     })
 }
 
-async fn anomalies(
+/// A workload's anomaly segments, decisions or actions.
+async fn list(
     req: HttpRequest,
     ep: web::Data<Endpoints>,
-    w: web::Path<String>,
+    path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    with_workload(
-        &req,
-        &ep,
-        &w,
-        |v| json!({ "workload": *w, "anomalies": v.anomalies }),
-    )
-}
-
-async fn decisions(
-    req: HttpRequest,
-    ep: web::Data<Endpoints>,
-    w: web::Path<String>,
-) -> HttpResponse {
-    with_workload(
-        &req,
-        &ep,
-        &w,
-        |v| json!({ "workload": *w, "decisions": v.decisions }),
-    )
-}
-
-async fn actions(req: HttpRequest, ep: web::Data<Endpoints>, w: web::Path<String>) -> HttpResponse {
-    with_workload(
-        &req,
-        &ep,
-        &w,
-        |v| json!({ "workload": *w, "actions": v.actions }),
-    )
+    let (w, list) = path.into_inner();
+    if !["anomalies", "decisions", "actions"].contains(&list.as_str()) {
+        return error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            format!("no `{list}`: series, anomalies, decisions or actions"),
+        );
+    }
+    with_workload(&req, &ep, &w, |v| {
+        let items = match list.as_str() {
+            "anomalies" => json!(v.anomalies),
+            "decisions" => json!(v.decisions),
+            _ => json!(v.actions),
+        };
+        json!({ "workload": w, list.clone(): items })
+    })
 }
 
 async fn cost(req: HttpRequest, ep: web::Data<Endpoints>) -> HttpResponse {
