@@ -135,6 +135,19 @@ pub fn expand(sources: &[SourceConfig]) -> Result<Vec<(PathBuf, SourceConfig)>> 
                 .filter(|p| src.only.is_empty() || src.only.contains(&entity_of(p)))
                 .collect();
             found.sort();
+            // A name in `only` that matches no file is a typo or a missing file: say so
+            // rather than run without it.
+            let missing: Vec<&String> = src
+                .only
+                .iter()
+                .filter(|o| !found.iter().any(|p| entity_of(p) == **o))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::bad_input(
+                    src.path.display().to_string(),
+                    format!("`only` names {missing:?}, which the folder has no data file for"),
+                ));
+            }
             if found.is_empty() {
                 return Err(Error::bad_input(
                     src.path.display().to_string(),

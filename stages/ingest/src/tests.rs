@@ -343,3 +343,13 @@ fn the_decimal_shortcut_equals_a_full_parse() {
         }
     }
 }
+
+#[test]
+fn an_only_name_without_a_file_is_an_error_naming_it() {
+    let mut cfg = SourceConfig::new(shared_data().join("smd"));
+    cfg.only = vec!["machine-1-6".into(), "machine-9-9".into()];
+    let e = expand(&[cfg.clone()]).unwrap_err().to_string();
+    assert!(e.contains("machine-9-9") && e.contains("smd"), "{e}");
+    cfg.only = vec!["machine-1-6".into()];
+    assert_eq!(expand(&[cfg]).unwrap().len(), 1);
+}
