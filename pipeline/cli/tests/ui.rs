@@ -236,6 +236,15 @@ fn check_metrics(addr: &str) {
         &[("stage", "normalise"), ("topic", "metrics.raw")],
     );
     assert_eq!(raw_out, raw_in);
+    // Model errors: the fitted models' running error relative to persistence, per horizon.
+    for model in ["ets"] {
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with("wfe_stage_measurement{"))
+            .filter(|l| l.contains(&format!("name=\"relative_mae.{model}.")))
+            .count();
+        assert!(n > 0, "no running error of {model}\n{text}");
+    }
     // No stage failed.
     assert_eq!(sample(&text, "wfe_stage_errors_total", &[]), None, "{text}");
     // Events by kind: SMD's test split carries labels, and the anomaly stage counts.

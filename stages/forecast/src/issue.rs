@@ -461,7 +461,16 @@ impl Forecast {
         ctx: &mut Context,
     ) {
         let lstm = self.fitted.iter().position(|m| *m == Model::Lstm);
+        let mut touched = std::collections::BTreeSet::new();
         for r in resolved {
+            // Every model's running error, for /metrics (weight 1/64: about the last 64).
+            let w = self
+                .running
+                .entry((r.model, r.horizon))
+                .or_insert((r.error, r.persistence));
+            w.0 += (r.error - w.0) / 64.0;
+            w.1 += (r.persistence - w.1) / 64.0;
+            touched.insert((r.model, r.horizon));
             let (model, hi, e, step) = (
                 r.model,
                 r.horizon,
@@ -479,6 +488,20 @@ impl Forecast {
                 if r.len() > RECENT {
                     r.pop_front();
                 }
+            }
+        }
+        for (m, hi) in touched {
+            let (Some(model), Some(h)) = (self.fitted.get(m), self.cfg.horizons_s.get(hi)) else {
+                continue;
+            };
+            let (mae, persist) = self.running[&(m, hi)];
+            let label = crate::horizon_label(*h);
+            ctx.gauge(&format!("mae.{}.{label}", model.name()), mae);
+            if persist > 0.0 {
+                ctx.gauge(
+                    &format!("relative_mae.{}.{label}", model.name()),
+                    mae / persist,
+                );
             }
         }
         let mut todo = Vec::new();

@@ -22,7 +22,7 @@
 //! out of every error. The feedback loop exports the LSTM's running error and retrains it on
 //! drift or schedule.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -502,6 +502,10 @@ pub struct Forecast {
     fitted: Vec<Model>,
     /// The LSTM: the model folder, the loaded version, and the feedback loop.
     neural: issue::Neural,
+    /// Per (model, horizon), exponentially weighted |error| / capacity of the model's and of
+    /// persistence's forecasts across the fleet: telemetry (`mae.*`, `relative_mae.*`
+    /// measurements), never read by a decision, so not in the snapshot.
+    running: BTreeMap<(usize, usize), (f64, f64)>,
 }
 
 #[derive(Default)]
@@ -647,6 +651,7 @@ impl Forecast {
         Ok(Self {
             fitted: fitted_models(&cfg),
             neural: issue::Neural::new(&cfg),
+            running: BTreeMap::new(),
             cfg,
             resources,
             workloads: Keyed::default(),
