@@ -1,6 +1,7 @@
 //! `wfe receive` with a real Prometheus (Debian's `prometheus`, started here on loopback):
 //! Prometheus scrapes itself every second and remote-writes into wfe, and the samples come out
-//! of `metrics.norm` under the workload its `instance` label names.
+//! of `metrics.norm` under the workload its `instance` label names. It also scrapes wfe's own
+//! `/metrics` (`--http`), so wfe's counters come back through remote_write as a workload too.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -25,7 +26,7 @@ fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {
 #[test]
 fn a_real_prometheus_remote_writes_into_metrics_norm() {
     let dir = tempfile::tempdir().unwrap();
-    let (wport, pport) = (free_port(), free_port());
+    let (wport, pport, hport) = (free_port(), free_port(), free_port());
     std::fs::write(
         dir.path().join("job.toml"),
         format!(
@@ -59,6 +60,9 @@ scrape_configs:
   - job_name: self
     static_configs:
       - targets: ["127.0.0.1:{pport}"]
+  - job_name: wfe
+    static_configs:
+      - targets: ["127.0.0.1:{hport}"]
 remote_write:
   - url: http://127.0.0.1:{wport}/api/v1/write
     queue_config:
@@ -71,6 +75,7 @@ remote_write:
     .unwrap();
     let wfe = Command::new(env!("CARGO_BIN_EXE_wfe"))
         .args(["receive", "--config", "job.toml", "--seconds", "25"])
+        .args(["--http", &format!("127.0.0.1:{hport}")])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -136,4 +141,34 @@ remote_write:
         .filter_map(|r| r["metric"].as_str())
         .collect();
     assert!(metrics.len() > 50, "{} metrics", metrics.len());
+    // wfe's own /metrics, scraped by Prometheus and written back: the receiver's and
+    // normalise's counters, under wfe's address.
+    let me = format!("prom:127.0.0.1:{hport}");
+    let own: Vec<_> = raw
+        .iter()
+        .filter(|r| r["workload"] == me.as_str())
+        .collect();
+    for name in [
+        "wfe_rows_out_total",
+        "wfe_rows_in_total",
+        "wfe_batch_seconds_count",
+    ] {
+        let rows: Vec<_> = own.iter().filter(|r| r["metric"] == name).collect();
+        assert!(!rows.is_empty(), "no {name} scraped from wfe");
+        assert!(
+            rows.iter().any(|r| r["labels"]
+                .as_str()
+                .is_some_and(|l| l.contains("stage=normalise"))),
+            "{name}: {:?}",
+            rows[0]
+        );
+    }
+    let up = own
+        .iter()
+        .filter(|r| r["metric"] == "up")
+        .map(|r| r["value"].as_f64().unwrap());
+    assert!(
+        up.clone().count() >= 5 && up.into_iter().all(|v| v == 1.0),
+        "wfe's /metrics was not up"
+    );
 }
