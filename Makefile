@@ -27,7 +27,7 @@ FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run test bench build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -98,14 +98,22 @@ build: setup
 	$(CARGO) build --release -p wfe-cli $(FEATURES)
 
 # The default job reads ../shared/data; with another DATA, the same job with its paths moved.
+# RUN_ARGS: more `wfe run` options (`make ui` passes the HTTP side's).
+RUN_ARGS ?=
+HTTP_ADDR ?= 127.0.0.1:9464
+
 run: build
 	./target/release/wfe train --data $(DATA)/smd --data $(DATA)/asd
 ifeq ($(DATA),$(abspath ../shared/data))
-	./target/release/wfe run
+	./target/release/wfe run $(RUN_ARGS)
 else
 	./target/release/wfe config | sed 's#"\.\./shared/data#"$(DATA)#' > target/default-job.toml
-	./target/release/wfe run --config target/default-job.toml
+	./target/release/wfe run --config target/default-job.toml $(RUN_ARGS)
 endif
+
+# `make run`, then the web UI, API and /metrics on http://$(HTTP_ADDR)/ until Ctrl-C.
+ui:
+	$(MAKE) run RUN_ARGS="--http $(HTTP_ADDR) --hold"
 
 test: setup tools
 	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test --workspace $(FEATURES)
