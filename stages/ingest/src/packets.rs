@@ -213,6 +213,9 @@ pub struct Features {
     window_us: i64,
     /// Start of the open window (µs); None before the first packet.
     open: Option<i64>,
+    /// End (µs) of the last window closed: windows from there to the next packet's were
+    /// silent, and known workloads get zero rates for each.
+    closed_until: Option<i64>,
     acc: BTreeMap<String, Acc>,
     /// Last packet time per workload (for inter-arrival times across windows).
     last: BTreeMap<String, i64>,
@@ -236,6 +239,7 @@ impl Features {
             cfg,
             window_us,
             open: None,
+            closed_until: None,
             acc: BTreeMap::new(),
             last: BTreeMap::new(),
         })
@@ -244,16 +248,18 @@ impl Features {
     /// Adds a packet; returns the rows of every window it closed. `Err(())`: the packet is
     /// older than the open window (late) and was left out.
     pub fn add(&mut self, h: &Header) -> std::result::Result<Vec<Row>, ()> {
-        let start = *self
-            .open
-            .get_or_insert(h.ts_us.div_euclid(self.window_us) * self.window_us);
-        if h.ts_us < start {
-            return Err(());
-        }
+        let window = h.ts_us.div_euclid(self.window_us) * self.window_us;
         let mut rows = Vec::new();
-        if h.ts_us >= start + self.window_us {
-            rows = self.close();
-            self.open = Some(h.ts_us.div_euclid(self.window_us) * self.window_us);
+        match self.open {
+            Some(start) if h.ts_us < start => return Err(()),
+            Some(start) if h.ts_us >= start + self.window_us => rows = self.close(),
+            Some(_) => {}
+            None if self.closed_until.is_some_and(|c| h.ts_us < c) => return Err(()),
+            None => {}
+        }
+        if self.open.is_none() {
+            rows.extend(self.silent_until(window));
+            self.open = Some(window);
         }
         let names: Vec<String> = {
             let mut n: Vec<String> = self
@@ -329,7 +335,35 @@ impl Features {
                 push("net.iat_p90_ms", quantile(&a.iat_ms, 0.9));
             }
         }
+        self.closed_until = Some(start + self.window_us);
         self.open = None;
+        rows
+    }
+
+    /// Zero rates for every known workload in each silent window between the last closed
+    /// one and `until` (at most `MAX_SILENT` windows: a capture paused for days is a gap).
+    fn silent_until(&mut self, until: i64) -> Vec<Row> {
+        const MAX_SILENT: i64 = 10_000;
+        let Some(from) = self.closed_until else {
+            return Vec::new();
+        };
+        let n = ((until - from) / self.window_us).clamp(0, MAX_SILENT);
+        let mut rows = Vec::new();
+        for k in 0..n {
+            let end_ms = (from + (k + 1) * self.window_us) / 1000;
+            for name in self.last.keys() {
+                for m in [
+                    "net.packets_per_s",
+                    "net.bytes_per_s",
+                    "net.syn_per_s",
+                    "net.fin_per_s",
+                    "net.rst_per_s",
+                ] {
+                    rows.push((end_ms, name.clone(), m, 0.0));
+                }
+            }
+        }
+        self.closed_until = Some(from + n * self.window_us);
         rows
     }
 
@@ -741,9 +775,26 @@ mod tests {
         assert_eq!(v("dns", "net.iat_mean_ms"), None, "one packet: no interval");
         // A packet from before the open window is late.
         assert!(f.add(&web(900_000, 0x10, 60)).is_err());
+        // Two silent windows, then a packet at 4.2 s: the window [1, 2 s) closes with its
+        // data, [2, 3 s) and [3, 4 s) get zero rates for both workloads.
+        let later = f.add(&web(4_200_000, 0x10, 60)).unwrap();
+        let at = |end: i64, w: &str| {
+            later
+                .iter()
+                .find(|r| r.0 == end && r.1 == w && r.2 == "net.packets_per_s")
+                .map(|r| r.3)
+        };
+        assert_eq!(at(2000, "web"), Some(1.0));
+        assert_eq!(at(2000, "dns"), Some(0.0));
+        assert_eq!((at(3000, "web"), at(4000, "dns")), (Some(0.0), Some(0.0)));
+        assert_eq!(
+            at(5000, "web"),
+            None,
+            "the packet's own window is still open"
+        );
         // At the end: the open window closes; DNS, silent in it, gets zero rates only.
         let last = f.close();
-        assert_eq!(row(&last, "web", "net.rst_per_s").unwrap().3, 1.0);
+        assert_eq!(row(&last, "web", "net.packets_per_s").unwrap().3, 1.0);
         assert_eq!(row(&last, "dns", "net.packets_per_s").unwrap().3, 0.0);
         assert!(row(&last, "dns", "net.size_p50").is_none());
     }
