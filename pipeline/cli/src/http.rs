@@ -92,7 +92,7 @@ impl Http {
         opts.control = self.control.clone();
     }
 
-    /// After the run: keep serving its final state until `stop` is set (Ctrl-C, SIGTERM).
+    /// After the run: keep serving its final state until `stop` is set (Ctrl-C).
     pub fn hold(&self, stop: &AtomicBool) {
         eprintln!("http: the run has ended; serving its state until interrupted");
         self.health.set_ready(true);

@@ -133,7 +133,7 @@ struct RunArgs {
     #[command(flatten)]
     http: http::HttpArgs,
     /// With --http: after the input is exhausted, keep serving the run's state (API, UI,
-    /// metrics) until Ctrl-C or SIGTERM.
+    /// metrics) until Ctrl-C (SIGINT; a SIGTERM ends the process at once).
     #[arg(long, requires = "http")]
     hold: bool,
 }
