@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::free_port;
+use common::{free_port, jsonl};
 
 const CONNECTIONS: usize = 5;
 const TCP_BYTES: usize = 2000;
@@ -108,14 +108,6 @@ fn start_tcpdump(pcap: &Path, filter: &str) -> Child {
     }
     std::thread::sleep(Duration::from_millis(500));
     child
-}
-
-fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Sum over windows of `metric` for `workload` (rates x 1 s windows = counts).

@@ -7,20 +7,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::free_port;
+use common::{free_port, jsonl};
 
 fn prometheus() -> PathBuf {
     std::env::var_os("WFE_PROMETHEUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("prometheus"))
-}
-
-fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
