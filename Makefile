@@ -9,6 +9,8 @@ CARGO ?= cargo
 DATA ?= $(abspath ../shared/data)
 VENV := .venv
 PY := $(VENV)/bin/python
+# No wheel cache: PyTorch's wheels would otherwise sit on disk twice (the cache and the venv).
+PIP := $(PY) -m pip install -q --disable-pip-version-check --no-cache-dir
 export WFE_DATA := $(DATA)
 # Tools the project installs for itself (gitignored).
 TOOLS := $(abspath .tools)
@@ -36,32 +38,32 @@ check-data:
 # Python with pyarrow: the test that other teams can read wfe's Parquet outputs.
 $(VENV)/.pyarrow:
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check pyarrow
+	$(PIP) pyarrow
 	touch $@
 
 # pandas and scikit-learn: the reference implementation that `make bench` compares with.
 $(VENV)/.peer: $(VENV)/.pyarrow
-	$(PY) -m pip install -q --disable-pip-version-check pandas scikit-learn
+	$(PIP) pandas scikit-learn
 	touch $@
 
 # Python with confluent-kafka: the example that reads wfe topics with pyarrow alone.
 $(VENV)/.kafka: $(VENV)/.pyarrow
-	$(PY) -m pip install -q --disable-pip-version-check confluent-kafka
+	$(PIP) confluent-kafka
 	touch $@
 
 # moto's EC2 server: the actuator's tests run against it (started by the tests on loopback).
 $(VENV)/.moto: $(VENV)/.pyarrow
-	$(PY) -m pip install -q --disable-pip-version-check "moto[server]"
+	$(PIP) "moto[server]"
 	touch $@
 
 # PyYAML: deploy/check.py reads the Kubernetes manifests with it.
 $(VENV)/.yaml: $(VENV)/.pyarrow
-	$(PY) -m pip install -q --disable-pip-version-check pyyaml
+	$(PIP) pyyaml
 	touch $@
 
 # PyTorch (about 4.6 GB with its CUDA wheels; the CPU is used where there is no GPU).
 $(VENV)/.torch: $(VENV)/.pyarrow
-	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PIP) torch==$(TORCH_VERSION)
 	touch $@
 
 system-packages:
