@@ -92,11 +92,7 @@ fn bench_forecast(batches: &[usize]) -> Result<()> {
         );
         return Ok(());
     }
-    let cut = Cut {
-        steps: cfg.lstm.steps,
-        season,
-        horizons,
-    };
+    let cut = Cut::new(cfg.lstm.steps, season, horizons);
     let mut lcfg = cfg.lstm.clone();
     lcfg.model.epochs = 1;
     lcfg.windows_per_series = 16;
@@ -115,7 +111,9 @@ fn bench_forecast(batches: &[usize]) -> Result<()> {
         let mut ctx = Vec::new();
         for y in &series {
             for k in 0..8 {
-                cut.push(y, y.len() - 1 - k * 1500, &mut base, &mut ctx);
+                model
+                    .cut
+                    .push(y, y.len() - 1 - k * 1500, &mut base, &mut ctx);
             }
         }
         let precisions: &[Precision] = if device == DeviceChoice::Cuda {

@@ -81,13 +81,14 @@ pub fn train(args: TrainArgs) -> Result<()> {
         "| step | version | series | windows | epochs | pinball first -> last | device | seconds | validation MAE (lstm / persistence) |"
     );
     println!("|---:|---:|---:|---:|---:|---|---|---:|---|");
+    let mut class_lines = Vec::new();
     for (step_s, (series, from, to, sources)) in grouped {
         let steps = |sec: u64| (sec / step_s.max(1)).max(1) as usize;
-        let cut = Cut {
-            steps: cfg.lstm.steps,
-            season: steps(cfg.season_s),
-            horizons: cfg.horizons_s.iter().map(|&h| steps(h)).collect(),
-        };
+        let cut = Cut::new(
+            cfg.lstm.steps,
+            steps(cfg.season_s),
+            cfg.horizons_s.iter().map(|&h| steps(h)).collect(),
+        );
         let (model, report, valid, persist) =
             train_validated(&series, cut.clone(), &levels, &cfg.lstm)?;
         let meta = ModelMeta {
@@ -104,11 +105,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
             step_s,
             horizons_s: cfg.horizons_s.clone(),
             season_s: cfg.season_s,
-            cut,
+            cut: model.cut.clone(),
             levels: levels.clone(),
             validation_mae: valid.clone(),
             persistence_mae: persist.clone(),
             train: report.clone(),
+            classes: model.classes.clone(),
         };
         let version = store::save(&repo, &model, meta)?;
         let scores: Vec<String> = cfg
@@ -128,6 +130,27 @@ pub fn train(args: TrainArgs) -> Result<()> {
             report.seconds,
             scores.join(", ")
         );
+        for c in &model.classes.classes {
+            class_lines.push(format!(
+                "| {step_s} s | {} | {} | {:.4} / {:.4} | {} | {:.1} |",
+                c.id,
+                c.members.len(),
+                c.global_mae,
+                c.variant_mae,
+                if c.kept { "kept" } else { "global serves" },
+                c.train.seconds
+            ));
+        }
+    }
+    if !class_lines.is_empty() {
+        println!(
+            "\nclasses of similar fingerprints (held-out MAE of the global model / the class's variant):"
+        );
+        println!("| step | class | series | MAE global / variant | variant | seconds |");
+        println!("|---:|---:|---:|---|---|---:|");
+        for l in class_lines {
+            println!("{l}");
+        }
     }
     println!("\nwritten to {}", dir.join(store::KIND).display());
     Ok(())

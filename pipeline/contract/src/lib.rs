@@ -17,11 +17,14 @@
 //!   through the API.
 //! - [`columns`]: typed, erroring accessors for reading batches.
 //! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
+//! - [`features`]: the statistical features of a window of metrics that fingerprints are made
+//!   of (the fingerprint stage reduces them; the forecast stage's LSTM reads them as context).
 
 pub mod columns;
 pub mod control;
 pub mod error;
 mod events;
+pub mod features;
 pub mod health;
 pub mod norm;
 pub mod resources;

@@ -109,94 +109,54 @@ impl QuantileForecaster {
         cfg: &ForecasterConfig,
     ) -> Result<(Self, TrainReport)> {
         cfg.validate("forecaster")?;
-        shape.check(w, context, "forecaster training windows")?;
-        if targets.len() != w.n * shape.horizons {
-            return Err(Error::bad_input(
-                "forecaster training targets",
-                format!(
-                    "{} targets for {} windows x {} horizons",
-                    targets.len(),
-                    w.n,
-                    shape.horizons
-                ),
-            ));
-        }
-        if w.n < 2 {
-            return Err(Error::bad_input(
-                "forecaster training windows",
-                format!("need at least 2 windows, have {}", w.n),
-            ));
-        }
+        check_targets(w, context, targets, &shape)?;
         let device = device_of(cfg.device)?;
         let _turn = one_at_a_time();
-        let started = Instant::now();
         tch::manual_seed(cfg.seed);
         let net = Net::new(device, &shape, cfg);
-        let mut opt = nn::Adam::default()
-            .build(&net.vs, cfg.learning_rate)
-            .map_err(torch_err("optimiser"))?;
-        let (x, cx) = inputs(w, context, shape.context, 0..w.n, device);
-        let h = shape.horizons as i64;
-        let y = Tensor::from_slice(&finite_or_zero(targets))
-            .view([w.n as i64, h])
-            .to_device(device);
-        let mask: Vec<f32> = targets
-            .iter()
-            .map(|t| f32::from(t.is_finite() as u8))
-            .collect();
-        let mask = Tensor::from_slice(&mask)
-            .view([w.n as i64, h, 1])
-            .to_device(device);
-        let levels: Vec<f32> = shape.levels.iter().map(|&l| l as f32).collect();
-        let tau = Tensor::from_slice(&levels)
-            .view([1, 1, -1])
-            .to_device(device);
-        let n = w.n as i64;
-        let batch = cfg.batch.min(w.n) as i64;
-        let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-        for epoch in 0..cfg.epochs {
-            let order = Tensor::randperm(n, (Kind::Int64, device));
-            let (mut total, mut batches) = (0.0, 0);
-            let mut start = 0;
-            while start < n {
-                let len = batch.min(n - start);
-                let idx = order.narrow(0, start, len);
-                let q = net.forward(&x.index_select(0, &idx), &cx.index_select(0, &idx), h);
-                let d = y.index_select(0, &idx).unsqueeze(-1) - &q;
-                let m = mask.index_select(0, &idx);
-                let pin = (&tau * &d).maximum(&((&tau - 1.0) * &d)) * &m;
-                let loss = pin.sum(Kind::Float)
-                    / (m.sum(Kind::Float) * shape.levels.len() as f64).clamp_min(1.0);
-                opt.backward_step_clip_norm(&loss, 1.0);
-                total += loss.double_value(&[]);
-                batches += 1;
-                start += len;
-            }
-            let mean = total / batches.max(1) as f64;
-            if epoch == 0 {
-                first_loss = mean;
-            }
-            last_loss = mean;
-        }
-        if !last_loss.is_finite() {
-            return Err(Error::bad_input(
-                "forecaster training windows",
-                "training diverged (the loss is not finite): check the inputs' scale",
-            ));
-        }
-        let report = TrainReport {
-            windows: w.n,
-            epochs: cfg.epochs,
-            first_loss,
-            last_loss,
-            device: format!("{device:?}").to_lowercase(),
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let report = fit(&net, w, context, targets, &shape, cfg)?;
         Ok((
             Self {
                 cfg: cfg.clone(),
                 shape,
                 device,
+                net,
+            },
+            report,
+        ))
+    }
+
+    /// A copy of this model trained further on other windows (the same shape): `epochs`
+    /// passes at `learning_rate`. The forecast stage's per-class variants start from the
+    /// global model this way, so a class with few series still begins from what the fleet
+    /// taught.
+    pub fn fine_tune(
+        &self,
+        w: &Windows,
+        context: &[f32],
+        targets: &[f32],
+        epochs: usize,
+        learning_rate: f64,
+    ) -> Result<(Self, TrainReport)> {
+        let cfg = ForecasterConfig {
+            epochs,
+            learning_rate,
+            ..self.cfg.clone()
+        };
+        cfg.validate("forecaster fine-tuning")?;
+        check_targets(w, context, targets, &self.shape)?;
+        let _turn = one_at_a_time();
+        tch::manual_seed(cfg.seed);
+        let mut net = Net::new(self.device, &self.shape, &self.cfg);
+        net.vs
+            .copy(&self.net.vs)
+            .map_err(torch_err("copy weights"))?;
+        let report = fit(&net, w, context, targets, &self.shape, &cfg)?;
+        Ok((
+            Self {
+                cfg: self.cfg.clone(),
+                shape: self.shape.clone(),
+                device: self.device,
                 net,
             },
             report,
@@ -328,6 +288,107 @@ impl QuantileForecaster {
         })?;
         Self::from_saved(saved, device)
     }
+}
+
+fn check_targets(
+    w: &Windows,
+    context: &[f32],
+    targets: &[f32],
+    shape: &ForecasterShape,
+) -> Result<()> {
+    shape.check(w, context, "forecaster training windows")?;
+    if targets.len() != w.n * shape.horizons {
+        return Err(Error::bad_input(
+            "forecaster training targets",
+            format!(
+                "{} targets for {} windows x {} horizons",
+                targets.len(),
+                w.n,
+                shape.horizons
+            ),
+        ));
+    }
+    if w.n < 2 {
+        return Err(Error::bad_input(
+            "forecaster training windows",
+            format!("need at least 2 windows, have {}", w.n),
+        ));
+    }
+    Ok(())
+}
+
+/// Trains `net` in place by the mean pinball loss over the levels (NaN targets masked out):
+/// `cfg.epochs` shuffled passes in batches of `cfg.batch` at `cfg.learning_rate`.
+fn fit(
+    net: &Net,
+    w: &Windows,
+    context: &[f32],
+    targets: &[f32],
+    shape: &ForecasterShape,
+    cfg: &ForecasterConfig,
+) -> Result<TrainReport> {
+    let started = Instant::now();
+    let device = net.vs.device();
+    let mut opt = nn::Adam::default()
+        .build(&net.vs, cfg.learning_rate)
+        .map_err(torch_err("optimiser"))?;
+    let (x, cx) = inputs(w, context, shape.context, 0..w.n, device);
+    let h = shape.horizons as i64;
+    let y = Tensor::from_slice(&finite_or_zero(targets))
+        .view([w.n as i64, h])
+        .to_device(device);
+    let mask: Vec<f32> = targets
+        .iter()
+        .map(|t| f32::from(t.is_finite() as u8))
+        .collect();
+    let mask = Tensor::from_slice(&mask)
+        .view([w.n as i64, h, 1])
+        .to_device(device);
+    let levels: Vec<f32> = shape.levels.iter().map(|&l| l as f32).collect();
+    let tau = Tensor::from_slice(&levels)
+        .view([1, 1, -1])
+        .to_device(device);
+    let n = w.n as i64;
+    let batch = cfg.batch.min(w.n) as i64;
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
+    for epoch in 0..cfg.epochs {
+        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut total, mut batches) = (0.0, 0);
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            let idx = order.narrow(0, start, len);
+            let q = net.forward(&x.index_select(0, &idx), &cx.index_select(0, &idx), h);
+            let d = y.index_select(0, &idx).unsqueeze(-1) - &q;
+            let m = mask.index_select(0, &idx);
+            let pin = (&tau * &d).maximum(&((&tau - 1.0) * &d)) * &m;
+            let loss = pin.sum(Kind::Float)
+                / (m.sum(Kind::Float) * shape.levels.len() as f64).clamp_min(1.0);
+            opt.backward_step_clip_norm(&loss, 1.0);
+            total += loss.double_value(&[]);
+            batches += 1;
+            start += len;
+        }
+        let mean = total / batches.max(1) as f64;
+        if epoch == 0 {
+            first_loss = mean;
+        }
+        last_loss = mean;
+    }
+    if !last_loss.is_finite() {
+        return Err(Error::bad_input(
+            "forecaster training windows",
+            "training diverged (the loss is not finite): check the inputs' scale",
+        ));
+    }
+    Ok(TrainReport {
+        windows: w.n,
+        epochs: cfg.epochs,
+        first_loss,
+        last_loss,
+        device: format!("{device:?}").to_lowercase(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The matrix-multiply rate libtorch reaches on `device` (FLOP/s, a 2048 x 2048 product,

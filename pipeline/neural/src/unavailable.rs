@@ -52,6 +52,17 @@ impl QuantileForecaster {
         Err(unavailable("lstm forecaster"))
     }
 
+    pub fn fine_tune(
+        &self,
+        _w: &Windows,
+        _context: &[f32],
+        _targets: &[f32],
+        _epochs: usize,
+        _learning_rate: f64,
+    ) -> Result<(Self, TrainReport)> {
+        match *self {}
+    }
+
     pub fn shape(&self) -> &crate::ForecasterShape {
         match *self {}
     }

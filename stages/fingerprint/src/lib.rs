@@ -32,7 +32,7 @@
 //! [`similar`] answers from the stored rows which known environment suits a workload best.
 
 pub mod embed;
-pub mod features;
+pub use wfe_contract::features;
 pub mod knn;
 pub mod reduce;
 pub mod similar;

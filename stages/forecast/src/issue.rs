@@ -213,6 +213,8 @@ struct FromLstm {
     /// nothing usable for it.
     version: Option<u64>,
     missing: bool,
+    /// The class whose variant made `now` (None: the global model).
+    class: Option<u32>,
 }
 
 /// The cross-validation origins of a history of `n` values (indices, ascending).
@@ -400,18 +402,20 @@ impl Forecast {
         }
         let now = self.lstm_batch(jobs);
         for (o, n) in out.iter_mut().zip(now) {
-            o.now = n;
+            if let Some((made, class)) = n {
+                o.now = Some(made);
+                o.class = class;
+            }
         }
         out
     }
 
-    /// The LSTM's forecasts of every job it can serve, one batch per model (capacity units).
-    fn lstm_batch(&self, jobs: &[Job]) -> Vec<Option<Made>> {
+    /// The LSTM's forecasts of every job it can serve, one batch per network (capacity
+    /// units), with the class whose variant made each.
+    fn lstm_batch(&self, jobs: &[Job]) -> Vec<Option<(Made, Option<u32>)>> {
         let mut out = vec![None; jobs.len()];
         for l in self.neural.current.values() {
-            let mut w = wfe_neural::Windows::new(l.model.cut.steps, 2);
-            let mut ctx = Vec::new();
-            let mut at = Vec::new();
+            let (mut idx, mut utils) = (Vec::new(), Vec::new());
             for (j, job) in jobs.iter().enumerate() {
                 if !l.fits(job.step_ms) {
                     continue;
@@ -421,33 +425,30 @@ impl Forecast {
                     .iter()
                     .map(|v| v / cap)
                     .collect();
-                if let Some((last, scale)) =
-                    l.model.cut.push(&util, util.len() - 1, &mut w, &mut ctx)
-                {
-                    at.push((j, last, scale, cap));
-                }
+                idx.push(j);
+                utils.push(util);
             }
-            if w.n == 0 {
-                continue;
-            }
-            let Ok(q) = l
-                .model
-                .net
-                .predict(&w, &ctx, 0, wfe_neural::Precision::Fp32)
-            else {
+            let reqs: Vec<(&[f64], usize)> = utils
+                .iter()
+                .map(|u| (u.as_slice(), u.len().saturating_sub(1)))
+                .collect();
+            let Ok(made) = l.model.forecast_many(&reqs) else {
                 continue;
             };
-            let (h, nl) = (l.model.cut.horizons.len(), l.meta.levels.len());
-            for (k, (j, last, scale, cap)) in at.into_iter().enumerate() {
-                let block = &q[k * h * nl..(k + 1) * h * nl];
-                let value =
-                    |hi: usize, li: usize| (last + scale * block[hi * nl + li] as f64) * cap;
-                out[j] = Some(Made {
-                    points: (0..h).map(|hi| value(hi, l.median)).collect(),
-                    levels: (0..h)
-                        .map(|hi| l.levels.iter().map(|&li| value(hi, li)).collect())
-                        .collect(),
-                });
+            for (j, f) in idx.into_iter().zip(made) {
+                let Some(f) = f else { continue };
+                let cap = self.resources[jobs[j].resource].capacity;
+                out[j] = Some((
+                    Made {
+                        points: f.levels.iter().map(|h| h[l.median] * cap).collect(),
+                        levels: f
+                            .levels
+                            .iter()
+                            .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
+                            .collect(),
+                    },
+                    f.class,
+                ));
             }
         }
         out
@@ -685,6 +686,7 @@ fn issue_one(
         cv: lstm_cv,
         version,
         missing,
+        class,
     } = from;
     // This issuance's forecasts of the fitted models: the chosen ones every time, the
     // others every `challenge_every` issuances (their fits cost the most).
@@ -800,7 +802,10 @@ fn issue_one(
         rows.values.push(values);
         rows.model.push(model.name());
         rows.version.push(match (model, version) {
-            (Model::Lstm, Some(v)) => format!("lstm v{v}"),
+            (Model::Lstm, Some(v)) => match class {
+                Some(c) => format!("lstm v{v} class {c}"),
+                None => format!("lstm v{v}"),
+            },
             _ => MODEL_VERSION.to_string(),
         });
         rows.score.push(score);

@@ -240,7 +240,7 @@ impl ForecastConfig {
                 "every_s and season_s must be positive",
             ));
         }
-        Ok(())
+        self.lstm.validate("stages.forecast.lstm")
     }
 }
 

@@ -4,7 +4,8 @@
 //! Layout under the model folder, one line of versions per data step (a model's windows and
 //! horizons are counted in steps): `forecast-lstm/<step>s/v<N>/model.bin` (the network) and
 //! `forecast-lstm/<step>s/v<N>/meta.json` ([`ModelMeta`]: what the model was trained on, its
-//! validation scores, the code that made it). `meta.json` is written last, by rename, so a
+//! validation scores, its classes, the code that made it), and a `class-<id>.bin` per kept
+//! class variant. `meta.json` is written last, by rename, so a
 //! version without it is incomplete and is never loaded. Storage goes through [`ModelRepo`];
 //! [`LocalDir`] is the local-path one (object storage fits the same three calls).
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 use wfe_neural::{DeviceChoice, QuantileForecaster, TrainReport};
 
-use crate::lstm::{Cut, LstmModel};
+use crate::lstm::{Classes, Cut, LstmModel};
 
 /// Format of the model files this code reads and writes; a file of another format is
 /// refused with an error that says so.
@@ -46,6 +47,10 @@ pub struct ModelMeta {
     pub validation_mae: Vec<f64>,
     pub persistence_mae: Vec<f64>,
     pub train: TrainReport,
+    /// The classes of similar fingerprints and how their variants did (none in models
+    /// trained without classes).
+    #[serde(default)]
+    pub classes: Classes,
 }
 
 /// Where versions are kept: per data step (seconds), numbered versions of files.
@@ -143,11 +148,22 @@ pub fn save(repo: &dyn ModelRepo, model: &LstmModel, mut meta: ModelMeta) -> Res
     let version = repo.versions(step)?.last().copied().unwrap_or(0) + 1;
     meta.version = version;
     meta.format = FORMAT;
+    // How the model reads its windows and its classes are the model's own, whatever the
+    // caller started from.
+    meta.cut = model.cut.clone();
+    meta.classes = model.classes.clone();
     repo.write(step, version, "model.bin", &model.net.to_bytes()?)?;
+    for (id, net) in &model.variants {
+        repo.write(step, version, &class_file(*id), &net.to_bytes()?)?;
+    }
     let json = serde_json::to_vec_pretty(&meta)
         .map_err(|e| Error::bad_input("model metadata", e.to_string()))?;
     repo.write(step, version, "meta.json", &json)?;
     Ok(version)
+}
+
+fn class_file(id: u32) -> String {
+    format!("class-{id}.bin")
 }
 
 /// The metadata of a version, refused when its format is not this code's.
@@ -185,10 +201,26 @@ pub fn load(
             "model.bin does not match meta.json (shape differs)",
         ));
     }
+    let mut variants = std::collections::BTreeMap::new();
+    for c in m.classes.classes.iter().filter(|c| c.kept) {
+        let file = class_file(c.id);
+        let bytes = repo.read(step_s, version, &file)?;
+        let v = QuantileForecaster::from_bytes(&bytes, device)
+            .map_err(|e| Error::bad_input(format!("{KIND} v{version} {file}"), e.to_string()))?;
+        if v.shape() != net.shape() {
+            return Err(Error::bad_input(
+                format!("{KIND} v{version}"),
+                format!("{file} does not match model.bin (shape differs)"),
+            ));
+        }
+        variants.insert(c.id, v);
+    }
     Ok((
         LstmModel {
             net,
             cut: m.cut.clone(),
+            classes: m.classes.clone(),
+            variants,
         },
         m,
     ))

@@ -344,6 +344,7 @@ fn smd_meta(model: &lstm::LstmModel, levels: &[f64]) -> store::ModelMeta {
             device: "cpu".into(),
             seconds: 0.0,
         },
+        classes: model.classes.clone(),
     }
 }
 
@@ -353,11 +354,7 @@ fn the_stage_loads_the_newest_lstm_swaps_to_new_versions_and_refuses_bad_files()
     use store::ModelRepo;
     let dir = tempfile::tempdir().unwrap();
     let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut {
-        steps: 48,
-        season: 1440,
-        horizons: vec![15, 60],
-    };
+    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
     let series: Vec<Vec<f64>> = (0..4)
         .map(|s| {
             (0..4000)
@@ -496,11 +493,7 @@ fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
     use store::ModelRepo;
     let dir = tempfile::tempdir().unwrap();
     let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut {
-        steps: 48,
-        season: 1440,
-        horizons: vec![15, 60],
-    };
+    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
     let series: Vec<Vec<f64>> = (0..2)
         .map(|s| {
             (0..3000)

@@ -415,11 +415,7 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
     let season = steps(cfg.season_s);
     let stride = steps(cfg.every_s);
     let lstm = if models.contains(&Model::Lstm) {
-        let cut = Cut {
-            steps: cfg.lstm.steps,
-            season,
-            horizons: horizons.clone(),
-        };
+        let cut = Cut::new(cfg.lstm.steps, season, horizons.clone());
         // Train on each series up to its cross-validation tail, so that the tail scores the
         // LSTM on steps it never saw, as it does the others.
         let tail = cfg.cv_origins * stride + horizons.iter().max().copied().unwrap_or(1);
@@ -448,6 +444,20 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
             report.seconds,
             report.device
         );
+        for c in &model.classes.classes {
+            eprintln!(
+                "lstm class {}: {} series, held-out MAE {:.4} global / {:.4} variant: {}",
+                c.id,
+                c.members.len(),
+                c.global_mae,
+                c.variant_mae,
+                if c.kept {
+                    "variant kept"
+                } else {
+                    "global serves"
+                }
+            );
+        }
         Some(model)
     } else {
         None

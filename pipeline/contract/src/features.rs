@@ -1,4 +1,7 @@
-//! Statistical features of one window of a workload's scaled metrics.
+//! Statistical features of one window of a workload's scaled metrics: what fingerprints are made of.
+//!
+//! Shared by the fingerprint stage (which reduces them by PCA) and the forecast stage's LSTM
+//! (which reads a series' features as its fingerprint, free of any PCA basis).
 //!
 //! Per metric, in groups that each carry a weight ([`FeatureWeights`]):
 //! - **level**: mean; **spread**: standard deviation; **quantiles**: 10th, 50th, 90th;
@@ -15,8 +18,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::stats::quantile;
 use serde::{Deserialize, Serialize};
-use wfe_contract::stats::quantile;
 
 /// Weight of each feature group.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
