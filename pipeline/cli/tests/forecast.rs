@@ -68,6 +68,22 @@ fn train_writes_versions_and_eval_scores_every_model() {
             .all(|v| v.as_f64().is_some_and(|v| v > 0.0 && v < 0.2)),
         "{meta}"
     );
+    // The series' fingerprint is in the context, standardised by the training set's spread.
+    let fp = &meta["cut"]["fingerprint"];
+    assert_eq!(fp["context"], true, "{meta}");
+    assert_eq!(fp["window"], 60);
+    assert_eq!(fp["windows"], 24, "a day of 60-step windows");
+    assert_eq!(fp["centre"].as_array().unwrap().len(), 8);
+    // Classes: every kept variant has its network beside model.bin, and only those; the
+    // table printed names each class.
+    let v1 = dir.path().join("models/forecast-lstm/60s/v1");
+    for c in meta["classes"]["classes"].as_array().unwrap() {
+        let id = c["id"].as_u64().unwrap();
+        let kept = c["kept"].as_bool().unwrap();
+        assert_eq!(v1.join(format!("class-{id}.bin")).is_file(), kept, "{c}");
+        assert!(c["radius"].as_f64().unwrap() >= meta["classes"]["epsilon"].as_f64().unwrap());
+        assert!(out.contains(&format!("| 60 s | {id} |")), "{out}");
+    }
     // Trained on the train split only: its data ends where the test split begins.
     assert!(meta["to_ms"].as_i64().unwrap() > meta["from_ms"].as_i64().unwrap());
     let again = run_ok(&args, dir.path());
