@@ -40,6 +40,9 @@ pub const MIN_SCALE: f64 = 0.005;
 /// (a series has one metric).
 pub const FINGERPRINT_LEN: usize = FEATURES.len() - 1;
 
+/// Most series DBSCAN sorts into classes (a 2,000 x 2,000 distance matrix is 32 MB).
+const MAX_CLUSTERED: usize = 2_000;
+
 /// A standardised fingerprint feature is clipped to this many standard deviations, so that
 /// one odd series cannot swamp the context.
 const FP_CLIP: f64 = 5.0;
@@ -626,11 +629,17 @@ impl LstmModel {
         let Some(fp) = self.cut.fingerprint.clone() else {
             return Ok(());
         };
-        let profiles: Vec<(usize, Vec<f64>)> = series
+        let mut profiles: Vec<(usize, Vec<f64>)> = series
             .iter()
             .enumerate()
             .filter_map(|(i, y)| fp.profile(y).map(|p| (i, p)))
             .collect();
+        // DBSCAN reads a full distance matrix: a large fleet is clustered on an even sample
+        // (its other series still join a class when served, by their nearest member).
+        if profiles.len() > MAX_CLUSTERED {
+            let stride = profiles.len().div_ceil(MAX_CLUSTERED);
+            profiles = profiles.into_iter().step_by(stride).collect();
+        }
         if profiles.len() < ccfg.min_series {
             return Ok(());
         }
