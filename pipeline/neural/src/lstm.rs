@@ -105,6 +105,49 @@ impl std::fmt::Debug for SeqAutoencoder {
 }
 
 /// Values with NaN made 0, and the mask of observed values, as tensors on `device`.
+/// Mini-batch training: `epochs` passes over `n` windows in a fresh random order, one
+/// optimiser step per batch of `batch` on the loss `loss_of` gives for the batch's indices
+/// (gradients clipped to norm 1). Returns the mean loss of the first and the last pass; a
+/// loss that is not finite at the end is an error naming `what`.
+pub(crate) fn epochs(
+    opt: &mut nn::Optimizer,
+    n: usize,
+    batch: usize,
+    epochs: usize,
+    device: Device,
+    what: &str,
+    mut loss_of: impl FnMut(&Tensor) -> Tensor,
+) -> Result<(f64, f64)> {
+    let n = n as i64;
+    let batch = (batch as i64).min(n);
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
+    for epoch in 0..epochs {
+        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut total, mut batches) = (0.0, 0);
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            let loss = loss_of(&order.narrow(0, start, len));
+            opt.backward_step_clip_norm(&loss, 1.0);
+            total += loss.double_value(&[]);
+            batches += 1;
+            start += len;
+        }
+        let mean = total / f64::from(batches.max(1));
+        if epoch == 0 {
+            first_loss = mean;
+        }
+        last_loss = mean;
+    }
+    if !last_loss.is_finite() {
+        return Err(Error::bad_input(
+            what,
+            "training diverged (the loss is not finite): check the inputs' scale",
+        ));
+    }
+    Ok((first_loss, last_loss))
+}
+
 fn tensors(w: &Windows, range: std::ops::Range<usize>, device: Device) -> (Tensor, Tensor) {
     let per = w.steps * w.features;
     let slice = &w.data[range.start * per..range.end * per];
@@ -148,37 +191,19 @@ impl SeqAutoencoder {
             .build(&net.vs, cfg.learning_rate)
             .map_err(torch_err("optimiser"))?;
         let (x, mask) = tensors(w, 0..w.n, device);
-        let n = w.n as i64;
-        let batch = cfg.batch.min(w.n) as i64;
-        let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-        for epoch in 0..cfg.epochs {
-            let order = Tensor::randperm(n, (Kind::Int64, device));
-            let (mut total, mut batches) = (0.0, 0);
-            let mut start = 0;
-            while start < n {
-                let len = batch.min(n - start);
-                let idx = order.narrow(0, start, len);
-                let (xb, mb) = (x.index_select(0, &idx), mask.index_select(0, &idx));
+        let (first_loss, last_loss) = epochs(
+            &mut opt,
+            w.n,
+            cfg.batch,
+            cfg.epochs,
+            device,
+            "autoencoder training windows",
+            |idx| {
+                let (xb, mb) = (x.index_select(0, idx), mask.index_select(0, idx));
                 let (_, recon) = net.forward(&xb);
-                let loss = ((recon - &xb).square() * &mb).sum(Kind::Float)
-                    / mb.sum(Kind::Float).clamp_min(1.0);
-                opt.backward_step_clip_norm(&loss, 1.0);
-                total += loss.double_value(&[]);
-                batches += 1;
-                start += len;
-            }
-            let mean = total / batches.max(1) as f64;
-            if epoch == 0 {
-                first_loss = mean;
-            }
-            last_loss = mean;
-        }
-        if !last_loss.is_finite() {
-            return Err(Error::bad_input(
-                "autoencoder training windows",
-                "training diverged (the loss is not finite): check the inputs' scale",
-            ));
-        }
+                ((recon - &xb).square() * &mb).sum(Kind::Float) / mb.sum(Kind::Float).clamp_min(1.0)
+            },
+        )?;
         let report = TrainReport {
             windows: w.n,
             epochs: cfg.epochs,

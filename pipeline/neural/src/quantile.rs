@@ -7,7 +7,7 @@ use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 use wfe_contract::{Error, Result};
 
-use crate::lstm::{device_of, one_at_a_time, torch_err};
+use crate::lstm::{device_of, epochs, one_at_a_time, torch_err};
 use crate::{ForecasterConfig, ForecasterShape, Precision, TrainReport, Windows};
 
 /// Windows per forward pass at inference when the caller does not say.
@@ -348,39 +348,21 @@ fn fit(
     let tau = Tensor::from_slice(&levels)
         .view([1, 1, -1])
         .to_device(device);
-    let n = w.n as i64;
-    let batch = cfg.batch.min(w.n) as i64;
-    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-    for epoch in 0..cfg.epochs {
-        let order = Tensor::randperm(n, (Kind::Int64, device));
-        let (mut total, mut batches) = (0.0, 0);
-        let mut start = 0;
-        while start < n {
-            let len = batch.min(n - start);
-            let idx = order.narrow(0, start, len);
-            let q = net.forward(&x.index_select(0, &idx), &cx.index_select(0, &idx), h);
-            let d = y.index_select(0, &idx).unsqueeze(-1) - &q;
-            let m = mask.index_select(0, &idx);
+    let (first_loss, last_loss) = epochs(
+        &mut opt,
+        w.n,
+        cfg.batch,
+        cfg.epochs,
+        device,
+        "forecaster training windows",
+        |idx| {
+            let q = net.forward(&x.index_select(0, idx), &cx.index_select(0, idx), h);
+            let d = y.index_select(0, idx).unsqueeze(-1) - &q;
+            let m = mask.index_select(0, idx);
             let pin = (&tau * &d).maximum(&((&tau - 1.0) * &d)) * &m;
-            let loss = pin.sum(Kind::Float)
-                / (m.sum(Kind::Float) * shape.levels.len() as f64).clamp_min(1.0);
-            opt.backward_step_clip_norm(&loss, 1.0);
-            total += loss.double_value(&[]);
-            batches += 1;
-            start += len;
-        }
-        let mean = total / batches.max(1) as f64;
-        if epoch == 0 {
-            first_loss = mean;
-        }
-        last_loss = mean;
-    }
-    if !last_loss.is_finite() {
-        return Err(Error::bad_input(
-            "forecaster training windows",
-            "training diverged (the loss is not finite): check the inputs' scale",
-        ));
-    }
+            pin.sum(Kind::Float) / (m.sum(Kind::Float) * shape.levels.len() as f64).clamp_min(1.0)
+        },
+    )?;
     Ok(TrainReport {
         windows: w.n,
         epochs: cfg.epochs,
