@@ -607,6 +607,26 @@ impl Forecast {
             &current.meta.levels,
             &self.cfg.lstm,
         );
+        // The new version replaces the current one only if it forecasts the same held-out
+        // steps better: a drift alarm raised by a few odd hours must not swap a fleet's model
+        // for one trained on a handful of series.
+        let mut rejected = false;
+        let trained = trained.and_then(|(model, report, valid, persist)| {
+            let (old, _) = crate::lstm::tail_mae(&current.model, &series)?;
+            if crate::lstm::beats(&valid, &old) {
+                Ok((model, report, valid, persist))
+            } else {
+                rejected = true;
+                Err(wfe_contract::Error::bad_input(
+                    format!("forecast-lstm {step}s retrained"),
+                    format!(
+                        "kept v{}: on the held-out tails of {} series the new model's MAE per horizon {valid:.4?} is no better than the current one's {old:.4?}",
+                        current.meta.version,
+                        series.len()
+                    ),
+                ))
+            }
+        });
         let result = trained.and_then(|(model, report, valid, persist)| {
             let meta = ModelMeta {
                 source: format!("forecast stage retrain ({reason})"),
@@ -639,7 +659,11 @@ impl Forecast {
             Err(e) => {
                 let msg = format!("retraining ({reason}): {e}");
                 ctx.event(Event::Model {
-                    kind: "retrain_failed",
+                    kind: if rejected {
+                        "retrain_rejected"
+                    } else {
+                        "retrain_failed"
+                    },
                     message: &msg,
                 });
                 // Not again for a while: the schedule restarts from now.

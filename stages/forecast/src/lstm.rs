@@ -669,8 +669,7 @@ impl LstmModel {
         let mut sized: Vec<Vec<usize>> = by_class.into_values().collect();
         sized.sort_by_key(|m| std::cmp::Reverse(m.len()));
         sized.truncate(ccfg.max_classes);
-        let longest = self.cut.horizons.iter().copied().max().unwrap_or(1);
-        let hold = |len: usize| (len / 10).max(4 * longest);
+        let hold = holdout(&self.cut);
         self.classes.epsilon = epsilon;
         for (k, members) in sized.into_iter().enumerate() {
             let id = k as u32 + 1;
@@ -872,15 +871,31 @@ pub fn train_validated(
     levels: &[f64],
     cfg: &LstmConfig,
 ) -> Result<(LstmModel, TrainReport, Vec<f64>, Vec<f64>)> {
-    let longest = cut.horizons.iter().copied().max().unwrap_or(1);
-    let hold = |n: usize| (n / 10).max(4 * longest);
+    let hold = holdout(&cut);
     let heads: Vec<Vec<f64>> = series
         .iter()
         .map(|y| y[..y.len().saturating_sub(hold(y.len()))].to_vec())
         .collect();
     let (model, report) = LstmModel::train(&heads, cut, levels, cfg)?;
-    let median = median_of(levels);
-    let h = model.cut.horizons.clone();
+    let (valid, persist) = tail_mae(&model, series)?;
+    Ok((model, report, valid, persist))
+}
+
+/// How many of a series' last steps [`train_validated`] holds out: a tenth, at least four
+/// longest horizons.
+fn holdout(cut: &Cut) -> impl Fn(usize) -> usize + Copy + use<> {
+    let longest = cut.horizons.iter().copied().max().unwrap_or(1);
+    move |n: usize| (n / 10).max(4 * longest)
+}
+
+/// The MAE per horizon of `model`'s median and of persistence at origins in the held-out
+/// tails of `series` (those [`train_validated`] holds out), so that two models can be
+/// scored on the same steps.
+pub fn tail_mae(model: &LstmModel, series: &[Vec<f64>]) -> Result<(Vec<f64>, Vec<f64>)> {
+    let hold = holdout(&model.cut);
+    let h = &model.cut.horizons;
+    let longest = h.iter().copied().max().unwrap_or(1);
+    let median = median_of(&model.net.shape().levels);
     let (mut err, mut persist, mut n) =
         (vec![0.0; h.len()], vec![0.0; h.len()], vec![0.0; h.len()]);
     for y in series {
@@ -900,7 +915,25 @@ pub fn train_validated(
             .map(|(s, c)| if *c > 0.0 { s / c } else { f64::NAN })
             .collect()
     };
-    Ok((model, report, mean(err), mean(persist)))
+    Ok((mean(err), mean(persist)))
+}
+
+/// Whether per-horizon errors `new` beat `old`: a lower sum over the horizons both score
+/// (finite in both). A model that scores nothing is beaten by any, and errors of other
+/// horizons (the configuration changed) cannot be compared: the new model is the one asked for.
+pub fn beats(new: &[f64], old: &[f64]) -> bool {
+    if new.len() != old.len() || !old.iter().any(|v| v.is_finite()) {
+        return true;
+    }
+    let (mut a, mut b, mut any) = (0.0, 0.0, false);
+    for (x, y) in new.iter().zip(old) {
+        if x.is_finite() && y.is_finite() {
+            a += x;
+            b += y;
+            any = true;
+        }
+    }
+    any && a < b
 }
 
 #[cfg(test)]
@@ -965,6 +998,24 @@ mod fingerprint_tests {
             .collect();
         let f = cut.fingerprint.as_ref().unwrap().at(&wild, 599).unwrap();
         assert!(f.iter().all(|v| v.abs() <= FP_CLIP), "{f:?}");
+    }
+
+    #[test]
+    fn a_retrained_model_must_beat_the_current_one_on_the_same_steps() {
+        assert!(beats(&[0.1, 0.2], &[0.2, 0.2]));
+        assert!(
+            !beats(&[0.2, 0.2], &[0.2, 0.2]),
+            "a tie keeps the current model"
+        );
+        assert!(!beats(&[0.1, 0.5], &[0.2, 0.2]));
+        // Horizons either cannot score are left out of the comparison.
+        assert!(beats(&[0.1, f64::NAN], &[0.2, 0.05]) == (0.1 < 0.2));
+        assert!(!beats(&[f64::NAN, f64::NAN], &[0.2, 0.2]));
+        assert!(beats(&[f64::NAN], &[f64::NAN]), "nothing to lose");
+        assert!(
+            beats(&[0.3], &[0.1, 0.1]),
+            "other horizons: the configured ones win"
+        );
     }
 
     #[test]
