@@ -294,6 +294,9 @@ impl SeqAutoencoder {
     fn from_saved(s: Saved) -> Result<Self> {
         s.cfg.validate("autoencoder")?;
         let device = device_of(s.cfg.device).unwrap_or(Device::Cpu);
+        // A new network draws its initial weights from libtorch's global generator: in turn,
+        // so that it cannot draw from the middle of a seeded training's stream.
+        let _turn = one_at_a_time();
         let mut net = Net::new(device, s.features, &s.cfg);
         net.vs
             .load_from_stream(std::io::Cursor::new(s.weights))
@@ -310,6 +313,7 @@ impl SeqAutoencoder {
 
 impl Clone for SeqAutoencoder {
     fn clone(&self) -> Self {
+        let _turn = one_at_a_time(); // see from_saved
         let mut net = Net::new(self.device, self.features, &self.cfg);
         // Same shapes, so copying every variable cannot fail.
         net.vs

@@ -255,6 +255,9 @@ impl QuantileForecaster {
             crate::DeviceChoice::Cuda => device_of(choice)?,
             _ => device_of(choice).unwrap_or(Device::Cpu),
         };
+        // A new network draws its initial weights from libtorch's global generator: in turn,
+        // so that it cannot draw from the middle of a seeded training's stream.
+        let _turn = one_at_a_time();
         let mut net = Net::new(device, &s.shape, &s.cfg);
         net.vs
             .load_from_stream(std::io::Cursor::new(s.weights))
