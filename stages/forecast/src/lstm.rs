@@ -22,8 +22,9 @@
 //! their fingerprints with DBSCAN (augurs-clustering), fine-tunes a copy of the global model
 //! on each class's series, and keeps a variant only where it beats the global model on the
 //! class's held-out tails. A series is served by the variant of the class whose training
-//! fingerprint is nearest its own, when within DBSCAN's epsilon; every other series, and every
-//! series of a class whose variant was not kept, by the global model.
+//! fingerprint is nearest its own, when within the class's radius ([`ClassMeta::radius`]);
+//! every other series, and every series of a class whose variant was not kept, by the global
+//! model.
 
 use std::collections::BTreeMap;
 
