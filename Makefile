@@ -2,6 +2,8 @@
 #   make run    set up, build, and replay the shared SMD and ASD sets through all seven stages
 #   make test   set up and pass every test (what CI runs, through .ci/run)
 #   make bench  the embedded throughput table, beside the Python reference run in the same call
+#   make fuzz   every parser fuzz target for FUZZ_SECONDS each (make test runs 64 cases of each)
+#   make chaos  the six services over tansu, CHAOS_KILLS random kill -9s and a broker kill
 #   make kafka-up / kafka-down   a Kafka-protocol broker (tansu) on 127.0.0.1:$(KAFKA_PORT)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -29,7 +31,7 @@ FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run ui test bench build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench fuzz chaos build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -129,6 +131,28 @@ test: setup tools
 
 bench: build $(VENV)/.peer
 	./target/release/wfe bench --repeat 3 --peer $(DATA)/../bench/python_peer.py --python $(PY)
+
+# The fuzz targets (proptest; see pipeline/testkit): CSV long/wide/SMD, Parquet, IPC files,
+# streams and the IPC check, pcap captures and headers, remote_write, the Kafka codec, the
+# job config. Each runs FUZZ_SECONDS; executions per target are printed at the end.
+FUZZ_SECONDS ?= 600
+FUZZ_REPORT := $(abspath target/fuzz-report.txt)
+fuzz: setup
+	mkdir -p target && rm -f $(FUZZ_REPORT)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(CARGO) test $(FEATURES) \
+		-p wfe-ingest -p wfe-http -p wfe-kafka -p wfe-cli fuzz -- --test-threads 1
+	@echo "target executions seconds"; cat $(FUZZ_REPORT)
+
+# Chaos over Kafka (pipeline/cli/tests/kafka.rs): the job streams through the six services
+# while a random one is killed with SIGKILL every CHAOS_EVERY_MS and restarted, CHAOS_KILLS
+# times, with one broker kill; then decisions must equal the embedded run's, no action twice,
+# dead letters only the injected ones. `make test` runs 4 kills and no broker kill.
+CHAOS_KILLS ?= 60
+CHAOS_EVERY_MS ?= 2500
+chaos: setup tools
+	WFE_CHAOS_KILLS=$(CHAOS_KILLS) WFE_CHAOS_EVERY_MS=$(CHAOS_EVERY_MS) WFE_CHAOS_BROKER=1 \
+		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test $(FEATURES) \
+		-p wfe-cli --test kafka chaos -- --nocapture
 
 # A broker for demos and load tests, its data kept in target/kafka-broker across restarts.
 kafka-up: $(TANSU)

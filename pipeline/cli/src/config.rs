@@ -283,7 +283,14 @@ impl JobConfig {
                 wfe_tier_select::TierSelect::new(s.tier_select.clone())?
                     .with_resources(self.resources.clone()),
             ),
-            "actuate" => Box::new(wfe_actuate::Actuate::new(s.actuate.clone())?),
+            "actuate" => {
+                // One catalog for choosing and for pricing what is launched.
+                let mut cfg = s.actuate.clone();
+                if cfg.catalog.is_none() {
+                    cfg.catalog = s.tier_select.catalog.clone();
+                }
+                Box::new(wfe_actuate::Actuate::new(cfg)?)
+            }
             other => {
                 return Err(Error::config(
                     "stage",
@@ -294,5 +301,26 @@ impl JobConfig {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+
+    /// Any text given as a job config is a config or an error naming the problem.
+    #[test]
+    fn fuzz_config() {
+        wfe_testkit::fuzz::run(
+            "config",
+            wfe_testkit::fuzz::mutations(DEFAULT.as_bytes().to_vec(), 8),
+            |bytes| {
+                let text = String::from_utf8_lossy(&bytes);
+                if let Ok(cfg) = toml::from_str::<JobConfig>(&text) {
+                    let _ = cfg.validate();
+                }
+                Ok(())
+            },
+        );
     }
 }

@@ -35,6 +35,11 @@ pub enum Error {
     },
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// Code panicked (a bug in wfe or a library it calls) and the panic was contained at an
+    /// actor's boundary ([`crate::panic::contain`]); `at` names the stage or reader. Retrying
+    /// the same input would panic again.
+    #[error("{at} panicked: {message}")]
+    Panicked { at: String, message: String },
 }
 
 impl Error {
@@ -83,6 +88,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::External { .. } => "external",
             Error::Arrow(_) => "arrow",
+            Error::Panicked { .. } => "panic",
         }
     }
 

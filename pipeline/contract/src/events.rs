@@ -2,8 +2,9 @@
 //!
 //! A stage never calls `tracing` or a metrics registry for its data-path events directly: it
 //! emits an [`Event`] on its [`Context`], which counts it (the runner prints the counters in
-//! the summary and exports them as Prometheus metrics) and logs it, rate-limited so a file of
-//! a million bad rows does not drown the log.
+//! the summary and exports them as Prometheus metrics) and logs it, rate-limited (10 per kind
+//! every 10 s, with the number held back said in the next line logged) so a file of a million
+//! bad rows does not drown the log, and a bad sender an hour later is still seen.
 //!
 //! Every count and measurement also goes to the `metrics` facade, so whatever recorder the
 //! binary installed (the Prometheus exporter behind `/metrics`) sees it, labelled by stage:
@@ -14,11 +15,59 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::control::Control;
 
-/// How many events of one kind are logged per stage before only counting goes on.
+/// Events of one kind logged per stage within one [`LOG_INTERVAL`]; the rest are counted and
+/// summed up in one line when the next interval's first event is logged.
 const LOG_LIMIT: u64 = 10;
+/// The rate limit's interval.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A fixed-window rate limit for one kind of event: at most `limit` per `interval`, and how
+/// many were held back, so the log never goes silent for good and never floods.
+#[derive(Debug, Clone)]
+struct LogWindow {
+    start: Instant,
+    logged: u64,
+    suppressed: u64,
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Log it; `suppressed` events of its kind were held back since the last logged one.
+    Log { suppressed: u64 },
+    /// Count it only.
+    Suppress,
+}
+
+impl LogWindow {
+    fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant, limit: u64, interval: Duration) -> Admit {
+        if now.duration_since(self.start) >= interval {
+            self.start = now;
+            self.logged = 0;
+        }
+        if self.logged < limit {
+            self.logged += 1;
+            Admit::Log {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
+        } else {
+            self.suppressed += 1;
+            Admit::Suppress
+        }
+    }
+}
 
 /// Something that happened in a stage, worth counting.
 #[derive(Debug, Clone)]
@@ -50,7 +99,7 @@ pub struct Context {
     counters: BTreeMap<String, u64>,
     /// Latest values of named measurements (e.g. a model's running error).
     gauges: BTreeMap<String, f64>,
-    logged: BTreeMap<&'static str, u64>,
+    logged: BTreeMap<&'static str, LogWindow>,
     /// Settings changed at run time, shared by the runner's stages and its API.
     control: Arc<Control>,
 }
@@ -109,8 +158,14 @@ impl Context {
                 count,
             } => {
                 self.count(&format!("rejected.{kind}"), count);
-                if self.should_log(kind) {
-                    tracing::warn!(stage = %self.stage, kind, location, "rejected: {message}");
+                match self.admit(kind) {
+                    Admit::Log { suppressed: 0 } => {
+                        tracing::warn!(stage = %self.stage, kind, location, "rejected: {message}");
+                    }
+                    Admit::Log { suppressed } => {
+                        tracing::warn!(stage = %self.stage, kind, location, suppressed, "rejected: {message} ({suppressed} more `{kind}` events since the last one logged, counted but not logged)");
+                    }
+                    Admit::Suppress => {}
                 }
             }
             Event::Dropped { kind, count } => self.count(&format!("dropped.{kind}"), count),
@@ -126,13 +181,13 @@ impl Context {
         }
     }
 
-    fn should_log(&mut self, kind: &'static str) -> bool {
-        let n = self.logged.entry(kind).or_default();
-        *n += 1;
-        if *n == LOG_LIMIT {
-            tracing::warn!(stage = %self.stage, kind, "further `{kind}` events are counted but not logged");
-        }
-        *n < LOG_LIMIT
+    /// Whether to log an event of `kind` now (at most [`LOG_LIMIT`] per [`LOG_INTERVAL`]).
+    fn admit(&mut self, kind: &'static str) -> Admit {
+        let now = Instant::now();
+        self.logged
+            .entry(kind)
+            .or_insert_with(|| LogWindow::new(now))
+            .admit(now, LOG_LIMIT, LOG_INTERVAL)
     }
 
     pub fn counters(&self) -> &BTreeMap<String, u64> {
@@ -191,5 +246,31 @@ mod tests {
         assert_eq!(ctx.counters()["rejected.nan"], 20);
         assert_eq!(ctx.counters()["dropped.duplicate"], 3);
         assert_eq!(ctx.rejected_total(), 20);
+    }
+
+    #[test]
+    fn logging_is_rate_limited_per_interval_and_says_what_it_held_back() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        let mut w = LogWindow::new(t0);
+        let first: Vec<Admit> = (0..15).map(|_| w.admit(t0, 3, every)).collect();
+        assert_eq!(
+            first[..3],
+            [
+                Admit::Log { suppressed: 0 },
+                Admit::Log { suppressed: 0 },
+                Admit::Log { suppressed: 0 }
+            ]
+        );
+        assert!(first[3..].iter().all(|a| *a == Admit::Suppress));
+        // Still within the interval: held back.
+        assert_eq!(
+            w.admit(t0 + Duration::from_secs(9), 3, every),
+            Admit::Suppress
+        );
+        // A new interval logs again, saying how many were held back (12 + 1).
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(w.admit(later, 3, every), Admit::Log { suppressed: 13 });
+        assert_eq!(w.admit(later, 3, every), Admit::Log { suppressed: 0 });
     }
 }

@@ -15,6 +15,10 @@
 //! - [`Context`]: counters and typed events that both log and count ([`Event`]), exported
 //!   through the `metrics` facade; and the run-time settings ([`control`]) an operator changes
 //!   through the API.
+//! - [`panic::contain`]: a panic in a stage or a reader becomes an [`Error::Panicked`] at the
+//!   actor's boundary, so runners report it (exit status 1, a dead letter) instead of losing it.
+//! - [`ipc`]: Arrow IPC from outside (Kafka payloads, files) checked before arrow-ipc decodes
+//!   it, so a hostile length cannot abort the process.
 //! - [`columns`]: typed, erroring accessors for reading batches.
 //! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
 //! - [`features`]: the statistical features of a window of metrics that fingerprints are made
@@ -26,7 +30,9 @@ pub mod error;
 mod events;
 pub mod features;
 pub mod health;
+pub mod ipc;
 pub mod norm;
+pub mod panic;
 pub mod resources;
 pub mod spans;
 pub mod state;

@@ -6,17 +6,21 @@
 //! standard credential chain and region, an endpoint override for moto and private endpoints,
 //! the SDK's retries with backoff, and a rate limit of its own. [`Notices`] is where spot
 //! interruption notices come from; [`Sqs`] reads them from an SQS queue of EC2 events
-//! (aws-sdk-sqs, which shares the SDK's runtime crates).
+//! (aws-sdk-sqs, which shares the SDK's runtime crates). [`Catalog`] is the dated snapshot of
+//! instance types and prices: tier-select chooses from it, and the actuator prices what it
+//! launches by it (its spend cap never trusts a decision's own cost).
 //!
 //! The SDK is a very large dependency: it lives here only, so the stages that need it
 //! (actuate, and tier-select for spot prices) share one build of it and nothing else pulls it
 //! in.
 
+mod catalog;
 mod cloud;
 mod ec2;
 mod notices;
 mod sdk;
 
+pub use catalog::{Catalog, Instance};
 pub use cloud::{Cloud, DRY_RUN_OK, Launch, Running};
 pub use ec2::Ec2;
 pub use notices::{Notice, NoticeKind, Notices, Received, Sqs, parse_event};

@@ -29,6 +29,10 @@ use wfe_contract::{Collector, Context, Error, ResourceMap, Result, Stage, Topic}
 pub const SERIES_CAP: usize = 2000;
 /// Decisions, actions and anomaly segments kept per workload.
 pub const EVENTS_CAP: usize = 500;
+/// Workloads the API keeps. Past it, those seen longest ago (in event time) are dropped, so
+/// the state stays bounded however many workloads come and go; the topics and outputs keep
+/// everything.
+pub const MAX_WORKLOADS: usize = 10_000;
 
 /// A bounded, oldest-first list.
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +296,7 @@ impl Stage for ApiStage {
                 (Topic::Actions, _) => fold_actions(s, &batch),
                 _ => Ok(()),
             };
+            evict(s, MAX_WORKLOADS);
             let key = topic.to_string();
             match &r {
                 Ok(()) => *s.rows.entry(key).or_default() += batch.num_rows() as u64,
@@ -579,6 +584,26 @@ fn fold_actions(s: &mut State, b: &RecordBatch) -> Result<()> {
     Ok(())
 }
 
+/// Drops the workloads seen longest ago until `cap` less 1% remain (a sweep per 1% of new
+/// workloads, not per workload); returns how many went.
+fn evict(s: &mut State, cap: usize) -> usize {
+    if s.workloads.len() <= cap {
+        return 0;
+    }
+    let keep = cap - cap / 100;
+    let mut seen: Vec<(i64, String)> = s
+        .workloads
+        .iter()
+        .map(|(k, w)| (w.last_event_time.unwrap_or(i64::MIN), k.clone()))
+        .collect();
+    seen.sort_unstable();
+    let n = s.workloads.len() - keep;
+    for (_, k) in seen.into_iter().take(n) {
+        s.workloads.remove(&k);
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,5 +756,20 @@ mod tests {
             assert_eq!(s.rejected["decisions"], 1);
             assert_eq!(s.workloads["new"].anomalies.len(), 1);
         });
+    }
+
+    #[test]
+    fn the_workloads_kept_are_bounded_and_the_newest_stay() {
+        let mut s = State::default();
+        for i in 0..1_050i64 {
+            let w = s.workloads.entry(format!("w{i}")).or_default();
+            w.seen(i * 60_000);
+        }
+        assert_eq!(evict(&mut s, 1_000), 60);
+        assert_eq!(s.workloads.len(), 990);
+        assert!(s.workloads.contains_key("w1049"));
+        assert!(!s.workloads.contains_key("w59"));
+        assert!(s.workloads.contains_key("w60"));
+        assert_eq!(evict(&mut s, 1_000), 0);
     }
 }

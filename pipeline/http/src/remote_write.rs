@@ -11,18 +11,26 @@
 //! `workload_labels` a series has (default `instance`, then `job`), prefixed by
 //! `workload_prefix`; every other label goes to `labels`. A series with no workload label
 //! is counted and left out; Prometheus' staleness markers (a special NaN) are skipped.
+//!
+//! Bounds ([`decode`]): the compressed body (`max_body_bytes`), its decoded size, series and
+//! samples per request (413 past them), and what waits for the pipeline in requests (`queue`)
+//! and in bytes (`max_queue_bytes`; 503, retry later, past either). Senders may have to
+//! authenticate ([`auth`]: 401 without credentials, 403 with wrong ones).
+
+mod auth;
+pub mod decode;
+
+pub use auth::SenderAuth;
+pub use decode::{Decoded, Label, Refusal, Sample, TimeSeries, WriteRequest, decode, encode};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, web};
-use arrow_array::{ArrayRef, Float64Array};
-use prost::Message;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
-use wfe_contract::schemas::labels;
 use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source, Topic};
 
 use crate::server::Server;
@@ -46,6 +54,23 @@ pub struct RemoteWriteConfig {
     /// Requests waiting for the pipeline before new ones are answered 503 (retry later).
     #[serde(default = "d_queue")]
     pub queue: usize,
+    /// Largest decoded request (bytes): the snappy header's declared length is checked
+    /// before anything is allocated.
+    #[serde(default = "d_max_decoded")]
+    pub max_decoded_bytes: usize,
+    /// Most series in one request.
+    #[serde(default = "d_max_series")]
+    pub max_series: usize,
+    /// Most samples in one request.
+    #[serde(default = "d_max_samples")]
+    pub max_samples: usize,
+    /// Most bytes of decoded rows waiting for the pipeline before new requests are answered
+    /// 503 (retry later), whatever their number.
+    #[serde(default = "d_max_queue_bytes")]
+    pub max_queue_bytes: usize,
+    /// Credentials senders must present; none: every sender that reaches `listen` is taken.
+    #[serde(default)]
+    pub auth: Option<SenderAuth>,
 }
 
 fn d_listen() -> String {
@@ -60,6 +85,18 @@ fn d_max_body() -> usize {
 fn d_queue() -> usize {
     64
 }
+fn d_max_decoded() -> usize {
+    64 * 1024 * 1024
+}
+fn d_max_series() -> usize {
+    200_000
+}
+fn d_max_samples() -> usize {
+    1_000_000
+}
+fn d_max_queue_bytes() -> usize {
+    256 * 1024 * 1024
+}
 
 impl Default for RemoteWriteConfig {
     fn default() -> Self {
@@ -69,183 +106,85 @@ impl Default for RemoteWriteConfig {
             workload_prefix: String::new(),
             max_body_bytes: d_max_body(),
             queue: d_queue(),
+            max_decoded_bytes: d_max_decoded(),
+            max_series: d_max_series(),
+            max_samples: d_max_samples(),
+            max_queue_bytes: d_max_queue_bytes(),
+            auth: None,
         }
-    }
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Sample {
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    #[prost(int64, tag = "2")]
-    pub timestamp: i64,
-}
-
-/// Prometheus' staleness marker: a NaN with this bit pattern.
-const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
-
-/// What one request held.
-#[derive(Debug, Default, PartialEq)]
-pub struct Decoded {
-    pub rows: usize,
-    pub no_workload: usize,
-    pub stale: usize,
-}
-
-/// A decoded request as `metrics.raw` rows (None when it held no sample).
-pub fn decode(
-    body: &[u8],
-    cfg: &RemoteWriteConfig,
-) -> std::result::Result<(Option<RecordBatch>, Decoded), String> {
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| format!("not snappy (block format): {e}"))?;
-    let req =
-        WriteRequest::decode(raw.as_slice()).map_err(|e| format!("not a WriteRequest: {e}"))?;
-    let mut d = Decoded::default();
-    let (mut ts, mut wk, mut mk, mut vals, mut lk) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut workloads, mut metrics, mut label_sets) = (
-        Interner::default(),
-        Interner::default(),
-        Interner::default(),
-    );
-    for series in &req.timeseries {
-        let get = |n: &str| {
-            series
-                .labels
-                .iter()
-                .find(|l| l.name == n)
-                .map(|l| l.value.as_str())
-        };
-        let Some(name) = get("__name__").filter(|n| !n.is_empty()) else {
-            d.no_workload += series.samples.len();
-            continue;
-        };
-        let Some((wl, w)) = cfg
-            .workload_labels
-            .iter()
-            .find_map(|l| get(l).filter(|v| !v.is_empty()).map(|v| (l.as_str(), v)))
-        else {
-            d.no_workload += series.samples.len();
-            continue;
-        };
-        let rest = labels::format(
-            series
-                .labels
-                .iter()
-                .filter(|l| l.name != "__name__" && l.name != wl)
-                .map(|l| (l.name.as_str(), l.value.as_str())),
-        );
-        let w = workloads.key(&format!("{}{w}", cfg.workload_prefix));
-        let m = metrics.key(name);
-        let l = (!rest.is_empty()).then(|| label_sets.key(&rest));
-        for s in &series.samples {
-            if s.value.to_bits() == STALE_NAN {
-                d.stale += 1;
-                continue;
-            }
-            ts.push(s.timestamp);
-            wk.push(w);
-            mk.push(m);
-            vals.push(s.value);
-            lk.push(l);
-        }
-    }
-    d.rows = ts.len();
-    if ts.is_empty() {
-        return Ok((None, d));
-    }
-    let columns: Vec<ArrayRef> = vec![
-        timestamp_column(ts),
-        dictionary(wk, &workloads.refs()).map_err(|e| e.to_string())?,
-        dictionary(mk, &metrics.refs()).map_err(|e| e.to_string())?,
-        Arc::new(Float64Array::from(vals)),
-        dictionary_opt(lk, &label_sets.refs()).map_err(|e| e.to_string())?,
-    ];
-    RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)
-        .map(|b| (Some(b), d))
-        .map_err(|e| e.to_string())
-}
-
-/// Dictionary keys of one request's strings (a request holds thousands of series).
-#[derive(Default)]
-struct Interner {
-    values: Vec<String>,
-    index: std::collections::HashMap<String, i32>,
-}
-
-impl Interner {
-    fn key(&mut self, v: &str) -> i32 {
-        if let Some(&k) = self.index.get(v) {
-            return k;
-        }
-        let k = self.values.len() as i32;
-        self.values.push(v.to_string());
-        self.index.insert(v.to_string(), k);
-        k
-    }
-
-    fn refs(&self) -> Vec<&str> {
-        self.values.iter().map(String::as_str).collect()
     }
 }
 
 /// What the handler tells the source besides batches.
 enum Msg {
-    Batch(RecordBatch, Decoded),
+    /// A request's rows and what it held, with the bytes it holds in the queue.
+    Batch(RecordBatch, Decoded, usize),
     Bad(String),
 }
 
 struct Shared {
     tx: SyncSender<Msg>,
     cfg: RemoteWriteConfig,
+    /// The `Authorization` header senders must send, if any.
+    expected_auth: Option<String>,
+    /// Bytes of rows in the queue (the source takes them off as it receives).
+    queued: Arc<AtomicUsize>,
 }
 
-async fn write(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+async fn write(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth::check(shared.expected_auth.as_deref(), given) {
+        Ok(()) => {}
+        Err(true) => {
+            return HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer, Basic"))
+                .body("this receiver needs an Authorization header");
+        }
+        Err(false) => return HttpResponse::Forbidden().body("wrong credentials"),
+    }
     match decode(&body, &shared.cfg) {
         Ok((None, d)) => {
             // Nothing usable (all stale, or no workload label): accepted, counted.
-            let _ = shared.tx.try_send(Msg::Batch(
-                RecordBatch::new_empty(Topic::MetricsRaw.schema()),
-                d,
-            ));
+            let empty = RecordBatch::new_empty(Topic::MetricsRaw.schema());
+            let _ = shared.tx.try_send(Msg::Batch(empty, d, 0));
             HttpResponse::NoContent().finish()
         }
-        Ok((Some(b), d)) => match shared.tx.try_send(Msg::Batch(b, d)) {
-            Ok(()) => HttpResponse::NoContent().finish(),
-            // The pipeline is behind: the sender retries with backoff.
-            Err(TrySendError::Full(_)) => {
-                HttpResponse::ServiceUnavailable().body("wfe is behind: retry")
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                HttpResponse::ServiceUnavailable().body("wfe is stopping")
-            }
-        },
-        Err(why) => {
+        Ok((Some(b), d)) => enqueue(&shared, b, d),
+        Err(refusal) => {
+            let why = refusal.message().to_string();
             let _ = shared.tx.try_send(Msg::Bad(why.clone()));
-            HttpResponse::BadRequest().body(why)
+            match refusal {
+                Refusal::Bad(_) => HttpResponse::BadRequest().body(why),
+                Refusal::TooLarge(_) => HttpResponse::PayloadTooLarge().body(why),
+            }
+        }
+    }
+}
+
+/// Queues a request's rows, unless the queue is full in requests or in bytes: then 503, and
+/// the sender retries with backoff (Prometheus does).
+fn enqueue(shared: &Shared, b: RecordBatch, d: Decoded) -> HttpResponse {
+    let size = b.get_array_memory_size();
+    let before = shared.queued.fetch_add(size, Ordering::AcqRel);
+    if before > 0 && before + size > shared.cfg.max_queue_bytes {
+        shared.queued.fetch_sub(size, Ordering::AcqRel);
+        return HttpResponse::ServiceUnavailable().body("wfe is behind (queue bytes): retry");
+    }
+    match shared.tx.try_send(Msg::Batch(b, d, size)) {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            shared.queued.fetch_sub(size, Ordering::AcqRel);
+            match e {
+                TrySendError::Full(_) => {
+                    HttpResponse::ServiceUnavailable().body("wfe is behind: retry")
+                }
+                TrySendError::Disconnected(_) => {
+                    HttpResponse::ServiceUnavailable().body("wfe is stopping")
+                }
+            }
         }
     }
 }
@@ -259,6 +198,7 @@ pub struct RemoteWriteSource {
     /// Dropped with the source: stops listening.
     _server: Server,
     requests: u64,
+    queued: Arc<AtomicUsize>,
 }
 
 impl RemoteWriteSource {
@@ -278,7 +218,13 @@ impl RemoteWriteSource {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let max_body = cfg.max_body_bytes;
         let listen = cfg.listen.clone();
-        let shared = web::Data::new(Shared { tx, cfg });
+        let queued = Arc::new(AtomicUsize::new(0));
+        let shared = web::Data::new(Shared {
+            tx,
+            expected_auth: cfg.auth.as_ref().map(SenderAuth::expected_header),
+            cfg,
+            queued: queued.clone(),
+        });
         let server = Server::start(&listen, "remote_write.listen", 1, move |app| {
             app.app_data(shared.clone())
                 .app_data(web::PayloadConfig::new(max_body))
@@ -294,6 +240,7 @@ impl RemoteWriteSource {
             until: seconds.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0))),
             _server: server,
             requests: 0,
+            queued,
         })
     }
 
@@ -318,11 +265,20 @@ impl Source for RemoteWriteSource {
                 return Ok(None);
             }
             match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Msg::Batch(b, d)) => {
+                Ok(Msg::Batch(b, d, size)) => {
+                    self.queued.fetch_sub(size, Ordering::AcqRel);
                     self.requests += 1;
                     ctx.count("remote_write.requests", 1);
                     if d.stale > 0 {
                         ctx.count("remote_write.stale_markers", d.stale as u64);
+                    }
+                    if d.reserved > 0 {
+                        ctx.event(Event::Rejected {
+                            kind: "remote_write_reserved_label",
+                            location: "remote_write",
+                            message: "labels `split` and `label` are wfe's own: dropped from the series",
+                            count: d.reserved as u64,
+                        });
                     }
                     if d.no_workload > 0 {
                         let msg = format!(
@@ -363,103 +319,4 @@ impl Source for RemoteWriteSource {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wfe_contract::columns::{DictStrings, f64s, timestamps};
-
-    fn body(series: Vec<TimeSeries>) -> Vec<u8> {
-        let raw = WriteRequest { timeseries: series }.encode_to_vec();
-        snap::raw::Encoder::new().compress_vec(&raw).unwrap()
-    }
-
-    fn series(labels: &[(&str, &str)], samples: &[(f64, i64)]) -> TimeSeries {
-        TimeSeries {
-            labels: labels
-                .iter()
-                .map(|(n, v)| Label {
-                    name: n.to_string(),
-                    value: v.to_string(),
-                })
-                .collect(),
-            samples: samples
-                .iter()
-                .map(|&(value, timestamp)| Sample { value, timestamp })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn samples_become_rows_by_the_label_mapping() {
-        let cfg = RemoteWriteConfig {
-            workload_prefix: "prom:".into(),
-            ..Default::default()
-        };
-        let b = body(vec![
-            series(
-                &[
-                    ("__name__", "up"),
-                    ("instance", "web-1:9100"),
-                    ("job", "node"),
-                ],
-                &[(1.0, 1000), (1.0, 2000)],
-            ),
-            series(&[("__name__", "load1"), ("job", "batch")], &[(0.5, 1000)]),
-            series(&[("instance", "x")], &[(3.0, 1000)]),
-            series(
-                &[("__name__", "up"), ("instance", "web-2")],
-                &[(f64::from_bits(STALE_NAN), 3000)],
-            ),
-        ]);
-        let (batch, d) = decode(&b, &cfg).unwrap();
-        let batch = batch.unwrap();
-        assert_eq!(
-            d,
-            Decoded {
-                rows: 3,
-                no_workload: 1,
-                stale: 1
-            }
-        );
-        let w = DictStrings::new(&batch, "workload").unwrap();
-        let m = DictStrings::new(&batch, "metric").unwrap();
-        let l = DictStrings::new(&batch, "labels").unwrap();
-        let got: Vec<_> = (0..3)
-            .map(|r| (w.get(r).unwrap(), m.get(r).unwrap(), l.get(r)))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("prom:web-1:9100", "up", Some("job=node")),
-                ("prom:web-1:9100", "up", Some("job=node")),
-                ("prom:batch", "load1", None),
-            ]
-        );
-        assert_eq!(
-            timestamps(&batch, "event_time").unwrap().values().to_vec(),
-            [1000, 2000, 1000]
-        );
-        assert_eq!(
-            f64s(&batch, "value").unwrap().values().to_vec(),
-            [1.0, 1.0, 0.5]
-        );
-    }
-
-    #[test]
-    fn bad_bodies_are_named_not_a_panic() {
-        let cfg = RemoteWriteConfig::default();
-        assert!(
-            decode(b"plain text", &cfg)
-                .unwrap_err()
-                .starts_with("not snappy")
-        );
-        let junk = snap::raw::Encoder::new()
-            .compress_vec(&[0xff, 0xff, 0xff])
-            .unwrap();
-        assert!(
-            decode(&junk, &cfg)
-                .unwrap_err()
-                .starts_with("not a WriteRequest")
-        );
-        assert_eq!(decode(&body(vec![]), &cfg).unwrap().0, None);
-    }
-}
+mod tests;

@@ -61,7 +61,7 @@ fn error(status: actix_web::http::StatusCode, msg: impl Into<String>) -> HttpRes
 }
 
 /// Equal in constant time (a wrong token's timing says nothing of the right one).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

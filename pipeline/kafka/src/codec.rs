@@ -158,13 +158,22 @@ pub fn decode(topic: Topic, headers: &HeaderMap, value: Option<&[u8]>) -> Result
         )));
     }
     let value = value.ok_or_else(|| bad("empty value".into()))?;
-    let reader = StreamReader::try_new(value, None)
-        .map_err(|e| bad(format!("not an Arrow IPC stream: {e}")))?;
-    let schema = reader.schema();
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b.map_err(|e| bad(format!("Arrow IPC stream does not decode: {e}")))?);
-    }
+    // Every length inside the stream is checked against the payload first: arrow-ipc would
+    // allocate whatever a hostile `bodyLength` declares. A panic left in the decoder is
+    // contained and dead-lettered like any other undecodable message.
+    let what = format!("message on `{}`", topic.name());
+    wfe_contract::ipc::check_stream(&mut std::io::Cursor::new(value), value.len() as u64, &what)?;
+    let (schema, batches) = wfe_contract::panic::contain(&what, || {
+        let reader = StreamReader::try_new(value, None)
+            .map_err(|e| bad(format!("not an Arrow IPC stream: {e}")))?;
+        let schema = reader.schema();
+        let mut batches = Vec::new();
+        for b in reader {
+            batches.push(b.map_err(|e| bad(format!("Arrow IPC stream does not decode: {e}")))?);
+        }
+        Ok((schema, batches))
+    })?;
+    let mut batches = batches;
     wfe_schemas::check(topic, &schema)?;
     match batches.len() {
         0 => Ok(RecordBatch::new_empty(schema)),

@@ -244,7 +244,7 @@ impl RecordingWriter {
 
 /// Reads a recording (either format) into batches, and the topic it was recorded from.
 pub fn read_recording(path: &Path) -> Result<(Option<String>, Vec<RecordBatch>)> {
-    let file = File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let mut file = File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     let bad = |m: String| Error::bad_input(path.display().to_string(), m);
     let (schema, batches): (SchemaRef, Vec<RecordBatch>) =
         if path.extension().is_some_and(|e| e == "parquet") {
@@ -254,6 +254,12 @@ pub fn read_recording(path: &Path) -> Result<(Option<String>, Vec<RecordBatch>)>
             let r = b.build().map_err(|e| bad(e.to_string()))?;
             (schema, r.collect::<std::result::Result<_, _>>()?)
         } else {
+            // A recording from elsewhere: every length checked before arrow-ipc trusts it.
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io(path.display().to_string(), e))?
+                .len();
+            wfe_contract::ipc::check_file(&mut file, len, &path.display().to_string())?;
             let r = arrow_ipc::reader::FileReader::try_new(file, None)
                 .map_err(|e| bad(format!("not an Arrow IPC file: {e}")))?;
             let schema = r.schema();

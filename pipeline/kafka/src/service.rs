@@ -380,9 +380,18 @@ impl Core {
             .map(str::to_string)
             .unwrap_or_else(|| codec::trace_id(&self.input_name, p, offset));
         let mut out = VecCollector::new();
+        let at = format!("stage {}", self.name);
         if headers.is_end_of_stream() {
-            part.stage.flush(&mut self.ctx, &mut out)?;
-            self.produce_outputs(out, p, &trace)?;
+            let flushed =
+                wfe_contract::panic::contain(&at, || part.stage.flush(&mut self.ctx, &mut out))
+                    .and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
+            match flushed {
+                Ok(encoded) => self.produce_encoded(encoded, p, &trace)?,
+                // A flush that panics or makes an unsendable row is dead-lettered with the
+                // marker; the marker still travels on, so downstream partitions finish.
+                Err(e) if !e.is_retryable() => self.dead_letter(msg, headers.clone(), &e)?,
+                Err(e) => return Err(e),
+            }
             for (_, topic) in self.outputs.clone() {
                 self.send(
                     &topic,
@@ -398,13 +407,18 @@ impl Core {
             let result = codec::decode(self.input, &headers, msg.payload()).and_then(|batch| {
                 metrics::counter!("wfe_rows_in_total", "stage" => self.name.clone(), "topic" => self.input.to_string())
                     .increment(batch.num_rows() as u64);
-                part.stage
-                    .process_batch(self.input, batch, &mut self.ctx, &mut out)
+                wfe_contract::panic::contain(&at, || {
+                    part.stage
+                        .process_batch(self.input, batch, &mut self.ctx, &mut out)
+                })
             });
             metrics::histogram!("wfe_batch_seconds", "stage" => self.name.clone())
                 .record(t.elapsed().as_secs_f64());
-            match result {
-                Ok(()) => self.produce_outputs(out, p, &trace)?,
+            // Outputs are encoded before any is sent: an output row over the message limit
+            // dead-letters the input that made it (replayable once the limit is raised)
+            // instead of ending the service, which would fail again on the same input.
+            match result.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes)) {
+                Ok(encoded) => self.produce_encoded(encoded, p, &trace)?,
                 Err(e) if !e.is_retryable() => self.dead_letter(msg, headers, &e)?,
                 Err(e) => return Err(e),
             }
@@ -423,22 +437,40 @@ impl Core {
                 continue;
             };
             let mut out = VecCollector::new();
-            let r = part.stage.on_tick(&mut self.ctx, &mut out);
+            let at = format!("stage {}", self.name);
+            let r =
+                wfe_contract::panic::contain(&at, || part.stage.on_tick(&mut self.ctx, &mut out));
             part.dirty |= !out.batches.is_empty();
             self.parts.insert(p, part);
-            r?;
             let trace = format!("{}-tick-{p}", self.name);
-            self.produce_outputs(out, p, &trace)?;
+            match r.and_then(|_| self.produce_outputs(out, p, &trace)) {
+                Ok(()) => {}
+                // A tick has no input message to dead-letter: a bug or an unsendable row is
+                // logged and counted, and the partition goes on (ending the service would
+                // only meet the same tick again after the restart).
+                Err(e) if !e.is_retryable() => {
+                    tracing::error!(stage = %self.name, partition = p, "tick failed: {e}");
+                    metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+                        .increment(1);
+                    self.ctx.count("tick_failed", 1);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
     fn produce_outputs(&mut self, out: VecCollector, p: i32, trace: &str) -> Result<()> {
-        for (topic, batch) in out.batches {
+        let encoded = encode_outputs(out, self.kafka.max_message_bytes)?;
+        self.produce_encoded(encoded, p, trace)
+    }
+
+    fn produce_encoded(&mut self, encoded: Vec<Encoded>, p: i32, trace: &str) -> Result<()> {
+        for (topic, rows, messages) in encoded {
             metrics::counter!("wfe_rows_out_total", "stage" => self.name.clone(), "topic" => topic.to_string())
-                .increment(batch.num_rows() as u64);
+                .increment(rows);
             let name = self.kafka.topic(topic);
-            for (key, value) in codec::encode_keyed(&batch, self.kafka.max_message_bytes)? {
+            for (key, value) in messages {
                 let h = HeaderMap::data(topic, &self.name, trace);
                 self.send(&name, Some(p), Some(key.as_bytes()), &value, h)?;
                 self.report.messages_out += 1;
@@ -693,4 +725,24 @@ fn newest_snapshot(msgs: &[OwnedMessage], key: &str) -> Option<Vec<u8>> {
         }
     }
     newest
+}
+
+/// One output topic's batch as keyed messages: (topic, rows, [(key, value)]).
+type Encoded = (Topic, u64, Vec<(String, Vec<u8>)>);
+
+/// Encodes every output batch into messages of at most `max_bytes`, or says which row cannot.
+fn encode_outputs(out: VecCollector, max_bytes: usize) -> Result<Vec<Encoded>> {
+    out.batches
+        .into_iter()
+        .map(|(topic, batch)| {
+            let messages = codec::encode_keyed(&batch, max_bytes).map_err(|e| match e {
+                Error::BadInput { location, message } => Error::bad_input(
+                    format!("output on `{topic}`, {location}"),
+                    format!("{message} (kafka.max_message_bytes)"),
+                ),
+                other => other,
+            })?;
+            Ok((topic, batch.num_rows() as u64, messages))
+        })
+        .collect()
 }

@@ -331,3 +331,144 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
         assert!(h.get(header::ORIGIN).is_some_and(|o| o.starts_with(&raw)));
     }
 }
+
+/// Normalise, but a batch holding the workload `poison` panics (as a bug on unforeseen input
+/// would).
+struct Poisoned(Normalise);
+
+impl Stage for Poisoned {
+    fn name(&self) -> &'static str {
+        "normalise"
+    }
+    fn inputs(&self) -> Vec<Topic> {
+        self.0.inputs()
+    }
+    fn outputs(&self) -> Vec<Topic> {
+        self.0.outputs()
+    }
+    fn process_batch(
+        &mut self,
+        topic: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn wfe_contract::Collector,
+    ) -> wfe_contract::Result<()> {
+        let w = wfe_contract::columns::DictStrings::new(&batch, "workload")?;
+        if (0..batch.num_rows()).any(|r| w.get(r) == Some("poison")) {
+            let empty: Vec<u8> = Vec::new();
+            let _ = empty[batch.num_rows()];
+        }
+        self.0.process_batch(topic, batch, ctx, out)
+    }
+    fn flush(
+        &mut self,
+        ctx: &mut Context,
+        out: &mut dyn wfe_contract::Collector,
+    ) -> wfe_contract::Result<()> {
+        self.0.flush(ctx, out)
+    }
+    fn snapshot(&self) -> wfe_contract::Result<Option<Vec<u8>>> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, state: &[u8]) -> wfe_contract::Result<()> {
+        self.0.restore(state)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_stage_dead_letters_the_message_and_the_partition_goes_on() {
+    let mock = MockCluster::new(1).unwrap();
+    let cfg = config(mock.bootstrap_servers());
+    for t in [
+        cfg.topic(Topic::MetricsRaw),
+        cfg.topic(Topic::MetricsNorm),
+        cfg.dead_letter_topic("normalise"),
+        cfg.state_topic("normalise"),
+    ] {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    let sender = Sender::new(&cfg, "test").unwrap();
+    let raw = cfg.topic(Topic::MetricsRaw);
+    // One poison message per partition, before the real data.
+    let poison = {
+        use arrow_array::Float64Array;
+        use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+        RecordBatch::try_new(
+            Topic::MetricsRaw.schema(),
+            vec![
+                timestamp_column(vec![1_000]),
+                dictionary(vec![0], &["poison"]).unwrap(),
+                dictionary(vec![0], &["cpu"]).unwrap(),
+                std::sync::Arc::new(Float64Array::from(vec![1.0])),
+                dictionary_opt(vec![None], &[]).unwrap(),
+            ],
+        )
+        .unwrap()
+    };
+    let h = HeaderMap::data(Topic::MetricsRaw, "test", "t");
+    for p in 0..PARTITIONS {
+        sender
+            .send(
+                &raw,
+                Some(p),
+                Some(b"poison"),
+                Some(&codec::encode(&poison).unwrap()),
+                &h,
+                None,
+            )
+            .unwrap();
+    }
+    sender.flush().unwrap();
+    let mut src = source();
+    replay_source(&cfg, &mut src, Topic::MetricsRaw, None, false, "test")
+        .await
+        .unwrap();
+    sender.end_of_stream(&raw, PARTITIONS).unwrap();
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServiceOptions {
+        kafka: cfg.clone(),
+        exactly_once: false,
+        instance: "t".into(),
+        health: Default::default(),
+        control: Default::default(),
+    };
+    let factory: StageFactory = Box::new(|| {
+        Ok(Box::new(Poisoned(Normalise::new(NormaliseConfig::default())?)) as Box<dyn Stage>)
+    });
+    let service = tokio::spawn(run_stage(factory, opts, async {
+        let _ = rx.await;
+    }));
+    let c2 = cfg.clone();
+    let norm = tokio::task::spawn_blocking(move || wait_for_end(&c2, Topic::MetricsNorm))
+        .await
+        .unwrap();
+    tx.send(()).unwrap();
+    let report = service.await.unwrap().unwrap();
+    assert_eq!(report.dead_letters, PARTITIONS as u64, "{report:?}");
+    assert!(
+        norm.rows == direct_rows(),
+        "every other row made it through"
+    );
+    let c3 = cfg.clone();
+    let dlq = tokio::task::spawn_blocking(move || {
+        let name = c3.dead_letter_topic("normalise");
+        (0..PARTITIONS)
+            .flat_map(|p| {
+                wfe_kafka::broker::read_partition(&c3, &name, p, rdkafka::Offset::Beginning)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(dlq.len(), PARTITIONS as usize);
+    for m in &dlq {
+        let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(m));
+        let err = h.get(header::ERROR).unwrap_or_default();
+        assert!(
+            err.contains("stage normalise panicked") && err.contains("index out of bounds"),
+            "{err}"
+        );
+    }
+}

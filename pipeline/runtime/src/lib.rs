@@ -13,7 +13,9 @@
 //! Shutdown: when the source is exhausted, or `stop` is set (Ctrl-C), the source's senders are
 //! dropped; each actor drains its mailbox, flushes, and drops its own senders, so the close
 //! travels down the graph and every stage flushes exactly once. An error in any actor sets
-//! `stop`, the rest drain, and the first error is returned.
+//! `stop`, the rest drain, and the first error is returned. A panic counts as an error: every
+//! hook, the source and each sink run inside [`wfe_contract::panic::contain`], so a stage that
+//! panics fails the run (naming itself) and `/health`, instead of ending its thread unseen.
 //!
 //! Observability: rows in and out per stage and topic, batch latency, errors by kind and each
 //! mailbox's depth (the embedded form of consumer lag) go to the `metrics` facade
@@ -30,6 +32,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use wfe_contract::panic::contain;
 use wfe_contract::{
     Collector, Context, Control, Error, Health, RecordBatch, Result, Source, Stage, Topic,
 };
@@ -287,7 +290,7 @@ pub fn run_embedded(
                 .name(format!("stage-{name}"))
                 .spawn_scoped(scope, move || run_actor(stage, ctx, inbox, out, tick, fail))
                 .expect("spawn stage thread");
-            handles.push(h);
+            handles.push((format!("stage {name}"), h));
         }
         let mut sink_handles = Vec::new();
         for (topic, sink, rx, depth) in sinks {
@@ -296,7 +299,7 @@ pub fn run_embedded(
                 .name(format!("sink-{topic}"))
                 .spawn_scoped(scope, move || run_sink(topic, sink, (rx, depth), fail))
                 .expect("spawn sink thread");
-            sink_handles.push(h);
+            sink_handles.push((format!("sink {topic}"), h));
         }
         opts.health.beat();
         opts.health.set_ready(true);
@@ -304,11 +307,11 @@ pub fn run_embedded(
         drop(source_out);
         let stage_reports: Vec<ActorReport> = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|(name, h)| joined(&name, h, &fail))
             .collect();
         let sink_reports: Vec<ActorReport> = sink_handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|(name, h)| joined(&name, h, &fail))
             .collect();
         (stage_reports, sink_reports, source_report)
     });
@@ -357,6 +360,23 @@ fn cpu_of(path: &str) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// An actor thread's report. Its hooks run inside [`contain`], so a thread that still ended
+/// in a panic (in the runner's own code) fails the run like any actor error: its report is
+/// empty, never silently so.
+fn joined(
+    name: &str,
+    h: std::thread::ScopedJoinHandle<'_, ActorReport>,
+    fail: &Failure,
+) -> ActorReport {
+    h.join().unwrap_or_else(|payload| {
+        fail.record(name, wfe_contract::panic::panicked(name, payload));
+        ActorReport {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    })
+}
+
 /// What an actor does when it fails: stop the run, keep the first error, say unhealthy.
 #[derive(Clone)]
 struct Failure {
@@ -403,7 +423,7 @@ fn run_source(
     while !fail.stopping() {
         opts.health.beat();
         let t = Instant::now();
-        let next = source.next_batch(&mut ctx);
+        let next = contain("ingest", || source.next_batch(&mut ctx));
         report.busy += t.elapsed();
         let batch = match next {
             Ok(Some(b)) => b,
@@ -463,7 +483,10 @@ fn pace(batch: &RecordBatch, speed: f64, wall0: Instant, event0: &mut Option<i64
         return;
     };
     let e0 = *event0.get_or_insert(first);
-    let due = Duration::from_secs_f64(((first - e0).max(0) as f64 / 1000.0) / speed.max(1e-9));
+    // Saturating: a hostile timestamp (i64 extremes from a remote_write sender) must not
+    // overflow; `from_secs_f64` would panic on an infinite wait, so it is capped at a day.
+    let secs = (first.saturating_sub(e0).max(0) as f64 / 1000.0) / speed.max(1e-9);
+    let due = Duration::from_secs_f64(secs.min(86_400.0));
     if let Some(wait) = due.checked_sub(wall0.elapsed()) {
         std::thread::sleep(wait);
     }
@@ -484,7 +507,8 @@ fn run_actor(
     };
     let latency = metrics::histogram!("wfe_batch_seconds", "stage" => name);
     let mut failed = false;
-    if let Err(e) = stage.on_start(&mut ctx) {
+    let at = format!("stage {name}");
+    if let Err(e) = contain(&at, || stage.on_start(&mut ctx)) {
         fail.record(name, e);
         failed = true;
     }
@@ -516,11 +540,15 @@ fn run_actor(
                     .increment(batch.num_rows() as u64);
                 let r = wfe_contract::schemas::check(topic, &batch.schema())
                     .map_err(Error::from)
-                    .and_then(|_| stage.process_batch(topic, batch, &mut ctx, &mut out));
+                    .and_then(|_| {
+                        contain(&at, || {
+                            stage.process_batch(topic, batch, &mut ctx, &mut out)
+                        })
+                    });
                 latency.record(t.elapsed().as_secs_f64());
                 r
             }
-            None => stage.on_tick(&mut ctx, &mut out),
+            None => contain(&at, || stage.on_tick(&mut ctx, &mut out)),
         };
         report.busy += t.elapsed();
         if let Err(e) = result {
@@ -531,7 +559,7 @@ fn run_actor(
     }
     if !failed {
         let t = Instant::now();
-        if let Err(e) = stage.flush(&mut ctx, &mut out) {
+        if let Err(e) = contain(&at, || stage.flush(&mut ctx, &mut out)) {
             fail.record(name, e);
         }
         report.busy += t.elapsed();
@@ -562,14 +590,14 @@ fn run_sink(
         let t = Instant::now();
         report.batches_in += 1;
         report.rows_in += batch.num_rows() as u64;
-        if let Err(e) = sink.write(&batch) {
+        if let Err(e) = contain(&name, || sink.write(&batch)) {
             fail.record(&name, e);
             failed = true;
         }
         report.busy += t.elapsed();
     }
     let t = Instant::now();
-    if let Err(e) = sink.close() {
+    if let Err(e) = contain(&name, || sink.close()) {
         fail.record(&name, e);
     }
     report.busy += t.elapsed();

@@ -4,6 +4,11 @@
 //! appear, and only the stream format carries a replaced dictionary; it is also the format of
 //! a Kafka message value. JSON lines are for people: dictionary columns are written as plain
 //! strings.
+//!
+//! A sink writes to a hidden `.<name>.partial` file beside its path and, on close, flushes it
+//! to disk and renames it over the path: a run killed at any instant leaves the previous
+//! output (or none) in place, never a truncated file without its footer. A partial file left
+//! by a kill is overwritten by the next run.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -42,9 +47,30 @@ pub trait Sink: Send {
     fn path(&self) -> &Path;
 }
 
-/// Opens a sink for `schema` at `path`.
+/// Where a sink writes until it is closed: `.<file name>.partial` in the same folder (so the
+/// rename is atomic).
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+/// Makes a finished file the output: flushed, on disk, then renamed over `path`.
+fn commit(w: BufWriter<File>, path: &Path) -> Result<()> {
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(path.display().to_string(), e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| Error::io(path.display().to_string(), e))?;
+    std::fs::rename(partial_path(path), path).map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+/// Opens a sink for `schema` at `path` (written to [`partial_path`] until closed).
 pub fn open(format: SinkFormat, path: PathBuf, schema: Arc<Schema>) -> Result<Box<dyn Sink>> {
-    let file = File::create(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let partial = partial_path(&path);
+    let file = File::create(&partial).map_err(|e| Error::io(partial.display().to_string(), e))?;
     let w = BufWriter::with_capacity(1 << 20, file);
     let err = |e: String| Error::io(path.display().to_string(), std::io::Error::other(e));
     Ok(match format {
@@ -87,7 +113,10 @@ impl Sink for ParquetSink {
     }
     fn close(mut self: Box<Self>) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            w.close().map_err(|e| io_err(&self.path, &e.to_string()))?;
+            let inner = w
+                .into_inner()
+                .map_err(|e| io_err(&self.path, &e.to_string()))?;
+            commit(inner, &self.path)?;
         }
         Ok(())
     }
@@ -110,7 +139,12 @@ impl Sink for IpcSink {
     fn close(mut self: Box<Self>) -> Result<()> {
         self.writer
             .finish()
-            .map_err(|e| io_err(&self.path, &e.to_string()))
+            .map_err(|e| io_err(&self.path, &e.to_string()))?;
+        let Self { path, writer } = *self;
+        let inner = writer
+            .into_inner()
+            .map_err(|e| io_err(&path, &e.to_string()))?;
+        commit(inner, &path)
     }
     fn path(&self) -> &Path {
         &self.path
@@ -132,7 +166,9 @@ impl Sink for JsonSink {
     fn close(mut self: Box<Self>) -> Result<()> {
         self.writer
             .finish()
-            .map_err(|e| io_err(&self.path, &e.to_string()))
+            .map_err(|e| io_err(&self.path, &e.to_string()))?;
+        let Self { path, writer } = *self;
+        commit(writer.into_inner(), &path)
     }
     fn path(&self) -> &Path {
         &self.path

@@ -248,3 +248,118 @@ fn a_speed_factor_paces_the_replay_by_event_time() {
     );
     assert_eq!(report.rows[&Topic::MetricsRaw], 10);
 }
+
+/// Panics at the `at`-th batch (an index out of bounds, as a stage bug would).
+struct Panicking {
+    at: usize,
+    seen: usize,
+}
+
+impl Stage for Panicking {
+    fn name(&self) -> &'static str {
+        "panicky"
+    }
+    fn inputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsRaw]
+    }
+    fn outputs(&self) -> Vec<Topic> {
+        vec![]
+    }
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        _b: RecordBatch,
+        _c: &mut Context,
+        _o: &mut dyn Collector,
+    ) -> Result<()> {
+        self.seen += 1;
+        let slots = vec![0u8; 2];
+        let i = self.seen.saturating_sub(self.at) + 2;
+        if self.seen >= self.at {
+            let _ = slots[i];
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_stage_fails_the_run_and_health_naming_it() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let opts = RunOptions::default();
+    let health = opts.health.clone();
+    let err = run_embedded(
+        Box::new(Counting {
+            n: 1000,
+            made: made.clone(),
+        }),
+        vec![Box::new(Panicking { at: 3, seen: 0 }), Box::new(echo())],
+        vec![],
+        opts,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), "panic");
+    let text = err.to_string();
+    assert!(text.contains("stage panicky panicked"), "{text}");
+    assert!(text.contains("index out of bounds"), "{text}");
+    assert!(health.live().is_err(), "/health must fail after a panic");
+    assert!(made.load(Ordering::SeqCst) < 1000, "the source stops");
+}
+
+struct PanickingSource;
+
+impl Source for PanickingSource {
+    fn describe(&self) -> String {
+        "panics".into()
+    }
+    fn next_batch(&mut self, _ctx: &mut Context) -> Result<Option<RecordBatch>> {
+        panic!("reader bug")
+    }
+}
+
+#[test]
+fn a_panicking_source_fails_the_run() {
+    let err = run_embedded(
+        Box::new(PanickingSource),
+        vec![Box::new(echo())],
+        vec![],
+        RunOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "ingest panicked: reader bug");
+}
+
+#[test]
+fn a_sink_never_leaves_a_torn_output() {
+    let dir = tempfile::tempdir().unwrap();
+    for format in [SinkFormat::Parquet, SinkFormat::Ipc, SinkFormat::Jsonl] {
+        let path = dir.path().join(format!("raw.{}", format.extension()));
+        // A finished output from an earlier run.
+        let mut first = sink::open(format, path.clone(), Topic::MetricsRaw.schema()).unwrap();
+        first.write(&raw_batch(1)).unwrap();
+        first.close().unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(!sink::partial_path(&path).exists());
+        // A run killed mid-write (dropped, never closed): the earlier output is untouched.
+        let mut killed = sink::open(format, path.clone(), Topic::MetricsRaw.schema()).unwrap();
+        for i in 0..50 {
+            killed.write(&raw_batch(i)).unwrap();
+        }
+        drop(killed);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{format:?}");
+        // The next run that finishes replaces it whole.
+        let mut next = sink::open(format, path.clone(), Topic::MetricsRaw.schema()).unwrap();
+        next.write(&raw_batch(7)).unwrap();
+        next.write(&raw_batch(8)).unwrap();
+        next.close().unwrap();
+        assert_ne!(std::fs::read(&path).unwrap(), before, "{format:?}");
+        assert!(!sink::partial_path(&path).exists());
+    }
+    let pq = dir.path().join("raw.parquet");
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&pq).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    assert_eq!(r.map(|b| b.unwrap().num_rows()).sum::<usize>(), 4);
+}

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use wfe_contract::{Error, Result};
 
@@ -256,10 +257,21 @@ impl Catalog {
         &self.tables
     }
 
-    /// Runs one statement and collects its result.
+    /// Runs one read-only statement and collects its result. DDL (`CREATE`, `DROP`), DML and
+    /// `COPY ... TO` (which would write files anywhere the process may) and other statements
+    /// (`SET`, transactions) are refused by the planner: `wfe sql` reads the store, and the
+    /// one writer of stored files is retention ([`Catalog::apply_retention`]).
     pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         self.runtime.block_on(async {
-            let df = self.ctx.sql(sql).await.map_err(df_err("query"))?;
+            let df = self
+                .ctx
+                .sql_with_options(sql, read_only)
+                .await
+                .map_err(df_err("query (read-only: no DDL, DML, COPY or SET)"))?;
             df.collect().await.map_err(df_err("query"))
         })
     }
@@ -330,7 +342,9 @@ fn rewrite(path: &Path, schema: arrow_schema::SchemaRef, batches: &[RecordBatch]
 /// Every batch of an Arrow IPC stream file (a `wfe record` recording).
 fn read_stream(path: &Path) -> Result<Vec<RecordBatch>> {
     let at = path.display().to_string();
-    let file = File::open(path).map_err(|e| Error::io(at.clone(), e))?;
+    let mut file = File::open(path).map_err(|e| Error::io(at.clone(), e))?;
+    let len = file.metadata().map_err(|e| Error::io(at.clone(), e))?.len();
+    wfe_contract::ipc::check_stream(&mut file, len, &at)?;
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
         .map_err(|e| Error::bad_input(at.clone(), e.to_string()))?;
     reader

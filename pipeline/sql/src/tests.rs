@@ -237,3 +237,29 @@ fn retention_per_tenant_hides_expired_rows_and_compaction_removes_them() {
     let again = Catalog::open_with(&store, &retention, now).unwrap();
     assert!(again.apply_retention().unwrap().is_empty());
 }
+
+#[test]
+fn queries_are_read_only() {
+    let dir = store();
+    let c = Catalog::open(&[dir.path().to_path_buf()]).unwrap();
+    let target = dir.path().join("copied.csv");
+    let statements = [
+        format!(
+            "COPY (SELECT * FROM metrics_norm) TO '{}'",
+            target.display()
+        ),
+        "CREATE TABLE t AS SELECT 1 AS x".to_string(),
+        "CREATE VIEW v AS SELECT * FROM metrics_norm".to_string(),
+        "DROP TABLE metrics_norm".to_string(),
+        "INSERT INTO metrics_norm SELECT * FROM metrics_norm".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+    ];
+    for sql in &statements {
+        let e = c.query(sql).unwrap_err().to_string();
+        assert!(e.contains("read-only"), "{sql}: {e}");
+    }
+    assert!(!target.exists(), "COPY wrote {}", target.display());
+    // The tables are all still there, and reads still work.
+    let out = c.query("SELECT COUNT(*) AS n FROM metrics_norm").unwrap();
+    assert_eq!(Catalog::render(&out, Format::Csv).unwrap(), "n\n3\n");
+}

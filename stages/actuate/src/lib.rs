@@ -21,9 +21,13 @@
 //! - **no double action**: the ids of decisions acted on are part of the state; a replayed
 //!   decision produces no second call. The ClientToken (derived from the decision) is sent
 //!   too, but some EC2 endpoints (moto among them) ignore it, so the record is what holds;
-//! - **caps**: at most `max_instances` per workload, `max_step` added by one decision, and
-//!   `max_spend_per_hour` for all workloads together (priced at the decision's expected cost
-//!   per instance); a capped call says so in its parameters (`wfe:guardrails`);
+//! - **caps**: at most `max_instances` per workload, `max_step` added by one decision,
+//!   `max_fleet_instances` and `max_spend_per_hour` for all workloads together, the spend
+//!   priced at the catalog's price at least (never at a decision's own word alone); a capped
+//!   call says so in its parameters (`wfe:guardrails`). A decision that cannot be priced or
+//!   checked (a type not in the catalog, counts out of order, a count beyond ten times
+//!   `max_instances`) is refused: one `wfe:RefuseDecision` row with outcome `error` and why
+//!   ([`guards`]);
 //! - **rate and retries**: at most `max_calls_per_s` calls; throttling and transient errors
 //!   are retried with backoff by the SDK (`max_attempts`); a call that still fails is an
 //!   `actions` row with outcome `error` and the error, and the record keeps only what was
@@ -38,9 +42,11 @@
 //! notice's id counts as applied (a notice delivered twice replaces once), and the message is
 //! deleted only once dealt with: a failed launch leaves it on the queue to come back.
 
+mod applied;
 mod fleet;
+pub mod guards;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
@@ -50,7 +56,7 @@ use wfe_contract::columns::{f64s, i64s, list_str, strings, timestamp_column, tim
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use fleet::{Fleet, Group};
-pub use wfe_ec2::{Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
+pub use wfe_ec2::{Catalog, Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
 
 /// How the actuator acts.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -115,9 +121,22 @@ pub struct ActuateConfig {
     /// Most instances one decision may add.
     #[serde(default = "d_step")]
     pub max_step: i64,
-    /// Most all workloads' instances may cost per hour together (USD); none: no cap.
-    #[serde(default)]
+    /// Most instances all workloads may have together.
+    #[serde(default = "d_fleet_max")]
+    pub max_fleet_instances: i64,
+    /// Most all workloads' instances may cost per hour together (USD), priced at the
+    /// catalog's prices at least. Set it to what the account may spend.
+    #[serde(default = "d_spend")]
     pub max_spend_per_hour: Option<f64>,
+    /// Seconds of event time the ids of decisions acted on are remembered (a replay within
+    /// it never acts twice); a decision older than this behind the newest one is stale and
+    /// dropped unacted (`dropped.stale_decision`). Bounds the actuator's state.
+    #[serde(default = "d_remember")]
+    pub remember_s: u64,
+    /// Catalog file (TOML) the actuator prices instances by; default: the shipped snapshot
+    /// (`wfe` passes tier-select's `catalog` when this is unset, so both read one file).
+    #[serde(default)]
+    pub catalog: Option<std::path::PathBuf>,
     /// Most EC2 calls per second.
     #[serde(default = "d_rate")]
     pub max_calls_per_s: f64,
@@ -181,6 +200,15 @@ fn d_max() -> i64 {
 fn d_step() -> i64 {
     20
 }
+fn d_remember() -> u64 {
+    7 * 86_400
+}
+fn d_fleet_max() -> i64 {
+    1000
+}
+fn d_spend() -> Option<f64> {
+    Some(1000.0)
+}
 fn d_rate() -> f64 {
     5.0
 }
@@ -199,7 +227,10 @@ impl Default for ActuateConfig {
             security_group_ids: Vec::new(),
             max_instances: d_max(),
             max_step: d_step(),
-            max_spend_per_hour: None,
+            max_fleet_instances: d_fleet_max(),
+            max_spend_per_hour: d_spend(),
+            catalog: None,
+            remember_s: d_remember(),
             max_calls_per_s: d_rate(),
             max_attempts: d_attempts(),
             interruptions: None,
@@ -219,7 +250,7 @@ impl ActuateConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.max_instances < 0 || self.max_step <= 0 {
+        if self.max_instances < 0 || self.max_step <= 0 || self.max_fleet_instances < 0 {
             return Err(Error::config(
                 "stages.actuate.max_instances",
                 "caps must be positive",
@@ -294,7 +325,8 @@ impl ActuateConfig {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
-    applied: HashSet<String>,
+    /// Ids of decisions and notices acted on, for `remember_s` of event time.
+    applied: applied::Applied,
     fleets: HashMap<String, Fleet>,
     /// Instances replaced after a notice (id -> workload): EC2 reclaims them, describe
     /// does not count them while they still run.
@@ -308,10 +340,25 @@ struct State {
 /// The actuate stage.
 pub struct Actuate {
     cfg: ActuateConfig,
+    /// Prices for the spend cap, whatever a decision says it costs.
+    catalog: Catalog,
     state: State,
     cloud: Option<Box<dyn Cloud>>,
     notices: Option<Box<dyn Notices>>,
     last_poll: Option<std::time::Instant>,
+}
+
+/// The record's key for interruption notices (their ids are remembered beside decisions').
+const NOTICES: &str = "\u{1f}notices";
+
+/// The `api_call` of the row that says a decision was refused before any call.
+pub const REFUSE_CALL: &str = "wfe:RefuseDecision";
+
+fn load_catalog(cfg: &ActuateConfig) -> Result<Catalog> {
+    match &cfg.catalog {
+        Some(path) => Catalog::load(path),
+        None => Catalog::shipped(),
+    }
 }
 
 /// Deterministic id of the replacement of an interrupted instance (its `decision_id`).
@@ -395,6 +442,35 @@ impl Rows {
     }
 }
 
+impl Rows {
+    /// The row of a decision refused before any call: outcome `error`, and why.
+    fn refused(
+        &mut self,
+        decision: &str,
+        time: i64,
+        workload: &str,
+        a: &guards::Asked<'_>,
+        why: &str,
+    ) {
+        let params = json!({
+            "InstanceType": a.instance_type,
+            "Count": a.count,
+            "SpotCount": a.spot,
+            "wfe:expected_cost_per_hour": a.cost_per_hour,
+            "wfe:refused": why,
+        });
+        self.id.push(action_id(decision, 0));
+        self.decision.push(decision.to_string());
+        self.time.push(time);
+        self.workload.push(workload.to_string());
+        self.call.push(REFUSE_CALL);
+        self.params.push(params.to_string());
+        self.outcome.push("error");
+        self.error.push(Some(format!("decision refused: {why}")));
+        self.ids.push(None);
+    }
+}
+
 /// Deterministic action id (also the ClientToken): decision id and the call's place in it.
 pub fn action_id(decision_id: &str, n: usize) -> String {
     format!(
@@ -449,6 +525,7 @@ impl Actuate {
             None => None,
         };
         Ok(Self {
+            catalog: load_catalog(&cfg)?,
             cfg,
             state: State::default(),
             cloud,
@@ -461,6 +538,7 @@ impl Actuate {
     pub fn with_cloud(cfg: ActuateConfig, cloud: Box<dyn Cloud>) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
+            catalog: load_catalog(&cfg)?,
             cfg,
             state: State::default(),
             cloud: Some(cloud),
@@ -502,6 +580,11 @@ impl Actuate {
         }
     }
 
+    /// How long applied ids are remembered, in milliseconds of event time.
+    fn window_ms(&self) -> i64 {
+        (self.cfg.remember_s.min(i64::MAX as u64 / 1000) as i64) * 1000
+    }
+
     /// The EC2 settings of a config, for [`Ec2`] constructors.
     pub fn ec2_settings(cfg: &ActuateConfig) -> Ec2Settings {
         cfg.ec2_settings()
@@ -535,6 +618,20 @@ impl Actuate {
             spot = spot.min(self.cfg.max_instances);
             od = self.cfg.max_instances - spot;
         }
+        let elsewhere: i64 = self
+            .state
+            .fleets
+            .iter()
+            .filter(|(w, _)| w.as_str() != d.workload)
+            .map(|(_, f)| f.size())
+            .sum();
+        let cap = self.cfg.max_fleet_instances;
+        let wanted = od + spot;
+        let (o, s, note) = guards::fit(od, spot, cap - elsewhere, || {
+            format!("capped from {wanted} by max_fleet_instances {cap} ({elsewhere} elsewhere)")
+        });
+        (od, spot) = (o, s);
+        notes.extend(note);
         let same = have.instance_type == d.instance_type;
         let (od0, spot0) = if same {
             (have.on_demand.count(), have.spot.count())
@@ -889,7 +986,12 @@ impl Actuate {
             return;
         }
         let id = interruption_id(&n.instance_id);
-        if self.state.applied.contains(&id) {
+        if self.state.applied.contains(NOTICES, &id)
+            || self
+                .state
+                .applied
+                .is_stale(NOTICES, n.time_ms, self.window_ms())
+        {
             ctx.event(Event::Dropped {
                 kind: "replayed_notice",
                 count: 1,
@@ -986,7 +1088,8 @@ impl Actuate {
                     self.state
                         .interrupted
                         .insert(n.instance_id.clone(), workload.clone());
-                    self.state.applied.insert(id);
+                    let window = self.window_ms();
+                    self.state.applied.insert(NOTICES, id, n.time_ms, window);
                     ctx.count("notices.replaced", 1);
                     self.ack(&m, ctx);
                     return;
@@ -1093,9 +1196,21 @@ impl Stage for Actuate {
         self.poll(&mut rows, ctx);
         for r in 0..batch.num_rows() {
             let id = ids.value(r);
-            if self.state.applied.contains(id) {
+            if self.state.applied.contains(workload.value(r), id) {
                 ctx.event(Event::Dropped {
                     kind: "replayed_decision",
+                    count: 1,
+                });
+                continue;
+            }
+            if self
+                .state
+                .applied
+                .is_stale(workload.value(r), time.value(r), self.window_ms())
+            {
+                // Its id may be forgotten already: acting could be a second action.
+                ctx.event(Event::Dropped {
+                    kind: "stale_decision",
                     count: 1,
                 });
                 continue;
@@ -1106,17 +1221,33 @@ impl Stage for Actuate {
                 _ if tier.value(r) == "spot" => n,
                 _ => 0,
             };
-            let c = cost.value(r);
-            if n < 0 || !(0..=n).contains(&s) || itype.value(r).is_empty() || !c.is_finite() {
-                let loc = format!("decision {id}");
-                ctx.event(Event::Rejected {
-                    kind: "bad_decision",
-                    location: &loc,
-                    message: "negative count, spot_count outside 0..=count, no instance type or no cost: nothing done",
-                    count: 1,
-                });
-                continue;
-            }
+            let asked = guards::Asked {
+                instance_type: itype.value(r),
+                count: n,
+                spot: s,
+                cost_per_hour: cost.value(r),
+            };
+            let unit_cost = match guards::unit_cost(&asked, &self.catalog, self.cfg.max_instances) {
+                Ok(u) => u,
+                Err(why) => {
+                    let loc = format!("decision {id}");
+                    ctx.event(Event::Rejected {
+                        kind: "bad_decision",
+                        location: &loc,
+                        message: &format!("{why}: nothing done"),
+                        count: 1,
+                    });
+                    rows.refused(id, time.value(r), workload.value(r), &asked, &why);
+                    let window = self.window_ms();
+                    self.state.applied.insert(
+                        workload.value(r),
+                        id.to_string(),
+                        time.value(r),
+                        window,
+                    );
+                    continue;
+                }
+            };
             let d = Decision {
                 id,
                 time: time.value(r),
@@ -1125,10 +1256,13 @@ impl Stage for Actuate {
                 instance_type: itype.value(r),
                 count: n,
                 spot: s,
-                unit_cost: if n > 0 { c / n as f64 } else { 0.0 },
+                unit_cost,
             };
             self.act(&d, &mut rows, ctx);
-            self.state.applied.insert(id.to_string());
+            let window = self.window_ms();
+            self.state
+                .applied
+                .insert(d.workload, id.to_string(), d.time, window);
         }
         if !rows.id.is_empty() {
             out.emit(Topic::Actions, self.finish(rows)?)?;
@@ -1170,7 +1304,18 @@ impl Stage for Actuate {
             // A decision counts as acted on whatever its outcome (the next one makes up the
             // difference); a notice only once its replacement was launched (it comes back).
             if replaces.is_none() || done {
-                self.state.applied.insert(decision.value(r).to_string());
+                let window = self.window_ms();
+                let key = if replaces.is_some() {
+                    NOTICES
+                } else {
+                    workload.value(r)
+                };
+                self.state.applied.insert(
+                    key,
+                    decision.value(r).to_string(),
+                    time.value(r),
+                    window,
+                );
             }
             if !done {
                 continue;

@@ -239,19 +239,20 @@ fn the_spend_cap_holds_against_an_absurd_decision() {
         ..settings(&m.url)
     };
     let mut st = stage(cfg.clone());
-    // A million instances at 0.2/h each: 2.0/h buys 10.
+    // A million instances that claim to cost nothing: priced at the catalog's 0.2016/h on
+    // demand all the same, so 2.0/h buys 9 (a decision's own cost never lifts the cap).
     let (rows, _, _) = run(
         &mut st,
-        decisions(&[("d1", "batch", "m7i.xlarge", 1_000_000, 0, 200_000.0)]),
+        decisions(&[("d1", "batch", "m7i.xlarge", 1_000_000, 0, 0.0)]),
     );
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].params["MinCount"], 10);
+    assert_eq!(rows[0].params["MinCount"], 9);
     assert!(
         rows[0].params["wfe:guardrails"]
             .to_string()
             .contains("spend capped")
     );
-    assert_eq!(running(&cfg, "batch").len(), 10);
+    assert_eq!(running(&cfg, "batch").len(), 9);
     // Another workload finds no room left at all: nothing launched, and it says why.
     let (rows, _, _) = run(
         &mut st,

@@ -123,9 +123,9 @@ fn a_restart_that_lost_its_snapshot_learns_what_it_did_from_its_own_actions() {
     let script = [
         ("d1", "w", "spot", "m7i.xlarge", 5),
         ("d2", "w", "spot", "m7i.xlarge", 3),
-        ("d3", "v", "on-demand", "c7i.large", 4),
+        ("d3", "v", "on-demand", "c7i.4xlarge", 4),
         ("d4", "w", "on-demand", "r7i.2xlarge", 2),
-        ("d5", "v", "on-demand", "c7i.large", 0),
+        ("d5", "v", "on-demand", "c7i.4xlarge", 0),
     ];
     let mut actions = Vec::new();
     for d in script {
@@ -163,10 +163,7 @@ fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
         ..recording()
     })
     .unwrap();
-    let (c, _) = act(
-        &mut st,
-        decisions(&[("d1", "w", "spot", "m7i.xlarge", 1_000_000)]),
-    );
+    let (c, _) = act(&mut st, decisions(&[("d1", "w", "spot", "m7i.xlarge", 60)]));
     assert_eq!(c[0].1["MaxCount"], 4);
     assert!(
         c[0].1["wfe:guardrails"]
@@ -180,8 +177,29 @@ fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
             ("d3", "w", "spot", "m7i.xlarge", -1),
         ]),
     );
-    assert!(c.is_empty());
+    // Refused decisions each leave an error row saying why, and nothing else.
+    assert_eq!(c.len(), 2);
+    assert!(c.iter().all(|(call, _)| call == REFUSE_CALL));
     assert_eq!(ctx.counters()["rejected.bad_decision"], 2);
+    // A count far past any cap is a fault upstream: refused, not capped.
+    let (c, ctx) = act(
+        &mut st,
+        decisions(&[("d4", "w", "spot", "m7i.xlarge", 1_000_000)]),
+    );
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, REFUSE_CALL);
+    assert!(
+        c[0].1["wfe:refused"].as_str().unwrap().contains("over 100"),
+        "{}",
+        c[0].1
+    );
+    assert_eq!(ctx.counters()["rejected.bad_decision"], 1);
+    // ...and a replay of it is dropped like any applied decision: one error row, not two.
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d4", "w", "spot", "m7i.xlarge", 1_000_000)]),
+    );
+    assert!(c.is_empty());
     assert!(
         Actuate::new(ActuateConfig {
             max_step: 0,
@@ -203,4 +221,58 @@ fn caps_hold_against_an_absurd_decision_and_bad_rows_do_nothing() {
         ..Default::default()
     };
     assert_eq!(with_ami.mode(), Mode::DryRun);
+}
+
+#[test]
+fn the_fleet_wide_instance_cap_holds_across_workloads() {
+    let mut st = Actuate::new(ActuateConfig {
+        max_fleet_instances: 10,
+        ..recording()
+    })
+    .unwrap();
+    let (c, _) = act(&mut st, decisions(&[("d1", "a", "spot", "m7i.xlarge", 7)]));
+    assert_eq!(c[0].1["MinCount"], 7);
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d2", "b", "on-demand", "m7i.xlarge", 6)]),
+    );
+    assert_eq!(c[0].1["MinCount"], 3, "10 in all, 7 of them elsewhere");
+    assert!(
+        c[0].1["wfe:guardrails"]
+            .to_string()
+            .contains("max_fleet_instances")
+    );
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d3", "c", "on-demand", "m7i.xlarge", 2)]),
+    );
+    assert!(c.is_empty(), "no room left: {c:?}");
+    // Room comes back when a workload scales in.
+    act(&mut st, decisions(&[("d4", "a", "spot", "m7i.xlarge", 2)]));
+    let (c, _) = act(
+        &mut st,
+        decisions(&[("d5", "c", "on-demand", "m7i.xlarge", 2)]),
+    );
+    assert_eq!(c[0].1["MinCount"], 2);
+}
+
+#[test]
+fn decisions_older_than_the_remembered_window_are_dropped_unacted() {
+    let mut st = Actuate::new(ActuateConfig {
+        remember_s: 3600,
+        ..recording()
+    })
+    .unwrap();
+    let at = |id: &str, n: i64, t_ms: i64| {
+        let b = decisions(&[(id, "w", "spot", "m7i.xlarge", n)]);
+        let mut cols = b.columns().to_vec();
+        cols[1] = timestamp_column(vec![t_ms]);
+        RecordBatch::try_new(b.schema(), cols).unwrap()
+    };
+    assert_eq!(act(&mut st, at("d1", 2, 0)).0.len(), 1);
+    assert_eq!(act(&mut st, at("d2", 3, 7_200_000)).0.len(), 1);
+    // d1 is two hours behind d2: stale, whether or not its id is still remembered.
+    let (c, ctx) = act(&mut st, at("d0", 9, 1_000));
+    assert!(c.is_empty());
+    assert_eq!(ctx.counters()["dropped.stale_decision"], 1);
 }

@@ -62,6 +62,10 @@ pub trait ModelRepo: Send {
     fn read(&self, step_s: u64, version: u64, file: &str) -> Result<Vec<u8>>;
     /// Writes a file of a version; `meta.json` last.
     fn write(&self, step_s: u64, version: u64, file: &str, bytes: &[u8]) -> Result<()>;
+    /// Claims the next version number for a new model, atomically: two writers (`wfe train`
+    /// and a stage's own retrain, or two stage instances) never get the same number, and a
+    /// number claimed by a writer that then died (no `meta.json`) is never loaded nor reused.
+    fn claim(&self, step_s: u64) -> Result<u64>;
 }
 
 /// A local folder.
@@ -132,6 +136,26 @@ impl ModelRepo for LocalDir {
         std::fs::read(&p).map_err(|e| io(&p, e))
     }
 
+    fn claim(&self, step_s: u64) -> Result<u64> {
+        let base = self.root.join(KIND).join(format!("{step_s}s"));
+        std::fs::create_dir_all(&base).map_err(|e| io(&base, e))?;
+        // Past every folder, complete or not; `create_dir` fails if another writer got the
+        // same number first (an atomic claim on local and network file systems alike).
+        let mut n = Self::numbered(&base, "v", "", false)?
+            .last()
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        loop {
+            let dir = base.join(format!("v{n}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(io(&dir, e)),
+            }
+        }
+    }
+
     fn write(&self, step_s: u64, version: u64, file: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.dir(step_s, version);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -145,7 +169,7 @@ impl ModelRepo for LocalDir {
 /// Saves a trained model as the next version; returns its number.
 pub fn save(repo: &dyn ModelRepo, model: &LstmModel, mut meta: ModelMeta) -> Result<u64> {
     let step = meta.step_s;
-    let version = repo.versions(step)?.last().copied().unwrap_or(0) + 1;
+    let version = repo.claim(step)?;
     meta.version = version;
     meta.format = FORMAT;
     // How the model reads its windows and its classes are the model's own, whatever the
@@ -224,4 +248,36 @@ pub fn load(
         },
         m,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_writers_claim_distinct_versions_past_incomplete_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = LocalDir::new(dir.path());
+        // A writer that died after claiming v1: incomplete, never loaded, never reused.
+        assert_eq!(repo.claim(60).unwrap(), 1);
+        repo.write(60, 1, "model.bin", b"partial").unwrap();
+        assert_eq!(repo.versions(60).unwrap(), Vec::<u64>::new());
+        let claimed: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let repo = repo.clone();
+                    s.spawn(move || repo.claim(60).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = claimed.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (2..=9).collect::<Vec<u64>>(), "{claimed:?}");
+        // Another step has its own line of versions.
+        assert_eq!(repo.claim(300).unwrap(), 1);
+        // Only versions with meta.json count as complete.
+        repo.write(60, 5, "meta.json", b"{}").unwrap();
+        assert_eq!(repo.versions(60).unwrap(), vec![5]);
+    }
 }

@@ -3,18 +3,16 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMillisecondType;
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::{ArrayRef, Float64Array, RecordBatch};
 use serde::Deserialize;
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
-use wfe_contract::schemas::{Topic, dict_type, labels, ts_type};
+use wfe_contract::schemas::{Topic, labels};
 use wfe_contract::{Error, Result};
 
+use crate::columnar::ArrowFileReader;
 use crate::{CHUNK_ROWS, Chunk, Rejection, SourceConfig, entity_of};
 
 /// How a file is laid out.
@@ -34,6 +32,11 @@ pub enum Format {
 
 pub(crate) trait ChunkReader: Send {
     fn next_chunk(&mut self) -> Result<Option<Chunk>>;
+    /// Whether rows come in time order by the format's nature (a wide CSV row is one time);
+    /// long formats do not, and are sorted ([`crate::ordered`]).
+    fn time_ordered(&self) -> bool {
+        true
+    }
 }
 
 pub(crate) fn open(
@@ -57,8 +60,8 @@ pub(crate) fn open(
         return Err(Error::bad_input(display, "empty file: no header line"));
     }
     match format {
-        Format::Parquet => ArrowFileReader::parquet(path, file, ts_scale),
-        Format::Ipc => ArrowFileReader::ipc(path, file, ts_scale),
+        Format::Parquet => ArrowFileReader::parquet(path, file, ts_scale, strict),
+        Format::Ipc => ArrowFileReader::ipc(path, file, ts_scale, strict),
         _ => {
             let read: Box<dyn Read + Send> = if name.ends_with(".gz") {
                 Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -252,6 +255,7 @@ impl CsvReader {
             kind,
             location,
             message,
+            count: 1,
         });
         Ok(())
     }
@@ -261,10 +265,16 @@ impl CsvReader {
         if let Ok(v) = s.parse::<i64>() {
             return v.checked_mul(self.ts_scale);
         }
-        let v: f64 = fast_float2::parse(s).ok()?;
-        v.is_finite()
-            .then(|| (v * self.ts_scale as f64).round() as i64)
+        float_ms(fast_float2::parse(s).ok()?, self.ts_scale)
     }
+}
+
+/// A float timestamp scaled to milliseconds, or `None` when it is not finite or its
+/// milliseconds do not fit an i64 (a plain `as` cast would saturate without a word).
+pub(crate) fn float_ms(v: f64, scale: i64) -> Option<i64> {
+    let ms = (v * scale as f64).round();
+    // 2^63 is exactly representable; anything at or past it does not fit.
+    (ms.is_finite() && ms.abs() < 9_223_372_036_854_775_808.0).then_some(ms as i64)
 }
 
 /// Parses a float. Metric files are mostly short plain decimals (`0.061728`, `12`): those take
@@ -392,11 +402,22 @@ impl LineRecords {
     }
 }
 
+/// A field quoted in an error message, shortened to 40 characters.
 fn text(field: &[u8]) -> String {
     String::from_utf8_lossy(field).chars().take(40).collect()
 }
 
+/// A workload or metric name as written (invalid UTF-8 replaced), never shortened: two pods
+/// that share a long prefix stay two workloads.
+fn name(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).into_owned()
+}
+
 impl ChunkReader for CsvReader {
+    fn time_ordered(&self) -> bool {
+        self.layout != Layout::Long
+    }
+
     fn next_chunk(&mut self) -> Result<Option<Chunk>> {
         if self.done {
             return Ok(None);
@@ -458,7 +479,8 @@ impl ChunkReader for CsvReader {
                             continue;
                         }
                     };
-                    let (w, m) = (text(&self.record[1]), text(&self.record[2]));
+                    // Names whole, as Parquet and IPC give them: `text` shortens for messages only.
+                    let (w, m) = (name(&self.record[1]), name(&self.record[2]));
                     if w.is_empty() || m.is_empty() {
                         let msg = "empty workload or metric".to_string();
                         self.reject(&mut rejected, "empty_name", self.location(line, 1), msg)?;
@@ -552,140 +574,5 @@ impl ChunkReader for CsvReader {
             first_ts,
             rejected,
         }))
-    }
-}
-
-/// Parquet and Arrow IPC files holding the `metrics.raw` columns.
-struct ArrowFileReader {
-    path: String,
-    batches:
-        Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
-    ts_scale: i64,
-}
-
-impl ArrowFileReader {
-    fn parquet(path: &Path, file: File, ts_scale: i64) -> Result<Box<dyn ChunkReader>> {
-        let display = path.display().to_string();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(64 * 1024).build())
-            .map_err(|e| Error::bad_input(&display, format!("not a readable Parquet file: {e}")))?;
-        Ok(Box::new(Self {
-            path: display,
-            batches: Box::new(reader),
-            ts_scale,
-        }))
-    }
-
-    fn ipc(path: &Path, file: File, ts_scale: i64) -> Result<Box<dyn ChunkReader>> {
-        let display = path.display().to_string();
-        let reader = open_ipc(PathBuf::from(path), file).map_err(|e| {
-            Error::bad_input(
-                &display,
-                format!("not a readable Arrow IPC file or stream: {e}"),
-            )
-        })?;
-        Ok(Box::new(Self {
-            path: display,
-            batches: reader,
-            ts_scale,
-        }))
-    }
-
-    fn convert(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let get = |names: &[&str]| names.iter().find_map(|n| batch.column_by_name(n)).cloned();
-        let missing = |what: &str| {
-            Error::bad_input(
-                &self.path,
-                format!(
-                    "column `{what}` missing: expected the metrics.raw columns (event_time, workload, metric, value[, labels]), found {}",
-                    wfe_contract::schemas::schema_label(&batch.schema())
-                ),
-            )
-        };
-        let cast = |a: &ArrayRef, to: &DataType, what: &str| {
-            arrow_cast::cast(a, to)
-                .map_err(|e| Error::bad_input(&self.path, format!("column `{what}`: {e}")))
-        };
-        let ts = get(&["event_time", "timestamp"]).ok_or_else(|| missing("event_time"))?;
-        let ts = match ts.data_type() {
-            DataType::Timestamp(..) => cast(&ts, &ts_type(), "event_time")?,
-            _ => {
-                let raw = cast(&ts, &DataType::Int64, "event_time")?;
-                let ms: Vec<i64> = raw
-                    .as_primitive::<arrow_array::types::Int64Type>()
-                    .iter()
-                    .map(|v| v.unwrap_or(0) * self.ts_scale)
-                    .collect();
-                timestamp_column(ms)
-            }
-        };
-        if ts.null_count() > 0 {
-            return Err(Error::bad_input(
-                &self.path,
-                "column `event_time` has nulls",
-            ));
-        }
-        let workload = cast(
-            &get(&["workload"]).ok_or_else(|| missing("workload"))?,
-            &dict_type(),
-            "workload",
-        )?;
-        let metric = cast(
-            &get(&["metric"]).ok_or_else(|| missing("metric"))?,
-            &dict_type(),
-            "metric",
-        )?;
-        let value = cast(
-            &get(&["value"]).ok_or_else(|| missing("value"))?,
-            &DataType::Float64,
-            "value",
-        )?;
-        let labels = match get(&["labels"]) {
-            Some(l) => cast(&l, &dict_type(), "labels")?,
-            None => arrow_array::new_null_array(&dict_type(), batch.num_rows()),
-        };
-        Ok(RecordBatch::try_new(
-            Topic::MetricsRaw.schema(),
-            vec![ts, workload, metric, value, labels],
-        )?)
-    }
-}
-
-fn open_ipc(
-    path: PathBuf,
-    file: File,
-) -> std::result::Result<
-    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>> + Send>,
-    arrow_schema::ArrowError,
-> {
-    // The file format first; recordings and Kafka payloads use the stream format.
-    match arrow_ipc::reader::FileReader::try_new(file, None) {
-        Ok(r) => Ok(Box::new(r)),
-        Err(_) => {
-            let file = File::open(&path)?;
-            Ok(Box::new(arrow_ipc::reader::StreamReader::try_new(
-                BufReader::new(file),
-                None,
-            )?))
-        }
-    }
-}
-
-impl ChunkReader for ArrowFileReader {
-    fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        match self.batches.next() {
-            None => Ok(None),
-            Some(Err(e)) => Err(Error::bad_input(&self.path, e.to_string())),
-            Some(Ok(batch)) => {
-                let batch = self.convert(&batch)?;
-                let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
-                let first_ts = ts.values().first().copied().unwrap_or(i64::MAX);
-                Ok(Some(Chunk {
-                    batch,
-                    first_ts,
-                    rejected: vec![],
-                }))
-            }
-        }
     }
 }

@@ -22,7 +22,9 @@
 //! `strict`, ends the run with that error. A missing or empty file is always an error.
 
 pub mod agent;
+mod columnar;
 mod formats;
+mod ordered;
 pub mod packets;
 
 use std::collections::BTreeMap;
@@ -175,14 +177,20 @@ pub struct Rejection {
     pub kind: &'static str,
     pub location: String,
     pub message: String,
+    /// Rows it stands for (1, or a summary of many of one kind).
+    pub count: u64,
 }
 
 enum Msg {
     Chunk(Chunk),
+    /// The file was read to its end. A lane that closes without it lost its reader.
+    Done,
     Failed(Error),
 }
 
 struct Lane {
+    /// The file's path, for errors.
+    file: String,
     rx: Receiver<Msg>,
     head: Option<Chunk>,
     done: bool,
@@ -216,11 +224,13 @@ impl FileSource {
         for (path, cfg) in files.iter().cloned() {
             let scale = cfg.ts_scale()?;
             let (tx, rx) = sync_channel(2);
+            let file = path.display().to_string();
             std::thread::Builder::new()
                 .name(format!("ingest-{}", entity_of(&path)))
                 .spawn(move || read_file(path, cfg, scale, strict, tx))
                 .map_err(|e| Error::io("ingest thread", e))?;
             lanes.push(Lane {
+                file,
                 rx,
                 head: None,
                 done: false,
@@ -235,20 +245,34 @@ impl FileSource {
     }
 }
 
+/// One file's reader thread. A panic inside a parser (ours or a format library's, on a file
+/// nobody foresaw) is contained and sent on as the file's error, so the run fails naming the
+/// file instead of finishing without it.
 fn read_file(path: PathBuf, cfg: SourceConfig, ts_scale: i64, strict: bool, tx: SyncSender<Msg>) {
-    let result = formats::open(&path, &cfg, ts_scale, strict).and_then(|mut reader| {
+    let at = format!("reader of {}", path.display());
+    let result = wfe_contract::panic::contain(&at, || {
+        let mut reader = formats::open(&path, &cfg, ts_scale, strict)?;
+        if !reader.time_ordered() {
+            let what = path.display().to_string();
+            reader = Box::new(ordered::TimeOrdered::new(reader, what, ordered::RUN_ROWS));
+        }
         while let Some(mut chunk) = reader.next_chunk()? {
             if !cfg.labels.is_empty() {
                 chunk.batch = with_labels(&chunk.batch, &cfg.labels)?;
             }
             if tx.send(Msg::Chunk(chunk)).is_err() {
-                break; // the source was dropped: stop quietly
+                return Ok(()); // the source was dropped: stop quietly
             }
         }
         Ok(())
     });
-    if let Err(e) = result {
-        let _ = tx.send(Msg::Failed(e));
+    match result {
+        Ok(()) => {
+            let _ = tx.send(Msg::Done);
+        }
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e));
+        }
     }
 }
 
@@ -309,9 +333,16 @@ impl Source for FileSource {
                     lane.done = true;
                     return Err(e);
                 }
-                Err(_) => {
+                Ok(Msg::Done) => {
                     lane.done = true;
                     self.finished += 1;
+                }
+                Err(_) => {
+                    lane.done = true;
+                    return Err(Error::Panicked {
+                        at: format!("reader of file {} of {}", lane.file, self.label),
+                        message: "its thread ended before the end of the file".into(),
+                    });
                 }
             }
         }
@@ -327,7 +358,7 @@ impl Source for FileSource {
                     kind: r.kind,
                     location: &r.location,
                     message: &r.message,
-                    count: 1,
+                    count: r.count,
                 });
             }
             ctx.count("rows_out", chunk.batch.num_rows() as u64);

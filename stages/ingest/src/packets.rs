@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::{ArrayRef, Float64Array};
@@ -413,58 +413,72 @@ fn spawn_reader<R: Read + Send + 'static>(input: R, what: String) -> Result<Rece
     std::thread::Builder::new()
         .name("pcap-reader".into())
         .spawn(move || {
-            let mut reader = match PcapReader::new(input) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Msg::Failed(Error::bad_input(
-                        &what,
-                        format!("not a pcap capture: {e}"),
-                    )));
-                    return;
-                }
-            };
-            let link = reader.header().datalink;
-            if !matches!(
-                link,
-                DataLink::ETHERNET
-                    | DataLink::LINUX_SLL
-                    | DataLink::RAW
-                    | DataLink::IPV4
-                    | DataLink::IPV6
-                    | DataLink::NULL
-                    | DataLink::LOOP
-            ) {
-                let msg = format!(
-                    "link type {link:?} is not read (Ethernet, Linux cooked, raw IP, loopback are)"
-                );
-                let _ = tx.send(Msg::Failed(Error::bad_input(&what, msg)));
-                return;
-            }
-            let mut n = 0u64;
-            while let Some(p) = reader.next_packet() {
-                n += 1;
-                let p = match p {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Msg::Failed(Error::bad_input(
-                            format!("{what}: packet {n}"),
-                            e.to_string(),
-                        )));
-                        return;
-                    }
-                };
-                let ts_us = p.timestamp.as_micros() as i64;
-                let msg = match decode(link, ts_us, p.orig_len, &p.data) {
-                    Some(h) => Msg::Packet(h),
-                    None => Msg::Undecodable(n),
-                };
-                if tx.send(msg).is_err() {
-                    return;
-                }
+            // A panic in the decoder on a hostile capture ends the source with an error naming
+            // the capture, not a reader thread that silently stops.
+            let at = format!("pcap reader of {what}");
+            let r = wfe_contract::panic::contain(&at, || {
+                read_pcap(input, &what, &tx);
+                Ok(())
+            });
+            if let Err(e) = r {
+                let _ = tx.send(Msg::Failed(e));
             }
         })
         .map_err(|e| Error::io("pcap reader thread", e))?;
     Ok(rx)
+}
+
+/// The reader thread's loop: every packet's headers, or the error that ends the capture.
+fn read_pcap<R: Read>(input: R, what: &str, tx: &SyncSender<Msg>) {
+    let mut reader = match PcapReader::new(input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(Error::bad_input(
+                what,
+                format!("not a pcap capture: {e}"),
+            )));
+            return;
+        }
+    };
+    let link = reader.header().datalink;
+    if !matches!(
+        link,
+        DataLink::ETHERNET
+            | DataLink::LINUX_SLL
+            | DataLink::RAW
+            | DataLink::IPV4
+            | DataLink::IPV6
+            | DataLink::NULL
+            | DataLink::LOOP
+    ) {
+        let msg = format!(
+            "link type {link:?} is not read (Ethernet, Linux cooked, raw IP, loopback are)"
+        );
+        let _ = tx.send(Msg::Failed(Error::bad_input(what, msg)));
+        return;
+    }
+    let mut n = 0u64;
+    while let Some(p) = reader.next_packet() {
+        n += 1;
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(Error::bad_input(
+                    format!("{what}: packet {n}"),
+                    e.to_string(),
+                )));
+                return;
+            }
+        };
+        let ts_us = p.timestamp.as_micros() as i64;
+        let msg = match decode(link, ts_us, p.orig_len, &p.data) {
+            Some(h) => Msg::Packet(h),
+            None => Msg::Undecodable(n),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
 }
 
 impl PacketSource {

@@ -353,3 +353,160 @@ fn an_only_name_without_a_file_is_an_error_naming_it() {
     cfg.only = vec!["machine-1-6".into()];
     assert_eq!(expand(&[cfg]).unwrap().len(), 1);
 }
+
+#[test]
+fn long_names_stay_whole_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "tenant-payments-prod-us-east-1-api-server-a";
+    let b = "tenant-payments-prod-us-east-1-api-server-b";
+    let metric = "container_cpu_usage_seconds_total_rate_5m_per_core";
+    let p = write(
+        dir.path(),
+        "long.csv",
+        &format!("timestamp,workload,metric,value\n1000,{a},{metric},1\n1000,{b},{metric},2\n"),
+    );
+    let mut cfg = SourceConfig::new(&p);
+    cfg.timestamp_unit = "ms".into();
+    let mut src = FileSource::open(&[cfg], true).unwrap();
+    let batches = drain(&mut src, &mut Context::new("ingest")).unwrap();
+    let w = DictStrings::new(&batches[0], "workload").unwrap();
+    let m = DictStrings::new(&batches[0], "metric").unwrap();
+    assert_eq!((w.get(0), w.get(1)), (Some(a), Some(b)));
+    assert_eq!(m.get(0), Some(metric));
+}
+
+#[test]
+fn a_long_file_grouped_by_series_comes_out_in_time_order() {
+    // All of a/cpu, then a/mem, then b/cpu: in file order every series after the first
+    // would be late for normalise.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("timestamp,workload,metric,value\n");
+    for (w, m) in [("a", "cpu"), ("a", "mem"), ("b", "cpu")] {
+        for t in 0..50 {
+            text.push_str(&format!("{},{w},{m},{t}\n", 1_700_000_000 + 60 * t));
+        }
+    }
+    let p = write(dir.path(), "export.csv", &text);
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], true).unwrap();
+    let batches = drain(&mut src, &mut Context::new("ingest")).unwrap();
+    let ts: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            wfe_contract::columns::timestamps(b, "event_time")
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(ts.len(), 150);
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn unusable_timestamps_in_parquet_are_rejected_rows_not_the_epoch() {
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("timestamp", DataType::Int64, true),
+        Field::new("workload", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]));
+    // Seconds, then nanoseconds read as seconds (overflows x1000), then a null.
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![
+                Some(1_700_000_000),
+                Some(1_700_000_000_000_000_000),
+                None,
+                Some(1_700_000_060),
+            ])),
+            Arc::new(StringArray::from(vec!["w"; 4])),
+            Arc::new(StringArray::from(vec!["cpu"; 4])),
+            Arc::new(arrow_array::Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+        ],
+    )
+    .unwrap();
+    let pq = dir.path().join("t.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(File::create(&pq).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let mut src = FileSource::open(&[SourceConfig::new(&pq)], false).unwrap();
+    let mut ctx = Context::new("ingest");
+    let got = drain(&mut src, &mut ctx).unwrap();
+    let ts: Vec<i64> = got
+        .iter()
+        .flat_map(|b| {
+            wfe_contract::columns::timestamps(b, "event_time")
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(ts, [1_700_000_000_000, 1_700_000_060_000]);
+    assert_eq!(ctx.counters()["rejected.bad_timestamp"], 2);
+    // Strict: the first one stops the file, naming the row.
+    let mut src = FileSource::open(&[SourceConfig::new(&pq)], true).unwrap();
+    let err = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t.parquet: row 2"), "{err}");
+}
+
+#[test]
+fn float_timestamps_that_do_not_fit_are_rejected() {
+    assert_eq!(formats::float_ms(1.5, 1000), Some(1500));
+    assert_eq!(formats::float_ms(1e300, 1000), None);
+    assert_eq!(formats::float_ms(-9.3e18, 1), None);
+    assert_eq!(formats::float_ms(f64::NAN, 1), None);
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "f.csv",
+        "timestamp,cpu\n1e300,1\n1700000000.5,2\n",
+    );
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
+    let mut ctx = Context::new("ingest");
+    let got = drain(&mut src, &mut ctx).unwrap();
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    assert_eq!(ctx.counters()["rejected.bad_timestamp"], 1);
+}
+
+#[test]
+fn an_ipc_file_with_a_hostile_body_length_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "w.csv", "timestamp,cpu\n1,0.5\n2,0.6\n");
+    let mut src = FileSource::open(&[SourceConfig::new(&csv)], true).unwrap();
+    let batch = src
+        .next_batch(&mut Context::new("ingest"))
+        .unwrap()
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    // The record batch message's bodyLength, found after the schema message, made huge.
+    let schema_len = i32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let at = 8 + schema_len;
+    let meta_len = i32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let meta = &bytes[at + 8..at + 8 + meta_len];
+    let body = arrow_ipc::root_as_message(meta).unwrap().bodyLength();
+    let pos = (0..meta_len - 8)
+        .find(|&i| meta[i..i + 8] == body.to_le_bytes())
+        .unwrap();
+    bytes[at + 8 + pos..at + 16 + pos].copy_from_slice(&(1i64 << 45).to_le_bytes());
+    let p = dir.path().join("hostile.arrow");
+    std::fs::write(&p, &bytes).unwrap();
+    let mut src = FileSource::open(&[SourceConfig::new(&p)], false).unwrap();
+    let err = drain(&mut src, &mut Context::new("ingest"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("hostile.arrow") && err.contains("body length"),
+        "{err}"
+    );
+}

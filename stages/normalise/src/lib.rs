@@ -2,12 +2,15 @@
 //!
 //! What it does to each workload's samples, in order:
 //! 1. **Rejects** NaN, infinite and null values (counted as `rejected.nan`, with workload,
-//!    metric and time in the log).
+//!    metric and time in the log), values beyond ±[`MAX_ABS_VALUE`] (`rejected.out_of_range`:
+//!    their differences would overflow the scaler), and times before `earliest_s` or more than
+//!    `max_future_s` ahead of the wall clock (`rejected.time`), before any arithmetic on them.
 //! 2. **Aligns** each sample to the workload's fixed step (configured, or inferred as the
-//!    smallest gap between its first timestamps). Samples of one metric in one step are
+//!    median gap between its first four distinct timestamps). Samples of one metric in one step are
 //!    averaged; an exact repeat of a timestamp is a duplicate and dropped (`dropped.duplicate`).
 //! 3. **Waits** `lateness_steps` steps before emitting a step, so out-of-order samples within
-//!    that bound still land in their step; later ones are counted (`rejected.late`).
+//!    that bound (counted back from the workload's newest step) still land in their step;
+//!    later ones are counted (`rejected.late`) and never open steps back to their time.
 //! 4. **Fills** a gap by carrying the last value for up to `fill_steps` steps (`filled` flag),
 //!    and emits the rest of a longer gap as missing (`missing` flag, null value). The rule is
 //!    causal: no step waits for the future beyond the lateness bound.
@@ -32,6 +35,9 @@ use wfe_contract::norm::Slots;
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
+mod slots;
+use slots::SlotIndex;
+
 /// Settings of the normalise stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +61,27 @@ pub struct NormaliseConfig {
     /// Scaled values are clipped to [-clip, 1 + clip] so one wild sample cannot dominate.
     #[serde(default = "d_clip")]
     pub clip: f64,
+    /// Samples stamped more than this many seconds ahead of the wall clock are rejected
+    /// (`rejected.time`): one far-future sample would otherwise restart its workload's series
+    /// and make every later sample late.
+    #[serde(default = "d_max_future")]
+    pub max_future_s: u64,
+    /// Samples stamped before this Unix time in seconds (at least 0, the epoch) are rejected
+    /// (`rejected.time`).
+    #[serde(default)]
+    pub earliest_s: i64,
 }
+
+/// The longest configurable step, in seconds.
+const MAX_STEP_S: u64 = 366 * 86_400;
+
+/// Largest magnitude of a value accepted: beyond it, a range or a square (in the scaler and
+/// the detectors downstream) could overflow to infinity.
+pub const MAX_ABS_VALUE: f64 = 1e150;
+
+/// Samples a workload holds while its step is not yet known (at most three timestamps' worth
+/// of its metrics); past this, further ones are rejected as `rejected.no_step`.
+pub const MAX_EARLY_SAMPLES: usize = 65_536;
 
 fn d_lateness() -> usize {
     2
@@ -72,6 +98,9 @@ fn d_learn() -> usize {
 fn d_clip() -> f64 {
     5.0
 }
+fn d_max_future() -> u64 {
+    86_400
+}
 
 impl Default for NormaliseConfig {
     fn default() -> Self {
@@ -82,6 +111,8 @@ impl Default for NormaliseConfig {
             max_gap_steps: d_max_gap(),
             learn_steps: d_learn(),
             clip: d_clip(),
+            max_future_s: d_max_future(),
+            earliest_s: 0,
         }
     }
 }
@@ -133,8 +164,8 @@ impl Scaler {
 struct Workload {
     /// Global metric id of each slot.
     metrics: Vec<u32>,
-    /// Slot of each global metric id (`u32::MAX`: not in this workload).
-    slot_of: Vec<u32>,
+    /// Slot of each global metric id the workload has.
+    slot_of: SlotIndex,
     step_ms: Option<i64>,
     /// Timestamps seen before the step is known (to infer it).
     first_ts: Vec<i64>,
@@ -234,12 +265,31 @@ impl Normalise {
         if cfg.step_s == Some(0) {
             return Err(Error::config("stages.normalise.step_s", "must be positive"));
         }
+        if cfg.step_s.is_some_and(|s| s > MAX_STEP_S) {
+            return Err(Error::config(
+                "stages.normalise.step_s",
+                format!("must be at most {MAX_STEP_S} (a year)"),
+            ));
+        }
         Ok(Self {
             cfg,
             state: State::default(),
             cells: Vec::new(),
             train_of: Vec::new(),
         })
+    }
+
+    /// The event times accepted now, in milliseconds: from `earliest_s` to `max_future_s`
+    /// past the wall clock. Both ends fit an i64 with room, so step arithmetic on an accepted
+    /// time cannot overflow.
+    fn time_bounds(&self) -> (i64, i64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let earliest = self.cfg.earliest_s.clamp(0, i64::MAX / 4000) * 1000;
+        let ahead = (self.cfg.max_future_s.min(i64::MAX as u64 / 4000) as i64) * 1000;
+        (earliest, now_ms.saturating_add(ahead))
     }
 
     fn ingest_batch(
@@ -273,6 +323,7 @@ impl Normalise {
         let (wkeys, mkeys, lkeys) = (wl.keys(), met.keys(), lab.keys());
         let nulls = vals.nulls().cloned();
         let values = vals.values();
+        let (earliest, latest) = self.time_bounds();
         let mut touched: Vec<u32> = Vec::new();
         let mut run: Option<(u32, i64, usize)> = None;
         let n = batch.num_rows();
@@ -284,20 +335,16 @@ impl Normalise {
             let w = wl_ids[wkeys[row] as usize];
             let m = met_ids[mkeys[row] as usize];
             let v = values[row];
-            if nulls.as_ref().is_some_and(|n| n.is_null(row)) || !v.is_finite() {
+            let null = nulls.as_ref().is_some_and(|n| n.is_null(row));
+            if let Some((kind, msg)) = unusable(null, v, time[row], earliest, latest) {
                 let loc = format!(
                     "{} {} at {}",
                     wl.get(row).unwrap_or(""),
                     met.get(row).unwrap_or(""),
                     time[row]
                 );
-                let msg = if v.is_nan() {
-                    "NaN value"
-                } else {
-                    "infinite or null value"
-                };
                 ctx.event(Event::Rejected {
-                    kind: "nan",
+                    kind,
                     location: &loc,
                     message: msg,
                     count: 1,
@@ -310,13 +357,10 @@ impl Normalise {
                 && rw == w
                 && rts == time[row]
             {
-                let known = self.state.workloads[w as usize]
-                    .slot_of
-                    .get(m as usize)
-                    .copied();
+                let known = self.state.workloads[w as usize].slot_of.get(m);
                 let slot = match known {
-                    Some(s) if s != u32::MAX => s as usize,
-                    _ => self.slot(w as usize, m),
+                    Some(s) => s as usize,
+                    None => self.slot(w as usize, m),
                 };
                 // The common case, a first sample for this metric in this step, inline.
                 if let Some(acc) = self.state.workloads[w as usize].open[idx].acc.get_mut(slot)
@@ -353,14 +397,14 @@ impl Normalise {
                 let mut r = row + 1;
                 while r < n && wkeys[r] == wkeys[row] && time[r] == rts {
                     let v = values[r];
-                    if !v.is_finite() || nulls.as_ref().is_some_and(|b| b.is_null(r)) {
+                    if !(v.abs() <= MAX_ABS_VALUE) || nulls.as_ref().is_some_and(|b| b.is_null(r)) {
                         break;
                     }
-                    let Some(&slot) = slot_of.get(met_ids[mkeys[r] as usize] as usize) else {
+                    let Some(slot) = slot_of.get(met_ids[mkeys[r] as usize]) else {
                         break;
                     };
                     match open.acc.get_mut(slot as usize) {
-                        Some(acc) if slot != u32::MAX && acc.n == 0 => {
+                        Some(acc) if acc.n == 0 => {
                             *acc = Acc {
                                 sum: v,
                                 n: 1,
@@ -395,6 +439,16 @@ impl Normalise {
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
             let wk = &mut self.state.workloads[wi];
+            if wk.early.len() >= MAX_EARLY_SAMPLES {
+                let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
+                ctx.event(Event::Rejected {
+                    kind: "no_step",
+                    location: &loc,
+                    message: "too many samples before the workload's step is known (fewer than four distinct timestamps)",
+                    count: 1,
+                });
+                return None;
+            }
             wk.early.push((ts, m, v, label));
             if !wk.first_ts.contains(&ts) {
                 wk.first_ts.push(ts);
@@ -402,7 +456,9 @@ impl Normalise {
             let step = cfg_step.or_else(|| infer_step(&wk.first_ts));
             if let Some(step) = step {
                 wk.step_ms = Some(step);
-                let early = std::mem::take(&mut wk.early);
+                let mut early = std::mem::take(&mut wk.early);
+                // In time order, so a first sample that arrived late still finds its step open.
+                early.sort_by_key(|e| e.0);
                 for (ts, m, v, label) in early {
                     let _ = self.place(wi, ts, m, v, label, ctx, out);
                 }
@@ -439,6 +495,26 @@ impl Normalise {
         }
         let newest = wk.open.back().map(|s| s.time);
         if let Some(newest) = newest
+            && t < newest
+            && (newest - t) / step > self.cfg.lateness_steps as i64
+        {
+            // Later than the bound: rejected here, so no step is ever opened back to a time
+            // far behind the workload's newest one (a timestamp of 0 after valid rows).
+            let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
+            let msg = format!(
+                "{} steps behind the workload's newest step, beyond lateness_steps = {}",
+                (newest - t) / step,
+                self.cfg.lateness_steps
+            );
+            ctx.event(Event::Rejected {
+                kind: "late",
+                location: &loc,
+                message: &msg,
+                count: 1,
+            });
+            return None;
+        }
+        if let Some(newest) = newest
             && t > newest
             && (t - newest) / step > self.cfg.max_gap_steps as i64
         {
@@ -461,7 +537,8 @@ impl Normalise {
                 })
             }
             Some(oldest) if t < oldest => {
-                // Before the oldest open step but after the last emitted one: open steps back to it.
+                // Before the oldest open step, after the last emitted one and within the
+                // lateness bound (checked above): open the few steps back to it.
                 let mut time = oldest - step;
                 while time >= t {
                     let acc = wk.fresh_acc(nslots);
@@ -530,15 +607,14 @@ impl Normalise {
 
     fn slot(&mut self, wi: usize, m: u32) -> usize {
         let wk = &mut self.state.workloads[wi];
-        if wk.slot_of.len() <= m as usize {
-            wk.slot_of.resize(m as usize + 1, u32::MAX);
+        if let Some(s) = wk.slot_of.get(m) {
+            return s as usize;
         }
-        if wk.slot_of[m as usize] == u32::MAX {
-            wk.slot_of[m as usize] = wk.metrics.len() as u32;
-            wk.metrics.push(m);
-            wk.last.push(None);
-        }
-        wk.slot_of[m as usize] as usize
+        let slot = wk.metrics.len();
+        wk.slot_of.insert(m, slot as u32, slot);
+        wk.metrics.push(m);
+        wk.last.push(None);
+        slot
     }
 
     /// Closes the steps that no late sample can reach any more (all of them when `all`).
@@ -711,6 +787,32 @@ impl Normalise {
     }
 }
 
+/// Why a sample cannot be used, as (rejection kind, message); `None` when it can.
+fn unusable(
+    null: bool,
+    v: f64,
+    ts: i64,
+    earliest: i64,
+    latest: i64,
+) -> Option<(&'static str, &'static str)> {
+    if null || v.is_infinite() {
+        Some(("nan", "infinite or null value"))
+    } else if v.is_nan() {
+        Some(("nan", "NaN value"))
+    } else if v.abs() > MAX_ABS_VALUE {
+        Some(("out_of_range", "value beyond ±1e150"))
+    } else if ts < earliest {
+        Some(("time", "time before stages.normalise.earliest_s"))
+    } else if ts > latest {
+        Some((
+            "time",
+            "time further ahead of the wall clock than stages.normalise.max_future_s",
+        ))
+    } else {
+        None
+    }
+}
+
 /// A boolean column; all-false (the usual case) without packing each value.
 fn flags(v: Vec<bool>) -> ArrayRef {
     if v.iter().any(|b| *b) {
@@ -781,7 +883,9 @@ impl Stage for Normalise {
                     .unwrap_or(1000);
                 wk.step_ms = Some(step);
                 ctx.count("step.guessed", 1);
-                for (ts, m, v, label) in std::mem::take(&mut wk.early) {
+                let mut early = std::mem::take(&mut wk.early);
+                early.sort_by_key(|e| e.0);
+                for (ts, m, v, label) in early {
                     let _ = self.place(wi, ts, m, v, label, ctx, &mut rows);
                 }
             }

@@ -204,3 +204,136 @@ fn a_restored_stage_continues_where_it_stopped() {
             .is_err()
     );
 }
+
+#[test]
+fn first_samples_out_of_order_are_placed_in_time_order() {
+    // T+60, T+120, T+180, then T: the step is inferred at the fourth timestamp, and the held
+    // samples are placed in time order (this panicked on a negative index before).
+    let t = 1_700_000_040; // a multiple of the 60 s step
+    let mut st = Normalise::new(NormaliseConfig::default()).unwrap();
+    let samples = vec![
+        (t + 60, "cpu", 2.0),
+        (t + 120, "cpu", 3.0),
+        (t + 180, "cpu", 4.0),
+        (t, "cpu", 1.0),
+    ];
+    let (out, ctx) = run(&mut st, vec![raw("a", &samples)]);
+    let s = series(&out, "cpu");
+    assert_eq!(
+        s.iter()
+            .map(|r| (r.0 - t, r.2.unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(0, 1.0), (60, 2.0), (120, 3.0), (180, 4.0)]
+    );
+    assert_eq!(ctx.rejected_total(), 0);
+}
+
+#[test]
+fn a_sample_beyond_the_lateness_bound_opens_no_steps() {
+    let t = 1_700_000_040; // a multiple of the 60 s step
+    let mut st = Normalise::new(NormaliseConfig::default()).unwrap();
+    let mut samples: Vec<(i64, &str, f64)> = (0..10).map(|i| (t + 60 * i, "cpu", 1.0)).collect();
+    // One step out of order within lateness_steps = 2 (placed), then three behind the newest
+    // (late), then the epoch after valid rows: rejected at once, nothing opened back to it
+    // (this allocated ~10^9 steps before).
+    samples.push((t + 60 * 10, "cpu", 2.0));
+    samples.push((t + 60 * 9, "mem", 5.0));
+    samples.push((t + 60 * 7, "mem", 6.0));
+    samples.push((0, "cpu", 7.0));
+    samples.push((t + 60 * 11, "cpu", 3.0));
+    let (out, ctx) = run(&mut st, vec![raw("a", &samples)]);
+    assert_eq!(ctx.counters()["rejected.late"], 2);
+    let cpu = series(&out, "cpu");
+    assert_eq!(cpu.len(), 12, "steps t..t+660 and none before");
+    assert_eq!(cpu[0].0, t);
+    let mem = series(&out, "mem");
+    let at_9: Vec<_> = mem.iter().filter(|r| r.0 == t + 540).collect();
+    assert_eq!(at_9[0].2, Some(5.0));
+    assert!(mem.iter().all(|r| r.0 != t + 420 || r.2.is_none()));
+}
+
+#[test]
+fn absurd_times_and_values_are_rejected_before_any_arithmetic() {
+    let t = 1_700_000_040; // a multiple of the 60 s step
+    let mut st = Normalise::new(NormaliseConfig::default()).unwrap();
+    let mut samples: Vec<(i64, &str, f64)> =
+        (0..6).map(|i| (t + 60 * i, "cpu", i as f64)).collect();
+    // Times as remote_write could send them (already in ms here, so the helper's *1000 must
+    // not overflow: the extremes are put in by hand below).
+    samples.push((t + 360, "cpu", 1e308));
+    samples.push((t + 360, "mem", -1e200));
+    samples.push((4_000_000_000_000, "cpu", 1.0)); // year ~128,700
+    samples.push((t + 420, "cpu", 6.0));
+    let mut batch = raw("a", &samples);
+    let extremes = raw("a", &[(0, "cpu", 1.0), (0, "cpu", 1.0)]);
+    let ts = timestamp_column(vec![i64::MIN, i64::MAX]);
+    let extremes = RecordBatch::try_new(extremes.schema(), {
+        let mut c = extremes.columns().to_vec();
+        c[0] = ts;
+        c
+    })
+    .unwrap();
+    let mut st2 = Normalise::new(NormaliseConfig {
+        earliest_s: 1_600_000_000,
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, ctx2) = run(
+        &mut st2,
+        vec![extremes.clone(), raw("a", &[(5, "cpu", 1.0)])],
+    );
+    assert_eq!(ctx2.counters()["rejected.time"], 3, "{:?}", ctx2.counters());
+    batch = arrow_select_concat(&[extremes, batch]);
+    let (out, ctx) = run(&mut st, vec![batch]);
+    let c = ctx.counters();
+    assert_eq!(c["rejected.time"], 3, "{c:?}");
+    assert_eq!(c["rejected.out_of_range"], 2, "{c:?}");
+    let cpu = series(&out, "cpu");
+    assert_eq!(cpu.len(), 8);
+    // The scaler's range stayed finite: every emitted value is a number.
+    assert!(cpu.iter().all(|r| r.4 || r.1.is_some_and(f64::is_finite)));
+}
+
+/// Two batches of one schema as one.
+fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    let mut rows: Vec<(i64, String, String, f64)> = vec![];
+    for b in batches {
+        let ts = wfe_contract::columns::timestamps(b, "event_time").unwrap();
+        let w = DictStrings::new(b, "workload").unwrap();
+        let m = DictStrings::new(b, "metric").unwrap();
+        let v = f64s(b, "value").unwrap();
+        for r in 0..b.num_rows() {
+            rows.push((
+                ts.value(r),
+                w.get(r).unwrap_or("").to_string(),
+                m.get(r).unwrap_or("").to_string(),
+                v.value(r),
+            ));
+        }
+    }
+    let metrics: Vec<&str> = {
+        let mut m: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    RecordBatch::try_new(
+        Topic::MetricsRaw.schema(),
+        vec![
+            timestamp_column(rows.iter().map(|r| r.0).collect()),
+            dictionary(vec![0; rows.len()], &[rows[0].1.as_str()]).unwrap(),
+            dictionary(
+                rows.iter()
+                    .map(|r| metrics.iter().position(|m| *m == r.2).unwrap() as i32)
+                    .collect(),
+                &metrics,
+            )
+            .unwrap(),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            )),
+            dictionary_opt(vec![None; rows.len()], &[]).unwrap(),
+        ],
+    )
+    .unwrap()
+}

@@ -18,7 +18,6 @@
 //! churn instances. Every row carries the options considered (JSON) and a sentence saying
 //! why.
 
-mod catalog;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -34,14 +33,14 @@ use wfe_contract::columns::{
 use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
 use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
-pub use catalog::{Catalog, Instance};
 pub use plan::{Need, Priced, Rules, choose};
+pub use wfe_ec2::{Catalog, Instance};
 
 /// Settings of the tier-select stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TierSelectConfig {
-    /// Catalog file (TOML); default: the shipped `catalog/aws-us-east-1.toml` snapshot.
+    /// Catalog file (TOML); default: the shipped snapshot (`pipeline/ec2/catalog/aws-us-east-1.toml`).
     #[serde(default)]
     pub catalog: Option<std::path::PathBuf>,
     /// Forecast quantile level the capacity must cover.

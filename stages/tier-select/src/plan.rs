@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Instance};
+use crate::{Catalog, Instance};
 
 /// One resource at one horizon of a forecast issuance.
 #[derive(Debug, Clone)]

@@ -61,6 +61,20 @@ impl Instance {
 }
 
 impl Catalog {
+    /// The instance type named `name`.
+    pub fn get(&self, name: &str) -> Option<&Instance> {
+        self.instance.iter().find(|i| i.r#type == name)
+    }
+
+    /// What `count` instances of `name`, `spot` of them as spot, cost per hour at this
+    /// snapshot's prices (spot at the on-demand price where the type has no spot price);
+    /// `None` for a type the catalog does not list.
+    pub fn price_per_hour(&self, name: &str, count: i64, spot: i64) -> Option<f64> {
+        let i = self.get(name)?;
+        let spot_price = i.spot_price.unwrap_or(i.on_demand_price);
+        Some(spot as f64 * spot_price + (count - spot) as f64 * i.on_demand_price)
+    }
+
     /// The snapshot shipped with wfe.
     pub fn shipped() -> Result<Self> {
         Self::parse(SHIPPED, "shipped catalog")
