@@ -146,7 +146,7 @@ fuzz: setup
 # Chaos over Kafka (pipeline/cli/tests/kafka.rs): the job streams through the six services
 # while a random one is killed with SIGKILL every CHAOS_EVERY_MS and restarted, CHAOS_KILLS
 # times, with one broker kill; then decisions must equal the embedded run's, no action twice,
-# dead letters only the injected ones. `make test` runs 4 kills and no broker kill.
+# dead letters only the injected ones. `make test` runs 4 kills 7 s apart and no broker kill.
 CHAOS_KILLS ?= 60
 # Kills of one stage closer together than the session timeout (6 s in the test job) leave
 # dead members that tansu 0.6 keeps assigning partitions to; real Kafka evicts them.
