@@ -23,6 +23,7 @@
 //! `wfe_mailbox_batches`); [`Health`] says ready once the actors run and live while none has
 //! failed; every stage's [`Context`] shares the run's [`Control`].
 
+mod cpu;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use wfe_contract::{
     Collector, Context, Control, Error, Health, RecordBatch, Result, Source, Stage, Topic,
 };
 
+pub use cpu::{process_cpu, thread_cpu};
 pub use sink::SinkFormat;
 
 type Msg = (Topic, RecordBatch);
@@ -329,35 +331,6 @@ pub fn run_embedded(
         outputs: outputs.into_iter().map(|o| o.path).collect(),
         stopped,
     })
-}
-
-/// CPU time (user + system) of the calling thread, from /proc/thread-self/stat.
-pub fn thread_cpu() -> Duration {
-    cpu_of("/proc/thread-self/stat")
-}
-
-/// CPU time (user + system) of the whole process so far.
-pub fn process_cpu() -> Duration {
-    cpu_of("/proc/self/stat")
-}
-
-fn cpu_of(path: &str) -> Duration {
-    // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return Duration::ZERO;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // rest starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// An actor thread's report. Its hooks run inside [`contain`], so a thread that still ended
