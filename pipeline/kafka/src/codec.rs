@@ -290,3 +290,26 @@ pub fn trace_id(topic: &str, partition: i32, offset: i64) -> String {
         xxhash_rust::xxh3::xxh3_64(format!("{topic}/{partition}/{offset}").as_bytes())
     )
 }
+
+/// One output topic's batch as keyed messages: (topic, rows, [(key, value)]).
+pub(crate) type Encoded = (Topic, u64, Vec<(String, Vec<u8>)>);
+
+/// Encodes every output batch into messages of at most `max_bytes`, or says which row cannot.
+pub(crate) fn encode_outputs(
+    out: wfe_contract::VecCollector,
+    max_bytes: usize,
+) -> Result<Vec<Encoded>> {
+    out.batches
+        .into_iter()
+        .map(|(topic, batch)| {
+            let messages = encode_keyed(&batch, max_bytes).map_err(|e| match e {
+                Error::BadInput { location, message } => Error::bad_input(
+                    format!("output on `{topic}`, {location}"),
+                    format!("{message} (kafka.max_message_bytes)"),
+                ),
+                other => other,
+            })?;
+            Ok((topic, batch.num_rows() as u64, messages))
+        })
+        .collect()
+}
