@@ -23,99 +23,24 @@
 //! [`wfe_contract::norm::NormBatch`] walks.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
-use arrow_buffer::NullBuffer;
+use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{
-    DictStrings, dictionary, dictionary_opt, f64s, timestamp_column, timestamps,
-};
+use wfe_contract::columns::{DictStrings, f64s, timestamps};
 use wfe_contract::norm::Slots;
-use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
+mod checks;
+mod config;
+mod out;
+mod release;
 mod slots;
+use checks::{infer_step, unusable};
+use config::MAX_STEP_S;
+pub use config::{MAX_ABS_VALUE, MAX_EARLY_SAMPLES, NormaliseConfig};
+pub use out::MAX_BATCH_ROWS;
+use out::Out;
 use slots::SlotIndex;
-
-/// Settings of the normalise stage.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NormaliseConfig {
-    /// Fixed step in seconds for every workload; default: inferred per workload.
-    #[serde(default)]
-    pub step_s: Option<u64>,
-    /// Steps a sample may arrive late and still be placed in its step.
-    #[serde(default = "d_lateness")]
-    pub lateness_steps: usize,
-    /// A gap of up to this many steps is filled with the last value; longer gaps are missing.
-    #[serde(default = "d_fill")]
-    pub fill_steps: usize,
-    /// A gap longer than this many steps restarts the workload's series instead of emitting
-    /// every missing step.
-    #[serde(default = "d_max_gap")]
-    pub max_gap_steps: usize,
-    /// Steps of history to learn the scaler from when the data has no `split` label.
-    #[serde(default = "d_learn")]
-    pub learn_steps: usize,
-    /// Scaled values are clipped to [-clip, 1 + clip] so one wild sample cannot dominate.
-    #[serde(default = "d_clip")]
-    pub clip: f64,
-    /// Samples stamped more than this many seconds ahead of the wall clock are rejected
-    /// (`rejected.time`): one far-future sample would otherwise restart its workload's series
-    /// and make every later sample late.
-    #[serde(default = "d_max_future")]
-    pub max_future_s: u64,
-    /// Samples stamped before this Unix time in seconds (at least 0, the epoch) are rejected
-    /// (`rejected.time`).
-    #[serde(default)]
-    pub earliest_s: i64,
-}
-
-/// The longest configurable step, in seconds.
-const MAX_STEP_S: u64 = 366 * 86_400;
-
-/// Largest magnitude of a value accepted: beyond it, a range or a square (in the scaler and
-/// the detectors downstream) could overflow to infinity.
-pub const MAX_ABS_VALUE: f64 = 1e150;
-
-/// Samples a workload holds while its step is not yet known (at most three timestamps' worth
-/// of its metrics); past this, further ones are rejected as `rejected.no_step`.
-pub const MAX_EARLY_SAMPLES: usize = 65_536;
-
-fn d_lateness() -> usize {
-    2
-}
-fn d_fill() -> usize {
-    5
-}
-fn d_max_gap() -> usize {
-    10_080
-}
-fn d_learn() -> usize {
-    1440
-}
-fn d_clip() -> f64 {
-    5.0
-}
-fn d_max_future() -> u64 {
-    86_400
-}
-
-impl Default for NormaliseConfig {
-    fn default() -> Self {
-        Self {
-            step_s: None,
-            lateness_steps: d_lateness(),
-            fill_steps: d_fill(),
-            max_gap_steps: d_max_gap(),
-            learn_steps: d_learn(),
-            clip: d_clip(),
-            max_future_s: d_max_future(),
-            earliest_s: 0,
-        }
-    }
-}
 
 /// Accumulates one metric's samples within one step.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -212,46 +137,6 @@ pub struct Normalise {
     cells: Vec<(f64, bool, bool)>,
     /// `split=train` of each label id (derived from `state.label_names`).
     train_of: Vec<Option<bool>>,
-}
-
-/// Output rows of one call, built column by column.
-#[derive(Default)]
-struct Out {
-    time: Vec<i64>,
-    workload: Vec<i32>,
-    metric: Vec<i32>,
-    value: Vec<f64>,
-    raw: Vec<f64>,
-    step_ms: Vec<i64>,
-    filled: Vec<bool>,
-    missing: Vec<bool>,
-    label: Vec<Option<i32>>,
-    any_missing: bool,
-    /// Full chunks, emitted as batches of their own (see [`MAX_BATCH_ROWS`]).
-    sealed: Vec<Out>,
-}
-
-/// Most rows per emitted batch. The history released when the scaler is fitted can be a
-/// whole training split; in one batch it would stay in memory until every consumer finished
-/// all of it.
-pub const MAX_BATCH_ROWS: usize = 64 * 1024;
-
-impl Out {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            time: Vec::with_capacity(n),
-            workload: Vec::with_capacity(n),
-            metric: Vec::with_capacity(n),
-            value: Vec::with_capacity(n),
-            raw: Vec::with_capacity(n),
-            step_ms: Vec::with_capacity(n),
-            filled: Vec::with_capacity(n),
-            missing: Vec::with_capacity(n),
-            label: Vec::with_capacity(n),
-            any_missing: false,
-            sealed: Vec::new(),
-        }
-    }
 }
 
 impl Normalise {
@@ -616,230 +501,6 @@ impl Normalise {
         wk.last.push(None);
         slot
     }
-
-    /// Closes the steps that no late sample can reach any more (all of them when `all`).
-    fn emit_ready(&mut self, wi: usize, out: &mut Out, all: bool) {
-        let keep = if all { 0 } else { self.cfg.lateness_steps + 1 };
-        let fill = self.cfg.fill_steps as u32;
-        while self.state.workloads[wi].open.len() > keep {
-            let wk = &mut self.state.workloads[wi];
-            let Some(step) = wk.open.pop_front() else {
-                break;
-            };
-            wk.emitted_until = Some(step.time);
-            let mut cells = std::mem::take(&mut self.cells);
-            cells.clear();
-            for slot in 0..wk.metrics.len() {
-                let acc = step.acc.get(slot).copied().unwrap_or_default();
-                let cell = if acc.n > 0 {
-                    let v = acc.sum / acc.n as f64;
-                    wk.last[slot] = Some((v, 0));
-                    (v, false, false)
-                } else {
-                    match &mut wk.last[slot] {
-                        Some((v, since)) if *since < fill => {
-                            *since += 1;
-                            (*v, true, false)
-                        }
-                        Some((_, since)) => {
-                            *since += 1;
-                            (f64::NAN, false, true)
-                        }
-                        // Never observed yet in this workload: missing.
-                        None => (f64::NAN, false, true),
-                    }
-                };
-                cells.push(cell);
-            }
-            // The step's accumulators are reused for the next step opened.
-            let mut acc = step.acc;
-            acc.iter_mut().for_each(|a| *a = Acc::default());
-            wk.spare.push(acc);
-            let done = DoneStep {
-                time: step.time,
-                label: step.label,
-                cells,
-            };
-            if self.state.workloads[wi].learning {
-                let split = done.label.and_then(|l| self.is_train(l));
-                let wk = &mut self.state.workloads[wi];
-                let ends = match split {
-                    Some(is_train) => !is_train,
-                    None => wk.learned_steps >= self.cfg.learn_steps,
-                };
-                if ends {
-                    self.finish_learning(wi, out);
-                    self.write_step(wi, &done, out);
-                    self.cells = done.cells;
-                } else {
-                    wk.learned_steps += 1;
-                    wk.held.push(done);
-                }
-            } else {
-                self.write_step(wi, &done, out);
-                self.cells = done.cells;
-            }
-        }
-    }
-
-    /// Whether a label set says `split=train` (`None`: no split label), cached per label id.
-    fn is_train(&mut self, label: u32) -> Option<bool> {
-        let names = &self.state.label_names.names;
-        while self.train_of.len() < names.len() {
-            let s = &names[self.train_of.len()];
-            self.train_of
-                .push(labels::get(s, "split").map(|v| v == "train"));
-        }
-        self.train_of.get(label as usize).copied().flatten()
-    }
-
-    /// Fits the scaler on the held history and emits it.
-    fn finish_learning(&mut self, wi: usize, out: &mut Out) {
-        let wk = &mut self.state.workloads[wi];
-        wk.learning = false;
-        let n = wk.metrics.len();
-        let mut lo = vec![f64::INFINITY; n];
-        let mut hi = vec![f64::NEG_INFINITY; n];
-        for step in &wk.held {
-            for (slot, &(v, _, missing)) in step.cells.iter().enumerate() {
-                if !missing {
-                    lo[slot] = lo[slot].min(v);
-                    hi[slot] = hi[slot].max(v);
-                }
-            }
-        }
-        wk.scalers = lo
-            .into_iter()
-            .zip(hi)
-            .map(|(lo, hi)| Scaler { lo, hi })
-            .collect();
-        let held = std::mem::take(&mut wk.held);
-        for step in &held {
-            self.write_step(wi, step, out);
-        }
-    }
-
-    fn write_step(&mut self, wi: usize, step: &DoneStep, out: &mut Out) {
-        if out.time.len() >= MAX_BATCH_ROWS {
-            let mut full = std::mem::replace(out, Out::with_capacity(MAX_BATCH_ROWS));
-            out.sealed = std::mem::take(&mut full.sealed);
-            out.sealed.push(full);
-        }
-        let wk = &mut self.state.workloads[wi];
-        let n = step.cells.len();
-        while wk.scalers.len() < n {
-            // A metric first seen after learning: learn from its first value on.
-            let v = step.cells[wk.scalers.len()].0;
-            wk.scalers.push(Scaler { lo: v, hi: v });
-        }
-        let clip = self.cfg.clip;
-        // Columns that are the same for every metric of the step.
-        out.time.extend(std::iter::repeat_n(step.time, n));
-        out.workload.extend(std::iter::repeat_n(wi as i32, n));
-        out.step_ms
-            .extend(std::iter::repeat_n(wk.step_ms.unwrap_or(0), n));
-        out.label
-            .extend(std::iter::repeat_n(step.label.map(|l| l as i32), n));
-        out.metric.extend(wk.metrics[..n].iter().map(|&m| m as i32));
-        for (&(v, filled, missing), s) in step.cells.iter().zip(&wk.scalers) {
-            let (lo, range) = s.lo_range();
-            out.value.push(if missing {
-                f64::NAN
-            } else {
-                ((v - lo) / range).clamp(-clip, 1.0 + clip)
-            });
-            out.raw.push(if missing { f64::NAN } else { v });
-            out.filled.push(filled);
-            out.missing.push(missing);
-            out.any_missing |= missing;
-        }
-    }
-
-    /// Emits the sealed chunks and the rest, in order.
-    fn emit_all(&self, mut rows: Out, out: &mut dyn Collector) -> Result<()> {
-        for chunk in std::mem::take(&mut rows.sealed) {
-            out.emit(Topic::MetricsNorm, self.finish(chunk)?)?;
-        }
-        if !rows.time.is_empty() {
-            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&self, out: Out) -> Result<RecordBatch> {
-        let st = &self.state;
-        // Missing values are nulls (their slots hold NaN underneath).
-        let nulls = out
-            .any_missing
-            .then(|| NullBuffer::from_iter(out.missing.iter().map(|m| !m)));
-        let columns: Vec<ArrayRef> = vec![
-            timestamp_column(out.time),
-            dictionary(out.workload, &st.workload_names.refs())?,
-            dictionary(out.metric, &st.metric_names.refs())?,
-            Arc::new(Float64Array::new(out.value.into(), nulls.clone())),
-            Arc::new(Float64Array::new(out.raw.into(), nulls)),
-            Arc::new(Int64Array::from(out.step_ms)),
-            flags(out.filled),
-            flags(out.missing),
-            dictionary_opt(out.label, &st.label_names.refs())?,
-        ];
-        Ok(RecordBatch::try_new(Topic::MetricsNorm.schema(), columns)?)
-    }
-}
-
-/// Why a sample cannot be used, as (rejection kind, message); `None` when it can.
-fn unusable(
-    null: bool,
-    v: f64,
-    ts: i64,
-    earliest: i64,
-    latest: i64,
-) -> Option<(&'static str, &'static str)> {
-    if null || v.is_infinite() {
-        Some(("nan", "infinite or null value"))
-    } else if v.is_nan() {
-        Some(("nan", "NaN value"))
-    } else if v.abs() > MAX_ABS_VALUE {
-        Some(("out_of_range", "value beyond ±1e150"))
-    } else if ts < earliest {
-        Some(("time", "time before stages.normalise.earliest_s"))
-    } else if ts > latest {
-        Some((
-            "time",
-            "time further ahead of the wall clock than stages.normalise.max_future_s",
-        ))
-    } else {
-        None
-    }
-}
-
-/// A boolean column; all-false (the usual case) without packing each value.
-fn flags(v: Vec<bool>) -> ArrayRef {
-    if v.iter().any(|b| *b) {
-        Arc::new(BooleanArray::from(v))
-    } else {
-        Arc::new(BooleanArray::new(
-            arrow_buffer::BooleanBuffer::new_unset(v.len()),
-            None,
-        ))
-    }
-}
-
-/// The step: the median difference between the first distinct timestamps, once four of them
-/// are known (the median, so that one jittered sample does not set it).
-fn infer_step(ts: &[i64]) -> Option<i64> {
-    if ts.len() < 4 {
-        return None;
-    }
-    let mut sorted = ts.to_vec();
-    sorted.sort_unstable();
-    let mut diffs: Vec<i64> = sorted
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0)
-        .collect();
-    diffs.sort_unstable();
-    diffs.get(diffs.len() / 2).copied()
 }
 
 impl Stage for Normalise {
@@ -910,49 +571,4 @@ impl Stage for Normalise {
 #[cfg(test)]
 mod tests;
 
-/// Helpers for other stages' tests: real data through ingest and normalise.
-pub mod testing {
-    use std::path::PathBuf;
-
-    use wfe_contract::{Context, RecordBatch, Source, Stage, Topic, VecCollector};
-
-    use super::{Normalise, NormaliseConfig};
-
-    /// `../shared/data` beside the checkout, or `$WFE_DATA`.
-    pub fn shared_data() -> PathBuf {
-        let data = std::env::var_os("WFE_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-            });
-        assert!(
-            data.join("smd").is_dir(),
-            "shared data not found at {} (set WFE_DATA)",
-            data.display()
-        );
-        data
-    }
-
-    /// `metrics.norm` batches of the named entities of `set` (`smd` or `asd`), at most
-    /// `max_raw_batches` ingest chunks of them.
-    pub fn normalised(set: &str, entities: &[&str], max_raw_batches: usize) -> Vec<RecordBatch> {
-        let mut cfg = wfe_ingest::SourceConfig::new(shared_data().join(set));
-        cfg.only = entities.iter().map(|s| s.to_string()).collect();
-        let mut src = wfe_ingest::FileSource::open(&[cfg], true).expect("open shared data");
-        let mut stage = Normalise::new(NormaliseConfig::default()).expect("config");
-        let mut ctx = Context::new("normalise");
-        let mut out = VecCollector::new();
-        let mut n = 0;
-        while let Some(b) = src.next_batch(&mut ctx).expect("read") {
-            stage
-                .process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
-                .expect("normalise");
-            n += 1;
-            if n >= max_raw_batches {
-                break;
-            }
-        }
-        stage.flush(&mut ctx, &mut out).expect("flush");
-        out.of(Topic::MetricsNorm)
-    }
-}
+pub mod testing;

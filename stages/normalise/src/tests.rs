@@ -1,7 +1,12 @@
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use arrow_array::Float64Array;
 use wfe_contract::VecCollector;
+use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::norm::NormBatch;
+use wfe_contract::schemas::labels;
 
 use super::*;
 
