@@ -19,6 +19,7 @@
 //!   actor's boundary, so runners report it (exit status 1, a dead letter) instead of losing it.
 //! - [`ipc`]: Arrow IPC from outside (Kafka payloads, files) checked before arrow-ipc decodes
 //!   it, so a hostile length cannot abort the process.
+//! - [`id::stable_id`]: the one hash behind every id a replay must give again.
 //! - [`columns`]: typed, erroring accessors for reading batches.
 //! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
 //! - [`features`]: the statistical features of a window of metrics that fingerprints are made
@@ -30,6 +31,7 @@ pub mod error;
 mod events;
 pub mod features;
 pub mod health;
+pub mod id;
 pub mod ipc;
 pub mod norm;
 pub mod panic;

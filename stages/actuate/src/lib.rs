@@ -46,19 +46,22 @@ mod applied;
 mod config;
 mod fleet;
 pub mod guards;
+mod notices;
+mod plan;
 mod rows;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use wfe_contract::columns::{f64s, i64s, strings, timestamp_column, timestamps};
+use wfe_contract::columns::{f64s, i64s, strings, timestamps};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use config::{ActuateConfig, InterruptionSource, MODE_SETTING, Mode};
 pub use fleet::{Fleet, Group};
+pub use notices::interruption_id;
+use plan::{Call, Decision, launch_params};
 use rows::Rows;
 pub use rows::action_id;
 pub use wfe_ec2::{Catalog, Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
@@ -99,57 +102,6 @@ fn load_catalog(cfg: &ActuateConfig) -> Result<Catalog> {
         Some(path) => Catalog::load(path),
         None => Catalog::shipped(),
     }
-}
-
-/// Deterministic id of the replacement of an interrupted instance (its `decision_id`).
-pub fn interruption_id(instance_id: &str) -> String {
-    format!(
-        "{:016x}",
-        xxhash_rust::xxh3::xxh3_64(format!("interruption\u{1f}{instance_id}").as_bytes())
-    )
-}
-
-/// Errors after which a spot launch is retried on demand at once.
-fn spot_capacity_error(e: &Error) -> bool {
-    let m = e.to_string();
-    [
-        "InsufficientInstanceCapacity",
-        "SpotMaxPriceTooLow",
-        "MaxSpotInstanceCountExceeded",
-        "InsufficientCapacity",
-    ]
-    .iter()
-    .any(|c| m.contains(c))
-}
-
-/// One decision row, checked.
-#[derive(Debug, Clone)]
-struct Decision<'a> {
-    id: &'a str,
-    time: i64,
-    workload: &'a str,
-    tier: &'a str,
-    instance_type: &'a str,
-    count: i64,
-    spot: i64,
-    /// Expected cost per instance and hour (for the spend cap).
-    unit_cost: f64,
-}
-
-/// A call planned for a decision.
-#[derive(Debug, Clone)]
-enum Call {
-    Launch {
-        spot: bool,
-        count: i64,
-    },
-    Terminate {
-        spot: bool,
-        ids: Vec<String>,
-        count: i64,
-        /// Instances of another type than the record's (found by describe).
-        stray: bool,
-    },
 }
 
 impl Actuate {
@@ -236,138 +188,6 @@ impl Actuate {
     /// What the record says a workload runs.
     pub fn fleet(&self, workload: &str) -> Option<&Fleet> {
         self.state.fleets.get(workload)
-    }
-
-    /// Spend per hour of every workload's fleet but `workload`'s.
-    fn spend_of_others(&self, workload: &str) -> f64 {
-        self.state
-            .fleets
-            .iter()
-            .filter(|(w, _)| w.as_str() != workload)
-            .map(|(_, f)| f.cost_per_hour())
-            .sum()
-    }
-
-    /// The counts wanted after the caps, with a note for each cap that bit.
-    fn capped(&self, d: &Decision<'_>, have: &Fleet) -> (i64, i64, Vec<String>) {
-        let mut notes = Vec::new();
-        let (mut od, mut spot) = (d.count - d.spot, d.spot);
-        if od + spot > self.cfg.max_instances {
-            notes.push(format!(
-                "capped from {} to max_instances {}",
-                od + spot,
-                self.cfg.max_instances
-            ));
-            spot = spot.min(self.cfg.max_instances);
-            od = self.cfg.max_instances - spot;
-        }
-        let elsewhere: i64 = self
-            .state
-            .fleets
-            .iter()
-            .filter(|(w, _)| w.as_str() != d.workload)
-            .map(|(_, f)| f.size())
-            .sum();
-        let cap = self.cfg.max_fleet_instances;
-        let wanted = od + spot;
-        let (o, s, note) = guards::fit(od, spot, cap - elsewhere, || {
-            format!("capped from {wanted} by max_fleet_instances {cap} ({elsewhere} elsewhere)")
-        });
-        (od, spot) = (o, s);
-        notes.extend(note);
-        let same = have.instance_type == d.instance_type;
-        let (od0, spot0) = if same {
-            (have.on_demand.count(), have.spot.count())
-        } else {
-            (0, 0)
-        };
-        let added = (od - od0).max(0) + (spot - spot0).max(0);
-        if added > self.cfg.max_step {
-            notes.push(format!(
-                "step capped from {added} to max_step {}",
-                self.cfg.max_step
-            ));
-            let (od_add, spot_add) = split(added.min(self.cfg.max_step), od - od0, spot - spot0);
-            od = od.min(od0 + od_add);
-            spot = spot.min(spot0 + spot_add);
-        }
-        if let Some(cap) = self.cfg.max_spend_per_hour {
-            let room = cap - self.spend_of_others(d.workload);
-            let afford = if d.unit_cost > 0.0 {
-                (room / d.unit_cost + 1e-9).floor().max(0.0) as i64
-            } else {
-                i64::MAX
-            };
-            if od + spot > afford {
-                notes.push(format!(
-                    "spend capped: {} instances at {:.4}/h would pass max_spend_per_hour {cap} ({:.4}/h left): {afford} kept",
-                    od + spot,
-                    d.unit_cost,
-                    room.max(0.0)
-                ));
-                spot = spot.min(afford);
-                od = (afford - spot).max(0);
-            }
-        }
-        (od, spot, notes)
-    }
-
-    /// The calls from `have` to (type, od, spot).
-    /// The calls from `have` to (type, od, spot): launches first, then terminations (make
-    /// before break: capacity never dips below both fleets' while a change is under way).
-    fn calls(&self, d: &Decision<'_>, have: &Fleet, od: i64, spot: i64) -> Vec<Call> {
-        let mut calls = Vec::new();
-        let same = have.instance_type == d.instance_type;
-        for (is_spot, group, want) in [(false, &have.on_demand, od), (true, &have.spot, spot)] {
-            let base = if same { group.count() } else { 0 };
-            if want > base {
-                calls.push(Call::Launch {
-                    spot: is_spot,
-                    count: want - base,
-                });
-            }
-        }
-        if !have.stray.is_empty() {
-            // Instances of the workload that are not of its recorded type (found by describe).
-            calls.push(Call::Terminate {
-                spot: false,
-                ids: have.stray.clone(),
-                count: have.stray.len() as i64,
-                stray: true,
-            });
-        }
-        for (is_spot, group, want) in [(false, &have.on_demand, od), (true, &have.spot, spot)] {
-            let keep = if same { want } else { 0 };
-            if group.count() > keep {
-                calls.push(Call::Terminate {
-                    spot: is_spot,
-                    ids: group.newest(group.count() - keep),
-                    count: group.count() - keep,
-                    stray: false,
-                });
-            }
-        }
-        calls
-    }
-
-    fn launch_request(&self, d: &Decision<'_>, spot: bool, count: i64, token: &str) -> Launch {
-        Launch {
-            instance_type: d.instance_type.to_string(),
-            count,
-            spot,
-            client_token: token.to_string(),
-            image_id: self.cfg.image_id.clone().unwrap_or_default(),
-            subnet_id: self.cfg.subnet_id.clone(),
-            security_group_ids: self.cfg.security_group_ids.clone(),
-            tags: vec![
-                ("wfe:workload".into(), d.workload.to_string()),
-                ("wfe:decision".into(), d.id.to_string()),
-                (
-                    "wfe:tier".into(),
-                    if spot { "spot" } else { d.tier }.to_string(),
-                ),
-            ],
-        }
     }
 
     /// In `apply` mode, what EC2 says the workload runs (the record for the other modes).
@@ -547,246 +367,9 @@ impl Actuate {
         }
     }
 
-    /// Reads the notice queue if `poll_s` has passed since the last read.
-    fn poll(&mut self, rows: &mut Rows, ctx: &mut Context) {
-        let (Some(src), Some(notices)) = (self.cfg.interruptions.clone(), self.notices.as_mut())
-        else {
-            return;
-        };
-        let due = self
-            .last_poll
-            .is_none_or(|t| t.elapsed().as_secs_f64() >= src.poll_s);
-        if !due {
-            return;
-        }
-        self.last_poll = Some(std::time::Instant::now());
-        match notices.receive() {
-            Ok(received) => {
-                for m in received {
-                    self.on_notice(&src, m, rows, ctx);
-                }
-            }
-            Err(e) => {
-                let msg = format!("{e}; reading again in {} s", src.poll_s);
-                ctx.event(Event::Rejected {
-                    kind: "notice_receive_failed",
-                    location: "interruptions.queue_url",
-                    message: &msg,
-                    count: 1,
-                });
-            }
-        }
-    }
-
-    /// Deletes a message dealt with; a failure is reported (the message comes back, and
-    /// the notice's id, already applied, makes it a no-op).
-    fn ack(&mut self, m: &Received, ctx: &mut Context) {
-        let Some(notices) = self.notices.as_mut() else {
-            return;
-        };
-        if let Err(e) = notices.ack(&m.receipt) {
-            let loc = format!("message {}", m.message_id);
-            let msg = e.to_string();
-            ctx.event(Event::Rejected {
-                kind: "notice_ack_failed",
-                location: &loc,
-                message: &msg,
-                count: 1,
-            });
-        }
-    }
-
-    /// Reports a message this actuator will not act on, and deletes it.
-    fn give_up(&mut self, m: &Received, kind: &'static str, msg: &str, ctx: &mut Context) {
-        let loc = format!("message {}", m.message_id);
-        ctx.event(Event::Rejected {
-            kind,
-            location: &loc,
-            message: msg,
-            count: 1,
-        });
-        self.ack(m, ctx);
-    }
-
-    /// One message of the notice queue.
-    fn on_notice(
-        &mut self,
-        src: &InterruptionSource,
-        m: Received,
-        rows: &mut Rows,
-        ctx: &mut Context,
-    ) {
-        let n = match &m.notice {
-            Ok(n) => n.clone(),
-            Err(why) => {
-                self.give_up(&m, "bad_notice", why, ctx);
-                return;
-            }
-        };
-        if n.kind == wfe_ec2::NoticeKind::Rebalance && !src.on_rebalance {
-            ctx.count("notices.rebalance_ignored", 1);
-            self.ack(&m, ctx);
-            return;
-        }
-        let id = interruption_id(&n.instance_id);
-        if self.state.applied.contains(NOTICES, &id)
-            || self
-                .state
-                .applied
-                .is_stale(NOTICES, n.time_ms, self.window_ms())
-        {
-            ctx.event(Event::Dropped {
-                kind: "replayed_notice",
-                count: 1,
-            });
-            self.ack(&m, ctx);
-            return;
-        }
-        let owner = self
-            .state
-            .fleets
-            .iter()
-            .find(|(_, f)| f.spot.ids().contains(&n.instance_id))
-            .map(|(w, _)| w.clone());
-        let Some(workload) = owner else {
-            if m.receive_count >= src.max_receives {
-                let msg = format!(
-                    "{} is no spot instance of this actuator's: deleted after {} deliveries",
-                    n.instance_id, m.receive_count
-                );
-                self.give_up(&m, "notice_unknown_instance", &msg, ctx);
-            } else {
-                // Another partition's actuator may own it: left on the queue for it.
-                ctx.count("notices.not_mine", 1);
-            }
-            return;
-        };
-        let mut fleet = self.state.fleets[&workload].clone();
-        // Each warned instance counts once (a notice that comes back after a failed
-        // replacement is the same warning).
-        if n.kind == wfe_ec2::NoticeKind::Interruption
-            && !self
-                .state
-                .warnings
-                .iter()
-                .any(|(_, _, i)| *i == n.instance_id)
-        {
-            self.state.warnings.push((
-                fleet.instance_type.clone(),
-                n.time_ms,
-                n.instance_id.clone(),
-            ));
-        }
-        let window = src.scarce_window_s * 1000;
-        self.state
-            .warnings
-            .retain(|(_, t, _)| (n.time_ms - t).abs() < window);
-        let seen = self
-            .state
-            .warnings
-            .iter()
-            .filter(|(t, _, _)| *t == fleet.instance_type)
-            .count();
-        let scarce = seen >= src.scarce_after;
-        let (itype, tier) = (fleet.instance_type.clone(), fleet.tier.clone());
-        let d = Decision {
-            id: &id,
-            time: n.time_ms,
-            workload: &workload,
-            tier: &tier,
-            instance_type: &itype,
-            count: 1,
-            spot: i64::from(!scarce),
-            unit_cost: fleet.unit_cost,
-        };
-        let mut reason = format!(
-            "{} notice for spot {} ({itype}, {workload}): replaced {}",
-            n.kind.name(),
-            n.instance_id,
-            if scarce {
-                format!(
-                    "on demand: spot of {itype} is scarce ({seen} warnings within {} s)",
-                    src.scarce_window_s
-                )
-            } else {
-                "by spot".to_string()
-            }
-        );
-        let markets: &[bool] = if scarce { &[false] } else { &[true, false] };
-        for (k, &spot) in markets.iter().enumerate() {
-            let call_id = action_id(&id, k);
-            let (name, mut params, result) =
-                self.execute(&d, &Call::Launch { spot, count: 1 }, &call_id, &mut fleet);
-            params["wfe:replaces"] = json!(n.instance_id);
-            params["wfe:reason"] = json!(reason);
-            params["wfe:unit_cost"] = json!(fleet.unit_cost);
-            let loc = format!("notice {} {name}", n.instance_id);
-            rows.call(
-                ctx, call_id, &id, n.time_ms, &workload, name, &params, &result, &loc,
-            );
-            match result {
-                Ok(_) => {
-                    fleet.spot.remove(1, std::slice::from_ref(&n.instance_id));
-                    self.state.fleets.insert(workload.clone(), fleet);
-                    self.state
-                        .interrupted
-                        .insert(n.instance_id.clone(), workload.clone());
-                    let window = self.window_ms();
-                    self.state.applied.insert(NOTICES, id, n.time_ms, window);
-                    ctx.count("notices.replaced", 1);
-                    self.ack(&m, ctx);
-                    return;
-                }
-                Err(e) if spot && spot_capacity_error(&e) => {
-                    reason = format!("{reason}; spot launch failed for capacity ({e}): on demand");
-                }
-                Err(_) => break,
-            }
-        }
-        // Not replaced: the message comes back after its visibility timeout, until
-        // max_receives; the next decision's describe makes up the capacity in any case.
-        if m.receive_count >= src.max_receives {
-            let msg = format!(
-                "replacing {} failed {} times: deleted; the next decision makes up the capacity",
-                n.instance_id, m.receive_count
-            );
-            self.give_up(&m, "notice_given_up", &msg, ctx);
-        }
-    }
-
     fn finish(&self, rows: Rows) -> Result<RecordBatch> {
         rows.finish(self.cfg.mode())
     }
-}
-
-/// Splits `n` additions over on-demand and spot in proportion to what each wanted.
-fn split(n: i64, want_od: i64, want_spot: i64) -> (i64, i64) {
-    let (a, b) = (want_od.max(0), want_spot.max(0));
-    if a + b == 0 {
-        return (0, 0);
-    }
-    let spot = ((n as f64) * b as f64 / (a + b) as f64).round() as i64;
-    (n - spot.min(n), spot.min(n))
-}
-
-/// The JSON of a launch as `actions` records it (what RunInstances is sent).
-fn launch_params(region: &str, req: &Launch, dry_run: bool) -> serde_json::Value {
-    let mut p = json!({
-        "Region": region,
-        "ImageId": req.image_id,
-        "InstanceType": req.instance_type,
-        "MinCount": req.count,
-        "MaxCount": req.count,
-        "ClientToken": req.client_token,
-        "DryRun": dry_run,
-        "TagSpecifications": [{"ResourceType": "instance", "Tags":
-            req.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}],
-    });
-    if req.spot {
-        p["InstanceMarketOptions"] = json!({"MarketType": "spot",
-            "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}});
-    }
-    p
 }
 
 impl Stage for Actuate {

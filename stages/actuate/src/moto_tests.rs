@@ -8,9 +8,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow_array::{Float64Array, Int64Array};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use serde_json::json;
 use wfe_contract::VecCollector;
-use wfe_contract::columns::list_row_str;
+use wfe_contract::columns::{list_row_str, timestamp_column};
 use wfe_ec2::testing::Moto;
 
 use super::*;

@@ -117,8 +117,5 @@ impl Rows {
 
 /// Deterministic action id (also the ClientToken): decision id and the call's place in it.
 pub fn action_id(decision_id: &str, n: usize) -> String {
-    format!(
-        "{:016x}",
-        xxhash_rust::xxh3::xxh3_64(format!("action\u{1f}{decision_id}\u{1f}{n}").as_bytes())
-    )
+    wfe_contract::id::stable_id(&["action", decision_id, &n.to_string()])
 }

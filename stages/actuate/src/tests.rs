@@ -1,5 +1,9 @@
-use arrow_array::{Float64Array, Int64Array};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use serde_json::json;
 use wfe_contract::VecCollector;
+use wfe_contract::columns::timestamp_column;
 
 use super::*;
 

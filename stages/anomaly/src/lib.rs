@@ -382,8 +382,7 @@ impl Rows {
 
 /// Deterministic segment id: a replay of the same data gives the same id.
 pub fn segment_id(workload: &str, start: i64) -> String {
-    let h = xxhash_rust::xxh3::xxh3_64(format!("{workload}\u{1f}{start}").as_bytes());
-    format!("{h:016x}")
+    wfe_contract::id::stable_id(&[workload, &start.to_string()])
 }
 
 impl Anomaly {

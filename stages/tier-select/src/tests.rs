@@ -1,3 +1,9 @@
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use wfe_contract::columns::{list_row_f64, list_row_str, strings, timestamp_column};
+
+use crate::cold::cold_values;
 use wfe_contract::VecCollector;
 use wfe_contract::columns::{f64s, list_f64};
 use wfe_forecast::{Forecast, ForecastConfig, ResourceMap};

@@ -1,0 +1,153 @@
+//! The reactive floor: a step of `metrics.norm` whose demand passes `burst_utilisation` of
+//! the capacity decided for its workload adds on-demand instances at once, and no later
+//! forecast scales in below what the demand last observed needs.
+
+use arrow_array::RecordBatch;
+use wfe_contract::{Context, Result};
+
+use crate::rows::Rows;
+use crate::{Current, Priced, TierSelect, burst_id};
+
+impl TierSelect {
+    pub(crate) fn reactive(&self) -> bool {
+        self.cfg.burst_utilisation > 0.0 && !self.resources.is_empty()
+    }
+
+    /// The reactive floor over one `metrics.norm` batch: a step whose demand passes
+    /// `burst_utilisation` of the capacity decided for its workload becomes a decision that
+    /// adds on-demand instances up to `burst_target` utilisation.
+    pub(crate) fn observe(
+        &mut self,
+        batch: &RecordBatch,
+        rows: &mut Rows,
+        ctx: &mut Context,
+    ) -> Result<()> {
+        for step in wfe_contract::resources::resource_steps(&self.resources, batch)? {
+            let Some(cur) = self.current.get(&step.workload) else {
+                continue;
+            };
+            if cur.observed.is_some_and(|t| step.time <= t) || cur.count <= 0 {
+                continue;
+            }
+            let Some(inst) = self
+                .catalog
+                .instance
+                .iter()
+                .find(|i| i.r#type == cur.instance_type)
+                .cloned()
+            else {
+                continue;
+            };
+            // The resource furthest past its share of the capacity in place (private
+            // capacity included).
+            let private = self.private_of(&step.workload);
+            let mut worst: Option<(usize, f64, f64)> = None;
+            for (ri, v) in step.values.iter().enumerate() {
+                let unit = &self.resources[ri].unit;
+                let (Some(v), Some(cap)) = (v, inst.capacity(unit)) else {
+                    continue;
+                };
+                let per = cap * inst.performance;
+                let load = v / (cur.count as f64 * per + private(unit)).max(1e-12);
+                if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
+                    worst = Some((ri, *v, load));
+                }
+            }
+            let cur = self
+                .current
+                .get_mut(&step.workload)
+                .expect("looked up above");
+            cur.observed = Some(step.time);
+            cur.last_seen = step.values.clone();
+            let Some((ri, value, load)) = worst else {
+                continue;
+            };
+            let res = &self.resources[ri];
+            let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
+            let own = private(&res.unit);
+            let count = (((value - own * self.cfg.burst_target) / (self.cfg.burst_target * per))
+                - 1e-9)
+                .ceil() as i64;
+            if count <= cur.count {
+                continue;
+            }
+            let prev = cur.count;
+            cur.count = count;
+            cur.changed_at = step.time;
+            let spot = cur.spot_count.min(count);
+            let tier = if spot == count {
+                "spot".to_string()
+            } else {
+                inst.family_tier.clone()
+            };
+            cur.tier = tier.clone();
+            let needs = cur.needs.clone();
+            let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
+            let cost = spot as f64 * spot_price + (count - spot) as f64 * inst.on_demand_price;
+            let risk = if needs.is_empty() {
+                0.0
+            } else {
+                self.rules().risk(&inst, &needs, count, spot)
+            };
+            ctx.count("decisions.bursts", 1);
+            ctx.count("decisions.changes", 1);
+            rows.id.push(burst_id(&step.workload, step.time));
+            rows.at.push(step.time);
+            rows.workload.push(step.workload.clone());
+            rows.tier.push(tier);
+            rows.instance.push(inst.r#type.clone());
+            rows.count.push(count);
+            rows.spot.push(spot);
+            rows.previous.push(prev);
+            rows.cost.push(cost);
+            rows.risk.push(risk);
+            rows.d_res.push(res.name.clone());
+            // Observed, not forecast: the driver is the actual value (level 1, horizon 0).
+            rows.d_q.push(1.0);
+            rows.d_h.push(0);
+            rows.required.push(value);
+            rows.considered.push("[]".into());
+            rows.reason.push(format!(
+                "reactive floor: observed {} {value:.2} {} is {:.0} % of the {:.2} that {prev} x {} give (burst_utilisation {:.0} %): scale up now to {count} ({} more on demand) for {:.0} % utilisation, before the next forecast ({})",
+                res.name,
+                res.unit,
+                load * 100.0,
+                prev as f64 * per,
+                inst.r#type,
+                self.cfg.burst_utilisation * 100.0,
+                count - prev,
+                self.cfg.burst_target * 100.0,
+                self.prices.origin
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fewest instances of `best`'s type that hold the demand last observed at
+    /// `burst_target` (the reactive floor's level), with the resource that sets it.
+    pub(crate) fn floor_count(
+        &self,
+        prev: &Current,
+        prev_workload: &str,
+        best: &Priced,
+    ) -> Option<(i64, String)> {
+        if !self.reactive() {
+            return None;
+        }
+        let inst = self
+            .catalog
+            .instance
+            .iter()
+            .find(|i| i.r#type == best.instance_type)?;
+        prev.last_seen
+            .iter()
+            .zip(&self.resources)
+            .filter_map(|(seen, res)| {
+                let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
+                let v = v - self.private_of(&prev_workload)(&res.unit) * self.cfg.burst_target;
+                let n = (v / (self.cfg.burst_target * cap * inst.performance) - 1e-9).ceil() as i64;
+                Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
+            })
+            .max_by_key(|(n, _)| *n)
+    }
+}
