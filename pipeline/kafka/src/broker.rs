@@ -7,7 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use wfe_contract::{Error, Result};
 
@@ -153,6 +153,20 @@ pub fn read_partition(
     partition: i32,
     from: Offset,
 ) -> Result<Vec<OwnedMessage>> {
+    let mut out = Vec::new();
+    scan_partition(cfg, topic, partition, from, |m| out.push(m.detach()))?;
+    Ok(out)
+}
+
+/// Every message of a partition from `from` to its end as of now, handed to `each` one at a
+/// time (so a caller that keeps a fold of them holds no more than the fold).
+pub fn scan_partition(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<()> {
     let reader: BaseConsumer = cfg
         .reader()
         .create()
@@ -165,13 +179,12 @@ pub fn read_partition(
         _ => low,
     };
     if start >= high {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(start))
         .map_err(|e| kafka_error("assign", e))?;
     reader.assign(&tpl).map_err(|e| kafka_error("assign", e))?;
-    let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut next = start;
     while next < high {
@@ -185,7 +198,7 @@ pub fn read_partition(
         match reader.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 next = m.offset() + 1;
-                out.push(m.detach());
+                each(&m);
             }
             // The end as of now (transaction markers take offsets without being messages).
             Some(Err(KafkaError::PartitionEOF(_))) => break,
@@ -193,7 +206,7 @@ pub fn read_partition(
             None => {}
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Retries a broker call with backoff while its error is retryable (up to about a minute).

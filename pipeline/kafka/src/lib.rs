@@ -62,6 +62,20 @@ pub mod testing {
             .collect()
     }
 
+    /// The newest snapshot of `stage`'s input partition `p` among `records` of its state topic
+    /// (the whole topic, or the latest record of each key: what compaction leaves), read as
+    /// the service restores it on assignment.
+    pub fn restore_snapshot(
+        cfg: &KafkaConfig,
+        stage: &str,
+        input: Topic,
+        p: i32,
+        records: &[rdkafka::message::OwnedMessage],
+    ) -> Result<Option<crate::service::Snapshot>> {
+        let key = crate::service::changelog_key(&cfg.group(stage), &cfg.topic(input), p);
+        crate::service::restore_from(stage, &key, records)
+    }
+
     /// What a topic holds now.
     #[derive(Debug, Default)]
     pub struct TopicContents {

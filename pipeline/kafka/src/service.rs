@@ -53,6 +53,9 @@ use crate::codec::{self, Encoded, HeaderMap, encode_outputs, header};
 use crate::produce::Sender;
 
 mod changelog;
+pub use changelog::{Snapshot, restore_from, snapshot_key as changelog_key};
+mod chunked;
+use chunked::Slot;
 
 /// How often a running service logs its counters.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -92,6 +95,10 @@ struct Part {
     /// The first input offset this instance has not processed.
     next: i64,
     dirty: bool,
+    /// The slot of the state topic that the acknowledged manifest names (none yet: none).
+    durable: Option<Slot>,
+    /// The slot of the snapshot written for the commit under way.
+    pending: Option<Slot>,
 }
 
 /// Everything the message loop and the rebalance callback share.
@@ -565,6 +572,10 @@ impl Core {
         for p in dirty {
             if let Some(part) = self.parts.get_mut(&p) {
                 part.dirty = false;
+                // Acknowledged (flushed, or committed with the transaction): durable now.
+                if let Some(slot) = part.pending.take() {
+                    part.durable = Some(slot);
+                }
             }
         }
         self.report.commits += 1;

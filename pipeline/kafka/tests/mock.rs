@@ -126,6 +126,68 @@ fn wait_for_end(cfg: &KafkaConfig, topic: Topic) -> wfe_kafka::testing::TopicCon
     }
 }
 
+/// Reads the normalise service's state topic, keeps the newest record of each key (what Kafka's
+/// compaction keeps), and restores each partition's snapshot from that view into a stage.
+fn compacted_state_restores(cfg: &KafkaConfig) {
+    let topic = cfg.state_topic("normalise");
+    let (mut multi_chunk, mut restored) = (0, 0);
+    for p in 0..PARTITIONS {
+        let log =
+            wfe_kafka::broker::read_partition(cfg, &topic, p, rdkafka::Offset::Beginning).unwrap();
+        multi_chunk += log
+            .iter()
+            .filter(|m| {
+                let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(*m));
+                h.get("wfe.chunk").is_some_and(|c| !c.ends_with("/1"))
+            })
+            .count();
+        let mut newest = std::collections::HashMap::new();
+        for (i, m) in log.iter().enumerate() {
+            newest.insert(rdkafka::message::Message::key(m).map(<[u8]>::to_vec), i);
+        }
+        let compacted: Vec<_> = log
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| newest[&rdkafka::message::Message::key(*m).map(<[u8]>::to_vec)] == *i)
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert!(
+            compacted.len() < log.len(),
+            "partition {p}: nothing to compact"
+        );
+        for q in 0..PARTITIONS {
+            let from_log =
+                wfe_kafka::testing::restore_snapshot(cfg, "normalise", Topic::MetricsRaw, q, &log)
+                    .unwrap();
+            let from_compacted = wfe_kafka::testing::restore_snapshot(
+                cfg,
+                "normalise",
+                Topic::MetricsRaw,
+                q,
+                &compacted,
+            )
+            .unwrap();
+            assert_eq!(
+                from_log, from_compacted,
+                "input partition {q} in state partition {p}"
+            );
+            if let Some((next, state)) = from_compacted {
+                assert!(next > 0, "input partition {q}: a snapshot before any input");
+                let mut stage = Normalise::new(NormaliseConfig::default()).unwrap();
+                stage
+                    .restore(&state.expect("normalise keeps state"))
+                    .unwrap();
+                restored += 1;
+            }
+        }
+    }
+    assert_eq!(restored, PARTITIONS, "every input partition has a snapshot");
+    assert!(
+        multi_chunk > 0,
+        "no snapshot spanned several chunks: the test proves nothing"
+    );
+}
+
 fn field<'a>(row: &'a str, name: &str) -> &'a str {
     row.split('|')
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
@@ -187,7 +249,10 @@ fn codec_round_trips_and_splits_by_workload_under_the_size_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() {
     let mock = MockCluster::new(1).unwrap();
-    let cfg = config(mock.bootstrap_servers());
+    let mut cfg = config(mock.bootstrap_servers());
+    // Small messages: snapshots span several chunks (half a message each), as a large state
+    // does with the default limit.
+    cfg.max_message_bytes = 16 * 1024;
     for t in [
         cfg.topic(Topic::MetricsRaw),
         cfg.topic(Topic::MetricsNorm),
@@ -235,6 +300,13 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
         norm.rows == expected,
         "rows differ from the stage run directly"
     );
+
+    // Every partition's state restores from what compaction would leave of the state topic
+    // (the newest record of each key), the same as from the whole topic.
+    let c2 = cfg.clone();
+    tokio::task::spawn_blocking(move || compacted_state_restores(&c2))
+        .await
+        .unwrap();
 
     // Record metrics.norm (both file formats) and replay each onto a fresh topic: the same
     // messages, keys, headers and partitions.

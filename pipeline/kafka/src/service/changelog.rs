@@ -1,7 +1,7 @@
 //! The service's state changelog: each input partition's snapshot (stage state and the next
-//! input offset) written to the stage's compacted state topic at every commit, and restored
-//! from it on assignment, with the stage's own output read back for stages that recover
-//! from it.
+//! input offset) written to the stage's compacted state topic at every commit, in chunks that
+//! compaction keeps whole ([`chunked`]), and restored from it on assignment, with the stage's
+//! own output read back for stages that recover from it.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +11,53 @@ use rdkafka::producer::Producer;
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 
+use super::chunked::{self, Restore, Slot};
 use super::{Core, Part};
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
 
-/// Largest chunk of a snapshot in one message.
+/// Largest chunk of a snapshot in one message (half of `kafka.max_message_bytes` when that is
+/// smaller, so that a chunk and its headers always fit a message).
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
+
+fn chunk_bytes(max_message_bytes: usize) -> usize {
+    (max_message_bytes / 2).clamp(512, SNAPSHOT_CHUNK)
+}
+
+/// The key a partition's snapshot is restored by (its manifest's; chunks have keys below it).
+pub fn snapshot_key(group: &str, input_topic: &str, p: i32) -> String {
+    format!("{group}/{input_topic}/{p}")
+}
+
+/// What a snapshot restores: the next input offset and the stage's state.
+pub type Snapshot = (i64, Option<Vec<u8>>);
+
+/// The newest snapshot under `key` among a state topic's records (in offset order: the whole
+/// topic, or what compaction left of it).
+pub fn restore_from<'a>(
+    stage: &str,
+    key: &str,
+    records: impl IntoIterator<Item = &'a OwnedMessage>,
+) -> Result<Option<Snapshot>> {
+    let mut restore = Restore::new(key);
+    for m in records {
+        restore.offer(
+            m.key(),
+            &HeaderMap::from_kafka(m.headers()),
+            m.payload().unwrap_or_default(),
+        );
+    }
+    restore
+        .finish(stage)?
+        .map(|(bytes, _)| decode(stage, &bytes).map(|e| (e.next_offset, e.state)))
+        .transpose()
+}
+
+fn decode(stage: &str, bytes: &[u8]) -> Result<Envelope> {
+    postcard::from_bytes::<Envelope>(bytes)
+        .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
+}
+
 /// The newest state of one input partition, as written to the state topic.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
@@ -33,7 +74,7 @@ struct Envelope {
 
 impl Core {
     fn snapshot_key(&self, p: i32) -> String {
-        format!("{}/{}/{p}", self.group, self.input_name)
+        snapshot_key(&self.group, &self.input_name, p)
     }
 
     pub(super) fn write_snapshot(&mut self, p: i32) -> Result<()> {
@@ -60,18 +101,21 @@ impl Core {
         };
         let bytes = postcard::to_stdvec(&env)
             .map_err(|e| Error::state(&self.name, format!("encode snapshot: {e}")))?;
-        let key = self.snapshot_key(p);
-        let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
-        let n = chunks.len().max(1);
+        // The slot the durable manifest does not name (see `chunked`); it becomes the durable
+        // one once the commit that carries it has been acknowledged.
+        let slot = part.durable.map_or(Slot::A, Slot::other);
         let id = part.next.to_string();
+        let chunk = chunk_bytes(self.kafka.max_message_bytes);
+        let records = chunked::records(&self.snapshot_key(p), &id, slot, &bytes, chunk);
         let topic = self.state_topic.clone();
         let sp = p % self.state_partitions;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut h = HeaderMap::default();
-            h.set("wfe.snapshot", &id);
-            h.set("wfe.chunk", format!("{i}/{n}"));
+        for r in records {
+            let mut h = r.headers;
             h.set(header::STAGE, &self.name);
-            self.send(&topic, Some(sp), Some(key.as_bytes()), chunk, h)?;
+            self.send(&topic, Some(sp), Some(r.key.as_bytes()), &r.value, h)?;
+        }
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.pending = Some(slot);
         }
         self.ctx.count("snapshot.bytes", bytes.len() as u64);
         Ok(())
@@ -80,22 +124,25 @@ impl Core {
     /// A fresh stage for partition `p`, restored from its newest snapshot.
     pub(super) fn load(&mut self, p: i32) -> Result<Part> {
         let mut stage = (self.make)()?;
-        let key = self.snapshot_key(p);
-        let msgs = broker::read_partition(
+        let mut restore = Restore::new(&self.snapshot_key(p));
+        broker::scan_partition(
             &self.kafka,
             &self.state_topic,
             p % self.state_partitions,
             Offset::Beginning,
-        )?;
-        let env = newest_snapshot(&msgs, &key)
-            .map(|bytes| postcard::from_bytes::<Envelope>(&bytes))
-            .transpose()
-            .map_err(|e| {
-                Error::state(
-                    &self.name,
-                    format!("snapshot of partition {p} does not decode: {e}"),
+            |m| {
+                restore.offer(
+                    m.key(),
+                    &HeaderMap::from_kafka(m.headers()),
+                    m.payload().unwrap_or_default(),
                 )
-            })?;
+            },
+        )?;
+        let restored = restore.finish(&self.name)?;
+        let durable = restored.as_ref().and_then(|(_, slot)| *slot);
+        let env = restored
+            .map(|(bytes, _)| decode(&self.name, &bytes))
+            .transpose()?;
         let mut next = -1;
         let mut from: BTreeMap<String, Offset> = self
             .outputs
@@ -134,40 +181,8 @@ impl Core {
             stage,
             next,
             dirty: false,
+            durable,
+            pending: None,
         })
     }
-}
-
-/// The newest complete snapshot under `key` among state-topic messages (chunks in order).
-fn newest_snapshot(msgs: &[OwnedMessage], key: &str) -> Option<Vec<u8>> {
-    let mut newest = None;
-    let mut building: Option<(String, Vec<u8>)> = None;
-    for m in msgs {
-        if m.key() != Some(key.as_bytes()) {
-            continue;
-        }
-        let h = HeaderMap::from_kafka(m.headers());
-        let (Some(id), Some(chunk)) = (h.get("wfe.snapshot"), h.get("wfe.chunk")) else {
-            continue;
-        };
-        let Some((i, n)) = chunk
-            .split_once('/')
-            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-        else {
-            continue;
-        };
-        if i == 0 {
-            building = Some((id.to_string(), Vec::new()));
-        }
-        match &mut building {
-            Some((bid, buf)) if bid == id => {
-                buf.extend_from_slice(m.payload().unwrap_or_default());
-                if i + 1 == n {
-                    newest = building.take().map(|(_, b)| b);
-                }
-            }
-            _ => building = None,
-        }
-    }
-    newest
 }
