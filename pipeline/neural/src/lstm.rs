@@ -14,10 +14,11 @@ const INFER_CHUNK: usize = 4096;
 
 /// libtorch has one random generator per process: two trainings at once (two stages, two
 /// tests) would draw from it in turns and get other initial weights and batch orders than
-/// their seeds give. Every libtorch call of this crate holds this lock: a process's models
-/// take turns. (Equal seeds then give models equal up to the order of libtorch's
-/// floating-point sums, which is not fixed from one training to the next: embeddings were
-/// seen to differ in the third decimal.)
+/// their seeds give. Every libtorch call of this crate that creates or trains a network holds
+/// this lock: a process's trainings take turns; inference draws nothing and takes no turn.
+/// (Equal seeds then give models equal up to the order of libtorch's floating-point sums,
+/// which is not fixed from one training to the next: embeddings were seen to differ in the
+/// third decimal.)
 static LIBTORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -251,7 +252,7 @@ impl SeqAutoencoder {
     /// Runs `f` on chunks of `w` without gradients and concatenates what it returns.
     fn infer(&self, w: &Windows, f: impl Fn(&Tensor, &Tensor) -> Tensor) -> Result<Vec<f32>> {
         self.check(w)?;
-        let _turn = one_at_a_time();
+        // No turn taken: inference draws nothing from libtorch's generator (see `predict`).
         let mut out = Vec::new();
         let mut start = 0;
         while start < w.n {

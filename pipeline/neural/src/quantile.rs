@@ -198,7 +198,9 @@ impl QuantileForecaster {
     ) -> Result<Vec<f32>> {
         self.shape.check(w, context, "forecaster input")?;
         let chunk = if chunk == 0 { INFER_CHUNK } else { chunk };
-        let _turn = one_at_a_time();
+        // No turn taken: a forward pass without dropout draws nothing from libtorch's
+        // generator, so it can run while a training holds the turn (the forecast stage
+        // retrains on a thread of its own and keeps forecasting meanwhile).
         let h = self.shape.horizons as i64;
         let mut out = Vec::with_capacity(w.n * self.shape.horizons * self.shape.levels.len());
         let mut start = 0;

@@ -9,7 +9,7 @@
 //! every `reload_s` the folder is looked at again, so a version `wfe train` writes is swapped
 //! in while the stage runs. The stage also retrains it itself (the feedback loop): when its
 //! running error drifts past `drift_ratio` times its validation error, and every
-//! `retrain_every_s` of event time.
+//! `retrain_every_s` of event time, on a thread of its own ([`retrain`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -17,6 +17,8 @@ use std::time::Instant;
 use wfe_contract::{Context, Event};
 
 use crate::lstm::LstmModel;
+
+mod retrain;
 use crate::models::{Model, filled, filled_same_len, point_forecasts};
 use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
 use crate::{
@@ -41,6 +43,8 @@ pub(crate) struct Neural {
     latest: BTreeMap<u64, i64>,
     /// (step, version) that failed to load (not tried again).
     refused: Vec<(u64, u64)>,
+    /// Retrains under way, by step ([`retrain`]).
+    retraining: BTreeMap<u64, retrain::Retraining>,
     horizons: usize,
 }
 
@@ -62,6 +66,7 @@ impl Neural {
             recent: BTreeMap::new(),
             latest: BTreeMap::new(),
             refused: Vec::new(),
+            retraining: BTreeMap::new(),
             horizons: cfg.horizons_s.len(),
         }
     }
@@ -505,8 +510,12 @@ impl Forecast {
                 );
             }
         }
+        self.settle_retrains(false, ctx);
         let mut todo = Vec::new();
         for (step, current) in &self.neural.current {
+            if self.neural.retraining(*step) {
+                continue;
+            }
             let mut drift = None;
             for (hi, r) in self
                 .neural
@@ -566,120 +575,7 @@ impl Forecast {
             }
         }
         for (step, reason) in todo {
-            self.retrain(step, &reason, ctx);
-        }
-    }
-
-    /// Trains a new version on the histories the stage holds, saves it, and swaps to it.
-    fn retrain(&mut self, step: u64, reason: &str, ctx: &mut Context) {
-        let (Some(repo), Some(current)) = (&self.neural.repo, self.neural.current.get(&step))
-        else {
-            return;
-        };
-        let step_ms = current.meta.step_s as i64 * 1000;
-        let cut = &current.model.cut;
-        let min_len = cut.steps + cut.horizons.iter().copied().max().unwrap_or(1);
-        let mut series = Vec::new();
-        let (mut from, mut to) = (i64::MAX, i64::MIN);
-        for wk in &self.workloads.items {
-            if wk.step_ms != step_ms {
-                continue;
-            }
-            for (ri, s) in wk.series.iter().enumerate() {
-                if !wk.applies.get(ri).copied().unwrap_or(false) {
-                    continue;
-                }
-                let cap = self.resources[ri].capacity;
-                let v: Vec<f64> = s.history.values.iter().map(|v| v / cap).collect();
-                if let (Some(a), Some(b)) = (s.history.times.front(), s.history.times.back()) {
-                    from = from.min(*a);
-                    to = to.max(*b);
-                }
-                // Only histories that hold a window and its targets teach anything.
-                if v.iter().filter(|x| x.is_finite()).count() > min_len {
-                    series.push(filled_same_len(&v));
-                }
-            }
-        }
-        let trained = crate::lstm::train_validated(
-            &series,
-            current.model.cut.clone(),
-            &current.meta.levels,
-            &self.cfg.lstm,
-        );
-        // The new version replaces the current one only if it forecasts the same held-out
-        // steps better: a drift alarm raised by a few odd hours must not swap a fleet's model
-        // for one trained on a handful of series.
-        let mut rejected = false;
-        let trained = trained.and_then(|(model, report, valid, persist)| {
-            let (old, _) = crate::lstm::tail_mae(&current.model, &series)?;
-            if crate::lstm::beats(&valid, &old) {
-                Ok((model, report, valid, persist))
-            } else {
-                rejected = true;
-                Err(wfe_contract::Error::bad_input(
-                    format!("forecast-lstm {step}s retrained"),
-                    format!(
-                        "kept v{}: on the held-out tails of {} series the new model's MAE per horizon {valid:.4?} is no better than the current one's {old:.4?}",
-                        current.meta.version,
-                        series.len()
-                    ),
-                ))
-            }
-        });
-        let result = trained.and_then(|(model, report, valid, persist)| {
-            let meta = ModelMeta {
-                source: format!("forecast stage retrain ({reason})"),
-                series: series.len(),
-                from_ms: from,
-                to_ms: to,
-                validation_mae: valid,
-                persistence_mae: persist,
-                train: report,
-                version: 0,
-                created_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                ..current.meta.clone()
-            };
-            let v = store::save(repo, &model, meta)?;
-            Ok(v)
-        });
-        match result {
-            Ok(v) => {
-                let msg = format!("forecast-lstm {step}s v{v} trained by the stage: {reason}");
-                ctx.event(Event::Model {
-                    kind: "retrained",
-                    message: &msg,
-                });
-                // Load it now (the folder is looked at again immediately).
-                self.neural.checked = None;
-                self.neural.refresh(&self.cfg, ctx);
-            }
-            Err(e) => {
-                let msg = format!("retraining ({reason}): {e}");
-                ctx.event(Event::Model {
-                    kind: if rejected {
-                        "retrain_rejected"
-                    } else {
-                        "retrain_failed"
-                    },
-                    message: &msg,
-                });
-                // Not again for a while: the schedule restarts from now.
-                if let Some(c) = self.neural.current.get_mut(&step) {
-                    c.meta.to_ms = self
-                        .neural
-                        .latest
-                        .get(&step)
-                        .copied()
-                        .unwrap_or(c.meta.to_ms);
-                    c.meta
-                        .validation_mae
-                        .iter_mut()
-                        .for_each(|v| *v = f64::INFINITY);
-                }
-            }
+            self.start_retrain(step, reason, ctx);
         }
     }
 }

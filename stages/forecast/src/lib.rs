@@ -102,6 +102,12 @@ pub struct ForecastConfig {
     /// event time (0: never on a schedule), into a new version in `model_dir`.
     #[serde(default = "d_retrain")]
     pub retrain_every_s: u64,
+    /// A retrain runs on a thread of its own; its version is swapped in at the first batch
+    /// whose event time is this many seconds past the step that started it (or at the end of
+    /// the input), waiting there only for a training not done by then. Event time, so that
+    /// runs over the same input swap at the same step.
+    #[serde(default = "d_retrain_swap")]
+    pub retrain_swap_after_s: u64,
     /// ...and when the LSTM's running error relative to persistence's on the same forecasts
     /// (over its last `drift_window` resolved forecasts of a horizon) exceeds this many times
     /// the same ratio in its validation: a relative test, so it holds for any resource.
@@ -154,6 +160,9 @@ fn d_reload() -> u64 {
 fn d_retrain() -> u64 {
     7 * 86_400
 }
+fn d_retrain_swap() -> u64 {
+    3600
+}
 fn d_drift_ratio() -> f64 {
     1.5
 }
@@ -189,6 +198,7 @@ impl Default for ForecastConfig {
             model_dir: None,
             reload_s: d_reload(),
             retrain_every_s: d_retrain(),
+            retrain_swap_after_s: d_retrain_swap(),
             drift_ratio: d_drift_ratio(),
             drift_window: d_drift_window(),
             challenge_every: d_challenge(),
@@ -1092,6 +1102,12 @@ impl Stage for Forecast {
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
         }
+        Ok(())
+    }
+
+    /// The end of the input: retrains under way are waited for and applied.
+    fn flush(&mut self, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
+        self.settle_retrains(true, ctx);
         Ok(())
     }
 

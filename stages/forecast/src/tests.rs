@@ -524,13 +524,34 @@ fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
     let norm = normalised("smd", &["machine-1-6"], 80);
     let mut stage = Forecast::new(cfg, cpu()).unwrap();
     let (mut out, mut ctx) = (VecCollector::new(), Context::new("forecast"));
+    let mut went_on = 0;
     for b in &norm {
         stage
             .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
             .unwrap();
+        // A retrain runs on its own thread while batches go on; its version is saved and
+        // swapped in only at its event-time swap point, never when the thread happens to end.
+        let c = ctx.counters();
+        let n = |k: &str| c.get(k).copied().unwrap_or(0);
+        let ended = n("model.retrained") + n("model.retrain_rejected") + n("model.retrain_failed");
+        if n("model.retrain_started") > ended {
+            went_on += 1;
+            assert_eq!(
+                repo.versions(60).unwrap().len() as u64,
+                1 + n("model.retrained")
+            );
+        }
     }
+    assert!(
+        went_on > 0,
+        "no batch was processed while a retrain was under way"
+    );
+    // Retrains run on their own thread; the end of the input applies those under way.
+    stage.flush(&mut ctx, &mut out).unwrap();
+    let started = ctx.counters()["model.retrain_started"];
     let retrained = ctx.counters().get("model.retrained").copied().unwrap_or(0);
     assert!(retrained >= 1, "{:?}", ctx.counters());
+    assert!(retrained <= started, "{:?}", ctx.counters());
     assert_eq!(ctx.counters()["model.loaded"], 1 + retrained);
     let versions = repo.versions(60).unwrap();
     assert_eq!(versions.len() as u64, 1 + retrained);

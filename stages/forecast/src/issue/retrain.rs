@@ -1,0 +1,252 @@
+//! The stage's own retraining of the LSTM, off the hot path.
+//!
+//! Training takes seconds to minutes: inside `process_batch` it would stall the stage, and in
+//! a Kafka service it would outlast `max.poll.interval.ms` and get the member evicted. So a
+//! retrain copies the histories it trains on, trains (and compares with the current version)
+//! on a thread of its own, and the batches go on meanwhile, forecast by the current model.
+//!
+//! The new version is saved and swapped in at a point of **event time**: the first batch
+//! whose newest step is `retrain_swap_after_s` past the step that started it (or the end of
+//! the input). Live, event time follows the wall clock and the training is long done by
+//! then; in a fast replay the stage waits for it there. Either way, runs over the same input
+//! swap at the same step and give the same forecasts; a swap at whatever batch happened to
+//! be running when the thread finished would not.
+
+use std::thread::JoinHandle;
+
+use wfe_contract::{Context, Error, Event};
+
+use super::Neural;
+use crate::Forecast;
+use crate::lstm::LstmModel;
+use crate::models::filled_same_len;
+use crate::store::{self, LocalDir, ModelMeta};
+
+/// What the training thread hands back: the new model and its report and held-out errors,
+/// or why there is none (and whether it lost to the current version).
+type Trained = Result<(LstmModel, wfe_neural::TrainReport, Vec<f64>, Vec<f64>), (Error, bool)>;
+
+/// A retrain under way for one data step.
+pub(crate) struct Retraining {
+    reason: String,
+    /// Event time (ms) from which its result is applied.
+    due_ms: i64,
+    /// The new version's meta, but for its errors and report.
+    meta: ModelMeta,
+    handle: JoinHandle<Trained>,
+}
+
+impl Neural {
+    /// Whether a retrain of `step`'s model is under way.
+    pub(super) fn retraining(&self, step: u64) -> bool {
+        self.retraining.contains_key(&step)
+    }
+}
+
+impl Forecast {
+    /// Starts training a new version on the histories the stage holds.
+    pub(super) fn start_retrain(&mut self, step: u64, reason: String, ctx: &mut Context) {
+        let (Some(repo), Some(current)) = (&self.neural.repo, self.neural.current.get(&step))
+        else {
+            return;
+        };
+        let step_ms = current.meta.step_s as i64 * 1000;
+        let cut = current.model.cut.clone();
+        let min_len = cut.steps + cut.horizons.iter().copied().max().unwrap_or(1);
+        let mut series = Vec::new();
+        let (mut from, mut to) = (i64::MAX, i64::MIN);
+        for wk in &self.workloads.items {
+            if wk.step_ms != step_ms {
+                continue;
+            }
+            for (ri, s) in wk.series.iter().enumerate() {
+                if !wk.applies.get(ri).copied().unwrap_or(false) {
+                    continue;
+                }
+                let cap = self.resources[ri].capacity;
+                let v: Vec<f64> = s.history.values.iter().map(|v| v / cap).collect();
+                if let (Some(a), Some(b)) = (s.history.times.front(), s.history.times.back()) {
+                    from = from.min(*a);
+                    to = to.max(*b);
+                }
+                // Only histories that hold a window and its targets teach anything.
+                if v.iter().filter(|x| x.is_finite()).count() > min_len {
+                    series.push(filled_same_len(&v));
+                }
+            }
+        }
+        let meta = ModelMeta {
+            source: format!("forecast stage retrain ({reason})"),
+            series: series.len(),
+            from_ms: from,
+            to_ms: to,
+            version: 0,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ..current.meta.clone()
+        };
+        let (repo, version, levels) = (
+            repo.clone(),
+            current.meta.version,
+            current.meta.levels.clone(),
+        );
+        let cfg = self.cfg.lstm.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("forecast-retrain-{step}s"))
+            .spawn(move || train(&repo, step, version, &series, cut, &levels, &cfg));
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                let msg = format!("retraining ({reason}): cannot start a thread: {e}");
+                ctx.event(Event::Model {
+                    kind: "retrain_failed",
+                    message: &msg,
+                });
+                return;
+            }
+        };
+        let started = self.neural.latest.get(&step).copied().unwrap_or(to);
+        let after = (self.cfg.retrain_swap_after_s.min(i64::MAX as u64 / 1000) as i64) * 1000;
+        ctx.count("model.retrain_started", 1);
+        self.neural.retraining.insert(
+            step,
+            Retraining {
+                reason,
+                due_ms: started.saturating_add(after),
+                meta,
+                handle,
+            },
+        );
+    }
+
+    /// Applies the retrains whose swap point event time has reached (all of them at the end
+    /// of the input), waiting for a training not finished yet.
+    pub(crate) fn settle_retrains(&mut self, all: bool, ctx: &mut Context) {
+        let due: Vec<u64> = self
+            .neural
+            .retraining
+            .iter()
+            .filter(|(step, r)| all || self.neural.latest.get(step).is_some_and(|t| *t >= r.due_ms))
+            .map(|(step, _)| *step)
+            .collect();
+        for step in due {
+            if let Some(r) = self.neural.retraining.remove(&step) {
+                let at = format!("forecast-lstm {step}s retrain");
+                let trained = r
+                    .handle
+                    .join()
+                    .unwrap_or_else(|p| Err((wfe_contract::panic::panicked(&at, p), false)));
+                self.apply_retrain(step, &r.reason, r.meta, trained, ctx);
+            }
+        }
+    }
+
+    /// Saves and loads the new version, or says why there is none and waits a schedule
+    /// period before trying again.
+    fn apply_retrain(
+        &mut self,
+        step: u64,
+        reason: &str,
+        meta: ModelMeta,
+        trained: Trained,
+        ctx: &mut Context,
+    ) {
+        let saved = trained.and_then(|(model, report, valid, persist)| {
+            let Some(repo) = &self.neural.repo else {
+                return Err((Error::config("stages.forecast.model_dir", "unset"), false));
+            };
+            let meta = ModelMeta {
+                validation_mae: valid,
+                persistence_mae: persist,
+                train: report,
+                ..meta
+            };
+            store::save(repo, &model, meta).map_err(|e| (e, false))
+        });
+        match saved {
+            Ok(v) => {
+                let msg = format!("forecast-lstm {step}s v{v} trained by the stage: {reason}");
+                ctx.event(Event::Model {
+                    kind: "retrained",
+                    message: &msg,
+                });
+                // Load it now (the folder is looked at again immediately).
+                self.neural.checked = None;
+                self.neural.refresh(&self.cfg, ctx);
+            }
+            Err((e, rejected)) => {
+                let msg = format!("retraining ({reason}): {e}");
+                ctx.event(Event::Model {
+                    kind: if rejected {
+                        "retrain_rejected"
+                    } else {
+                        "retrain_failed"
+                    },
+                    message: &msg,
+                });
+                // Not again for a while: the schedule restarts from now.
+                let latest = self.neural.latest.get(&step).copied();
+                if let Some(c) = self.neural.current.get_mut(&step) {
+                    c.meta.to_ms = latest.unwrap_or(c.meta.to_ms);
+                    c.meta
+                        .validation_mae
+                        .iter_mut()
+                        .for_each(|v| *v = f64::INFINITY);
+                }
+            }
+        }
+    }
+}
+
+/// The training thread: trains on the copied histories and keeps the result only if it
+/// forecasts the same held-out steps better than the current version (loaded from the
+/// folder here, off the hot path): a drift alarm raised by a few odd hours must not swap a
+/// fleet's model for one trained on a handful of series.
+fn train(
+    repo: &LocalDir,
+    step: u64,
+    version: u64,
+    series: &[Vec<f64>],
+    cut: crate::lstm::Cut,
+    levels: &[f64],
+    cfg: &crate::lstm::LstmConfig,
+) -> Trained {
+    let at = format!("forecast-lstm {step}s retrain");
+    // A panic in libtorch or the trainer is an error of this retrain, not a dead thread.
+    wfe_contract::panic::contain(&at, || {
+        Ok(train_and_compare(
+            repo, step, version, series, cut, levels, cfg,
+        ))
+    })
+    .unwrap_or_else(|e| Err((e, false)))
+}
+
+fn train_and_compare(
+    repo: &LocalDir,
+    step: u64,
+    version: u64,
+    series: &[Vec<f64>],
+    cut: crate::lstm::Cut,
+    levels: &[f64],
+    cfg: &crate::lstm::LstmConfig,
+) -> Trained {
+    let (model, report, valid, persist) =
+        crate::lstm::train_validated(series, cut, levels, cfg).map_err(|e| (e, false))?;
+    let (current, _) =
+        store::load(repo, step, version, Some(cfg.model.device)).map_err(|e| (e, false))?;
+    let (old, _) = crate::lstm::tail_mae(&current, series).map_err(|e| (e, false))?;
+    if !crate::lstm::beats(&valid, &old) {
+        return Err((
+            Error::bad_input(
+                format!("forecast-lstm {step}s retrained"),
+                format!(
+                    "kept v{version}: on the held-out tails of {} series the new model's MAE per horizon {valid:.4?} is no better than the current one's {old:.4?}",
+                    series.len()
+                ),
+            ),
+            true,
+        ));
+    }
+    Ok((model, report, valid, persist))
+}
