@@ -31,7 +31,7 @@ FEATURES := --features wfe-cli/torch
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run ui test bench fuzz chaos build setup tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench fuzz chaos build setup tools test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -94,7 +94,10 @@ browser-capture:
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium tcpdump; }
 
-tools: system-packages prometheus browser-capture $(TANSU) $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
+# The Debian packages and Python tools the tests use (one at a time: apt takes a lock).
+test-tools: system-packages prometheus browser-capture $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
+
+tools: test-tools $(TANSU)
 
 setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
 
@@ -119,7 +122,13 @@ endif
 ui:
 	$(MAKE) run RUN_ARGS="--http $(HTTP_ADDR) --hold"
 
-test: setup tools
+# tansu builds beside the workspace's tests (on two cores each build leaves the other idle
+# gaps: crates that wait on one another, links); the tests run once both are done.
+test: setup test-tools
+	@mkdir -p target; if [ -x $(TANSU) ]; then tansu=; else \
+		$(MAKE) --no-print-directory $(TANSU) > target/tansu-install.log 2>&1 & tansu=$$!; fi; \
+	$(CARGO) test --workspace $(FEATURES) --no-run; \
+	if [ -n "$$tansu" ] && ! wait $$tansu; then tail -40 target/tansu-install.log; exit 1; fi
 	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test --workspace $(FEATURES)
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
