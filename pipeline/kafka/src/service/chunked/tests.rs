@@ -37,7 +37,7 @@ fn a_snapshot_round_trips_through_its_chunks_and_manifest() {
     assert_eq!(recs.len(), 4, "three chunks and a manifest");
     assert_eq!(recs.last().unwrap().key, BASE);
     assert_eq!(restore(&recs).unwrap(), Some((bytes, Some(Slot::A))));
-    // An empty state is one empty chunk and a manifest.
+    // An empty state is a manifest of no chunks.
     let recs = records(BASE, "18", Slot::B, &[], 1_000);
     assert_eq!(restore(&recs).unwrap(), Some((Vec::new(), Some(Slot::B))));
     assert_eq!(restore(&[]).unwrap(), None);
