@@ -17,10 +17,12 @@ use std::thread::JoinHandle;
 use wfe_contract::{Context, Error, Event};
 
 use super::Neural;
-use crate::Forecast;
+use super::neural::RECENT;
 use crate::lstm::LstmModel;
+use crate::models::Model;
 use crate::models::filled_same_len;
 use crate::store::{self, LocalDir, ModelMeta};
+use crate::{Forecast, Resolved};
 
 /// What the training thread hands back: the new model and its report and held-out errors,
 /// or why there is none (and whether it lost to the current version).
@@ -44,6 +46,126 @@ impl Neural {
 }
 
 impl Forecast {
+    /// The feedback loop: files the resolved errors, exports the running error, and
+    /// retrains the LSTM on drift or on schedule.
+    pub(crate) fn feedback<'r>(
+        &mut self,
+        resolved: impl Iterator<Item = &'r Resolved>,
+        ctx: &mut Context,
+    ) {
+        let lstm = self.fitted.iter().position(|m| *m == Model::Lstm);
+        let mut touched = std::collections::BTreeSet::new();
+        for r in resolved {
+            // Every model's running error, for /metrics (weight 1/64: about the last 64).
+            let w = self
+                .running
+                .entry((r.model, r.horizon))
+                .or_insert((r.error, r.persistence));
+            w.0 += (r.error - w.0) / 64.0;
+            w.1 += (r.persistence - w.1) / 64.0;
+            touched.insert((r.model, r.horizon));
+            let (model, hi, e, step) = (
+                r.model,
+                r.horizon,
+                (r.error, r.persistence),
+                (r.step_ms / 1000) as u64,
+            );
+            if Some(model) == lstm
+                && let Some(r) = self
+                    .neural
+                    .recent
+                    .get_mut(&step)
+                    .and_then(|r| r.get_mut(hi))
+            {
+                r.push_back(e);
+                if r.len() > RECENT {
+                    r.pop_front();
+                }
+            }
+        }
+        for (m, hi) in touched {
+            let (Some(model), Some(h)) = (self.fitted.get(m), self.cfg.horizons_s.get(hi)) else {
+                continue;
+            };
+            let (mae, persist) = self.running[&(m, hi)];
+            let label = crate::horizon_label(*h);
+            ctx.gauge(&format!("mae.{}.{label}", model.name()), mae);
+            if persist > 0.0 {
+                ctx.gauge(
+                    &format!("relative_mae.{}.{label}", model.name()),
+                    mae / persist,
+                );
+            }
+        }
+        self.settle_retrains(false, ctx);
+        let mut todo = Vec::new();
+        for (step, current) in &self.neural.current {
+            if self.neural.retraining(*step) {
+                continue;
+            }
+            let mut drift = None;
+            for (hi, r) in self
+                .neural
+                .recent
+                .get(step)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if r.is_empty() {
+                    continue;
+                }
+                let mae = r.iter().map(|x| x.0).sum::<f64>() / r.len() as f64;
+                let persist = r.iter().map(|x| x.1).sum::<f64>() / r.len() as f64;
+                let label = crate::horizon_label(self.cfg.horizons_s[hi]);
+                ctx.gauge(&format!("lstm.{step}s.mae.{label}"), mae);
+                ctx.gauge(&format!("lstm.{step}s.relative_mae.{label}"), mae / persist);
+                let valid = current
+                    .meta
+                    .validation_mae
+                    .get(hi)
+                    .copied()
+                    .unwrap_or(f64::NAN)
+                    / current
+                        .meta
+                        .persistence_mae
+                        .get(hi)
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                if r.len() >= self.cfg.drift_window
+                    && valid > 0.0
+                    && persist > 0.0
+                    && mae / persist > self.cfg.drift_ratio * valid
+                {
+                    drift = Some(format!(
+                        "drift: running MAE {:.3} x persistence's at {label} > {} x the validation's {valid:.3}",
+                        mae / persist,
+                        self.cfg.drift_ratio
+                    ));
+                }
+            }
+            let due = self.cfg.retrain_every_s > 0
+                && self.neural.latest.get(step).is_some_and(|t| {
+                    t.saturating_sub(current.meta.to_ms)
+                        >= (self.cfg.retrain_every_s as i64).saturating_mul(1000)
+                });
+            let reason = drift.or_else(|| {
+                due.then(|| {
+                    format!(
+                        "schedule: {} s of event time since the model's data",
+                        self.cfg.retrain_every_s
+                    )
+                })
+            });
+            if let Some(reason) = reason {
+                todo.push((*step, reason));
+            }
+        }
+        for (step, reason) in todo {
+            self.start_retrain(step, reason, ctx);
+        }
+    }
+
     /// Starts training a new version on the histories the stage holds.
     pub(super) fn start_retrain(&mut self, step: u64, reason: String, ctx: &mut Context) {
         let (Some(repo), Some(current)) = (&self.neural.repo, self.neural.current.get(&step))
@@ -94,7 +216,15 @@ impl Forecast {
         let cfg = self.cfg.lstm.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("forecast-retrain-{step}s"))
-            .spawn(move || train(&repo, step, version, &series, cut, &levels, &cfg));
+            .spawn(move || {
+                // A panic in libtorch or the trainer is an error of this retrain, not a dead
+                // thread.
+                let at = format!("forecast-lstm {step}s retrain");
+                wfe_contract::panic::contain(&at, || {
+                    Ok(train(&repo, step, version, &series, cut, &levels, &cfg))
+                })
+                .unwrap_or_else(|e| Err((e, false)))
+            });
         let handle = match spawned {
             Ok(h) => h,
             Err(e) => {
@@ -204,25 +334,6 @@ impl Forecast {
 /// folder here, off the hot path): a drift alarm raised by a few odd hours must not swap a
 /// fleet's model for one trained on a handful of series.
 fn train(
-    repo: &LocalDir,
-    step: u64,
-    version: u64,
-    series: &[Vec<f64>],
-    cut: crate::lstm::Cut,
-    levels: &[f64],
-    cfg: &crate::lstm::LstmConfig,
-) -> Trained {
-    let at = format!("forecast-lstm {step}s retrain");
-    // A panic in libtorch or the trainer is an error of this retrain, not a dead thread.
-    wfe_contract::panic::contain(&at, || {
-        Ok(train_and_compare(
-            repo, step, version, series, cut, levels, cfg,
-        ))
-    })
-    .unwrap_or_else(|e| Err((e, false)))
-}
-
-fn train_and_compare(
     repo: &LocalDir,
     step: u64,
     version: u64,

@@ -1,0 +1,182 @@
+//! The LSTM's lifecycle in the stage: the versions loaded from the model folder per data
+//! step, and the recent errors the feedback loop judges them by.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use wfe_contract::{Context, Event};
+
+use crate::lstm::LstmModel;
+use crate::models::Model;
+use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
+use crate::ForecastConfig;
+
+/// Recent errors (the LSTM's, persistence's) kept per horizon for the LSTM's running error.
+pub(super) const RECENT: usize = 256;
+
+/// The LSTM's lifecycle in the stage.
+/// One model per data step (seconds): a model counts its window and horizons in steps.
+pub(crate) struct Neural {
+    pub(super) repo: Option<LocalDir>,
+    pub(super) current: BTreeMap<u64, Loaded>,
+    pub(super) checked: Option<Instant>,
+    /// Per step, recent |error| / capacity of the LSTM's forecasts and of persistence over
+    /// the same spans, per horizon.
+    pub(super) recent: BTreeMap<u64, Vec<VecDeque<(f64, f64)>>>,
+    /// Per step, the latest event time seen (ms): sets with different clocks (replays of
+    /// recorded data) each keep their own schedule.
+    pub(super) latest: BTreeMap<u64, i64>,
+    /// (step, version) that failed to load (not tried again).
+    pub(super) refused: Vec<(u64, u64)>,
+    /// Retrains under way, by step ([`retrain`]).
+    pub(super) retraining: BTreeMap<u64, super::retrain::Retraining>,
+    pub(super) horizons: usize,
+}
+
+pub(super) struct Loaded {
+    pub(super) model: LstmModel,
+    pub(super) meta: ModelMeta,
+    /// For each configured level, its index among the model's levels.
+    pub(super) levels: Vec<usize>,
+    /// The model's median level.
+    pub(super) median: usize,
+}
+
+impl Neural {
+    pub(crate) fn new(cfg: &ForecastConfig) -> Self {
+        Self {
+            repo: cfg.model_dir.as_ref().map(LocalDir::new),
+            current: BTreeMap::new(),
+            checked: None,
+            recent: BTreeMap::new(),
+            latest: BTreeMap::new(),
+            refused: Vec::new(),
+            retraining: BTreeMap::new(),
+            horizons: cfg.horizons_s.len(),
+        }
+    }
+
+    /// The model for series of `step_ms`, if one is loaded.
+    pub(super) fn for_step(&self, step_ms: i64) -> Option<&Loaded> {
+        u64::try_from(step_ms / 1000)
+            .ok()
+            .and_then(|s| self.current.get(&s))
+            .filter(|l| l.fits(step_ms))
+    }
+
+    /// The loaded version for series of `step_ms`.
+    pub(crate) fn version(&self, step_ms: i64) -> Option<u64> {
+        self.for_step(step_ms).map(|l| l.meta.version)
+    }
+
+    /// Loads the newest complete version when it is newer than the one in use (at most
+    /// every `reload_s`).
+    pub(crate) fn refresh(&mut self, cfg: &ForecastConfig, ctx: &mut Context) {
+        let Some(repo) = &self.repo else { return };
+        if !cfg.models.contains(&Model::Lstm)
+            || self
+                .checked
+                .is_some_and(|t| t.elapsed().as_secs_f64() < cfg.reload_s as f64)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let steps = match repo.steps() {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("reading the model folder: {e}");
+                ctx.event(Event::Model {
+                    kind: "load_failed",
+                    message: &msg,
+                });
+                return;
+            }
+        };
+        for step in steps {
+            let newest = match repo.versions(step) {
+                Ok(v) => v
+                    .into_iter()
+                    .filter(|v| !self.refused.contains(&(step, *v)))
+                    .max(),
+                Err(e) => {
+                    let msg = format!("listing the {step} s models: {e}");
+                    ctx.event(Event::Model {
+                        kind: "load_failed",
+                        message: &msg,
+                    });
+                    continue;
+                }
+            };
+            let Some(newest) =
+                newest.filter(|v| Some(*v) > self.current.get(&step).map(|l| l.meta.version))
+            else {
+                continue;
+            };
+            let loaded = store::load(repo, step, newest, Some(cfg.lstm.model.device))
+                .and_then(|(m, meta)| Loaded::new(m, meta, cfg));
+            match loaded {
+                Ok(l) => {
+                    let msg = format!(
+                        "forecast-lstm {step}s v{} from {} ({} series; validation MAE {:?})",
+                        l.meta.version, l.meta.source, l.meta.series, l.meta.validation_mae
+                    );
+                    ctx.event(Event::Model {
+                        kind: "loaded",
+                        message: &msg,
+                    });
+                    self.recent
+                        .insert(step, vec![VecDeque::new(); self.horizons]);
+                    self.current.insert(step, l);
+                }
+                Err(e) => {
+                    self.refused.push((step, newest));
+                    let msg = format!("forecast-lstm {step}s v{newest}: {e}");
+                    ctx.event(Event::Model {
+                        kind: "load_failed",
+                        message: &msg,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Loaded {
+    pub(super) fn new(
+        model: LstmModel,
+        meta: ModelMeta,
+        cfg: &ForecastConfig,
+    ) -> wfe_contract::Result<Self> {
+        let find = |l: f64| meta.levels.iter().position(|m| (m - l).abs() < 1e-9);
+        let levels: Option<Vec<usize>> = cfg.quantiles.iter().map(|&l| find(l)).collect();
+        let (Some(levels), Some(median)) = (levels, find(0.5)) else {
+            return Err(wfe_contract::Error::bad_input(
+                format!("forecast-lstm v{}", meta.version),
+                format!(
+                    "the model's levels {:?} lack the configured {:?} or 0.5",
+                    meta.levels, cfg.quantiles
+                ),
+            ));
+        };
+        if meta.horizons_s != cfg.horizons_s || meta.season_s != cfg.season_s {
+            return Err(wfe_contract::Error::bad_input(
+                format!("forecast-lstm v{}", meta.version),
+                format!(
+                    "trained for horizons {:?} s and a season of {} s; the stage forecasts {:?} s with {} s",
+                    meta.horizons_s, meta.season_s, cfg.horizons_s, cfg.season_s
+                ),
+            ));
+        }
+        Ok(Self {
+            model,
+            meta,
+            levels,
+            median,
+        })
+    }
+
+    /// Whether a series of this step is what the model was trained for.
+    pub(super) fn fits(&self, step_ms: i64) -> bool {
+        self.meta.step_s as i64 * 1000 == step_ms
+    }
+}

@@ -1,0 +1,172 @@
+//! A bounded ring of a series' recent values.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ForecastConfig, quantiles_select};
+
+/// A bounded series of recent values (NaN = missing), with the running sum of |value| over
+/// its finite values so a mean absolute error costs nothing to read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Ring {
+    pub(crate) cap: usize,
+    pub(crate) values: VecDeque<f64>,
+    /// Event time (ms) of each value: what anomaly masking matches.
+    pub(crate) times: VecDeque<i64>,
+    pub(crate) abs_sum: f64,
+    pub(crate) finite: usize,
+    /// Quantiles of the values at the configured levels, and calls since they were computed.
+    pub(crate) offsets: Vec<f64>,
+    pub(crate) age: usize,
+}
+
+impl Ring {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            values: VecDeque::with_capacity(cap.min(4096)),
+            times: VecDeque::with_capacity(cap.min(4096)),
+            abs_sum: 0.0,
+            finite: 0,
+            offsets: Vec::new(),
+            age: 0,
+        }
+    }
+    /// Adds a value; returns the one it pushed out, if the ring was full.
+    pub(crate) fn push(&mut self, t: i64, v: f64) -> Option<(i64, f64)> {
+        let mut evicted = None;
+        if self.values.len() == self.cap {
+            let old_t = self.times.pop_front();
+            let old = self.values.pop_front();
+            if let Some(o) = old.filter(|o| o.is_finite()) {
+                self.abs_sum -= o.abs();
+                self.finite -= 1;
+            }
+            evicted = old_t.zip(old);
+        }
+        if v.is_finite() {
+            self.abs_sum += v.abs();
+            self.finite += 1;
+        }
+        // Kept in time order: a fitted model's errors can be filed out of order (a forecast
+        // whose target passed before it was registered is resolved at once).
+        if self.times.back().is_none_or(|&b| b <= t) {
+            self.values.push_back(v);
+            self.times.push_back(t);
+        } else {
+            let at = self.times.partition_point(|&x| x <= t);
+            self.values.insert(at, v);
+            self.times.insert(at, t);
+        }
+        evicted
+    }
+    /// Count and mean absolute value of the finite entries at or before `until`.
+    pub(crate) fn stats_until(&self, until: i64) -> (usize, f64) {
+        let end = self.times.partition_point(|&x| x <= until);
+        let (mut n, mut sum) = (0, 0.0);
+        for v in self.values.range(..end).filter(|v| v.is_finite()) {
+            n += 1;
+            sum += v.abs();
+        }
+        (n, sum / n.max(1) as f64)
+    }
+    /// The quantile at `level` of the entries at or before `until` (a sample of at most
+    /// `quantile_sample`), or None with fewer than `min_residuals` of them.
+    pub(crate) fn level_offset_until(
+        &self,
+        level: f64,
+        until: i64,
+        cfg: &ForecastConfig,
+        scratch: &mut Vec<f64>,
+    ) -> Option<f64> {
+        let end = self.times.partition_point(|&x| x <= until);
+        let stride = end.div_ceil(cfg.quantile_sample.max(1)).max(1);
+        scratch.clear();
+        scratch.extend(
+            self.values
+                .range(..end)
+                .rev()
+                .step_by(stride)
+                .copied()
+                .filter(|v| v.is_finite()),
+        );
+        (scratch.len() >= cfg.min_residuals.max(1)).then(|| quantiles_select(scratch, &[level])[0])
+    }
+    /// Drops the entries at or before `t`.
+    pub(crate) fn clear_until(&mut self, t: i64) {
+        while self.times.front().is_some_and(|&x| x <= t) {
+            self.times.pop_front();
+            if let Some(v) = self.values.pop_front().filter(|v| v.is_finite()) {
+                self.abs_sum -= v.abs();
+                self.finite -= 1;
+            }
+        }
+    }
+    /// Drops (sets missing) the values whose time is in `[start, end]`; returns how many.
+    pub(crate) fn mask(&mut self, start: i64, end: i64) -> u64 {
+        let from = self.times.partition_point(|&t| t < start);
+        let mut n = 0;
+        for i in from..self.values.len() {
+            if self.times[i] > end {
+                break;
+            }
+            let v = self.values[i];
+            if v.is_finite() {
+                self.abs_sum -= v.abs();
+                self.finite -= 1;
+                self.values[i] = f64::NAN;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            // The error quantiles are stale: recompute at the next forecast.
+            self.offsets.clear();
+        }
+        n
+    }
+    /// Mean absolute value of the finite entries.
+    pub(crate) fn mae(&self) -> f64 {
+        self.abs_sum.max(0.0) / self.finite.max(1) as f64
+    }
+    /// The value at event time `t`, if held and observed.
+    pub(crate) fn at(&self, t: i64) -> Option<f64> {
+        let i = self.times.partition_point(|&x| x < t);
+        (self.times.get(i) == Some(&t))
+            .then(|| self.values[i])
+            .filter(|v| v.is_finite())
+    }
+    /// The value `back` steps before the latest (0 = latest).
+    pub(crate) fn ago(&self, back: usize) -> Option<f64> {
+        let n = self.values.len();
+        (back < n)
+            .then(|| self.values[n - 1 - back])
+            .filter(|v| v.is_finite())
+    }
+    /// The quantiles of the errors at the configured levels, recomputed every
+    /// `quantile_refresh` calls (the window moves little between two issuances).
+    pub(crate) fn quantiles(&mut self, cfg: &ForecastConfig, scratch: &mut Vec<f64>) -> &[f64] {
+        if self.offsets.len() != cfg.quantiles.len() || self.age >= cfg.quantile_refresh.max(1) {
+            self.finite_into(scratch, cfg.quantile_sample);
+            self.offsets = quantiles_select(scratch, &cfg.quantiles);
+            self.age = 0;
+        }
+        self.age += 1;
+        &self.offsets
+    }
+
+    /// Copies the finite entries into `out` (reused between calls), every `stride`-th one
+    /// counted back from the newest, so the quantiles of a long window cost a bounded sample.
+    pub(crate) fn finite_into(&self, out: &mut Vec<f64>, max_sample: usize) {
+        out.clear();
+        let stride = self.values.len().div_ceil(max_sample.max(1)).max(1);
+        out.extend(
+            self.values
+                .iter()
+                .rev()
+                .step_by(stride)
+                .copied()
+                .filter(|v| v.is_finite()),
+        );
+    }
+}
