@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Context;
 
-
-mod neural;
-mod retrain;
 use crate::models::{Model, filled, filled_same_len, point_forecasts};
 use crate::{
     Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Resolved, Rows, Series,
     fitted_standing, history_len, resolve_series, steps_of,
 };
+
+mod neural;
+mod retrain;
 pub(crate) use neural::Neural;
 
 /// A fitted model's forecast at one origin: the point and the configured levels, per horizon.

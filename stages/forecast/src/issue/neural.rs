@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use wfe_contract::{Context, Event};
 
+use crate::ForecastConfig;
 use crate::lstm::LstmModel;
 use crate::models::Model;
 use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
-use crate::ForecastConfig;
 
 /// Recent errors (the LSTM's, persistence's) kept per horizon for the LSTM's running error.
 pub(super) const RECENT: usize = 256;
