@@ -34,6 +34,7 @@ pub fn agent(args: AgentArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool
     if args.samples.is_some() {
         cfg.agent.samples = args.samples;
     }
+    cfg.outputs.roll_live();
     let source = AgentSource::new(cfg.agent.clone())?;
     tracing::info!("sampling {}", wfe_contract::Source::describe(&source));
     services::run_live(&mut cfg, Box::new(source), &args.live, stop, "agent")

@@ -39,13 +39,16 @@ pub fn capture(
     let mut cfg = JobConfig::load(args.config.as_deref())?;
     let source = match (&args.pcap, &args.interface) {
         (Some(p), None) => PacketSource::file(p, cfg.packets.clone())?,
-        (None, Some(i)) => PacketSource::live(
-            i,
-            args.filter.as_deref(),
-            cfg.packets.clone(),
-            stop.clone(),
-            args.seconds,
-        )?,
+        (None, Some(i)) => {
+            cfg.outputs.roll_live();
+            PacketSource::live(
+                i,
+                args.filter.as_deref(),
+                cfg.packets.clone(),
+                stop.clone(),
+                args.seconds,
+            )?
+        }
         _ => {
             return Err(Error::config(
                 "capture",

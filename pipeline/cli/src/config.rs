@@ -3,6 +3,7 @@
 //! services over Kafka with the same file.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use wfe_actuate::ActuateConfig;
@@ -12,6 +13,7 @@ use wfe_fingerprint::FingerprintConfig;
 use wfe_forecast::{ForecastConfig, ResourceMap};
 use wfe_ingest::SourceConfig;
 use wfe_normalise::NormaliseConfig;
+use wfe_runtime::sink::Roll;
 use wfe_runtime::{Output, SinkFormat};
 use wfe_tier_select::TierSelectConfig;
 
@@ -161,6 +163,55 @@ pub struct OutputsConfig {
     /// Topics written as JSON lines (`<dir>/<topic>.jsonl`).
     #[serde(default)]
     pub jsonl: Vec<String>,
+    /// Roll outputs: each becomes a folder of the file's name (`<dir>/<topic>.parquet/`)
+    /// holding parts `part-00000000.parquet`, ...; a part is closed, so complete and readable,
+    /// after this many seconds of wall-clock time. A kill loses only the open part, and a
+    /// restart numbers on from the parts already there (they are kept). Unset: one file per
+    /// topic, replaced at the end of each run; live sources (`wfe agent`, `wfe receive`,
+    /// `wfe capture --interface`) roll every 600 s unless `roll_s` or `roll_rows` is set.
+    #[serde(default)]
+    pub roll_s: Option<f64>,
+    /// Roll outputs after this many rows in a part (a batch is never split); with `roll_s`,
+    /// whichever comes first.
+    #[serde(default)]
+    pub roll_rows: Option<u64>,
+}
+
+/// How often live sources roll their outputs when the config says nothing.
+pub const LIVE_ROLL_S: f64 = 600.0;
+
+impl OutputsConfig {
+    /// For a source that runs until stopped: roll every [`LIVE_ROLL_S`] unless the config
+    /// says how, so what it wrote stays readable while it runs and after a kill.
+    pub fn roll_live(&mut self) {
+        if self.roll_s.is_none() && self.roll_rows.is_none() {
+            self.roll_s = Some(LIVE_ROLL_S);
+        }
+    }
+
+    /// The rolling the settings ask for, checked.
+    pub fn roll(&self) -> Result<Option<Roll>> {
+        if self.roll_s.is_none() && self.roll_rows.is_none() {
+            return Ok(None);
+        }
+        let every = match self.roll_s {
+            Some(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(Error::config(
+                    "outputs.roll_s",
+                    format!("{s} is not a number of seconds between 0 and 1e9"),
+                ));
+            }
+            None => None,
+        };
+        if self.roll_rows == Some(0) {
+            return Err(Error::config("outputs.roll_rows", "must be at least 1"));
+        }
+        Ok(Some(Roll {
+            every,
+            rows: self.roll_rows,
+        }))
+    }
 }
 
 fn d_dir() -> PathBuf {
@@ -233,6 +284,7 @@ impl JobConfig {
     /// The outputs, with paths under `dir` (or the configured folder).
     pub fn outputs(&self, dir: Option<&Path>) -> Result<Vec<Output>> {
         let dir = dir.unwrap_or(&self.outputs.dir);
+        let roll = self.outputs.roll()?;
         let mut out = Vec::new();
         for (format, topics) in [
             (SinkFormat::Parquet, &self.outputs.parquet),
@@ -253,6 +305,7 @@ impl JobConfig {
                     topic,
                     format,
                     path: dir.join(format!("{}.{}", topic.name(), format.extension())),
+                    roll,
                 });
             }
         }

@@ -33,6 +33,7 @@ pub fn receive(
     if let Some(l) = args.listen {
         cfg.remote_write.listen = l;
     }
+    cfg.outputs.roll_live();
     let source = RemoteWriteSource::new(cfg.remote_write.clone(), stop.clone(), args.seconds)?;
     // Scripts and tests read the address from here (with port 0, the port chosen).
     eprintln!("listening on http://{}/api/v1/write", source.addr());

@@ -49,9 +49,7 @@ jsonl = ["metrics.raw", "fingerprints", "forecasts", "decisions"]
 "#;
 
 fn lines(dir: &std::path::Path, topic: &str) -> Vec<serde_json::Value> {
-    let path = dir.join(format!("out/{topic}.jsonl"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::output_text(&dir.join(format!("out/{topic}.jsonl")))
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON row"))
         .collect()
@@ -126,10 +124,86 @@ fn the_built_in_agent_job_runs_and_bad_settings_are_named() {
     // One sample through the built-in job (pipeline/cli/agent.toml): it parses and runs.
     let o = wfe(&["agent", "--samples", "1", "--out", "o"], dir.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(dir.path().join("o/metrics.raw.parquet").exists());
+    // A live source's outputs roll (every 600 s by default): the run's end closed part 0.
+    assert!(
+        dir.path()
+            .join("o/metrics.raw.parquet/part-00000000.parquet")
+            .is_file()
+    );
     let o = wfe(&["agent", "--interval", "0", "--samples", "1"], dir.path());
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("agent.interval_s"));
     let o = wfe(&["agent", "--help"], dir.path());
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--kafka"));
+}
+
+#[test]
+fn a_killed_agent_leaves_its_closed_parts_readable_and_a_restart_adds_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Runs until killed; parts close every 1.5 s (checked at each batch and each second).
+    let job = JOB.replace("samples = 24\n", "") + "parquet = [\"metrics.raw\"]\nroll_s = 1.5\n";
+    std::fs::write(dir.path().join("agent.toml"), job).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["agent", "--config", "agent.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rolled = dir.path().join("out/metrics.raw.parquet");
+    let parts = || -> Vec<std::path::PathBuf> {
+        let mut p: Vec<_> = std::fs::read_dir(&rolled)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        p.retain(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        });
+        p.sort();
+        p
+    };
+    let start = std::time::Instant::now();
+    while parts().len() < 2 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    child.kill().unwrap(); // SIGKILL: no flush, no close
+    child.wait().unwrap();
+    let before = parts();
+    assert!(before.len() >= 2, "{before:?}");
+    let first = std::fs::read(&before[0]).unwrap();
+    // What it closed is one readable table, named like the single file would be.
+    let count = || -> u64 {
+        let o = wfe(
+            &[
+                "sql",
+                "--store",
+                "out",
+                "--format",
+                "csv",
+                "SELECT count(*) AS n FROM metrics_raw",
+            ],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let rows = count();
+    assert!(rows > 0);
+    // A restart keeps those parts and numbers on after them.
+    let o = wfe(
+        &["agent", "--config", "agent.toml", "--samples", "2"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = parts();
+    assert!(after.len() > before.len(), "{before:?} -> {after:?}");
+    assert_eq!(std::fs::read(&before[0]).unwrap(), first);
+    assert!(count() > rows);
 }

@@ -76,12 +76,13 @@ impl Default for RunOptions {
     }
 }
 
-/// Write `topic` to `path` in `format`.
+/// Write `topic` to `path` in `format`: one file, or with `roll` a folder of parts.
 #[derive(Debug, Clone)]
 pub struct Output {
     pub topic: Topic,
     pub format: SinkFormat,
     pub path: PathBuf,
+    pub roll: Option<sink::Roll>,
 }
 
 /// What one actor did.
@@ -249,7 +250,7 @@ pub fn run_embedded(
     }
     let mut sinks = Vec::new();
     for o in &outputs {
-        let sink = sink::open(o.format, o.path.clone(), o.topic.schema())?;
+        let sink = sink::open_output(o.format, o.path.clone(), o.topic.schema(), o.roll)?;
         let (tx, rx) = sync_channel::<Msg>(opts.mailbox.max(1));
         let depth = Depth::new(&format!("sink {}", o.topic));
         subscribers.entry(o.topic).or_default().push(Mailbox {
@@ -296,10 +297,12 @@ pub fn run_embedded(
         }
         let mut sink_handles = Vec::new();
         for (topic, sink, rx, depth) in sinks {
-            let fail = fail.clone();
+            let (fail, tick) = (fail.clone(), opts.tick);
             let h = std::thread::Builder::new()
                 .name(format!("sink-{topic}"))
-                .spawn_scoped(scope, move || run_sink(topic, sink, (rx, depth), fail))
+                .spawn_scoped(scope, move || {
+                    run_sink(topic, sink, (rx, depth), tick, fail)
+                })
                 .expect("spawn sink thread");
             sink_handles.push((format!("sink {topic}"), h));
         }
@@ -485,18 +488,7 @@ fn run_actor(
         fail.record(name, e);
         failed = true;
     }
-    loop {
-        let msg = match tick {
-            Some(d) => match rx.recv_timeout(d) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
-        };
+    while let Some(msg) = receive(&rx, tick) {
         if msg.is_some() {
             depth.add(-1);
         }
@@ -543,10 +535,24 @@ fn run_actor(
     report
 }
 
+/// The next message of a mailbox: `Some(None)` when `tick` passed without one, `None` once
+/// every sender is gone.
+fn receive(rx: &Receiver<Msg>, tick: Option<Duration>) -> Option<Option<Msg>> {
+    match tick {
+        Some(d) => match rx.recv_timeout(d) {
+            Ok(m) => Some(Some(m)),
+            Err(RecvTimeoutError::Timeout) => Some(None),
+            Err(RecvTimeoutError::Disconnected) => None,
+        },
+        None => rx.recv().ok().map(Some),
+    }
+}
+
 fn run_sink(
     topic: Topic,
     mut sink: Box<dyn sink::Sink>,
     (rx, depth): Inbox,
+    tick: Option<Duration>,
     fail: Failure,
 ) -> ActorReport {
     let name = format!("sink {topic}");
@@ -555,12 +561,21 @@ fn run_sink(
         ..Default::default()
     };
     let mut failed = false;
-    for (_, batch) in rx {
-        depth.add(-1);
+    while let Some(msg) = receive(&rx, tick) {
+        if msg.is_some() {
+            depth.add(-1);
+        }
         if failed {
             continue;
         }
         let t = Instant::now();
+        let Some((_, batch)) = msg else {
+            if let Err(e) = contain(&name, || sink.tick()) {
+                fail.record(&name, e);
+                failed = true;
+            }
+            continue;
+        };
         report.batches_in += 1;
         report.rows_in += batch.num_rows() as u64;
         if let Err(e) = contain(&name, || sink.write(&batch)) {

@@ -8,7 +8,8 @@
 //! A sink writes to a hidden `.<name>.partial` file beside its path and, on close, flushes it
 //! to disk and renames it over the path: a run killed at any instant leaves the previous
 //! output (or none) in place, never a truncated file without its footer. A partial file left
-//! by a kill is overwritten by the next run.
+//! by a kill is overwritten by the next run. Outputs of long-lived sources roll ([`roll`]):
+//! a folder of parts, each finished once old or large enough.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -19,6 +20,10 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use serde::Deserialize;
 use wfe_contract::{Error, Result};
+
+mod roll;
+
+pub use roll::{Roll, part_name};
 
 /// File formats a topic can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -42,6 +47,10 @@ impl SinkFormat {
 /// Where a topic's batches go.
 pub trait Sink: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Called every runner tick between batches: time-based work (rolling a part).
+    fn tick(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Finishes the file (footer, flush).
     fn close(self: Box<Self>) -> Result<()>;
     fn path(&self) -> &Path;
@@ -65,6 +74,19 @@ fn commit(w: BufWriter<File>, path: &Path) -> Result<()> {
     file.sync_all()
         .map_err(|e| Error::io(path.display().to_string(), e))?;
     std::fs::rename(partial_path(path), path).map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+/// Opens a sink for `schema` at `path`: one file, or with `roll` a folder of parts there.
+pub fn open_output(
+    format: SinkFormat,
+    path: PathBuf,
+    schema: Arc<Schema>,
+    roll: Option<Roll>,
+) -> Result<Box<dyn Sink>> {
+    match roll {
+        Some(roll) => Ok(Box::new(roll::Rolling::new(format, path, schema, roll)?)),
+        None => open(format, path, schema),
+    }
 }
 
 /// Opens a sink for `schema` at `path` (written to [`partial_path`] until closed).

@@ -96,6 +96,7 @@ fn runs_to_the_end_writes_every_format_and_flushes_once() {
             topic: Topic::MetricsRaw,
             format: f,
             path: dir.path().join(format!("raw.{}", f.extension())),
+            roll: None,
         })
         .collect();
     let report = run_embedded(

@@ -5,7 +5,9 @@
 //! and the rest), and recordings of Kafka topics (`wfe record`: Arrow IPC stream `.arrows`
 //! files, or Parquet). Each file is one table named after it, with every character that is not
 //! a letter, a digit or `_` made `_`: `metrics.norm.parquet` is `metrics_norm`. A folder
-//! registers each file in it. Parquet files are scanned lazily (only the columns and row
+//! registers each file in it. A rolled output (a live source's `out/forecasts.parquet/`
+//! folder of `part-*` files) is one table named like the single file would be, over every
+//! finished part. Parquet files are scanned lazily (only the columns and row
 //! groups a query needs); IPC streams are read into memory first, as the stream format has no
 //! index to scan by.
 //!
@@ -36,7 +38,7 @@ pub use retention::{Retention, RetentionRule};
 /// File extensions that become tables.
 const EXTENSIONS: [&str; 2] = [".parquet", ".arrows"];
 
-/// One registered table: its name and the file behind it.
+/// One registered table: its name and the file (or rolled output's folder) behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     pub name: String,
@@ -48,8 +50,10 @@ pub struct Catalog {
     ctx: SessionContext,
     runtime: tokio::runtime::Runtime,
     tables: Vec<Table>,
-    /// Per table (same order): all its rows, and the time column retention filters it by.
-    raw: Vec<(DataFrame, Option<String>)>,
+    /// Per table (same order): the time column retention filters it by, with retention.
+    time: Vec<Option<String>>,
+    retention: Retention,
+    now_ms: i64,
 }
 
 /// What [`Catalog::apply_retention`] did to one file.
@@ -102,16 +106,53 @@ pub fn table_name(path: &Path) -> Option<String> {
     Some(t)
 }
 
-/// The files under `paths` that become tables (a folder contributes its own files, sorted).
+/// Whether `path` is a rolled output: a folder named like a stored file.
+fn is_rolled(path: &Path) -> bool {
+    path.is_dir() && table_name(path).is_some()
+}
+
+/// The finished parts of a rolled output, in order (`part-*` files of the folder's format;
+/// the open part is a hidden partial file and is not one of them).
+pub fn parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let at = |e| Error::io(dir.display().to_string(), e);
+    let ext = dir.extension().unwrap_or_default().to_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(at)? {
+        let path = entry.map_err(at)?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if path.is_file() && name.starts_with("part-") && path.extension() == Some(&ext) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The files behind a table: itself, or a rolled output's parts.
+fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        parts(path)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
+/// The files under `paths` that become tables (a folder contributes its own files and
+/// rolled outputs, sorted).
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<Table>> {
     let mut tables: Vec<Table> = Vec::new();
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| Error::io(p.display().to_string(), e))?;
-        let mut files = if meta.is_dir() {
+        let mut files = if is_rolled(p) {
+            vec![p.clone()]
+        } else if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p.display().to_string(), e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && table_name(f).is_some())
+                // A rolled output with no finished part yet (a live source just started)
+                // is not a table yet.
+                .filter(|f| f.is_file() || (is_rolled(f) && parts(f).is_ok_and(|p| !p.is_empty())))
+                .filter(|f| table_name(f).is_some())
                 .collect();
             found.sort();
             found
@@ -184,22 +225,10 @@ impl Catalog {
         // `SHOW TABLES` and `information_schema.columns` describe the store.
         let ctx =
             SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-        let mut raw = Vec::new();
+        let mut times = Vec::new();
         for t in &tables {
             let at = t.path.display().to_string();
-            let df = if t.path.extension().is_some_and(|e| e == "parquet") {
-                runtime
-                    .block_on(ctx.read_parquet(&at, ParquetReadOptions::default()))
-                    .map_err(df_err(at.clone()))?
-            } else {
-                let batches = read_stream(&t.path)?;
-                let Some(schema) = batches.first().map(|b| b.schema()) else {
-                    return Err(Error::bad_input(at, "the recording holds no batch"));
-                };
-                let table = MemTable::try_new(schema, vec![batches]).map_err(df_err(at.clone()))?;
-                ctx.read_table(Arc::new(table))
-                    .map_err(df_err(at.clone()))?
-            };
+            let df = read(&ctx, &runtime, &t.path)?;
             let time = time_column(df.schema().as_arrow());
             let view = match time.as_deref().and_then(|c| retention.predicate(c, now_ms)) {
                 Some(pred) => {
@@ -210,47 +239,72 @@ impl Catalog {
             };
             ctx.register_table(&t.name, view.into_view())
                 .map_err(df_err(at))?;
-            raw.push((df, time.filter(|_| !retention.is_empty())));
+            times.push(time.filter(|_| !retention.is_empty()));
         }
         Ok(Self {
             ctx,
             runtime,
             tables,
-            raw,
+            time: times,
+            retention: retention.clone(),
+            now_ms,
         })
     }
 
     /// Rewrites every file that holds expired rows without them (the retention the catalog
-    /// was opened with); returns what it did per file, unchanged files left out.
+    /// was opened with; a rolled output part by part); returns what it did per file,
+    /// unchanged files left out.
     pub fn apply_retention(&self) -> Result<Vec<Compaction>> {
         let mut done = Vec::new();
-        for (t, (all, time)) in self.tables.iter().zip(&self.raw) {
-            if time.is_none() {
+        for (t, time) in self.tables.iter().zip(&self.time) {
+            let Some(pred) = time
+                .as_deref()
+                .and_then(|c| self.retention.predicate(c, self.now_ms))
+            else {
                 continue;
+            };
+            for file in files_of(&t.path)? {
+                if let Some(c) = self.compact(&t.name, &file, &pred)? {
+                    done.push(c);
+                }
             }
-            let at = t.path.display().to_string();
-            let before = self
-                .runtime
-                .block_on(all.clone().count())
-                .map_err(df_err(at.clone()))?;
-            let kept = self.query(&format!("SELECT * FROM \"{}\"", t.name))?;
-            let after: usize = kept.iter().map(|b| b.num_rows()).sum();
-            if after == before {
-                continue;
-            }
-            let schema = kept
-                .first()
-                .map(|b| b.schema())
-                .unwrap_or_else(|| Arc::new(all.schema().as_arrow().clone()));
-            rewrite(&t.path, schema, &kept)?;
-            done.push(Compaction {
-                table: t.name.clone(),
-                path: t.path.clone(),
-                rows_before: before,
-                rows_after: after,
-            });
         }
         Ok(done)
+    }
+
+    /// Rewrites one file with the rows `pred` keeps, if it drops any.
+    fn compact(&self, table: &str, file: &Path, pred: &str) -> Result<Option<Compaction>> {
+        let at = file.display().to_string();
+        let all = read(&self.ctx, &self.runtime, file)?;
+        let before = self
+            .runtime
+            .block_on(all.clone().count())
+            .map_err(df_err(at.clone()))?;
+        let expr = all.parse_sql_expr(pred).map_err(df_err(at.clone()))?;
+        let kept = all.clone().filter(expr).map_err(df_err(at.clone()))?;
+        let kept = self
+            .runtime
+            .block_on(kept.collect())
+            .map_err(df_err(at.clone()))?;
+        let after: usize = kept.iter().map(|b| b.num_rows()).sum();
+        if after == before {
+            return Ok(None);
+        }
+        // The rows go back in the file's own schema (DataFusion reads strings as views and
+        // drops the topic metadata): readers, and the other parts of a rolled output, see
+        // the same columns as before.
+        let schema = file_schema(file)?;
+        let kept = kept
+            .iter()
+            .map(|b| conform(b, &schema).map_err(|e| Error::bad_input(at.clone(), e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        rewrite(file, schema, &kept)?;
+        Ok(Some(Compaction {
+            table: table.to_string(),
+            path: file.to_path_buf(),
+            rows_before: before,
+            rows_after: after,
+        }))
     }
 
     pub fn tables(&self) -> &[Table] {
@@ -337,6 +391,71 @@ fn rewrite(path: &Path, schema: arrow_schema::SchemaRef, batches: &[RecordBatch]
         w.finish().map_err(|e| err(&e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(at.clone(), e))
+}
+
+/// The Arrow schema a stored file was written with (metadata included).
+fn file_schema(path: &Path) -> Result<arrow_schema::SchemaRef> {
+    let at = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::io(at.clone(), e))?;
+    if path.extension().is_some_and(|e| e == "parquet") {
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| Error::bad_input(at, e.to_string()))?;
+        return Ok(b.schema().clone());
+    }
+    // Checked by `read_stream` when the catalog read it.
+    let r = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+        .map_err(|e| Error::bad_input(at, e.to_string()))?;
+    Ok(r.schema())
+}
+
+/// `batch` with the columns of `schema`, each cast to its type.
+fn conform(
+    batch: &RecordBatch,
+    schema: &arrow_schema::SchemaRef,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                arrow_schema::ArrowError::SchemaError(format!("no column `{}`", f.name()))
+            })?;
+            arrow_cast::cast(c, f.data_type())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// All rows of a stored file or rolled output: Parquet scanned lazily, IPC streams read.
+fn read(ctx: &SessionContext, runtime: &tokio::runtime::Runtime, path: &Path) -> Result<DataFrame> {
+    let at = path.display().to_string();
+    let files = files_of(path)?;
+    if files.is_empty() {
+        return Err(Error::bad_input(
+            at,
+            "a rolled output with no finished part yet (parts close every outputs.roll_s)",
+        ));
+    }
+    if path.extension().is_some_and(|e| e == "parquet") {
+        // A folder is scanned as one listing table; its trailing `/` says it is a folder.
+        let url = if path.is_dir() {
+            format!("{at}/")
+        } else {
+            at.clone()
+        };
+        return runtime
+            .block_on(ctx.read_parquet(&url, ParquetReadOptions::default()))
+            .map_err(df_err(at));
+    }
+    let mut batches = Vec::new();
+    for f in &files {
+        batches.extend(read_stream(f)?);
+    }
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Err(Error::bad_input(at, "the recording holds no batch"));
+    };
+    let table = MemTable::try_new(schema, vec![batches]).map_err(df_err(at.clone()))?;
+    ctx.read_table(Arc::new(table)).map_err(df_err(at))
 }
 
 /// Every batch of an Arrow IPC stream file (a `wfe record` recording).

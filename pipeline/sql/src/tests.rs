@@ -263,3 +263,100 @@ fn queries_are_read_only() {
     let out = c.query("SELECT COUNT(*) AS n FROM metrics_norm").unwrap();
     assert_eq!(Catalog::render(&out, Format::Csv).unwrap(), "n\n3\n");
 }
+
+/// Writes `batches` as a Parquet file or an IPC stream (by `path`'s extension).
+fn write_file(path: &Path, batches: &[RecordBatch]) {
+    let f = File::create(path).unwrap();
+    let schema = batches[0].schema();
+    if path.extension().is_some_and(|e| e == "parquet") {
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        batches.iter().for_each(|b| w.write(b).unwrap());
+        w.close().unwrap();
+    } else {
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(f, &schema).unwrap();
+        batches.iter().for_each(|b| w.write(b).unwrap());
+        w.finish().unwrap();
+    }
+}
+
+#[test]
+fn a_rolled_output_is_one_table_over_its_finished_parts_and_retention_goes_part_by_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 100 * DAY;
+    for ext in ["parquet", "arrows"] {
+        let rolled = dir.path().join(format!("forecasts-{ext}.{ext}"));
+        std::fs::create_dir(&rolled).unwrap();
+        // Part 0: all expired; part 1: half; part 2: none; the open part is a hidden partial.
+        let old = timed(&[("acme-web", now - 9 * DAY), ("acme-db", now - 8 * DAY)]);
+        let half = timed(&[("acme-web", now - 9 * DAY), ("acme-web", now)]);
+        let new = timed(&[("acme-web", now), ("other", now - 30 * DAY)]);
+        write_file(&rolled.join(format!("part-00000000.{ext}")), &[old]);
+        write_file(&rolled.join(format!("part-00000001.{ext}")), &[half]);
+        write_file(&rolled.join(format!("part-00000002.{ext}")), &[new]);
+        std::fs::write(
+            rolled.join(format!(".part-00000003.{ext}.partial")),
+            b"PAR1 torn",
+        )
+        .unwrap();
+    }
+    // A live source that has not closed a part yet: not a table, not an error.
+    std::fs::create_dir(dir.path().join("actions.parquet")).unwrap();
+    let store = [dir.path().to_path_buf()];
+    let c = Catalog::open(&store).unwrap();
+    let names: Vec<&str> = c.tables().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["forecasts_arrows", "forecasts_parquet"]);
+    for t in ["forecasts_arrows", "forecasts_parquet"] {
+        let n = c.query(&format!("SELECT count(*) FROM {t}")).unwrap();
+        let text = Catalog::render(&n, Format::Csv).unwrap();
+        assert_eq!(text.lines().nth(1), Some("6"), "{t}: {text}");
+    }
+    // Passed on its own, the folder is the table; an empty one is an error that says why.
+    let one = Catalog::open(&[dir.path().join("forecasts-parquet.parquet")]).unwrap();
+    assert_eq!(one.tables()[0].name, "forecasts_parquet");
+    let err = Catalog::open(&[dir.path().join("actions.parquet")])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no finished part yet") && err.contains("actions.parquet"),
+        "{err}"
+    );
+
+    let rules = [RetentionRule {
+        prefix: "acme-".into(),
+        keep: "7d".into(),
+    }];
+    let c = Catalog::open_with(&store, &Retention::new(&rules).unwrap(), now).unwrap();
+    let mut done: Vec<(String, usize, usize)> = c
+        .apply_retention()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d.path.file_name().unwrap().to_string_lossy().into_owned(),
+                d.rows_before,
+                d.rows_after,
+            )
+        })
+        .collect();
+    done.sort();
+    let part = |n: &str, ext: &str, b, a| (format!("part-0000000{n}.{ext}"), b, a);
+    assert_eq!(
+        done,
+        [
+            part("0", "arrows", 2, 0),
+            part("0", "parquet", 2, 0),
+            part("1", "arrows", 2, 1),
+            part("1", "parquet", 2, 1),
+        ]
+    );
+    let after = Catalog::open(&store).unwrap();
+    for t in ["forecasts_arrows", "forecasts_parquet"] {
+        let n = after.query(&format!("SELECT count(*) FROM {t}")).unwrap();
+        assert_eq!(
+            Catalog::render(&n, Format::Csv).unwrap().lines().nth(1),
+            Some("3"),
+            "{t}"
+        );
+    }
+}

@@ -115,9 +115,30 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// The rows of a JSON-lines output file.
 pub fn jsonl(path: PathBuf) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    output_text(&path)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The text of an output: its file, or a rolled output's parts (`part-*`, the folder of a live
+/// source's outputs) joined in order.
+pub fn output_text(path: &Path) -> String {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    if !path.is_dir() {
+        return read(path);
+    }
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .collect();
+    parts.sort();
+    parts.iter().map(|p| read(p)).collect()
 }
