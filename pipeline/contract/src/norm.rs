@@ -142,6 +142,24 @@ impl Slots {
         i
     }
 
+    /// Keeps the names whose slot `keep` says, in order, and returns each old slot's new
+    /// one (`None`: dropped). Whoever holds slots renumbers them with it.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) -> Vec<Option<u32>> {
+        let mut map = Vec::with_capacity(self.names.len());
+        let mut kept = Vec::new();
+        for (i, name) in std::mem::take(&mut self.names).into_iter().enumerate() {
+            if keep(i as u32) {
+                map.push(Some(kept.len() as u32));
+                kept.push(name);
+            } else {
+                map.push(None);
+            }
+        }
+        self.names = kept;
+        self.index = Default::default(); // rebuilt on the next lookup
+        map
+    }
+
     /// The names as string slices, indexed by slot.
     pub fn refs(&self) -> Vec<&str> {
         self.names.iter().map(String::as_str).collect()

@@ -34,6 +34,13 @@ pub struct NormaliseConfig {
     /// (`rejected.time`).
     #[serde(default)]
     pub earliest_s: i64,
+    /// A workload with no sample for this many seconds of event time (counted back from the
+    /// newest sample the stage has seen) is retired: what it holds is emitted, its state and
+    /// names are dropped, and if it comes back it starts afresh (step, scaler). Pods come and
+    /// go with new names, so without this the state of a long-running stage would grow for
+    /// ever. 0: never.
+    #[serde(default = "d_retire")]
+    pub retire_after_s: u64,
 }
 
 /// The longest configurable step, in seconds.
@@ -65,6 +72,9 @@ fn d_clip() -> f64 {
 fn d_max_future() -> u64 {
     86_400
 }
+fn d_retire() -> u64 {
+    7 * 86_400
+}
 
 impl Default for NormaliseConfig {
     fn default() -> Self {
@@ -77,6 +87,7 @@ impl Default for NormaliseConfig {
             clip: d_clip(),
             max_future_s: d_max_future(),
             earliest_s: 0,
+            retire_after_s: d_retire(),
         }
     }
 }

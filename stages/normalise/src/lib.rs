@@ -19,6 +19,9 @@
 //!    `learn_steps` steps. History steps are held until the scaler is fitted, then emitted
 //!    scaled like the rest. The parameters are part of the stage state.
 //!
+//! 6. **Retires** a workload silent for `retire_after_s` of event time (`retire.rs`): what it
+//!    holds is emitted and its state and names dropped, so pod churn cannot grow the state.
+//!
 //! Output is time-major: all metrics of one workload's step are adjacent rows, which is what
 //! [`wfe_contract::norm::NormBatch`] walks.
 
@@ -34,6 +37,7 @@ mod checks;
 mod config;
 mod out;
 mod release;
+mod retire;
 mod slots;
 use checks::{infer_step, unusable};
 use config::MAX_STEP_S;
@@ -107,6 +111,10 @@ struct Workload {
     /// Accumulator vectors of closed steps, reused for new ones.
     #[serde(skip)]
     spare: Vec<Vec<Acc>>,
+    /// Newest accepted sample time (ms): when it falls `retire_after_s` behind the stage's
+    /// newest, the workload is retired.
+    #[serde(default)]
+    seen_ms: Option<i64>,
 }
 
 impl Workload {
@@ -127,6 +135,11 @@ struct State {
     workload_names: Slots,
     metric_names: Slots,
     label_names: Slots,
+    /// Newest accepted sample time, and where the last retirement sweep was (ms).
+    #[serde(default)]
+    newest_ms: Option<i64>,
+    #[serde(default)]
+    swept_ms: Option<i64>,
 }
 
 /// The normalise stage.
@@ -321,6 +334,7 @@ impl Normalise {
         out: &mut Out,
     ) -> Option<usize> {
         let wi = w as usize;
+        self.saw(wi, ts);
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
             let wk = &mut self.state.workloads[wi];
@@ -490,6 +504,34 @@ impl Normalise {
         }
     }
 
+    /// Emits everything workload `wi` holds, as at the end of the input: samples waiting
+    /// for a step (placed with the smallest gap seen as the step, or 1 s), open steps, and
+    /// the history held while the scaler learns.
+    fn close_workload(&mut self, wi: usize, ctx: &mut Context, rows: &mut Out) {
+        let wk = &mut self.state.workloads[wi];
+        if wk.step_ms.is_none() && !wk.early.is_empty() {
+            let mut ts = wk.first_ts.clone();
+            ts.sort_unstable();
+            let step = ts
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .filter(|d| *d > 0)
+                .min()
+                .unwrap_or(1000);
+            wk.step_ms = Some(step);
+            ctx.count("step.guessed", 1);
+            let mut early = std::mem::take(&mut wk.early);
+            early.sort_by_key(|e| e.0);
+            for (ts, m, v, label) in early {
+                let _ = self.place(wi, ts, m, v, label, ctx, rows);
+            }
+        }
+        self.emit_ready(wi, rows, true);
+        if self.state.workloads[wi].learning {
+            self.finish_learning(wi, rows);
+        }
+    }
+
     fn slot(&mut self, wi: usize, m: u32) -> usize {
         let wk = &mut self.state.workloads[wi];
         if let Some(s) = wk.slot_of.get(m) {
@@ -525,35 +567,14 @@ impl Stage for Normalise {
     ) -> Result<()> {
         let mut rows = Out::with_capacity(batch.num_rows());
         self.ingest_batch(&batch, ctx, &mut rows)?;
-        self.emit_all(rows, out)
+        self.emit_all(rows, out)?;
+        self.retire_idle(ctx, out)
     }
 
     fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
         let mut rows = Out::default();
         for wi in 0..self.state.workloads.len() {
-            let wk = &mut self.state.workloads[wi];
-            if wk.step_ms.is_none() && !wk.early.is_empty() {
-                // Too few timestamps to infer a step: fall back to the smallest gap seen, or 1 s.
-                let mut ts = wk.first_ts.clone();
-                ts.sort_unstable();
-                let step = ts
-                    .windows(2)
-                    .map(|w| w[1] - w[0])
-                    .filter(|d| *d > 0)
-                    .min()
-                    .unwrap_or(1000);
-                wk.step_ms = Some(step);
-                ctx.count("step.guessed", 1);
-                let mut early = std::mem::take(&mut wk.early);
-                early.sort_by_key(|e| e.0);
-                for (ts, m, v, label) in early {
-                    let _ = self.place(wi, ts, m, v, label, ctx, &mut rows);
-                }
-            }
-            self.emit_ready(wi, &mut rows, true);
-            if self.state.workloads[wi].learning {
-                self.finish_learning(wi, &mut rows);
-            }
+            self.close_workload(wi, ctx, &mut rows);
         }
         self.emit_all(rows, out)
     }

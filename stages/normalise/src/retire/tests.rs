@@ -1,0 +1,188 @@
+use std::sync::Arc;
+
+use arrow_array::{Float64Array, RecordBatch};
+use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+use wfe_contract::norm::NormBatch;
+use wfe_contract::{Context, Stage, Topic, VecCollector};
+
+use crate::{Normalise, NormaliseConfig};
+
+/// A minute boundary (steps are aligned to multiples of the step).
+const T0: i64 = 1_699_999_980_000;
+const MINUTE: i64 = 60_000;
+
+/// A week of churn, an hour per batch: a workload starts every 10 minutes and samples for
+/// an hour, each minute a shared `cpu` and a metric and a label of its own (a pod with a
+/// fresh name and its own series, as a Kubernetes fleet looks).
+fn week_of_churn() -> Vec<RecordBatch> {
+    let (week, life, every) = (7 * 24 * 60, 60, 10);
+    let mut batches = Vec::new();
+    for hour in 0..week / 60 {
+        let (mut ts, mut wk, mut mk, mut lk, mut vals) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut wn, mut mn, mut ln) = (vec![], vec!["cpu".to_string()], vec![]);
+        for minute in hour * 60..(hour + 1) * 60 {
+            for w in (minute.max(life) - life) / every..=minute / every {
+                if !(w * every..w * every + life).contains(&minute) {
+                    continue;
+                }
+                let name = format!("pod-{w:05}");
+                let key = match wn.iter().position(|n| *n == name) {
+                    Some(k) => k,
+                    None => {
+                        wn.push(name);
+                        mn.push(format!("own-{w:05}"));
+                        ln.push(format!("owner=t{w}"));
+                        wn.len() - 1
+                    }
+                };
+                for (m, v) in [(0, (minute % 17) as f64), (key + 1, (w + minute) as f64)] {
+                    ts.push(T0 + minute as i64 * MINUTE);
+                    wk.push(key as i32);
+                    mk.push(m as i32);
+                    lk.push(Some(key as i32));
+                    vals.push(v);
+                }
+            }
+        }
+
+        let (wr, mr, lr) = (refs(&wn), refs(&mn), refs(&ln));
+        batches.push(
+            RecordBatch::try_new(
+                Topic::MetricsRaw.schema(),
+                vec![
+                    timestamp_column(ts),
+                    dictionary(wk, &wr).unwrap(),
+                    dictionary(mk, &mr).unwrap(),
+                    Arc::new(Float64Array::from(vals)),
+                    dictionary_opt(lk, &lr).unwrap(),
+                ],
+            )
+            .unwrap(),
+        );
+    }
+    batches
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every output row as (workload, metric, time, scaled bits, raw bits, filled, missing),
+/// sorted: what was emitted, whatever the order.
+type Row = (String, String, i64, Option<u64>, Option<u64>, bool, bool);
+
+fn rows(out: &VecCollector) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for b in out.of(Topic::MetricsNorm) {
+        let nb = NormBatch::new(&b).unwrap();
+        for r in 0..b.num_rows() {
+            rows.push((
+                nb.workload.get(r).unwrap().to_string(),
+                nb.metric.get(r).unwrap().to_string(),
+                nb.time[r],
+                nb.value(r).map(f64::to_bits),
+                nb.raw(r).map(f64::to_bits),
+                nb.filled.value(r),
+                nb.missing.value(r),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Runs the week through a stage; its output, counters and the state's size before the
+/// final flush.
+fn run(retire_after_s: u64) -> (Vec<Row>, Context, Normalise, usize) {
+    let mut st = Normalise::new(NormaliseConfig {
+        learn_steps: 30,
+        retire_after_s,
+        ..Default::default()
+    })
+    .unwrap();
+    let (mut out, mut ctx) = (VecCollector::new(), Context::new("normalise"));
+    for b in week_of_churn() {
+        st.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
+            .unwrap();
+    }
+    let size = st.snapshot().unwrap().unwrap().len();
+    let live = Normalise::new(st.cfg.clone()).unwrap();
+    let mut kept = live;
+    kept.restore(&st.snapshot().unwrap().unwrap()).unwrap();
+    st.flush(&mut ctx, &mut out).unwrap();
+    (rows(&out), ctx, kept, size)
+}
+
+#[test]
+fn a_week_of_pod_churn_keeps_a_days_workloads_and_emits_every_row_as_without() {
+    let (all, _, never, never_size) = run(0);
+    let (retired, ctx, kept, size) = run(86_400);
+    // 1,008 pods came and went; every one of their rows is emitted either way.
+    assert_eq!(never.state.workloads.len(), 1008);
+    let generated: usize = week_of_churn().iter().map(|b| b.num_rows()).sum();
+    assert_eq!(all.len(), generated);
+    assert_eq!(retired, all);
+    // Retired: the workloads of the last day (and an eighth, the sweep's interval), their
+    // names, and metric and label names compacted to about as many.
+    let live = kept.state.workloads.len();
+    assert!(
+        (144..=6 + 144 * 9 / 8 + 1).contains(&live),
+        "{live} live workloads"
+    );
+    assert_eq!(kept.state.workload_names.len(), live);
+    assert!(
+        kept.state.metric_names.len() <= 2 * live + 1,
+        "{}",
+        kept.state.metric_names.len()
+    );
+    assert!(
+        kept.state.label_names.len() <= 2 * live,
+        "{}",
+        kept.state.label_names.len()
+    );
+    assert_eq!(ctx.counters()["workload.retired"] as usize, 1008 - live);
+    eprintln!(
+        "state after a week of churn: {size} bytes retiring after a day, {never_size} never \
+         ({live} live workloads of 1,008)"
+    );
+    assert!(size * 4 < never_size, "{size} vs {never_size}");
+}
+
+#[test]
+fn a_restored_stage_after_compaction_goes_on_with_the_right_names() {
+    // Through the compaction, then restored, then a sample of a live workload and of a new
+    // one: each row carries its own workload's names, nothing mixed up by renumbering.
+    let (_, _, mut st, _) = run(86_400);
+    let last = st.state.workload_names.names.last().unwrap().clone();
+    let w: usize = last.trim_start_matches("pod-").parse().unwrap();
+    let minute = (w * 10 + 59) as i64; // its last minute
+    let batch = RecordBatch::try_new(
+        Topic::MetricsRaw.schema(),
+        vec![
+            timestamp_column(vec![T0 + minute * MINUTE; 2]),
+            dictionary(vec![0, 1], &[&last, "pod-new"]).unwrap(),
+            dictionary(vec![0, 1], &[&format!("own-{w:05}"), "own-new"]).unwrap(),
+            Arc::new(Float64Array::from(vec![1.0, 2.0])),
+            dictionary_opt(vec![None, None], &[]).unwrap(),
+        ],
+    )
+    .unwrap();
+    let (mut out, mut ctx) = (VecCollector::new(), Context::new("normalise"));
+    st.process_batch(Topic::MetricsRaw, batch, &mut ctx, &mut out)
+        .unwrap();
+    st.flush(&mut ctx, &mut out).unwrap();
+    let got = rows(&out);
+    let own = format!("own-{w:05}");
+    assert!(
+        got.iter()
+            .any(|r| r.0 == last && r.1 == own && r.2 == T0 + minute * MINUTE)
+    );
+    for r in &got {
+        match r.0.as_str() {
+            "pod-new" => assert_eq!(r.1, "own-new", "{r:?}"),
+            w if w == last => assert!(r.1 == own || r.1 == "cpu", "{r:?}"),
+            _ => {}
+        }
+    }
+    assert!(got.iter().any(|r| r.0 == "pod-new"));
+}
