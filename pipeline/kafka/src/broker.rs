@@ -185,7 +185,12 @@ pub fn scan_partition(
     tpl.add_partition_offset(topic, partition, Offset::Offset(start))
         .map_err(|e| kafka_error("assign", e))?;
     reader.assign(&tpl).map_err(|e| kafka_error("assign", e))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // A broker that goes away mid-read (restarted, a leader moving) is waited out, as
+    // librdkafka reconnects by itself; only a read that makes no progress for this long
+    // fails (retryable: the caller's caller restarts it).
+    let patience = Duration::from_secs(120);
+    let mut deadline = Instant::now() + patience;
+    let mut warned: Option<Instant> = None;
     let mut next = start;
     while next < high {
         if Instant::now() > deadline {
@@ -198,11 +203,21 @@ pub fn scan_partition(
         match reader.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 next = m.offset() + 1;
+                deadline = Instant::now() + patience;
                 each(&m);
             }
             // The end as of now (transaction markers take offsets without being messages).
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(kafka_error(format!("reading {topic}/{partition}"), e)),
+            Some(Err(e)) => {
+                let err = kafka_error(format!("reading {topic}/{partition}"), e);
+                if !err.is_retryable() {
+                    return Err(err);
+                }
+                if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!("{err} (waiting for the broker)");
+                    warned = Some(Instant::now());
+                }
+            }
             None => {}
         }
     }
