@@ -662,6 +662,79 @@ fn kill_9_mid_replay_and_instances_leaving_lose_nothing_and_never_act_twice() {
 }
 
 #[test]
+fn a_partition_read_waits_out_a_broker_restart() {
+    // A stage restoring its snapshot (or an actuator reading back its own output) reads a
+    // partition to its end; a broker killed and restarted half-way must delay the read, not
+    // end the service (the chaos run lost its only normalise instance that way).
+    use wfe_kafka::rdkafka::message::Message;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let mut cfg = KafkaConfig {
+        bootstrap_servers: broker.bootstrap(),
+        partitions: 1,
+        ..Default::default()
+    };
+    // Little prefetch, so the reader is still fetching when the broker goes.
+    cfg.properties
+        .insert("queued.max.messages.kbytes".into(), "1".into());
+    cfg.properties
+        .insert("fetch.message.max.bytes".into(), "4096".into());
+    wfe_kafka::broker::ensure_topics_blocking(&cfg, &[("t".to_string(), false)]);
+    let sender = Sender::new(&cfg, "test").unwrap();
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let value = vec![b'x'; 1000];
+        sender
+            .send(
+                "t",
+                Some(0),
+                Some(key.as_bytes()),
+                Some(&value),
+                &HeaderMap::default(),
+                None,
+            )
+            .unwrap();
+    }
+    sender.flush().unwrap();
+    drop(sender);
+    // Twice: the broker away when the read starts (its errors queue up while the read
+    // waits), and going away mid-read (20 ms a message, down for 3 s from the 20th on).
+    for pause_at in [0, 20] {
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        if pause_at == 0 {
+            broker.kill();
+        }
+        let reader = {
+            let (cfg, read) = (cfg.clone(), read.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering::SeqCst;
+                let from = wfe_kafka::rdkafka::Offset::Beginning;
+                wfe_kafka::broker::scan_partition(&cfg, "t", 0, from, |m| {
+                    assert_eq!(m.offset(), read.load(SeqCst));
+                    read.fetch_add(1, SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                })
+            })
+        };
+        while read.load(std::sync::atomic::Ordering::SeqCst) < pause_at {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        broker.kill();
+        std::thread::sleep(Duration::from_secs(3));
+        let during = read.load(std::sync::atomic::Ordering::SeqCst);
+        broker.spawn();
+        let r = reader.join().unwrap();
+        assert!(r.is_ok(), "broker away from message {pause_at} on: {r:?}");
+        assert!(
+            during < 300,
+            "the read was over before the broker came back ({during})"
+        );
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 300);
+    }
+}
+
+#[test]
 fn broker_restart_mid_stream_recovers_by_itself_and_loses_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut env = Env::new();
