@@ -59,21 +59,34 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
     Ok(())
 }
 
-/// The store's fingerprint files: the path itself, or the matching files of a folder.
+/// Whether `p` is named like a fingerprint output (a file, or a rolled output's folder).
+fn is_fingerprints(p: &Path) -> bool {
+    let name = p.file_name().unwrap_or_default().to_string_lossy();
+    name.starts_with("fingerprints") && (name.ends_with(".parquet") || name.ends_with(".arrows"))
+}
+
+/// The store's fingerprint files: the path itself, or the matching files of a folder; a
+/// rolled output (a live source's `fingerprints.parquet/` folder) gives its finished parts.
 fn fingerprint_files(store: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(store).map_err(|e| Error::io(store.display().to_string(), e))?;
     if !meta.is_dir() {
         return Ok(vec![store.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(store)
+    if is_fingerprints(store) {
+        return wfe_sql::parts(store);
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in std::fs::read_dir(store)
         .map_err(|e| Error::io(store.display().to_string(), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with("fingerprints")
-                && (name.ends_with(".parquet") || name.ends_with(".arrows"))
-        })
-        .collect();
+        .filter(|p| is_fingerprints(p))
+    {
+        if p.is_dir() {
+            files.extend(wfe_sql::parts(&p)?);
+        } else {
+            files.push(p);
+        }
+    }
     files.sort();
     if files.is_empty() {
         return Err(Error::bad_input(

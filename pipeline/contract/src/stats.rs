@@ -34,4 +34,57 @@ impl SplitMix {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Reservoir sampling (Algorithm R): offers the `seen`-th item (counting from 1) to a
+    /// sample of at most `capacity`. While there is room it goes in (no draw); after that it
+    /// replaces a uniform pick with probability `capacity / seen`. `make` is called only for
+    /// an item that is kept. The same seed and input order keep the same items.
+    pub fn sample_into<T>(
+        &mut self,
+        seen: u64,
+        capacity: usize,
+        sample: &mut Vec<T>,
+        make: impl FnOnce() -> T,
+    ) {
+        if sample.len() < capacity {
+            sample.push(make());
+            return;
+        }
+        let k = self.next_u64() % seen.max(1);
+        if let Some(slot) = sample.get_mut(k as usize) {
+            *slot = make();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(seed: u64, n: u64, capacity: usize) -> Vec<u64> {
+        let (mut rng, mut kept) = (SplitMix(seed), Vec::new());
+        for i in 1..=n {
+            rng.sample_into(i, capacity, &mut kept, || i);
+        }
+        kept
+    }
+
+    #[test]
+    fn a_reservoir_keeps_each_item_with_equal_chance_and_the_same_items_for_a_seed() {
+        assert_eq!(sample(3, 5, 10), [1, 2, 3, 4, 5]);
+        assert_eq!(sample(3, 1000, 10), sample(3, 1000, 10));
+        // Over 2,000 seeds each of 100 items is kept about 2,000 x 10 / 100 = 200 times.
+        let mut hits = [0u32; 100];
+        for seed in 0..2000 {
+            for i in sample(seed, 100, 10) {
+                hits[i as usize - 1] += 1;
+            }
+        }
+        let (lo, hi) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
+        assert!(*lo > 140 && *hi < 260, "{lo}..{hi}");
+        // The early items are not favoured: the first and the last ten are kept alike.
+        let first: u32 = hits[..10].iter().sum();
+        let last: u32 = hits[90..].iter().sum();
+        assert!((first as f64 / last as f64 - 1.0).abs() < 0.15, "{first} vs {last}");
+    }
 }

@@ -10,6 +10,7 @@
 //! from the mean of every embedding made.
 
 use serde::{Deserialize, Serialize};
+use wfe_contract::stats::SplitMix;
 use wfe_neural::{AutoencoderConfig, SeqAutoencoder, TrainReport, Windows};
 
 /// Settings of the learned embedding.
@@ -84,19 +85,12 @@ impl Embedder {
             (self.steps, self.width, self.seen) = (steps, width, 0);
         }
         self.seen += 1;
-        if self.reservoir.len() < s.reservoir {
-            self.reservoir.push(window.to_vec());
-        } else {
-            // Algorithm R with a SplitMix step, as the PCA basis samples.
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let k = ((z ^ (z >> 31)) % self.seen) as usize;
-            if k < s.reservoir {
-                self.reservoir[k] = window.to_vec();
-            }
-        }
+        // Sampled as the PCA basis samples its windows.
+        let mut rng = SplitMix(self.rng);
+        rng.sample_into(self.seen, s.reservoir, &mut self.reservoir, || {
+            window.to_vec()
+        });
+        self.rng = rng.0;
         if (self.seen as usize) < s.fit_windows {
             return Ok(None);
         }

@@ -175,14 +175,8 @@ impl Approximate {
 /// `n` deterministic pseudo-random vectors around 32 centres, like fingerprints of service
 /// groups: what `wfe bench knn` and the tests search when no fleet that large exists.
 pub fn synthetic_fleet(n: usize, dim: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut rng = wfe_contract::stats::SplitMix(seed);
+    let mut next = move || rng.unit() - 0.5;
     let centres: Vec<Vec<f64>> = (0..32)
         .map(|_| (0..dim).map(|_| next()).collect())
         .collect();

@@ -4,6 +4,7 @@
 
 use faer::{Mat, Side};
 use serde::{Deserialize, Serialize};
+use wfe_contract::stats::SplitMix;
 
 /// A fitted basis: vectors are `(x - mean) · components`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,19 +105,11 @@ impl Reducer {
         for (s, v) in self.sum.iter_mut().zip(x) {
             *s += v;
         }
-        if self.reservoir.len() < capacity {
-            self.reservoir.push(x.to_vec());
-        } else {
-            // Algorithm R with a SplitMix step: deterministic for a given input order.
-            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let k = (z ^ (z >> 31)) % self.seen;
-            if (k as usize) < capacity {
-                self.reservoir[k as usize] = x.to_vec();
-            }
-        }
+        // Deterministic for a given input order (the generator's state is part of the
+        // stage state).
+        let mut rng = SplitMix(self.rng);
+        rng.sample_into(self.seen, capacity, &mut self.reservoir, || x.to_vec());
+        self.rng = rng.0;
         if self.next_fit == 0 {
             self.next_fit = fit_windows.max(2) as u64;
         }

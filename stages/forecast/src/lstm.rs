@@ -484,7 +484,7 @@ impl Cut {
         let per = per_series.min(max_windows / series.len().max(1)).max(1);
         let mut w = Windows::new(self.steps, 2);
         let (mut ctx, mut targets) = (Vec::new(), Vec::new());
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = wfe_contract::stats::SplitMix(0x9e37_79b9_7f4a_7c15);
         for y in series {
             let Some(span) = y.len().checked_sub(self.steps + longest) else {
                 continue;
@@ -493,10 +493,7 @@ impl Cut {
                 continue;
             }
             for k in 0..per {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let jitter = (seed >> 33) as usize % (span / per).max(1);
+                let jitter = rng.below((span / per).max(1));
                 let o = self.steps - 1 + (k * span / per + jitter).min(span - 1);
                 if let Some((last, scale)) = self.push(y, o, &mut w, &mut ctx) {
                     targets.extend(
