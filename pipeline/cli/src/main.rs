@@ -26,6 +26,7 @@ mod receive;
 mod services;
 mod similar;
 mod sql;
+mod state;
 mod summary;
 mod train;
 
@@ -88,6 +89,9 @@ enum Command {
     Replay(services::ReplayArgs),
     /// Record a topic into an Arrow IPC or Parquet file.
     Record(services::RecordArgs),
+    /// What each stage service would restore from its state topic, whole and compacted: the
+    /// snapshot per input partition, its size and restore time (exit 1 if they differ).
+    State(state::StateArgs),
     /// SQL over stored topics: a run's Parquet outputs and recordings, one table per file.
     Sql(sql::SqlArgs),
     /// The nearest workloads to one in the fingerprint store, and which known environment
@@ -230,6 +234,7 @@ fn main() -> ExitCode {
         Command::Stage(args) => services::stage(args),
         Command::Replay(args) => services::replay(args),
         Command::Record(args) => services::record(args),
+        Command::State(args) => state::state(args),
         Command::Eval(cmd) => eval::eval(cmd),
         Command::Similar(args) => similar::similar(args),
         Command::Sql(args) => sql::sql(args),

@@ -85,6 +85,9 @@ mod tests {
         // The early items are not favoured: the first and the last ten are kept alike.
         let first: u32 = hits[..10].iter().sum();
         let last: u32 = hits[90..].iter().sum();
-        assert!((first as f64 / last as f64 - 1.0).abs() < 0.15, "{first} vs {last}");
+        assert!(
+            (first as f64 / last as f64 - 1.0).abs() < 0.15,
+            "{first} vs {last}"
+        );
     }
 }

@@ -53,7 +53,7 @@ use crate::codec::{self, Encoded, HeaderMap, encode_outputs, header};
 use crate::produce::Sender;
 
 mod changelog;
-pub use changelog::{Snapshot, restore_from, snapshot_key as changelog_key};
+pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
 mod chunked;
 use chunked::Slot;
 

@@ -53,6 +53,23 @@ pub fn restore_from<'a>(
         .transpose()
 }
 
+/// What a compacted topic keeps of `records` (one partition, in offset order): the newest
+/// record of each key, in offset order (records without a key are kept as they are).
+pub fn compacted(records: &[OwnedMessage]) -> Vec<&OwnedMessage> {
+    let mut newest: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for (i, m) in records.iter().enumerate() {
+        if let Some(k) = m.key() {
+            newest.insert(k, i);
+        }
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| m.key().is_none_or(|k| newest[k] == *i))
+        .map(|(_, m)| m)
+        .collect()
+}
+
 fn decode(stage: &str, bytes: &[u8]) -> Result<Envelope> {
     postcard::from_bytes::<Envelope>(bytes)
         .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))

@@ -1,0 +1,141 @@
+//! `wfe state`: what each stage service would restore from its changelog, read the way the
+//! service reads it on assignment, from the whole state topic and from what compaction leaves
+//! of it (the newest record of each key). An operator's check that the state survives
+//! compaction, and its size and restore time per partition.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use wfe_contract::{Error, Result};
+use wfe_kafka::broker::{self, kafka_error};
+use wfe_kafka::rdkafka::Offset;
+use wfe_kafka::rdkafka::consumer::BaseConsumer;
+use wfe_kafka::rdkafka::message::OwnedMessage;
+use wfe_kafka::service::{changelog_key, compacted, restore_from};
+
+use crate::config::{JobConfig, STAGES};
+
+#[derive(clap::Args)]
+pub struct StateArgs {
+    /// A stage to read (repeat for more); default: the six after ingest.
+    #[arg(long = "stage")]
+    stages: Vec<String>,
+    /// Job config with a `[kafka]` section; default: the built-in job.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Brokers, overriding `kafka.bootstrap_servers`.
+    #[arg(long)]
+    bootstrap: Option<String>,
+}
+
+/// One input partition's snapshot, as restored.
+struct Row {
+    stage: String,
+    partition: i32,
+    /// Next input offset and state bytes; `None`: no snapshot yet.
+    snapshot: Option<(i64, usize)>,
+    records: (usize, usize),
+    same: bool,
+    restore_ms: f64,
+}
+
+pub fn state(args: StateArgs) -> Result<()> {
+    let mut cfg = JobConfig::load(args.config.as_deref())?;
+    if let Some(b) = args.bootstrap {
+        cfg.kafka.bootstrap_servers = b;
+    }
+    let names: Vec<String> = if args.stages.is_empty() {
+        STAGES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.stages
+    };
+    let mut rows = Vec::new();
+    for name in &names {
+        rows.extend(stage_rows(&cfg, name)?);
+    }
+    println!(
+        "| stage | partition | next offset | state bytes | records: log / compacted | compacted restores the same | restore ms |\n|---|---:|---:|---:|---:|---|---:|"
+    );
+    for r in &rows {
+        let (next, bytes) = r.snapshot.map_or(("none".into(), "-".into()), |(n, b)| {
+            (n.to_string(), b.to_string())
+        });
+        println!(
+            "| {} | {} | {next} | {bytes} | {} / {} | {} | {:.1} |",
+            r.stage,
+            r.partition,
+            r.records.0,
+            r.records.1,
+            if r.same { "yes" } else { "NO" },
+            r.restore_ms
+        );
+    }
+    let differ: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.same)
+        .map(|r| format!("{}/{}", r.stage, r.partition))
+        .collect();
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::state(
+            "wfe state",
+            format!(
+                "the compacted state topic restores another snapshot than the whole topic for {}",
+                differ.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Every input partition of one stage: its snapshot from the whole state topic and from its
+/// compacted view, and the time to restore the latter into a fresh stage.
+fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
+    let probe = cfg.build_stage(name)?;
+    let inputs = probe.inputs();
+    let [input] = inputs[..] else {
+        return Err(Error::config(
+            "--stage",
+            format!(
+                "`{name}` has {} inputs; a service consumes one",
+                inputs.len()
+            ),
+        ));
+    };
+    drop(probe);
+    let kafka = &cfg.kafka;
+    let (input_name, state_topic) = (kafka.topic(input), kafka.state_topic(name));
+    let reader: BaseConsumer = kafka
+        .reader()
+        .create()
+        .map_err(|e| kafka_error("reader", e))?;
+    let patience = std::time::Duration::from_secs(30);
+    let n_in = broker::partition_count(&reader, &input_name, patience)?;
+    let n_state = broker::partition_count(&reader, &state_topic, patience)?;
+    let logs: Vec<Vec<OwnedMessage>> = (0..n_state)
+        .map(|sp| broker::read_partition(kafka, &state_topic, sp, Offset::Beginning))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for p in 0..n_in {
+        let log = &logs[(p % n_state) as usize];
+        let view = compacted(log);
+        let key = changelog_key(&kafka.group(name), &input_name, p);
+        let from_log = restore_from(name, &key, log)?;
+        let t = Instant::now();
+        let from_view = restore_from(name, &key, view.iter().copied())?;
+        if let Some((_, Some(state))) = &from_view {
+            cfg.build_stage(name)?.restore(state)?;
+        }
+        rows.push(Row {
+            stage: name.to_string(),
+            partition: p,
+            snapshot: from_view
+                .as_ref()
+                .map(|(next, s)| (*next, s.as_ref().map_or(0, Vec::len))),
+            records: (log.len(), view.len()),
+            same: from_log == from_view,
+            restore_ms: t.elapsed().as_secs_f64() * 1e3,
+        });
+    }
+    Ok(rows)
+}
