@@ -141,15 +141,9 @@ fn compacted_state_restores(cfg: &KafkaConfig) {
                 h.get("wfe.chunk").is_some_and(|c| !c.ends_with("/1"))
             })
             .count();
-        let mut newest = std::collections::HashMap::new();
-        for (i, m) in log.iter().enumerate() {
-            newest.insert(rdkafka::message::Message::key(m).map(<[u8]>::to_vec), i);
-        }
-        let compacted: Vec<_> = log
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| newest[&rdkafka::message::Message::key(*m).map(<[u8]>::to_vec)] == *i)
-            .map(|(_, m)| m.clone())
+        let compacted: Vec<_> = wfe_kafka::service::compacted(&log)
+            .into_iter()
+            .cloned()
             .collect();
         assert!(
             compacted.len() < log.len(),
