@@ -1,7 +1,7 @@
 //! PCA reconstruction model: fitted with faer, applied with plain loops (a step is one short
 //! vector, too small for a matrix library to help).
 
-use faer::{Mat, Side};
+use faer::Mat;
 use serde::{Deserialize, Serialize};
 
 /// Dot product with four independent sums, so the compiler can keep them in vector lanes
@@ -52,23 +52,8 @@ impl PcaModel {
             *m = if c > 0 { s / c as f64 } else { 0.0 };
         }
         let x = Mat::<f64>::from_fn(n, d, |r, j| get(r, j).map(|v| v - mean[j]).unwrap_or(0.0));
-        let cov = (x.transpose() * &x) * faer::Scale(1.0 / (n as f64 - 1.0));
-        let evd = cov
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
-        let vals: Vec<f64> = (0..d).map(|i| evd.S()[i].max(0.0)).collect();
-        let total: f64 = vals.iter().sum();
-        let mut components = Vec::new();
-        if total > 0.0 {
-            let mut acc = 0.0;
-            for i in (0..d).rev() {
-                if acc >= variance * total {
-                    break;
-                }
-                acc += vals[i];
-                components.push((0..d).map(|j| evd.U()[(j, i)]).collect());
-            }
-        }
+        // History that does not vary has no direction: every step reconstructs exactly.
+        let components = wfe_numeric::pca::principal_axes(&x, variance, usize::MAX, 0)?;
         let mut model = Self {
             mean,
             components,

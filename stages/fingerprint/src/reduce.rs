@@ -2,7 +2,7 @@
 //! refitted as the fleet grows (after 1x, 2x, 4x ... `fit_windows` windows), so early
 //! fingerprints do not freeze a basis learned from the first workloads alone.
 
-use faer::{Mat, Side};
+use faer::Mat;
 use serde::{Deserialize, Serialize};
 use wfe_contract::stats::SplitMix;
 
@@ -32,22 +32,9 @@ impl Pca {
             }
         }
         let x = Mat::<f64>::from_fn(n, d, |i, j| rows[i][j] - mean[j]);
-        let cov = (x.transpose() * &x) * faer::Scale(1.0 / (n as f64 - 1.0));
-        let evd = cov
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| format!("eigen decomposition failed: {e:?}"))?;
-        let vals: Vec<f64> = (0..d).map(|i| evd.S()[i].max(0.0)).collect();
-        let total: f64 = vals.iter().sum();
-        let mut components = Vec::new();
-        let mut acc = 0.0;
-        // Eigenvalues ascend: walk from the largest.
-        for i in (0..d).rev() {
-            if components.len() >= max.max(1) || (total > 0.0 && acc >= variance * total) {
-                break;
-            }
-            acc += vals[i];
-            components.push((0..d).map(|j| evd.U()[(j, i)]).collect());
-        }
+        // A fingerprint needs coordinates even when the fleet's windows do not vary yet.
+        let max = max.max(1);
+        let components = wfe_numeric::pca::principal_axes(&x, variance, max, max)?;
         Ok(Self { mean, components })
     }
 
