@@ -1,0 +1,154 @@
+//! The stage's hooks: batches of `metrics.norm` in, rows of `fingerprints` out, the end of
+//! the input, and the state a restarted stage continues from.
+
+use super::*;
+
+impl Stage for Fingerprint {
+    fn name(&self) -> &'static str {
+        "fingerprint"
+    }
+
+    fn inputs(&self) -> Vec<Topic> {
+        vec![Topic::MetricsNorm]
+    }
+
+    fn outputs(&self) -> Vec<Topic> {
+        vec![Topic::Fingerprints]
+    }
+
+    fn process_batch(
+        &mut self,
+        _t: Topic,
+        batch: RecordBatch,
+        ctx: &mut Context,
+        out: &mut dyn Collector,
+    ) -> Result<()> {
+        let nb = NormBatch::new(&batch)?;
+        let mut rows = Rows::default();
+        let mut due = Vec::new();
+        let cfg = &self.cfg;
+        let (window, hop) = (cfg.window, cfg.hop);
+        let mut workloads = std::mem::take(&mut self.state.workloads);
+        let walked = nb.for_each_dense(&mut workloads, |d| {
+            let wk = d.state;
+            if let Some(labels) = d.step.label.filter(|l| *l != wk.labels_seen) {
+                wk.labels_seen = labels.to_string();
+                // Samples without host metadata (another source) leave the environment as is.
+                if let Some(env) = environment_of(labels) {
+                    wk.environment = Some(env);
+                }
+            }
+            // Reuse the oldest step's buffers for the newest.
+            let (mut values, mut raw) = match wk.window.len() == window {
+                true => wk
+                    .window
+                    .pop_front()
+                    .map(|(_, v, r, _)| (v, r))
+                    .unwrap_or_default(),
+                false => Default::default(),
+            };
+            values.clear();
+            values.extend_from_slice(d.scaled);
+            raw.clear();
+            raw.extend_from_slice(d.raw);
+            wk.window.push_back((d.step.time, values, raw, d.observed));
+            wk.observed_steps += usize::from(d.observed > 0);
+            wk.since_emit += 1;
+            if wk.since_emit >= hop && wk.window.len() == window {
+                wk.since_emit = 0;
+                if let Some(c) = cut(cfg, wk) {
+                    due.push((d.id, c));
+                }
+            }
+            Ok(())
+        });
+        self.state.workloads = workloads;
+        let replayed = walked?;
+        ctx.event(Event::Dropped {
+            kind: "replayed_step",
+            count: replayed,
+        });
+        // Windows were cut at their due steps; profiles, bases and neighbours follow in
+        // step order.
+        for (id, c) in due {
+            self.window(id, c, &mut rows, ctx);
+        }
+        if !rows.start.is_empty() {
+            out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        let mut rows = Rows::default();
+        // A fleet smaller than `fit_windows`: fit on what there is and release the rows.
+        let waiting: Vec<u64> = self
+            .state
+            .reducers
+            .iter()
+            .filter(|(_, r)| r.model.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        for sig in waiting {
+            let r = self.state.reducers.get_mut(&sig).expect("listed above");
+            if r.windows() >= 2 {
+                if let Err(e) = r.refit(self.cfg.variance, self.cfg.max_components) {
+                    ctx.count("basis.fit_failed", 1);
+                    tracing::warn!("fingerprint basis fit failed: {e}");
+                    continue;
+                }
+                self.release(sig, &mut rows);
+            }
+        }
+        // Likewise a learned embedding whose model waits for more windows.
+        let untrained: Vec<u64> = self
+            .state
+            .embedders
+            .iter()
+            .filter(|(_, e)| e.model.is_none() && !e.failed)
+            .map(|(s, _)| *s)
+            .collect();
+        for sig in untrained {
+            let e = self.state.embedders.get_mut(&sig).expect("listed above");
+            match e.train_now(&self.cfg.lstm) {
+                Ok(Some(report)) => {
+                    Self::trained(sig, &report, ctx);
+                    self.release(sig, &mut rows);
+                }
+                Ok(None) => {}
+                Err(err) => Self::training_failed(e, sig, &err, ctx),
+            }
+        }
+        // The steps since the last fingerprint are not lost: one more over the latest window.
+        let mut ids: Vec<usize> = (0..self.state.workloads.items.len())
+            .filter(|&i| {
+                let w = &self.state.workloads.items[i];
+                w.since_emit > 0 && w.window.len() >= 2
+            })
+            .collect();
+        ids.sort_by(|a, b| {
+            self.state.workloads.names.names[*a].cmp(&self.state.workloads.names.names[*b])
+        });
+        for id in ids {
+            self.state.workloads.items[id].since_emit = 0;
+            if let Some(c) = cut(&self.cfg, &self.state.workloads.items[id]) {
+                self.window(id, c, &mut rows, ctx);
+            }
+        }
+        if !rows.start.is_empty() {
+            out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        wfe_contract::state::encode(self.name(), &self.state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.state = wfe_contract::state::decode(self.name(), state)?;
+        // Indexes are rebuilt from the restored profiles at the next window.
+        self.indexes.clear();
+        Ok(())
+    }
+}
