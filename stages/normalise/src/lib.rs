@@ -111,13 +111,17 @@ struct Workload {
     /// Accumulator vectors of closed steps, reused for new ones.
     #[serde(skip)]
     spare: Vec<Vec<Acc>>,
-    /// Newest accepted sample time (ms): when it falls `retire_after_s` behind the stage's
-    /// newest, the workload is retired.
-    #[serde(default)]
-    seen_ms: Option<i64>,
 }
 
 impl Workload {
+    /// The time of its newest step (open, emitted, or waiting for the step to be known), in
+    /// ms: when it falls `retire_after_s` behind the stage's newest sample, it is retired.
+    fn newest_ms(&self) -> Option<i64> {
+        let open = self.open.back().map(|s| s.time);
+        let early = self.early.iter().map(|e| e.0).max();
+        open.or(self.emitted_until).max(early)
+    }
+
     /// Zeroed accumulators for a new step: a closed step's, or new ones.
     fn fresh_acc(&mut self, nslots: usize) -> Vec<Acc> {
         let mut acc = self.spare.pop().unwrap_or_default();
@@ -135,10 +139,12 @@ struct State {
     workload_names: Slots,
     metric_names: Slots,
     label_names: Slots,
-    /// Newest accepted sample time, and where the last retirement sweep was (ms).
-    #[serde(default)]
+    /// Newest accepted sample time, and where the last retirement sweep was (ms). Not in
+    /// the snapshot (snapshots of earlier versions still decode): after a restore the first
+    /// batch sets the one and sweeps.
+    #[serde(skip)]
     newest_ms: Option<i64>,
-    #[serde(default)]
+    #[serde(skip)]
     swept_ms: Option<i64>,
 }
 
@@ -334,7 +340,7 @@ impl Normalise {
         out: &mut Out,
     ) -> Option<usize> {
         let wi = w as usize;
-        self.saw(wi, ts);
+        self.saw(ts);
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
             let wk = &mut self.state.workloads[wi];

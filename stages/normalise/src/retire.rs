@@ -23,10 +23,8 @@ use crate::{Normalise, Workload};
 const MIN_SWEEP_MS: i64 = 60_000;
 
 impl Normalise {
-    /// Notes an accepted sample of workload `wi` at `ts` (ms).
-    pub(crate) fn saw(&mut self, wi: usize, ts: i64) {
-        let wk = &mut self.state.workloads[wi];
-        wk.seen_ms = Some(wk.seen_ms.map_or(ts, |s| s.max(ts)));
+    /// Notes an accepted sample at `ts` (ms).
+    pub(crate) fn saw(&mut self, ts: i64) {
         self.state.newest_ms = Some(self.state.newest_ms.map_or(ts, |s| s.max(ts)));
     }
 
@@ -45,12 +43,8 @@ impl Normalise {
         let idle: Vec<bool> = self
             .state
             .workloads
-            .iter_mut()
-            .map(|w| {
-                // Restored from a snapshot without the time: counted from now on.
-                let seen = *w.seen_ms.get_or_insert(newest);
-                newest - seen > window
-            })
+            .iter()
+            .map(|w| w.newest_ms().is_some_and(|t| newest - t > window))
             .collect();
         let n = idle.iter().filter(|i| **i).count();
         if n == 0 {

@@ -49,7 +49,12 @@ impl Plan<'_> {
 
     /// The LSTM's quantiles at a series' origins (and how many fell back to persistence,
     /// where the history is shorter than a window).
-    pub(super) fn neural(&self, net: &LstmModel, y: &[f64], n_train: usize) -> Result<(Quantiles, usize)> {
+    pub(super) fn neural(
+        &self,
+        net: &LstmModel,
+        y: &[f64],
+        n_train: usize,
+    ) -> Result<(Quantiles, usize)> {
         let (cv, test) = self.origins(n_train, y.len());
         let origins: Vec<usize> = cv.into_iter().chain(test).collect();
         let yf = filled_same_len(y);
