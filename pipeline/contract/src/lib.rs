@@ -36,6 +36,7 @@ pub mod ipc;
 pub mod norm;
 pub mod panic;
 pub mod resources;
+pub mod retire;
 pub mod spans;
 pub mod state;
 pub mod stats;

@@ -72,6 +72,11 @@ impl AnomalySpans {
         }
     }
 
+    /// Drops every span of `workload` (retired: it is no longer forecast).
+    pub fn forget(&mut self, workload: &str) {
+        self.by_workload.remove(workload);
+    }
+
     /// A workload's spans, sorted and disjoint.
     pub fn of(&self, workload: &str) -> &[(i64, i64)] {
         self.by_workload

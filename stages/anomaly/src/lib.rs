@@ -30,6 +30,7 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
+use wfe_contract::retire::{Sweep, sweep_idle};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -128,6 +129,12 @@ pub struct AnomalyConfig {
     /// The `lstm` detector: window length, training windows, the autoencoder.
     #[serde(default)]
     pub lstm: lstm::LstmSettings,
+    /// A workload with no new step for this many seconds (wall clock: a replay of recorded
+    /// data retires nothing) is retired: its state and name are dropped, and if it comes
+    /// back it starts afresh. Pods come and go with new names, so without this a
+    /// long-running stage would grow for ever. 0: never.
+    #[serde(default = "d_retire")]
+    pub retire_after_s: u64,
 }
 
 fn d_detectors() -> Vec<DetectorKind> {
@@ -176,9 +183,14 @@ fn d_top() -> usize {
     5
 }
 
+fn d_retire() -> u64 {
+    wfe_contract::retire::RETIRE_AFTER_S
+}
+
 impl Default for AnomalyConfig {
     fn default() -> Self {
         Self {
+            retire_after_s: d_retire(),
             detectors: d_detectors(),
             weights: BTreeMap::new(),
             smoothing: d_smoothing(),
@@ -315,6 +327,8 @@ impl HasSlots for Workload {
 pub struct Anomaly {
     cfg: AnomalyConfig,
     workloads: Keyed<Workload>,
+    /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
+    sweep: Sweep,
 }
 
 #[derive(Default)]
@@ -391,6 +405,7 @@ impl Anomaly {
         Ok(Self {
             cfg,
             workloads: Keyed::default(),
+            sweep: Sweep::default(),
         })
     }
 
@@ -560,6 +575,11 @@ impl Stage for Anomaly {
         self.workloads = workloads;
         if !rows.time.is_empty() {
             out.emit(Topic::Anomalies, rows.finish()?)?;
+        }
+        // A retired workload's open segment goes with it: nothing would ever close it.
+        let after = self.cfg.retire_after_s;
+        if let Some(r) = sweep_idle(&mut self.workloads, &mut self.sweep, after) {
+            ctx.count("workload.retired", r.gone.len() as u64);
         }
         Ok(())
     }

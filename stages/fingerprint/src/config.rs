@@ -80,6 +80,12 @@ pub struct FingerprintConfig {
     /// Quantile of a window's raw values that counts as the workload's allocation.
     #[serde(default = "d_alloc_q")]
     pub allocation_quantile: f64,
+    /// A workload with no new step for this many seconds (wall clock: a replay of recorded
+    /// data retires nothing) is retired: its state and name are dropped, and if it comes
+    /// back it starts afresh. Pods come and go with new names, so without this a
+    /// long-running stage would grow for ever. 0: never.
+    #[serde(default = "d_retire")]
+    pub retire_after_s: u64,
 }
 
 fn d_window() -> usize {
@@ -107,9 +113,14 @@ fn d_alloc_q() -> f64 {
     0.95
 }
 
+fn d_retire() -> u64 {
+    wfe_contract::retire::RETIRE_AFTER_S
+}
+
 impl Default for FingerprintConfig {
     fn default() -> Self {
         Self {
+            retire_after_s: d_retire(),
             method: Method::StatsPca,
             lstm: embed::LstmEmbedding::default(),
             window: 60,

@@ -36,6 +36,7 @@ pub mod embed;
 pub use wfe_contract::features;
 pub mod knn;
 pub mod reduce;
+mod retire;
 pub mod similar;
 mod space;
 mod stage;
@@ -222,6 +223,8 @@ pub struct Fingerprint {
     state: State,
     /// Per metric set, for fleets above `index_above` (rebuilt from state, never saved).
     indexes: BTreeMap<u64, Index>,
+    /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
+    sweep: wfe_contract::retire::Sweep,
 }
 
 #[derive(Default)]
@@ -253,6 +256,7 @@ impl Fingerprint {
             cfg,
             state: State::default(),
             indexes: BTreeMap::new(),
+            sweep: Default::default(),
         })
     }
 

@@ -76,6 +76,7 @@ impl Stage for Fingerprint {
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
         }
+        self.retire_idle(ctx);
         Ok(())
     }
 

@@ -84,6 +84,12 @@ pub struct ForecastConfig {
     /// chosen one at every issuance): fits cost the most, and scores move slowly.
     #[serde(default = "d_challenge")]
     pub challenge_every: usize,
+    /// A workload with no new step for this many seconds (wall clock: a replay of recorded
+    /// data retires nothing) is retired: its state and name are dropped, and if it comes
+    /// back it starts afresh. Pods come and go with new names, so without this a
+    /// long-running stage would grow for ever. 0: never.
+    #[serde(default = "d_retire")]
+    pub retire_after_s: u64,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -143,9 +149,14 @@ fn d_true() -> bool {
     true
 }
 
+fn d_retire() -> u64 {
+    wfe_contract::retire::RETIRE_AFTER_S
+}
+
 impl Default for ForecastConfig {
     fn default() -> Self {
         Self {
+            retire_after_s: d_retire(),
             horizons_s: d_horizons(),
             quantiles: d_quantiles(),
             every_s: d_every(),

@@ -29,6 +29,7 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
+use wfe_contract::retire::{Sweep, sweep_idle};
 use wfe_contract::spans::AnomalySpans;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -144,6 +145,8 @@ pub struct Forecast {
     /// persistence's forecasts across the fleet: telemetry (`mae.*`, `relative_mae.*`
     /// measurements), never read by a decision, so not in the snapshot.
     running: BTreeMap<(usize, usize), (f64, f64)>,
+    /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
+    sweep: Sweep,
 }
 
 #[derive(Default)]
@@ -295,6 +298,7 @@ impl Forecast {
             workloads: Keyed::default(),
             spans: AnomalySpans::default(),
             scratch: Vec::new(),
+            sweep: Sweep::default(),
         })
     }
 }
@@ -485,6 +489,13 @@ impl Stage for Forecast {
         self.feedback(resolved.iter().chain(&resolved_now), ctx);
         if !rows.issued.is_empty() {
             out.emit(Topic::Forecasts, Self::finish(rows)?)?;
+        }
+        let after = self.cfg.retire_after_s;
+        if let Some(r) = sweep_idle(&mut self.workloads, &mut self.sweep, after) {
+            for (name, _) in &r.gone {
+                self.spans.forget(name);
+            }
+            ctx.count("workload.retired", r.gone.len() as u64);
         }
         Ok(())
     }

@@ -34,11 +34,11 @@ pub struct NormaliseConfig {
     /// (`rejected.time`).
     #[serde(default)]
     pub earliest_s: i64,
-    /// A workload with no sample for this many seconds of event time (counted back from the
-    /// newest sample the stage has seen) is retired: what it holds is emitted, its state and
-    /// names are dropped, and if it comes back it starts afresh (step, scaler). Pods come and
-    /// go with new names, so without this the state of a long-running stage would grow for
-    /// ever. 0: never.
+    /// A workload with no new sample for this many seconds (wall clock: a replay of recorded
+    /// data retires nothing) is retired: what it holds is emitted, its state and names are
+    /// dropped, and if it comes back it starts afresh (step, scaler). Pods come and go with
+    /// new names, so without this the state of a long-running stage would grow for ever.
+    /// 0: never.
     #[serde(default = "d_retire")]
     pub retire_after_s: u64,
 }

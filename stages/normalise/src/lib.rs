@@ -115,7 +115,7 @@ struct Workload {
 
 impl Workload {
     /// The time of its newest step (open, emitted, or waiting for the step to be known), in
-    /// ms: when it falls `retire_after_s` behind the stage's newest sample, it is retired.
+    /// ms: while it does not move on for `retire_after_s`, the workload is idle.
     fn newest_ms(&self) -> Option<i64> {
         let open = self.open.back().map(|s| s.time);
         let early = self.early.iter().map(|e| e.0).max();
@@ -139,13 +139,9 @@ struct State {
     workload_names: Slots,
     metric_names: Slots,
     label_names: Slots,
-    /// Newest accepted sample time, and where the last retirement sweep was (ms). Not in
-    /// the snapshot (snapshots of earlier versions still decode): after a restore the first
-    /// batch sets the one and sweeps.
+    /// When to look for idle workloads (not in the snapshot, which keeps its format).
     #[serde(skip)]
-    newest_ms: Option<i64>,
-    #[serde(skip)]
-    swept_ms: Option<i64>,
+    sweep: wfe_contract::retire::Sweep,
 }
 
 /// The normalise stage.
@@ -340,7 +336,6 @@ impl Normalise {
         out: &mut Out,
     ) -> Option<usize> {
         let wi = w as usize;
-        self.saw(ts);
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
             let wk = &mut self.state.workloads[wi];

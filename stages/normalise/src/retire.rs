@@ -2,16 +2,14 @@
 //! recent past only.
 //!
 //! Workloads come and go (a pod's name carries a random suffix; a batch job runs once), and
-//! every one the stage has seen holds its steps, scaler and names. A workload with no sample
-//! for `retire_after_s` of event time, counted back from the newest sample the stage has
-//! accepted, is closed as at the end of the input (everything it holds is emitted) and its
+//! every one the stage has seen holds its steps, scaler and names. A workload with no new
+//! step for `retire_after_s` is closed as at the end of the input (everything it holds is emitted) and its
 //! state dropped. The name tables are then compacted: ids are indices into them and into the
 //! workload table, so both are renumbered together, and metric and label ids in the live
 //! workloads are rewritten once the tables are mostly names nobody uses any more.
 //!
-//! Event time, not the wall clock: a replay of a recorded month retires the same workloads at
-//! the same points as the live run did. The sweep runs when the newest time has moved on by
-//! an eighth of the window (at least a minute), so its cost is spread thin.
+//! Idle in wall-clock time (a replay retires nothing), swept as every stage sweeps
+//! ([`wfe_contract::retire`]).
 
 use wfe_contract::{Collector, Context, Result};
 
@@ -19,33 +17,15 @@ use crate::out::Out;
 use crate::slots::SlotIndex;
 use crate::{Normalise, Workload};
 
-/// The shortest event-time interval between two sweeps, in ms.
-const MIN_SWEEP_MS: i64 = 60_000;
-
 impl Normalise {
-    /// Notes an accepted sample at `ts` (ms).
-    pub(crate) fn saw(&mut self, ts: i64) {
-        self.state.newest_ms = Some(self.state.newest_ms.map_or(ts, |s| s.max(ts)));
-    }
-
     /// Retires the workloads idle for `retire_after_s`, when a sweep is due (see the module
     /// documentation). Called between batches, when no row refers to an id.
     pub(crate) fn retire_idle(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
-        let window = (self.cfg.retire_after_s.min(i64::MAX as u64 / 2000) as i64) * 1000;
-        let Some(newest) = self.state.newest_ms else {
+        let progress = self.state.workloads.iter().map(Workload::newest_ms);
+        let Some(idle) = self.state.sweep.idle(self.cfg.retire_after_s, progress) else {
             return Ok(());
         };
-        let every = (window / 8).max(MIN_SWEEP_MS);
-        if window == 0 || self.state.swept_ms.is_some_and(|s| newest - s < every) {
-            return Ok(());
-        }
-        self.state.swept_ms = Some(newest);
-        let idle: Vec<bool> = self
-            .state
-            .workloads
-            .iter()
-            .map(|w| w.newest_ms().is_some_and(|t| newest - t > window))
-            .collect();
+        self.state.sweep.forget(&idle);
         let n = idle.iter().filter(|i| **i).count();
         if n == 0 {
             return Ok(());

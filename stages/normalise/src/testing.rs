@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use arrow_array::Float64Array;
+use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::{Context, RecordBatch, Source, Stage, Topic, VecCollector};
 
 use crate::{Normalise, NormaliseConfig};
@@ -37,6 +41,97 @@ pub fn normalised(set: &str, entities: &[&str], max_raw_batches: usize) -> Vec<R
         if n >= max_raw_batches {
             break;
         }
+    }
+    stage.flush(&mut ctx, &mut out).expect("flush");
+    out.of(Topic::MetricsNorm)
+}
+
+/// Sets the thread's test clock ([`wfe_contract::retire::test_clock`]) to the newest event
+/// time of `batch`: recorded time run through a stage as if it were live.
+pub fn live_clock(batch: &RecordBatch) {
+    let newest = wfe_contract::columns::timestamps(batch, "event_time")
+        .ok()
+        .and_then(|t| t.values().iter().max().copied())
+        .unwrap_or(0);
+    wfe_contract::retire::test_clock::set((newest / 1000).max(0) as u64);
+}
+
+/// A minute boundary (steps are aligned to multiples of the step): where [`churn_raw`] starts.
+pub const T0: i64 = 1_699_999_980_000;
+
+/// `days` of churn, an hour per batch: a workload starts every 10 minutes and samples for
+/// an hour, each minute a shared `cpu` and a metric and a label of its own (a pod with a
+/// fresh name and its own series, as a Kubernetes fleet looks).
+pub fn churn_raw(days: usize) -> Vec<RecordBatch> {
+    let (week, life, every) = (days * 24 * 60, 60, 10);
+    let mut batches = Vec::new();
+    for hour in 0..week / 60 {
+        let (mut ts, mut wk, mut mk, mut lk, mut vals) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut wn, mut mn, mut ln) = (vec![], vec!["cpu".to_string()], vec![]);
+        for minute in hour * 60..(hour + 1) * 60 {
+            for w in (minute.max(life) - life) / every..=minute / every {
+                if !(w * every..w * every + life).contains(&minute) {
+                    continue;
+                }
+                let name = format!("pod-{w:05}");
+                let key = match wn.iter().position(|n| *n == name) {
+                    Some(k) => k,
+                    None => {
+                        wn.push(name);
+                        mn.push(format!("own-{w:05}"));
+                        ln.push(format!("owner=t{w}"));
+                        wn.len() - 1
+                    }
+                };
+                for (m, v) in [(0, (minute % 17) as f64), (key + 1, (w + minute) as f64)] {
+                    ts.push(T0 + minute as i64 * 60_000);
+                    wk.push(key as i32);
+                    mk.push(m as i32);
+                    lk.push(Some(key as i32));
+                    vals.push(v);
+                }
+            }
+        }
+
+        let (wr, mr, lr) = (refs(&wn), refs(&mn), refs(&ln));
+        batches.push(
+            RecordBatch::try_new(
+                Topic::MetricsRaw.schema(),
+                vec![
+                    timestamp_column(ts),
+                    dictionary(wk, &wr).unwrap(),
+                    dictionary(mk, &mr).unwrap(),
+                    Arc::new(Float64Array::from(vals)),
+                    dictionary_opt(lk, &lr).unwrap(),
+                ],
+            )
+            .unwrap(),
+        );
+    }
+    batches
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// [`churn_raw`] through normalise (scalers learned from each pod's first 10 steps; a pod's
+/// last steps, held for late samples, released when it is retired an hour after it ends, the week run as if live):
+/// `metrics.norm` of a churning fleet in time order, for the stages after it.
+pub fn churn_norm(days: usize) -> Vec<RecordBatch> {
+    let cfg = NormaliseConfig {
+        learn_steps: 10,
+        retire_after_s: 3600,
+        ..Default::default()
+    };
+    let mut stage = Normalise::new(cfg).expect("config");
+    stage.state.sweep.clock = wfe_contract::retire::test_clock::now;
+    let (mut ctx, mut out) = (Context::new("normalise"), VecCollector::new());
+    for b in churn_raw(days) {
+        live_clock(&b);
+        stage
+            .process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
+            .expect("normalise");
     }
     stage.flush(&mut ctx, &mut out).expect("flush");
     out.of(Topic::MetricsNorm)

@@ -5,67 +5,10 @@ use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::norm::NormBatch;
 use wfe_contract::{Context, Stage, Topic, VecCollector};
 
+use crate::testing::{T0, churn_raw, live_clock};
 use crate::{Normalise, NormaliseConfig};
 
-/// A minute boundary (steps are aligned to multiples of the step).
-const T0: i64 = 1_699_999_980_000;
 const MINUTE: i64 = 60_000;
-
-/// A week of churn, an hour per batch: a workload starts every 10 minutes and samples for
-/// an hour, each minute a shared `cpu` and a metric and a label of its own (a pod with a
-/// fresh name and its own series, as a Kubernetes fleet looks).
-fn week_of_churn() -> Vec<RecordBatch> {
-    let (week, life, every) = (7 * 24 * 60, 60, 10);
-    let mut batches = Vec::new();
-    for hour in 0..week / 60 {
-        let (mut ts, mut wk, mut mk, mut lk, mut vals) = (vec![], vec![], vec![], vec![], vec![]);
-        let (mut wn, mut mn, mut ln) = (vec![], vec!["cpu".to_string()], vec![]);
-        for minute in hour * 60..(hour + 1) * 60 {
-            for w in (minute.max(life) - life) / every..=minute / every {
-                if !(w * every..w * every + life).contains(&minute) {
-                    continue;
-                }
-                let name = format!("pod-{w:05}");
-                let key = match wn.iter().position(|n| *n == name) {
-                    Some(k) => k,
-                    None => {
-                        wn.push(name);
-                        mn.push(format!("own-{w:05}"));
-                        ln.push(format!("owner=t{w}"));
-                        wn.len() - 1
-                    }
-                };
-                for (m, v) in [(0, (minute % 17) as f64), (key + 1, (w + minute) as f64)] {
-                    ts.push(T0 + minute as i64 * MINUTE);
-                    wk.push(key as i32);
-                    mk.push(m as i32);
-                    lk.push(Some(key as i32));
-                    vals.push(v);
-                }
-            }
-        }
-
-        let (wr, mr, lr) = (refs(&wn), refs(&mn), refs(&ln));
-        batches.push(
-            RecordBatch::try_new(
-                Topic::MetricsRaw.schema(),
-                vec![
-                    timestamp_column(ts),
-                    dictionary(wk, &wr).unwrap(),
-                    dictionary(mk, &mr).unwrap(),
-                    Arc::new(Float64Array::from(vals)),
-                    dictionary_opt(lk, &lr).unwrap(),
-                ],
-            )
-            .unwrap(),
-        );
-    }
-    batches
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// Every output row as (workload, metric, time, scaled bits, raw bits, filled, missing),
 /// sorted: what was emitted, whatever the order.
@@ -100,8 +43,10 @@ fn run(retire_after_s: u64) -> (Vec<Row>, Context, Normalise, usize) {
         ..Default::default()
     })
     .unwrap();
+    st.state.sweep.clock = wfe_contract::retire::test_clock::now;
     let (mut out, mut ctx) = (VecCollector::new(), Context::new("normalise"));
-    for b in week_of_churn() {
+    for b in churn_raw(7) {
+        live_clock(&b);
         st.process_batch(Topic::MetricsRaw, b, &mut ctx, &mut out)
             .unwrap();
     }
@@ -119,7 +64,7 @@ fn a_week_of_pod_churn_keeps_a_days_workloads_and_emits_every_row_as_without() {
     let (retired, ctx, kept, size) = run(86_400);
     // 1,008 pods came and went; every one of their rows is emitted either way.
     assert_eq!(never.state.workloads.len(), 1008);
-    let generated: usize = week_of_churn().iter().map(|b| b.num_rows()).sum();
+    let generated: usize = churn_raw(7).iter().map(|b| b.num_rows()).sum();
     assert_eq!(all.len(), generated);
     assert_eq!(retired, all);
     // Retired: the workloads of the last day (and an eighth, the sweep's interval), their

@@ -1,0 +1,38 @@
+//! Retiring idle workloads (`retire_after_s`, as every stage retires them:
+//! [`wfe_contract::retire`]). Besides the workload table, three things refer to workloads:
+//! the count of known workloads per metric set, the windows held until a basis is fitted (by
+//! index), and the neighbour indexes (dropped, and rebuilt from the rest when next needed).
+
+use wfe_contract::Context;
+use wfe_contract::retire::sweep_idle;
+
+use crate::Fingerprint;
+
+impl Fingerprint {
+    /// After a batch: retires the workloads idle for `retire_after_s` when a sweep is due.
+    pub(crate) fn retire_idle(&mut self, ctx: &mut Context) {
+        let after = self.cfg.retire_after_s;
+        let st = &mut self.state;
+        let Some(r) = sweep_idle(&mut st.workloads, &mut self.sweep, after) else {
+            return;
+        };
+        for (_, w) in &r.gone {
+            if w.counted_known
+                && let Some(k) = st.known.get_mut(&w.signature)
+            {
+                *k = k.saturating_sub(1);
+            }
+            self.indexes.remove(&w.signature);
+        }
+        let held = st.held.len();
+        st.held.retain_mut(|h| match r.map[h.workload] {
+            Some(i) => {
+                h.workload = i;
+                true
+            }
+            None => false,
+        });
+        ctx.count("held.retired", (held - st.held.len()) as u64);
+        ctx.count("workload.retired", r.gone.len() as u64);
+    }
+}
