@@ -309,31 +309,17 @@ fn toml_like(line: &str) -> serde_json::Value {
 
 #[test]
 fn a_week_of_pod_churn_keeps_about_a_days_workloads() {
-    // 1,008 pods of an hour each over a week, run as if live: retiring those silent for a
-    // day keeps the last day's (and some hours more: the sweep looks every eighth of a day).
     let norm = wfe_normalise::testing::churn_norm(7);
-    let count = |retire_after_s: u64| {
+    wfe_normalise::testing::assert_keeps_about_a_days_pods(|retire_after_s| {
         let mut st = Anomaly::new(AnomalyConfig {
             retire_after_s,
             ..Default::default()
         })
         .unwrap();
         st.sweep.clock = wfe_contract::retire::test_clock::now;
-        let (mut ctx, mut out) = (Context::new("t"), VecCollector::new());
-        for b in &norm {
-            wfe_normalise::testing::live_clock(b);
-            st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
-                .unwrap();
-        }
-        let retired = ctx.counters().get("workload.retired").copied().unwrap_or(0);
+        let retired = wfe_normalise::testing::run_as_live(&mut st, &norm);
         (st.workloads.items.len(), st.workloads.names.len(), retired)
-    };
-    let (all, names, none) = count(0);
-    assert_eq!((names, none), (all, 0));
-    assert!(all >= 1008, "{all} workloads");
-    let (live, names, retired) = count(86_400);
-    assert!((144..=190).contains(&live), "{live} of {all} kept");
-    assert_eq!((names, live + retired as usize), (live, all));
+    });
 }
 
 #[cfg(feature = "torch")]

@@ -136,3 +136,30 @@ pub fn churn_norm(days: usize) -> Vec<RecordBatch> {
     stage.flush(&mut ctx, &mut out).expect("flush");
     out.of(Topic::MetricsNorm)
 }
+
+/// Runs `norm` through `stage` as a live stage would see it (the thread's test clock set from
+/// each batch; the caller points the stage's sweep at `test_clock::now`); returns how many
+/// workloads it retired.
+pub fn run_as_live(stage: &mut dyn Stage, norm: &[RecordBatch]) -> u64 {
+    let (mut ctx, mut out) = (Context::new(stage.name()), VecCollector::new());
+    for b in norm {
+        live_clock(b);
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .expect("process");
+    }
+    ctx.counters().get("workload.retired").copied().unwrap_or(0)
+}
+
+/// What a stage after normalise must show on [`churn_norm`]`(7)` (1,008 pods of an hour each
+/// over a week, run as if live): `count(retire_after_s)` gives its workloads, names and
+/// retirements. Never retiring keeps every pod; retiring those silent for a day keeps the last
+/// day's (and some hours more: the sweep looks every eighth of a day), names alike.
+pub fn assert_keeps_about_a_days_pods(count: impl Fn(u64) -> (usize, usize, u64)) {
+    let (all, names, none) = count(0);
+    assert_eq!((names, none), (all, 0));
+    assert!(all >= 1008, "{all} workloads");
+    let (live, names, retired) = count(86_400);
+    assert!((144..=190).contains(&live), "{live} of {all} kept");
+    assert_eq!((names, live + retired as usize), (live, all));
+}
