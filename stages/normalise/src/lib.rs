@@ -19,8 +19,9 @@
 //!    `learn_steps` steps. History steps are held until the scaler is fitted, then emitted
 //!    scaled like the rest. The parameters are part of the stage state.
 //!
-//! 6. **Retires** a workload silent for `retire_after_s` of event time (`retire.rs`): what it
-//!    holds is emitted and its state and names dropped, so pod churn cannot grow the state.
+//! 6. **Retires** a workload with no new sample for `retire_after_s` of wall-clock time
+//!    (`retire.rs`; a replay retires nothing): what it holds is emitted and its state and
+//!    names dropped, so pod churn cannot grow the state.
 //!
 //! Output is time-major: all metrics of one workload's step are adjacent rows, which is what
 //! [`wfe_contract::norm::NormBatch`] walks.

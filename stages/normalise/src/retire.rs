@@ -27,9 +27,6 @@ impl Normalise {
         };
         self.state.sweep.forget(&idle);
         let n = idle.iter().filter(|i| **i).count();
-        if n == 0 {
-            return Ok(());
-        }
         let mut rows = Out::default();
         for wi in (0..idle.len()).filter(|&wi| idle[wi]) {
             self.close_workload(wi, ctx, &mut rows);
@@ -40,7 +37,7 @@ impl Normalise {
         tracing::info!(
             retired = n,
             live = self.state.workloads.len(),
-            "normalise: retired workloads idle for {} s of event time",
+            "normalise: retired workloads with no new sample for {} s",
             self.cfg.retire_after_s
         );
         Ok(())
