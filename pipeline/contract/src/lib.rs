@@ -21,6 +21,8 @@
 //!   it, so a hostile length cannot abort the process.
 //! - [`id::stable_id`]: the one hash behind every id a replay must give again.
 //! - [`columns`]: typed, erroring accessors for reading batches.
+//! - [`merge`]: the order a stage that reads several topics sees them in (by sequence
+//!   number and input), the same in the embedded runner and over Kafka.
 //! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
 //! - [`features`]: the statistical features of a window of metrics that fingerprints are made
 //!   of (the fingerprint stage reduces them; the forecast stage's LSTM reads them as context).
@@ -33,6 +35,7 @@ pub mod features;
 pub mod health;
 pub mod id;
 pub mod ipc;
+pub mod merge;
 pub mod norm;
 pub mod panic;
 pub mod resources;

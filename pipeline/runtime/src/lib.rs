@@ -23,13 +23,14 @@
 //! `wfe_mailbox_batches`); [`Health`] says ready once the actors run and live while none has
 //! failed; every stage's [`Context`] shares the run's [`Control`].
 
+mod actor;
 mod cpu;
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,10 @@ use wfe_contract::{
     Collector, Context, Control, Error, Health, RecordBatch, Result, Source, Stage, Topic,
 };
 
+use actor::{Fanout, Inbox, Mailbox, Msg, receive, run_actor};
+
 pub use cpu::{process_cpu, thread_cpu};
 pub use sink::SinkFormat;
-
-type Msg = (Topic, RecordBatch);
 
 /// How the embedded runner runs.
 #[derive(Debug, Clone)]
@@ -150,46 +151,6 @@ impl Depth {
     }
 }
 
-/// One actor's mailbox, as its producers hold it.
-#[derive(Clone)]
-struct Mailbox {
-    tx: SyncSender<Msg>,
-    depth: Arc<Depth>,
-}
-
-/// A producer's view of the topics it may emit on.
-struct Fanout {
-    stage: String,
-    routes: Vec<(Topic, Vec<Mailbox>, metrics::Counter)>,
-    rows: Arc<TopicRows>,
-}
-
-impl Collector for Fanout {
-    fn emit(&mut self, topic: Topic, batch: RecordBatch) -> Result<()> {
-        wfe_contract::schemas::check(topic, &batch.schema())?;
-        let Some((_, mailboxes, rows_out)) = self.routes.iter().find(|(t, _, _)| *t == topic)
-        else {
-            return Err(Error::config(
-                format!("stages.{}", self.stage),
-                format!("emitted on `{topic}`, which it does not declare as an output"),
-            ));
-        };
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        self.rows.add(topic, batch.num_rows() as u64);
-        rows_out.increment(batch.num_rows() as u64);
-        for m in mailboxes {
-            m.depth.add(1);
-            // A closed mailbox belongs to an actor that failed; its error is reported.
-            if m.tx.send((topic, batch.clone())).is_err() {
-                m.depth.add(-1);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Checks that every consumed topic has a producer.
 fn check_topology(stages: &[Box<dyn Stage>], outputs: &[Output]) -> Result<()> {
     let mut produced = vec![Topic::MetricsRaw];
@@ -243,6 +204,7 @@ pub fn run_embedded(
             let m = Mailbox {
                 tx: tx.clone(),
                 depth: depth.clone(),
+                progress: true,
             };
             subscribers.entry(t).or_default().push(m);
         }
@@ -256,6 +218,7 @@ pub fn run_embedded(
         subscribers.entry(o.topic).or_default().push(Mailbox {
             tx,
             depth: depth.clone(),
+            progress: false,
         });
         sinks.push((o.topic, sink, rx, depth));
     }
@@ -270,6 +233,8 @@ pub fn run_embedded(
             })
             .collect(),
         rows: rows.clone(),
+        seq: wfe_contract::merge::Seq::MIN,
+        sent: wfe_contract::merge::Seq::MIN,
     }
     };
     let mut source_out = fanout("ingest", &[Topic::MetricsRaw]);
@@ -379,9 +344,6 @@ impl Failure {
     }
 }
 
-/// An actor's end of its mailbox.
-type Inbox = (Receiver<Msg>, Arc<Depth>);
-
 fn run_source(
     source: &mut dyn Source,
     out: &mut Fanout,
@@ -421,10 +383,13 @@ fn run_source(
             bar.set_position(done);
             bar.set_message(format!("{} values", report.rows_in));
         }
+        // The source batch's number is the seq of everything made from it.
+        out.seq = report.batches_in as i64;
         if let Err(e) = out.emit(Topic::MetricsRaw, batch) {
             fail.record("ingest", e);
             break;
         }
+        out.progress(out.seq);
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -468,86 +433,6 @@ fn pace(batch: &RecordBatch, speed: f64, wall0: Instant, event0: &mut Option<i64
     }
 }
 
-fn run_actor(
-    mut stage: Box<dyn Stage>,
-    mut ctx: Context,
-    (rx, depth): Inbox,
-    mut out: Fanout,
-    tick: Option<Duration>,
-    fail: Failure,
-) -> ActorReport {
-    let name = stage.name();
-    let mut report = ActorReport {
-        name: name.to_string(),
-        ..Default::default()
-    };
-    let latency = metrics::histogram!("wfe_batch_seconds", "stage" => name);
-    let mut failed = false;
-    let at = format!("stage {name}");
-    if let Err(e) = contain(&at, || stage.on_start(&mut ctx)) {
-        fail.record(name, e);
-        failed = true;
-    }
-    while let Some(msg) = receive(&rx, tick) {
-        if msg.is_some() {
-            depth.add(-1);
-        }
-        if failed {
-            continue; // drain, so producers never block on a dead actor
-        }
-        fail.health.beat();
-        let t = Instant::now();
-        let result = match msg {
-            Some((topic, batch)) => {
-                report.batches_in += 1;
-                report.rows_in += batch.num_rows() as u64;
-                metrics::counter!("wfe_rows_in_total", "stage" => name, "topic" => topic.to_string())
-                    .increment(batch.num_rows() as u64);
-                let r = wfe_contract::schemas::check(topic, &batch.schema())
-                    .map_err(Error::from)
-                    .and_then(|_| {
-                        contain(&at, || {
-                            stage.process_batch(topic, batch, &mut ctx, &mut out)
-                        })
-                    });
-                latency.record(t.elapsed().as_secs_f64());
-                r
-            }
-            None => contain(&at, || stage.on_tick(&mut ctx, &mut out)),
-        };
-        report.busy += t.elapsed();
-        if let Err(e) = result {
-            tracing::error!(stage = name, "stage failed: {e}");
-            fail.record(name, e);
-            failed = true;
-        }
-    }
-    if !failed {
-        let t = Instant::now();
-        if let Err(e) = contain(&at, || stage.flush(&mut ctx, &mut out)) {
-            fail.record(name, e);
-        }
-        report.busy += t.elapsed();
-    }
-    report.counters = ctx.counters().clone();
-    report.gauges = ctx.gauges().clone();
-    report.cpu = thread_cpu();
-    report
-}
-
-/// The next message of a mailbox: `Some(None)` when `tick` passed without one, `None` once
-/// every sender is gone.
-fn receive(rx: &Receiver<Msg>, tick: Option<Duration>) -> Option<Option<Msg>> {
-    match tick {
-        Some(d) => match rx.recv_timeout(d) {
-            Ok(m) => Some(Some(m)),
-            Err(RecvTimeoutError::Timeout) => Some(None),
-            Err(RecvTimeoutError::Disconnected) => None,
-        },
-        None => rx.recv().ok().map(Some),
-    }
-}
-
 fn run_sink(
     topic: Topic,
     mut sink: Box<dyn sink::Sink>,
@@ -569,12 +454,16 @@ fn run_sink(
             continue;
         }
         let t = Instant::now();
-        let Some((_, batch)) = msg else {
-            if let Err(e) = contain(&name, || sink.tick()) {
-                fail.record(&name, e);
-                failed = true;
+        let batch = match msg {
+            Some(Msg::Data(_, _, batch)) => batch,
+            Some(Msg::Progress(..)) => continue,
+            None => {
+                if let Err(e) = contain(&name, || sink.tick()) {
+                    fail.record(&name, e);
+                    failed = true;
+                }
+                continue;
             }
-            continue;
         };
         report.batches_in += 1;
         report.rows_in += batch.num_rows() as u64;
