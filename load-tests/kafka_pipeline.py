@@ -45,7 +45,10 @@ def read_messages(bootstrap: str, topic: str):
 def ended(bootstrap: str, topic: str, partitions: int) -> bool:
     last = {}
     for m in read_messages(bootstrap, topic):
-        last[m.partition()] = dict(m.headers() or []).get("wfe.control") == b"end-of-stream"
+        control = dict(m.headers() or []).get("wfe.control")
+        if control == b"progress":
+            continue
+        last[m.partition()] = control == b"end-of-stream"
     return len(last) == partitions and all(last.values())
 
 

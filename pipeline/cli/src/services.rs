@@ -109,32 +109,7 @@ async fn shutdown_signal() {
 }
 
 pub fn stage(args: StageArgs) -> Result<()> {
-    let mut cfg = load(args.config.as_deref(), args.bootstrap)?;
-    if args.name == "forecast" && cfg.stages.forecast.mask_anomalies {
-        // A service consumes one topic: joining `anomalies` with `metrics.norm` across
-        // partitions is not built yet, so the forecast service learns from unmasked errors.
-        tracing::warn!(
-            "stages.forecast.mask_anomalies: anomaly masking runs embedded only; \
-             the forecast service reads metrics.norm alone"
-        );
-        cfg.stages.forecast.mask_anomalies = false;
-    }
-    if args.name == "tier-select" && cfg.stages.tier_select.burst_utilisation > 0.0 {
-        // The reactive floor reads metrics.norm beside forecasts; a service consumes one topic.
-        tracing::warn!(
-            "stages.tier-select.burst_utilisation: the reactive floor runs embedded only; \
-             the tier-select service reads forecasts alone"
-        );
-        cfg.stages.tier_select.burst_utilisation = 0.0;
-    }
-    if args.name == "tier-select" && cfg.stages.tier_select.cold_start {
-        // Cold start reads fingerprints beside forecasts; a service consumes one topic.
-        tracing::warn!(
-            "stages.tier-select.cold_start: sizing new workloads from their neighbours runs \
-             embedded only; the tier-select service sizes them from their first forecasts"
-        );
-        cfg.stages.tier_select.cold_start = false;
-    }
+    let cfg = load(args.config.as_deref(), args.bootstrap)?;
     let rt = runtime()?;
     let http = crate::http::start(&args.http, false)?;
     if args.name == "ingest" {

@@ -92,15 +92,9 @@ pub fn state(args: StateArgs) -> Result<()> {
 /// compacted view, and the time to restore the latter into a fresh stage.
 fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
     let probe = cfg.build_stage(name)?;
-    let inputs = probe.inputs();
-    let [input] = inputs[..] else {
-        return Err(Error::config(
-            "--stage",
-            format!(
-                "`{name}` has {} inputs; a service consumes one",
-                inputs.len()
-            ),
-        ));
+    // A partition's snapshot is keyed by the first of its input topics in merge rank.
+    let Some(&input) = wfe_contract::merge::ranked(probe.inputs()).first() else {
+        return Err(Error::config("--stage", format!("`{name}` has no input")));
     };
     drop(probe);
     let kafka = &cfg.kafka;

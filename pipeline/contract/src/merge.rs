@@ -91,6 +91,21 @@ impl<T> Merge<T> {
         self.progress(input, END);
     }
 
+    /// Opens an input that had ended again (a second replay after an end-of-stream): it is
+    /// at `seq` now.
+    pub fn reopen(&mut self, input: usize, seq: Seq) {
+        let i = &mut self.inputs[input];
+        if i.done == END {
+            i.done = seq.saturating_sub(1);
+        }
+    }
+
+    /// The least message held, if any.
+    pub fn peek(&self) -> Option<&T> {
+        let (i, _) = self.head()?;
+        self.front(i)
+    }
+
     /// Where `input` stands: every message of seq <= this has arrived.
     pub fn done(&self, input: usize) -> Seq {
         self.inputs[input].done

@@ -34,8 +34,12 @@ pub mod header {
     pub const STAGE: &str = "wfe.stage";
     /// A trace id, carried from input to output.
     pub const TRACE: &str = "wfe.trace-id";
-    /// A control message instead of data: [`super::END_OF_STREAM`].
+    /// A control message instead of data: [`super::END_OF_STREAM`] or [`super::PROGRESS`].
     pub const CONTROL: &str = "wfe.control";
+    /// The sequence number of the `metrics.raw` message (offset, same partition) the rows
+    /// descend from; on a progress mark, how far the producer has got
+    /// ([`wfe_contract::merge`]).
+    pub const SEQ: &str = "wfe.seq";
     /// On a dead letter: why it could not be used.
     pub const ERROR: &str = "wfe.error";
     /// On a dead letter: where it came from, `topic/partition/offset`.
@@ -46,6 +50,11 @@ pub mod header {
 /// stage flushes the partition's pending windows and passes the marker on, so a replayed
 /// recording gives the same outputs as the embedded run over the same files.
 pub const END_OF_STREAM: &str = "end-of-stream";
+
+/// Control value: the producer has sent everything of seq <= the mark's `wfe.seq` on this
+/// partition. A stage that reads several topics waits for these before it goes on
+/// ([`wfe_contract::merge`]); other readers skip every message with a `wfe.control` header.
+pub const PROGRESS: &str = "progress";
 
 /// The headers of one message, as owned strings and bytes (small: a handful per message).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -87,6 +96,30 @@ impl HeaderMap {
     /// Whether this is the end-of-stream control message.
     pub fn is_end_of_stream(&self) -> bool {
         self.get(header::CONTROL) == Some(END_OF_STREAM)
+    }
+
+    /// Whether this is a control message (no data: end-of-stream or progress).
+    pub fn is_control(&self) -> bool {
+        self.get(header::CONTROL).is_some()
+    }
+
+    /// Whether this is a progress mark.
+    pub fn is_progress(&self) -> bool {
+        self.get(header::CONTROL) == Some(PROGRESS)
+    }
+
+    /// The `wfe.seq` header, when present and a number.
+    pub fn seq(&self) -> Option<i64> {
+        self.get(header::SEQ).and_then(|s| s.parse().ok())
+    }
+
+    /// The headers of a progress mark: `stage` has sent everything of seq <= `seq`.
+    pub fn progress(stage: &str, seq: i64) -> Self {
+        let mut h = Self::default();
+        h.set(header::CONTROL, PROGRESS);
+        h.set(header::STAGE, stage);
+        h.set(header::SEQ, seq.to_string());
+        h
     }
 
     /// The data headers of a message on `topic`, produced by `stage`.

@@ -50,6 +50,16 @@ pub struct KafkaConfig {
     /// `message.max.bytes`, 1 MB by default).
     #[serde(default = "d_max_bytes")]
     pub max_message_bytes: usize,
+    /// A stage that reads several topics (forecast, tier-select) takes them in source order,
+    /// holding a message until the other topics' producers have passed it. After this long
+    /// without that (a producer stopped or gone), the oldest held message goes on anyway and
+    /// `merge.forced` counts it: decisions may then differ from a run where all kept up.
+    #[serde(default = "d_merge_wait_ms")]
+    pub merge_wait_ms: u64,
+    /// Most message bytes one input partition holds back that way; past it the oldest goes
+    /// on (and `merge.forced` counts it).
+    #[serde(default = "d_merge_bytes")]
+    pub merge_buffer_bytes: usize,
     /// Stages that run with Kafka transactions (exactly-once: outputs, state and input offsets
     /// commit together). Needs a broker with transaction support.
     #[serde(default)]
@@ -77,6 +87,12 @@ fn d_commit_ms() -> u64 {
 fn d_max_bytes() -> usize {
     900_000
 }
+fn d_merge_wait_ms() -> u64 {
+    60_000
+}
+fn d_merge_bytes() -> usize {
+    256 << 20
+}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -92,6 +108,8 @@ impl Default for KafkaConfig {
             group_prefix: d_group_prefix(),
             commit_interval_ms: d_commit_ms(),
             max_message_bytes: d_max_bytes(),
+            merge_wait_ms: d_merge_wait_ms(),
+            merge_buffer_bytes: d_merge_bytes(),
             exactly_once: Vec::new(),
         }
     }
@@ -131,6 +149,10 @@ impl KafkaConfig {
 
     pub fn group(&self, stage: &str) -> String {
         format!("{}.{stage}", self.group_prefix)
+    }
+
+    pub fn merge_wait(&self) -> Duration {
+        Duration::from_millis(self.merge_wait_ms)
     }
 
     pub fn commit_interval(&self) -> Duration {
@@ -184,6 +206,9 @@ impl KafkaConfig {
         c.set("auto.offset.reset", "earliest");
         c.set("isolation.level", "read_committed");
         c.set("enable.partition.eof", "false");
+        // Range gives each member the same partition numbers of every topic (of equal
+        // partition counts): what a stage that joins topics partition by partition needs.
+        c.set("partition.assignment.strategy", "range");
         for (k, v) in self.base().config_map() {
             c.set(k, v);
         }

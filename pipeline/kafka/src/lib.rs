@@ -81,10 +81,13 @@ pub mod testing {
     pub struct TopicContents {
         /// Data rows, sorted, as [`row_strings`].
         pub rows: Vec<String>,
-        /// Partitions whose last message is the end-of-stream marker.
+        /// Partitions whose last message (progress marks aside) is the end-of-stream marker.
         pub ended: usize,
         pub partitions: i32,
+        /// Data messages.
         pub messages: usize,
+        /// Progress marks.
+        pub progress: usize,
     }
 
     /// Reads `topic` (a wfe topic) whole and decodes every data message.
@@ -99,6 +102,10 @@ pub mod testing {
             let mut ended = false;
             for m in &msgs {
                 let h = HeaderMap::from_kafka(m.headers());
+                if h.is_progress() {
+                    out.progress += 1;
+                    continue;
+                }
                 ended = h.is_end_of_stream();
                 if ended {
                     continue;

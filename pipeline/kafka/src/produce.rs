@@ -145,6 +145,29 @@ impl Sender {
         self.flush()
     }
 
+    /// Sends a progress mark (everything of seq <= `seq` is out) to every partition of `topic`.
+    pub fn progress(&self, topic: &str, partitions: i32, seq: i64) -> Result<()> {
+        let h = HeaderMap::progress(&self.name, seq);
+        for p in 0..partitions {
+            self.send(topic, Some(p), None, None, &h, None)?;
+        }
+        Ok(())
+    }
+
+    /// Messages in `topic` so far, all partitions together (the sum of their high watermarks).
+    pub fn messages_in(&self, topic: &str, partitions: i32) -> Result<i64> {
+        let mut n = 0;
+        for p in 0..partitions {
+            let (_, high) = broker::retry("watermarks", || {
+                self.producer
+                    .client()
+                    .fetch_watermarks(topic, p, broker::REQUEST_TIMEOUT)
+            })?;
+            n += high.max(0);
+        }
+        Ok(n)
+    }
+
     pub fn partitions(&self, topic: &str) -> Result<i32> {
         let md = broker::retry("metadata", || {
             self.producer

@@ -20,7 +20,7 @@ use wfe_contract::{Context, Error, Result, Source, Topic};
 
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
-use crate::codec::{self, HeaderMap};
+use crate::codec::{self, HeaderMap, header};
 use crate::produce::Sender;
 
 /// What a replay or record did.
@@ -60,6 +60,12 @@ impl Pacer {
 
 /// Produces every batch of `source` onto `topic` (keyed by workload), then the end-of-stream
 /// marker on every partition unless `end_of_stream` is false.
+///
+/// Every message of one source batch carries the same seq (`wfe.seq`), though the batch is
+/// split by workload and size: stages downstream then see the batch as the embedded run does
+/// ([`wfe_contract::merge`]). Seqs start above any seq or offset already in the topic (the
+/// number of messages it holds), so a second replay onto a topic follows the first; a paced
+/// replay, whose next batch may be minutes away, marks each batch's end on every partition.
 pub async fn replay_source(
     cfg: &KafkaConfig,
     source: &mut dyn Source,
@@ -77,6 +83,7 @@ pub async fn replay_source(
     let mut pacer = Pacer::new(speed);
     let start = Instant::now();
     let mut n = 0u64;
+    let mut seq = sender.messages_in(&topic_name, partitions)?;
     while let Some(batch) = source.next_batch(&mut ctx)? {
         if let Ok(t) = wfe_contract::columns::timestamps(&batch, "event_time")
             && !t.is_empty()
@@ -85,7 +92,8 @@ pub async fn replay_source(
         }
         report.rows += batch.num_rows() as u64;
         for (key, value) in codec::encode_keyed(&batch, cfg.max_message_bytes)? {
-            let h = HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64));
+            let mut h = HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64));
+            h.set(header::SEQ, seq.to_string());
             n += 1;
             report.bytes += value.len() as u64;
             sender.send(
@@ -97,8 +105,18 @@ pub async fn replay_source(
                 None,
             )?;
         }
+        if speed.is_some() {
+            sender.progress(&topic_name, partitions, seq)?;
+        }
+        seq += 1;
     }
-    sender.flush()?;
+    if end_of_stream {
+        sender.flush()?;
+    } else {
+        // The last batch is complete: say so, since no next batch will.
+        sender.progress(&topic_name, partitions, seq - 1)?;
+        sender.flush()?;
+    }
     if end_of_stream {
         sender.end_of_stream(&topic_name, partitions)?;
     }

@@ -41,26 +41,32 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use wfe_contract::{Context, Control, Error, Health, Result, Stage, Topic, VecCollector};
+use wfe_contract::merge::{self, Merge, Seq};
+use wfe_contract::{Context, Control, Error, Health, Result, Stage, Topic};
 
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
-use crate::codec::{self, Encoded, HeaderMap, encode_outputs, header};
+use crate::codec::HeaderMap;
 use crate::produce::Sender;
 
 mod changelog;
 pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
 mod chunked;
 use chunked::Slot;
+mod input;
+use input::Held;
 
 /// How often a running service logs its counters.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// How often every partition's stage gets its timer hook (`Stage::on_tick`).
 const TICK_EVERY: Duration = Duration::from_secs(1);
+/// Progress marks go out when no message came for this long...
+const PROGRESS_IDLE: Duration = Duration::from_millis(2);
+/// ...or after this many messages.
+const PROGRESS_EVERY_MESSAGES: usize = 256;
 /// How long a transaction commit may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -92,8 +98,16 @@ pub struct ServiceReport {
 
 struct Part {
     stage: Box<dyn Stage>,
-    /// The first input offset this instance has not processed.
-    next: i64,
+    /// Per input (in rank order): the offset after the last message read (-1: none yet).
+    read: Vec<i64>,
+    /// The inputs' messages held until their turn.
+    merge: Merge<Held>,
+    /// Bytes of the messages held.
+    held_bytes: usize,
+    /// The progress last sent on the outputs.
+    sent: Seq,
+    /// An input ended: flush once every input has.
+    ending: bool,
     dirty: bool,
     /// The slot of the state topic that the acknowledged manifest names (none yet: none).
     durable: Option<Slot>,
@@ -107,8 +121,8 @@ struct Core {
     make: StageFactory,
     kafka: KafkaConfig,
     group: String,
-    input: Topic,
-    input_name: String,
+    /// The input topics in merge rank, with their broker names.
+    inputs: Vec<(Topic, String)>,
     outputs: Vec<(Topic, String)>,
     dlq: String,
     state_topic: String,
@@ -126,6 +140,33 @@ struct Core {
 struct Ctx {
     core: Arc<Mutex<Core>>,
     stage: String,
+}
+
+impl Part {
+    /// The first offset of input `i` not yet processed: the oldest held message's, or the
+    /// one after the last read.
+    fn next(&self, i: usize) -> i64 {
+        self.merge.front(i).map_or(self.read[i], Held::offset)
+    }
+}
+
+/// A stage that joins topics partition by partition needs the range assignor (which gives a
+/// member the same partition numbers of every topic); a user's other choice is refused.
+fn co_partitioning_assignment(kafka: &KafkaConfig, stage: &str) -> Result<()> {
+    let key = "partition.assignment.strategy";
+    let chosen = kafka
+        .consumer_properties
+        .get(key)
+        .or_else(|| kafka.properties.get(key));
+    match chosen {
+        Some(s) if s.trim() != "range" => Err(Error::config(
+            format!("kafka.consumer_properties.\"{key}\""),
+            format!(
+                "`{s}`: stage `{stage}` reads several topics and joins them partition by partition, which needs `range`"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl ClientContext for Ctx {
@@ -184,19 +225,18 @@ pub async fn run_stage(
 ) -> Result<ServiceReport> {
     let probe = make()?;
     let name = probe.name().to_string();
-    let inputs = probe.inputs();
-    let [input] = inputs[..] else {
-        return Err(Error::config(
-            "stage",
-            format!(
-                "`{name}` has {} inputs; a service consumes exactly one",
-                inputs.len()
-            ),
-        ));
-    };
     let kafka = opts.kafka.clone();
     kafka.validate()?;
-    let input_name = kafka.topic(input);
+    let inputs: Vec<(Topic, String)> = merge::ranked(probe.inputs())
+        .into_iter()
+        .map(|t| (t, kafka.topic(t)))
+        .collect();
+    if inputs.is_empty() {
+        return Err(Error::config("stage", format!("`{name}` has no input topic")));
+    }
+    if inputs.len() > 1 {
+        co_partitioning_assignment(&kafka, &name)?;
+    }
     let outputs: Vec<(Topic, String)> = probe
         .outputs()
         .into_iter()
@@ -205,11 +245,8 @@ pub async fn run_stage(
     drop(probe);
     let dlq = kafka.dead_letter_topic(&name);
     let state_topic = kafka.state_topic(&name);
-    let mut topics = vec![
-        (input_name.clone(), false),
-        (dlq.clone(), false),
-        (state_topic.clone(), true),
-    ];
+    let mut topics = vec![(dlq.clone(), false), (state_topic.clone(), true)];
+    topics.extend(inputs.iter().map(|(_, n)| (n.clone(), false)));
     topics.extend(outputs.iter().map(|(_, n)| (n.clone(), false)));
     broker::ensure_topics(&kafka, &topics).await?;
 
@@ -227,8 +264,7 @@ pub async fn run_stage(
         make,
         kafka: kafka.clone(),
         group: group.clone(),
-        input,
-        input_name: input_name.clone(),
+        inputs: inputs.clone(),
         outputs,
         dlq,
         state_topic: state_topic.clone(),
@@ -250,7 +286,19 @@ pub async fn run_stage(
         .map_err(|e| kafka_error("consumer", e))?;
     {
         let patience = Duration::from_secs(60);
-        let n_in = broker::partition_count(&consumer, &input_name, patience)?;
+        let first = &inputs[0].1;
+        let n_in = broker::partition_count(&consumer, first, patience)?;
+        for (_, other) in &inputs[1..] {
+            let n = broker::partition_count(&consumer, other, patience)?;
+            if n != n_in {
+                return Err(Error::config(
+                    "kafka.partitions",
+                    format!(
+                        "`{other}` has {n} partitions and `{first}` {n_in}: a stage that reads both joins them partition by partition, so they need the same count"
+                    ),
+                ));
+            }
+        }
         let mut c = lock(&core);
         c.state_partitions = broker::partition_count(&consumer, &state_topic, patience)?;
         for (_, out) in &c.outputs {
@@ -259,16 +307,17 @@ pub async fn run_stage(
                 return Err(Error::config(
                     "kafka.partitions",
                     format!(
-                        "`{out}` has {n_out} partitions, fewer than its input `{input_name}` ({n_in}): a stage writes to the partition its input came from"
+                        "`{out}` has {n_out} partitions, fewer than its input `{first}` ({n_in}): a stage writes to the partition its input came from"
                     ),
                 ));
             }
         }
     }
+    let names: Vec<&str> = inputs.iter().map(|(_, n)| n.as_str()).collect();
     consumer
-        .subscribe(&[&input_name])
+        .subscribe(&names)
         .map_err(|e| kafka_error("subscribe", e))?;
-    tracing::info!(stage = %name, group = %group, input = %input_name, exactly_once = opts.exactly_once, "stage service started");
+    tracing::info!(stage = %name, group = %group, inputs = ?names, exactly_once = opts.exactly_once, "stage service started");
     let health = opts.health.clone();
     health.beat();
     health.set_ready(true);
@@ -302,17 +351,30 @@ async fn serve(
     let mut last_recv_error: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut last_tick = Instant::now();
+    // Messages handled since progress marks were last sent.
+    let mut unmarked = 0usize;
     tokio::pin!(stop);
     loop {
         health.beat();
-        let wait = interval
+        let mut wait = interval
             .saturating_sub(last_commit.elapsed())
             .min(TICK_EVERY.saturating_sub(last_tick.elapsed()))
             .max(Duration::from_millis(1));
+        if unmarked > 0 {
+            // Progress goes out as soon as the input runs dry.
+            wait = wait.min(PROGRESS_IDLE);
+        }
+        if unmarked >= PROGRESS_EVERY_MESSAGES {
+            lock(core).send_progress()?;
+            unmarked = 0;
+        }
         tokio::select! {
             _ = &mut stop => break,
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
-                Ok(Ok(msg)) => lock(core).handle(&msg)?,
+                Ok(Ok(msg)) => {
+                    lock(core).handle(&msg)?;
+                    unmarked += 1;
+                }
                 Ok(Err(e)) => {
                     // librdkafka reconnects by itself; say so once in a while, not per poll.
                     if last_recv_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -321,7 +383,12 @@ async fn serve(
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(_) => {}
+                Err(_) => {
+                    if unmarked > 0 {
+                        lock(core).send_progress()?;
+                        unmarked = 0;
+                    }
+                }
             }
         }
         if last_tick.elapsed() >= TICK_EVERY {
@@ -343,159 +410,6 @@ async fn serve(
 }
 
 impl Core {
-    /// Handles one input message.
-    fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
-        let p = msg.partition();
-        let offset = msg.offset();
-        self.report.messages_in += 1;
-        metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone()).increment(1);
-        let mut part = match self.parts.remove(&p) {
-            Some(part) => part,
-            None => self.load(p)?,
-        };
-        let r = self.handle_in(&mut part, msg);
-        self.parts.insert(p, part);
-        r.map(|_| ()).inspect_err(
-            |e| tracing::error!(stage = %self.name, "{}/{p}@{offset}: {e}", self.input_name),
-        )
-    }
-
-    fn handle_in(&mut self, part: &mut Part, msg: &BorrowedMessage<'_>) -> Result<()> {
-        let (p, offset) = (msg.partition(), msg.offset());
-        if offset < part.next {
-            self.ctx.count("dropped.already_in_snapshot", 1);
-            return Ok(());
-        }
-        let headers = HeaderMap::from_kafka(msg.headers());
-        let trace = headers
-            .get(header::TRACE)
-            .map(str::to_string)
-            .unwrap_or_else(|| codec::trace_id(&self.input_name, p, offset));
-        let mut out = VecCollector::new();
-        let at = format!("stage {}", self.name);
-        if headers.is_end_of_stream() {
-            let flushed =
-                wfe_contract::panic::contain(&at, || part.stage.flush(&mut self.ctx, &mut out))
-                    .and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
-            match flushed {
-                Ok(encoded) => self.produce_encoded(encoded, p, &trace)?,
-                // A flush that panics or makes an unsendable row is dead-lettered with the
-                // marker; the marker still travels on, so downstream partitions finish.
-                Err(e) if !e.is_retryable() => self.dead_letter(msg, headers.clone(), &e)?,
-                Err(e) => return Err(e),
-            }
-            for (_, topic) in self.outputs.clone() {
-                self.send(
-                    &topic,
-                    Some(p),
-                    None,
-                    &[],
-                    HeaderMap::end_of_stream(&self.name),
-                )?;
-            }
-            self.ctx.count("end_of_stream", 1);
-        } else {
-            let t = Instant::now();
-            let result = codec::decode(self.input, &headers, msg.payload()).and_then(|batch| {
-                metrics::counter!("wfe_rows_in_total", "stage" => self.name.clone(), "topic" => self.input.to_string())
-                    .increment(batch.num_rows() as u64);
-                wfe_contract::panic::contain(&at, || {
-                    part.stage
-                        .process_batch(self.input, batch, &mut self.ctx, &mut out)
-                })
-            });
-            metrics::histogram!("wfe_batch_seconds", "stage" => self.name.clone())
-                .record(t.elapsed().as_secs_f64());
-            // Outputs are encoded before any is sent: an output row over the message limit
-            // dead-letters the input that made it (replayable once the limit is raised)
-            // instead of ending the service, which would fail again on the same input.
-            match result.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes)) {
-                Ok(encoded) => self.produce_encoded(encoded, p, &trace)?,
-                Err(e) if !e.is_retryable() => self.dead_letter(msg, headers, &e)?,
-                Err(e) => return Err(e),
-            }
-        }
-        part.next = offset + 1;
-        part.dirty = true;
-        Ok(())
-    }
-
-    /// The timer hook of every partition's stage (the actuator reads its notice queue):
-    /// what it emits goes to that partition's outputs, committed with the next commit.
-    fn tick(&mut self) -> Result<()> {
-        let parts: Vec<i32> = self.parts.keys().copied().collect();
-        for p in parts {
-            let Some(mut part) = self.parts.remove(&p) else {
-                continue;
-            };
-            let mut out = VecCollector::new();
-            let at = format!("stage {}", self.name);
-            let r =
-                wfe_contract::panic::contain(&at, || part.stage.on_tick(&mut self.ctx, &mut out));
-            part.dirty |= !out.batches.is_empty();
-            self.parts.insert(p, part);
-            let trace = format!("{}-tick-{p}", self.name);
-            match r.and_then(|_| self.produce_outputs(out, p, &trace)) {
-                Ok(()) => {}
-                // A tick has no input message to dead-letter: a bug or an unsendable row is
-                // logged and counted, and the partition goes on (ending the service would
-                // only meet the same tick again after the restart).
-                Err(e) if !e.is_retryable() => {
-                    tracing::error!(stage = %self.name, partition = p, "tick failed: {e}");
-                    metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
-                        .increment(1);
-                    self.ctx.count("tick_failed", 1);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn produce_outputs(&mut self, out: VecCollector, p: i32, trace: &str) -> Result<()> {
-        let encoded = encode_outputs(out, self.kafka.max_message_bytes)?;
-        self.produce_encoded(encoded, p, trace)
-    }
-
-    fn produce_encoded(&mut self, encoded: Vec<Encoded>, p: i32, trace: &str) -> Result<()> {
-        for (topic, rows, messages) in encoded {
-            metrics::counter!("wfe_rows_out_total", "stage" => self.name.clone(), "topic" => topic.to_string())
-                .increment(rows);
-            let name = self.kafka.topic(topic);
-            for (key, value) in messages {
-                let h = HeaderMap::data(topic, &self.name, trace);
-                self.send(&name, Some(p), Some(key.as_bytes()), &value, h)?;
-                self.report.messages_out += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn dead_letter(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        mut h: HeaderMap,
-        e: &Error,
-    ) -> Result<()> {
-        let origin = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
-        self.ctx.event(wfe_contract::Event::Rejected {
-            kind: "dead_letter",
-            location: &origin,
-            message: &e.to_string(),
-            count: 1,
-        });
-        h.set(header::ERROR, e.to_string());
-        h.set(header::ORIGIN, &origin);
-        h.set(header::STAGE, &self.name);
-        let dlq = self.dlq.clone();
-        self.send(&dlq, None, msg.key(), msg.payload().unwrap_or_default(), h)?;
-        self.report.dead_letters += 1;
-        metrics::counter!("wfe_dead_letters_total", "stage" => self.name.clone()).increment(1);
-        metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
-            .increment(1);
-        Ok(())
-    }
-
     /// Queues one message (inside the open transaction in exactly-once mode).
     fn send(
         &mut self,
@@ -522,6 +436,7 @@ impl Core {
 
     /// The commit point: outputs acknowledged, snapshots written, input offsets committed.
     fn commit<C: Consumer<Ctx>>(&mut self, consumer: &C) -> Result<()> {
+        self.send_progress()?;
         let dirty: Vec<i32> = self
             .parts
             .iter()
@@ -537,9 +452,13 @@ impl Core {
         let mut tpl = TopicPartitionList::new();
         for &p in &dirty {
             self.write_snapshot(p)?;
-            let next = self.parts[&p].next;
-            tpl.add_partition_offset(&self.input_name, p, Offset::Offset(next))
-                .map_err(|e| kafka_error("offsets", e))?;
+            for (i, (_, topic)) in self.inputs.iter().enumerate() {
+                let next = self.parts[&p].next(i);
+                if next >= 0 {
+                    tpl.add_partition_offset(topic, p, Offset::Offset(next))
+                        .map_err(|e| kafka_error("offsets", e))?;
+                }
+            }
         }
         if self.exactly_once {
             let meta = consumer

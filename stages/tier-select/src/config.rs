@@ -60,8 +60,8 @@ pub struct TierSelectConfig {
     /// Cold start: also read `fingerprints`; a workload still `cold_start` there is sized
     /// from its nearest fingerprints' allocation (their typical peak, through
     /// `[[resources]]`): at once when it has no decision yet, and no forecast of it goes
-    /// below that until the fingerprint stage knows it. Off in the stage's default (a
-    /// service consumes one topic); the default job turns it on.
+    /// below that until the fingerprint stage knows it. Off in the stage's default (the
+    /// stage alone reads forecasts); the default job turns it on.
     #[serde(default)]
     pub cold_start: bool,
 }
@@ -117,8 +117,7 @@ fn d_switch() -> f64 {
     0.15
 }
 fn d_burst() -> f64 {
-    // Off unless configured (the default job turns it on): with it, decisions depend on how
-    // `metrics.norm` and `forecasts` interleave, which a replay does not fix.
+    // Off unless configured (the default job turns it on): the stage alone reads forecasts.
     0.0
 }
 fn d_burst_target() -> f64 {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 
 use super::chunked::{self, Restore, Slot};
+use wfe_contract::merge::Merge;
+
 use super::{Core, Part};
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
@@ -49,7 +51,7 @@ pub fn restore_from<'a>(
     }
     restore
         .finish(stage)?
-        .map(|(bytes, _)| decode(stage, &bytes).map(|e| (e.next_offset, e.state)))
+        .map(|(bytes, _)| decode(stage, &bytes).map(|e| (e.head.next_offset, e.head.state)))
         .transpose()
 }
 
@@ -70,18 +72,45 @@ pub fn compacted(records: &[OwnedMessage]) -> Vec<&OwnedMessage> {
         .collect()
 }
 
+/// A snapshot as written now, or as services before the multi-topic merge wrote it (the
+/// same fields without `inputs`: postcard reads a struct's fields in order, so the old form
+/// is the new one cut short).
 fn decode(stage: &str, bytes: &[u8]) -> Result<Envelope> {
     postcard::from_bytes::<Envelope>(bytes)
+        .or_else(|_| {
+            postcard::from_bytes::<Head>(bytes).map(|head| Envelope {
+                head,
+                inputs: Vec::new(),
+            })
+        })
         .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
 }
 
 /// The newest state of one input partition, as written to the state topic.
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
+    head: Head,
+    /// Where each input topic stands (all of them, the first included).
+    inputs: Vec<InputPosition>,
+}
+
+/// Where one input topic of the partition stands in a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+struct InputPosition {
+    topic: String,
+    /// The first offset not reflected in the state.
+    next_offset: i64,
+    /// Its producer had sent everything of seq <= this ([`wfe_contract::merge`]).
+    done: i64,
+}
+
+/// A snapshot's fields from before the multi-topic merge, which it still begins with.
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
     stage: String,
     topic: String,
     partition: i32,
-    /// The first input offset not reflected in `state`.
+    /// The first offset of the first input topic not reflected in `state`.
     next_offset: i64,
     state: Option<Vec<u8>>,
     /// For stages that recover from their own output: where each output partition ended
@@ -91,7 +120,7 @@ struct Envelope {
 
 impl Core {
     fn snapshot_key(&self, p: i32) -> String {
-        snapshot_key(&self.group, &self.input_name, p)
+        snapshot_key(&self.group, &self.inputs[0].1, p)
     }
 
     pub(super) fn write_snapshot(&mut self, p: i32) -> Result<()> {
@@ -108,20 +137,36 @@ impl Core {
                 outputs_end.push((topic.clone(), high));
             }
         }
+        let inputs = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, topic))| InputPosition {
+                topic: topic.clone(),
+                next_offset: part.next(i),
+                done: part.merge.done(i),
+            })
+            .collect();
         let env = Envelope {
-            stage: self.name.clone(),
-            topic: self.input_name.clone(),
-            partition: p,
-            next_offset: part.next,
-            state: part.stage.snapshot()?,
-            outputs_end,
+            head: Head {
+                stage: self.name.clone(),
+                topic: self.inputs[0].1.clone(),
+                partition: p,
+                next_offset: part.next(0),
+                state: part.stage.snapshot()?,
+                outputs_end,
+            },
+            inputs,
         };
         let bytes = postcard::to_stdvec(&env)
             .map_err(|e| Error::state(&self.name, format!("encode snapshot: {e}")))?;
         // The slot the durable manifest does not name (see `chunked`); it becomes the durable
         // one once the commit that carries it has been acknowledged.
         let slot = part.durable.map_or(Slot::A, Slot::other);
-        let id = part.next.to_string();
+        let id = (0..self.inputs.len())
+            .map(|i| part.next(i).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let chunk = chunk_bytes(self.kafka.max_message_bytes);
         let records = chunked::records(&self.snapshot_key(p), &id, slot, &bytes, chunk);
         let topic = self.state_topic.clone();
@@ -160,28 +205,36 @@ impl Core {
         let env = restored
             .map(|(bytes, _)| decode(&self.name, &bytes))
             .transpose()?;
-        let mut next = -1;
+        let mut read = vec![-1; self.inputs.len()];
+        let mut merge = Merge::new(self.inputs.len());
         let mut from: BTreeMap<String, Offset> = self
             .outputs
             .iter()
             .map(|(_, t)| (t.clone(), Offset::Beginning))
             .collect();
         if let Some(env) = env {
-            if let Some(state) = &env.state {
+            let head = env.head;
+            if let Some(state) = &head.state {
                 stage.restore(state)?;
             }
-            next = env.next_offset;
-            for (t, end) in env.outputs_end {
+            read[0] = head.next_offset;
+            for pos in env.inputs {
+                if let Some(i) = self.inputs.iter().position(|(_, n)| *n == pos.topic) {
+                    read[i] = pos.next_offset;
+                    merge.progress(i, pos.done);
+                }
+            }
+            for (t, end) in head.outputs_end {
                 from.insert(t, Offset::Offset(end));
             }
-            tracing::info!(stage = %self.name, partition = p, next_offset = next, "restored snapshot");
+            tracing::info!(stage = %self.name, partition = p, next_offsets = ?read, "restored snapshot");
         }
         if stage.recovers_from_output() && !self.exactly_once {
             for (topic, name) in self.outputs.clone() {
                 let mut n = 0;
                 for m in broker::read_partition(&self.kafka, &name, p, from[&name])? {
                     let h = HeaderMap::from_kafka(m.headers());
-                    if h.is_end_of_stream() || h.get(header::STAGE) != Some(self.name.as_str()) {
+                    if h.is_control() || h.get(header::STAGE) != Some(self.name.as_str()) {
                         continue;
                     }
                     let batch = codec::decode(topic, &h, m.payload())?;
@@ -194,9 +247,14 @@ impl Core {
             }
         }
         stage.on_start(&mut self.ctx)?;
+        let sent = merge.through();
         Ok(Part {
             stage,
-            next,
+            read,
+            merge,
+            held_bytes: 0,
+            sent,
+            ending: false,
             dirty: false,
             durable,
             pending: None,

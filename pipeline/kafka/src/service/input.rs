@@ -1,0 +1,315 @@
+//! What a service does with each input message: hold it in its partition's merge of the
+//! stage's input topics, release what is due in `(seq, topic)` order ([`wfe_contract::merge`]),
+//! run the stage on it, and produce the outputs (or a dead letter), followed by progress marks.
+//!
+//! Co-partitioning (Kafka Streams' rule): every wfe topic is keyed by workload with the same
+//! partition count, and the group's range assignment gives a member the same partition
+//! numbers of each input topic, so partition `p` of `forecasts`, `metrics.norm` and
+//! `fingerprints` hold the same workloads and meet in one merge.
+
+use std::time::Instant;
+
+use rdkafka::message::{BorrowedMessage, Message};
+use wfe_contract::merge::{END, Seq};
+use wfe_contract::{Error, Result, VecCollector};
+
+use super::{Core, Part};
+use crate::codec::{self, Encoded, HeaderMap, encode_outputs, header};
+
+/// An input message held until its turn.
+pub(super) struct Held {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: HeaderMap,
+    since: Instant,
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.payload.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
+    }
+
+    pub(super) fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+impl Core {
+    /// Handles one input message: held, then whatever is due released.
+    pub(super) fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let p = msg.partition();
+        let Some(i) = self.inputs.iter().position(|(_, n)| n == msg.topic()) else {
+            return Ok(()); // not subscribed to: cannot happen, and nothing to do with it
+        };
+        self.report.messages_in += 1;
+        metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone())
+            .increment(1);
+        let mut part = match self.parts.remove(&p) {
+            Some(part) => part,
+            None => self.load(p)?,
+        };
+        self.accept(&mut part, i, msg);
+        let r = self.release(&mut part, p);
+        self.parts.insert(p, part);
+        r.inspect_err(|e| {
+            tracing::error!(stage = %self.name, "{}/{p}@{}: {e}", msg.topic(), msg.offset())
+        })
+    }
+
+    /// Puts one message of input `i` into its partition's merge.
+    fn accept(&mut self, part: &mut Part, i: usize, msg: &BorrowedMessage<'_>) {
+        let offset = msg.offset();
+        if offset < part.read[i] {
+            self.ctx.count("dropped.already_in_snapshot", 1);
+            return;
+        }
+        part.read[i] = offset + 1;
+        part.dirty = true;
+        let headers = HeaderMap::from_kafka(msg.headers());
+        if headers.is_end_of_stream() {
+            part.merge.close(i);
+            part.ending = true;
+            return;
+        }
+        if headers.is_progress() {
+            if let Some(seq) = headers.seq() {
+                part.merge.progress(i, seq);
+            }
+            return;
+        }
+        // A message from outside the pipeline (metrics.raw) has no seq: its offset is one,
+        // and it is complete by itself.
+        let (seq, whole) = match headers.seq() {
+            Some(s) => (s, false),
+            None => (offset, true),
+        };
+        part.merge.reopen(i, seq);
+        let held = Held {
+            offset,
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers,
+            since: Instant::now(),
+        };
+        part.held_bytes += held.bytes();
+        part.merge.push(i, seq, held);
+        if whole {
+            part.merge.progress(i, seq);
+        }
+    }
+
+    /// Runs the stage on every held message that is due; at the end of every input, flushes
+    /// it and passes the end-of-stream marker on.
+    pub(super) fn release(&mut self, part: &mut Part, p: i32) -> Result<()> {
+        let mut forced = 0;
+        loop {
+            let next = match part.merge.pop() {
+                Some(m) => Some(m),
+                None if self.overdue(part) => {
+                    forced += 1;
+                    part.merge.force()
+                }
+                None => None,
+            };
+            let Some((i, seq, held)) = next else { break };
+            part.held_bytes -= held.bytes();
+            self.process(part, p, i, seq, held)?;
+        }
+        if forced > 0 {
+            self.ctx.count("merge.forced", forced);
+            tracing::warn!(stage = %self.name, partition = p, forced, held = part.merge.held(), bytes = part.held_bytes, "an input's producer is behind or gone: released the oldest held messages out of order");
+        }
+        if part.ending && part.merge.through() == END {
+            part.ending = false;
+            self.end_of_stream(part, p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the least held message must go on although an earlier one may still come:
+    /// it waited `kafka.merge_wait_ms`, or the partition holds `kafka.merge_buffer_bytes`.
+    fn overdue(&self, part: &Part) -> bool {
+        let Some(head) = part.merge.peek() else {
+            return false;
+        };
+        head.since.elapsed() >= self.kafka.merge_wait()
+            || part.held_bytes > self.kafka.merge_buffer_bytes
+    }
+
+    /// Runs the stage on one released message of input `i`.
+    fn process(&mut self, part: &mut Part, p: i32, i: usize, seq: Seq, held: Held) -> Result<()> {
+        let (topic, name) = self.inputs[i].clone();
+        let trace = held
+            .headers
+            .get(header::TRACE)
+            .map(str::to_string)
+            .unwrap_or_else(|| codec::trace_id(&name, p, held.offset));
+        let mut out = VecCollector::new();
+        let at = format!("stage {}", self.name);
+        let t = Instant::now();
+        let result =
+            codec::decode(topic, &held.headers, held.payload.as_deref()).and_then(|batch| {
+                metrics::counter!("wfe_rows_in_total", "stage" => self.name.clone(), "topic" => topic.to_string())
+                    .increment(batch.num_rows() as u64);
+                wfe_contract::panic::contain(&at, || {
+                    part.stage
+                        .process_batch(topic, batch, &mut self.ctx, &mut out)
+                })
+            });
+        metrics::histogram!("wfe_batch_seconds", "stage" => self.name.clone())
+            .record(t.elapsed().as_secs_f64());
+        // Outputs are encoded before any is sent: an output row over the message limit
+        // dead-letters the input that made it (replayable once the limit is raised) instead
+        // of ending the service, which would fail again on the same input.
+        match result.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes)) {
+            Ok(encoded) => self.produce_encoded(encoded, p, seq, &trace),
+            Err(e) if !e.is_retryable() => self.dead_letter(&name, p, held, &e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every input has ended: flush the stage and pass the marker on, so downstream
+    /// partitions finish too.
+    fn end_of_stream(&mut self, part: &mut Part, p: i32) -> Result<()> {
+        let mut out = VecCollector::new();
+        let at = format!("stage {}", self.name);
+        let flushed =
+            wfe_contract::panic::contain(&at, || part.stage.flush(&mut self.ctx, &mut out))
+                .and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
+        let trace = format!("{}-end-{p}", self.name);
+        match flushed {
+            Ok(encoded) => self.produce_encoded(encoded, p, END, &trace)?,
+            // A flush that panics or makes an unsendable row is logged and counted; the
+            // marker still travels on, so downstream partitions finish.
+            Err(e) if !e.is_retryable() => {
+                tracing::error!(stage = %self.name, partition = p, "flush at end of stream failed: {e}");
+                metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+                    .increment(1);
+                self.ctx.count("flush_failed", 1);
+            }
+            Err(e) => return Err(e),
+        }
+        for (_, topic) in self.outputs.clone() {
+            self.send(
+                &topic,
+                Some(p),
+                None,
+                &[],
+                HeaderMap::end_of_stream(&self.name),
+            )?;
+        }
+        part.sent = END;
+        self.ctx.count("end_of_stream", 1);
+        Ok(())
+    }
+
+    /// Progress marks on every output of every partition whose stage got further than it
+    /// last said. Sent when the input runs dry (and before a commit), not after every
+    /// message: under load, data messages say most of it (a message of seq s means all
+    /// before s is out).
+    pub(super) fn send_progress(&mut self) -> Result<()> {
+        let due: Vec<(i32, Seq)> = self
+            .parts
+            .iter()
+            .map(|(p, part)| (*p, part.merge.through()))
+            .filter(|(p, through)| *through > self.parts[p].sent && *through != END)
+            .collect();
+        for (p, through) in due {
+            for (_, topic) in self.outputs.clone() {
+                self.send(
+                    &topic,
+                    Some(p),
+                    None,
+                    &[],
+                    HeaderMap::progress(&self.name, through),
+                )?;
+            }
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.sent = through;
+            }
+            self.ctx.count("progress_marks", 1);
+        }
+        Ok(())
+    }
+
+    /// The timer hook of every partition's stage (the actuator reads its notice queue), and
+    /// held messages that waited too long released: what comes of it goes to that
+    /// partition's outputs, committed with the next commit.
+    pub(super) fn tick(&mut self) -> Result<()> {
+        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        for p in parts {
+            let Some(mut part) = self.parts.remove(&p) else {
+                continue;
+            };
+            let released = self.release(&mut part, p);
+            let mut out = VecCollector::new();
+            let at = format!("stage {}", self.name);
+            let r =
+                wfe_contract::panic::contain(&at, || part.stage.on_tick(&mut self.ctx, &mut out));
+            part.dirty |= !out.batches.is_empty();
+            let seq = part.merge.through();
+            self.parts.insert(p, part);
+            released?;
+            let trace = format!("{}-tick-{p}", self.name);
+            let sent = r.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
+            match sent.and_then(|encoded| self.produce_encoded(encoded, p, seq, &trace)) {
+                Ok(()) => {}
+                // A tick has no input message to dead-letter: a bug or an unsendable row is
+                // logged and counted, and the partition goes on (ending the service would
+                // only meet the same tick again after the restart).
+                Err(e) if !e.is_retryable() => {
+                    tracing::error!(stage = %self.name, partition = p, "tick failed: {e}");
+                    metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+                        .increment(1);
+                    self.ctx.count("tick_failed", 1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn produce_encoded(
+        &mut self,
+        encoded: Vec<Encoded>,
+        p: i32,
+        seq: Seq,
+        trace: &str,
+    ) -> Result<()> {
+        for (topic, rows, messages) in encoded {
+            metrics::counter!("wfe_rows_out_total", "stage" => self.name.clone(), "topic" => topic.to_string())
+                .increment(rows);
+            let name = self.kafka.topic(topic);
+            for (key, value) in messages {
+                let mut h = HeaderMap::data(topic, &self.name, trace);
+                h.set(header::SEQ, seq.to_string());
+                self.send(&name, Some(p), Some(key.as_bytes()), &value, h)?;
+                self.report.messages_out += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, topic: &str, p: i32, held: Held, e: &Error) -> Result<()> {
+        let origin = format!("{topic}/{p}/{}", held.offset);
+        self.ctx.event(wfe_contract::Event::Rejected {
+            kind: "dead_letter",
+            location: &origin,
+            message: &e.to_string(),
+            count: 1,
+        });
+        let mut h = held.headers;
+        h.set(header::ERROR, e.to_string());
+        h.set(header::ORIGIN, &origin);
+        h.set(header::STAGE, &self.name);
+        let dlq = self.dlq.clone();
+        let value = held.payload.unwrap_or_default();
+        self.send(&dlq, None, held.key.as_deref(), &value, h)?;
+        self.report.dead_letters += 1;
+        metrics::counter!("wfe_dead_letters_total", "stage" => self.name.clone()).increment(1);
+        metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+            .increment(1);
+        Ok(())
+    }
+}
