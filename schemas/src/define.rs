@@ -179,6 +179,51 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "The workload's profile so far (the mean of its windows) in this row's model version, measured from the fleet's centre: what its neighbours were searched by, and what `wfe similar` compares.",
             ),
         ],
+        Topic::Profiles => vec![
+            f(
+                "event_time",
+                ts_type(),
+                false,
+                "Last step of the window that last changed the profile.",
+            ),
+            f("workload", Utf8, false, "Workload id (the message key)."),
+            f(
+                "metric_set",
+                Utf8,
+                false,
+                "Hash of the workload's metric names (16 hex digits): only profiles of one metric set are compared.",
+            ),
+            f(
+                "observed_steps",
+                Int64,
+                false,
+                "Observed steps so far; the workload is known (a neighbour others may borrow from) past the fingerprint stage's `learning_steps`.",
+            ),
+            f(
+                "features",
+                list_of(Float64),
+                false,
+                "The mean of its windows' features, before any basis: every fingerprint instance places it in its own basis.",
+            ),
+            f(
+                "allocation_metrics",
+                list_of(Utf8),
+                false,
+                "Metrics of `allocation`, in order.",
+            ),
+            f(
+                "allocation",
+                list_of(Float64),
+                false,
+                "Per metric, its own allocation in raw units (a quantile per window, averaged).",
+            ),
+            f(
+                "environment",
+                Utf8,
+                true,
+                "Its `env.*` labels as `k=v,k=v` (see `fingerprints`); null when it has none.",
+            ),
+        ],
         Topic::Anomalies => vec![
             f(
                 "event_time",

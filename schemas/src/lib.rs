@@ -47,6 +47,7 @@ pub enum Topic {
     MetricsRaw,
     MetricsNorm,
     Fingerprints,
+    Profiles,
     Anomalies,
     Forecasts,
     Decisions,
@@ -54,10 +55,11 @@ pub enum Topic {
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::MetricsRaw,
         Topic::MetricsNorm,
         Topic::Fingerprints,
+        Topic::Profiles,
         Topic::Anomalies,
         Topic::Forecasts,
         Topic::Decisions,
@@ -70,6 +72,7 @@ impl Topic {
             Topic::MetricsRaw => "metrics.raw",
             Topic::MetricsNorm => "metrics.norm",
             Topic::Fingerprints => "fingerprints",
+            Topic::Profiles => "profiles",
             Topic::Anomalies => "anomalies",
             Topic::Forecasts => "forecasts",
             Topic::Decisions => "decisions",
@@ -91,6 +94,12 @@ impl Topic {
             Topic::Decisions => 2,
             _ => 1,
         }
+    }
+
+    /// Whether the topic is a table (one row per key matters: the newest), which Kafka keeps
+    /// compacted, rather than a stream of events.
+    pub fn is_table(self) -> bool {
+        self == Topic::Profiles
     }
 
     /// The Arrow schema of this topic (built once, shared).
@@ -119,6 +128,9 @@ impl Topic {
             }
             Topic::Fingerprints => {
                 "A behavioural vector per workload and window, its nearest known workloads, and its allocation (borrowed from those neighbours while the workload is new)."
+            }
+            Topic::Profiles => {
+                "The fleet's table of workloads: each workload's latest profile, metric set, environment and allocation, keyed by workload on a compacted topic (a reader keeps the newest row per workload). Every fingerprint instance reads all of it, so neighbours are searched across the whole fleet, not one instance's partitions."
             }
             Topic::Anomalies => {
                 "One row per opened, updated and closed anomaly segment, with the metrics ranked by contribution."

@@ -992,3 +992,151 @@ fn chaos_random_kill_9s_and_a_broker_kill_lose_nothing_and_never_act_twice() {
         assert_eq!(*n, want, "dead letters of {stage}");
     }
 }
+
+/// The first `steps` rows of an ASD server as a `csv-wide` file (`timestamp,m00..`), its
+/// time stamps moved by `shift_steps` steps: a workload made from real data, without the
+/// train/test split (so normalise learns its scaler from the first `learn_steps`).
+fn wide_copy(entity: &str, steps: usize, shift_steps: i64, out: &Path) {
+    use std::io::{BufRead, Write};
+    let f = std::fs::File::open(data_dir().join(format!("asd/{entity}.csv.gz"))).unwrap();
+    let lines = std::io::BufReader::new(flate2::read::GzDecoder::new(f)).lines();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
+    for (i, line) in lines.take(steps + 1).enumerate() {
+        let line = line.unwrap();
+        let cols: Vec<&str> = line.split(',').collect();
+        // timestamp, split, label, m00, ...: drop split and label.
+        let ts = if i == 0 {
+            cols[0].to_string()
+        } else {
+            (cols[0].parse::<i64>().unwrap() + shift_steps * 300).to_string()
+        };
+        writeln!(w, "{ts},{}", cols[3..].join(",")).unwrap();
+    }
+}
+
+/// Which partition of `topic` holds each workload's rows.
+fn partitions_of(cfg: &KafkaConfig, topic: Topic) -> std::collections::BTreeMap<String, i32> {
+    let mut at = std::collections::BTreeMap::new();
+    for p in 0..PARTITIONS {
+        for m in wfe_kafka::broker::read_partition(
+            cfg,
+            &cfg.topic(topic),
+            p,
+            wfe_kafka::rdkafka::Offset::Beginning,
+        )
+        .unwrap()
+        {
+            if let Some(k) = wfe_kafka::rdkafka::message::Message::key(&m) {
+                at.insert(String::from_utf8_lossy(k).to_string(), p);
+            }
+        }
+    }
+    at
+}
+
+#[test]
+fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let bootstrap = broker.bootstrap();
+    // Nine servers known to the fleet, then a tenth that appears later.
+    let (fleet, late) = (dir.path().join("fleet"), dir.path().join("late"));
+    std::fs::create_dir_all(&fleet).unwrap();
+    std::fs::create_dir_all(&late).unwrap();
+    for i in 1..=9 {
+        wide_copy(&format!("omi-{i}"), 400, 0, &fleet.join(format!("omi-{i}.csv")));
+    }
+    wide_copy("omi-10", 200, 400, &late.join("omi-new.csv"));
+    let job = |sources: &Path| {
+        format!(
+            "[[sources]]\npath = \"{}\"\nformat = \"csv-wide\"\n\n[run]\nprogress = false\n\n\
+             [stages.normalise]\nlearn_steps = 50\n\n\
+             [stages.fingerprint]\nwindow = 30\nhop = 30\nlearning_steps = 30\nneighbours = 3\n\n\
+             [kafka]\npartitions = {PARTITIONS}\ncommit_interval_ms = 500\n",
+            sources.display()
+        )
+    };
+    let job_path = dir.path().join("job.toml");
+    std::fs::write(&job_path, job(&fleet)).unwrap();
+    let late_job = dir.path().join("late.toml");
+    std::fs::write(&late_job, job(&late)).unwrap();
+    let cfg = KafkaConfig {
+        bootstrap_servers: bootstrap.clone(),
+        partitions: PARTITIONS,
+        ..Default::default()
+    };
+    let mut env = Env {
+        dir,
+        job: job_path,
+        broker: Some(broker),
+        bootstrap,
+        cfg,
+        procs: Vec::new(),
+        expected: Box::leak(Box::new((Vec::new(), Vec::new()))),
+    };
+    for s in ["normalise", "fingerprint"] {
+        env.stage(s, "a");
+    }
+    env.run(&["replay", "--no-end-of-stream"], "replay-fleet");
+    // The fleet's profiles are in the table, past their learning period.
+    let start = Instant::now();
+    loop {
+        let profiles = read_topic(&env.cfg, Topic::Profiles, PARTITIONS).unwrap();
+        let known: BTreeSet<&str> = profiles
+            .rows
+            .iter()
+            .filter(|r| field(r, "observed_steps").parse::<usize>().unwrap_or(0) > 30)
+            .map(|r| field(r, "workload"))
+            .collect();
+        if known.len() == 9 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            env.report();
+            panic!("profiles of {known:?} only");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = env.dir.path().join("replay-late.log");
+    let status = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["replay", "--config", late_job.to_str().unwrap()])
+        .args(["--bootstrap", &env.bootstrap])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fps = env.wait_ended(Topic::Fingerprints, Duration::from_secs(120));
+    let home = partitions_of(&env.cfg, Topic::Fingerprints);
+    let cold: Vec<&String> = fps
+        .rows
+        .iter()
+        .filter(|r| field(r, "workload") == "omi-new" && field(r, "cold_start") == "true")
+        .collect();
+    assert!(!cold.is_empty(), "no cold rows of the new workload");
+    for r in &cold {
+        // Neighbours and an allocation borrowed from them...
+        assert_ne!(field(r, "neighbours"), "null", "{r}");
+        assert_ne!(field(r, "allocation"), "null", "{r}");
+    }
+    // ...found across the fleet: some live in partitions other than the new workload's.
+    let mine = home["omi-new"];
+    let elsewhere: BTreeSet<String> = cold
+        .iter()
+        .flat_map(|r| {
+            field(r, "neighbours")
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(", ")
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| home.get(n).is_some_and(|p| *p != mine))
+        .collect();
+    let all_home: BTreeSet<i32> = home.values().copied().collect();
+    assert!(all_home.len() > 1, "the fleet sits in one partition: {home:?}");
+    assert!(
+        !elsewhere.is_empty(),
+        "every neighbour of omi-new (partition {mine}) is in its own partition: {cold:?}\n{home:?}"
+    );
+}

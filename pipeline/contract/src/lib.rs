@@ -81,6 +81,26 @@ pub trait Stage: Send {
         out: &mut dyn Collector,
     ) -> Result<()>;
 
+    /// Tables every instance of the stage reads whole, whatever partitions it owns (Kafka
+    /// Streams' GlobalKTable): over Kafka each instance reads every partition of these
+    /// topics and hands their rows to [`Stage::process_table`]. Embedded, one instance sees
+    /// the whole fleet already, so the embedded runner delivers nothing here.
+    fn tables(&self) -> Vec<Topic> {
+        Vec::new()
+    }
+
+    /// Rows of a table from [`Stage::tables`], as other instances wrote them: the newest row
+    /// of a key replaces what the stage knew of it. Delivered in no order relative to the
+    /// stage's inputs, and possibly more than once.
+    fn process_table(
+        &mut self,
+        _topic: Topic,
+        _batch: RecordBatch,
+        _ctx: &mut Context,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Called on a wall-clock timer when the runner has one configured (e.g. to close
     /// windows when input stops arriving in a live deployment).
     fn on_tick(&mut self, _ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {

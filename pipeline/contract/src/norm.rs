@@ -122,6 +122,15 @@ impl Slots {
         self.names.is_empty()
     }
 
+    /// The slot of `name`, if it has one.
+    pub fn find(&self, name: &str) -> Option<u32> {
+        if self.index.len() == self.names.len() {
+            self.index.get(name).copied()
+        } else {
+            self.names.iter().position(|n| n == name).map(|i| i as u32)
+        }
+    }
+
     /// The slot of `name`, adding it if new.
     pub fn slot(&mut self, name: &str) -> u32 {
         if self.index.len() != self.names.len() {

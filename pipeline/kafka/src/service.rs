@@ -58,6 +58,8 @@ mod chunked;
 use chunked::Slot;
 mod input;
 use input::Held;
+mod tables;
+use tables::Tables;
 
 /// How often a running service logs its counters.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -67,6 +69,8 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 const PROGRESS_IDLE: Duration = Duration::from_millis(2);
 /// ...or after this many messages.
 const PROGRESS_EVERY_MESSAGES: usize = 256;
+/// How long a starting service waits to read its tables whole.
+const TABLE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a transaction commit may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,6 +135,8 @@ struct Core {
     exactly_once: bool,
     in_txn: bool,
     parts: BTreeMap<i32, Part>,
+    /// Tables every partition's stage reads whole (none: the stage reads none).
+    tables: Option<Tables>,
     ctx: Context,
     report: ServiceReport,
 }
@@ -232,11 +238,19 @@ pub async fn run_stage(
         .map(|t| (t, kafka.topic(t)))
         .collect();
     if inputs.is_empty() {
-        return Err(Error::config("stage", format!("`{name}` has no input topic")));
+        return Err(Error::config(
+            "stage",
+            format!("`{name}` has no input topic"),
+        ));
     }
     if inputs.len() > 1 {
         co_partitioning_assignment(&kafka, &name)?;
     }
+    let table_topics: Vec<(Topic, String)> = probe
+        .tables()
+        .into_iter()
+        .map(|t| (t, kafka.topic(t)))
+        .collect();
     let outputs: Vec<(Topic, String)> = probe
         .outputs()
         .into_iter()
@@ -247,7 +261,16 @@ pub async fn run_stage(
     let state_topic = kafka.state_topic(&name);
     let mut topics = vec![(dlq.clone(), false), (state_topic.clone(), true)];
     topics.extend(inputs.iter().map(|(_, n)| (n.clone(), false)));
-    topics.extend(outputs.iter().map(|(_, n)| (n.clone(), false)));
+    // A table (one row per key matters) is compacted; a stream is not.
+    topics.extend(
+        outputs
+            .iter()
+            .chain(&table_topics)
+            .map(|(t, n)| (n.clone(), t.is_table())),
+    );
+    // A stage may read a table it also writes (fingerprint: profiles); a topic is created once.
+    topics.sort();
+    topics.dedup();
     broker::ensure_topics(&kafka, &topics).await?;
 
     let txn_id = format!("{}-{name}-{}", kafka.group_prefix, opts.instance);
@@ -273,6 +296,7 @@ pub async fn run_stage(
         exactly_once: opts.exactly_once,
         in_txn: false,
         parts: BTreeMap::new(),
+        tables: None,
         ctx: Context::with_control(name.clone(), opts.control.clone()),
         report: ServiceReport::default(),
     }));
@@ -312,6 +336,12 @@ pub async fn run_stage(
                 ));
             }
         }
+    }
+    if !table_topics.is_empty() {
+        let kafka = kafka.clone();
+        let tables =
+            tokio::task::block_in_place(|| Tables::open(&kafka, table_topics, TABLE_PATIENCE))?;
+        lock(&core).tables = Some(tables);
     }
     let names: Vec<&str> = inputs.iter().map(|(_, n)| n.as_str()).collect();
     consumer
@@ -391,6 +421,7 @@ async fn serve(
                 }
             }
         }
+        lock(core).poll_tables();
         if last_tick.elapsed() >= TICK_EVERY {
             lock(core).tick()?;
             last_tick = Instant::now();
@@ -410,6 +441,32 @@ async fn serve(
 }
 
 impl Core {
+    /// New rows of the tables, to every partition's stage.
+    fn poll_tables(&mut self) {
+        let Some(tables) = self.tables.as_mut() else {
+            return;
+        };
+        let rows = tables.poll();
+        if rows.is_empty() {
+            return;
+        }
+        let at = format!("stage {}", self.name);
+        for part in self.parts.values_mut() {
+            for (topic, batch) in &rows {
+                let r = wfe_contract::panic::contain(&at, || {
+                    part.stage
+                        .process_table(*topic, batch.clone(), &mut self.ctx)
+                });
+                if let Err(e) = r {
+                    // A table row is another instance's output: one that cannot be used is
+                    // logged and counted, and the stage goes on without it.
+                    self.ctx.count("table_rows_failed", 1);
+                    tracing::warn!(stage = %self.name, "table row of `{topic}`: {e}");
+                }
+            }
+        }
+    }
+
     /// Queues one message (inside the open transaction in exactly-once mode).
     fn send(
         &mut self,

@@ -115,7 +115,7 @@ pub struct RunReport {
 }
 
 #[derive(Default)]
-struct TopicRows([AtomicU64; 7]);
+struct TopicRows([AtomicU64; Topic::ALL.len()]);
 
 impl TopicRows {
     fn add(&self, t: Topic, n: u64) {

@@ -33,6 +33,7 @@
 
 mod config;
 pub mod embed;
+mod fleet;
 pub use wfe_contract::features;
 pub mod knn;
 pub mod reduce;
@@ -225,6 +226,8 @@ pub struct Fingerprint {
     indexes: BTreeMap<u64, Index>,
     /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
     sweep: wfe_contract::retire::Sweep,
+    /// Workloads other instances own (over Kafka; not in the snapshot).
+    fleet: fleet::Fleet,
 }
 
 #[derive(Default)]
@@ -257,6 +260,7 @@ impl Fingerprint {
             state: State::default(),
             indexes: BTreeMap::new(),
             sweep: Default::default(),
+            fleet: Default::default(),
         })
     }
 
@@ -490,23 +494,21 @@ impl Fingerprint {
             rows.neighbours.push(None);
             rows.weights.push(None);
         } else {
-            let w = knn::weights(&found, self.cfg.distance);
-            rows.neighbours.push(Some(
-                found
-                    .iter()
-                    .map(|(i, _)| self.state.workloads.names.names[*i].clone())
-                    .collect(),
-            ));
+            let by_distance: Vec<(usize, f64)> = found
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i, n.distance))
+                .collect();
+            let w = knn::weights(&by_distance, self.cfg.distance);
+            rows.neighbours
+                .push(Some(found.iter().map(|n| n.name.clone()).collect()));
             rows.weights
                 .push(Some(w.iter().map(|x| *x as f32).collect()));
             if h.cold {
                 // Borrowed: the neighbours' allocations, weighted by similarity.
                 let mut pred = vec![0.0; names.len()];
-                for ((i, _), wi) in found.iter().zip(&w) {
-                    for (p, a) in pred
-                        .iter_mut()
-                        .zip(self.state.workloads.items[*i].allocation())
-                    {
+                for (n, wi) in found.iter().zip(&w) {
+                    for (p, a) in pred.iter_mut().zip(&n.allocation) {
                         *p += wi * a;
                     }
                 }

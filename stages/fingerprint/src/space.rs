@@ -86,9 +86,17 @@ impl<'a> Space<'a> {
     }
 }
 
+/// A neighbour found: its name, allocation (raw units, per metric) and distance.
+pub(super) struct Near {
+    pub name: String,
+    pub allocation: Vec<f64>,
+    pub distance: f64,
+}
+
 impl Fingerprint {
-    /// The nearest known (not cold) workloads of the same metric set, by profile.
-    pub(super) fn neighbours(&self, id: usize, space: &Space) -> Vec<(usize, f64)> {
+    /// The nearest known (not cold) workloads of the same metric set, by profile: among this
+    /// instance's own and, over Kafka, the fleet's (the `profiles` table).
+    pub(super) fn neighbours(&self, id: usize, space: &Space) -> Vec<Near> {
         if self.cfg.neighbours == 0 {
             return Vec::new();
         }
@@ -97,6 +105,41 @@ impl Fingerprint {
         let Some(query) = space.place(me) else {
             return Vec::new();
         };
+        let k = self.cfg.neighbours;
+        let own = self.own_neighbours(id, &query, space);
+        let peers = self.placed_peers(me.signature, space, items.len());
+        let from_peers = knn::exact(
+            &query,
+            peers.iter().map(|(j, _, _, v)| (*j, v.as_slice())),
+            k,
+            self.cfg.distance,
+        );
+        let mut all: Vec<(usize, f64)> = own.into_iter().chain(from_peers).collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all.into_iter()
+            .map(|(i, distance)| match i.checked_sub(items.len()) {
+                None => Near {
+                    name: self.state.workloads.names.names[i].clone(),
+                    allocation: items[i].allocation(),
+                    distance,
+                },
+                Some(j) => {
+                    let (_, name, peer, _) = &peers[j];
+                    Near {
+                        name: name.to_string(),
+                        allocation: peer.allocation.clone(),
+                        distance,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The nearest known workloads this instance owns.
+    fn own_neighbours(&self, id: usize, query: &[f64], space: &Space) -> Vec<(usize, f64)> {
+        let items = &self.state.workloads.items;
+        let me = &items[id];
         let is_known = |i: usize, w: &Workload| {
             i != id && w.signature == me.signature && w.observed_steps > self.cfg.learning_steps
         };
@@ -104,14 +147,14 @@ impl Fingerprint {
         if let Some(index) = self.indexes.get(&me.signature) {
             let ids = index
                 .graph
-                .candidates(&query, knn::RERANK * self.cfg.neighbours, Some(id));
+                .candidates(query, knn::RERANK * self.cfg.neighbours, Some(id));
             let placed: Vec<(usize, Vec<f64>)> = ids
                 .into_iter()
                 .filter(|&i| is_known(i, &items[i]))
                 .filter_map(|i| Some((i, space.place(&items[i])?)))
                 .collect();
             return knn::exact(
-                &query,
+                query,
                 placed.iter().map(|(i, v)| (*i, v.as_slice())),
                 self.cfg.neighbours,
                 self.cfg.distance,
@@ -124,7 +167,7 @@ impl Fingerprint {
             .filter_map(|(i, w)| Some((i, space.place(w)?)))
             .collect();
         knn::exact(
-            &query,
+            query,
             known.iter().map(|(i, v)| (*i, v.as_slice())),
             self.cfg.neighbours,
             self.cfg.distance,

@@ -13,7 +13,26 @@ impl Stage for Fingerprint {
     }
 
     fn outputs(&self) -> Vec<Topic> {
-        vec![Topic::Fingerprints]
+        vec![Topic::Fingerprints, Topic::Profiles]
+    }
+
+    fn tables(&self) -> Vec<Topic> {
+        // Only a PCA basis places another instance's profiles (see `fleet`).
+        if self.cfg.neighbours > 0 && self.cfg.method == Method::StatsPca {
+            vec![Topic::Profiles]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn process_table(&mut self, topic: Topic, batch: RecordBatch, ctx: &mut Context) -> Result<()> {
+        if topic == Topic::Profiles {
+            let n = self
+                .fleet
+                .upsert(&batch, &self.state.workloads.names, ctx)?;
+            ctx.count("profiles.peers_updated", n as u64);
+        }
+        Ok(())
     }
 
     fn process_batch(
@@ -70,11 +89,15 @@ impl Stage for Fingerprint {
         });
         // Windows were cut at their due steps; profiles, bases and neighbours follow in
         // step order.
+        let changed: Vec<usize> = due.iter().map(|(id, _)| *id).collect();
         for (id, c) in due {
             self.window(id, c, &mut rows, ctx);
         }
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+        }
+        if let Some(profiles) = self.profile_rows(&changed)? {
+            out.emit(Topic::Profiles, profiles)?;
         }
         self.retire_idle(ctx);
         Ok(())
@@ -130,7 +153,7 @@ impl Stage for Fingerprint {
         ids.sort_by(|a, b| {
             self.state.workloads.names.names[*a].cmp(&self.state.workloads.names.names[*b])
         });
-        for id in ids {
+        for &id in &ids {
             self.state.workloads.items[id].since_emit = 0;
             if let Some(c) = cut(&self.cfg, &self.state.workloads.items[id]) {
                 self.window(id, c, &mut rows, ctx);
@@ -138,6 +161,9 @@ impl Stage for Fingerprint {
         }
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+        }
+        if let Some(profiles) = self.profile_rows(&ids)? {
+            out.emit(Topic::Profiles, profiles)?;
         }
         Ok(())
     }

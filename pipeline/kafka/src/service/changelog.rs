@@ -246,6 +246,17 @@ impl Core {
                 }
             }
         }
+        if let Some(tables) = &self.tables {
+            let mut n = 0;
+            for (topic, batch) in tables.all() {
+                if let Err(e) = stage.process_table(topic, batch.clone(), &mut self.ctx) {
+                    self.ctx.count("table_rows_failed", 1);
+                    tracing::warn!(stage = %self.name, "table row of `{topic}`: {e}");
+                }
+                n += 1;
+            }
+            tracing::debug!(stage = %self.name, partition = p, messages = n, "tables handed to the partition's stage");
+        }
         stage.on_start(&mut self.ctx)?;
         let sent = merge.through();
         Ok(Part {

@@ -43,8 +43,7 @@ impl Core {
             return Ok(()); // not subscribed to: cannot happen, and nothing to do with it
         };
         self.report.messages_in += 1;
-        metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone())
-            .increment(1);
+        metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone()).increment(1);
         let mut part = match self.parts.remove(&p) {
             Some(part) => part,
             None => self.load(p)?,
@@ -52,9 +51,9 @@ impl Core {
         self.accept(&mut part, i, msg);
         let r = self.release(&mut part, p);
         self.parts.insert(p, part);
-        r.inspect_err(|e| {
-            tracing::error!(stage = %self.name, "{}/{p}@{}: {e}", msg.topic(), msg.offset())
-        })
+        r.inspect_err(
+            |e| tracing::error!(stage = %self.name, "{}/{p}@{}: {e}", msg.topic(), msg.offset()),
+        )
     }
 
     /// Puts one message of input `i` into its partition's merge.

@@ -1,0 +1,132 @@
+//! Tables every instance reads whole ([`wfe_contract::Stage::tables`]), Kafka Streams'
+//! GlobalKTable: a reader outside the consumer group, assigned every partition of each
+//! table topic from its beginning. At start it catches up (the compacted topic: one row per
+//! key); then it is polled as the service runs. The newest message of each key is kept, so
+//! a partition assigned later gets the whole table at once; every partition's stage gets
+//! each new row.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use wfe_contract::{RecordBatch, Result, Topic};
+
+use crate::KafkaConfig;
+use crate::broker::{self, kafka_error};
+use crate::codec::{self, HeaderMap};
+
+/// Most table messages taken per poll, so a burst of table rows cannot starve the inputs.
+const PER_POLL: usize = 1000;
+
+pub(super) struct Tables {
+    reader: BaseConsumer,
+    topics: Vec<(Topic, String)>,
+    /// The newest batch of each (table, key).
+    newest: BTreeMap<(Topic, Vec<u8>), RecordBatch>,
+}
+
+impl Tables {
+    /// A reader of every partition of `topics`, caught up to their ends as of now (waiting
+    /// at most `patience`: a table that is slow to read is completed while running).
+    pub fn open(
+        kafka: &KafkaConfig,
+        topics: Vec<(Topic, String)>,
+        patience: Duration,
+    ) -> Result<Self> {
+        let reader: BaseConsumer = kafka
+            .reader()
+            .create()
+            .map_err(|e| kafka_error("table reader", e))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut partitions = 0;
+        for (_, name) in &topics {
+            let n = broker::partition_count(&reader, name, Duration::from_secs(60))?;
+            for p in 0..n {
+                tpl.add_partition_offset(name, p, Offset::Beginning)
+                    .map_err(|e| kafka_error("table reader", e))?;
+            }
+            partitions += n as usize;
+        }
+        reader
+            .assign(&tpl)
+            .map_err(|e| kafka_error("table reader", e))?;
+        let mut t = Self {
+            reader,
+            topics,
+            newest: BTreeMap::new(),
+        };
+        t.catch_up(partitions, patience);
+        Ok(t)
+    }
+
+    /// Reads until every partition has reported its end once (or `patience` passed).
+    fn catch_up(&mut self, partitions: usize, patience: Duration) {
+        let start = Instant::now();
+        let mut ended = std::collections::BTreeSet::new();
+        while ended.len() < partitions && start.elapsed() < patience {
+            match self.reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let _ = take(&self.topics, &mut self.newest, &m);
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
+                Some(Err(e)) => tracing::warn!("table reader: {e} (retrying)"),
+                None => {}
+            }
+        }
+        tracing::info!(rows = self.newest.len(), "tables read");
+    }
+
+    /// New table rows since the last call, without waiting.
+    pub fn poll(&mut self) -> Vec<(Topic, RecordBatch)> {
+        let mut out = Vec::new();
+        for _ in 0..PER_POLL {
+            match self.reader.poll(Duration::ZERO) {
+                Some(Ok(m)) => out.extend(take(&self.topics, &mut self.newest, &m)),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    tracing::debug!("table reader: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Every row kept: the whole table, for a stage instance that starts now.
+    pub fn all(&self) -> impl Iterator<Item = (Topic, &RecordBatch)> {
+        self.newest.iter().map(|((t, _), b)| (*t, b))
+    }
+}
+
+/// Decodes and keeps one table message; control messages and undecodable ones (counted and
+/// logged) give nothing.
+fn take(
+    topics: &[(Topic, String)],
+    newest: &mut BTreeMap<(Topic, Vec<u8>), RecordBatch>,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Option<(Topic, RecordBatch)> {
+    let (topic, _) = topics.iter().find(|(_, n)| n == m.topic())?;
+    let h = HeaderMap::from_kafka(m.headers());
+    if h.is_control() {
+        return None;
+    }
+    match codec::decode(*topic, &h, m.payload()) {
+        Ok(batch) => {
+            let key = m.key().unwrap_or_default().to_vec();
+            newest.insert((*topic, key), batch.clone());
+            Some((*topic, batch))
+        }
+        Err(e) => {
+            metrics::counter!("wfe_table_rows_rejected_total", "topic" => topic.to_string())
+                .increment(1);
+            tracing::warn!("table {}/{}@{}: {e}", m.topic(), m.partition(), m.offset());
+            None
+        }
+    }
+}
