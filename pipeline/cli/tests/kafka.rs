@@ -1045,7 +1045,12 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
     std::fs::create_dir_all(&fleet).unwrap();
     std::fs::create_dir_all(&late).unwrap();
     for i in 1..=9 {
-        wide_copy(&format!("omi-{i}"), 400, 0, &fleet.join(format!("omi-{i}.csv")));
+        wide_copy(
+            &format!("omi-{i}"),
+            400,
+            0,
+            &fleet.join(format!("omi-{i}.csv")),
+        );
     }
     wide_copy("omi-10", 200, 400, &late.join("omi-new.csv"));
     let job = |sources: &Path| {
@@ -1134,7 +1139,10 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
         .filter(|n| home.get(n).is_some_and(|p| *p != mine))
         .collect();
     let all_home: BTreeSet<i32> = home.values().copied().collect();
-    assert!(all_home.len() > 1, "the fleet sits in one partition: {home:?}");
+    assert!(
+        all_home.len() > 1,
+        "the fleet sits in one partition: {home:?}"
+    );
     assert!(
         !elsewhere.is_empty(),
         "every neighbour of omi-new (partition {mine}) is in its own partition: {cold:?}\n{home:?}"

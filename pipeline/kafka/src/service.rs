@@ -204,19 +204,27 @@ impl ConsumerContext for Ctx {
             for p in revoked {
                 core.parts.remove(&p);
             }
-            tracing::info!(stage = %core.name, partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+            tracing::info!(stage = %core.name, partitions = ?partition_numbers(tpl), "partitions revoked");
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned")
+                tracing::info!(partitions = ?partition_numbers(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
             Rebalance::Revoke(_) => {}
         }
     }
+}
+
+/// The partition numbers in a list (each once: a stage that reads several topics gets the
+/// same numbers of each).
+fn partition_numbers(tpl: &TopicPartitionList) -> Vec<i32> {
+    let set: std::collections::BTreeSet<i32> =
+        tpl.elements().iter().map(|e| e.partition()).collect();
+    set.into_iter().collect()
 }
 
 fn lock(core: &Arc<Mutex<Core>>) -> MutexGuard<'_, Core> {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use wfe_contract::{RecordBatch, Result, Topic};
@@ -38,17 +37,24 @@ impl Tables {
     ) -> Result<Self> {
         let reader: BaseConsumer = kafka
             .reader()
+            // Where a partition ends is read from its watermarks, once, at the start.
+            .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| kafka_error("table reader", e))?;
         let mut tpl = TopicPartitionList::new();
-        let mut partitions = 0;
+        let mut ends = BTreeMap::new();
         for (_, name) in &topics {
             let n = broker::partition_count(&reader, name, Duration::from_secs(60))?;
             for p in 0..n {
                 tpl.add_partition_offset(name, p, Offset::Beginning)
                     .map_err(|e| kafka_error("table reader", e))?;
+                let (low, high) = broker::retry("watermarks", || {
+                    reader.fetch_watermarks(name, p, broker::REQUEST_TIMEOUT)
+                })?;
+                if high > low {
+                    ends.insert((name.clone(), p), high);
+                }
             }
-            partitions += n as usize;
         }
         reader
             .assign(&tpl)
@@ -58,27 +64,28 @@ impl Tables {
             topics,
             newest: BTreeMap::new(),
         };
-        t.catch_up(partitions, patience);
+        t.catch_up(ends, patience);
         Ok(t)
     }
 
-    /// Reads until every partition has reported its end once (or `patience` passed).
-    fn catch_up(&mut self, partitions: usize, patience: Duration) {
+    /// Reads until every partition has reached the end it had at the start (or `patience`
+    /// passed: the rest arrives while the service runs).
+    fn catch_up(&mut self, mut ends: BTreeMap<(String, i32), i64>, patience: Duration) {
         let start = Instant::now();
-        let mut ended = std::collections::BTreeSet::new();
-        while ended.len() < partitions && start.elapsed() < patience {
+        while !ends.is_empty() && start.elapsed() < patience {
             match self.reader.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
+                    let key = (m.topic().to_string(), m.partition());
+                    if ends.get(&key).is_some_and(|end| m.offset() + 1 >= *end) {
+                        ends.remove(&key);
+                    }
                     let _ = take(&self.topics, &mut self.newest, &m);
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    ended.insert(p);
                 }
                 Some(Err(e)) => tracing::warn!("table reader: {e} (retrying)"),
                 None => {}
             }
         }
-        tracing::info!(rows = self.newest.len(), "tables read");
+        tracing::info!(rows = self.newest.len(), behind = ends.len(), "tables read");
     }
 
     /// New table rows since the last call, without waiting.
@@ -87,7 +94,6 @@ impl Tables {
         for _ in 0..PER_POLL {
             match self.reader.poll(Duration::ZERO) {
                 Some(Ok(m)) => out.extend(take(&self.topics, &mut self.newest, &m)),
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     tracing::debug!("table reader: {e}");
                     break;
