@@ -136,6 +136,19 @@ pub(crate) fn run_actor(
         report.busy += t.elapsed();
         r
     };
+    // Everything the merge releases now, in order.
+    let drain = |stage: &mut Box<dyn Stage>,
+                 ctx: &mut Context,
+                 out: &mut Fanout,
+                 merged: &mut Merge<RecordBatch>,
+                 report: &mut ActorReport|
+     -> Result<()> {
+        while let Some((i, seq, batch)) = merged.pop() {
+            out.seq = seq;
+            process(stage, ctx, out, inputs[i], batch, report)?;
+        }
+        Ok(())
+    };
     while let Some(msg) = receive(&rx, tick) {
         if msg.is_some() {
             depth.add(-1);
@@ -162,18 +175,8 @@ pub(crate) fn run_actor(
                 report.busy += t.elapsed();
             }
         }
-        while result.is_ok()
-            && let Some((i, seq, batch)) = merged.pop()
-        {
-            out.seq = seq;
-            result = process(
-                &mut stage,
-                &mut ctx,
-                &mut out,
-                inputs[i],
-                batch,
-                &mut report,
-            );
+        if result.is_ok() {
+            result = drain(&mut stage, &mut ctx, &mut out, &mut merged, &mut report);
         }
         if let Err(e) = result {
             tracing::error!(stage = name, "stage failed: {e}");
@@ -188,20 +191,7 @@ pub(crate) fn run_actor(
         for i in 0..inputs.len() {
             merged.close(i);
         }
-        let mut result = Ok(());
-        while result.is_ok()
-            && let Some((i, seq, batch)) = merged.pop()
-        {
-            out.seq = seq;
-            result = process(
-                &mut stage,
-                &mut ctx,
-                &mut out,
-                inputs[i],
-                batch,
-                &mut report,
-            );
-        }
+        let result = drain(&mut stage, &mut ctx, &mut out, &mut merged, &mut report);
         let t = Instant::now();
         out.seq = END;
         if let Err(e) = result.and_then(|_| contain(&at, || stage.flush(&mut ctx, &mut out))) {

@@ -181,12 +181,7 @@ impl Core {
             Ok(encoded) => self.produce_encoded(encoded, p, END, &trace)?,
             // A flush that panics or makes an unsendable row is logged and counted; the
             // marker still travels on, so downstream partitions finish.
-            Err(e) if !e.is_retryable() => {
-                tracing::error!(stage = %self.name, partition = p, "flush at end of stream failed: {e}");
-                metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
-                    .increment(1);
-                self.ctx.count("flush_failed", 1);
-            }
+            Err(e) if !e.is_retryable() => self.failed_without_input(p, "flush", &e),
             Err(e) => return Err(e),
         }
         for (_, topic) in self.outputs.clone() {
@@ -257,16 +252,20 @@ impl Core {
                 // A tick has no input message to dead-letter: a bug or an unsendable row is
                 // logged and counted, and the partition goes on (ending the service would
                 // only meet the same tick again after the restart).
-                Err(e) if !e.is_retryable() => {
-                    tracing::error!(stage = %self.name, partition = p, "tick failed: {e}");
-                    metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
-                        .increment(1);
-                    self.ctx.count("tick_failed", 1);
-                }
+                Err(e) if !e.is_retryable() => self.failed_without_input(p, "tick", &e),
                 Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// A hook with no input message to dead-letter (`flush`, `tick`) failed for good: logged
+    /// and counted, and the partition goes on.
+    fn failed_without_input(&mut self, p: i32, hook: &str, e: &Error) {
+        tracing::error!(stage = %self.name, partition = p, "{hook} failed: {e}");
+        metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
+            .increment(1);
+        self.ctx.count(&format!("{hook}_failed"), 1);
     }
 
     fn produce_encoded(
