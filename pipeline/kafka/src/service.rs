@@ -62,13 +62,14 @@ mod tables;
 use tables::Tables;
 
 /// How often a running service logs its counters.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+const LOG_EVERY: Duration = Duration::from_secs(30);
 /// How often every partition's stage gets its timer hook (`Stage::on_tick`).
 const TICK_EVERY: Duration = Duration::from_secs(1);
 /// Progress marks go out when no message came for this long...
 const PROGRESS_IDLE: Duration = Duration::from_millis(2);
-/// ...or after this many messages.
-const PROGRESS_EVERY_MESSAGES: usize = 256;
+/// ...and, while messages keep coming, at least this often: a stage that waits for them
+/// must not wait for its producer's backlog to drain.
+const MARKS_EVERY: Duration = Duration::from_millis(20);
 /// How long a starting service waits to read its tables whole.
 const TABLE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a transaction commit may take.
@@ -391,6 +392,7 @@ async fn serve(
     let mut last_tick = Instant::now();
     // Messages handled since progress marks were last sent.
     let mut unmarked = 0usize;
+    let mut last_marks = Instant::now();
     tokio::pin!(stop);
     loop {
         health.beat();
@@ -402,9 +404,9 @@ async fn serve(
             // Progress goes out as soon as the input runs dry.
             wait = wait.min(PROGRESS_IDLE);
         }
-        if unmarked >= PROGRESS_EVERY_MESSAGES {
+        if unmarked > 0 && last_marks.elapsed() >= MARKS_EVERY {
             lock(core).send_progress()?;
-            unmarked = 0;
+            (unmarked, last_marks) = (0, Instant::now());
         }
         tokio::select! {
             _ = &mut stop => break,
@@ -424,7 +426,7 @@ async fn serve(
                 Err(_) => {
                     if unmarked > 0 {
                         lock(core).send_progress()?;
-                        unmarked = 0;
+                        (unmarked, last_marks) = (0, Instant::now());
                     }
                 }
             }
@@ -438,7 +440,7 @@ async fn serve(
             lock(core).commit(consumer)?;
             last_commit = Instant::now();
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
+        if last_progress.elapsed() >= LOG_EVERY {
             let c = lock(core);
             let r = &c.report;
             tracing::info!(stage = %name, messages_in = r.messages_in, messages_out = r.messages_out, dead_letters = r.dead_letters, commits = r.commits, partitions = ?c.parts.keys().collect::<Vec<_>>(), "progress");
