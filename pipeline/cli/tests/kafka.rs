@@ -233,6 +233,25 @@ impl Env {
         }
     }
 
+    /// Services over a broker of their own with the job at `job`, compared with nothing.
+    fn bare(dir: tempfile::TempDir, broker: Broker, job: PathBuf) -> Self {
+        let bootstrap = broker.bootstrap();
+        let cfg = KafkaConfig {
+            bootstrap_servers: bootstrap.clone(),
+            partitions: PARTITIONS,
+            ..Default::default()
+        };
+        Env {
+            dir,
+            job,
+            broker: Some(broker),
+            bootstrap,
+            cfg,
+            procs: Vec::new(),
+            expected: Box::leak(Box::new((Vec::new(), Vec::new()))),
+        }
+    }
+
     fn wfe(&self, args: &[&str], log_name: &str) -> Proc {
         let log = self.dir.path().join(format!("{log_name}.log"));
         let f = std::fs::File::create(&log).unwrap();
@@ -1039,7 +1058,6 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
-    let bootstrap = broker.bootstrap();
     // Nine servers known to the fleet, then a tenth that appears later.
     let (fleet, late) = (dir.path().join("fleet"), dir.path().join("late"));
     std::fs::create_dir_all(&fleet).unwrap();
@@ -1066,20 +1084,7 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
     std::fs::write(&job_path, job(&fleet)).unwrap();
     let late_job = dir.path().join("late.toml");
     std::fs::write(&late_job, job(&late)).unwrap();
-    let cfg = KafkaConfig {
-        bootstrap_servers: bootstrap.clone(),
-        partitions: PARTITIONS,
-        ..Default::default()
-    };
-    let mut env = Env {
-        dir,
-        job: job_path,
-        broker: Some(broker),
-        bootstrap,
-        cfg,
-        procs: Vec::new(),
-        expected: Box::leak(Box::new((Vec::new(), Vec::new()))),
-    };
+    let mut env = Env::bare(dir, broker, job_path);
     for s in ["normalise", "fingerprint"] {
         env.stage(s, "a");
     }
@@ -1147,4 +1152,50 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
         !elsewhere.is_empty(),
         "every neighbour of omi-new (partition {mine}) is in its own partition: {cold:?}\n{home:?}"
     );
+}
+
+#[test]
+fn a_joined_topic_whose_producer_is_gone_delays_a_stage_but_never_stalls_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    // The test job with a one-second bound on the merge; no anomaly service runs, so the
+    // forecast service's `anomalies` input never says how far it has got.
+    let text = std::fs::read_to_string(root().join("pipeline/cli/tests/kafka/job.toml"))
+        .unwrap()
+        .replace("../shared/data", &data_dir().display().to_string())
+        .replace("[kafka]\n", "[kafka]\nmerge_wait_ms = 1000\n");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, text).unwrap();
+    let mut env = Env::bare(dir, broker, job);
+    for s in ["normalise", "forecast"] {
+        env.stage(s, "a");
+    }
+    env.run(&["replay"], "replay");
+    let start = Instant::now();
+    loop {
+        let forecasts = read_topic(&env.cfg, Topic::Forecasts, PARTITIONS).unwrap();
+        if forecasts.rows.len() > 100 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            env.report();
+            panic!("forecast held its input: {} forecasts", forecasts.rows.len());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // It went on by releasing held messages out of order, and says so.
+    let (status, text) = common::http("GET", &env.http_addr(1), "/metrics", &[], "");
+    assert_eq!(status, 200);
+    assert!(
+        env.procs[1].log().contains("released the oldest held messages out of order"),
+        "{}",
+        tail(&env.procs[1].log(), 20)
+    );
+    let forced = common::sample(
+        &text,
+        "wfe_stage_events_total",
+        &[("stage", "forecast"), ("event", "merge.forced")],
+    );
+    assert!(forced.is_some_and(|n| n > 0.0), "{text}");
 }
