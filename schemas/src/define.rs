@@ -203,7 +203,7 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "features",
                 list_of(Float64),
                 false,
-                "The mean of its windows' features, before any basis: every fingerprint instance places it in its own basis.",
+                "The mean of its windows' features, before any basis: every fingerprint instance places it in its own basis. Empty when the workload retired (idle for `retire_after_s`): readers drop it.",
             ),
             f(
                 "allocation_metrics",

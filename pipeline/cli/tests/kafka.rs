@@ -1180,7 +1180,10 @@ fn a_joined_topic_whose_producer_is_gone_delays_a_stage_but_never_stalls_it() {
         }
         if start.elapsed() > Duration::from_secs(180) {
             env.report();
-            panic!("forecast held its input: {} forecasts", forecasts.rows.len());
+            panic!(
+                "forecast held its input: {} forecasts",
+                forecasts.rows.len()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -1188,7 +1191,9 @@ fn a_joined_topic_whose_producer_is_gone_delays_a_stage_but_never_stalls_it() {
     let (status, text) = common::http("GET", &env.http_addr(1), "/metrics", &[], "");
     assert_eq!(status, 200);
     assert!(
-        env.procs[1].log().contains("released the oldest held messages out of order"),
+        env.procs[1]
+            .log()
+            .contains("released the oldest held messages out of order"),
         "{}",
         tail(&env.procs[1].log(), 20)
     );

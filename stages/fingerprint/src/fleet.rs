@@ -67,18 +67,27 @@ impl Fleet {
                 ctx.count("profiles.malformed", 1);
                 continue;
             };
+            let at_r = at.value(r);
+            if self.peers.get(name).is_some_and(|p| p.at > at_r) {
+                continue;
+            }
+            let feats = list_row_f64(features.as_ref(), r)?;
+            if feats.is_empty() {
+                // Retired by its owner: gone from the fleet.
+                if self.peers.remove(name).is_some() {
+                    ctx.count("profiles.peers_retired", 1);
+                }
+                continue;
+            }
             let peer = Peer {
                 signature,
-                at: at.value(r),
+                at: at_r,
                 observed_steps: observed.value(r).max(0) as usize,
-                features: list_row_f64(features.as_ref(), r)?,
+                features: feats,
                 allocation: list_row_f64(allocation.as_ref(), r)?,
             };
             if !peer.features.iter().all(|v| v.is_finite()) {
                 ctx.count("profiles.malformed", 1);
-                continue;
-            }
-            if self.peers.get(name).is_some_and(|p| p.at > peer.at) {
                 continue;
             }
             self.peers.insert(name.to_string(), peer);
@@ -123,6 +132,34 @@ impl Fingerprint {
             list_str(metrics),
             list_f64(alloc),
             Arc::new(StringArray::from(env)),
+        ];
+        Ok(Some(RecordBatch::try_new(
+            Topic::Profiles.schema(),
+            columns,
+        )?))
+    }
+
+    /// The `profiles` rows that say `gone` retired: no features, nothing known.
+    pub(super) fn retired_rows(gone: &[(String, Workload)]) -> Result<Option<RecordBatch>> {
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        let n = gone.len();
+        let columns: Vec<ArrayRef> = vec![
+            timestamp_column(
+                gone.iter()
+                    .map(|(_, w)| w.window.back().map_or(0, |s| s.0))
+                    .collect(),
+            ),
+            Arc::new(StringArray::from_iter_values(gone.iter().map(|(n, _)| n))),
+            Arc::new(StringArray::from_iter_values(
+                gone.iter().map(|(_, w)| format!("{:016x}", w.signature)),
+            )),
+            Arc::new(Int64Array::from(vec![0; n])),
+            list_f64(vec![Vec::new(); n]),
+            list_str(vec![Some(Vec::new()); n]),
+            list_f64(vec![Vec::new(); n]),
+            Arc::new(StringArray::from(vec![None::<String>; n])),
         ];
         Ok(Some(RecordBatch::try_new(
             Topic::Profiles.schema(),

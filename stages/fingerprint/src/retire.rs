@@ -2,19 +2,22 @@
 //! [`wfe_contract::retire`]). Besides the workload table, three things refer to workloads:
 //! the count of known workloads per metric set, the windows held until a basis is fitted (by
 //! index), and the neighbour indexes (dropped, and rebuilt from the rest when next needed).
+//! Other instances know them through `profiles`: a retired workload's row there has no
+//! features, which readers take as its removal.
 
-use wfe_contract::Context;
 use wfe_contract::retire::sweep_idle;
+use wfe_contract::{Context, RecordBatch, Result};
 
 use crate::Fingerprint;
 
 impl Fingerprint {
-    /// After a batch: retires the workloads idle for `retire_after_s` when a sweep is due.
-    pub(crate) fn retire_idle(&mut self, ctx: &mut Context) {
+    /// After a batch: retires the workloads idle for `retire_after_s` when a sweep is due;
+    /// returns their `profiles` rows that say so.
+    pub(crate) fn retire_idle(&mut self, ctx: &mut Context) -> Result<Option<RecordBatch>> {
         let after = self.cfg.retire_after_s;
         let st = &mut self.state;
         let Some(r) = sweep_idle(&mut st.workloads, &mut self.sweep, after) else {
-            return;
+            return Ok(None);
         };
         for (_, w) in &r.gone {
             if w.counted_known
@@ -34,5 +37,6 @@ impl Fingerprint {
         });
         ctx.count("held.retired", (held - st.held.len()) as u64);
         ctx.count("workload.retired", r.gone.len() as u64);
+        Self::retired_rows(&r.gone)
     }
 }

@@ -99,7 +99,9 @@ impl Stage for Fingerprint {
         if let Some(profiles) = self.profile_rows(&changed)? {
             out.emit(Topic::Profiles, profiles)?;
         }
-        self.retire_idle(ctx);
+        if let Some(retired) = self.retire_idle(ctx)? {
+            out.emit(Topic::Profiles, retired)?;
+        }
         Ok(())
     }
 

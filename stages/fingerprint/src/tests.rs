@@ -349,3 +349,42 @@ fn a_week_of_pod_churn_keeps_about_a_days_workloads() {
         )
     });
 }
+
+#[test]
+fn an_instance_sizes_a_new_machine_from_another_instances_profiles_and_forgets_retired_ones() {
+    // Instance A owns three machines; instance B owns only the newcomer, and knows A's
+    // machines from the `profiles` rows A wrote (what the Kafka table hands it).
+    let mut a = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let known = normalised("smd", &["machine-2-1", "machine-2-7", "machine-3-3"], 12);
+    let profiles = run(&mut a, &known).of(Topic::Profiles);
+    assert!(!profiles.is_empty());
+    let mut b = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let mut ctx = Context::new("fingerprint");
+    assert_eq!(b.tables(), vec![Topic::Profiles]);
+    for p in &profiles {
+        b.process_table(Topic::Profiles, p.clone(), &mut ctx)
+            .unwrap();
+    }
+    assert_eq!(b.fleet.peers.len(), 3);
+    let out = run(&mut b, &normalised("smd", &["machine-2-2"], 1));
+    let cold: Vec<_> = neighbour_rows(&out)
+        .into_iter()
+        .filter(|r| r.0 == "machine-2-2" && r.1)
+        .collect();
+    assert!(!cold.is_empty());
+    for (_, _, names, _, alloc) in &cold {
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names[0].starts_with("machine-2-"), "{names:?}");
+        assert_eq!(alloc.as_ref().map(Vec::len), Some(38));
+    }
+    // A retires machine-2-1: its row without features takes it out of B's fleet.
+    let id = a.state.workloads.names.find("machine-2-1").unwrap() as usize;
+    let gone = vec![(
+        "machine-2-1".to_string(),
+        a.state.workloads.items[id].clone(),
+    )];
+    let retired = Fingerprint::retired_rows(&gone).unwrap().unwrap();
+    b.process_table(Topic::Profiles, retired, &mut ctx).unwrap();
+    assert!(!b.fleet.peers.contains_key("machine-2-1"));
+    assert_eq!(b.fleet.peers.len(), 2);
+}
