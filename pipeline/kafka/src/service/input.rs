@@ -106,7 +106,13 @@ impl Core {
             let next = match part.merge.pop() {
                 Some(m) => Some(m),
                 None if self.overdue(part) => {
+                    if forced == 0 {
+                        // Said before the first one goes, once per call: a long run of
+                        // forced messages logs one line.
+                        tracing::warn!(stage = %self.name, partition = p, held = part.merge.held(), bytes = part.held_bytes, "an input's producer is behind or gone: released the oldest held messages out of order");
+                    }
                     forced += 1;
+                    self.ctx.count("merge.forced", 1);
                     part.merge.force()
                 }
                 None => None,
@@ -114,10 +120,6 @@ impl Core {
             let Some((i, seq, held)) = next else { break };
             part.held_bytes -= held.bytes();
             self.process(part, p, i, seq, held)?;
-        }
-        if forced > 0 {
-            self.ctx.count("merge.forced", forced);
-            tracing::warn!(stage = %self.name, partition = p, forced, held = part.merge.held(), bytes = part.held_bytes, "an input's producer is behind or gone: released the oldest held messages out of order");
         }
         if part.ending && part.merge.through() == END {
             part.ending = false;
