@@ -11,9 +11,9 @@ use rdkafka::producer::Producer;
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 
-use super::chunked::{self, Restore, Slot};
 use wfe_contract::merge::Merge;
 
+use super::chunked::{self, Restore, Slot};
 use super::{Core, Part};
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
@@ -186,22 +186,39 @@ impl Core {
     /// A fresh stage for partition `p`, restored from its newest snapshot.
     pub(super) fn load(&mut self, p: i32) -> Result<Part> {
         let mut stage = (self.make)()?;
-        let mut restore = Restore::new(&self.snapshot_key(p));
+        // The snapshot is keyed by the first input in rank; one written when the stage read
+        // fewer topics (an older service, or a setting that adds an input) is keyed by
+        // another of them, and is restored when there is none under the first.
+        let mut restores: Vec<Restore> = self
+            .inputs
+            .iter()
+            .map(|(_, n)| Restore::new(&snapshot_key(&self.group, n, p)))
+            .collect();
         broker::scan_partition(
             &self.kafka,
             &self.state_topic,
             p % self.state_partitions,
             Offset::Beginning,
             |m| {
-                restore.offer(
-                    m.key(),
-                    &HeaderMap::from_kafka(m.headers()),
-                    m.payload().unwrap_or_default(),
-                )
+                let h = HeaderMap::from_kafka(m.headers());
+                for r in &mut restores {
+                    r.offer(m.key(), &h, m.payload().unwrap_or_default());
+                }
             },
         )?;
-        let restored = restore.finish(&self.name)?;
-        let durable = restored.as_ref().and_then(|(_, slot)| *slot);
+        let mut restored = None;
+        let mut own_key = true;
+        for (i, r) in restores.into_iter().enumerate() {
+            if let Some(found) = r.finish(&self.name)? {
+                (restored, own_key) = (Some(found), i == 0);
+                break;
+            }
+        }
+        // Slots belong to a key: a snapshot found under another names none of the first's.
+        let durable = restored
+            .as_ref()
+            .and_then(|(_, slot)| *slot)
+            .filter(|_| own_key);
         let env = restored
             .map(|(bytes, _)| decode(&self.name, &bytes))
             .transpose()?;
@@ -217,7 +234,8 @@ impl Core {
             if let Some(state) = &head.state {
                 stage.restore(state)?;
             }
-            read[0] = head.next_offset;
+            let first = self.inputs.iter().position(|(_, n)| *n == head.topic);
+            read[first.unwrap_or(0)] = head.next_offset;
             for pos in env.inputs {
                 if let Some(i) = self.inputs.iter().position(|(_, n)| *n == pos.topic) {
                     read[i] = pos.next_offset;
