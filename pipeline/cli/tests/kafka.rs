@@ -217,6 +217,23 @@ impl Env {
             .replace("[kafka]\n", &format!("[kafka]\n{kafka_extra}"));
         std::fs::write(&job, &text).unwrap();
         let expected = embedded_run(&text.replace(&format!("[kafka]\n{kafka_extra}"), "[kafka]\n"));
+        Self::assemble(dir, job, broker, bootstrap, expected)
+    }
+
+    /// Services over a broker of their own with the job at `job`, compared with nothing.
+    fn bare(dir: tempfile::TempDir, broker: Broker, job: PathBuf) -> Self {
+        let bootstrap = broker.bootstrap();
+        let nothing = Box::leak(Box::new((Vec::new(), Vec::new())));
+        Self::assemble(dir, job, Some(broker), bootstrap, nothing)
+    }
+
+    fn assemble(
+        dir: tempfile::TempDir,
+        job: PathBuf,
+        broker: Option<Broker>,
+        bootstrap: String,
+        expected: &'static (Vec<String>, Vec<String>),
+    ) -> Self {
         let cfg = KafkaConfig {
             bootstrap_servers: bootstrap.clone(),
             partitions: PARTITIONS,
@@ -230,25 +247,6 @@ impl Env {
             cfg,
             procs: Vec::new(),
             expected,
-        }
-    }
-
-    /// Services over a broker of their own with the job at `job`, compared with nothing.
-    fn bare(dir: tempfile::TempDir, broker: Broker, job: PathBuf) -> Self {
-        let bootstrap = broker.bootstrap();
-        let cfg = KafkaConfig {
-            bootstrap_servers: bootstrap.clone(),
-            partitions: PARTITIONS,
-            ..Default::default()
-        };
-        Env {
-            dir,
-            job,
-            broker: Some(broker),
-            bootstrap,
-            cfg,
-            procs: Vec::new(),
-            expected: Box::leak(Box::new((Vec::new(), Vec::new()))),
         }
     }
 

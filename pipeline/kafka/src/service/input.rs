@@ -186,41 +186,26 @@ impl Core {
             Err(e) if !e.is_retryable() => self.failed_without_input(p, "flush", &e),
             Err(e) => return Err(e),
         }
-        for (_, topic) in self.outputs.clone() {
-            self.send(
-                &topic,
-                Some(p),
-                None,
-                &[],
-                HeaderMap::end_of_stream(&self.name),
-            )?;
-        }
+        self.mark_outputs(p, HeaderMap::end_of_stream(&self.name))?;
         part.sent = END;
         self.ctx.count("end_of_stream", 1);
         Ok(())
     }
 
     /// Progress marks on every output of every partition whose stage got further than it
-    /// last said. Sent when the input runs dry (and before a commit), not after every
-    /// message: under load, data messages say most of it (a message of seq s means all
-    /// before s is out).
+    /// last said. The serve loop calls it when the input runs dry, every 20 ms while input
+    /// flows, and before a commit; not after every message (a data message of seq s already
+    /// says all before s is out).
     pub(super) fn send_progress(&mut self) -> Result<()> {
         let due: Vec<(i32, Seq)> = self
             .parts
             .iter()
-            .map(|(p, part)| (*p, part.merge.through()))
-            .filter(|(p, through)| *through > self.parts[p].sent && *through != END)
+            .map(|(p, part)| (*p, part.merge.through(), part.sent))
+            .filter(|(_, through, sent)| through > sent && *through != END)
+            .map(|(p, through, _)| (p, through))
             .collect();
         for (p, through) in due {
-            for (_, topic) in self.outputs.clone() {
-                self.send(
-                    &topic,
-                    Some(p),
-                    None,
-                    &[],
-                    HeaderMap::progress(&self.name, through),
-                )?;
-            }
+            self.mark_outputs(p, HeaderMap::progress(&self.name, through))?;
             if let Some(part) = self.parts.get_mut(&p) {
                 part.sent = through;
             }
@@ -257,6 +242,14 @@ impl Core {
                 Err(e) if !e.is_retryable() => self.failed_without_input(p, "tick", &e),
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// A control message (no data) on partition `p` of every output.
+    fn mark_outputs(&mut self, p: i32, h: HeaderMap) -> Result<()> {
+        for (_, topic) in self.outputs.clone() {
+            self.send(&topic, Some(p), None, &[], h.clone())?;
         }
         Ok(())
     }
