@@ -11,6 +11,8 @@ use wfe_runtime::{RunOptions, RunReport, run_embedded};
 
 use crate::config::JobConfig;
 
+mod state;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Job config (TOML); default: the built-in job over ../shared/data.
@@ -39,6 +41,11 @@ pub struct BenchArgs {
     /// baseline models the Python peer also runs).
     #[arg(long)]
     all_models: bool,
+    /// Instead of the pipeline: what each stage service's changelog writes per commit and
+    /// how long a restore takes, with the stage's state copied up to these numbers of
+    /// workloads (comma-separated, e.g. `1000,10000`).
+    #[arg(long, value_delimiter = ',')]
+    state: Vec<usize>,
     /// LSTM batch sizes for `--forecast` (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024,8192,65536")]
     batches: Vec<usize>,
@@ -301,6 +308,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return bench_knn(&args.knn);
     }
     let mut cfg = JobConfig::load(args.config.as_deref())?;
+    if !args.state.is_empty() {
+        return state::bench_state(&cfg, &args.state);
+    }
     if args.all_models {
         eprintln!("forecast models: {:?}", cfg.stages.forecast.models);
     } else {

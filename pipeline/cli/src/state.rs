@@ -32,8 +32,8 @@ pub struct StateArgs {
 struct Row {
     stage: String,
     partition: i32,
-    /// Next input offset and state bytes; `None`: no snapshot yet.
-    snapshot: Option<(i64, usize)>,
+    /// Next input offset, state bytes and entries; `None`: no snapshot yet.
+    snapshot: Option<(i64, usize, usize)>,
     records: (usize, usize),
     same: bool,
     restore_ms: f64,
@@ -54,20 +54,22 @@ pub fn state(args: StateArgs) -> Result<()> {
         rows.extend(stage_rows(&cfg, name)?);
     }
     println!(
-        "| stage | partition | next offset | state bytes | records: log / compacted | compacted restores the same | restore ms |\n|---|---:|---:|---:|---:|---|---:|"
+        "| stage | partition | next offset | state bytes | records: log / compacted | compacted restores the same | restore ms | state entries |\n|---|---:|---:|---:|---:|---|---:|---:|"
     );
     for r in &rows {
-        let (next, bytes) = r.snapshot.map_or(("none".into(), "-".into()), |(n, b)| {
-            (n.to_string(), b.to_string())
-        });
+        let (next, bytes, entries) = r
+            .snapshot
+            .map_or(("none".into(), "-".into(), "-".into()), |(n, b, e)| {
+                (n.to_string(), b.to_string(), e.to_string())
+            });
         println!(
-            "| {} | {} | {next} | {bytes} | {} / {} | {} | {:.1} |",
+            "| {} | {} | {next} | {bytes} | {} / {} | {} | {:.1} | {entries} |",
             r.stage,
             r.partition,
             r.records.0,
             r.records.1,
             if r.same { "yes" } else { "NO" },
-            r.restore_ms
+            r.restore_ms,
         );
     }
     let differ: Vec<String> = rows
@@ -118,14 +120,17 @@ fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
         let t = Instant::now();
         let from_view = restore_from(name, &key, view.iter().copied())?;
         if let Some((_, Some(state))) = &from_view {
-            cfg.build_stage(name)?.restore(state)?;
+            cfg.build_stage(name)?.restore_split(state.clone())?;
         }
         rows.push(Row {
             stage: name.to_string(),
             partition: p,
-            snapshot: from_view
-                .as_ref()
-                .map(|(next, s)| (*next, s.as_ref().map_or(0, Vec::len))),
+            snapshot: from_view.as_ref().map(|(next, s)| {
+                let (bytes, entries) = s
+                    .as_ref()
+                    .map_or((0, 0), |s| (s.bytes(), s.entries().len()));
+                (*next, bytes, entries)
+            }),
             records: (log.len(), view.len()),
             same: from_log == from_view,
             restore_ms: t.elapsed().as_secs_f64() * 1e3,

@@ -7,7 +7,7 @@
 //! A tour:
 //! - [`Stage`]: an actor that owns its state and turns input batches into output batches
 //!   through [`Stage::process_batch`], with defaulted lifecycle hooks (start, timer tick, flush
-//!   on shutdown, snapshot and restore).
+//!   on shutdown, snapshot and restore, whole or [`state::Split`] per workload).
 //! - [`Source`]: the start of the chain (ingest): yields `metrics.raw` batches until exhausted.
 //! - [`Collector`]: where a stage puts its output; every emitted batch is checked against the
 //!   declared schema of its topic ([`wfe_schemas::check`]), so a stage that drifts from the
@@ -116,6 +116,25 @@ pub trait Stage: Send {
     /// stateless stage.
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
         Ok(None)
+    }
+
+    /// The state split into entries (one per workload and map, one for what the workloads
+    /// share), so that a service's changelog writes at each commit only the entries that
+    /// changed. Default: the whole [`Stage::snapshot`] as one entry.
+    fn snapshot_split(&self) -> Result<Option<state::Split>> {
+        Ok(self.snapshot()?.map(state::Split::whole))
+    }
+
+    /// Restores a state produced by [`Stage::snapshot_split`] of the same stage. Default: the
+    /// whole snapshot's [`Stage::restore`].
+    fn restore_split(&mut self, state: state::Split) -> Result<()> {
+        match state.as_whole() {
+            Some(bytes) => self.restore(bytes),
+            None => Err(Error::state(
+                self.name(),
+                "the state is split into entries this stage does not read",
+            )),
+        }
     }
 
     /// Whether the stage must learn from its own past output when it restarts: true for a

@@ -261,6 +261,18 @@ impl<T> Default for Keyed<T> {
     }
 }
 
+impl<T> Keyed<T> {
+    /// A map of `items` in their order (as [`crate::state::Split::items`] gives them back).
+    pub fn from_items(items: Vec<(String, T)>) -> Self {
+        let mut keyed = Self::default();
+        for (name, item) in items {
+            keyed.names.slot(&name);
+            keyed.items.push(item);
+        }
+        keyed
+    }
+}
+
 impl<T: Default> Keyed<T> {
     /// The index of `name`, adding a default item if new.
     pub fn id(&mut self, name: &str) -> usize {

@@ -57,6 +57,18 @@ impl AnomalySpans {
         Ok(added)
     }
 
+    /// Every workload's spans (in no order).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Vec<(i64, i64)>)> {
+        self.by_workload.iter().map(|(w, s)| (w.as_str(), s))
+    }
+
+    /// Spans as [`AnomalySpans::iter`] gave them.
+    pub fn from_items(items: impl IntoIterator<Item = (String, Vec<(i64, i64)>)>) -> Self {
+        Self {
+            by_workload: items.into_iter().collect(),
+        }
+    }
+
     /// Whether `t` lies in one of `workload`'s spans.
     pub fn covers(&self, workload: &str, t: i64) -> bool {
         self.by_workload.get(workload).is_some_and(|spans| {

@@ -1,5 +1,13 @@
 //! Encoding of stage snapshots. One compact binary format for every stage (postcard over
 //! serde), chosen over JSON because states hold NaN markers that JSON cannot carry.
+//!
+//! A stage's state comes in two forms: whole ([`encode`], one value: what tests and older
+//! changelogs hold) and [`Split`] into entries, one per workload and map plus one for what
+//! the workloads share. A service's changelog keeps each entry under a key of its own and
+//! writes, at a commit, only the entries whose bytes changed: its cost follows what changed,
+//! not the size of the fleet, and compaction keeps one record per workload.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,4 +25,140 @@ pub fn encode<T: Serialize>(stage: &str, state: &T) -> Result<Option<Vec<u8>>> {
 pub fn decode<T: DeserializeOwned>(stage: &str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
+}
+
+/// The entry of a state given whole ([`Split::whole`]).
+const WHOLE: &str = "whole";
+/// The entry of what a stage's workloads share.
+const SHARED: &str = "shared";
+
+/// A stage's state as entries: `shared`, and `<map>/<name>` per item of a per-workload map
+/// (the item's position in its map goes with it, so a restored map has the same order and
+/// the stage emits what it would have emitted without the restart).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    entries: BTreeMap<String, Vec<u8>>,
+}
+
+impl Split {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A state that is not split: one entry.
+    pub fn whole(bytes: Vec<u8>) -> Self {
+        let mut s = Self::new();
+        s.entries.insert(WHOLE.into(), bytes);
+        s
+    }
+
+    /// The entries as a changelog restored them.
+    pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> Self {
+        Self { entries }
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.entries
+    }
+
+    pub fn into_entries(self) -> BTreeMap<String, Vec<u8>> {
+        self.entries
+    }
+
+    /// Bytes of every entry together.
+    pub fn bytes(&self) -> usize {
+        self.entries.values().map(Vec::len).sum()
+    }
+
+    /// The state given whole, if it was.
+    pub fn as_whole(&self) -> Option<&[u8]> {
+        self.entries.get(WHOLE).map(Vec::as_slice)
+    }
+
+    /// Sets what the workloads share.
+    pub fn put_shared<S: Serialize>(&mut self, stage: &str, shared: &S) -> Result<()> {
+        let bytes = encoded(stage, shared)?;
+        self.entries.insert(SHARED.into(), bytes);
+        Ok(())
+    }
+
+    /// Adds every item of a per-workload map `map` (a short name without `/`), in order.
+    pub fn put_items<'a, T: Serialize + 'a>(
+        &mut self,
+        stage: &str,
+        map: &str,
+        items: impl IntoIterator<Item = (&'a str, &'a T)>,
+    ) -> Result<()> {
+        for (i, (name, item)) in items.into_iter().enumerate() {
+            let bytes = encoded(stage, &(i as u64, item))?;
+            self.entries.insert(format!("{map}/{name}"), bytes);
+        }
+        Ok(())
+    }
+
+    /// What the workloads share; an error if the state has no such entry.
+    pub fn shared<S: DeserializeOwned>(&self, stage: &str) -> Result<S> {
+        let bytes = self
+            .entries
+            .get(SHARED)
+            .ok_or_else(|| Error::state(stage, "the state has no shared entry"))?;
+        decode(stage, bytes)
+    }
+
+    /// The items of `map`, in the order they were added.
+    pub fn items<T: DeserializeOwned>(&self, stage: &str, map: &str) -> Result<Vec<(String, T)>> {
+        let prefix = format!("{map}/");
+        let mut items: Vec<(u64, String, T)> = Vec::new();
+        for (key, bytes) in self.entries.range(prefix.clone()..) {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                break;
+            };
+            let (i, item): (u64, T) = decode(stage, bytes)
+                .map_err(|e| Error::state(stage, format!("entry `{key}`: {e}")))?;
+            items.push((i, name.to_string(), item));
+        }
+        items.sort_by_key(|(i, _, _)| *i);
+        Ok(items.into_iter().map(|(_, n, t)| (n, t)).collect())
+    }
+}
+
+fn encoded<T: Serialize>(stage: &str, value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::state(stage, format!("cannot encode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_come_back_in_the_order_they_were_put_whatever_their_names() {
+        let mut s = Split::new();
+        s.put_shared("t", &(7u32, "x".to_string())).unwrap();
+        let items = [("zeta", 1.5f64), ("alpha", f64::NAN), ("m/x", -2.0)];
+        s.put_items("t", "w", items.iter().map(|(n, v)| (*n, v)))
+            .unwrap();
+        s.put_items("t", "v", [("alpha", &9u8)]).unwrap();
+        let back = Split::from_entries(s.clone().into_entries());
+        assert_eq!(back.shared::<(u32, String)>("t").unwrap(), (7, "x".into()));
+        let w: Vec<(String, f64)> = back.items("t", "w").unwrap();
+        let names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha", "m/x"]);
+        assert!(w[1].1.is_nan());
+        assert_eq!(back.items::<u8>("t", "v").unwrap(), [("alpha".into(), 9)]);
+        assert!(back.as_whole().is_none());
+    }
+
+    #[test]
+    fn a_damaged_entry_is_an_error_naming_it() {
+        let mut s = Split::new();
+        s.put_items("t", "w", [("a", &1u64)]).unwrap();
+        let mut e = s.into_entries();
+        e.insert("w/b".into(), vec![0xff; 3]);
+        let err = Split::from_entries(e)
+            .items::<u64>("t", "w")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("w/b"), "{err}");
+        assert!(Split::new().shared::<u8>("t").is_err());
+    }
 }

@@ -56,6 +56,8 @@ mod changelog;
 pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
 mod chunked;
 use chunked::Slot;
+mod entries;
+pub use entries::{MemoryChangelog, Written};
 mod input;
 use input::Held;
 mod tables;
@@ -118,6 +120,8 @@ struct Part {
     durable: Option<Slot>,
     /// The slot of the snapshot written for the commit under way.
     pending: Option<Slot>,
+    /// What the changelog holds of the stage's state entries.
+    log: entries::Changelog,
 }
 
 /// Everything the message loop and the rebalance callback share.
@@ -477,17 +481,18 @@ impl Core {
         }
     }
 
-    /// Queues one message (inside the open transaction in exactly-once mode).
+    /// Queues one message (inside the open transaction in exactly-once mode); a value of
+    /// `None` is a tombstone.
     fn send(
         &mut self,
         topic: &str,
         partition: Option<i32>,
         key: Option<&[u8]>,
-        value: &[u8],
+        value: Option<&[u8]>,
         h: HeaderMap,
     ) -> Result<()> {
         self.begin_txn()?;
-        self.out.send(topic, partition, key, Some(value), &h, None)
+        self.out.send(topic, partition, key, value, &h, None)
     }
 
     fn begin_txn(&mut self) -> Result<()> {

@@ -138,7 +138,12 @@ fn compacted_state_restores(cfg: &KafkaConfig) {
             .iter()
             .filter(|m| {
                 let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(*m));
+                // A snapshot manifest, or a state entry, in several messages.
                 h.get("wfe.chunk").is_some_and(|c| !c.ends_with("/1"))
+                    || h.get("wfe.entry").is_some_and(|e| {
+                        e.rsplit_once('/')
+                            .is_some_and(|(_, n)| n.parse::<usize>().unwrap_or(0) > 1)
+                    })
             })
             .count();
         let compacted: Vec<_> = wfe_kafka::service::compacted(&log)
@@ -167,7 +172,7 @@ fn compacted_state_restores(cfg: &KafkaConfig) {
                 assert!(next > 0, "input partition {q}: a snapshot before any input");
                 let mut stage = Normalise::new(NormaliseConfig::default()).unwrap();
                 stage
-                    .restore(&state.expect("normalise keeps state"))
+                    .restore_split(state.expect("normalise keeps state"))
                     .unwrap();
                 restored += 1;
             }

@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use wfe_contract::Result;
+use wfe_contract::state::Split;
 
 /// Inserts into one workload between two sweeps of its expired ids.
 const SWEEP_EVERY: usize = 1024;
@@ -44,6 +46,22 @@ impl PartialEq for Applied {
 }
 
 impl Applied {
+    /// Adds one entry per workload to a split state (map `map`).
+    pub fn put_into(&self, split: &mut Split, stage: &str, map: &str) -> Result<()> {
+        split.put_items(
+            stage,
+            map,
+            self.workloads.iter().map(|(w, r)| (w.as_str(), r)),
+        )
+    }
+
+    /// What [`Applied::put_into`] added.
+    pub fn from_split(split: &Split, stage: &str, map: &str) -> Result<Self> {
+        Ok(Self {
+            workloads: split.items(stage, map)?.into_iter().collect(),
+        })
+    }
+
     pub fn contains(&self, workload: &str, id: &str) -> bool {
         self.workloads
             .get(workload)

@@ -56,6 +56,7 @@ use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wfe_contract::columns::{f64s, i64s, strings, timestamps};
+use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use config::{ActuateConfig, InterruptionSource, MODE_SETTING, Mode};
@@ -569,6 +570,34 @@ impl Stage for Actuate {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.state = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let (st, name) = (&self.state, self.name());
+        let mut split = Split::new();
+        split.put_shared(name, &(&st.interrupted, &st.warnings))?;
+        st.applied.put_into(&mut split, name, "applied")?;
+        split.put_items(
+            name,
+            "fleet",
+            st.fleets.iter().map(|(w, f)| (w.as_str(), f)),
+        )?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        let name = self.name();
+        let (interrupted, warnings) = state.shared(name)?;
+        self.state = State {
+            applied: applied::Applied::from_split(&state, name, "applied")?,
+            fleets: state.items(name, "fleet")?.into_iter().collect(),
+            interrupted,
+            warnings,
+        };
         Ok(())
     }
 }

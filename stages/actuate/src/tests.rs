@@ -118,6 +118,14 @@ fn a_replayed_decision_is_never_acted_on_twice_even_after_a_restart() {
     let snap = st.snapshot().unwrap().unwrap();
     let mut restarted = Actuate::new(recording()).unwrap();
     restarted.restore(&snap).unwrap();
+    assert!(act(&mut restarted, b.clone()).0.is_empty());
+    // The changelog's form (entries per workload) restores the same record.
+    let mut restarted = Actuate::new(recording()).unwrap();
+    restarted
+        .restore_split(st.snapshot_split().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(restarted.state.applied, st.state.applied);
+    assert_eq!(restarted.state.fleets, st.state.fleets);
     assert!(act(&mut restarted, b).0.is_empty());
 }
 

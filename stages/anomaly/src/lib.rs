@@ -32,6 +32,7 @@ use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::retire::{Sweep, sweep_idle};
 use wfe_contract::schemas::labels;
+use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
 
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
@@ -361,6 +362,20 @@ impl Stage for Anomaly {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.workloads = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let mut split = Split::new();
+        split.put_items(self.name(), "w", self.workloads.iter())?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
         Ok(())
     }
 }

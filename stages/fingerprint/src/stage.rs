@@ -2,6 +2,8 @@
 //! the input, and the state a restarted stage continues from.
 
 use super::*;
+use wfe_contract::Error;
+use wfe_contract::state::Split;
 
 impl Stage for Fingerprint {
     fn name(&self) -> &'static str {
@@ -180,4 +182,63 @@ impl Stage for Fingerprint {
         self.indexes.clear();
         Ok(())
     }
+
+    /// Entries: each workload, each metric set's basis and embedding (they change when
+    /// refitted, not with every window), and the rest.
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let (st, name) = (&self.state, self.name());
+        let mut split = Split::new();
+        split.put_shared(name, &(&st.known, &st.held))?;
+        split.put_items(name, "w", st.workloads.iter())?;
+        let reducers: Vec<(String, _)> = st
+            .reducers
+            .iter()
+            .map(|(k, r)| (k.to_string(), r))
+            .collect();
+        split.put_items(
+            name,
+            "basis",
+            reducers.iter().map(|(k, r)| (k.as_str(), *r)),
+        )?;
+        let embedders: Vec<(String, _)> = st
+            .embedders
+            .iter()
+            .map(|(k, e)| (k.to_string(), e))
+            .collect();
+        split.put_items(
+            name,
+            "embed",
+            embedders.iter().map(|(k, e)| (k.as_str(), *e)),
+        )?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        let name = self.name();
+        let (known, held) = state.shared(name)?;
+        self.state = State {
+            workloads: Keyed::from_items(state.items(name, "w")?),
+            reducers: by_metric_set(name, state.items(name, "basis")?)?,
+            embedders: by_metric_set(name, state.items(name, "embed")?)?,
+            known,
+            held,
+        };
+        self.indexes.clear();
+        Ok(())
+    }
+}
+
+/// Items keyed by metric set id, from their entry names.
+fn by_metric_set<T>(stage: &str, items: Vec<(String, T)>) -> Result<BTreeMap<u64, T>> {
+    items
+        .into_iter()
+        .map(|(k, v)| {
+            k.parse()
+                .map(|k| (k, v))
+                .map_err(|_| Error::state(stage, format!("metric set `{k}` is not a number")))
+        })
+        .collect()
 }

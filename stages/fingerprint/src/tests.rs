@@ -188,7 +188,7 @@ fn indexed_neighbours_are_the_exact_ones_on_a_small_fleet() {
 
 #[test]
 fn state_survives_a_restart_and_bad_config_is_refused() {
-    let norm = normalised("asd", &["omi-3"], 2);
+    let norm = normalised("asd", &["omi-3", "omi-4"], 40);
     let (a, b) = norm.split_at(norm.len() / 2);
     let expected = vectors(&run(
         &mut Fingerprint::new(FingerprintConfig::default()).unwrap(),
@@ -203,8 +203,17 @@ fn state_survives_a_restart_and_bad_config_is_refused() {
             .unwrap();
     }
     let snap = first.snapshot().unwrap().unwrap();
+    // The changelog's form (entries per workload and basis) restores the same state, in the
+    // same order, as the whole one.
+    let split = first.snapshot_split().unwrap().unwrap();
+    let keys: Vec<&String> = split.entries().keys().collect();
+    assert!(
+        keys.iter().filter(|k| k.starts_with("w/")).count() > 1,
+        "{keys:?}"
+    );
     let mut second = Fingerprint::new(FingerprintConfig::default()).unwrap();
-    second.restore(&snap).unwrap();
+    second.restore_split(split).unwrap();
+    assert_eq!(second.snapshot().unwrap().unwrap(), snap);
     let mut got = vectors(&out);
     got.extend(vectors(&run(&mut second, b)));
     assert_eq!(got, expected);

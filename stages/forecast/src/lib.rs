@@ -31,6 +31,7 @@ use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::retire::{Sweep, sweep_idle};
 use wfe_contract::spans::AnomalySpans;
+use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod config;
@@ -512,6 +513,22 @@ impl Stage for Forecast {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         (self.workloads, self.spans) = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let mut split = Split::new();
+        split.put_items(self.name(), "w", self.workloads.iter())?;
+        split.put_items(self.name(), "spans", self.spans.iter())?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
+        self.spans = AnomalySpans::from_items(state.items(self.name(), "spans")?);
         Ok(())
     }
 }

@@ -578,3 +578,79 @@ fn a_week_of_pod_churn_keeps_about_a_days_workloads() {
         (st.workloads.items.len(), st.workloads.names.len(), retired)
     });
 }
+
+/// Forecast rows as comparable strings (workload, target, horizon, model, quantiles), sorted.
+fn row_keys(out: &VecCollector) -> Vec<String> {
+    let mut keys = Vec::new();
+    for b in out.of(Topic::Forecasts) {
+        let w = strings(&b, "workload").unwrap();
+        for (r, row) in rows(&VecCollector {
+            batches: vec![(Topic::Forecasts, b.clone())],
+        })
+        .into_iter()
+        .enumerate()
+        {
+            let q: Vec<u64> = row.values.iter().map(|v| v.to_bits()).collect();
+            keys.push(format!(
+                "{} {} {} {} {q:?}",
+                w.value(r),
+                row.target,
+                row.horizon,
+                row.model
+            ));
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// The changelog's form of the state (an entry per workload, per workload's spans) restores
+/// a stage that goes on as if it had never stopped.
+#[test]
+fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
+    let batches = normalised("smd", &["machine-1-6", "machine-1-7"], 60);
+    let (first, second) = batches.split_at(batches.len() / 2);
+    let t0 = NormBatch::new(&batches[2]).unwrap().time[0];
+    let span = anomaly("machine-1-7", t0, t0 + 3 * 3_600_000);
+    let cfg = ForecastConfig {
+        models: vec![Model::Persistence, Model::SeasonalNaive],
+        ..Default::default()
+    };
+    let feed = |stage: &mut Forecast, part: &[RecordBatch], out: &mut VecCollector| {
+        let mut ctx = Context::new("forecast");
+        stage
+            .process_batch(Topic::Anomalies, span.clone(), &mut ctx, out)
+            .unwrap();
+        for b in part {
+            stage
+                .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, out)
+                .unwrap();
+        }
+    };
+    let mut whole = Forecast::new(cfg.clone(), cpu()).unwrap();
+    let mut expected = VecCollector::new();
+    feed(&mut whole, &batches, &mut expected);
+    whole
+        .flush(&mut Context::new("forecast"), &mut expected)
+        .unwrap();
+
+    let mut before = Forecast::new(cfg.clone(), cpu()).unwrap();
+    let mut got = VecCollector::new();
+    feed(&mut before, first, &mut got);
+    let split = before.snapshot_split().unwrap().unwrap();
+    let keys: Vec<&str> = split.entries().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["spans/machine-1-7", "w/machine-1-6", "w/machine-1-7"]
+    );
+    drop(before);
+    let mut after = Forecast::new(cfg, cpu()).unwrap();
+    after.restore_split(split).unwrap();
+    feed(&mut after, second, &mut got);
+    after
+        .flush(&mut Context::new("forecast"), &mut got)
+        .unwrap();
+    let (want, have) = (row_keys(&expected), row_keys(&got));
+    assert!(!want.is_empty());
+    assert_eq!(have, want);
+}

@@ -32,6 +32,7 @@ use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{DictStrings, f64s, timestamps};
 use wfe_contract::norm::Slots;
+use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod checks;
@@ -587,6 +588,33 @@ impl Stage for Normalise {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.state = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let st = &self.state;
+        let mut split = Split::new();
+        split.put_shared(self.name(), &(&st.metric_names, &st.label_names))?;
+        let names = st.workload_names.names.iter().map(String::as_str);
+        split.put_items(self.name(), "w", names.zip(&st.workloads))?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        let (metric_names, label_names) = state.shared(self.name())?;
+        let mut restored = State {
+            metric_names,
+            label_names,
+            ..State::default()
+        };
+        for (name, wk) in state.items(self.name(), "w")? {
+            restored.workload_names.slot(&name);
+            restored.workloads.push(wk);
+        }
+        self.state = restored;
         Ok(())
     }
 }

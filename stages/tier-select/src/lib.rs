@@ -32,6 +32,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
+use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
 use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
@@ -533,6 +534,21 @@ impl Stage for TierSelect {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.current = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let mut split = Split::new();
+        let current = self.current.iter().map(|(w, c)| (w.as_str(), c));
+        split.put_items(self.name(), "w", current)?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        if let Some(whole) = state.as_whole() {
+            return self.restore(whole);
+        }
+        self.current = state.items(self.name(), "w")?.into_iter().collect();
         Ok(())
     }
 }

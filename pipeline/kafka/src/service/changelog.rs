@@ -1,7 +1,9 @@
-//! The service's state changelog: each input partition's snapshot (stage state and the next
-//! input offset) written to the stage's compacted state topic at every commit, in chunks that
-//! compaction keeps whole ([`chunked`]), and restored from it on assignment, with the stage's
-//! own output read back for stages that recover from it.
+//! The service's state changelog: at every commit, each changed input partition's snapshot
+//! goes to the stage's compacted state topic: the stage's state entries that changed
+//! ([`entries`]: one per workload and map, one shared), then a manifest ([`chunked`]) with the
+//! next input offsets, the merge's progress and the epoch the entries complete. On assignment
+//! the newest snapshot is restored, with the stage's own output read back for stages that
+//! recover from it.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +11,13 @@ use rdkafka::Offset;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer;
 use serde::{Deserialize, Serialize};
+use wfe_contract::state::Split;
 use wfe_contract::{Error, Result};
 
 use wfe_contract::merge::Merge;
 
 use super::chunked::{self, Restore, Slot};
+use super::entries::{self, EntryRestore};
 use super::{Core, Part};
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
@@ -32,7 +36,7 @@ pub fn snapshot_key(group: &str, input_topic: &str, p: i32) -> String {
 }
 
 /// What a snapshot restores: the next input offset and the stage's state.
-pub type Snapshot = (i64, Option<Vec<u8>>);
+pub type Snapshot = (i64, Option<Split>);
 
 /// The newest snapshot under `key` among a state topic's records (in offset order: the whole
 /// topic, or what compaction left of it).
@@ -41,18 +45,55 @@ pub fn restore_from<'a>(
     key: &str,
     records: impl IntoIterator<Item = &'a OwnedMessage>,
 ) -> Result<Option<Snapshot>> {
-    let mut restore = Restore::new(key);
+    let mut found = Found::new(key);
     for m in records {
-        restore.offer(
-            m.key(),
-            &HeaderMap::from_kafka(m.headers()),
-            m.payload().unwrap_or_default(),
-        );
+        found.offer(m.key(), &HeaderMap::from_kafka(m.headers()), m.payload());
     }
-    restore
+    Ok(found
         .finish(stage)?
-        .map(|(bytes, _)| decode(stage, &bytes).map(|e| (e.head.next_offset, e.head.state)))
-        .transpose()
+        .ok()
+        .map(|(env, split, _)| (env.head.next_offset, split)))
+}
+
+/// A snapshot being read from the state topic: its manifest and its entries.
+struct Found {
+    manifest: Restore,
+    entries: EntryRestore,
+}
+
+/// A restored snapshot: its envelope, the stage's state, and what the changelog holds of its
+/// entries (none for a state written whole).
+type FoundSnapshot = (Envelope, Option<Split>, Option<entries::Changelog>);
+
+impl Found {
+    fn new(key: &str) -> Self {
+        Self {
+            manifest: Restore::new(key),
+            entries: EntryRestore::new(key),
+        }
+    }
+
+    fn offer(&mut self, key: Option<&[u8]>, h: &HeaderMap, value: Option<&[u8]>) {
+        self.manifest.offer(key, h, value.unwrap_or_default());
+        self.entries.offer(key, h, value);
+    }
+
+    /// The snapshot, with the slot of its manifest in its envelope; or, if there is none, the
+    /// entries' restore (what it found is stale).
+    fn finish(self, stage: &str) -> Result<std::result::Result<FoundSnapshot, EntryRestore>> {
+        let Some((bytes, slot)) = self.manifest.finish(stage)? else {
+            return Ok(Err(self.entries));
+        };
+        let mut env = decode(stage, &bytes)?;
+        env.slot = slot;
+        Ok(Ok(match (&env.entries, env.head.state.take()) {
+            (Some(e), _) => {
+                let r = self.entries.finish(stage, e.epoch, e.count, e.digest)?;
+                (env, Some(r.split), Some(r.log))
+            }
+            (None, whole) => (env, whole.map(Split::whole), None),
+        }))
+    }
 }
 
 /// What a compacted topic keeps of `records` (one partition, in offset order): the newest
@@ -72,15 +113,27 @@ pub fn compacted(records: &[OwnedMessage]) -> Vec<&OwnedMessage> {
         .collect()
 }
 
-/// A snapshot as written now, or as services before the multi-topic merge wrote it (the
-/// same fields without `inputs`: postcard reads a struct's fields in order, so the old form
-/// is the new one cut short).
+/// A snapshot as written now, or as earlier versions wrote it: without `entries` (the state
+/// whole in `head.state`), and before the multi-topic merge without `inputs` either (postcard
+/// reads a struct's fields in order, so each older form is the newer one cut short).
 fn decode(stage: &str, bytes: &[u8]) -> Result<Envelope> {
     postcard::from_bytes::<Envelope>(bytes)
+        .or_else(|_| {
+            postcard::from_bytes::<(Head, Vec<InputPosition>)>(bytes).map(|(head, inputs)| {
+                Envelope {
+                    head,
+                    inputs,
+                    entries: None,
+                    slot: None,
+                }
+            })
+        })
         .or_else(|_| {
             postcard::from_bytes::<Head>(bytes).map(|head| Envelope {
                 head,
                 inputs: Vec::new(),
+                entries: None,
+                slot: None,
             })
         })
         .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
@@ -92,6 +145,20 @@ struct Envelope {
     head: Head,
     /// Where each input topic stands (all of them, the first included).
     inputs: Vec<InputPosition>,
+    /// The state entries this snapshot completes (none: the state is whole in `head`).
+    entries: Option<EntriesHead>,
+    /// The slot its manifest is in (not written: known from where it was read).
+    #[serde(skip)]
+    slot: Option<Slot>,
+}
+
+/// What a snapshot says of its state entries.
+#[derive(Debug, Serialize, Deserialize)]
+struct EntriesHead {
+    epoch: u64,
+    /// Live entries, and the XOR of their hashes: a restore that finds other ones fails.
+    count: u64,
+    digest: u64,
 }
 
 /// Where one input topic of the partition stands in a snapshot.
@@ -112,6 +179,7 @@ struct Head {
     partition: i32,
     /// The first offset of the first input topic not reflected in `state`.
     next_offset: i64,
+    /// The state whole, as written before it was split into entries (now `None`).
     state: Option<Vec<u8>>,
     /// For stages that recover from their own output: where each output partition ended
     /// when the snapshot was taken.
@@ -147,16 +215,35 @@ impl Core {
                 done: part.merge.done(i),
             })
             .collect();
+        // The state's entries that changed, before the manifest that completes them.
+        let split = part.stage.snapshot_split()?;
+        let (base, chunk) = (
+            self.snapshot_key(p),
+            chunk_bytes(self.kafka.max_message_bytes),
+        );
+        let part = self
+            .parts
+            .get_mut(&p)
+            .expect("a dirty partition is assigned");
+        let plan = split.as_ref().map(|s| part.log.plan(&base, s, chunk));
+        let epoch = part.log.epoch;
+        let part = &self.parts[&p];
         let env = Envelope {
             head: Head {
                 stage: self.name.clone(),
                 topic: self.inputs[0].1.clone(),
                 partition: p,
                 next_offset: part.next(0),
-                state: part.stage.snapshot()?,
+                state: None,
                 outputs_end,
             },
             inputs,
+            entries: plan.as_ref().map(|plan| EntriesHead {
+                epoch,
+                count: plan.count,
+                digest: plan.digest,
+            }),
+            slot: None,
         };
         let bytes = postcard::to_stdvec(&env)
             .map_err(|e| Error::state(&self.name, format!("encode snapshot: {e}")))?;
@@ -167,19 +254,45 @@ impl Core {
             .map(|i| part.next(i).to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let chunk = chunk_bytes(self.kafka.max_message_bytes);
-        let records = chunked::records(&self.snapshot_key(p), &id, slot, &bytes, chunk);
-        let topic = self.state_topic.clone();
-        let sp = p % self.state_partitions;
-        for r in records {
-            let mut h = r.headers;
+        let manifest = chunked::records(&base, &id, slot, &bytes, chunk)
+            .into_iter()
+            .map(|r| entries::Write {
+                key: r.key,
+                headers: r.headers,
+                value: Some(r.value),
+            });
+        let (before, after) = plan
+            .as_ref()
+            .map_or((&[][..], &[][..]), |p| (&p.before[..], &p.after[..]));
+        let mut written = 0;
+        for w in before
+            .iter()
+            .cloned()
+            .chain(manifest)
+            .chain(after.iter().cloned())
+        {
+            let mut h = w.headers;
             h.set(header::STAGE, &self.name);
-            self.send(&topic, Some(sp), Some(r.key.as_bytes()), &r.value, h)?;
+            written += w.value.as_ref().map_or(0, Vec::len);
+            let (topic, sp) = (self.state_topic.clone(), p % self.state_partitions);
+            self.send(
+                &topic,
+                Some(sp),
+                Some(w.key.as_bytes()),
+                w.value.as_deref(),
+                h,
+            )?;
         }
         if let Some(part) = self.parts.get_mut(&p) {
             part.pending = Some(slot);
         }
-        self.ctx.count("snapshot.bytes", bytes.len() as u64);
+        self.ctx.count("snapshot.bytes", written as u64);
+        if let Some(plan) = &plan {
+            self.ctx
+                .count("snapshot.entries_written", plan.changed as u64);
+            self.ctx
+                .count("snapshot.entries_removed", plan.removed as u64);
+        }
         Ok(())
     }
 
@@ -189,10 +302,10 @@ impl Core {
         // The snapshot is keyed by the first input in rank; one written when the stage read
         // fewer topics (an older service, or a setting that adds an input) is keyed by
         // another of them, and is restored when there is none under the first.
-        let mut restores: Vec<Restore> = self
+        let mut found: Vec<Found> = self
             .inputs
             .iter()
-            .map(|(_, n)| Restore::new(&snapshot_key(&self.group, n, p)))
+            .map(|(_, n)| Found::new(&snapshot_key(&self.group, n, p)))
             .collect();
         broker::scan_partition(
             &self.kafka,
@@ -201,27 +314,43 @@ impl Core {
             Offset::Beginning,
             |m| {
                 let h = HeaderMap::from_kafka(m.headers());
-                for r in &mut restores {
-                    r.offer(m.key(), &h, m.payload().unwrap_or_default());
+                for f in &mut found {
+                    f.offer(m.key(), &h, m.payload());
                 }
             },
         )?;
+        let mut found = found.into_iter();
+        let own = found.next().expect("a stage has an input");
         let mut restored = None;
-        let mut own_key = true;
-        for (i, r) in restores.into_iter().enumerate() {
-            if let Some(found) = r.finish(&self.name)? {
-                (restored, own_key) = (Some(found), i == 0);
-                break;
+        let mut log = None;
+        // The first input's key, then (when it has no snapshot) the others'.
+        match own.finish(&self.name)? {
+            Ok(snapshot) => restored = Some(snapshot),
+            Err(entries) => {
+                log = Some(entries.abandon());
+                for f in found {
+                    if let Ok(snapshot) = f.finish(&self.name)? {
+                        restored = Some(snapshot);
+                        break;
+                    }
+                }
             }
         }
-        // Slots belong to a key: a snapshot found under another names none of the first's.
-        let durable = restored
-            .as_ref()
-            .and_then(|(_, slot)| *slot)
-            .filter(|_| own_key);
-        let env = restored
-            .map(|(bytes, _)| decode(&self.name, &bytes))
-            .transpose()?;
+        let own_key = log.is_none();
+        let mut env = None;
+        if let Some((e, split, entries)) = restored {
+            if let Some(split) = split {
+                stage.restore_split(split)?;
+            }
+            if own_key {
+                log = entries;
+            }
+            env = Some(e);
+        }
+        // A snapshot found under another key names none of the first's slots, and its
+        // entries are all written again under the first.
+        let log = log.unwrap_or_default();
+        let durable = env.as_ref().and_then(|e| e.slot).filter(|_| own_key);
         let mut read = vec![-1; self.inputs.len()];
         let mut merge = Merge::new(self.inputs.len());
         let mut from: BTreeMap<String, Offset> = self
@@ -231,9 +360,6 @@ impl Core {
             .collect();
         if let Some(env) = env {
             let head = env.head;
-            if let Some(state) = &head.state {
-                stage.restore(state)?;
-            }
             let first = self.inputs.iter().position(|(_, n)| *n == head.topic);
             read[first.unwrap_or(0)] = head.next_offset;
             for pos in env.inputs {
@@ -287,6 +413,7 @@ impl Core {
             dirty: false,
             durable,
             pending: None,
+            log,
         })
     }
 }

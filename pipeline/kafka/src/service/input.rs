@@ -249,7 +249,7 @@ impl Core {
     /// A control message (no data) on partition `p` of every output.
     fn mark_outputs(&mut self, p: i32, h: HeaderMap) -> Result<()> {
         for (_, topic) in self.outputs.clone() {
-            self.send(&topic, Some(p), None, &[], h.clone())?;
+            self.send(&topic, Some(p), None, Some(&[]), h.clone())?;
         }
         Ok(())
     }
@@ -277,7 +277,7 @@ impl Core {
             for (key, value) in messages {
                 let mut h = HeaderMap::data(topic, &self.name, trace);
                 h.set(header::SEQ, seq.to_string());
-                self.send(&name, Some(p), Some(key.as_bytes()), &value, h)?;
+                self.send(&name, Some(p), Some(key.as_bytes()), Some(&value), h)?;
                 self.report.messages_out += 1;
             }
         }
@@ -298,7 +298,7 @@ impl Core {
         h.set(header::STAGE, &self.name);
         let dlq = self.dlq.clone();
         let value = held.payload.unwrap_or_default();
-        self.send(&dlq, None, held.key.as_deref(), &value, h)?;
+        self.send(&dlq, None, held.key.as_deref(), Some(&value), h)?;
         self.report.dead_letters += 1;
         metrics::counter!("wfe_dead_letters_total", "stage" => self.name.clone()).increment(1);
         metrics::counter!("wfe_stage_errors_total", "stage" => self.name.clone(), "kind" => e.kind())
