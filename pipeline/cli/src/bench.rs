@@ -308,9 +308,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return bench_knn(&args.knn);
     }
     let mut cfg = JobConfig::load(args.config.as_deref())?;
-    if !args.state.is_empty() {
-        return state::bench_state(&cfg, &args.state);
-    }
     if args.all_models {
         eprintln!("forecast models: {:?}", cfg.stages.forecast.models);
     } else {
@@ -323,6 +320,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         eprintln!(
             "forecast models: persistence and seasonal naive, as the peer (--all-models for the config's)"
         );
+    }
+    if !args.state.is_empty() {
+        // A forecast series keeps the same history whatever its models (the longest window
+        // any model may need): the baselines make the state as large, sooner.
+        return state::bench_state(&cfg, &args.state);
     }
     let mut runs = Vec::new();
     for i in 0..args.repeat.max(1) {

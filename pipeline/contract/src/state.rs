@@ -82,7 +82,8 @@ impl Split {
         Ok(())
     }
 
-    /// Adds every item of a per-workload map `map` (a short name without `/`), in order.
+    /// Adds every item of a per-workload map `map` (a short name without `/`), in order: an
+    /// item's position is part of its entry (a map whose order the stage's output depends on).
     pub fn put_items<'a, T: Serialize + 'a>(
         &mut self,
         stage: &str,
@@ -90,9 +91,36 @@ impl Split {
         items: impl IntoIterator<Item = (&'a str, &'a T)>,
     ) -> Result<()> {
         for (i, (name, item)) in items.into_iter().enumerate() {
-            let bytes = encoded(stage, &(i as u64, item))?;
-            self.entries.insert(format!("{map}/{name}"), bytes);
+            self.put(stage, map, name, i as u64, item)?;
         }
+        Ok(())
+    }
+
+    /// Adds every item of a map whose order means nothing (a hash map): every item at the
+    /// same position, so that an entry changes only when its item does, not when the map's
+    /// iteration order moves. [`Split::items`] gives them back in name order.
+    pub fn put_unordered<'a, T: Serialize + 'a>(
+        &mut self,
+        stage: &str,
+        map: &str,
+        items: impl IntoIterator<Item = (&'a str, &'a T)>,
+    ) -> Result<()> {
+        for (name, item) in items {
+            self.put(stage, map, name, 0, item)?;
+        }
+        Ok(())
+    }
+
+    fn put<T: Serialize>(
+        &mut self,
+        stage: &str,
+        map: &str,
+        name: &str,
+        i: u64,
+        item: &T,
+    ) -> Result<()> {
+        let bytes = encoded(stage, &(i, item))?;
+        self.entries.insert(format!("{map}/{name}"), bytes);
         Ok(())
     }
 
@@ -146,6 +174,18 @@ mod tests {
         assert!(w[1].1.is_nan());
         assert_eq!(back.items::<u8>("t", "v").unwrap(), [("alpha".into(), 9)]);
         assert!(back.as_whole().is_none());
+    }
+
+    #[test]
+    fn an_unordered_item_is_the_same_entry_wherever_its_map_holds_it() {
+        let (mut a, mut b) = (Split::new(), Split::new());
+        a.put_unordered("t", "w", [("x", &1u8), ("y", &2u8)])
+            .unwrap();
+        b.put_unordered("t", "w", [("y", &2u8), ("x", &1u8)])
+            .unwrap();
+        assert_eq!(a, b);
+        let back: Vec<(String, u8)> = a.items("t", "w").unwrap();
+        assert_eq!(back, [("x".into(), 1), ("y".into(), 2)]);
     }
 
     #[test]

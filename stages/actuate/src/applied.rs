@@ -48,7 +48,7 @@ impl PartialEq for Applied {
 impl Applied {
     /// Adds one entry per workload to a split state (map `map`).
     pub fn put_into(&self, split: &mut Split, stage: &str, map: &str) -> Result<()> {
-        split.put_items(
+        split.put_unordered(
             stage,
             map,
             self.workloads.iter().map(|(w, r)| (w.as_str(), r)),

@@ -578,7 +578,7 @@ impl Stage for Actuate {
         let mut split = Split::new();
         split.put_shared(name, &(&st.interrupted, &st.warnings))?;
         st.applied.put_into(&mut split, name, "applied")?;
-        split.put_items(
+        split.put_unordered(
             name,
             "fleet",
             st.fleets.iter().map(|(w, f)| (w.as_str(), f)),

@@ -519,7 +519,7 @@ impl Stage for Forecast {
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let mut split = Split::new();
         split.put_items(self.name(), "w", self.workloads.iter())?;
-        split.put_items(self.name(), "spans", self.spans.iter())?;
+        split.put_unordered(self.name(), "spans", self.spans.iter())?;
         Ok(Some(split))
     }
 

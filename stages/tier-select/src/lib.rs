@@ -540,7 +540,7 @@ impl Stage for TierSelect {
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let mut split = Split::new();
         let current = self.current.iter().map(|(w, c)| (w.as_str(), c));
-        split.put_items(self.name(), "w", current)?;
+        split.put_unordered(self.name(), "w", current)?;
         Ok(Some(split))
     }
 
