@@ -211,3 +211,60 @@ fn config_check_accepts_the_shipped_jobs_and_names_a_bad_setting() {
         text(&o).1
     );
 }
+
+/// `wfe bench --state` on one SMD machine and one ASD server: a row per stage and size, the
+/// commit after the last batches writes the same at both sizes and less than the first
+/// commit, which grows with the workloads; the restore loads (the command fails otherwise).
+#[test]
+fn bench_state_measures_what_each_stage_changelog_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!(
+        "[[sources]]\npath = \"{}\"\nonly = [\"machine-1-6\"]\n\n[[sources]]\npath = \"{}\"\nonly = [\"omi-1\"]\n",
+        shared_data().join("smd").display(),
+        shared_data().join("asd").display()
+    );
+    let cfg = config(dir.path(), &src);
+    let o = wfe(
+        &[
+            "bench",
+            "--state",
+            "4,40",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let stages = [
+        "normalise",
+        "fingerprint",
+        "anomaly",
+        "forecast",
+        "tier-select",
+        "actuate",
+    ];
+    assert_eq!(rows.len(), 2 * stages.len(), "{out}");
+    let num = |s: &str| s.parse::<u64>().unwrap();
+    for (pair, stage) in rows.chunks(2).zip(stages) {
+        let (small, large) = (&pair[0], &pair[1]);
+        assert_eq!((small[0], large[0]), (stage, stage), "{out}");
+        assert_eq!((num(small[1]), num(large[1])), (4, 40), "{out}");
+        // Every workload's entries, and what they share (a metric set's basis) once.
+        assert!(num(large[2]) >= num(small[2]) + 36, "{out}");
+        assert!(
+            num(large[3]) > num(small[3]),
+            "the first commit writes them all: {out}"
+        );
+        assert_eq!(
+            small[6], large[6],
+            "the live commit writes what changed: {out}"
+        );
+        assert!(num(large[6]) < num(large[3]), "{out}");
+    }
+}
