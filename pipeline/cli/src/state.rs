@@ -120,7 +120,7 @@ fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
         let t = Instant::now();
         let from_view = restore_from(name, &key, view.iter().copied())?;
         if let Some((_, Some(state))) = &from_view {
-            cfg.build_stage(name)?.restore_split(state.clone())?;
+            wfe_contract::state::restore(cfg.build_stage(name)?.as_mut(), state.clone())?;
         }
         rows.push(Row {
             stage: name.to_string(),

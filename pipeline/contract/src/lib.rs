@@ -125,16 +125,13 @@ pub trait Stage: Send {
         Ok(self.snapshot()?.map(state::Split::whole))
     }
 
-    /// Restores a state produced by [`Stage::snapshot_split`] of the same stage. Default: the
-    /// whole snapshot's [`Stage::restore`].
-    fn restore_split(&mut self, state: state::Split) -> Result<()> {
-        match state.as_whole() {
-            Some(bytes) => self.restore(bytes),
-            None => Err(Error::state(
-                self.name(),
-                "the state is split into entries this stage does not read",
-            )),
-        }
+    /// Restores a state produced by [`Stage::snapshot_split`] of the same stage, split into
+    /// entries (a state given whole goes to [`Stage::restore`]: [`state::restore`] routes).
+    fn restore_split(&mut self, _state: state::Split) -> Result<()> {
+        Err(Error::state(
+            self.name(),
+            "the state is split into entries this stage does not read",
+        ))
     }
 
     /// Whether the stage must learn from its own past output when it restarts: true for a

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Stage};
 
 /// Encodes a stage's state.
 pub fn encode<T: Serialize>(stage: &str, state: &T) -> Result<Option<Vec<u8>>> {
@@ -25,6 +25,15 @@ pub fn encode<T: Serialize>(stage: &str, state: &T) -> Result<Option<Vec<u8>>> {
 pub fn decode<T: DeserializeOwned>(stage: &str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::state(stage, format!("snapshot does not decode: {e}")))
+}
+
+/// Restores `stage` from its state in either form: whole (a stage that keeps its state in one
+/// piece, or a changelog written before states were split) or split.
+pub fn restore(stage: &mut dyn Stage, state: Split) -> Result<()> {
+    match state.as_whole() {
+        Some(whole) => stage.restore(whole),
+        None => stage.restore_split(state),
+    }
 }
 
 /// The entry of a state given whole ([`Split::whole`]).

@@ -171,8 +171,7 @@ fn compacted_state_restores(cfg: &KafkaConfig) {
             if let Some((next, state)) = from_compacted {
                 assert!(next > 0, "input partition {q}: a snapshot before any input");
                 let mut stage = Normalise::new(NormaliseConfig::default()).unwrap();
-                stage
-                    .restore_split(state.expect("normalise keeps state"))
+                wfe_contract::state::restore(&mut stage, state.expect("normalise keeps state"))
                     .unwrap();
                 restored += 1;
             }

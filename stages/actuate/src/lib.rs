@@ -587,9 +587,6 @@ impl Stage for Actuate {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         let name = self.name();
         let (interrupted, warnings) = state.shared(name)?;
         self.state = State {

@@ -372,9 +372,6 @@ impl Stage for Anomaly {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
         Ok(())
     }

@@ -214,9 +214,6 @@ impl Stage for Fingerprint {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         let name = self.name();
         let (known, held) = state.shared(name)?;
         self.state = State {

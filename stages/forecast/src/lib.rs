@@ -524,9 +524,6 @@ impl Stage for Forecast {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
         self.spans = AnomalySpans::from_items(state.items(self.name(), "spans")?);
         Ok(())

@@ -601,9 +601,6 @@ impl Stage for Normalise {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         let (metric_names, label_names) = state.shared(self.name())?;
         let mut restored = State {
             metric_names,

@@ -545,9 +545,6 @@ impl Stage for TierSelect {
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        if let Some(whole) = state.as_whole() {
-            return self.restore(whole);
-        }
         self.current = state.items(self.name(), "w")?.into_iter().collect();
         Ok(())
     }

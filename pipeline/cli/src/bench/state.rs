@@ -107,7 +107,7 @@ fn measure(
         .filter(|k| k.starts_with("w/") || k.starts_with("fleet/"))
         .count();
     let mut stage = cfg.build_stage(name)?;
-    stage.restore_split(fleet)?;
+    wfe_contract::state::restore(stage.as_mut(), fleet)?;
     let mut log = MemoryChangelog::default();
     let t = Instant::now();
     let split = stage.snapshot_split()?.unwrap_or_default();
@@ -123,7 +123,7 @@ fn measure(
     drop(stage);
     let t = Instant::now();
     let restored = log.restore(name)?;
-    cfg.build_stage(name)?.restore_split(restored)?;
+    wfe_contract::state::restore(cfg.build_stage(name)?.as_mut(), restored)?;
     let restore_ms = t.elapsed().as_secs_f64() * 1e3;
     Ok(Row {
         stage: name,

@@ -340,7 +340,7 @@ impl Core {
         let mut env = None;
         if let Some((e, split, entries)) = restored {
             if let Some(split) = split {
-                stage.restore_split(split)?;
+                wfe_contract::state::restore(stage.as_mut(), split)?;
             }
             if own_key {
                 log = entries;
