@@ -224,10 +224,10 @@ impl Core {
         let part = self
             .parts
             .get_mut(&p)
-            .expect("a dirty partition is assigned");
+            .ok_or_else(|| Error::state(&self.name, format!("partition {p} is not assigned")))?;
         let plan = split.as_ref().map(|s| part.log.plan(&base, s, chunk));
         let epoch = part.log.epoch;
-        let part = &self.parts[&p];
+        let part = &*part;
         let env = Envelope {
             head: Head {
                 stage: self.name.clone(),
@@ -261,16 +261,10 @@ impl Core {
                 headers: r.headers,
                 value: Some(r.value),
             });
-        let (before, after) = plan
-            .as_ref()
-            .map_or((&[][..], &[][..]), |p| (&p.before[..], &p.after[..]));
+        let (changed, removed) = plan.as_ref().map_or((0, 0), |p| (p.changed, p.removed));
+        let (before, after) = plan.map_or((Vec::new(), Vec::new()), |p| (p.before, p.after));
         let mut written = 0;
-        for w in before
-            .iter()
-            .cloned()
-            .chain(manifest)
-            .chain(after.iter().cloned())
-        {
+        for w in before.into_iter().chain(manifest).chain(after) {
             let mut h = w.headers;
             h.set(header::STAGE, &self.name);
             written += w.value.as_ref().map_or(0, Vec::len);
@@ -287,12 +281,8 @@ impl Core {
             part.pending = Some(slot);
         }
         self.ctx.count("snapshot.bytes", written as u64);
-        if let Some(plan) = &plan {
-            self.ctx
-                .count("snapshot.entries_written", plan.changed as u64);
-            self.ctx
-                .count("snapshot.entries_removed", plan.removed as u64);
-        }
+        self.ctx.count("snapshot.entries_written", changed as u64);
+        self.ctx.count("snapshot.entries_removed", removed as u64);
         Ok(())
     }
 
@@ -320,7 +310,9 @@ impl Core {
             },
         )?;
         let mut found = found.into_iter();
-        let own = found.next().expect("a stage has an input");
+        let own = found
+            .next()
+            .ok_or_else(|| Error::config("stage", format!("`{}` reads no topic", self.name)))?;
         let mut restored = None;
         let mut log = None;
         // The first input's key, then (when it has no snapshot) the others'.
