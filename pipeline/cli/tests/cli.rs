@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{shared_data, wfe};
+use common::{STAGES, shared_data, wfe};
 
 fn text(o: &Output) -> (String, String) {
     (
@@ -241,17 +241,9 @@ fn bench_state_measures_what_each_stage_changelog_writes() {
         .skip(2)
         .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .collect();
-    let stages = [
-        "normalise",
-        "fingerprint",
-        "anomaly",
-        "forecast",
-        "tier-select",
-        "actuate",
-    ];
-    assert_eq!(rows.len(), 2 * stages.len(), "{out}");
+    assert_eq!(rows.len(), 2 * STAGES.len(), "{out}");
     let num = |s: &str| s.parse::<u64>().unwrap();
-    for (pair, stage) in rows.chunks(2).zip(stages) {
+    for (pair, stage) in rows.chunks(2).zip(STAGES) {
         let (small, large) = (&pair[0], &pair[1]);
         assert_eq!((small[0], large[0]), (stage, stage), "{out}");
         assert_eq!((num(small[1]), num(large[1])), (4, 40), "{out}");

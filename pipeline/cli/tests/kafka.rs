@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::free_port;
+use common::{STAGES, free_port};
 
 use wfe_contract::Topic;
 use wfe_kafka::KafkaConfig;
@@ -22,14 +22,6 @@ use wfe_kafka::produce::Sender;
 use wfe_kafka::testing::{TopicContents, read_topic, row_strings};
 
 const PARTITIONS: i32 = 3;
-const STAGES: [&str; 6] = [
-    "normalise",
-    "fingerprint",
-    "anomaly",
-    "forecast",
-    "tier-select",
-    "actuate",
-];
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -4,6 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The stages after ingest, in pipeline order (as `wfe` names them).
+pub const STAGES: [&str; 6] = [
+    "normalise",
+    "fingerprint",
+    "anomaly",
+    "forecast",
+    "tier-select",
+    "actuate",
+];
+
 /// Runs the `wfe` binary built for these tests in `dir`.
 pub fn wfe(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wfe"))
