@@ -74,7 +74,35 @@ pub struct Reducer {
     pub version: u32,
 }
 
+/// Rows of the reservoir per changelog entry: a window that replaces a row rewrites that
+/// row's run, not the whole reservoir (megabytes for a wide metric set).
+pub const RESERVOIR_RUN: usize = 64;
+
 impl Reducer {
+    /// The reducer without its reservoir (see [`Reducer::runs`]).
+    pub fn head(&self) -> Reducer {
+        Reducer {
+            reservoir: Vec::new(),
+            sum: self.sum.clone(),
+            seen: self.seen,
+            next_fit: self.next_fit,
+            rng: self.rng,
+            model: self.model.clone(),
+            version: self.version,
+        }
+    }
+
+    /// The reservoir in runs of [`RESERVOIR_RUN`] rows.
+    pub fn runs(&self) -> std::slice::Chunks<'_, Vec<f64>> {
+        self.reservoir.chunks(RESERVOIR_RUN)
+    }
+
+    /// A [`Reducer::head`] given its reservoir back.
+    pub fn with_reservoir(mut self, rows: Vec<Vec<f64>>) -> Reducer {
+        self.reservoir = rows;
+        self
+    }
+
     /// Adds a window's features; refits when the count reaches the next fit point. Returns
     /// true when the basis changed.
     pub fn add(
@@ -133,6 +161,31 @@ impl Reducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reducer_comes_back_whole_from_its_head_and_runs_and_a_window_moves_few_runs() {
+        let mut r = Reducer::default();
+        let rows: Vec<Vec<f64>> = (0..400).map(|i| vec![i as f64, (i % 7) as f64]).collect();
+        for x in &rows[..300] {
+            r.add(x, 50, 200, 0.9, 2).unwrap();
+        }
+        let runs: Vec<Vec<Vec<f64>>> = r.runs().map(<[_]>::to_vec).collect();
+        assert_eq!(runs.len(), 200_usize.div_ceil(RESERVOIR_RUN));
+        let back = r.head().with_reservoir(runs.concat());
+        let bytes = |r: &Reducer| wfe_contract::state::encode("t", r).unwrap();
+        assert_eq!(bytes(&back), bytes(&r));
+        // Past its capacity a window replaces one row at most: one run moves, not all.
+        let (mut before, mut moved) = (runs, 0);
+        for x in &rows[300..] {
+            r.add(x, 50, 200, 0.9, 2).unwrap();
+            let now: Vec<Vec<Vec<f64>>> = r.runs().map(<[_]>::to_vec).collect();
+            let n = now.iter().zip(&before).filter(|(a, b)| a != b).count();
+            assert!(n <= 1, "{n} runs moved with one window");
+            moved += n;
+            before = now;
+        }
+        assert!(moved > 0);
+    }
 
     #[test]
     fn pca_finds_the_direction_of_variance_and_refits_on_a_schedule() {

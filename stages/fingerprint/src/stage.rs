@@ -183,23 +183,32 @@ impl Stage for Fingerprint {
         Ok(())
     }
 
-    /// Entries: each workload, each metric set's basis and embedding (they change when
-    /// refitted, not with every window), and the rest.
+    /// Entries: each workload, each metric set's basis (small, it moves with every window),
+    /// its reservoir in runs (a window replaces a row now and then) and embedding (changed when
+    /// refitted), and the rest.
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let (st, name) = (&self.state, self.name());
         let mut split = Split::new();
         split.put_shared(name, &(&st.known, &st.held))?;
         split.put_items(name, "w", st.workloads.iter())?;
-        let reducers: Vec<(String, _)> = st
+        let heads: Vec<(String, reduce::Reducer)> = st
             .reducers
             .iter()
-            .map(|(k, r)| (k.to_string(), r))
+            .map(|(k, r)| (k.to_string(), r.head()))
             .collect();
-        split.put_items(
-            name,
-            "basis",
-            reducers.iter().map(|(k, r)| (k.as_str(), *r)),
-        )?;
+        split.put_items(name, "basis", heads.iter().map(|(k, r)| (k.as_str(), r)))?;
+        for (id, r) in &st.reducers {
+            let runs: Vec<(String, &[Vec<f64>])> = r
+                .runs()
+                .enumerate()
+                .map(|(i, run)| (format!("{id}:{i}"), run))
+                .collect();
+            split.put_items(
+                name,
+                "reservoir",
+                runs.iter().map(|(k, run)| (k.as_str(), run)),
+            )?;
+        }
         let embedders: Vec<(String, _)> = st
             .embedders
             .iter()
@@ -218,7 +227,11 @@ impl Stage for Fingerprint {
         let (known, held) = state.shared(name)?;
         self.state = State {
             workloads: Keyed::from_items(state.items(name, "w")?),
-            reducers: by_metric_set(name, state.items(name, "basis")?)?,
+            reducers: with_reservoirs(
+                name,
+                by_metric_set(name, state.items(name, "basis")?)?,
+                state.items(name, "reservoir")?,
+            )?,
             embedders: by_metric_set(name, state.items(name, "embed")?)?,
             known,
             held,
@@ -226,6 +239,38 @@ impl Stage for Fingerprint {
         self.indexes.clear();
         Ok(())
     }
+}
+
+/// Each basis given back its reservoir, from runs named `<metric set>:<run>`.
+fn with_reservoirs(
+    stage: &str,
+    mut reducers: BTreeMap<u64, reduce::Reducer>,
+    runs: Vec<(String, Vec<Vec<f64>>)>,
+) -> Result<BTreeMap<u64, reduce::Reducer>> {
+    let mut by_set: BTreeMap<u64, BTreeMap<usize, Vec<Vec<f64>>>> = BTreeMap::new();
+    for (key, rows) in runs {
+        let parsed = key
+            .split_once(':')
+            .and_then(|(id, i)| Some((id.parse().ok()?, i.parse().ok()?)));
+        let Some((id, i)) = parsed else {
+            return Err(Error::state(
+                stage,
+                format!("reservoir run `{key}` is not `<set>:<run>`"),
+            ));
+        };
+        by_set.entry(id).or_default().insert(i, rows);
+    }
+    for (id, runs) in by_set {
+        let Some(r) = reducers.remove(&id) else {
+            return Err(Error::state(
+                stage,
+                format!("reservoir of metric set {id} without its basis"),
+            ));
+        };
+        let rows = runs.into_values().flatten().collect();
+        reducers.insert(id, r.with_reservoir(rows));
+    }
+    Ok(reducers)
 }
 
 /// Items keyed by metric set id, from their entry names.
