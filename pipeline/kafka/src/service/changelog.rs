@@ -409,3 +409,42 @@ impl Core {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot as the version before state entries wrote it: the state whole in its
+    /// manifest, no entries. An upgraded service restores it (as a whole state), and knows
+    /// nothing yet of entries, so its first commit writes them all.
+    #[test]
+    fn a_snapshot_written_whole_by_the_previous_version_still_restores() {
+        let base = "g/metrics.norm/0";
+        let head = Head {
+            stage: "forecast".into(),
+            topic: "metrics.norm".into(),
+            partition: 0,
+            next_offset: 42,
+            state: Some(vec![7, 8, 9]),
+            outputs_end: Vec::new(),
+        };
+        let inputs = vec![InputPosition {
+            topic: "metrics.norm".into(),
+            next_offset: 42,
+            done: 3,
+        }];
+        let bytes = postcard::to_stdvec(&(&head, &inputs)).unwrap();
+        let mut found = Found::new(base);
+        for r in chunked::records(base, "42", Slot::B, &bytes, 1024) {
+            found.offer(Some(r.key.as_bytes()), &r.headers, Some(&r.value));
+        }
+        let Ok((env, split, log)) = found.finish("forecast").unwrap() else {
+            panic!("no snapshot found");
+        };
+        assert_eq!(env.head.next_offset, 42);
+        assert_eq!(env.inputs.len(), 1);
+        assert_eq!(env.slot, Some(Slot::B));
+        assert_eq!(split.unwrap().as_whole(), Some(&[7u8, 8, 9][..]));
+        assert!(log.is_none());
+    }
+}
