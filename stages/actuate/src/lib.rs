@@ -49,11 +49,10 @@ pub mod guards;
 mod notices;
 mod plan;
 mod rows;
+mod snapshot;
 
-use std::collections::HashMap;
 
 use arrow_array::{Array, RecordBatch};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wfe_contract::columns::{f64s, i64s, strings, timestamps};
 use wfe_contract::state::Split;
@@ -65,21 +64,8 @@ pub use notices::interruption_id;
 use plan::{Call, Decision, launch_params};
 use rows::Rows;
 pub use rows::action_id;
+use snapshot::State;
 pub use wfe_ec2::{Catalog, Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    /// Ids of decisions and notices acted on, for `remember_s` of event time.
-    applied: applied::Applied,
-    fleets: HashMap<String, Fleet>,
-    /// Instances replaced after a notice (id -> workload): EC2 reclaims them, describe
-    /// does not count them while they still run.
-    #[serde(default)]
-    interrupted: HashMap<String, String>,
-    /// Recent interruption warnings (instance type, event ms, instance), for scarcity.
-    #[serde(default)]
-    warnings: Vec<(String, i64, String)>,
-}
 
 /// The actuate stage.
 pub struct Actuate {
@@ -574,27 +560,11 @@ impl Stage for Actuate {
     }
 
     fn snapshot_split(&self) -> Result<Option<Split>> {
-        let (st, name) = (&self.state, self.name());
-        let mut split = Split::new();
-        split.put_shared(name, &(&st.interrupted, &st.warnings))?;
-        st.applied.put_into(&mut split, name, "applied")?;
-        split.put_unordered(
-            name,
-            "fleet",
-            st.fleets.iter().map(|(w, f)| (w.as_str(), f)),
-        )?;
-        Ok(Some(split))
+        self.state.split(self.name()).map(Some)
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        let name = self.name();
-        let (interrupted, warnings) = state.shared(name)?;
-        self.state = State {
-            applied: applied::Applied::from_split(&state, name, "applied")?,
-            fleets: state.items(name, "fleet")?.into_iter().collect(),
-            interrupted,
-            warnings,
-        };
+        self.state = State::from_split(self.name(), state)?;
         Ok(())
     }
 }

@@ -31,7 +31,6 @@ use std::collections::VecDeque;
 use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{DictStrings, f64s, timestamps};
-use wfe_contract::norm::Slots;
 use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -41,12 +40,14 @@ mod out;
 mod release;
 mod retire;
 mod slots;
+mod snapshot;
 use checks::{infer_step, unusable};
 use config::MAX_STEP_S;
 pub use config::{MAX_ABS_VALUE, MAX_EARLY_SAMPLES, NormaliseConfig};
 pub use out::MAX_BATCH_ROWS;
 use out::Out;
 use slots::SlotIndex;
+use snapshot::State;
 
 /// Accumulates one metric's samples within one step.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -132,18 +133,6 @@ impl Workload {
         }
         acc
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    workloads: Vec<Workload>,
-    /// Names interned across the stage's life, so output dictionaries are stable.
-    workload_names: Slots,
-    metric_names: Slots,
-    label_names: Slots,
-    /// When to look for idle workloads (not in the snapshot, which keeps its format).
-    #[serde(skip)]
-    sweep: wfe_contract::retire::Sweep,
 }
 
 /// The normalise stage.
@@ -592,26 +581,11 @@ impl Stage for Normalise {
     }
 
     fn snapshot_split(&self) -> Result<Option<Split>> {
-        let st = &self.state;
-        let mut split = Split::new();
-        split.put_shared(self.name(), &(&st.metric_names, &st.label_names))?;
-        let names = st.workload_names.names.iter().map(String::as_str);
-        split.put_items(self.name(), "w", names.zip(&st.workloads))?;
-        Ok(Some(split))
+        self.state.split(self.name()).map(Some)
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
-        let (metric_names, label_names) = state.shared(self.name())?;
-        let mut restored = State {
-            metric_names,
-            label_names,
-            ..State::default()
-        };
-        for (name, wk) in state.items(self.name(), "w")? {
-            restored.workload_names.slot(&name);
-            restored.workloads.push(wk);
-        }
-        self.state = restored;
+        self.state = State::from_split(self.name(), state)?;
         Ok(())
     }
 }
