@@ -11,6 +11,7 @@ use wfe_runtime::{RunOptions, RunReport, run_embedded};
 
 use crate::config::JobConfig;
 
+mod fleet;
 mod state;
 
 #[derive(clap::Args)]
@@ -46,6 +47,25 @@ pub struct BenchArgs {
     /// workloads (comma-separated, e.g. `1000,10000`).
     #[arg(long, value_delimiter = ',')]
     state: Vec<usize>,
+    /// Instead of the job's data: synthetic fleets of these numbers of workloads (`wfe
+    /// synth`, comma-separated, e.g. `100,1000,10000`), each replayed by each of `--jobs` in
+    /// a child process of its own; a table per size and job.
+    #[arg(long, value_delimiter = ',')]
+    fleet: Vec<usize>,
+    /// Days of event time of each `--fleet` fleet.
+    #[arg(long, default_value_t = 2.0)]
+    days: f64,
+    /// The jobs `--fleet` runs: `light` (the peer's two baseline models), `default` (the
+    /// config's models).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "light")]
+    jobs: Vec<fleet::Job>,
+    /// Read this file instead of the job's sources (what `--fleet` gives its child runs).
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// Print the fastest run's figures as one line of JSON instead of the tables (what
+    /// `--fleet` reads from its child runs).
+    #[arg(long)]
+    json: bool,
     /// LSTM batch sizes for `--forecast` (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024,8192,65536")]
     batches: Vec<usize>,
@@ -307,7 +327,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if !args.knn.is_empty() {
         return bench_knn(&args.knn);
     }
+    if !args.fleet.is_empty() {
+        return fleet::bench_fleet(&args.fleet, args.days, &args.jobs, args.config.as_deref());
+    }
     let mut cfg = JobConfig::load(args.config.as_deref())?;
+    if let Some(file) = &args.source {
+        cfg.sources = vec![wfe_ingest::SourceConfig::new(file)];
+    }
     if args.all_models {
         eprintln!("forecast models: {:?}", cfg.stages.forecast.models);
     } else {
@@ -344,6 +370,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .cloned()
         .unwrap_or_default();
     let runs: Vec<RunReport> = runs.into_iter().map(|(r, _)| r).collect();
+    if args.json {
+        let s = fleet::Summary::of(&best, cpu.as_secs_f64(), peak.unwrap_or(0));
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        return Ok(());
+    }
     let values = best.rows.get(&Topic::MetricsRaw).copied().unwrap_or(0);
     let secs = best.elapsed.as_secs_f64();
     let rate = values as f64 / secs.max(1e-9);

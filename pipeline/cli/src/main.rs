@@ -11,6 +11,7 @@
 //!   environment that suits it best.
 //! - `wfe backtest --data DIR`: what each provisioning policy (wfe, reactive, static, vpa,
 //!   oracle) would have cost on the test split, and how often it had too little.
+//! - `wfe synth --workloads N`: a synthetic fleet from the shared series, one Parquet file.
 //! - `wfe stage NAME`: one stage as a service over Kafka; `wfe replay` and `wfe record` move
 //!   the job's sources or recordings onto topics and topics into files.
 
@@ -28,6 +29,7 @@ mod similar;
 mod sql;
 mod state;
 mod summary;
+mod synth;
 mod train;
 
 use std::path::PathBuf;
@@ -115,6 +117,9 @@ enum Command {
     /// Replay the test split of labelled data and price every provisioning policy's fleet:
     /// cost, slack, under-provisioned minutes, SLA violations, changes.
     Backtest(backtest::BacktestArgs),
+    /// Write a synthetic fleet built from the shared ASD series (time-shifted, scaled,
+    /// noised) as one Parquet file in event-time order, for measuring wfe at fleet scale.
+    Synth(synth::SynthArgs),
 }
 
 #[derive(clap::Args)]
@@ -240,6 +245,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => sql::sql(args),
         Command::Train(args) => train::train(args),
         Command::Backtest(args) => backtest_command(args),
+        Command::Synth(args) => synth::synth(args),
         Command::Agent(args) => agent::agent(args, stop_on_ctrl_c()),
         Command::Receive(args) => receive::receive(args, stop_on_ctrl_c()),
         Command::Capture(args) => capture::capture(args, stop_on_ctrl_c()),

@@ -260,3 +260,61 @@ fn bench_state_measures_what_each_stage_changelog_writes() {
         assert!(num(large[6]) < num(large[3]), "{out}");
     }
 }
+
+/// `wfe synth` writes the fleet it says (workloads x steps x metrics rows, every workload
+/// named after the ASD server it copies), and `wfe bench --fleet` replays such fleets in
+/// child runs: a row per size with the values it read, and each stage's CPU per value.
+#[test]
+fn synth_writes_a_fleet_and_bench_fleet_replays_it_per_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_wfe"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("WFE_DATA", shared_data())
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}\n{err}");
+        out
+    };
+    // Half a day at 300 s: 144 steps.
+    let out = run(&[
+        "synth",
+        "--workloads",
+        "12",
+        "--days",
+        "0.5",
+        "--out",
+        "f.parquet",
+    ]);
+    assert!(out.contains("12 workloads x 144 steps, 5184 rows"), "{out}");
+    let sql = run(&[
+        "sql",
+        "--store",
+        "f.parquet",
+        "--format",
+        "csv",
+        "SELECT count(DISTINCT workload) AS w, count(DISTINCT metric) AS m, \
+         sum(CASE WHEN workload LIKE 'omi-%-f000%' THEN 1 ELSE 0 END) AS named, \
+         min(value) >= 0 AND max(value) <= 1 AS unit FROM f",
+    ]);
+    assert_eq!(sql.lines().last(), Some("12,3,5184,true"), "{sql}");
+
+    let out = run(&["bench", "--fleet", "4,12", "--days", "0.5"]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("| light |"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!((rows[0][1], rows[0][2]), ("4", "1728"), "{out}");
+    assert_eq!((rows[1][1], rows[1][2]), ("12", "5184"), "{out}");
+    assert!(
+        rows[1][8].ends_with(" x"),
+        "growth from the smaller fleet: {out}"
+    );
+    // The stage table: the two sizes, a CPU figure per actor (ingest and six stages).
+    assert_eq!((rows[2][1], rows[3][1]), ("4", "12"), "{out}");
+    assert_eq!(rows[3].len(), 2 + 7, "{out}");
+}

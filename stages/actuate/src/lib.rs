@@ -51,7 +51,6 @@ mod plan;
 mod rows;
 mod snapshot;
 
-
 use arrow_array::{Array, RecordBatch};
 use serde_json::json;
 use wfe_contract::columns::{f64s, i64s, strings, timestamps};

@@ -1,18 +1,16 @@
 //! The file formats ingest reads, each turned into `metrics.raw` chunks.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use arrow_array::RecordBatch;
 use serde::Deserialize;
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::schemas::{Topic, labels};
 use wfe_contract::{Error, Result};
 
 use crate::columnar::ArrowFileReader;
+use crate::raw::RawBuilder;
 use crate::{CHUNK_ROWS, Chunk, Rejection, SourceConfig, entity_of};
 
 /// How a file is laid out.
@@ -75,74 +73,6 @@ pub(crate) fn open(
                 path, read, format, cfg, ts_scale, strict,
             )?))
         }
-    }
-}
-
-/// Interns strings to dictionary keys within one chunk.
-#[derive(Default)]
-struct Interner {
-    keys: HashMap<String, i32>,
-    values: Vec<String>,
-}
-
-impl Interner {
-    fn key(&mut self, s: &str) -> i32 {
-        if let Some(k) = self.keys.get(s) {
-            return *k;
-        }
-        let k = self.values.len() as i32;
-        self.keys.insert(s.to_string(), k);
-        self.values.push(s.to_string());
-        k
-    }
-
-    fn refs(&self) -> Vec<&str> {
-        self.values.iter().map(String::as_str).collect()
-    }
-}
-
-/// Collects one chunk of `metrics.raw` rows.
-#[derive(Default)]
-struct RawBuilder {
-    ts: Vec<i64>,
-    workload: Vec<i32>,
-    metric: Vec<i32>,
-    value: Vec<f64>,
-    label: Vec<Option<i32>>,
-    workloads: Interner,
-    metrics: Interner,
-    labels: Interner,
-}
-
-impl RawBuilder {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            ts: Vec::with_capacity(n),
-            workload: Vec::with_capacity(n),
-            metric: Vec::with_capacity(n),
-            value: Vec::with_capacity(n),
-            label: Vec::with_capacity(n),
-            ..Default::default()
-        }
-    }
-
-    fn push(&mut self, ts: i64, workload: i32, metric: i32, value: f64, label: Option<i32>) {
-        self.ts.push(ts);
-        self.workload.push(workload);
-        self.metric.push(metric);
-        self.value.push(value);
-        self.label.push(label);
-    }
-
-    fn finish(self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
-            timestamp_column(self.ts),
-            dictionary(self.workload, &self.workloads.refs())?,
-            dictionary(self.metric, &self.metrics.refs())?,
-            Arc::new(Float64Array::from(self.value)),
-            dictionary_opt(self.label, &self.labels.refs())?,
-        ];
-        Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)?)
     }
 }
 
@@ -435,10 +365,10 @@ impl ChunkReader for CsvReader {
         };
         let mut b = RawBuilder::with_capacity(rows * (width - first_metric).max(1));
         let mut rejected = Vec::new();
-        let wl = b.workloads.key(&self.workload.clone());
+        let wl = b.workload_key(&self.workload.clone());
         if self.layout != Layout::Long {
             for name in &self.header[first_metric..] {
-                b.metrics.key(name);
+                b.metric_key(name);
             }
         }
         let mut n = 0;
@@ -486,7 +416,7 @@ impl ChunkReader for CsvReader {
                         self.reject(&mut rejected, "empty_name", self.location(line, 1), msg)?;
                         continue;
                     }
-                    let (w, m) = (b.workloads.key(&w), b.metrics.key(&m));
+                    let (w, m) = (b.workload_key(&w), b.metric_key(&m));
                     b.push(ts, w, m, value, None);
                 }
                 Layout::Smd | Layout::Wide => {
@@ -506,7 +436,7 @@ impl ChunkReader for CsvReader {
                                 } else {
                                     labels::format([("label", lab_s), ("split", split_s)])
                                 };
-                                let k = b.labels.key(&set);
+                                let k = b.label_key(&set);
                                 last_label = Some((split.to_vec(), lab.to_vec(), k));
                                 Some(k)
                             }

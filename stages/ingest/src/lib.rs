@@ -26,6 +26,7 @@ mod columnar;
 mod formats;
 mod ordered;
 pub mod packets;
+mod raw;
 
 use std::collections::BTreeMap;
 #[cfg(test)]
@@ -40,6 +41,7 @@ use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source};
 pub use agent::{AgentConfig, AgentSource};
 pub use formats::Format;
 pub use packets::{PacketConfig, PacketSource};
+pub use raw::RawBuilder;
 
 /// Rows of a wide file per emitted chunk (a chunk holds rows x metrics values).
 pub const CHUNK_ROWS: usize = 1024;
