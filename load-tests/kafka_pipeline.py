@@ -15,6 +15,8 @@ Prints one table. Run through `load-tests/kafka-pipeline.sh` (builds, sets up th
 import argparse
 import bisect
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -71,15 +73,36 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "pipeline/cli/tests/kafka/job.toml"))
     ap.add_argument("--speed", default="max")
     ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--fleet", type=int, default=0,
+                    help="replay a synthetic fleet of this many workloads (`wfe synth`) instead of the job's sources")
+    ap.add_argument("--days", type=float, default=2.0, help="days of event time of the --fleet fleet")
     args = ap.parse_args()
+    # A stop (timeout, Ctrl-C's cousin) still runs the `finally` that ends the services.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="wfe-loadtest-"))
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     data = os.environ.get("WFE_DATA", str(ROOT.parent / "shared/data"))
     job = work / "job.toml"
-    job.write_text(Path(args.config).read_text().replace("../shared/data", data)
-                   .replace("partitions = 3", f"partitions = {args.partitions}"))
+    text = (Path(args.config).read_text().replace("../shared/data", data)
+            .replace("partitions = 3", f"partitions = {args.partitions}"))
+    if args.fleet:
+        fleet = work / "fleet.parquet"
+        subprocess.run([args.wfe, "synth", "--workloads", str(args.fleet), "--days", str(args.days),
+                        "--out", str(fleet)], check=True, env={**os.environ, "WFE_DATA": data})
+        # The job's [[sources]] tables (one after another) give way to the one fleet file.
+        text = re.sub(r"\[\[sources\]\].*?(?=\n\[(?!\[sources))", f'[[sources]]\npath = "{fleet}"\n', text,
+                      count=1, flags=re.S)
+        if "[stages.normalise]" not in text:
+            # The fleet has no `split=train` label: normalise learns each scaler from its first
+            # day (288 steps of 300 s) rather than the default 1,440 steps (five days).
+            text += "\n[stages.normalise]\nlearn_steps = 288\n"
+        # The test job notices a killed instance within 6 s; a broker this busy answers
+        # heartbeats slower than that, and each missed one rebalanced every service.
+        text = text.replace('"session.timeout.ms" = "6000"', '"session.timeout.ms" = "45000"')
+        text = text.replace('"heartbeat.interval.ms" = "500"', '"heartbeat.interval.ms" = "3000"')
+    job.write_text(text)
     url = f"tcp://{bootstrap}"
     procs = []
     log = lambda name: open(work / f"{name}.log", "w")
@@ -157,8 +180,9 @@ def main() -> None:
         raw_bytes = sum(len(m.value() or b"") for m in raw)
         n_raw = sum(1 for m in raw if not dict(m.headers() or []).get("wfe.control"))
         e2e = t_end - t0
-        print(f"\nwfe load test: {values:,} values ({n_raw} messages, {raw_bytes / 1e6:.1f} MB) through 7 stage "
-              f"services over tansu, {args.partitions} partitions, replay speed {args.speed}")
+        what = f"a synthetic fleet of {args.fleet:,} workloads, {args.days} days" if args.fleet else "the job's sources"
+        print(f"\nwfe load test: {values:,} values ({n_raw} messages, {raw_bytes / 1e6:.1f} MB) of {what} through 7 "
+              f"stage services over tansu, {args.partitions} partitions, replay speed {args.speed}")
         print("| measure | value |")
         print("|---|---|")
         print(f"| pipeline throughput (values/s, replay start to last partition of `actions` ended) | {values / e2e:,.0f} |")

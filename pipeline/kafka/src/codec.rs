@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
@@ -216,7 +217,10 @@ pub fn decode(topic: Topic, headers: &HeaderMap, value: Option<&[u8]>) -> Result
 }
 
 /// The rows of `batch` grouped by workload, in order of first appearance (rows keep their
-/// order within a workload).
+/// order within a workload). Each part's dictionaries hold only the values its rows use: a
+/// row selection keeps the whole dictionary, and a message per workload cut from a batch of
+/// a thousand workloads (or from a Parquet reader's batch, whose dictionary may hold a value
+/// per row) would otherwise carry every name of the batch, thousands of times the values.
 pub fn split_by_workload(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
     let col = batch
         .column_by_name("workload")
@@ -241,14 +245,29 @@ pub fn split_by_workload(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch
         e.push(r as u32);
     }
     if order.len() == 1 {
-        return Ok(vec![(order.pop().expect("one"), batch.clone())]);
+        return Ok(vec![(order.pop().expect("one"), compact(batch)?)]);
     }
     let mut out = Vec::with_capacity(order.len());
     for w in order {
         let idx = UInt32Array::from(rows.remove(w.as_str()).unwrap_or_default());
-        out.push((w, arrow_select::take::take_record_batch(batch, &idx)?));
+        out.push((
+            w,
+            compact(&arrow_select::take::take_record_batch(batch, &idx)?)?,
+        ));
     }
     Ok(out)
+}
+
+/// `batch` with every dictionary column holding only the values its keys use.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for c in batch.columns() {
+        columns.push(match c.as_any_dictionary_opt() {
+            Some(d) => arrow_select::dictionary::garbage_collect_any_dictionary(d)?,
+            _ => c.clone(),
+        });
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Encodes `batch` as messages `(key, value)`: one per workload, halved until each value is at

@@ -198,6 +198,39 @@ fn normalise_factory() -> StageFactory {
     Box::new(|| Ok(Box::new(Normalise::new(NormaliseConfig::default())?) as Box<dyn Stage>))
 }
 
+/// A message per workload carries the names its own rows use, not the whole batch's
+/// dictionary: a batch of 1,000 workloads (a fleet's step) made messages of every name each,
+/// about 1,000 times the bytes of their values.
+#[test]
+fn a_workloads_message_carries_only_its_own_dictionary_values() {
+    let mut b = wfe_ingest::RawBuilder::with_capacity(2000);
+    for t in 0..2 {
+        for w in 0..1000 {
+            let (wk, mk) = (
+                b.workload_key(&format!("workload-with-a-long-name-{w:04}")),
+                b.metric_key("m00"),
+            );
+            b.push(1_700_000_000_000 + t * 300_000, wk, mk, 0.5, None);
+        }
+    }
+    let batch = b.finish().unwrap();
+    let msgs = codec::encode_keyed(&batch, 1 << 20).unwrap();
+    assert_eq!(msgs.len(), 1000);
+    let h = HeaderMap::data(Topic::MetricsRaw, "t", "x");
+    for (key, value) in &msgs {
+        // An IPC stream of two rows: schema, three dictionaries and the batch (36,808 bytes
+        // with the whole dictionary).
+        assert!(value.len() < 4096, "{key}: {} bytes", value.len());
+        let back = codec::decode(Topic::MetricsRaw, &h, Some(value)).unwrap();
+        assert_eq!(back.num_rows(), 2);
+        assert!(
+            row_strings(&back)
+                .iter()
+                .all(|r| r.contains(&format!("workload={key}|")))
+        );
+    }
+}
+
 #[test]
 fn codec_round_trips_and_splits_by_workload_under_the_size_limit() {
     let mut src = source();

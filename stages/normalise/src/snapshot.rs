@@ -1,13 +1,22 @@
 //! The stage's state, and its form in a service's changelog: one entry per workload (its
-//! position kept, so a restored stage emits in the same order) and the interned metric and
-//! label names the workloads share.
+//! position kept, so a restored stage emits in the same order), the history a learning
+//! workload holds in runs of its own, and the interned metric and label names the workloads
+//! share.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use wfe_contract::Result;
 use wfe_contract::norm::Slots;
 use wfe_contract::state::Split;
 
-use super::Workload;
+use super::{DoneStep, Workload};
+
+/// Steps per run of a learning workload's held history in the changelog. The history only
+/// grows until the scaler is fitted (`learn_steps`: days of steps), so whole runs stay as they
+/// are and a commit writes the run that grew, not the whole history again (a fleet of
+/// workloads without a `split` label otherwise rewrote its growing history at every commit).
+const HELD_RUN: usize = 64;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct State {
@@ -26,7 +35,17 @@ impl State {
         let mut split = Split::new();
         split.put_shared(stage, &(&self.metric_names, &self.label_names))?;
         let names = self.workload_names.names.iter().map(String::as_str);
-        split.put_items(stage, "w", names.zip(&self.workloads))?;
+        let bare: Vec<Workload> = self.workloads.iter().map(Workload::without_held).collect();
+        split.put_items(stage, "w", names.clone().zip(&bare))?;
+        let runs: Vec<(String, &[DoneStep])> = names
+            .zip(&self.workloads)
+            .flat_map(|(name, wk)| {
+                (wk.held.chunks(HELD_RUN).enumerate())
+                    .map(move |(i, run)| (format!("{name}:{i}"), run))
+            })
+            .collect();
+        // Unordered: a workload's new run must not move every later workload's runs.
+        split.put_unordered(stage, "held", runs.iter().map(|(k, run)| (k.as_str(), run)))?;
         Ok(split)
     }
 
@@ -37,10 +56,63 @@ impl State {
             label_names,
             ..State::default()
         };
-        for (name, wk) in split.items(stage, "w")? {
+        let mut runs = held_runs(stage, split.items(stage, "held")?)?;
+        for (name, mut wk) in split.items::<Workload>(stage, "w")? {
+            // A workload written whole (before held runs) keeps the history in its entry.
+            if let Some(held) = runs.remove(&name) {
+                wk.held = held.into_values().flatten().collect();
+            }
             state.workload_names.slot(&name);
             state.workloads.push(wk);
         }
+        if let Some(name) = runs.keys().next() {
+            return Err(wfe_contract::Error::state(
+                stage,
+                format!("held history of `{name}`, a workload the state does not have"),
+            ));
+        }
         Ok(state)
     }
+}
+
+impl Workload {
+    /// The workload without its held history (which the changelog keeps in runs).
+    fn without_held(&self) -> Workload {
+        Workload {
+            metrics: self.metrics.clone(),
+            slot_of: self.slot_of.clone(),
+            step_ms: self.step_ms,
+            first_ts: self.first_ts.clone(),
+            early: self.early.clone(),
+            open: self.open.clone(),
+            emitted_until: self.emitted_until,
+            last: self.last.clone(),
+            learning: self.learning,
+            learned_steps: self.learned_steps,
+            held: Vec::new(),
+            scalers: self.scalers.clone(),
+            spare: Vec::new(),
+        }
+    }
+}
+
+/// Held runs by workload and run number, from entries named `<workload>:<run>`.
+fn held_runs(
+    stage: &str,
+    items: Vec<(String, Vec<DoneStep>)>,
+) -> Result<BTreeMap<String, BTreeMap<usize, Vec<DoneStep>>>> {
+    let mut out: BTreeMap<String, BTreeMap<usize, Vec<DoneStep>>> = BTreeMap::new();
+    for (key, run) in items {
+        let parsed = key
+            .rsplit_once(':')
+            .and_then(|(name, i)| Some((name, i.parse().ok()?)));
+        let Some((name, i)) = parsed else {
+            return Err(wfe_contract::Error::state(
+                stage,
+                format!("held run `{key}` is not `<workload>:<run>`"),
+            ));
+        };
+        out.entry(name.to_string()).or_default().insert(i, run);
+    }
+    Ok(out)
 }

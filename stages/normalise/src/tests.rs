@@ -216,6 +216,66 @@ fn a_restored_stage_continues_where_it_stopped() {
     );
 }
 
+/// A workload learning its scaler (no `split` label: `learn_steps` of history held) goes into
+/// the changelog as a small entry and its held history in runs of 64 steps: one more step
+/// rewrites the entry and the last run only, and the runs restore the same state. A workload
+/// entry that holds its history itself (written before the runs) restores too.
+#[test]
+fn a_learning_workloads_history_is_written_in_runs_that_stay() {
+    let cfg = NormaliseConfig {
+        learn_steps: 1000,
+        ..small_cfg()
+    };
+    let samples: Vec<(i64, &str, f64)> = (0..150).map(|i| (i * 10, "cpu", i as f64)).collect();
+    let mut st = Normalise::new(cfg.clone()).unwrap();
+    let (mut out, mut ctx) = (VecCollector::new(), Context::new("normalise"));
+    let mut feed = |st: &mut Normalise, rows: &[(i64, &str, f64)]| {
+        st.process_batch(Topic::MetricsRaw, raw("a", rows), &mut ctx, &mut out)
+            .unwrap()
+    };
+    feed(&mut st, &samples[..140]);
+    let before = st.snapshot_split().unwrap().unwrap();
+    let runs: Vec<&String> = before
+        .entries()
+        .keys()
+        .filter(|k| k.starts_with("held/"))
+        .collect();
+    assert_eq!(
+        runs,
+        ["held/a:0", "held/a:1", "held/a:2"],
+        "{:?}",
+        before.entries().keys()
+    );
+    let whole = st.snapshot().unwrap().unwrap();
+    let mut back = Normalise::new(cfg.clone()).unwrap();
+    back.restore_split(before.clone()).unwrap();
+    assert_eq!(back.snapshot().unwrap().unwrap(), whole);
+
+    feed(&mut st, &samples[140..141]);
+    assert_eq!(out.rows(Topic::MetricsNorm), 0, "still learning");
+    let after = st.snapshot_split().unwrap().unwrap();
+    let changed: Vec<&String> = after
+        .entries()
+        .iter()
+        .filter(|(k, v)| before.entries().get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(changed, ["held/a:2", "w/a"]);
+
+    // The previous form: the whole workload in its entry, no runs.
+    let mut old = Split::new();
+    old.put_shared(
+        "normalise",
+        &(&back.state.metric_names, &back.state.label_names),
+    )
+    .unwrap();
+    old.put_items("normalise", "w", [("a", &back.state.workloads[0])])
+        .unwrap();
+    let mut from_old = Normalise::new(cfg).unwrap();
+    from_old.restore_split(old).unwrap();
+    assert_eq!(from_old.snapshot().unwrap().unwrap(), whole);
+}
+
 #[test]
 fn first_samples_out_of_order_are_placed_in_time_order() {
     // T+60, T+120, T+180, then T: the step is inferred at the fourth timestamp, and the held
