@@ -142,8 +142,12 @@ def main() -> None:
             produced[h.get("wfe.trace-id")] = m.timestamp()[1]
             t = rows(m)
             values += t.num_rows
-            newest = max(t.column("event_time").cast(pa.int64()).to_pylist())
-            arrival.setdefault(m.key().decode(), []).append((newest, m.timestamp()[1]))
+            # A message holds one partition's workloads: each one's newest sample in it.
+            newest = {}
+            for wl, at in zip(t.column("workload").to_pylist(), t.column("event_time").cast(pa.int64()).to_pylist()):
+                newest[wl] = max(newest.get(wl, at), at)
+            for wl, at in newest.items():
+                arrival.setdefault(wl, []).append((at, m.timestamp()[1]))
         for v in arrival.values():
             v.sort()
         lat = []

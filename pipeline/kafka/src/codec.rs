@@ -222,18 +222,7 @@ pub fn decode(topic: Topic, headers: &HeaderMap, value: Option<&[u8]>) -> Result
 /// a thousand workloads (or from a Parquet reader's batch, whose dictionary may hold a value
 /// per row) would otherwise carry every name of the batch, thousands of times the values.
 pub fn split_by_workload(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
-    let col = batch
-        .column_by_name("workload")
-        .ok_or_else(|| Error::bad_input("batch", "no `workload` column to key messages by"))?;
-    let names = if col.data_type() == &DataType::Utf8 {
-        col.clone()
-    } else {
-        arrow_cast::cast(col, &DataType::Utf8)?
-    };
-    let names = names
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| Error::bad_input("batch", "`workload` is not a string column"))?;
+    let names = workload_strings(batch)?;
     let mut order: Vec<String> = Vec::new();
     let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for r in 0..names.len() {
@@ -258,6 +247,23 @@ pub fn split_by_workload(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch
     Ok(out)
 }
 
+/// The `workload` column as strings.
+fn workload_strings(batch: &RecordBatch) -> Result<StringArray> {
+    let col = batch
+        .column_by_name("workload")
+        .ok_or_else(|| Error::bad_input("batch", "no `workload` column to key messages by"))?;
+    let names = if col.data_type() == &DataType::Utf8 {
+        col.clone()
+    } else {
+        arrow_cast::cast(col, &DataType::Utf8)?
+    };
+    names
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| Error::bad_input("batch", "`workload` is not a string column"))
+}
+
 /// `batch` with every dictionary column holding only the values its keys use.
 fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
     let mut columns = Vec::with_capacity(batch.num_columns());
@@ -270,8 +276,96 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
+/// The partition wfe's producers give a message with this key (`partitioner =
+/// murmur2_random`, Kafka's Java partitioner): murmur2 of the key, its sign bit cleared,
+/// modulo the partition count. Producers that pick partitions themselves
+/// ([`encode_partitioned`]) use it, so a workload lands where a keyed message of wfe, or of a
+/// Java or Go producer, puts it.
+pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`, which librdkafka's
+/// `murmur2_random` reproduces): seed 0x9747b28c, little-endian 4-byte blocks.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut blocks = data.chunks_exact(4);
+    for b in &mut blocks {
+        let mut k = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = blocks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if let Some(&first) = tail.first() {
+        h ^= u32::from(first);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// One message of [`encode_partitioned`]: partition, key (the workload, where the message
+/// holds one only) and value.
+pub type PartitionMessage = (i32, Option<String>, Vec<u8>);
+
+/// Encodes `batch` for a topic of `partitions` partitions: the rows of each partition's
+/// workloads in one message (in their order in the batch), halved until each value is at most
+/// `max_bytes`. A message per partition instead of one per workload: a fleet's step of 1,000
+/// workloads is a few messages, not 1,000, and a broker's cost goes by messages. A message
+/// that holds one workload is keyed by it; one of several has no key (its rows name them).
+pub fn encode_partitioned(
+    batch: &RecordBatch,
+    partitions: i32,
+    max_bytes: usize,
+) -> Result<Vec<PartitionMessage>> {
+    let names = workload_strings(batch)?;
+    let mut rows: BTreeMap<i32, (Vec<u32>, Option<String>, bool)> = BTreeMap::new();
+    let mut of: BTreeMap<&str, i32> = BTreeMap::new();
+    for r in 0..names.len() {
+        let w = if names.is_null(r) { "" } else { names.value(r) };
+        let p = *of
+            .entry(w)
+            .or_insert_with(|| partition_of(w.as_bytes(), partitions));
+        let e = rows
+            .entry(p)
+            .or_insert_with(|| (Vec::new(), Some(w.to_string()), true));
+        if e.2 && e.1.as_deref() != Some(w) {
+            e.2 = false;
+        }
+        e.0.push(r as u32);
+    }
+    let mut out = Vec::new();
+    for (p, (idx, first, one)) in rows {
+        let part = if idx.len() == batch.num_rows() {
+            compact(batch)?
+        } else {
+            compact(&arrow_select::take::take_record_batch(
+                batch,
+                &UInt32Array::from(idx),
+            )?)?
+        };
+        let key = if one { first } else { None };
+        let label = key.clone().unwrap_or_else(|| format!("partition {p}"));
+        let mut msgs = Vec::new();
+        encode_fitting(&label, part, max_bytes, &mut msgs)?;
+        out.extend(msgs.into_iter().map(|(_, v)| (p, key.clone(), v)));
+    }
+    Ok(out)
+}
+
 /// Encodes `batch` as messages `(key, value)`: one per workload, halved until each value is at
-/// most `max_bytes` (a single row larger than that is an error naming the workload).
+/// most `max_bytes` (a single row larger than that is an error naming the workload). For
+/// tables, whose compaction keeps one message per key.
 pub fn encode_keyed(batch: &RecordBatch, max_bytes: usize) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for (key, part) in split_by_workload(batch)? {
@@ -343,10 +437,13 @@ pub fn trace_id(topic: &str, partition: i32, offset: i64) -> String {
     )
 }
 
-/// One output topic's batch as keyed messages: (topic, rows, [(key, value)]).
-pub(crate) type Encoded = (Topic, u64, Vec<(String, Vec<u8>)>);
+/// One output topic's batch as messages: (topic, rows, [(key, value)]).
+pub(crate) type Encoded = (Topic, u64, Vec<(Option<String>, Vec<u8>)>);
 
 /// Encodes every output batch into messages of at most `max_bytes`, or says which row cannot.
+/// A service's output batch holds the workloads of its input partition, so a stream's batch
+/// is one message (or a few, by size); a table's is a message per workload (its key is what
+/// compaction keeps).
 pub(crate) fn encode_outputs(
     out: wfe_contract::VecCollector,
     max_bytes: usize,
@@ -354,7 +451,14 @@ pub(crate) fn encode_outputs(
     out.batches
         .into_iter()
         .map(|(topic, batch)| {
-            let messages = encode_keyed(&batch, max_bytes).map_err(|e| match e {
+            let messages = if topic.is_table() {
+                encode_keyed(&batch, max_bytes)
+                    .map(|m| m.into_iter().map(|(k, v)| (Some(k), v)).collect::<Vec<_>>())
+            } else {
+                encode_partitioned(&batch, 1, max_bytes)
+                    .map(|m| m.into_iter().map(|(_, k, v)| (k, v)).collect())
+            };
+            let messages = messages.map_err(|e| match e {
                 Error::BadInput { location, message } => Error::bad_input(
                     format!("output on `{topic}`, {location}"),
                     format!("{message} (kafka.max_message_bytes)"),

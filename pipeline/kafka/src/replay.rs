@@ -91,15 +91,16 @@ pub async fn replay_source(
             pacer.wait_for(t.value(0));
         }
         report.rows += batch.num_rows() as u64;
-        for (key, value) in codec::encode_keyed(&batch, cfg.max_message_bytes)? {
+        for (p, key, value) in codec::encode_partitioned(&batch, partitions, cfg.max_message_bytes)?
+        {
             let mut h = HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64));
             h.set(header::SEQ, seq.to_string());
             n += 1;
             report.bytes += value.len() as u64;
             sender.send(
                 &topic_name,
-                None,
-                Some(key.as_bytes()),
+                Some(p),
+                key.as_deref().map(str::as_bytes),
                 Some(&value),
                 &h,
                 None,

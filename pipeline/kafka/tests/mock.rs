@@ -198,6 +198,83 @@ fn normalise_factory() -> StageFactory {
     Box::new(|| Ok(Box::new(Normalise::new(NormaliseConfig::default())?) as Box<dyn Stage>))
 }
 
+/// The partition wfe picks for a workload ([`codec::partition_of`], used where it writes a
+/// message per partition) is where librdkafka (`murmur2_random`, as wfe configures it) puts a message
+/// keyed by that workload: both kinds of producer keep a workload in one partition.
+#[test]
+fn wfe_picks_the_partition_librdkafka_gives_a_workloads_key() {
+    let mock = MockCluster::new(1).unwrap();
+    let cfg = config(mock.bootstrap_servers());
+    let topic = "keyed";
+    mock.create_topic(topic, 12, 1).unwrap();
+    let sender = Sender::new(&cfg, "t").unwrap();
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("omi-{}-f{i:05}", i % 12))
+        .collect();
+    let h = HeaderMap::data(Topic::MetricsRaw, "t", "x");
+    for k in &keys {
+        sender
+            .send(topic, None, Some(k.as_bytes()), Some(b"v"), &h, None)
+            .unwrap();
+    }
+    sender.flush().unwrap();
+    let mut seen = 0;
+    for p in 0..12 {
+        for m in
+            wfe_kafka::broker::read_partition(&cfg, topic, p, rdkafka::Offset::Beginning).unwrap()
+        {
+            let key = std::str::from_utf8(rdkafka::Message::key(&m).unwrap()).unwrap();
+            assert_eq!(codec::partition_of(key.as_bytes(), 12), p, "{key}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, keys.len());
+}
+
+/// A fleet's batch goes out as a message per partition (each keyed by its workload only where
+/// it holds one), every row in the partition of its workload, in the batch's order.
+#[test]
+fn a_batch_is_encoded_as_a_message_per_partition() {
+    let mut b = wfe_ingest::RawBuilder::with_capacity(300);
+    for t in 0..3 {
+        for w in 0..100 {
+            let (wk, mk) = (b.workload_key(&format!("w{w}")), b.metric_key("m00"));
+            b.push(1_700_000_000_000 + t * 300_000, wk, mk, w as f64, None);
+        }
+    }
+    let batch = b.finish().unwrap();
+    let msgs = codec::encode_partitioned(&batch, 3, 1 << 20).unwrap();
+    assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<_>>(), [0, 1, 2]);
+    let h = HeaderMap::data(Topic::MetricsRaw, "t", "x");
+    let mut rows = Vec::new();
+    for (p, key, value) in &msgs {
+        assert_eq!(*key, None, "a message of many workloads has no key");
+        let back = codec::decode(Topic::MetricsRaw, &h, Some(value)).unwrap();
+        for r in row_strings(&back) {
+            let w = r
+                .split("workload=")
+                .nth(1)
+                .unwrap()
+                .split('|')
+                .next()
+                .unwrap();
+            assert_eq!(codec::partition_of(w.as_bytes(), 3), *p, "{r}");
+            rows.push(r);
+        }
+    }
+    let mut expected = row_strings(&batch);
+    expected.sort();
+    rows.sort();
+    assert_eq!(rows, expected);
+    // One workload: keyed by it; over the size limit: several messages, same partition.
+    let one = batch.slice(0, 1);
+    let m = codec::encode_partitioned(&one, 3, 1 << 20).unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].1.as_deref(), Some("w0"));
+    let small = codec::encode_partitioned(&batch, 1, 4096).unwrap();
+    assert!(small.len() > 1 && small.iter().all(|m| m.0 == 0 && m.2.len() <= 4096));
+}
+
 /// A message per workload carries the names its own rows use, not the whole batch's
 /// dictionary: a batch of 1,000 workloads (a fleet's step) made messages of every name each,
 /// about 1,000 times the bytes of their values.
@@ -396,7 +473,13 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
                     )
                     .unwrap();
                     for r in row_strings(&b) {
-                        assert_eq!(key.as_deref(), Some(field(&r, "workload")), "key kept");
+                        // A message of one workload is keyed by it; every row is in its
+                        // workload's partition.
+                        if let Some(k) = key.as_deref() {
+                            assert_eq!(k, field(&r, "workload"), "key kept");
+                        }
+                        let w = field(&r, "workload");
+                        assert_eq!(codec::partition_of(w.as_bytes(), PARTITIONS), p, "{r}");
                         rows.push(r);
                     }
                 }

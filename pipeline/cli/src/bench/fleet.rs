@@ -206,31 +206,35 @@ fn print_tables(rows: &[Row], days: f64) {
         );
     }
     println!(
-        "\nCPU per stage, microseconds per value (growth of that figure from the previous size in brackets)\n"
+        "\nCPU per stage, microseconds per value (growth of that figure from the previous size in brackets); \
+         `other threads`: the process's CPU outside the actors' own threads (file readers, the \
+         forecast models' fitting pool)\n"
     );
     let names: Vec<&str> = rows
         .first()
         .map(|r| r.s.actors.iter().map(|(n, _)| n.as_str()).collect())
         .unwrap_or_default();
-    println!("| job | workloads | {} |", names.join(" | "));
-    println!("|---|---:|{}", "---:|".repeat(names.len()));
+    println!(
+        "| job | workloads | {} | other threads |",
+        names.join(" | ")
+    );
+    println!("|---|---:|{}", "---:|".repeat(names.len() + 1));
     for r in rows {
         let prev = previous(rows, r);
-        let cells: Vec<String> =
-            r.s.actors
-                .iter()
-                .map(|(name, cpu)| {
-                    let now = per_value(&r.s, *cpu);
-                    let before = prev.and_then(|p| {
-                        let (_, c) = p.s.actors.iter().find(|(n, _)| n == name)?;
-                        Some(per_value(&p.s, *c))
-                    });
-                    match before {
-                        Some(b) if b > 0.0 => format!("{now:.3} ({:.2} x)", now / b),
-                        _ => format!("{now:.3}"),
-                    }
-                })
-                .collect();
+        let cells: Vec<String> = with_other(&r.s)
+            .iter()
+            .map(|(name, cpu)| {
+                let now = per_value(&r.s, *cpu);
+                let before = prev.and_then(|p| {
+                    let (_, c) = with_other(&p.s).into_iter().find(|(n, _)| n == name)?;
+                    Some(per_value(&p.s, c))
+                });
+                match before {
+                    Some(b) if b > 0.0 => format!("{now:.3} ({:.2} x)", now / b),
+                    _ => format!("{now:.3}"),
+                }
+            })
+            .collect();
         println!(
             "| {} | {} | {} |",
             r.job.name(),
@@ -238,6 +242,14 @@ fn print_tables(rows: &[Row], days: f64) {
             cells.join(" | ")
         );
     }
+}
+
+/// CPU seconds per actor, then the rest of the process's (threads outside the actors).
+fn with_other(s: &Summary) -> Vec<(String, f64)> {
+    let actors: f64 = s.actors.iter().map(|a| a.1).sum();
+    let mut all = s.actors.clone();
+    all.push(("other threads".into(), (s.cpu_s - actors).max(0.0)));
+    all
 }
 
 /// Microseconds of `secs` per value of the run.

@@ -277,7 +277,13 @@ impl Core {
             for (key, value) in messages {
                 let mut h = HeaderMap::data(topic, &self.name, trace);
                 h.set(header::SEQ, seq.to_string());
-                self.send(&name, Some(p), Some(key.as_bytes()), Some(&value), h)?;
+                self.send(
+                    &name,
+                    Some(p),
+                    key.as_deref().map(str::as_bytes),
+                    Some(&value),
+                    h,
+                )?;
                 self.report.messages_out += 1;
             }
         }
