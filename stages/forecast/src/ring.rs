@@ -22,11 +22,14 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
+    /// An empty ring of at most `cap` values. Its memory grows with what it holds (doubling,
+    /// then exactly to `cap`), not with `cap`: a fleet's new workloads hold little for days,
+    /// and a few rings of 2,016 residuals preallocated were most of a workload's memory.
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap,
-            values: VecDeque::with_capacity(cap.min(4096)),
-            times: VecDeque::with_capacity(cap.min(4096)),
+            values: VecDeque::new(),
+            times: VecDeque::new(),
             abs_sum: 0.0,
             finite: 0,
             offsets: Vec::new(),
@@ -49,6 +52,7 @@ impl Ring {
             self.abs_sum += v.abs();
             self.finite += 1;
         }
+        self.room_for_one();
         // Kept in time order: a fitted model's errors can be filed out of order (a forecast
         // whose target passed before it was registered is resolved at once).
         if self.times.back().is_none_or(|&b| b <= t) {
@@ -61,6 +65,17 @@ impl Ring {
         }
         evicted
     }
+    /// Capacity for one more value: doubled while under `cap`, never past it.
+    fn room_for_one(&mut self) {
+        let (len, have) = (self.values.len(), self.values.capacity());
+        if len < have {
+            return;
+        }
+        let want = (have.max(4) * 2).min(self.cap.max(len + 1));
+        self.values.reserve_exact(want - len);
+        self.times.reserve_exact(want - len);
+    }
+
     /// Count and mean absolute value of the finite entries at or before `until`.
     pub(crate) fn stats_until(&self, until: i64) -> (usize, f64) {
         let end = self.times.partition_point(|&x| x <= until);
@@ -168,5 +183,27 @@ impl Ring {
                 .copied()
                 .filter(|v| v.is_finite()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ring;
+
+    /// A ring's memory follows what it holds, up to its bound, and it keeps the newest `cap`.
+    #[test]
+    fn memory_grows_with_the_values_up_to_the_bound() {
+        let mut r = Ring::new(2016);
+        for t in 0..3 {
+            r.push(t, t as f64);
+        }
+        assert!(r.values.capacity() < 64, "{}", r.values.capacity());
+        for t in 3..5000 {
+            r.push(t, t as f64);
+        }
+        assert_eq!(r.values.len(), 2016);
+        assert_eq!(r.times.front(), Some(&(5000 - 2016)));
+        assert!(r.values.capacity() < 2 * 2016, "{}", r.values.capacity());
+        assert_eq!(r.finite, 2016);
     }
 }

@@ -46,6 +46,7 @@ use config::MAX_STEP_S;
 pub use config::{MAX_ABS_VALUE, MAX_EARLY_SAMPLES, NormaliseConfig};
 pub use out::MAX_BATCH_ROWS;
 use out::Out;
+use release::mark_touched;
 use slots::SlotIndex;
 use snapshot::State;
 
@@ -215,7 +216,9 @@ impl Normalise {
         let nulls = vals.nulls().cloned();
         let values = vals.values();
         let (earliest, latest) = self.time_bounds();
-        let mut touched: Vec<u32> = Vec::new();
+        // Workloads with samples in this batch, in first-seen order, and a mark per workload id
+        // (a `contains` on the list was quadratic in a batch of thousands of workloads).
+        let (mut touched, mut marked): (Vec<u32>, Vec<bool>) = (Vec::new(), Vec::new());
         let mut run: Option<(u32, i64, usize)> = None;
         let n = batch.num_rows();
         let mut skip_until = 0;
@@ -274,8 +277,8 @@ impl Normalise {
                     ..Default::default()
                 });
             }
-            if touched.last() != Some(&w) && !touched.contains(&w) {
-                touched.push(w);
+            if touched.last() != Some(&w) {
+                mark_touched(&mut touched, &mut marked, w);
             }
             run = self
                 .add_sample(w, time[row], m, v, label, ctx, out)

@@ -146,3 +146,15 @@ impl Normalise {
         }
     }
 }
+
+/// Adds `w` to the batch's touched workloads unless it is there already.
+pub(crate) fn mark_touched(touched: &mut Vec<u32>, marked: &mut Vec<bool>, w: u32) {
+    let i = w as usize;
+    if marked.len() <= i {
+        marked.resize(i + 1, false);
+    }
+    if !marked[i] {
+        marked[i] = true;
+        touched.push(w);
+    }
+}
