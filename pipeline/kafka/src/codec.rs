@@ -387,8 +387,13 @@ fn encode_fitting(
     }
     let n = batch.num_rows();
     if n <= 1 {
+        // The row's own workload (a message of a partition is labelled by its partition).
+        let workload = workload_strings(&batch)
+            .ok()
+            .filter(|w| w.len() == 1 && w.is_valid(0))
+            .map_or_else(|| key.to_string(), |w| w.value(0).to_string());
         return Err(Error::bad_input(
-            format!("workload `{key}`"),
+            format!("workload `{workload}`"),
             format!(
                 "one row encodes to {} bytes, over the message limit of {max_bytes}",
                 bytes.len()

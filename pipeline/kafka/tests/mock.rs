@@ -273,6 +273,11 @@ fn a_batch_is_encoded_as_a_message_per_partition() {
     assert_eq!(m[0].1.as_deref(), Some("w0"));
     let small = codec::encode_partitioned(&batch, 1, 4096).unwrap();
     assert!(small.len() > 1 && small.iter().all(|m| m.0 == 0 && m.2.len() <= 4096));
+    // A row that cannot fit is named by its own workload, not its partition.
+    let err = codec::encode_partitioned(&batch, 1, 64)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workload `w0`"), "{err}");
 }
 
 /// A message per workload carries the names its own rows use, not the whole batch's
