@@ -79,10 +79,7 @@ fn bench_forecast(batches: &[usize]) -> Result<()> {
     use wfe_neural::{DeviceChoice, Precision, Windows};
 
     let cfg = wfe_forecast::ForecastConfig::default();
-    let dir = std::env::var_os("WFE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
-        .join("smd");
+    let dir = crate::eval::data::shared_data().join("smd");
     let s = crate::eval::data::load(&dir, "machine-1-6")?;
     let series: Vec<Vec<f64>> = (0..s.metrics.len())
         .map(|j| filled(&s.raw_train.iter().map(|r| r[j]).collect::<Vec<_>>()))

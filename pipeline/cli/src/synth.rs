@@ -102,10 +102,7 @@ pub struct Written {
 fn asd_dir(data: Option<&Path>) -> PathBuf {
     match data {
         Some(d) => d.to_path_buf(),
-        None => std::env::var_os("WFE_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("../shared/data"))
-            .join("asd"),
+        None => crate::eval::data::shared_data().join("asd"),
     }
 }
 
@@ -115,8 +112,7 @@ fn shapes(dir: &Path, metrics: usize) -> Result<(Vec<Shape>, i64, i64)> {
     let mut out = Vec::new();
     let (mut start, mut step) = (i64::MAX, 0);
     for entity in crate::eval::data::entities(dir)? {
-        let s =
-            crate::eval::data::load_batches(&entity, crate::eval::data::normalised(dir, &entity)?)?;
+        let s = crate::eval::data::load(dir, &entity)?;
         if s.metrics.len() < metrics || s.times.len() < 2 {
             return Err(Error::config(
                 "--metrics",

@@ -23,6 +23,13 @@ pub struct Series {
     pub times: Vec<i64>,
 }
 
+/// The shared data folder: $WFE_DATA, else ../shared/data (the checkout's neighbour).
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("WFE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
 /// The entities (file stems) of a data folder, sorted.
 pub fn entities(dir: &Path) -> Result<Vec<String>> {
     let files = wfe_ingest::expand(&[wfe_ingest::SourceConfig::new(dir)])?;
