@@ -23,10 +23,16 @@ impl TierSelect {
         ctx: &mut Context,
     ) -> Result<()> {
         for step in wfe_contract::resources::resource_steps(&self.resources, batch)? {
-            let Some(cur) = self.current.get(&step.workload) else {
+            // Every step is marked observed, also before the workload's first decision: a
+            // step delivered again after that decision (an at-least-once replay) must not be
+            // judged against a fleet that did not exist when it was first seen.
+            let cur = self.current.entry(step.workload.clone()).or_default();
+            if cur.observed.is_some_and(|t| step.time <= t) {
                 continue;
-            };
-            if cur.observed.is_some_and(|t| step.time <= t) || cur.count <= 0 {
+            }
+            cur.observed = Some(step.time);
+            let in_place = cur.count;
+            if in_place <= 0 {
                 continue;
             }
             let Some(inst) = self
@@ -48,7 +54,7 @@ impl TierSelect {
                     continue;
                 };
                 let per = cap * inst.performance;
-                let load = v / (cur.count as f64 * per + private(unit)).max(1e-12);
+                let load = v / (in_place as f64 * per + private(unit)).max(1e-12);
                 if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
                     worst = Some((ri, *v, load));
                 }
@@ -57,7 +63,6 @@ impl TierSelect {
                 .current
                 .get_mut(&step.workload)
                 .expect("looked up above");
-            cur.observed = Some(step.time);
             cur.last_seen = step.values.clone();
             let Some((ri, value, load)) = worst else {
                 continue;

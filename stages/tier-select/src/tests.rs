@@ -494,6 +494,45 @@ fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it()
     assert!(col(&next, "reason")[0].contains("reactive floor"));
 }
 
+/// Steps seen before a workload's first decision and delivered again after it (a restarted
+/// normalise replays what it sent since its last commit; the first forecast came from the same
+/// message as those steps) are not judged against the fleet decided since: the embedded run
+/// saw them once, with nothing in place, and decided nothing on them.
+#[test]
+fn steps_seen_before_the_first_decision_are_not_judged_again_when_redelivered() {
+    let cfg = TierSelectConfig {
+        burst_utilisation: 0.8,
+        burst_target: 0.7,
+        ..Default::default()
+    };
+    let cpu = ResourceMap {
+        name: "cpu".into(),
+        metrics: vec!["m00".into()],
+        unit: "vcpu".into(),
+        capacity: 32.0,
+        workload_prefix: None,
+    };
+    let mut st = TierSelect::new(cfg).unwrap().with_resources(vec![cpu]);
+    let norm = normalised("asd", &["omi-5"], 2);
+    let observe = |st: &mut TierSelect| {
+        let mut out = VecCollector::new();
+        let mut ctx = Context::new("tier-select");
+        for b in &norm {
+            st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+                .unwrap();
+        }
+        out.rows(Topic::Decisions)
+    };
+    assert_eq!(observe(&mut st), 0, "nothing in place: nothing to raise");
+    // The first forecast: one m7i.xlarge, which omi-5's steps above would overload.
+    let (first, _) = decide(
+        &mut st,
+        forecasts(&[("omi-5", 0, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+    );
+    assert_eq!(col(&first, "count"), ["1"]);
+    assert_eq!(observe(&mut st), 0, "a redelivered step was judged again");
+}
+
 #[test]
 fn private_capacity_comes_first_and_bursting_pays_for_transfer() {
     let cfg = TierSelectConfig {
