@@ -17,8 +17,9 @@
 use std::borrow::Cow;
 
 use augurs_core::{Fit, Forecast as AugursForecast, Predict};
-use augurs_ets::AutoETS;
-use augurs_ets::trend::AutoETSTrendModel;
+use augurs_ets::model::{
+    ErrorComponent, Model as EtsModel, ModelType, SeasonalComponent, TrendComponent, Unfit,
+};
 use augurs_mstl::{FittedTrendModel, MSTLModel, TrendModel};
 use serde::{Deserialize, Serialize};
 
@@ -159,9 +160,7 @@ pub fn point_forecasts(
                     tail.len()
                 ));
             }
-            let fitted = ets_search()
-                .fit(tail)
-                .map_err(|e| format!("ETS fit: {e}"))?;
+            let fitted = fit_ets(tail)?;
             let f = fitted
                 .predict(longest, None)
                 .map_err(|e| format!("ETS forecast: {e}"))?;
@@ -178,7 +177,6 @@ pub fn point_forecasts(
             }
             let trend = TailEts {
                 window: cfg.ets_window.max(MIN_ETS),
-                inner: ets_search().into_trend_model(),
             };
             let fitted = MSTLModel::new(vec![season], trend)
                 .fit(&history[history.len() - need..])
@@ -196,11 +194,42 @@ pub fn point_forecasts(
     Ok(points)
 }
 
-/// AutoETS over additive-error models without a season (the season is MSTL's job): level
-/// only, trend, or damped trend, by AICc.
-fn ets_search() -> AutoETS {
-    // "AZN" is a valid specification: this cannot fail.
-    AutoETS::new(1, "AZN").expect("AZN is a valid AutoETS specification")
+/// The models AutoETS "AZN" searches (additive error, no season: the season is MSTL's job),
+/// in its order: level only, additive trend, damped additive trend.
+const ETS_CANDIDATES: [(TrendComponent, bool); 3] = [
+    (TrendComponent::None, false),
+    (TrendComponent::Additive, false),
+    (TrendComponent::Additive, true),
+];
+
+/// AutoETS "AZN" (augurs' search, the same candidates, settings and choice: the lowest AICc,
+/// the first on a tie), fitted candidate by candidate so that `nmse` can be 1. The fit
+/// maximises the likelihood, which the AMSE horizon `nmse` does not enter; but augurs computes
+/// `nmse` forecasts at every step of every evaluation (three in `AutoETS`, which has no
+/// setter), about a quarter of the default job's CPU. The fitted model is the same.
+fn fit_ets(y: &[f64]) -> Result<EtsModel, String> {
+    let mut best: Option<EtsModel> = None;
+    let mut last_error = None;
+    for (trend, damped) in ETS_CANDIDATES {
+        let model_type = ModelType {
+            error: ErrorComponent::Additive,
+            trend,
+            season: SeasonalComponent::None,
+        };
+        match Unfit::new(model_type).damped(damped).nmse(1).fit(y) {
+            Ok(m) if m.aicc().is_nan() => {}
+            Ok(m) => {
+                if best.as_ref().is_none_or(|b| m.aicc() < b.aicc()) {
+                    best = Some(m);
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    best.ok_or_else(|| match last_error {
+        Some(e) => format!("ETS fit: {e}"),
+        None => "ETS fit: no model found".into(),
+    })
 }
 
 fn at(f: &AugursForecast, horizons: &[usize]) -> Vec<f64> {
@@ -239,7 +268,6 @@ fn seasonal_naive(y: &[f64], season: usize, horizons: &[usize]) -> Result<Vec<f6
 #[derive(Debug)]
 struct TailEts {
     window: usize,
-    inner: AutoETSTrendModel,
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -250,7 +278,35 @@ impl TrendModel for TailEts {
     }
 
     fn fit(&self, y: &[f64]) -> Result<Box<dyn FittedTrendModel + Sync + Send>, DynError> {
-        self.inner.fit(&y[y.len().saturating_sub(self.window)..])
+        let model = fit_ets(&y[y.len().saturating_sub(self.window)..])?;
+        Ok(Box::new(FittedEts(model)))
+    }
+}
+
+/// A fitted ETS model as MSTL's trend.
+#[derive(Debug)]
+struct FittedEts(EtsModel);
+
+impl FittedTrendModel for FittedEts {
+    fn predict_inplace(
+        &self,
+        horizon: usize,
+        level: Option<f64>,
+        forecast: &mut AugursForecast,
+    ) -> Result<(), DynError> {
+        Ok(self.0.predict_inplace(horizon, level, forecast)?)
+    }
+
+    fn predict_in_sample_inplace(
+        &self,
+        level: Option<f64>,
+        forecast: &mut AugursForecast,
+    ) -> Result<(), DynError> {
+        Ok(self.0.predict_in_sample_inplace(level, forecast)?)
+    }
+
+    fn training_data_size(&self) -> Option<usize> {
+        Some(self.0.training_data_size())
     }
 }
 
@@ -309,6 +365,41 @@ mod tests {
         }
         let err = point_forecasts(Model::Mstl, &y[..30], season, &[1], &cfg()).unwrap_err();
         assert!(err.contains("MSTL needs 2 seasons"), "{err}");
+    }
+
+    /// The candidate-by-candidate search is augurs' AutoETS "AZN", forecast for forecast:
+    /// level-only, trending and damped series (each candidate wins somewhere), bit for bit.
+    #[test]
+    fn the_ets_search_forecasts_exactly_as_augurs_autoets() {
+        let mut rng = wfe_contract::stats::SplitMix(7);
+        let mut chosen = std::collections::BTreeSet::new();
+        for series in 0..12 {
+            let slope = [0.0, 0.02, -0.01][series % 3] * (series / 3) as f64;
+            let mut level = 5.0;
+            let y: Vec<f64> = (0..256)
+                .map(|i| {
+                    level += slope * 0.99f64.powi(i) + (rng.unit() - 0.5) * 0.2;
+                    level + (rng.unit() - 0.5) * 0.5
+                })
+                .collect();
+            let ours = fit_ets(&y).unwrap();
+            let theirs = augurs_ets::AutoETS::new(1, "AZN").unwrap().fit(&y).unwrap();
+            assert_eq!(ours.aicc(), theirs.model().aicc(), "series {series}");
+            let (a, b) = (ours.predict(60, None).unwrap(), theirs.predict(60, None).unwrap());
+            assert_eq!(a.point, b.point, "series {series}");
+            chosen.insert((format!("{:?}", ours.model_type().trend), ours.damped()));
+            // MSTL's trend too (two seasons of 96 steps: shorter than the ETS window).
+            let horizons = [1, 12, 60];
+            let got = point_forecasts(Model::Mstl, &y, 96, &horizons, &cfg()).unwrap();
+            let trend = augurs_ets::AutoETS::new(1, "AZN").unwrap().into_trend_model();
+            let f = MSTLModel::new(vec![96], trend)
+                .fit(&y[y.len() - 192..])
+                .unwrap()
+                .predict(60, None)
+                .unwrap();
+            assert_eq!(got, at(&f, &horizons), "series {series}");
+        }
+        assert!(chosen.len() >= 2, "one kind of model only: {chosen:?}");
     }
 
     #[test]
