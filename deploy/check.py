@@ -169,14 +169,24 @@ def main(wfe):
     check(out.returncode == 0, f"wfe config --check job.toml: {out.stderr.strip()}")
 
     features = tomllib.loads((ROOT / "pipeline" / "cli" / "Cargo.toml").read_text()).get("features", {})
+    # Every folder the workspace builds from (members, path dependencies, patched crates).
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    paths = list(workspace["workspace"]["members"])
+    for table in [workspace["workspace"].get("dependencies", {}), *workspace.get("patch", {}).values()]:
+        paths += [d["path"] for d in table.values() if isinstance(d, dict) and "path" in d]
+    needed = {pathlib.PurePosixPath(p).parts[0] for p in paths}
     for df in sorted((ROOT / "deploy" / "docker").glob("Dockerfile*")):
         text = df.read_text()
         check(text.lstrip().startswith("#") or text.lstrip().startswith("FROM"), f"{df.name}: no FROM")
+        copied = set()
         for line in text.splitlines():
             line = line.strip()
             if line.startswith("COPY") and "--from=" not in line:
                 for src in line.split()[1:-1]:
                     check((ROOT / src).exists(), f"{df.name}: COPY {src}: not in the build context")
+                    copied.add(src.rstrip("/"))
+        for folder in sorted(needed - copied):
+            check(False, f"{df.name}: the workspace builds from {folder}/, which is not COPYed")
         for f in re.findall(r"--features\s+wfe-cli/(\w+)", text):
             check(f in features, f"{df.name}: feature {f} is not wfe-cli's")
     ignored = (ROOT / ".dockerignore").read_text().split()
