@@ -210,11 +210,14 @@ impl ForecastConfig {
                 "name at least one model (persistence is always the fallback)",
             ));
         }
-        if self.stats.mstl_seasons < 2 || self.stats.ets_window < models::MIN_ETS {
+        if self.stats.mstl_seasons < 2
+            || self.stats.ets_window < models::MIN_ETS
+            || self.stats.ets_search_every == 0
+        {
             return Err(Error::config(
                 "stages.forecast.stats",
                 format!(
-                    "mstl_seasons must be at least 2 and ets_window at least {}",
+                    "mstl_seasons must be at least 2, ets_window at least {} and ets_search_every at least 1",
                     models::MIN_ETS
                 ),
             ));

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Context;
 
-use crate::models::{Model, filled, filled_same_len, point_forecasts};
+use crate::models::{EtsMemo, Model, filled, filled_same_len, point_forecasts_with};
 use crate::{
     Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Resolved, Rows, Series,
     fitted_standing, history_len, resolve_series, steps_of,
@@ -324,9 +324,12 @@ fn issue_one(
     // This issuance's forecasts of the fitted models: the chosen ones every time, the
     // others every `challenge_every` issuances (their fits cost the most).
     let turn = !s.validated || s.issued.is_multiple_of(cfg.challenge_every.max(1) as u64);
+    s.memos.resize(fitted.len(), EtsMemo::default());
+    let memos = &mut s.memos;
     let now: Vec<Option<Made>> = fitted
         .iter()
-        .map(|&m| {
+        .zip(memos.iter_mut())
+        .map(|(&m, memo)| {
             if !turn && !s.chosen.contains(&Some(m)) {
                 return None;
             }
@@ -340,7 +343,7 @@ fn issue_one(
                     }
                     made
                 }
-                _ => match point_forecasts(m, &tail, season, horizons, &cfg.stats) {
+                _ => match point_forecasts_with(m, &tail, season, horizons, &cfg.stats, memo) {
                     Ok(p) => Some(Made::flat(p, nl)),
                     Err(e) => {
                         notes.push(format!("{}: {e}", m.name()));
@@ -485,14 +488,17 @@ fn cross_validate(
     let n = yf.len();
     let origins = cv_origins(cfg, n, horizons, job.step_ms);
     let time_of = |i: usize| job.time - (n - 1 - i) as i64 * job.step_ms;
+    s.memos.resize(fitted.len(), EtsMemo::default());
     for (fi, &m) in fitted.iter().enumerate() {
+        // The origins in time order, each fit remembered for the next as live forecasts are.
+        let memo = &mut s.memos[fi];
         let made: Vec<Option<Made>> = match m {
             Model::Lstm => lstm.clone().unwrap_or_else(|| vec![None; origins.len()]),
             _ => origins
                 .iter()
                 .map(|&o| {
                     let hist = &yf[(o + 1).saturating_sub(keep)..=o];
-                    point_forecasts(m, hist, season, horizons, &cfg.stats)
+                    point_forecasts_with(m, hist, season, horizons, &cfg.stats, memo)
                         .ok()
                         .map(|p| Made::flat(p, nl))
                 })

@@ -35,11 +35,13 @@ use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod config;
+mod ets;
 mod issue;
 pub mod lstm;
 pub mod models;
 mod observe;
 mod ring;
+mod snapshot;
 pub mod store;
 
 pub const MODEL_VERSION: &str = "1";
@@ -106,6 +108,11 @@ struct Series {
     hold_from: Option<i64>,
     #[serde(default)]
     spill: Vec<(i64, f64)>,
+    /// Per fitted model: what its ETS fits remember between forecasts (`models::EtsMemo`).
+    /// Kept in entries of their own (`ets/<workload>`), so that states written before it
+    /// still restore.
+    #[serde(skip)]
+    memos: Vec<models::EtsMemo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -239,6 +246,7 @@ fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
         chosen: vec![None; n],
         hold_from: None,
         spill: Vec::new(),
+        memos: vec![models::EtsMemo::default(); fitted_models(cfg).len()],
     }
 }
 
@@ -508,11 +516,14 @@ impl Stage for Forecast {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &(&self.workloads, &self.spans))
+        let memos = snapshot::memos(&self.workloads);
+        wfe_contract::state::encode(self.name(), &(&self.workloads, &self.spans, memos))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        (self.workloads, self.spans) = wfe_contract::state::decode(self.name(), state)?;
+        let (workloads, spans, memos) = snapshot::decode_whole(self.name(), state)?;
+        (self.workloads, self.spans) = (workloads, spans);
+        snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
         Ok(())
     }
 
@@ -520,12 +531,16 @@ impl Stage for Forecast {
         let mut split = Split::new();
         split.put_items(self.name(), "w", self.workloads.iter())?;
         split.put_unordered(self.name(), "spans", self.spans.iter())?;
+        let memos = snapshot::memos(&self.workloads);
+        split.put_items(self.name(), "ets", memos.iter().map(|(w, m)| (w.as_str(), m)))?;
         Ok(Some(split))
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
         self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
         self.spans = AnomalySpans::from_items(state.items(self.name(), "spans")?);
+        let memos = state.items(self.name(), "ets")?;
+        snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
         Ok(())
     }
 }

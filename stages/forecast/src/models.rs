@@ -3,8 +3,9 @@
 //!
 //! - **persistence**: the last observed value (the baseline every model must beat);
 //! - **seasonal naive**: the value at the same phase one season earlier (the other baseline);
-//! - **ETS**: exponential smoothing (AutoETS from augurs: additive error, no/additive/damped
-//!   trend chosen by AICc) fitted on the latest `ets_window` steps;
+//! - **ETS**: exponential smoothing (augurs' AutoETS search, [`crate::ets`]: additive error,
+//!   no/additive/damped trend chosen by AICc every `ets_search_every` fits) fitted on the
+//!   latest `ets_window` steps;
 //! - **MSTL**: the latest `mstl_seasons` seasons split by MSTL (augurs) into a daily pattern
 //!   and the rest; the rest is forecast by the same ETS on its latest `ets_window` steps and the
 //!   pattern is added back at each target's phase.
@@ -14,13 +15,13 @@
 //! (`wfe bench --forecast` measures it). A model that cannot run on a history says why, and
 //! the caller falls back to a simpler one and puts the reason in the row.
 
-use std::borrow::Cow;
+use std::cell::Cell;
 
 use augurs_core::{Fit, Forecast as AugursForecast, Predict};
-use augurs_ets::model::{
-    ErrorComponent, Model as EtsModel, ModelType, SeasonalComponent, TrendComponent, Unfit,
-};
-use augurs_mstl::{FittedTrendModel, MSTLModel, TrendModel};
+use augurs_mstl::MSTLModel;
+
+pub use crate::ets::EtsMemo;
+use crate::ets::{self, TailEts};
 use serde::{Deserialize, Serialize};
 
 /// Every model of the stage.
@@ -77,6 +78,11 @@ pub struct StatsConfig {
     /// Seasons of history MSTL decomposes (at least 2).
     #[serde(default = "d_mstl_seasons")]
     pub mstl_seasons: usize,
+    /// ETS fits of a series (and of MSTL's trend) from one search of its kind of trend (none,
+    /// additive, damped: three fits) to the next; the fits between fit only the kind the last
+    /// search chose (parameters and state are fitted every time). 1: a search at every fit.
+    #[serde(default = "d_ets_search_every")]
+    pub ets_search_every: usize,
 }
 
 fn d_ets_window() -> usize {
@@ -85,12 +91,16 @@ fn d_ets_window() -> usize {
 fn d_mstl_seasons() -> usize {
     2
 }
+fn d_ets_search_every() -> usize {
+    24
+}
 
 impl Default for StatsConfig {
     fn default() -> Self {
         Self {
             ets_window: d_ets_window(),
             mstl_seasons: d_mstl_seasons(),
+            ets_search_every: d_ets_search_every(),
         }
     }
 }
@@ -136,13 +146,29 @@ pub fn filled_same_len(history: &[f64]) -> Vec<f64> {
 }
 
 /// Point forecasts of `model` at each horizon (steps ahead, at least 1), or why it cannot run
-/// on this history. `history` must be gap-free (see [`filled`]); `season` is in steps.
+/// on this history. `history` must be gap-free (see [`filled`]); `season` is in steps. ETS's
+/// trend is searched afresh: a series forecast again and again goes through
+/// [`point_forecasts_with`] and its memo.
 pub fn point_forecasts(
     model: Model,
     history: &[f64],
     season: usize,
     horizons: &[usize],
     cfg: &StatsConfig,
+) -> Result<Vec<f64>, String> {
+    let mut memo = EtsMemo::default();
+    point_forecasts_with(model, history, season, horizons, cfg, &mut memo)
+}
+
+/// [`point_forecasts`] of a series that keeps `memo` (one per model) from one forecast to the
+/// next: ETS, and MSTL's trend, search their kind of trend every `ets_search_every` fits.
+pub fn point_forecasts_with(
+    model: Model,
+    history: &[f64],
+    season: usize,
+    horizons: &[usize],
+    cfg: &StatsConfig,
+    memo: &mut EtsMemo,
 ) -> Result<Vec<f64>, String> {
     let Some(&last) = history.last() else {
         return Err("no observed values".into());
@@ -160,7 +186,7 @@ pub fn point_forecasts(
                     tail.len()
                 ));
             }
-            let fitted = fit_ets(tail)?;
+            let fitted = ets::fit(tail, memo, cfg.ets_search_every)?;
             let f = fitted
                 .predict(longest, None)
                 .map_err(|e| format!("ETS forecast: {e}"))?;
@@ -175,12 +201,16 @@ pub fn point_forecasts(
                     history.len()
                 ));
             }
+            let shared = Cell::new(*memo);
             let trend = TailEts {
                 window: cfg.ets_window.max(MIN_ETS),
+                every: cfg.ets_search_every,
+                memo: &shared,
             };
             let fitted = MSTLModel::new(vec![season], trend)
-                .fit(&history[history.len() - need..])
-                .map_err(|e| format!("MSTL fit: {e}"))?;
+                .fit(&history[history.len() - need..]);
+            *memo = shared.get();
+            let fitted = fitted.map_err(|e| format!("MSTL fit: {e}"))?;
             let f = fitted
                 .predict(longest, None)
                 .map_err(|e| format!("MSTL forecast: {e}"))?;
@@ -192,44 +222,6 @@ pub fn point_forecasts(
         return Err(format!("{} gave a non-finite forecast", model.name()));
     }
     Ok(points)
-}
-
-/// The models AutoETS "AZN" searches (additive error, no season: the season is MSTL's job),
-/// in its order: level only, additive trend, damped additive trend.
-const ETS_CANDIDATES: [(TrendComponent, bool); 3] = [
-    (TrendComponent::None, false),
-    (TrendComponent::Additive, false),
-    (TrendComponent::Additive, true),
-];
-
-/// AutoETS "AZN" (augurs' search, the same candidates, settings and choice: the lowest AICc,
-/// the first on a tie), fitted candidate by candidate so that `nmse` can be 1. The fit
-/// maximises the likelihood, which the AMSE horizon `nmse` does not enter; but augurs computes
-/// `nmse` forecasts at every step of every evaluation (three in `AutoETS`, which has no
-/// setter), about a quarter of the default job's CPU. The fitted model is the same.
-fn fit_ets(y: &[f64]) -> Result<EtsModel, String> {
-    let mut best: Option<EtsModel> = None;
-    let mut last_error = None;
-    for (trend, damped) in ETS_CANDIDATES {
-        let model_type = ModelType {
-            error: ErrorComponent::Additive,
-            trend,
-            season: SeasonalComponent::None,
-        };
-        match Unfit::new(model_type).damped(damped).nmse(1).fit(y) {
-            Ok(m) if m.aicc().is_nan() => {}
-            Ok(m) => {
-                if best.as_ref().is_none_or(|b| m.aicc() < b.aicc()) {
-                    best = Some(m);
-                }
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    best.ok_or_else(|| match last_error {
-        Some(e) => format!("ETS fit: {e}"),
-        None => "ETS fit: no model found".into(),
-    })
 }
 
 fn at(f: &AugursForecast, horizons: &[usize]) -> Vec<f64> {
@@ -261,53 +253,6 @@ fn seasonal_naive(y: &[f64], season: usize, horizons: &[usize]) -> Result<Vec<f6
                 .ok_or_else(|| format!("seasonal naive needs a season ({season} values) of history, the history has {n}"))
         })
         .collect()
-}
-
-/// ETS fitted on the latest `window` values only: MSTL hands its trend model the whole
-/// deseasonalised span, and ETS's cost grows with its length.
-#[derive(Debug)]
-struct TailEts {
-    window: usize,
-}
-
-type DynError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-impl TrendModel for TailEts {
-    fn name(&self) -> Cow<'_, str> {
-        "ets (latest window)".into()
-    }
-
-    fn fit(&self, y: &[f64]) -> Result<Box<dyn FittedTrendModel + Sync + Send>, DynError> {
-        let model = fit_ets(&y[y.len().saturating_sub(self.window)..])?;
-        Ok(Box::new(FittedEts(model)))
-    }
-}
-
-/// A fitted ETS model as MSTL's trend.
-#[derive(Debug)]
-struct FittedEts(EtsModel);
-
-impl FittedTrendModel for FittedEts {
-    fn predict_inplace(
-        &self,
-        horizon: usize,
-        level: Option<f64>,
-        forecast: &mut AugursForecast,
-    ) -> Result<(), DynError> {
-        Ok(self.0.predict_inplace(horizon, level, forecast)?)
-    }
-
-    fn predict_in_sample_inplace(
-        &self,
-        level: Option<f64>,
-        forecast: &mut AugursForecast,
-    ) -> Result<(), DynError> {
-        Ok(self.0.predict_in_sample_inplace(level, forecast)?)
-    }
-
-    fn training_data_size(&self) -> Option<usize> {
-        Some(self.0.training_data_size())
-    }
 }
 
 #[cfg(test)]
@@ -365,41 +310,6 @@ mod tests {
         }
         let err = point_forecasts(Model::Mstl, &y[..30], season, &[1], &cfg()).unwrap_err();
         assert!(err.contains("MSTL needs 2 seasons"), "{err}");
-    }
-
-    /// The candidate-by-candidate search is augurs' AutoETS "AZN", forecast for forecast:
-    /// level-only, trending and damped series (each candidate wins somewhere), bit for bit.
-    #[test]
-    fn the_ets_search_forecasts_exactly_as_augurs_autoets() {
-        let mut rng = wfe_contract::stats::SplitMix(7);
-        let mut chosen = std::collections::BTreeSet::new();
-        for series in 0..12 {
-            let slope = [0.0, 0.02, -0.01][series % 3] * (series / 3) as f64;
-            let mut level = 5.0;
-            let y: Vec<f64> = (0..256)
-                .map(|i| {
-                    level += slope * 0.99f64.powi(i) + (rng.unit() - 0.5) * 0.2;
-                    level + (rng.unit() - 0.5) * 0.5
-                })
-                .collect();
-            let ours = fit_ets(&y).unwrap();
-            let theirs = augurs_ets::AutoETS::new(1, "AZN").unwrap().fit(&y).unwrap();
-            assert_eq!(ours.aicc(), theirs.model().aicc(), "series {series}");
-            let (a, b) = (ours.predict(60, None).unwrap(), theirs.predict(60, None).unwrap());
-            assert_eq!(a.point, b.point, "series {series}");
-            chosen.insert((format!("{:?}", ours.model_type().trend), ours.damped()));
-            // MSTL's trend too (two seasons of 96 steps: shorter than the ETS window).
-            let horizons = [1, 12, 60];
-            let got = point_forecasts(Model::Mstl, &y, 96, &horizons, &cfg()).unwrap();
-            let trend = augurs_ets::AutoETS::new(1, "AZN").unwrap().into_trend_model();
-            let f = MSTLModel::new(vec![96], trend)
-                .fit(&y[y.len() - 192..])
-                .unwrap()
-                .predict(60, None)
-                .unwrap();
-            assert_eq!(got, at(&f, &horizons), "series {series}");
-        }
-        assert!(chosen.len() >= 2, "one kind of model only: {chosen:?}");
     }
 
     #[test]

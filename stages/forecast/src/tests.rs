@@ -604,18 +604,22 @@ fn row_keys(out: &VecCollector) -> Vec<String> {
     keys
 }
 
-/// The changelog's form of the state (an entry per workload, per workload's spans) restores
-/// a stage that goes on as if it had never stopped.
+/// The changelog's form of the state (an entry per workload, per workload's spans, per
+/// workload's ETS memos) restores a stage that goes on as if it had never stopped.
 #[test]
 fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
     let batches = normalised("smd", &["machine-1-6", "machine-1-7"], 60);
     let (first, second) = batches.split_at(batches.len() / 2);
     let t0 = NormBatch::new(&batches[2]).unwrap().time[0];
     let span = anomaly("machine-1-7", t0, t0 + 3 * 3_600_000);
-    let cfg = ForecastConfig {
-        models: vec![Model::Persistence, Model::SeasonalNaive],
+    // ETS every time, its trend searched every third fit: a restore that lost the memo would
+    // search at another fit and forecast otherwise.
+    let mut cfg = ForecastConfig {
+        models: vec![Model::Persistence, Model::SeasonalNaive, Model::Ets],
+        challenge_every: 1,
         ..Default::default()
     };
+    cfg.stats.ets_search_every = 3;
     let feed = |stage: &mut Forecast, part: &[RecordBatch], out: &mut VecCollector| {
         let mut ctx = Context::new("forecast");
         stage
@@ -641,11 +645,30 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
     let keys: Vec<&str> = split.entries().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["spans/machine-1-7", "w/machine-1-6", "w/machine-1-7"]
+        [
+            "ets/machine-1-6",
+            "ets/machine-1-7",
+            "spans/machine-1-7",
+            "w/machine-1-6",
+            "w/machine-1-7"
+        ]
     );
+    let memos = crate::snapshot::memos(&before.workloads);
+    assert!(!memos.is_empty());
+    // The whole form restores them too; a whole state written before the memos existed
+    // (workloads and spans only) still restores, its series with fresh memos.
+    let mut whole_form = Forecast::new(cfg.clone(), cpu()).unwrap();
+    whole_form
+        .restore(&before.snapshot().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(crate::snapshot::memos(&whole_form.workloads), memos);
+    let older = wfe_contract::state::encode("forecast", &(&before.workloads, &before.spans));
+    whole_form.restore(&older.unwrap().unwrap()).unwrap();
+    assert!(crate::snapshot::memos(&whole_form.workloads).is_empty());
     drop(before);
     let mut after = Forecast::new(cfg, cpu()).unwrap();
     after.restore_split(split).unwrap();
+    assert_eq!(crate::snapshot::memos(&after.workloads), memos);
     feed(&mut after, second, &mut got);
     after
         .flush(&mut Context::new("forecast"), &mut got)

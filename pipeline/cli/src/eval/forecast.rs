@@ -20,7 +20,9 @@ use std::path::Path;
 use serde::Serialize;
 use wfe_contract::{Error, Result};
 use wfe_forecast::lstm::{Cut, LstmModel};
-use wfe_forecast::models::{Model, filled, filled_same_len, point_forecasts};
+use wfe_forecast::models::{
+    EtsMemo, Model, filled, filled_same_len, point_forecasts, point_forecasts_with,
+};
 use wfe_forecast::{ForecastConfig, quantiles_select};
 
 use super::data;

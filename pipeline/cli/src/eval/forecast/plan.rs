@@ -17,7 +17,8 @@ pub(super) struct Plan<'a> {
 
 impl Plan<'_> {
     /// Each statistical model's forecasts at the origins (every level the point), with
-    /// persistence standing in where the model cannot run.
+    /// persistence standing in where the model cannot run. The origins are in time order and
+    /// the model keeps its memo from one to the next, as the stage's series do.
     fn stats(
         &self,
         y: &[f64],
@@ -25,12 +26,14 @@ impl Plan<'_> {
         model: Model,
         fallbacks: &mut usize,
     ) -> Quantiles {
+        let mut memo = EtsMemo::default();
         origins
             .iter()
             .map(|&o| {
                 let hist = filled(&y[(o + 1).saturating_sub(self.keep)..=o]);
+                let (season, horizons, stats) = (self.season, self.horizons, &self.cfg.stats);
                 let points =
-                    point_forecasts(model, &hist, self.season, self.horizons, &self.cfg.stats)
+                    point_forecasts_with(model, &hist, season, horizons, stats, &mut memo)
                         .or_else(|_| {
                             *fallbacks += 1;
                             point_forecasts(
