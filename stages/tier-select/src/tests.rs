@@ -425,8 +425,9 @@ fn spot_prices_are_refreshed_from_ec2_and_the_reason_says_where_they_came_from()
     assert!(col(&out, "reason")[0].contains("catalog snapshot"));
 }
 
-#[test]
-fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it() {
+/// A stage with the reactive floor on (bursts past 80 %, to 70 %) over ASD's CPU (m00 x 32
+/// vCPU).
+fn reactive_stage() -> TierSelect {
     let cfg = TierSelectConfig {
         burst_utilisation: 0.8,
         burst_target: 0.7,
@@ -439,7 +440,12 @@ fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it()
         capacity: 32.0,
         workload_prefix: None,
     };
-    let mut st = TierSelect::new(cfg).unwrap().with_resources(vec![cpu]);
+    TierSelect::new(cfg).unwrap().with_resources(vec![cpu])
+}
+
+#[test]
+fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it() {
+    let mut st = reactive_stage();
     assert_eq!(st.inputs(), [Topic::Forecasts, Topic::MetricsNorm]);
     // A forecast of about 1 vCPU: one m7i.xlarge (4 vCPU).
     let (first, _) = decide(
@@ -500,19 +506,7 @@ fn the_reactive_floor_scales_up_on_observed_demand_and_forecasts_stay_above_it()
 /// saw them once, with nothing in place, and decided nothing on them.
 #[test]
 fn steps_seen_before_the_first_decision_are_not_judged_again_when_redelivered() {
-    let cfg = TierSelectConfig {
-        burst_utilisation: 0.8,
-        burst_target: 0.7,
-        ..Default::default()
-    };
-    let cpu = ResourceMap {
-        name: "cpu".into(),
-        metrics: vec!["m00".into()],
-        unit: "vcpu".into(),
-        capacity: 32.0,
-        workload_prefix: None,
-    };
-    let mut st = TierSelect::new(cfg).unwrap().with_resources(vec![cpu]);
+    let mut st = reactive_stage();
     let norm = normalised("asd", &["omi-5"], 2);
     let observe = |st: &mut TierSelect| {
         let mut out = VecCollector::new();
