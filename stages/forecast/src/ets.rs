@@ -108,7 +108,11 @@ impl TrendModel for TailEts<'_> {
 
     fn fit(&self, y: &[f64]) -> Result<Box<dyn FittedTrendModel + Sync + Send>, DynError> {
         let mut memo = self.memo.get();
-        let model = fit(&y[y.len().saturating_sub(self.window)..], &mut memo, self.every);
+        let model = fit(
+            &y[y.len().saturating_sub(self.window)..],
+            &mut memo,
+            self.every,
+        );
         self.memo.set(memo);
         Ok(Box::new(FittedEts(model?)))
     }
@@ -169,7 +173,10 @@ mod tests {
             let (i, ours) = search(&y).unwrap();
             let theirs = augurs_ets::AutoETS::new(1, "AZN").unwrap().fit(&y).unwrap();
             assert_eq!(ours.aicc(), theirs.model().aicc(), "series {kind}");
-            let (a, b) = (ours.predict(60, None).unwrap(), theirs.predict(60, None).unwrap());
+            let (a, b) = (
+                ours.predict(60, None).unwrap(),
+                theirs.predict(60, None).unwrap(),
+            );
             assert_eq!(a.point, b.point, "series {kind}");
             chosen.insert(i);
         }

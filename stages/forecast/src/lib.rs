@@ -532,7 +532,11 @@ impl Stage for Forecast {
         split.put_items(self.name(), "w", self.workloads.iter())?;
         split.put_unordered(self.name(), "spans", self.spans.iter())?;
         let memos = snapshot::memos(&self.workloads);
-        split.put_items(self.name(), "ets", memos.iter().map(|(w, m)| (w.as_str(), m)))?;
+        split.put_items(
+            self.name(),
+            "ets",
+            memos.iter().map(|(w, m)| (w.as_str(), m)),
+        )?;
         Ok(Some(split))
     }
 

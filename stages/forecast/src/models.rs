@@ -19,10 +19,10 @@ use std::cell::Cell;
 
 use augurs_core::{Fit, Forecast as AugursForecast, Predict};
 use augurs_mstl::MSTLModel;
+use serde::{Deserialize, Serialize};
 
 pub use crate::ets::EtsMemo;
 use crate::ets::{self, TailEts};
-use serde::{Deserialize, Serialize};
 
 /// Every model of the stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -207,8 +207,7 @@ pub fn point_forecasts_with(
                 every: cfg.ets_search_every,
                 memo: &shared,
             };
-            let fitted = MSTLModel::new(vec![season], trend)
-                .fit(&history[history.len() - need..]);
+            let fitted = MSTLModel::new(vec![season], trend).fit(&history[history.len() - need..]);
             *memo = shared.get();
             let fitted = fitted.map_err(|e| format!("MSTL fit: {e}"))?;
             let f = fitted

@@ -32,19 +32,18 @@ impl Plan<'_> {
             .map(|&o| {
                 let hist = filled(&y[(o + 1).saturating_sub(self.keep)..=o]);
                 let (season, horizons, stats) = (self.season, self.horizons, &self.cfg.stats);
-                let points =
-                    point_forecasts_with(model, &hist, season, horizons, stats, &mut memo)
-                        .or_else(|_| {
-                            *fallbacks += 1;
-                            point_forecasts(
-                                Model::Persistence,
-                                &hist,
-                                self.season,
-                                self.horizons,
-                                &self.cfg.stats,
-                            )
-                        })
-                        .unwrap_or_else(|_| vec![f64::NAN; self.horizons.len()]);
+                let points = point_forecasts_with(model, &hist, season, horizons, stats, &mut memo)
+                    .or_else(|_| {
+                        *fallbacks += 1;
+                        point_forecasts(
+                            Model::Persistence,
+                            &hist,
+                            self.season,
+                            self.horizons,
+                            &self.cfg.stats,
+                        )
+                    })
+                    .unwrap_or_else(|_| vec![f64::NAN; self.horizons.len()]);
                 points.iter().map(|&p| vec![p; self.levels.len()]).collect()
             })
             .collect()
