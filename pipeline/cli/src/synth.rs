@@ -174,10 +174,10 @@ fn value(member: &Member, shape: &Shape, t: usize, m: usize, rng: &mut SplitMix)
 /// Writes the fleet of `args` (its shapes already loaded with `args.metrics` metrics) and
 /// says how much.
 pub fn write(all: &Shapes, args: &SynthArgs) -> Result<Written> {
-    if args.workloads == 0 || !(args.days > 0.0) {
+    if args.workloads == 0 || !args.days.is_finite() || args.days <= 0.0 {
         return Err(Error::config(
             "wfe synth",
-            "--workloads and --days must be above 0",
+            "--workloads and --days must be above 0 (and --days finite)",
         ));
     }
     let (shapes, start, step_ms) = (&all.shapes, all.start, all.step_ms);

@@ -149,7 +149,7 @@ impl TierSelect {
             .zip(&self.resources)
             .filter_map(|(seen, res)| {
                 let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
-                let v = v - self.private_of(&prev_workload)(&res.unit) * self.cfg.burst_target;
+                let v = v - self.private_of(prev_workload)(&res.unit) * self.cfg.burst_target;
                 let n = (v / (self.cfg.burst_target * cap * inst.performance) - 1e-9).ceil() as i64;
                 Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
             })
