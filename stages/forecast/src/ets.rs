@@ -39,11 +39,15 @@ pub struct EtsMemo {
 /// the last search, else (or when that fit fails) the whole search, remembered in `memo`.
 /// With `every` 1, or a fresh memo, this is AutoETS's fit.
 pub fn fit(y: &[f64], memo: &mut EtsMemo, every: usize) -> Result<EtsModel, String> {
-    if let Some(i) = memo.chosen
+    // A memo naming no candidate (a damaged changelog entry) is no memo.
+    if let Some(i) = memo
+        .chosen
+        .map(usize::from)
+        .filter(|&i| i < CANDIDATES.len())
         && (memo.fits as usize) < every.max(1)
-        && let Some(m) = fit_one(y, i as usize).ok().filter(|m| !m.aicc().is_nan())
+        && let Some(m) = fit_one(y, i).ok().filter(|m| !m.aicc().is_nan())
     {
-        memo.fits += 1;
+        memo.fits = memo.fits.saturating_add(1);
         return Ok(m);
     }
     let (i, model) = search(y)?;
@@ -215,6 +219,13 @@ mod tests {
         fit(&trending[..6], &mut damped, 24).unwrap();
         assert_ne!(damped.chosen, Some(2));
         assert_eq!(damped.fits, 1);
+        // A memo that names no candidate searches.
+        let mut damaged = EtsMemo {
+            chosen: Some(9),
+            fits: 1,
+        };
+        fit(&trending, &mut damaged, 24).unwrap();
+        assert_eq!((damaged.chosen, damaged.fits), (kind, 1));
         // `every` 1: a search at every fit, as AutoETS.
         let mut each = EtsMemo::default();
         for _ in 0..3 {
