@@ -311,6 +311,36 @@ mod tests {
         assert!(err.contains("MSTL needs 2 seasons"), "{err}");
     }
 
+    /// MSTL with the stage's ETS search as its trend (a fresh memo: a search) forecasts as
+    /// MSTL with augurs' AutoETS trend model, bit for bit.
+    #[test]
+    fn mstl_forecasts_exactly_as_with_augurs_autoets_trend() {
+        let mut rng = wfe_contract::stats::SplitMix(3);
+        for series in 0..6 {
+            let slope = [0.0, 0.02, -0.01][series % 3];
+            let y: Vec<f64> = (0..256)
+                .map(|i| {
+                    let phase = (i % 96) as f64 / 96.0;
+                    5.0 + slope * i as f64
+                        + (std::f64::consts::TAU * phase).sin()
+                        + (rng.unit() - 0.5) * 0.3
+                })
+                .collect();
+            // Two seasons of 96 steps: shorter than the ETS window, so both see all of them.
+            let horizons = [1, 12, 60];
+            let got = point_forecasts(Model::Mstl, &y, 96, &horizons, &cfg()).unwrap();
+            let trend = augurs_ets::AutoETS::new(1, "AZN")
+                .unwrap()
+                .into_trend_model();
+            let f = MSTLModel::new(vec![96], trend)
+                .fit(&y[y.len() - 192..])
+                .unwrap()
+                .predict(60, None)
+                .unwrap();
+            assert_eq!(got, at(&f, &horizons), "series {series}");
+        }
+    }
+
     #[test]
     fn constant_and_gappy_histories_are_defined() {
         let y = vec![0.25; 400];
