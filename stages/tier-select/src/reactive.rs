@@ -26,7 +26,15 @@ impl TierSelect {
             // Every step is marked observed, also before the workload's first decision: a
             // step delivered again after that decision (an at-least-once replay) must not be
             // judged against a fleet that did not exist when it was first seen.
-            let cur = self.current.entry(step.workload.clone()).or_default();
+            if !self.current.contains_key(&step.workload) {
+                // (Looked up first: the name is copied once per workload, not per step.)
+                self.current
+                    .insert(step.workload.clone(), Current::default());
+            }
+            let cur = self
+                .current
+                .get_mut(&step.workload)
+                .expect("inserted above");
             if cur.observed.is_some_and(|t| step.time <= t) {
                 continue;
             }
