@@ -7,9 +7,11 @@
 4. reads `metrics.raw` and `decisions` back and computes, from Kafka message timestamps,
    the end-to-end latency from a sample's message to the decision it led to;
 5. measures the broker's own produce rate in the same run: the recorded `metrics.raw`
-   messages produced again, unchanged, to a fresh topic (`wfe replay --in`).
+   messages produced again, unchanged, to a fresh topic (`wfe replay --in`);
+6. says where the CPU went: each process's from start to the end of `actions`, and the part
+   of each service's in librdkafka's threads; with `--topics`, what every topic holds.
 
-Prints one table. Run through `load-tests/kafka-pipeline.sh` (builds, sets up the venv).
+Prints the tables. Run through `load-tests/kafka-pipeline.sh` (builds, sets up the venv).
 """
 
 import argparse
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc
+from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "schemas/examples"))
@@ -59,6 +62,28 @@ def rows(m) -> pa.Table:
         return r.read_all()
 
 
+def cpu_seconds(pid: int, stat: str = "") -> float:
+    """User + system CPU time of a live process (or one thread's `stat`) so far, or NaN once gone."""
+    try:
+        fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # utime and stime are fields 14 and 15 of stat(5); after the ")" they are the 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kafka_client_cpu_seconds(pid: int) -> float:
+    """CPU time so far of a process's librdkafka threads (named `rdk:...`), or NaN once it is gone."""
+    total = 0.0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            if (task / "comm").read_text().startswith("rdk:"):
+                total += cpu_seconds(int(task.name), f"/proc/{pid}/task/{task.name}/stat")
+    except OSError:
+        return float("nan")
+    return total
+
+
 def percentile(xs, q):
     xs = sorted(xs)
     if not xs:
@@ -76,6 +101,8 @@ def main() -> None:
     ap.add_argument("--fleet", type=int, default=0,
                     help="replay a synthetic fleet of this many workloads (`wfe synth`) instead of the job's sources")
     ap.add_argument("--days", type=float, default=2.0, help="days of event time of the --fleet fleet")
+    ap.add_argument("--topics", action="store_true",
+                    help="also print what every topic holds at the end (reads them all back: minutes at --fleet 1000)")
     args = ap.parse_args()
     # A stop (timeout, Ctrl-C's cousin) still runs the `finally` that ends the services.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -102,9 +129,13 @@ def main() -> None:
         # heartbeats slower than that, and each missed one rebalanced every service.
         text = text.replace('"session.timeout.ms" = "6000"', '"session.timeout.ms" = "45000"')
         text = text.replace('"heartbeat.interval.ms" = "500"', '"heartbeat.interval.ms" = "3000"')
+        # The test job commits every 500 ms so its kill tests replay little; a fleet runs with
+        # the default 2 s (each commit writes the changed workloads' state).
+        text = text.replace("commit_interval_ms = 500", "commit_interval_ms = 2000")
     job.write_text(text)
     url = f"tcp://{bootstrap}"
     procs = []
+    names = ["tansu", *STAGES]  # procs[i] runs names[i]
     log = lambda name: open(work / f"{name}.log", "w")
     procs.append(subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
                                    "--storage-engine", "sqlite://tansu.db"], cwd=work,
@@ -127,6 +158,9 @@ def main() -> None:
         while not ended(bootstrap, "actions", args.partitions):
             time.sleep(0.5)
         t_end = time.time()
+        # CPU of each process from start to the end of `actions`: where the pipeline's time goes.
+        cpu = {name: cpu_seconds(p.pid) for name, p in zip(names, procs)}
+        cpu_client = {name: kafka_client_cpu_seconds(p.pid) for name, p in zip(names, procs) if name != "tansu"}
 
         raw = read_messages(bootstrap, "metrics.raw")
         decisions = read_messages(bootstrap, "decisions")
@@ -171,6 +205,14 @@ def main() -> None:
                 if i < len(msgs):
                     lat.append(ts_ms - msgs[i][1])
 
+        # What every topic holds at the end, output and changelog alike: the broker's work.
+        topics = sorted(t for t in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+                        if not t.startswith("__"))
+        held = {}
+        for t in (topics if args.topics else []):
+            ms = raw if t == "metrics.raw" else read_messages(bootstrap, t)
+            held[t] = (len(ms), sum(len(m.value() or b"") + len(m.key() or b"") for m in ms))
+
         # The broker alone: the same messages, produced again unchanged.
         rec = work / "raw.arrow"
         subprocess.run([args.wfe, "record", "--topic", "metrics.raw", "--out", str(rec), "--bootstrap", bootstrap,
@@ -200,6 +242,17 @@ def main() -> None:
         print(f"| processing latency, triggering raw message to decision (trace id), p50 / p99 (ms) | "
               f"{percentile(trig, 0.5):,.0f} / {percentile(trig, 0.99):,.0f} ({len(trig):,} decisions) |")
         print(f"| wall time: replay + drain (s) | {e2e:.1f} |")
+        print("\n| process | CPU s, start to end of `actions` | CPU us per value | of it in librdkafka's threads (s) |")
+        print("|---|---:|---:|---:|")
+        for name, s in cpu.items():
+            client = f"{cpu_client[name]:.2f}" if name in cpu_client else "—"
+            print(f"| {'broker (tansu)' if name == 'tansu' else 'wfe stage ' + name} | {s:.2f} | {s / values * 1e6:.2f} | {client} |")
+        print(f"| all | {sum(cpu.values()):.2f} | {sum(cpu.values()) / values * 1e6:.2f} | {sum(cpu_client.values()):.2f} |")
+        if held:
+            print("\n| topic | messages | MB (keys + values) |")
+            print("|---|---:|---:|")
+            for t, (n, b) in held.items():
+                print(f"| {t} | {n:,} | {b / 1e6:.1f} |")
     finally:
         for p in reversed(procs):
             p.terminate()
