@@ -73,7 +73,8 @@ def cpu_seconds(pid: int, stat: str = "") -> float:
 
 
 def kafka_client_cpu_seconds(pid: int) -> float:
-    """CPU time so far of a process's librdkafka threads (named `rdk:...`), or NaN once it is gone."""
+    """CPU time so far of a process's live librdkafka threads (named `rdk:...`; a client's
+    threads that already ended are not counted), or NaN once the process is gone."""
     total = 0.0
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
