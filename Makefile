@@ -28,13 +28,23 @@ TORCH_VERSION := 2.11.0
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 FEATURES := --features wfe-cli/torch
+# Clippy's lints, denied, on wfe's own crates within the test build itself: clippy-driver
+# compiles as rustc does, and cargo hands it only the workspace's crates, so linting costs
+# no second build of the dependencies (`cargo clippy` would check all of them again). The
+# flags reach clippy-driver through CLIPPY_ARGS, as `cargo clippy -- -D warnings` passes them.
+# The fuzz and chaos targets build the same way, so they reuse the test build.
+CLIPPY_DRIVER := $(shell rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
+LINTED := RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) CLIPPY_ARGS=-Dwarnings
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run ui test bench fuzz chaos build setup tools test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench fuzz chaos build setup tools check-clippy test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
+
+check-clippy:
+	@test -n "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found: rustup component add clippy"; exit 1; }
 	@test -d "$(DATA)/smd" || { echo "shared data not found at $(DATA): run from the checkout beside ../shared, or set DATA=..."; exit 1; }
 
 # Python with pyarrow: the test that other teams can read wfe's Parquet outputs.
@@ -124,12 +134,12 @@ ui:
 
 # tansu builds beside the workspace's tests (on two cores each build leaves the other idle
 # gaps: crates that wait on one another, links); the tests run once both are done.
-test: setup test-tools
+test: setup test-tools check-clippy
 	@mkdir -p target; if [ -x $(TANSU) ]; then tansu=; else \
 		$(MAKE) --no-print-directory $(TANSU) > target/tansu-install.log 2>&1 & tansu=$$!; fi; \
-	$(CARGO) test --workspace $(FEATURES) --no-run; \
+	$(LINTED) $(CARGO) test --workspace $(FEATURES) --no-run; \
 	if [ -n "$$tansu" ] && ! wait $$tansu; then tail -40 target/tansu-install.log; exit 1; fi
-	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test --workspace $(FEATURES)
+	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(CARGO) test --workspace $(FEATURES)
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml
@@ -146,9 +156,9 @@ bench: build $(VENV)/.peer
 # job config. Each runs FUZZ_SECONDS; executions per target are printed at the end.
 FUZZ_SECONDS ?= 600
 FUZZ_REPORT := $(abspath target/fuzz-report.txt)
-fuzz: setup
+fuzz: setup check-clippy
 	mkdir -p target && rm -f $(FUZZ_REPORT)
-	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(CARGO) test $(FEATURES) \
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(LINTED) $(CARGO) test $(FEATURES) \
 		-p wfe-ingest -p wfe-http -p wfe-kafka -p wfe-cli fuzz -- --test-threads 1
 	@echo "target executions seconds"; cat $(FUZZ_REPORT)
 
@@ -160,9 +170,9 @@ CHAOS_KILLS ?= 60
 # Kills of one stage closer together than the session timeout (6 s in the test job) leave
 # dead members that tansu 0.6 keeps assigning partitions to; real Kafka evicts them.
 CHAOS_EVERY_MS ?= 7000
-chaos: setup tools
+chaos: setup tools check-clippy
 	WFE_CHAOS_KILLS=$(CHAOS_KILLS) WFE_CHAOS_EVERY_MS=$(CHAOS_EVERY_MS) WFE_CHAOS_BROKER=1 \
-		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(CARGO) test $(FEATURES) \
+		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(CARGO) test $(FEATURES) \
 		-p wfe-cli --test kafka chaos -- --nocapture
 
 # A broker for demos and load tests, its data kept in target/kafka-broker across restarts.

@@ -935,8 +935,10 @@ fn chaos_random_kill_9s_and_a_broker_kill_lose_nothing_and_never_act_twice() {
     let mut broker_kills = 0;
     for k in 0..kills {
         std::thread::sleep(every);
-        if kill_broker && k == kills / 2 && env.broker.is_some() {
-            let broker = env.broker.as_mut().unwrap();
+        if kill_broker
+            && k == kills / 2
+            && let Some(broker) = env.broker.as_mut()
+        {
             broker.kill();
             std::thread::sleep(Duration::from_millis(1500));
             broker.spawn();

@@ -127,48 +127,32 @@ pub fn timestamp_column(ms: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from(ms).with_timezone(wfe_schemas::TZ))
 }
 
+/// A list column of primitive values; `None` rows are null.
+fn list_of<T: arrow_array::ArrowPrimitiveType>(
+    rows: impl IntoIterator<Item = Option<Vec<T::Native>>>,
+) -> ArrayRef {
+    let rows = rows.into_iter().map(|r| r.map(|r| r.into_iter().map(Some)));
+    Arc::new(arrow_array::ListArray::from_iter_primitive::<T, _, _>(rows))
+}
+
 /// A list column of `f64`s.
 pub fn list_f64(rows: impl IntoIterator<Item = Vec<f64>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<
-        arrow_array::types::Float64Type,
-        _,
-        _,
-    >(
-        rows.into_iter().map(|r| Some(r.into_iter().map(Some)))
-    ))
+    list_of::<arrow_array::types::Float64Type>(rows.into_iter().map(Some))
 }
 
 /// A list column of `f64`s; `None` rows are null.
 pub fn list_f64_opt(rows: impl IntoIterator<Item = Option<Vec<f64>>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<
-        arrow_array::types::Float64Type,
-        _,
-        _,
-    >(
-        rows.into_iter().map(|r| r.map(|r| r.into_iter().map(Some))),
-    ))
+    list_of::<arrow_array::types::Float64Type>(rows)
 }
 
 /// A list column of `f32`s.
 pub fn list_f32(rows: impl IntoIterator<Item = Vec<f32>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<
-        arrow_array::types::Float32Type,
-        _,
-        _,
-    >(
-        rows.into_iter().map(|r| Some(r.into_iter().map(Some)))
-    ))
+    list_of::<arrow_array::types::Float32Type>(rows.into_iter().map(Some))
 }
 
 /// A nullable list column of `f32`s; `None` rows are null.
 pub fn list_f32_opt(rows: impl IntoIterator<Item = Option<Vec<f32>>>) -> ArrayRef {
-    Arc::new(arrow_array::ListArray::from_iter_primitive::<
-        arrow_array::types::Float32Type,
-        _,
-        _,
-    >(
-        rows.into_iter().map(|r| r.map(|r| r.into_iter().map(Some))),
-    ))
+    list_of::<arrow_array::types::Float32Type>(rows)
 }
 
 /// A list column of strings; `None` rows are null.

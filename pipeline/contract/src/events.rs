@@ -149,6 +149,16 @@ impl Context {
     }
 
     /// Counts and logs an event.
+    /// One input left out: [`Event::Rejected`] with a count of one.
+    pub fn reject(&mut self, kind: &'static str, location: &str, message: &str) {
+        self.event(Event::Rejected {
+            kind,
+            location,
+            message,
+            count: 1,
+        });
+    }
+
     pub fn event(&mut self, event: Event<'_>) {
         match event {
             Event::Rejected {

@@ -159,6 +159,67 @@ impl Split {
     }
 }
 
+/// A stage's state that has both forms: what [`state_hooks!`](crate::state_hooks) needs to
+/// write a stage's four snapshot hooks (whole and split, each way) from one field.
+pub trait StageState: Serialize + DeserializeOwned {
+    /// The state as entries (see [`Split`]).
+    fn split(&self, stage: &str) -> Result<Split>;
+    /// The state from its entries.
+    fn from_split(stage: &str, split: Split) -> Result<Self>;
+}
+
+/// The per-workload map of most stages: one entry per workload under `w`, in the map's order.
+impl<T: Serialize + DeserializeOwned + Default> StageState for crate::norm::Keyed<T> {
+    fn split(&self, stage: &str) -> Result<Split> {
+        let mut split = Split::new();
+        split.put_items(stage, "w", self.iter())?;
+        Ok(split)
+    }
+
+    fn from_split(stage: &str, split: Split) -> Result<Self> {
+        Ok(Self::from_items(split.items(stage, "w")?))
+    }
+}
+
+/// A map by workload whose order means nothing: one entry per workload under `w`.
+impl<T: Serialize + DeserializeOwned> StageState for std::collections::HashMap<String, T> {
+    fn split(&self, stage: &str) -> Result<Split> {
+        let mut split = Split::new();
+        split.put_unordered(stage, "w", self.iter().map(|(w, t)| (w.as_str(), t)))?;
+        Ok(split)
+    }
+
+    fn from_split(stage: &str, split: Split) -> Result<Self> {
+        Ok(split.items(stage, "w")?.into_iter().collect())
+    }
+}
+
+/// The four snapshot hooks of a [`Stage`](crate::Stage) whose whole state is the field
+/// `$field` (a [`StageState`]), written inside its `impl Stage` block. A stage whose restore
+/// does more (rebuilds an index, a cache) writes its hooks itself.
+#[macro_export]
+macro_rules! state_hooks {
+    ($field:ident) => {
+        fn snapshot(&self) -> $crate::Result<Option<Vec<u8>>> {
+            $crate::state::encode(self.name(), &self.$field)
+        }
+
+        fn restore(&mut self, state: &[u8]) -> $crate::Result<()> {
+            self.$field = $crate::state::decode(self.name(), state)?;
+            Ok(())
+        }
+
+        fn snapshot_split(&self) -> $crate::Result<Option<$crate::state::Split>> {
+            $crate::state::StageState::split(&self.$field, self.name()).map(Some)
+        }
+
+        fn restore_split(&mut self, state: $crate::state::Split) -> $crate::Result<()> {
+            self.$field = $crate::state::StageState::from_split(self.name(), state)?;
+            Ok(())
+        }
+    };
+}
+
 fn encoded<T: Serialize>(stage: &str, value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::state(stage, format!("cannot encode: {e}")))
 }

@@ -212,6 +212,15 @@ pub struct State {
     pub rejected: BTreeMap<String, u64>,
 }
 
+impl State {
+    /// The view of `workload` (made on its first row), its newest event time moved to `t`.
+    fn seen(&mut self, workload: &str, t: i64) -> &mut WorkloadView {
+        let w = self.workloads.entry(workload.to_string()).or_default();
+        w.seen(t);
+        w
+    }
+}
+
 impl ApiState {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())

@@ -298,12 +298,7 @@ impl Source for RemoteWriteSource {
                     }
                 }
                 Ok(Msg::Bad(why)) => {
-                    ctx.event(Event::Rejected {
-                        kind: "remote_write_bad_request",
-                        location: "remote_write",
-                        message: &why,
-                        count: 1,
-                    });
+                    ctx.reject("remote_write_bad_request", "remote_write", &why);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {

@@ -46,6 +46,31 @@ pub(crate) fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> Error {
     }
 }
 
+/// The weights of a network's variable store as bytes (libtorch's own format).
+pub(crate) fn save_weights(vs: &nn::VarStore) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    vs.save_to_stream(&mut buf)
+        .map_err(torch_err("save weights"))?;
+    Ok(buf)
+}
+
+/// A network made by `build`, its weights then read from `weights` into the store `vs_of`
+/// gives. Built in turn ([`one_at_a_time`]): a new network draws its initial weights from
+/// libtorch's global generator, and must not draw from the middle of a seeded training's
+/// stream.
+pub(crate) fn load_weights<N>(
+    build: impl FnOnce() -> N,
+    vs_of: impl FnOnce(&mut N) -> &mut nn::VarStore,
+    weights: Vec<u8>,
+) -> Result<N> {
+    let _turn = one_at_a_time();
+    let mut net = build();
+    vs_of(&mut net)
+        .load_from_stream(std::io::Cursor::new(weights))
+        .map_err(torch_err("load weights"))?;
+    Ok(net)
+}
+
 /// The layers, on one variable store.
 struct Net {
     vs: nn::VarStore,
@@ -282,26 +307,14 @@ impl SeqAutoencoder {
         self.infer(w, |x, _| self.net.forward(x).0)
     }
 
-    /// The weights as bytes (libtorch's own format).
-    fn weights(&self) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.net
-            .vs
-            .save_to_stream(&mut buf)
-            .map_err(torch_err("save weights"))?;
-        Ok(buf)
-    }
-
     fn from_saved(s: Saved) -> Result<Self> {
         s.cfg.validate("autoencoder")?;
         let device = device_of(s.cfg.device).unwrap_or(Device::Cpu);
-        // A new network draws its initial weights from libtorch's global generator: in turn,
-        // so that it cannot draw from the middle of a seeded training's stream.
-        let _turn = one_at_a_time();
-        let mut net = Net::new(device, s.features, &s.cfg);
-        net.vs
-            .load_from_stream(std::io::Cursor::new(s.weights))
-            .map_err(torch_err("load weights"))?;
+        let net = load_weights(
+            || Net::new(device, s.features, &s.cfg),
+            |n| &mut n.vs,
+            s.weights,
+        )?;
         Ok(Self {
             cfg: s.cfg,
             steps: s.steps,
@@ -341,7 +354,7 @@ struct Saved {
 
 impl Serialize for SeqAutoencoder {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let weights = self.weights().map_err(serde::ser::Error::custom)?;
+        let weights = save_weights(&self.net.vs).map_err(serde::ser::Error::custom)?;
         Saved {
             cfg: self.cfg.clone(),
             steps: self.steps,

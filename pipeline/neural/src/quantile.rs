@@ -7,7 +7,7 @@ use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 use wfe_contract::{Error, Result};
 
-use crate::lstm::{device_of, epochs, one_at_a_time, torch_err};
+use crate::lstm::{device_of, epochs, load_weights, one_at_a_time, save_weights, torch_err};
 use crate::{ForecasterConfig, ForecasterShape, Precision, TrainReport, Windows};
 
 /// Windows per forward pass at inference when the caller does not say.
@@ -241,15 +241,6 @@ impl QuantileForecaster {
         s * (first + rest) + head
     }
 
-    fn weights(&self) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.net
-            .vs
-            .save_to_stream(&mut buf)
-            .map_err(torch_err("save weights"))?;
-        Ok(buf)
-    }
-
     fn from_saved(s: SavedForecaster, device: Option<crate::DeviceChoice>) -> Result<Self> {
         s.cfg.validate("forecaster")?;
         let choice = device.unwrap_or(s.cfg.device);
@@ -257,13 +248,11 @@ impl QuantileForecaster {
             crate::DeviceChoice::Cuda => device_of(choice)?,
             _ => device_of(choice).unwrap_or(Device::Cpu),
         };
-        // A new network draws its initial weights from libtorch's global generator: in turn,
-        // so that it cannot draw from the middle of a seeded training's stream.
-        let _turn = one_at_a_time();
-        let mut net = Net::new(device, &s.shape, &s.cfg);
-        net.vs
-            .load_from_stream(std::io::Cursor::new(s.weights))
-            .map_err(torch_err("load weights"))?;
+        let net = load_weights(
+            || Net::new(device, &s.shape, &s.cfg),
+            |n| &mut n.vs,
+            s.weights,
+        )?;
         Ok(Self {
             cfg: s.cfg,
             shape: s.shape,
@@ -277,7 +266,7 @@ impl QuantileForecaster {
         let saved = SavedForecaster {
             cfg: self.cfg.clone(),
             shape: self.shape.clone(),
-            weights: self.weights()?,
+            weights: save_weights(&self.net.vs)?,
         };
         postcard::to_stdvec(&saved).map_err(|e| Error::bad_input("forecaster", e.to_string()))
     }

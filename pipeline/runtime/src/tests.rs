@@ -274,7 +274,7 @@ impl Stage for Panicking {
         _o: &mut dyn Collector,
     ) -> Result<()> {
         self.seen += 1;
-        let slots = vec![0u8; 2];
+        let slots = [0u8; 2];
         let i = self.seen.saturating_sub(self.at) + 2;
         if self.seen >= self.at {
             let _ = slots[i];

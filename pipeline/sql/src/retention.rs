@@ -49,7 +49,7 @@ pub fn parse_keep(keep: &str) -> Option<i64> {
         'd' => 86_400_000.0,
         _ => return None,
     };
-    (n.is_finite() && n >= 0.0).then(|| (n * ms) as i64)
+    (n.is_finite() && n >= 0.0).then_some((n * ms) as i64)
 }
 
 impl Retention {

@@ -54,7 +54,6 @@ mod snapshot;
 use arrow_array::{Array, RecordBatch};
 use serde_json::json;
 use wfe_contract::columns::{f64s, i64s, strings, timestamps};
-use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use config::{ActuateConfig, InterruptionSource, MODE_SETTING, Mode};
@@ -209,12 +208,7 @@ impl Actuate {
             Err(e) => {
                 let loc = format!("describe {workload}");
                 let msg = format!("{e}; planning from the record");
-                ctx.event(Event::Rejected {
-                    kind: "describe_failed",
-                    location: &loc,
-                    message: &msg,
-                    count: 1,
-                });
+                ctx.reject("describe_failed", &loc, &msg);
                 recorded
             }
         }
@@ -430,12 +424,7 @@ impl Stage for Actuate {
                 Ok(u) => u,
                 Err(why) => {
                     let loc = format!("decision {id}");
-                    ctx.event(Event::Rejected {
-                        kind: "bad_decision",
-                        location: &loc,
-                        message: &format!("{why}: nothing done"),
-                        count: 1,
-                    });
+                    ctx.reject("bad_decision", &loc, &format!("{why}: nothing done"));
                     rows.refused(id, time.value(r), workload.value(r), &asked, &why);
                     let window = self.window_ms();
                     self.state.applied.insert(
@@ -549,23 +538,7 @@ impl Stage for Actuate {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.state)
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.state = wfe_contract::state::decode(self.name(), state)?;
-        Ok(())
-    }
-
-    fn snapshot_split(&self) -> Result<Option<Split>> {
-        self.state.split(self.name()).map(Some)
-    }
-
-    fn restore_split(&mut self, state: Split) -> Result<()> {
-        self.state = State::from_split(self.name(), state)?;
-        Ok(())
-    }
+    wfe_contract::state_hooks!(state);
 }
 
 #[cfg(test)]

@@ -49,12 +49,7 @@ impl Actuate {
             }
             Err(e) => {
                 let msg = format!("{e}; reading again in {} s", src.poll_s);
-                ctx.event(Event::Rejected {
-                    kind: "notice_receive_failed",
-                    location: "interruptions.queue_url",
-                    message: &msg,
-                    count: 1,
-                });
+                ctx.reject("notice_receive_failed", "interruptions.queue_url", &msg);
             }
         }
     }
@@ -68,12 +63,7 @@ impl Actuate {
         if let Err(e) = notices.ack(&m.receipt) {
             let loc = format!("message {}", m.message_id);
             let msg = e.to_string();
-            ctx.event(Event::Rejected {
-                kind: "notice_ack_failed",
-                location: &loc,
-                message: &msg,
-                count: 1,
-            });
+            ctx.reject("notice_ack_failed", &loc, &msg);
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use wfe_contract::Result;
-use wfe_contract::state::Split;
+use wfe_contract::state::{Split, StageState};
 
 use crate::applied::Applied;
 use crate::fleet::Fleet;
@@ -25,8 +25,8 @@ pub(crate) struct State {
     pub(crate) warnings: Vec<(String, i64, String)>,
 }
 
-impl State {
-    pub(crate) fn split(&self, stage: &str) -> Result<Split> {
+impl StageState for State {
+    fn split(&self, stage: &str) -> Result<Split> {
         let mut split = Split::new();
         split.put_shared(stage, &(&self.interrupted, &self.warnings))?;
         self.applied.put_into(&mut split, stage, "applied")?;
@@ -35,7 +35,7 @@ impl State {
         Ok(split)
     }
 
-    pub(crate) fn from_split(stage: &str, split: Split) -> Result<State> {
+    fn from_split(stage: &str, split: Split) -> Result<State> {
         let (interrupted, warnings) = split.shared(stage)?;
         Ok(State {
             applied: Applied::from_split(&split, stage, "applied")?,

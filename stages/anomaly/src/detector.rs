@@ -36,7 +36,9 @@ pub enum Model {
     Pca(PcaModel),
     Range(RangeModel),
     IsolationForest(IsolationForest),
-    Lstm(LstmDetector),
+    /// Boxed: five times the size of the others, and most workloads have no LSTM (serde
+    /// encodes a box as its content, so snapshots are unchanged).
+    Lstm(Box<LstmDetector>),
 }
 
 impl Model {
@@ -193,7 +195,9 @@ impl Ensemble {
                     cfg.iforest_sample,
                     0x5EED,
                 )?),
-                DetectorKind::Lstm => Model::Lstm(LstmDetector::fit(history, d, &cfg.lstm)?),
+                DetectorKind::Lstm => {
+                    Model::Lstm(Box::new(LstmDetector::fit(history, d, &cfg.lstm)?))
+                }
             };
             parts.push(Part {
                 weight: cfg.weight(kind),

@@ -32,7 +32,6 @@ use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
 use wfe_contract::retire::{Sweep, sweep_idle};
 use wfe_contract::schemas::labels;
-use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
 
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
@@ -356,25 +355,7 @@ impl Stage for Anomaly {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.workloads)
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.workloads = wfe_contract::state::decode(self.name(), state)?;
-        Ok(())
-    }
-
-    fn snapshot_split(&self) -> Result<Option<Split>> {
-        let mut split = Split::new();
-        split.put_items(self.name(), "w", self.workloads.iter())?;
-        Ok(Some(split))
-    }
-
-    fn restore_split(&mut self, state: Split) -> Result<()> {
-        self.workloads = Keyed::from_items(state.items(self.name(), "w")?);
-        Ok(())
-    }
+    wfe_contract::state_hooks!(workloads);
 }
 
 #[cfg(test)]

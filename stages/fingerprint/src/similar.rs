@@ -182,10 +182,10 @@ impl Store {
                     sum.iter_mut().zip(&v).for_each(|(s, x)| *s += x);
                     *n += 1;
                 }
-                if let Some(e) = environment.filter(|e| !e.is_null(row)) {
-                    if a.environment.as_ref().is_none_or(|(at, _)| t >= *at) {
-                        a.environment = Some((t, e.value(row).to_string()));
-                    }
+                if let Some(e) = environment.filter(|e| !e.is_null(row))
+                    && a.environment.as_ref().is_none_or(|(at, _)| t >= *at)
+                {
+                    a.environment = Some((t, e.value(row).to_string()));
                 }
                 if !cold.value(row) && !alloc.is_null(row) && !alloc_metrics.is_null(row) {
                     let m = alloc_metrics.value(row);
@@ -354,11 +354,11 @@ impl Store {
         let mut sum = vec![0.0; metrics.len()];
         let mut total = 0.0;
         for (i, w) in members {
-            if let Some((m, x)) = &self.items[*i].allocation {
-                if *m == metrics {
-                    sum.iter_mut().zip(x).for_each(|(s, x)| *s += w * x);
-                    total += w;
-                }
+            if let Some((m, x)) = &self.items[*i].allocation
+                && *m == metrics
+            {
+                sum.iter_mut().zip(x).for_each(|(s, x)| *s += w * x);
+                total += w;
             }
         }
         (

@@ -32,6 +32,10 @@ struct Made {
     levels: Vec<Vec<f64>>,
 }
 
+/// What one issuing thread returns: its jobs' rows, how many values it masked, and the
+/// resolved forecasts, each under the index of its job (to put them back in job order).
+type ThreadOut = (Vec<(usize, Rows)>, u64, Vec<(usize, Resolved)>);
+
 impl Made {
     fn flat(points: Vec<f64>, n_levels: usize) -> Self {
         let levels = points.iter().map(|&p| vec![p; n_levels]).collect();
@@ -89,7 +93,7 @@ impl Forecast {
                 .or_insert(j.time);
             *t = (*t).max(j.time);
         }
-        let mut extras = self.from_lstm(&jobs);
+        let mut extras = self.lstm_extras(&jobs);
         // Each series' jobs, in order.
         let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -127,43 +131,42 @@ impl Forecast {
         let (cfg, resources, spans, fitted) =
             (&self.cfg, &self.resources, &self.spans, &self.fitted);
         let names = &names;
-        let results: Vec<(Vec<(usize, Rows)>, u64, Vec<(usize, Resolved)>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = bundles
-                    .into_iter()
-                    .map(|bundle| {
-                        scope.spawn(move || {
-                            let mut scratch = Vec::new();
-                            let mut env = Env {
-                                cfg,
-                                resources,
-                                spans,
-                                scratch: &mut scratch,
-                                masked: 0,
-                                resolved: Vec::new(),
-                            };
-                            let mut rows = Vec::new();
-                            let mut resolved = Vec::new();
-                            for (s, horizons, mine) in bundle {
-                                for (j, mut job, from) in mine {
-                                    let mut r = Rows::default();
-                                    issue_one(
-                                        &mut env, fitted, s, &names[j], &horizons, &mut job, from,
-                                        &mut r,
-                                    );
-                                    rows.push((j, r));
-                                    resolved.extend(env.resolved.drain(..).map(|x| (j, x)));
-                                }
+        let results: Vec<ThreadOut> = std::thread::scope(|scope| {
+            let handles: Vec<_> = bundles
+                .into_iter()
+                .map(|bundle| {
+                    scope.spawn(move || {
+                        let mut scratch = Vec::new();
+                        let mut env = Env {
+                            cfg,
+                            resources,
+                            spans,
+                            scratch: &mut scratch,
+                            masked: 0,
+                            resolved: Vec::new(),
+                        };
+                        let mut rows = Vec::new();
+                        let mut resolved = Vec::new();
+                        for (s, horizons, mine) in bundle {
+                            for (j, mut job, from) in mine {
+                                let mut r = Rows::default();
+                                issue_one(
+                                    &mut env, fitted, s, &names[j], &horizons, &mut job, from,
+                                    &mut r,
+                                );
+                                rows.push((j, r));
+                                resolved.extend(env.resolved.drain(..).map(|x| (j, x)));
                             }
-                            (rows, env.masked, resolved)
-                        })
+                        }
+                        (rows, env.masked, resolved)
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
         let mut all_rows: Vec<(usize, Rows)> = Vec::new();
         let mut all_resolved: Vec<(usize, Resolved)> = Vec::new();
         let mut masked = 0;
@@ -190,7 +193,7 @@ impl Forecast {
 
     /// What each job takes from the LSTM: this forecast (one batch per model across the
     /// fleet), the cross-validation forecasts of a series' first validation, the version.
-    fn from_lstm(&self, jobs: &[Job]) -> Vec<FromLstm> {
+    fn lstm_extras(&self, jobs: &[Job]) -> Vec<FromLstm> {
         let mut out: Vec<FromLstm> = jobs
             .iter()
             .map(|j| FromLstm {

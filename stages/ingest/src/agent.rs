@@ -25,7 +25,7 @@ use arrow_array::{ArrayRef, Float64Array};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::schemas::labels;
-use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source, Topic};
+use wfe_contract::{Context, Error, RecordBatch, Result, Source, Topic};
 
 mod kernel;
 use kernel::{cgroup2_mount, cgroups};
@@ -170,12 +170,7 @@ impl AgentSource {
                 let key = path.display().to_string();
                 if self.missing.insert(key.clone()) {
                     let msg = format!("{e}: its metrics are left out");
-                    ctx.event(Event::Rejected {
-                        kind: "agent_file_unreadable",
-                        location: &key,
-                        message: &msg,
-                        count: 1,
-                    });
+                    ctx.reject("agent_file_unreadable", &key, &msg);
                 }
                 None
             }
@@ -288,16 +283,16 @@ fn rows(prev: &Sample, now: &Sample) -> Vec<(String, &'static str, f64)> {
             }
         };
         // Host CPU: jiffies busy and in iowait over all jiffies.
-        if let (Some(total), Some(idle)) = (delta(w, "cpu_total"), delta(w, "cpu_idle")) {
-            if total > 0.0 {
-                put("cpu_utilisation", Some(1.0 - idle / total));
-                let cpus = now.gauges.get(&(w.clone(), "cpu_count"));
-                put("cpu_cores", cpus.map(|n| n * (1.0 - idle / total)));
-                put(
-                    "cpu_iowait_fraction",
-                    delta(w, "cpu_iowait").map(|x| x / total),
-                );
-            }
+        if let (Some(total), Some(idle)) = (delta(w, "cpu_total"), delta(w, "cpu_idle"))
+            && total > 0.0
+        {
+            put("cpu_utilisation", Some(1.0 - idle / total));
+            let cpus = now.gauges.get(&(w.clone(), "cpu_count"));
+            put("cpu_cores", cpus.map(|n| n * (1.0 - idle / total)));
+            put(
+                "cpu_iowait_fraction",
+                delta(w, "cpu_iowait").map(|x| x / total),
+            );
         }
         // cgroup CPU: microseconds used per second of interval = cores.
         put(

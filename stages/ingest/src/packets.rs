@@ -30,7 +30,7 @@ use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
-use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source, Topic};
+use wfe_contract::{Context, Error, RecordBatch, Result, Source, Topic};
 
 mod features;
 mod header;
@@ -378,25 +378,19 @@ impl Source for PacketSource {
                     self.packets += 1;
                     match self.features.add(&h) {
                         Ok(rows) => self.pending = rows,
-                        Err(()) => {
+                        Err(features::Late) => {
                             let loc = format!("{} at {} µs", self.what, h.ts_us);
-                            ctx.event(Event::Rejected {
-                                kind: "late_packet",
-                                location: &loc,
-                                message: "older than the open window: left out",
-                                count: 1,
-                            });
+                            ctx.reject("late_packet", &loc, "older than the open window: left out");
                         }
                     }
                 }
                 Msg::Undecodable(n) => {
                     let loc = format!("{}: packet {n}", self.what);
-                    ctx.event(Event::Rejected {
-                        kind: "undecodable_packet",
-                        location: &loc,
-                        message: "not IPv4/IPv6 or truncated headers: left out",
-                        count: 1,
-                    });
+                    ctx.reject(
+                        "undecodable_packet",
+                        &loc,
+                        "not IPv4/IPv6 or truncated headers: left out",
+                    );
                 }
                 Msg::Failed(e) => return Err(e),
             }

@@ -184,7 +184,6 @@ fn pcap_bytes() -> Vec<u8> {
         w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
             .unwrap();
     }
-    drop(w);
     out
 }
 

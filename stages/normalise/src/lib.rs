@@ -31,7 +31,6 @@ use std::collections::VecDeque;
 use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{DictStrings, f64s, timestamps};
-use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod checks;
@@ -291,7 +290,10 @@ impl Normalise {
                 let mut r = row + 1;
                 while r < n && wkeys[r] == wkeys[row] && time[r] == rts {
                     let v = values[r];
-                    if !(v.abs() <= MAX_ABS_VALUE) || nulls.as_ref().is_some_and(|b| b.is_null(r)) {
+                    if !v.is_finite()
+                        || v.abs() > MAX_ABS_VALUE
+                        || nulls.as_ref().is_some_and(|b| b.is_null(r))
+                    {
                         break;
                     }
                     let Some(slot) = slot_of.get(met_ids[mkeys[r] as usize]) else {
@@ -334,13 +336,12 @@ impl Normalise {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
             let wk = &mut self.state.workloads[wi];
             if wk.early.len() >= MAX_EARLY_SAMPLES {
-                let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
-                ctx.event(Event::Rejected {
-                    kind: "no_step",
-                    location: &loc,
-                    message: "too many samples before the workload's step is known (fewer than four distinct timestamps)",
-                    count: 1,
-                });
+                self.reject(
+                    ctx,
+                    (wi, ts),
+                    "no_step",
+                    "too many samples before the workload's step is known (fewer than four distinct timestamps)",
+                );
                 return None;
             }
             wk.early.push((ts, m, v, label));
@@ -362,6 +363,12 @@ impl Normalise {
         self.place(wi, ts, m, v, label, ctx, out)
     }
 
+    /// A sample of workload `wi` at `ts` left out: logged and counted under `kind`.
+    fn reject(&self, ctx: &mut Context, (wi, ts): (usize, i64), kind: &'static str, message: &str) {
+        let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
+        ctx.reject(kind, &loc, message);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
@@ -378,13 +385,12 @@ impl Normalise {
         let slot = self.slot(wi, m);
         let wk = &mut self.state.workloads[wi];
         if wk.emitted_until.is_some_and(|e| t <= e) {
-            let loc = format!("{} at {ts}", self.state.workload_names.names[wi]);
-            ctx.event(Event::Rejected {
-                kind: "late",
-                location: &loc,
-                message: "sample older than the lateness bound",
-                count: 1,
-            });
+            self.reject(
+                ctx,
+                (wi, ts),
+                "late",
+                "sample older than the lateness bound",
+            );
             return None;
         }
         let newest = wk.open.back().map(|s| s.time);
@@ -400,12 +406,7 @@ impl Normalise {
                 (newest - t) / step,
                 self.cfg.lateness_steps
             );
-            ctx.event(Event::Rejected {
-                kind: "late",
-                location: &loc,
-                message: &msg,
-                count: 1,
-            });
+            ctx.reject("late", &loc, &msg);
             return None;
         }
         if let Some(newest) = newest
@@ -574,23 +575,7 @@ impl Stage for Normalise {
         self.emit_all(rows, out)
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.state)
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.state = wfe_contract::state::decode(self.name(), state)?;
-        Ok(())
-    }
-
-    fn snapshot_split(&self) -> Result<Option<Split>> {
-        self.state.split(self.name()).map(Some)
-    }
-
-    fn restore_split(&mut self, state: Split) -> Result<()> {
-        self.state = State::from_split(self.name(), state)?;
-        Ok(())
-    }
+    wfe_contract::state_hooks!(state);
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wfe_contract::Result;
 use wfe_contract::norm::Slots;
-use wfe_contract::state::Split;
+use wfe_contract::state::{Split, StageState};
 
 use super::{DoneStep, Workload};
 
@@ -30,8 +30,8 @@ pub(super) struct State {
     pub(super) sweep: wfe_contract::retire::Sweep,
 }
 
-impl State {
-    pub(super) fn split(&self, stage: &str) -> Result<Split> {
+impl StageState for State {
+    fn split(&self, stage: &str) -> Result<Split> {
         let mut split = Split::new();
         split.put_shared(stage, &(&self.metric_names, &self.label_names))?;
         let names = self.workload_names.names.iter().map(String::as_str);
@@ -49,7 +49,7 @@ impl State {
         Ok(split)
     }
 
-    pub(super) fn from_split(stage: &str, split: Split) -> Result<State> {
+    fn from_split(stage: &str, split: Split) -> Result<State> {
         let (metric_names, label_names) = split.shared(stage)?;
         let mut state = State {
             metric_names,

@@ -7,6 +7,7 @@ use wfe_contract::VecCollector;
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::norm::NormBatch;
 use wfe_contract::schemas::labels;
+use wfe_contract::state::Split;
 
 use super::*;
 

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
-use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
 use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
@@ -134,9 +133,10 @@ impl TierSelect {
                 "must be 0 or more",
             ));
         }
-        if !(0.0..=1.0).contains(&cfg.burst_utilisation)
-            || !(cfg.burst_target > 0.0 && cfg.burst_target <= 1.0)
-        {
+        // Written so that NaN fails both (a comparison with NaN is false).
+        let utilisation_ok = (0.0..=1.0).contains(&cfg.burst_utilisation);
+        let target_ok = cfg.burst_target > 0.0 && cfg.burst_target <= 1.0;
+        if !(utilisation_ok && target_ok) {
             return Err(Error::config(
                 "stages.tier-select.burst_utilisation",
                 "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
@@ -300,26 +300,27 @@ impl TierSelect {
             chosen.count = floor;
         }
         let same_kind = prev.instance_type == best.instance_type;
-        if same_kind && best.count < prev.count {
-            if let Some(why) = self.hold_scale_in(&prev, &best, at) {
-                // Keep the fleet, priced at the new mix's share of spot where it fits.
-                chosen.count = prev.count;
-                chosen.spot_count = prev.spot_count.min(prev.count);
-                let inst = self
-                    .catalog
-                    .instance
-                    .iter()
-                    .find(|i| i.r#type == best.instance_type);
-                if let Some(inst) = inst {
-                    let spot = inst.spot_price.unwrap_or(inst.on_demand_price);
-                    chosen.cost_per_hour = chosen.spot_count as f64 * spot
-                        + (chosen.count - chosen.spot_count) as f64 * inst.on_demand_price;
-                    chosen.risk = self
-                        .rules()
-                        .risk(inst, needs, chosen.count, chosen.spot_count);
-                }
-                reason = format!("scale-in from {} to {} held: {why}", prev.count, best.count);
+        if same_kind
+            && best.count < prev.count
+            && let Some(why) = self.hold_scale_in(&prev, &best, at)
+        {
+            // Keep the fleet, priced at the new mix's share of spot where it fits.
+            chosen.count = prev.count;
+            chosen.spot_count = prev.spot_count.min(prev.count);
+            let inst = self
+                .catalog
+                .instance
+                .iter()
+                .find(|i| i.r#type == best.instance_type);
+            if let Some(inst) = inst {
+                let spot = inst.spot_price.unwrap_or(inst.on_demand_price);
+                chosen.cost_per_hour = chosen.spot_count as f64 * spot
+                    + (chosen.count - chosen.spot_count) as f64 * inst.on_demand_price;
+                chosen.risk = self
+                    .rules()
+                    .risk(inst, needs, chosen.count, chosen.spot_count);
             }
+            reason = format!("scale-in from {} to {} held: {why}", prev.count, best.count);
         }
         if let Some(p) = private {
             let (cost, why) = self.burst_transfer(p, all_needs, &chosen);
@@ -468,12 +469,11 @@ impl Stage for TierSelect {
                 })
             } else {
                 let loc = format!("{} at {}", key.0, key.1);
-                ctx.event(Event::Rejected {
-                    kind: "bad_forecast",
-                    location: &loc,
-                    message: "forecast is NaN, negative or has no quantiles: not used",
-                    count: 1,
-                });
+                ctx.reject(
+                    "bad_forecast",
+                    &loc,
+                    "forecast is NaN, negative or has no quantiles: not used",
+                );
                 None
             };
             let pos = match groups.iter().position(|(k, _)| *k == key) {
@@ -510,12 +510,11 @@ impl Stage for TierSelect {
                     .all(|i| i.capacity(&n.unit).is_none())
             }) {
                 let loc = format!("{w} at {at}");
-                ctx.event(Event::Rejected {
-                    kind: "unknown_unit",
-                    location: &loc,
-                    message: "no forecast unit is one the catalog measures (vcpu, gib, gbps)",
-                    count: 1,
-                });
+                ctx.reject(
+                    "unknown_unit",
+                    &loc,
+                    "no forecast unit is one the catalog measures (vcpu, gib, gbps)",
+                );
                 continue;
             }
             let mut needs = needs;
@@ -528,26 +527,7 @@ impl Stage for TierSelect {
         Ok(())
     }
 
-    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.current)
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.current = wfe_contract::state::decode(self.name(), state)?;
-        Ok(())
-    }
-
-    fn snapshot_split(&self) -> Result<Option<Split>> {
-        let mut split = Split::new();
-        let current = self.current.iter().map(|(w, c)| (w.as_str(), c));
-        split.put_unordered(self.name(), "w", current)?;
-        Ok(Some(split))
-    }
-
-    fn restore_split(&mut self, state: Split) -> Result<()> {
-        self.current = state.items(self.name(), "w")?.into_iter().collect();
-        Ok(())
-    }
+    wfe_contract::state_hooks!(current);
 }
 
 #[cfg(test)]

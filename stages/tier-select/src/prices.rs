@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wfe_contract::{Context, Event};
+use wfe_contract::Context;
 use wfe_ec2::Cloud;
 
 use crate::TierSelect;
@@ -66,12 +66,11 @@ impl TierSelect {
             }
             Err(e) => {
                 let msg = format!("{e}; keeping the prices in use");
-                ctx.event(Event::Rejected {
-                    kind: "spot_price_refresh_failed",
-                    location: "DescribeSpotPriceHistory",
-                    message: &msg,
-                    count: 1,
-                });
+                ctx.reject(
+                    "spot_price_refresh_failed",
+                    "DescribeSpotPriceHistory",
+                    &msg,
+                );
                 let retry = Duration::from_secs(src.refresh_s.saturating_sub(60));
                 self.prices.refreshed = Instant::now().checked_sub(retry);
             }

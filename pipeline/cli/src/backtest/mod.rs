@@ -217,6 +217,9 @@ pub struct Demand {
     pub train_times: Vec<i64>,
 }
 
+/// Per resource (its name and unit) and then per step, a workload's demand.
+type Columns = (Vec<(String, String)>, Vec<Vec<f64>>);
+
 /// Per step, the resources of `maps` that apply to `entity`, from raw metric values.
 fn demand_of(
     maps: &[ResourceMap],
@@ -224,7 +227,7 @@ fn demand_of(
     entity: &str,
     metrics: &[String],
     rows: &[Vec<f64>],
-) -> Result<(Vec<(String, String)>, Vec<Vec<f64>>)> {
+) -> Result<Columns> {
     let measured = |unit: &str| catalog.instance.iter().any(|i| i.capacity(unit).is_some());
     let mut cols = Vec::new();
     let mut names = Vec::new();

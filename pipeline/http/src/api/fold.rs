@@ -24,8 +24,7 @@ pub(super) fn fold_actuals(
     steps: Vec<wfe_contract::resources::ResourceStep>,
 ) {
     for step in steps {
-        let w = s.workloads.entry(step.workload).or_default();
-        w.seen(step.time);
+        let w = s.seen(&step.workload, step.time);
         for (m, v) in maps.iter().zip(step.values) {
             if let Some(v) = v {
                 let r = w.resources.entry(m.name.clone()).or_default();
@@ -57,11 +56,7 @@ pub(super) fn fold_fingerprints(s: &mut State, b: &RecordBatch) -> Result<()> {
             allocation_metrics: list_row_str(am.as_ref(), i)?,
             allocation: list_row_f64(al.as_ref(), i)?,
         };
-        let w = s
-            .workloads
-            .entry(workload.value(i).to_string())
-            .or_default();
-        w.seen(view.window_end);
+        let w = s.seen(workload.value(i), view.window_end);
         // Only a cold window with neighbours was sized from them (the first machines of a
         // fleet have none).
         if view.cold_start && !view.neighbours.is_empty() {
@@ -90,11 +85,7 @@ pub(super) fn fold_anomalies(s: &mut State, b: &RecordBatch) -> Result<()> {
     );
     let top = column(b, "top_metrics")?;
     for i in 0..b.num_rows() {
-        let w = s
-            .workloads
-            .entry(workload.value(i).to_string())
-            .or_default();
-        w.seen(t.value(i));
+        let w = s.seen(workload.value(i), t.value(i));
         let seg_end = (!end.is_null(i)).then(|| end.value(i));
         let closed = event.value(i) == "closed";
         match w
@@ -143,11 +134,7 @@ pub(super) fn fold_forecasts(s: &mut State, b: &RecordBatch) -> Result<()> {
     let (horizon, model) = (i64s(b, "horizon_s")?, strings(b, "model")?);
     let (levels, values) = (column(b, "quantile_levels")?, column(b, "quantile_values")?);
     for i in 0..b.num_rows() {
-        let w = s
-            .workloads
-            .entry(workload.value(i).to_string())
-            .or_default();
-        w.seen(issued.value(i));
+        let w = s.seen(workload.value(i), issued.value(i));
         let r = w
             .resources
             .entry(resource.value(i).to_string())
@@ -196,12 +183,8 @@ pub(super) fn fold_decisions(s: &mut State, b: &RecordBatch) -> Result<()> {
         i64s(b, "spot_count")?,
     );
     for i in 0..b.num_rows() {
-        let w = s
-            .workloads
-            .entry(workload.value(i).to_string())
-            .or_default();
         let t = at.value(i);
-        w.seen(t);
+        let w = s.seen(workload.value(i), t);
         w.accrue(t);
         if w.cost_until.is_none() {
             w.cost_until = Some(t);
@@ -253,11 +236,7 @@ pub(super) fn fold_actions(s: &mut State, b: &RecordBatch) -> Result<()> {
     );
     let ids = column(b, "instance_ids")?;
     for i in 0..b.num_rows() {
-        let w = s
-            .workloads
-            .entry(workload.value(i).to_string())
-            .or_default();
-        w.seen(t.value(i));
+        let w = s.seen(workload.value(i), t.value(i));
         w.actions.push(
             ActionView {
                 action_id: aid.value(i).to_string(),

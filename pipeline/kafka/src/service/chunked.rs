@@ -167,11 +167,11 @@ impl Restore {
         };
         if key == self.base {
             self.offer_base(h, value);
-        } else if key.starts_with(&self.prefix) {
-            if let Some(id) = h.get(SNAPSHOT) {
-                self.chunks
-                    .insert(key.to_string(), (id.to_string(), value.to_vec()));
-            }
+        } else if key.starts_with(&self.prefix)
+            && let Some(id) = h.get(SNAPSHOT)
+        {
+            self.chunks
+                .insert(key.to_string(), (id.to_string(), value.to_vec()));
         }
     }
 

@@ -106,7 +106,7 @@ impl FingerprintCut {
     /// origins a profile's length apart (what training sorts series by).
     pub(crate) fn profile(&self, y: &[f64]) -> Option<Vec<f64>> {
         let span = self.window * self.windows;
-        let mut acc = vec![0.0; FINGERPRINT_LEN];
+        let mut acc = [0.0; FINGERPRINT_LEN];
         let mut n = 0.0;
         let mut o = y.len().checked_sub(1)?;
         while let Some(f) = self.at(y, o) {

@@ -20,6 +20,10 @@ struct Acc {
 }
 
 /// The windowing: packets in, feature rows out as windows close.
+/// A packet older than the open window: left out, and counted by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late;
+
 #[derive(Debug)]
 pub struct Features {
     pub(super) cfg: PacketConfig,
@@ -58,16 +62,16 @@ impl Features {
         })
     }
 
-    /// Adds a packet; returns the rows of every window it closed. `Err(())`: the packet is
-    /// older than the open window (late) and was left out.
-    pub fn add(&mut self, h: &Header) -> std::result::Result<Vec<Row>, ()> {
+    /// Adds a packet; returns the rows of every window it closed. `Err(Late)`: the packet is
+    /// older than the open window and was left out.
+    pub fn add(&mut self, h: &Header) -> std::result::Result<Vec<Row>, Late> {
         let window = h.ts_us.div_euclid(self.window_us) * self.window_us;
         let mut rows = Vec::new();
         match self.open {
-            Some(start) if h.ts_us < start => return Err(()),
+            Some(start) if h.ts_us < start => return Err(Late),
             Some(start) if h.ts_us >= start + self.window_us => rows = self.close(),
             Some(_) => {}
-            None if self.closed_until.is_some_and(|c| h.ts_us < c) => return Err(()),
+            None if self.closed_until.is_some_and(|c| h.ts_us < c) => return Err(Late),
             None => {}
         }
         if self.open.is_none() {
