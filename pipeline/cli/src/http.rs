@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wfe_contract::{Control, Health, ResourceMap, Result, Stage, Topic};
+use wfe_contract::{Control, Health, Result, Stage, Topic};
+use wfe_domain::ResourceMap;
 use wfe_http::{ApiStage, ApiState, Endpoints, Server};
 use wfe_runtime::RunOptions;
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use wfe_contract::stats::SplitMix;
+use wfe_domain::stats::SplitMix;
 use wfe_contract::{Error, Result};
 use wfe_ingest::RawBuilder;
 

@@ -930,7 +930,7 @@ fn chaos_random_kill_9s_and_a_broker_kill_lose_nothing_and_never_act_twice() {
         &["replay", "--no-end-of-stream", "--speed", &speed],
         "replay",
     );
-    let mut rng = wfe_contract::stats::SplitMix(seed);
+    let mut rng = wfe_domain::stats::SplitMix(seed);
     let mut killed: Vec<&str> = Vec::new();
     let mut broker_kills = 0;
     for k in 0..kills {

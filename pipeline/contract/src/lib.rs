@@ -23,33 +23,31 @@
 //! - [`columns`]: typed, erroring accessors for reading batches.
 //! - [`merge`]: the order a stage that reads several topics sees them in (by sequence
 //!   number and input), the same in the embedded runner and over Kafka.
-//! - [`spans`]: anomalous spans per workload, to keep anomalies out of training data.
-//! - [`features`]: the statistical features of a window of metrics that fingerprints are made
-//!   of (the fingerprint stage reduces them; the forecast stage's LSTM reads them as context).
+//! - [`state`]: a stage's snapshot, whole or split per workload, and [`state_hooks!`] that
+//!   writes a stage's snapshot hooks from its state field.
+//! - [`health`], [`control`]: what a runner reports to probes, and the settings an operator
+//!   changes while it runs.
+//!
+//! What the stages share about workloads (resource maps, anomaly spans, window features,
+//! retirement, the seeded generator) is not the contract: it lives in `wfe-domain`.
 
 pub mod columns;
 pub mod control;
 pub mod error;
 mod events;
-pub mod features;
 pub mod health;
 pub mod id;
 pub mod ipc;
 pub mod merge;
 pub mod norm;
 pub mod panic;
-pub mod resources;
-pub mod retire;
-pub mod spans;
 pub mod state;
-pub mod stats;
 
 pub use arrow_array::RecordBatch;
 pub use control::Control;
 pub use error::{Error, Result};
 pub use events::{Context, Event};
 pub use health::Health;
-pub use resources::ResourceMap;
 pub use wfe_schemas::{self as schemas, Topic};
 
 /// A pipeline stage: an actor that owns its state.

@@ -366,3 +366,37 @@ impl<'b> NormBatch<'b> {
         Ok(replayed)
     }
 }
+
+/// What [`Keyed::retire`] dropped.
+pub struct Retired<T> {
+    /// Each former index's new one (`None`: retired).
+    pub map: Vec<Option<usize>>,
+    /// The retired workloads' names and states.
+    pub gone: Vec<(String, T)>,
+}
+
+impl<T> Keyed<T> {
+    /// Drops the workloads marked in `gone`, with their names; the rest keep their order.
+    pub fn retire(&mut self, gone: &[bool]) -> Retired<T> {
+        let is_gone = |i: usize| gone.get(i).copied().unwrap_or(false);
+        let names: Vec<String> = (self.names.names.iter().enumerate())
+            .filter(|(i, _)| is_gone(*i))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let map = self.names.retain(|i| !is_gone(i as usize));
+        let mut items = Vec::new();
+        let mut kept = Vec::with_capacity(self.items.len());
+        for (i, item) in std::mem::take(&mut self.items).into_iter().enumerate() {
+            if is_gone(i) {
+                items.push(item);
+            } else {
+                kept.push(item);
+            }
+        }
+        self.items = kept;
+        Retired {
+            map: map.into_iter().map(|m| m.map(|i| i as usize)).collect(),
+            gone: names.into_iter().zip(items).collect(),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! - [`pca`]: the principal axes of a set of rows, behind the anomaly stage's reconstruction
 //!   model and the fingerprint stage's basis.
 //!
-//! (The seeded generator and reservoir sampling are `wfe_contract::stats::SplitMix`: stages
+//! (The seeded generator and reservoir sampling are `wfe_domain::stats::SplitMix`: stages
 //! without linear algebra use them too.)
 
 pub mod pca;

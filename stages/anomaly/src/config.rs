@@ -154,7 +154,7 @@ fn d_top() -> usize {
 }
 
 fn d_retire() -> u64 {
-    wfe_contract::retire::RETIRE_AFTER_S
+    wfe_domain::retire::RETIRE_AFTER_S
 }
 
 impl Default for AnomalyConfig {

@@ -7,7 +7,7 @@
 //! flat node vector per tree, serialisable with the stage state, and deterministic for a seed.
 
 use serde::{Deserialize, Serialize};
-use wfe_contract::stats::SplitMix;
+use wfe_domain::stats::SplitMix;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 enum Node {

@@ -30,14 +30,14 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::retire::{Sweep, sweep_idle};
+use wfe_domain::retire::{Sweep, sweep_idle};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
 
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
 pub use detector::Ensemble;
 pub use pca::PcaModel;
-pub use wfe_contract::stats::quantile;
+pub use wfe_domain::stats::quantile;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {

@@ -114,7 +114,7 @@ fn d_alloc_q() -> f64 {
 }
 
 fn d_retire() -> u64 {
-    wfe_contract::retire::RETIRE_AFTER_S
+    wfe_domain::retire::RETIRE_AFTER_S
 }
 
 impl Default for FingerprintConfig {

@@ -10,7 +10,7 @@
 //! from the mean of every embedding made.
 
 use serde::{Deserialize, Serialize};
-use wfe_contract::stats::SplitMix;
+use wfe_domain::stats::SplitMix;
 use wfe_neural::{AutoencoderConfig, SeqAutoencoder, TrainReport, Windows};
 
 /// Settings of the learned embedding.

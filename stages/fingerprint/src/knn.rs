@@ -175,7 +175,7 @@ impl Approximate {
 /// `n` deterministic pseudo-random vectors around 32 centres, like fingerprints of service
 /// groups: what `wfe bench knn` and the tests search when no fleet that large exists.
 pub fn synthetic_fleet(n: usize, dim: usize, seed: u64) -> Vec<Vec<f64>> {
-    let mut rng = wfe_contract::stats::SplitMix(seed);
+    let mut rng = wfe_domain::stats::SplitMix(seed);
     let mut next = move || rng.unit() - 0.5;
     let centres: Vec<Vec<f64>> = (0..32)
         .map(|_| (0..dim).map(|_| next()).collect())

@@ -34,7 +34,7 @@
 mod config;
 pub mod embed;
 mod fleet;
-pub use wfe_contract::features;
+pub use wfe_domain::features;
 pub mod knn;
 pub mod reduce;
 mod retire;
@@ -49,7 +49,7 @@ use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_f32_opt, list_f64_opt, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::stats::quantile;
+use wfe_domain::stats::quantile;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
 
 pub use config::{FingerprintConfig, Method};
@@ -225,7 +225,7 @@ pub struct Fingerprint {
     /// Per metric set, for fleets above `index_above` (rebuilt from state, never saved).
     indexes: BTreeMap<u64, Index>,
     /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
-    sweep: wfe_contract::retire::Sweep,
+    sweep: wfe_domain::retire::Sweep,
     /// Workloads other instances own (over Kafka; not in the snapshot).
     fleet: fleet::Fleet,
 }

@@ -4,7 +4,7 @@
 
 use faer::Mat;
 use serde::{Deserialize, Serialize};
-use wfe_contract::stats::SplitMix;
+use wfe_domain::stats::SplitMix;
 
 /// A fitted basis: vectors are `(x - mean) · components`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

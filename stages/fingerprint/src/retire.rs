@@ -1,11 +1,11 @@
 //! Retiring idle workloads (`retire_after_s`, as every stage retires them:
-//! [`wfe_contract::retire`]). Besides the workload table, three things refer to workloads:
+//! [`wfe_domain::retire`]). Besides the workload table, three things refer to workloads:
 //! the count of known workloads per metric set, the windows held until a basis is fitted (by
 //! index), and the neighbour indexes (dropped, and rebuilt from the rest when next needed).
 //! Other instances know them through `profiles`: a retired workload's row there has no
 //! features, which readers take as its removal.
 
-use wfe_contract::retire::sweep_idle;
+use wfe_domain::retire::sweep_idle;
 use wfe_contract::{Context, RecordBatch, Result};
 
 use crate::Fingerprint;

@@ -150,7 +150,7 @@ fn d_true() -> bool {
 }
 
 fn d_retire() -> u64 {
-    wfe_contract::retire::RETIRE_AFTER_S
+    wfe_domain::retire::RETIRE_AFTER_S
 }
 
 impl Default for ForecastConfig {

@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     /// Series of each kind the search tells apart: level only, trending, damped.
-    fn series(rng: &mut wfe_contract::stats::SplitMix, kind: usize) -> Vec<f64> {
+    fn series(rng: &mut wfe_domain::stats::SplitMix, kind: usize) -> Vec<f64> {
         let slope = [0.0, 0.02, -0.01][kind % 3] * (kind / 3) as f64;
         let mut level = 5.0;
         (0..256)
@@ -170,7 +170,7 @@ mod tests {
     /// The search is augurs' AutoETS "AZN", forecast for forecast, bit for bit.
     #[test]
     fn the_search_forecasts_exactly_as_augurs_autoets() {
-        let mut rng = wfe_contract::stats::SplitMix(7);
+        let mut rng = wfe_domain::stats::SplitMix(7);
         let mut chosen = std::collections::BTreeSet::new();
         for kind in 0..12 {
             let y = series(&mut rng, kind);
@@ -192,7 +192,7 @@ mod tests {
     /// does not fit the series any more is replaced at once.
     #[test]
     fn the_memo_fits_the_chosen_kind_until_the_next_search() {
-        let mut rng = wfe_contract::stats::SplitMix(11);
+        let mut rng = wfe_domain::stats::SplitMix(11);
         let trending = series(&mut rng, 4);
         let mut memo = EtsMemo::default();
         let first = fit(&trending, &mut memo, 3).unwrap();

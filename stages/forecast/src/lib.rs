@@ -29,8 +29,8 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::retire::{Sweep, sweep_idle};
-use wfe_contract::spans::AnomalySpans;
+use wfe_domain::retire::{Sweep, sweep_idle};
+use wfe_domain::spans::AnomalySpans;
 use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -46,7 +46,7 @@ pub mod store;
 
 pub const MODEL_VERSION: &str = "1";
 
-pub use wfe_contract::ResourceMap;
+pub use wfe_domain::ResourceMap;
 
 pub use config::ForecastConfig;
 pub use lstm::LstmConfig;
@@ -268,7 +268,7 @@ fn fitted_models(cfg: &ForecastConfig) -> Vec<Model> {
         .collect()
 }
 
-pub use wfe_contract::stats::quantile;
+pub use wfe_domain::stats::quantile;
 
 /// `3600` -> `1h`, `900` -> `15m`, `86400` -> `24h`: how horizons are named in figures.
 pub fn horizon_label(s: u64) -> String {

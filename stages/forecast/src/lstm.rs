@@ -10,7 +10,7 @@
 //! level, and the forecast is last + scale x that.
 //!
 //! **The series' fingerprint** ([`fingerprint`]): the fingerprint stage's window features
-//! (`wfe_contract::features`: level, spread, quantiles, trend, autocorrelation, period) of
+//! (`wfe_domain::features`: level, spread, quantiles, trend, autocorrelation, period) of
 //! the series, averaged over its latest windows and standardised by the training set's
 //! spread. It is computed here from the history the model reads, not taken from the
 //! fingerprint stage's rows: those are reduced by a PCA basis that is refitted as the fleet
@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use augurs_clustering::{DbscanCluster, DbscanClusterer, DistanceMatrix};
 use serde::{Deserialize, Serialize};
-use wfe_contract::features::{FEATURES, FeatureWeights, window_features};
+use wfe_domain::features::{FEATURES, FeatureWeights, window_features};
 use wfe_contract::{Error, Result};
 use wfe_neural::{ForecasterShape, QuantileForecaster, TrainReport, Windows};
 
@@ -211,7 +211,7 @@ impl LstmModel {
             }
         }
         pairs.sort_by(f64::total_cmp);
-        let epsilon = wfe_contract::stats::quantile(&pairs, ccfg.epsilon_quantile);
+        let epsilon = wfe_domain::stats::quantile(&pairs, ccfg.epsilon_quantile);
         let matrix = DistanceMatrix::try_from_square(matrix)
             .map_err(|e| Error::bad_input("lstm classes", e.to_string()))?;
         let found = DbscanClusterer::new(epsilon, ccfg.min_series).fit(&matrix);
@@ -398,7 +398,7 @@ fn class_radius(
         }
     }
     d.sort_by(f64::total_cmp);
-    wfe_contract::stats::quantile(&d, 0.9).max(epsilon)
+    wfe_domain::stats::quantile(&d, 0.9).max(epsilon)
 }
 
 /// 16 origins spread over the held-out tail (the last `hold` steps) of a series of `len`

@@ -315,7 +315,7 @@ mod tests {
     /// MSTL with augurs' AutoETS trend model, bit for bit.
     #[test]
     fn mstl_forecasts_exactly_as_with_augurs_autoets_trend() {
-        let mut rng = wfe_contract::stats::SplitMix(3);
+        let mut rng = wfe_domain::stats::SplitMix(3);
         for series in 0..6 {
             let slope = [0.0, 0.02, -0.01][series % 3];
             let y: Vec<f64> = (0..256)

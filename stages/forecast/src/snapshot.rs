@@ -5,7 +5,7 @@
 
 use wfe_contract::Result;
 use wfe_contract::norm::Keyed;
-use wfe_contract::spans::AnomalySpans;
+use wfe_domain::spans::AnomalySpans;
 
 use crate::models::EtsMemo;
 use crate::{ForecastConfig, Workload, fitted_models};

@@ -573,7 +573,7 @@ fn a_week_of_pod_churn_keeps_about_a_days_workloads() {
             cpu(),
         )
         .unwrap();
-        st.sweep.clock = wfe_contract::retire::test_clock::now;
+        st.sweep.clock = wfe_domain::retire::test_clock::now;
         let retired = wfe_normalise::testing::run_as_live(&mut st, &norm);
         (st.workloads.items.len(), st.workloads.names.len(), retired)
     });

@@ -581,4 +581,5 @@ impl Stage for Normalise {
 #[cfg(test)]
 mod tests;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

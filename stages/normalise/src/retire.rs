@@ -9,7 +9,7 @@
 //! workloads are rewritten once the tables are mostly names nobody uses any more.
 //!
 //! Idle in wall-clock time (a replay retires nothing), swept as every stage sweeps
-//! ([`wfe_contract::retire`]).
+//! ([`wfe_domain::retire`]).
 
 use wfe_contract::{Collector, Context, Result};
 

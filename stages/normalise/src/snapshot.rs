@@ -27,7 +27,7 @@ pub(super) struct State {
     pub(super) label_names: Slots,
     /// When to look for idle workloads (not in the snapshot, which keeps its format).
     #[serde(skip)]
-    pub(super) sweep: wfe_contract::retire::Sweep,
+    pub(super) sweep: wfe_domain::retire::Sweep,
 }
 
 impl StageState for State {

@@ -46,14 +46,14 @@ pub fn normalised(set: &str, entities: &[&str], max_raw_batches: usize) -> Vec<R
     out.of(Topic::MetricsNorm)
 }
 
-/// Sets the thread's test clock ([`wfe_contract::retire::test_clock`]) to the newest event
+/// Sets the thread's test clock ([`wfe_domain::retire::test_clock`]) to the newest event
 /// time of `batch`: recorded time run through a stage as if it were live.
 pub fn live_clock(batch: &RecordBatch) {
     let newest = wfe_contract::columns::timestamps(batch, "event_time")
         .ok()
         .and_then(|t| t.values().iter().max().copied())
         .unwrap_or(0);
-    wfe_contract::retire::test_clock::set((newest / 1000).max(0) as u64);
+    wfe_domain::retire::test_clock::set((newest / 1000).max(0) as u64);
 }
 
 /// A minute boundary (steps are aligned to multiples of the step): where [`churn_raw`] starts.
@@ -125,7 +125,7 @@ pub fn churn_norm(days: usize) -> Vec<RecordBatch> {
         ..Default::default()
     };
     let mut stage = Normalise::new(cfg).expect("config");
-    stage.state.sweep.clock = wfe_contract::retire::test_clock::now;
+    stage.state.sweep.clock = wfe_domain::retire::test_clock::now;
     let (mut ctx, mut out) = (Context::new("normalise"), VecCollector::new());
     for b in churn_raw(days) {
         live_clock(&b);

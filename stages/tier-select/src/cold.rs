@@ -6,7 +6,8 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{bools, list_row_f32, list_row_f64, list_row_str, strings, timestamps};
-use wfe_contract::{Context, Event, ResourceMap, Result};
+use wfe_contract::{Context, Event, Result};
+use wfe_domain::ResourceMap;
 
 use crate::rows::Rows;
 use crate::{Need, Origin, TierSelect};
@@ -172,7 +173,7 @@ impl TierSelect {
 }
 
 /// Per resource map: the mean of its metrics' allocations x its capacity (as
-/// [`wfe_contract::resources::resource_steps`] reads a step), where the map applies to the
+/// [`wfe_domain::resources::resource_steps`] reads a step), where the map applies to the
 /// workload and the allocation has finite, non-negative values for its metrics.
 pub(crate) fn cold_values(
     maps: &[ResourceMap],

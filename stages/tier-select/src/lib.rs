@@ -32,7 +32,8 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
-use wfe_contract::{Collector, Context, Error, Event, ResourceMap, Result, Stage, Topic};
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
+use wfe_domain::ResourceMap;
 use wfe_ec2::{Cloud, Ec2, Ec2Settings};
 
 use cold::ColdStart;

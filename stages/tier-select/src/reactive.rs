@@ -22,7 +22,7 @@ impl TierSelect {
         rows: &mut Rows,
         ctx: &mut Context,
     ) -> Result<()> {
-        for step in wfe_contract::resources::resource_steps(&self.resources, batch)? {
+        for step in wfe_domain::resources::resource_steps(&self.resources, batch)? {
             // Every step is marked observed, also before the workload's first decision: a
             // step delivered again after that decision (an at-least-once replay) must not be
             // judged against a fleet that did not exist when it was first seen.

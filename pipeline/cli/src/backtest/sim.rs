@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use wfe_contract::Result;
-use wfe_contract::stats::SplitMix;
+use wfe_domain::stats::SplitMix;
 use wfe_tier_select::Catalog;
 
 use super::policies::{Plan, count_for};

@@ -4,7 +4,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use wfe_contract::columns::{
     bools, f64s, i64s, list_row_f32, list_row_f64, list_row_str, strings, timestamps,
 };
-use wfe_contract::{Error, ResourceMap, Result};
+use wfe_contract::{Error, Result};
+use wfe_domain::ResourceMap;
 
 use super::*;
 
@@ -21,7 +22,7 @@ fn opt_str(a: &arrow_array::StringArray, i: usize) -> Option<String> {
 pub(super) fn fold_actuals(
     s: &mut State,
     maps: &[ResourceMap],
-    steps: Vec<wfe_contract::resources::ResourceStep>,
+    steps: Vec<wfe_domain::resources::ResourceStep>,
 ) {
     for step in steps {
         let w = s.seen(&step.workload, step.time);

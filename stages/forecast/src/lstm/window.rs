@@ -225,7 +225,7 @@ impl Cut {
         let per = per_series.min(max_windows / series.len().max(1)).max(1);
         let mut w = Windows::new(self.steps, 2);
         let (mut ctx, mut targets) = (Vec::new(), Vec::new());
-        let mut rng = wfe_contract::stats::SplitMix(0x9e37_79b9_7f4a_7c15);
+        let mut rng = wfe_domain::stats::SplitMix(0x9e37_79b9_7f4a_7c15);
         for y in series {
             let Some(span) = y.len().checked_sub(self.steps + longest) else {
                 continue;

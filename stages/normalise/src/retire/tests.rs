@@ -43,7 +43,7 @@ fn run(retire_after_s: u64) -> (Vec<Row>, Context, Normalise, usize) {
         ..Default::default()
     })
     .unwrap();
-    st.state.sweep.clock = wfe_contract::retire::test_clock::now;
+    st.state.sweep.clock = wfe_domain::retire::test_clock::now;
     let (mut out, mut ctx) = (VecCollector::new(), Context::new("normalise"));
     for b in churn_raw(7) {
         live_clock(&b);

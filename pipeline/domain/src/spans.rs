@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use arrow_array::{Array, RecordBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
-use crate::columns::{strings, timestamps};
+use wfe_contract::Result;
+use wfe_contract::columns::{strings, timestamps};
 
 /// Merged `[start, end]` spans (inclusive, ms) per workload.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

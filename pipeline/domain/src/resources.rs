@@ -4,8 +4,8 @@
 use arrow_array::Array;
 use serde::{Deserialize, Serialize};
 
-use crate::norm::NormBatch;
-use crate::{RecordBatch, Result};
+use wfe_contract::norm::NormBatch;
+use wfe_contract::{RecordBatch, Result};
 
 /// How one resource is computed from metrics.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -64,7 +64,7 @@ pub fn resource_steps(maps: &[ResourceMap], batch: &RecordBatch) -> Result<Vec<R
                 .collect()
         })
         .collect();
-    let keys = crate::columns::DictStrings::new(batch, "metric")?;
+    let keys = wfe_contract::columns::DictStrings::new(batch, "metric")?;
     let mut out = Vec::new();
     for step in nb.steps() {
         let mut seen: Vec<Vec<f64>> = vec![Vec::new(); maps.len()];
