@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use wfe_domain::stats::SplitMix;
 use wfe_contract::{Error, Result};
+use wfe_domain::stats::SplitMix;
 use wfe_ingest::RawBuilder;
 
 /// Rows per written batch (and Parquet row group page unit).

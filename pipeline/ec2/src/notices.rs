@@ -14,7 +14,8 @@ use wfe_contract::{Error, Result};
 use crate::sdk::{self, Caller, Ec2Settings, Static};
 
 /// What an event says will happen to an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum NoticeKind {
     /// "EC2 Spot Instance Interruption Warning": reclaimed in two minutes.
     Interruption,
@@ -24,10 +25,7 @@ pub enum NoticeKind {
 
 impl NoticeKind {
     pub fn name(self) -> &'static str {
-        match self {
-            NoticeKind::Interruption => "interruption",
-            NoticeKind::Rebalance => "rebalance",
-        }
+        self.into()
     }
 }
 

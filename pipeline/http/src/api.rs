@@ -19,9 +19,9 @@ use std::sync::{Arc, RwLock};
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
-use wfe_domain::resources::resource_steps;
 use wfe_contract::{Collector, Context, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
+use wfe_domain::resources::resource_steps;
 
 mod fold;
 use fold::{

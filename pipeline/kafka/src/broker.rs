@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use backon::{BlockingRetryable, ExponentialBuilder};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -120,30 +121,36 @@ pub fn partition_count<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     topic: &str,
     patience: Duration,
 ) -> Result<i32> {
-    let start = Instant::now();
-    let mut wait = Duration::from_millis(100);
-    loop {
-        let err = match client.fetch_metadata(Some(topic), REQUEST_TIMEOUT) {
-            Ok(md) => match md.topics().first() {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    return Ok(t.partitions().len() as i32);
-                }
-                Some(t) => format!("topic `{topic}`: {:?}", t.error()),
-                None => format!("topic `{topic}` not in metadata"),
-            },
-            Err(e) => format!("metadata of `{topic}`: {e}"),
-        };
-        if start.elapsed() > patience {
-            return Err(Error::External {
-                service: "kafka".into(),
-                message: err,
-                retryable: true,
-            });
-        }
-        tracing::debug!("{err}; retrying in {wait:?}");
-        std::thread::sleep(wait);
-        wait = (wait * 2).min(Duration::from_secs(2));
-    }
+    let partitions = || match client.fetch_metadata(Some(topic), REQUEST_TIMEOUT) {
+        Ok(md) => match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as i32)
+            }
+            Some(t) => Err(format!("topic `{topic}`: {:?}", t.error())),
+            None => Err(format!("topic `{topic}` not in metadata")),
+        },
+        Err(e) => Err(format!("metadata of `{topic}`: {e}")),
+    };
+    partitions
+        .retry(backoff(Duration::from_secs(2), patience))
+        .sleep(std::thread::sleep)
+        .notify(|err, wait| tracing::debug!("{err}; retrying in {wait:?}"))
+        .call()
+        .map_err(|message| Error::External {
+            service: "kafka".into(),
+            message,
+            retryable: true,
+        })
+}
+
+/// Waits from 100 ms, doubling up to `longest`, retrying for about `patience` in all (an
+/// attempt may start just before it runs out).
+fn backoff(longest: Duration, patience: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(longest)
+        .with_total_delay(Some(patience))
+        .without_max_times()
 }
 
 /// Reads `topic`/`partition` from `from` up to the end it had when the call started.
@@ -229,20 +236,10 @@ pub fn retry<T>(
     what: &str,
     mut f: impl FnMut() -> std::result::Result<T, KafkaError>,
 ) -> Result<T> {
-    let mut wait = Duration::from_millis(100);
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let err = kafka_error(what, e);
-                if !err.is_retryable() || start.elapsed() > Duration::from_secs(60) {
-                    return Err(err);
-                }
-                tracing::warn!("{err}; retrying in {wait:?}");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    (|| f().map_err(|e| kafka_error(what, e)))
+        .retry(backoff(Duration::from_secs(5), Duration::from_secs(60)))
+        .sleep(std::thread::sleep)
+        .when(Error::is_retryable)
+        .notify(|err, wait| tracing::warn!("{err}; retrying in {wait:?}"))
+        .call()
 }

@@ -5,8 +5,19 @@ use wfe_contract::{Error, Result};
 use wfe_ec2::Ec2Settings;
 
 /// How the actuator acts.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Mode {
     /// Write the calls it would make to `actions`, send nothing.
     RecordOnly,
@@ -17,18 +28,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::RecordOnly, Mode::DryRun, Mode::Apply];
-
+    /// Its name in config, rows and the API (the same as serde's).
     pub fn name(self) -> &'static str {
-        match self {
-            Mode::RecordOnly => "record-only",
-            Mode::DryRun => "dry-run",
-            Mode::Apply => "apply",
-        }
+        self.into()
     }
 
     pub fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.name() == name)
+        name.parse().ok()
     }
 }
 

@@ -30,9 +30,9 @@ use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_domain::retire::{Sweep, sweep_idle};
 use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
+use wfe_domain::retire::{Sweep, sweep_idle};
 
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
 pub use detector::Ensemble;

@@ -49,8 +49,8 @@ use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f32, list_f32_opt, list_f64_opt, list_str, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_domain::stats::quantile;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
+use wfe_domain::stats::quantile;
 
 pub use config::{FingerprintConfig, Method};
 pub use features::FeatureWeights;

@@ -5,8 +5,8 @@
 //! Other instances know them through `profiles`: a retired workload's row there has no
 //! features, which readers take as its removal.
 
-use wfe_domain::retire::sweep_idle;
 use wfe_contract::{Context, RecordBatch, Result};
+use wfe_domain::retire::sweep_idle;
 
 use crate::Fingerprint;
 

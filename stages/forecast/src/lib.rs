@@ -29,10 +29,10 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{list_f64, timestamp_column};
 use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_domain::retire::{Sweep, sweep_idle};
-use wfe_domain::spans::AnomalySpans;
 use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
+use wfe_domain::retire::{Sweep, sweep_idle};
+use wfe_domain::spans::AnomalySpans;
 
 mod config;
 mod ets;

@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 
 use augurs_clustering::{DbscanCluster, DbscanClusterer, DistanceMatrix};
 use serde::{Deserialize, Serialize};
-use wfe_domain::features::{FEATURES, FeatureWeights, window_features};
 use wfe_contract::{Error, Result};
+use wfe_domain::features::{FEATURES, FeatureWeights, window_features};
 use wfe_neural::{ForecasterShape, QuantileForecaster, TrainReport, Windows};
 
 mod config;

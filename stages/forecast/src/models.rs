@@ -25,8 +25,22 @@ pub use crate::ets::EtsMemo;
 use crate::ets::{self, TailEts};
 
 /// Every model of the stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Model {
     Persistence,
     SeasonalNaive,
@@ -44,21 +58,13 @@ impl Model {
         Model::Mstl,
     ];
 
+    /// Its name in config and rows (the same as serde's).
     pub fn name(self) -> &'static str {
-        match self {
-            Model::Persistence => "persistence",
-            Model::SeasonalNaive => "seasonal-naive",
-            Model::Ets => "ets",
-            Model::Mstl => "mstl",
-            Model::Lstm => "lstm",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Model> {
-        [Model::Lstm]
-            .into_iter()
-            .chain(Model::STATISTICAL)
-            .find(|m| m.name() == s)
+        s.parse().ok()
     }
 
     /// The baselines: what the others are measured against.

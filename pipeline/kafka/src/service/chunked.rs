@@ -27,7 +27,8 @@ const CHUNK: &str = "wfe.chunk";
 const MANIFEST: &str = "wfe.manifest";
 
 /// One of the two places a snapshot's chunks take turns in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 pub(crate) enum Slot {
     A,
     B,
@@ -42,18 +43,11 @@ impl Slot {
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
+        self.into()
     }
 
     fn parse(s: &str) -> Option<Slot> {
-        match s {
-            "a" => Some(Slot::A),
-            "b" => Some(Slot::B),
-            _ => None,
-        }
+        s.parse().ok()
     }
 }
 
