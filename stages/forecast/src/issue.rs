@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Context;
 
+use crate::choice::Choice;
 use crate::models::{EtsMemo, Model, filled, filled_same_len, point_forecasts_with};
 use crate::{
     Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Resolved, Rows, Series,
@@ -374,25 +375,21 @@ fn issue_one(
     for (hi, st) in standing.into_iter().enumerate() {
         let st_fitted = fitted_standing(cfg, s, hi, job.time, env.scratch);
 
-        // Candidates with enough errors to be judged: (model, MAE, index among fitted).
-        let mut best: Option<(Model, f64, Option<usize>)> = None;
-        let mut consider = |m: Model, mae: f64, fi: Option<usize>| {
-            if best.as_ref().is_none_or(|b| mae < b.1) {
-                best = Some((m, mae, fi));
-            }
-        };
-        if let Some((mae, _)) = &st.persistence {
-            consider(Model::Persistence, *mae, None);
+        // The model, its MAE and its index among the fitted (None: a baseline).
+        let mut choice = Choice::new(cfg.min_residuals);
+        if let Some((n, mae, _)) = &st.persistence {
+            choice.consider(Model::Persistence, (*n, *mae), None);
         }
-        if let Some((mae, _)) = &st.seasonal {
-            consider(Model::SeasonalNaive, *mae, None);
+        if let Some((n, mae, _)) = &st.seasonal {
+            choice.consider(Model::SeasonalNaive, (*n, *mae), None);
         }
         for (fi, m) in fitted.iter().enumerate() {
             let (n, mae, _) = &st_fitted[fi];
-            if now[fi].is_some() && *n >= cfg.min_residuals {
-                consider(*m, *mae, Some(fi));
+            if now[fi].is_some() {
+                choice.consider(*m, (*n, *mae), Some(fi));
             }
         }
+        let best = choice.best();
         let mut fallback: Vec<String> = notes.clone();
         let (model, values, score) = match best {
             Some((m, mae, Some(fi))) => {
@@ -408,8 +405,8 @@ fn issue_one(
             }
             Some((m, mae, None)) => {
                 let v = match m {
-                    Model::SeasonalNaive => st.seasonal.map(|x| x.1),
-                    _ => st.persistence.map(|x| x.1),
+                    Model::SeasonalNaive => st.seasonal.map(|x| x.2),
+                    _ => st.persistence.map(|x| x.2),
                 };
                 (m, v.unwrap_or_else(|| vec![last.max(0.0); nl]), Some(mae))
             }

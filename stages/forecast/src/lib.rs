@@ -34,6 +34,7 @@ use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 use wfe_domain::retire::{Sweep, sweep_idle};
 use wfe_domain::spans::AnomalySpans;
 
+pub mod choice;
 mod config;
 mod ets;
 mod issue;
@@ -251,7 +252,7 @@ fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
 }
 
 /// Steps of history a fitted model is given at a forecast.
-fn history_len(cfg: &ForecastConfig, step_ms: i64) -> usize {
+pub fn history_len(cfg: &ForecastConfig, step_ms: i64) -> usize {
     let season = steps_of(cfg.season_s, step_ms);
     (season * cfg.stats.mstl_seasons)
         .max(cfg.stats.ets_window)
@@ -363,9 +364,10 @@ struct Job {
 /// What a series' errors said of each model at one horizon when a forecast was due: the
 /// batch goes on before its jobs run, and later errors must not leak into them.
 struct Standing {
-    /// Persistence and seasonal naive, when they can be judged: (MAE, calibrated values).
-    persistence: Option<(f64, Vec<f64>)>,
-    seasonal: Option<(f64, Vec<f64>)>,
+    /// Persistence and seasonal naive, when they can be judged: (errors, MAE, calibrated
+    /// values).
+    persistence: Option<(usize, f64, Vec<f64>)>,
+    seasonal: Option<(usize, f64, Vec<f64>)>,
     /// Whether the history reaches a season back from the target.
     seasonal_runs: bool,
 }

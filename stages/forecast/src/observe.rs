@@ -24,7 +24,7 @@ pub(crate) fn standing(
                         .iter()
                         .map(|e| (point + e).max(0.0))
                         .collect();
-                    (ring.mae(), v)
+                    (ring.finite, ring.mae(), v)
                 })
             };
             let persistence = cfg

@@ -21,6 +21,8 @@ pub struct Series {
     pub labels: Vec<u8>,
     /// Steps in time order (train then test), with their times.
     pub times: Vec<i64>,
+    /// The step normalise settled on for the entity (ms; 0 before any step).
+    pub step_ms: i64,
 }
 
 /// The shared data folder: $WFE_DATA, else ../shared/data (the checkout's neighbour).
@@ -92,6 +94,7 @@ pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
         raw_test: Vec::new(),
         labels: Vec::new(),
         times: Vec::new(),
+        step_ms: 0,
     };
     let (mut v, mut raw) = (Vec::new(), Vec::new());
     for b in batches {
@@ -104,6 +107,7 @@ pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
             nb.dense(&step, &map, slots.len(), &mut v, &mut raw);
             let l = step.label.unwrap_or("");
             s.times.push(step.time);
+            s.step_ms = step.step_ms;
             if labels::get(l, "split") == Some("test") {
                 s.test.push(v.clone());
                 s.raw_test.push(raw.clone());

@@ -1,11 +1,14 @@
-//! `wfe eval forecast`: every forecast model, and the one cross-validation selects, scored on
+//! `wfe eval forecast`: every forecast model, and the one the stage would choose, scored on
 //! the test split of labelled data, per entity and mean, at each configured horizon.
 //!
 //! Each metric of an entity is one series of its values as ingested (for SMD and ASD, their
-//! published [0, 1] scaling), as the stage forecasts raw values. Forecasts are issued from origins `every_s` apart:
-//! `cv_origins` of them at the end of the train split choose the model per metric and
-//! horizon (lowest MAE), then every origin of the test split is scored. Each origin's
-//! history is everything before it, as the stage sees it. Quantiles come from the model's
+//! published [0, 1] scaling), as the stage forecasts raw values, at the step normalise
+//! settled on. Forecasts are issued from origins `every_s` apart: `cv_origins` of them at the
+//! end of the train split give every model its first errors, then every origin of the test
+//! split is scored. `selected` is the stage's own choice ([`wfe_forecast::choice`]) made
+//! again at each test origin from the errors realised before it, so the evaluation scores
+//! what the stage does. Each origin's history is the stage's (`history_len` steps before
+//! it). Quantiles come from the model's
 //! forecast at each level plus the matching quantile of that level's past errors (split
 //! conformal: the cross-validation errors, then the test errors already realised at the
 //! origin), so the intervals adapt as the stage's do.
@@ -47,7 +50,8 @@ pub type Table = BTreeMap<String, BTreeMap<String, BTreeMap<String, Figures>>>;
 pub struct ForecastReport {
     pub data: String,
     pub models: Table,
-    /// Per horizon: how many series cross-validation gave to each model.
+    /// Per horizon: how many test origins (over every series) the stage's choice gave to
+    /// each model.
     pub chosen: BTreeMap<String, BTreeMap<String, usize>>,
     /// Forecasts where a model could not run and persistence stood in, per model.
     pub fallbacks: BTreeMap<String, usize>,
@@ -80,7 +84,8 @@ struct SeriesResult {
     sums: Vec<Vec<Sums>>,
     /// Seasonal naive's in-sample MAE on the train split (MASE's scale).
     scale: f64,
-    chosen: Vec<Model>,
+    /// Per horizon, how many test origins the stage's choice gave to each model.
+    chosen: Vec<BTreeMap<Model, usize>>,
     fallbacks: Vec<usize>,
 }
 
@@ -237,17 +242,19 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
         season,
         horizons: &horizons,
         stride,
-        keep: (season * cfg.stats.mstl_seasons).max(cfg.stats.ets_window) + 1,
+        keep: wfe_forecast::history_len(cfg, step_s as i64 * 1000),
     };
     for (entity_name, s) in &all {
         let results = entity(&plan, s, lstm.as_ref())?;
         for r in &results {
-            for (hi, m) in r.chosen.iter().enumerate() {
-                *chosen
-                    .entry(labels[hi].clone())
-                    .or_default()
-                    .entry(m.name().into())
-                    .or_default() += 1;
+            for (hi, counts) in r.chosen.iter().enumerate() {
+                for (m, n) in counts {
+                    *chosen
+                        .entry(labels[hi].clone())
+                        .or_default()
+                        .entry(m.name().into())
+                        .or_default() += n;
+                }
             }
             for (mi, &n) in r.fallbacks.iter().enumerate() {
                 *fallbacks.entry(models[mi].name().into()).or_default() += n;
@@ -312,28 +319,22 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
     })
 }
 
-/// The step of the data in seconds (the smallest gap between steps; every entity the same).
+/// The step of the data in seconds, as normalise settled on it (every entity the same).
 fn step_seconds(dir: &Path, all: &[(String, data::Series)]) -> Result<u64> {
     let mut step = None;
     for (name, s) in all {
-        let st = s
-            .times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .filter(|d| *d > 0)
-            .min()
-            .ok_or_else(|| {
-                Error::config(format!("{}/{name}", dir.display()), "fewer than 2 steps")
-            })?;
+        let at = || format!("{}/{name}", dir.display());
+        if s.step_ms <= 0 {
+            return Err(Error::config(at(), "no step: fewer than four distinct timestamps"));
+        }
         match step {
-            None => step = Some(st),
-            Some(prev) if prev != st => {
+            None => step = Some(s.step_ms),
+            Some(prev) if prev != s.step_ms => {
                 return Err(Error::config(
-                    format!("{}/{name}", dir.display()),
+                    at(),
                     format!(
-                        "a step of {} s where the other entities have {} s",
-                        st / 1000,
-                        prev / 1000
+                        "a step of {} ms where the other entities have {prev} ms",
+                        s.step_ms
                     ),
                 ));
             }
@@ -369,7 +370,7 @@ pub fn render(r: &ForecastReport) -> String {
             }
         }
     }
-    s.push_str("\nmodels chosen by cross-validation (series per horizon)\n\n");
+    s.push_str("\nmodels the stage's choice took (test origins per horizon)\n\n");
     for (h, counts) in &r.chosen {
         let list: Vec<String> = counts.iter().map(|(m, n)| format!("{m} {n}")).collect();
         s.push_str(&format!("- {h}: {}\n", list.join(", ")));

@@ -1,5 +1,8 @@
-//! Scoring one series: the model chosen per horizon on the train split's last origins, then
-//! every origin of the test split, with conformal quantiles from the errors realised so far.
+//! Scoring one series: every model at every origin of the test split (the train split's last
+//! origins give the first errors), with conformal quantiles from the errors realised so far,
+//! and the model the stage's choice takes at each origin.
+
+use wfe_forecast::choice::{Choice, recent_mae};
 
 use super::*;
 
@@ -122,38 +125,32 @@ impl Plan<'_> {
                 None => self.stats(y, &origins, m, fb),
             })
             .collect();
-        let mid = self.median();
-        // Cross-validation: each horizon's model by the MAE of its point forecasts.
-        let chosen: Vec<usize> = (0..self.horizons.len())
-            .map(|hi| {
-                let h = self.horizons[hi];
-                let mae = |mi: usize| {
-                    let (mut s, mut n) = (0.0, 0.0);
-                    for (k, &o) in cv.iter().enumerate() {
-                        let (a, p) = (y[o + h], forecasts[mi][k][hi][mid]);
-                        if a.is_finite() && p.is_finite() {
-                            s += (a - p).abs();
-                            n += 1.0;
-                        }
-                    }
-                    if n > 0.0 { s / n } else { f64::INFINITY }
-                };
-                (0..self.models.len())
-                    .min_by(|&a, &b| mae(a).total_cmp(&mae(b)))
-                    .unwrap_or(0)
-            })
-            .collect();
+        let n_cv = cv.len();
         let slots = self.models.len() + 1;
         let mut sums = vec![vec![Sums::default(); self.horizons.len()]; slots];
+        let mut chosen = vec![BTreeMap::new(); self.horizons.len()];
         for (hi, &h) in self.horizons.iter().enumerate() {
-            for (slot, row) in sums.iter_mut().enumerate() {
-                let mi = if slot == self.models.len() {
-                    chosen[hi]
-                } else {
-                    slot
-                };
-                row[hi] = self.score(y, &origins, cv.len(), &forecasts[mi], hi, h);
+            let calibrated: Vec<Vec<Option<Vec<f64>>>> = forecasts
+                .iter()
+                .map(|q| self.calibrated(y, &origins, n_cv, q, hi, h))
+                .collect();
+            let point = |mi: usize, k: usize| forecasts[mi][k][hi][self.median()];
+            for (mi, cal) in calibrated.iter().enumerate() {
+                sums[mi][hi] = self.sums(y, &origins, n_cv, h, |k| {
+                    Some((point(mi, k), cal[k - n_cv].as_deref()?))
+                });
             }
+            // The stage's choice at every test origin, from the errors realised before it.
+            let picks: Vec<usize> = (n_cv..origins.len())
+                .map(|k| self.choose(y, &origins, &forecasts, k, hi, h))
+                .collect();
+            for &mi in &picks {
+                *chosen[hi].entry(self.models[mi]).or_insert(0) += 1;
+            }
+            sums[self.models.len()][hi] = self.sums(y, &origins, n_cv, h, |k| {
+                let mi = picks[k - n_cv];
+                Some((point(mi, k), calibrated[mi][k - n_cv].as_deref()?))
+            });
         }
         let season = self.season;
         let (mut s, mut n) = (0.0, 0.0);
@@ -167,14 +164,57 @@ impl Plan<'_> {
         SeriesResult {
             sums,
             scale: if n > 0.0 { s / n } else { f64::NAN },
-            chosen: chosen.iter().map(|&i| self.models[i]).collect(),
+            chosen,
             fallbacks,
         }
     }
 
-    /// Scores the test origins of one model at one horizon, calibrating each level by the
-    /// errors realised before the origin.
-    fn score(
+    /// The model the stage would choose at test origin `k` for horizon `h` ([`Choice`]): each
+    /// model judged by its last `residual_window` point errors whose targets are known at the
+    /// origin; the baselines' errors are known at every step (as the stage files them), the
+    /// others' at the origins before. Persistence when none can be judged.
+    fn choose(
+        &self,
+        y: &[f64],
+        origins: &[usize],
+        forecasts: &[Quantiles],
+        k: usize,
+        hi: usize,
+        h: usize,
+    ) -> usize {
+        let (o, window, mid) = (origins[k], self.cfg.residual_window.max(1), self.median());
+        let recent_steps = |back: usize| {
+            let from = (o + 1).saturating_sub(window).max(back);
+            recent_mae((from..=o).map(|t| y[t] - y[t - back]))
+        };
+        let known = origins[..k].partition_point(|&j| j + h <= o);
+        let recent = |mi: usize| {
+            let from = known.saturating_sub(window);
+            recent_mae((from..known).map(|j| y[origins[j] + h] - forecasts[mi][j][hi][mid]))
+        };
+        let index = |m: Model| self.models.iter().position(|x| *x == m);
+        let mut choice = Choice::new(self.cfg.min_residuals);
+        if let Some(mi) = index(Model::Persistence) {
+            choice.consider(Model::Persistence, recent_steps(h), mi);
+        }
+        if let Some(mi) = index(Model::SeasonalNaive).filter(|_| h <= self.season) {
+            choice.consider(Model::SeasonalNaive, recent_steps(self.season), mi);
+        }
+        for (mi, &m) in self.models.iter().enumerate() {
+            if !m.is_baseline() {
+                choice.consider(m, recent(mi), mi);
+            }
+        }
+        choice
+            .best()
+            .map(|(_, _, mi)| mi)
+            .or_else(|| index(Model::Persistence))
+            .unwrap_or(0)
+    }
+
+    /// Per test origin of one model at one horizon, its quantiles calibrated by that level's
+    /// errors realised before the origin (None where its point forecast is missing).
+    fn calibrated(
         &self,
         y: &[f64],
         origins: &[usize],
@@ -182,7 +222,7 @@ impl Plan<'_> {
         q: &Quantiles,
         hi: usize,
         h: usize,
-    ) -> Sums {
+    ) -> Vec<Option<Vec<f64>>> {
         let nl = self.levels.len();
         let mid = self.median();
         // Per level, errors in the order they become known (target time).
@@ -190,13 +230,7 @@ impl Plan<'_> {
         let mut known = 0; // origins whose errors are in `errors`
         let window = self.cfg.residual_window.max(1);
         let mut scratch = Vec::new();
-        let mut out = Sums::default();
-        let (lo80, hi80, lo95, hi95) = (
-            self.level_index(0.1),
-            self.level_index(0.9),
-            self.level_index(0.025),
-            self.level_index(0.975),
-        );
+        let mut out = Vec::with_capacity(origins.len() - n_cv);
         for (k, &o) in origins.iter().enumerate().skip(n_cv) {
             while known < origins.len() && origins[known] + h <= o {
                 let a = y[origins[known] + h];
@@ -207,11 +241,8 @@ impl Plan<'_> {
                 }
                 known += 1;
             }
-            let Some(&actual) = y.get(o + h).filter(|a| a.is_finite()) else {
-                continue;
-            };
-            let point = q[k][hi][mid];
-            if !point.is_finite() {
+            if !q[k][hi][mid].is_finite() {
+                out.push(None);
                 continue;
             }
             let mut calibrated: Vec<f64> = (0..nl)
@@ -234,11 +265,41 @@ impl Plan<'_> {
                 .collect();
             // Quantiles must not cross: sort them (a monotone rearrangement).
             calibrated.sort_by(f64::total_cmp);
+            out.push(Some(calibrated));
+        }
+        out
+    }
+
+    /// Scores the test origins at horizon `h`: `at(k)` gives origin `k`'s point forecast and
+    /// calibrated quantiles.
+    fn sums<'q>(
+        &self,
+        y: &[f64],
+        origins: &[usize],
+        n_cv: usize,
+        h: usize,
+        at: impl Fn(usize) -> Option<(f64, &'q [f64])>,
+    ) -> Sums {
+        let nl = self.levels.len();
+        let (lo80, hi80, lo95, hi95) = (
+            self.level_index(0.1),
+            self.level_index(0.9),
+            self.level_index(0.025),
+            self.level_index(0.975),
+        );
+        let mut out = Sums::default();
+        for (k, &o) in origins.iter().enumerate().skip(n_cv) {
+            let Some(&actual) = y.get(o + h).filter(|a| a.is_finite()) else {
+                continue;
+            };
+            let Some((point, calibrated)) = at(k) else {
+                continue;
+            };
             out.abs += (actual - point).abs();
             out.pinball += self
                 .levels
                 .iter()
-                .zip(&calibrated)
+                .zip(calibrated)
                 .map(|(&l, &v)| pinball(l, actual, v))
                 .sum::<f64>()
                 / nl as f64;
