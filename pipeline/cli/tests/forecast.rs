@@ -131,7 +131,10 @@ fn train_writes_versions_and_eval_scores_every_model() {
     // The stage's choice is made at every test origin of each of the 38 series.
     let chosen = r["chosen"]["1h"].as_object().unwrap();
     let choices: u64 = chosen.values().map(|n| n.as_u64().unwrap()).sum();
-    assert!(choices >= 38 && choices.is_multiple_of(38), "{choices} choices: {chosen:?}");
+    assert!(
+        choices >= 38 && choices.is_multiple_of(38),
+        "{choices} choices: {chosen:?}"
+    );
 
     // History stored by a run, read back through DataFusion.
     let run = "[[sources]]\npath = \"data\"\n[run]\nprogress = false\n[stages]\n\

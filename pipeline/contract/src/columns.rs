@@ -182,19 +182,23 @@ pub fn list_row_f32(array: &dyn Array, row: usize) -> Result<Vec<f32>> {
     list_row_float::<arrow_array::types::Float32Type>(array, row, f32::NAN, "list<float32>")
 }
 
+/// Row `row` of a list column: its values, or None where the row is null.
+fn list_values(array: &dyn Array, row: usize) -> Result<Option<ArrayRef>> {
+    let list = array
+        .as_list_opt::<i32>()
+        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
+    Ok((!list.is_null(row)).then(|| list.value(row)))
+}
+
 fn list_row_float<T: arrow_array::ArrowPrimitiveType>(
     array: &dyn Array,
     row: usize,
     nan: T::Native,
     expected: &str,
 ) -> Result<Vec<T::Native>> {
-    let list = array
-        .as_list_opt::<i32>()
-        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
-    if list.is_null(row) {
+    let Some(values) = list_values(array, row)? else {
         return Ok(Vec::new());
-    }
-    let values = list.value(row);
+    };
     let values = values
         .as_primitive_opt::<T>()
         .ok_or_else(|| Error::bad_input(format!("row {row}"), format!("expected {expected}")))?;
@@ -204,13 +208,9 @@ fn list_row_float<T: arrow_array::ArrowPrimitiveType>(
 /// One row of a `list<string>` column as owned strings (nulls in the list left out; a null
 /// row is empty).
 pub fn list_row_str(array: &dyn Array, row: usize) -> Result<Vec<String>> {
-    let list = array
-        .as_list_opt::<i32>()
-        .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected a list column"))?;
-    if list.is_null(row) {
+    let Some(values) = list_values(array, row)? else {
         return Ok(Vec::new());
-    }
-    let values = list.value(row);
+    };
     let values = values
         .as_string_opt::<i32>()
         .ok_or_else(|| Error::bad_input(format!("row {row}"), "expected list<string>"))?;

@@ -92,6 +92,9 @@ impl Scaler {
     }
 }
 
+/// One sample of a workload: (ts, metric id, value, label id).
+type Sample = (i64, u32, f64, Option<u32>);
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 struct Workload {
     /// Global metric id of each slot.
@@ -101,8 +104,8 @@ struct Workload {
     step_ms: Option<i64>,
     /// Timestamps seen before the step is known (to infer it).
     first_ts: Vec<i64>,
-    /// Samples held until the step is known: (ts, metric id, value, label).
-    early: Vec<(i64, u32, f64, Option<u32>)>,
+    /// Samples held until the step is known.
+    early: Vec<Sample>,
     open: VecDeque<OpenStep>,
     /// Last emitted step time, and per slot the last observed value and steps since.
     emitted_until: Option<i64>,
@@ -280,7 +283,7 @@ impl Normalise {
                 mark_touched(&mut touched, &mut marked, w);
             }
             run = self
-                .add_sample(w, time[row], m, v, label, ctx, out)
+                .add_sample(w, (time[row], m, v, label), ctx, out)
                 .map(|idx| (w, time[row], idx));
             // The rest of the run in a tight loop with the step borrowed once; anything
             // unusual (a bad value, a new metric, a repeat) stops it and takes the path above.
@@ -320,17 +323,14 @@ impl Normalise {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn add_sample(
         &mut self,
         w: u32,
-        ts: i64,
-        m: u32,
-        v: f64,
-        label: Option<u32>,
+        sample: Sample,
         ctx: &mut Context,
         out: &mut Out,
     ) -> Option<usize> {
+        let ts = sample.0;
         let wi = w as usize;
         if self.state.workloads[wi].step_ms.is_none() {
             let cfg_step = self.cfg.step_s.map(|s| s as i64 * 1000);
@@ -344,23 +344,28 @@ impl Normalise {
                 );
                 return None;
             }
-            wk.early.push((ts, m, v, label));
+            wk.early.push(sample);
             if !wk.first_ts.contains(&ts) {
                 wk.first_ts.push(ts);
             }
             let step = cfg_step.or_else(|| infer_step(&wk.first_ts));
             if let Some(step) = step {
                 wk.step_ms = Some(step);
-                let mut early = std::mem::take(&mut wk.early);
-                // In time order, so a first sample that arrived late still finds its step open.
-                early.sort_by_key(|e| e.0);
-                for (ts, m, v, label) in early {
-                    let _ = self.place(wi, ts, m, v, label, ctx, out);
-                }
+                self.place_early(wi, ctx, out);
             }
             return None;
         }
-        self.place(wi, ts, m, v, label, ctx, out)
+        self.place(wi, sample, ctx, out)
+    }
+
+    /// Places the samples workload `wi` held until its step was known, in time order (so a
+    /// first sample that arrived late still finds its step open).
+    fn place_early(&mut self, wi: usize, ctx: &mut Context, out: &mut Out) {
+        let mut early = std::mem::take(&mut self.state.workloads[wi].early);
+        early.sort_by_key(|e| e.0);
+        for sample in early {
+            let _ = self.place(wi, sample, ctx, out);
+        }
     }
 
     /// A sample of workload `wi` at `ts` left out: logged and counted under `kind`.
@@ -369,14 +374,10 @@ impl Normalise {
         ctx.reject(kind, &loc, message);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
         wi: usize,
-        ts: i64,
-        m: u32,
-        v: f64,
-        label: Option<u32>,
+        (ts, m, v, label): Sample,
         ctx: &mut Context,
         out: &mut Out,
     ) -> Option<usize> {
@@ -516,11 +517,7 @@ impl Normalise {
                 .unwrap_or(1000);
             wk.step_ms = Some(step);
             ctx.count("step.guessed", 1);
-            let mut early = std::mem::take(&mut wk.early);
-            early.sort_by_key(|e| e.0);
-            for (ts, m, v, label) in early {
-                let _ = self.place(wi, ts, m, v, label, ctx, rows);
-            }
+            self.place_early(wi, ctx, rows);
         }
         self.emit_ready(wi, rows, true);
         if self.state.workloads[wi].learning {

@@ -325,7 +325,10 @@ fn step_seconds(dir: &Path, all: &[(String, data::Series)]) -> Result<u64> {
     for (name, s) in all {
         let at = || format!("{}/{name}", dir.display());
         if s.step_ms <= 0 {
-            return Err(Error::config(at(), "no step: fewer than four distinct timestamps"));
+            return Err(Error::config(
+                at(),
+                "no step: fewer than four distinct timestamps",
+            ));
         }
         match step {
             None => step = Some(s.step_ms),
