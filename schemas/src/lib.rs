@@ -42,9 +42,23 @@ pub const META_NAME: &str = "wfe.schema.name";
 pub const META_VERSION: &str = "wfe.schema.version";
 
 /// The topics of the pipeline. The string form is the Kafka topic name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Topic {
+    #[strum(serialize = "metrics.raw")]
     MetricsRaw,
+    #[strum(serialize = "metrics.norm")]
     MetricsNorm,
     Fingerprints,
     Profiles,
@@ -68,21 +82,12 @@ impl Topic {
 
     /// The topic name, as used for Kafka topics and output files.
     pub fn name(self) -> &'static str {
-        match self {
-            Topic::MetricsRaw => "metrics.raw",
-            Topic::MetricsNorm => "metrics.norm",
-            Topic::Fingerprints => "fingerprints",
-            Topic::Profiles => "profiles",
-            Topic::Anomalies => "anomalies",
-            Topic::Forecasts => "forecasts",
-            Topic::Decisions => "decisions",
-            Topic::Actions => "actions",
-        }
+        self.into()
     }
 
     /// Parses a topic name as printed by [`Topic::name`].
     pub fn from_name(name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.name() == name)
+        name.parse().ok()
     }
 
     /// The current schema version of this topic.

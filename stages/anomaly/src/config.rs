@@ -8,8 +8,21 @@ use wfe_contract::{Error, Result};
 use crate::lstm;
 
 /// A detector the ensemble can combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum DetectorKind {
     /// PCA reconstruction error.
     Pca,
@@ -22,13 +35,9 @@ pub enum DetectorKind {
 }
 
 impl DetectorKind {
+    /// Its name in config and rows (the same as serde's).
     pub fn as_str(self) -> &'static str {
-        match self {
-            DetectorKind::Pca => "pca",
-            DetectorKind::Range => "range",
-            DetectorKind::Iforest => "iforest",
-            DetectorKind::Lstm => "lstm",
-        }
+        self.into()
     }
 }
 

@@ -8,8 +8,11 @@ use wfe_contract::{Error, Result};
 use crate::{Distance, FeatureWeights, embed};
 
 /// How a window becomes a vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Method {
     /// Statistical features per metric, reduced by PCA.
     #[default]
@@ -19,11 +22,9 @@ pub enum Method {
 }
 
 impl Method {
+    /// Its name in config and rows (the same as serde's).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Method::StatsPca => "stats-pca",
-            Method::Lstm => "lstm",
-        }
+        self.into()
     }
 }
 

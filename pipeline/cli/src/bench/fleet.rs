@@ -51,7 +51,8 @@ impl Summary {
 }
 
 /// Which forecast models a run keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Job {
     /// Persistence and seasonal naive, as the Python peer.
     Light,
@@ -61,10 +62,7 @@ pub enum Job {
 
 impl Job {
     fn name(self) -> &'static str {
-        match self {
-            Job::Light => "light",
-            Job::Default => "default",
-        }
+        self.into()
     }
 }
 
