@@ -284,11 +284,7 @@ impl TierSelect {
         if let Some((floor, what)) = self.floor_count(&prev, workload, &best)
             && floor > chosen.count
         {
-            let inst = self
-                .catalog
-                .instance
-                .iter()
-                .find(|i| i.r#type == chosen.instance_type);
+            let inst = self.catalog.get(&chosen.instance_type);
             if let Some(inst) = inst {
                 chosen.cost_per_hour += (floor - chosen.count) as f64 * inst.on_demand_price;
                 chosen.risk = self.rules().risk(inst, needs, floor, chosen.spot_count);
@@ -308,11 +304,7 @@ impl TierSelect {
             // Keep the fleet, priced at the new mix's share of spot where it fits.
             chosen.count = prev.count;
             chosen.spot_count = prev.spot_count.min(prev.count);
-            let inst = self
-                .catalog
-                .instance
-                .iter()
-                .find(|i| i.r#type == best.instance_type);
+            let inst = self.catalog.get(&best.instance_type);
             if let Some(inst) = inst {
                 let spot = inst.spot_price.unwrap_or(inst.on_demand_price);
                 chosen.cost_per_hour = chosen.spot_count as f64 * spot

@@ -43,13 +43,7 @@ impl TierSelect {
             if in_place <= 0 {
                 continue;
             }
-            let Some(inst) = self
-                .catalog
-                .instance
-                .iter()
-                .find(|i| i.r#type == cur.instance_type)
-                .cloned()
-            else {
+            let Some(inst) = self.catalog.get(&cur.instance_type).cloned() else {
                 continue;
             };
             // The resource furthest past its share of the capacity in place (private
@@ -147,11 +141,7 @@ impl TierSelect {
         if !self.reactive() {
             return None;
         }
-        let inst = self
-            .catalog
-            .instance
-            .iter()
-            .find(|i| i.r#type == best.instance_type)?;
+        let inst = self.catalog.get(&best.instance_type)?;
         prev.last_seen
             .iter()
             .zip(&self.resources)
