@@ -4,6 +4,7 @@
 #   make bench  the embedded throughput table, beside the Python reference run in the same call
 #   make fuzz   every parser fuzz target for FUZZ_SECONDS each (make test runs 64 cases of each)
 #   make chaos  the six services over tansu, CHAOS_KILLS random kill -9s and a broker kill
+#   make cycles the module import cycles of every library crate (fails while there is one)
 #   make kafka-up / kafka-down   a Kafka-protocol broker (tansu) on 127.0.0.1:$(KAFKA_PORT)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -38,7 +39,7 @@ LINTED := RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) CLIPPY_ARGS=-Dwarnings
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run ui test bench fuzz chaos build setup tools check-clippy test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench fuzz chaos cycles build setup tools check-clippy test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -174,6 +175,20 @@ chaos: setup tools check-clippy
 	WFE_CHAOS_KILLS=$(CHAOS_KILLS) WFE_CHAOS_EVERY_MS=$(CHAOS_EVERY_MS) WFE_CHAOS_BROKER=1 \
 		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(CARGO) test $(FEATURES) \
 		-p wfe-cli --test kafka chaos -- --nocapture
+
+# Module import cycles (issue 22's "no module import cycles"): cargo-modules' use graph per
+# library crate, cycles found by .ci/module-cycles.py. cargo-modules builds rust-analyzer's
+# crates (about 35 minutes the first time on two cores, then cached in .tools), so this is a
+# target of its own, not part of `make test`. 0.27 is the last release for rustc 1.95.
+CARGO_MODULES := $(TOOLS)/bin/cargo-modules
+$(CARGO_MODULES):
+	$(CARGO) install cargo-modules --version 0.27.0 --locked --root $(TOOLS)
+
+LIB_CRATES := wfe-schemas wfe-contract wfe-domain wfe-numeric wfe-runtime wfe-kafka wfe-sql \
+	wfe-ec2 wfe-http wfe-neural wfe-ingest wfe-normalise wfe-fingerprint wfe-anomaly \
+	wfe-forecast wfe-tier-select wfe-actuate
+cycles: setup $(CARGO_MODULES)
+	$(PY) .ci/module-cycles.py $(CARGO_MODULES) $(LIB_CRATES)
 
 # A broker for demos and load tests, its data kept in target/kafka-broker across restarts.
 kafka-up: $(TANSU)
