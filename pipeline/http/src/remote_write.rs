@@ -18,9 +18,11 @@
 //! authenticate ([`auth`]: 401 without credentials, 403 with wrong ones).
 
 mod auth;
+mod config;
 pub mod decode;
 
 pub use auth::SenderAuth;
+pub use config::RemoteWriteConfig;
 pub use decode::{Decoded, Label, Refusal, Sample, TimeSeries, WriteRequest, decode, encode};
 
 use std::sync::Arc;
@@ -30,90 +32,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
 use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source, Topic};
 
 use crate::server::Server;
-
-/// Settings of the receiver (`[remote_write]`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteWriteConfig {
-    /// Address to listen on (`host:port`; port 0: any free port, logged).
-    #[serde(default = "d_listen")]
-    pub listen: String,
-    /// Labels that name the workload, first present wins.
-    #[serde(default = "d_workload_labels")]
-    pub workload_labels: Vec<String>,
-    /// Put before every workload id (e.g. `prom:`), so resource maps can select them.
-    #[serde(default)]
-    pub workload_prefix: String,
-    /// Largest request body accepted (bytes, compressed).
-    #[serde(default = "d_max_body")]
-    pub max_body_bytes: usize,
-    /// Requests waiting for the pipeline before new ones are answered 503 (retry later).
-    #[serde(default = "d_queue")]
-    pub queue: usize,
-    /// Largest decoded request (bytes): the snappy header's declared length is checked
-    /// before anything is allocated.
-    #[serde(default = "d_max_decoded")]
-    pub max_decoded_bytes: usize,
-    /// Most series in one request.
-    #[serde(default = "d_max_series")]
-    pub max_series: usize,
-    /// Most samples in one request.
-    #[serde(default = "d_max_samples")]
-    pub max_samples: usize,
-    /// Most bytes of decoded rows waiting for the pipeline before new requests are answered
-    /// 503 (retry later), whatever their number.
-    #[serde(default = "d_max_queue_bytes")]
-    pub max_queue_bytes: usize,
-    /// Credentials senders must present; none: every sender that reaches `listen` is taken.
-    #[serde(default)]
-    pub auth: Option<SenderAuth>,
-}
-
-fn d_listen() -> String {
-    "127.0.0.1:9201".into()
-}
-fn d_workload_labels() -> Vec<String> {
-    vec!["instance".into(), "job".into()]
-}
-fn d_max_body() -> usize {
-    16 * 1024 * 1024
-}
-fn d_queue() -> usize {
-    64
-}
-fn d_max_decoded() -> usize {
-    64 * 1024 * 1024
-}
-fn d_max_series() -> usize {
-    200_000
-}
-fn d_max_samples() -> usize {
-    1_000_000
-}
-fn d_max_queue_bytes() -> usize {
-    256 * 1024 * 1024
-}
-
-impl Default for RemoteWriteConfig {
-    fn default() -> Self {
-        Self {
-            listen: d_listen(),
-            workload_labels: d_workload_labels(),
-            workload_prefix: String::new(),
-            max_body_bytes: d_max_body(),
-            queue: d_queue(),
-            max_decoded_bytes: d_max_decoded(),
-            max_series: d_max_series(),
-            max_samples: d_max_samples(),
-            max_queue_bytes: d_max_queue_bytes(),
-            auth: None,
-        }
-    }
-}
 
 /// What the handler tells the source besides batches.
 enum Msg {

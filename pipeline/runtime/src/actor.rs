@@ -14,7 +14,8 @@ use wfe_contract::merge::{self, END, Merge, Seq};
 use wfe_contract::panic::contain;
 use wfe_contract::{Collector, Context, Error, RecordBatch, Result, Stage, Topic};
 
-use crate::{ActorReport, Depth, Failure, TopicRows, thread_cpu};
+use crate::cpu::thread_cpu;
+use crate::report::{ActorReport, Depth, Failure, TopicRows};
 
 /// What travels through a mailbox.
 pub(crate) enum Msg {

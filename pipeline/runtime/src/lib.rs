@@ -25,11 +25,12 @@
 
 mod actor;
 mod cpu;
+mod report;
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ use wfe_contract::{
 };
 
 use actor::{Fanout, Inbox, Mailbox, Msg, receive, run_actor};
+pub use report::ActorReport;
+use report::{Depth, Failure, TopicRows};
 
 pub use cpu::{process_cpu, thread_cpu};
 pub use sink::SinkFormat;
@@ -86,21 +89,6 @@ pub struct Output {
     pub roll: Option<sink::Roll>,
 }
 
-/// What one actor did.
-#[derive(Debug, Clone, Default)]
-pub struct ActorReport {
-    pub name: String,
-    /// Time spent inside the stage's own code (parsing, for the source).
-    pub busy: Duration,
-    pub batches_in: u64,
-    pub rows_in: u64,
-    /// CPU time of the actor's thread (Linux; zero elsewhere).
-    pub cpu: Duration,
-    pub counters: BTreeMap<String, u64>,
-    /// Latest values of the stage's measurements.
-    pub gauges: BTreeMap<String, f64>,
-}
-
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -112,43 +100,6 @@ pub struct RunReport {
     pub outputs: Vec<PathBuf>,
     /// Set when the run was stopped before its input was exhausted.
     pub stopped: bool,
-}
-
-#[derive(Default)]
-struct TopicRows([AtomicU64; Topic::ALL.len()]);
-
-impl TopicRows {
-    fn add(&self, t: Topic, n: u64) {
-        self.0[Topic::ALL.iter().position(|x| *x == t).unwrap_or(0)]
-            .fetch_add(n, Ordering::Relaxed);
-    }
-    fn snapshot(&self) -> BTreeMap<Topic, u64> {
-        Topic::ALL
-            .iter()
-            .zip(&self.0)
-            .map(|(t, n)| (*t, n.load(Ordering::Relaxed)))
-            .collect()
-    }
-}
-
-/// How many batches wait in one actor's mailbox, as the gauge `wfe_mailbox_batches{stage}`:
-/// the embedded runner's lag.
-struct Depth {
-    n: AtomicI64,
-    gauge: metrics::Gauge,
-}
-
-impl Depth {
-    fn new(actor: &str) -> Arc<Self> {
-        Arc::new(Self {
-            n: AtomicI64::new(0),
-            gauge: metrics::gauge!("wfe_mailbox_batches", "stage" => actor.to_string()),
-        })
-    }
-    fn add(&self, d: i64) {
-        let n = self.n.fetch_add(d, Ordering::Relaxed) + d;
-        self.gauge.set(n as f64);
-    }
 }
 
 /// Checks that every consumed topic has a producer.
@@ -316,32 +267,6 @@ fn joined(
             ..Default::default()
         }
     })
-}
-
-/// What an actor does when it fails: stop the run, keep the first error, say unhealthy.
-#[derive(Clone)]
-struct Failure {
-    stop: Arc<AtomicBool>,
-    first: Arc<Mutex<Option<Error>>>,
-    health: Arc<Health>,
-}
-
-impl Failure {
-    fn record(&self, actor: &str, e: Error) {
-        metrics::counter!("wfe_stage_errors_total", "stage" => actor.to_string(), "kind" => e.kind())
-            .increment(1);
-        self.health.fail(&format!("{actor}: {e}"));
-        self.stop.store(true, Ordering::Relaxed);
-        if let Ok(mut slot) = self.first.lock()
-            && slot.is_none()
-        {
-            *slot = Some(e);
-        }
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
 }
 
 fn run_source(

@@ -31,27 +31,15 @@ use std::collections::BTreeMap;
 use augurs_clustering::{DbscanCluster, DbscanClusterer, DistanceMatrix};
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
-use wfe_domain::features::{FEATURES, FeatureWeights, window_features};
-use wfe_neural::{ForecasterShape, QuantileForecaster, TrainReport, Windows};
+use wfe_neural::{QuantileForecaster, TrainReport, Windows};
 
 mod config;
 mod window;
 pub use config::{ClassConfig, FingerprintConfig, LstmConfig};
-pub use window::{Cut, FingerprintCut, fingerprint};
-
-/// Smallest scale a window is divided by: flat windows would otherwise blow small moves up.
-pub const MIN_SCALE: f64 = 0.005;
-
-/// Features of a series' fingerprint: the window features but the cross-metric correlation
-/// (a series has one metric).
-pub const FINGERPRINT_LEN: usize = FEATURES.len() - 1;
+pub use window::{Cut, FINGERPRINT_LEN, FingerprintCut, MIN_SCALE, fingerprint};
 
 /// Most series DBSCAN sorts into classes (a 2,000 x 2,000 distance matrix is 32 MB).
 const MAX_CLUSTERED: usize = 2_000;
-
-/// A standardised fingerprint feature is clipped to this many standard deviations, so that
-/// one odd series cannot swamp the context.
-const FP_CLIP: f64 = 5.0;
 
 /// The configured levels, the median and the bounds of the 80 % and 95 % intervals: what a
 /// trained model forecasts (so it serves any of them) and what an evaluation scores.

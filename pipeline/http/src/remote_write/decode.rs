@@ -16,7 +16,7 @@ use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::schemas::labels;
 use wfe_contract::{RecordBatch, Topic};
 
-use super::RemoteWriteConfig;
+use super::config::RemoteWriteConfig;
 
 /// Labels a sender may not set (they would steer training or evaluation).
 pub const RESERVED_LABELS: [&str; 2] = ["split", "label"];

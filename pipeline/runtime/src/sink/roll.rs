@@ -18,7 +18,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 use wfe_contract::{Error, Result};
 
-use super::{Sink, SinkFormat};
+use super::file::{self, Sink, SinkFormat};
 
 /// When a rolled output closes its open part and starts the next; the first limit reached
 /// wins. A batch is never split, so a part can hold more rows than `rows`.
@@ -132,7 +132,7 @@ impl Sink for Rolling {
             None => {
                 let path = self.dir.join(part_name(self.next, self.format));
                 self.next += 1;
-                let sink = super::open(self.format, path, self.schema.clone())?;
+                let sink = file::open(self.format, path, self.schema.clone())?;
                 self.open.insert(Open {
                     sink,
                     since: Instant::now(),

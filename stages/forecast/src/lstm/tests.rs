@@ -1,4 +1,5 @@
 mod fingerprint_tests {
+    use crate::lstm::window::FP_CLIP;
     use crate::lstm::*;
 
     fn sine(n: usize, period: usize) -> Vec<f64> {

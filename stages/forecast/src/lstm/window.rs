@@ -1,7 +1,24 @@
 //! What the model reads at an origin: the series fingerprint ([`fingerprint`], standardised
 //! by [`FingerprintCut`]) and the window, context and targets ([`Cut`]).
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wfe_domain::features::{FEATURES, FeatureWeights, window_features};
+use wfe_neural::{ForecasterShape, Windows};
+
+use super::config::FingerprintConfig;
+
+/// Smallest scale a window is divided by: flat windows would otherwise blow small moves up.
+pub const MIN_SCALE: f64 = 0.005;
+
+/// Features of a series' fingerprint: the window features but the cross-metric correlation
+/// (a series has one metric).
+pub const FINGERPRINT_LEN: usize = FEATURES.len() - 1;
+
+/// A standardised fingerprint feature is clipped to this many standard deviations, so that
+/// one odd series cannot swamp the context.
+pub(crate) const FP_CLIP: f64 = 5.0;
 
 /// The fingerprint of `y` at origin `o`: the mean, over up to `windows` whole windows of
 /// `window` steps ending at `o`, of each window's features (level, spread, q10, q50, q90,
