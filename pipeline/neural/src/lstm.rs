@@ -7,7 +7,7 @@ use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 use wfe_contract::{Error, Result};
 
-use crate::{AutoencoderConfig, DeviceChoice, TrainReport, Windows};
+use crate::config::{AutoencoderConfig, DeviceChoice, TrainReport, Windows};
 
 /// Windows per forward pass at inference: bounds memory whatever the input size.
 const INFER_CHUNK: usize = 4096;

@@ -7,8 +7,8 @@ use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 use wfe_contract::{Error, Result};
 
+use crate::config::{ForecasterConfig, ForecasterShape, Precision, TrainReport, Windows};
 use crate::lstm::{device_of, epochs, load_weights, one_at_a_time, save_weights, torch_err};
-use crate::{ForecasterConfig, ForecasterShape, Precision, TrainReport, Windows};
 
 /// Windows per forward pass at inference when the caller does not say.
 const INFER_CHUNK: usize = 8192;
@@ -241,11 +241,11 @@ impl QuantileForecaster {
         s * (first + rest) + head
     }
 
-    fn from_saved(s: SavedForecaster, device: Option<crate::DeviceChoice>) -> Result<Self> {
+    fn from_saved(s: SavedForecaster, device: Option<crate::config::DeviceChoice>) -> Result<Self> {
         s.cfg.validate("forecaster")?;
         let choice = device.unwrap_or(s.cfg.device);
         let device = match choice {
-            crate::DeviceChoice::Cuda => device_of(choice)?,
+            crate::config::DeviceChoice::Cuda => device_of(choice)?,
             _ => device_of(choice).unwrap_or(Device::Cpu),
         };
         let net = load_weights(
@@ -273,7 +273,7 @@ impl QuantileForecaster {
 
     /// A model saved by [`Self::to_bytes`], on `device` (default: the one it was trained for,
     /// or the CPU when that is not here).
-    pub fn from_bytes(bytes: &[u8], device: Option<crate::DeviceChoice>) -> Result<Self> {
+    pub fn from_bytes(bytes: &[u8], device: Option<crate::config::DeviceChoice>) -> Result<Self> {
         let saved: SavedForecaster = postcard::from_bytes(bytes).map_err(|e| {
             Error::bad_input(
                 "forecaster model file",
@@ -370,7 +370,7 @@ fn fit(
 /// The matrix-multiply rate libtorch reaches on `device` (FLOP/s, a 2048 x 2048 product,
 /// after a warm-up): the arithmetic limit a benchmark sets model throughput against. Mixed
 /// precision multiplies in bf16 on CUDA (the CPU has no mixed path here).
-pub fn matmul_flops(device: crate::DeviceChoice, precision: Precision) -> Result<f64> {
+pub fn matmul_flops(device: crate::config::DeviceChoice, precision: Precision) -> Result<f64> {
     let device = device_of(device)?;
     let _turn = one_at_a_time();
     let kind = match (precision, device) {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use wfe_contract::Result;
 
-use crate::{AutoencoderConfig, TrainReport, Windows, unavailable};
+use crate::config::{AutoencoderConfig, TrainReport, Windows, unavailable};
 
 /// See the `torch` build; here a type with no values, so every method is unreachable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,8 +45,8 @@ impl QuantileForecaster {
         _w: &Windows,
         _context: &[f32],
         _targets: &[f32],
-        _shape: crate::ForecasterShape,
-        cfg: &crate::ForecasterConfig,
+        _shape: crate::config::ForecasterShape,
+        cfg: &crate::config::ForecasterConfig,
     ) -> Result<(Self, TrainReport)> {
         cfg.validate("forecaster")?;
         Err(unavailable("lstm forecaster"))
@@ -63,11 +63,11 @@ impl QuantileForecaster {
         match *self {}
     }
 
-    pub fn shape(&self) -> &crate::ForecasterShape {
+    pub fn shape(&self) -> &crate::config::ForecasterShape {
         match *self {}
     }
 
-    pub fn config(&self) -> &crate::ForecasterConfig {
+    pub fn config(&self) -> &crate::config::ForecasterConfig {
         match *self {}
     }
 
@@ -80,7 +80,7 @@ impl QuantileForecaster {
         _w: &Windows,
         _context: &[f32],
         _chunk: usize,
-        _precision: crate::Precision,
+        _precision: crate::config::Precision,
     ) -> Result<Vec<f32>> {
         match *self {}
     }
@@ -97,12 +97,15 @@ impl QuantileForecaster {
         match *self {}
     }
 
-    pub fn from_bytes(_bytes: &[u8], _device: Option<crate::DeviceChoice>) -> Result<Self> {
+    pub fn from_bytes(_bytes: &[u8], _device: Option<crate::config::DeviceChoice>) -> Result<Self> {
         Err(unavailable("lstm forecaster model file"))
     }
 }
 
 /// See the `torch` build.
-pub fn matmul_flops(_device: crate::DeviceChoice, _precision: crate::Precision) -> Result<f64> {
+pub fn matmul_flops(
+    _device: crate::config::DeviceChoice,
+    _precision: crate::config::Precision,
+) -> Result<f64> {
     Err(unavailable("matrix-multiply benchmark"))
 }
