@@ -43,10 +43,10 @@ SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
+	@test -d "$(DATA)/smd" || { echo "shared data not found at $(DATA): run from the checkout beside ../shared, or set DATA=..."; exit 1; }
 
 check-clippy:
 	@test -n "$(CLIPPY_DRIVER)" || { echo "clippy-driver not found: rustup component add clippy"; exit 1; }
-	@test -d "$(DATA)/smd" || { echo "shared data not found at $(DATA): run from the checkout beside ../shared, or set DATA=..."; exit 1; }
 
 # Python with pyarrow: the test that other teams can read wfe's Parquet outputs.
 $(VENV)/.pyarrow:
