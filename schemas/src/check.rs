@@ -3,7 +3,7 @@
 
 use arrow_schema::{DataType, Schema};
 
-use crate::{META_NAME, META_VERSION, Topic};
+use crate::topic::{META_NAME, META_VERSION, Topic};
 
 /// Why a batch does not fit a topic's schema.
 #[derive(Debug, Clone, PartialEq, Eq)]

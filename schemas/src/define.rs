@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
-use crate::{META_NAME, META_VERSION, Topic};
+use crate::topic::{META_NAME, META_VERSION, Topic};
 
 /// Time zone of every timestamp column: UTC written as an offset, which every Arrow reader
 /// understands without a time-zone database.

@@ -2,7 +2,7 @@
 
 use arrow_schema::{DataType, TimeUnit};
 
-use crate::Topic;
+use crate::topic::Topic;
 
 /// A Markdown description of every topic, for other teams (`wfe schemas`, `schemas/TOPICS.md`).
 pub fn describe_markdown() -> String {
