@@ -178,8 +178,10 @@ chaos: setup tools check-clippy
 
 # Module import cycles (issue 22's "no module import cycles"): cargo-modules' use graph per
 # library crate, cycles found by .ci/module-cycles.py. cargo-modules builds rust-analyzer's
-# crates (about 35 minutes the first time on two cores, then cached in .tools), so this is a
-# target of its own, not part of `make test`. 0.27 is the last release for rustc 1.95.
+# crates (its first install here took about 40 minutes of wall time on two cores, at low
+# priority beside other builds and paused for 13 of them; not timed alone; then cached in
+# .tools), so this is a target of its own, not part of `make test`. 0.27 is the last release
+# for rustc 1.95.
 CARGO_MODULES := $(TOOLS)/bin/cargo-modules
 $(CARGO_MODULES):
 	$(CARGO) install cargo-modules --version 0.27.0 --locked --root $(TOOLS)
