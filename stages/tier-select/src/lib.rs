@@ -18,6 +18,7 @@
 //! churn instances. Every row carries the options considered (JSON) and a sentence saying
 //! why.
 
+mod borrow;
 mod cold;
 mod config;
 pub mod plan;
@@ -180,16 +181,11 @@ impl TierSelect {
     }
 
     fn build(cfg: TierSelectConfig, catalog: Catalog, cloud: Option<Box<dyn Cloud>>) -> Self {
-        let origin = format!("spot prices: catalog snapshot {}", catalog.snapshot);
         Self {
+            prices: Prices::new(&catalog, cloud),
             cfg,
             catalog,
             current: HashMap::new(),
-            prices: Prices {
-                cloud,
-                refreshed: None,
-                origin,
-            },
             resources: Vec::new(),
         }
     }
@@ -413,7 +409,8 @@ impl Stage for TierSelect {
         ctx: &mut Context,
         out: &mut dyn Collector,
     ) -> Result<()> {
-        self.refresh_prices(ctx);
+        self.prices
+            .refresh(self.cfg.spot_prices.as_ref(), &mut self.catalog, ctx);
         if topic == Topic::MetricsNorm || topic == Topic::Fingerprints {
             let mut rows = Rows::default();
             if topic == Topic::MetricsNorm && self.reactive() {

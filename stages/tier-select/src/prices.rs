@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use wfe_contract::Context;
-use wfe_ec2::Cloud;
+use wfe_ec2::{Catalog, Cloud};
 
-use crate::TierSelect;
+use crate::config::SpotPriceSource;
 
 /// The spot prices' source and age.
 pub(crate) struct Prices {
@@ -23,46 +23,55 @@ fn wall_clock() -> String {
         .map_or(0, |d| d.as_secs());
     format!("unix {s}")
 }
-impl TierSelect {
-    /// Refreshes spot prices from EC2 when a source is configured and the last refresh is
-    /// `refresh_s` old; a failure keeps the prices in use and is reported (and tried again a
-    /// minute later, not at every batch).
-    pub(crate) fn refresh_prices(&mut self, ctx: &mut Context) {
-        let Some(src) = &self.cfg.spot_prices else {
+
+impl Prices {
+    /// The catalog snapshot's prices, or `cloud`'s once refreshed.
+    pub(crate) fn new(catalog: &Catalog, cloud: Option<Box<dyn Cloud>>) -> Self {
+        Self {
+            cloud,
+            refreshed: None,
+            origin: format!("spot prices: catalog snapshot {}", catalog.snapshot),
+        }
+    }
+
+    /// Refreshes `catalog`'s spot prices from EC2 when a source is configured and the last
+    /// refresh is `refresh_s` old; a failure keeps the prices in use and is reported (and
+    /// tried again a minute later, not at every batch).
+    pub(crate) fn refresh(
+        &mut self,
+        src: Option<&SpotPriceSource>,
+        catalog: &mut Catalog,
+        ctx: &mut Context,
+    ) {
+        let Some(src) = src else {
             return;
         };
-        let Some(cloud) = self.prices.cloud.as_mut() else {
+        let Some(cloud) = self.cloud.as_mut() else {
             return;
         };
         if self
-            .prices
             .refreshed
             .is_some_and(|t| t.elapsed() < Duration::from_secs(src.refresh_s))
         {
             return;
         }
-        let types: Vec<String> = self
-            .catalog
-            .instance
-            .iter()
-            .map(|i| i.r#type.clone())
-            .collect();
+        let types: Vec<String> = catalog.instance.iter().map(|i| i.r#type.clone()).collect();
         match cloud.spot_prices(&types) {
             Ok(prices) => {
                 let mut n = 0;
                 for (t, p) in prices {
-                    if let Some(i) = self.catalog.instance.iter_mut().find(|i| i.r#type == t) {
+                    if let Some(i) = catalog.instance.iter_mut().find(|i| i.r#type == t) {
                         i.spot_price = Some(p);
                         n += 1;
                     }
                 }
                 ctx.count("spot_prices.refreshed", n);
-                self.prices.origin = format!(
+                self.origin = format!(
                     "spot prices: DescribeSpotPriceHistory ({n} of {} types) at {}",
                     types.len(),
                     wall_clock()
                 );
-                self.prices.refreshed = Some(Instant::now());
+                self.refreshed = Some(Instant::now());
             }
             Err(e) => {
                 let msg = format!("{e}; keeping the prices in use");
@@ -72,7 +81,7 @@ impl TierSelect {
                     &msg,
                 );
                 let retry = Duration::from_secs(src.refresh_s.saturating_sub(60));
-                self.prices.refreshed = Instant::now().checked_sub(retry);
+                self.refreshed = Instant::now().checked_sub(retry);
             }
         }
     }
