@@ -58,10 +58,9 @@ use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 pub use config::{ActuateConfig, InterruptionSource, MODE_SETTING, Mode};
 pub use fleet::{Fleet, Group};
-pub use notices::interruption_id;
 use plan::{Call, Decision, launch_params};
 use rows::Rows;
-pub use rows::action_id;
+pub use rows::{action_id, interruption_id};
 use snapshot::State;
 pub use wfe_ec2::{Catalog, Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
 
@@ -216,8 +215,8 @@ impl Actuate {
 
     fn act(&mut self, d: &Decision<'_>, rows: &mut Rows, ctx: &mut Context) {
         let have = self.in_place(d.workload, ctx);
-        let (od, spot, notes) = self.capped(d, &have);
-        let calls = self.calls(d, &have, od, spot);
+        let (od, spot, notes) = plan::capped(&self.cfg, &self.state.fleets, d, &have);
+        let calls = plan::calls(d, &have, od, spot);
         // A change of type: launches go to a record of the new type, terminations come off the
         // old one; whatever of the old one is left (a termination that failed) is stray.
         let same = have.instance_type == d.instance_type;
@@ -277,7 +276,7 @@ impl Actuate {
         let mode = self.cfg.mode();
         match call {
             Call::Launch { spot, count } => {
-                let req = self.launch_request(d, *spot, *count, id);
+                let req = plan::launch_request(&self.cfg, d, *spot, *count, id);
                 let params = launch_params(&self.cfg.region, &req, mode == Mode::DryRun);
                 let result = match (mode, self.cloud.as_mut()) {
                     (Mode::RecordOnly, _) | (_, None) => Ok(("recorded", None)),

@@ -6,13 +6,9 @@ use serde_json::json;
 use wfe_contract::{Context, Error, Event};
 use wfe_ec2::Received;
 
-use crate::rows::Rows;
-use crate::{Actuate, Call, Decision, InterruptionSource, NOTICES, action_id};
-
-/// Deterministic id of the replacement of an interrupted instance (its `decision_id`).
-pub fn interruption_id(instance_id: &str) -> String {
-    wfe_contract::id::stable_id(&["interruption", instance_id])
-}
+use crate::plan::{Call, Decision};
+use crate::rows::{Rows, action_id, interruption_id};
+use crate::{Actuate, InterruptionSource, NOTICES};
 
 /// Errors after which a spot launch is retried on demand at once.
 fn spot_capacity_error(e: &Error) -> bool {

@@ -119,3 +119,8 @@ impl Rows {
 pub fn action_id(decision_id: &str, n: usize) -> String {
     wfe_contract::id::stable_id(&["action", decision_id, &n.to_string()])
 }
+
+/// Deterministic id of the replacement of an interrupted instance (its `decision_id`).
+pub fn interruption_id(instance_id: &str) -> String {
+    wfe_contract::id::stable_id(&["interruption", instance_id])
+}
