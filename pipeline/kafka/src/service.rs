@@ -44,8 +44,8 @@ use rdkafka::consumer::{
 use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use wfe_contract::merge::{self, Merge, Seq};
-use wfe_contract::{Context, Control, Error, Health, Result, Stage, Topic};
+use wfe_contract::merge;
+use wfe_contract::{Context, Control, Error, Health, Result, Topic};
 
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
@@ -55,11 +55,12 @@ use crate::produce::Sender;
 mod changelog;
 pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
 mod chunked;
-use chunked::Slot;
 mod entries;
 pub use entries::{MemoryChangelog, Written};
 mod input;
-use input::Held;
+mod shared;
+use shared::Core;
+pub use shared::{ServiceReport, StageFactory};
 mod tables;
 use tables::Tables;
 
@@ -77,9 +78,6 @@ const TABLE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a transaction commit may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Builds a fresh instance of the stage (one per assigned partition).
-pub type StageFactory = Box<dyn Fn() -> Result<Box<dyn Stage>> + Send + Sync>;
-
 /// What a stage service needs.
 pub struct ServiceOptions {
     pub kafka: KafkaConfig,
@@ -93,72 +91,11 @@ pub struct ServiceOptions {
     pub control: Arc<Control>,
 }
 
-/// Counters of a service run, printed at shutdown.
-#[derive(Debug, Default, Clone)]
-pub struct ServiceReport {
-    pub messages_in: u64,
-    pub messages_out: u64,
-    pub dead_letters: u64,
-    pub commits: u64,
-    pub counters: BTreeMap<String, u64>,
-}
-
-struct Part {
-    stage: Box<dyn Stage>,
-    /// Per input (in rank order): the offset after the last message read (-1: none yet).
-    read: Vec<i64>,
-    /// The inputs' messages held until their turn.
-    merge: Merge<Held>,
-    /// Bytes of the messages held.
-    held_bytes: usize,
-    /// The progress last sent on the outputs.
-    sent: Seq,
-    /// An input ended: flush once every input has.
-    ending: bool,
-    dirty: bool,
-    /// The slot of the state topic that the acknowledged manifest names (none yet: none).
-    durable: Option<Slot>,
-    /// The slot of the snapshot written for the commit under way.
-    pending: Option<Slot>,
-    /// What the changelog holds of the stage's state entries.
-    log: entries::Changelog,
-}
-
-/// Everything the message loop and the rebalance callback share.
-struct Core {
-    name: String,
-    make: StageFactory,
-    kafka: KafkaConfig,
-    group: String,
-    /// The input topics in merge rank, with their broker names.
-    inputs: Vec<(Topic, String)>,
-    outputs: Vec<(Topic, String)>,
-    dlq: String,
-    state_topic: String,
-    state_partitions: i32,
-    out: Sender,
-    exactly_once: bool,
-    in_txn: bool,
-    parts: BTreeMap<i32, Part>,
-    /// Tables every partition's stage reads whole (none: the stage reads none).
-    tables: Option<Tables>,
-    ctx: Context,
-    report: ServiceReport,
-}
-
 /// The consumer's context: commits and drops partitions before they are revoked, and turns
 /// librdkafka's statistics into the lag gauge.
 struct Ctx {
     core: Arc<Mutex<Core>>,
     stage: String,
-}
-
-impl Part {
-    /// The first offset of input `i` not yet processed: the oldest held message's, or the
-    /// one after the last read.
-    fn next(&self, i: usize) -> i64 {
-        self.merge.front(i).map_or(self.read[i], Held::offset)
-    }
 }
 
 /// A stage that joins topics partition by partition needs the range assignor (which gives a

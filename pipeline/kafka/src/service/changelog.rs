@@ -18,7 +18,7 @@ use wfe_contract::merge::Merge;
 
 use super::chunked::{self, Restore, Slot};
 use super::entries::{self, EntryRestore};
-use super::{Core, Part};
+use super::shared::{Core, Part};
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
 

@@ -13,27 +13,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use wfe_contract::merge::{END, Seq};
 use wfe_contract::{Error, Result, VecCollector};
 
-use super::{Core, Part};
+use super::shared::{Core, Held, Part};
 use crate::codec::{self, Encoded, HeaderMap, encode_outputs, header};
-
-/// An input message held until its turn.
-pub(super) struct Held {
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: HeaderMap,
-    since: Instant,
-}
-
-impl Held {
-    fn bytes(&self) -> usize {
-        self.payload.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
-    }
-
-    pub(super) fn offset(&self) -> i64 {
-        self.offset
-    }
-}
 
 impl Core {
     /// Handles one input message: held, then whatever is due released.
