@@ -7,7 +7,7 @@ use wfe_contract::columns::{
 use wfe_contract::{Error, Result};
 use wfe_domain::ResourceMap;
 
-use super::*;
+use super::view::*;
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch
