@@ -18,8 +18,7 @@ use wfe_contract::columns::timestamp_column;
 use wfe_contract::schemas::{Topic, dict_type, ts_type};
 use wfe_contract::{Error, Result};
 
-use crate::formats::{ChunkReader, float_ms};
-use crate::{Chunk, Rejection};
+use crate::chunk::{Chunk, ChunkReader, Rejection, float_ms};
 
 type Batches = Box<dyn Iterator<Item = std::result::Result<RecordBatch, ArrowError>> + Send>;
 

@@ -5,37 +5,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use arrow_array::RecordBatch;
-use serde::Deserialize;
 use wfe_contract::schemas::{Topic, labels};
 use wfe_contract::{Error, Result};
 
+use crate::chunk::{CHUNK_ROWS, Chunk, ChunkReader, Rejection, float_ms};
 use crate::columnar::ArrowFileReader;
+use crate::config::{Format, SourceConfig, entity_of};
 use crate::raw::RawBuilder;
-use crate::{CHUNK_ROWS, Chunk, Rejection, SourceConfig, entity_of};
-
-/// How a file is laid out.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// By extension, and for CSV by the header: `timestamp,split,label,...` is SMD,
-    /// `timestamp,workload,metric,value` is long, anything else starting with a time column is wide.
-    #[default]
-    Auto,
-    Smd,
-    CsvLong,
-    CsvWide,
-    Parquet,
-    Ipc,
-}
-
-pub(crate) trait ChunkReader: Send {
-    fn next_chunk(&mut self) -> Result<Option<Chunk>>;
-    /// Whether rows come in time order by the format's nature (a wide CSV row is one time);
-    /// long formats do not, and are sorted ([`crate::ordered`]).
-    fn time_ordered(&self) -> bool {
-        true
-    }
-}
 
 pub(crate) fn open(
     path: &Path,
@@ -197,14 +173,6 @@ impl CsvReader {
         }
         float_ms(fast_float2::parse(s).ok()?, self.ts_scale)
     }
-}
-
-/// A float timestamp scaled to milliseconds, or `None` when it is not finite or its
-/// milliseconds do not fit an i64 (a plain `as` cast would saturate without a word).
-pub(crate) fn float_ms(v: f64, scale: i64) -> Option<i64> {
-    let ms = (v * scale as f64).round();
-    // 2^63 is exactly representable; anything at or past it does not fit.
-    (ms.is_finite() && ms.abs() < 9_223_372_036_854_775_808.0).then_some(ms as i64)
 }
 
 /// Parses a float. Metric files are mostly short plain decimals (`0.061728`, `12`): those take

@@ -22,7 +22,9 @@
 //! `strict`, ends the run with that error. A missing or empty file is always an error.
 
 pub mod agent;
+mod chunk;
 mod columnar;
+mod config;
 mod formats;
 mod ordered;
 pub mod packets;
@@ -31,157 +33,18 @@ mod raw;
 use std::collections::BTreeMap;
 #[cfg(test)]
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use serde::Deserialize;
 use wfe_contract::{Context, Error, Event, RecordBatch, Result, Source};
 
 pub use agent::{AgentConfig, AgentSource};
-pub use formats::Format;
+use chunk::Chunk;
+pub use chunk::{CHUNK_ROWS, Rejection};
+pub use config::{Format, SourceConfig, entity_of, expand};
 pub use packets::{PacketConfig, PacketSource};
 pub use raw::RawBuilder;
-
-/// Rows of a wide file per emitted chunk (a chunk holds rows x metrics values).
-pub const CHUNK_ROWS: usize = 1024;
-
-/// One input: a file or a folder of files.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// A file, or a folder whose `*.csv`, `*.csv.gz`, `*.parquet` and `*.arrow` files are all read.
-    pub path: PathBuf,
-    /// `auto` (by extension and CSV header), `smd`, `csv-long`, `csv-wide`, `parquet` or `ipc`.
-    #[serde(default)]
-    pub format: Format,
-    /// For `csv-wide`: the workload id. Default: the file name without extensions.
-    #[serde(default)]
-    pub workload: Option<String>,
-    /// Unit of CSV timestamps: `s` (Unix seconds, as in SMD/ASD) or `ms`.
-    #[serde(default = "default_unit")]
-    pub timestamp_unit: String,
-    /// Only read these entities (file stems) from a folder; empty means all.
-    #[serde(default)]
-    pub only: Vec<String>,
-    /// Labels added to every row from this source, e.g. host metadata
-    /// `{ "env.instance_type" = "m5.4xlarge", "env.kernel" = "6.1" }` (the fingerprint stage
-    /// reads `env.*` labels as the workload's environment). A row's own label of the same
-    /// key wins.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-fn default_unit() -> String {
-    "s".into()
-}
-
-impl SourceConfig {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            format: Format::Auto,
-            workload: None,
-            timestamp_unit: default_unit(),
-            only: vec![],
-            labels: BTreeMap::new(),
-        }
-    }
-
-    fn ts_scale(&self) -> Result<i64> {
-        match self.timestamp_unit.as_str() {
-            "s" => Ok(1000),
-            "ms" => Ok(1),
-            other => Err(Error::config(
-                "sources.timestamp_unit",
-                format!("`{other}` is not `s` or `ms`"),
-            )),
-        }
-    }
-}
-
-/// File extensions ingest reads, longest first so `.csv.gz` wins over `.csv`.
-const EXTENSIONS: [&str; 5] = [".csv.gz", ".csv", ".parquet", ".arrow", ".ipc"];
-
-/// The file name without `.csv.gz`, `.csv`, `.parquet`, `.arrow` or `.ipc`.
-pub fn entity_of(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for ext in EXTENSIONS {
-        if let Some(stem) = name.strip_suffix(ext) {
-            return stem.to_string();
-        }
-    }
-    name
-}
-
-fn is_data_file(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    EXTENSIONS.iter().any(|e| name.ends_with(e))
-}
-
-/// Expands the configured sources to the list of files, sorted, with their config.
-pub fn expand(sources: &[SourceConfig]) -> Result<Vec<(PathBuf, SourceConfig)>> {
-    let mut files = Vec::new();
-    for src in sources {
-        let meta = std::fs::metadata(&src.path)
-            .map_err(|e| Error::io(src.path.display().to_string(), e))?;
-        if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&src.path)
-                .map_err(|e| Error::io(src.path.display().to_string(), e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_data_file(p))
-                .filter(|p| src.only.is_empty() || src.only.contains(&entity_of(p)))
-                .collect();
-            found.sort();
-            // A name in `only` that matches no file is a typo or a missing file: say so
-            // rather than run without it.
-            let missing: Vec<&String> = src
-                .only
-                .iter()
-                .filter(|o| !found.iter().any(|p| entity_of(p) == **o))
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::bad_input(
-                    src.path.display().to_string(),
-                    format!("`only` names {missing:?}, which the folder has no data file for"),
-                ));
-            }
-            if found.is_empty() {
-                return Err(Error::bad_input(
-                    src.path.display().to_string(),
-                    "folder holds no .csv, .csv.gz, .parquet or .arrow files",
-                ));
-            }
-            files.extend(found.into_iter().map(|p| (p, src.clone())));
-        } else {
-            files.push((src.path.clone(), src.clone()));
-        }
-    }
-    Ok(files)
-}
-
-/// A parsed chunk from one file, with the bad-input events met while parsing it.
-struct Chunk {
-    batch: RecordBatch,
-    first_ts: i64,
-    rejected: Vec<Rejection>,
-}
-
-/// A skipped record, reported to the source's context on the merging thread.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub kind: &'static str,
-    pub location: String,
-    pub message: String,
-    /// Rows it stands for (1, or a summary of many of one kind).
-    pub count: u64,
-}
 
 enum Msg {
     Chunk(Chunk),

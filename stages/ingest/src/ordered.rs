@@ -23,8 +23,7 @@ use arrow_ipc::writer::StreamWriter;
 use wfe_contract::schemas::Topic;
 use wfe_contract::{Error, Result};
 
-use crate::formats::ChunkReader;
-use crate::{Chunk, Rejection};
+use crate::chunk::{Chunk, ChunkReader, Rejection};
 
 /// Rows in one sorted run (about 60 MB of `metrics.raw` rows, twice that while sorting).
 pub const RUN_ROWS: usize = 2 << 20;

@@ -17,8 +17,7 @@
 //! link type it cannot read, is an error naming it.
 
 use std::io::Read;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,88 +27,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow_array::{ArrayRef, Float64Array};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
-use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::{Context, Error, RecordBatch, Result, Source, Topic};
 
+mod config;
 mod features;
 mod header;
+pub use config::{PacketConfig, PacketWorkload};
 pub use features::{Features, Row};
 pub use header::{Header, Proto, decode};
-
-/// Settings of `wfe capture` (`[packets]`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PacketConfig {
-    /// Seconds of capture time per feature window.
-    #[serde(default = "d_window")]
-    pub window_s: f64,
-    /// Which packets belong to which workload.
-    #[serde(default)]
-    pub workloads: Vec<PacketWorkload>,
-    /// Workload id for packets of no configured workload; unset: such packets are left out.
-    #[serde(default)]
-    pub other: Option<String>,
-    /// The tcpdump that captures a live interface (`--interface`).
-    #[serde(default = "d_tcpdump")]
-    pub tcpdump: PathBuf,
-}
-
-/// A workload's packets: those with one of its addresses and/or one of its ports, as source
-/// or destination (both lists given: both must match).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PacketWorkload {
-    pub name: String,
-    #[serde(default)]
-    pub addresses: Vec<IpAddr>,
-    #[serde(default)]
-    pub ports: Vec<u16>,
-}
-
-fn d_window() -> f64 {
-    10.0
-}
-fn d_tcpdump() -> PathBuf {
-    PathBuf::from("tcpdump")
-}
-
-impl Default for PacketConfig {
-    fn default() -> Self {
-        Self {
-            window_s: d_window(),
-            workloads: Vec::new(),
-            other: None,
-            tcpdump: d_tcpdump(),
-        }
-    }
-}
-
-impl PacketConfig {
-    pub fn validate(&self) -> Result<()> {
-        if !(self.window_s.is_finite() && self.window_s > 0.0) {
-            return Err(Error::config(
-                "packets.window_s",
-                "must be a positive number of seconds",
-            ));
-        }
-        if self.workloads.is_empty() && self.other.is_none() {
-            return Err(Error::config(
-                "packets.workloads",
-                "map at least one workload by address or port (or set `other`)",
-            ));
-        }
-        for (i, w) in self.workloads.iter().enumerate() {
-            if w.addresses.is_empty() && w.ports.is_empty() {
-                return Err(Error::config(
-                    format!("packets.workloads[{i}]"),
-                    format!("`{}` names no address and no port", w.name),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What the reader thread sends.
 enum Msg {

@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::path::Path;
 
 use wfe_contract::columns::{DictStrings, f64s};
 use wfe_contract::schemas::labels;
@@ -458,10 +459,10 @@ fn unusable_timestamps_in_parquet_are_rejected_rows_not_the_epoch() {
 
 #[test]
 fn float_timestamps_that_do_not_fit_are_rejected() {
-    assert_eq!(formats::float_ms(1.5, 1000), Some(1500));
-    assert_eq!(formats::float_ms(1e300, 1000), None);
-    assert_eq!(formats::float_ms(-9.3e18, 1), None);
-    assert_eq!(formats::float_ms(f64::NAN, 1), None);
+    assert_eq!(chunk::float_ms(1.5, 1000), Some(1500));
+    assert_eq!(chunk::float_ms(1e300, 1000), None);
+    assert_eq!(chunk::float_ms(-9.3e18, 1), None);
+    assert_eq!(chunk::float_ms(f64::NAN, 1), None);
     let dir = tempfile::tempdir().unwrap();
     let p = write(
         dir.path(),

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Result;
 
-use super::{Header, PacketConfig, Proto};
+use super::config::PacketConfig;
+use super::header::{Header, Proto};
 
 /// One workload's packets in the open window.
 #[derive(Debug, Default, Clone)]

@@ -1,12 +1,10 @@
-//! One captured frame read to its IP and TCP/UDP headers (etherparse), and which workloads
-//! it belongs to.
+//! One captured frame read to its IP and TCP/UDP headers (etherparse); which workload it
+//! belongs to is `PacketWorkload::matches` (in `config`).
 
 use std::net::IpAddr;
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::DataLink;
-
-use super::PacketWorkload;
 
 /// What the features need of one packet.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,19 +74,4 @@ pub fn decode(link: DataLink, ts_us: i64, len: u32, data: &[u8]) -> Option<Heade
         _ => {}
     }
     Some(h)
-}
-
-impl PacketWorkload {
-    pub(super) fn matches(&self, h: &Header) -> bool {
-        let ends = [h.src, h.dst];
-        let addr = self.addresses.is_empty()
-            || ends
-                .iter()
-                .flatten()
-                .any(|(a, _)| self.addresses.contains(a));
-        let port = self.ports.is_empty()
-            || (h.proto != Proto::Other
-                && ends.iter().flatten().any(|(_, p)| self.ports.contains(p)));
-        addr && port
-    }
 }
