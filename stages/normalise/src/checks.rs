@@ -1,6 +1,6 @@
 //! Pure checks on samples: whether one can be used, and the step a series keeps.
 
-use crate::MAX_ABS_VALUE;
+use crate::config::MAX_ABS_VALUE;
 
 /// Why a sample cannot be used, as (rejection kind, message); `None` when it can.
 pub(crate) fn unusable(

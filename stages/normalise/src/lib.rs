@@ -26,10 +26,7 @@
 //! Output is time-major: all metrics of one workload's step are adjacent rows, which is what
 //! [`wfe_contract::norm::NormBatch`] walks.
 
-use std::collections::VecDeque;
-
 use arrow_array::{Array, RecordBatch};
-use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{DictStrings, f64s, timestamps};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
@@ -40,103 +37,14 @@ mod release;
 mod retire;
 mod slots;
 mod snapshot;
+mod workload;
 use checks::{infer_step, unusable};
 use config::MAX_STEP_S;
 pub use config::{MAX_ABS_VALUE, MAX_EARLY_SAMPLES, NormaliseConfig};
 pub use out::MAX_BATCH_ROWS;
 use out::Out;
-use release::mark_touched;
-use slots::SlotIndex;
 use snapshot::State;
-
-/// Accumulates one metric's samples within one step.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct Acc {
-    sum: f64,
-    n: u32,
-    last_ts: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct OpenStep {
-    time: i64,
-    label: Option<u32>,
-    acc: Vec<Acc>,
-}
-
-/// A step ready for output, held while the scaler learns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DoneStep {
-    time: i64,
-    label: Option<u32>,
-    /// Per metric slot: (raw value, filled, missing).
-    cells: Vec<(f64, bool, bool)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Scaler {
-    lo: f64,
-    hi: f64,
-}
-
-impl Scaler {
-    /// Offset and range to scale by; a constant or unseen metric keeps its raw offset from 0.
-    fn lo_range(&self) -> (f64, f64) {
-        let lo = if self.lo.is_finite() { self.lo } else { 0.0 };
-        let range = if self.hi > self.lo && self.lo.is_finite() {
-            self.hi - self.lo
-        } else {
-            1.0
-        };
-        (lo, range)
-    }
-}
-
-/// One sample of a workload: (ts, metric id, value, label id).
-type Sample = (i64, u32, f64, Option<u32>);
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-struct Workload {
-    /// Global metric id of each slot.
-    metrics: Vec<u32>,
-    /// Slot of each global metric id the workload has.
-    slot_of: SlotIndex,
-    step_ms: Option<i64>,
-    /// Timestamps seen before the step is known (to infer it).
-    first_ts: Vec<i64>,
-    /// Samples held until the step is known.
-    early: Vec<Sample>,
-    open: VecDeque<OpenStep>,
-    /// Last emitted step time, and per slot the last observed value and steps since.
-    emitted_until: Option<i64>,
-    last: Vec<Option<(f64, u32)>>,
-    learning: bool,
-    learned_steps: usize,
-    held: Vec<DoneStep>,
-    scalers: Vec<Scaler>,
-    /// Accumulator vectors of closed steps, reused for new ones.
-    #[serde(skip)]
-    spare: Vec<Vec<Acc>>,
-}
-
-impl Workload {
-    /// The time of its newest step (open, emitted, or waiting for the step to be known), in
-    /// ms: while it does not move on for `retire_after_s`, the workload is idle.
-    fn newest_ms(&self) -> Option<i64> {
-        let open = self.open.back().map(|s| s.time);
-        let early = self.early.iter().map(|e| e.0).max();
-        open.or(self.emitted_until).max(early)
-    }
-
-    /// Zeroed accumulators for a new step: a closed step's, or new ones.
-    fn fresh_acc(&mut self, nslots: usize) -> Vec<Acc> {
-        let mut acc = self.spare.pop().unwrap_or_default();
-        if acc.len() < nslots {
-            acc.resize(nslots, Acc::default());
-        }
-        acc
-    }
-}
+use workload::{Acc, OpenStep, Sample, Workload};
 
 /// The normalise stage.
 pub struct Normalise {
@@ -560,7 +468,7 @@ impl Stage for Normalise {
     ) -> Result<()> {
         let mut rows = Out::with_capacity(batch.num_rows());
         self.ingest_batch(&batch, ctx, &mut rows)?;
-        self.emit_all(rows, out)?;
+        rows.emit(&self.state, out)?;
         self.retire_idle(ctx, out)
     }
 
@@ -569,10 +477,22 @@ impl Stage for Normalise {
         for wi in 0..self.state.workloads.len() {
             self.close_workload(wi, ctx, &mut rows);
         }
-        self.emit_all(rows, out)
+        rows.emit(&self.state, out)
     }
 
     wfe_contract::state_hooks!(state);
+}
+
+/// Adds `w` to the batch's touched workloads unless it is there already.
+fn mark_touched(touched: &mut Vec<u32>, marked: &mut Vec<bool>, w: u32) {
+    let i = w as usize;
+    if marked.len() <= i {
+        marked.resize(i + 1, false);
+    }
+    if !marked[i] {
+        marked[i] = true;
+        touched.push(w);
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use arrow_buffer::NullBuffer;
 use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::{Collector, Result, Topic};
 
-use crate::Normalise;
+use crate::snapshot::State;
 
 /// Output rows of one call, built column by column.
 #[derive(Default)]
@@ -50,20 +50,20 @@ impl Out {
     }
 }
 
-impl Normalise {
-    /// Emits the sealed chunks and the rest, in order.
-    pub(crate) fn emit_all(&self, mut rows: Out, out: &mut dyn Collector) -> Result<()> {
-        for chunk in std::mem::take(&mut rows.sealed) {
-            out.emit(Topic::MetricsNorm, self.finish(chunk)?)?;
+impl Out {
+    /// Emits the sealed chunks and the rest, in order, with the names `st` interned.
+    pub(crate) fn emit(mut self, st: &State, out: &mut dyn Collector) -> Result<()> {
+        for chunk in std::mem::take(&mut self.sealed) {
+            out.emit(Topic::MetricsNorm, chunk.finish(st)?)?;
         }
-        if !rows.time.is_empty() {
-            out.emit(Topic::MetricsNorm, self.finish(rows)?)?;
+        if !self.time.is_empty() {
+            out.emit(Topic::MetricsNorm, self.finish(st)?)?;
         }
         Ok(())
     }
 
-    fn finish(&self, out: Out) -> Result<RecordBatch> {
-        let st = &self.state;
+    fn finish(self, st: &State) -> Result<RecordBatch> {
+        let out = self;
         // Missing values are nulls (their slots hold NaN underneath).
         let nulls = out
             .any_missing

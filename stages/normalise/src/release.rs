@@ -4,8 +4,9 @@
 
 use wfe_contract::schemas::labels;
 
+use crate::Normalise;
 use crate::out::{MAX_BATCH_ROWS, Out};
-use crate::{Acc, DoneStep, Normalise, Scaler};
+use crate::workload::{Acc, DoneStep, Scaler};
 
 impl Normalise {
     /// Closes the steps that no late sample can reach any more (all of them when `all`).
@@ -144,17 +145,5 @@ impl Normalise {
             out.missing.push(missing);
             out.any_missing |= missing;
         }
-    }
-}
-
-/// Adds `w` to the batch's touched workloads unless it is there already.
-pub(crate) fn mark_touched(touched: &mut Vec<u32>, marked: &mut Vec<bool>, w: u32) {
-    let i = w as usize;
-    if marked.len() <= i {
-        marked.resize(i + 1, false);
-    }
-    if !marked[i] {
-        marked[i] = true;
-        touched.push(w);
     }
 }

@@ -13,9 +13,10 @@
 
 use wfe_contract::{Collector, Context, Result};
 
+use crate::Normalise;
 use crate::out::Out;
 use crate::slots::SlotIndex;
-use crate::{Normalise, Workload};
+use crate::workload::Workload;
 
 impl Normalise {
     /// Retires the workloads idle for `retire_after_s`, when a sweep is due (see the module
@@ -31,7 +32,7 @@ impl Normalise {
         for wi in (0..idle.len()).filter(|&wi| idle[wi]) {
             self.close_workload(wi, ctx, &mut rows);
         }
-        self.emit_all(rows, out)?;
+        rows.emit(&self.state, out)?;
         self.drop_workloads(&idle);
         ctx.count("workload.retired", n as u64);
         tracing::info!(

@@ -10,7 +10,7 @@ use wfe_contract::Result;
 use wfe_contract::norm::Slots;
 use wfe_contract::state::{Split, StageState};
 
-use super::{DoneStep, Workload};
+use crate::workload::{DoneStep, Workload};
 
 /// Steps per run of a learning workload's held history in the changelog. The history only
 /// grows until the scaler is fitted (`learn_steps`: days of steps), so whole runs stay as they
