@@ -14,13 +14,15 @@
 
 use std::collections::BTreeMap;
 
-use wfe_contract::columns::{i64s, list_f64, list_row_f64, list_str, strings, timestamps};
+use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
 
-use super::*;
+use arrow_array::RecordBatch;
+use wfe_contract::norm::Slots;
+use wfe_contract::{Context, Result};
 
 /// A workload another instance owns, as its newest `profiles` row says.
 #[derive(Debug, Clone)]
-pub(super) struct Peer {
+pub(crate) struct Peer {
     pub signature: u64,
     /// Event time of the row (an older row of the same workload is ignored).
     pub at: i64,
@@ -31,7 +33,7 @@ pub(super) struct Peer {
 
 /// Workloads of other instances, by name.
 #[derive(Debug, Default)]
-pub(super) struct Fleet {
+pub(crate) struct Fleet {
     pub peers: BTreeMap<String, Peer>,
 }
 
@@ -94,103 +96,5 @@ impl Fleet {
             taken += 1;
         }
         Ok(taken)
-    }
-}
-
-impl Fingerprint {
-    /// The `profiles` rows of workloads `ids` (each once, in the order given).
-    pub(super) fn profile_rows(&self, ids: &[usize]) -> Result<Option<RecordBatch>> {
-        let mut seen = std::collections::BTreeSet::new();
-        let (mut at, mut name, mut set, mut observed) = (vec![], vec![], vec![], vec![]);
-        let (mut features, mut metrics, mut alloc, mut env) = (vec![], vec![], vec![], vec![]);
-        for &id in ids {
-            let wk = &self.state.workloads.items[id];
-            let (Some(profile), Some(last)) = (wk.profile(), wk.window.back()) else {
-                continue;
-            };
-            if !seen.insert(id) {
-                continue;
-            }
-            at.push(last.0);
-            name.push(self.state.workloads.names.names[id].clone());
-            set.push(format!("{:016x}", wk.signature));
-            observed.push(wk.observed_steps as i64);
-            features.push(profile);
-            metrics.push(Some(wk.slots.names.clone()));
-            alloc.push(wk.allocation());
-            env.push(wk.environment.clone());
-        }
-        if at.is_empty() {
-            return Ok(None);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            timestamp_column(at),
-            Arc::new(StringArray::from(name)),
-            Arc::new(StringArray::from(set)),
-            Arc::new(Int64Array::from(observed)),
-            list_f64(features),
-            list_str(metrics),
-            list_f64(alloc),
-            Arc::new(StringArray::from(env)),
-        ];
-        Ok(Some(RecordBatch::try_new(
-            Topic::Profiles.schema(),
-            columns,
-        )?))
-    }
-
-    /// The `profiles` rows that say `gone` retired: no features, nothing known.
-    pub(super) fn retired_rows(gone: &[(String, Workload)]) -> Result<Option<RecordBatch>> {
-        if gone.is_empty() {
-            return Ok(None);
-        }
-        let n = gone.len();
-        let columns: Vec<ArrayRef> = vec![
-            timestamp_column(
-                gone.iter()
-                    .map(|(_, w)| w.window.back().map_or(0, |s| s.0))
-                    .collect(),
-            ),
-            Arc::new(StringArray::from_iter_values(gone.iter().map(|(n, _)| n))),
-            Arc::new(StringArray::from_iter_values(
-                gone.iter().map(|(_, w)| format!("{:016x}", w.signature)),
-            )),
-            Arc::new(Int64Array::from(vec![0; n])),
-            list_f64(vec![Vec::new(); n]),
-            list_str(vec![Some(Vec::new()); n]),
-            list_f64(vec![Vec::new(); n]),
-            Arc::new(StringArray::from(vec![None::<String>; n])),
-        ];
-        Ok(Some(RecordBatch::try_new(
-            Topic::Profiles.schema(),
-            columns,
-        )?))
-    }
-
-    /// Peers of metric set `sig` past their learning period, placed in `space`, numbered
-    /// from `first` (after the local workloads).
-    pub(super) fn placed_peers(
-        &self,
-        sig: u64,
-        space: &Space,
-        first: usize,
-    ) -> Vec<(usize, &str, &Peer, Vec<f64>)> {
-        let Space::Pca { model, centre, .. } = space else {
-            return Vec::new();
-        };
-        self.fleet
-            .peers
-            .iter()
-            .filter(|(_, p)| p.signature == sig && p.observed_steps > self.cfg.learning_steps)
-            .enumerate()
-            .filter_map(|(j, (name, p))| {
-                if p.features.len() != model.mean.len() {
-                    return None;
-                }
-                let mut v = model.rotate(&p.features);
-                v.iter_mut().zip(centre).for_each(|(x, c)| *x -= c);
-                Some((first + j, name.as_str(), p, v))
-            })
-            .collect()
     }
 }

@@ -36,78 +36,28 @@ pub mod embed;
 mod fleet;
 pub use wfe_domain::features;
 pub mod knn;
+mod neighbours;
+mod profiles;
 pub mod reduce;
 mod retire;
+mod rows;
 pub mod similar;
 mod space;
 mod stage;
+mod state;
+mod window;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{list_f32, list_f32_opt, list_f64_opt, list_str, timestamp_column};
-use wfe_contract::norm::{HasSlots, Keyed, NormBatch, Slots};
-use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
-use wfe_domain::stats::quantile;
+use wfe_contract::{Context, Result};
 
 pub use config::{FingerprintConfig, Method};
 pub use features::FeatureWeights;
 pub use knn::Distance;
+use rows::Rows;
 use space::Space;
-
-/// One step of a workload's window: time, scaled values, raw values, observed count.
-type WindowStep = (i64, Vec<f64>, Vec<f64>, usize);
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Workload {
-    slots: Slots,
-    window: VecDeque<WindowStep>,
-    since_emit: usize,
-    observed_steps: usize,
-    /// Counted in `State::known` under `signature` (past its learning period).
-    counted_known: bool,
-    /// Metric set this workload's features belong to (hash of its metric names).
-    signature: u64,
-    /// Sum of its window features, and how many windows.
-    profile_sum: Vec<f64>,
-    windows: u64,
-    /// Sum of its per-window allocations (raw units, per metric).
-    alloc_sum: Vec<f64>,
-    /// Its profile rotated into basis `.0` of its metric set (uncentred, see [`Space`]):
-    /// neighbour searches read this instead of projecting every known profile for every row.
-    projected: Option<(u32, Vec<f64>)>,
-    /// Sum and count of its window embeddings (`method = "lstm"`).
-    embed_sum: Vec<f64>,
-    embeds: u64,
-    /// Its environment: the `env.*` labels last seen on its samples (see [`environment_of`]).
-    environment: Option<String>,
-    /// The last label set read, so that a workload's labels are parsed only when they change.
-    #[serde(skip)]
-    labels_seen: String,
-}
-
-impl HasSlots for Workload {
-    fn slots_mut(&mut self) -> &mut Slots {
-        &mut self.slots
-    }
-}
-
-impl Workload {
-    fn profile(&self) -> Option<Vec<f64>> {
-        (self.windows > 0).then(|| {
-            self.profile_sum
-                .iter()
-                .map(|v| v / self.windows as f64)
-                .collect()
-        })
-    }
-    fn allocation(&self) -> Vec<f64> {
-        let n = self.windows.max(1) as f64;
-        self.alloc_sum.iter().map(|v| v / n).collect()
-    }
-}
+use state::{Held, Index, State, signature};
+use window::Cut;
 
 /// Label keys that describe where a workload runs (host metadata), e.g. `env.instance_type`.
 pub const ENV_PREFIX: &str = "env.";
@@ -124,100 +74,6 @@ pub fn environment_of(labels: &str) -> Option<String> {
     })
 }
 
-/// A window as cut at its due step.
-struct Cut {
-    start: i64,
-    end: i64,
-    /// The window's raw values, steps x metrics, for the learned embedding (else empty).
-    raw: Vec<f32>,
-    features: Vec<f64>,
-    alloc: Vec<f64>,
-    n: i64,
-    cold: bool,
-}
-
-/// Features and allocation of the workload's current window (None when it is empty).
-fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
-    let (first, last) = (wk.window.front()?, wk.window.back()?);
-    let width = wk.slots.len();
-    // Raw values, not the per-workload scaled ones: scaling each workload by its own range
-    // erases the levels that tell workloads apart (`wfe eval fingerprint` on SMD: 3 of 8
-    // machines nearest their service group on scaled values, 8 of 8 on raw ones).
-    let raw: Vec<&[f64]> = wk.window.iter().map(|s| s.2.as_slice()).collect();
-    let features = features::window_features(
-        &raw,
-        width,
-        &wk.slots.names,
-        &cfg.weights,
-        &cfg.metric_weights,
-    );
-    // Allocation: the quantile of each metric's observed raw values in the window.
-    let mut alloc = vec![0.0; width];
-    for (j, a) in alloc.iter_mut().enumerate() {
-        let mut v: Vec<f64> = wk
-            .window
-            .iter()
-            .filter_map(|s| s.2.get(j).copied().filter(|x| x.is_finite()))
-            .collect();
-        if !v.is_empty() {
-            v.sort_by(f64::total_cmp);
-            *a = quantile(&v, cfg.allocation_quantile);
-        }
-    }
-    // The learned embedding reads exactly `window` steps: a shorter window (the last one, at
-    // the end of the input) repeats its first step in front.
-    let raw_window = match cfg.method {
-        Method::Lstm => std::iter::repeat_n(first, cfg.window.saturating_sub(wk.window.len()))
-            .chain(wk.window.iter())
-            .flat_map(|s| (0..width).map(|j| s.2.get(j).copied().unwrap_or(f64::NAN) as f32))
-            .collect(),
-        Method::StatsPca => Vec::new(),
-    };
-    Some(Cut {
-        start: first.0,
-        end: last.0,
-        raw: raw_window,
-        features,
-        alloc,
-        n: wk.window.iter().map(|s| (s.3 > 0) as i64).sum(),
-        cold: wk.observed_steps <= cfg.learning_steps,
-    })
-}
-
-/// A window waiting for the first basis (or model) of its metric set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Held {
-    start: i64,
-    end: i64,
-    workload: usize,
-    features: Vec<f64>,
-    /// Raw window for the learned embedding, until it is embedded (then empty).
-    raw: Vec<f32>,
-    /// The learned embedding, once made.
-    embedding: Option<Vec<f64>>,
-    n: i64,
-    cold: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    workloads: Keyed<Workload>,
-    reducers: BTreeMap<u64, reduce::Reducer>,
-    /// Per metric set, the learned embedding (`method = "lstm"`).
-    embedders: BTreeMap<u64, embed::Embedder>,
-    /// Per metric set, workloads past their learning period: kept as windows arrive, so a
-    /// large fleet's index is checked for staleness without a scan of the fleet.
-    known: BTreeMap<u64, usize>,
-    held: Vec<Held>,
-}
-
-/// A metric set's HNSW index: built at basis `version` over `known` workloads.
-struct Index {
-    version: u32,
-    known: usize,
-    graph: knn::Approximate,
-}
-
 /// The fingerprint stage.
 pub struct Fingerprint {
     cfg: FingerprintConfig,
@@ -230,28 +86,6 @@ pub struct Fingerprint {
     fleet: fleet::Fleet,
 }
 
-#[derive(Default)]
-struct Rows {
-    start: Vec<i64>,
-    end: Vec<i64>,
-    workload: Vec<String>,
-    version: Vec<String>,
-    method: Vec<&'static str>,
-    vector: Vec<Vec<f32>>,
-    n: Vec<i64>,
-    cold: Vec<bool>,
-    neighbours: Vec<Option<Vec<String>>>,
-    weights: Vec<Option<Vec<f32>>>,
-    alloc_metrics: Vec<Option<Vec<String>>>,
-    alloc: Vec<Option<Vec<f64>>>,
-    environment: Vec<Option<String>>,
-    profile: Vec<Option<Vec<f32>>>,
-}
-
-fn signature(names: &[String]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(names.join("\u{1f}").as_bytes())
-}
-
 impl Fingerprint {
     pub fn new(cfg: FingerprintConfig) -> Result<Self> {
         cfg.validate()?;
@@ -262,26 +96,6 @@ impl Fingerprint {
             sweep: Default::default(),
             fleet: Default::default(),
         })
-    }
-
-    fn finish(rows: Rows) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
-            timestamp_column(rows.start),
-            timestamp_column(rows.end),
-            Arc::new(StringArray::from(rows.workload)),
-            Arc::new(StringArray::from(rows.method)),
-            Arc::new(StringArray::from(rows.version)),
-            list_f32(rows.vector),
-            Arc::new(Int64Array::from(rows.n)),
-            Arc::new(BooleanArray::from(rows.cold)),
-            list_str(rows.neighbours.into_iter()),
-            list_f32_opt(rows.weights),
-            list_str(rows.alloc_metrics.into_iter()),
-            list_f64_opt(rows.alloc),
-            Arc::new(StringArray::from(rows.environment)),
-            list_f32_opt(rows.profile),
-        ];
-        Ok(RecordBatch::try_new(Topic::Fingerprints.schema(), columns)?)
     }
 
     /// Feeds a cut window to its workload's profile and its metric set's basis (or model); the

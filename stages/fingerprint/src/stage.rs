@@ -1,9 +1,18 @@
 //! The stage's hooks: batches of `metrics.norm` in, rows of `fingerprints` out, the end of
 //! the input, and the state a restarted stage continues from.
 
-use super::*;
-use wfe_contract::Error;
+use std::collections::BTreeMap;
+
+use arrow_array::RecordBatch;
+use wfe_contract::norm::{Keyed, NormBatch};
 use wfe_contract::state::Split;
+use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
+
+use crate::config::Method;
+use crate::rows::Rows;
+use crate::state::State;
+use crate::window::cut;
+use crate::{Fingerprint, environment_of, reduce};
 
 impl Stage for Fingerprint {
     fn name(&self) -> &'static str {
@@ -96,7 +105,7 @@ impl Stage for Fingerprint {
             self.window(id, c, &mut rows, ctx);
         }
         if !rows.start.is_empty() {
-            out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+            out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
         if let Some(profiles) = self.profile_rows(&changed)? {
             out.emit(Topic::Profiles, profiles)?;
@@ -164,7 +173,7 @@ impl Stage for Fingerprint {
             }
         }
         if !rows.start.is_empty() {
-            out.emit(Topic::Fingerprints, Self::finish(rows)?)?;
+            out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
         if let Some(profiles) = self.profile_rows(&ids)? {
             out.emit(Topic::Profiles, profiles)?;

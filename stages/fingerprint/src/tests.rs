@@ -1,5 +1,6 @@
-use wfe_contract::VecCollector;
+use arrow_array::RecordBatch;
 use wfe_contract::columns::{strings, timestamps};
+use wfe_contract::{Stage, Topic, VecCollector};
 use wfe_normalise::testing::normalised;
 
 use super::*;
