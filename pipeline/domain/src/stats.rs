@@ -11,6 +11,37 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// [`quantile`] at several ascending levels of unsorted values, by successive selections on
+/// the part not yet partitioned: about twice the length in comparisons instead of a sort's
+/// n log n (a fleet's forecasts compute many of these). Reorders `values`.
+pub fn quantiles_select(values: &mut [f64], levels: &[f64]) -> Vec<f64> {
+    let n = values.len();
+    if n == 0 {
+        return vec![0.0; levels.len()];
+    }
+    let mut base = 0;
+    levels
+        .iter()
+        .map(|&q| {
+            let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
+            let (lo, hi) = (
+                (pos.floor() as usize).max(base),
+                (pos.ceil() as usize).max(base),
+            );
+            // values[..base] are all <= values[base..], so the lo-th smallest is in values[base..].
+            let (_, &mut a, right) =
+                values[base..].select_nth_unstable_by(lo - base, f64::total_cmp);
+            let b = if hi > lo {
+                right.iter().copied().min_by(f64::total_cmp).unwrap_or(a)
+            } else {
+                a
+            };
+            base = lo;
+            a + (b - a) * (pos - pos.floor())
+        })
+        .collect()
+}
+
 /// SplitMix64: a tiny seeded generator, for what must draw the same numbers for the same seed
 /// (isolation forests, simulated interruptions).
 #[derive(Debug, Clone)]

@@ -16,15 +16,13 @@ use std::collections::BTreeMap;
 use wfe_contract::Context;
 
 use crate::choice::Choice;
+use crate::config::ForecastConfig;
+use crate::job::{Env, Job, Resolved};
 use crate::models::{EtsMemo, Model, filled, filled_same_len, point_forecasts_with};
-use crate::{
-    Env, Forecast, ForecastConfig, Job, MODEL_VERSION, Pending, Resolved, Rows, Series,
-    fitted_standing, history_len, resolve_series, steps_of,
-};
-
-mod neural;
-mod retrain;
-pub(crate) use neural::Neural;
+use crate::observe::{fitted_standing, resolve_series};
+use crate::rows::Rows;
+use crate::series::{Pending, Series, history_len, steps_of};
+use crate::{Forecast, MODEL_VERSION};
 
 /// A fitted model's forecast at one origin: the point and the configured levels, per horizon.
 #[derive(Clone)]

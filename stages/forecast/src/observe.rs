@@ -1,7 +1,11 @@
 //! Each step of a workload's resources: errors of forecasts whose actual came filed, the
 //! models' standing read, and a job filed when a forecast is due.
 
-use crate::*;
+use crate::config::ForecastConfig;
+use crate::job::{Env, Job, Resolved, Standing};
+use crate::models::Model;
+use crate::ring::Ring;
+use crate::series::{Pending, Series, Workload, history_len, new_series, steps_of};
 
 /// The standing of every model of a series at each horizon, now.
 pub(crate) fn standing(

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ForecastConfig, quantiles_select};
+use wfe_domain::stats::quantiles_select;
+
+use crate::config::ForecastConfig;
 
 /// A bounded series of recent values (NaN = missing), with the running sum of |value| over
 /// its finite values so a mean absolute error costs nothing to read.

@@ -7,8 +7,9 @@ use wfe_contract::Result;
 use wfe_contract::norm::Keyed;
 use wfe_domain::spans::AnomalySpans;
 
+use crate::config::ForecastConfig;
 use crate::models::EtsMemo;
-use crate::{ForecastConfig, Workload, fitted_models};
+use crate::series::{Workload, fitted_models};
 
 /// Per workload, per series: the memo of each fitted model.
 pub(crate) type Memos = Vec<(String, Vec<Vec<EtsMemo>>)>;

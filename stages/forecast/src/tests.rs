@@ -1,4 +1,7 @@
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, StringArray};
 
 use wfe_contract::VecCollector;
 use wfe_contract::columns::{f64s, list_row_f64, strings, timestamps};

@@ -12,38 +12,14 @@
 //! swap at the same step and give the same forecasts; a swap at whatever batch happened to
 //! be running when the thread finished would not.
 
-use std::thread::JoinHandle;
-
 use wfe_contract::{Context, Error, Event};
 
-use super::Neural;
-use super::neural::RECENT;
-use crate::lstm::LstmModel;
+use crate::Forecast;
+use crate::job::Resolved;
 use crate::models::Model;
 use crate::models::filled_same_len;
+use crate::neural::{RECENT, Retraining, Trained};
 use crate::store::{self, LocalDir, ModelMeta};
-use crate::{Forecast, Resolved};
-
-/// What the training thread hands back: the new model and its report and held-out errors,
-/// or why there is none (and whether it lost to the current version).
-type Trained = Result<(LstmModel, wfe_neural::TrainReport, Vec<f64>, Vec<f64>), (Error, bool)>;
-
-/// A retrain under way for one data step.
-pub(crate) struct Retraining {
-    reason: String,
-    /// Event time (ms) from which its result is applied.
-    due_ms: i64,
-    /// The new version's meta, but for its errors and report.
-    meta: ModelMeta,
-    handle: JoinHandle<Trained>,
-}
-
-impl Neural {
-    /// Whether a retrain of `step`'s model is under way.
-    pub(super) fn retraining(&self, step: u64) -> bool {
-        self.retraining.contains_key(&step)
-    }
-}
 
 impl Forecast {
     /// The feedback loop: files the resolved errors, exports the running error, and
@@ -167,7 +143,7 @@ impl Forecast {
     }
 
     /// Starts training a new version on the histories the stage holds.
-    pub(super) fn start_retrain(&mut self, step: u64, reason: String, ctx: &mut Context) {
+    pub(crate) fn start_retrain(&mut self, step: u64, reason: String, ctx: &mut Context) {
         let (Some(repo), Some(current)) = (&self.neural.repo, self.neural.current.get(&step))
         else {
             return;

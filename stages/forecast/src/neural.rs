@@ -2,44 +2,45 @@
 //! step, and the recent errors the feedback loop judges them by.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use wfe_contract::{Context, Event};
+use wfe_contract::{Context, Error, Event};
 
-use crate::ForecastConfig;
+use crate::config::ForecastConfig;
 use crate::lstm::LstmModel;
 use crate::models::Model;
 use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
 
 /// Recent errors (the LSTM's, persistence's) kept per horizon for the LSTM's running error.
-pub(super) const RECENT: usize = 256;
+pub(crate) const RECENT: usize = 256;
 
 /// The LSTM's lifecycle in the stage.
 /// One model per data step (seconds): a model counts its window and horizons in steps.
 pub(crate) struct Neural {
-    pub(super) repo: Option<LocalDir>,
-    pub(super) current: BTreeMap<u64, Loaded>,
-    pub(super) checked: Option<Instant>,
+    pub(crate) repo: Option<LocalDir>,
+    pub(crate) current: BTreeMap<u64, Loaded>,
+    pub(crate) checked: Option<Instant>,
     /// Per step, recent |error| / capacity of the LSTM's forecasts and of persistence over
     /// the same spans, per horizon.
-    pub(super) recent: BTreeMap<u64, Vec<VecDeque<(f64, f64)>>>,
+    pub(crate) recent: BTreeMap<u64, Vec<VecDeque<(f64, f64)>>>,
     /// Per step, the latest event time seen (ms): sets with different clocks (replays of
     /// recorded data) each keep their own schedule.
-    pub(super) latest: BTreeMap<u64, i64>,
+    pub(crate) latest: BTreeMap<u64, i64>,
     /// (step, version) that failed to load (not tried again).
-    pub(super) refused: Vec<(u64, u64)>,
+    pub(crate) refused: Vec<(u64, u64)>,
     /// Retrains under way, by step ([`retrain`]).
-    pub(super) retraining: BTreeMap<u64, super::retrain::Retraining>,
-    pub(super) horizons: usize,
+    pub(crate) retraining: BTreeMap<u64, Retraining>,
+    pub(crate) horizons: usize,
 }
 
-pub(super) struct Loaded {
-    pub(super) model: LstmModel,
-    pub(super) meta: ModelMeta,
+pub(crate) struct Loaded {
+    pub(crate) model: LstmModel,
+    pub(crate) meta: ModelMeta,
     /// For each configured level, its index among the model's levels.
-    pub(super) levels: Vec<usize>,
+    pub(crate) levels: Vec<usize>,
     /// The model's median level.
-    pub(super) median: usize,
+    pub(crate) median: usize,
 }
 
 impl Neural {
@@ -57,7 +58,7 @@ impl Neural {
     }
 
     /// The model for series of `step_ms`, if one is loaded.
-    pub(super) fn for_step(&self, step_ms: i64) -> Option<&Loaded> {
+    pub(crate) fn for_step(&self, step_ms: i64) -> Option<&Loaded> {
         u64::try_from(step_ms / 1000)
             .ok()
             .and_then(|s| self.current.get(&s))
@@ -142,7 +143,7 @@ impl Neural {
 }
 
 impl Loaded {
-    pub(super) fn new(
+    pub(crate) fn new(
         model: LstmModel,
         meta: ModelMeta,
         cfg: &ForecastConfig,
@@ -176,7 +177,29 @@ impl Loaded {
     }
 
     /// Whether a series of this step is what the model was trained for.
-    pub(super) fn fits(&self, step_ms: i64) -> bool {
+    pub(crate) fn fits(&self, step_ms: i64) -> bool {
         self.meta.step_s as i64 * 1000 == step_ms
+    }
+}
+
+/// What the training thread hands back: the new model and its report and held-out errors,
+/// or why there is none (and whether it lost to the current version).
+pub(crate) type Trained =
+    Result<(LstmModel, wfe_neural::TrainReport, Vec<f64>, Vec<f64>), (Error, bool)>;
+
+/// A retrain under way for one data step.
+pub(crate) struct Retraining {
+    pub(crate) reason: String,
+    /// Event time (ms) from which its result is applied.
+    pub(crate) due_ms: i64,
+    /// The new version's meta, but for its errors and report.
+    pub(crate) meta: ModelMeta,
+    pub(crate) handle: JoinHandle<Trained>,
+}
+
+impl Neural {
+    /// Whether a retrain of `step`'s model is under way.
+    pub(crate) fn retraining(&self, step: u64) -> bool {
+        self.retraining.contains_key(&step)
     }
 }

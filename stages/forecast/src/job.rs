@@ -1,0 +1,66 @@
+//! A forecast due (a job, with the history and the models' standing it reads) and what each
+//! workload's step reads and reports while errors are filed.
+
+use wfe_domain::ResourceMap;
+use wfe_domain::spans::AnomalySpans;
+
+use crate::config::ForecastConfig;
+
+/// What every workload's step reads: the settings, the flagged spans, a scratch buffer, and
+/// the count of errors masked.
+pub(crate) struct Env<'a> {
+    pub(crate) cfg: &'a ForecastConfig,
+    pub(crate) resources: &'a [ResourceMap],
+    pub(crate) spans: &'a AnomalySpans,
+    pub(crate) scratch: &'a mut Vec<f64>,
+    pub(crate) masked: u64,
+    /// The fitted models' forecasts resolved in this batch.
+    pub(crate) resolved: Vec<Resolved>,
+}
+
+impl Env<'_> {
+    /// An error at `t` from a forecast made at `origin`, or missing when either is flagged.
+    pub(crate) fn error(&mut self, name: &str, t: i64, origin: i64, e: f64) -> f64 {
+        if self.cfg.mask_anomalies
+            && (self.spans.covers(name, t) || self.spans.covers(name, origin))
+        {
+            self.masked += 1;
+            return f64::NAN;
+        }
+        e
+    }
+}
+
+/// A fitted model's forecast whose actual arrived: its absolute error and persistence's over
+/// the same span, both over the resource's capacity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolved {
+    pub(crate) model: usize,
+    pub(crate) horizon: usize,
+    pub(crate) error: f64,
+    pub(crate) persistence: f64,
+    pub(crate) step_ms: i64,
+}
+
+/// A forecast due: one resource of one workload at one time, with the history it reads.
+pub(crate) struct Job {
+    pub(crate) workload: usize,
+    pub(crate) resource: usize,
+    pub(crate) time: i64,
+    pub(crate) step_ms: i64,
+    /// Gap-filled later; oldest first, ending at `time`.
+    pub(crate) history: Vec<f64>,
+    /// The models' errors as they stood at `time`, per horizon.
+    pub(crate) standing: Vec<Standing>,
+}
+
+/// What a series' errors said of each model at one horizon when a forecast was due: the
+/// batch goes on before its jobs run, and later errors must not leak into them.
+pub(crate) struct Standing {
+    /// Persistence and seasonal naive, when they can be judged: (errors, MAE, calibrated
+    /// values).
+    pub(crate) persistence: Option<(usize, f64, Vec<f64>)>,
+    pub(crate) seasonal: Option<(usize, f64, Vec<f64>)>,
+    /// Whether the history reaches a season back from the target.
+    pub(crate) seasonal_runs: bool,
+}
