@@ -18,14 +18,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::{ArrayRef, Float64Array};
 use serde::{Deserialize, Serialize};
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
 use wfe_contract::schemas::labels;
-use wfe_contract::{Context, Error, RecordBatch, Result, Source, Topic};
+use wfe_contract::{Context, Error, RecordBatch, Result, Source};
+
+use crate::raw::RawBuilder;
 
 mod kernel;
 use kernel::{cgroup2_mount, cgroups};
@@ -388,42 +387,13 @@ fn build(
     host: &str,
     host_labels: &str,
 ) -> Result<RecordBatch> {
-    let mut workloads: Vec<&str> = Vec::new();
-    let mut metrics: Vec<&str> = Vec::new();
-    let key = |list: &mut Vec<&'static str>, v: &'static str| -> i32 {
-        match list.iter().position(|x| *x == v) {
-            Some(i) => i as i32,
-            None => {
-                list.push(v);
-                list.len() as i32 - 1
-            }
-        }
-    };
-    let mut wk = Vec::with_capacity(rows.len());
-    let mut mk = Vec::with_capacity(rows.len());
-    let mut lk = Vec::with_capacity(rows.len());
-    for (w, m, _) in rows {
-        let i = match workloads.iter().position(|x| x == w) {
-            Some(i) => i,
-            None => {
-                workloads.push(w);
-                workloads.len() - 1
-            }
-        };
-        wk.push(i as i32);
-        mk.push(key(&mut metrics, m));
-        lk.push((w == host).then_some(0));
+    let mut b = RawBuilder::with_capacity(rows.len());
+    for (w, m, v) in rows {
+        let (wk, mk) = (b.workload_key(w), b.metric_key(m));
+        let lk = (w == host).then(|| b.label_key(host_labels));
+        b.push(ms, wk, mk, *v, lk);
     }
-    let columns: Vec<ArrayRef> = vec![
-        timestamp_column(vec![ms; rows.len()]),
-        dictionary(wk, &workloads)?,
-        dictionary(mk, &metrics)?,
-        Arc::new(Float64Array::from(
-            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-        )),
-        dictionary_opt(lk, &[host_labels])?,
-    ];
-    Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)?)
+    b.finish()
 }
 
 #[cfg(test)]

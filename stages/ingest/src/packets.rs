@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow_array::{ArrayRef, Float64Array};
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
-use wfe_contract::{Context, Error, RecordBatch, Result, Source, Topic};
+use wfe_contract::{Context, Error, RecordBatch, Result, Source};
+
+use crate::raw::RawBuilder;
 
 mod config;
 mod features;
@@ -227,40 +227,13 @@ fn now_us() -> i64 {
 
 /// Feature rows as a `metrics.raw` batch.
 fn build(rows: &[Row]) -> Result<RecordBatch> {
-    let mut workloads: Vec<&str> = Vec::new();
-    let mut metrics: Vec<&str> = Vec::new();
-    let key = |list: &mut Vec<&str>, v: &'static str| -> i32 {
-        match list.iter().position(|x| *x == v) {
-            Some(i) => i as i32,
-            None => {
-                list.push(v);
-                list.len() as i32 - 1
-            }
-        }
-    };
-    let mut wk = Vec::with_capacity(rows.len());
-    let mut mk = Vec::with_capacity(rows.len());
-    for (_, w, m, _) in rows {
-        let i = match workloads.iter().position(|x| *x == w.as_str()) {
-            Some(i) => i,
-            None => {
-                workloads.push(w);
-                workloads.len() - 1
-            }
-        };
-        wk.push(i as i32);
-        mk.push(key(&mut metrics, m));
+    let mut b = RawBuilder::with_capacity(rows.len());
+    let pcap = b.label_key("source=pcap");
+    for (t, w, m, v) in rows {
+        let (wk, mk) = (b.workload_key(w), b.metric_key(m));
+        b.push(*t, wk, mk, *v, Some(pcap));
     }
-    let columns: Vec<ArrayRef> = vec![
-        timestamp_column(rows.iter().map(|r| r.0).collect()),
-        dictionary(wk, &workloads)?,
-        dictionary(mk, &metrics)?,
-        Arc::new(Float64Array::from(
-            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-        )),
-        dictionary_opt(vec![Some(0); rows.len()], &["source=pcap"])?,
-    ];
-    Ok(RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)?)
+    b.finish()
 }
 
 impl Source for PacketSource {

@@ -1,6 +1,7 @@
 //! The one builder of `metrics.raw` batches: rows pushed with dictionary keys, strings
 //! interned per batch (a batch's dictionaries hold only the workloads, metrics and label sets
-//! it names). The file readers build their chunks with it, and so does `wfe synth`.
+//! it names). The file readers build their chunks with it, and so do the agent, the packet
+//! capture and `wfe synth`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
