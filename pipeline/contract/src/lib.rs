@@ -41,6 +41,7 @@ pub mod ipc;
 pub mod merge;
 pub mod norm;
 pub mod panic;
+pub mod raw;
 pub mod state;
 
 pub use arrow_array::RecordBatch;

@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use wfe_contract::raw::RawBuilder;
 use wfe_contract::schemas::labels;
 use wfe_contract::{Context, Error, RecordBatch, Result, Source};
-
-use crate::raw::RawBuilder;
 
 mod kernel;
 use kernel::{cgroup2_mount, cgroups};

@@ -11,7 +11,7 @@ use wfe_contract::{Error, Result};
 use crate::chunk::{CHUNK_ROWS, Chunk, ChunkReader, Rejection, float_ms};
 use crate::columnar::ArrowFileReader;
 use crate::config::{Format, SourceConfig, entity_of};
-use crate::raw::RawBuilder;
+use wfe_contract::raw::RawBuilder;
 
 pub(crate) fn open(
     path: &Path,
@@ -413,7 +413,6 @@ impl ChunkReader for CsvReader {
                         None
                     };
                     // Values and metric keys per value; time, workload and label once per row.
-                    let before = b.value.len();
                     for col in first_metric..width {
                         let field = self.record[col].trim_ascii();
                         if field.is_empty() {
@@ -428,8 +427,7 @@ impl ChunkReader for CsvReader {
                         }
                         match parse_f64(field) {
                             Ok(v) => {
-                                b.metric.push((col - first_metric) as i32);
-                                b.value.push(v);
+                                b.push_value((col - first_metric) as i32, v);
                             }
                             Err(_) => {
                                 let msg = format!(
@@ -445,14 +443,11 @@ impl ChunkReader for CsvReader {
                             }
                         }
                     }
-                    let added = b.value.len() - before;
-                    b.ts.extend(std::iter::repeat_n(ts, added));
-                    b.workload.extend(std::iter::repeat_n(wl, added));
-                    b.label.extend(std::iter::repeat_n(label, added));
+                    b.end_row(ts, wl, label);
                 }
             }
         }
-        if b.ts.is_empty() {
+        if b.is_empty() {
             if self.done && rejected.is_empty() {
                 return Ok(None);
             }
@@ -466,7 +461,7 @@ impl ChunkReader for CsvReader {
                 }));
             }
         }
-        let first_ts = b.ts.first().copied().unwrap_or(i64::MAX);
+        let first_ts = b.first_time().unwrap_or(i64::MAX);
         Ok(Some(Chunk {
             batch: b.finish()?,
             first_ts,

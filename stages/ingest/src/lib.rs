@@ -28,7 +28,6 @@ mod config;
 mod formats;
 mod ordered;
 pub mod packets;
-mod raw;
 
 use std::collections::BTreeMap;
 #[cfg(test)]
@@ -44,7 +43,7 @@ use chunk::Chunk;
 pub use chunk::{CHUNK_ROWS, Rejection};
 pub use config::{Format, SourceConfig, entity_of, expand};
 pub use packets::{PacketConfig, PacketSource};
-pub use raw::RawBuilder;
+pub use wfe_contract::raw::RawBuilder;
 
 enum Msg {
     Chunk(Chunk),

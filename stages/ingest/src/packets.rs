@@ -26,9 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
+use wfe_contract::raw::RawBuilder;
 use wfe_contract::{Context, Error, RecordBatch, Result, Source};
-
-use crate::raw::RawBuilder;
 
 mod config;
 mod features;

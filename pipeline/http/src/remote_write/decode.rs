@@ -8,13 +8,10 @@
 //! to wfe itself (`split`, which picks the scaler's training steps, and `label`, the ground
 //! truth of evaluations) are never taken from a sender: they are dropped and counted.
 
-use std::sync::Arc;
-
-use arrow_array::{ArrayRef, Float64Array};
 use prost::Message;
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+use wfe_contract::RecordBatch;
+use wfe_contract::raw::RawBuilder;
 use wfe_contract::schemas::labels;
-use wfe_contract::{RecordBatch, Topic};
 
 use super::config::RemoteWriteConfig;
 
@@ -139,12 +136,7 @@ pub fn decode(
         )));
     }
     let mut d = Decoded::default();
-    let (mut ts, mut wk, mut mk, mut vals, mut lk) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut workloads, mut metrics, mut label_sets) = (
-        Interner::default(),
-        Interner::default(),
-        Interner::default(),
-    );
+    let mut b = RawBuilder::with_capacity(samples);
     for series in &req.timeseries {
         let get = |n: &str| {
             series
@@ -174,58 +166,22 @@ pub fn decode(
                 .filter(|l| l.name != "__name__" && l.name != wl && !reserved(&l.name))
                 .map(|l| (l.name.as_str(), l.value.as_str())),
         );
-        let w = workloads.key(&format!("{}{w}", cfg.workload_prefix));
-        let m = metrics.key(name);
-        let l = (!rest.is_empty()).then(|| label_sets.key(&rest));
+        let w = b.workload_key(&format!("{}{w}", cfg.workload_prefix));
+        let m = b.metric_key(name);
+        let l = (!rest.is_empty()).then(|| b.label_key(&rest));
         for s in &series.samples {
             if s.value.to_bits() == STALE_NAN {
                 d.stale += 1;
                 continue;
             }
-            ts.push(s.timestamp);
-            wk.push(w);
-            mk.push(m);
-            vals.push(s.value);
-            lk.push(l);
+            b.push(s.timestamp, w, m, s.value, l);
         }
     }
-    d.rows = ts.len();
-    if ts.is_empty() {
+    d.rows = b.len();
+    if b.is_empty() {
         return Ok((None, d));
     }
-    let columns: Vec<ArrayRef> = vec![
-        timestamp_column(ts),
-        dictionary(wk, &workloads.refs()).map_err(bad)?,
-        dictionary(mk, &metrics.refs()).map_err(bad)?,
-        Arc::new(Float64Array::from(vals)),
-        dictionary_opt(lk, &label_sets.refs()).map_err(bad)?,
-    ];
-    RecordBatch::try_new(Topic::MetricsRaw.schema(), columns)
-        .map(|b| (Some(b), d))
-        .map_err(bad)
-}
-
-/// Dictionary keys of one request's strings (a request holds thousands of series).
-#[derive(Default)]
-struct Interner {
-    values: Vec<String>,
-    index: std::collections::HashMap<String, i32>,
-}
-
-impl Interner {
-    fn key(&mut self, v: &str) -> i32 {
-        if let Some(&k) = self.index.get(v) {
-            return k;
-        }
-        let k = self.values.len() as i32;
-        self.values.push(v.to_string());
-        self.index.insert(v.to_string(), k);
-        k
-    }
-
-    fn refs(&self) -> Vec<&str> {
-        self.values.iter().map(String::as_str).collect()
-    }
+    b.finish().map(|b| (Some(b), d)).map_err(bad)
 }
 
 fn bad(e: impl std::fmt::Display) -> Refusal {

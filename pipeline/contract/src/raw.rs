@@ -1,15 +1,15 @@
 //! The one builder of `metrics.raw` batches: rows pushed with dictionary keys, strings
 //! interned per batch (a batch's dictionaries hold only the workloads, metrics and label sets
-//! it names). The file readers build their chunks with it, and so do the agent, the packet
-//! capture and `wfe synth`.
+//! it names). Ingest's file readers, agent and packet capture, Prometheus remote_write (in
+//! `wfe-http`) and `wfe synth` all build their batches with it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::Result;
+use crate::columns::{dictionary, dictionary_opt, timestamp_column};
+use crate::schemas::Topic;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
-use wfe_contract::Result;
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
-use wfe_contract::schemas::Topic;
 
 /// Interns strings to dictionary keys within one batch.
 #[derive(Default)]
@@ -37,13 +37,11 @@ impl Interner {
 /// Collects one batch of `metrics.raw` rows.
 #[derive(Default)]
 pub struct RawBuilder {
-    // Open to the crate: a wide CSV row fills its values first and its time, workload and
-    // label once per row after them (the readers' hot path).
-    pub(crate) ts: Vec<i64>,
-    pub(crate) workload: Vec<i32>,
-    pub(crate) metric: Vec<i32>,
-    pub(crate) value: Vec<f64>,
-    pub(crate) label: Vec<Option<i32>>,
+    ts: Vec<i64>,
+    workload: Vec<i32>,
+    metric: Vec<i32>,
+    value: Vec<f64>,
+    label: Vec<Option<i32>>,
     workloads: Interner,
     metrics: Interner,
     labels: Interner,
@@ -92,6 +90,29 @@ impl RawBuilder {
         self.metric.push(metric);
         self.value.push(value);
         self.label.push(label);
+    }
+
+    /// One value of a row whose time, workload and label come after its values
+    /// ([`Self::end_row`]): a wide CSV row's metrics, without repeating the row's columns per
+    /// value (the file readers' hot path).
+    #[inline]
+    pub fn push_value(&mut self, metric: i32, value: f64) {
+        self.metric.push(metric);
+        self.value.push(value);
+    }
+
+    /// Gives the values pushed since the last complete row their time, workload and label.
+    #[inline]
+    pub fn end_row(&mut self, ts: i64, workload: i32, label: Option<i32>) {
+        let added = self.value.len() - self.ts.len();
+        self.ts.extend(std::iter::repeat_n(ts, added));
+        self.workload.extend(std::iter::repeat_n(workload, added));
+        self.label.extend(std::iter::repeat_n(label, added));
+    }
+
+    /// The time of the first row, if any.
+    pub fn first_time(&self) -> Option<i64> {
+        self.ts.first().copied()
     }
 
     pub fn finish(self) -> Result<RecordBatch> {
