@@ -32,33 +32,27 @@ pub(crate) struct ArrowFileReader {
 }
 
 impl ArrowFileReader {
-    pub(crate) fn parquet(
+    /// A Parquet (`parquet`) or Arrow IPC file's reader.
+    pub(crate) fn open(
         path: &Path,
         file: File,
+        parquet: bool,
         ts_scale: i64,
         strict: bool,
     ) -> Result<Box<dyn ChunkReader>> {
         let display = path.display().to_string();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(64 * 1024).build())
-            .map_err(|e| Error::bad_input(&display, format!("not a readable Parquet file: {e}")))?;
-        Ok(Box::new(Self::new(
-            display,
-            Box::new(reader),
-            ts_scale,
-            strict,
-        )))
-    }
-
-    pub(crate) fn ipc(
-        path: &Path,
-        file: File,
-        ts_scale: i64,
-        strict: bool,
-    ) -> Result<Box<dyn ChunkReader>> {
-        let display = path.display().to_string();
-        let reader = open_ipc(&display, file)?;
-        Ok(Box::new(Self::new(display, reader, ts_scale, strict)))
+        let batches: Batches = if parquet {
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.with_batch_size(64 * 1024).build())
+                    .map_err(|e| {
+                        Error::bad_input(&display, format!("not a readable Parquet file: {e}"))
+                    })?;
+            Box::new(reader)
+        } else {
+            open_ipc(&display, file)?
+        };
+        Ok(Box::new(Self::new(display, batches, ts_scale, strict)))
     }
 
     fn new(path: String, batches: Batches, ts_scale: i64, strict: bool) -> Self {

@@ -34,8 +34,10 @@ pub(crate) fn open(
         return Err(Error::bad_input(display, "empty file: no header line"));
     }
     match format {
-        Format::Parquet => ArrowFileReader::parquet(path, file, ts_scale, strict),
-        Format::Ipc => ArrowFileReader::ipc(path, file, ts_scale, strict),
+        Format::Parquet | Format::Ipc => {
+            let parquet = format == Format::Parquet;
+            ArrowFileReader::open(path, file, parquet, ts_scale, strict)
+        }
         _ => {
             let read: Box<dyn Read + Send> = if name.ends_with(".gz") {
                 Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
