@@ -9,6 +9,7 @@ use serde::Deserialize;
 use wfe_actuate::ActuateConfig;
 use wfe_anomaly::AnomalyConfig;
 use wfe_contract::{Error, Result, Stage, Topic};
+use wfe_ec2::Clients;
 use wfe_fingerprint::FingerprintConfig;
 use wfe_forecast::{ForecastConfig, ResourceMap};
 use wfe_ingest::SourceConfig;
@@ -312,18 +313,37 @@ impl JobConfig {
         Ok(out)
     }
 
-    /// Builds the enabled stages, in pipeline order.
+    /// Builds the enabled stages, in pipeline order, with one EC2 client per region and
+    /// endpoint between them (tier-select's spot prices and the actuator's calls share it, and
+    /// with it one rate limit: EC2's limits are per account and region).
     pub fn build_stages(&self) -> Result<Vec<Box<dyn Stage>>> {
+        self.build_stages_with(&mut Clients::new())
+    }
+
+    /// [`Self::build_stages`] with the process's clients.
+    pub fn build_stages_with(&self, clients: &mut Clients) -> Result<Vec<Box<dyn Stage>>> {
+        let enabled = |n: &str| self.stages.enabled.iter().any(|e| e == n);
+        let act = &self.stages.actuate;
+        if enabled("actuate") && act.mode() != wfe_actuate::Mode::RecordOnly {
+            // The actuator's settings (retries, rate: the user's) make the shared client.
+            clients.ec2(&wfe_actuate::Actuate::ec2_settings(act))?;
+        }
         STAGES
             .iter()
-            .filter(|n| self.stages.enabled.iter().any(|e| e == *n))
-            .map(|n| self.build_stage(n))
+            .filter(|n| enabled(n))
+            .map(|n| self.build_stage_with(n, clients))
             .collect()
     }
 
-    /// Builds one stage by name (one of [`STAGES`]).
+    /// Builds one stage by name (one of [`STAGES`]), with clients of its own.
     pub fn build_stage(&self, name: &str) -> Result<Box<dyn Stage>> {
+        self.build_stage_with(name, &mut Clients::new())
+    }
+
+    /// Builds one stage by name, its EC2 client (if it needs one) from `clients`.
+    pub fn build_stage_with(&self, name: &str, clients: &mut Clients) -> Result<Box<dyn Stage>> {
         let s = &self.stages;
+        let mut connect = |settings: &wfe_ec2::Ec2Settings| clients.ec2(settings);
         Ok(match name {
             "normalise" => Box::new(wfe_normalise::Normalise::new(s.normalise.clone())?),
             "fingerprint" => Box::new(wfe_fingerprint::Fingerprint::new(s.fingerprint.clone())?),
@@ -333,7 +353,7 @@ impl JobConfig {
                 self.resources.clone(),
             )?),
             "tier-select" => Box::new(
-                wfe_tier_select::TierSelect::new(s.tier_select.clone())?
+                wfe_tier_select::TierSelect::connect_with(s.tier_select.clone(), &mut connect)?
                     .with_resources(self.resources.clone()),
             ),
             "actuate" => {
@@ -342,7 +362,7 @@ impl JobConfig {
                 if cfg.catalog.is_none() {
                     cfg.catalog = s.tier_select.catalog.clone();
                 }
-                Box::new(wfe_actuate::Actuate::new(cfg)?)
+                Box::new(wfe_actuate::Actuate::connect_with(cfg, &mut connect)?)
             }
             other => {
                 return Err(Error::config(
@@ -375,5 +395,50 @@ mod fuzz_tests {
                 Ok(())
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+    use wfe_tier_select::SpotPriceSource;
+
+    /// The default job with spot prices read from, and the actuator dry-running against,
+    /// moto: tier-select's source in `spot_region`.
+    fn job(moto: &str, spot_region: &str) -> JobConfig {
+        let mut cfg: JobConfig = toml::from_str(DEFAULT).expect("the default job");
+        cfg.stages.tier_select.spot_prices = Some(SpotPriceSource {
+            region: Some(spot_region.into()),
+            endpoint: Some(moto.into()),
+            refresh_s: 3600,
+        });
+        let act = &mut cfg.stages.actuate;
+        act.mode = Some(wfe_actuate::Mode::DryRun);
+        act.region = "us-east-1".into();
+        act.endpoint = Some(moto.into());
+        act.image_id = Some("ami-12c6146b".into());
+        cfg
+    }
+
+    #[test]
+    fn stages_of_one_process_share_one_ec2_client_per_region() {
+        let moto = wfe_ec2::testing::Moto::start();
+        let mut clients = Clients::with_credentials("testing", "testing");
+        let stages = job(&moto.url, "us-east-1")
+            .build_stages_with(&mut clients)
+            .unwrap();
+        let names: Vec<&str> = stages.iter().map(|s| s.name()).collect();
+        assert!(
+            names.contains(&"tier-select") && names.contains(&"actuate"),
+            "{names:?}"
+        );
+        assert_eq!(clients.len(), 1, "tier-select and actuate share the client");
+
+        // Spot prices from another region: a client of their own.
+        let mut clients = Clients::with_credentials("testing", "testing");
+        job(&moto.url, "eu-west-1")
+            .build_stages_with(&mut clients)
+            .unwrap();
+        assert_eq!(clients.len(), 2);
     }
 }

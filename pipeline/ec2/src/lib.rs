@@ -12,15 +12,18 @@
 //!
 //! The SDK is a very large dependency: it lives here only, so the stages that need it
 //! (actuate, and tier-select for spot prices) share one build of it and nothing else pulls it
-//! in.
+//! in. [`Clients`] builds each EC2 client once per process (one per region and endpoint) and
+//! hands the stages handles to it.
 
 mod catalog;
+mod clients;
 mod cloud;
 mod ec2;
 mod notices;
 mod sdk;
 
 pub use catalog::{Catalog, Instance};
+pub use clients::{Clients, Connect};
 pub use cloud::{Cloud, DRY_RUN_OK, Launch, Running};
 pub use ec2::Ec2;
 pub use notices::{Notice, NoticeKind, Notices, Received, Sqs, parse_event};

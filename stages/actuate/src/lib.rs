@@ -62,7 +62,9 @@ use plan::{Call, Decision, launch_params};
 use rows::Rows;
 pub use rows::{action_id, interruption_id};
 use snapshot::State;
-pub use wfe_ec2::{Catalog, Cloud, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs};
+pub use wfe_ec2::{
+    Catalog, Cloud, Connect, Ec2, Ec2Settings, Launch, Notices, Received, Running, Sqs,
+};
 
 /// The actuate stage.
 pub struct Actuate {
@@ -91,10 +93,17 @@ fn load_catalog(cfg: &ActuateConfig) -> Result<Catalog> {
 impl Actuate {
     /// The stage; `dry-run` and `apply` connect to EC2 with the standard credential chain.
     pub fn new(cfg: ActuateConfig) -> Result<Self> {
+        Self::connect_with(cfg, &mut |s| Ok(Box::new(Ec2::connect(s)?)))
+    }
+
+    /// The stage, its EC2 client (in `dry-run` and `apply`) from `connect`: a process running
+    /// several stages hands out one client per region (`wfe_ec2::Clients`). The notice queue's
+    /// SQS client is the actuator's alone and is built here.
+    pub fn connect_with(cfg: ActuateConfig, connect: Connect<'_>) -> Result<Self> {
         cfg.validate()?;
         let cloud: Option<Box<dyn Cloud>> = match cfg.mode() {
             Mode::RecordOnly => None,
-            _ => Some(Box::new(Ec2::connect(&cfg.ec2_settings())?)),
+            _ => Some(connect(&cfg.ec2_settings())?),
         };
         let notices: Option<Box<dyn Notices>> = match &cfg.interruptions {
             Some(src) => Some(Box::new(Sqs::connect(

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
-use wfe_ec2::{Cloud, Ec2, Ec2Settings};
+use wfe_ec2::{Cloud, Connect, Ec2, Ec2Settings};
 
 use cold::ColdStart;
 pub use config::{PrivateCapacity, SpotPriceSource, TierSelectConfig};
@@ -92,7 +92,14 @@ pub struct TierSelect {
 }
 
 impl TierSelect {
+    /// The stage; with `spot_prices` set it connects to EC2 itself (standard credential chain).
     pub fn new(cfg: TierSelectConfig) -> Result<Self> {
+        Self::connect_with(cfg, &mut |s| Ok(Box::new(Ec2::connect(s)?)))
+    }
+
+    /// The stage, its spot-price client (when `spot_prices` is set) from `connect`: a process
+    /// running several stages hands out one client per region (`wfe_ec2::Clients`).
+    pub fn connect_with(cfg: TierSelectConfig, connect: Connect<'_>) -> Result<Self> {
         if !(0.0 < cfg.sla_quantile && cfg.sla_quantile < 1.0) {
             return Err(Error::config(
                 "stages.tier-select.sla_quantile",
@@ -158,12 +165,12 @@ impl TierSelect {
             None => Catalog::shipped()?,
         };
         let cloud: Option<Box<dyn Cloud>> = match &cfg.spot_prices {
-            Some(src) => Some(Box::new(Ec2::connect(&Ec2Settings {
+            Some(src) => Some(connect(&Ec2Settings {
                 region: src.region.clone().unwrap_or_else(|| catalog.region.clone()),
                 endpoint: src.endpoint.clone(),
                 max_attempts: 3,
                 max_calls_per_s: 1.0,
-            })?)),
+            })?),
             None => None,
         };
         Ok(Self::build(cfg, catalog, cloud))
