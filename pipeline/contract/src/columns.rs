@@ -113,6 +113,23 @@ pub fn dictionary(keys: Vec<i32>, values: &[&str]) -> Result<ArrayRef> {
     )?))
 }
 
+/// A dictionary column whose values are an array already made (e.g. [`crate::norm::Slots::array`]):
+/// batches that share it share one dictionary.
+pub fn shared_dictionary(keys: Vec<i32>, values: ArrayRef) -> Result<ArrayRef> {
+    let keys = arrow_array::Int32Array::from(keys);
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys, values,
+    )?))
+}
+
+/// [`shared_dictionary`] with null rows.
+pub fn shared_dictionary_opt(keys: Vec<Option<i32>>, values: ArrayRef) -> Result<ArrayRef> {
+    let keys = arrow_array::Int32Array::from(keys);
+    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+        keys, values,
+    )?))
+}
+
 /// Builds a nullable dictionary column from per-row optional keys.
 pub fn dictionary_opt(keys: Vec<Option<i32>>, values: &[&str]) -> Result<ArrayRef> {
     let keys = arrow_array::Int32Array::from(keys);

@@ -5,8 +5,10 @@
 //! vector, so this walks a batch in runs of equal (workload, event_time) without copying.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{Array, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 
 use crate::Result;
 use crate::columns::{DictStrings, bools, f64s, timestamps};
@@ -111,6 +113,38 @@ pub struct Slots {
     pub last_step: Option<i64>,
     #[serde(skip)]
     index: std::collections::HashMap<String, u32>,
+    /// Which numbering the slots are in: a new one for every `Slots` made, cloned, read back
+    /// or renumbered by [`Slots::retain`] (added names keep it: they change no slot).
+    #[serde(skip)]
+    numbering: Numbering,
+    /// The names as one string array, while they are these (see [`Slots::array`]).
+    #[serde(skip)]
+    array: Option<(Numbering, usize, ArrayRef)>,
+}
+
+/// Identifies one numbering of a [`Slots`]: what a [`DictMemo`] checks before it trusts the
+/// slots it remembers. Never equal between two `Slots` values, so a copy that goes its own way
+/// cannot lend its slots to the other.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Numbering(u64);
+
+impl Numbering {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for Numbering {
+    fn default() -> Self {
+        Self::fresh()
+    }
+}
+
+impl Clone for Numbering {
+    fn clone(&self) -> Self {
+        Self::fresh()
+    }
 }
 
 impl Slots {
@@ -166,12 +200,29 @@ impl Slots {
         }
         self.names = kept;
         self.index = Default::default(); // rebuilt on the next lookup
+        self.numbering = Numbering::fresh();
         map
     }
 
     /// The names as string slices, indexed by slot.
     pub fn refs(&self) -> Vec<&str> {
         self.names.iter().map(String::as_str).collect()
+    }
+
+    /// The names as one string array (an output dictionary's values), built again only when
+    /// names were added or renumbered: consecutive batches then share one dictionary, which
+    /// is cheaper to build and lets readers' [`DictMemo`]s see it is the same.
+    pub fn array(&mut self) -> ArrayRef {
+        let n = self.names.len();
+        match &self.array {
+            Some((numbering, len, a)) if *numbering == self.numbering && *len == n => Arc::clone(a),
+            _ => {
+                let a: ArrayRef = Arc::new(StringArray::from_iter_values(&self.names));
+                let numbering = Numbering(self.numbering.0);
+                self.array = Some((numbering, n, Arc::clone(&a)));
+                a
+            }
+        }
     }
 
     /// The slot of every key of a batch's metric dictionary.
@@ -198,6 +249,81 @@ impl KeyCache {
         };
         &self.maps[pos].1
     }
+}
+
+/// A batch dictionary's keys resolved to slots, kept across batches while they carry the same
+/// dictionary (the same buffers, or the same names in the same order) and the slots' numbering
+/// stands. A wide fleet's batch holds a few steps of each of thousands of workloads: resolving
+/// every name of every batch by hash cost more than the steps themselves (issue 21).
+#[derive(Debug, Default)]
+pub struct DictMemo {
+    dict: Option<StringArray>,
+    numbering: u64,
+    /// Per key: its slot, or [`DictMemo::UNKNOWN`].
+    ids: Vec<u32>,
+}
+
+impl DictMemo {
+    /// A key not resolved yet.
+    const UNKNOWN: u32 = u32::MAX;
+
+    /// Starts a batch whose dictionary is `dict`, its keys to be resolved through `slots`:
+    /// what is remembered stays if both are the ones it was remembered for.
+    pub fn start(&mut self, dict: &StringArray, slots: &Slots) {
+        let same = self.numbering == slots.numbering.0
+            && self.dict.as_ref().is_some_and(|d| same_strings(d, dict));
+        if !same {
+            self.dict = Some(dict.clone());
+            self.numbering = slots.numbering.0;
+            self.ids.clear();
+            self.ids.resize(dict.len(), Self::UNKNOWN);
+        }
+    }
+
+    /// The slot of key `k` of the batch started (adding its name to `slots` if new; a key
+    /// past the dictionary, or a null name, is the empty name).
+    #[inline]
+    pub fn slot(&mut self, k: usize, slots: &mut Slots) -> u32 {
+        match self.ids.get(k) {
+            Some(&i) if i != Self::UNKNOWN => i,
+            _ => self.resolve(k, slots),
+        }
+    }
+
+    fn resolve(&mut self, k: usize, slots: &mut Slots) -> u32 {
+        let name = self
+            .dict
+            .as_ref()
+            .filter(|d| k < d.len() && d.is_valid(k))
+            .map_or("", |d| d.value(k));
+        let i = slots.slot(name);
+        if self.numbering != slots.numbering.0 {
+            return i; // not started for these slots: nothing to remember
+        }
+        if let Some(id) = self.ids.get_mut(k) {
+            *id = i;
+        }
+        i
+    }
+
+    /// Every key's slot, in key order.
+    pub fn slots(&mut self, slots: &mut Slots) -> &[u32] {
+        for k in 0..self.ids.len() {
+            self.slot(k, slots);
+        }
+        &self.ids
+    }
+}
+
+/// Whether two string arrays hold the same strings: the same buffers at once, else by value.
+fn same_strings(a: &StringArray, b: &StringArray) -> bool {
+    if a.len() != b.len() || a.null_count() != b.null_count() {
+        return false;
+    }
+    let shared = a.offsets().inner().inner().as_ptr() == b.offsets().inner().inner().as_ptr()
+        && a.values().as_ptr() == b.values().as_ptr()
+        && a.offsets().len() == b.offsets().len();
+    shared || a == b
 }
 
 impl NormBatch<'_> {
@@ -245,11 +371,25 @@ impl NormBatch<'_> {
 
 /// Per-workload state of a stage, found by name once per batch and by index per step
 /// (hashing a workload name on every step of a fleet costs more than the step's own work).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Keyed<T> {
     /// Workload names; a name's slot is its item's index.
     pub names: Slots,
     pub items: Vec<T>,
+    /// The last batches' workload keys, resolved (a cache: not in snapshots).
+    #[serde(skip)]
+    memo: DictMemo,
+}
+
+impl<T: Clone> Clone for Keyed<T> {
+    fn clone(&self) -> Self {
+        // The memo stays behind: the copy's names are in a numbering of their own.
+        Self {
+            names: self.names.clone(),
+            items: self.items.clone(),
+            memo: DictMemo::default(),
+        }
+    }
 }
 
 impl<T> Default for Keyed<T> {
@@ -257,6 +397,7 @@ impl<T> Default for Keyed<T> {
         Self {
             names: Slots::default(),
             items: Vec::new(),
+            memo: DictMemo::default(),
         }
     }
 }
@@ -283,21 +424,20 @@ impl<T: Default> Keyed<T> {
         i
     }
 
-    /// The index of a batch's workload dictionary key, resolved once per batch through `ids`
-    /// (sized to the batch's workload dictionary).
-    pub fn id_for(&mut self, ids: &mut Vec<Option<usize>>, step: &Step<'_>) -> usize {
+    /// Starts a batch whose workload dictionary is `dict` (see [`Keyed::id_for`]).
+    pub fn start_batch(&mut self, dict: &StringArray) {
+        self.memo.start(dict, &self.names);
+    }
+
+    /// The index of a step's workload (adding a default item if new), through the keys of the
+    /// batch started: a name is looked up once while batches carry the same dictionary.
+    pub fn id_for(&mut self, step: &Step<'_>) -> usize {
         let k = step.workload_key.max(0) as usize;
-        if ids.len() <= k {
-            ids.resize(k + 1, None);
+        let i = self.memo.slot(k, &mut self.names) as usize;
+        if i == self.items.len() {
+            self.items.push(T::default());
         }
-        match ids[k] {
-            Some(i) => i,
-            None => {
-                let i = self.id(step.workload);
-                ids[k] = Some(i);
-                i
-            }
-        }
+        i
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
@@ -341,10 +481,10 @@ impl<'b> NormBatch<'b> {
     ) -> Result<u64> {
         let mut replayed = 0;
         let mut cache = KeyCache::default();
-        let mut ids = Vec::new();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
+        workloads.start_batch(self.workload.dictionary());
         for step in self.steps() {
-            let id = workloads.id_for(&mut ids, &step);
+            let id = workloads.id_for(&step);
             let state = &mut workloads.items[id];
             let slots = state.slots_mut();
             if slots.last_step.is_some_and(|t| step.time <= t) {
@@ -398,5 +538,73 @@ impl<T> Keyed<T> {
             map: map.into_iter().map(|m| m.map(|i| i as usize)).collect(),
             gone: names.into_iter().zip(items).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(names: &[&str]) -> StringArray {
+        StringArray::from_iter_values(names)
+    }
+
+    fn slots(names: &[&str]) -> Slots {
+        let mut s = Slots::default();
+        for n in names {
+            s.slot(n);
+        }
+        s
+    }
+
+    #[test]
+    fn a_memo_keeps_slots_while_the_dictionary_and_the_numbering_stand() {
+        let mut s = slots(&["a", "b", "c"]);
+        let mut memo = DictMemo::default();
+        let d = dict(&["c", "a", "new"]);
+        memo.start(&d, &s);
+        assert_eq!(memo.slots(&mut s), [2, 0, 3]);
+        // The same names in another array: the same slots; another order: resolved anew.
+        memo.start(&dict(&["c", "a", "new"]), &s);
+        assert_eq!(memo.slots(&mut s), [2, 0, 3]);
+        memo.start(&dict(&["new", "b"]), &s);
+        assert_eq!(memo.slots(&mut s), [3, 1]);
+        // Renumbered (a retired name): what was remembered is not trusted.
+        memo.start(&d, &s);
+        let map = s.retain(|i| i != 0);
+        assert_eq!(map, [None, Some(0), Some(1), Some(2)]);
+        memo.start(&d, &s);
+        assert_eq!(memo.slots(&mut s), [1, 3, 2], "c moved to 1, a came back as 3");
+        assert_eq!(s.names, ["b", "c", "new", "a"]);
+    }
+
+    #[test]
+    fn a_copy_of_slots_is_numbered_on_its_own() {
+        let mut s = slots(&["a"]);
+        let mut copy = s.clone();
+        let mut memo = DictMemo::default();
+        let d = dict(&["x"]);
+        memo.start(&d, &s);
+        assert_eq!(memo.slots(&mut s), [1]);
+        // In the copy, slot 1 is another name: the memo of the original must not answer.
+        copy.slot("y");
+        memo.start(&d, &copy);
+        assert_eq!(memo.slots(&mut copy), [2]);
+        assert_eq!(copy.names, ["a", "y", "x"]);
+    }
+
+    #[test]
+    fn the_names_array_is_shared_until_names_change() {
+        let mut s = slots(&["a", "b"]);
+        let a1 = s.array();
+        assert!(Arc::ptr_eq(&a1, &s.array()));
+        s.slot("c");
+        let a2 = s.array();
+        assert!(!Arc::ptr_eq(&a1, &a2));
+        assert_eq!(a2.len(), 3);
+        s.retain(|i| i != 0);
+        let a3 = s.array();
+        assert!(!Arc::ptr_eq(&a2, &a3));
+        assert_eq!(a3.as_ref(), &dict(&["b", "c"]) as &dyn Array);
     }
 }

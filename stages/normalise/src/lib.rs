@@ -28,6 +28,7 @@
 
 use arrow_array::{Array, RecordBatch};
 use wfe_contract::columns::{DictStrings, f64s, timestamps};
+use wfe_contract::norm::DictMemo;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod checks;
@@ -54,6 +55,8 @@ pub struct Normalise {
     cells: Vec<(f64, bool, bool)>,
     /// `split=train` of each label id (derived from `state.label_names`).
     train_of: Vec<Option<bool>>,
+    /// The last batches' workload, metric and label keys, resolved (not in the snapshot).
+    memos: [DictMemo; 3],
 }
 
 impl Normalise {
@@ -78,6 +81,7 @@ impl Normalise {
             state: State::default(),
             cells: Vec::new(),
             train_of: Vec::new(),
+            memos: Default::default(),
         })
     }
 
@@ -105,23 +109,17 @@ impl Normalise {
         let met = DictStrings::new(batch, "metric")?;
         let lab = DictStrings::new(batch, "labels")?;
         let vals = f64s(batch, "value")?;
-        // Map this batch's dictionary keys to the stage's ids once, not per row.
+        // This batch's dictionary keys as the stage's ids: resolved once per dictionary, not
+        // per row, and not again while batches carry the same dictionary.
         let st = &mut self.state;
-        let wl_ids: Vec<u32> = wl
-            .dictionary()
-            .iter()
-            .map(|s| st.workload_names.slot(s.unwrap_or("")))
-            .collect();
-        let met_ids: Vec<u32> = met
-            .dictionary()
-            .iter()
-            .map(|s| st.metric_names.slot(s.unwrap_or("")))
-            .collect();
-        let lab_ids: Vec<u32> = lab
-            .dictionary()
-            .iter()
-            .map(|s| st.label_names.slot(s.unwrap_or("")))
-            .collect();
+        let memos = &mut self.memos;
+        memos[0].start(wl.dictionary(), &st.workload_names);
+        memos[1].start(met.dictionary(), &st.metric_names);
+        memos[2].start(lab.dictionary(), &st.label_names);
+        let [wm, mm, lm] = memos;
+        let wl_ids = wm.slots(&mut st.workload_names).to_vec();
+        let met_ids = mm.slots(&mut st.metric_names).to_vec();
+        let lab_ids = lm.slots(&mut st.label_names).to_vec();
         let (wkeys, mkeys, lkeys) = (wl.keys(), met.keys(), lab.keys());
         let nulls = vals.nulls().cloned();
         let values = vals.values();
@@ -468,7 +466,7 @@ impl Stage for Normalise {
     ) -> Result<()> {
         let mut rows = Out::with_capacity(batch.num_rows());
         self.ingest_batch(&batch, ctx, &mut rows)?;
-        rows.emit(&self.state, out)?;
+        rows.emit(&mut self.state, out)?;
         self.retire_idle(ctx, out)
     }
 
@@ -477,7 +475,7 @@ impl Stage for Normalise {
         for wi in 0..self.state.workloads.len() {
             self.close_workload(wi, ctx, &mut rows);
         }
-        rows.emit(&self.state, out)
+        rows.emit(&mut self.state, out)
     }
 
     wfe_contract::state_hooks!(state);

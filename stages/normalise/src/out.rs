@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::NullBuffer;
-use wfe_contract::columns::{dictionary, dictionary_opt, timestamp_column};
+use wfe_contract::columns::{shared_dictionary, shared_dictionary_opt, timestamp_column};
 use wfe_contract::{Collector, Result, Topic};
 
 use crate::snapshot::State;
@@ -52,7 +52,7 @@ impl Out {
 
 impl Out {
     /// Emits the sealed chunks and the rest, in order, with the names `st` interned.
-    pub(crate) fn emit(mut self, st: &State, out: &mut dyn Collector) -> Result<()> {
+    pub(crate) fn emit(mut self, st: &mut State, out: &mut dyn Collector) -> Result<()> {
         for chunk in std::mem::take(&mut self.sealed) {
             out.emit(Topic::MetricsNorm, chunk.finish(st)?)?;
         }
@@ -62,7 +62,7 @@ impl Out {
         Ok(())
     }
 
-    fn finish(self, st: &State) -> Result<RecordBatch> {
+    fn finish(self, st: &mut State) -> Result<RecordBatch> {
         let out = self;
         // Missing values are nulls (their slots hold NaN underneath).
         let nulls = out
@@ -70,14 +70,14 @@ impl Out {
             .then(|| NullBuffer::from_iter(out.missing.iter().map(|m| !m)));
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(out.time),
-            dictionary(out.workload, &st.workload_names.refs())?,
-            dictionary(out.metric, &st.metric_names.refs())?,
+            shared_dictionary(out.workload, st.workload_names.array())?,
+            shared_dictionary(out.metric, st.metric_names.array())?,
             Arc::new(Float64Array::new(out.value.into(), nulls.clone())),
             Arc::new(Float64Array::new(out.raw.into(), nulls)),
             Arc::new(Int64Array::from(out.step_ms)),
             flags(out.filled),
             flags(out.missing),
-            dictionary_opt(out.label, &st.label_names.refs())?,
+            shared_dictionary_opt(out.label, st.label_names.array())?,
         ];
         Ok(RecordBatch::try_new(Topic::MetricsNorm.schema(), columns)?)
     }

@@ -32,7 +32,7 @@ impl Normalise {
         for wi in (0..idle.len()).filter(|&wi| idle[wi]) {
             self.close_workload(wi, ctx, &mut rows);
         }
-        rows.emit(&self.state, out)?;
+        rows.emit(&mut self.state, out)?;
         self.drop_workloads(&idle);
         ctx.count("workload.retired", n as u64);
         tracing::info!(
