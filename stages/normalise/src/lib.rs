@@ -103,6 +103,7 @@ impl Normalise {
         batch: &RecordBatch,
         ctx: &mut Context,
         out: &mut Out,
+        emit: &mut dyn Collector,
     ) -> Result<()> {
         let time = timestamps(batch, "event_time")?.values();
         let wl = DictStrings::new(batch, "workload")?;
@@ -225,6 +226,9 @@ impl Normalise {
         }
         for w in touched {
             self.emit_ready(w as usize, out, false);
+            // A workload whose scaler was just fitted releases its whole history: full chunks
+            // go out now, so a batch never holds the fleet's history at once.
+            out.emit_sealed(&mut self.state, emit)?;
         }
         Ok(())
     }
@@ -465,7 +469,7 @@ impl Stage for Normalise {
         out: &mut dyn Collector,
     ) -> Result<()> {
         let mut rows = Out::with_capacity(batch.num_rows());
-        self.ingest_batch(&batch, ctx, &mut rows)?;
+        self.ingest_batch(&batch, ctx, &mut rows, out)?;
         rows.emit(&mut self.state, out)?;
         self.retire_idle(ctx, out)
     }
@@ -474,6 +478,7 @@ impl Stage for Normalise {
         let mut rows = Out::default();
         for wi in 0..self.state.workloads.len() {
             self.close_workload(wi, ctx, &mut rows);
+            rows.emit_sealed(&mut self.state, out)?;
         }
         rows.emit(&mut self.state, out)
     }

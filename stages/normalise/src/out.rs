@@ -53,11 +53,18 @@ impl Out {
 impl Out {
     /// Emits the sealed chunks and the rest, in order, with the names `st` interned.
     pub(crate) fn emit(mut self, st: &mut State, out: &mut dyn Collector) -> Result<()> {
-        for chunk in std::mem::take(&mut self.sealed) {
-            out.emit(Topic::MetricsNorm, chunk.finish(st)?)?;
-        }
+        self.emit_sealed(st, out)?;
         if !self.time.is_empty() {
             out.emit(Topic::MetricsNorm, self.finish(st)?)?;
+        }
+        Ok(())
+    }
+
+    /// Emits the chunks sealed so far (rows older than those still being built), so that a
+    /// long release (a fitted scaler's history, the end of the input) streams out in chunks.
+    pub(crate) fn emit_sealed(&mut self, st: &mut State, out: &mut dyn Collector) -> Result<()> {
+        for chunk in std::mem::take(&mut self.sealed) {
+            out.emit(Topic::MetricsNorm, chunk.finish(st)?)?;
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ impl Normalise {
         let mut rows = Out::default();
         for wi in (0..idle.len()).filter(|&wi| idle[wi]) {
             self.close_workload(wi, ctx, &mut rows);
+            rows.emit_sealed(&mut self.state, out)?;
         }
         rows.emit(&mut self.state, out)?;
         self.drop_workloads(&idle);
