@@ -24,7 +24,7 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
-    /// An empty ring of at most `cap` values. Its memory grows with what it holds (doubling,
+    /// An empty ring of at most `cap` values. Its memory grows with what it holds (by half again,
     /// then exactly to `cap`), not with `cap`: a fleet's new workloads hold little for days,
     /// and a few rings of 2,016 residuals preallocated were most of a workload's memory.
     pub(crate) fn new(cap: usize) -> Self {
@@ -73,7 +73,9 @@ impl Ring {
         if len < have {
             return;
         }
-        let want = (have.max(4) * 2).min(self.cap.max(len + 1));
+        // By half again, not double: a workload's dozen rings hold most of its memory, and
+        // doubling left up to half of each unused (576 residuals in room for 1,024).
+        let want = (have.max(4) * 3 / 2).min(self.cap.max(len + 1));
         self.values.reserve_exact(want - len);
         self.times.reserve_exact(want - len);
     }

@@ -33,6 +33,7 @@ use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 mod checks;
 mod config;
+mod held;
 mod out;
 mod release;
 mod retire;

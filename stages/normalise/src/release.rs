@@ -65,7 +65,8 @@ impl Normalise {
                     self.cells = done.cells;
                 } else {
                     wk.learned_steps += 1;
-                    wk.held.push(done);
+                    wk.held.push(done.time, done.label, &done.cells);
+                    self.cells = done.cells;
                 }
             } else {
                 self.write_step(wi, &done, out);
@@ -92,13 +93,9 @@ impl Normalise {
         let n = wk.metrics.len();
         let mut lo = vec![f64::INFINITY; n];
         let mut hi = vec![f64::NEG_INFINITY; n];
-        for step in &wk.held {
-            for (slot, &(v, _, missing)) in step.cells.iter().enumerate() {
-                if !missing {
-                    lo[slot] = lo[slot].min(v);
-                    hi[slot] = hi[slot].max(v);
-                }
-            }
+        for (slot, v) in wk.held.present() {
+            lo[slot] = lo[slot].min(v);
+            hi[slot] = hi[slot].max(v);
         }
         wk.scalers = lo
             .into_iter()
@@ -106,8 +103,11 @@ impl Normalise {
             .map(|(lo, hi)| Scaler { lo, hi })
             .collect();
         let held = std::mem::take(&mut wk.held);
-        for step in &held {
-            self.write_step(wi, step, out);
+        let mut cells = Vec::new();
+        for i in 0..held.len() {
+            let step = held.step(i, cells);
+            self.write_step(wi, &step, out);
+            cells = step.cells;
         }
     }
 

@@ -91,7 +91,7 @@ fn mark_used(w: &Workload, metrics: &mut [bool], labels: &mut [bool]) {
         metrics[m as usize] = true;
     }
     let step_labels = w.open.iter().filter_map(|s| s.label);
-    let held_labels = w.held.iter().filter_map(|s| s.label);
+    let held_labels = w.held.labels().iter().filter_map(|l| *l);
     for l in early_labels.chain(step_labels).chain(held_labels) {
         labels[l as usize] = true;
     }
@@ -113,7 +113,7 @@ fn renumber_labels(w: &mut Workload, map: &[Option<u32>]) {
     let new = |l: Option<u32>| l.and_then(|l| map[l as usize]);
     w.early.iter_mut().for_each(|e| e.3 = new(e.3));
     w.open.iter_mut().for_each(|s| s.label = new(s.label));
-    w.held.iter_mut().for_each(|s| s.label = new(s.label));
+    w.held.labels_mut().iter_mut().for_each(|l| *l = new(*l));
 }
 
 #[cfg(test)]

@@ -37,10 +37,10 @@ impl StageState for State {
         let names = self.workload_names.names.iter().map(String::as_str);
         let bare: Vec<Workload> = self.workloads.iter().map(Workload::without_held).collect();
         split.put_items(stage, "w", names.clone().zip(&bare))?;
-        let runs: Vec<(String, &[DoneStep])> = names
+        let runs: Vec<(String, Vec<DoneStep>)> = names
             .zip(&self.workloads)
             .flat_map(|(name, wk)| {
-                (wk.held.chunks(HELD_RUN).enumerate())
+                (wk.held.runs(HELD_RUN).into_iter().enumerate())
                     .map(move |(i, run)| (format!("{name}:{i}"), run))
             })
             .collect();
@@ -60,7 +60,7 @@ impl StageState for State {
         for (name, mut wk) in split.items::<Workload>(stage, "w")? {
             // A workload written whole (before held runs) keeps the history in its entry.
             if let Some(held) = runs.remove(&name) {
-                wk.held = held.into_values().flatten().collect();
+                wk.held = held.into_values().flatten().collect::<Vec<_>>().into();
             }
             state.workload_names.slot(&name);
             state.workloads.push(wk);
@@ -89,7 +89,7 @@ impl Workload {
             last: self.last.clone(),
             learning: self.learning,
             learned_steps: self.learned_steps,
-            held: Vec::new(),
+            held: Default::default(),
             scalers: self.scalers.clone(),
             spare: Vec::new(),
         }

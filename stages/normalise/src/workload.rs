@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::held::Held;
 use crate::slots::SlotIndex;
 
 /// Accumulates one metric's samples within one step.
@@ -70,7 +71,7 @@ pub(crate) struct Workload {
     pub(crate) last: Vec<Option<(f64, u32)>>,
     pub(crate) learning: bool,
     pub(crate) learned_steps: usize,
-    pub(crate) held: Vec<DoneStep>,
+    pub(crate) held: Held,
     pub(crate) scalers: Vec<Scaler>,
     /// Accumulator vectors of closed steps, reused for new ones.
     #[serde(skip)]

@@ -1,0 +1,168 @@
+//! The history a learning workload holds until its scaler is fitted, stored flat: a step's
+//! time and label, and its cells as raw values (NaN: missing; a usable raw value is never
+//! NaN) and filled flags in vectors shared by all steps. One small vector per step was most
+//! of a large fleet's memory in normalise (`learn_steps` at 300 s is five days of steps).
+//! Snapshots keep the form they had ([`DoneStep`]s), so states written before still restore.
+
+use serde::{Deserialize, Serialize};
+
+use crate::workload::DoneStep;
+
+/// A workload's held steps, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<DoneStep>", into = "Vec<DoneStep>")]
+pub(crate) struct Held {
+    times: Vec<i64>,
+    labels: Vec<Option<u32>>,
+    /// Where each step's cells start in `values` and `filled`.
+    starts: Vec<u32>,
+    values: Vec<f64>,
+    filled: Vec<bool>,
+}
+
+impl Held {
+    pub(crate) fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Holds one step; `cells` are (raw value, filled, missing) per metric slot.
+    pub(crate) fn push(&mut self, time: i64, label: Option<u32>, cells: &[(f64, bool, bool)]) {
+        self.times.push(time);
+        self.labels.push(label);
+        self.starts.push(self.values.len() as u32);
+        for &(v, filled, missing) in cells {
+            self.values.push(if missing { f64::NAN } else { v });
+            self.filled.push(filled);
+        }
+    }
+
+    fn cells_of(&self, i: usize) -> std::ops::Range<usize> {
+        let start = self.starts[i] as usize;
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.values.len(), |&e| e as usize);
+        start..end
+    }
+
+    /// Step `i` as a [`DoneStep`], its cells written into `cells` (cleared first).
+    pub(crate) fn step(&self, i: usize, mut cells: Vec<(f64, bool, bool)>) -> DoneStep {
+        cells.clear();
+        let r = self.cells_of(i);
+        cells.extend(
+            self.values[r.clone()]
+                .iter()
+                .zip(&self.filled[r])
+                .map(|(&v, &f)| (v, f, v.is_nan())),
+        );
+        DoneStep {
+            time: self.times[i],
+            label: self.labels[i],
+            cells,
+        }
+    }
+
+    /// Every observed or filled cell: (metric slot, raw value).
+    pub(crate) fn present(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        (0..self.len()).flat_map(move |i| {
+            let r = self.cells_of(i);
+            self.values[r]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(slot, &v)| (slot, v))
+        })
+    }
+
+    pub(crate) fn labels(&self) -> &[Option<u32>] {
+        &self.labels
+    }
+
+    pub(crate) fn labels_mut(&mut self) -> &mut [Option<u32>] {
+        &mut self.labels
+    }
+
+    /// The steps in runs of `n` (the changelog's entries).
+    pub(crate) fn runs(&self, n: usize) -> Vec<Vec<DoneStep>> {
+        let n = n.max(1);
+        (0..self.len())
+            .step_by(n)
+            .map(|s| {
+                (s..(s + n).min(self.len()))
+                    .map(|i| self.step(i, Vec::new()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl From<Vec<DoneStep>> for Held {
+    fn from(steps: Vec<DoneStep>) -> Self {
+        let mut held = Held::default();
+        for s in &steps {
+            held.push(s.time, s.label, &s.cells);
+        }
+        held
+    }
+}
+
+impl From<Held> for Vec<DoneStep> {
+    fn from(held: Held) -> Self {
+        (0..held.len()).map(|i| held.step(i, Vec::new())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(time: i64, label: Option<u32>, cells: &[(f64, bool, bool)]) -> DoneStep {
+        DoneStep {
+            time,
+            label,
+            cells: cells.to_vec(),
+        }
+    }
+
+    #[test]
+    fn held_steps_come_back_as_they_went_in_and_encode_as_before() {
+        let steps = vec![
+            step(0, Some(1), &[(1.5, false, false), (f64::NAN, false, true)]),
+            step(300, None, &[(2.0, true, false)]),
+            step(
+                600,
+                Some(2),
+                &[
+                    (3.0, false, false),
+                    (4.0, false, false),
+                    (f64::NAN, false, true),
+                ],
+            ),
+        ];
+        let held = Held::from(steps.clone());
+        assert_eq!(held.len(), 3);
+        let back: Vec<DoneStep> = held.clone().into();
+        let key = |s: &DoneStep| format!("{s:?}");
+        assert_eq!(
+            back.iter().map(key).collect::<Vec<_>>(),
+            steps.iter().map(key).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            held.present().collect::<Vec<_>>(),
+            [(0, 1.5), (0, 2.0), (0, 3.0), (1, 4.0)]
+        );
+        assert_eq!(
+            held.runs(2).iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        // The snapshot form is the list of steps it was before.
+        use wfe_contract::state::{decode, encode};
+        let as_list = encode("normalise", &steps).unwrap().unwrap();
+        assert_eq!(encode("normalise", &held).unwrap().unwrap(), as_list);
+        let read: Held = decode("normalise", &as_list).unwrap();
+        assert_eq!(
+            format!("{:?}", Vec::<DoneStep>::from(read)),
+            format!("{steps:?}")
+        );
+    }
+}
