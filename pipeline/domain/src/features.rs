@@ -138,7 +138,8 @@ pub fn window_features(
         let var_sum: f64 = c.iter().map(|v| v * v).sum();
         let std = (var_sum / n.max(1) as f64).sqrt();
         let mut sorted = finite;
-        sorted.sort_by(f64::total_cmp);
+        // Unstable is the same order here: values equal under `total_cmp` are the same bits.
+        sorted.sort_unstable_by(f64::total_cmp);
         let tm = (n as f64 - 1.0) / 2.0;
         let tt: f64 = (0..n).map(|t| (t as f64 - tm).powi(2)).sum();
         let slope = if tt > 0.0 {
@@ -178,16 +179,22 @@ pub fn window_features(
         .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt())
         .collect();
     if width > 1 {
-        for a in 0..width {
-            if norms[a] <= 1e-12 {
-                continue;
+        // Each pair's |correlation| once (a product and its swap are the same bits), summed
+        // per metric in the order of the other metrics.
+        let flat = |j: usize| norms[j] <= 1e-12;
+        let mut corr = vec![0.0; width * width];
+        for a in (0..width).filter(|&a| !flat(a)) {
+            for b in (a + 1..width).filter(|&b| !flat(b)) {
+                let dot: f64 = centred[a].iter().zip(&centred[b]).map(|(x, y)| x * y).sum();
+                let r = (dot / (norms[a] * norms[b])).abs();
+                corr[a * width + b] = r;
+                corr[b * width + a] = r;
             }
+        }
+        for a in (0..width).filter(|&a| !flat(a)) {
             let mut s = 0.0;
-            for b in 0..width {
-                if b != a && norms[b] > 1e-12 {
-                    let dot: f64 = centred[a].iter().zip(&centred[b]).map(|(x, y)| x * y).sum();
-                    s += (dot / (norms[a] * norms[b])).abs();
-                }
+            for b in (0..width).filter(|&b| b != a && !flat(b)) {
+                s += corr[a * width + b];
             }
             feats[a][8] = s / (width - 1) as f64;
         }

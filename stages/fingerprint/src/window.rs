@@ -2,7 +2,7 @@
 //! embedding) raw values.
 
 use wfe_domain::features;
-use wfe_domain::stats::quantile;
+use wfe_domain::stats::quantiles_select;
 
 use crate::config::{FingerprintConfig, Method};
 use crate::state::Workload;
@@ -35,16 +35,14 @@ pub(crate) fn cut(cfg: &FingerprintConfig, wk: &Workload) -> Option<Cut> {
         &cfg.metric_weights,
     );
     // Allocation: the quantile of each metric's observed raw values in the window.
+    // (By selection, not a sort: the same value, interpolated between the same neighbours.)
     let mut alloc = vec![0.0; width];
+    let mut v = Vec::with_capacity(wk.window.len());
     for (j, a) in alloc.iter_mut().enumerate() {
-        let mut v: Vec<f64> = wk
-            .window
-            .iter()
-            .filter_map(|s| s.2.get(j).copied().filter(|x| x.is_finite()))
-            .collect();
+        v.clear();
+        v.extend((wk.window.iter()).filter_map(|s| s.2.get(j).copied().filter(|x| x.is_finite())));
         if !v.is_empty() {
-            v.sort_by(f64::total_cmp);
-            *a = quantile(&v, cfg.allocation_quantile);
+            *a = quantiles_select(&mut v, &[cfg.allocation_quantile])[0];
         }
     }
     // The learned embedding reads exactly `window` steps: a shorter window (the last one, at
