@@ -18,12 +18,13 @@
 //!   the last rows it scored (`tail`) for the next block.
 
 use serde::{Deserialize, Serialize};
+use wfe_domain::stats::quantiles_select;
 
 use crate::iforest::IsolationForest;
 use crate::lstm::LstmDetector;
 use crate::pca::PcaModel;
 use crate::range::RangeModel;
-use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot, quantile};
+use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot};
 
 /// Weight of a metric's PCA error share next to its range deviation (in band widths).
 pub const PCA_SHARE: f64 = 0.1;
@@ -92,9 +93,11 @@ fn calibration(raw: &[f64]) -> (f64, f64) {
     if sorted.is_empty() {
         return (0.0, 1.0);
     }
-    sorted.sort_by(f64::total_cmp);
-    let center = quantile(&sorted, 0.5);
-    let spread = quantile(&sorted, 0.99) - center;
+    // By selection: the same order statistics as a sort, interpolated the same way.
+    let [center, q99] = quantiles_select(&mut sorted, &[0.5, 0.99])[..] else {
+        return (0.0, 1.0);
+    };
+    let spread = q99 - center;
     (center, if spread > 1e-12 { spread } else { 1.0 })
 }
 
@@ -172,8 +175,7 @@ impl Ensemble {
         ens.threshold = match cfg.threshold {
             ThresholdMethod::Pot => pot::pot_threshold(&smoothed, cfg.pot_initial, cfg.pot_risk),
             ThresholdMethod::Quantile => {
-                smoothed.sort_by(f64::total_cmp);
-                quantile(&smoothed, cfg.threshold_quantile)
+                quantiles_select(&mut smoothed, &[cfg.threshold_quantile])[0]
             }
         };
         Ok(ens)

@@ -16,7 +16,8 @@ pub fn pot_threshold(scores: &[f64], initial: f64, risk: f64) -> f64 {
     if s.is_empty() {
         return f64::INFINITY;
     }
-    s.sort_by(f64::total_cmp);
+    // Unstable is the same order: values equal under `total_cmp` are the same bits.
+    s.sort_unstable_by(f64::total_cmp);
     let n = s.len() as f64;
     let t = quantile(&s, initial);
     let excess: Vec<f64> = s.iter().filter(|&&v| v > t).map(|v| v - t).collect();

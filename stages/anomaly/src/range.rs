@@ -7,8 +7,7 @@
 //! that left their usual range, and so does this detector.
 
 use serde::{Deserialize, Serialize};
-
-use crate::quantile;
+use wfe_domain::stats::quantiles_select;
 
 /// Smallest band width deviations are measured in (scaled units: 5 % of the history range).
 pub const MIN_WIDTH: f64 = 0.05;
@@ -46,9 +45,14 @@ impl RangeModel {
                 hi[j] = f64::INFINITY;
                 continue;
             }
-            col.sort_by(f64::total_cmp);
-            lo[j] = quantile(&col, q);
-            hi[j] = quantile(&col, 1.0 - q);
+            // By selection: the same order statistics as a sort, interpolated the same way.
+            let (a, b) = (q.min(1.0 - q), q.max(1.0 - q));
+            let got = quantiles_select(&mut col, &[a, b]);
+            (lo[j], hi[j]) = if q <= 0.5 {
+                (got[0], got[1])
+            } else {
+                (got[1], got[0])
+            };
             width[j] = (hi[j] - lo[j]).max(MIN_WIDTH);
         }
         Ok(Self { lo, hi, width })
