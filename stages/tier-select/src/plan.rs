@@ -141,6 +141,41 @@ fn shortfall(inst: &Instance, needs: &[Need], n: i64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// [`shortfall`] of one type and needs at each count, each computed once.
+struct Shortfalls<'a> {
+    inst: &'a Instance,
+    needs: &'a [Need],
+    /// By count (NaN: not computed yet), for counts below [`Shortfalls::REMEMBERED`].
+    known: Vec<f64>,
+}
+
+impl<'a> Shortfalls<'a> {
+    /// Counts remembered; a larger one is computed each time.
+    const REMEMBERED: i64 = 4096;
+
+    fn new(inst: &'a Instance, needs: &'a [Need]) -> Self {
+        Self {
+            inst,
+            needs,
+            known: Vec::new(),
+        }
+    }
+
+    fn of(&mut self, n: i64) -> f64 {
+        if !(0..Self::REMEMBERED).contains(&n) {
+            return shortfall(self.inst, self.needs, n);
+        }
+        let i = n as usize;
+        if self.known.len() <= i {
+            self.known.resize(i + 1, f64::NAN);
+        }
+        if self.known[i].is_nan() {
+            self.known[i] = shortfall(self.inst, self.needs, n);
+        }
+        self.known[i]
+    }
+}
+
 impl Rules {
     /// The instances of `inst` that the SLA quantile needs, and the need that set it.
     fn base(&self, inst: &Instance, needs: &[Need]) -> (i64, Driver) {
@@ -172,6 +207,13 @@ impl Rules {
     /// instance is interrupted within it with chance `q` (independently), and with `k` of
     /// them gone the shortfall is that of `n - k`.
     pub fn risk(&self, inst: &Instance, needs: &[Need], n: i64, spot: i64) -> f64 {
+        self.risk_with(&mut Shortfalls::new(inst, needs), n, spot)
+    }
+
+    /// [`Rules::risk`] with the shortfalls of one type and needs remembered between calls
+    /// (pricing a type tries several counts and spot shares over the same ones).
+    fn risk_with(&self, sf: &mut Shortfalls<'_>, n: i64, spot: i64) -> f64 {
+        let (inst, needs) = (sf.inst, sf.needs);
         let hours = needs
             .iter()
             .map(|n| n.horizon_s)
@@ -179,7 +221,7 @@ impl Rules {
             .map_or(1.0 / 60.0, |h| (h as f64 / 3600.0).max(1.0 / 60.0));
         let q = 1.0 - (1.0 - inst.interruption_rate).powf(hours);
         if spot == 0 || q <= 0.0 {
-            return shortfall(inst, needs, n);
+            return sf.of(n);
         }
         // Binomial(spot, q) weights, term by term; the mass past the terms summed (a
         // negligible tail, or past 10,000 losses) counts at the last shortfall reached.
@@ -187,13 +229,9 @@ impl Rules {
         let mut mass = 0.0;
         let mut pk = (1.0 - q).powf(spot as f64);
         let mut k = 0;
-        let mut last = shortfall(inst, needs, n);
+        let mut last = sf.of(n);
         loop {
-            last = if k == 0 {
-                last
-            } else {
-                shortfall(inst, needs, n - k)
-            };
+            last = if k == 0 { last } else { sf.of(n - k) };
             risk += pk * last;
             mass += pk;
             if k == spot || mass > 1.0 - 1e-12 || k >= 10_000 {
@@ -205,9 +243,10 @@ impl Rules {
         (risk + (1.0 - mass).max(0.0) * last).min(1.0)
     }
 
-    fn priced(&self, inst: &Instance, needs: &[Need], n: i64, spot: i64, d: &Driver) -> Priced {
+    fn priced(&self, sf: &mut Shortfalls<'_>, n: i64, spot: i64, d: &Driver) -> Priced {
+        let inst = sf.inst;
         let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
-        let risk = self.risk(inst, needs, n, spot);
+        let risk = self.risk_with(sf, n, spot);
         Priced {
             instance_type: inst.r#type.clone(),
             tier: inst.family_tier.clone(),
@@ -232,8 +271,9 @@ impl Rules {
 
     /// The most spot of `n` instances that keeps the risk within `max_risk` (risk grows with
     /// every spot instance, so a binary search); `None` when even all on demand is too risky.
-    fn most_spot(&self, inst: &Instance, needs: &[Need], n: i64) -> Option<i64> {
-        let ok = |s: i64| self.risk(inst, needs, n, s) <= self.max_risk + 1e-12;
+    fn most_spot(&self, sf: &mut Shortfalls<'_>, n: i64) -> Option<i64> {
+        let inst = sf.inst;
+        let mut ok = |s: i64| self.risk_with(sf, n, s) <= self.max_risk + 1e-12;
         if !ok(0) {
             return None;
         }
@@ -254,14 +294,15 @@ impl Rules {
         }
         let (base, driver) = self.base(inst, needs);
         let mut best: Option<Priced> = None;
+        let mut sf = Shortfalls::new(inst, needs);
         for n in base..=base.saturating_add(2) {
-            let (spot, limit) = match self.most_spot(inst, needs, n) {
+            let (spot, limit) = match self.most_spot(&mut sf, n) {
                 Some(s) if inst.spot_price.is_none() => (s, "not offered as spot"),
                 Some(s) if s == self.spot_cap(inst, n) => (s, "max_spot_share"),
                 Some(s) => (s, "interruption risk"),
                 None => (0, "risk"),
             };
-            let mut o = self.priced(inst, needs, n, spot, &driver);
+            let mut o = self.priced(&mut sf, n, spot, &driver);
             o.spot_limit = limit;
             let better = match &best {
                 None => true,
@@ -286,6 +327,7 @@ impl Rules {
         let od = inst.on_demand_price;
         let sp = inst.spot_price.unwrap_or(od);
         let top = ((budget / sp.min(od)).floor() as i64).min(base);
+        let mut sf = Shortfalls::new(inst, needs);
         (1..=top.max(0))
             .rev()
             .take(64)
@@ -296,7 +338,7 @@ impl Rules {
                 } else {
                     ((n as f64 * od - budget) / (od - sp)).ceil() as i64
                 };
-                (s <= self.spot_cap(inst, n)).then(|| self.priced(inst, needs, n, s, &driver))
+                (s <= self.spot_cap(inst, n)).then(|| self.priced(&mut sf, n, s, &driver))
             })
             .filter(|o| o.cost_per_hour <= budget + 1e-9)
             .take(3)
