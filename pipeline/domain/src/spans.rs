@@ -19,6 +19,12 @@ pub struct AnomalySpans {
     by_workload: HashMap<String, Vec<(i64, i64)>>,
 }
 
+/// Whether `t` lies in one of `spans` (sorted and disjoint, as [`AnomalySpans::of`] gives).
+pub fn covered(spans: &[(i64, i64)], t: i64) -> bool {
+    let i = spans.partition_point(|&(_, e)| e < t);
+    spans.get(i).is_some_and(|&(s, _)| s <= t)
+}
+
 impl AnomalySpans {
     /// Adds one span; returns the merged span that now covers it.
     pub fn add(&mut self, workload: &str, start: i64, end: i64) -> (i64, i64) {
@@ -71,10 +77,9 @@ impl AnomalySpans {
 
     /// Whether `t` lies in one of `workload`'s spans.
     pub fn covers(&self, workload: &str, t: i64) -> bool {
-        self.by_workload.get(workload).is_some_and(|spans| {
-            let i = spans.partition_point(|&(_, e)| e < t);
-            spans.get(i).is_some_and(|&(s, _)| s <= t)
-        })
+        self.by_workload
+            .get(workload)
+            .is_some_and(|spans| covered(spans, t))
     }
 
     /// Forgets spans that ended before `t` (they can no longer touch data still held).

@@ -136,14 +136,7 @@ impl Forecast {
                 .map(|bundle| {
                     scope.spawn(move || {
                         let mut scratch = Vec::new();
-                        let mut env = Env {
-                            cfg,
-                            resources,
-                            spans,
-                            scratch: &mut scratch,
-                            masked: 0,
-                            resolved: Vec::new(),
-                        };
+                        let mut env = Env::new(cfg, resources, spans, &mut scratch);
                         let mut rows = Vec::new();
                         let mut resolved = Vec::new();
                         for (s, horizons, mine) in bundle {

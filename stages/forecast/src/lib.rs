@@ -202,14 +202,7 @@ impl Stage for Forecast {
         self.neural.refresh(&self.cfg, ctx);
         let nb = NormBatch::new(&batch)?;
         let mut jobs = Vec::new();
-        let mut env = Env {
-            cfg: &self.cfg,
-            resources: &self.resources,
-            spans: &self.spans,
-            scratch: &mut self.scratch,
-            masked: 0,
-            resolved: Vec::new(),
-        };
+        let mut env = Env::new(&self.cfg, &self.resources, &self.spans, &mut self.scratch);
         let replayed = nb.for_each_dense(&mut self.workloads, |d| {
             observe(
                 &mut env,
