@@ -18,8 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::stats::quantile;
 use serde::{Deserialize, Serialize};
+
+use crate::stats::quantiles_select;
 
 /// Weight of each feature group.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -137,9 +138,10 @@ pub fn window_features(
             .collect();
         let var_sum: f64 = c.iter().map(|v| v * v).sum();
         let std = (var_sum / n.max(1) as f64).sqrt();
-        let mut sorted = finite;
-        // Unstable is the same order here: values equal under `total_cmp` are the same bits.
-        sorted.sort_unstable_by(f64::total_cmp);
+        // The quantiles by selection: the same order statistics as a sort, interpolated the
+        // same way.
+        let mut finite = finite;
+        let q = quantiles_select(&mut finite, &[0.1, 0.5, 0.9]);
         let tm = (n as f64 - 1.0) / 2.0;
         let tt: f64 = (0..n).map(|t| (t as f64 - tm).powi(2)).sum();
         let slope = if tt > 0.0 {
@@ -163,9 +165,9 @@ pub fn window_features(
         feats.push([
             mean,
             std,
-            quantile(&sorted, 0.1),
-            quantile(&sorted, 0.5),
-            quantile(&sorted, 0.9),
+            q[0],
+            q[1],
+            q[2],
             slope * n as f64,
             ac1,
             period,
