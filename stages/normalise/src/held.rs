@@ -6,7 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::workload::DoneStep;
+/// A step ready for output, held while the scaler learns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DoneStep {
+    pub(crate) time: i64,
+    pub(crate) label: Option<u32>,
+    /// Per metric slot: (raw value, filled, missing).
+    pub(crate) cells: Vec<(f64, bool, bool)>,
+}
 
 /// A workload's held steps, oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

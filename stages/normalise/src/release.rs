@@ -5,8 +5,9 @@
 use wfe_contract::schemas::labels;
 
 use crate::Normalise;
+use crate::held::DoneStep;
 use crate::out::{MAX_BATCH_ROWS, Out};
-use crate::workload::{Acc, DoneStep, Scaler};
+use crate::workload::{Acc, Scaler};
 
 impl Normalise {
     /// Closes the steps that no late sample can reach any more (all of them when `all`).

@@ -10,7 +10,8 @@ use wfe_contract::Result;
 use wfe_contract::norm::Slots;
 use wfe_contract::state::{Split, StageState};
 
-use crate::workload::{DoneStep, Workload};
+use crate::held::DoneStep;
+use crate::workload::Workload;
 
 /// Steps per run of a learning workload's held history in the changelog. The history only
 /// grows until the scaler is fitted (`learn_steps`: days of steps), so whole runs stay as they

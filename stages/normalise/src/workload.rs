@@ -23,15 +23,6 @@ pub(crate) struct OpenStep {
     pub(crate) acc: Vec<Acc>,
 }
 
-/// A step ready for output, held while the scaler learns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct DoneStep {
-    pub(crate) time: i64,
-    pub(crate) label: Option<u32>,
-    /// Per metric slot: (raw value, filled, missing).
-    pub(crate) cells: Vec<(f64, bool, bool)>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Scaler {
     pub(crate) lo: f64,
