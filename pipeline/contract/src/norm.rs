@@ -322,7 +322,8 @@ fn same_strings(a: &StringArray, b: &StringArray) -> bool {
     }
     let shared = a.offsets().inner().inner().as_ptr() == b.offsets().inner().inner().as_ptr()
         && a.values().as_ptr() == b.values().as_ptr()
-        && a.offsets().len() == b.offsets().len();
+        && a.offsets().len() == b.offsets().len()
+        && a.nulls() == b.nulls();
     shared || a == b
 }
 

@@ -66,3 +66,23 @@ fn the_names_array_is_shared_until_names_change() {
     assert!(!Arc::ptr_eq(&a2, &a3));
     assert_eq!(a3.as_ref(), &dict(&["b", "c"]) as &dyn Array);
 }
+
+#[test]
+fn arrays_on_the_same_buffers_with_other_nulls_are_other_dictionaries() {
+    use arrow_buffer::NullBuffer;
+    let base = dict(&["a", "b"]);
+    let with = |valid: Vec<bool>| {
+        StringArray::new(
+            base.offsets().clone(),
+            base.values().clone(),
+            Some(NullBuffer::from(valid)),
+        )
+    };
+    let mut s = slots(&["x"]);
+    let mut memo = DictMemo::default();
+    memo.start(&with(vec![false, true]), &s);
+    assert_eq!(memo.slots(&mut s), [1, 2], "a null name is the empty one");
+    memo.start(&with(vec![true, false]), &s);
+    assert_eq!(memo.slots(&mut s), [3, 1]);
+    assert_eq!(s.names, ["x", "", "b", "a"]);
+}
