@@ -18,6 +18,7 @@ import argparse
 import bisect
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--fleet", type=int, default=0,
                     help="replay a synthetic fleet of this many workloads (`wfe synth`) instead of the job's sources")
     ap.add_argument("--days", type=float, default=2.0, help="days of event time of the --fleet fleet")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work folder (broker data, logs, fleet file) rather than remove it at the end")
     ap.add_argument("--topics", action="store_true",
                     help="also print what every topic holds at the end (reads them all back: minutes at --fleet 1000)")
     args = ap.parse_args()
@@ -287,6 +290,12 @@ def main() -> None:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # The broker's data and the fleet file take ~600 MB a run at --fleet 1000: runs left
+        # behind filled a CI disk once. The logs go with them unless --keep.
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
