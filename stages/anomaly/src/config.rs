@@ -99,6 +99,12 @@ pub struct AnomalyConfig {
     /// Fewest history steps a model is fitted on; with fewer, the workload is not scored.
     #[serde(default = "d_min_learn")]
     pub min_learn_steps: usize,
+    /// Hours of mean scores whose median the threshold follows: after a lasting move of the
+    /// workload's behaviour, the threshold is raised by how far that median is above the
+    /// history's median score, so a move longer than half of it becomes the new normal
+    /// instead of one segment that never closes (see `level.rs`). 0: a fixed threshold.
+    #[serde(default = "d_level_window")]
+    pub level_window_h: usize,
     /// Steps under the threshold that close a segment.
     #[serde(default = "d_close")]
     pub close_after: usize,
@@ -155,6 +161,9 @@ fn d_learn() -> usize {
 fn d_min_learn() -> usize {
     30
 }
+fn d_level_window() -> usize {
+    48
+}
 fn d_close() -> usize {
     5
 }
@@ -184,6 +193,7 @@ impl Default for AnomalyConfig {
             iforest_sample: d_sample(),
             learn_steps: d_learn(),
             min_learn_steps: d_min_learn(),
+            level_window_h: d_level_window(),
             close_after: d_close(),
             top_metrics: d_top(),
             lstm: lstm::LstmSettings::default(),

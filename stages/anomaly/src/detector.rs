@@ -113,6 +113,15 @@ impl Ensemble {
     /// Fits every configured detector on the history (rows of scaled values, NaN = missing)
     /// and sets the threshold from the history's own combined scores: no labels needed.
     pub fn fit(history: &[Vec<f64>], cfg: &AnomalyConfig) -> Result<Self, String> {
+        Self::fit_scored(history, cfg).map(|(ens, _)| ens)
+    }
+
+    /// [`Ensemble::fit`], also returning the smoothed scores the threshold was set on (the
+    /// held-out part of the history): the base of the workload's [`crate::Level`].
+    pub fn fit_scored(
+        history: &[Vec<f64>],
+        cfg: &AnomalyConfig,
+    ) -> Result<(Self, Vec<f64>), String> {
         let n = history.len();
         let d = history.iter().map(Vec::len).max().unwrap_or(0);
         if n < 2 || d == 0 {
@@ -175,10 +184,10 @@ impl Ensemble {
         ens.threshold = match cfg.threshold {
             ThresholdMethod::Pot => pot::pot_threshold(&smoothed, cfg.pot_initial, cfg.pot_risk),
             ThresholdMethod::Quantile => {
-                quantiles_select(&mut smoothed, &[cfg.threshold_quantile])[0]
+                quantiles_select(&mut smoothed.clone(), &[cfg.threshold_quantile])[0]
             }
         };
-        Ok(ens)
+        Ok((ens, smoothed))
     }
 
     /// Fits each configured detector (uncalibrated) on `history`.

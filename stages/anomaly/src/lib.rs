@@ -9,20 +9,24 @@
 //!    weighted and added, then smoothed over time; per-metric contributions say which metrics
 //!    moved.
 //! 3. **Threshold** without test labels: Peaks-Over-Threshold on the history's smoothed scores
-//!    ([`pot`], extreme value theory), or a plain quantile of them.
-//! 4. **Segments**: a step over the threshold opens a segment (`opened`), a new peak inside it
-//!    is an `updated` row, and `close_after` steps under the threshold close it (`closed`,
-//!    with the segment's end and peak). The metrics an event names are ranked by their
+//!    ([`pot`], extreme value theory), or a plain quantile of them; raised while the score's
+//!    slow level ([`level`]) is above the history's, so a lasting move becomes the new normal.
+//! 4. **Segments** ([`segment`]): a step over the threshold opens a segment (`opened`), a new
+//!    peak inside it is an `updated` row, and `close_after` steps under the threshold close it
+//!    (`closed`, with the segment's end and peak). The metrics an event names are ranked by their
 //!    contribution summed over the segment so far. Segment ids hash (workload, start): a
 //!    replay yields the same ids.
 
 mod config;
 pub mod detector;
 pub mod iforest;
+pub mod level;
 pub mod lstm;
 mod pca;
 pub mod pot;
 pub mod range;
+pub mod segment;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -36,33 +40,10 @@ use wfe_domain::retire::{Sweep, sweep_idle};
 
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
 pub use detector::Ensemble;
+pub use level::Level;
 pub use pca::PcaModel;
+pub use segment::{Change, Segment};
 pub use wfe_domain::stats::quantile;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Segment {
-    start: i64,
-    last_anomalous: i64,
-    peak: f64,
-    below: usize,
-    /// Per-metric contributions summed over the segment's anomalous steps.
-    sum: Vec<f64>,
-    top: Vec<(String, f64)>,
-}
-
-impl Segment {
-    /// Ranks the metrics by summed contribution; shares of the total are reported.
-    fn rank(&mut self, names: &[String], k: usize) {
-        let total: f64 = self.sum.iter().filter(|v| **v > 0.0).sum();
-        let mut idx: Vec<usize> = (0..self.sum.len()).filter(|&i| self.sum[i] > 0.0).collect();
-        idx.sort_by(|&a, &b| self.sum[b].total_cmp(&self.sum[a]).then(a.cmp(&b)));
-        self.top = idx
-            .into_iter()
-            .take(k)
-            .filter_map(|i| Some((names.get(i)?.clone(), self.sum[i] / total)))
-            .collect();
-    }
-}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Workload {
@@ -75,6 +56,10 @@ struct Workload {
     /// Set when learning ended without enough history: the workload is not scored.
     unscored: bool,
     segment: Option<Segment>,
+    /// The score's slow level, which raises the threshold after a lasting move. Kept in
+    /// entries of its own (`level/<workload>`), so that states written before it restore.
+    #[serde(skip)]
+    level: Level,
 }
 
 impl HasSlots for Workload {
@@ -182,8 +167,11 @@ impl Anomaly {
             );
             return;
         }
-        match Ensemble::fit(&history, cfg) {
-            Ok(model) => wk.model = Some(model),
+        match Ensemble::fit_scored(&history, cfg) {
+            Ok((model, held_out)) => {
+                wk.model = Some(model);
+                wk.level = Level::new(&held_out);
+            }
             Err(e) => {
                 wk.unscored = true;
                 ctx.count("unscored.fit_failed", 1);
@@ -192,7 +180,8 @@ impl Anomaly {
         }
     }
 
-    /// One scored step: smooths, then opens, updates or closes the workload's segment.
+    /// One scored step: smooths, follows the level, then opens, updates or closes the
+    /// workload's segment.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -207,45 +196,38 @@ impl Anomaly {
         let Some(model) = &wk.model else { return };
         let score = model.smooth(wk.smoothed, raw);
         wk.smoothed = Some(score);
-        let threshold = model.threshold;
-        // Named only for the rows it writes: most steps write none.
-        let detector = || model.name();
-        let k = self.cfg.top_metrics;
-        if score > threshold {
-            match &mut wk.segment {
-                None => {
-                    let mut seg = Segment {
-                        start: time,
-                        last_anomalous: time,
-                        peak: score,
-                        below: 0,
-                        sum: contrib.to_vec(),
-                        top: Vec::new(),
-                    };
-                    seg.rank(&wk.slots.names, k);
-                    rows.push(time, name, "opened", &seg, score, threshold, &detector());
-                    ctx.count("segments.opened", 1);
-                    wk.segment = Some(seg);
-                }
-                Some(seg) => {
-                    seg.last_anomalous = time;
-                    seg.below = 0;
-                    for (s, c) in seg.sum.iter_mut().zip(contrib) {
-                        *s += c;
-                    }
-                    if score > seg.peak {
-                        seg.peak = score;
-                        seg.rank(&wk.slots.names, k);
-                        rows.push(time, name, "updated", seg, score, threshold, &detector());
-                    }
-                }
+        wk.level.observe(time, score, self.cfg.level_window_h);
+        let threshold = model.threshold + wk.level.raise();
+        let close_after = self.cfg.close_after;
+        let Some((change, closed)) = segment::advance(
+            &mut wk.segment,
+            time,
+            score,
+            threshold,
+            close_after,
+            contrib,
+        ) else {
+            return;
+        };
+        let (names, k) = (&wk.slots.names, self.cfg.top_metrics);
+        let detector = model.name();
+        match (change, closed) {
+            (Change::Closed, Some(mut seg)) => {
+                seg.rank(names, k);
+                rows.push(time, name, "closed", &seg, seg.peak, threshold, &detector);
             }
-        } else if let Some(seg) = &mut wk.segment {
-            seg.below += 1;
-            if seg.below >= self.cfg.close_after {
-                seg.rank(&wk.slots.names, k);
-                rows.push(time, name, "closed", seg, seg.peak, threshold, &detector());
-                wk.segment = None;
+            (change, _) => {
+                let Some(seg) = wk.segment.as_mut() else {
+                    return;
+                };
+                seg.rank(names, k);
+                let event = if change == Change::Opened {
+                    ctx.count("segments.opened", 1);
+                    "opened"
+                } else {
+                    "updated"
+                };
+                rows.push(time, name, event, seg, score, threshold, &detector);
             }
         }
     }
@@ -355,7 +337,23 @@ impl Stage for Anomaly {
         Ok(())
     }
 
-    wfe_contract::state_hooks!(workloads);
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        snapshot::encode(self.name(), &self.workloads)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.workloads = snapshot::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    fn snapshot_split(&self) -> Result<Option<wfe_contract::state::Split>> {
+        snapshot::split(self.name(), &self.workloads).map(Some)
+    }
+
+    fn restore_split(&mut self, state: wfe_contract::state::Split) -> Result<()> {
+        self.workloads = snapshot::from_split(self.name(), state)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -412,3 +412,100 @@ mod lstm_detector {
         assert_eq!(det, "pca+range+lstm");
     }
 }
+
+/// The events of a run: (event, segment start, segment end) per row.
+fn events(out: &VecCollector) -> Vec<(String, i64, Option<i64>)> {
+    let mut rows = Vec::new();
+    for b in out.of(Topic::Anomalies) {
+        let ev = strings(&b, "event").unwrap();
+        let start = wfe_contract::columns::timestamps(&b, "segment_start").unwrap();
+        let end = wfe_contract::columns::timestamps(&b, "segment_end").unwrap();
+        for r in 0..b.num_rows() {
+            let e = (!arrow_array::Array::is_null(end, r)).then(|| end.value(r));
+            rows.push((ev.value(r).to_string(), start.value(r), e));
+        }
+    }
+    rows
+}
+
+/// machine-1-6's normal behaviour moves two days into its test split and stays moved: with a
+/// fixed threshold one segment opens there and never closes (the UI shaded everything after
+/// it); following the level, the threshold rises and that segment closes.
+#[test]
+fn a_lasting_move_of_normal_behaviour_closes_its_segment_instead_of_holding_it_open() {
+    let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+    let last = |cfg: AnomalyConfig| {
+        let (out, _) = run(&mut Anomaly::new(cfg).unwrap(), &norm);
+        let ev = events(&out);
+        let opened = ev.iter().filter(|e| e.0 == "opened").count();
+        let closed = ev.iter().filter(|e| e.0 == "closed").count();
+        (opened, closed, ev.last().cloned().unwrap())
+    };
+    let fixed = AnomalyConfig {
+        level_window_h: 0,
+        ..AnomalyConfig::default()
+    };
+    let (opened, closed, last_row) = last(fixed);
+    assert_eq!(opened, closed + 1, "fixed: one segment left open");
+    let (_, start, _) = last_row;
+    // 2023-12-08, nine days before the data ends: the segment opened at the move.
+    let days_before_the_end = 1_702_000_000_000i64;
+    assert!(start < days_before_the_end, "fixed: open since {start}");
+    let (opened, closed, _) = last(AnomalyConfig::default());
+    assert_eq!(opened, closed, "following the level, every segment closes");
+    assert!(
+        closed > 8,
+        "{closed} segments: the anomalies after the move still open some"
+    );
+}
+
+/// The level travels with the state in both forms, and a state written before the level
+/// existed (workloads alone) still restores.
+#[test]
+fn the_level_survives_a_snapshot_and_old_states_restore() {
+    let norm = normalised("smd", &["machine-1-6"], usize::MAX);
+    let half = norm.len() * 2 / 3;
+    let (all, _) = run(&mut Anomaly::new(AnomalyConfig::default()).unwrap(), &norm);
+    let mut first = Anomaly::new(AnomalyConfig::default()).unwrap();
+    let (a, _) = run(&mut first, &norm[..half]);
+    assert!(
+        first.workloads.iter().any(|(_, w)| w.level.raise() > 0.0),
+        "the move has raised the threshold by then"
+    );
+    for form in ["split", "whole"] {
+        let mut second = Anomaly::new(AnomalyConfig::default()).unwrap();
+        match form {
+            "split" => second
+                .restore_split(first.snapshot_split().unwrap().unwrap())
+                .unwrap(),
+            _ => second.restore(&first.snapshot().unwrap().unwrap()).unwrap(),
+        }
+        let (b, _) = run(&mut second, &norm[half..]);
+        let mut both = events(&a);
+        both.extend(events(&b));
+        assert_eq!(both, events(&all), "{form}: the same events as one run");
+    }
+    // Written before the level: the workloads alone, whole and split.
+    let old = wfe_contract::state::encode("anomaly", &first.workloads)
+        .unwrap()
+        .unwrap();
+    let mut restored = Anomaly::new(AnomalyConfig::default()).unwrap();
+    restored.restore(&old).unwrap();
+    assert_eq!(
+        restored.workloads.iter().count(),
+        first.workloads.iter().count()
+    );
+    assert!(
+        restored
+            .workloads
+            .iter()
+            .all(|(_, w)| w.level == Level::default())
+    );
+    let mut split = wfe_contract::state::Split::new();
+    split
+        .put_items("anomaly", "w", first.workloads.iter())
+        .unwrap();
+    let mut restored = Anomaly::new(AnomalyConfig::default()).unwrap();
+    restored.restore_split(split).unwrap();
+    assert!(restored.workloads.iter().all(|(_, w)| w.model.is_some()));
+}

@@ -1,13 +1,17 @@
-//! `wfe eval anomaly`: the anomaly stage's detector on labelled data, per entity and mean.
+//! `wfe eval anomaly`: the anomaly stage's detector on labelled data, per entity and mean:
+//! point-wise figures at the best threshold (which needs the labels) and at the stage's own
+//! label-free one (which follows the score's level as the stage does), and the event-level
+//! figures of the alerts the stage would raise ([`super::events`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
-use wfe_anomaly::{AnomalyConfig, Ensemble};
+use wfe_anomaly::{AnomalyConfig, Ensemble, Level, segment};
 use wfe_contract::{Error, Result};
 
 use super::data;
+use super::events::{EventFigures, event_figures};
 use super::metrics::{best_f1_and_auprc, best_f1_pa, f1_at, hit_rate};
 
 /// The figures of one entity, or their mean.
@@ -19,6 +23,8 @@ pub struct AnomalyFigures {
     pub auprc: f64,
     pub hit_rate_100: f64,
     pub hit_rate_150: f64,
+    /// The alerts at the label-free threshold, event by event.
+    pub events: EventFigures,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +56,26 @@ pub fn score_test(model: &mut Ensemble, test: &[Vec<f64>]) -> (Vec<f64>, Vec<f64
     (smoothed, contrib)
 }
 
+/// The label-free threshold of each test step: the fitted one, raised as the workload's
+/// score level moves (the stage's rule, [`Level`]), steps at `times`.
+pub fn thresholds(
+    model: &Ensemble,
+    held_out: &[f64],
+    scores: &[f64],
+    times: &[i64],
+    cfg: &AnomalyConfig,
+) -> Vec<f64> {
+    let mut level = Level::new(held_out);
+    scores
+        .iter()
+        .zip(times)
+        .map(|(&s, &t)| {
+            level.observe(t, s, cfg.level_window_h);
+            model.threshold + level.raise()
+        })
+        .collect()
+}
+
 fn mean_of(values: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     if v.is_empty() {
@@ -65,10 +91,13 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
     let mut detector = String::new();
     for name in data::entities(dir)? {
         let s = data::load(dir, &name)?;
-        let mut model = Ensemble::fit(&s.train, cfg)
+        let (mut model, held_out) = Ensemble::fit_scored(&s.train, cfg)
             .map_err(|e| Error::config(format!("{}/{name}", dir.display()), e))?;
         detector = model.name();
         let (scores, contrib) = score_test(&mut model, &s.test);
+        let test_times = &s.times[s.train.len()..];
+        let limits = thresholds(&model, &held_out, &scores, test_times, cfg);
+        let alerts = segment::segments_of(&scores, &limits, cfg.close_after);
         let (best_f1, auprc) = best_f1_and_auprc(&scores, &s.labels);
         let segs = data::interpretation(dir, &name, &s.labels)?;
         let d = model.width;
@@ -85,11 +114,12 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
         };
         let fig = AnomalyFigures {
             best_f1,
-            label_free_f1: f1_at(&scores, &s.labels, model.threshold),
+            label_free_f1: f1_at(&scores, &s.labels, &limits),
             f1_pa: best_f1_pa(&scores, &s.labels),
             auprc,
             hit_rate_100: hr(1.0),
             hit_rate_150: hr(1.5),
+            events: event_figures(&alerts, &s.labels, s.step_ms),
         };
         tracing::info!(
             entity = name,
@@ -107,6 +137,7 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
         auprc: f(|x| x.auprc),
         hit_rate_100: f(|x| x.hit_rate_100),
         hit_rate_150: f(|x| x.hit_rate_150),
+        events: mean_events(entities.values().map(|x| &x.events)),
     };
     Ok(AnomalyReport {
         data: dir.display().to_string(),
@@ -114,6 +145,22 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
         entities,
         mean,
     })
+}
+
+/// The mean of each event figure over the entities (a median delay: the mean of theirs, over
+/// the entities that detected any).
+fn mean_events<'a>(all: impl Iterator<Item = &'a EventFigures> + Clone) -> EventFigures {
+    let f = |g: fn(&EventFigures) -> f64| mean_of(all.clone().map(g));
+    EventFigures {
+        segments: f(|e| e.segments),
+        detected: f(|e| e.detected),
+        event_recall: f(|e| e.event_recall),
+        alerts: f(|e| e.alerts),
+        alerts_per_day: f(|e| e.alerts_per_day),
+        alert_precision: f(|e| e.alert_precision),
+        event_f1: f(|e| e.event_f1),
+        median_delay_min: f(|e| e.median_delay_min),
+    }
 }
 
 /// The report as a Markdown table.
@@ -132,5 +179,23 @@ pub fn render(r: &AnomalyReport) -> String {
         out += &row(name, f);
     }
     out += &row("**mean**", &r.mean);
+    out += "\nalerts at the label-free threshold, event-wise (a labelled segment is detected when an alert overlaps it; an alert is true when it overlaps a labelled segment; delay from the segment's first step to the first overlapping alert's)\n\n| entity | segments | detected | event recall | alerts | alerts/day | alert precision | event F1 | median delay min |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    let events = |name: &str, e: &EventFigures| {
+        format!(
+            "| {name} | {:.1} | {:.1} | {:.3} | {:.1} | {:.2} | {:.3} | {:.3} | {:.1} |\n",
+            e.segments,
+            e.detected,
+            e.event_recall,
+            e.alerts,
+            e.alerts_per_day,
+            e.alert_precision,
+            e.event_f1,
+            e.median_delay_min
+        )
+    };
+    for (name, f) in &r.entities {
+        out += &events(name, &f.events);
+    }
+    out += &events("**mean**", &r.mean.events);
     out
 }

@@ -32,11 +32,12 @@ pub fn best_f1_and_auprc(scores: &[f64], labels: &[u8]) -> (f64, f64) {
     (best, ap)
 }
 
-/// F1 of the prediction `score > threshold`.
-pub fn f1_at(scores: &[f64], labels: &[u8], threshold: f64) -> f64 {
+/// F1 of the prediction `scores[i] > thresholds[i]` (a threshold per step: it follows the
+/// score's level).
+pub fn f1_at(scores: &[f64], labels: &[u8], thresholds: &[f64]) -> f64 {
     let (mut tp, mut fp, mut fne) = (0.0, 0.0, 0.0);
-    for (s, l) in scores.iter().zip(labels) {
-        match (*s > threshold, *l == 1) {
+    for ((s, l), t) in scores.iter().zip(labels).zip(thresholds) {
+        match (s > t, *l == 1) {
             (true, true) => tp += 1.0,
             (true, false) => fp += 1.0,
             (false, true) => fne += 1.0,
@@ -126,7 +127,7 @@ mod tests {
         assert!((f1 - 0.8).abs() < 1e-9, "{f1}");
         // AP = 1/3*1 + 1/3*1 + 1/3*(3/5) = 0.8667.
         assert!((ap - (2.0 / 3.0 + 0.2)).abs() < 1e-9, "{ap}");
-        assert!((f1_at(&scores, &labels, 0.75) - 0.8).abs() < 1e-9);
+        assert!((f1_at(&scores, &labels, &[0.75; 6]) - 0.8).abs() < 1e-9);
         // Point adjustment: segment [0, 2) peaks at 0.9, segment [4] at 0.2.
         let pa = best_f1_pa(&scores, &labels);
         assert!((pa - 0.8).abs() < 1e-9, "{pa}");

@@ -2,6 +2,7 @@
 
 pub mod anomaly;
 pub mod data;
+pub mod events;
 pub mod fingerprint;
 pub mod forecast;
 pub mod metrics;
@@ -14,7 +15,8 @@ use crate::config::JobConfig;
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
-    /// Anomaly detection: best and label-free F1, F1 PA, AUPRC, HitRate@100%/150%.
+    /// Anomaly detection: best and label-free F1, F1 PA, AUPRC, HitRate@100%/150%, and the
+    /// label-free threshold's alerts event by event (detected segments, delay, alerts per day).
     Anomaly(EvalArgs),
     /// Fingerprints: leave-one-out service-group accuracy and cold-start allocation error.
     Fingerprint(EvalArgs),

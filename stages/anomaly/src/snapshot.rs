@@ -1,0 +1,62 @@
+//! The stage's snapshot: its workloads, and beside them each workload's score level
+//! ([`crate::level::Level`]), written per workload (`level/<workload>` in a changelog, a
+//! second member in the whole form) so that states written before the level existed still
+//! restore; their levels then start afresh at the history's base of zero.
+
+use wfe_contract::Result;
+use wfe_contract::norm::Keyed;
+use wfe_contract::state::Split;
+
+use crate::Workload;
+use crate::level::Level;
+
+/// The changelog map the levels are written under.
+const LEVEL: &str = "level";
+
+/// The levels of the workloads that are scored.
+fn levels(workloads: &Keyed<Workload>) -> Vec<(&str, &Level)> {
+    workloads
+        .iter()
+        .filter(|(_, wk)| wk.model.is_some())
+        .map(|(name, wk)| (name, &wk.level))
+        .collect()
+}
+
+/// Gives each restored workload its level (none found: a fresh one).
+fn put_levels(workloads: &mut Keyed<Workload>, levels: Vec<(String, Level)>) {
+    for (name, level) in levels {
+        if let Some(id) = workloads.names.find(&name) {
+            workloads.items[id as usize].level = level;
+        }
+    }
+}
+
+/// The whole form: workloads and levels.
+pub(crate) fn encode(stage: &str, workloads: &Keyed<Workload>) -> Result<Option<Vec<u8>>> {
+    wfe_contract::state::encode(stage, &(workloads, levels(workloads)))
+}
+
+/// The whole form, or, written before the levels, the workloads alone.
+pub(crate) fn decode(stage: &str, bytes: &[u8]) -> Result<Keyed<Workload>> {
+    let (mut workloads, levels) = match wfe_contract::state::decode(stage, bytes) {
+        Ok(whole) => whole,
+        Err(_) => (wfe_contract::state::decode(stage, bytes)?, Vec::new()),
+    };
+    put_levels(&mut workloads, levels);
+    Ok(workloads)
+}
+
+/// The entries: one per workload under `w`, and its level under `level`.
+pub(crate) fn split(stage: &str, workloads: &Keyed<Workload>) -> Result<Split> {
+    let mut split = Split::new();
+    split.put_items(stage, "w", workloads.iter())?;
+    split.put_items(stage, LEVEL, levels(workloads))?;
+    Ok(split)
+}
+
+/// The workloads and levels from their entries (a state without levels: fresh ones).
+pub(crate) fn from_split(stage: &str, split: Split) -> Result<Keyed<Workload>> {
+    let mut workloads = Keyed::from_items(split.items(stage, "w")?);
+    put_levels(&mut workloads, split.items(stage, LEVEL)?);
+    Ok(workloads)
+}
