@@ -105,6 +105,12 @@ pub struct AnomalyConfig {
     /// instead of one segment that never closes (see `level.rs`). 0: a fixed threshold.
     #[serde(default = "d_level_window")]
     pub level_window_h: usize,
+    /// Alerts (segments opened) per workload and day an operator accepts: once a workload has
+    /// opened this many in the trailing 24 hours, a new segment opens only if its score passes
+    /// the weakest peak among the day's strongest this-many alerts (see `budget.rs`). 0: no
+    /// budget.
+    #[serde(default)]
+    pub alert_budget_per_day: usize,
     /// Steps under the threshold that close a segment.
     #[serde(default = "d_close")]
     pub close_after: usize,
@@ -194,6 +200,7 @@ impl Default for AnomalyConfig {
             learn_steps: d_learn(),
             min_learn_steps: d_min_learn(),
             level_window_h: d_level_window(),
+            alert_budget_per_day: 0,
             close_after: d_close(),
             top_metrics: d_top(),
             lstm: lstm::LstmSettings::default(),

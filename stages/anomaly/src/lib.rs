@@ -17,6 +17,7 @@
 //!    contribution summed over the segment so far. Segment ids hash (workload, start): a
 //!    replay yields the same ids.
 
+pub mod budget;
 mod config;
 pub mod detector;
 pub mod iforest;
@@ -38,6 +39,7 @@ use wfe_contract::schemas::labels;
 use wfe_contract::{Collector, Context, Event, Result, Stage, Topic};
 use wfe_domain::retire::{Sweep, sweep_idle};
 
+pub use budget::Budget;
 pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
 pub use detector::Ensemble;
 pub use level::Level;
@@ -60,6 +62,9 @@ struct Workload {
     /// entries of its own (`level/<workload>`), so that states written before it restore.
     #[serde(skip)]
     level: Level,
+    /// The alerts opened in the trailing day, for the alert budget (with the level).
+    #[serde(skip)]
+    budget: Budget,
 }
 
 impl HasSlots for Workload {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::Budget;
+
 /// An open segment of one workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Segment {
@@ -85,21 +87,66 @@ pub fn advance(
     }
 }
 
+/// A workload's alerting at one step: a new segment must also pass the alert budget's bar
+/// (`per_day` alerts a day, 0: none; see [`Budget`]), then [`advance`]; the budget learns
+/// what opened and peaked.
+#[allow(clippy::too_many_arguments)]
+pub fn alert(
+    open: &mut Option<Segment>,
+    budget: &mut Budget,
+    per_day: usize,
+    time: i64,
+    score: f64,
+    threshold: f64,
+    close_after: usize,
+    contrib: &[f64],
+) -> Option<(Change, Option<Segment>)> {
+    // The bar only matters for a step that would open a segment.
+    let bar = if open.is_none() && score > threshold {
+        threshold.max(budget.bar(time, per_day))
+    } else {
+        threshold
+    };
+    let change = advance(open, time, score, bar, close_after, contrib);
+    match change {
+        Some((Change::Opened, _)) => budget.opened(time, score, per_day),
+        Some((Change::Peak, _)) => budget.peak(score),
+        _ => {}
+    }
+    change
+}
+
 /// The segments a run of scores opens, as (start, end) indices of their first and last step
-/// over the threshold (`thresholds[i]` applies to `scores[i]`); one still open at the end ends
-/// at its last step over the threshold.
-pub fn segments_of(scores: &[f64], thresholds: &[f64], close_after: usize) -> Vec<(usize, usize)> {
-    let mut open = None;
+/// over the threshold (`thresholds[i]` applies to `scores[i]`, at event time `times[i]`, in
+/// order), with an alert budget of `per_day` (0: none); one still open at the end ends at its
+/// last step over the threshold.
+pub fn segments_of(
+    scores: &[f64],
+    thresholds: &[f64],
+    times: &[i64],
+    close_after: usize,
+    per_day: usize,
+) -> Vec<(usize, usize)> {
+    let (mut open, mut budget) = (None, Budget::default());
     let mut out = Vec::new();
-    for (i, (&s, &t)) in scores.iter().zip(thresholds).enumerate() {
-        if let Some((Change::Closed, Some(seg))) =
-            advance(&mut open, i as i64, s, t, close_after, &[])
-        {
-            out.push((seg.start as usize, seg.last_anomalous as usize));
+    let index = |t: i64| times.partition_point(|&x| x < t);
+    for ((&s, &limit), &t) in scores.iter().zip(thresholds).zip(times) {
+        let change = alert(
+            &mut open,
+            &mut budget,
+            per_day,
+            t,
+            s,
+            limit,
+            close_after,
+            &[],
+        );
+        if let Some((Change::Closed, Some(seg))) = change {
+            out.push((index(seg.start), index(seg.last_anomalous)));
         }
     }
     if let Some(seg) = open {
-        out.push((seg.start as usize, seg.last_anomalous as usize));
+        out.push((index(seg.start), index(seg.last_anomalous)));
     }
     out
 }
@@ -112,15 +159,33 @@ mod tests {
     fn segments_open_on_a_step_over_and_close_after_enough_steps_under() {
         let s = [0.0, 2.0, 0.0, 3.0, 0.0, 0.0, 0.0, 5.0, 0.0];
         let t = [1.0; 9];
+        let times: Vec<i64> = (0..9).map(|i| i * 60_000).collect();
         // close_after 3: steps 1..=3 are one segment (one step under between), closed at 6;
         // step 7 opens another that is still open at the end.
-        assert_eq!(segments_of(&s, &t, 3), [(1, 3), (7, 7)]);
+        assert_eq!(segments_of(&s, &t, &times, 3, 0), [(1, 3), (7, 7)]);
         // close_after 1: every step under closes.
-        assert_eq!(segments_of(&s, &t, 1), [(1, 1), (3, 3), (7, 7)]);
+        assert_eq!(segments_of(&s, &t, &times, 1, 0), [(1, 1), (3, 3), (7, 7)]);
         // A raised threshold at step 3 keeps it under.
         let mut t2 = t;
         t2[3] = 4.0;
-        assert_eq!(segments_of(&s, &t2, 1), [(1, 1), (7, 7)]);
+        assert_eq!(segments_of(&s, &t2, &times, 1, 0), [(1, 1), (7, 7)]);
+        // A budget of one alert a day: each later alert here is stronger than the day's
+        // strongest (2, then 3), so all three still open.
+        assert_eq!(segments_of(&s, &t, &times, 1, 1), [(1, 1), (3, 3), (7, 7)]);
+        // A budget of two: peaks 5 and 4 fill it; 1.5 and 2 do not pass the weaker of them
+        // (4) and are held back; 6 does.
+        let s2 = [5.0, 0.0, 4.0, 0.0, 1.5, 0.0, 2.0, 0.0, 6.0];
+        let times2: Vec<i64> = (0..9).map(|i| i * 60_000).collect();
+        let limits = [1.0; 9];
+        assert_eq!(
+            segments_of(&s2, &limits, &times2, 1, 2),
+            [(0, 0), (2, 2), (8, 8)]
+        );
+        assert_eq!(
+            segments_of(&s2, &limits, &times2, 1, 0).len(),
+            5,
+            "no budget"
+        );
     }
 
     #[test]

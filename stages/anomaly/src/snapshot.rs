@@ -1,5 +1,5 @@
-//! The stage's snapshot: its workloads, and beside them each workload's score level
-//! ([`crate::level::Level`]), written per workload (`level/<workload>` in a changelog, a
+//! The stage's snapshot: its workloads, and beside them each workload's score level and
+//! alert budget ([`crate::level::Level`], [`crate::budget::Budget`]), written per workload (`level/<workload>` in a changelog, a
 //! second member in the whole form) so that states written before the level existed still
 //! restore; their levels then start afresh at the history's base of zero.
 
@@ -8,25 +8,30 @@ use wfe_contract::norm::Keyed;
 use wfe_contract::state::Split;
 
 use crate::Workload;
+use crate::budget::Budget;
 use crate::level::Level;
+
+/// What a workload's threshold has learned from its scores since it was fitted.
+type Follow = (Level, Budget);
 
 /// The changelog map the levels are written under.
 const LEVEL: &str = "level";
 
-/// The levels of the workloads that are scored.
-fn levels(workloads: &Keyed<Workload>) -> Vec<(&str, &Level)> {
+/// The levels and budgets of the workloads that are scored.
+fn levels(workloads: &Keyed<Workload>) -> Vec<(&str, Follow)> {
     workloads
         .iter()
         .filter(|(_, wk)| wk.model.is_some())
-        .map(|(name, wk)| (name, &wk.level))
+        .map(|(name, wk)| (name, (wk.level.clone(), wk.budget.clone())))
         .collect()
 }
 
-/// Gives each restored workload its level (none found: a fresh one).
-fn put_levels(workloads: &mut Keyed<Workload>, levels: Vec<(String, Level)>) {
-    for (name, level) in levels {
+/// Gives each restored workload its level and budget (none found: fresh ones).
+fn put_levels(workloads: &mut Keyed<Workload>, levels: Vec<(String, Follow)>) {
+    for (name, (level, budget)) in levels {
         if let Some(id) = workloads.names.find(&name) {
-            workloads.items[id as usize].level = level;
+            let wk = &mut workloads.items[id as usize];
+            (wk.level, wk.budget) = (level, budget);
         }
     }
 }
@@ -50,7 +55,8 @@ pub(crate) fn decode(stage: &str, bytes: &[u8]) -> Result<Keyed<Workload>> {
 pub(crate) fn split(stage: &str, workloads: &Keyed<Workload>) -> Result<Split> {
     let mut split = Split::new();
     split.put_items(stage, "w", workloads.iter())?;
-    split.put_items(stage, LEVEL, levels(workloads))?;
+    let levels = levels(workloads);
+    split.put_items(stage, LEVEL, levels.iter().map(|(n, f)| (*n, f)))?;
     Ok(split)
 }
 

@@ -97,7 +97,13 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
         let (scores, contrib) = score_test(&mut model, &s.test);
         let test_times = &s.times[s.train.len()..];
         let limits = thresholds(&model, &held_out, &scores, test_times, cfg);
-        let alerts = segment::segments_of(&scores, &limits, cfg.close_after);
+        let alerts = segment::segments_of(
+            &scores,
+            &limits,
+            test_times,
+            cfg.close_after,
+            cfg.alert_budget_per_day,
+        );
         let (best_f1, auprc) = best_f1_and_auprc(&scores, &s.labels);
         let segs = data::interpretation(dir, &name, &s.labels)?;
         let d = model.width;
