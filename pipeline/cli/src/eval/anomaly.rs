@@ -95,7 +95,7 @@ pub fn evaluate(dir: &Path, cfg: &AnomalyConfig) -> Result<AnomalyReport> {
             .map_err(|e| Error::config(format!("{}/{name}", dir.display()), e))?;
         detector = model.name();
         let (scores, contrib) = score_test(&mut model, &s.test);
-        let test_times = &s.times[s.train.len()..];
+        let test_times = &s.test_times;
         let limits = thresholds(&model, &held_out, &scores, test_times, cfg);
         let alerts = segment::segments_of(
             &scores,

@@ -21,6 +21,8 @@ pub struct Series {
     pub labels: Vec<u8>,
     /// Steps in time order (train then test), with their times.
     pub times: Vec<i64>,
+    /// The times of the `test` steps alone (one per label).
+    pub test_times: Vec<i64>,
     /// The step normalise settled on for the entity (ms; 0 before any step).
     pub step_ms: i64,
 }
@@ -94,6 +96,7 @@ pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
         raw_test: Vec::new(),
         labels: Vec::new(),
         times: Vec::new(),
+        test_times: Vec::new(),
         step_ms: 0,
     };
     let (mut v, mut raw) = (Vec::new(), Vec::new());
@@ -112,6 +115,7 @@ pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
                 s.test.push(v.clone());
                 s.raw_test.push(raw.clone());
                 s.labels.push((labels::get(l, "label") == Some("1")) as u8);
+                s.test_times.push(step.time);
             } else {
                 s.train.push(v.clone());
                 s.raw_train.push(raw.clone());
