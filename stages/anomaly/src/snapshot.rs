@@ -11,18 +11,20 @@ use crate::Workload;
 use crate::budget::Budget;
 use crate::level::Level;
 
-/// What a workload's threshold has learned from its scores since it was fitted.
+/// What a workload's threshold has learned from its scores since it was fitted (written from
+/// references: a commit copies nothing).
 type Follow = (Level, Budget);
+type FollowRef<'a> = (&'a Level, &'a Budget);
 
 /// The changelog map the levels are written under.
 const LEVEL: &str = "level";
 
 /// The levels and budgets of the workloads that are scored.
-fn levels(workloads: &Keyed<Workload>) -> Vec<(&str, Follow)> {
+fn levels(workloads: &Keyed<Workload>) -> Vec<(&str, FollowRef<'_>)> {
     workloads
         .iter()
         .filter(|(_, wk)| wk.model.is_some())
-        .map(|(name, wk)| (name, (wk.level.clone(), wk.budget.clone())))
+        .map(|(name, wk)| (name, (&wk.level, &wk.budget)))
         .collect()
 }
 
