@@ -1,5 +1,6 @@
-//! `wfe train`: trains the forecast stage's LSTM on history and writes a new version of it to
-//! the model folder (`wfe_forecast::store`), which running stages swap to.
+//! `wfe train`: trains the forecast stage's LSTM (and its gradient-boosted model, when the
+//! config's models name `gbm`) on history and writes a new version of each to the model
+//! folder (`wfe_forecast::store`, `wfe_forecast::boosted`), which running stages swap to.
 //!
 //! History is the shared files (read through ingest, as the pipeline reads them; labelled sets
 //! give their `split=train` rows only, so `wfe eval forecast` scores unseen steps) or stored
@@ -15,9 +16,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_schema::{DataType, TimeUnit};
 use wfe_contract::{Error, Result};
+use wfe_forecast::boosted::{self, GbmMeta};
+use wfe_forecast::gbm::GbmModel;
 use wfe_forecast::lstm::{Cut, train_validated};
 use wfe_forecast::models::filled_same_len;
 use wfe_forecast::store::{self, LocalDir, ModelMeta};
+use wfe_forecast::{ForecastConfig, Model};
 use wfe_neural::DeviceChoice;
 
 use crate::config::JobConfig;
@@ -75,14 +79,31 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if grouped.is_empty() {
         return Err(Error::config("--data", "no series with at least two steps"));
     }
+    if !cfg.models.contains(&Model::Lstm) && !cfg.models.contains(&Model::Gbm) {
+        return Err(Error::config(
+            "stages.forecast.models",
+            "names no trained model: add lstm or gbm",
+        ));
+    }
+    if cfg.models.contains(&Model::Lstm) {
+        train_lstm(&cfg, &dir, &grouped)?;
+    }
+    if cfg.models.contains(&Model::Gbm) {
+        train_gbm(&cfg, &dir, &grouped)?;
+    }
+    Ok(())
+}
+
+/// The LSTM of each step.
+fn train_lstm(cfg: &ForecastConfig, dir: &Path, grouped: &Grouped) -> Result<()> {
     let levels = wfe_forecast::lstm::served_levels(&cfg.quantiles);
-    let repo = LocalDir::new(&dir);
+    let repo = LocalDir::new(dir);
     println!(
         "| step | version | series | windows | epochs | pinball first -> last | device | seconds | validation MAE (lstm / persistence) |"
     );
     println!("|---:|---:|---:|---:|---:|---|---|---:|---|");
     let mut class_lines = Vec::new();
-    for (step_s, (series, from, to, sources)) in grouped {
+    for (&step_s, (series, from, to, sources)) in grouped {
         let steps = |sec: u64| (sec / step_s.max(1)).max(1) as usize;
         let cut = Cut::new(
             cfg.lstm.steps,
@@ -90,7 +111,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             cfg.horizons_s.iter().map(|&h| steps(h)).collect(),
         );
         let (model, report, valid, persist) =
-            train_validated(&series, cut.clone(), &levels, &cfg.lstm)?;
+            train_validated(series, cut.clone(), &levels, &cfg.lstm)?;
         let meta = ModelMeta {
             format: store::FORMAT,
             version: 0,
@@ -100,8 +121,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 .map_or(0, |d| d.as_secs()),
             source: sources.join(", "),
             series: series.len(),
-            from_ms: from,
-            to_ms: to,
+            from_ms: *from,
+            to_ms: *to,
             step_s,
             horizons_s: cfg.horizons_s.clone(),
             season_s: cfg.season_s,
@@ -153,6 +174,54 @@ pub fn train(args: TrainArgs) -> Result<()> {
         }
     }
     println!("\nwritten to {}", dir.join(store::KIND).display());
+    Ok(())
+}
+
+/// The gradient-boosted model of each step, when the config's models name `gbm`.
+fn train_gbm(cfg: &ForecastConfig, dir: &Path, grouped: &Grouped) -> Result<()> {
+    let repo = LocalDir::of_kind(dir, boosted::KIND);
+    println!(
+        "\n| step | gbm version | series | rows | kept (loss budget units) | trees | seconds | held-out MAE (gbm / persistence) |"
+    );
+    println!("|---:|---:|---:|---|---|---|---:|---|");
+    for (&step_s, (series, from, to, sources)) in grouped {
+        let steps = |sec: u64| (sec / step_s.max(1)).max(1) as usize;
+        let horizons: Vec<usize> = cfg.horizons_s.iter().map(|&h| steps(h)).collect();
+        let (model, report) = GbmModel::train(series, &horizons, steps(cfg.season_s), &cfg.gbm)?;
+        let meta = GbmMeta {
+            format: boosted::FORMAT,
+            version: 0,
+            code_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            source: sources.join(", "),
+            series: series.len(),
+            from_ms: *from,
+            to_ms: *to,
+            step_s,
+            horizons_s: cfg.horizons_s.clone(),
+            season_s: cfg.season_s,
+            report: report.clone(),
+        };
+        let version = boosted::save(&repo, &model, meta)?;
+        let scores: Vec<String> = cfg
+            .horizons_s
+            .iter()
+            .zip(report.holdout_mae.iter().zip(&report.persistence_mae))
+            .map(|(h, (v, p))| format!("{}: {v:.4} / {p:.4}", wfe_forecast::horizon_label(*h)))
+            .collect();
+        println!(
+            "| {step_s} s | v{version} | {} | {:?} | {} | {:?} | {:.1} | {} |",
+            series.len(),
+            report.rows,
+            report.chosen.join(", "),
+            report.trees,
+            report.seconds,
+            scores.join(", ")
+        );
+    }
+    println!("\nwritten to {}", dir.join(boosted::KIND).display());
     Ok(())
 }
 

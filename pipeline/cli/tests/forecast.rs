@@ -14,6 +14,11 @@ path = "data"
 [stages.forecast]
 every_s = 14400
 cv_origins = 12
+models = ["persistence", "seasonal-naive", "ets", "mstl", "lstm", "gbm"]
+
+[stages.forecast.gbm]
+budgets = [0.5]
+max_rows = 6000
 
 [stages.forecast.lstm]
 windows_per_series = 64
@@ -86,6 +91,26 @@ fn train_writes_versions_and_eval_scores_every_model() {
     }
     // Trained on the train split only: its data ends where the test split begins.
     assert!(meta["to_ms"].as_i64().unwrap() > meta["from_ms"].as_i64().unwrap());
+    // The gradient-boosted model beside it: its version, metadata and held-out scores.
+    assert!(out.contains("| step | gbm version |"), "{out}");
+    let gbm: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("models/forecast-gbm/60s/v1/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gbm["format"], 1);
+    assert_eq!(gbm["horizons_s"], serde_json::json!([900, 3600]));
+    let held = gbm["report"]["holdout_mae"].as_array().unwrap();
+    assert_eq!(held.len(), 2, "{gbm}");
+    assert!(
+        held.iter()
+            .all(|v| v.as_f64().is_some_and(|v| v > 0.0 && v < 0.2)),
+        "{gbm}"
+    );
+    assert!(
+        dir.path()
+            .join("models/forecast-gbm/60s/v1/model.json")
+            .is_file()
+    );
     let again = run_ok(&args, dir.path());
     assert!(again.contains("| v2 |"), "{again}");
 
@@ -103,6 +128,7 @@ fn train_writes_versions_and_eval_scores_every_model() {
         "ets",
         "mstl",
         "lstm",
+        "gbm",
         "selected",
     ] {
         for h in ["15m", "1h"] {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 
+use crate::gbm::GbmConfig;
 use crate::{LstmConfig, Model, StatsConfig, models};
 
 /// Settings of the forecast stage.
@@ -42,7 +43,8 @@ pub struct ForecastConfig {
     pub mask_anomalies: bool,
     /// The models that compete for each series, chosen per workload, resource and horizon
     /// by rolling-origin cross-validation: `persistence`, `seasonal-naive`, `ets`, `mstl`,
-    /// `lstm` (the LSTM needs a trained model in `model_dir`).
+    /// `lstm` and `gbm` (each needs a trained model in `model_dir`: `wfe train` writes them;
+    /// `gbm` is not among the defaults, its training tries a dozen candidates per horizon).
     #[serde(default = "d_models")]
     pub models: Vec<Model>,
     /// Settings of ETS and MSTL.
@@ -55,6 +57,9 @@ pub struct ForecastConfig {
     /// Settings of the LSTM model.
     #[serde(default)]
     pub lstm: LstmConfig,
+    /// Settings of the gradient-boosted model (`gbm`).
+    #[serde(default)]
+    pub gbm: GbmConfig,
     /// Folder of trained models (`wfe train` writes versions there; the stage loads the
     /// newest and swaps to each new one while it runs).
     #[serde(default)]
@@ -170,6 +175,7 @@ impl Default for ForecastConfig {
             stats: StatsConfig::default(),
             cv_origins: d_cv_origins(),
             lstm: LstmConfig::default(),
+            gbm: GbmConfig::default(),
             model_dir: None,
             reload_s: d_reload(),
             retrain_every_s: d_retrain(),
@@ -228,6 +234,7 @@ impl ForecastConfig {
                 "every_s and season_s must be positive",
             ));
         }
+        self.gbm.validate("stages.forecast.gbm")?;
         self.lstm.validate("stages.forecast.lstm")
     }
 }

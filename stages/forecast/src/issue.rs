@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Context;
 
+use crate::boosted::FromGbm;
 use crate::choice::Choice;
 use crate::config::ForecastConfig;
 use crate::job::{Env, Job, Resolved};
@@ -26,9 +27,9 @@ use crate::{Forecast, MODEL_VERSION};
 
 /// A fitted model's forecast at one origin: the point and the configured levels, per horizon.
 #[derive(Clone)]
-struct Made {
-    points: Vec<f64>,
-    levels: Vec<Vec<f64>>,
+pub(crate) struct Made {
+    pub(crate) points: Vec<f64>,
+    pub(crate) levels: Vec<Vec<f64>>,
 }
 
 /// What one issuing thread returns: its jobs' rows, how many values it masked, and the
@@ -36,7 +37,7 @@ struct Made {
 type ThreadOut = (Vec<(usize, Rows)>, u64, Vec<(usize, Resolved)>);
 
 impl Made {
-    fn flat(points: Vec<f64>, n_levels: usize) -> Self {
+    pub(crate) fn flat(points: Vec<f64>, n_levels: usize) -> Self {
         let levels = points.iter().map(|&p| vec![p; n_levels]).collect();
         Self { points, levels }
     }
@@ -56,10 +57,17 @@ struct FromLstm {
     missing: bool,
     /// The class whose variant made `now` (None: the global model).
     class: Option<u32>,
+    /// What it takes from the gradient-boosted model.
+    gbm: FromGbm,
 }
 
 /// The cross-validation origins of a history of `n` values (indices, ascending).
-fn cv_origins(cfg: &ForecastConfig, n: usize, horizons: &[usize], step_ms: i64) -> Vec<usize> {
+pub(crate) fn cv_origins(
+    cfg: &ForecastConfig,
+    n: usize,
+    horizons: &[usize],
+    step_ms: i64,
+) -> Vec<usize> {
     let keep = history_len(cfg, step_ms);
     let every = steps_of(cfg.every_s, step_ms);
     let longest = horizons.iter().copied().max().unwrap_or(1);
@@ -71,7 +79,13 @@ fn cv_origins(cfg: &ForecastConfig, n: usize, horizons: &[usize], step_ms: i64) 
 }
 
 /// Whether a job with this history cross-validates a series not validated yet.
-fn validates(cfg: &ForecastConfig, s: &Series, n: usize, horizons: &[usize], step_ms: i64) -> bool {
+pub(crate) fn validates(
+    cfg: &ForecastConfig,
+    s: &Series,
+    n: usize,
+    horizons: &[usize],
+    step_ms: i64,
+) -> bool {
     let longest = horizons.iter().copied().max().unwrap_or(1);
     !s.validated && n >= history_len(cfg, step_ms) + longest + steps_of(cfg.every_s, step_ms)
 }
@@ -93,6 +107,9 @@ impl Forecast {
             *t = (*t).max(j.time);
         }
         let mut extras = self.lstm_extras(&jobs);
+        for (e, g) in extras.iter_mut().zip(self.gbm_extras(&jobs)) {
+            e.gbm = g;
+        }
         // Each series' jobs, in order.
         let mut groups: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -315,7 +332,14 @@ fn issue_one(
         version,
         missing,
         class,
+        gbm,
     } = from;
+    let FromGbm {
+        now: mut gbm_now,
+        cv: gbm_cv,
+        version: gbm_version,
+        missing: gbm_missing,
+    } = gbm;
     // This issuance's forecasts of the fitted models: the chosen ones every time, the
     // others every `challenge_every` issuances (their fits cost the most).
     let turn = !s.validated || s.issued.is_multiple_of(cfg.challenge_every.max(1) as u64);
@@ -338,6 +362,17 @@ fn issue_one(
                     }
                     made
                 }
+                Model::Gbm => {
+                    let made = gbm_now.take();
+                    if made.is_none() {
+                        notes.push(if gbm_missing {
+                            "gbm: no usable trained model in model_dir (run `wfe train`)".into()
+                        } else {
+                            "gbm: history shorter than its longest window".into()
+                        });
+                    }
+                    made
+                }
                 _ => match point_forecasts_with(m, &tail, season, horizons, &cfg.stats, memo) {
                     Ok(p) => Some(Made::flat(p, nl)),
                     Err(e) => {
@@ -355,7 +390,8 @@ fn issue_one(
             t.point.clear_until(job.time);
             t.levels.iter_mut().for_each(|r| r.clear_until(job.time));
         }
-        cross_validate(env, fitted, lstm_cv, s, name, horizons, job, &yf, season);
+        let given = [(Model::Lstm, lstm_cv), (Model::Gbm, gbm_cv)];
+        cross_validate(env, fitted, given, s, name, horizons, job, &yf, season);
         s.validated = true;
     }
     s.issued += 1;
@@ -433,6 +469,9 @@ fn issue_one(
                 Some(c) => format!("lstm v{v} class {c}"),
                 None => format!("lstm v{v}"),
             },
+            (Model::Gbm, _) => {
+                gbm_version.map_or(MODEL_VERSION.to_string(), |v| format!("gbm v{v}"))
+            }
             _ => MODEL_VERSION.to_string(),
         });
         rows.score.push(score);
@@ -460,12 +499,13 @@ fn issue_one(
 }
 
 /// Rolling-origin cross-validation of the fitted models on a series' held history: origins
-/// `every_s` apart, each forecast from the history before it, errors filed as if live.
+/// `every_s` apart, each forecast from the history before it, errors filed as if live. The
+/// trained models' forecasts at the origins are `given` (made before the jobs spread).
 #[allow(clippy::too_many_arguments)]
 fn cross_validate(
     env: &mut Env<'_>,
     fitted: &[Model],
-    lstm: Option<Vec<Option<Made>>>,
+    given: [(Model, Option<Vec<Option<Made>>>); 2],
     s: &mut Series,
     name: &str,
     horizons: &[usize],
@@ -484,7 +524,11 @@ fn cross_validate(
         // The origins in time order, each fit remembered for the next as live forecasts are.
         let memo = &mut s.memos[fi];
         let made: Vec<Option<Made>> = match m {
-            Model::Lstm => lstm.clone().unwrap_or_else(|| vec![None; origins.len()]),
+            Model::Lstm | Model::Gbm => given
+                .iter()
+                .find(|(g, _)| *g == m)
+                .and_then(|(_, made)| made.clone())
+                .unwrap_or_else(|| vec![None; origins.len()]),
             _ => origins
                 .iter()
                 .map(|&o| {

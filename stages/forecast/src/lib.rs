@@ -8,7 +8,9 @@
 //!   the target): the baselines, whose errors are known at every step;
 //! - **ETS** and **MSTL** (augurs; [`models`]), refitted on a bounded window at each forecast;
 //! - the **LSTM** ([`lstm`]): one global quantile model per data step, trained by `wfe train`
-//!   or by the stage itself, loaded from `model_dir` ([`store`]).
+//!   or by the stage itself, loaded from `model_dir` ([`store`]);
+//! - **gbm** ([`gbm`]): one global gradient-boosted model per data step and horizon, trained
+//!   by `wfe train`, loaded from `model_dir` ([`boosted`]).
 //!
 //! A tour: [`Forecast::process_batch`] adds each step to the series' history and files the
 //! baselines' errors; a forecast that falls due becomes a job with a snapshot of the history
@@ -31,9 +33,11 @@ use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 use wfe_domain::retire::{Sweep, sweep_idle};
 use wfe_domain::spans::AnomalySpans;
 
+pub mod boosted;
 pub mod choice;
 mod config;
 mod ets;
+pub mod gbm;
 mod issue;
 mod job;
 pub mod lstm;
@@ -73,6 +77,8 @@ pub struct Forecast {
     fitted: Vec<Model>,
     /// The LSTM: the model folder, the loaded version, and the feedback loop.
     neural: Neural,
+    /// The gradient-boosted model's versions in use.
+    boosted: boosted::Boosted,
     /// Per (model, horizon), exponentially weighted |error| / capacity of the model's and of
     /// persistence's forecasts across the fleet: telemetry (`mae.*`, `relative_mae.*`
     /// measurements), never read by a decision, so not in the snapshot.
@@ -114,6 +120,7 @@ impl Forecast {
         Ok(Self {
             fitted: fitted_models(&cfg),
             neural: Neural::new(&cfg),
+            boosted: boosted::Boosted::new(&cfg),
             running: BTreeMap::new(),
             cfg,
             resources,
@@ -200,6 +207,7 @@ impl Stage for Forecast {
             return Ok(());
         }
         self.neural.refresh(&self.cfg, ctx);
+        self.boosted.refresh(&self.cfg, ctx);
         let nb = NormBatch::new(&batch)?;
         let mut jobs = Vec::new();
         let mut env = Env::new(&self.cfg, &self.resources, &self.spans, &mut self.scratch);

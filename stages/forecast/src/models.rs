@@ -48,6 +48,8 @@ pub enum Model {
     Mstl,
     /// The quantile LSTM of `wfe-neural` (trained by `wfe train`).
     Lstm,
+    /// The global gradient-boosted model ([`crate::gbm`], trained by `wfe train`).
+    Gbm,
 }
 
 impl Model {
@@ -222,6 +224,9 @@ pub fn point_forecasts_with(
             at(&f, horizons)
         }
         Model::Lstm => return Err("the LSTM forecasts in batches (wfe-neural), not here".into()),
+        Model::Gbm => {
+            return Err("gbm forecasts with its trained boosters (gbm.rs), not here".into());
+        }
     };
     if points.iter().any(|p| !p.is_finite()) {
         return Err(format!("{} gave a non-finite forecast", model.name()));

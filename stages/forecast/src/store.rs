@@ -68,20 +68,30 @@ pub trait ModelRepo: Send {
     fn claim(&self, step_s: u64) -> Result<u64>;
 }
 
-/// A local folder.
+/// A local folder: one model kind's versions under `<root>/<kind>/`.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
+    kind: &'static str,
 }
 
 impl LocalDir {
+    /// The LSTM's versions under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self::of_kind(root, KIND)
+    }
+
+    /// The versions of model kind `kind` (its folder under `root`).
+    pub fn of_kind(root: impl Into<PathBuf>, kind: &'static str) -> Self {
+        Self {
+            root: root.into(),
+            kind,
+        }
     }
 
     fn dir(&self, step_s: u64, version: u64) -> PathBuf {
         self.root
-            .join(KIND)
+            .join(self.kind)
             .join(format!("{step_s}s"))
             .join(format!("v{version}"))
     }
@@ -119,12 +129,12 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 
 impl ModelRepo for LocalDir {
     fn steps(&self) -> Result<Vec<u64>> {
-        Self::numbered(&self.root.join(KIND), "", "s", false)
+        Self::numbered(&self.root.join(self.kind), "", "s", false)
     }
 
     fn versions(&self, step_s: u64) -> Result<Vec<u64>> {
         Self::numbered(
-            &self.root.join(KIND).join(format!("{step_s}s")),
+            &self.root.join(self.kind).join(format!("{step_s}s")),
             "v",
             "",
             true,
@@ -137,7 +147,7 @@ impl ModelRepo for LocalDir {
     }
 
     fn claim(&self, step_s: u64) -> Result<u64> {
-        let base = self.root.join(KIND).join(format!("{step_s}s"));
+        let base = self.root.join(self.kind).join(format!("{step_s}s"));
         std::fs::create_dir_all(&base).map_err(|e| io(&base, e))?;
         // Past every folder, complete or not; `create_dir` fails if another writer got the
         // same number first (an atomic claim on local and network file systems alike).

@@ -680,3 +680,5 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
     assert!(!want.is_empty());
     assert_eq!(have, want);
 }
+
+mod gbm;

@@ -22,7 +22,8 @@ use std::path::Path;
 
 use serde::Serialize;
 use wfe_contract::{Error, Result};
-use wfe_forecast::lstm::{Cut, LstmModel};
+use wfe_forecast::gbm::GbmModel;
+use wfe_forecast::lstm::LstmModel;
 use wfe_forecast::models::{
     EtsMemo, Model, filled, filled_same_len, point_forecasts, point_forecasts_with,
 };
@@ -31,6 +32,7 @@ use wfe_forecast::{ForecastConfig, quantiles_select};
 use super::data;
 
 mod plan;
+mod train;
 use plan::Plan;
 
 /// The figures of one model at one horizon, for an entity or the mean.
@@ -92,8 +94,11 @@ struct SeriesResult {
 /// Forecasts of the models at a list of origins: `[origin][horizon][level]`.
 type Quantiles = Vec<Vec<Vec<f64>>>;
 
-/// A metric's index and the LSTM's forecasts for it (with its fallback count).
-type MetricJob = (usize, Option<(Quantiles, usize)>);
+/// The trained global models' forecasts for one series (each with its fallback count).
+type Given = Vec<(Model, (Quantiles, usize))>;
+
+/// A metric's index and the trained models' forecasts for it.
+type MetricJob = (usize, Given);
 
 fn pinball(level: f64, actual: f64, q: f64) -> f64 {
     let d = actual - q;
@@ -104,12 +109,13 @@ fn pinball(level: f64, actual: f64, q: f64) -> f64 {
     }
 }
 
-/// Scores every metric of one entity, the metrics spread over the cores (the LSTM's
-/// forecasts first, batched, as libtorch runs one model at a time).
+/// Scores every metric of one entity, the metrics spread over the cores (the trained
+/// models' forecasts first, batched: libtorch runs one model at a time).
 fn entity(
     plan: &Plan<'_>,
     s: &data::Series,
     lstm: Option<&LstmModel>,
+    gbm: Option<&GbmModel>,
 ) -> Result<Vec<SeriesResult>> {
     let width = s.metrics.len();
     let n_train = s.raw_train.len();
@@ -123,15 +129,20 @@ fn entity(
             .map(|r| r.get(j).copied().unwrap_or(f64::NAN))
             .collect()
     };
-    let mut neural: Vec<Option<(Quantiles, usize)>> = Vec::with_capacity(width);
+    let mut given: Vec<Given> = Vec::with_capacity(width);
     for j in 0..width {
-        neural.push(match lstm {
-            Some(net) => Some(plan.neural(net, &column(j), n_train)?),
-            None => None,
-        });
+        let y = column(j);
+        let mut g = Given::new();
+        if let Some(net) = lstm {
+            g.push((Model::Lstm, plan.neural(net, &y, n_train)?));
+        }
+        if let Some(gbm) = gbm {
+            g.push((Model::Gbm, plan.boosted(gbm, &y, n_train)));
+        }
+        given.push(g);
     }
     let mut slots: Vec<Vec<MetricJob>> = (0..threads).map(|_| Vec::new()).collect();
-    for (j, q) in neural.into_iter().enumerate() {
+    for (j, q) in given.into_iter().enumerate() {
         slots[j % threads].push((j, q));
     }
     let mut results: Vec<(usize, SeriesResult)> = std::thread::scope(|scope| {
@@ -177,51 +188,16 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
     let horizons: Vec<usize> = cfg.horizons_s.iter().map(|&h| steps(h)).collect();
     let season = steps(cfg.season_s);
     let stride = steps(cfg.every_s);
+    let tail = cfg.cv_origins * stride + horizons.iter().max().copied().unwrap_or(1);
     let lstm = if models.contains(&Model::Lstm) {
-        let cut = Cut::new(cfg.lstm.steps, season, horizons.clone());
-        // Train on each series up to its cross-validation tail, so that the tail scores the
-        // LSTM on steps it never saw, as it does the others.
-        let tail = cfg.cv_origins * stride + horizons.iter().max().copied().unwrap_or(1);
-        let series: Vec<Vec<f64>> = all
-            .iter()
-            .flat_map(|(_, s)| {
-                (0..s.metrics.len()).map(move |j| {
-                    let col: Vec<f64> = s
-                        .raw_train
-                        .iter()
-                        .map(|r| r.get(j).copied().unwrap_or(f64::NAN))
-                        .collect();
-                    let keep = col.len().saturating_sub(tail);
-                    filled_same_len(&col[..keep])
-                })
-            })
-            .collect();
-        let (model, report) = LstmModel::train(&series, cut, &levels, &cfg.lstm)
-            .map_err(|e| Error::config(format!("{} lstm", dir.display()), e.to_string()))?;
-        eprintln!(
-            "lstm: {} windows, {} epochs, pinball {:.4} -> {:.4}, {:.1} s on {}",
-            report.windows,
-            report.epochs,
-            report.first_loss,
-            report.last_loss,
-            report.seconds,
-            report.device
-        );
-        for c in &model.classes.classes {
-            eprintln!(
-                "lstm class {}: {} series, held-out MAE {:.4} global / {:.4} variant: {}",
-                c.id,
-                c.members.len(),
-                c.global_mae,
-                c.variant_mae,
-                if c.kept {
-                    "variant kept"
-                } else {
-                    "global serves"
-                }
-            );
-        }
-        Some(model)
+        Some(train::lstm(
+            dir, &all, tail, season, &horizons, &levels, cfg,
+        )?)
+    } else {
+        None
+    };
+    let gbm = if models.contains(&Model::Gbm) {
+        Some(train::gbm(dir, &all, tail, season, &horizons, cfg)?)
     } else {
         None
     };
@@ -245,7 +221,7 @@ pub fn evaluate(dir: &Path, cfg: &ForecastConfig) -> Result<ForecastReport> {
         keep: wfe_forecast::history_len(cfg, step_s as i64 * 1000),
     };
     for (entity_name, s) in &all {
-        let results = entity(&plan, s, lstm.as_ref())?;
+        let results = entity(&plan, s, lstm.as_ref(), gbm.as_ref())?;
         for r in &results {
             for (hi, counts) in r.chosen.iter().enumerate() {
                 for (m, n) in counts {

@@ -78,6 +78,28 @@ impl Plan<'_> {
         Ok((q, fallbacks))
     }
 
+    /// The gradient-boosted model's point forecasts at a series' origins (every level the
+    /// point, as the statistical models'), and how many fell back to persistence (too little
+    /// history, or a missing value at the origin).
+    pub(super) fn boosted(&self, gbm: &GbmModel, y: &[f64], n_train: usize) -> (Quantiles, usize) {
+        let (cv, test) = self.origins(n_train, y.len());
+        let origins: Vec<usize> = cv.into_iter().chain(test).collect();
+        let yf = filled_same_len(y);
+        let mut fallbacks = 0;
+        let q = origins
+            .iter()
+            .zip(gbm.forecast_at(y, &origins))
+            .map(|(&o, points)| {
+                let points = points.unwrap_or_else(|| {
+                    fallbacks += 1;
+                    vec![yf[o]; self.horizons.len()]
+                });
+                points.iter().map(|&p| vec![p; self.levels.len()]).collect()
+            })
+            .collect();
+        (q, fallbacks)
+    }
+
     fn median(&self) -> usize {
         self.levels
             .iter()
@@ -101,24 +123,20 @@ impl Plan<'_> {
         (cv, test)
     }
 
-    /// Scores one series (`n_train` values of train, then test); `neural` holds the LSTM's
-    /// forecasts at its origins when the LSTM competes.
-    pub(super) fn series(
-        &self,
-        y: &[f64],
-        n_train: usize,
-        neural: Option<(Quantiles, usize)>,
-    ) -> SeriesResult {
+    /// Scores one series (`n_train` values of train, then test); `given` holds the forecasts
+    /// at its origins of the trained global models (the LSTM, gbm) that compete.
+    pub(super) fn series(&self, y: &[f64], n_train: usize, given: Given) -> SeriesResult {
         let (cv, test) = self.origins(n_train, y.len());
         let origins: Vec<usize> = cv.iter().chain(&test).copied().collect();
         let mut fallbacks = vec![0; self.models.len()];
-        let mut neural = neural;
+        let mut given = given;
         let forecasts: Vec<Quantiles> = self
             .models
             .iter()
             .zip(&mut fallbacks)
-            .map(|(&m, fb)| match neural.take_if(|_| m == Model::Lstm) {
-                Some((q, n)) => {
+            .map(|(&m, fb)| match given.iter().position(|(g, _)| *g == m) {
+                Some(i) => {
+                    let (q, n) = given.swap_remove(i).1;
                     *fb += n;
                     q
                 }

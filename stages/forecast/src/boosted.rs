@@ -1,0 +1,239 @@
+//! The gradient-boosted model in the stage: its versioned files and the versions in use.
+//!
+//! Layout under the model folder, beside the LSTM's: `forecast-gbm/<step>s/v<N>/model.json`
+//! (the boosters) and `meta.json` ([`GbmMeta`]), written last by rename, so a version
+//! without it is never loaded. The stage looks for a newer version every `reload_s` and
+//! swaps to it between batches, as it does the LSTM's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wfe_contract::{Context, Error, Event, Result};
+
+use crate::Forecast;
+use crate::config::ForecastConfig;
+use crate::gbm::{GbmModel, GbmReport};
+use crate::issue::{Made, cv_origins, validates};
+use crate::job::Job;
+use crate::models::{Model, filled, filled_same_len};
+use crate::store::{LocalDir, ModelRepo};
+
+/// The model kind's folder.
+pub const KIND: &str = "forecast-gbm";
+/// Format of the files this code reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// What a version was trained on and how it did on its held-out tails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbmMeta {
+    pub format: u32,
+    pub version: u64,
+    pub code_version: String,
+    pub created_unix: u64,
+    pub source: String,
+    pub series: usize,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Step of the training data in seconds; horizons and season in seconds too.
+    pub step_s: u64,
+    pub horizons_s: Vec<u64>,
+    pub season_s: u64,
+    pub report: GbmReport,
+}
+
+/// Saves a trained model as the next version; returns its number.
+pub fn save(repo: &dyn ModelRepo, model: &GbmModel, mut meta: GbmMeta) -> Result<u64> {
+    let step = meta.step_s;
+    let version = repo.claim(step)?;
+    meta.version = version;
+    meta.format = FORMAT;
+    repo.write(step, version, "model.json", &model.to_bytes()?)?;
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::bad_input("gbm metadata", e.to_string()))?;
+    repo.write(step, version, "meta.json", &json)?;
+    Ok(version)
+}
+
+/// Loads a version, refused when its format is not this code's or its files disagree.
+pub fn load(repo: &dyn ModelRepo, step_s: u64, version: u64) -> Result<(GbmModel, GbmMeta)> {
+    let at = format!("{KIND} {step_s}s v{version}");
+    let bytes = repo.read(step_s, version, "meta.json")?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_input(format!("{at} meta.json"), e.to_string()))?;
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format != u64::from(FORMAT) {
+        return Err(Error::bad_input(
+            at,
+            format!(
+                "model files of format {format}; this wfe reads format {FORMAT}: train again with `wfe train`"
+            ),
+        ));
+    }
+    let meta: GbmMeta = serde_json::from_value(value)
+        .map_err(|e| Error::bad_input(format!("{at} meta.json"), e.to_string()))?;
+    let model = GbmModel::from_bytes(&repo.read(step_s, version, "model.json")?)?;
+    let want: Vec<usize> = meta
+        .horizons_s
+        .iter()
+        .map(|h| (h / step_s.max(1)).max(1) as usize)
+        .collect();
+    if model.horizons() != want {
+        return Err(Error::bad_input(
+            at,
+            "model.json does not match meta.json (horizons differ)",
+        ));
+    }
+    Ok((model, meta))
+}
+
+/// The versions in use, one per data step.
+pub(crate) struct Boosted {
+    repo: Option<LocalDir>,
+    current: BTreeMap<u64, (GbmMeta, Arc<GbmModel>)>,
+    checked: Option<Instant>,
+    /// (step, version) that failed to load (not tried again).
+    refused: Vec<(u64, u64)>,
+}
+
+impl Boosted {
+    pub(crate) fn new(cfg: &ForecastConfig) -> Self {
+        Self {
+            repo: cfg.model_dir.as_ref().map(|d| LocalDir::of_kind(d, KIND)),
+            current: BTreeMap::new(),
+            checked: None,
+            refused: Vec::new(),
+        }
+    }
+
+    /// The model for series of `step_ms` and its version, if one is loaded.
+    pub(crate) fn for_step(&self, step_ms: i64) -> Option<(u64, &Arc<GbmModel>)> {
+        let (meta, model) = self.current.get(&u64::try_from(step_ms / 1000).ok()?)?;
+        (meta.step_s as i64 * 1000 == step_ms).then_some((meta.version, model))
+    }
+
+    /// Loads the newest complete version of each step when it is newer than the one in use
+    /// (at most every `reload_s`).
+    pub(crate) fn refresh(&mut self, cfg: &ForecastConfig, ctx: &mut Context) {
+        let Some(repo) = &self.repo else { return };
+        if !cfg.models.contains(&Model::Gbm)
+            || self
+                .checked
+                .is_some_and(|t| t.elapsed().as_secs_f64() < cfg.reload_s as f64)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        let failed = |ctx: &mut Context, msg: String| {
+            ctx.event(Event::Model {
+                kind: "load_failed",
+                message: &msg,
+            })
+        };
+        let steps = match repo.steps() {
+            Ok(v) => v,
+            Err(e) => return failed(ctx, format!("reading the {KIND} folder: {e}")),
+        };
+        for step in steps {
+            let newest = match repo.versions(step) {
+                Ok(v) => v
+                    .into_iter()
+                    .filter(|v| !self.refused.contains(&(step, *v)))
+                    .max(),
+                Err(e) => {
+                    failed(ctx, format!("listing the {step} s {KIND} models: {e}"));
+                    continue;
+                }
+            };
+            let in_use = self.current.get(&step).map(|(m, _)| m.version);
+            let Some(newest) = newest.filter(|v| Some(*v) > in_use) else {
+                continue;
+            };
+            match load(repo, step, newest).and_then(|(m, meta)| fits(cfg, m, meta)) {
+                Ok((model, meta)) => {
+                    let msg = format!(
+                        "{KIND} {step}s v{newest} from {} ({} series; held-out MAE {:?})",
+                        meta.source, meta.series, meta.report.holdout_mae
+                    );
+                    ctx.event(Event::Model {
+                        kind: "loaded",
+                        message: &msg,
+                    });
+                    self.current.insert(step, (meta, Arc::new(model)));
+                }
+                Err(e) => {
+                    self.refused.push((step, newest));
+                    failed(ctx, format!("{KIND} {step}s v{newest}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// A loaded version, if it forecasts what the stage is set to.
+fn fits(cfg: &ForecastConfig, model: GbmModel, meta: GbmMeta) -> Result<(GbmModel, GbmMeta)> {
+    if meta.horizons_s != cfg.horizons_s || meta.season_s != cfg.season_s {
+        return Err(Error::bad_input(
+            format!("{KIND} v{}", meta.version),
+            format!(
+                "trained for horizons {:?} s and a season of {} s; the stage forecasts {:?} s with {} s",
+                meta.horizons_s, meta.season_s, cfg.horizons_s, cfg.season_s
+            ),
+        ));
+    }
+    Ok((model, meta))
+}
+
+/// What a job takes from the gradient-boosted model, made before the jobs spread over
+/// threads: this forecast, the forecasts at the cross-validation origins (for the job that
+/// validates its series), the version, and whether a model folder is set but has nothing
+/// usable for the job's step.
+#[derive(Default)]
+pub(crate) struct FromGbm {
+    pub(crate) now: Option<Made>,
+    pub(crate) cv: Option<Vec<Option<Made>>>,
+    pub(crate) version: Option<u64>,
+    pub(crate) missing: bool,
+}
+
+impl Forecast {
+    /// Each job's forecasts from the gradient-boosted model, in capacity units (the model
+    /// reads and forecasts utilisation, as it was trained).
+    pub(crate) fn gbm_extras(&self, jobs: &[Job]) -> Vec<FromGbm> {
+        let mut out: Vec<FromGbm> = jobs.iter().map(|_| FromGbm::default()).collect();
+        if !self.fitted.contains(&Model::Gbm) {
+            return out;
+        }
+        let nl = self.cfg.quantiles.len();
+        let mut validating = std::collections::BTreeSet::new();
+        for (job, o) in jobs.iter().zip(&mut out) {
+            let Some((version, model)) = self.boosted.for_step(job.step_ms) else {
+                o.missing = true;
+                continue;
+            };
+            o.version = Some(version);
+            let cap = self.resources[job.resource].capacity;
+            let util: Vec<f64> = job.history.iter().map(|v| v / cap).collect();
+            let made = |p: Vec<f64>| Made::flat(p.iter().map(|v| v * cap).collect(), nl);
+            o.now = model.forecast(&filled(&util)).map(made);
+            let wk = &self.workloads.items[job.workload];
+            let s = &wk.series[job.resource];
+            // The first job whose history is long enough is the one that validates.
+            if validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
+                && validating.insert((job.workload, job.resource))
+            {
+                let yf = filled_same_len(&util);
+                let origins = cv_origins(&self.cfg, yf.len(), &wk.horizons, job.step_ms);
+                o.cv = Some(
+                    model
+                        .forecast_at(&yf, &origins)
+                        .into_iter()
+                        .map(|p| p.map(made))
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+}
