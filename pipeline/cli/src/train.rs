@@ -20,7 +20,7 @@ use wfe_forecast::boosted::{self, GbmMeta};
 use wfe_forecast::gbm::GbmModel;
 use wfe_forecast::lstm::{Cut, train_validated};
 use wfe_forecast::models::filled_same_len;
-use wfe_forecast::store::{self, LocalDir, ModelMeta};
+use wfe_forecast::store::{self, LocalDir, ModelMeta, Trained};
 use wfe_forecast::{ForecastConfig, Model};
 use wfe_neural::DeviceChoice;
 
@@ -115,17 +115,7 @@ fn train_lstm(cfg: &ForecastConfig, dir: &Path, grouped: &Grouped) -> Result<()>
         let meta = ModelMeta {
             format: store::FORMAT,
             version: 0,
-            code_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            source: sources.join(", "),
-            series: series.len(),
-            from_ms: *from,
-            to_ms: *to,
-            step_s,
-            horizons_s: cfg.horizons_s.clone(),
-            season_s: cfg.season_s,
+            trained: Trained::now(sources.join(", "), series.len(), (*from, *to), step_s, cfg),
             cut: model.cut.clone(),
             levels: levels.clone(),
             validation_mae: valid.clone(),
@@ -191,17 +181,7 @@ fn train_gbm(cfg: &ForecastConfig, dir: &Path, grouped: &Grouped) -> Result<()> 
         let meta = GbmMeta {
             format: boosted::FORMAT,
             version: 0,
-            code_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            source: sources.join(", "),
-            series: series.len(),
-            from_ms: *from,
-            to_ms: *to,
-            step_s,
-            horizons_s: cfg.horizons_s.clone(),
-            season_s: cfg.season_s,
+            trained: Trained::now(sources.join(", "), series.len(), (*from, *to), step_s, cfg),
             report: report.clone(),
         };
         let version = boosted::save(&repo, &model, meta)?;

@@ -18,7 +18,7 @@ use crate::gbm::{GbmModel, GbmReport};
 use crate::issue::{Made, cv_origins, validates};
 use crate::job::Job;
 use crate::models::{Model, filled, filled_same_len};
-use crate::store::{LocalDir, ModelRepo};
+use crate::store::{LocalDir, ModelRepo, Trained, newer_versions};
 
 /// The model kind's folder.
 pub const KIND: &str = "forecast-gbm";
@@ -30,22 +30,14 @@ pub const FORMAT: u32 = 1;
 pub struct GbmMeta {
     pub format: u32,
     pub version: u64,
-    pub code_version: String,
-    pub created_unix: u64,
-    pub source: String,
-    pub series: usize,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    /// Step of the training data in seconds; horizons and season in seconds too.
-    pub step_s: u64,
-    pub horizons_s: Vec<u64>,
-    pub season_s: u64,
+    #[serde(flatten)]
+    pub trained: Trained,
     pub report: GbmReport,
 }
 
 /// Saves a trained model as the next version; returns its number.
 pub fn save(repo: &dyn ModelRepo, model: &GbmModel, mut meta: GbmMeta) -> Result<u64> {
-    let step = meta.step_s;
+    let step = meta.trained.step_s;
     let version = repo.claim(step)?;
     meta.version = version;
     meta.format = FORMAT;
@@ -75,6 +67,7 @@ pub fn load(repo: &dyn ModelRepo, step_s: u64, version: u64) -> Result<(GbmModel
         .map_err(|e| Error::bad_input(format!("{at} meta.json"), e.to_string()))?;
     let model = GbmModel::from_bytes(&repo.read(step_s, version, "model.json")?)?;
     let want: Vec<usize> = meta
+        .trained
         .horizons_s
         .iter()
         .map(|h| (h / step_s.max(1)).max(1) as usize)
@@ -110,7 +103,7 @@ impl Boosted {
     /// The model for series of `step_ms` and its version, if one is loaded.
     pub(crate) fn for_step(&self, step_ms: i64) -> Option<(u64, &Arc<GbmModel>)> {
         let (meta, model) = self.current.get(&u64::try_from(step_ms / 1000).ok()?)?;
-        (meta.step_s as i64 * 1000 == step_ms).then_some((meta.version, model))
+        meta.trained.fits(step_ms).then_some((meta.version, model))
     }
 
     /// Loads the newest complete version of each step when it is newer than the one in use
@@ -125,36 +118,17 @@ impl Boosted {
             return;
         }
         self.checked = Some(Instant::now());
-        let failed = |ctx: &mut Context, msg: String| {
-            ctx.event(Event::Model {
-                kind: "load_failed",
-                message: &msg,
-            })
-        };
-        let steps = match repo.steps() {
-            Ok(v) => v,
-            Err(e) => return failed(ctx, format!("reading the {KIND} folder: {e}")),
-        };
-        for step in steps {
-            let newest = match repo.versions(step) {
-                Ok(v) => v
-                    .into_iter()
-                    .filter(|v| !self.refused.contains(&(step, *v)))
-                    .max(),
-                Err(e) => {
-                    failed(ctx, format!("listing the {step} s {KIND} models: {e}"));
-                    continue;
-                }
-            };
-            let in_use = self.current.get(&step).map(|(m, _)| m.version);
-            let Some(newest) = newest.filter(|v| Some(*v) > in_use) else {
-                continue;
-            };
-            match load(repo, step, newest).and_then(|(m, meta)| fits(cfg, m, meta)) {
+        let in_use = |step| self.current.get(&step).map(|(m, _)| m.version);
+        for (step, newest) in newer_versions(repo, KIND, &self.refused, in_use, ctx) {
+            let loaded = load(repo, step, newest).and_then(|(m, meta)| {
+                meta.trained.check(&format!("{KIND} v{newest}"), cfg)?;
+                Ok((m, meta))
+            });
+            match loaded {
                 Ok((model, meta)) => {
                     let msg = format!(
                         "{KIND} {step}s v{newest} from {} ({} series; held-out MAE {:?})",
-                        meta.source, meta.series, meta.report.holdout_mae
+                        meta.trained.source, meta.trained.series, meta.report.holdout_mae
                     );
                     ctx.event(Event::Model {
                         kind: "loaded",
@@ -164,25 +138,15 @@ impl Boosted {
                 }
                 Err(e) => {
                     self.refused.push((step, newest));
-                    failed(ctx, format!("{KIND} {step}s v{newest}: {e}"));
+                    let msg = format!("{KIND} {step}s v{newest}: {e}");
+                    ctx.event(Event::Model {
+                        kind: "load_failed",
+                        message: &msg,
+                    });
                 }
             }
         }
     }
-}
-
-/// A loaded version, if it forecasts what the stage is set to.
-fn fits(cfg: &ForecastConfig, model: GbmModel, meta: GbmMeta) -> Result<(GbmModel, GbmMeta)> {
-    if meta.horizons_s != cfg.horizons_s || meta.season_s != cfg.season_s {
-        return Err(Error::bad_input(
-            format!("{KIND} v{}", meta.version),
-            format!(
-                "trained for horizons {:?} s and a season of {} s; the stage forecasts {:?} s with {} s",
-                meta.horizons_s, meta.season_s, cfg.horizons_s, cfg.season_s
-            ),
-        ));
-    }
-    Ok((model, meta))
 }
 
 /// What a job takes from the gradient-boosted model, made before the jobs spread over

@@ -10,7 +10,7 @@ use wfe_contract::{Context, Error, Event};
 use crate::config::ForecastConfig;
 use crate::lstm::LstmModel;
 use crate::models::Model;
-use crate::store::{self, LocalDir, ModelMeta, ModelRepo};
+use crate::store::{self, LocalDir, ModelMeta};
 
 /// Recent errors (the LSTM's, persistence's) kept per horizon for the LSTM's running error.
 pub(crate) const RECENT: usize = 256;
@@ -82,44 +82,18 @@ impl Neural {
             return;
         }
         self.checked = Some(Instant::now());
-        let steps = match repo.steps() {
-            Ok(v) => v,
-            Err(e) => {
-                let msg = format!("reading the model folder: {e}");
-                ctx.event(Event::Model {
-                    kind: "load_failed",
-                    message: &msg,
-                });
-                return;
-            }
-        };
-        for step in steps {
-            let newest = match repo.versions(step) {
-                Ok(v) => v
-                    .into_iter()
-                    .filter(|v| !self.refused.contains(&(step, *v)))
-                    .max(),
-                Err(e) => {
-                    let msg = format!("listing the {step} s models: {e}");
-                    ctx.event(Event::Model {
-                        kind: "load_failed",
-                        message: &msg,
-                    });
-                    continue;
-                }
-            };
-            let Some(newest) =
-                newest.filter(|v| Some(*v) > self.current.get(&step).map(|l| l.meta.version))
-            else {
-                continue;
-            };
+        let in_use = |step| self.current.get(&step).map(|l| l.meta.version);
+        for (step, newest) in store::newer_versions(repo, store::KIND, &self.refused, in_use, ctx) {
             let loaded = store::load(repo, step, newest, Some(cfg.lstm.model.device))
                 .and_then(|(m, meta)| Loaded::new(m, meta, cfg));
             match loaded {
                 Ok(l) => {
                     let msg = format!(
                         "forecast-lstm {step}s v{} from {} ({} series; validation MAE {:?})",
-                        l.meta.version, l.meta.source, l.meta.series, l.meta.validation_mae
+                        l.meta.version,
+                        l.meta.trained.source,
+                        l.meta.trained.series,
+                        l.meta.validation_mae
                     );
                     ctx.event(Event::Model {
                         kind: "loaded",
@@ -159,15 +133,8 @@ impl Loaded {
                 ),
             ));
         };
-        if meta.horizons_s != cfg.horizons_s || meta.season_s != cfg.season_s {
-            return Err(wfe_contract::Error::bad_input(
-                format!("forecast-lstm v{}", meta.version),
-                format!(
-                    "trained for horizons {:?} s and a season of {} s; the stage forecasts {:?} s with {} s",
-                    meta.horizons_s, meta.season_s, cfg.horizons_s, cfg.season_s
-                ),
-            ));
-        }
+        meta.trained
+            .check(&format!("forecast-lstm v{}", meta.version), cfg)?;
         Ok(Self {
             model,
             meta,
@@ -178,7 +145,7 @@ impl Loaded {
 
     /// Whether a series of this step is what the model was trained for.
     pub(crate) fn fits(&self, step_ms: i64) -> bool {
-        self.meta.step_s as i64 * 1000 == step_ms
+        self.meta.trained.fits(step_ms)
     }
 }
 

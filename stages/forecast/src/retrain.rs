@@ -122,7 +122,7 @@ impl Forecast {
             }
             let due = self.cfg.retrain_every_s > 0
                 && self.neural.latest.get(step).is_some_and(|t| {
-                    t.saturating_sub(current.meta.to_ms)
+                    t.saturating_sub(current.meta.trained.to_ms)
                         >= (self.cfg.retrain_every_s as i64).saturating_mul(1000)
                 });
             let reason = drift.or_else(|| {
@@ -148,7 +148,7 @@ impl Forecast {
         else {
             return;
         };
-        let step_ms = current.meta.step_s as i64 * 1000;
+        let step_ms = current.meta.trained.step_s as i64 * 1000;
         let cut = current.model.cut.clone();
         let min_len = cut.steps + cut.horizons.iter().copied().max().unwrap_or(1);
         let mut series = Vec::new();
@@ -174,14 +174,14 @@ impl Forecast {
             }
         }
         let meta = ModelMeta {
-            source: format!("forecast stage retrain ({reason})"),
-            series: series.len(),
-            from_ms: from,
-            to_ms: to,
             version: 0,
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            trained: store::Trained::now(
+                format!("forecast stage retrain ({reason})"),
+                series.len(),
+                (from, to),
+                step,
+                &self.cfg,
+            ),
             ..current.meta.clone()
         };
         let (repo, version, levels) = (
@@ -294,7 +294,7 @@ impl Forecast {
                 // Not again for a while: the schedule restarts from now.
                 let latest = self.neural.latest.get(&step).copied();
                 if let Some(c) = self.neural.current.get_mut(&step) {
-                    c.meta.to_ms = latest.unwrap_or(c.meta.to_ms);
+                    c.meta.trained.to_ms = latest.unwrap_or(c.meta.trained.to_ms);
                     c.meta
                         .validation_mae
                         .iter_mut()

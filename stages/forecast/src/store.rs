@@ -17,6 +17,10 @@ use wfe_neural::{DeviceChoice, QuantileForecaster, TrainReport};
 
 use crate::lstm::{Classes, Cut, LstmModel};
 
+mod trained;
+pub use trained::Trained;
+pub(crate) use trained::newer_versions;
+
 /// Format of the model files this code reads and writes; a file of another format is
 /// refused with an error that says so.
 pub const FORMAT: u32 = 1;
@@ -28,19 +32,8 @@ pub const KIND: &str = "forecast-lstm";
 pub struct ModelMeta {
     pub format: u32,
     pub version: u64,
-    /// wfe's version that trained it.
-    pub code_version: String,
-    /// Seconds since the Unix epoch.
-    pub created_unix: u64,
-    /// Where the history came from, its series count and event-time range (ms).
-    pub source: String,
-    pub series: usize,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    /// Step of the training data in seconds; horizons and season in seconds too.
-    pub step_s: u64,
-    pub horizons_s: Vec<u64>,
-    pub season_s: u64,
+    #[serde(flatten)]
+    pub trained: Trained,
     pub cut: Cut,
     pub levels: Vec<f64>,
     /// Validation MAE per horizon on held-out tails: the model's and persistence's.
@@ -178,7 +171,7 @@ impl ModelRepo for LocalDir {
 
 /// Saves a trained model as the next version; returns its number.
 pub fn save(repo: &dyn ModelRepo, model: &LstmModel, mut meta: ModelMeta) -> Result<u64> {
-    let step = meta.step_s;
+    let step = meta.trained.step_s;
     let version = repo.claim(step)?;
     meta.version = version;
     meta.format = FORMAT;

@@ -326,15 +326,17 @@ fn smd_meta(model: &lstm::LstmModel, levels: &[f64]) -> store::ModelMeta {
     store::ModelMeta {
         format: store::FORMAT,
         version: 0,
-        code_version: "test".into(),
-        created_unix: 0,
-        source: "synthetic".into(),
-        series: 4,
-        from_ms: 0,
-        to_ms: 0,
-        step_s: 60,
-        horizons_s: vec![900, 3600],
-        season_s: 86_400,
+        trained: store::Trained {
+            code_version: "test".into(),
+            created_unix: 0,
+            source: "synthetic".into(),
+            series: 4,
+            from_ms: 0,
+            to_ms: 0,
+            step_s: 60,
+            horizons_s: vec![900, 3600],
+            season_s: 86_400,
+        },
         cut: model.cut.clone(),
         levels: levels.to_vec(),
         validation_mae: vec![0.05, 0.05],
@@ -559,9 +561,10 @@ fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
     let versions = repo.versions(60).unwrap();
     assert_eq!(versions.len() as u64, 1 + retrained);
     let meta = store::meta(&repo, 60, versions[1]).unwrap();
-    assert!(meta.source.contains("schedule"), "{}", meta.source);
-    assert_eq!(meta.series, 1, "the stage trains on the histories it holds");
-    assert!(meta.to_ms > meta.from_ms && meta.validation_mae.iter().all(|v| v.is_finite()));
+    let t = &meta.trained;
+    assert!(t.source.contains("schedule"), "{}", t.source);
+    assert_eq!(t.series, 1, "the stage trains on the histories it holds");
+    assert!(t.to_ms > t.from_ms && meta.validation_mae.iter().all(|v| v.is_finite()));
 }
 
 #[test]

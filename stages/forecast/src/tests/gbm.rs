@@ -24,15 +24,17 @@ fn meta(horizons_s: Vec<u64>) -> GbmMeta {
     GbmMeta {
         format: boosted::FORMAT,
         version: 0,
-        code_version: "test".into(),
-        created_unix: 0,
-        source: "machine-1-6".into(),
-        series: 1,
-        from_ms: 0,
-        to_ms: 0,
-        step_s: 60,
-        horizons_s,
-        season_s: 86_400,
+        trained: crate::store::Trained {
+            code_version: "test".into(),
+            created_unix: 0,
+            source: "machine-1-6".into(),
+            series: 1,
+            from_ms: 0,
+            to_ms: 0,
+            step_s: 60,
+            horizons_s,
+            season_s: 86_400,
+        },
         report: Default::default(),
     }
 }
