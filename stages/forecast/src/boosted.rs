@@ -12,12 +12,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Context, Error, Event, Result};
 
-use crate::Forecast;
 use crate::config::ForecastConfig;
 use crate::gbm::{GbmModel, GbmReport};
-use crate::issue::{Made, cv_origins, validates};
-use crate::job::Job;
-use crate::models::{Model, filled, filled_same_len};
+use crate::models::Model;
 use crate::store::{LocalDir, ModelRepo, Trained, newer_versions};
 
 /// The model kind's folder.
@@ -146,58 +143,5 @@ impl Boosted {
                 }
             }
         }
-    }
-}
-
-/// What a job takes from the gradient-boosted model, made before the jobs spread over
-/// threads: this forecast, the forecasts at the cross-validation origins (for the job that
-/// validates its series), the version, and whether a model folder is set but has nothing
-/// usable for the job's step.
-#[derive(Default)]
-pub(crate) struct FromGbm {
-    pub(crate) now: Option<Made>,
-    pub(crate) cv: Option<Vec<Option<Made>>>,
-    pub(crate) version: Option<u64>,
-    pub(crate) missing: bool,
-}
-
-impl Forecast {
-    /// Each job's forecasts from the gradient-boosted model, in capacity units (the model
-    /// reads and forecasts utilisation, as it was trained).
-    pub(crate) fn gbm_extras(&self, jobs: &[Job]) -> Vec<FromGbm> {
-        let mut out: Vec<FromGbm> = jobs.iter().map(|_| FromGbm::default()).collect();
-        if !self.fitted.contains(&Model::Gbm) {
-            return out;
-        }
-        let nl = self.cfg.quantiles.len();
-        let mut validating = std::collections::BTreeSet::new();
-        for (job, o) in jobs.iter().zip(&mut out) {
-            let Some((version, model)) = self.boosted.for_step(job.step_ms) else {
-                o.missing = true;
-                continue;
-            };
-            o.version = Some(version);
-            let cap = self.resources[job.resource].capacity;
-            let util: Vec<f64> = job.history.iter().map(|v| v / cap).collect();
-            let made = |p: Vec<f64>| Made::flat(p.iter().map(|v| v * cap).collect(), nl);
-            o.now = model.forecast(&filled(&util)).map(made);
-            let wk = &self.workloads.items[job.workload];
-            let s = &wk.series[job.resource];
-            // The first job whose history is long enough is the one that validates.
-            if validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
-                && validating.insert((job.workload, job.resource))
-            {
-                let yf = filled_same_len(&util);
-                let origins = cv_origins(&self.cfg, yf.len(), &wk.horizons, job.step_ms);
-                o.cv = Some(
-                    model
-                        .forecast_at(&yf, &origins)
-                        .into_iter()
-                        .map(|p| p.map(made))
-                        .collect(),
-                );
-            }
-        }
-        out
     }
 }

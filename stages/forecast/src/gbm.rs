@@ -21,116 +21,15 @@
 //! The booster is perpetual's (pure Rust, no learning rate or tree count to tune: one
 //! `budget`), see ARCHITECTURE.md.
 
-use perpetual::PerpetualBooster;
-use perpetual::objective::Objective;
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
 
 mod features;
 mod fit;
-use features::Design;
+mod head;
 pub use features::min_history;
-
-/// Settings of the gradient-boosted model.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GbmConfig {
-    /// perpetual's complexity budgets tried (about 0.3 underfits, 2 overfits): each horizon
-    /// keeps the candidate (budget, loss, units) that forecasts its held-out tail best.
-    #[serde(default = "d_budgets")]
-    pub budgets: Vec<f32>,
-    /// Most training rows per horizon: origins are taken evenly from every series to stay
-    /// under it (training time grows about linearly with it).
-    #[serde(default = "d_max_rows")]
-    pub max_rows: usize,
-    /// Share of each series' origins, at its end, that judges the candidates (they are then
-    /// refitted on every origin).
-    #[serde(default = "d_holdout")]
-    pub holdout: f64,
-    /// Seed of the booster's sampling: the same data and seed train the same model.
-    #[serde(default)]
-    pub seed: u64,
-}
-
-fn d_budgets() -> Vec<f32> {
-    vec![0.5, 1.0]
-}
-fn d_max_rows() -> usize {
-    200_000
-}
-fn d_holdout() -> f64 {
-    0.2
-}
-
-impl Default for GbmConfig {
-    fn default() -> Self {
-        Self {
-            budgets: d_budgets(),
-            max_rows: d_max_rows(),
-            holdout: d_holdout(),
-            seed: 0,
-        }
-    }
-}
-
-impl GbmConfig {
-    pub fn validate(&self, at: &str) -> Result<()> {
-        if self.budgets.is_empty()
-            || self.budgets.iter().any(|b| !(b.is_finite() && *b > 0.0))
-            || self.max_rows < 100
-            || !(self.holdout > 0.0 && self.holdout < 0.9)
-        {
-            return Err(Error::config(
-                at,
-                "budgets must be positive numbers (at least one), max_rows at least 100 and holdout in (0, 0.9)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The loss a booster is fitted with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Loss {
-    /// L1: the median change (the figure forecasts are judged by).
-    Absolute,
-    /// L2: the mean change.
-    Squared,
-    /// Huber at one unit: L2 near the point, L1 beyond.
-    Huber,
-}
-
-impl Loss {
-    const ALL: [Loss; 3] = [Loss::Absolute, Loss::Squared, Loss::Huber];
-
-    fn objective(self) -> Objective {
-        match self {
-            Loss::Absolute => Objective::AbsoluteLoss,
-            Loss::Squared => Objective::SquaredLoss,
-            Loss::Huber => Objective::HuberLoss { delta: Some(1.0) },
-        }
-    }
-}
-
-/// One horizon's booster and how its rows are made.
-#[derive(Clone, Serialize, Deserialize)]
-struct Head {
-    /// Steps ahead.
-    h: usize,
-    /// The mean |change| of the training targets: every change is counted in this unit
-    /// (perpetual's L1 takes a unit hessian, so its leaves move in steps of about its
-    /// learning rate: changes of a few hundredths would be overshot tenfold).
-    scale: f64,
-    /// Counted also in the row's own 4 h spread ([`Design::of`]).
-    relative: bool,
-    loss: Loss,
-    budget: f32,
-    /// Mean absolute error on the held-out tail (raw units), and persistence's there.
-    holdout_mae: f64,
-    persistence_mae: f64,
-    booster: PerpetualBooster,
-}
+use head::Head;
+pub use head::{GbmConfig, Loss};
 
 /// One booster per horizon, for series of one data step.
 #[derive(Clone, Serialize, Deserialize)]
@@ -252,26 +151,6 @@ impl GbmModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<GbmModel> {
         serde_json::from_slice(bytes)
             .map_err(|e| Error::config("gbm model", format!("unreadable: {e}")))
-    }
-}
-
-impl Head {
-    /// The point forecasts at origins `at` (each `(series, origin)`; their origins' values
-    /// are finite).
-    fn predict<'a>(
-        &self,
-        at: impl ExactSizeIterator<Item = (&'a [f64], usize)> + Clone,
-        season: usize,
-    ) -> Vec<f64> {
-        if at.len() == 0 {
-            return Vec::new();
-        }
-        let design = Design::of(at.clone(), self.h, season, self.scale, self.relative);
-        let change = self.booster.predict(&design.matrix(), false);
-        at.zip(change)
-            .zip(&design.units)
-            .map(|(((y, o), d), u)| y[o] + d * u)
-            .collect()
     }
 }
 

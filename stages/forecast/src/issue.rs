@@ -15,33 +15,17 @@ use std::collections::BTreeMap;
 
 use wfe_contract::Context;
 
-use crate::boosted::FromGbm;
 use crate::choice::Choice;
-use crate::config::ForecastConfig;
-use crate::job::{Env, Job, Resolved};
+use crate::job::{Env, FromGbm, Job, Made, Resolved};
 use crate::models::{EtsMemo, Model, filled, filled_same_len, point_forecasts_with};
 use crate::observe::{fitted_standing, resolve_series};
 use crate::rows::Rows;
-use crate::series::{Pending, Series, history_len, steps_of};
+use crate::series::{Pending, Series, cv_origins, history_len, steps_of, validates};
 use crate::{Forecast, MODEL_VERSION};
-
-/// A fitted model's forecast at one origin: the point and the configured levels, per horizon.
-#[derive(Clone)]
-pub(crate) struct Made {
-    pub(crate) points: Vec<f64>,
-    pub(crate) levels: Vec<Vec<f64>>,
-}
 
 /// What one issuing thread returns: its jobs' rows, how many values it masked, and the
 /// resolved forecasts, each under the index of its job (to put them back in job order).
 type ThreadOut = (Vec<(usize, Rows)>, u64, Vec<(usize, Resolved)>);
-
-impl Made {
-    pub(crate) fn flat(points: Vec<f64>, n_levels: usize) -> Self {
-        let levels = points.iter().map(|&p| vec![p; n_levels]).collect();
-        Self { points, levels }
-    }
-}
 
 /// What a job takes from the LSTM, computed before the jobs spread over threads (libtorch's
 /// tensors stay on the calling thread).
@@ -59,35 +43,6 @@ struct FromLstm {
     class: Option<u32>,
     /// What it takes from the gradient-boosted model.
     gbm: FromGbm,
-}
-
-/// The cross-validation origins of a history of `n` values (indices, ascending).
-pub(crate) fn cv_origins(
-    cfg: &ForecastConfig,
-    n: usize,
-    horizons: &[usize],
-    step_ms: i64,
-) -> Vec<usize> {
-    let keep = history_len(cfg, step_ms);
-    let every = steps_of(cfg.every_s, step_ms);
-    let longest = horizons.iter().copied().max().unwrap_or(1);
-    (0..cfg.cv_origins)
-        .filter_map(|k| (n - 1).checked_sub(longest + k * every))
-        .filter(|&o| o >= keep.min(n / 2))
-        .rev()
-        .collect()
-}
-
-/// Whether a job with this history cross-validates a series not validated yet.
-pub(crate) fn validates(
-    cfg: &ForecastConfig,
-    s: &Series,
-    n: usize,
-    horizons: &[usize],
-    step_ms: i64,
-) -> bool {
-    let longest = horizons.iter().copied().max().unwrap_or(1);
-    !s.validated && n >= history_len(cfg, step_ms) + longest + steps_of(cfg.every_s, step_ms)
 }
 
 impl Forecast {
@@ -198,6 +153,45 @@ impl Forecast {
             }
         }
         (rows, resolved)
+    }
+
+    /// Each job's forecasts from the gradient-boosted model, in capacity units (the model
+    /// reads and forecasts utilisation, as it was trained).
+    pub(crate) fn gbm_extras(&self, jobs: &[Job]) -> Vec<FromGbm> {
+        let mut out: Vec<FromGbm> = jobs.iter().map(|_| FromGbm::default()).collect();
+        if !self.fitted.contains(&Model::Gbm) {
+            return out;
+        }
+        let nl = self.cfg.quantiles.len();
+        let mut validating = std::collections::BTreeSet::new();
+        for (job, o) in jobs.iter().zip(&mut out) {
+            let Some((version, model)) = self.boosted.for_step(job.step_ms) else {
+                o.missing = true;
+                continue;
+            };
+            o.version = Some(version);
+            let cap = self.resources[job.resource].capacity;
+            let util: Vec<f64> = job.history.iter().map(|v| v / cap).collect();
+            let made = |p: Vec<f64>| Made::flat(p.iter().map(|v| v * cap).collect(), nl);
+            o.now = model.forecast(&filled(&util)).map(made);
+            let wk = &self.workloads.items[job.workload];
+            let s = &wk.series[job.resource];
+            // The first job whose history is long enough is the one that validates.
+            if validates(&self.cfg, s, job.history.len(), &wk.horizons, job.step_ms)
+                && validating.insert((job.workload, job.resource))
+            {
+                let yf = filled_same_len(&util);
+                let origins = cv_origins(&self.cfg, yf.len(), &wk.horizons, job.step_ms);
+                o.cv = Some(
+                    model
+                        .forecast_at(&yf, &origins)
+                        .into_iter()
+                        .map(|p| p.map(made))
+                        .collect(),
+                );
+            }
+        }
+        out
     }
 
     /// What each job takes from the LSTM: this forecast (one batch per model across the

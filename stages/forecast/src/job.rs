@@ -92,3 +92,29 @@ pub(crate) struct Standing {
     /// Whether the history reaches a season back from the target.
     pub(crate) seasonal_runs: bool,
 }
+
+/// A fitted model's forecast at one origin: the point and the configured levels, per horizon.
+#[derive(Clone)]
+pub(crate) struct Made {
+    pub(crate) points: Vec<f64>,
+    pub(crate) levels: Vec<Vec<f64>>,
+}
+
+impl Made {
+    pub(crate) fn flat(points: Vec<f64>, n_levels: usize) -> Self {
+        let levels = points.iter().map(|&p| vec![p; n_levels]).collect();
+        Self { points, levels }
+    }
+}
+
+/// What a job takes from the gradient-boosted model, made before the jobs spread over
+/// threads: this forecast, the forecasts at the cross-validation origins (for the job that
+/// validates its series), the version, and whether a model folder is set but has nothing
+/// usable for the job's step.
+#[derive(Default)]
+pub(crate) struct FromGbm {
+    pub(crate) now: Option<Made>,
+    pub(crate) cv: Option<Vec<Option<Made>>>,
+    pub(crate) version: Option<u64>,
+    pub(crate) missing: bool,
+}

@@ -136,3 +136,32 @@ pub(crate) fn fitted_models(cfg: &ForecastConfig) -> Vec<Model> {
         .filter(|m| !m.is_baseline())
         .collect()
 }
+
+/// The cross-validation origins of a history of `n` values (indices, ascending).
+pub(crate) fn cv_origins(
+    cfg: &ForecastConfig,
+    n: usize,
+    horizons: &[usize],
+    step_ms: i64,
+) -> Vec<usize> {
+    let keep = history_len(cfg, step_ms);
+    let every = steps_of(cfg.every_s, step_ms);
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    (0..cfg.cv_origins)
+        .filter_map(|k| (n - 1).checked_sub(longest + k * every))
+        .filter(|&o| o >= keep.min(n / 2))
+        .rev()
+        .collect()
+}
+
+/// Whether a job with this history cross-validates a series not validated yet.
+pub(crate) fn validates(
+    cfg: &ForecastConfig,
+    s: &Series,
+    n: usize,
+    horizons: &[usize],
+    step_ms: i64,
+) -> bool {
+    let longest = horizons.iter().copied().max().unwrap_or(1);
+    !s.validated && n >= history_len(cfg, step_ms) + longest + steps_of(cfg.every_s, step_ms)
+}

@@ -7,7 +7,11 @@
 //! end of each training series, after its train origins' targets: nothing of it is seen in
 //! the fit that is judged on it.
 
-use super::*;
+use perpetual::PerpetualBooster;
+use wfe_contract::{Error, Result};
+
+use super::features::{Design, min_history};
+use super::head::{GbmConfig, Head, Loss};
 
 /// Training origins of every series for a target `h` steps ahead, split into those that fit
 /// and those that judge (each series' last `holdout` share, past its fitting targets), at

@@ -1,10 +1,9 @@
-//! What every model kind's metadata says of where a version came from, and which versions
-//! a stage should load next: written once for the LSTM and gbm.
+//! What every model kind's metadata says of where a version came from: written once for the
+//! LSTM and gbm.
 
 use serde::{Deserialize, Serialize};
-use wfe_contract::{Context, Error, Event, Result};
+use wfe_contract::{Error, Result};
 
-use super::ModelRepo;
 use crate::config::ForecastConfig;
 
 /// Where a version came from (flattened into each kind's `meta.json`).
@@ -67,45 +66,4 @@ impl Trained {
     pub fn fits(&self, step_ms: i64) -> bool {
         self.step_s as i64 * 1000 == step_ms
     }
-}
-
-/// Per data step in `repo`, the newest complete version that is not `refused` and is newer
-/// than the one `in_use` (step -> version): what a stage loads next. A folder that cannot be
-/// read is a `model.load_failed` event naming `kind`, and the other steps go on.
-pub(crate) fn newer_versions(
-    repo: &dyn ModelRepo,
-    kind: &str,
-    refused: &[(u64, u64)],
-    in_use: impl Fn(u64) -> Option<u64>,
-    ctx: &mut Context,
-) -> Vec<(u64, u64)> {
-    let failed = |ctx: &mut Context, msg: String| {
-        ctx.event(Event::Model {
-            kind: "load_failed",
-            message: &msg,
-        })
-    };
-    let steps = match repo.steps() {
-        Ok(v) => v,
-        Err(e) => {
-            failed(ctx, format!("reading the {kind} folder: {e}"));
-            return Vec::new();
-        }
-    };
-    let mut out = Vec::new();
-    for step in steps {
-        match repo.versions(step) {
-            Ok(v) => {
-                let newest = v
-                    .into_iter()
-                    .filter(|v| !refused.contains(&(step, *v)))
-                    .max();
-                if let Some(n) = newest.filter(|n| Some(*n) > in_use(step)) {
-                    out.push((step, n));
-                }
-            }
-            Err(e) => failed(ctx, format!("listing the {step} s {kind} models: {e}")),
-        }
-    }
-    out
 }
