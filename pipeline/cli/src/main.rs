@@ -197,10 +197,12 @@ fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
 }
 
 /// Logs on stderr: text (coloured on a terminal only: services log to files and collectors)
-/// or JSON lines with the fields of each event (stage, kind, location, ...).
+/// or JSON lines with the fields of each event (stage, kind, location, ...). Libraries that
+/// log every step at info (hnsw_rs per insertion batch, perpetual per stopped booster: a
+/// dozen lines per horizon when gbm trains) are kept to warnings unless RUST_LOG asks.
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn,perpetual=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
