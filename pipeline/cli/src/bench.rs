@@ -12,6 +12,7 @@ use wfe_runtime::{RunOptions, RunReport, run_embedded};
 use crate::config::JobConfig;
 
 mod fleet;
+mod forecast;
 mod state;
 
 #[derive(clap::Args)]
@@ -69,128 +70,6 @@ pub struct BenchArgs {
     /// LSTM batch sizes for `--forecast` (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,64,1024,8192,65536")]
     batches: Vec<usize>,
-}
-
-/// `wfe bench --forecast`.
-fn bench_forecast(batches: &[usize]) -> Result<()> {
-    use std::time::Instant;
-    use wfe_forecast::lstm::{Cut, LstmModel};
-    use wfe_forecast::models::{Model, filled, point_forecasts};
-    use wfe_neural::{DeviceChoice, Precision, Windows};
-
-    let cfg = wfe_forecast::ForecastConfig::default();
-    let dir = crate::eval::data::shared_data().join("smd");
-    let s = crate::eval::data::load(&dir, "machine-1-6")?;
-    let series: Vec<Vec<f64>> = (0..s.metrics.len())
-        .map(|j| filled(&s.raw_train.iter().map(|r| r[j]).collect::<Vec<_>>()))
-        .collect();
-    let (season, horizons) = (1440, vec![15, 60]);
-    let keep = (season * cfg.stats.mstl_seasons).max(cfg.stats.ets_window) + 1;
-    println!("forecasts of one SMD machine's 38 metrics (60 s steps), horizons 15 min and 1 h\n");
-    println!(
-        "| model | device | batch | forecasts/s | ms per forecast |\n|---|---|---:|---:|---:|"
-    );
-    for m in Model::STATISTICAL {
-        let t = Instant::now();
-        let mut n = 0usize;
-        for y in &series {
-            for k in 0..4 {
-                let end = y.len() - 1 - k * 997;
-                let hist = &y[end + 1 - keep.min(end + 1)..=end];
-                if point_forecasts(m, hist, season, &horizons, &cfg.stats).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "| {} | cpu, 1 thread | 1 | {:.0} | {:.3} |",
-            m.name(),
-            n as f64 / secs,
-            secs * 1e3 / n.max(1) as f64
-        );
-    }
-    if !wfe_neural::available() {
-        println!(
-            "\n(this wfe has no libtorch: the LSTM rows need the `torch` build, `make build`)"
-        );
-        return Ok(());
-    }
-    let cut = Cut::new(cfg.lstm.steps, season, horizons);
-    let mut lcfg = cfg.lstm.clone();
-    lcfg.model.epochs = 1;
-    lcfg.windows_per_series = 16;
-    let levels = wfe_forecast::lstm::served_levels(&cfg.quantiles);
-    let mut devices = vec![DeviceChoice::Cpu];
-    if wfe_neural::matmul_flops(DeviceChoice::Cuda, Precision::Fp32).is_ok() {
-        devices.push(DeviceChoice::Cuda);
-    }
-    let mut limits = Vec::new();
-    for device in devices {
-        lcfg.model.device = device;
-        let (model, _) = LstmModel::train(&series, cut.clone(), &levels, &lcfg)?;
-        let flops = model.net.flops_per_window();
-        // Real windows, repeated up to the largest batch.
-        let mut base = Windows::new(cut.steps, 2);
-        let mut ctx = Vec::new();
-        for y in &series {
-            for k in 0..8 {
-                model
-                    .cut
-                    .push(y, y.len() - 1 - k * 1500, &mut base, &mut ctx);
-            }
-        }
-        let precisions: &[Precision] = if device == DeviceChoice::Cuda {
-            &[Precision::Fp32, Precision::Mixed]
-        } else {
-            &[Precision::Fp32]
-        };
-        for &p in precisions {
-            let peak = wfe_neural::matmul_flops(device, p)?;
-            limits.push(format!(
-                "{} {:?}: matmul {:.2} TFLOP/s -> at most {:.0} forecasts/s at {:.2} MFLOP each",
-                model.net.device(),
-                p,
-                peak / 1e12,
-                peak / flops,
-                flops / 1e6
-            ));
-            for &b in batches {
-                let mut w = Windows::new(cut.steps, 2);
-                let mut c = Vec::with_capacity(b * ctx.len() / base.n);
-                let per = cut.steps * 2;
-                let cw = ctx.len() / base.n;
-                for i in 0..b {
-                    let k = i % base.n;
-                    w.push(base.data[k * per..(k + 1) * per].iter().copied())?;
-                    c.extend_from_slice(&ctx[k * cw..(k + 1) * cw]);
-                }
-                model.net.predict(&w, &c, b, p)?; // warm-up
-                model.net.synchronize();
-                let reps = (65_536 / b).clamp(3, 200);
-                let t = Instant::now();
-                for _ in 0..reps {
-                    model.net.predict(&w, &c, b, p)?;
-                }
-                model.net.synchronize();
-                let secs = t.elapsed().as_secs_f64();
-                let rate = (b * reps) as f64 / secs;
-                println!(
-                    "| lstm {:?} | {} | {b} | {rate:.0} | {:.4} |",
-                    p,
-                    model.net.device(),
-                    1e3 / rate
-                );
-            }
-        }
-    }
-    println!(
-        "\narithmetic limit (a forecast = one window through the LSTM and head, all horizons and levels):"
-    );
-    for l in limits {
-        println!("- {l}");
-    }
-    Ok(())
 }
 
 /// `wfe bench --knn`: per fleet size, the exact search's and the HNSW index's time per query
@@ -319,7 +198,7 @@ fn run_peer(python: &str, script: &PathBuf) -> Result<(u64, f64, String)> {
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.forecast {
-        return bench_forecast(&args.batches);
+        return forecast::bench(&args.batches);
     }
     if !args.knn.is_empty() {
         return bench_knn(&args.knn);

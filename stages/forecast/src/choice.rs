@@ -2,8 +2,10 @@
 //! absolute error over each model's recent errors (the last `residual_window` of them whose
 //! targets were known at the origin), among the models with at least `min_residuals` such
 //! errors; on a tie, the first considered (persistence, seasonal naive, then the fitted
-//! models in config order). The stage chooses with it, and `wfe eval forecast` scores the
-//! same choice, so the two cannot drift apart.
+//! models in config order). Where fitted models run, the baselines are judged on their
+//! errors at the same origins (`paired.rs`), so every model is compared on the same
+//! forecasts. The stage chooses with it, and `wfe eval forecast` scores the same choice, so
+//! the two cannot drift apart.
 
 use crate::Model;
 

@@ -19,6 +19,7 @@ use crate::choice::Choice;
 use crate::job::{Env, FromGbm, Job, Made, Resolved};
 use crate::models::{EtsMemo, Model, filled, filled_same_len, point_forecasts_with};
 use crate::observe::{fitted_standing, resolve_series};
+use crate::paired::{self, Expected, judged};
 use crate::rows::Rows;
 use crate::series::{Pending, Series, cv_origins, history_len, steps_of, validates};
 use crate::{Forecast, MODEL_VERSION};
@@ -384,6 +385,7 @@ fn issue_one(
             t.point.clear_until(job.time);
             t.levels.iter_mut().for_each(|r| r.clear_until(job.time));
         }
+        s.paired.iter_mut().for_each(|p| p.clear_until(job.time));
         let given = [(Model::Lstm, lstm_cv), (Model::Gbm, gbm_cv)];
         cross_validate(env, fitted, given, s, name, horizons, job, &yf, season);
         s.validated = true;
@@ -397,12 +399,17 @@ fn issue_one(
         let st_fitted = fitted_standing(cfg, s, hi, job.time, env.scratch);
 
         // The model, its MAE and its index among the fitted (None: a baseline).
-        let mut choice = Choice::new(cfg.min_residuals);
+        // A baseline is judged on its errors at the fitted models' origins once it has
+        // enough of them (the same forecasts as theirs), before that on every step's.
+        let (pairs, min) = (s.paired.get(hi), cfg.min_residuals);
+        let mut choice = Choice::new(min);
         if let Some((n, mae, _)) = &st.persistence {
-            choice.consider(Model::Persistence, (*n, *mae), None);
+            let on = judged(pairs.map(|p| &p.persistence), job.time, min, (*n, *mae));
+            choice.consider(Model::Persistence, on, None);
         }
         if let Some((n, mae, _)) = &st.seasonal {
-            choice.consider(Model::SeasonalNaive, (*n, *mae), None);
+            let on = judged(pairs.map(|p| &p.seasonal), job.time, min, (*n, *mae));
+            choice.consider(Model::SeasonalNaive, on, None);
         }
         for (fi, m) in fitted.iter().enumerate() {
             let (n, mae, _) = &st_fitted[fi];
@@ -485,6 +492,14 @@ fn issue_one(
             });
         }
     }
+    if now.iter().any(Option::is_some) {
+        let n = job.history.len();
+        let time_of = |i: usize| job.time + (i as i64 - n as i64 + 1) * job.step_ms;
+        for (hi, &h) in horizons.iter().enumerate() {
+            let e = baselines(&job.history, n.saturating_sub(1), h, season, time_of);
+            paired::expect(cfg, s, hi, e);
+        }
+    }
     // Targets that already passed (the batch ran on past them) are resolved now, so every
     // later job sees the same errors whatever the batches were.
     if let Some(&end) = s.history.times.back() {
@@ -549,5 +564,37 @@ fn cross_validate(
                 }
             }
         }
+    }
+    // The baselines at the same origins, for a choice on the same forecasts.
+    for &o in &origins {
+        for (hi, &h) in horizons.iter().enumerate() {
+            let actual = job.history[o + h];
+            if actual.is_finite() {
+                let e = baselines(&job.history, o, h, season, time_of);
+                paired::file(env, s, name, hi, &e, actual);
+            }
+        }
+    }
+}
+
+/// What persistence and seasonal naive forecast from index `o` of `history` for `h` steps
+/// ahead (from the values as observed: None where missing); `time_of` gives an index's time
+/// (past the history's end too).
+fn baselines(
+    history: &[f64],
+    o: usize,
+    h: usize,
+    season: usize,
+    time_of: impl Fn(usize) -> i64,
+) -> Expected {
+    let seen = |i: usize| history.get(i).copied().filter(|v| v.is_finite());
+    Expected {
+        origin: time_of(o),
+        target: time_of(o + h),
+        persistence: seen(o),
+        seasonal: (h <= season)
+            .then(|| (o + h).checked_sub(season))
+            .flatten()
+            .and_then(|i| seen(i).map(|v| (time_of(i), v))),
     }
 }

@@ -17,8 +17,9 @@
 //! and of the baselines' standing. At the end of the batch the jobs run ([`issue`]): the LSTM
 //! in one call for the fleet, then series spread over the cores; a series' first job with
 //! enough history cross-validates its fitted models on rolling origins; each forecast of a
-//! fitted model is filed and its error recorded when its actual arrives. Per horizon the
-//! lowest mean absolute error wins; each level is the model's value plus that level's
+//! fitted model is filed and its error recorded when its actual arrives, the baselines'
+//! errors at the same origins beside it ([`paired`]). Per horizon the lowest mean absolute
+//! error wins, every model judged on the same origins ([`choice`]); each level is the model's value plus that level's
 //! quantile of the model's own past errors (split conformal). The row carries the model, its
 //! version, its score and why anything fell back. Spans the anomaly stage flags are masked
 //! out of every error. The feedback loop exports the LSTM's running error and retrains it on
@@ -44,6 +45,7 @@ pub mod lstm;
 pub mod models;
 mod neural;
 mod observe;
+mod paired;
 mod retrain;
 mod ring;
 mod rows;
@@ -154,6 +156,9 @@ impl Forecast {
                     masked += s.err_seasonal[hi].mask(start + season, end + season);
                     // A fitted model's error is filed at its target: masked when the target
                     // or the origin (a horizon before) is flagged.
+                    if let Some(pair) = s.paired.get_mut(hi) {
+                        masked += pair.mask(start, end, h, season);
+                    }
                     for t in s.tracks.iter_mut().filter_map(|t| t.get_mut(hi)) {
                         masked += t.point.mask(start, end + h);
                         for ring in &mut t.levels {
@@ -253,13 +258,16 @@ impl Stage for Forecast {
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
         let memos = snapshot::memos(&self.workloads);
-        wfe_contract::state::encode(self.name(), &(&self.workloads, &self.spans, memos))
+        let pairs = snapshot::pairs(&self.workloads);
+        let whole = (&self.workloads, &self.spans, memos, pairs);
+        wfe_contract::state::encode(self.name(), &whole)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let (workloads, spans, memos) = snapshot::decode_whole(self.name(), state)?;
+        let (workloads, spans, memos, pairs) = snapshot::decode_whole(self.name(), state)?;
         (self.workloads, self.spans) = (workloads, spans);
         snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
+        snapshot::put_pairs(&mut self.workloads, pairs);
         Ok(())
     }
 
@@ -273,6 +281,12 @@ impl Stage for Forecast {
             "ets",
             memos.iter().map(|(w, m)| (w.as_str(), m)),
         )?;
+        let pairs = snapshot::pairs(&self.workloads);
+        split.put_items(
+            self.name(),
+            "pairs",
+            pairs.iter().map(|(w, p)| (w.as_str(), p)),
+        )?;
         Ok(Some(split))
     }
 
@@ -281,6 +295,8 @@ impl Stage for Forecast {
         self.spans = AnomalySpans::from_items(state.items(self.name(), "spans")?);
         let memos = state.items(self.name(), "ets")?;
         snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
+        let pairs = state.items(self.name(), "pairs")?;
+        snapshot::put_pairs(&mut self.workloads, pairs);
         Ok(())
     }
 }

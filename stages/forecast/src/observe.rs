@@ -4,6 +4,7 @@
 use crate::config::ForecastConfig;
 use crate::job::{Env, Job, Resolved, Standing};
 use crate::models::Model;
+use crate::paired;
 use crate::ring::Ring;
 use crate::series::{Pending, Series, Workload, history_len, new_series, steps_of};
 
@@ -205,6 +206,15 @@ pub(crate) fn resolve_series(
     cap: f64,
     step_ms: i64,
 ) {
+    let spilled = |t: i64| {
+        s.spill
+            .iter()
+            .find(|x| x.0 == t)
+            .map(|x| x.1)
+            .filter(|v| v.is_finite())
+    };
+    let value_at = |t: i64| s.history.at(t).or_else(|| spilled(t));
+    paired::resolve(env, &mut s.paired, name, time, value_at);
     if s.pending.iter().all(|p| p.target > time) {
         return;
     }
@@ -212,14 +222,7 @@ pub(crate) fn resolve_series(
         s.pending.drain(..).partition(|p| p.target <= time);
     s.pending = wait;
     for p in due {
-        let spilled = || {
-            s.spill
-                .iter()
-                .find(|(t, _)| *t == p.target)
-                .map(|x| x.1)
-                .filter(|v| v.is_finite())
-        };
-        let Some(actual) = s.history.at(p.target).or_else(spilled) else {
+        let Some(actual) = value_at(p.target) else {
             continue;
         };
         let e = env.error(name, p.target, p.origin, actual - p.point);
@@ -230,13 +233,7 @@ pub(crate) fn resolve_series(
             ring.push(p.target, e);
         }
         // Persistence's error over the same span: the yardstick the drift check divides by.
-        let at_origin = s.history.at(p.origin).or_else(|| {
-            s.spill
-                .iter()
-                .find(|(t, _)| *t == p.origin)
-                .map(|x| x.1)
-                .filter(|v| v.is_finite())
-        });
+        let at_origin = value_at(p.origin);
         if e.is_finite()
             && let Some(o) = at_origin
         {

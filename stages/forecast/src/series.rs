@@ -7,6 +7,7 @@ use wfe_contract::norm::{HasSlots, Slots};
 
 use crate::config::ForecastConfig;
 use crate::models::{self, Model};
+use crate::paired::Paired;
 use crate::ring::Ring;
 
 /// Errors of one fitted model's forecasts at one horizon, as their actuals arrived.
@@ -68,6 +69,10 @@ pub(crate) struct Series {
     /// still restore.
     #[serde(skip)]
     pub(crate) memos: Vec<models::EtsMemo>,
+    /// Per horizon: the baselines' errors at the fitted models' origins
+    /// ([`crate::paired`]), in entries of their own (`pairs/<workload>`) for the same reason.
+    #[serde(skip)]
+    pub(crate) paired: Vec<Paired>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -116,6 +121,7 @@ pub(crate) fn new_series(cfg: &ForecastConfig, step_ms: i64) -> Series {
         hold_from: None,
         spill: Vec::new(),
         memos: vec![models::EtsMemo::default(); fitted_models(cfg).len()],
+        paired: Vec::new(),
     }
 }
 

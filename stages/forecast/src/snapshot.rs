@@ -1,7 +1,10 @@
-//! The stage's state beside its workloads and spans: each series' ETS memos
-//! ([`crate::models::EtsMemo`]), written per workload (`ets/<workload>` in a changelog, a third
-//! member in the whole form) so that states written before the memos existed still restore;
-//! their series then search their trend at the next fit.
+//! The stage's state beside its workloads and spans, written per workload in entries of
+//! their own so that states written before each existed still restore (postcard has no
+//! optional fields): each series' ETS memos ([`crate::models::EtsMemo`]; `ets/<workload>` in
+//! a changelog, a third member in the whole form; without them a series searches its trend
+//! again at the next fit) and its baselines' paired errors ([`crate::paired`];
+//! `pairs/<workload>`, a fourth member; without them the baselines are judged on every
+//! step's errors until pairs build up again).
 
 use wfe_contract::Result;
 use wfe_contract::norm::Keyed;
@@ -9,6 +12,7 @@ use wfe_domain::spans::AnomalySpans;
 
 use crate::config::ForecastConfig;
 use crate::models::EtsMemo;
+use crate::paired::Paired;
 use crate::series::{Workload, fitted_models};
 
 /// Per workload, per series: the memo of each fitted model.
@@ -49,16 +53,52 @@ pub(crate) fn put_memos(workloads: &mut Keyed<Workload>, memos: Memos, cfg: &For
     }
 }
 
-/// The whole form: workloads, spans and memos; or, written before the memos, the first two.
+/// Per workload, per series: the paired errors of each horizon.
+pub(crate) type Pairs = Vec<(String, Vec<Vec<Paired>>)>;
+
+/// The pairs of the workloads that hold any (a stage without fitted models writes none).
+pub(crate) fn pairs(workloads: &Keyed<Workload>) -> Pairs {
+    workloads
+        .iter()
+        .filter(|(_, wk)| {
+            (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty())
+        })
+        .map(|(name, wk)| {
+            let per_series = wk.series.iter().map(|s| s.paired.clone()).collect();
+            (name.to_string(), per_series)
+        })
+        .collect()
+}
+
+/// Gives each restored series its pairs (none found: none, made as they are filed).
+pub(crate) fn put_pairs(workloads: &mut Keyed<Workload>, pairs: Pairs) {
+    for (_, wk) in workloads.iter_mut() {
+        wk.series.iter_mut().for_each(|s| s.paired.clear());
+    }
+    for (name, per_series) in pairs {
+        let Some(id) = workloads.names.find(&name) else {
+            continue;
+        };
+        let wk = &mut workloads.items[id as usize];
+        for (s, p) in wk.series.iter_mut().zip(per_series) {
+            s.paired = p;
+        }
+    }
+}
+
+/// The whole form: workloads, spans, memos and pairs; or, written before the pairs, the
+/// first three; before the memos, the first two.
 pub(crate) fn decode_whole(
     stage: &str,
     bytes: &[u8],
-) -> Result<(Keyed<Workload>, AnomalySpans, Memos)> {
-    match wfe_contract::state::decode(stage, bytes) {
-        Ok(whole) => Ok(whole),
-        Err(_) => {
-            let (workloads, spans) = wfe_contract::state::decode(stage, bytes)?;
-            Ok((workloads, spans, Vec::new()))
-        }
+) -> Result<(Keyed<Workload>, AnomalySpans, Memos, Pairs)> {
+    use wfe_contract::state::decode;
+    if let Ok(whole) = decode(stage, bytes) {
+        return Ok(whole);
     }
+    if let Ok((workloads, spans, memos)) = decode(stage, bytes) {
+        return Ok((workloads, spans, memos, Vec::new()));
+    }
+    let (workloads, spans) = decode(stage, bytes)?;
+    Ok((workloads, spans, Vec::new(), Vec::new()))
 }

@@ -29,7 +29,7 @@ use crate::config::{JobConfig, STAGES};
 const LIVE_BATCHES: usize = 2;
 /// Entry maps that hold one item per workload (the rest, e.g. a metric set's basis, are
 /// shared by the workloads and not copied).
-const PER_WORKLOAD: [&str; 6] = ["w", "spans", "applied", "fleet", "ets", "level"];
+const PER_WORKLOAD: [&str; 7] = ["w", "spans", "applied", "fleet", "ets", "pairs", "level"];
 
 /// One stage's figures at one fleet size.
 struct Row {

@@ -210,13 +210,26 @@ impl Plan<'_> {
             let from = known.saturating_sub(window);
             recent_mae((from..known).map(|j| y[origins[j] + h] - forecasts[mi][j][hi][mid]))
         };
+        // A baseline's errors at the same origins (the stage files them where a fitted model
+        // forecasts), its choice once it has enough of them.
+        let fitted = self.models.iter().any(|m| !m.is_baseline());
+        let paired = |back: usize| {
+            let from = known.saturating_sub(window);
+            let at = |j: usize| {
+                let t = origins[j] + h; // known: t <= the origin
+                (t >= back).then(|| y[t] - y[t - back])
+            };
+            Some(recent_mae((from..known).filter_map(at)))
+                .filter(|(n, _)| fitted && *n >= self.cfg.min_residuals)
+                .unwrap_or_else(|| recent_steps(back))
+        };
         let index = |m: Model| self.models.iter().position(|x| *x == m);
         let mut choice = Choice::new(self.cfg.min_residuals);
         if let Some(mi) = index(Model::Persistence) {
-            choice.consider(Model::Persistence, recent_steps(h), mi);
+            choice.consider(Model::Persistence, paired(h), mi);
         }
         if let Some(mi) = index(Model::SeasonalNaive).filter(|_| h <= self.season) {
-            choice.consider(Model::SeasonalNaive, recent_steps(self.season), mi);
+            choice.consider(Model::SeasonalNaive, paired(self.season), mi);
         }
         for (mi, &m) in self.models.iter().enumerate() {
             if !m.is_baseline() {
