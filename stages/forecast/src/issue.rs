@@ -497,7 +497,7 @@ fn issue_one(
         let time_of = |i: usize| job.time + (i as i64 - n as i64 + 1) * job.step_ms;
         for (hi, &h) in horizons.iter().enumerate() {
             let e = baselines(&job.history, n.saturating_sub(1), h, season, time_of);
-            paired::expect(cfg, s, hi, e);
+            paired::expect(cfg, &mut s.paired, hi, e);
         }
     }
     // Targets that already passed (the batch ran on past them) are resolved now, so every
@@ -571,7 +571,7 @@ fn cross_validate(
             let actual = job.history[o + h];
             if actual.is_finite() {
                 let e = baselines(&job.history, o, h, season, time_of);
-                paired::file(env, s, name, hi, &e, actual);
+                paired::file(env, &mut s.paired, name, hi, &e, actual);
             }
         }
     }

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::ForecastConfig;
 use crate::job::Env;
 use crate::ring::Ring;
-use crate::series::Series;
 
 /// What the baselines forecast from one origin for one target.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,22 +93,23 @@ fn at_mut<'a>(cfg: &ForecastConfig, paired: &'a mut Vec<Paired>, hi: usize) -> &
     &mut paired[hi]
 }
 
-/// Files the errors of an origin whose actual is known now (the cross-validation's).
+/// Files, in a series' pairs, the errors of an origin whose actual is known now (the
+/// cross-validation's).
 pub(crate) fn file(
     env: &mut Env<'_>,
-    s: &mut Series,
+    paired: &mut Vec<Paired>,
     name: &str,
     hi: usize,
     e: &Expected,
     actual: f64,
 ) {
-    at_mut(env.cfg, &mut s.paired, hi).file(env, name, e, actual);
+    at_mut(env.cfg, paired, hi).file(env, name, e, actual);
 }
 
-/// At an issuance where a fitted model forecast: what the baselines forecast, filed when
-/// the target comes ([`resolve`]).
-pub(crate) fn expect(cfg: &ForecastConfig, s: &mut Series, hi: usize, e: Expected) {
-    at_mut(cfg, &mut s.paired, hi).waiting.push_back(e);
+/// At an issuance where a fitted model forecast: what the baselines forecast, filed in a
+/// series' pairs when the target comes ([`resolve`]).
+pub(crate) fn expect(cfg: &ForecastConfig, paired: &mut Vec<Paired>, hi: usize, e: Expected) {
+    at_mut(cfg, paired, hi).waiting.push_back(e);
 }
 
 /// Files the errors of the origins whose targets have come by `time`; `value_at` reads the
@@ -149,7 +149,6 @@ pub(crate) fn judged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::new_series;
     use wfe_domain::spans::AnomalySpans;
 
     fn expected(origin: i64, persistence: Option<f64>, seasonal: Option<f64>) -> Expected {
@@ -171,21 +170,21 @@ mod tests {
         spans.add("w", 300_000, 300_000); // flags the third origin
         let mut scratch = Vec::new();
         let mut env = Env::new(&cfg, &[], &spans, &mut scratch);
-        let mut s = new_series(&cfg, 60_000);
-        expect(&cfg, &mut s, 0, expected(0, Some(4.0), Some(7.0)));
+        let mut paired = Vec::new();
+        expect(&cfg, &mut paired, 0, expected(0, Some(4.0), Some(7.0)));
         // Persistence had no value at the second origin: only seasonal naive's is filed.
-        expect(&cfg, &mut s, 0, expected(120_000, None, Some(2.0)));
-        expect(&cfg, &mut s, 0, expected(300_000, Some(1.0), None));
+        expect(&cfg, &mut paired, 0, expected(120_000, None, Some(2.0)));
+        expect(&cfg, &mut paired, 0, expected(300_000, Some(1.0), None));
         let actual = |t: i64| match t {
             60_000 => Some(5.0),
             180_000 => Some(3.0),
             360_000 => Some(9.0),
             _ => None,
         };
-        resolve(&mut env, &mut s.paired, "w", 200_000, actual);
-        assert_eq!(s.paired[0].waiting.len(), 1, "the third target has not come");
-        resolve(&mut env, &mut s.paired, "w", 400_000, actual);
-        let pair = &s.paired[0];
+        resolve(&mut env, &mut paired, "w", 200_000, actual);
+        assert_eq!(paired[0].waiting.len(), 1, "the third target has not come");
+        resolve(&mut env, &mut paired, "w", 400_000, actual);
+        let pair = &paired[0];
         assert!(pair.waiting.is_empty());
         assert_eq!(pair.persistence.values.len(), 2);
         assert_eq!(pair.persistence.finite, 1, "the flagged origin's error is masked");
@@ -199,10 +198,10 @@ mod tests {
         assert_eq!(judged(Some(&pair.persistence), i64::MAX, 2, own), own);
         assert_eq!(judged(None, i64::MAX, 2, own), own);
         // The cross-validation files at once; clearing drops what it replaces.
-        let mut s2 = new_series(&cfg, 60_000);
-        file(&mut env, &mut s2, "w", 1, &expected(0, Some(1.0), None), 2.0);
-        assert_eq!(s2.paired.len(), 2);
-        s2.paired[1].clear_until(60_000);
-        assert!(s2.paired[1].is_empty() && s2.paired[0].is_empty());
+        let mut other = Vec::new();
+        file(&mut env, &mut other, "w", 1, &expected(0, Some(1.0), None), 2.0);
+        assert_eq!(other.len(), 2);
+        other[1].clear_until(60_000);
+        assert!(other[1].is_empty() && other[0].is_empty());
     }
 }
