@@ -182,6 +182,19 @@ fn check_config(path: &std::path::Path) -> Result<()> {
 
 fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
     let job = JobConfig::load(args.config.as_deref())?;
+    if args.sweep {
+        let picture = args.picture.clone().unwrap_or_else(|| {
+            let name = args.data.file_name().map_or("data".into(), |n| n.to_string_lossy());
+            format!("{name}-frontier.svg").into()
+        });
+        let report = backtest::sweep(&args.data, &job, &picture)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        } else {
+            print!("{}", backtest::sweep::render(&report));
+        }
+        return Ok(());
+    }
     let policies: Vec<String> = if args.policy.is_empty() {
         backtest::POLICIES.iter().map(|p| p.to_string()).collect()
     } else {

@@ -24,9 +24,16 @@
 //! policy's fleet puts its mix back. A step is under-provisioned when any resource's demand
 //! passes the capacity in service; an hour (of the clock) is an SLA violation when more than
 //! `sla_allowance` of it was under-provisioned.
+//!
+//! **Sweep** (`--sweep`, [`sweep`]): every policy at every setting of its own knob, its
+//! frontier of cost against under-provisioned minutes ([`frontier`]), each priced at the
+//! under-provisioning reactive reaches at the job's settings, and a picture ([`chart`]).
 
+pub mod chart;
+pub mod frontier;
 pub mod policies;
 pub mod sim;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +61,13 @@ pub struct BacktestArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Every policy at every setting of its own knob: the frontiers of cost against
+    /// under-provisioning, and a picture of them.
+    #[arg(long, conflicts_with = "policy")]
+    pub sweep: bool,
+    /// Where `--sweep` writes its picture (SVG); default: `<data folder>-frontier.svg` here.
+    #[arg(long)]
+    pub picture: Option<PathBuf>,
 }
 
 /// Settings of `wfe backtest` (`[backtest]` in the job config).
@@ -75,6 +89,9 @@ pub struct BacktestConfig {
     /// Fewest instances a baseline keeps.
     #[serde(default = "d_min")]
     pub min_instances: i64,
+    /// Static: share of the train split's peak demand the fleet is sized for.
+    #[serde(default = "d_share")]
+    pub static_peak_share: f64,
     /// Reactive: utilisation the HPA aims at.
     #[serde(default = "d_target")]
     pub target_utilisation: f64,
@@ -113,6 +130,9 @@ fn d_instance() -> String {
 fn d_min() -> i64 {
     1
 }
+fn d_share() -> f64 {
+    1.0
+}
 fn d_target() -> f64 {
     0.7
 }
@@ -149,6 +169,9 @@ impl BacktestConfig {
         }
         if !(self.target_utilisation > 0.0 && self.target_utilisation <= 1.0) {
             return bad("target_utilisation", "must be in (0, 1]");
+        }
+        if !(self.static_peak_share > 0.0 && self.static_peak_share <= 10.0) {
+            return bad("static_peak_share", "must be in (0, 10]");
         }
         if !(0.0 < self.vpa_quantile && self.vpa_quantile < 1.0) {
             return bad("vpa_quantile", "must be in (0, 1)");
@@ -215,6 +238,13 @@ pub struct Demand {
     /// The same over the train split (history a baseline may know).
     pub train: Vec<Vec<f64>>,
     pub train_times: Vec<i64>,
+}
+
+impl Demand {
+    /// Test-split hours.
+    pub fn hours(&self) -> f64 {
+        self.times.len() as f64 * self.step_ms as f64 / 3.6e6
+    }
 }
 
 /// Per resource (its name and unit) and then per step, a workload's demand.
@@ -329,6 +359,65 @@ fn run_entity(
     catalog: &Catalog,
     policies: &[String],
 ) -> Result<(f64, Vec<(String, Figures)>)> {
+    let (demand, batches) = entity_demand(dir, entity, job, catalog)?;
+    let hours = demand.hours();
+    let mut out = Vec::new();
+    for p in policies {
+        let figures = match p.as_str() {
+            "oracle" => sim::oracle(&demand, catalog, job.stages.tier_select.min_instances),
+            name => {
+                let plan = match name {
+                    "static" => policies::fixed(&demand, catalog, &job.backtest)?,
+                    "reactive" => policies::reactive(&demand, catalog, &job.backtest)?,
+                    "vpa" => policies::vpa(&demand, catalog, &job.backtest)?,
+                    _ => policies::wfe(&demand, job, batches.clone())?,
+                };
+                sim::simulate(&demand, catalog, &job.backtest, &plan)?
+            }
+        };
+        out.push((p.clone(), figures));
+    }
+    Ok((hours, out))
+}
+
+/// Every policy at every setting of its knob over every entity of `dir`; the picture is
+/// written to `picture`.
+pub fn sweep(dir: &Path, job: &JobConfig, picture: &Path) -> Result<sweep::SweepReport> {
+    let tier = TierSelect::new(job.stages.tier_select.clone())?;
+    let catalog = tier.catalog().clone();
+    job.backtest.validate(&catalog)?;
+    let entities = data::entities(dir)?;
+    let results = crate::parallel::map(&entities, |entity| {
+        let (demand, batches) = entity_demand(dir, entity, job, &catalog)?;
+        let points = sweep::entity(&demand, batches, job, &catalog)?;
+        Ok::<_, Error>((demand.hours(), points))
+    });
+    let (mut hours, mut points) = (0.0, Vec::new());
+    for r in results {
+        let (h, p) = r?;
+        hours += h;
+        points.push(p);
+    }
+    let mut report = sweep::report(dir.display().to_string(), hours, points, job);
+    let curves: Vec<(String, Vec<frontier::Point>)> = report
+        .policies
+        .iter()
+        .map(|(name, p)| (name.clone(), p.points.clone()))
+        .collect();
+    let title = format!("wfe backtest --sweep: {}", dir.display());
+    std::fs::write(picture, chart::svg(&title, &curves))
+        .map_err(|e| Error::io(picture.display().to_string(), e))?;
+    report.picture = Some(picture.display().to_string());
+    Ok(report)
+}
+
+/// An entity's demand over its test split, and its normalised batches (what wfe replays).
+fn entity_demand(
+    dir: &Path,
+    entity: &str,
+    job: &JobConfig,
+    catalog: &Catalog,
+) -> Result<(Demand, Vec<wfe_contract::RecordBatch>)> {
     let batches = data::normalised(dir, entity)?;
     let series = data::load_batches(entity, batches.clone())?;
     if series.train.is_empty() || series.test.is_empty() {
@@ -368,24 +457,7 @@ fn run_entity(
         values,
         train,
     };
-    let hours = demand.times.len() as f64 * step_ms as f64 / 3.6e6;
-    let mut out = Vec::new();
-    for p in policies {
-        let figures = match p.as_str() {
-            "oracle" => sim::oracle(&demand, catalog, job.stages.tier_select.min_instances),
-            name => {
-                let plan = match name {
-                    "static" => policies::fixed(&demand, catalog, &job.backtest)?,
-                    "reactive" => policies::reactive(&demand, catalog, &job.backtest)?,
-                    "vpa" => policies::vpa(&demand, catalog, &job.backtest)?,
-                    _ => policies::wfe(&demand, job, batches.clone())?,
-                };
-                sim::simulate(&demand, catalog, &job.backtest, &plan)?
-            }
-        };
-        out.push((p.clone(), figures));
-    }
-    Ok((hours, out))
+    Ok((demand, batches))
 }
 
 /// The Markdown table: per policy, the totals, and cost relative to reactive and oracle.

@@ -6,7 +6,7 @@ use arrow_array::Array;
 use wfe_contract::columns::{i64s, strings, timestamps};
 use wfe_contract::{Context, Error, RecordBatch, Result, Stage, Topic, VecCollector};
 use wfe_forecast::Forecast;
-use wfe_tier_select::{Catalog, TierSelect};
+use wfe_tier_select::{Catalog, TierSelect, TierSelectConfig};
 
 use super::{BacktestConfig, Demand};
 use crate::config::JobConfig;
@@ -52,11 +52,12 @@ fn ask(plan: &mut Plan, step: usize, fleet: Fleet) {
     }
 }
 
-/// Static peak: the train split's highest demand, on demand, for the whole test split.
+/// Static: `static_peak_share` of the train split's highest demand, on demand, for the whole
+/// test split.
 pub fn fixed(d: &Demand, catalog: &Catalog, cfg: &BacktestConfig) -> Result<Plan> {
     let ty = baseline(catalog, cfg)?;
     let peak: Vec<f64> = (0..d.resources.len())
-        .map(|r| d.train.iter().map(|row| row[r]).fold(0.0, f64::max))
+        .map(|r| d.train.iter().map(|row| row[r]).fold(0.0, f64::max) * cfg.static_peak_share)
         .collect();
     let n = count_for(catalog, ty, d, &peak, 1.0).max(cfg.min_instances);
     Ok(vec![(0, vec![(ty, false, n)])])
@@ -200,10 +201,23 @@ fn by_time(batch: &RecordBatch) -> Vec<RecordBatch> {
     out
 }
 
+/// The forecast stage's run over an entity's whole history (train, then test), kept so that
+/// tier-select can be run over it at several settings: per step its `metrics.norm` batch and
+/// the forecasts it caused, and last the forecasts of the flush.
+pub struct Replay {
+    steps: Vec<(Option<RecordBatch>, Vec<RecordBatch>)>,
+}
+
 /// wfe: the forecast and tier-select stages over the entity's whole history (train, then
 /// test), as `wfe run` would run them; the last decision before the test split is the first
 /// fleet, and each later one is asked for at its step.
 pub fn wfe(d: &Demand, job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Plan> {
+    let replay = wfe_forecasts(job, norm)?;
+    wfe_decide(d, job.stages.tier_select.clone(), &job.resources, &replay)
+}
+
+/// The forecast stage over `norm`, step by step as a live run feeds it.
+pub fn wfe_forecasts(job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Replay> {
     // The stage retrains into its model folder: it gets a private copy of the newest models,
     // so a backtest neither changes the user's folder nor depends on earlier backtests.
     let scratch = tempfile::tempdir().map_err(|e| Error::io("backtest model folder", e))?;
@@ -213,27 +227,40 @@ pub fn wfe(d: &Demand, job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Plan> 
         fcfg.model_dir = Some(scratch.path().to_path_buf());
     }
     let mut forecast = Forecast::new(fcfg, job.resources.clone())?;
-    let mut tier =
-        TierSelect::new(job.stages.tier_select.clone())?.with_resources(job.resources.clone());
-    let catalog = tier.catalog().clone();
     let mut fctx = Context::new("forecast");
-    let mut tctx = Context::new("tier-select");
-    let mut decisions = VecCollector::new();
-    // As a live run feeds them: step by step (a replay's batches hold hours of steps, and the
-    // reactive floor must judge each step against the fleet decided by then), each step to
-    // forecast and to tier-select, then the forecasts it caused.
+    let mut steps = Vec::new();
+    // Step by step: a replay's batches hold hours of steps, and the reactive floor must judge
+    // each step against the fleet decided by then.
     for b in norm.iter().flat_map(by_time) {
         let mut fc = VecCollector::new();
         forecast.process_batch(Topic::MetricsNorm, b.clone(), &mut fctx, &mut fc)?;
-        tier.process_batch(Topic::MetricsNorm, b, &mut tctx, &mut decisions)?;
-        for f in fc.of(Topic::Forecasts) {
-            tier.process_batch(Topic::Forecasts, f, &mut tctx, &mut decisions)?;
-        }
+        steps.push((Some(b), fc.of(Topic::Forecasts)));
     }
     let mut fc = VecCollector::new();
     forecast.flush(&mut fctx, &mut fc)?;
-    for f in fc.of(Topic::Forecasts) {
-        tier.process_batch(Topic::Forecasts, f, &mut tctx, &mut decisions)?;
+    steps.push((None, fc.of(Topic::Forecasts)));
+    Ok(Replay { steps })
+}
+
+/// Tier-select with settings `tier` over a forecast run: each step to tier-select, then the
+/// forecasts it caused; its decisions become the plan.
+pub fn wfe_decide(
+    d: &Demand,
+    tier: TierSelectConfig,
+    resources: &[wfe_forecast::ResourceMap],
+    replay: &Replay,
+) -> Result<Plan> {
+    let mut tier = TierSelect::new(tier)?.with_resources(resources.to_vec());
+    let catalog = tier.catalog().clone();
+    let mut tctx = Context::new("tier-select");
+    let mut decisions = VecCollector::new();
+    for (step, forecasts) in &replay.steps {
+        if let Some(b) = step {
+            tier.process_batch(Topic::MetricsNorm, b.clone(), &mut tctx, &mut decisions)?;
+        }
+        for f in forecasts {
+            tier.process_batch(Topic::Forecasts, f.clone(), &mut tctx, &mut decisions)?;
+        }
     }
     let mut plan = Plan::new();
     let mut before: Option<Fleet> = None;

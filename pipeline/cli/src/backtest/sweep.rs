@@ -1,0 +1,279 @@
+//! `wfe backtest --sweep`: every policy's frontier of cost against under-provisioning. One
+//! operating point per policy cannot tell "cheaper" from "riskier"; a frontier can: each policy
+//! runs at every setting of its own knob, and is priced at the under-provisioning reactive
+//! reaches at the job's own settings (interpolated along its frontier, [`frontier`]).
+//!
+//! The knobs and their grids are fixed here, before any result, and each grid also holds the
+//! job's own setting:
+//! - wfe: the risk level `r`: `sla_quantile = 1 - r`, `max_risk = r` plus the job's own
+//!   allowance over its SLA level (0.15 - 0.1 by default). The forecast stage runs once per
+//!   entity, emitting the level `1 - r` of every `r` beside its own levels, and tier-select
+//!   runs once per `r` over the same forecasts;
+//! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
+//! - vpa: `vpa_quantile` x `vpa_margin`; oracle: its one point.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use wfe_contract::{RecordBatch, Result};
+use wfe_tier_select::Catalog;
+
+use super::frontier::{self, Point};
+use super::{BacktestConfig, Demand, Figures, policies, sim};
+use crate::config::JobConfig;
+
+/// wfe's risk levels: the chance it accepts that capacity falls short.
+pub const WFE_RISKS: [f64; 7] = [0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01];
+pub const TARGETS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+pub const PEAK_SHARES: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+pub const VPA_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
+pub const VPA_MARGINS: [f64; 3] = [0.0, 0.15, 0.3];
+
+/// One policy's sweep over a data set.
+#[derive(Debug, Serialize)]
+pub struct PolicySweep {
+    /// Every setting's totals over the entities.
+    pub points: Vec<Point>,
+    /// The settings on the frontier, by under-provisioning ascending.
+    pub frontier: Vec<String>,
+    /// The policy's cost at the under-provisioned minutes of the reference (reactive at the
+    /// job's settings), over the reference's cost; None where every setting is short longer.
+    pub cost_at_reactive_underprovisioning: Option<f64>,
+    /// Its cheapest setting without an SLA-violating hour, over the reference's cost.
+    pub cost_at_zero_violations: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SweepReport {
+    pub data: String,
+    /// Test-split hours simulated, over every entity.
+    pub hours: f64,
+    /// Reactive at the job's own settings: where every policy is priced.
+    pub reference: Point,
+    pub policies: BTreeMap<String, PolicySweep>,
+    /// Where the picture was written.
+    pub picture: Option<String>,
+}
+
+/// A setting's value as written in its label (at most 4 decimals).
+fn label(v: f64) -> String {
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The grid with `own` added (where it is not already there), ascending.
+fn with_own(grid: &[f64], own: f64) -> Vec<f64> {
+    let mut v = grid.to_vec();
+    if !v.iter().any(|x| (x - own).abs() < 1e-9) {
+        v.push(own);
+    }
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The settings of the four simulated baselines: (policy, label, backtest settings).
+fn baseline_settings(cfg: &BacktestConfig) -> Vec<(&'static str, String, BacktestConfig)> {
+    let mut out = Vec::new();
+    for u in with_own(&TARGETS, cfg.target_utilisation) {
+        let c = BacktestConfig {
+            target_utilisation: u,
+            ..cfg.clone()
+        };
+        out.push(("reactive", format!("target_utilisation={}", label(u)), c));
+    }
+    for s in with_own(&PEAK_SHARES, cfg.static_peak_share) {
+        let c = BacktestConfig {
+            static_peak_share: s,
+            ..cfg.clone()
+        };
+        out.push(("static", format!("static_peak_share={}", label(s)), c));
+    }
+    for q in with_own(&VPA_QUANTILES, cfg.vpa_quantile) {
+        for m in with_own(&VPA_MARGINS, cfg.vpa_margin) {
+            let c = BacktestConfig {
+                vpa_quantile: q,
+                vpa_margin: m,
+                ..cfg.clone()
+            };
+            out.push(("vpa", format!("vpa_quantile={} vpa_margin={}", label(q), label(m)), c));
+        }
+    }
+    out
+}
+
+/// wfe's risk levels, each with its tier-select settings.
+fn wfe_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectConfig)> {
+    let own = &job.stages.tier_select;
+    let allowance = (own.max_risk - (1.0 - own.sla_quantile)).max(0.0);
+    with_own(&WFE_RISKS, 1.0 - own.sla_quantile)
+        .into_iter()
+        .rev()
+        .map(|r| {
+            let mut t = own.clone();
+            t.sla_quantile = 1.0 - r;
+            t.max_risk = (r + allowance).min(1.0);
+            (r, t)
+        })
+        .collect()
+}
+
+/// Every policy at every setting on one entity: (policy, setting, figures).
+pub fn entity(
+    d: &Demand,
+    norm: Vec<RecordBatch>,
+    job: &JobConfig,
+    catalog: &Catalog,
+) -> Result<Vec<(String, String, Figures)>> {
+    let mut out = Vec::new();
+    let risks = wfe_settings(job);
+    // One forecast run for every level: the stage's own, and each risk's SLA level.
+    let mut fjob = job.clone();
+    let levels = &mut fjob.stages.forecast.quantiles;
+    for (_, t) in &risks {
+        *levels = with_own(levels, t.sla_quantile);
+    }
+    let replay = policies::wfe_forecasts(&fjob, norm)?;
+    for (r, tier) in risks {
+        let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
+        let f = sim::simulate(d, catalog, &job.backtest, &plan)?;
+        out.push(("wfe".to_string(), format!("risk={}", label(r)), f));
+    }
+    for (policy, label, cfg) in baseline_settings(&job.backtest) {
+        let plan = match policy {
+            "reactive" => policies::reactive(d, catalog, &cfg)?,
+            "static" => policies::fixed(d, catalog, &cfg)?,
+            _ => policies::vpa(d, catalog, &cfg)?,
+        };
+        out.push((policy.into(), label, sim::simulate(d, catalog, &cfg, &plan)?));
+    }
+    let min = job.stages.tier_select.min_instances;
+    out.push(("oracle".into(), "-".into(), sim::oracle(d, catalog, min)));
+    Ok(out)
+}
+
+/// The data set's sweep from every entity's points (summed per policy and setting).
+pub fn report(
+    data: String,
+    hours: f64,
+    per_entity: Vec<Vec<(String, String, Figures)>>,
+    job: &JobConfig,
+) -> SweepReport {
+    let mut totals: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for (policy, setting, f) in per_entity.into_iter().flatten() {
+        let points = totals.entry(policy).or_default();
+        match points.iter_mut().find(|p| p.setting == setting) {
+            Some(p) => {
+                p.cost += f.cost;
+                p.underprovisioned_minutes += f.underprovisioned_minutes;
+                p.sla_violations += f.sla_violations;
+            }
+            None => points.push(Point {
+                setting,
+                cost: f.cost,
+                underprovisioned_minutes: f.underprovisioned_minutes,
+                sla_violations: f.sla_violations,
+            }),
+        }
+    }
+    let own = format!("target_utilisation={}", label(job.backtest.target_utilisation));
+    let reference = totals
+        .get("reactive")
+        .and_then(|p| p.iter().find(|p| p.setting == own))
+        .cloned()
+        .unwrap_or(Point {
+            setting: own,
+            cost: f64::NAN,
+            underprovisioned_minutes: f64::NAN,
+            sla_violations: 0,
+        });
+    let ratio = |c: Option<f64>| c.map(|c| c / reference.cost).filter(|r| r.is_finite());
+    let policies = totals
+        .into_iter()
+        .map(|(name, points)| {
+            let sweep = PolicySweep {
+                frontier: frontier::frontier(&points)
+                    .into_iter()
+                    .map(|i| points[i].setting.clone())
+                    .collect(),
+                cost_at_reactive_underprovisioning: ratio(frontier::cost_at(
+                    &points,
+                    reference.underprovisioned_minutes,
+                )),
+                cost_at_zero_violations: ratio(frontier::cost_without_violations(&points)),
+                points,
+            };
+            (name, sweep)
+        })
+        .collect();
+    SweepReport {
+        data,
+        hours,
+        reference,
+        policies,
+        picture: None,
+    }
+}
+
+/// The Markdown tables: every point, then one line per policy.
+pub fn render(r: &SweepReport) -> String {
+    let mut s = format!(
+        "# wfe backtest --sweep: {} ({:.0} test hours)\n\nreference: reactive at {} ({:.2} USD, {:.0} under-provisioned min)\n\n",
+        r.data, r.hours, r.reference.setting, r.reference.cost, r.reference.underprovisioned_minutes
+    );
+    s.push_str("| policy | setting | cost (USD) | x reactive | under-provisioned min | SLA violations (h) | frontier |\n|---|---|---:|---:|---:|---:|---|\n");
+    for (name, p) in &r.policies {
+        for pt in &p.points {
+            s.push_str(&format!(
+                "| {name} | {} | {:.2} | {:.3} | {:.0} | {} | {} |\n",
+                pt.setting,
+                pt.cost,
+                pt.cost / r.reference.cost,
+                pt.underprovisioned_minutes,
+                pt.sla_violations,
+                if p.frontier.contains(&pt.setting) { "yes" } else { "" }
+            ));
+        }
+    }
+    let x = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    s.push_str("\n| policy | cost at reactive's under-provisioning (x reactive) | cheapest without SLA violations (x reactive) |\n|---|---:|---:|\n");
+    for (name, p) in &r.policies {
+        s.push_str(&format!(
+            "| {name} | {} | {} |\n",
+            x(p.cost_at_reactive_underprovisioning),
+            x(p.cost_at_zero_violations)
+        ));
+    }
+    if let Some(path) = &r.picture {
+        s.push_str(&format!("\npicture: {path}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grids_hold_the_jobs_own_settings_and_wfe_keeps_its_risk_allowance() {
+        assert_eq!(with_own(&[0.5, 0.9], 0.7), [0.5, 0.7, 0.9]);
+        assert_eq!(with_own(&[0.5, 0.9], 0.9), [0.5, 0.9]);
+        let mut job: JobConfig = toml::from_str("").unwrap();
+        job.stages.tier_select.sla_quantile = 0.75;
+        job.stages.tier_select.max_risk = 0.35;
+        let w = wfe_settings(&job);
+        assert_eq!(w.len(), WFE_RISKS.len() + 1, "0.25 is not in the grid: added");
+        let own = w.iter().find(|(r, _)| (*r - 0.25).abs() < 1e-9).unwrap();
+        assert!((own.1.sla_quantile - 0.75).abs() < 1e-9);
+        assert!((own.1.max_risk - 0.35).abs() < 1e-9);
+        assert_eq!(label(1.0 - 0.9), "0.1");
+        assert_eq!(label(1.0), "1");
+        let strict = w.last().unwrap();
+        assert!((strict.1.sla_quantile - 0.99).abs() < 1e-9);
+        assert!((strict.1.max_risk - 0.11).abs() < 1e-9);
+        let b = baseline_settings(&BacktestConfig::default());
+        let count = |p: &str| b.iter().filter(|x| x.0 == p).count();
+        assert_eq!(count("reactive"), TARGETS.len());
+        assert_eq!(count("static"), PEAK_SHARES.len());
+        assert_eq!(count("vpa"), VPA_QUANTILES.len() * VPA_MARGINS.len());
+    }
+}
