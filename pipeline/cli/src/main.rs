@@ -184,7 +184,10 @@ fn backtest_command(args: backtest::BacktestArgs) -> Result<()> {
     let job = JobConfig::load(args.config.as_deref())?;
     if args.sweep {
         let picture = args.picture.clone().unwrap_or_else(|| {
-            let name = args.data.file_name().map_or("data".into(), |n| n.to_string_lossy());
+            let name = args
+                .data
+                .file_name()
+                .map_or("data".into(), |n| n.to_string_lossy());
             format!("{name}-frontier.svg").into()
         });
         let report = backtest::sweep(&args.data, &job, &picture)?;

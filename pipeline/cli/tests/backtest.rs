@@ -31,7 +31,15 @@ fn every_policy_is_priced_and_wfe_beats_reactive_at_equal_or_better_sla() {
             .as_f64()
             .unwrap_or_else(|| panic!("{p}.total.{k} in {r}"))
     };
-    for p in ["wfe", "reactive", "static", "vpa", "oracle"] {
+    for p in [
+        "wfe",
+        "reactive",
+        "static",
+        "vpa",
+        "predictive",
+        "autopilot",
+        "oracle",
+    ] {
         for k in [
             "cost",
             "slack",
@@ -105,27 +113,59 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     std::os::unix::fs::symlink(shared_data().join("asd").join(file), data.join(file)).unwrap();
     let r = json_of(
         &[
-            "backtest", "--data", "asd-1", "--sweep", "--json", "--picture", "f.svg",
+            "backtest",
+            "--data",
+            "asd-1",
+            "--sweep",
+            "--json",
+            "--picture",
+            "f.svg",
         ],
         dir.path(),
     );
     assert_eq!(r["reference"]["setting"], "target_utilisation=0.7", "{r}");
     let policies = r["policies"].as_object().unwrap();
     let names: Vec<&str> = policies.keys().map(String::as_str).collect();
-    assert_eq!(names, ["oracle", "reactive", "static", "vpa", "wfe"]);
+    assert_eq!(
+        names,
+        [
+            "autopilot",
+            "oracle",
+            "predictive",
+            "reactive",
+            "static",
+            "vpa",
+            "wfe"
+        ]
+    );
     let points = |p: &str| -> Vec<(String, f64, f64)> {
         policies[p]["points"]
             .as_array()
             .unwrap()
             .iter()
             .map(|x| {
-                let (c, u) = (x["cost"].as_f64().unwrap(), x["underprovisioned_minutes"].as_f64().unwrap());
-                assert!(c.is_finite() && c > 0.0 && u.is_finite() && u >= 0.0, "{p}: {x}");
+                let (c, u) = (
+                    x["cost"].as_f64().unwrap(),
+                    x["underprovisioned_minutes"].as_f64().unwrap(),
+                );
+                assert!(
+                    c.is_finite() && c > 0.0 && u.is_finite() && u >= 0.0,
+                    "{p}: {x}"
+                );
                 (x["setting"].as_str().unwrap().to_string(), c, u)
             })
             .collect()
     };
-    for (p, n) in [("wfe", 7), ("reactive", 6), ("static", 7), ("vpa", 15), ("oracle", 1)] {
+    let sizes = [
+        ("wfe", 7),
+        ("reactive", 6),
+        ("static", 7),
+        ("vpa", 15),
+        ("predictive", 4),
+        ("autopilot", 5),
+        ("oracle", 1),
+    ];
+    for (p, n) in sizes {
         let pts = points(p);
         assert_eq!(pts.len(), n, "{p}");
         let frontier = policies[p]["frontier"].as_array().unwrap();
@@ -136,22 +176,35 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     }
     // The knobs act: a lower target utilisation and a larger static fleet cost more.
     let cost = |p: &str, setting: &str| {
-        points(p).into_iter().find(|x| x.0 == setting).unwrap_or_else(|| panic!("{p} {setting}")).1
+        points(p)
+            .into_iter()
+            .find(|x| x.0 == setting)
+            .unwrap_or_else(|| panic!("{p} {setting}"))
+            .1
     };
     assert!(cost("reactive", "target_utilisation=0.5") > cost("reactive", "target_utilisation=1"));
     assert!(cost("static", "static_peak_share=1") > cost("static", "static_peak_share=0.4"));
     // wfe's risk level reaches its decisions (its reactive floor may keep the minutes short
     // level while the mix changes).
     let wfe_costs: Vec<f64> = points("wfe").iter().map(|x| x.1).collect();
-    assert!(wfe_costs.iter().any(|c| (c - wfe_costs[0]).abs() > 1e-6), "{wfe_costs:?}");
+    assert!(
+        wfe_costs.iter().any(|c| (c - wfe_costs[0]).abs() > 1e-6),
+        "{wfe_costs:?}"
+    );
     // Reactive priced at its own point: at most its own cost (a cheaper setting may be as short).
     let at = |p: &str| policies[p]["cost_at_reactive_underprovisioning"].as_f64();
     assert!(at("reactive").is_some_and(|x| x <= 1.0 + 1e-9), "{r}");
     assert!(at("oracle").is_some_and(|x| x < 1.0), "{r}");
     let svg = std::fs::read_to_string(dir.path().join("f.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 5, "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 7,
+        "{svg}"
+    );
     assert_eq!(r["picture"], "f.svg");
     // --sweep runs every policy: naming some is a usage error.
-    let o = wfe(&["backtest", "--data", "asd-1", "--sweep", "--policy", "wfe"], dir.path());
+    let o = wfe(
+        &["backtest", "--data", "asd-1", "--sweep", "--policy", "wfe"],
+        dir.path(),
+    );
     assert!(!o.status.success());
 }

@@ -187,7 +187,10 @@ mod tests {
         let pair = &paired[0];
         assert!(pair.waiting.is_empty());
         assert_eq!(pair.persistence.values.len(), 2);
-        assert_eq!(pair.persistence.finite, 1, "the flagged origin's error is masked");
+        assert_eq!(
+            pair.persistence.finite, 1,
+            "the flagged origin's error is masked"
+        );
         let seasonal: Vec<f64> = pair.seasonal.values.iter().copied().collect();
         assert_eq!(seasonal, [-2.0, 1.0]);
         assert_eq!(env.masked, 1);
@@ -199,7 +202,14 @@ mod tests {
         assert_eq!(judged(None, i64::MAX, 2, own), own);
         // The cross-validation files at once; clearing drops what it replaces.
         let mut other = Vec::new();
-        file(&mut env, &mut other, "w", 1, &expected(0, Some(1.0), None), 2.0);
+        file(
+            &mut env,
+            &mut other,
+            "w",
+            1,
+            &expected(0, Some(1.0), None),
+            2.0,
+        );
         assert_eq!(other.len(), 2);
         other[1].clear_until(60_000);
         assert!(other[1].is_empty() && other[0].is_empty());

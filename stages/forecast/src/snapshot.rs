@@ -60,9 +60,7 @@ pub(crate) type Pairs = Vec<(String, Vec<Vec<Paired>>)>;
 pub(crate) fn pairs(workloads: &Keyed<Workload>) -> Pairs {
     workloads
         .iter()
-        .filter(|(_, wk)| {
-            (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty())
-        })
+        .filter(|(_, wk)| (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty()))
         .map(|(name, wk)| {
             let per_series = wk.series.iter().map(|s| s.paired.clone()).collect();
             (name.to_string(), per_series)

@@ -132,7 +132,10 @@ fn hourly_quantile_forecasts_of_an_smd_machine_cover_their_actuals() {
     // The choice moves between models, baselines among them.
     let chosen: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.model.as_str()).collect();
     assert!(
-        chosen.len() >= 2 && chosen.iter().any(|m| Model::parse(m).is_some_and(|m| m.is_baseline())),
+        chosen.len() >= 2
+            && chosen
+                .iter()
+                .any(|m| Model::parse(m).is_some_and(|m| m.is_baseline())),
         "{chosen:?}"
     );
 }

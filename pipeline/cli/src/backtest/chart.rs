@@ -11,14 +11,20 @@ const W: f64 = 760.0;
 const H: f64 = 480.0;
 /// Plot area: left, top, right, bottom.
 const AREA: (f64, f64, f64, f64) = (80.0, 40.0, 600.0, 420.0);
-const COLOURS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#555555"];
+const COLOURS: [&str; 9] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#555555", "#e377c2", "#8c564b",
+    "#17becf",
+];
 
 /// `title`, then per policy (name, its points) a marker per point and a line along its
 /// frontier; axes from zero to the largest value.
 pub fn svg(title: &str, policies: &[(String, Vec<Point>)]) -> String {
     let all = policies.iter().flat_map(|(_, p)| p);
     let finite = |v: f64| v.is_finite().then_some(v);
-    let max_x = all.clone().filter_map(|p| finite(p.underprovisioned_minutes)).fold(0.0, f64::max);
+    let max_x = all
+        .clone()
+        .filter_map(|p| finite(p.underprovisioned_minutes))
+        .fold(0.0, f64::max);
     let max_y = all.filter_map(|p| finite(p.cost)).fold(0.0, f64::max);
     // Decades of 1 + minutes: at least one.
     let (decades, sy) = ((1.0 + max_x).log10().ceil().max(1.0), nice(max_y));
@@ -31,7 +37,11 @@ pub fn svg(title: &str, policies: &[(String, Vec<Point>)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{l}" y="24" font-size="14">{}</text>"#, escape(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{l}" y="24" font-size="14">{}</text>"#,
+        escape(title)
+    );
     let _ = writeln!(
         s,
         r#"<path d="M{l},{t} L{l},{b} L{r},{b}" fill="none" stroke="black"/>"#
@@ -131,7 +141,9 @@ fn tick(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -147,8 +159,14 @@ mod tests {
             sla_violations: 0,
         };
         let policies = vec![
-            ("wfe".to_string(), vec![p("risk=0.1", 40.0, 10.0), p("risk=0.2", 30.0, 35.0)]),
-            ("a<b".to_string(), vec![p("x", 90.0, 0.0), p("y", 95.0, 5.0)]),
+            (
+                "wfe".to_string(),
+                vec![p("risk=0.1", 40.0, 10.0), p("risk=0.2", 30.0, 35.0)],
+            ),
+            (
+                "a<b".to_string(),
+                vec![p("x", 90.0, 0.0), p("y", 95.0, 5.0)],
+            ),
         ];
         let s = svg("smd & asd", &policies);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));

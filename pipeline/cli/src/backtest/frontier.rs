@@ -50,7 +50,11 @@ pub fn cost_at(points: &[Point], minutes: f64) -> Option<f64> {
     for k in 1..f.len() {
         let ((u0, c0), (u1, c1)) = (at(k - 1), at(k));
         if minutes <= u1 {
-            let share = if u1 > u0 { (minutes - u0) / (u1 - u0) } else { 1.0 };
+            let share = if u1 > u0 {
+                (minutes - u0) / (u1 - u0)
+            } else {
+                1.0
+            };
             return Some(c0 + share * (c1 - c0));
         }
     }
@@ -95,10 +99,18 @@ mod tests {
         assert!((c - (80.0 - 20.0 / 3.0)).abs() < 1e-9, "{c}");
         assert_eq!(cost_at(&points, 0.0), Some(100.0));
         assert_eq!(cost_at(&points, 10.0), Some(80.0));
-        assert_eq!(cost_at(&points, 500.0), Some(60.0), "the cheapest beyond the end");
+        assert_eq!(
+            cost_at(&points, 500.0),
+            Some(60.0),
+            "the cheapest beyond the end"
+        );
         assert_eq!(cost_without_violations(&points), Some(80.0));
         let short = [p(50.0, 30.0, 1)];
-        assert_eq!(cost_at(&short, 29.0), None, "no setting is short that little");
+        assert_eq!(
+            cost_at(&short, 29.0),
+            None,
+            "no setting is short that little"
+        );
         assert_eq!(cost_without_violations(&short), None);
         assert_eq!(cost_at(&[], 1.0), None);
     }

@@ -15,6 +15,10 @@
 //! - `wfe`: the stages themselves (normalise, forecast, tier-select with its reactive floor,
 //!   with the job's settings and model folder) run over the entity's train and test splits;
 //!   each decision's mix (type, spot and on-demand counts) is put in place when decided;
+//! - `predictive`: EC2 Auto Scaling's predictive scaling with target tracking, a seasonal
+//!   profile standing in for its model ([`predictive`]);
+//! - `autopilot`: an Autopilot-style ensemble of moving-window recommenders, the one whose
+//!   recent recommendations cost least followed ([`autopilot`]);
 //! - `oracle`: perfect foresight, the lower bound: every step exactly the demand, on the
 //!   cheapest option of the catalog, ready in time and never interrupted.
 //!
@@ -29,9 +33,11 @@
 //! frontier of cost against under-provisioned minutes ([`frontier`]), each priced at the
 //! under-provisioning reactive reaches at the job's settings, and a picture ([`chart`]).
 
+pub mod autopilot;
 pub mod chart;
 pub mod frontier;
 pub mod policies;
+pub mod predictive;
 pub mod sim;
 pub mod sweep;
 
@@ -51,7 +57,8 @@ pub struct BacktestArgs {
     /// Folder of labelled entities with train and test splits, e.g. ../shared/data/smd.
     #[arg(long)]
     pub data: PathBuf,
-    /// Policies to run (repeat or comma-separate): wfe, reactive, static, vpa, oracle.
+    /// Policies to run (repeat or comma-separate): wfe, reactive, static, vpa, predictive,
+    /// autopilot, oracle.
     /// Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub policy: Vec<String>,
@@ -110,6 +117,25 @@ pub struct BacktestConfig {
     /// VPA: how often the recommendation is applied.
     #[serde(default = "d_every")]
     pub vpa_every_s: i64,
+    /// Predictive: seconds before each hour its forecast capacity is launched
+    /// (`SchedulingBufferTime`; under an hour).
+    #[serde(default = "d_buffer")]
+    pub predictive_buffer_s: i64,
+    /// Predictive: how often the 48-hour forecast is made again.
+    #[serde(default = "d_refresh")]
+    pub predictive_refresh_s: i64,
+    /// Predictive: days of history the forecast reads (at most).
+    #[serde(default = "d_days")]
+    pub predictive_history_days: i64,
+    /// Predictive: margin over the forecast load (0: the service's own behaviour).
+    #[serde(default)]
+    pub predictive_margin: f64,
+    /// Autopilot: what a unit of demand short costs against a unit idle.
+    #[serde(default = "d_overrun")]
+    pub autopilot_overrun_weight: f64,
+    /// Autopilot: age at which a past step's cost weighs half in the choice of recommender.
+    #[serde(default = "d_memory")]
+    pub autopilot_memory_s: i64,
     /// Share of an hour that may be under-provisioned before the hour violates the SLA.
     #[serde(default = "d_allow")]
     pub sla_allowance: f64,
@@ -151,6 +177,21 @@ fn d_margin() -> f64 {
 fn d_every() -> i64 {
     3600
 }
+fn d_buffer() -> i64 {
+    300
+}
+fn d_refresh() -> i64 {
+    21_600
+}
+fn d_days() -> i64 {
+    14
+}
+fn d_overrun() -> f64 {
+    10.0
+}
+fn d_memory() -> i64 {
+    86_400
+}
 fn d_allow() -> f64 {
     0.01
 }
@@ -182,6 +223,26 @@ impl BacktestConfig {
                 "half-life and period must be positive, margin not negative",
             );
         }
+        if !(0..3600).contains(&self.predictive_buffer_s) {
+            return bad("predictive_buffer_s", "must be in [0, 3600)");
+        }
+        if self.predictive_refresh_s <= 0 || self.predictive_history_days < 1 {
+            return bad(
+                "predictive_refresh_s",
+                "the refresh must be positive and the history at least a day",
+            );
+        }
+        if !(self.predictive_margin >= 0.0 && self.predictive_margin.is_finite()) {
+            return bad("predictive_margin", "must be finite and not negative");
+        }
+        if !(self.autopilot_overrun_weight > 0.0 && self.autopilot_overrun_weight.is_finite())
+            || self.autopilot_memory_s <= 0
+        {
+            return bad(
+                "autopilot_overrun_weight",
+                "the weight and the memory must be positive",
+            );
+        }
         if !(0.0..1.0).contains(&self.sla_allowance) {
             return bad("sla_allowance", "must be in [0, 1)");
         }
@@ -202,7 +263,15 @@ impl BacktestConfig {
     }
 }
 
-pub const POLICIES: [&str; 5] = ["wfe", "reactive", "static", "vpa", "oracle"];
+pub const POLICIES: [&str; 7] = [
+    "wfe",
+    "reactive",
+    "static",
+    "vpa",
+    "predictive",
+    "autopilot",
+    "oracle",
+];
 
 /// The figures of one policy on one entity (or summed: `total`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -238,6 +307,25 @@ pub struct Demand {
     /// The same over the train split (history a baseline may know).
     pub train: Vec<Vec<f64>>,
     pub train_times: Vec<i64>,
+}
+
+/// One resource's demand (vCPU), a step a minute, `f(minute)`: `train_days`, then
+/// `test_days` (for the policies' tests).
+#[cfg(test)]
+pub(crate) fn minute_demand(train_days: i64, test_days: i64, f: impl Fn(i64) -> f64) -> Demand {
+    let minutes = |from: i64, to: i64| (from..to).map(|m| m * 60_000).collect::<Vec<_>>();
+    let train_times = minutes(0, train_days * 1440);
+    let times = minutes(train_days * 1440, (train_days + test_days) * 1440);
+    let rows = |ts: &[i64]| ts.iter().map(|t| vec![f(t / 60_000)]).collect();
+    Demand {
+        entity: "w".into(),
+        resources: vec![("cpu".into(), "vcpu".into())],
+        train: rows(&train_times),
+        values: rows(&times),
+        train_times,
+        times,
+        step_ms: 60_000,
+    }
 }
 
 impl Demand {
@@ -370,6 +458,8 @@ fn run_entity(
                     "static" => policies::fixed(&demand, catalog, &job.backtest)?,
                     "reactive" => policies::reactive(&demand, catalog, &job.backtest)?,
                     "vpa" => policies::vpa(&demand, catalog, &job.backtest)?,
+                    "predictive" => predictive::predictive(&demand, catalog, &job.backtest)?,
+                    "autopilot" => autopilot::autopilot(&demand, catalog, &job.backtest)?,
                     _ => policies::wfe(&demand, job, batches.clone())?,
                 };
                 sim::simulate(&demand, catalog, &job.backtest, &plan)?

@@ -17,7 +17,7 @@ pub type Fleet = Vec<(usize, bool, i64)>;
 /// When each fleet is asked for: test-step index and fleet, the first at step 0.
 pub type Plan = Vec<(usize, Fleet)>;
 
-fn baseline(catalog: &Catalog, cfg: &BacktestConfig) -> Result<usize> {
+pub(super) fn baseline(catalog: &Catalog, cfg: &BacktestConfig) -> Result<usize> {
     catalog
         .instance
         .iter()
@@ -46,7 +46,7 @@ pub fn count_for(
 }
 
 /// Pushes `fleet` at `step` when it differs from the last one asked for.
-fn ask(plan: &mut Plan, step: usize, fleet: Fleet) {
+pub(super) fn ask(plan: &mut Plan, step: usize, fleet: Fleet) {
     if plan.last().is_none_or(|(_, f)| *f != fleet) {
         plan.push((step, fleet));
     }
@@ -68,33 +68,57 @@ pub fn fixed(d: &Demand, catalog: &Catalog, cfg: &BacktestConfig) -> Result<Plan
 pub fn reactive(d: &Demand, catalog: &Catalog, cfg: &BacktestConfig) -> Result<Plan> {
     let ty = baseline(catalog, cfg)?;
     let mut plan = Plan::new();
-    let mut window: std::collections::VecDeque<(i64, i64)> = Default::default();
-    let mut current = 0i64;
+    let mut hpa = Hpa::default();
     for (k, (t, row)) in d.times.iter().zip(&d.values).enumerate() {
+        let n = hpa.step(catalog, ty, d, cfg, (*t, row), cfg.min_instances);
+        ask(&mut plan, k, vec![(ty, false, n)]);
+    }
+    Ok(plan)
+}
+
+/// Target tracking as an HPA does it, one step at a time.
+#[derive(Default)]
+pub(super) struct Hpa {
+    /// Desired counts within the stabilisation window: (time, count).
+    window: std::collections::VecDeque<(i64, i64)>,
+    current: i64,
+}
+
+impl Hpa {
+    /// The count after step `(t, row)` of demand, never below `floor` (the group's minimum).
+    pub(super) fn step(
+        &mut self,
+        catalog: &Catalog,
+        ty: usize,
+        d: &Demand,
+        cfg: &BacktestConfig,
+        (t, row): (i64, &[f64]),
+        floor: i64,
+    ) -> i64 {
         let exact = count_for(catalog, ty, d, row, cfg.target_utilisation);
         // HPA's tolerance: no change while usage is within 10 % of the target.
-        let ratio = if current > 0 {
-            usage_ratio(catalog, ty, d, row, current, cfg.target_utilisation)
+        let ratio = if self.current > 0 {
+            usage_ratio(catalog, ty, d, row, self.current, cfg.target_utilisation)
         } else {
             f64::INFINITY
         };
         let desired = if (ratio - 1.0).abs() <= 0.1 {
-            current
+            self.current
         } else {
             exact
         }
-        .max(cfg.min_instances);
-        window.push_back((*t, desired));
-        while window
+        .max(floor);
+        self.window.push_back((t, desired));
+        while self
+            .window
             .front()
             .is_some_and(|(w, _)| *w <= t - cfg.stabilisation_s * 1000)
         {
-            window.pop_front();
+            self.window.pop_front();
         }
-        current = window.iter().map(|(_, n)| *n).max().unwrap_or(desired);
-        ask(&mut plan, k, vec![(ty, false, current)]);
+        self.current = self.window.iter().map(|(_, n)| *n).max().unwrap_or(desired);
+        self.current
     }
-    Ok(plan)
 }
 
 /// The highest over the resources of usage / (target x capacity of `n` instances).

@@ -10,7 +10,8 @@
 //!   entity, emitting the level `1 - r` of every `r` beside its own levels, and tier-select
 //!   runs once per `r` over the same forecasts;
 //! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
-//! - vpa: `vpa_quantile` x `vpa_margin`; oracle: its one point.
+//! - vpa: `vpa_quantile` x `vpa_margin`; predictive: `predictive_margin`; autopilot:
+//!   `autopilot_overrun_weight`; oracle: its one point.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,8 @@ pub const TARGETS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const PEAK_SHARES: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const VPA_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
 pub const VPA_MARGINS: [f64; 3] = [0.0, 0.15, 0.3];
+pub const PREDICTIVE_MARGINS: [f64; 4] = [0.0, 0.1, 0.2, 0.4];
+pub const OVERRUN_WEIGHTS: [f64; 5] = [1.0, 3.0, 10.0, 30.0, 100.0];
 
 /// One policy's sweep over a data set.
 #[derive(Debug, Serialize)]
@@ -95,8 +98,30 @@ fn baseline_settings(cfg: &BacktestConfig) -> Vec<(&'static str, String, Backtes
                 vpa_margin: m,
                 ..cfg.clone()
             };
-            out.push(("vpa", format!("vpa_quantile={} vpa_margin={}", label(q), label(m)), c));
+            out.push((
+                "vpa",
+                format!("vpa_quantile={} vpa_margin={}", label(q), label(m)),
+                c,
+            ));
         }
+    }
+    for m in with_own(&PREDICTIVE_MARGINS, cfg.predictive_margin) {
+        let c = BacktestConfig {
+            predictive_margin: m,
+            ..cfg.clone()
+        };
+        out.push(("predictive", format!("predictive_margin={}", label(m)), c));
+    }
+    for w in with_own(&OVERRUN_WEIGHTS, cfg.autopilot_overrun_weight) {
+        let c = BacktestConfig {
+            autopilot_overrun_weight: w,
+            ..cfg.clone()
+        };
+        out.push((
+            "autopilot",
+            format!("autopilot_overrun_weight={}", label(w)),
+            c,
+        ));
     }
     out
 }
@@ -142,9 +167,15 @@ pub fn entity(
         let plan = match policy {
             "reactive" => policies::reactive(d, catalog, &cfg)?,
             "static" => policies::fixed(d, catalog, &cfg)?,
+            "predictive" => super::predictive::predictive(d, catalog, &cfg)?,
+            "autopilot" => super::autopilot::autopilot(d, catalog, &cfg)?,
             _ => policies::vpa(d, catalog, &cfg)?,
         };
-        out.push((policy.into(), label, sim::simulate(d, catalog, &cfg, &plan)?));
+        out.push((
+            policy.into(),
+            label,
+            sim::simulate(d, catalog, &cfg, &plan)?,
+        ));
     }
     let min = job.stages.tier_select.min_instances;
     out.push(("oracle".into(), "-".into(), sim::oracle(d, catalog, min)));
@@ -175,7 +206,10 @@ pub fn report(
             }),
         }
     }
-    let own = format!("target_utilisation={}", label(job.backtest.target_utilisation));
+    let own = format!(
+        "target_utilisation={}",
+        label(job.backtest.target_utilisation)
+    );
     let reference = totals
         .get("reactive")
         .and_then(|p| p.iter().find(|p| p.setting == own))
@@ -218,7 +252,11 @@ pub fn report(
 pub fn render(r: &SweepReport) -> String {
     let mut s = format!(
         "# wfe backtest --sweep: {} ({:.0} test hours)\n\nreference: reactive at {} ({:.2} USD, {:.0} under-provisioned min)\n\n",
-        r.data, r.hours, r.reference.setting, r.reference.cost, r.reference.underprovisioned_minutes
+        r.data,
+        r.hours,
+        r.reference.setting,
+        r.reference.cost,
+        r.reference.underprovisioned_minutes
     );
     s.push_str("| policy | setting | cost (USD) | x reactive | under-provisioned min | SLA violations (h) | frontier |\n|---|---|---:|---:|---:|---:|---|\n");
     for (name, p) in &r.policies {
@@ -230,7 +268,11 @@ pub fn render(r: &SweepReport) -> String {
                 pt.cost / r.reference.cost,
                 pt.underprovisioned_minutes,
                 pt.sla_violations,
-                if p.frontier.contains(&pt.setting) { "yes" } else { "" }
+                if p.frontier.contains(&pt.setting) {
+                    "yes"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -261,7 +303,11 @@ mod tests {
         job.stages.tier_select.sla_quantile = 0.75;
         job.stages.tier_select.max_risk = 0.35;
         let w = wfe_settings(&job);
-        assert_eq!(w.len(), WFE_RISKS.len() + 1, "0.25 is not in the grid: added");
+        assert_eq!(
+            w.len(),
+            WFE_RISKS.len() + 1,
+            "0.25 is not in the grid: added"
+        );
         let own = w.iter().find(|(r, _)| (*r - 0.25).abs() < 1e-9).unwrap();
         assert!((own.1.sla_quantile - 0.75).abs() < 1e-9);
         assert!((own.1.max_risk - 0.35).abs() < 1e-9);
@@ -275,5 +321,7 @@ mod tests {
         assert_eq!(count("reactive"), TARGETS.len());
         assert_eq!(count("static"), PEAK_SHARES.len());
         assert_eq!(count("vpa"), VPA_QUANTILES.len() * VPA_MARGINS.len());
+        assert_eq!(count("predictive"), PREDICTIVE_MARGINS.len());
+        assert_eq!(count("autopilot"), OVERRUN_WEIGHTS.len());
     }
 }

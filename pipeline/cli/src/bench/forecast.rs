@@ -135,12 +135,7 @@ pub(super) fn bench(batches: &[usize]) -> Result<()> {
 /// bench should not spend minutes training), then timed one forecast at a time (as the stage
 /// calls it per series) and at many origins of a series per call (as the evaluation and a
 /// series' cross-validation call it).
-fn gbm_rows(
-    series: &[Vec<f64>],
-    season: usize,
-    horizons: &[usize],
-    keep: usize,
-) -> Result<String> {
+fn gbm_rows(series: &[Vec<f64>], season: usize, horizons: &[usize], keep: usize) -> Result<String> {
     use std::time::Instant;
     use wfe_forecast::gbm::{GbmConfig, GbmModel};
 
@@ -155,7 +150,10 @@ fn gbm_rows(
     for y in series {
         for k in 0..4 {
             let end = y.len() - 1 - k * 997;
-            if model.forecast(&y[end + 1 - keep.min(end + 1)..=end]).is_some() {
+            if model
+                .forecast(&y[end + 1 - keep.min(end + 1)..=end])
+                .is_some()
+            {
                 n += 1;
             }
         }
