@@ -496,7 +496,7 @@ fn issue_one(
         let n = job.history.len();
         let time_of = |i: usize| job.time + (i as i64 - n as i64 + 1) * job.step_ms;
         for (hi, &h) in horizons.iter().enumerate() {
-            let e = baselines(&job.history, n.saturating_sub(1), h, season, time_of);
+            let e = Expected::at(&job.history, n.saturating_sub(1), h, season, time_of);
             paired::expect(cfg, &mut s.paired, hi, e);
         }
     }
@@ -570,31 +570,9 @@ fn cross_validate(
         for (hi, &h) in horizons.iter().enumerate() {
             let actual = job.history[o + h];
             if actual.is_finite() {
-                let e = baselines(&job.history, o, h, season, time_of);
+                let e = Expected::at(&job.history, o, h, season, time_of);
                 paired::file(env, &mut s.paired, name, hi, &e, actual);
             }
         }
-    }
-}
-
-/// What persistence and seasonal naive forecast from index `o` of `history` for `h` steps
-/// ahead (from the values as observed: None where missing); `time_of` gives an index's time
-/// (past the history's end too).
-fn baselines(
-    history: &[f64],
-    o: usize,
-    h: usize,
-    season: usize,
-    time_of: impl Fn(usize) -> i64,
-) -> Expected {
-    let seen = |i: usize| history.get(i).copied().filter(|v| v.is_finite());
-    Expected {
-        origin: time_of(o),
-        target: time_of(o + h),
-        persistence: seen(o),
-        seasonal: (h <= season)
-            .then(|| (o + h).checked_sub(season))
-            .flatten()
-            .and_then(|i| seen(i).map(|v| (time_of(i), v))),
     }
 }

@@ -33,6 +33,30 @@ pub(crate) struct Expected {
     pub(crate) seasonal: Option<(i64, f64)>,
 }
 
+impl Expected {
+    /// What persistence and seasonal naive forecast from index `o` of `history` for `h` steps
+    /// ahead (from the values as observed: None where missing); `time_of` gives an index's time
+    /// (past the history's end too).
+    pub(crate) fn at(
+        history: &[f64],
+        o: usize,
+        h: usize,
+        season: usize,
+        time_of: impl Fn(usize) -> i64,
+    ) -> Expected {
+        let seen = |i: usize| history.get(i).copied().filter(|v| v.is_finite());
+        Expected {
+            origin: time_of(o),
+            target: time_of(o + h),
+            persistence: seen(o),
+            seasonal: (h <= season)
+                .then(|| (o + h).checked_sub(season))
+                .flatten()
+                .and_then(|i| seen(i).map(|v| (time_of(i), v))),
+        }
+    }
+}
+
 /// One horizon's paired errors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Paired {
@@ -200,6 +224,17 @@ mod tests {
         assert_eq!(judged(Some(&pair.seasonal), 60_000, 2, own), own);
         assert_eq!(judged(Some(&pair.persistence), i64::MAX, 2, own), own);
         assert_eq!(judged(None, i64::MAX, 2, own), own);
+        // What the baselines forecast from an index of a history (missing values: none).
+        let history = [1.0, f64::NAN, 3.0, 4.0];
+        let at = |o, h, season| Expected::at(&history, o, h, season, |i| i as i64 * 60_000);
+        let e = at(3, 2, 4);
+        assert_eq!(
+            (e.origin, e.target, e.persistence, e.seasonal),
+            (180_000, 300_000, Some(4.0), None)
+        );
+        assert_eq!(at(3, 2, 2).seasonal, Some((180_000, 4.0)));
+        assert_eq!(at(1, 1, 2).persistence, None);
+        assert_eq!(at(3, 3, 2).seasonal, None, "a horizon past the season");
         // The cross-validation files at once; clearing drops what it replaces.
         let mut other = Vec::new();
         file(
