@@ -19,8 +19,9 @@
 //! enough history cross-validates its fitted models on rolling origins; each forecast of a
 //! fitted model is filed and its error recorded when its actual arrives, the baselines'
 //! errors at the same origins beside it ([`paired`]). Per horizon the lowest mean absolute
-//! error wins, every model judged on the same origins ([`choice`]); each level is the model's value plus that level's
-//! quantile of the model's own past errors (split conformal). The row carries the model, its
+//! error wins, every model judged on the same origins ([`choice`]); each level is the
+//! model's value plus that level's quantile of the model's own past errors (split
+//! conformal). The row carries the model, its
 //! version, its score and why anything fell back. Spans the anomaly stage flags are masked
 //! out of every error. The feedback loop exports the LSTM's running error and retrains it on
 //! drift or schedule.
@@ -154,11 +155,11 @@ impl Forecast {
                     masked += s.err_persist[hi].mask(start, end + h);
                     masked += s.err_seasonal[hi].mask(start, end);
                     masked += s.err_seasonal[hi].mask(start + season, end + season);
-                    // A fitted model's error is filed at its target: masked when the target
-                    // or the origin (a horizon before) is flagged.
                     if let Some(pair) = s.paired.get_mut(hi) {
                         masked += pair.mask(start, end, h, season);
                     }
+                    // A fitted model's error is filed at its target: masked when the target
+                    // or the origin (a horizon before) is flagged.
                     for t in s.tracks.iter_mut().filter_map(|t| t.get_mut(hi)) {
                         masked += t.point.mask(start, end + h);
                         for ring in &mut t.levels {
