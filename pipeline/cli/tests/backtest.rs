@@ -135,7 +135,8 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
             "reactive",
             "static",
             "vpa",
-            "wfe"
+            "wfe",
+            "wfe-cost"
         ]
     );
     let points = |p: &str| -> Vec<(String, f64, f64)> {
@@ -157,7 +158,8 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
             .collect()
     };
     let sizes = [
-        ("wfe", 7),
+        ("wfe", 7 * 6),
+        ("wfe-cost", 6 * 6),
         ("reactive", 6),
         ("static", 7),
         ("vpa", 15),
@@ -191,13 +193,21 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
         wfe_costs.iter().any(|c| (c - wfe_costs[0]).abs() > 1e-6),
         "{wfe_costs:?}"
     );
+    // The price of a shortfall reaches the decisions (a cheap one can cost more: a smaller
+    // fleet draws on-demand bursts from the reactive floor, as a high risk level does).
+    let cheap = cost("wfe-cost", "shortfall_price=0.01 floor=0.8/0.7");
+    let dear = cost("wfe-cost", "shortfall_price=30 floor=0.8/0.7");
+    assert!(
+        (dear - cheap).abs() > 1e-6,
+        "the same cost at 30 and 0.01 USD per unit-minute: {dear}"
+    );
     // Reactive priced at its own point: at most its own cost (a cheaper setting may be as short).
     let at = |p: &str| policies[p]["cost_at_reactive_underprovisioning"].as_f64();
     assert!(at("reactive").is_some_and(|x| x <= 1.0 + 1e-9), "{r}");
     assert!(at("oracle").is_some_and(|x| x < 1.0), "{r}");
     let svg = std::fs::read_to_string(dir.path().join("f.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.matches("<polyline").count() == 7,
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 8,
         "{svg}"
     );
     assert_eq!(r["picture"], "f.svg");

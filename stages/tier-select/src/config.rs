@@ -1,6 +1,7 @@
 //! The tier-select stage's settings: the SLA, the caps, private capacity, spot prices.
 
 use serde::{Deserialize, Serialize};
+use wfe_contract::{Error, Result};
 
 /// Settings of the tier-select stage.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -9,6 +10,22 @@ pub struct TierSelectConfig {
     /// Catalog file (TOML); default: the shipped snapshot (`pipeline/ec2/catalog/aws-us-east-1.toml`).
     #[serde(default)]
     pub catalog: Option<std::path::PathBuf>,
+    /// How a count is chosen: `risk`, the cheapest mix that covers `sla_quantile` within
+    /// `max_risk`; or `expected-cost`, the mix of least expected cost over the forecast
+    /// distribution: instances, `shortfall_price` per unit-minute short, `churn_cost`.
+    #[serde(default)]
+    pub objective: Objective,
+    /// `expected-cost`: USD per unit-minute of demand not served (a vCPU-, GiB- or
+    /// Gbps-minute short): what the SLA says falling short costs.
+    #[serde(default = "d_shortfall_price")]
+    pub shortfall_price: f64,
+    /// `expected-cost`: USD per instance launched or ended (billing minimums, start-up work).
+    #[serde(default = "d_churn_cost")]
+    pub churn_cost: f64,
+    /// `expected-cost`: seconds from a launch until the instance serves; until then the
+    /// fleet in place carries the demand.
+    #[serde(default = "d_lead")]
+    pub lead_s: i64,
     /// Forecast quantile level the capacity must cover.
     #[serde(default = "d_q")]
     pub sla_quantile: f64,
@@ -66,6 +83,17 @@ pub struct TierSelectConfig {
     pub cold_start: bool,
 }
 
+/// What tier-select minimises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Cheapest mix within a risk of falling short.
+    #[default]
+    Risk,
+    /// Least expected cost, shortfall and churn priced.
+    ExpectedCost,
+}
+
 /// Capacity a workload has on premises.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +141,18 @@ pub struct SpotPriceSource {
     pub refresh_s: u64,
 }
 
+fn d_shortfall_price() -> f64 {
+    // Dear on purpose (a vCPU-minute of m7i on demand is 0.00084 USD): capacity reaches far
+    // into the forecast's tail, as an SLA with a real penalty asks.
+    10.0
+}
+fn d_churn_cost() -> f64 {
+    0.01
+}
+fn d_lead() -> i64 {
+    180
+}
+
 fn d_switch() -> f64 {
     0.15
 }
@@ -152,6 +192,10 @@ impl Default for TierSelectConfig {
     fn default() -> Self {
         Self {
             catalog: None,
+            objective: Objective::default(),
+            shortfall_price: d_shortfall_price(),
+            churn_cost: d_churn_cost(),
+            lead_s: d_lead(),
             sla_quantile: d_q(),
             max_risk: d_risk(),
             min_instances: d_min(),
@@ -167,5 +211,68 @@ impl Default for TierSelectConfig {
             spot_prices: None,
             cold_start: false,
         }
+    }
+}
+
+impl TierSelectConfig {
+    /// Every setting in its range; the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |key: &str, why: &str| Err(Error::config(format!("stages.tier-select.{key}"), why));
+        if !(0.0 < self.sla_quantile && self.sla_quantile < 1.0) {
+            return bad("sla_quantile", "must be in (0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.max_risk) {
+            return bad("max_risk", "must be in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.max_spot_share) {
+            return bad("max_spot_share", "must be in [0, 1]");
+        }
+        if !(0.0..1.0).contains(&self.scale_in_margin) {
+            return bad("scale_in_margin", "must be in [0, 1)");
+        }
+        // Written so that NaN fails (a comparison with NaN is false).
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.transfer_cost_per_gb)
+            || self
+                .private
+                .iter()
+                .any(|p| !(ok(p.vcpu) && ok(p.memory_gib) && ok(p.network_gbps)))
+        {
+            return bad(
+                "private",
+                "private capacities and transfer_cost_per_gb must be 0 or more",
+            );
+        }
+        if !ok(self.switch_margin) {
+            return bad("switch_margin", "must be 0 or more");
+        }
+        let utilisation_ok = (0.0..=1.0).contains(&self.burst_utilisation);
+        let target_ok = self.burst_target > 0.0 && self.burst_target <= 1.0;
+        if !(utilisation_ok && target_ok) {
+            return bad(
+                "burst_utilisation",
+                "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
+            );
+        }
+        if self
+            .budget_per_hour
+            .is_some_and(|b| !(b.is_finite() && b > 0.0))
+        {
+            return bad(
+                "budget_per_hour",
+                "must be a positive number of USD per hour",
+            );
+        }
+        if !ok(self.shortfall_price) {
+            return bad("shortfall_price", "must be 0 or more USD per unit-minute");
+        }
+        if !ok(self.churn_cost) {
+            return bad("churn_cost", "must be 0 or more USD per instance");
+        }
+        if !(0..=86_400).contains(&self.lead_s) {
+            return bad("lead_s", "must be 0 to 86400 seconds");
+        }
+        Ok(())
     }
 }

@@ -11,16 +11,20 @@
 //!   distribution, plus the chance a spot instance is interrupted within the horizon;
 //! - **cost**: spot count x spot price + on-demand count x on-demand price, per hour.
 //!
-//! The cheapest mix whose risk stays within `max_risk` and whose cost within
-//! `budget_per_hour` is chosen; otherwise the least risky within the budget, and the reason
-//! says so. Scale-in waits for `cooldown_s` after the last change and for demand to sit
-//! `scale_in_margin` below the smaller fleet (hysteresis), so forecasts that wobble do not
-//! churn instances. Every row carries the options considered (JSON) and a sentence saying
-//! why.
+//! Under the `risk` objective the cheapest mix whose risk stays within `max_risk` and whose
+//! cost within `budget_per_hour` is chosen; otherwise the least risky within the budget, and
+//! the reason says so. Under `expected-cost` ([`expected`]) the mix of least expected cost
+//! over the forecast distribution wins: instances, `shortfall_price` per unit-minute short
+//! (with the launch lead time served by the fleet in place) and `churn_cost` per instance
+//! launched or ended. Scale-in waits for `cooldown_s` after the last change and for demand
+//! to sit `scale_in_margin` below the smaller fleet (hysteresis), so forecasts that wobble do
+//! not churn instances. Every row carries the options considered (JSON) and a sentence
+//! saying why.
 
 mod borrow;
 mod cold;
 mod config;
+pub mod expected;
 pub mod plan;
 mod prices;
 mod private;
@@ -38,7 +42,8 @@ use wfe_domain::ResourceMap;
 use wfe_ec2::{Cloud, Connect, Ec2, Ec2Settings};
 
 use cold::ColdStart;
-pub use config::{PrivateCapacity, SpotPriceSource, TierSelectConfig};
+pub use config::{Objective, PrivateCapacity, SpotPriceSource, TierSelectConfig};
+pub use expected::{CostModel, InPlace};
 pub use plan::{Need, Priced, Rules, choose};
 use prices::Prices;
 use rows::Rows;
@@ -100,66 +105,7 @@ impl TierSelect {
     /// The stage, its spot-price client (when `spot_prices` is set) from `connect`: a process
     /// running several stages hands out one client per region (`wfe_ec2::Clients`).
     pub fn connect_with(cfg: TierSelectConfig, connect: Connect<'_>) -> Result<Self> {
-        if !(0.0 < cfg.sla_quantile && cfg.sla_quantile < 1.0) {
-            return Err(Error::config(
-                "stages.tier-select.sla_quantile",
-                "must be in (0, 1)",
-            ));
-        }
-        if !(0.0..=1.0).contains(&cfg.max_risk) {
-            return Err(Error::config(
-                "stages.tier-select.max_risk",
-                "must be in [0, 1]",
-            ));
-        }
-        if !(0.0..=1.0).contains(&cfg.max_spot_share) {
-            return Err(Error::config(
-                "stages.tier-select.max_spot_share",
-                "must be in [0, 1]",
-            ));
-        }
-        if !(0.0..1.0).contains(&cfg.scale_in_margin) {
-            return Err(Error::config(
-                "stages.tier-select.scale_in_margin",
-                "must be in [0, 1)",
-            ));
-        }
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        if !ok(cfg.transfer_cost_per_gb)
-            || cfg
-                .private
-                .iter()
-                .any(|p| !(ok(p.vcpu) && ok(p.memory_gib) && ok(p.network_gbps)))
-        {
-            return Err(Error::config(
-                "stages.tier-select.private",
-                "private capacities and transfer_cost_per_gb must be 0 or more",
-            ));
-        }
-        if !(cfg.switch_margin.is_finite() && cfg.switch_margin >= 0.0) {
-            return Err(Error::config(
-                "stages.tier-select.switch_margin",
-                "must be 0 or more",
-            ));
-        }
-        // Written so that NaN fails both (a comparison with NaN is false).
-        let utilisation_ok = (0.0..=1.0).contains(&cfg.burst_utilisation);
-        let target_ok = cfg.burst_target > 0.0 && cfg.burst_target <= 1.0;
-        if !(utilisation_ok && target_ok) {
-            return Err(Error::config(
-                "stages.tier-select.burst_utilisation",
-                "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
-            ));
-        }
-        if cfg
-            .budget_per_hour
-            .is_some_and(|b| !(b.is_finite() && b > 0.0))
-        {
-            return Err(Error::config(
-                "stages.tier-select.budget_per_hour",
-                "must be a positive number of USD per hour",
-            ));
-        }
+        cfg.validate()?;
         let catalog = match &cfg.catalog {
             Some(path) => Catalog::load(path)?,
             None => Catalog::shipped()?,
@@ -209,14 +155,21 @@ impl TierSelect {
         &self.catalog
     }
 
-    /// The rules options are chosen by.
+    /// The rules options are chosen by (no fleet in place).
     pub fn rules(&self) -> Rules {
+        let cost = (self.cfg.objective == Objective::ExpectedCost).then_some(CostModel {
+            shortfall_price: self.cfg.shortfall_price,
+            churn_cost: self.cfg.churn_cost,
+            lead_s: self.cfg.lead_s,
+        });
         Rules {
             sla_quantile: self.cfg.sla_quantile,
             max_risk: self.cfg.max_risk,
             max_spot_share: self.cfg.max_spot_share,
             min_instances: self.cfg.min_instances,
             budget_per_hour: self.cfg.budget_per_hour,
+            cost,
+            now: InPlace::default(),
         }
     }
 
@@ -247,7 +200,13 @@ impl TierSelect {
                 .collect(),
             None => needs.to_vec(),
         };
+        let prev = self.current.get(workload).cloned().unwrap_or_default();
         let mut rules = self.rules();
+        rules.now = InPlace {
+            instance_type: prev.instance_type.clone(),
+            count: prev.count,
+            spot_count: prev.spot_count,
+        };
         if private.is_some() {
             // Private capacity may carry it all: no public instance is then needed.
             rules.min_instances = 0;
@@ -260,13 +219,12 @@ impl TierSelect {
             .ok_or_else(|| Error::config("catalog", "no instance type measures the needs"))?;
         let all_needs = needs;
         let needs = &public_needs[..];
-        let prev = self.current.get(workload).cloned().unwrap_or_default();
         let mut best = best;
         if !prev.instance_type.is_empty() && prev.instance_type != best.instance_type {
             let stay = considered.iter().find(|o| {
                 o.instance_type == prev.instance_type
                     && o.feasible == best.feasible
-                    && o.cost_per_hour <= best.cost_per_hour * (1.0 + self.cfg.switch_margin)
+                    && o.score() <= best.score() * (1.0 + self.cfg.switch_margin)
             });
             if let Some(stay) = stay {
                 reason = format!(
@@ -274,8 +232,8 @@ impl TierSelect {
                     prev.instance_type,
                     best.instance_type,
                     self.cfg.switch_margin * 100.0,
-                    best.cost_per_hour,
-                    stay.cost_per_hour,
+                    best.score(),
+                    stay.score(),
                     plan::describe(stay)
                 );
                 best = stay.clone();

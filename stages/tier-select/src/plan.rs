@@ -20,6 +20,7 @@
 
 use serde::Serialize;
 
+use crate::expected::{CostModel, Expected, InPlace};
 use crate::{Catalog, Instance};
 
 /// One resource at one horizon of a forecast issuance.
@@ -95,6 +96,9 @@ pub struct Priced {
     /// Why spot stops where it does (or why none), for the explanation.
     #[serde(skip)]
     pub spot_limit: &'static str,
+    /// Under the `expected-cost` objective: the expected cost over the horizon and its parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Expected>,
 }
 
 impl Priced {
@@ -105,6 +109,12 @@ impl Priced {
         } else {
             &self.tier
         }
+    }
+
+    /// What options are compared by, per hour: the expected cost where the objective prices
+    /// shortfall and churn, else the instances' price.
+    pub fn score(&self) -> f64 {
+        self.expected.map_or(self.cost_per_hour, |e| e.per_hour())
     }
 }
 
@@ -128,6 +138,10 @@ pub struct Rules {
     pub max_spot_share: f64,
     pub min_instances: i64,
     pub budget_per_hour: Option<f64>,
+    /// `expected-cost` objective: what shortfall and churn cost (None: the `risk` objective).
+    pub cost: Option<CostModel>,
+    /// The fleet in place (for lead time and churn under `expected-cost`).
+    pub now: InPlace,
 }
 
 /// Largest chance over the needs that demand passes `n` instances of `inst`.
@@ -178,7 +192,7 @@ impl<'a> Shortfalls<'a> {
 
 impl Rules {
     /// The instances of `inst` that the SLA quantile needs, and the need that set it.
-    fn base(&self, inst: &Instance, needs: &[Need]) -> (i64, Driver) {
+    pub(crate) fn base(&self, inst: &Instance, needs: &[Need]) -> (i64, Driver) {
         let mut count = self.min_instances.max(0);
         let mut driver = Driver::default();
         for need in needs {
@@ -257,6 +271,7 @@ impl Rules {
             feasible: risk <= self.max_risk + 1e-12,
             driver: d.clone(),
             spot_limit: "",
+            expected: None,
         }
     }
 
@@ -362,6 +377,9 @@ pub struct Choice {
 /// Chooses the cheapest feasible option within the budget over the catalog; `None` when no
 /// instance type measures any of the needs.
 pub fn choose(catalog: &Catalog, rules: &Rules, needs: &[Need]) -> Option<Choice> {
+    if let Some(model) = rules.cost {
+        return choose_expected(catalog, rules, needs, model);
+    }
     let considered: Vec<Priced> = catalog
         .instance
         .iter()
@@ -397,37 +415,7 @@ pub fn choose(catalog: &Catalog, rules: &Rules, needs: &[Need]) -> Option<Choice
         .iter()
         .any(|o| o.feasible && o.cost_per_hour > budget);
     if over_budget {
-        let capped = catalog
-            .instance
-            .iter()
-            .filter(|i| needs.iter().any(|n| i.capacity(&n.unit).is_some()))
-            .filter_map(|i| rules.within_budget(i, needs, budget))
-            .min_by(|a, b| {
-                a.risk
-                    .total_cmp(&b.risk)
-                    .then(a.cost_per_hour.total_cmp(&b.cost_per_hour))
-            });
-        let reason = match &capped {
-            Some(o) => format!(
-                "budget {budget:.3}/h holds: the options within risk {:.2} cost more; least risky within budget: {}",
-                rules.max_risk,
-                describe(o)
-            ),
-            None => format!(
-                "budget {budget:.3}/h is below the cheapest single instance: nothing fits, the fewest instances are kept"
-            ),
-        };
-        let chosen = capped.or_else(|| {
-            considered
-                .iter()
-                .min_by(|a, b| a.cost_per_hour.total_cmp(&b.cost_per_hour))
-                .cloned()
-        })?;
-        return Some(Choice {
-            chosen,
-            considered,
-            reason,
-        });
+        return capped(catalog, rules, needs, considered, budget);
     }
     let safest = considered
         .iter()
@@ -444,6 +432,90 @@ pub fn choose(catalog: &Catalog, rules: &Rules, needs: &[Need]) -> Option<Choice
     );
     Some(Choice {
         chosen: safest,
+        considered,
+        reason,
+    })
+}
+
+/// The `expected-cost` objective: the option of least expected cost per hour whose price
+/// stays within the budget (see [`crate::expected`]).
+fn choose_expected(
+    catalog: &Catalog,
+    rules: &Rules,
+    needs: &[Need],
+    model: CostModel,
+) -> Option<Choice> {
+    let considered: Vec<Priced> = catalog
+        .instance
+        .iter()
+        .filter_map(|i| {
+            let (_, driver) = rules.base(i, needs);
+            rules.cheapest_expected(i, needs, model, &rules.now, catalog, driver)
+        })
+        .collect();
+    let budget = rules.budget_per_hour.unwrap_or(f64::INFINITY);
+    let best = considered
+        .iter()
+        .filter(|o| o.cost_per_hour <= budget)
+        .min_by(|a, b| a.score().total_cmp(&b.score()));
+    let Some(best) = best else {
+        return capped(catalog, rules, needs, considered, budget);
+    };
+    let e = best.expected.unwrap_or_default();
+    let reason = format!(
+        "least expected cost over {} s, {:.3}/h: {}; instances {:.3} + shortfall {:.3} ({:.2} unit-minutes at {}) + churn {:.3} USD",
+        e.horizon_s,
+        e.per_hour(),
+        describe(best),
+        e.instances,
+        e.shortfall,
+        e.short_unit_minutes,
+        model.shortfall_price,
+        e.churn,
+    );
+    Some(Choice {
+        chosen: best.clone(),
+        considered,
+        reason,
+    })
+}
+
+/// Over budget: the least risky mix within it, or else the cheapest option considered
+/// (None when nothing was).
+fn capped(
+    catalog: &Catalog,
+    rules: &Rules,
+    needs: &[Need],
+    considered: Vec<Priced>,
+    budget: f64,
+) -> Option<Choice> {
+    let within = catalog
+        .instance
+        .iter()
+        .filter(|i| needs.iter().any(|n| i.capacity(&n.unit).is_some()))
+        .filter_map(|i| rules.within_budget(i, needs, budget))
+        .min_by(|a, b| {
+            a.risk
+                .total_cmp(&b.risk)
+                .then(a.cost_per_hour.total_cmp(&b.cost_per_hour))
+        });
+    let reason = match &within {
+        Some(o) => format!(
+            "budget {budget:.3}/h holds: the options the objective prefers cost more; least risky within budget: {}",
+            describe(o)
+        ),
+        None => format!(
+            "budget {budget:.3}/h is below the cheapest single instance: nothing fits, the fewest instances are kept"
+        ),
+    };
+    let chosen = within.or_else(|| {
+        considered
+            .iter()
+            .min_by(|a, b| a.cost_per_hour.total_cmp(&b.cost_per_hour))
+            .cloned()
+    })?;
+    Some(Choice {
+        chosen,
         considered,
         reason,
     })

@@ -119,6 +119,43 @@ fn cheapest_mix_covers_the_p90_with_spot_up_to_its_share() {
     assert!(reason.contains("max_spot_share"), "{reason}");
 }
 
+#[test]
+fn the_expected_cost_objective_prices_the_shortfall_and_says_so() {
+    // The same forecast as above at a dear shortfall: capacity past the p90 pays for itself
+    // (the tail above 20 vCPU costs more short than a fifth instance's price), and the row
+    // says what the choice weighed.
+    let cfg = |price: f64| TierSelectConfig {
+        objective: Objective::ExpectedCost,
+        shortfall_price: price,
+        ..TierSelectConfig::default()
+    };
+    let fc = || forecasts(&[("w", 3600, "cpu", "vcpu", 3600, [10.0, 15.0, 20.0])]);
+    let catalog = Catalog::shipped().unwrap();
+    let (dear, _) = decide(&mut TierSelect::new(cfg(1.0)).unwrap(), fc());
+    let (cheap, _) = decide(&mut TierSelect::new(cfg(0.0001)).unwrap(), fc());
+    // vCPU decided, performance included.
+    let vcpu = |out: &VecCollector| {
+        let n: f64 = col(out, "count")[0].parse().unwrap();
+        let inst = catalog.get(&col(out, "instance_type")[0]).unwrap();
+        n * inst.vcpu * inst.performance
+    };
+    assert!(vcpu(&dear) > 20.0, "{:?}", col(&dear, "reason"));
+    assert!(vcpu(&cheap) < 20.0, "{:?}", col(&cheap, "reason"));
+    let reason = &col(&dear, "reason")[0];
+    assert!(
+        reason.contains("least expected cost") && reason.contains("shortfall"),
+        "{reason}"
+    );
+    let considered: serde_json::Value = serde_json::from_str(&col(&dear, "considered")[0]).unwrap();
+    assert!(
+        considered[0]["expected"]["short_unit_minutes"].is_number(),
+        "{considered}"
+    );
+    // A price that is not a number is refused, naming the setting.
+    let err = TierSelect::new(cfg(f64::NAN)).err().unwrap().to_string();
+    assert!(err.contains("shortfall_price"), "{err}");
+}
+
 /// A one-type catalog with the given spot interruption rate per hour.
 fn one_type_catalog(dir: &std::path::Path, rate: f64) -> std::path::PathBuf {
     let path = dir.join("catalog.toml");

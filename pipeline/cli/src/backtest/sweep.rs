@@ -9,6 +9,12 @@
 //!   allowance over its SLA level (0.15 - 0.1 by default). The forecast stage runs once per
 //!   entity, emitting the level `1 - r` of every `r` beside its own levels, and tier-select
 //!   runs once per `r` over the same forecasts;
+//! - wfe-cost: the `expected-cost` objective at each `shortfall_price` (USD per unit-minute
+//!   short), over the same forecasts (whose levels, the risks' beside the job's own, give the
+//!   distribution its shape up to p99);
+//! - both at each reactive floor (`burst_utilisation` / `burst_target`): the floor answers
+//!   the jumps within an hour that no forecast quantile sees, so it moves wfe along its
+//!   frontier as much as the risk or the price does;
 //! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
 //! - vpa: `vpa_quantile` x `vpa_margin`; predictive: `predictive_margin`; autopilot:
 //!   `autopilot_overrun_weight`; oracle: its one point.
@@ -17,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use wfe_contract::{RecordBatch, Result};
-use wfe_tier_select::Catalog;
+use wfe_tier_select::{Catalog, Objective};
 
 use super::frontier::{self, Point};
 use super::{BacktestConfig, Demand, Figures, policies, sim};
@@ -25,6 +31,17 @@ use crate::config::JobConfig;
 
 /// wfe's risk levels: the chance it accepts that capacity falls short.
 pub const WFE_RISKS: [f64; 7] = [0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01];
+/// wfe's prices of a unit-minute short under the `expected-cost` objective (USD).
+pub const SHORTFALL_PRICES: [f64; 6] = [0.01, 0.1, 1.0, 3.0, 10.0, 30.0];
+/// wfe's reactive floors: (`burst_utilisation`, `burst_target`).
+pub const FLOORS: [(f64, f64); 6] = [
+    (0.5, 0.4),
+    (0.6, 0.5),
+    (0.7, 0.6),
+    (0.8, 0.7),
+    (0.9, 0.8),
+    (0.95, 0.9),
+];
 pub const TARGETS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const PEAK_SHARES: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const VPA_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
@@ -126,7 +143,37 @@ fn baseline_settings(cfg: &BacktestConfig) -> Vec<(&'static str, String, Backtes
     out
 }
 
-/// wfe's risk levels, each with its tier-select settings.
+/// The floors with the job's own added (where it is not already there).
+fn floors(own: &wfe_tier_select::TierSelectConfig) -> Vec<(f64, f64)> {
+    let mut v = FLOORS.to_vec();
+    let mine = (own.burst_utilisation, own.burst_target);
+    if !v
+        .iter()
+        .any(|f| (f.0 - mine.0).abs() < 1e-9 && (f.1 - mine.1).abs() < 1e-9)
+    {
+        v.push(mine);
+    }
+    v
+}
+
+/// wfe's settings at every floor: (label, tier-select settings) for each of `points`.
+fn at_floors(
+    job: &JobConfig,
+    points: Vec<(String, wfe_tier_select::TierSelectConfig)>,
+) -> Vec<(String, wfe_tier_select::TierSelectConfig)> {
+    let mut out = Vec::new();
+    for (u, t) in floors(&job.stages.tier_select) {
+        for (setting, cfg) in &points {
+            let mut cfg = cfg.clone();
+            cfg.burst_utilisation = u;
+            cfg.burst_target = t;
+            out.push((format!("{setting} floor={}/{}", label(u), label(t)), cfg));
+        }
+    }
+    out
+}
+
+/// wfe's risk levels, each with its tier-select settings (the `risk` objective).
 fn wfe_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectConfig)> {
     let own = &job.stages.tier_select;
     let allowance = (own.max_risk - (1.0 - own.sla_quantile)).max(0.0);
@@ -135,9 +182,25 @@ fn wfe_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectConfig)
         .rev()
         .map(|r| {
             let mut t = own.clone();
+            t.objective = Objective::Risk;
             t.sla_quantile = 1.0 - r;
             t.max_risk = (r + allowance).min(1.0);
             (r, t)
+        })
+        .collect()
+}
+
+/// wfe's prices of a unit-minute short, each with its tier-select settings (the
+/// `expected-cost` objective).
+fn wfe_cost_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectConfig)> {
+    let own = &job.stages.tier_select;
+    with_own(&SHORTFALL_PRICES, own.shortfall_price)
+        .into_iter()
+        .map(|p| {
+            let mut t = own.clone();
+            t.objective = Objective::ExpectedCost;
+            t.shortfall_price = p;
+            (p, t)
         })
         .collect()
 }
@@ -158,10 +221,18 @@ pub fn entity(
         *levels = with_own(levels, t.sla_quantile);
     }
     let replay = policies::wfe_forecasts(&fjob, norm)?;
-    for (r, tier) in risks {
-        let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
-        let f = sim::simulate(d, catalog, &job.backtest, &plan)?;
-        out.push(("wfe".to_string(), format!("risk={}", label(r)), f));
+    let risk = risks
+        .into_iter()
+        .map(|(r, t)| (format!("risk={}", label(r)), t));
+    let cost = wfe_cost_settings(job)
+        .into_iter()
+        .map(|(p, t)| (format!("shortfall_price={}", label(p)), t));
+    for (policy, points) in [("wfe", risk.collect()), ("wfe-cost", cost.collect())] {
+        for (setting, tier) in at_floors(job, points) {
+            let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
+            let f = sim::simulate(d, catalog, &job.backtest, &plan)?;
+            out.push((policy.to_string(), setting, f));
+        }
     }
     for (policy, label, cfg) in baseline_settings(&job.backtest) {
         let plan = match policy {
@@ -316,6 +387,28 @@ mod tests {
         let strict = w.last().unwrap();
         assert!((strict.1.sla_quantile - 0.99).abs() < 1e-9);
         assert!((strict.1.max_risk - 0.11).abs() < 1e-9);
+        assert!(w.iter().all(|(_, t)| t.objective == Objective::Risk));
+        job.stages.tier_select.shortfall_price = 0.02;
+        let c = wfe_cost_settings(&job);
+        assert_eq!(
+            c.len(),
+            SHORTFALL_PRICES.len() + 1,
+            "0.02 is not in the grid"
+        );
+        assert!(
+            c.iter()
+                .all(|(p, t)| t.objective == Objective::ExpectedCost && t.shortfall_price == *p)
+        );
+        // Every point at each floor, the job's own floor added (0.8 / 0.7 is in the grid).
+        job.stages.tier_select.burst_utilisation = 0.8;
+        job.stages.tier_select.burst_target = 0.7;
+        let points = vec![("risk=0.1".to_string(), job.stages.tier_select.clone())];
+        assert_eq!(at_floors(&job, points.clone()).len(), FLOORS.len());
+        job.stages.tier_select.burst_target = 0.75;
+        let all = at_floors(&job, points);
+        assert_eq!(all.len(), FLOORS.len() + 1);
+        assert_eq!(all.last().unwrap().0, "risk=0.1 floor=0.8/0.75");
+        assert!((all[4].1.burst_utilisation - 0.9).abs() < 1e-12);
         let b = baseline_settings(&BacktestConfig::default());
         let count = |p: &str| b.iter().filter(|x| x.0 == p).count();
         assert_eq!(count("reactive"), TARGETS.len());
