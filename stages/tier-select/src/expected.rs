@@ -31,8 +31,7 @@
 //! spot instance saves a fixed price and adds shortfall at an increasing rate), else searched
 //! the same way.
 
-use serde::Serialize;
-
+use crate::cost::{CostModel, Expected, InPlace};
 use crate::plan::{Driver, Need, Priced, Rules};
 use crate::{Catalog, Instance};
 
@@ -47,47 +46,6 @@ const GAUSS_HERMITE: [(f64, f64); 5] = [
     (1.355_626_179_974_266, 0.222_075_922_005_612_6),
     (2.856_970_013_872_806, 0.011_257_411_327_720_69),
 ];
-
-/// What falling short and changing the fleet cost (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CostModel {
-    /// USD per unit-minute of demand not served (vCPU-minute, GiB-minute, Gbps-minute).
-    pub shortfall_price: f64,
-    /// USD per instance launched or ended.
-    pub churn_cost: f64,
-    /// Seconds from a launch until the instance serves.
-    pub lead_s: i64,
-}
-
-/// The fleet in place when a decision is made (none: a workload's first decision).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InPlace {
-    pub instance_type: String,
-    pub count: i64,
-    pub spot_count: i64,
-}
-
-/// An option's expected cost over the decision's horizon (USD) and what it is made of.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Expected {
-    pub horizon_s: i64,
-    pub instances: f64,
-    pub shortfall: f64,
-    pub churn: f64,
-    /// Expected unit-minutes of demand not served, summed over the needs.
-    pub short_unit_minutes: f64,
-}
-
-impl Expected {
-    pub fn total(&self) -> f64 {
-        self.instances + self.shortfall + self.churn
-    }
-
-    /// [`Expected::total`] per hour of the horizon: comparable with a price per hour.
-    pub fn per_hour(&self) -> f64 {
-        self.total() / (self.horizon_s.max(60) as f64 / 3600.0)
-    }
-}
 
 /// `E[(D - capacity)+]` for demand `D` read from quantile levels and values (ascending) as
 /// [`crate::plan::exceed`] reads it: the integral of the exceedance from `capacity` up.

@@ -24,6 +24,7 @@
 mod borrow;
 mod cold;
 mod config;
+mod cost;
 pub mod expected;
 pub mod plan;
 mod prices;
@@ -43,7 +44,7 @@ use wfe_ec2::{Cloud, Connect, Ec2, Ec2Settings};
 
 use cold::ColdStart;
 pub use config::{Objective, PrivateCapacity, SpotPriceSource, TierSelectConfig};
-pub use expected::{CostModel, InPlace};
+pub use cost::{CostModel, Expected, InPlace};
 pub use plan::{Need, Priced, Rules, choose};
 use prices::Prices;
 use rows::Rows;

@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use crate::expected::{CostModel, Expected, InPlace};
+use crate::cost::{CostModel, Expected, InPlace};
 use crate::{Catalog, Instance};
 
 /// One resource at one horizon of a forecast issuance.
