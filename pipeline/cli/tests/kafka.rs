@@ -519,8 +519,14 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
 
     let actions = env.wait_ended(Topic::Actions, Duration::from_secs(300));
     let decisions = read_topic(&env.cfg, Topic::Decisions, PARTITIONS).unwrap();
-    // A clean run delivers every decision exactly once.
+    // A clean run delivers every decision exactly once, cold-start ones included (new
+    // servers sized from the neighbours the fleet's `profiles` table gave them).
     assert_same_rows("decisions", &decisions.rows, &env.expected.0);
+    assert!(
+        decisions.rows.iter().any(|r| r.contains("cold start: ")
+            && r.contains("sized from its nearest fingerprints omi-")),
+        "no cold-start decision borrowed from a neighbour"
+    );
     assert_actions_once(&actions, &env.expected.1);
 
     let dlq = env.cfg.dead_letter_topic("normalise");
@@ -1050,7 +1056,8 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
-    // Nine servers known to the fleet, then a tenth that appears later.
+    // Nine servers known to the fleet, then a tenth that appears later. It asks for eight
+    // neighbours: more than any one partition holds, so some must come from the others.
     let (fleet, late) = (dir.path().join("fleet"), dir.path().join("late"));
     std::fs::create_dir_all(&fleet).unwrap();
     std::fs::create_dir_all(&late).unwrap();
@@ -1067,7 +1074,7 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
         format!(
             "[[sources]]\npath = \"{}\"\nformat = \"csv-wide\"\n\n[run]\nprogress = false\n\n\
              [stages.normalise]\nlearn_steps = 50\n\n\
-             [stages.fingerprint]\nwindow = 30\nhop = 30\nlearning_steps = 30\nneighbours = 3\n\n\
+             [stages.fingerprint]\nwindow = 30\nhop = 30\nlearning_steps = 30\nneighbours = 8\n\n\
              [kafka]\npartitions = {PARTITIONS}\ncommit_interval_ms = 500\n",
             sources.display()
         )
@@ -1110,7 +1117,10 @@ fn a_new_workload_is_sized_from_neighbours_in_other_partitions() {
         .unwrap();
     assert!(status.success());
     let fps = env.wait_ended(Topic::Fingerprints, Duration::from_secs(120));
-    let home = partitions_of(&env.cfg, Topic::Fingerprints);
+    // Where each workload lives: its `profiles` rows (one per workload and window; a
+    // partition's fingerprint rows wait for its own basis, which a small partition may not
+    // have fitted yet).
+    let home = partitions_of(&env.cfg, Topic::Profiles);
     let cold: Vec<&String> = fps
         .rows
         .iter()

@@ -89,8 +89,10 @@ pub trait Stage: Send {
     }
 
     /// Rows of a table from [`Stage::tables`], as other instances wrote them: the newest row
-    /// of a key replaces what the stage knew of it. Delivered in no order relative to the
-    /// stage's inputs, and possibly more than once.
+    /// of a key replaces what the stage knew of it. In a replay (sequence numbers that are the
+    /// source's batches) a row made at seq `s` reaches the stage before its input of seq
+    /// `s + 1`, and never before its input of seq `s`; otherwise in no order relative to the
+    /// inputs. Possibly more than once.
     fn process_table(
         &mut self,
         _topic: Topic,
@@ -98,6 +100,14 @@ pub trait Stage: Send {
         _ctx: &mut Context,
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether handling this input batch must wait until the tables hold every row the
+    /// other instances made from the inputs before it (in a replay; the service waits at
+    /// most `kafka.merge_wait_ms`). For a stage whose output for this batch depends on the
+    /// tables: what makes a fleet of services decide what one process decides. Default: no.
+    fn needs_tables(&self, _topic: Topic, _batch: &RecordBatch) -> bool {
+        false
     }
 
     /// Called on a wall-clock timer when the runner has one configured (e.g. to close

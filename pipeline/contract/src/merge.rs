@@ -106,6 +106,13 @@ impl<T> Merge<T> {
         self.front(i)
     }
 
+    /// The least message held, with its input and seq, to look at or amend before its turn.
+    pub fn head_mut(&mut self) -> Option<(usize, Seq, &mut T)> {
+        let (i, seq) = self.head()?;
+        let (_, item) = self.inputs[i].queue.front_mut()?;
+        Some((i, seq, item))
+    }
+
     /// Where `input` stands: every message of seq <= this has arrived.
     pub fn done(&self, input: usize) -> Seq {
         self.inputs[input].done

@@ -224,30 +224,43 @@ impl Slots {
             }
         }
     }
-
-    /// The slot of every key of a batch's metric dictionary.
-    pub fn map_dict(&mut self, dict: &StringArray) -> Vec<u32> {
-        dict.iter().map(|n| self.slot(n.unwrap_or(""))).collect()
-    }
 }
 
-/// Per-batch cache of dictionary-key-to-slot maps, one per workload key.
+/// Per-batch cache of dictionary-key-to-slot maps, one per workload key. Only the metrics a
+/// workload's own rows carry get a slot of its: a batch that holds other workloads with other
+/// metrics (the embedded run's, which sees the whole fleet) must not widen its metric set,
+/// else its set would depend on who shares its batches, and a fleet of services (one
+/// partition's workloads per batch) would see another.
 #[derive(Default)]
 pub struct KeyCache {
     maps: Vec<(i32, Vec<u32>)>,
 }
 
 impl KeyCache {
-    /// The key-to-slot map of a workload in this batch, built on first use.
-    pub fn get(&mut self, workload_key: i32, slots: &mut Slots, dict: &StringArray) -> &[u32] {
-        let pos = match self.maps.iter().position(|(k, _)| *k == workload_key) {
+    /// A dictionary key no row of the workload has used yet.
+    const UNMAPPED: u32 = u32::MAX;
+
+    /// The key-to-slot map of a workload in this batch, with the metrics of `step`'s rows
+    /// mapped (slots made for those it has not had before); other keys map past any slot.
+    pub fn get(&mut self, nb: &NormBatch<'_>, step: &Step<'_>, slots: &mut Slots) -> &[u32] {
+        let dict = nb.metric_dict();
+        let pos = match self.maps.iter().position(|(k, _)| *k == step.workload_key) {
             Some(p) => p,
             None => {
-                self.maps.push((workload_key, slots.map_dict(dict)));
+                self.maps
+                    .push((step.workload_key, vec![Self::UNMAPPED; dict.len()]));
                 self.maps.len() - 1
             }
         };
-        &self.maps[pos].1
+        let map = &mut self.maps[pos].1;
+        let keys = nb.metric.keys();
+        for r in step.rows.clone() {
+            let k = keys[r] as usize;
+            if map.get(k) == Some(&Self::UNMAPPED) && !nb.metric.is_null(r) {
+                map[k] = slots.slot(dict.value(k));
+            }
+        }
+        map
     }
 }
 
@@ -493,7 +506,7 @@ impl<'b> NormBatch<'b> {
                 continue;
             }
             slots.last_step = Some(step.time);
-            let map = cache.get(step.workload_key, slots, self.metric_dict());
+            let map = cache.get(self, &step, slots);
             let observed = self.dense(&step, map, slots.len(), &mut scaled, &mut raw);
             f(DenseStep {
                 id,

@@ -41,6 +41,10 @@ pub mod header {
     /// descend from; on a progress mark, how far the producer has got
     /// ([`wfe_contract::merge`]).
     pub const SEQ: &str = "wfe.seq";
+    /// Present (`1`) when `wfe.seq` is a replay's source batch, the same number on every
+    /// partition, rather than an offset of one partition: then a stage's tables can be read
+    /// in seq order beside its inputs ([`wfe_contract::Stage::needs_tables`]).
+    pub const SOURCE_SEQ: &str = "wfe.seq.source";
     /// On a dead letter: why it could not be used.
     pub const ERROR: &str = "wfe.error";
     /// On a dead letter: where it came from, `topic/partition/offset`.
@@ -112,6 +116,17 @@ impl HeaderMap {
     /// The `wfe.seq` header, when present and a number.
     pub fn seq(&self) -> Option<i64> {
         self.get(header::SEQ).and_then(|s| s.parse().ok())
+    }
+
+    /// Whether `wfe.seq` is a replay's source batch (see [`header::SOURCE_SEQ`]).
+    pub fn is_source_seq(&self) -> bool {
+        self.0.contains_key(header::SOURCE_SEQ)
+    }
+
+    /// These headers, saying that `wfe.seq` is a replay's source batch.
+    pub fn with_source_seq(mut self) -> Self {
+        self.set(header::SOURCE_SEQ, "1");
+        self
     }
 
     /// The headers of a progress mark: `stage` has sent everything of seq <= `seq`.

@@ -54,10 +54,13 @@ pub struct KafkaConfig {
     /// holding a message until the other topics' producers have passed it. After this long
     /// without that (a producer stopped or gone), the oldest held message goes on anyway and
     /// `merge.forced` counts it: decisions may then differ from a run where all kept up.
+    /// Also how long, in a replay, an input that needs the stage's tables (fingerprint: a new
+    /// workload's first windows) waits for the other instances' rows (`tables.forced`).
     #[serde(default = "d_merge_wait_ms")]
     pub merge_wait_ms: u64,
     /// Most message bytes one input partition holds back that way; past it the oldest goes
-    /// on (and `merge.forced` counts it).
+    /// on (and `merge.forced` counts it). Also the most bytes of a replay's table rows a
+    /// partition keeps for their turn (past it the oldest go to the stage early).
     #[serde(default = "d_merge_bytes")]
     pub merge_buffer_bytes: usize,
     /// Stages that run with Kafka transactions (exactly-once: outputs, state and input offsets

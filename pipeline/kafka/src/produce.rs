@@ -145,9 +145,10 @@ impl Sender {
         self.flush()
     }
 
-    /// Sends a progress mark (everything of seq <= `seq` is out) to every partition of `topic`.
+    /// Sends a replay's progress mark (everything of seq <= `seq` is out, seqs being its source
+    /// batches) to every partition of `topic`.
     pub fn progress(&self, topic: &str, partitions: i32, seq: i64) -> Result<()> {
-        let h = HeaderMap::progress(&self.name, seq);
+        let h = HeaderMap::progress(&self.name, seq).with_source_seq();
         for p in 0..partitions {
             self.send(topic, Some(p), None, None, &h, None)?;
         }

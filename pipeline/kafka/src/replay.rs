@@ -84,6 +84,11 @@ pub async fn replay_source(
     let start = Instant::now();
     let mut n = 0u64;
     let mut seq = sender.messages_in(&topic_name, partitions)?;
+    // Every partition hears how far the replay has got, also one that no workload of the
+    // source hashes to: a stage that waits for the whole fleet's tables (`needs_tables`)
+    // learns that such a partition has nothing before a seq instead of waiting it out.
+    sender.progress(&topic_name, partitions, seq - 1)?;
+    let mut marked = Instant::now();
     while let Some(batch) = source.next_batch(&mut ctx)? {
         if let Ok(t) = wfe_contract::columns::timestamps(&batch, "event_time")
             && !t.is_empty()
@@ -93,7 +98,8 @@ pub async fn replay_source(
         report.rows += batch.num_rows() as u64;
         for (p, key, value) in codec::encode_partitioned(&batch, partitions, cfg.max_message_bytes)?
         {
-            let mut h = HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64));
+            let mut h =
+                HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64)).with_source_seq();
             h.set(header::SEQ, seq.to_string());
             n += 1;
             report.bytes += value.len() as u64;
@@ -106,8 +112,11 @@ pub async fn replay_source(
                 None,
             )?;
         }
-        if speed.is_some() {
+        // Paced, every batch's end (the next may be minutes away); at full speed, every
+        // partition every 20 ms.
+        if speed.is_some() || marked.elapsed() >= crate::service::MARKS_EVERY {
             sender.progress(&topic_name, partitions, seq)?;
+            marked = Instant::now();
         }
         seq += 1;
     }

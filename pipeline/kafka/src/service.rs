@@ -61,6 +61,7 @@ mod input;
 mod shared;
 use shared::Core;
 pub use shared::{ServiceReport, StageFactory};
+mod table_order;
 mod tables;
 use tables::Tables;
 
@@ -72,7 +73,7 @@ const TICK_EVERY: Duration = Duration::from_secs(1);
 const PROGRESS_IDLE: Duration = Duration::from_millis(2);
 /// ...and, while messages keep coming, at least this often: a stage that waits for them
 /// must not wait for its producer's backlog to drain.
-const MARKS_EVERY: Duration = Duration::from_millis(20);
+pub(crate) const MARKS_EVERY: Duration = Duration::from_millis(20);
 /// How long a starting service waits to read its tables whole.
 const TABLE_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a transaction commit may take.
@@ -372,7 +373,9 @@ async fn serve(
                 }
             }
         }
-        lock(core).poll_tables();
+        if lock(core).poll_tables()? {
+            unmarked += 1;
+        }
         if last_tick.elapsed() >= TICK_EVERY {
             lock(core).tick()?;
             last_tick = Instant::now();
@@ -392,32 +395,6 @@ async fn serve(
 }
 
 impl Core {
-    /// New rows of the tables, to every partition's stage.
-    fn poll_tables(&mut self) {
-        let Some(tables) = self.tables.as_mut() else {
-            return;
-        };
-        let rows = tables.poll();
-        if rows.is_empty() {
-            return;
-        }
-        let at = format!("stage {}", self.name);
-        for part in self.parts.values_mut() {
-            for (topic, batch) in &rows {
-                let r = wfe_contract::panic::contain(&at, || {
-                    part.stage
-                        .process_table(*topic, batch.clone(), &mut self.ctx)
-                });
-                if let Err(e) = r {
-                    // A table row is another instance's output: one that cannot be used is
-                    // logged and counted, and the stage goes on without it.
-                    self.ctx.count("table_rows_failed", 1);
-                    tracing::warn!(stage = %self.name, "table row of `{topic}`: {e}");
-                }
-            }
-        }
-    }
-
     /// Queues one message (inside the open transaction in exactly-once mode); a value of
     /// `None` is a tombstone.
     fn send(

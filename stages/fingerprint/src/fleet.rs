@@ -1,18 +1,25 @@
-//! The fleet's table of profiles (`profiles`): what lets an instance that owns a few
-//! partitions search neighbours across the whole fleet.
+//! The fleet's published profiles: what neighbours are searched among, the same in every
+//! instance and in the embedded run.
 //!
-//! Each instance writes, for every workload whose profile a window changed, one row keyed by
-//! the workload (its feature-space profile, metric set, observed steps, allocation,
-//! environment) to the compacted `profiles` topic; every instance reads all of it (a
-//! GlobalKTable) and keeps the newest row per workload it does not own. Profiles travel
-//! before any basis (each instance fits its own), so a peer is placed in the reader's basis
-//! like a local workload; only `stats-pca` can place them (a learned embedding has no
-//! feature-space inverse), so `lstm` instances search their own partitions.
+//! A workload's profile is **published** at the end of the batch whose window changed it:
+//! this instance's own go straight into the view, and out as one `profiles` row each (keyed
+//! by the workload: its feature-space profile, metric set, observed steps, allocation); other
+//! instances' arrive from the compacted `profiles` topic, which every instance reads whole (a
+//! GlobalKTable). A window searches the view as it stood before its batch, so a workload is
+//! never sized from what another one showed later in the same batch, and the answer does not
+//! depend on which instance owns whom.
 //!
-//! The table is not in the stage's snapshot: like a GlobalKTable it is read again from the
-//! topic when an instance starts, and embedded the stage owns every workload anyway.
+//! Profiles are compared in the **feature space**, measured from the mean of the metric set's
+//! known profiles in the view: every instance fits its own PCA basis (or embedding), but the
+//! window features and the view are the same everywhere, so the distances are too. Exact
+//! search below `index_above` known workloads of a metric set; above, an HNSW index over the
+//! view proposes candidates that the exact distance ranks.
+//!
+//! The view is not in the stage's snapshot: its own part is rebuilt from the restored
+//! workloads (their profiles change only at windows), the rest is read again from the topic
+//! when an instance starts, like a GlobalKTable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
 
@@ -20,30 +27,97 @@ use arrow_array::RecordBatch;
 use wfe_contract::norm::Slots;
 use wfe_contract::{Context, Result};
 
-/// A workload another instance owns, as its newest `profiles` row says.
+use crate::knn::{self, Distance};
+
+/// A published profile.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub signature: u64,
-    /// Event time of the row (an older row of the same workload is ignored).
+    /// Event time of the window that made it (an older row of the same workload is ignored).
     pub at: i64,
     pub observed_steps: usize,
+    /// Past its learning period when published: a neighbour others may borrow from.
+    pub known: bool,
+    /// Mean of its window features.
     pub features: Vec<f64>,
     pub allocation: Vec<f64>,
 }
 
-/// Workloads of other instances, by name.
-#[derive(Debug, Default)]
+/// Published profiles by metric set and name, and what searching them needs.
+#[derive(Default)]
 pub(crate) struct Fleet {
-    pub peers: BTreeMap<String, Peer>,
+    pub sets: BTreeMap<u64, BTreeMap<String, Peer>>,
+    /// Own profiles changed by the batch under way: published at its end.
+    pub pending: BTreeMap<String, Peer>,
+    /// Per metric set, the mean of its known profiles: dropped when the set changes, made
+    /// again before its next search ([`Fleet::prepare`]).
+    centres: BTreeMap<u64, Vec<f64>>,
+    /// Per metric set above `index_above` known profiles, an HNSW index over them.
+    indexes: BTreeMap<u64, Indexed>,
+}
+
+/// An HNSW index over the `known` profiles (centred) of a metric set, names in index order
+/// (sorted), and the names put into the set since it was built (searched exactly beside it).
+struct Indexed {
+    known: usize,
+    names: Vec<String>,
+    graph: knn::Approximate,
+    added: BTreeSet<String>,
 }
 
 impl Fleet {
+    /// A profile enters the view (replacing the workload's older one, in any metric set).
+    pub fn put(&mut self, name: &str, peer: Peer) {
+        self.remove(name);
+        self.centres.remove(&peer.signature);
+        if let Some(ix) = self.indexes.get_mut(&peer.signature)
+            && ix.names.binary_search_by(|n| n.as_str().cmp(name)).is_err()
+        {
+            ix.added.insert(name.to_string());
+        }
+        self.sets
+            .entry(peer.signature)
+            .or_default()
+            .insert(name.to_string(), peer);
+    }
+
+    /// A workload leaves the view; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let found = self
+            .sets
+            .iter_mut()
+            .find_map(|(sig, set)| set.remove(name).map(|_| *sig));
+        if let Some(sig) = found {
+            self.centres.remove(&sig);
+        }
+        found.is_some()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Peer> {
+        self.sets.values().find_map(|s| s.get(name))
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.sets.values().map(BTreeMap::len).sum()
+    }
+
+    /// The batch is done: its own profiles are published.
+    pub fn publish(&mut self) -> BTreeMap<String, Peer> {
+        let pending = std::mem::take(&mut self.pending);
+        for (name, peer) in &pending {
+            self.put(name, peer.clone());
+        }
+        pending
+    }
+
     /// Takes in a `profiles` batch: rows newer than what is known replace it; rows of
     /// workloads this instance owns (`local`) and malformed rows are skipped (counted).
     pub fn upsert(
         &mut self,
         batch: &RecordBatch,
         local: &Slots,
+        learning_steps: usize,
         ctx: &mut Context,
     ) -> Result<usize> {
         let at = timestamps(batch, "event_time")?;
@@ -70,21 +144,23 @@ impl Fleet {
                 continue;
             };
             let at_r = at.value(r);
-            if self.peers.get(name).is_some_and(|p| p.at > at_r) {
+            if self.get(name).is_some_and(|p| p.at > at_r) {
                 continue;
             }
             let feats = list_row_f64(features.as_ref(), r)?;
             if feats.is_empty() {
                 // Retired by its owner: gone from the fleet.
-                if self.peers.remove(name).is_some() {
+                if self.remove(name) {
                     ctx.count("profiles.peers_retired", 1);
                 }
                 continue;
             }
+            let observed_steps = observed.value(r).max(0) as usize;
             let peer = Peer {
                 signature,
                 at: at_r,
-                observed_steps: observed.value(r).max(0) as usize,
+                observed_steps,
+                known: observed_steps > learning_steps,
                 features: feats,
                 allocation: list_row_f64(allocation.as_ref(), r)?,
             };
@@ -92,9 +168,108 @@ impl Fleet {
                 ctx.count("profiles.malformed", 1);
                 continue;
             }
-            self.peers.insert(name.to_string(), peer);
+            self.put(name, peer);
             taken += 1;
         }
         Ok(taken)
     }
+
+    /// Makes metric set `sig`'s centre for the searches to come if the set changed since,
+    /// and its index once it has `index_above` known profiles (again each time it has grown
+    /// by a quarter: candidates are ranked by the current profiles anyway). Returns whether
+    /// an index was built.
+    pub fn prepare(&mut self, sig: u64, index_above: usize, distance: Distance) -> bool {
+        if self.centres.contains_key(&sig) {
+            return false;
+        }
+        let Some(set) = self.sets.get(&sig) else {
+            return false;
+        };
+        let known: Vec<(&String, &Peer)> = set.iter().filter(|(_, p)| p.known).collect();
+        let Some(dim) = known.first().map(|(_, p)| p.features.len()) else {
+            return false;
+        };
+        // In name order, so every instance adds the same numbers in the same order.
+        let mut centre = vec![0.0; dim];
+        for (_, p) in &known {
+            for (c, f) in centre.iter_mut().zip(&p.features) {
+                *c += f;
+            }
+        }
+        centre.iter_mut().for_each(|c| *c /= known.len() as f64);
+        let stale = self
+            .indexes
+            .get(&sig)
+            .is_none_or(|ix| known.len() >= ix.known + ix.known / 4);
+        let build = index_above > 0 && known.len() >= index_above && stale;
+        if build {
+            let placed: Vec<(usize, Vec<f64>)> = known
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, p))| p.features.len() == dim)
+                .map(|(i, (_, p))| (i, centred(&p.features, &centre)))
+                .collect();
+            let ix = Indexed {
+                known: known.len(),
+                names: known.iter().map(|(n, _)| n.to_string()).collect(),
+                graph: knn::Approximate::build(placed, distance),
+                added: BTreeSet::new(),
+            };
+            self.indexes.insert(sig, ix);
+        }
+        self.centres.insert(sig, centre);
+        build
+    }
+
+    /// The `k` nearest known profiles of metric set `sig` to `profile` (feature space), but
+    /// `me`'s own: (name, allocation, distance), nearest first, ties by name. Empty until
+    /// [`Fleet::prepare`] has run for the set since it last changed.
+    pub fn nearest(
+        &self,
+        sig: u64,
+        me: &str,
+        profile: &[f64],
+        k: usize,
+        distance: Distance,
+    ) -> Vec<(&str, &Peer, f64)> {
+        let (Some(set), Some(centre)) = (self.sets.get(&sig), self.centres.get(&sig)) else {
+            return Vec::new();
+        };
+        if profile.len() != centre.len() {
+            return Vec::new();
+        }
+        let query = centred(profile, centre);
+        let candidates: Vec<(&String, &Peer)> = match self.indexes.get(&sig) {
+            Some(ix) => {
+                let mut names: BTreeSet<&String> = ix
+                    .graph
+                    .candidates(&query, knn::RERANK * k, None)
+                    .into_iter()
+                    .map(|i| &ix.names[i])
+                    .collect();
+                names.extend(&ix.added);
+                names
+                    .into_iter()
+                    .filter_map(|n| set.get_key_value(n))
+                    .collect()
+            }
+            None => set.iter().collect(),
+        };
+        let mut found: Vec<(&str, &Peer, f64)> = candidates
+            .into_iter()
+            .filter(|(n, p)| p.known && n.as_str() != me && p.features.len() == query.len())
+            .map(|(n, p)| {
+                let d = distance.between_centred(&query, &p.features, centre);
+                (n.as_str(), p, d)
+            })
+            .filter(|(_, _, d)| d.is_finite())
+            .collect();
+        found.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(b.0)));
+        found.truncate(k);
+        found
+    }
+}
+
+fn centred(v: &[f64], centre: &[f64]) -> Vec<f64> {
+    v.iter().zip(centre).map(|(x, c)| x - c).collect()
 }

@@ -41,6 +41,24 @@ impl Distance {
         }
     }
 
+    /// [`Distance::between`] `a` and `b - centre` (`a` already measured from `centre`),
+    /// without making `b - centre`: a search measures every candidate from the fleet's centre.
+    pub fn between_centred(self, a: &[f64], b: &[f64], centre: &[f64]) -> f64 {
+        let (mut ab, mut aa, mut bb, mut l2) = (0.0, 0.0, 0.0, 0.0);
+        for ((x, y), c) in a.iter().zip(b).zip(centre) {
+            let y = y - c;
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+            l2 += (x - y) * (x - y);
+        }
+        match self {
+            Distance::Cosine if aa <= 0.0 || bb <= 0.0 => 1.0,
+            Distance::Cosine => 1.0 - ab / (aa.sqrt() * bb.sqrt()),
+            Distance::Euclidean => l2.sqrt(),
+        }
+    }
+
     /// Similarity weight of a neighbour at distance `d` (larger is nearer, never negative).
     pub fn weight(self, d: f64) -> f64 {
         match self {
@@ -227,6 +245,22 @@ mod tests {
         );
         assert_eq!(e[0].0, 3);
         assert!(exact(&[1.0], std::iter::empty(), 3, Distance::Cosine).is_empty());
+    }
+
+    #[test]
+    fn a_centred_distance_is_the_distance_of_the_centred_vectors() {
+        let centre = [0.5, -1.0, 2.0];
+        let (a, b) = ([1.0, 2.0, -0.5], [0.25, 3.0, 1.0]);
+        let b_c: Vec<f64> = b.iter().zip(&centre).map(|(x, c)| x - c).collect();
+        for d in [Distance::Cosine, Distance::Euclidean] {
+            let want = d.between(&a, &b_c);
+            assert!(
+                (d.between_centred(&a, &b, &centre) - want).abs() < 1e-12,
+                "{d:?}"
+            );
+        }
+        // At the centre, as far as can be under cosine.
+        assert_eq!(Distance::Cosine.between_centred(&a, &centre, &centre), 1.0);
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //!    sample of windows, refitted as the fleet grows. `model_version` names the metric set and
 //!    the basis, so two vectors with the same version are comparable;
 //! 3. each workload's **profile** is the mean of its window features; the nearest known
-//!    profiles ([`knn`]; cosine or Euclidean, in the basis, measured from the mean of every
-//!    window the fleet has shown) are a row's `neighbours`, with similarity weights that
-//!    sum to 1.
+//!    profiles ([`knn`]; cosine or Euclidean) are a row's `neighbours`, with similarity
+//!    weights that sum to 1. They are searched in the fleet's published view ([`fleet`]): every
+//!    workload's profile as published when the batch before ended, compared in the feature
+//!    space from the mean of the known profiles, so the answer is the same embedded and in
+//!    every instance of a fleet of services, whichever instance owns which workload.
 //!
 //! **Cold start**: a workload is `cold_start` while it has at most `learning_steps` observed
 //! steps (with the defaults: its first hour, one window).
@@ -21,11 +23,11 @@
 //! and the neighbours and weights say why. Known workloads carry their own allocation.
 //!
 //! Workloads with different metric sets have incomparable features: each metric set has its
-//! own basis and neighbours are searched within it.
+//! own basis and view, and neighbours are searched within it.
 //!
 //! The method `lstm` ([`embed`], needs libtorch) replaces steps 1 and 2 by a learned vector:
-//! the bottleneck of an LSTM autoencoder trained on a sample of the fleet's windows; profiles
-//! are the mean of a workload's window embeddings, compared the same way.
+//! the bottleneck of an LSTM autoencoder trained on a sample of the fleet's windows (the
+//! vectors and the `profile` column); neighbours are searched by features as above.
 //!
 //! **Environment**: `env.*` labels on a workload's samples (host metadata: instance type, CPU
 //! model, kernel, software versions) are its `environment`, carried in its rows;
@@ -47,8 +49,6 @@ mod stage;
 mod state;
 mod window;
 
-use std::collections::BTreeMap;
-
 use wfe_contract::{Context, Result};
 
 pub use config::{FingerprintConfig, Method};
@@ -56,7 +56,7 @@ pub use features::FeatureWeights;
 pub use knn::Distance;
 use rows::Rows;
 use space::Space;
-use state::{Held, Index, State, signature};
+use state::{Held, State, signature};
 use window::Cut;
 
 /// Label keys that describe where a workload runs (host metadata), e.g. `env.instance_type`.
@@ -78,11 +78,9 @@ pub fn environment_of(labels: &str) -> Option<String> {
 pub struct Fingerprint {
     cfg: FingerprintConfig,
     state: State,
-    /// Per metric set, for fleets above `index_above` (rebuilt from state, never saved).
-    indexes: BTreeMap<u64, Index>,
     /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
     sweep: wfe_domain::retire::Sweep,
-    /// Workloads other instances own (over Kafka; not in the snapshot).
+    /// The published profiles neighbours are searched among (not in the snapshot).
     fleet: fleet::Fleet,
 }
 
@@ -92,7 +90,6 @@ impl Fingerprint {
         Ok(Self {
             cfg,
             state: State::default(),
-            indexes: BTreeMap::new(),
             sweep: Default::default(),
             fleet: Default::default(),
         })
@@ -139,6 +136,9 @@ impl Fingerprint {
             wk.counted_known = true;
             *self.state.known.entry(wk.signature).or_default() += 1;
         }
+        let sig = wk.signature;
+        self.stage_profile(id);
+        self.prepare_search(sig, ctx);
         let held = Held {
             start,
             end,
@@ -148,9 +148,12 @@ impl Fingerprint {
             features: feats,
             raw,
             embedding: None,
+            answer: Some((
+                self.neighbours(id),
+                self.state.workloads.items[id].allocation(),
+            )),
         };
-        let sig = wk.signature;
-        match cfg.method {
+        match self.cfg.method {
             Method::StatsPca => self.fit_basis(sig, id, held, rows, ctx),
             Method::Lstm => self.embed_window(sig, held, rows, ctx),
         }
@@ -181,7 +184,6 @@ impl Fingerprint {
         if let Some(model) = &reducer.model {
             let wk = &mut self.state.workloads.items[id];
             wk.projected = wk.profile().map(|p| (reducer.version, model.rotate(&p)));
-            self.refresh_index(sig, ctx);
             self.release(sig, rows);
             self.emit(&held, rows);
         } else {
@@ -211,7 +213,6 @@ impl Fingerprint {
         }
         self.release(sig, rows);
         self.embed_held(sig, &mut held);
-        self.refresh_index(sig, ctx);
         self.emit(&held, rows);
     }
 
@@ -302,7 +303,10 @@ impl Fingerprint {
                 .place(wk)
                 .map(|p| p.iter().map(|v| *v as f32).collect()),
         );
-        let found = self.neighbours(h.workload, &space);
+        let (found, own) = match &h.answer {
+            Some((found, own)) => (found.clone(), own.clone()),
+            None => (self.neighbours(h.workload), wk.allocation()),
+        };
         let names = &wk.slots.names;
         if found.is_empty() {
             rows.neighbours.push(None);
@@ -337,7 +341,7 @@ impl Fingerprint {
             rows.alloc.push(None);
         } else {
             rows.alloc_metrics.push(Some(names.clone()));
-            rows.alloc.push(Some(wk.allocation()));
+            rows.alloc.push(Some(own));
         }
     }
 

@@ -1,135 +1,89 @@
-//! A workload's nearest known profiles: among this instance's own (exact search, or the HNSW
-//! index above `index_above` known workloads) and the fleet's peers, in one [`Space`].
+//! A workload's nearest known profiles, searched in the fleet's published view
+//! ([`crate::fleet`]): this instance's own and, over Kafka, every other instance's, as they
+//! stood before the batch under way, compared in the feature space.
 
 use wfe_contract::Context;
 
 use crate::Fingerprint;
-use crate::knn;
-use crate::space::{Near, Space};
-use crate::state::{Index, Workload};
+use crate::fleet::Peer;
+use crate::space::Near;
 
 impl Fingerprint {
-    /// The nearest known (not cold) workloads of the same metric set, by profile: among this
-    /// instance's own and, over Kafka, the fleet's (the `profiles` table).
-    pub(crate) fn neighbours(&self, id: usize, space: &Space) -> Vec<Near> {
+    /// The nearest known workloads of workload `id`'s metric set, by profile (its own
+    /// excluded): the same answer whichever instance owns which workload.
+    pub(crate) fn neighbours(&self, id: usize) -> Vec<Near> {
         if self.cfg.neighbours == 0 {
             return Vec::new();
         }
-        let items = &self.state.workloads.items;
-        let me = &items[id];
-        let Some(query) = space.place(me) else {
+        let me = &self.state.workloads.items[id];
+        let Some(profile) = me.profile() else {
             return Vec::new();
         };
-        let k = self.cfg.neighbours;
-        let own = self.own_neighbours(id, &query, space);
-        let peers = self.placed_peers(me.signature, space, items.len());
-        let from_peers = knn::exact(
-            &query,
-            peers.iter().map(|(j, _, _, v)| (*j, v.as_slice())),
-            k,
-            self.cfg.distance,
-        );
-        let mut all: Vec<(usize, f64)> = own.into_iter().chain(from_peers).collect();
-        all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        all.truncate(k);
-        all.into_iter()
-            .map(|(i, distance)| match i.checked_sub(items.len()) {
-                None => Near {
-                    name: self.state.workloads.names.names[i].clone(),
-                    allocation: items[i].allocation(),
-                    distance,
-                },
-                Some(j) => {
-                    let (_, name, peer, _) = &peers[j];
-                    Near {
-                        name: name.to_string(),
-                        allocation: peer.allocation.clone(),
-                        distance,
-                    }
-                }
+        let name = &self.state.workloads.names.names[id];
+        self.fleet
+            .nearest(
+                me.signature,
+                name,
+                &profile,
+                self.cfg.neighbours,
+                self.cfg.distance,
+            )
+            .into_iter()
+            .map(|(name, peer, distance)| Near {
+                name: name.to_string(),
+                allocation: peer.allocation.clone(),
+                distance,
             })
             .collect()
     }
 
-    /// The nearest known workloads this instance owns.
-    fn own_neighbours(&self, id: usize, query: &[f64], space: &Space) -> Vec<(usize, f64)> {
-        let items = &self.state.workloads.items;
-        let me = &items[id];
-        let is_known = |i: usize, w: &Workload| {
-            i != id && w.signature == me.signature && w.observed_steps > self.cfg.learning_steps
-        };
-        // A large fleet: the index proposes candidates, current profiles rank them.
-        if let Some(index) = self.indexes.get(&me.signature) {
-            let ids = index
-                .graph
-                .candidates(query, knn::RERANK * self.cfg.neighbours, Some(id));
-            let placed: Vec<(usize, Vec<f64>)> = ids
-                .into_iter()
-                .filter(|&i| is_known(i, &items[i]))
-                .filter_map(|i| Some((i, space.place(&items[i])?)))
-                .collect();
-            return knn::exact(
-                query,
-                placed.iter().map(|(i, v)| (*i, v.as_slice())),
-                self.cfg.neighbours,
-                self.cfg.distance,
-            );
+    /// Before windows of metric set `sig` are answered: the set's centre (and, in a large
+    /// fleet, its HNSW index) made from the view, once per change of the view.
+    pub(crate) fn prepare_search(&mut self, sig: u64, ctx: &mut Context) {
+        if self.cfg.neighbours == 0 {
+            return;
         }
-        let known: Vec<(usize, Vec<f64>)> = items
-            .iter()
-            .enumerate()
-            .filter(|(i, w)| is_known(*i, w))
-            .filter_map(|(i, w)| Some((i, space.place(w)?)))
-            .collect();
-        knn::exact(
-            query,
-            known.iter().map(|(i, v)| (*i, v.as_slice())),
-            self.cfg.neighbours,
-            self.cfg.distance,
-        )
+        if self
+            .fleet
+            .prepare(sig, self.cfg.index_above, self.cfg.distance)
+        {
+            ctx.count("index.rebuilt", 1);
+        }
     }
 
-    /// Builds or rebuilds metric set `sig`'s index when its known workloads are over
-    /// `index_above` and have grown by a quarter since the last build, or the basis changed.
-    pub(crate) fn refresh_index(&mut self, sig: u64, ctx: &mut Context) {
-        if self.cfg.index_above == 0 || self.cfg.neighbours == 0 {
-            return;
+    /// A window changed workload `id`'s profile: it is published when the batch ends.
+    pub(crate) fn stage_profile(&mut self, id: usize) {
+        if let Some(peer) = self.published(id) {
+            let name = self.state.workloads.names.names[id].clone();
+            self.fleet.pending.insert(name, peer);
         }
-        let count = self.state.known.get(&sig).copied().unwrap_or(0);
-        if count < self.cfg.index_above {
-            return;
+    }
+
+    /// Workload `id`'s profile as the view holds it (None before its first window). Known
+    /// is what its last window counted (`counted_known`), so a restored stage republishes
+    /// what it had published.
+    fn published(&self, id: usize) -> Option<Peer> {
+        let wk = &self.state.workloads.items[id];
+        let (features, last) = (wk.profile()?, wk.window.back()?);
+        Some(Peer {
+            signature: wk.signature,
+            at: last.0,
+            observed_steps: wk.observed_steps,
+            known: wk.counted_known,
+            features,
+            allocation: wk.allocation(),
+        })
+    }
+
+    /// After a restore: the view's own part made again from the restored workloads (a
+    /// snapshot is taken between batches, when every window's profile is published).
+    pub(crate) fn republish_own(&mut self) {
+        self.fleet = Default::default();
+        for id in 0..self.state.workloads.items.len() {
+            if let Some(peer) = self.published(id) {
+                let name = self.state.workloads.names.names[id].clone();
+                self.fleet.put(&name, peer);
+            }
         }
-        let Some(space) = Space::of(&self.state, sig, self.cfg.method) else {
-            return;
-        };
-        let stale = self
-            .indexes
-            .get(&sig)
-            .is_none_or(|ix| ix.version != space.version() || count >= ix.known + ix.known / 4);
-        if !stale {
-            return;
-        }
-        // Only a rebuild scans the fleet: at most once per quarter of growth or new basis.
-        let items = &self.state.workloads.items;
-        let known: Vec<usize> = (0..items.len())
-            .filter(|&i| {
-                items[i].signature == sig && items[i].observed_steps > self.cfg.learning_steps
-            })
-            .collect();
-        let placed: Vec<(usize, Vec<f64>)> = known
-            .iter()
-            .filter_map(|&i| Some((i, space.place(&items[i])?)))
-            .collect();
-        let graph = knn::Approximate::build(placed, self.cfg.distance);
-        ctx.count("index.rebuilt", 1);
-        let version = space.version();
-        self.indexes.insert(
-            sig,
-            Index {
-                version,
-                known: count,
-                graph,
-            },
-        );
     }
 }

@@ -1,43 +1,50 @@
-//! The `profiles` rows this instance writes (one per workload whose profile a window
-//! changed, or an empty one when it retires), and the fleet's peers placed in a basis for
-//! neighbour search (see [`crate::fleet`]).
+//! The `profiles` rows this instance writes: one per workload whose profile a window of the
+//! batch changed, as it enters the view (see [`crate::fleet`]), or an empty one when it retires.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use wfe_contract::columns::{list_f64, list_str, timestamp_column};
-use wfe_contract::{Result, Topic};
+use wfe_contract::{Collector, Result, Topic};
 
 use crate::Fingerprint;
 use crate::fleet::Peer;
-use crate::space::Space;
 use crate::state::Workload;
 
 impl Fingerprint {
-    /// The `profiles` rows of workloads `ids` (each once, in the order given).
-    pub(crate) fn profile_rows(&self, ids: &[usize]) -> Result<Option<RecordBatch>> {
-        let mut seen = std::collections::BTreeSet::new();
+    /// The batch is done: the profiles its windows changed enter the view and go out as
+    /// `profiles` rows.
+    pub(crate) fn publish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        let published = self.fleet.publish();
+        if let Some(rows) = self.profile_rows(&published)? {
+            out.emit(Topic::Profiles, rows)?;
+        }
+        Ok(())
+    }
+
+    /// The `profiles` rows of published profiles, in name order.
+    fn profile_rows(&self, published: &BTreeMap<String, Peer>) -> Result<Option<RecordBatch>> {
+        if published.is_empty() {
+            return Ok(None);
+        }
         let (mut at, mut name, mut set, mut observed) = (vec![], vec![], vec![], vec![]);
         let (mut features, mut metrics, mut alloc, mut env) = (vec![], vec![], vec![], vec![]);
-        for &id in ids {
-            let wk = &self.state.workloads.items[id];
-            let (Some(profile), Some(last)) = (wk.profile(), wk.window.back()) else {
-                continue;
-            };
-            if !seen.insert(id) {
-                continue;
-            }
-            at.push(last.0);
-            name.push(self.state.workloads.names.names[id].clone());
-            set.push(format!("{:016x}", wk.signature));
-            observed.push(wk.observed_steps as i64);
-            features.push(profile);
-            metrics.push(Some(wk.slots.names.clone()));
-            alloc.push(wk.allocation());
-            env.push(wk.environment.clone());
-        }
-        if at.is_empty() {
-            return Ok(None);
+        for (n, p) in published {
+            let wk = self
+                .state
+                .workloads
+                .names
+                .find(n)
+                .map(|id| &self.state.workloads.items[id as usize]);
+            at.push(p.at);
+            name.push(n.clone());
+            set.push(format!("{:016x}", p.signature));
+            observed.push(p.observed_steps as i64);
+            features.push(p.features.clone());
+            metrics.push(wk.map(|w| w.slots.names.clone()));
+            alloc.push(p.allocation.clone());
+            env.push(wk.and_then(|w| w.environment.clone()));
         }
         let columns: Vec<ArrayRef> = vec![
             timestamp_column(at),
@@ -81,32 +88,5 @@ impl Fingerprint {
             Topic::Profiles.schema(),
             columns,
         )?))
-    }
-
-    /// Peers of metric set `sig` past their learning period, placed in `space`, numbered
-    /// from `first` (after the local workloads).
-    pub(crate) fn placed_peers(
-        &self,
-        sig: u64,
-        space: &Space,
-        first: usize,
-    ) -> Vec<(usize, &str, &Peer, Vec<f64>)> {
-        let Space::Pca { model, centre, .. } = space else {
-            return Vec::new();
-        };
-        self.fleet
-            .peers
-            .iter()
-            .filter(|(_, p)| p.signature == sig && p.observed_steps > self.cfg.learning_steps)
-            .enumerate()
-            .filter_map(|(j, (name, p))| {
-                if p.features.len() != model.mean.len() {
-                    return None;
-                }
-                let mut v = model.rotate(&p.features);
-                v.iter_mut().zip(centre).for_each(|(x, c)| *x -= c);
-                Some((first + j, name.as_str(), p, v))
-            })
-            .collect()
     }
 }

@@ -1,7 +1,7 @@
 //! Retiring idle workloads (`retire_after_s`, as every stage retires them:
 //! [`wfe_domain::retire`]). Besides the workload table, three things refer to workloads:
 //! the count of known workloads per metric set, the windows held until a basis is fitted (by
-//! index), and the neighbour indexes (dropped, and rebuilt from the rest when next needed).
+//! index), and the published view neighbours are searched in.
 //! Other instances know them through `profiles`: a retired workload's row there has no
 //! features, which readers take as its removal.
 
@@ -19,13 +19,13 @@ impl Fingerprint {
         let Some(r) = sweep_idle(&mut st.workloads, &mut self.sweep, after) else {
             return Ok(None);
         };
-        for (_, w) in &r.gone {
+        for (name, w) in &r.gone {
             if w.counted_known
                 && let Some(k) = st.known.get_mut(&w.signature)
             {
                 *k = k.saturating_sub(1);
             }
-            self.indexes.remove(&w.signature);
+            self.fleet.remove(name);
         }
         let held = st.held.len();
         st.held.retain_mut(|h| match r.map[h.workload] {

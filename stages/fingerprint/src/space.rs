@@ -1,13 +1,14 @@
-//! Where a workload's neighbours are searched: the space profiles of one metric set are
-//! compared in (the PCA basis or the learned embedding, measured from the fleet's centre),
-//! exact search or the HNSW index above `index_above` known workloads.
+//! The space a row's vector and `profile` are in: the PCA basis or the learned embedding of
+//! the workload's metric set, measured from the fleet's centre (what `wfe similar` and the
+//! leave-one-out evaluation compare). Neighbours are searched elsewhere, by features
+//! ([`crate::fleet`]), since every instance has a basis of its own.
 
 use crate::config::Method;
 use crate::reduce;
 use crate::state::{State, Workload};
 
-/// Where profiles of one metric set are compared, measured from the fleet's centre: the PCA
-/// basis of `stats-pca`, or the embedding of `lstm`.
+/// Where rows of one metric set are placed, measured from the fleet's centre: the PCA basis
+/// of `stats-pca`, or the embedding of `lstm`.
 pub(crate) enum Space<'a> {
     Pca {
         model: &'a reduce::Pca,
@@ -41,12 +42,6 @@ impl<'a> Space<'a> {
                     centre: e.centre(),
                 })
             }
-        }
-    }
-
-    pub(crate) fn version(&self) -> u32 {
-        match self {
-            Space::Pca { version, .. } | Space::Learned { version, .. } => *version,
         }
     }
 
@@ -89,6 +84,7 @@ impl<'a> Space<'a> {
 }
 
 /// A neighbour found: its name, allocation (raw units, per metric) and distance.
+#[derive(Debug, Clone)]
 pub(crate) struct Near {
     pub name: String,
     pub allocation: Vec<f64>,

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use arrow_array::RecordBatch;
+use wfe_contract::columns::DictStrings;
 use wfe_contract::norm::{Keyed, NormBatch};
 use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
-use crate::config::Method;
 use crate::rows::Rows;
 use crate::state::State;
 use crate::window::cut;
@@ -28,8 +28,8 @@ impl Stage for Fingerprint {
     }
 
     fn tables(&self) -> Vec<Topic> {
-        // Only a PCA basis places another instance's profiles (see `fleet`).
-        if self.cfg.neighbours > 0 && self.cfg.method == Method::StatsPca {
+        // Neighbours are searched among every instance's profiles (see `fleet`).
+        if self.cfg.neighbours > 0 {
             vec![Topic::Profiles]
         } else {
             Vec::new()
@@ -38,12 +38,32 @@ impl Stage for Fingerprint {
 
     fn process_table(&mut self, topic: Topic, batch: RecordBatch, ctx: &mut Context) -> Result<()> {
         if topic == Topic::Profiles {
-            let n = self
-                .fleet
-                .upsert(&batch, &self.state.workloads.names, ctx)?;
+            let n = self.fleet.upsert(
+                &batch,
+                &self.state.workloads.names,
+                self.cfg.learning_steps,
+                ctx,
+            )?;
             ctx.count("profiles.peers_updated", n as u64);
         }
         Ok(())
+    }
+
+    /// A batch with a workload that is new or still in its learning period: its cold rows
+    /// borrow from neighbours, which must be the fleet's as of the batch before, as embedded.
+    fn needs_tables(&self, _topic: Topic, batch: &RecordBatch) -> bool {
+        if self.cfg.neighbours == 0 {
+            return false;
+        }
+        let Ok(names) = DictStrings::new(batch, "workload") else {
+            return false;
+        };
+        let st = &self.state.workloads;
+        names.dictionary().iter().flatten().any(|name| {
+            st.names
+                .find(name)
+                .is_none_or(|id| !st.items[id as usize].counted_known)
+        })
     }
 
     fn process_batch(
@@ -99,17 +119,14 @@ impl Stage for Fingerprint {
             count: replayed,
         });
         // Windows were cut at their due steps; profiles, bases and neighbours follow in
-        // step order.
-        let changed: Vec<usize> = due.iter().map(|(id, _)| *id).collect();
+        // step order, neighbours from the view as it stood before this batch.
         for (id, c) in due {
             self.window(id, c, &mut rows, ctx);
         }
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
-        if let Some(profiles) = self.profile_rows(&changed)? {
-            out.emit(Topic::Profiles, profiles)?;
-        }
+        self.publish(out)?;
         if let Some(retired) = self.retire_idle(ctx)? {
             out.emit(Topic::Profiles, retired)?;
         }
@@ -134,6 +151,7 @@ impl Stage for Fingerprint {
                     tracing::warn!("fingerprint basis fit failed: {e}");
                     continue;
                 }
+                self.prepare_search(sig, ctx);
                 self.release(sig, &mut rows);
             }
         }
@@ -150,6 +168,7 @@ impl Stage for Fingerprint {
             match e.train_now(&self.cfg.lstm) {
                 Ok(Some(report)) => {
                     Self::trained(sig, &report, ctx);
+                    self.prepare_search(sig, ctx);
                     self.release(sig, &mut rows);
                 }
                 Ok(None) => {}
@@ -175,10 +194,7 @@ impl Stage for Fingerprint {
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
-        if let Some(profiles) = self.profile_rows(&ids)? {
-            out.emit(Topic::Profiles, profiles)?;
-        }
-        Ok(())
+        self.publish(out)
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
@@ -187,8 +203,7 @@ impl Stage for Fingerprint {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.state = wfe_contract::state::decode(self.name(), state)?;
-        // Indexes are rebuilt from the restored profiles at the next window.
-        self.indexes.clear();
+        self.republish_own();
         Ok(())
     }
 
@@ -245,7 +260,7 @@ impl Stage for Fingerprint {
             known,
             held,
         };
-        self.indexes.clear();
+        self.republish_own();
         Ok(())
     }
 }

@@ -1,13 +1,14 @@
 //! What the stage holds: per workload its window, profile and allocation sums; the windows
 //! waiting for their metric set's first basis; per metric set the PCA reducer or learned
-//! embedder, and the HNSW index of known workloads.
+//! embedder.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use wfe_contract::norm::{HasSlots, Keyed, Slots};
 
-use crate::{embed, knn, reduce};
+use crate::space::Near;
+use crate::{embed, reduce};
 
 /// One step of a workload's window: time, scaled values, raw values, observed count.
 pub(crate) type WindowStep = (i64, Vec<f64>, Vec<f64>, usize);
@@ -27,8 +28,8 @@ pub(crate) struct Workload {
     pub(crate) windows: u64,
     /// Sum of its per-window allocations (raw units, per metric).
     pub(crate) alloc_sum: Vec<f64>,
-    /// Its profile rotated into basis `.0` of its metric set (uncentred, see [`Space`]):
-    /// neighbour searches read this instead of projecting every known profile for every row.
+    /// Its profile rotated into basis `.0` of its metric set (uncentred, see [`Space`]): a
+    /// row's `profile` reads this instead of projecting the profile at every row.
     pub(crate) projected: Option<(u32, Vec<f64>)>,
     /// Sum and count of its window embeddings (`method = "lstm"`).
     pub(crate) embed_sum: Vec<f64>,
@@ -74,6 +75,11 @@ pub(crate) struct Held {
     pub(crate) embedding: Option<Vec<f64>>,
     pub(crate) n: i64,
     pub(crate) cold: bool,
+    /// Its neighbours (searched in the view of its batch) and its workload's allocation when
+    /// the window was cut, so a row held for its basis answers as it would have at once. Not
+    /// kept in a snapshot: a restored held window answers from when it is released.
+    #[serde(skip)]
+    pub(crate) answer: Option<(Vec<Near>, Vec<f64>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,17 +88,11 @@ pub(crate) struct State {
     pub(crate) reducers: BTreeMap<u64, reduce::Reducer>,
     /// Per metric set, the learned embedding (`method = "lstm"`).
     pub(crate) embedders: BTreeMap<u64, embed::Embedder>,
-    /// Per metric set, workloads past their learning period: kept as windows arrive, so a
-    /// large fleet's index is checked for staleness without a scan of the fleet.
+    /// Per metric set, own workloads past their learning period, kept as windows arrive (the
+    /// neighbour search counts the published view's instead; this stays in the snapshot's
+    /// shared entry, whose format it is part of).
     pub(crate) known: BTreeMap<u64, usize>,
     pub(crate) held: Vec<Held>,
-}
-
-/// A metric set's HNSW index: built at basis `version` over `known` workloads.
-pub(crate) struct Index {
-    pub(crate) version: u32,
-    pub(crate) known: usize,
-    pub(crate) graph: knn::Approximate,
 }
 
 /// The metric set's id: a hash of its metric names.

@@ -375,7 +375,7 @@ fn an_instance_sizes_a_new_machine_from_another_instances_profiles_and_forgets_r
         b.process_table(Topic::Profiles, p.clone(), &mut ctx)
             .unwrap();
     }
-    assert_eq!(b.fleet.peers.len(), 3);
+    assert_eq!(b.fleet.len(), 3);
     let out = run(&mut b, &normalised("smd", &["machine-2-2"], 1));
     let cold: Vec<_> = neighbour_rows(&out)
         .into_iter()
@@ -395,6 +395,116 @@ fn an_instance_sizes_a_new_machine_from_another_instances_profiles_and_forgets_r
     )];
     let retired = Fingerprint::retired_rows(&gone).unwrap().unwrap();
     b.process_table(Topic::Profiles, retired, &mut ctx).unwrap();
-    assert!(!b.fleet.peers.contains_key("machine-2-1"));
-    assert_eq!(b.fleet.peers.len(), 2);
+    // B's view: A's other two and its own machine-2-2.
+    assert!(b.fleet.get("machine-2-1").is_none());
+    assert_eq!(b.fleet.len(), 3);
+    assert!(b.fleet.get("machine-2-2").is_some());
+}
+
+/// The rows of `batch` whose workload is in `owned`, or None when there are none.
+fn rows_of(batch: &RecordBatch, owned: &[&str]) -> Option<RecordBatch> {
+    let w = wfe_contract::columns::DictStrings::new(batch, "workload").unwrap();
+    let idx: Vec<u32> = (0..batch.num_rows() as u32)
+        .filter(|&r| w.get(r as usize).is_some_and(|n| owned.contains(&n)))
+        .collect();
+    (!idx.is_empty()).then(|| {
+        arrow_select::take::take_record_batch(batch, &arrow_array::UInt32Array::from(idx)).unwrap()
+    })
+}
+
+#[test]
+fn two_instances_that_share_their_profiles_find_the_neighbours_one_stage_finds() {
+    // Three machines known, then machine-2-2 arrives. One stage sees them all; instances A
+    // and B own two each (each its own PCA basis) and, between batches, read each other's
+    // `profiles` rows as the Kafka table hands them over. Neighbours, weights and borrowed
+    // allocations must be the same, cold rows included.
+    let mut norm = normalised("smd", &["machine-2-1", "machine-2-7", "machine-3-3"], 12);
+    norm.extend(normalised("smd", &["machine-2-2"], 1));
+    let one = neighbour_rows(&run(
+        &mut Fingerprint::new(FingerprintConfig::default()).unwrap(),
+        &norm,
+    ));
+    let owners = [
+        ["machine-2-1", "machine-2-7"],
+        ["machine-3-3", "machine-2-2"],
+    ];
+    let mut stages = [0, 1].map(|_| Fingerprint::new(FingerprintConfig::default()).unwrap());
+    let mut outs = [VecCollector::new(), VecCollector::new()];
+    let mut ctx = Context::new("fingerprint");
+    for b in &norm {
+        let mut published = Vec::new();
+        for i in 0..2 {
+            let mut out = VecCollector::new();
+            if let Some(part) = rows_of(b, &owners[i]) {
+                stages[i]
+                    .process_batch(Topic::MetricsNorm, part, &mut ctx, &mut out)
+                    .unwrap();
+            }
+            published.push(out.of(Topic::Profiles));
+            outs[i].batches.extend(out.batches);
+        }
+        // The table delivers each instance's rows to the other before the next batch.
+        for (i, rows) in published.iter().enumerate() {
+            for r in rows {
+                stages[1 - i]
+                    .process_table(Topic::Profiles, r.clone(), &mut ctx)
+                    .unwrap();
+            }
+        }
+    }
+    for i in 0..2 {
+        stages[i].flush(&mut ctx, &mut outs[i]).unwrap();
+    }
+    let mut split: Vec<NeighbourRow> = outs.iter().flat_map(neighbour_rows).collect();
+    let mut one = one;
+    // Rows of one workload keep their order; the order across workloads differs.
+    split.sort_by(|a, b| a.0.cmp(&b.0));
+    one.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(split.len(), one.len());
+    for (i, (a, b)) in split.iter().zip(&one).enumerate() {
+        let short = |r: &NeighbourRow| (r.0.clone(), r.1, r.2.clone(), r.3.clone());
+        assert_eq!(
+            a,
+            b,
+            "row {i}: instances {:?}, one stage {:?}",
+            short(a),
+            short(b)
+        );
+    }
+    let cold_with_neighbours = one
+        .iter()
+        .filter(|r| r.0 == "machine-2-2" && r.1 && !r.2.is_empty())
+        .count();
+    assert!(cold_with_neighbours > 0, "{one:?}");
+    // Machine-2-2's nearest live in the other instance.
+    let first = one.iter().find(|r| r.0 == "machine-2-2").unwrap();
+    assert!(
+        first.2.iter().any(|n| owners[0].contains(&n.as_str())),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn a_workload_keeps_its_own_metric_set_in_a_batch_shared_with_other_sets() {
+    // One batch holds an ASD server (19 metrics) and an SMD machine (38), as the embedded
+    // run's batches do: each keeps its own set, as it has alone in a partition's batches.
+    let asd = normalised("asd", &["omi-1"], 4);
+    let smd = normalised("smd", &["machine-1-6"], 4);
+    let mixed: Vec<RecordBatch> = asd
+        .iter()
+        .zip(&smd)
+        .map(|(a, s)| arrow_select::concat::concat_batches(&a.schema(), [a, s]).unwrap())
+        .collect();
+    let out = run(
+        &mut Fingerprint::new(FingerprintConfig::default()).unwrap(),
+        &mixed,
+    );
+    let mut widths = std::collections::BTreeMap::new();
+    for (w, _, _, _, alloc) in neighbour_rows(&out) {
+        if let Some(a) = alloc {
+            widths.insert(w, a.len());
+        }
+    }
+    assert_eq!(widths.get("omi-1"), Some(&19), "{widths:?}");
+    assert_eq!(widths.get("machine-1-6"), Some(&38), "{widths:?}");
 }

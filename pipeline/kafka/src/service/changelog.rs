@@ -382,20 +382,8 @@ impl Core {
                 }
             }
         }
-        if let Some(tables) = &self.tables {
-            let mut n = 0;
-            for (topic, batch) in tables.all() {
-                if let Err(e) = stage.process_table(topic, batch.clone(), &mut self.ctx) {
-                    self.ctx.count("table_rows_failed", 1);
-                    tracing::warn!(stage = %self.name, "table row of `{topic}`: {e}");
-                }
-                n += 1;
-            }
-            tracing::debug!(stage = %self.name, partition = p, messages = n, "tables handed to the partition's stage");
-        }
-        stage.on_start(&mut self.ctx)?;
         let sent = merge.through();
-        Ok(Part {
+        let mut part = Part {
             stage,
             read,
             merge,
@@ -406,7 +394,17 @@ impl Core {
             durable,
             pending: None,
             log,
-        })
+            tables: Default::default(),
+            source_seq: false,
+        };
+        // The whole table as read so far: a replay's rows wait for their seq's turn.
+        let rows: Vec<_> = self.tables.iter().flat_map(|t| t.all().cloned()).collect();
+        tracing::debug!(stage = %self.name, partition = p, rows = rows.len(), "tables handed to the partition's stage");
+        for row in rows {
+            self.table_row(&mut part, row);
+        }
+        part.stage.on_start(&mut self.ctx)?;
+        Ok(part)
     }
 }
 

@@ -47,6 +47,7 @@ impl Core {
         part.read[i] = offset + 1;
         part.dirty = true;
         let headers = HeaderMap::from_kafka(msg.headers());
+        part.source_seq |= headers.is_source_seq();
         if headers.is_end_of_stream() {
             part.merge.close(i);
             part.ending = true;
@@ -71,6 +72,7 @@ impl Core {
             payload: msg.payload().map(<[u8]>::to_vec),
             headers,
             since: Instant::now(),
+            decoded: None,
         };
         part.held_bytes += held.bytes();
         part.merge.push(i, seq, held);
@@ -84,6 +86,9 @@ impl Core {
     pub(super) fn release(&mut self, part: &mut Part, p: i32) -> Result<()> {
         let mut forced = 0;
         loop {
+            if !self.tables_ready(part, p) {
+                break;
+            }
             let next = match part.merge.pop() {
                 Some(m) => Some(m),
                 None if self.overdue(part) => {
@@ -120,8 +125,18 @@ impl Core {
     }
 
     /// Runs the stage on one released message of input `i`.
-    fn process(&mut self, part: &mut Part, p: i32, i: usize, seq: Seq, held: Held) -> Result<()> {
+    fn process(
+        &mut self,
+        part: &mut Part,
+        p: i32,
+        i: usize,
+        seq: Seq,
+        mut held: Held,
+    ) -> Result<()> {
         let (topic, name) = self.inputs[i].clone();
+        // The tables as they stood before this input's seq (all of them outside a replay).
+        let before = held.headers.is_source_seq().then_some(seq);
+        self.hand_over_before(part, before);
         let trace = held
             .headers
             .get(header::TRACE)
@@ -130,8 +145,11 @@ impl Core {
         let mut out = VecCollector::new();
         let at = format!("stage {}", self.name);
         let t = Instant::now();
-        let result =
-            codec::decode(topic, &held.headers, held.payload.as_deref()).and_then(|batch| {
+        let decoded = match held.decoded.take() {
+            Some(batch) => Ok(batch),
+            None => codec::decode(topic, &held.headers, held.payload.as_deref()),
+        };
+        let result = decoded.and_then(|batch| {
                 metrics::counter!("wfe_rows_in_total", "stage" => self.name.clone(), "topic" => topic.to_string())
                     .increment(batch.num_rows() as u64);
                 wfe_contract::panic::contain(&at, || {
@@ -145,7 +163,10 @@ impl Core {
         // dead-letters the input that made it (replayable once the limit is raised) instead
         // of ending the service, which would fail again on the same input.
         match result.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes)) {
-            Ok(encoded) => self.produce_encoded(encoded, p, seq, &trace),
+            Ok(encoded) => {
+                let source = held.headers.is_source_seq();
+                self.produce_encoded(encoded, p, seq, source, &trace)
+            }
             Err(e) if !e.is_retryable() => self.dead_letter(&name, p, held, &e),
             Err(e) => Err(e),
         }
@@ -154,6 +175,8 @@ impl Core {
     /// Every input has ended: flush the stage and pass the marker on, so downstream
     /// partitions finish too.
     fn end_of_stream(&mut self, part: &mut Part, p: i32) -> Result<()> {
+        // The flush sees what the others made before their ends, as the embedded flush does.
+        self.hand_over_before(part, Some(END));
         let mut out = VecCollector::new();
         let at = format!("stage {}", self.name);
         let flushed =
@@ -161,7 +184,7 @@ impl Core {
                 .and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
         let trace = format!("{}-end-{p}", self.name);
         match flushed {
-            Ok(encoded) => self.produce_encoded(encoded, p, END, &trace)?,
+            Ok(encoded) => self.produce_encoded(encoded, p, END, part.source_seq, &trace)?,
             // A flush that panics or makes an unsendable row is logged and counted; the
             // marker still travels on, so downstream partitions finish.
             Err(e) if !e.is_retryable() => self.failed_without_input(p, "flush", &e),
@@ -178,15 +201,16 @@ impl Core {
     /// flows, and before a commit; not after every message (a data message of seq s already
     /// says all before s is out).
     pub(super) fn send_progress(&mut self) -> Result<()> {
-        let due: Vec<(i32, Seq)> = self
+        let due: Vec<(i32, Seq, bool)> = self
             .parts
             .iter()
-            .map(|(p, part)| (*p, part.merge.through(), part.sent))
-            .filter(|(_, through, sent)| through > sent && *through != END)
-            .map(|(p, through, _)| (p, through))
+            .filter(|(_, part)| part.merge.through() > part.sent && part.merge.through() != END)
+            .map(|(p, part)| (*p, part.merge.through(), part.source_seq))
             .collect();
-        for (p, through) in due {
-            self.mark_outputs(p, HeaderMap::progress(&self.name, through))?;
+        for (p, through, source) in due {
+            let mark = HeaderMap::progress(&self.name, through);
+            let mark = if source { mark.with_source_seq() } else { mark };
+            self.mark_outputs(p, mark)?;
             if let Some(part) = self.parts.get_mut(&p) {
                 part.sent = through;
             }
@@ -210,12 +234,12 @@ impl Core {
             let r =
                 wfe_contract::panic::contain(&at, || part.stage.on_tick(&mut self.ctx, &mut out));
             part.dirty |= !out.batches.is_empty();
-            let seq = part.merge.through();
+            let (seq, source) = (part.merge.through(), part.source_seq);
             self.parts.insert(p, part);
             released?;
             let trace = format!("{}-tick-{p}", self.name);
             let sent = r.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
-            match sent.and_then(|encoded| self.produce_encoded(encoded, p, seq, &trace)) {
+            match sent.and_then(|encoded| self.produce_encoded(encoded, p, seq, source, &trace)) {
                 Ok(()) => {}
                 // A tick has no input message to dead-letter: a bug or an unsendable row is
                 // logged and counted, and the partition goes on (ending the service would
@@ -249,6 +273,7 @@ impl Core {
         encoded: Vec<Encoded>,
         p: i32,
         seq: Seq,
+        source: bool,
         trace: &str,
     ) -> Result<()> {
         for (topic, rows, messages) in encoded {
@@ -258,6 +283,9 @@ impl Core {
             for (key, value) in messages {
                 let mut h = HeaderMap::data(topic, &self.name, trace);
                 h.set(header::SEQ, seq.to_string());
+                if source {
+                    h.set(header::SOURCE_SEQ, "1");
+                }
                 self.send(
                     &name,
                     Some(p),

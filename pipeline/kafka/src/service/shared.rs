@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use wfe_contract::merge::{Merge, Seq};
-use wfe_contract::{Context, Result, Stage, Topic};
+use wfe_contract::{Context, RecordBatch, Result, Stage, Topic};
 
 use super::chunked::Slot;
 use super::entries;
+use super::table_order;
 use super::tables::Tables;
 use crate::KafkaConfig;
 use crate::codec::HeaderMap;
@@ -48,6 +49,11 @@ pub(super) struct Part {
     pub(super) pending: Option<Slot>,
     /// What the changelog holds of the stage's state entries.
     pub(super) log: entries::Changelog,
+    /// A replay's table rows not yet handed to the stage: each goes before the first input
+    /// of a later seq (see `table_order`).
+    pub(super) tables: table_order::Queue,
+    /// Its inputs are a replay's (source seqs): its outputs and marks say so too.
+    pub(super) source_seq: bool,
 }
 
 /// Everything the message loop and the rebalance callback share.
@@ -79,6 +85,8 @@ pub(super) struct Held {
     pub(super) payload: Option<Vec<u8>>,
     pub(super) headers: HeaderMap,
     pub(super) since: Instant,
+    /// The payload decoded, when the stage was asked about it before its turn.
+    pub(super) decoded: Option<RecordBatch>,
 }
 
 impl Held {

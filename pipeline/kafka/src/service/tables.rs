@@ -4,6 +4,11 @@
 //! key); then it is polled as the service runs. The newest message of each key is kept, so
 //! a partition assigned later gets the whole table at once; every partition's stage gets
 //! each new row.
+//!
+//! In a replay (source seqs, [`crate::codec::header::SOURCE_SEQ`]) each row keeps the seq it
+//! was made at, and the reader knows per table partition how far its producer has got (its
+//! data and progress marks), so a partition's stage can be handed the rows made before its
+//! next input and wait for the rest ([`wfe_contract::Stage::needs_tables`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,6 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use wfe_contract::merge::{END, Seq};
 use wfe_contract::{RecordBatch, Result, Topic};
 
 use crate::KafkaConfig;
@@ -23,8 +29,19 @@ const PER_POLL: usize = 1000;
 pub(super) struct Tables {
     reader: BaseConsumer,
     topics: Vec<(Topic, String)>,
-    /// The newest batch of each (table, key).
-    newest: BTreeMap<(Topic, Vec<u8>), RecordBatch>,
+    /// The newest row of each (table, key).
+    newest: BTreeMap<(Topic, Vec<u8>), Row>,
+    /// Per table partition, how far its producer has got in source seqs (every row of seq
+    /// <= this is here); `Seq::MIN` until it says.
+    done: BTreeMap<(String, i32), Seq>,
+}
+
+/// A table row as read: its batch, and the source seq it was made at (None outside a replay).
+#[derive(Clone)]
+pub(super) struct Row {
+    pub topic: Topic,
+    pub batch: RecordBatch,
+    pub seq: Option<Seq>,
 }
 
 impl Tables {
@@ -43,9 +60,11 @@ impl Tables {
             .map_err(|e| kafka_error("table reader", e))?;
         let mut tpl = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
+        let mut done = BTreeMap::new();
         for (_, name) in &topics {
             let n = broker::partition_count(&reader, name, Duration::from_secs(60))?;
             for p in 0..n {
+                done.insert((name.clone(), p), Seq::MIN);
                 tpl.add_partition_offset(name, p, Offset::Beginning)
                     .map_err(|e| kafka_error("table reader", e))?;
                 let (low, high) = broker::retry("watermarks", || {
@@ -63,6 +82,7 @@ impl Tables {
             reader,
             topics,
             newest: BTreeMap::new(),
+            done,
         };
         t.catch_up(ends, patience);
         Ok(t)
@@ -79,7 +99,7 @@ impl Tables {
                     if ends.get(&key).is_some_and(|end| m.offset() + 1 >= *end) {
                         ends.remove(&key);
                     }
-                    let _ = take(&self.topics, &mut self.newest, &m);
+                    let _ = take(&self.topics, &mut self.newest, &mut self.done, &m);
                 }
                 Some(Err(e)) => tracing::warn!("table reader: {e} (retrying)"),
                 None => {}
@@ -88,12 +108,17 @@ impl Tables {
         tracing::info!(rows = self.newest.len(), behind = ends.len(), "tables read");
     }
 
-    /// New table rows since the last call, without waiting.
-    pub fn poll(&mut self) -> Vec<(Topic, RecordBatch)> {
+    /// New table rows since the last call, without waiting, and whether any message came
+    /// (a progress mark brings no row but may let a waiting stage go on).
+    pub fn poll(&mut self) -> (Vec<Row>, bool) {
         let mut out = Vec::new();
+        let mut any = false;
         for _ in 0..PER_POLL {
             match self.reader.poll(Duration::ZERO) {
-                Some(Ok(m)) => out.extend(take(&self.topics, &mut self.newest, &m)),
+                Some(Ok(m)) => {
+                    any = true;
+                    out.extend(take(&self.topics, &mut self.newest, &mut self.done, &m));
+                }
                 Some(Err(e)) => {
                     tracing::debug!("table reader: {e}");
                     break;
@@ -101,32 +126,70 @@ impl Tables {
                 None => break,
             }
         }
-        out
+        (out, any)
     }
 
     /// Every row kept: the whole table, for a stage instance that starts now.
-    pub fn all(&self) -> impl Iterator<Item = (Topic, &RecordBatch)> {
-        self.newest.iter().map(|((t, _), b)| (*t, b))
+    pub fn all(&self) -> impl Iterator<Item = &Row> {
+        self.newest.values()
+    }
+
+    /// The source seq through which every table partition but `except` (the one a stage
+    /// instance writes itself) has sent all its rows.
+    pub fn through(&self, except: i32) -> Seq {
+        self.done
+            .iter()
+            .filter(|((_, p), _)| *p != except)
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or(END)
     }
 }
 
-/// Decodes and keeps one table message; control messages and undecodable ones (counted and
-/// logged) give nothing.
+/// Decodes and keeps one table message, and notes how far its partition has got; control
+/// messages and undecodable ones (counted and logged) give no row.
 fn take(
     topics: &[(Topic, String)],
-    newest: &mut BTreeMap<(Topic, Vec<u8>), RecordBatch>,
+    newest: &mut BTreeMap<(Topic, Vec<u8>), Row>,
+    done: &mut BTreeMap<(String, i32), Seq>,
     m: &rdkafka::message::BorrowedMessage<'_>,
-) -> Option<(Topic, RecordBatch)> {
+) -> Option<Row> {
     let (topic, _) = topics.iter().find(|(_, n)| n == m.topic())?;
+    let topic = *topic;
     let h = HeaderMap::from_kafka(m.headers());
+    let source = h.seq().filter(|_| h.is_source_seq());
+    let reached = if h.is_end_of_stream() {
+        Some(END)
+    } else if h.is_progress() {
+        source
+    } else {
+        // A data message of seq s: its producer has sent everything before s.
+        source.map(|s| s.saturating_sub(1))
+    };
+    if let (Some(r), Some(d)) = (
+        reached,
+        done.get_mut(&(m.topic().to_string(), m.partition())),
+    ) {
+        // After an end of stream, data of a second replay starts the count again.
+        *d = if *d == END && r != END {
+            r
+        } else {
+            (*d).max(r)
+        };
+    }
     if h.is_control() {
         return None;
     }
-    match codec::decode(*topic, &h, m.payload()) {
+    match codec::decode(topic, &h, m.payload()) {
         Ok(batch) => {
             let key = m.key().unwrap_or_default().to_vec();
-            newest.insert((*topic, key), batch.clone());
-            Some((*topic, batch))
+            let row = Row {
+                topic,
+                batch,
+                seq: source,
+            };
+            newest.insert((topic, key), row.clone());
+            Some(row)
         }
         Err(e) => {
             metrics::counter!("wfe_table_rows_rejected_total", "topic" => topic.to_string())
