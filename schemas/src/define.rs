@@ -176,7 +176,7 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "profile",
                 list_of(Float32),
                 true,
-                "The workload's profile so far (the mean of its windows) in this row's model version, measured from the fleet's centre: what its neighbours were searched by, and what `wfe similar` compares.",
+                "The workload's profile so far (the mean of its windows) in this row's model version, measured from the fleet's centre: what `wfe similar` compares (neighbours are searched by the feature-space profiles of `profiles`, the same in every instance).",
             ),
         ],
         Topic::Profiles => vec![
@@ -203,7 +203,7 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "features",
                 list_of(Float64),
                 false,
-                "The mean of its windows' features, before any basis: every fingerprint instance places it in its own basis. Empty when the workload retired (idle for `retire_after_s`): readers drop it.",
+                "The mean of its windows' features, before any basis: neighbours are compared in this space, the same for every fingerprint instance. Empty when the workload retired (idle for `retire_after_s`): readers drop it.",
             ),
             f(
                 "allocation_metrics",
