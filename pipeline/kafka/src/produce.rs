@@ -146,10 +146,15 @@ impl Sender {
     }
 
     /// Sends a replay's progress mark (everything of seq <= `seq` is out, seqs being its source
-    /// batches) to every partition of `topic`.
-    pub fn progress(&self, topic: &str, partitions: i32, seq: i64) -> Result<()> {
+    /// batches) to partitions `partitions` of `topic`.
+    pub fn progress(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+        seq: i64,
+    ) -> Result<()> {
         let h = HeaderMap::progress(&self.name, seq).with_source_seq();
-        for p in 0..partitions {
+        for p in partitions {
             self.send(topic, Some(p), None, None, &h, None)?;
         }
         Ok(())

@@ -4,7 +4,7 @@
 //! headers) and `wfe replay --in` (such a file back onto a topic, at its recorded pace or
 //! faster).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,8 +86,10 @@ pub async fn replay_source(
     let mut seq = sender.messages_in(&topic_name, partitions)?;
     // Every partition hears how far the replay has got, also one that no workload of the
     // source hashes to: a stage that waits for the whole fleet's tables (`needs_tables`)
-    // learns that such a partition has nothing before a seq instead of waiting it out.
-    sender.progress(&topic_name, partitions, seq - 1)?;
+    // learns that such a partition has nothing before a seq instead of waiting it out. A
+    // data message says so of the seqs before it; a partition that a batch passed over gets
+    // a mark (at full speed at most every 20 ms: marks are messages the broker stores too).
+    sender.progress(&topic_name, 0..partitions, seq - 1)?;
     let mut marked = Instant::now();
     while let Some(batch) = source.next_batch(&mut ctx)? {
         if let Ok(t) = wfe_contract::columns::timestamps(&batch, "event_time")
@@ -96,8 +98,10 @@ pub async fn replay_source(
             pacer.wait_for(t.value(0));
         }
         report.rows += batch.num_rows() as u64;
+        let mut quiet: BTreeSet<i32> = (0..partitions).collect();
         for (p, key, value) in codec::encode_partitioned(&batch, partitions, cfg.max_message_bytes)?
         {
+            quiet.remove(&p);
             let mut h =
                 HeaderMap::data(topic, name, &codec::trace_id(name, 0, n as i64)).with_source_seq();
             h.set(header::SEQ, seq.to_string());
@@ -112,10 +116,12 @@ pub async fn replay_source(
                 None,
             )?;
         }
-        // Paced, every batch's end (the next may be minutes away); at full speed, every
-        // partition every 20 ms.
-        if speed.is_some() || marked.elapsed() >= crate::service::MARKS_EVERY {
-            sender.progress(&topic_name, partitions, seq)?;
+        // Paced, every partition at every batch's end (the next may be minutes away); at full
+        // speed, the partitions this batch passed over.
+        if speed.is_some() {
+            sender.progress(&topic_name, 0..partitions, seq)?;
+        } else if !quiet.is_empty() && marked.elapsed() >= crate::service::MARKS_EVERY {
+            sender.progress(&topic_name, quiet, seq)?;
             marked = Instant::now();
         }
         seq += 1;
@@ -124,7 +130,7 @@ pub async fn replay_source(
         sender.flush()?;
     } else {
         // The last batch is complete: say so, since no next batch will.
-        sender.progress(&topic_name, partitions, seq - 1)?;
+        sender.progress(&topic_name, 0..partitions, seq - 1)?;
         sender.flush()?;
     }
     if end_of_stream {
