@@ -273,3 +273,11 @@ impl Fleet {
 fn centred(v: &[f64], centre: &[f64]) -> Vec<f64> {
     v.iter().zip(centre).map(|(x, c)| x - c).collect()
 }
+
+/// A neighbour found: its name, allocation (raw units, per metric) and distance.
+#[derive(Debug, Clone)]
+pub(crate) struct Near {
+    pub name: String,
+    pub allocation: Vec<f64>,
+    pub distance: f64,
+}

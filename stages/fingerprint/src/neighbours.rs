@@ -5,8 +5,7 @@
 use wfe_contract::Context;
 
 use crate::Fingerprint;
-use crate::fleet::Peer;
-use crate::space::Near;
+use crate::fleet::{Near, Peer};
 
 impl Fingerprint {
     /// The nearest known workloads of workload `id`'s metric set, by profile (its own

@@ -82,11 +82,3 @@ impl<'a> Space<'a> {
         Some(v)
     }
 }
-
-/// A neighbour found: its name, allocation (raw units, per metric) and distance.
-#[derive(Debug, Clone)]
-pub(crate) struct Near {
-    pub name: String,
-    pub allocation: Vec<f64>,
-    pub distance: f64,
-}

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use wfe_contract::norm::{HasSlots, Keyed, Slots};
 
-use crate::space::Near;
+use crate::fleet::Near;
 use crate::{embed, reduce};
 
 /// One step of a workload's window: time, scaled values, raw values, observed count.

@@ -11,8 +11,7 @@ use wfe_contract::{Context, RecordBatch, Result, Stage, Topic};
 
 use super::chunked::Slot;
 use super::entries;
-use super::table_order;
-use super::tables::Tables;
+use super::tables::{Queue, Tables};
 use crate::KafkaConfig;
 use crate::codec::HeaderMap;
 use crate::produce::Sender;
@@ -51,7 +50,7 @@ pub(super) struct Part {
     pub(super) log: entries::Changelog,
     /// A replay's table rows not yet handed to the stage: each goes before the first input
     /// of a later seq (see `table_order`).
-    pub(super) tables: table_order::Queue,
+    pub(super) tables: Queue,
     /// Its inputs are a replay's (source seqs): its outputs and marks say so too.
     pub(super) source_seq: bool,
 }

@@ -8,7 +8,8 @@
 //! In a replay (source seqs, [`crate::codec::header::SOURCE_SEQ`]) each row keeps the seq it
 //! was made at, and the reader knows per table partition how far its producer has got (its
 //! data and progress marks), so a partition's stage can be handed the rows made before its
-//! next input and wait for the rest ([`wfe_contract::Stage::needs_tables`]).
+//! next input and wait for the rest ([`wfe_contract::Stage::needs_tables`]); a partition keeps
+//! those rows in a [`Queue`] until then (the handing over is in `table_order`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -197,5 +198,100 @@ fn take(
             tracing::warn!("table {}/{}@{}: {e}", m.topic(), m.partition(), m.offset());
             None
         }
+    }
+}
+
+/// A partition's table rows waiting for their turn, by (seq, arrival), bounded in bytes.
+#[derive(Default)]
+pub(super) struct Queue {
+    rows: BTreeMap<(Seq, u64), Row>,
+    bytes: usize,
+    arrivals: u64,
+}
+
+impl Queue {
+    /// Queues a row made at `seq`; returns the oldest rows past `bound` bytes, which go to
+    /// the stage now rather than hold more memory.
+    pub(super) fn push(&mut self, seq: Seq, row: Row, bound: usize) -> Vec<Row> {
+        self.arrivals += 1;
+        self.bytes += row.batch.get_array_memory_size();
+        self.rows.insert((seq, self.arrivals), row);
+        let mut early = Vec::new();
+        while self.bytes > bound {
+            let Some((_, row)) = self.rows.pop_first() else {
+                break;
+            };
+            self.bytes -= row.batch.get_array_memory_size();
+            early.push(row);
+        }
+        early
+    }
+
+    /// The rows of a seq below `seq` (None: all of them), oldest first, taken out.
+    pub(super) fn before(&mut self, seq: Option<Seq>) -> Vec<Row> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.rows.first_entry() {
+            if seq.is_some_and(|s| entry.key().0 >= s) {
+                break;
+            }
+            let row = entry.remove();
+            self.bytes -= row.batch.get_array_memory_size();
+            out.push(row);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+    use wfe_contract::Topic;
+
+    use super::*;
+
+    fn row(v: i64) -> Row {
+        let batch =
+            RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![v])) as ArrayRef)])
+                .unwrap();
+        Row {
+            topic: Topic::Profiles,
+            batch,
+            seq: Some(v),
+        }
+    }
+
+    fn values(rows: &[Row]) -> Vec<i64> {
+        rows.iter()
+            .map(|r| {
+                let c = r.batch.column(0).as_any().downcast_ref::<Int64Array>();
+                c.unwrap().value(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_go_before_the_first_input_of_a_later_seq_in_seq_order() {
+        let mut q = Queue::default();
+        // Arrivals out of seq order (three producers), one seq twice.
+        for s in [5, 3, 4, 3] {
+            assert!(q.push(s, row(s), usize::MAX).is_empty());
+        }
+        assert!(values(&q.before(Some(3))).is_empty(), "nothing below 3");
+        assert_eq!(values(&q.before(Some(5))), [3, 3, 4]);
+        assert_eq!(values(&q.before(None)), [5]);
+        assert_eq!(q.bytes, 0);
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_rows_go_early() {
+        let mut q = Queue::default();
+        let one = row(0).batch.get_array_memory_size();
+        assert!(q.push(7, row(7), 2 * one).is_empty());
+        assert!(q.push(9, row(9), 2 * one).is_empty());
+        assert_eq!(values(&q.push(8, row(8), 2 * one)), [7]);
+        assert!(q.bytes <= 2 * one);
+        assert_eq!(values(&q.before(None)), [8, 9]);
     }
 }
