@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,14 +49,38 @@ def read_messages(bootstrap: str, topic: str):
     return list(messages(bootstrap, topic))
 
 
-def ended(bootstrap: str, topic: str, partitions: int) -> bool:
-    last = {}
-    for m in read_messages(bootstrap, topic):
-        control = dict(m.headers() or []).get("wfe.control")
-        if control == b"progress":
-            continue
-        last[m.partition()] = control == b"end-of-stream"
-    return len(last) == partitions and all(last.values())
+class EndWatch:
+    """One reader of `topic` for the whole run, that says when every partition's last message
+    is the end-of-stream marker. One reader, kept open: a reader made and closed at every poll
+    closes with a fetch in flight, and tansu 0.6.0 ends its storage loop (every later request
+    fails) when a request's client is gone before its answer, which a loaded broker made
+    likely (docs/performance.md)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int):
+        self.partitions = partitions
+        self.last = {}
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "load-test-end-watch",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        })
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+
+    def ended(self) -> bool:
+        while (m := self.consumer.poll(0.2)) is not None:
+            if m.error():
+                continue
+            control = dict(m.headers() or []).get("wfe.control")
+            if control != b"progress":
+                self.last[m.partition()] = control == b"end-of-stream"
+        return len(self.last) == self.partitions and all(self.last.values())
+
+    def close(self) -> None:
+        # Paused, the reader stops fetching; the fetch in flight is answered before it closes.
+        self.consumer.pause(self.consumer.assignment())
+        time.sleep(1.5)
+        self.consumer.close()
 
 
 def rows(m) -> pa.Table:
@@ -107,6 +132,8 @@ def main() -> None:
                     help="keep the work folder (broker data, logs, fleet file) rather than remove it at the end")
     ap.add_argument("--topics", action="store_true",
                     help="also print what every topic holds at the end (reads them all back: minutes at --fleet 1000)")
+    ap.add_argument("--producer-property", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka producer setting for the services (`kafka.producer_properties`), to compare")
     args = ap.parse_args()
     # A stop (timeout, Ctrl-C's cousin) still runs the `finally` that ends the services.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -136,6 +163,9 @@ def main() -> None:
         # The test job commits every 500 ms so its kill tests replay little; a fleet runs with
         # the default 2 s (each commit writes the changed workloads' state).
         text = text.replace("commit_interval_ms = 500", "commit_interval_ms = 2000")
+    if args.producer_property:
+        props = "".join(f'"{k}" = "{v}"\n' for k, v in (p.split("=", 1) for p in args.producer_property))
+        text += f"\n[kafka.producer_properties]\n{props}"
     job.write_text(text)
     url = f"tcp://{bootstrap}"
     procs = []
@@ -156,12 +186,14 @@ def main() -> None:
             procs.append(subprocess.Popen(wfe("stage", s), stdout=log(s), stderr=subprocess.STDOUT,
                                           env={**os.environ, "RUST_LOG": "warn"}))
         time.sleep(3)  # group joins
+        watch = EndWatch(bootstrap, "actions", args.partitions)
         t0 = time.time()
         out = subprocess.run(wfe("replay", "--speed", args.speed), capture_output=True, text=True, check=True)
         t_replayed = time.time()
-        while not ended(bootstrap, "actions", args.partitions):
-            time.sleep(0.5)
+        while not watch.ended():
+            time.sleep(0.3)
         t_end = time.time()
+        watch.close()
         # CPU of each process from start to the end of `actions`: where the pipeline's time goes.
         cpu = {name: cpu_seconds(p.pid) for name, p in zip(names, procs)}
         cpu_client = {name: kafka_client_cpu_seconds(p.pid) for name, p in zip(names, procs) if name != "tansu"}
