@@ -50,6 +50,7 @@ mod paired;
 mod retrain;
 mod ring;
 mod rows;
+mod runs;
 mod series;
 mod snapshot;
 pub mod store;
@@ -259,7 +260,7 @@ impl Stage for Forecast {
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
         let memos = snapshot::memos(&self.workloads);
-        let pairs = snapshot::pairs(&self.workloads);
+        let pairs = snapshot::pairs(self.workloads.iter());
         let whole = (&self.workloads, &self.spans, memos, pairs);
         wfe_contract::state::encode(self.name(), &whole)
     }
@@ -274,7 +275,9 @@ impl Stage for Forecast {
 
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let mut split = Split::new();
-        split.put_items(self.name(), "w", self.workloads.iter())?;
+        // Each ring's tail in its workload's entries, the rest in runs (`runs`).
+        let tails = runs::cut(&mut split, self.name(), &self.workloads)?;
+        split.put_items(self.name(), "w", tails.iter().map(|(n, w)| (*n, w)))?;
         split.put_unordered(self.name(), "spans", self.spans.iter())?;
         let memos = snapshot::memos(&self.workloads);
         split.put_items(
@@ -282,7 +285,7 @@ impl Stage for Forecast {
             "ets",
             memos.iter().map(|(w, m)| (w.as_str(), m)),
         )?;
-        let pairs = snapshot::pairs(&self.workloads);
+        let pairs = snapshot::pairs(tails.iter().map(|(n, w)| (*n, w)));
         split.put_items(
             self.name(),
             "pairs",
@@ -298,7 +301,7 @@ impl Stage for Forecast {
         snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
         let pairs = state.items(self.name(), "pairs")?;
         snapshot::put_pairs(&mut self.workloads, pairs);
-        Ok(())
+        runs::put_back(self.name(), &mut self.workloads, &state)
     }
 }
 

@@ -75,6 +75,15 @@ impl Paired {
         }
     }
 
+    /// The same pairs with each ring replaced by `f` of it (a changelog's tails).
+    pub(crate) fn map_rings(&self, f: impl Fn(&Ring) -> Ring) -> Paired {
+        Paired {
+            persistence: f(&self.persistence),
+            seasonal: f(&self.seasonal),
+            waiting: self.waiting.clone(),
+        }
+    }
+
     /// Whether anything is held (a series without fitted models never pairs).
     pub(crate) fn is_empty(&self) -> bool {
         self.persistence.values.is_empty()

@@ -21,6 +21,11 @@ pub(crate) struct Ring {
     /// Quantiles of the values at the configured levels, and calls since they were computed.
     pub(crate) offsets: Vec<f64>,
     pub(crate) age: usize,
+    /// Values ever dropped from the front: `values[i]` is the ring's value number `start + i`.
+    /// A changelog keeps the ring in runs by that number ([`crate::runs`]), so a value keeps
+    /// its run while the ring moves. Not in the ring's own bytes (their format stays).
+    #[serde(skip)]
+    pub(crate) start: u64,
 }
 
 impl Ring {
@@ -36,6 +41,21 @@ impl Ring {
             finite: 0,
             offsets: Vec::new(),
             age: 0,
+            start: 0,
+        }
+    }
+    /// The ring without its first `skip` values (a changelog's tail), its running sums kept:
+    /// they are of the whole ring, which a restore puts back together.
+    pub(crate) fn tail(&self, skip: usize) -> Ring {
+        Ring {
+            cap: self.cap,
+            values: self.values.range(skip..).copied().collect(),
+            times: self.times.range(skip..).copied().collect(),
+            abs_sum: self.abs_sum,
+            finite: self.finite,
+            offsets: self.offsets.clone(),
+            age: self.age,
+            start: self.start + skip as u64,
         }
     }
     /// Adds a value; returns the one it pushed out, if the ring was full.
@@ -44,6 +64,7 @@ impl Ring {
         if self.values.len() == self.cap {
             let old_t = self.times.pop_front();
             let old = self.values.pop_front();
+            self.start += u64::from(old.is_some());
             if let Some(o) = old.filter(|o| o.is_finite()) {
                 self.abs_sum -= o.abs();
                 self.finite -= 1;
@@ -116,6 +137,7 @@ impl Ring {
     pub(crate) fn clear_until(&mut self, t: i64) {
         while self.times.front().is_some_and(|&x| x <= t) {
             self.times.pop_front();
+            self.start += 1;
             if let Some(v) = self.values.pop_front().filter(|v| v.is_finite()) {
                 self.abs_sum -= v.abs();
                 self.finite -= 1;

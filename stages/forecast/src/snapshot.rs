@@ -57,9 +57,9 @@ pub(crate) fn put_memos(workloads: &mut Keyed<Workload>, memos: Memos, cfg: &For
 pub(crate) type Pairs = Vec<(String, Vec<Vec<Paired>>)>;
 
 /// The pairs of the workloads that hold any (a stage without fitted models writes none).
-pub(crate) fn pairs(workloads: &Keyed<Workload>) -> Pairs {
+pub(crate) fn pairs<'a>(workloads: impl IntoIterator<Item = (&'a str, &'a Workload)>) -> Pairs {
     workloads
-        .iter()
+        .into_iter()
         .filter(|(_, wk)| (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty()))
         .map(|(name, wk)| {
             let per_series = wk.series.iter().map(|s| s.paired.clone()).collect();

@@ -29,7 +29,11 @@ use crate::config::{JobConfig, STAGES};
 const LIVE_BATCHES: usize = 2;
 /// Entry maps that hold one item per workload (the rest, e.g. a metric set's basis, are
 /// shared by the workloads and not copied).
-const PER_WORKLOAD: [&str; 7] = ["w", "spans", "applied", "fleet", "ets", "pairs", "level"];
+const PER_WORKLOAD: [&str; 10] = [
+    "w", "spans", "applied", "fleet", "ets", "pairs", "level", "pos", "runs", "held",
+];
+/// Per-workload maps whose entries are named `<workload>:<run>` (a workload's runs).
+const RUN_MAPS: [&str; 2] = ["runs", "held"];
 
 /// One stage's figures at one fleet size.
 struct Row {
@@ -152,11 +156,22 @@ fn copies(base: &Split, n: usize) -> Split {
     for k in 1..n.div_ceil(own) {
         for (key, value) in base.entries() {
             if per(key) {
-                out.insert(format!("{key}~{k}"), value.clone());
+                out.insert(copy_key(key, k), value.clone());
             }
         }
     }
     Split::from_entries(out)
+}
+
+/// The key of copy `k` of a per-workload entry: the workload `w` becomes `w~k`.
+fn copy_key(key: &str, k: usize) -> String {
+    match key.split_once('/') {
+        Some((map, name)) if RUN_MAPS.contains(&map) => match name.rsplit_once(':') {
+            Some((w, run)) => format!("{map}/{w}~{k}:{run}"),
+            None => format!("{key}~{k}"),
+        },
+        _ => format!("{key}~{k}"),
+    }
 }
 
 /// Hands `batches` to the stage, in order.
