@@ -13,7 +13,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use arrow_ipc::{Block, MessageHeader};
+use arrow_ipc::{Block, CompressionType, MessageHeader};
 
 use crate::{Error, Result};
 
@@ -166,6 +166,14 @@ fn check_message<R: Read + Seek>(r: &mut R, pos: u64, end: u64, what: &str) -> R
         }
         _ => None,
     };
+    let codec = batch.and_then(|b| b.compression()).map(|c| c.codec());
+    if let Some(c) = codec
+        && c != CompressionType::LZ4_FRAME
+    {
+        return Err(bad(format!(
+            "body compressed with {c:?}; this build reads LZ4_FRAME or uncompressed"
+        )));
+    }
     for (i, buf) in batch
         .and_then(|b| b.buffers())
         .into_iter()
@@ -185,8 +193,43 @@ fn check_message<R: Read + Seek>(r: &mut R, pos: u64, end: u64, what: &str) -> R
                 buf.length()
             )));
         }
+        if codec.is_some() && buf.length() > 0 {
+            check_declared(r, at + buf.offset() as u64, buf.length() as u64)
+                .map_err(|m| bad(format!("compressed buffer {i}: {m}")))?;
+        }
     }
     Ok(Some(at + body as u64))
+}
+
+/// What LZ4 can expand to at most, per compressed byte (a match of 255 more bytes costs one).
+const LZ4_MOST_EXPANSION: u64 = 256;
+
+/// A compressed buffer of `len` bytes at `pos`: its first 8 bytes declare its length
+/// uncompressed (-1: stored as is), which arrow-ipc allocates before it decompresses. A
+/// length LZ4 cannot reach from the bytes that follow is refused, so a message can never
+/// make the reader allocate more than [`LZ4_MOST_EXPANSION`] times its own size.
+fn check_declared<R: Read + Seek>(
+    r: &mut R,
+    pos: u64,
+    len: u64,
+) -> std::result::Result<(), String> {
+    if len < 8 {
+        return Err(format!("{len} bytes; its length prefix takes 8"));
+    }
+    let mut prefix = [0u8; 8];
+    r.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
+    r.read_exact(&mut prefix).map_err(|e| e.to_string())?;
+    let declared = i64::from_le_bytes(prefix);
+    let most = (len - 8)
+        .saturating_mul(LZ4_MOST_EXPANSION)
+        .saturating_add(64);
+    if declared == -1 || (0..=most as i64).contains(&declared) {
+        return Ok(());
+    }
+    Err(format!(
+        "declares {declared} bytes uncompressed, where LZ4 makes at most {most} of its {} bytes",
+        len - 8
+    ))
 }
 
 fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize> {

