@@ -132,6 +132,8 @@ def main() -> None:
                     help="keep the work folder (broker data, logs, fleet file) rather than remove it at the end")
     ap.add_argument("--topics", action="store_true",
                     help="also print what every topic holds at the end (reads them all back: minutes at --fleet 1000)")
+    ap.add_argument("--commit-ms", type=int, default=2000,
+                    help="the services' commit interval with --fleet (each commit writes the changed workloads' state)")
     ap.add_argument("--producer-property", action="append", default=[], metavar="KEY=VALUE",
                     help="a librdkafka producer setting for the services (`kafka.producer_properties`), to compare")
     args = ap.parse_args()
@@ -162,7 +164,7 @@ def main() -> None:
         text = text.replace('"heartbeat.interval.ms" = "500"', '"heartbeat.interval.ms" = "3000"')
         # The test job commits every 500 ms so its kill tests replay little; a fleet runs with
         # the default 2 s (each commit writes the changed workloads' state).
-        text = text.replace("commit_interval_ms = 500", "commit_interval_ms = 2000")
+        text = text.replace("commit_interval_ms = 500", f"commit_interval_ms = {args.commit_ms}")
     if args.producer_property:
         props = "".join(f'"{k}" = "{v}"\n' for k, v in (p.split("=", 1) for p in args.producer_property))
         text += f"\n[kafka.producer_properties]\n{props}"
