@@ -260,7 +260,7 @@ impl Stage for Forecast {
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
         let memos = snapshot::memos(&self.workloads);
-        let pairs = snapshot::pairs(self.workloads.iter());
+        let pairs = snapshot::pairs(self.workloads.iter().map(|(n, w)| (n, w, w)));
         let whole = (&self.workloads, &self.spans, memos, pairs);
         wfe_contract::state::encode(self.name(), &whole)
     }
@@ -285,7 +285,8 @@ impl Stage for Forecast {
             "ets",
             memos.iter().map(|(w, m)| (w.as_str(), m)),
         )?;
-        let pairs = snapshot::pairs(tails.iter().map(|(n, w)| (*n, w)));
+        let whole = self.workloads.items.iter();
+        let pairs = snapshot::pairs(tails.iter().zip(whole).map(|((n, t), w)| (*n, w, t)));
         split.put_items(
             self.name(),
             "pairs",

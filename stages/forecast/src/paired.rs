@@ -67,7 +67,7 @@ pub(crate) struct Paired {
 }
 
 impl Paired {
-    fn new(cfg: &ForecastConfig) -> Self {
+    pub(crate) fn new(cfg: &ForecastConfig) -> Self {
         Self {
             persistence: Ring::new(cfg.residual_window),
             seasonal: Ring::new(cfg.residual_window),

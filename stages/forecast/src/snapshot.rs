@@ -56,13 +56,18 @@ pub(crate) fn put_memos(workloads: &mut Keyed<Workload>, memos: Memos, cfg: &For
 /// Per workload, per series: the paired errors of each horizon.
 pub(crate) type Pairs = Vec<(String, Vec<Vec<Paired>>)>;
 
-/// The pairs of the workloads that hold any (a stage without fitted models writes none).
-pub(crate) fn pairs<'a>(workloads: impl IntoIterator<Item = (&'a str, &'a Workload)>) -> Pairs {
+/// The pairs to write of the workloads that hold any (a stage without fitted models writes
+/// none): per workload its name, the workload, and the form written (itself whole, or its
+/// rings' tails in a changelog, where a workload whose pairs are all in runs still needs the
+/// entry that the runs are put back into).
+pub(crate) fn pairs<'a>(
+    workloads: impl IntoIterator<Item = (&'a str, &'a Workload, &'a Workload)>,
+) -> Pairs {
     workloads
         .into_iter()
-        .filter(|(_, wk)| (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty()))
-        .map(|(name, wk)| {
-            let per_series = wk.series.iter().map(|s| s.paired.clone()).collect();
+        .filter(|(_, wk, _)| (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty()))
+        .map(|(name, _, written)| {
+            let per_series = written.series.iter().map(|s| s.paired.clone()).collect();
             (name.to_string(), per_series)
         })
         .collect()

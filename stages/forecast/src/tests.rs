@@ -683,13 +683,15 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
         .restore(&before.snapshot().unwrap().unwrap())
         .unwrap();
     assert_eq!(crate::snapshot::memos(&whole_form.workloads), memos);
-    assert!(!crate::snapshot::pairs(whole_form.workloads.iter()).is_empty());
+    assert!(
+        !crate::snapshot::pairs(whole_form.workloads.iter().map(|(n, w)| (n, w, w))).is_empty()
+    );
     // Written before the pairs (three members), then before the memos (two).
     let (w, sp) = (&before.workloads, &before.spans);
     let older = wfe_contract::state::encode("forecast", &(w, sp, &memos));
     whole_form.restore(&older.unwrap().unwrap()).unwrap();
     assert_eq!(crate::snapshot::memos(&whole_form.workloads), memos);
-    assert!(crate::snapshot::pairs(whole_form.workloads.iter()).is_empty());
+    assert!(crate::snapshot::pairs(whole_form.workloads.iter().map(|(n, w)| (n, w, w))).is_empty());
     let older = wfe_contract::state::encode("forecast", &(w, sp));
     whole_form.restore(&older.unwrap().unwrap()).unwrap();
     assert!(crate::snapshot::memos(&whole_form.workloads).is_empty());
@@ -707,3 +709,4 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
 }
 
 mod gbm;
+mod restore;
