@@ -144,14 +144,20 @@ impl<T> Merge<T> {
     /// The highest seq through which everything has been released (`Seq::MIN`: nothing yet):
     /// what a stage may say in its own progress marks.
     pub fn through(&self) -> Seq {
-        self.inputs
-            .iter()
-            .map(|i| match i.queue.front() {
-                Some((s, _)) => s.saturating_sub(1).min(i.done),
-                None => i.done,
-            })
+        (0..self.inputs.len())
+            .map(|i| self.through_input(i))
             .min()
             .unwrap_or(Seq::MIN)
+    }
+
+    /// The highest seq through which everything of `input` has been released: what a
+    /// snapshot says of it (its held messages are read again after a restore).
+    pub fn through_input(&self, input: usize) -> Seq {
+        let i = &self.inputs[input];
+        match i.queue.front() {
+            Some((s, _)) => s.saturating_sub(1).min(i.done),
+            None => i.done,
+        }
     }
 
     /// Messages held.
@@ -199,6 +205,22 @@ mod tests {
         assert_eq!(m.through(), 2);
         m.progress(0, 3);
         assert_eq!(m.through(), 3);
+    }
+
+    /// A snapshot says of each input what has been released: a held message of seq 5 after
+    /// a mark through 6 leaves the input through 4, to be read again.
+    #[test]
+    fn an_input_is_through_the_seq_before_its_first_held_message() {
+        let mut m = Merge::new(2);
+        m.push(1, 5, "forecast@5");
+        m.progress(1, 6);
+        m.progress(0, 9);
+        assert_eq!(m.done(1), 6);
+        assert_eq!(m.through_input(1), 4);
+        assert_eq!(m.through_input(0), 9);
+        assert_eq!(m.through(), 4);
+        assert_eq!(drain(&mut m), ["forecast@5"]);
+        assert_eq!(m.through_input(1), 6);
     }
 
     #[test]

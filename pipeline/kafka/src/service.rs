@@ -61,6 +61,7 @@ mod input;
 mod shared;
 use shared::Core;
 pub use shared::{ServiceReport, StageFactory};
+mod table_history;
 mod table_order;
 mod tables;
 use tables::Tables;

@@ -212,7 +212,9 @@ impl Core {
             .map(|(i, (_, topic))| InputPosition {
                 topic: topic.clone(),
                 next_offset: part.next(i),
-                done: part.merge.done(i),
+                // Through what the stage has seen of it: a message held unprocessed is read
+                // again after a restore, and the restored stage's tables start from here.
+                done: part.merge.through_input(i),
             })
             .collect();
         // The state's entries that changed, before the manifest that completes them.
@@ -397,11 +399,16 @@ impl Core {
             tables: Default::default(),
             source_seq: false,
         };
-        // The whole table as read so far: a replay's rows wait for their seq's turn.
-        let rows: Vec<_> = self.tables.iter().flat_map(|t| t.all().cloned()).collect();
-        tracing::debug!(stage = %self.name, partition = p, rows = rows.len(), "tables handed to the partition's stage");
-        for row in rows {
-            self.table_row(&mut part, row);
+        // The tables as the restored stage must see them from its next input on (see
+        // `table_history`): a replay's rows wait for their seq's turn.
+        if let Some(tables) = &self.tables {
+            let from = part.merge.through().saturating_add(1);
+            let (rows, scanned) = tables.history(&self.kafka, from)?.into_rows();
+            tracing::debug!(stage = %self.name, partition = p, rows = rows.len(), from, "tables' history handed to the partition's stage");
+            part.tables.scanned = scanned;
+            for row in rows {
+                self.table_row(&mut part, row);
+            }
         }
         part.stage.on_start(&mut self.ctx)?;
         Ok(part)

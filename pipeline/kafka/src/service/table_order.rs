@@ -37,8 +37,11 @@ impl Core {
             let Some(mut part) = self.parts.remove(&p) else {
                 continue;
             };
+            // Rows the partition's history read when it was assigned are queued already.
             for row in &rows {
-                self.table_row(&mut part, row.clone());
+                if !part.tables.read_already(&row.at) {
+                    self.table_row(&mut part, row.clone());
+                }
             }
             let r = self.release(&mut part, p);
             self.parts.insert(p, part);

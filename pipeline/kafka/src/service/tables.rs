@@ -1,9 +1,9 @@
 //! Tables every instance reads whole ([`wfe_contract::Stage::tables`]), Kafka Streams'
 //! GlobalKTable: a reader outside the consumer group, assigned every partition of each
-//! table topic from its beginning. At start it catches up (the compacted topic: one row per
-//! key); then it is polled as the service runs. The newest message of each key is kept, so
-//! a partition assigned later gets the whole table at once; every partition's stage gets
-//! each new row.
+//! table topic from its beginning. At start it reads to the ends the topics had, for how far
+//! each producer has got; then it is polled as the service runs, and every partition's stage
+//! gets each new row. A partition assigned later reads the tables' history itself
+//! ([`Tables::history`]).
 //!
 //! In a replay (source seqs, [`crate::codec::header::SOURCE_SEQ`]) each row keeps the seq it
 //! was made at, and the reader knows per table partition how far its producer has got (its
@@ -24,25 +24,35 @@ use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
 use crate::codec::{self, HeaderMap};
 
+use super::table_history::History;
+
 /// Most table messages taken per poll, so a burst of table rows cannot starve the inputs.
 const PER_POLL: usize = 1000;
 
 pub(super) struct Tables {
     reader: BaseConsumer,
     topics: Vec<(Topic, String)>,
-    /// The newest row of each (table, key).
-    newest: BTreeMap<(Topic, Vec<u8>), Row>,
     /// Per table partition, how far its producer has got in source seqs (every row of seq
     /// <= this is here); `Seq::MIN` until it says.
     done: BTreeMap<(String, i32), Seq>,
 }
 
-/// A table row as read: its batch, and the source seq it was made at (None outside a replay).
+/// A table row as read: its batch, the source seq it was made at (None outside a replay),
+/// and where it was read.
 #[derive(Clone)]
 pub(super) struct Row {
     pub topic: Topic,
     pub batch: RecordBatch,
     pub seq: Option<Seq>,
+    pub at: At,
+}
+
+/// Where a table message was read: its topic's broker name, partition and offset.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct At {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl Tables {
@@ -82,7 +92,6 @@ impl Tables {
         let mut t = Self {
             reader,
             topics,
-            newest: BTreeMap::new(),
             done,
         };
         t.catch_up(ends, patience);
@@ -100,13 +109,13 @@ impl Tables {
                     if ends.get(&key).is_some_and(|end| m.offset() + 1 >= *end) {
                         ends.remove(&key);
                     }
-                    let _ = take(&self.topics, &mut self.newest, &mut self.done, &m);
+                    mark(&mut self.done, &m);
                 }
                 Some(Err(e)) => tracing::warn!("table reader: {e} (retrying)"),
                 None => {}
             }
         }
-        tracing::info!(rows = self.newest.len(), behind = ends.len(), "tables read");
+        tracing::info!(behind = ends.len(), "tables' progress read");
     }
 
     /// New table rows since the last call, without waiting, and whether any message came
@@ -118,7 +127,8 @@ impl Tables {
             match self.reader.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
                     any = true;
-                    out.extend(take(&self.topics, &mut self.newest, &mut self.done, &m));
+                    mark(&mut self.done, &m);
+                    out.extend(row_of(&self.topics, &m));
                 }
                 Some(Err(e)) => {
                     tracing::debug!("table reader: {e}");
@@ -130,9 +140,19 @@ impl Tables {
         (out, any)
     }
 
-    /// Every row kept: the whole table, for a stage instance that starts now.
-    pub fn all(&self) -> impl Iterator<Item = &Row> {
-        self.newest.values()
+    /// Every row of the tables' history a partition's stage restored at `from` needs
+    /// ([`History`]), read from the beginning of each table partition to its end as of now.
+    pub fn history(&self, kafka: &KafkaConfig, from: Seq) -> Result<History> {
+        let mut history = History::new(from);
+        for (name, p) in self.done.keys() {
+            broker::scan_partition(kafka, name, *p, Offset::Beginning, |m| {
+                history.read_to(name, *p, m.offset() + 1);
+                if let Some(row) = row_of(&self.topics, m) {
+                    history.offer(m.key().unwrap_or_default().to_vec(), row);
+                }
+            })?;
+        }
+        Ok(history)
     }
 
     /// The source seq through which every table partition but `except` (the one a stage
@@ -147,16 +167,8 @@ impl Tables {
     }
 }
 
-/// Decodes and keeps one table message, and notes how far its partition has got; control
-/// messages and undecodable ones (counted and logged) give no row.
-fn take(
-    topics: &[(Topic, String)],
-    newest: &mut BTreeMap<(Topic, Vec<u8>), Row>,
-    done: &mut BTreeMap<(String, i32), Seq>,
-    m: &rdkafka::message::BorrowedMessage<'_>,
-) -> Option<Row> {
-    let (topic, _) = topics.iter().find(|(_, n)| n == m.topic())?;
-    let topic = *topic;
+/// Notes how far a table message's partition has got.
+fn mark(done: &mut BTreeMap<(String, i32), Seq>, m: &rdkafka::message::BorrowedMessage<'_>) {
     let h = HeaderMap::from_kafka(m.headers());
     let source = h.seq().filter(|_| h.is_source_seq());
     let reached = if h.is_end_of_stream() {
@@ -178,20 +190,31 @@ fn take(
             (*d).max(r)
         };
     }
+}
+
+/// The row a table message holds: none for control messages and undecodable ones (counted
+/// and logged).
+pub(super) fn row_of(
+    topics: &[(Topic, String)],
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Option<Row> {
+    let (topic, _) = topics.iter().find(|(_, n)| n == m.topic())?;
+    let topic = *topic;
+    let h = HeaderMap::from_kafka(m.headers());
     if h.is_control() {
         return None;
     }
     match codec::decode(topic, &h, m.payload()) {
-        Ok(batch) => {
-            let key = m.key().unwrap_or_default().to_vec();
-            let row = Row {
-                topic,
-                batch,
-                seq: source,
-            };
-            newest.insert((topic, key), row.clone());
-            Some(row)
-        }
+        Ok(batch) => Some(Row {
+            topic,
+            batch,
+            seq: h.seq().filter(|_| h.is_source_seq()),
+            at: At {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+        }),
         Err(e) => {
             metrics::counter!("wfe_table_rows_rejected_total", "topic" => topic.to_string())
                 .increment(1);
@@ -207,9 +230,17 @@ pub(super) struct Queue {
     rows: BTreeMap<(Seq, u64), Row>,
     bytes: usize,
     arrivals: u64,
+    /// Per table partition, the offset its history was read to when the partition was
+    /// assigned ([`Tables::history`]): the reader's rows before it are queued already.
+    pub(super) scanned: BTreeMap<(String, i32), i64>,
 }
 
 impl Queue {
+    /// Whether the partition's history read held this row already.
+    pub(super) fn read_already(&self, at: &At) -> bool {
+        (self.scanned.get(&(at.topic.clone(), at.partition))).is_some_and(|end| at.offset < *end)
+    }
+
     /// Queues a row made at `seq`; returns the oldest rows past `bound` bytes, which go to
     /// the stage now rather than hold more memory.
     pub(super) fn push(&mut self, seq: Seq, row: Row, bound: usize) -> Vec<Row> {
@@ -259,6 +290,11 @@ mod tests {
             topic: Topic::Profiles,
             batch,
             seq: Some(v),
+            at: At {
+                topic: "profiles".into(),
+                partition: 0,
+                offset: v,
+            },
         }
     }
 
