@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
 
 use arrow_array::RecordBatch;
+use serde::{Deserialize, Serialize};
 use wfe_contract::norm::Slots;
 use wfe_contract::{Context, Result};
 
@@ -275,7 +276,7 @@ fn centred(v: &[f64], centre: &[f64]) -> Vec<f64> {
 }
 
 /// A neighbour found: its name, allocation (raw units, per metric) and distance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Near {
     pub name: String,
     pub allocation: Vec<f64>,

@@ -10,7 +10,7 @@ use wfe_contract::state::Split;
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 
 use crate::rows::Rows;
-use crate::state::State;
+use crate::state::{Answers, State};
 use crate::window::cut;
 use crate::{Fingerprint, environment_of, reduce};
 
@@ -198,22 +198,32 @@ impl Stage for Fingerprint {
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        wfe_contract::state::encode(self.name(), &self.state)
+        wfe_contract::state::encode(self.name(), &(&self.state, self.state.answers()))
     }
 
+    /// The whole form: the state and its held windows' answers, or (written before the
+    /// answers were kept) the state alone.
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        self.state = wfe_contract::state::decode(self.name(), state)?;
+        use wfe_contract::state::decode;
+        let (st, answers): (State, Answers) = match decode(self.name(), state) {
+            Ok(both) => both,
+            Err(_) => (decode(self.name(), state)?, Vec::new()),
+        };
+        self.state = st;
+        self.state.put_answers(self.name(), answers)?;
         self.republish_own();
         Ok(())
     }
 
     /// Entries: each workload, each metric set's basis (small, it moves with every window),
     /// its reservoir in runs (a window replaces a row now and then) and embedding (changed when
-    /// refitted), and the rest.
+    /// refitted), each held window's answer (`answer/<place>`), and the rest.
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let (st, name) = (&self.state, self.name());
         let mut split = Split::new();
         split.put_shared(name, &(&st.known, &st.held))?;
+        let answers = st.answers();
+        split.put_items(name, "answer", answers.iter().map(|(i, a)| (i.as_str(), a)))?;
         split.put_items(name, "w", st.workloads.iter())?;
         let heads: Vec<(String, reduce::Reducer)> = st
             .reducers
@@ -260,6 +270,7 @@ impl Stage for Fingerprint {
             known,
             held,
         };
+        self.state.put_answers(name, state.items(name, "answer")?)?;
         self.republish_own();
         Ok(())
     }

@@ -62,6 +62,9 @@ impl Workload {
     }
 }
 
+/// Per held window (by its place in [`State::held`]), the answer it was cut with.
+pub(crate) type Answers = Vec<(String, (Vec<Near>, Vec<f64>))>;
+
 /// A window waiting for the first basis (or model) of its metric set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Held {
@@ -76,8 +79,10 @@ pub(crate) struct Held {
     pub(crate) n: i64,
     pub(crate) cold: bool,
     /// Its neighbours (searched in the view of its batch) and its workload's allocation when
-    /// the window was cut, so a row held for its basis answers as it would have at once. Not
-    /// kept in a snapshot: a restored held window answers from when it is released.
+    /// the window was cut, so a row held for its basis answers as it would have at once. Kept
+    /// in a snapshot beside the held windows ([`Answers`]: a field here would make every state
+    /// written before it unreadable); a window restored from a state without them answers
+    /// from when it is released.
     #[serde(skip)]
     pub(crate) answer: Option<(Vec<Near>, Vec<f64>)>,
 }
@@ -93,6 +98,35 @@ pub(crate) struct State {
     /// shared entry, whose format it is part of).
     pub(crate) known: BTreeMap<u64, usize>,
     pub(crate) held: Vec<Held>,
+}
+
+impl State {
+    /// The answers of the held windows that have one, keyed by their place.
+    pub(crate) fn answers(&self) -> Answers {
+        (self.held.iter().enumerate())
+            .filter_map(|(i, h)| Some((i.to_string(), h.answer.clone()?)))
+            .collect()
+    }
+
+    /// Gives the restored held windows their answers; one that names no held window is a
+    /// state that does not hang together.
+    pub(crate) fn put_answers(
+        &mut self,
+        stage: &str,
+        answers: Answers,
+    ) -> wfe_contract::Result<()> {
+        for (key, answer) in answers {
+            let held = key.parse::<usize>().ok().and_then(|i| self.held.get_mut(i));
+            let Some(held) = held else {
+                return Err(wfe_contract::Error::state(
+                    stage,
+                    format!("an answer for held window `{key}` of {}", self.held.len()),
+                ));
+            };
+            held.answer = Some(answer);
+        }
+        Ok(())
+    }
 }
 
 /// The metric set's id: a hash of its metric names.

@@ -508,3 +508,49 @@ fn a_workload_keeps_its_own_metric_set_in_a_batch_shared_with_other_sets() {
     assert_eq!(widths.get("omi-1"), Some(&19), "{widths:?}");
     assert_eq!(widths.get("machine-1-6"), Some(&38), "{widths:?}");
 }
+
+/// A window held for its metric set's first basis keeps the answer it was cut with (its
+/// neighbours as the view stood then, its allocation) through a restore in either form: a
+/// restored one answered from when it was released, from a later view (over Kafka, after a
+/// restart, a new workload borrowed a neighbour's later profile).
+#[test]
+fn held_windows_keep_their_answers_through_a_restore() {
+    let norm = normalised("asd", &["omi-1", "omi-2", "omi-3"], 40);
+    // Peers are known after a day; the basis waits for more windows than that.
+    let cfg = FingerprintConfig {
+        learning_steps: 288,
+        fit_windows: 400,
+        ..Default::default()
+    };
+    let mut first = Fingerprint::new(cfg.clone()).unwrap();
+    let (mut out, mut ctx) = (VecCollector::new(), Context::new("fingerprint"));
+    let answered = |f: &Fingerprint| {
+        (f.state.held.iter()).any(|h| h.answer.as_ref().is_some_and(|a| !a.0.is_empty()))
+    };
+    for x in &norm {
+        first
+            .process_batch(Topic::MetricsNorm, x.clone(), &mut ctx, &mut out)
+            .unwrap();
+        if answered(&first) {
+            break;
+        }
+    }
+    assert!(answered(&first), "no held window with neighbours");
+    let answers = first.state.answers();
+    let mut split_form = Fingerprint::new(cfg.clone()).unwrap();
+    split_form
+        .restore_split(first.snapshot_split().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(split_form.state.answers(), answers);
+    let mut whole_form = Fingerprint::new(cfg.clone()).unwrap();
+    whole_form
+        .restore(&first.snapshot().unwrap().unwrap())
+        .unwrap();
+    assert_eq!(whole_form.state.answers(), answers);
+    // A whole state written before the answers were kept still restores, without them.
+    let older = wfe_contract::state::encode("fingerprint", &first.state).unwrap();
+    let mut old_form = Fingerprint::new(cfg).unwrap();
+    old_form.restore(&older.unwrap()).unwrap();
+    assert!(old_form.state.answers().is_empty());
+    assert_eq!(old_form.state.held.len(), first.state.held.len());
+}
