@@ -19,6 +19,7 @@ use wfe_contract::merge::Merge;
 use super::chunked::{self, Restore, Slot};
 use super::entries::{self, EntryRestore};
 use super::shared::{Core, Part};
+use super::table_history;
 use crate::broker;
 use crate::codec::{self, HeaderMap, header};
 
@@ -403,7 +404,7 @@ impl Core {
         // `table_history`): a replay's rows wait for their seq's turn.
         if let Some(tables) = &self.tables {
             let from = part.merge.through().saturating_add(1);
-            let (rows, scanned) = tables.history(&self.kafka, from)?.into_rows();
+            let (rows, scanned) = table_history::read(tables, &self.kafka, from)?.into_rows();
             tracing::debug!(stage = %self.name, partition = p, rows = rows.len(), from, "tables' history handed to the partition's stage");
             part.tables.scanned = scanned;
             for row in rows {

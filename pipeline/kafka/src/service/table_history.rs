@@ -7,9 +7,8 @@
 //! stage must see each table as the embedded run's stage saw it at every input: per key, the
 //! newest row made before that input. The newest row of each key is not that: while the
 //! partition was away another one went on, and a key's rows made after `s` replaced the one
-//! its next inputs must see, and each other in turn. (A fingerprint partition restored in a
-//! replay sized its new workloads from neighbours that were not yet what they became; the
-//! fleet's decisions then differed from the embedded run's: a risk of 0.000551 for 0.000561.)
+//! its next inputs must see, and each other in turn: a fingerprint partition restored in a
+//! replay would size its new workloads from what their neighbours became later.
 //!
 //! So the partition reads the tables' history from their beginning: per key the newest row
 //! made before `s + 1` and every row made since, each queued for its turn (Kafka Streams'
@@ -20,10 +19,28 @@
 
 use std::collections::BTreeMap;
 
-use wfe_contract::Topic;
+use rdkafka::Offset;
+use rdkafka::message::Message;
 use wfe_contract::merge::Seq;
+use wfe_contract::{Result, Topic};
 
-use super::tables::Row;
+use super::tables::{Row, Tables, row_of};
+use crate::{KafkaConfig, broker};
+
+/// Every row of the tables' history a partition's stage restored at `from` needs, read from
+/// the beginning of each table partition to its end as of now.
+pub(super) fn read(tables: &Tables, kafka: &KafkaConfig, from: Seq) -> Result<History> {
+    let mut history = History::new(from);
+    for (name, p) in tables.partitions() {
+        broker::scan_partition(kafka, name, *p, Offset::Beginning, |m| {
+            history.read_to(name, *p, m.offset() + 1);
+            if let Some(row) = row_of(tables.topics(), m) {
+                history.offer(m.key().unwrap_or_default().to_vec(), row);
+            }
+        })?;
+    }
+    Ok(history)
+}
 
 /// The rows of the tables a partition restored at `from` needs, per key.
 pub(super) struct History {
@@ -137,7 +154,6 @@ mod tests {
         use crate::KafkaConfig;
         use crate::codec::{self, HeaderMap, header};
         use crate::produce::Sender;
-        use crate::service::tables::Tables;
 
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         let kafka = KafkaConfig {
@@ -168,7 +184,7 @@ mod tests {
         let topics = vec![(Topic::Profiles, name.to_string())];
         let tables = Tables::open(&kafka, topics, Duration::from_secs(30)).unwrap();
         assert_eq!(tables.through(-1), 12);
-        let (rows, ends) = tables.history(&kafka, 10).unwrap().into_rows();
+        let (rows, ends) = read(&tables, &kafka, 10).unwrap().into_rows();
         let seqs: Vec<Option<Seq>> = rows.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [Some(8), Some(11), Some(5), Some(12)]);
         // Three rows and a progress mark on partition 0, two and a mark on 1.

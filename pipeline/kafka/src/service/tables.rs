@@ -3,7 +3,7 @@
 //! table topic from its beginning. At start it reads to the ends the topics had, for how far
 //! each producer has got; then it is polled as the service runs, and every partition's stage
 //! gets each new row. A partition assigned later reads the tables' history itself
-//! ([`Tables::history`]).
+//! ([`super::table_history`]).
 //!
 //! In a replay (source seqs, [`crate::codec::header::SOURCE_SEQ`]) each row keeps the seq it
 //! was made at, and the reader knows per table partition how far its producer has got (its
@@ -23,8 +23,6 @@ use wfe_contract::{RecordBatch, Result, Topic};
 use crate::KafkaConfig;
 use crate::broker::{self, kafka_error};
 use crate::codec::{self, HeaderMap};
-
-use super::table_history::History;
 
 /// Most table messages taken per poll, so a burst of table rows cannot starve the inputs.
 const PER_POLL: usize = 1000;
@@ -140,19 +138,14 @@ impl Tables {
         (out, any)
     }
 
-    /// Every row of the tables' history a partition's stage restored at `from` needs
-    /// ([`History`]), read from the beginning of each table partition to its end as of now.
-    pub fn history(&self, kafka: &KafkaConfig, from: Seq) -> Result<History> {
-        let mut history = History::new(from);
-        for (name, p) in self.done.keys() {
-            broker::scan_partition(kafka, name, *p, Offset::Beginning, |m| {
-                history.read_to(name, *p, m.offset() + 1);
-                if let Some(row) = row_of(&self.topics, m) {
-                    history.offer(m.key().unwrap_or_default().to_vec(), row);
-                }
-            })?;
-        }
-        Ok(history)
+    /// The table topics, with their broker names.
+    pub fn topics(&self) -> &[(Topic, String)] {
+        &self.topics
+    }
+
+    /// Every table partition, by topic's broker name and number.
+    pub fn partitions(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.done.keys()
     }
 
     /// The source seq through which every table partition but `except` (the one a stage
@@ -231,7 +224,7 @@ pub(super) struct Queue {
     bytes: usize,
     arrivals: u64,
     /// Per table partition, the offset its history was read to when the partition was
-    /// assigned ([`Tables::history`]): the reader's rows before it are queued already.
+    /// assigned ([`super::table_history`]): the reader's rows before it are queued already.
     pub(super) scanned: BTreeMap<(String, i32), i64>,
 }
 
