@@ -39,7 +39,7 @@ LINTED := RUSTC_WORKSPACE_WRAPPER=$(CLIPPY_DRIVER) CLIPPY_ARGS=-Dwarnings
 # Debian packages the bundled librdkafka builds with (rdkafka's cmake-build feature).
 SYSTEM_PACKAGES := cmake libcurl4-openssl-dev libssl-dev zlib1g-dev
 
-.PHONY: run ui test bench fuzz chaos cycles build setup tools check-clippy test-tools system-packages prometheus browser-capture kafka-up kafka-down check-data clean
+.PHONY: run ui test bench fuzz chaos cycles build setup tools check-clippy test-tools system-packages prometheus browser-capture kubectl kafka-up kafka-down check-data clean
 
 check-data:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup.rs) first"; exit 1; }
@@ -67,6 +67,12 @@ $(VENV)/.kafka: $(VENV)/.pyarrow
 # moto's EC2 server: the actuator's tests run against it (started by the tests on loopback).
 $(VENV)/.moto: $(VENV)/.pyarrow
 	$(PIP) "moto[server]"
+	touch $@
+
+# grpcio and its code generator: the independent KEDA client of the external-scaler test
+# (setuptools kept below 82, which grpcio-tools would otherwise raise past what torch wants).
+$(VENV)/.grpc: $(VENV)/.pyarrow
+	$(PIP) grpcio grpcio-tools "setuptools<82"
 	touch $@
 
 # PyYAML: deploy/check.py reads the Kubernetes manifests with it.
@@ -105,8 +111,15 @@ browser-capture:
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium tcpdump; }
 
+# kubectl for the offline check of `wfe recommend --kubernetes` patches (`kubectl patch
+# --local`, no cluster): the machine's own if it has one, else Debian's kubernetes-client.
+kubectl:
+	@command -v kubectl >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends kubernetes-client; }
+
 # The Debian packages and Python tools the tests use (one at a time: apt takes a lock).
-test-tools: system-packages prometheus browser-capture $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml
+test-tools: system-packages prometheus browser-capture kubectl $(VENV)/.kafka $(VENV)/.moto $(VENV)/.yaml $(VENV)/.grpc
 
 tools: test-tools $(TANSU)
 

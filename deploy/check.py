@@ -12,6 +12,10 @@ or a container daemon.
 - every wfe pod serves HTTP (`--http` on its named `http` port) with liveness on /health,
   readiness on /ready, and the scrape annotations Prometheus' config keeps; one Service covers
   that port;
+- the predictive-scaling example (deploy/k8s/examples/predictive-scaling.yaml): its wfe pod
+  serves `--keda` where its Service and the ScaledObject's `scalerAddress` point, the
+  subcommand it runs takes `--keda`, and the trigger's metadata holds only keys the scaler
+  reads (pipeline/kube/src/keda/query.rs), with the required ones and values it accepts;
 - deploy/prometheus/prometheus.yml parses and keeps the annotated pods; every metric the
   Grafana dashboard (deploy/grafana/wfe.json) queries is one wfe exports (described in
   pipeline/http/src/observe.rs, which the UI test checks against a real /metrics).
@@ -78,6 +82,58 @@ def check_http(name, d):
     check(ann.get("prometheus.io/scrape") == "true", f"{name}: not annotated for scraping")
     check(ann.get("prometheus.io/port") == str(port), f"{name}: scrape port {ann.get('prometheus.io/port')} != {port}")
     check(ann.get("prometheus.io/path") == "/metrics", f"{name}: scrape path")
+
+
+def rust_keys(path, const):
+    """The strings of `pub const NAME: [&str; N] = [...]` in a Rust file."""
+    m = re.search(r"const " + const + r": \[&str; \d+\] = \[(.*?)\];", path.read_text(), re.S)
+    return re.findall(r'"(\w+)"', m.group(1)) if m else []
+
+
+def check_keda_example(wfe):
+    path = K8S / "examples" / "predictive-scaling.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    query = ROOT / "pipeline" / "kube" / "src" / "keda" / "query.rs"
+    keys, keda_keys = rust_keys(query, "KEYS"), rust_keys(query, "KEDA_KEYS")
+    check(len(keys) >= 5 and "scalerAddress" in keda_keys, f"query.rs: keys {keys}, KEDA's {keda_keys}")
+    kinds = {}
+    for d in docs:
+        kinds.setdefault(d["kind"], []).append(d)
+    deps = kinds.get("Deployment", [])
+    if not check(len(deps) == 1 and len(kinds.get("Service", [])) == 1 and kinds.get("ScaledObject"),
+                 f"{path.name}: one Deployment, one Service, ScaledObjects"):
+        return
+    dep, svc = deps[0], kinds["Service"][0]
+    check_http(f"{path.name} {dep['metadata']['name']}", dep)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    if not check("--keda" in args, f"{path.name}: the wfe pod does not serve --keda"):
+        return
+    port = int(args[args.index("--keda") + 1].rsplit(":", 1)[1])
+    named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    help_text = subprocess.run([wfe, args[0], "--help"], capture_output=True, text=True).stdout
+    check("--keda" in help_text, f"{path.name}: `wfe {args[0]}` takes no --keda")
+    sel = svc["spec"]["selector"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    check(all(labels.get(k) == v for k, v in sel.items()), f"{path.name}: the Service does not select the pod")
+    svc_ports = {p["port"]: named.get(p["targetPort"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    for so in kinds["ScaledObject"]:
+        name = so["metadata"]["name"]
+        for t in so["spec"]["triggers"]:
+            if not check(t["type"] in ("external", "external-push"), f"{name}: trigger {t['type']}"):
+                continue
+            m = t["metadata"]
+            host, _, p = m.get("scalerAddress", "").rpartition(":")
+            check(host.split(".")[0] == svc["metadata"]["name"] and host.split(".")[1] == svc["metadata"]["namespace"],
+                  f"{name}: scalerAddress {host} is not the Service {svc['metadata']['name']}")
+            check(p.isdigit() and svc_ports.get(int(p)) == port,
+                  f"{name}: scalerAddress port {p} does not reach --keda's {port}")
+            for k in m:
+                base = k[: -len("FromEnv")] if k.endswith("FromEnv") else k
+                check(k in keda_keys or base in keys, f"{name}: metadata `{k}` is no key the scaler reads")
+            check("workload" in m, f"{name}: no workload")
+            check(float(m.get("targetPerReplica", 0)) > 0, f"{name}: targetPerReplica must be above 0")
+            check(0 < float(m.get("quantile", 0.5)) < 1, f"{name}: quantile must be in (0, 1)")
 
 
 def check_observability():
@@ -164,6 +220,7 @@ def main(wfe):
         check(spec.get("selector") == {"app.kubernetes.io/name": "wfe"}, "wfe-metrics: selector")
         check(any(p.get("targetPort") == "http" for p in spec.get("ports", [])), "wfe-metrics: not on the http port")
     check_observability()
+    check_keda_example(wfe)
 
     out = subprocess.run([wfe, "config", "--check", str(K8S / "job.toml")], capture_output=True, text=True)
     check(out.returncode == 0, f"wfe config --check job.toml: {out.stderr.strip()}")

@@ -1,6 +1,7 @@
 //! `--http ADDR`: what a wfe process serves over HTTP while it runs: `/metrics` (the
 //! Prometheus recorder is installed only then), `/health`, `/ready`, the run-time settings,
-//! and for embedded runs the API over the run's state and the web UI.
+//! and for embedded runs the API over the run's state and the web UI; with `--keda`, KEDA's
+//! external-scaler calls over that same state (gRPC, on an address of its own).
 //!
 //! The token for changes of state (and for API reads from other hosts) is read from the
 //! environment (`WFE_API_TOKEN`), never from the command line, where `ps` would show it.
@@ -12,7 +13,10 @@ use std::time::Duration;
 use wfe_contract::{Control, Health, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
 use wfe_http::{ApiStage, ApiState, Endpoints, Server};
+use wfe_kube::{KedaServer, ScalerOptions};
 use wfe_runtime::RunOptions;
+
+use crate::config::JobConfig;
 
 /// Environment variable holding the API token.
 pub const TOKEN_ENV: &str = "WFE_API_TOKEN";
@@ -24,24 +28,38 @@ pub struct HttpArgs {
     /// printed). Changes of state need the token in $WFE_API_TOKEN.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// With --http, in an embedded run: also serve KEDA's external-scaler protocol (gRPC) on
+    /// this address, from the run's forecasts (a ScaledObject trigger of `type: external`
+    /// names the workload; see deploy/k8s/examples/predictive-scaling.yaml).
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    pub keda: Option<String>,
 }
 
 /// A running HTTP side.
 pub struct Http {
     _server: Server,
+    _keda: Option<KedaServer>,
     pub health: Arc<Health>,
     pub control: Arc<Control>,
     api: Option<Arc<ApiState>>,
 }
 
-/// Starts serving if `--http` was given; `api`: keep and serve the run's state (embedded).
-pub fn start(args: &HttpArgs, api: bool) -> Result<Option<Http>> {
+/// Starts serving if `--http` was given; `job`: the job of an embedded run, whose state is
+/// kept and served (none: a service, which keeps no run state).
+pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
     let Some(listen) = &args.http else {
         return Ok(None);
     };
+    if args.keda.is_some() && job.is_none() {
+        return Err(wfe_contract::Error::config(
+            "--keda",
+            "needs an embedded run (the scaler answers from the run's state; a stage service and \
+             a --kafka producer keep none)",
+        ));
+    }
     let health = Arc::new(Health::default());
     let control = Arc::new(Control::new());
-    let api = api.then(ApiState::new);
+    let api = job.map(|_| ApiState::new());
     let token = std::env::var(TOKEN_ENV)
         .ok()
         .filter(|t| !t.trim().is_empty());
@@ -64,12 +82,28 @@ pub fn start(args: &HttpArgs, api: bool) -> Result<Option<Http>> {
         server.addr(),
         if api.is_some() { ", api, ui" } else { "" }
     );
+    let keda = match (&args.keda, &api, job) {
+        (Some(listen), Some(state), Some(job)) => Some(keda(listen, state, job)?),
+        _ => None,
+    };
     Ok(Some(Http {
         _server: server,
+        _keda: keda,
         health,
         control,
         api,
     }))
+}
+
+/// Serves KEDA's calls over `state`; what a trigger leaves out comes from `job` (the
+/// quantile its tier decisions cover).
+fn keda(listen: &str, state: &Arc<ApiState>, job: &JobConfig) -> Result<KedaServer> {
+    let mut opts = ScalerOptions::default();
+    opts.defaults.quantile = job.stages.tier_select.sla_quantile;
+    let server = KedaServer::start(listen, state.clone(), opts)?;
+    // Scripts and tests read the address from here (with port 0, the port chosen).
+    eprintln!("keda: serving on {} (external scaler)", server.addr());
+    Ok(server)
 }
 
 impl Http {

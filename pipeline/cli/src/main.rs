@@ -9,6 +9,8 @@
 //! - `wfe sql "SELECT ..."`: SQL (DataFusion) over the Parquet outputs and recordings.
 //! - `wfe similar WORKLOAD`: the nearest workloads in the fingerprint store and the known
 //!   environment that suits it best.
+//! - `wfe recommend`: container requests and limits from a run's forecasts (VPA-shaped, or
+//!   the `kubectl patch` that applies them).
 //! - `wfe backtest --data DIR`: what each provisioning policy (wfe, reactive, static, vpa,
 //!   oracle) would have cost on the test split, and how often it had too little.
 //! - `wfe synth --workloads N`: a synthetic fleet from the shared series, one Parquet file.
@@ -25,9 +27,11 @@ mod http;
 mod parallel;
 mod receive;
 mod services;
+mod recommend;
 mod similar;
 mod sql;
 mod state;
+mod store;
 mod summary;
 mod synth;
 mod train;
@@ -99,6 +103,9 @@ enum Command {
     /// The nearest workloads to one in the fingerprint store, and which known environment
     /// (`env.*` labels) suits it best.
     Similar(similar::SimilarArgs),
+    /// Container sizes (requests, limits) from a run's forecasts, VPA-shaped; with
+    /// --kubernetes the `kubectl patch` of each workload's Deployment.
+    Recommend(recommend::RecommendArgs),
     /// Score the stages' models on labelled data and print the figures.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -260,6 +267,7 @@ fn main() -> ExitCode {
         Command::State(args) => state::state(args),
         Command::Eval(cmd) => eval::eval(cmd),
         Command::Similar(args) => similar::similar(args),
+        Command::Recommend(args) => recommend::recommend(args),
         Command::Sql(args) => sql::sql(args),
         Command::Train(args) => train::train(args),
         Command::Backtest(args) => backtest_command(args),
@@ -315,7 +323,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let source = wfe_ingest::FileSource::open(&cfg.sources, strict)?;
     tracing::info!("reading {}", wfe_contract::Source::describe(&source));
-    let http = http::start(&args.http, true)?;
+    let http = http::start(&args.http, Some(&cfg))?;
     let mut opts = RunOptions {
         mailbox: cfg.run.mailbox,
         speed: cfg.speed()?,

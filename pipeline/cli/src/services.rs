@@ -111,7 +111,7 @@ async fn shutdown_signal() {
 pub fn stage(args: StageArgs) -> Result<()> {
     let cfg = load(args.config.as_deref(), args.bootstrap)?;
     let rt = runtime()?;
-    let http = crate::http::start(&args.http, false)?;
+    let http = crate::http::start(&args.http, None)?;
     if args.name == "ingest" {
         let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
         let speed = cfg.speed()?;
@@ -242,7 +242,7 @@ pub(crate) fn run_live(
         cfg.kafka.bootstrap_servers = b.clone();
     }
     let (kafka, out) = (live.kafka, live.out.as_deref());
-    let http = crate::http::start(&live.http, !kafka)?;
+    let http = crate::http::start(&live.http, (!kafka).then_some(&*cfg))?;
     if kafka {
         let rt = runtime()?;
         let r = rt.block_on(replay::replay_source(

@@ -1,15 +1,15 @@
 //! `wfe similar WORKLOAD`: the nearest workloads to one in the fingerprint store (the
 //! `fingerprints` Parquet files a run writes, or a recording of the topic), and which known
-//! environment suits it best. The query itself is `wfe_fingerprint::similar`; this file finds
-//! and reads the files and prints the answer.
+//! environment suits it best. The query itself is `wfe_fingerprint::similar`; this file reads
+//! the store ([`crate::store`]) and prints the answer.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use arrow_array::RecordBatch;
 use wfe_contract::{Error, Result};
 use wfe_fingerprint::Distance;
 use wfe_fingerprint::similar::{Similar, Store};
+
+use crate::store;
 
 #[derive(clap::Args)]
 pub struct SimilarArgs {
@@ -41,10 +41,10 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
     if args.k == 0 {
         return Err(Error::config("--k", "must be at least 1"));
     }
-    let files = fingerprint_files(&args.store)?;
+    let files = store::topic_files(&args.store, "fingerprints")?;
     let mut batches = Vec::new();
     for f in &files {
-        batches.extend(read(f)?);
+        batches.extend(store::read(f)?);
     }
     let store = Store::from_batches(&batches)?;
     let answer = store.similar(&args.workload, args.k, distance)?;
@@ -57,64 +57,6 @@ pub fn similar(args: SimilarArgs) -> Result<()> {
         print!("{}", render(&answer));
     }
     Ok(())
-}
-
-/// Whether `p` is named like a fingerprint output (a file, or a rolled output's folder).
-fn is_fingerprints(p: &Path) -> bool {
-    let name = p.file_name().unwrap_or_default().to_string_lossy();
-    name.starts_with("fingerprints") && (name.ends_with(".parquet") || name.ends_with(".arrows"))
-}
-
-/// The store's fingerprint files: the path itself, or the matching files of a folder; a
-/// rolled output (a live source's `fingerprints.parquet/` folder) gives its finished parts.
-fn fingerprint_files(store: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(store).map_err(|e| Error::io(store.display().to_string(), e))?;
-    if !meta.is_dir() {
-        return Ok(vec![store.to_path_buf()]);
-    }
-    if is_fingerprints(store) {
-        return wfe_sql::parts(store);
-    }
-    let mut files: Vec<PathBuf> = Vec::new();
-    for p in std::fs::read_dir(store)
-        .map_err(|e| Error::io(store.display().to_string(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_fingerprints(p))
-    {
-        if p.is_dir() {
-            files.extend(wfe_sql::parts(&p)?);
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::bad_input(
-            store.display().to_string(),
-            "no fingerprints*.parquet or fingerprints*.arrows files here: run `wfe run` with \
-             `fingerprints` in outputs.parquet, or pass --store",
-        ));
-    }
-    Ok(files)
-}
-
-/// All batches of one Parquet or Arrow IPC stream file.
-fn read(path: &Path) -> Result<Vec<RecordBatch>> {
-    let at = path.display().to_string();
-    let file = File::open(path).map_err(|e| Error::io(at.clone(), e))?;
-    let bad = |e: String| Error::bad_input(at.clone(), e);
-    if path.extension().is_some_and(|e| e == "parquet") {
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| bad(e.to_string()))?
-            .map(|b| b.map_err(|e| bad(e.to_string())))
-            .collect()
-    } else {
-        arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-            .map_err(|e| bad(e.to_string()))?
-            .map(|b| b.map_err(|e| bad(e.to_string())))
-            .collect()
-    }
 }
 
 fn render(s: &Similar) -> String {

@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::held::Held;
 use common::{STAGES, http, sample, shared_data};
 use serde_json::Value;
 
@@ -21,50 +22,13 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("chromium"))
 }
 
-struct Run {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Run {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for a line of the log containing `what`; returns that line.
-    fn wait_for(&mut self, what: &str, limit: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if let Some(line) = log.lines().find(|l| l.contains(what)) {
-                return line.to_string();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("wfe exited ({status}) before `{what}`:\n{log}");
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no `{what}` after {limit:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn get(addr: &str, path: &str) -> Value {
     let (status, body) = http("GET", addr, path, &[], "");
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
-fn start(dir: &Path) -> Run {
+fn start(dir: &Path) -> Held {
     let data = shared_data();
     let only = MACHINES.map(|m| format!("\"{m}\"")).join(", ");
     std::fs::write(
@@ -94,40 +58,19 @@ capacity = 256.0
         ),
     )
     .unwrap();
-    let log = dir.join("wfe.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args([
-            "run",
-            "--config",
-            "job.toml",
-            "--http",
-            "127.0.0.1:0",
-            "--hold",
-            "--log-format",
-            "json",
-        ])
-        .current_dir(dir)
-        .env("WFE_API_TOKEN", TOKEN)
-        .env("RUST_LOG", "info,hnsw_rs=warn")
-        .stdout(std::fs::File::create(dir.join("wfe.out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("wfe");
-    Run { child, log }
+    let args = ["run", "--config", "job.toml", "--http", "127.0.0.1:0", "--hold"];
+    Held::spawn(
+        dir,
+        &[&args[..], &["--log-format", "json"]].concat(),
+        &[("WFE_API_TOKEN", TOKEN)],
+    )
 }
 
 #[test]
 fn an_embedded_smd_run_serves_metrics_an_api_and_a_ui_that_chromium_renders() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = start(dir.path());
-    let line = run.wait_for("http: serving on http://", Duration::from_secs(60));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .unwrap()
-        .to_string();
+    let addr = run.address_after("http: serving on http://", Duration::from_secs(60));
     // Live while the run runs.
     let (status, body) = http("GET", &addr, "/health", &[], "");
     assert_eq!((status, body.trim()), (200, "ok"));

@@ -11,6 +11,17 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Of a forecast's quantile `levels` (ascending) and its `values` at them: the level at or
+/// above `level` (the nearest such), else the highest, with its value. The tier-select stage
+/// covers its SLA quantile this way, and the KEDA scaler reports what a decision would cover.
+pub fn level_at(levels: &[f64], values: &[f64], level: f64) -> Option<(f64, f64)> {
+    let i = levels
+        .iter()
+        .position(|l| *l >= level - 1e-9)
+        .or_else(|| levels.len().checked_sub(1))?;
+    Some((levels[i], *values.get(i)?))
+}
+
 /// [`quantile`] at several ascending levels of unsorted values, by successive selections on
 /// the part not yet partitioned: about twice the length in comparisons instead of a sort's
 /// n log n (a fleet's forecasts compute many of these). Reorders `values`.

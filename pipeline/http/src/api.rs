@@ -43,6 +43,13 @@ impl ApiState {
         Arc::new(Self::default())
     }
 
+    /// Serves `state` as it is (made elsewhere: a test, a restore).
+    pub fn from_state(state: State) -> Arc<Self> {
+        Arc::new(Self {
+            inner: RwLock::new(state),
+        })
+    }
+
     /// Reads the state (a writer holds it only while folding one batch).
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let s = self.inner.read().unwrap_or_else(|p| p.into_inner());

@@ -107,4 +107,9 @@ fn describe() {
         Unit::Count,
         "Commit points a stage service completed (outputs acknowledged, snapshots written, offsets committed)."
     );
+    describe_counter!(
+        "wfe_keda_calls_total",
+        Unit::Count,
+        "Calls of the KEDA external scaler (--keda), by call and outcome (ok, or why not)."
+    );
 }

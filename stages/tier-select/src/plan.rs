@@ -37,12 +37,7 @@ pub struct Need {
 impl Need {
     /// The value at `level` (the nearest level at or above it, else the highest).
     pub fn at(&self, level: f64) -> Option<(f64, f64)> {
-        let i = self
-            .levels
-            .iter()
-            .position(|l| *l >= level - 1e-9)
-            .or_else(|| self.levels.len().checked_sub(1))?;
-        Some((self.levels[i], *self.values.get(i)?))
+        wfe_domain::stats::level_at(&self.levels, &self.values, level)
     }
 }
 

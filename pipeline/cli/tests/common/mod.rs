@@ -1,6 +1,8 @@
 //! Helpers the `wfe` binary's integration tests share.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod held;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

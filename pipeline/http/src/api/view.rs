@@ -25,6 +25,13 @@ impl<T> Default for Ring<T> {
     }
 }
 
+/// Oldest first, as pushed (a state made elsewhere: a restore, a test).
+impl<T> FromIterator<T> for Ring<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
 impl<T> Ring<T> {
     pub(super) fn push(&mut self, v: T, cap: usize) {
         if self.0.len() == cap {

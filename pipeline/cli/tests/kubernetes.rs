@@ -1,0 +1,137 @@
+//! wfe for Kubernetes, over one embedded run of a real SMD machine:
+//! - `wfe run --keda`: KEDA's external-scaler protocol, called by an independent client
+//!   (Python `grpcio`, stubs generated from the same proto file) that checks every value
+//!   against the run's Parquet outputs;
+//! - `wfe recommend`: container sizes checked against the same outputs by Python, and the
+//!   patch it prints applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::held::Held;
+use common::{shared_data, wfe};
+use serde_json::Value;
+
+const MACHINE: &str = "machine-1-6";
+const CAPACITY: f64 = 64.0;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn start(dir: &Path) -> Held {
+    std::fs::write(
+        dir.join("job.toml"),
+        format!(
+            r#"
+[[sources]]
+path = "{}/smd"
+only = ["{MACHINE}"]
+
+[run]
+progress = false
+
+[[resources]]
+name = "cpu"
+metrics = ["m00"]
+unit = "vcpu"
+capacity = {CAPACITY:.1}
+
+[outputs]
+dir = "out"
+parquet = ["metrics.norm", "forecasts"]
+"#,
+            shared_data().display()
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--config", "job.toml", "--http", "127.0.0.1:0"];
+    Held::spawn(dir, &[&args[..], &["--keda", "127.0.0.1:0", "--hold"]].concat(), &[])
+}
+
+#[test]
+fn keda_gets_the_forecast_the_run_published_and_kubectl_takes_the_sizes_it_recommends() {
+    let Some(py) = std::env::var_os("WFE_PYTHON") else {
+        panic!("set WFE_PYTHON to a Python with pyarrow, grpcio and grpcio-tools (make test does)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = start(dir.path());
+    let addr = run.address_after("keda: serving on ", Duration::from_secs(60));
+    run.wait_for(
+        "serving its state until interrupted",
+        Duration::from_secs(900),
+    );
+    let out = Command::new(&py)
+        .arg(root().join("pipeline/cli/tests/py/keda_client.py"))
+        .arg(&addr)
+        .arg(root().join("pipeline/kube/proto/externalscaler.proto"))
+        .arg(dir.path().join("out"))
+        .args([MACHINE, &CAPACITY.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python keda client failed:\n{}", run.log());
+    assert!(text.contains("all checks passed"));
+    check_recommendation(dir.path(), &py);
+}
+
+/// `wfe recommend --json` agrees with the forecasts (checked in Python from the Parquet
+/// output), and kubectl applies its patch to the example Deployment offline.
+fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
+    let out = wfe(
+        &["recommend", "--store", "out", "--workload", MACHINE, "--container", "app", "--json"],
+        dir,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("recommend.json"), &stdout).unwrap();
+    let checked = Command::new(py)
+        .arg(root().join("pipeline/cli/tests/py/check_recommend.py"))
+        .arg(dir.join("recommend.json"))
+        .arg(dir.join("out/forecasts.parquet"))
+        .args(["0.9", "0.15", "86400"])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&checked.stdout));
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+
+    let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let patch = answer["patch"].to_string();
+    let manifest = root().join("deploy/k8s/examples/checkout.yaml");
+    let kubectl = Command::new("kubectl")
+        .args(["patch", "--local", "--type", "strategic", "-o", "json", "-f"])
+        .arg(&manifest)
+        .args(["-p", &patch])
+        .output();
+    let kubectl = match kubectl {
+        Ok(o) => o,
+        Err(e) => panic!("kubectl: {e} (make test installs it)"),
+    };
+    assert!(
+        kubectl.status.success(),
+        "kubectl patch --local: {}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    let patched: Value = serde_json::from_slice(&kubectl.stdout).unwrap();
+    let container = &patched["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"], "app");
+    let want = &answer["patch"]["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let target = answer["recommendations"][0]["target"].as_f64().unwrap();
+    assert_eq!(
+        want["requests"]["cpu"],
+        format!("{}m", (target * 1000.0).ceil() as i64),
+        "{answer}"
+    );
+    assert_eq!(container["resources"]["requests"]["cpu"], want["requests"]["cpu"]);
+    assert_eq!(container["resources"]["limits"]["cpu"], want["limits"]["cpu"]);
+    // The job maps no memory: the manifest's own memory request stays.
+    assert_eq!(container["resources"]["requests"]["memory"], "512Mi");
+    // The VPA object names the container and bounds the target.
+    let rec = &answer["vpa"]["containerRecommendations"][0];
+    assert_eq!(rec["containerName"], "app");
+    assert_eq!(rec["target"]["cpu"], want["requests"]["cpu"]);
+}
