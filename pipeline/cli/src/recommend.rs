@@ -61,7 +61,10 @@ pub fn recommend(args: RecommendArgs) -> Result<()> {
     let sized = read(&args, &policy)?;
     let mut out = String::new();
     for s in &sized {
-        let container = args.container.clone().unwrap_or_else(|| object_name(&s.workload));
+        let container = args
+            .container
+            .clone()
+            .unwrap_or_else(|| object_name(&s.workload));
         if args.json {
             let v = serde_json::json!({
                 "workload": s.workload,
@@ -128,7 +131,10 @@ fn read(args: &RecommendArgs, policy: &Policy) -> Result<Vec<Sized>> {
             .map_or("any workload".to_string(), |w| format!("workload `{w}`"));
         return Err(Error::bad_input(
             at,
-            format!("no usable forecast of {whose} within {} s", policy.max_horizon_s),
+            format!(
+                "no usable forecast of {whose} within {} s",
+                policy.max_horizon_s
+            ),
         ));
     }
     Ok(sized)

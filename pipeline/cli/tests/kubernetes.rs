@@ -49,7 +49,11 @@ parquet = ["metrics.norm", "forecasts"]
     )
     .unwrap();
     let args = ["run", "--config", "job.toml", "--http", "127.0.0.1:0"];
-    Held::spawn(dir, &[&args[..], &["--keda", "127.0.0.1:0", "--hold"]].concat(), &[])
+    Held::spawn(
+        dir,
+        &[&args[..], &["--keda", "127.0.0.1:0", "--hold"]].concat(),
+        &[],
+    )
 }
 
 #[test]
@@ -74,7 +78,11 @@ fn keda_gets_the_forecast_the_run_published_and_kubectl_takes_the_sizes_it_recom
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "python keda client failed:\n{}", run.log());
+    assert!(
+        out.status.success(),
+        "python keda client failed:\n{}",
+        run.log()
+    );
     assert!(text.contains("all checks passed"));
     check_recommendation(dir.path(), &py);
 }
@@ -83,11 +91,24 @@ fn keda_gets_the_forecast_the_run_published_and_kubectl_takes_the_sizes_it_recom
 /// output), and kubectl applies its patch to the example Deployment offline.
 fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
     let out = wfe(
-        &["recommend", "--store", "out", "--workload", MACHINE, "--container", "app", "--json"],
+        &[
+            "recommend",
+            "--store",
+            "out",
+            "--workload",
+            MACHINE,
+            "--container",
+            "app",
+            "--json",
+        ],
         dir,
     );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.join("recommend.json"), &stdout).unwrap();
     let checked = Command::new(py)
         .arg(root().join("pipeline/cli/tests/py/check_recommend.py"))
@@ -97,13 +118,25 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
         .output()
         .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&checked.stdout));
-    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 
     let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     let patch = answer["patch"].to_string();
     let manifest = root().join("deploy/k8s/examples/checkout.yaml");
     let kubectl = Command::new("kubectl")
-        .args(["patch", "--local", "--type", "strategic", "-o", "json", "-f"])
+        .args([
+            "patch",
+            "--local",
+            "--type",
+            "strategic",
+            "-o",
+            "json",
+            "-f",
+        ])
         .arg(&manifest)
         .args(["-p", &patch])
         .output();
@@ -126,8 +159,14 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
         format!("{}m", (target * 1000.0).ceil() as i64),
         "{answer}"
     );
-    assert_eq!(container["resources"]["requests"]["cpu"], want["requests"]["cpu"]);
-    assert_eq!(container["resources"]["limits"]["cpu"], want["limits"]["cpu"]);
+    assert_eq!(
+        container["resources"]["requests"]["cpu"],
+        want["requests"]["cpu"]
+    );
+    assert_eq!(
+        container["resources"]["limits"]["cpu"],
+        want["limits"]["cpu"]
+    );
     // The job maps no memory: the manifest's own memory request stays.
     assert_eq!(container["resources"]["requests"]["memory"], "512Mi");
     // The VPA object names the container and bounds the target.

@@ -58,7 +58,14 @@ capacity = 256.0
         ),
     )
     .unwrap();
-    let args = ["run", "--config", "job.toml", "--http", "127.0.0.1:0", "--hold"];
+    let args = [
+        "run",
+        "--config",
+        "job.toml",
+        "--http",
+        "127.0.0.1:0",
+        "--hold",
+    ];
     Held::spawn(
         dir,
         &[&args[..], &["--log-format", "json"]].concat(),

@@ -17,7 +17,10 @@ fn point(issued_at: i64, horizon_s: i64, values: [f64; 3]) -> ForecastPoint {
 pub(crate) fn series(horizon_s: i64, points: &[(i64, [f64; 3])]) -> (i64, ForecastSeries) {
     let s = ForecastSeries {
         levels: LEVELS.to_vec(),
-        points: points.iter().map(|(t, v)| point(*t, horizon_s, *v)).collect(),
+        points: points
+            .iter()
+            .map(|(t, v)| point(*t, horizon_s, *v))
+            .collect(),
     };
     (horizon_s, s)
 }

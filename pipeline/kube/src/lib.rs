@@ -14,9 +14,13 @@
 //! - [`recommend`]: container sizes (vertical): per workload and resource, requests and limits
 //!   from the forecast distribution in VPA's recommendation shape, and the patch that applies
 //!   them (`wfe recommend --kubernetes`).
+//! - [`contention`]: co-located workloads' forecasts summed per host (with their
+//!   correlation from history), the chance a host's capacity is passed, and the moves that
+//!   bring contended hosts within a bound.
 //! - [`error`]: what cannot be answered, as gRPC statuses that say whether to wait.
 //! - [`proto`]: KEDA's messages and service, generated from `proto/externalscaler.proto`.
 
+pub mod contention;
 pub mod error;
 pub mod keda;
 pub mod recommend;

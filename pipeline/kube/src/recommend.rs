@@ -42,13 +42,19 @@ impl Policy {
     /// `Err((setting, why))` for a policy that cannot be applied.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if !(self.quantile > 0.0 && self.quantile < 1.0) {
-            return Err(("quantile", format!("must be in (0, 1), got {}", self.quantile)));
+            return Err((
+                "quantile",
+                format!("must be in (0, 1), got {}", self.quantile),
+            ));
         }
         if !(0.0..=10.0).contains(&self.margin) {
             return Err(("margin", format!("must be 0 to 10, got {}", self.margin)));
         }
         if self.max_horizon_s <= 0 {
-            return Err(("max_horizon_s", format!("must be above 0, got {}", self.max_horizon_s)));
+            return Err((
+                "max_horizon_s",
+                format!("must be above 0, got {}", self.max_horizon_s),
+            ));
         }
         Ok(())
     }

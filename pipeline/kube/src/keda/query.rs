@@ -126,7 +126,11 @@ impl Query {
                 format!("must be in (0, 1), got {quantile}"),
             ));
         }
-        let startup = number(get("podStartupSeconds"), "podStartupSeconds", defaults.startup_s as f64)?;
+        let startup = number(
+            get("podStartupSeconds"),
+            "podStartupSeconds",
+            defaults.startup_s as f64,
+        )?;
         if !(0.0..=86_400.0).contains(&startup) {
             return Err(ScalerError::metadata(
                 "podStartupSeconds",
@@ -196,7 +200,10 @@ fn number(value: Option<&str>, key: &str, default: f64) -> Result<f64, ScalerErr
     };
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() => Ok(x),
-        _ => Err(ScalerError::metadata(key, format!("`{v}` is not a finite number"))),
+        _ => Err(ScalerError::metadata(
+            key,
+            format!("`{v}` is not a finite number"),
+        )),
     }
 }
 

@@ -11,8 +11,8 @@ use tonic::transport::server::TcpIncoming;
 use wfe_contract::{Error, Result};
 use wfe_http::ApiState;
 
-use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::keda::service::{Scaler, ScalerOptions};
+use crate::proto::external_scaler_server::ExternalScalerServer;
 
 /// Largest request decoded (bytes): a trigger's metadata is a few short strings, and
 /// [`crate::keda::query`] reads at most 16 of 256 bytes each.

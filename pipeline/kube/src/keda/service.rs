@@ -12,12 +12,12 @@ use wfe_http::ApiState;
 
 use crate::error::ScalerError;
 use crate::keda::metric::{self, Reading};
+use crate::keda::query::{Defaults, Query};
 use crate::proto::external_scaler_server::ExternalScaler;
 use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-use crate::keda::query::{Defaults, Query};
 
 /// Settings of the scaler's service.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,13 +117,15 @@ impl ExternalScaler for Scaler {
         &self,
         req: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let r = self.query(Some(req.get_ref())).map(|q| GetMetricSpecResponse {
-            metric_specs: vec![MetricSpec {
-                metric_name: q.metric_name(),
-                target_size: q.target_per_replica.ceil() as i64,
-                target_size_float: q.target_per_replica,
-            }],
-        });
+        let r = self
+            .query(Some(req.get_ref()))
+            .map(|q| GetMetricSpecResponse {
+                metric_specs: vec![MetricSpec {
+                    metric_name: q.metric_name(),
+                    target_size: q.target_per_replica.ceil() as i64,
+                    target_size_float: q.target_per_replica,
+                }],
+            });
         answered("GetMetricSpec", r)
     }
 
@@ -171,11 +173,13 @@ impl Scaler {
 
     /// An IsActive stream for `q`: the answer now, then each change, until the client goes.
     fn watch(&self, q: Query) -> Result<ActiveStream, ScalerError> {
-        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            ScalerError::TooManyStreams {
-                open: self.opts.max_streams,
-            }
-        })?;
+        let permit =
+            self.streams
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ScalerError::TooManyStreams {
+                    open: self.opts.max_streams,
+                })?;
         let (tx, rx) = mpsc::channel(1);
         let (state, poll) = (self.state.clone(), self.opts.poll);
         tokio::spawn(async move {
@@ -184,7 +188,11 @@ impl Scaler {
             loop {
                 match state.read(|s| metric::read(s, &q)).map(|r| r.active(&q)) {
                     Ok(active) if sent != Some(active) => {
-                        if tx.send(Ok(IsActiveResponse { result: active })).await.is_err() {
+                        if tx
+                            .send(Ok(IsActiveResponse { result: active }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         sent = Some(active);

@@ -70,7 +70,11 @@ fn kubernetes_gets_quantities_rounded_up_and_a_patch_of_one_container() {
         upper_bound: t * 2.0,
         horizon_s: 900,
     };
-    let recs = [rec("cpu", "vcpu", 1.5), rec("memory", "gib", 4.0), rec("net", "gbps", 1.0)];
+    let recs = [
+        rec("cpu", "vcpu", 1.5),
+        rec("memory", "gib", 4.0),
+        rec("net", "gbps", 1.0),
+    ];
     let p = deployment_patch("app", &recs);
     let c = &p["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["name"], "app");
@@ -79,7 +83,13 @@ fn kubernetes_gets_quantities_rounded_up_and_a_patch_of_one_container() {
     assert_eq!(c["resources"]["requests"].as_object().unwrap().len(), 2);
     let v = vpa("app", &recs);
     let c = &v["containerRecommendations"][0];
-    assert_eq!((c["lowerBound"]["cpu"].as_str(), c["upperBound"]["cpu"].as_str()), (Some("750m"), Some("3000m")));
+    assert_eq!(
+        (
+            c["lowerBound"]["cpu"].as_str(),
+            c["upperBound"]["cpu"].as_str()
+        ),
+        (Some("750m"), Some("3000m"))
+    );
     assert_eq!(object_name("Machine_1.6"), "machine-1-6");
     assert_eq!(object_name("--"), "workload");
     assert_eq!(object_name(&"a".repeat(100)).len(), 63);

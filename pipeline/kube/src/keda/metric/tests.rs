@@ -25,7 +25,10 @@ fn the_newest_forecast_of_the_shortest_horizon_covering_start_up_at_the_quantile
     );
     // Start-up 120 s: 60 s is too short, 900 s is the first that covers it.
     let r = read(&s, &query(&[("podStartupSeconds", "120")])).unwrap();
-    assert_eq!((r.horizon_s, r.issued_at, r.level, r.forecast), (900, 3_600_000, 0.9, 9.0));
+    assert_eq!(
+        (r.horizon_s, r.issued_at, r.level, r.forecast),
+        (900, 3_600_000, 0.9, 9.0)
+    );
     assert_eq!((r.value, r.model.as_str()), (9.0, "m3600000"));
     assert_eq!(r.target_time, 3_600_000 + 900_000);
     // A quantile between levels reads the level above it (as tier-select reads its SLA).
@@ -43,7 +46,10 @@ fn the_value_never_falls_below_the_demand_observed_last_unless_the_trigger_says_
         vec![series(900, &[(0, [4.0, 5.0, 6.0])])],
     );
     let r = read(&s, &query(&[])).unwrap();
-    assert_eq!((r.value, r.forecast, r.actual), (20.0, 6.0, Some((1_000, 20.0))));
+    assert_eq!(
+        (r.value, r.forecast, r.actual),
+        (20.0, 6.0, Some((1_000, 20.0)))
+    );
     let r = read(&s, &query(&[("floor", "none")])).unwrap();
     assert_eq!(r.value, 6.0);
     // Active while the value passes the activation value.
@@ -55,7 +61,10 @@ fn the_value_never_falls_below_the_demand_observed_last_unless_the_trigger_says_
 fn what_is_not_there_yet_is_an_error_that_says_to_wait() {
     let empty = state(&[(0, 1.0)], vec![]);
     let e = read(&empty, &query(&[])).unwrap_err();
-    assert!(matches!(e, ScalerError::NoForecast { .. }) && e.retry_helps(), "{e}");
+    assert!(
+        matches!(e, ScalerError::NoForecast { .. }) && e.retry_helps(),
+        "{e}"
+    );
     let e = read(&empty, &query(&[("workload", "nobody")])).unwrap_err();
     assert!(matches!(e, ScalerError::UnknownWorkload { known: 1, .. }) && e.retry_helps());
     let e = read(&empty, &query(&[("resource", "gpu")])).unwrap_err();

@@ -47,7 +47,12 @@ fn a_trigger_names_a_workload_and_a_replica_and_the_rest_has_defaults() {
     ])
     .unwrap();
     assert_eq!(
-        (q.workload.as_str(), q.resource.as_str(), q.quantile, q.startup_s),
+        (
+            q.workload.as_str(),
+            q.resource.as_str(),
+            q.quantile,
+            q.startup_s
+        ),
         ("machine-1-6", "memory", 0.5, 91)
     );
     assert_eq!((q.activation, q.floor), (1.5, Floor::None));
@@ -61,8 +66,14 @@ fn wrong_metadata_names_its_key() {
         m.push((k, v));
         key_of(parse(&m).unwrap_err())
     };
-    assert_eq!(key_of(parse(&[("targetPerReplica", "1")]).unwrap_err()), "workload");
-    assert_eq!(key_of(parse(&[("workload", "w")]).unwrap_err()), "targetPerReplica");
+    assert_eq!(
+        key_of(parse(&[("targetPerReplica", "1")]).unwrap_err()),
+        "workload"
+    );
+    assert_eq!(
+        key_of(parse(&[("workload", "w")]).unwrap_err()),
+        "targetPerReplica"
+    );
     assert_eq!(with("quantile", "1"), "quantile");
     assert_eq!(with("quantile", "NaN"), "quantile");
     assert_eq!(with("quantile", "high"), "quantile");
@@ -86,8 +97,12 @@ fn hostile_metadata_is_refused_before_it_is_read() {
     let e = Query::parse(&many, &Defaults::default()).unwrap_err();
     assert!(e.to_string().contains("entries"), "{e}");
     // An unknown key's name is cut in the error, however long it is.
-    let e = parse(&[("workload", "w"), ("targetPerReplica", "1"), (&"k".repeat(10_000), "v")])
-        .unwrap_err();
+    let e = parse(&[
+        ("workload", "w"),
+        ("targetPerReplica", "1"),
+        (&"k".repeat(10_000), "v"),
+    ])
+    .unwrap_err();
     assert!(e.to_string().len() < 400, "{e}");
 }
 
@@ -107,11 +122,22 @@ fn keda_s_own_keys_pass_and_a_key_from_the_environment_counts_as_the_key() {
     ])
     .unwrap();
     assert_eq!(q.workload, "omi-7");
-    let e = parse(&[("workload", "a"), ("workloadFromEnv", "b"), ("targetPerReplica", "1")])
-        .unwrap_err();
+    let e = parse(&[
+        ("workload", "a"),
+        ("workloadFromEnv", "b"),
+        ("targetPerReplica", "1"),
+    ])
+    .unwrap_err();
     assert_eq!(key_of(e), "workload");
     assert_eq!(
-        key_of(parse(&[("workload", "a"), ("targetPerReplica", "1"), ("colourFromEnv", "x")]).unwrap_err()),
+        key_of(
+            parse(&[
+                ("workload", "a"),
+                ("targetPerReplica", "1"),
+                ("colourFromEnv", "x")
+            ])
+            .unwrap_err()
+        ),
         "colourFromEnv"
     );
 }

@@ -35,17 +35,28 @@ fn reference(pairs: &[(&str, &str)]) -> Request<ScaledObjectRef> {
 #[tokio::test]
 async fn the_calls_answer_from_the_state_and_name_one_metric() {
     let s = scaler(4);
-    let spec = s.get_metric_spec(reference(&[])).await.unwrap().into_inner();
+    let spec = s
+        .get_metric_spec(reference(&[]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(spec.metric_specs[0].metric_name, "wfe-cpu-w");
     assert_eq!(spec.metric_specs[0].target_size_float, 2.0);
     let asked = GetMetricsRequest {
         scaled_object_ref: Some(reference(&[]).into_inner()),
         metric_name: "s0-wfe-cpu-w".into(),
     };
-    let v = s.get_metrics(Request::new(asked)).await.unwrap().into_inner();
+    let v = s
+        .get_metrics(Request::new(asked))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(v.metric_values[0].metric_value_float, 6.0);
     assert_eq!(v.metric_values[0].metric_value, 6);
-    let active = s.is_active(reference(&[("activationValue", "7")])).await.unwrap();
+    let active = s
+        .is_active(reference(&[("activationValue", "7")]))
+        .await
+        .unwrap();
     assert!(!active.into_inner().result);
     // No reference at all: the trigger names no workload.
     let none = GetMetricsRequest::default();
@@ -57,7 +68,11 @@ async fn the_calls_answer_from_the_state_and_name_one_metric() {
 #[tokio::test]
 async fn open_streams_are_bounded_and_a_closed_one_frees_its_place() {
     let s = scaler(1);
-    let mut first = s.stream_is_active(reference(&[])).await.unwrap().into_inner();
+    let mut first = s
+        .stream_is_active(reference(&[]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(first.next().await.unwrap().unwrap().result);
     let e = s.stream_is_active(reference(&[])).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -84,7 +99,10 @@ async fn a_stream_for_a_workload_not_there_yet_waits_and_one_with_bad_metadata_i
         .unwrap()
         .into_inner();
     let nothing = tokio::time::timeout(Duration::from_millis(100), waiting.next()).await;
-    assert!(nothing.is_err(), "sent {nothing:?} before the workload existed");
+    assert!(
+        nothing.is_err(),
+        "sent {nothing:?} before the workload existed"
+    );
     let e = s
         .stream_is_active(reference(&[("quantile", "2")]))
         .await

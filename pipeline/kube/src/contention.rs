@@ -1,0 +1,17 @@
+//! Contention between co-located workloads, and the moves that avoid it.
+//!
+//! With workloads placed on hosts, a host is contended when its workloads together may ask
+//! for more than it has. Each workload's forecast gives a distribution of its demand at each
+//! horizon; a host's total is their sum, whose spread depends on how the workloads move
+//! together: two that peak at the same hour add their peaks, two that do not partly cancel.
+//! - [`normal`]: the standard normal distribution (Φ and its inverse), from libm's erf.
+//! - [`hostsum`]: a workload's forecast read as a normal distribution (mean: the median;
+//!   spread: from its outermost quantiles), correlations from the workloads' history, and the
+//!   chance that a host's total passes its capacity.
+//! - [`plan`]: which hosts are contended (that chance above a bound at some horizon), and the
+//!   fewest moves that bring each under it, each to a host of the same environment that
+//!   stays under the bound with the workload added.
+
+pub mod hostsum;
+pub mod normal;
+pub mod plan;
