@@ -22,6 +22,7 @@ mod backtest;
 mod bench;
 mod capture;
 mod config;
+mod contention;
 mod eval;
 mod http;
 mod parallel;
@@ -106,6 +107,9 @@ enum Command {
     /// Container sizes (requests, limits) from a run's forecasts, VPA-shaped; with
     /// --kubernetes the `kubectl patch` of each workload's Deployment.
     Recommend(recommend::RecommendArgs),
+    /// Co-located workloads replayed on too few hosts: contended minutes with and without
+    /// the moves planned from the forecasts.
+    Contention(contention::ContentionArgs),
     /// Score the stages' models on labelled data and print the figures.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -268,6 +272,7 @@ fn main() -> ExitCode {
         Command::Eval(cmd) => eval::eval(cmd),
         Command::Similar(args) => similar::similar(args),
         Command::Recommend(args) => recommend::recommend(args),
+        Command::Contention(args) => contention::contention(args),
         Command::Sql(args) => sql::sql(args),
         Command::Train(args) => train::train(args),
         Command::Backtest(args) => backtest_command(args),

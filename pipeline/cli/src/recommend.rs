@@ -95,7 +95,8 @@ pub fn recommend(args: RecommendArgs) -> Result<()> {
     Ok(())
 }
 
-/// The recommendations of every workload in the store (or the one asked for).
+/// The recommendations of every workload in the store (or the one asked for). The API's fold
+/// keeps its bound: at most `wfe_http::api::MAX_WORKLOADS` workloads, those seen last.
 fn read(args: &RecommendArgs, policy: &Policy) -> Result<Vec<Sized>> {
     let files = store::topic_files(&args.store, "forecasts")?;
     let state = ApiState::new();

@@ -3,7 +3,10 @@
 //!   (Python `grpcio`, stubs generated from the same proto file) that checks every value
 //!   against the run's Parquet outputs;
 //! - `wfe recommend`: container sizes checked against the same outputs by Python, and the
-//!   patch it prints applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`.
+//!   patch it prints applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`;
+//! - `wfe contention`: the three machines on two hosts too small for them, the contended
+//!   minutes of the placement recomputed by Python from `metrics.norm`, every move within the
+//!   bound.
 
 mod common;
 
@@ -16,6 +19,8 @@ use common::{shared_data, wfe};
 use serde_json::Value;
 
 const MACHINE: &str = "machine-1-6";
+/// The run's machines: MACHINE and two more, so that contention has neighbours to move.
+const MACHINES: &str = r#""machine-1-6", "machine-2-1", "machine-3-3""#;
 const CAPACITY: f64 = 64.0;
 
 fn root() -> PathBuf {
@@ -29,7 +34,7 @@ fn start(dir: &Path) -> Held {
             r#"
 [[sources]]
 path = "{}/smd"
-only = ["{MACHINE}"]
+only = [{MACHINES}]
 
 [run]
 progress = false
@@ -57,7 +62,7 @@ parquet = ["metrics.norm", "forecasts"]
 }
 
 #[test]
-fn keda_gets_the_forecast_the_run_published_and_kubectl_takes_the_sizes_it_recommends() {
+fn one_run_serves_keda_sizes_containers_and_replays_contention() {
     let Some(py) = std::env::var_os("WFE_PYTHON") else {
         panic!("set WFE_PYTHON to a Python with pyarrow, grpcio and grpcio-tools (make test does)");
     };
@@ -85,6 +90,53 @@ fn keda_gets_the_forecast_the_run_published_and_kubectl_takes_the_sizes_it_recom
     );
     assert!(text.contains("all checks passed"));
     check_recommendation(dir.path(), &py);
+    check_contention(dir.path(), &py);
+}
+
+/// `wfe contention --json` on two hosts at 0.4 of the machines' summed peaks: Python
+/// recomputes the capacity and the contended minutes of the placement from `metrics.norm`.
+fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
+    let args = [
+        "contention",
+        "--config",
+        "job.toml",
+        "--store",
+        "out",
+        "--hosts",
+        "2",
+    ];
+    let out = wfe(&[&args[..], &["--fill", "0.4", "--json"]].concat(), dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("contention.json"), &out.stdout).unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let minutes = answer["outcome"]["contended_minutes_static"]
+        .as_f64()
+        .unwrap();
+    assert!(minutes > 0.0, "no contention to plan against: {answer}");
+    let checked = Command::new(py)
+        .arg(root().join("pipeline/cli/tests/py/check_contention.py"))
+        .arg(dir.join("contention.json"))
+        .arg(dir.join("out/metrics.norm.parquet"))
+        .args(["0.4", &CAPACITY.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&checked.stdout);
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| !l.contains("ok move"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        checked.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
 
 /// `wfe recommend --json` agrees with the forecasts (checked in Python from the Parquet

@@ -11,7 +11,10 @@
 //! - [`plan`]: which hosts are contended (that chance above a bound at some horizon), and the
 //!   fewest moves that bring each under it, each to a host of the same environment that
 //!   stays under the bound with the workload added.
+//! - [`replay`]: a placement replayed over observed demand with and without the planned
+//!   moves: the minutes hosts were over capacity, and the moves made.
 
 pub mod hostsum;
 pub mod normal;
 pub mod plan;
+pub mod replay;

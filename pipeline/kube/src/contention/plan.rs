@@ -217,9 +217,9 @@ fn best_move(
         from_risk_after: after,
         to_risk_after: d_after,
         reason: format!(
-            "{}: a {:.3} chance of passing its capacity {} (bound {bound}); {w} to {} leaves \
-             {:.3} there and {:.3} on {}",
-            host.name, now, host.capacity, d.name, after, d_after, d.name
+            "{}: a {:.3} chance of passing its capacity {:.2} (bound {bound}); with {w} on {} \
+             instead: {:.3} on {}, {:.3} on {}",
+            host.name, now, host.capacity, d.name, after, host.name, d_after, d.name
         ),
     })
 }

@@ -71,7 +71,7 @@ fn one_workload_too_many_moves_the_smallest_that_relieves_the_host_to_the_emptie
         ("small", "c")
     );
     assert!(
-        moves[0].reason.contains("small to c"),
+        moves[0].reason.contains("with small on c"),
         "{}",
         moves[0].reason
     );
