@@ -1,6 +1,7 @@
 //! `--http ADDR`: what a wfe process serves over HTTP while it runs: `/metrics` (the
 //! Prometheus recorder is installed only then), `/health`, `/ready`, the run-time settings,
-//! and for embedded runs the API over the run's state and the web UI; with `--keda`, KEDA's
+//! and for embedded runs the API over the run's state (with each workload's container-size
+//! recommendation) and the web UI; with `--keda`, KEDA's
 //! external-scaler calls over that same state (gRPC, on an address of its own).
 //!
 //! The token for changes of state (and for API reads from other hosts) is read from the
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use wfe_contract::{Control, Health, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
-use wfe_http::{ApiStage, ApiState, Endpoints, Server};
+use wfe_http::{ApiStage, ApiState, Endpoints, Server, WorkloadAnswer};
+use wfe_kube::recommend::Policy;
+use wfe_kube::recommend::patch::{object_name, vpa};
 use wfe_kube::{KedaServer, ScalerOptions};
 use wfe_runtime::RunOptions;
 
@@ -74,6 +77,9 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
             metrics: Some(wfe_http::observe::install()?),
             api: api.clone(),
             token,
+            views: job
+                .map(|_| vec![("recommendation", recommendation())])
+                .unwrap_or_default(),
         },
     )?;
     // Scripts and tests read the address from here (with port 0, the port chosen).
@@ -93,6 +99,20 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
         control,
         api,
     }))
+}
+
+/// `/api/v1/workloads/{w}/recommendation`: the container sizes `wfe recommend` gives with its
+/// default policy, and the VPA object for a container named after the workload.
+fn recommendation() -> WorkloadAnswer {
+    Arc::new(|w, view| {
+        let recs = wfe_kube::recommend::recommend(w, view, &Policy::default());
+        let container = object_name(w);
+        serde_json::json!({
+            "workload": w,
+            "recommendations": recs,
+            "vpa": vpa(&container, &recs),
+        })
+    })
 }
 
 /// Serves KEDA's calls over `state`; what a trigger leaves out comes from `job` (the

@@ -2,8 +2,9 @@
 //! - `wfe run --keda`: KEDA's external-scaler protocol, called by an independent client
 //!   (Python `grpcio`, stubs generated from the same proto file) that checks every value
 //!   against the run's Parquet outputs;
-//! - `wfe recommend`: container sizes checked against the same outputs by Python, and the
-//!   patch it prints applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`;
+//! - `wfe recommend`: container sizes checked against the same outputs by Python, served the
+//!   same by the API, and the patch it prints applied by kubectl offline to
+//!   `deploy/k8s/examples/checkout.yaml`;
 //! - `wfe contention`: the three machines on two hosts too small for them, the contended
 //!   minutes of the placement recomputed by Python from `metrics.norm`, every move within the
 //!   bound.
@@ -15,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::held::Held;
-use common::{shared_data, wfe};
+use common::{http, shared_data, wfe};
 use serde_json::Value;
 
 const MACHINE: &str = "machine-1-6";
@@ -68,6 +69,7 @@ fn one_run_serves_keda_sizes_containers_and_replays_contention() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut run = start(dir.path());
+    let api = run.address_after("http: serving on http://", Duration::from_secs(60));
     let addr = run.address_after("keda: serving on ", Duration::from_secs(60));
     run.wait_for(
         "serving its state until interrupted",
@@ -89,7 +91,7 @@ fn one_run_serves_keda_sizes_containers_and_replays_contention() {
         run.log()
     );
     assert!(text.contains("all checks passed"));
-    check_recommendation(dir.path(), &py);
+    check_recommendation(dir.path(), &py, &api);
     check_contention(dir.path(), &py);
 }
 
@@ -141,7 +143,7 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
 
 /// `wfe recommend --json` agrees with the forecasts (checked in Python from the Parquet
 /// output), and kubectl applies its patch to the example Deployment offline.
-fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
+fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
     let out = wfe(
         &[
             "recommend",
@@ -177,6 +179,27 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr) {
     );
 
     let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    // The API serves the same recommendation while the run holds its state.
+    let path = format!("/api/v1/workloads/{MACHINE}/recommendation");
+    let (status, body) = http("GET", api, &path, &[], "");
+    assert_eq!(status, 200, "{body}");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        served["recommendations"], answer["recommendations"],
+        "{body}"
+    );
+    assert_eq!(
+        served["vpa"]["containerRecommendations"][0]["target"],
+        answer["vpa"]["containerRecommendations"][0]["target"]
+    );
+    let (status, body) = http(
+        "GET",
+        api,
+        "/api/v1/workloads/nobody/recommendation",
+        &[],
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
     let patch = answer["patch"].to_string();
     let manifest = root().join("deploy/k8s/examples/checkout.yaml");
     let kubectl = Command::new("kubectl")

@@ -25,4 +25,4 @@ pub mod web;
 pub use api::{ApiStage, ApiState};
 pub use remote_write::{RemoteWriteConfig, RemoteWriteSource};
 pub use server::Server;
-pub use web::{Endpoints, serve};
+pub use web::{Endpoints, WorkloadAnswer, serve};

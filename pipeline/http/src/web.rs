@@ -34,7 +34,14 @@ pub struct Endpoints {
     pub api: Option<Arc<ApiState>>,
     /// Token for changes of state and for reads from other hosts; `None`: no changes.
     pub token: Option<String>,
+    /// Answers other crates compute from one workload's view, each served at
+    /// `/api/v1/workloads/{w}/{name}` (the container-size recommendation of wfe-kube): this
+    /// crate serves them without knowing their policy.
+    pub views: Vec<(&'static str, WorkloadAnswer)>,
 }
+
+/// An answer computed from a workload's name and view.
+pub type WorkloadAnswer = Arc<dyn Fn(&str, &WorkloadView) -> Value + Send + Sync>;
 
 /// Serves `ep` on `listen` until the returned server is dropped.
 pub fn serve(listen: &str, ep: Endpoints) -> Result<Server> {
@@ -322,10 +329,16 @@ async fn list(
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
     let (w, list) = path.into_inner();
+    if let Some((_, answer)) = ep.views.iter().find(|(name, _)| *name == list) {
+        let answer = answer.clone();
+        return with_workload(&req, &ep, &w, |v| answer(&w, v));
+    }
     if !["anomalies", "decisions", "actions"].contains(&list.as_str()) {
+        let mut known = vec!["series", "anomalies", "decisions", "actions"];
+        known.extend(ep.views.iter().map(|(name, _)| *name));
         return error(
             actix_web::http::StatusCode::NOT_FOUND,
-            format!("no `{list}`: series, anomalies, decisions or actions"),
+            format!("no `{list}`: {}", known.join(", ")),
         );
     }
     with_workload(&req, &ep, &w, |v| {
