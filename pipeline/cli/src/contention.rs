@@ -19,6 +19,9 @@ use wfe_kube::contention::replay::{Issued, Outcome, Settings, replay};
 use crate::config::JobConfig;
 use crate::store;
 
+/// Most hosts a placement is made on (each is planned over at every issuance).
+const MAX_HOSTS: usize = 10_000;
+
 #[derive(clap::Args)]
 pub struct ContentionArgs {
     /// Job config whose `[[resources]]` turn `metrics.norm` into demand (default: the
@@ -50,8 +53,11 @@ pub struct ContentionArgs {
 }
 
 pub fn contention(args: ContentionArgs) -> Result<()> {
-    if args.hosts == 0 {
-        return Err(Error::config("--hosts", "must be at least 1"));
+    if !(1..=MAX_HOSTS).contains(&args.hosts) {
+        return Err(Error::config(
+            "--hosts",
+            format!("must be 1 to {MAX_HOSTS}"),
+        ));
     }
     if !(args.fill > 0.0 && args.fill.is_finite()) {
         return Err(Error::config("--fill", "must be above 0"));

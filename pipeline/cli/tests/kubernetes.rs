@@ -139,6 +139,30 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
         "{text}{}",
         String::from_utf8_lossy(&checked.stderr)
     );
+    // Settings out of their bounds are errors naming them, not a run.
+    for (args, named) in [
+        (
+            &["contention", "--store", "out", "--hosts", "0"][..],
+            "--hosts",
+        ),
+        (
+            &["contention", "--store", "out", "--bound", "1"][..],
+            "--bound",
+        ),
+        (
+            &["recommend", "--store", "out", "--quantile", "1.5"][..],
+            "--quantile",
+        ),
+        (
+            &["recommend", "--store", "out", "--workload", "nobody"][..],
+            "nobody",
+        ),
+    ] {
+        let out = wfe(args, dir);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
 }
 
 /// `wfe recommend --json` agrees with the forecasts (checked in Python from the Parquet

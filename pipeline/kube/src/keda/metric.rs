@@ -65,8 +65,10 @@ pub fn read(state: &State, q: &Query) -> Result<Reading, ScalerError> {
         .iter()
         .max_by_key(|p| p.issued_at)
         .ok_or_else(no_forecast)?;
-    let (level, forecast) =
-        level_at(&series.levels, &point.values, q.quantile).ok_or_else(no_forecast)?;
+    // A value that is not a number is no forecast: KEDA must not get NaN as a metric.
+    let (level, forecast) = level_at(&series.levels, &point.values, q.quantile)
+        .filter(|(_, v)| v.is_finite())
+        .ok_or_else(no_forecast)?;
     let actual = r.actual.iter().last().copied();
     let value = match (q.floor, actual) {
         (Floor::Actual, Some((_, a))) if a.is_finite() => forecast.max(a),

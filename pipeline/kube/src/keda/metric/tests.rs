@@ -67,6 +67,9 @@ fn what_is_not_there_yet_is_an_error_that_says_to_wait() {
     );
     let e = read(&empty, &query(&[("workload", "nobody")])).unwrap_err();
     assert!(matches!(e, ScalerError::UnknownWorkload { known: 1, .. }) && e.retry_helps());
+    let nan = state(&[(0, 1.0)], vec![series(900, &[(0, [1.0, 2.0, f64::NAN])])]);
+    let e = read(&nan, &query(&[])).unwrap_err();
+    assert!(matches!(e, ScalerError::NoForecast { .. }), "{e}");
     let e = read(&empty, &query(&[("resource", "gpu")])).unwrap_err();
     assert!(e.to_string().contains("it has: cpu"), "{e}");
     assert!(!e.retry_helps());
