@@ -494,33 +494,11 @@ fn assert_actions_once(actions: &TopicContents, expected: &[String]) {
     assert_same_rows("actions", &actions.rows, expected);
 }
 
-/// At-least-once may deliver a decision twice, never lose or change one. One known gap is
-/// let through, and only it: a cold-start decision's sizing (its risk, requirement, options
-/// and reason) may differ, never what it buys. After a restart mid-replay (a service killed,
-/// the broker gone) a new workload's first window has been seen to borrow a neighbour's
-/// profile of another batch than the embedded run's: omi-3's first decision needed 17.39
-/// vCPU for 17.46 (risk 0.000551 for 0.000561), the same 5 x m7i.xlarge; issue 20 holds it.
-/// The clean run (`seven_services_...`) compares every field.
+/// At-least-once may deliver a decision twice, never lose or change one: every field of
+/// every decision, cold-start sizing included, is the embedded run's.
 fn assert_decisions_match(decisions: &TopicContents, expected: &[String]) {
     assert!(!expected.is_empty());
-    let got: Vec<String> = distinct(&decisions.rows)
-        .iter()
-        .map(|r| without_cold_sizing(r))
-        .collect();
-    let want: Vec<String> = expected.iter().map(|r| without_cold_sizing(r)).collect();
-    assert_same_rows("decisions (distinct)", &got, &want);
-}
-
-/// A cold-start decision without the fields its borrowed sizing decides; other rows as they are.
-fn without_cold_sizing(row: &str) -> String {
-    if !field(row, "reason").starts_with("cold start:") {
-        return row.to_string();
-    }
-    let sizing = ["risk=", "required=", "considered=", "reason="];
-    (row.split('|'))
-        .filter(|kv| !sizing.iter().any(|f| kv.starts_with(f)))
-        .collect::<Vec<_>>()
-        .join("|")
+    assert_same_rows("decisions (distinct)", &distinct(&decisions.rows), expected);
 }
 
 #[test]

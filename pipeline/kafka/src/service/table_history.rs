@@ -12,10 +12,14 @@
 //!
 //! So the partition reads the tables' history from their beginning: per key the newest row
 //! made before `s + 1` and every row made since, each queued for its turn (Kafka Streams'
-//! versioned stores, kept by the topic itself). Outside a replay (no seqs) only the newest
-//! row of a key counts. A table topic is compacted: real Kafka keeps the rows of its active
-//! segment and those younger than `min.compaction.lag.ms` whole, which is what a partition
-//! away for longer than that can no longer see.
+//! versioned stores, kept by the topic itself). "Newest before" is by seq, not by offset: a
+//! producer restored from an older snapshot (after a broker restart, every one) makes its
+//! rows since that snapshot again, so a key's rows of low seqs can follow its rows of higher
+//! ones; the last read of them would turn a neighbour back to what it was a few batches
+//! before, and a new workload restored then was sized from it. Outside a replay (no seqs)
+//! only the newest row of a key counts. A table topic is compacted: real Kafka keeps the
+//! rows of its active segment and those younger than `min.compaction.lag.ms` whole, which is
+//! what a partition away for longer than that can no longer see.
 
 use std::collections::BTreeMap;
 
@@ -71,13 +75,19 @@ impl History {
         self.ends.insert((topic.to_string(), partition), end);
     }
 
-    /// A row of `key`, in its partition's order (a key's rows come from one producer, in
-    /// seq order).
+    /// A row of `key`, in its partition's order. A key's rows come from one producer in seq
+    /// order, but a producer restored from an older snapshot makes its rows since that
+    /// snapshot again, after the first ones: the row a restored partition starts from is the
+    /// one of the highest seq before `from` (the later of equals), not the last one read.
     pub(super) fn offer(&mut self, key: Vec<u8>, row: Row) {
         let v = self.keys.entry((row.topic, key)).or_default();
         match row.seq {
             Some(s) if s >= self.from => v.since.push(row),
-            Some(_) => v.before = Some(row),
+            Some(s) => {
+                if v.before.as_ref().and_then(|b| b.seq).is_none_or(|b| b <= s) {
+                    v.before = Some(row);
+                }
+            }
             None => {
                 v.before = Some(row);
                 v.since.clear();
@@ -143,6 +153,26 @@ mod tests {
         let (rows, ends) = h.into_rows();
         assert_eq!(offsets(&rows), [2, 4, 6, 3, 7]);
         assert_eq!(ends[&("profiles".to_string(), 0)], 8);
+    }
+
+    /// The producer of key a made rows of seqs 6, 9, 10, 12, then was restored from a
+    /// snapshot at seq 5 and is making them again: a partition restored at seq 10 starts from
+    /// a's row of seq 9 (the first making's while the second is at seq 7; the later of the two
+    /// once both are read), never from the seq 7 read last, and gets every row of seq 10 and
+    /// later.
+    #[test]
+    fn rows_made_again_by_a_restored_producer_do_not_turn_the_key_back() {
+        let first = [(6, 0), (9, 1), (10, 2), (12, 3)];
+        let again = [(6, 4), (7, 5), (9, 6), (10, 7)];
+        for upto in [2, 4] {
+            let mut h = History::new(10);
+            for (seq, offset) in first.iter().chain(&again[..upto]) {
+                h.offer(b"a".to_vec(), row(Some(*seq), *offset));
+            }
+            let (rows, _) = h.into_rows();
+            let want: &[i64] = if upto == 2 { &[1, 2, 3] } else { &[6, 2, 3, 7] };
+            assert_eq!(offsets(&rows), want, "second making read to {upto} rows");
+        }
     }
 
     /// Over librdkafka's mock cluster: rows of two keys on two partitions with seqs, read
