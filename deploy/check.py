@@ -12,6 +12,8 @@ or a container daemon.
 - every wfe pod serves HTTP (`--http` on its named `http` port) with liveness on /health,
   readiness on /ready, and the scrape annotations Prometheus' config keeps; one Service covers
   that port;
+- the fleet's API service (api.yaml): `wfe stage api` with the job, one replica and no
+  autoscaler, its Service on the http and keda ports;
 - the predictive-scaling example (deploy/k8s/examples/predictive-scaling.yaml): its wfe pod
   serves `--keda` where its Service and the ScaledObject's `scalerAddress` point, the
   subcommand it runs takes `--keda`, and the trigger's metadata holds only keys the scaler
@@ -136,6 +138,30 @@ def check_keda_example(wfe):
             check(0 < float(m.get("quantile", 0.5)) < 1, f"{name}: quantile must be in (0, 1)")
 
 
+def check_api(wfe, deployments, services, scaled):
+    """The fleet's API service (api.yaml): `wfe stage api` with the job, one replica and no
+    autoscaler (it holds every partition), its Service on the http and keda ports."""
+    dep = deployments.get("wfe-api")
+    if not check(dep is not None, "no Deployment wfe-api"):
+        return
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = c["args"]
+    check(args[:2] == ["stage", "api"] and "/etc/wfe/job.toml" in args, f"wfe-api: args {args}")
+    check(dep["spec"].get("replicas") == 1 and "wfe-api" not in scaled, "wfe-api: one replica, not autoscaled")
+    help_text = subprocess.run([wfe, "stage", "--help"], capture_output=True, text=True).stdout
+    check("`api`" in help_text and "--keda" in help_text, "`wfe stage --help` names no `api` or --keda")
+    named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if check("--keda" in args, "wfe-api: no --keda"):
+        port = int(args[args.index("--keda") + 1].rsplit(":", 1)[1])
+        check(named.get("keda") == port, f"wfe-api: the keda port is {named.get('keda')}, --keda says {port}")
+    svc = services.get("wfe-api")
+    if check(svc is not None, "no Service wfe-api"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        check(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "wfe-api: the Service does not select the pod")
+        targets = {p["targetPort"] for p in svc["spec"]["ports"]}
+        check(targets == {"http", "keda"}, f"wfe-api: the Service targets {targets}")
+
+
 def check_observability():
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom.get("scrape_configs", [])}
@@ -219,6 +245,7 @@ def main(wfe):
         spec = services[0]["spec"]
         check(spec.get("selector") == {"app.kubernetes.io/name": "wfe"}, "wfe-metrics: selector")
         check(any(p.get("targetPort") == "http" for p in spec.get("ports", [])), "wfe-metrics: not on the http port")
+    check_api(wfe, deployments, {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}, scaled)
     check_observability()
     check_keda_example(wfe)
 

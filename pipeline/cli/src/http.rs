@@ -1,8 +1,9 @@
 //! `--http ADDR`: what a wfe process serves over HTTP while it runs: `/metrics` (the
 //! Prometheus recorder is installed only then), `/health`, `/ready`, the run-time settings,
-//! and for embedded runs the API over the run's state (with each workload's container-size
-//! recommendation) and the web UI; with `--keda`, KEDA's
-//! external-scaler calls over that same state (gRPC, on an address of its own).
+//! and for embedded runs and the fleet's API service (`wfe stage api`) the API over the
+//! run's state (with each workload's container-size recommendation) and the web UI; with
+//! `--keda`, KEDA's external-scaler calls over that same state (gRPC, on an address of its
+//! own).
 //!
 //! The token for changes of state (and for API reads from other hosts) is read from the
 //! environment (`WFE_API_TOKEN`), never from the command line, where `ps` would show it.
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use wfe_contract::{Control, Health, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
+use wfe_http::api::API_TOPICS;
 use wfe_http::{ApiStage, ApiState, Endpoints, Server, WorkloadAnswer};
+use wfe_kafka::StageFactory;
 use wfe_kube::recommend::Policy;
 use wfe_kube::recommend::patch::{object_name, vpa};
 use wfe_kube::{KedaServer, ScalerOptions};
@@ -47,8 +50,8 @@ pub struct Http {
     api: Option<Arc<ApiState>>,
 }
 
-/// Starts serving if `--http` was given; `job`: the job of an embedded run, whose state is
-/// kept and served (none: a service, which keeps no run state).
+/// Starts serving if `--http` was given; `job`: the job of an embedded run or of the fleet's
+/// API service, whose state is kept and served (none: a stage service, which keeps none).
 pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
     let Some(listen) = &args.http else {
         return Ok(None);
@@ -56,8 +59,8 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
     if args.keda.is_some() && job.is_none() {
         return Err(wfe_contract::Error::config(
             "--keda",
-            "needs an embedded run (the scaler answers from the run's state; a stage service and \
-             a --kafka producer keep none)",
+            "needs an embedded run or `wfe stage api` (the scaler answers from the API's state; \
+             the other stage services and a --kafka producer keep none)",
         ));
     }
     let health = Arc::new(Health::default());
@@ -139,6 +142,17 @@ impl Http {
                 &produced,
             )));
         }
+    }
+
+    /// The API's stage for `wfe stage api`: one per assigned partition, all folding into the
+    /// state this side serves. None without that state.
+    pub fn api_stage_factory(&self, maps: &[ResourceMap]) -> Option<StageFactory> {
+        let api = self.api.clone()?;
+        let maps = maps.to_vec();
+        Some(Box::new(move || {
+            let stage = ApiStage::new(api.clone(), maps.clone(), &API_TOPICS);
+            Ok(Box::new(stage) as Box<dyn Stage>)
+        }))
     }
 
     /// The run shares this side's health and settings.

@@ -12,8 +12,10 @@ use crate::config::JobConfig;
 
 #[derive(clap::Args)]
 pub struct StageArgs {
-    /// `ingest` (the job's sources onto `metrics.raw`, then exit) or a stage after it:
-    /// normalise, fingerprint, anomaly, forecast, tier-select, actuate.
+    /// `ingest` (the job's sources onto `metrics.raw`, then exit), a stage after it
+    /// (normalise, fingerprint, anomaly, forecast, tier-select, actuate), or `api`: the
+    /// fleet's API, web UI and (--keda) KEDA scaler over every partition of the topics the
+    /// embedded run's API reads (needs --http).
     pub name: String,
     /// Job config (TOML) with a `[kafka]` section; default: the built-in job.
     #[arg(long, short)]
@@ -108,10 +110,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// The stage name of the fleet's API service.
+const API: &str = "api";
+
 pub fn stage(args: StageArgs) -> Result<()> {
-    let cfg = load(args.config.as_deref(), args.bootstrap)?;
+    let mut cfg = load(args.config.as_deref(), args.bootstrap)?;
     let rt = runtime()?;
-    let http = crate::http::start(&args.http, None)?;
+    let api = args.name == API;
+    if api && args.http.http.is_none() {
+        return Err(Error::config(
+            "--http",
+            "`wfe stage api` serves the API and the UI: give it an address",
+        ));
+    }
+    let http = crate::http::start(&args.http, api.then_some(&cfg))?;
     if args.name == "ingest" {
         let mut source = wfe_ingest::FileSource::open(&cfg.sources, cfg.run.strict)?;
         let speed = cfg.speed()?;
@@ -126,20 +138,36 @@ pub fn stage(args: StageArgs) -> Result<()> {
         print_transfer("ingest", &cfg.kafka.topic(Topic::MetricsRaw), &r);
         return Ok(());
     }
-    cfg.build_stage(&args.name)?;
-    let exactly_once = args.exactly_once || cfg.kafka.exactly_once.contains(&args.name);
+    let instance = args
+        .instance
+        .unwrap_or_else(|| std::process::id().to_string());
+    let make: StageFactory = match http.as_ref().filter(|_| api) {
+        Some(h) => {
+            // The API's state lives in memory only: each start reads what the topics retain
+            // from their beginning, in a consumer group of its own (a shared group would
+            // start where the last instance committed, with nothing of the past to show).
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            cfg.kafka.group_prefix = format!("{}.{instance}-{started}", cfg.kafka.group_prefix);
+            h.api_stage_factory(&cfg.resources)
+                .ok_or_else(|| Error::config("--http", "the API service keeps no state"))?
+        }
+        None => {
+            cfg.build_stage(&args.name)?;
+            let name = args.name.clone();
+            let cfg = Arc::new(cfg.clone());
+            Box::new(move || cfg.build_stage(&name))
+        }
+    };
+    let exactly_once = !api && (args.exactly_once || cfg.kafka.exactly_once.contains(&args.name));
     let opts = ServiceOptions {
         kafka: cfg.kafka.clone(),
         exactly_once,
-        instance: args
-            .instance
-            .unwrap_or_else(|| std::process::id().to_string()),
+        instance,
         health: http.as_ref().map(|h| h.health.clone()).unwrap_or_default(),
         control: http.as_ref().map(|h| h.control.clone()).unwrap_or_default(),
     };
-    let name = args.name.clone();
-    let cfg = Arc::new(cfg);
-    let make: StageFactory = Box::new(move || cfg.build_stage(&name));
     let report = rt.block_on(wfe_kafka::run_stage(make, opts, shutdown_signal()))?;
     println!(
         "stage {}: {} messages in, {} out, {} dead letters, {} commits",

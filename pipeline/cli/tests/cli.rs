@@ -161,6 +161,31 @@ fn missing_empty_and_misconfigured_inputs_are_clear_errors() {
     let o = wfe(&["run", "--config", "no-such-config.toml"], dir.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("no-such-config.toml"));
+    // The services that keep no API state take no --keda; the API service needs --http.
+    // Both are refused before any broker is asked (none listens on port 1).
+    let nothing = ["--bootstrap", "127.0.0.1:1"];
+    for (args, want) in [
+        (
+            &[
+                "stage",
+                "normalise",
+                "--http",
+                "127.0.0.1:0",
+                "--keda",
+                "127.0.0.1:0",
+            ][..],
+            "`--keda`: needs an embedded run or `wfe stage api`",
+        ),
+        (
+            &["stage", "api"][..],
+            "`--http`: `wfe stage api` serves the API",
+        ),
+    ] {
+        let o = wfe(&[args, &nothing[..]].concat(), dir.path());
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -508,6 +508,21 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
     for s in STAGES {
         env.stage(s, "a");
     }
+    // The fleet's API, UI and KEDA scaler: a service of its own over the stages' topics.
+    let api = env.wfe(
+        &[
+            "stage",
+            "api",
+            "--instance",
+            "a",
+            "--http",
+            "127.0.0.1:0",
+            "--keda",
+            "127.0.0.1:0",
+        ],
+        "api",
+    );
+    env.procs.push(api);
     // 1,000 malformed messages mixed into metrics.raw: half before the data, half after.
     let sender = Sender::new(&env.cfg, "test").unwrap();
     let raw = env.cfg.topic(Topic::MetricsRaw);
@@ -529,6 +544,7 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
         "no cold-start decision borrowed from a neighbour"
     );
     assert_actions_once(&actions, &env.expected.1);
+    assert_api_service_has_read_everything(&mut env, STAGES.len(), &decisions, &actions);
 
     let dlq = env.cfg.dead_letter_topic("normalise");
     let letters: usize = (0..PARTITIONS)
@@ -628,6 +644,137 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
     } else {
         panic!("set WFE_PYTHON to a Python with pyarrow and confluent-kafka (make test does)");
     }
+}
+
+/// `wfe stage api` (process `i`): it folds every row of the topics it reads, from every
+/// partition, into the API the embedded run serves: each workload of the job, its newest
+/// decision that of the `decisions` topic, the UI's page, and its KEDA scaler's values those
+/// of the `forecasts` topic. Killed and started again, it reads them all again.
+fn assert_api_service_has_read_everything(
+    env: &mut Env,
+    i: usize,
+    decisions: &TopicContents,
+    actions: &TopicContents,
+) {
+    let addr = env.http_addr(i);
+    let forecasts = read_topic(&env.cfg, Topic::Forecasts, PARTITIONS).unwrap();
+    let want = [
+        ("decisions", decisions.rows.len()),
+        ("actions", actions.rows.len()),
+        ("forecasts", forecasts.rows.len()),
+    ];
+    let list = api_rows(env, i, &want);
+    let names: BTreeSet<&str> = (list["workloads"].as_array().unwrap().iter())
+        .filter_map(|w| w["workload"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["machine-1-6", "omi-1", "omi-2", "omi-3"]),
+        "{list}"
+    );
+    for w in list["workloads"].as_array().unwrap() {
+        let name = w["workload"].as_str().unwrap();
+        let newest = (decisions.rows.iter())
+            .filter(|r| field(r, "workload") == name)
+            .max_by_key(|r| field(r, "decided_at").to_string())
+            .unwrap();
+        assert_eq!(
+            w["decision"]["decision_id"].as_str(),
+            Some(field(newest, "decision_id")),
+            "{name}: {w}"
+        );
+    }
+    let (status, page) = common::http("GET", &addr, "/", &[], "");
+    assert_eq!((status, page.contains("/api/v1/workloads")), (200, true));
+
+    // Its KEDA scaler, called by the independent client of the Kubernetes test, which checks
+    // each value against the topics' rows in Parquet.
+    let log = env.procs[i].log();
+    let keda = (log.lines())
+        .find_map(|l| l.split("keda: serving on ").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no keda address in:\n{log}"));
+    let out = env.dir.path().join("recorded");
+    std::fs::create_dir_all(&out).unwrap();
+    for t in [Topic::Forecasts, Topic::MetricsNorm] {
+        topic_to_parquet(&env.cfg, t, &out.join(format!("{}.parquet", t.name())));
+    }
+    let py = std::env::var_os("WFE_PYTHON").expect("WFE_PYTHON (make test sets it)");
+    let client = Command::new(py)
+        .arg(root().join("pipeline/cli/tests/py/keda_client.py"))
+        .arg(&keda)
+        .arg(root().join("pipeline/kube/proto/externalscaler.proto"))
+        .arg(&out)
+        .args(["machine-1-6", "32.0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success() && text.contains("all checks passed"),
+        "the KEDA client against the API service:\n{text}{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+
+    env.procs[i].kill9();
+    let again = env.wfe(
+        &["stage", "api", "--instance", "b", "--http", "127.0.0.1:0"],
+        "api-b",
+    );
+    env.procs.push(again);
+    let again = api_rows(env, env.procs.len() - 1, &want);
+    assert_eq!(again["rows"], list["rows"], "the restarted API read less");
+}
+
+/// The API list of process `i` once it has folded `want` rows of each topic named (at most
+/// two minutes).
+fn api_rows(env: &Env, i: usize, want: &[(&str, usize)]) -> serde_json::Value {
+    let start = Instant::now();
+    while !env.procs[i].log().contains("http: serving on") {
+        assert!(start.elapsed() < Duration::from_secs(60), "no address");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = env.http_addr(i);
+    loop {
+        let (status, body) = common::http("GET", &addr, "/api/v1/workloads", &[], "");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let rows = |t: &str| list["rows"][t].as_u64().unwrap_or(0) as usize;
+        if want.iter().all(|(t, n)| rows(t) == *n) {
+            return list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the API service has not read every row ({want:?}): {}\n{}",
+            list["rows"],
+            env.procs[i].log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The rows of topic `t` in a Parquet file, as an embedded run's `[outputs]` would hold them.
+fn topic_to_parquet(cfg: &KafkaConfig, t: Topic, path: &Path) {
+    let name = cfg.topic(t);
+    let mut writer = None;
+    for p in 0..PARTITIONS {
+        use wfe_kafka::rdkafka::Message;
+        let messages =
+            wfe_kafka::broker::read_partition(cfg, &name, p, wfe_kafka::rdkafka::Offset::Beginning)
+                .unwrap();
+        for m in &messages {
+            let h = HeaderMap::from_kafka(m.headers());
+            if h.is_control() {
+                continue;
+            }
+            let batch = codec::decode(t, &h, m.payload()).unwrap();
+            let w = writer.get_or_insert_with(|| {
+                let file = std::fs::File::create(path).unwrap();
+                parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap()
+            });
+            w.write(&batch).unwrap();
+        }
+    }
+    writer.expect("rows in the topic").close().unwrap();
 }
 
 /// `wfe state` over every stage: exit 0 (every partition's compacted view restores the same
