@@ -472,6 +472,58 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "Instances launched or terminated, when applied.",
             ),
         ],
+        Topic::Recommendations => vec![
+            f(
+                "issued_at",
+                ts_type(),
+                false,
+                "When the forecasts the sizes come from were issued (event time).",
+            ),
+            f("workload", Utf8, false, "Workload id."),
+            f("resource", Utf8, false, "Resource name, e.g. `cpu`."),
+            f(
+                "unit",
+                Utf8,
+                false,
+                "Unit of the sizes, the forecasts' (e.g. `vcpu`, `gib`).",
+            ),
+            f(
+                "lower_bound",
+                Float64,
+                false,
+                "VPA's lowerBound: the largest forecast median over the horizons read.",
+            ),
+            f(
+                "target",
+                Float64,
+                false,
+                "VPA's target, the container's request: the largest value at `quantile` over the horizons read, plus `margin`.",
+            ),
+            f(
+                "upper_bound",
+                Float64,
+                false,
+                "VPA's upperBound, the container's limit: the largest value at the highest quantile level, plus `margin`.",
+            ),
+            f(
+                "horizon_s",
+                Int64,
+                false,
+                "The forecast horizon whose value set the target.",
+            ),
+            f(
+                "quantile",
+                Float64,
+                false,
+                "Quantile level the target covers (`stages.forecast.recommendation.quantile`).",
+            ),
+            f(
+                "margin",
+                Float64,
+                false,
+                "Share added to the target and the upper bound (0.15: 15 %).",
+            ),
+        ],
     };
     Schema::new(fields).with_metadata(HashMap::from([
         (META_NAME.to_string(), topic.name().to_string()),

@@ -31,10 +31,11 @@ pub enum Topic {
     Forecasts,
     Decisions,
     Actions,
+    Recommendations,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 8] = [
+    pub const ALL: [Topic; 9] = [
         Topic::MetricsRaw,
         Topic::MetricsNorm,
         Topic::Fingerprints,
@@ -43,6 +44,7 @@ impl Topic {
         Topic::Forecasts,
         Topic::Decisions,
         Topic::Actions,
+        Topic::Recommendations,
     ];
 
     /// The topic name, as used for Kafka topics and output files.
@@ -98,6 +100,9 @@ impl Topic {
             }
             Topic::Actions => {
                 "Every provider API call the actuator made or would make, with parameters, mode and outcome."
+            }
+            Topic::Recommendations => {
+                "Container sizes per workload and resource at each forecast issuance, in the shape of a Kubernetes VPA recommendation (lower bound, target, upper bound): the request covers a quantile of the forecasts up to a horizon, plus a margin."
             }
         }
     }

@@ -165,7 +165,7 @@ struct Env {
     cfg: KafkaConfig,
     procs: Vec<Proc>,
     /// Decisions and actions of `wfe run` over the same job.
-    expected: &'static (Vec<String>, Vec<String>),
+    expected: &'static Expected,
 }
 
 impl Env {
@@ -215,7 +215,7 @@ impl Env {
     /// Services over a broker of their own with the job at `job`, compared with nothing.
     fn bare(dir: tempfile::TempDir, broker: Broker, job: PathBuf) -> Self {
         let bootstrap = broker.bootstrap();
-        let nothing = Box::leak(Box::new((Vec::new(), Vec::new())));
+        let nothing = Box::leak(Box::new((Vec::new(), Vec::new(), Vec::new())));
         Self::assemble(dir, job, Some(broker), bootstrap, nothing)
     }
 
@@ -224,7 +224,7 @@ impl Env {
         job: PathBuf,
         broker: Option<Broker>,
         bootstrap: String,
-        expected: &'static (Vec<String>, Vec<String>),
+        expected: &'static Expected,
     ) -> Self {
         let cfg = KafkaConfig {
             bootstrap_servers: bootstrap.clone(),
@@ -385,10 +385,12 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The embedded run of a job (its text, data paths filled in): sorted rows of decisions and
-/// actions, computed once per job.
-fn embedded_run(job_text: &str) -> &'static (Vec<String>, Vec<String>) {
-    type Run = &'static (Vec<String>, Vec<String>);
+/// What the embedded run made: its decisions, actions and recommendations (rows, sorted).
+type Expected = (Vec<String>, Vec<String>, Vec<String>);
+
+/// The embedded run of a job (its text, data paths filled in), computed once per job.
+fn embedded_run(job_text: &str) -> &'static Expected {
+    type Run = &'static Expected;
     static RUNS: Mutex<Vec<(String, Run)>> = Mutex::new(Vec::new());
     let mut runs = RUNS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, r)) = runs.iter().find(|(t, _)| t == job_text) {
@@ -422,8 +424,11 @@ fn embedded_run(job_text: &str) -> &'static (Vec<String>, Vec<String>) {
         rows.sort();
         rows
     };
-    let r: &'static (Vec<String>, Vec<String>) =
-        Box::leak(Box::new((rows("decisions"), rows("actions"))));
+    let r: &'static Expected = Box::leak(Box::new((
+        rows("decisions"),
+        rows("actions"),
+        rows("recommendations"),
+    )));
     runs.push((job_text.to_string(), r));
     r
 }
@@ -544,6 +549,10 @@ fn seven_services_give_the_embedded_decisions_and_dead_letter_malformed_messages
         "no cold-start decision borrowed from a neighbour"
     );
     assert_actions_once(&actions, &env.expected.1);
+    // The forecast service's container sizes are the embedded run's.
+    let recommendations = read_topic(&env.cfg, Topic::Recommendations, PARTITIONS).unwrap();
+    assert!(!env.expected.2.is_empty());
+    assert_same_rows("recommendations", &recommendations.rows, &env.expected.2);
     assert_api_service_has_read_everything(&mut env, STAGES.len(), &decisions, &actions);
 
     let dlq = env.cfg.dead_letter_topic("normalise");

@@ -2,9 +2,9 @@
 //! - `wfe run --keda`: KEDA's external-scaler protocol, called by an independent client
 //!   (Python `grpcio`, stubs generated from the same proto file) that checks every value
 //!   against the run's Parquet outputs;
-//! - `wfe recommend`: container sizes checked against the same outputs by Python, served the
-//!   same by the API, and the patch it prints applied by kubectl offline to
-//!   `deploy/k8s/examples/checkout.yaml`;
+//! - `wfe recommend` and the `recommendations` topic: container sizes checked against the
+//!   same outputs by Python, served the same by the API, and the patch `wfe recommend` prints
+//!   applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`;
 //! - `wfe contention`: the three machines on two hosts too small for them, the contended
 //!   minutes of the placement recomputed by Python from `metrics.norm`, every move within the
 //!   bound.
@@ -48,7 +48,7 @@ capacity = {CAPACITY:.1}
 
 [outputs]
 dir = "out"
-parquet = ["metrics.norm", "forecasts"]
+parquet = ["metrics.norm", "forecasts", "recommendations"]
 "#,
             shared_data().display()
         ),
@@ -165,8 +165,9 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
     }
 }
 
-/// `wfe recommend --json` agrees with the forecasts (checked in Python from the Parquet
-/// output), and kubectl applies its patch to the example Deployment offline.
+/// `wfe recommend --json` and every row of the `recommendations` topic agree with the
+/// forecasts (checked in Python from the Parquet outputs), the topic's newest row with
+/// `wfe recommend`, and kubectl applies its patch to the example Deployment offline.
 fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
     let out = wfe(
         &[
@@ -193,6 +194,7 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
         .arg(dir.join("recommend.json"))
         .arg(dir.join("out/forecasts.parquet"))
         .args(["0.9", "0.15", "86400"])
+        .arg(dir.join("out/recommendations.parquet"))
         .output()
         .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&checked.stdout));

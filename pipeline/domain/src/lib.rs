@@ -14,6 +14,7 @@
 pub mod features;
 pub mod resources;
 pub mod retire;
+pub mod sizing;
 pub mod spans;
 pub mod stats;
 

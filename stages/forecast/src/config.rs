@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use wfe_contract::{Error, Result};
+use wfe_domain::sizing::Policy;
 
 use crate::gbm::GbmConfig;
 use crate::{LstmConfig, Model, StatsConfig, models};
@@ -95,6 +96,15 @@ pub struct ForecastConfig {
     /// long-running stage would grow for ever. 0: never.
     #[serde(default = "d_retire")]
     pub retire_after_s: u64,
+    /// Container sizes on the `recommendations` topic at each issuance, per workload and
+    /// resource (VPA's lower bound, target and upper bound; `wfe_domain::sizing`). false:
+    /// none.
+    #[serde(default = "d_true")]
+    pub recommend: bool,
+    /// How those sizes are read from the issued forecasts: the request at `quantile` (0.9)
+    /// plus `margin` (0.15), over the horizons up to `max_horizon_s` (86,400).
+    #[serde(default)]
+    pub recommendation: Policy,
 }
 
 fn d_horizons() -> Vec<u64> {
@@ -183,12 +193,20 @@ impl Default for ForecastConfig {
             drift_ratio: d_drift_ratio(),
             drift_window: d_drift_window(),
             challenge_every: d_challenge(),
+            recommend: true,
+            recommendation: Policy::default(),
         }
     }
 }
 
 impl ForecastConfig {
     pub fn validate(&self) -> Result<()> {
+        if let (true, Err((setting, why))) = (self.recommend, self.recommendation.check()) {
+            return Err(Error::config(
+                format!("stages.forecast.recommendation.{setting}"),
+                why,
+            ));
+        }
         if self.horizons_s.is_empty() || self.horizons_s.contains(&0) {
             return Err(Error::config(
                 "stages.forecast.horizons_s",

@@ -47,6 +47,7 @@ pub mod models;
 mod neural;
 mod observe;
 mod paired;
+mod recommend;
 mod retrain;
 mod ring;
 mod rows;
@@ -198,7 +199,11 @@ impl Stage for Forecast {
     }
 
     fn outputs(&self) -> Vec<Topic> {
-        vec![Topic::Forecasts]
+        if self.cfg.recommend {
+            vec![Topic::Forecasts, Topic::Recommendations]
+        } else {
+            vec![Topic::Forecasts]
+        }
     }
 
     fn process_batch(
@@ -240,7 +245,15 @@ impl Stage for Forecast {
         let (rows, resolved_now) = self.issue(jobs, ctx);
         self.feedback(resolved.iter().chain(&resolved_now), ctx);
         if !rows.issued.is_empty() {
+            let sizes = if self.cfg.recommend {
+                recommend::recommendations(&rows, &self.cfg.recommendation)?
+            } else {
+                None
+            };
             out.emit(Topic::Forecasts, rows.finish()?)?;
+            if let Some(sizes) = sizes {
+                out.emit(Topic::Recommendations, sizes)?;
+            }
         }
         let after = self.cfg.retire_after_s;
         if let Some(r) = sweep_idle(&mut self.workloads, &mut self.sweep, after) {

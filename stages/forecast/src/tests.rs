@@ -172,6 +172,24 @@ fn bad_settings_are_config_errors() {
         })
         .contains("horizons")
     );
+    // A recommendation policy that cannot be applied, named; off, it is not read.
+    let policy = wfe_domain::sizing::Policy {
+        quantile: 1.5,
+        ..Default::default()
+    };
+    let off = ForecastConfig {
+        recommend: false,
+        recommendation: policy,
+        ..Default::default()
+    };
+    assert!(
+        bad(ForecastConfig {
+            recommend: true,
+            ..off.clone()
+        })
+        .contains("stages.forecast.recommendation.quantile")
+    );
+    assert!(Forecast::new(off, cpu()).is_ok());
     assert!(Forecast::new(ForecastConfig::default(), vec![]).is_err());
     let mut r = cpu();
     r[0].capacity = f64::NAN;
