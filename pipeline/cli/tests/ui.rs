@@ -424,6 +424,30 @@ fn check_ui(addr: &str, workload: &str) {
     );
     assert!(dom.contains("class=\"reason\""));
 
+    // Each anomaly band names the metrics that drove it (a hover title), and the anomalies
+    // table lists the newest segments with theirs, newest first.
+    let bands = dom.matches("class=\"anomaly\"").count();
+    assert!(bands > 0, "no anomaly band in the window");
+    assert_eq!(
+        dom.matches("<title>anomaly ").count(),
+        bands,
+        "a band without its title"
+    );
+    let segments = series["anomalies"].as_array().unwrap();
+    let newest = segments.last().unwrap();
+    let top: Vec<&str> = (newest["top_metrics"].as_array().unwrap().iter())
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(!top.is_empty(), "{newest}");
+    let table = dom.split("id=\"anomalies\"").nth(1).unwrap_or_default();
+    let table = table.split("</div>").next().unwrap_or_default();
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), segments.len().min(10), "{table}");
+    assert!(
+        rows[0].contains(&format!("<span class=\"top\">{}</span>", top.join(", "))),
+        "the newest segment's top metrics {top:?} not first: {table}"
+    );
+
     let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wfe-ui.png");
     let _ = std::fs::remove_file(&png);
     let shot = format!("--screenshot={}", png.display());

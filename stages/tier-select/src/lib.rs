@@ -38,6 +38,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
+use wfe_contract::state::{Split, StageState};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 use wfe_domain::ResourceMap;
 use wfe_ec2::{Cloud, Connect, Ec2, Ec2Settings};
@@ -66,7 +67,9 @@ struct Current {
     /// The newest `metrics.norm` step observed (a step delivered again is skipped).
     #[serde(default)]
     observed: Option<i64>,
-    /// The last issuance's needs, to price a burst's risk with.
+    /// The last issuance's needs, to price a burst's risk with. Kept in entries of their own
+    /// (`needs/<workload>`, see the stage's snapshot hooks): a field here would make the
+    /// states written before unreadable.
     #[serde(skip)]
     needs: Vec<Need>,
     /// The demand last observed, per resource map (reactive floor), in the maps' units.
@@ -483,8 +486,45 @@ impl Stage for TierSelect {
         Ok(())
     }
 
-    wfe_contract::state_hooks!(current);
+    fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        wfe_contract::state::encode(self.name(), &self.current)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.current = wfe_contract::state::decode(self.name(), state)?;
+        Ok(())
+    }
+
+    /// Each workload's decision in force under `w/`, and the needs of its last issuance under
+    /// `needs/` (a burst after a restart prices its risk with them, as it would have without).
+    fn snapshot_split(&self) -> Result<Option<Split>> {
+        let mut split = StageState::split(&self.current, self.name())?;
+        let needs = (self.current.iter())
+            .filter(|(_, c)| !c.needs.is_empty())
+            .map(|(w, c)| (w.as_str(), &c.needs));
+        split.put_unordered(self.name(), NEEDS, needs)?;
+        Ok(Some(split))
+    }
+
+    fn restore_split(&mut self, state: Split) -> Result<()> {
+        let stage = self.name();
+        let needs: Vec<(String, Vec<Need>)> = state.items(stage, NEEDS)?;
+        self.current = StageState::from_split(stage, state)?;
+        for (w, n) in needs {
+            let cur = self.current.get_mut(&w).ok_or_else(|| {
+                Error::state(
+                    stage,
+                    format!("needs of `{w}`, whose decision is not in the state"),
+                )
+            })?;
+            cur.needs = n;
+        }
+        Ok(())
+    }
 }
+
+/// The state entries holding each workload's last needs.
+const NEEDS: &str = "needs";
 
 #[cfg(test)]
 mod tests;

@@ -18,13 +18,13 @@
 //! cheapest of those over all types wins; a budget per hour bounds the choice. This module has
 //! no stage in it, so that `wfe backtest` prices with exactly the stage's rules.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cost::{CostModel, Expected, InPlace};
 use crate::{Catalog, Instance};
 
 /// One resource at one horizon of a forecast issuance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Need {
     pub resource: String,
     pub unit: String,

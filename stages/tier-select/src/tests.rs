@@ -806,3 +806,37 @@ fn cold_rows_without_neighbours_or_usable_allocations_decide_nothing() {
     assert_eq!(out.rows(Topic::Decisions), 0);
     assert!(ctx.counters()["cold_start.no_neighbours"] >= 1);
 }
+
+/// A burst after a restart prices its risk with the last issuance's needs, as the stage that
+/// never stopped does: the needs are in the state's entries (a restored stage had none and
+/// said risk 0, the fleet then differing from the embedded run under chaos).
+#[test]
+fn a_restored_stage_prices_a_burst_with_the_needs_it_had() {
+    let norm = normalised("asd", &["omi-5"], 2);
+    let bursts = |restart: bool| {
+        let mut st = reactive_stage();
+        decide(
+            &mut st,
+            forecasts(&[("omi-5", 0, "cpu", "vcpu", 3600, [0.5, 2.0, 3.5])]),
+        );
+        if restart {
+            let split = st.snapshot_split().unwrap().unwrap();
+            assert!(split.entries().contains_key("needs/omi-5"));
+            st = reactive_stage();
+            wfe_contract::state::restore(&mut st, split).unwrap();
+        }
+        let mut out = VecCollector::new();
+        let mut ctx = Context::new("tier-select");
+        for b in &norm {
+            st.process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+                .unwrap();
+        }
+        col(&out, "risk")
+    };
+    let risks = bursts(false);
+    assert!(
+        risks.iter().any(|r| r.parse::<f64>().unwrap() > 0.0),
+        "{risks:?}"
+    );
+    assert_eq!(bursts(true), risks);
+}
