@@ -668,3 +668,120 @@ async fn a_panicking_stage_dead_letters_the_message_and_the_partition_goes_on() 
         );
     }
 }
+
+/// The group's committed offsets of `topic` have reached each partition's end.
+fn wait_committed(cfg: &KafkaConfig, group: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = cfg.consumer(group).create().unwrap();
+    let start = Instant::now();
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+        let behind = (0..PARTITIONS).filter(|p| {
+            let (_, high) = c
+                .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                .unwrap();
+            let at = got.find_partition(topic, *p).map(|e| e.offset());
+            at != Some(rdkafka::Offset::Offset(high))
+        });
+        if behind.count() == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{group} never committed the end of {topic}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A partition restored after the last data message of a replay (the service was away, the
+/// broker restarted) sees nothing but the end-of-stream marker: its flush's rows and its own
+/// marker still say that their seqs are the replay's, so other instances' tables queue them
+/// for their turn (at the end) instead of handing them over at once, ahead of every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs() {
+    let mock = MockCluster::new(1).unwrap();
+    let mut cfg = config(mock.bootstrap_servers());
+    // The second service joins once the mock cluster has let the first member's session
+    // lapse (librdkafka's default is 45 s).
+    cfg.consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    for t in [
+        cfg.topic(Topic::MetricsRaw),
+        cfg.topic(Topic::MetricsNorm),
+        cfg.dead_letter_topic("normalise"),
+        cfg.state_topic("normalise"),
+    ] {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    let raw = cfg.topic(Topic::MetricsRaw);
+    let mut src = source();
+    replay_source(&cfg, &mut src, Topic::MetricsRaw, None, false, "test")
+        .await
+        .unwrap();
+    let serve = |cfg: &KafkaConfig, instance: &str| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = ServiceOptions {
+            kafka: cfg.clone(),
+            exactly_once: false,
+            instance: instance.into(),
+            health: Default::default(),
+            control: Default::default(),
+        };
+        let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    };
+    // The first service reads every data message and commits; then it is gone.
+    let (stop, first) = serve(&cfg, "a");
+    let (c, r) = (cfg.clone(), raw.clone());
+    tokio::task::spawn_blocking(move || wait_committed(&c, &c.group("normalise"), &r))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    // The replay ends; a second service restores every partition at that end.
+    Sender::new(&cfg, "test")
+        .unwrap()
+        .end_of_stream(&raw, PARTITIONS)
+        .unwrap();
+    let (stop, second) = serve(&cfg, "b");
+    let c = cfg.clone();
+    tokio::task::spawn_blocking(move || wait_for_end(&c, Topic::MetricsNorm))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
+
+    let c = cfg.clone();
+    let (flushed, markers) = tokio::task::spawn_blocking(move || {
+        let norm = c.topic(Topic::MetricsNorm);
+        let (mut flushed, mut markers) = (Vec::new(), Vec::new());
+        for p in 0..PARTITIONS {
+            for m in
+                wfe_kafka::broker::read_partition(&c, &norm, p, rdkafka::Offset::Beginning).unwrap()
+            {
+                let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(&m));
+                if h.is_end_of_stream() {
+                    markers.push(h.is_source_seq());
+                } else if !h.is_control() && h.seq() == Some(wfe_contract::merge::END) {
+                    flushed.push(h.is_source_seq());
+                }
+            }
+        }
+        (flushed, markers)
+    })
+    .await
+    .unwrap();
+    assert!(!flushed.is_empty(), "the flush made rows");
+    assert_eq!(markers.len(), PARTITIONS as usize);
+    assert!(
+        flushed.iter().chain(&markers).all(|s| *s),
+        "flushed rows {flushed:?} and end markers {markers:?} keep the replay's seqs"
+    );
+}

@@ -190,7 +190,14 @@ impl Core {
             Err(e) if !e.is_retryable() => self.failed_without_input(p, "flush", &e),
             Err(e) => return Err(e),
         }
-        self.mark_outputs(p, HeaderMap::end_of_stream(&self.name))?;
+        // The marker says whether the seqs were a replay's (see `Sender::end_of_stream`).
+        let mark = HeaderMap::end_of_stream(&self.name);
+        let mark = if part.source_seq {
+            mark.with_source_seq()
+        } else {
+            mark
+        };
+        self.mark_outputs(p, mark)?;
         part.sent = END;
         self.ctx.count("end_of_stream", 1);
         Ok(())
