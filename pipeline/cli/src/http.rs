@@ -81,7 +81,10 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
             api: api.clone(),
             token,
             views: job
-                .map(|_| vec![("recommendation", recommendation())])
+                .map(|j| {
+                    let policy = j.stages.forecast.recommendation;
+                    vec![("recommendation", recommendation(policy))]
+                })
                 .unwrap_or_default(),
         },
     )?;
@@ -104,11 +107,12 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
     }))
 }
 
-/// `/api/v1/workloads/{w}/recommendation`: the container sizes `wfe recommend` gives with its
-/// default policy, and the VPA object for a container named after the workload.
-fn recommendation() -> WorkloadAnswer {
-    Arc::new(|w, view| {
-        let recs = wfe_kube::recommend::recommend(w, view, &Policy::default());
+/// `/api/v1/workloads/{w}/recommendation`: the container sizes under the job's policy
+/// (`[stages.forecast.recommendation]`, the one its forecast stage writes on the
+/// `recommendations` topic), and the VPA object for a container named after the workload.
+fn recommendation(policy: Policy) -> WorkloadAnswer {
+    Arc::new(move |w, view| {
+        let recs = wfe_kube::recommend::recommend(w, view, &policy);
         let container = object_name(w);
         serde_json::json!({
             "workload": w,

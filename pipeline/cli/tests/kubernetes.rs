@@ -23,6 +23,10 @@ const MACHINE: &str = "machine-1-6";
 /// The run's machines: MACHINE and two more, so that contention has neighbours to move.
 const MACHINES: &str = r#""machine-1-6", "machine-2-1", "machine-3-3""#;
 const CAPACITY: f64 = 64.0;
+/// The job's sizing policy (`[stages.forecast.recommendation]`), other than the default, so
+/// that the topic, the API and `wfe recommend --margin ... --max-horizon-s ...` can only agree
+/// if each reads it: quantile, margin, longest horizon.
+const POLICY: (f64, f64, i64) = (0.9, 0.3, 21_600);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -49,8 +53,16 @@ capacity = {CAPACITY:.1}
 [outputs]
 dir = "out"
 parquet = ["metrics.norm", "forecasts", "recommendations"]
+
+[stages.forecast.recommendation]
+quantile = {}
+margin = {}
+max_horizon_s = {}
 "#,
-            shared_data().display()
+            shared_data().display(),
+            POLICY.0,
+            POLICY.1,
+            POLICY.2
         ),
     )
     .unwrap();
@@ -166,9 +178,15 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
 }
 
 /// `wfe recommend --json` and every row of the `recommendations` topic agree with the
-/// forecasts (checked in Python from the Parquet outputs), the topic's newest row with
-/// `wfe recommend`, and kubectl applies its patch to the example Deployment offline.
+/// forecasts under the job's policy (checked in Python from the Parquet outputs), the topic's
+/// newest row and the API with `wfe recommend`, and kubectl applies its patch to the example
+/// Deployment offline.
 fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
+    let (quantile, margin, horizon) = (
+        POLICY.0.to_string(),
+        POLICY.1.to_string(),
+        POLICY.2.to_string(),
+    );
     let out = wfe(
         &[
             "recommend",
@@ -178,6 +196,12 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
             MACHINE,
             "--container",
             "app",
+            "--quantile",
+            &quantile,
+            "--margin",
+            &margin,
+            "--max-horizon-s",
+            &horizon,
             "--json",
         ],
         dir,
@@ -193,7 +217,7 @@ fn check_recommendation(dir: &Path, py: &std::ffi::OsStr, api: &str) {
         .arg(root().join("pipeline/cli/tests/py/check_recommend.py"))
         .arg(dir.join("recommend.json"))
         .arg(dir.join("out/forecasts.parquet"))
-        .args(["0.9", "0.15", "86400"])
+        .args([&quantile, &margin, &horizon])
         .arg(dir.join("out/recommendations.parquet"))
         .output()
         .unwrap();
