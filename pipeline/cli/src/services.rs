@@ -167,6 +167,8 @@ pub fn stage(args: StageArgs) -> Result<()> {
         instance,
         health: http.as_ref().map(|h| h.health.clone()).unwrap_or_default(),
         control: http.as_ref().map(|h| h.control.clone()).unwrap_or_default(),
+        // The API's state is rebuilt from the topics at every start (above).
+        ephemeral: api,
     };
     let report = rt.block_on(wfe_kafka::run_stage(make, opts, shutdown_signal()))?;
     println!(

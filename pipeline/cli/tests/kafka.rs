@@ -747,6 +747,17 @@ fn assert_api_service_has_read_everything(
     env.procs.push(again);
     let again = api_rows(env, env.procs.len() - 1, &want);
     assert_eq!(again["rows"], list["rows"], "the restarted API read less");
+    // It keeps nothing across starts, so it left no state topic to grow with each restart.
+    let state = env.cfg.state_topic("api");
+    let reader: wfe_kafka::rdkafka::consumer::BaseConsumer = env.cfg.reader().create().unwrap();
+    let meta = wfe_kafka::rdkafka::consumer::Consumer::fetch_metadata(
+        &reader,
+        Some(&state),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let parts: usize = meta.topics().iter().map(|t| t.partitions().len()).sum();
+    assert_eq!(parts, 0, "{state} exists");
 }
 
 /// The API list of process `i` once it has folded `want` rows of each topic named (at most

@@ -137,10 +137,10 @@ impl Sender {
     }
 
     /// Sends a replay's end-of-stream marker to every partition of `topic`. It says that the
-    /// stream's seqs were source batches ([`crate::codec::header::SOURCE_SEQ`]): a stage partition restored
-    /// after the last data message learns it from the marker, and its flush's rows keep
-    /// their turn in the tables of other instances (rows without it are handed over at
-    /// once, as a live stream's are).
+    /// stream's seqs were source batches ([`crate::codec::header::SOURCE_SEQ`]): a stage
+    /// partition restored after the last data message learns it from the marker, and its
+    /// flush's rows keep their turn in the tables of other instances (rows without it are
+    /// handed over at once, as a live stream's are).
     pub fn end_of_stream(&self, topic: &str, partitions: i32) -> Result<()> {
         let h = HeaderMap::end_of_stream(&self.name).with_source_seq();
         for p in 0..partitions {

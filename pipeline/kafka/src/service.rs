@@ -91,6 +91,10 @@ pub struct ServiceOptions {
     pub health: Arc<Health>,
     /// Run-time settings the stage registers (changed through the HTTP API).
     pub control: Arc<Control>,
+    /// The service keeps nothing across starts (the fleet's API, which reads its inputs from
+    /// their beginning in a consumer group of each start's own): no state topic, snapshots
+    /// or offset commits, so restarts leave nothing behind to grow or to scan.
+    pub ephemeral: bool,
 }
 
 /// The consumer's context: commits and drops partitions before they are revoked, and turns
@@ -198,6 +202,12 @@ pub async fn run_stage(
     if inputs.len() > 1 {
         co_partitioning_assignment(&kafka, &name)?;
     }
+    if opts.ephemeral && opts.exactly_once {
+        return Err(Error::config(
+            "exactly_once",
+            format!("`{name}` keeps no state across starts: it has no transaction to commit"),
+        ));
+    }
     let table_topics: Vec<(Topic, String)> = probe
         .tables()
         .into_iter()
@@ -211,7 +221,10 @@ pub async fn run_stage(
     drop(probe);
     let dlq = kafka.dead_letter_topic(&name);
     let state_topic = kafka.state_topic(&name);
-    let mut topics = vec![(dlq.clone(), false), (state_topic.clone(), true)];
+    let mut topics = vec![(dlq.clone(), false)];
+    if !opts.ephemeral {
+        topics.push((state_topic.clone(), true));
+    }
     topics.extend(inputs.iter().map(|(_, n)| (n.clone(), false)));
     // A table (one row per key matters) is compacted; a stream is not.
     topics.extend(
@@ -246,6 +259,7 @@ pub async fn run_stage(
         state_partitions: 1,
         out,
         exactly_once: opts.exactly_once,
+        ephemeral: opts.ephemeral,
         in_txn: false,
         parts: BTreeMap::new(),
         tables: None,
@@ -276,7 +290,9 @@ pub async fn run_stage(
             }
         }
         let mut c = lock(&core);
-        c.state_partitions = broker::partition_count(&consumer, &state_topic, patience)?;
+        if !opts.ephemeral {
+            c.state_partitions = broker::partition_count(&consumer, &state_topic, patience)?;
+        }
         for (_, out) in &c.outputs {
             let n_out = broker::partition_count(&consumer, out, patience)?;
             if n_out < n_in {
@@ -424,6 +440,12 @@ impl Core {
     /// The commit point: outputs acknowledged, snapshots written, input offsets committed.
     fn commit<C: Consumer<Ctx>>(&mut self, consumer: &C) -> Result<()> {
         self.send_progress()?;
+        if self.ephemeral {
+            // Nothing to keep: the next start reads its inputs from their beginning.
+            self.out.flush()?;
+            self.parts.values_mut().for_each(|p| p.dirty = false);
+            return Ok(());
+        }
         let dirty: Vec<i32> = self
             .parts
             .iter()

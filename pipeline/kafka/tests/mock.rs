@@ -17,6 +17,11 @@ use wfe_normalise::{Normalise, NormaliseConfig};
 
 const PARTITIONS: i32 = 3;
 
+/// The tests that run a stage service take turns: the exactly-once test needs a snapshot
+/// large enough to span several chunks, which a service slowed down by others running beside
+/// it (less input between two commits) may not write.
+static SERVICES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(bootstrap: String) -> KafkaConfig {
     KafkaConfig {
         bootstrap_servers: bootstrap,
@@ -363,11 +368,15 @@ fn codec_round_trips_and_splits_by_workload_under_the_size_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() {
+    let _turn = SERVICES.lock().await;
     let mock = MockCluster::new(1).unwrap();
     let mut cfg = config(mock.bootstrap_servers());
     // Small messages: snapshots span several chunks (half a message each), as a large state
     // does with the default limit.
     cfg.max_message_bytes = 16 * 1024;
+    // Commits close together: one lands while a workload is still learning and holds its
+    // history (runs over a chunk), however fast the service gets through that stretch.
+    cfg.commit_interval_ms = 10;
     for t in [
         cfg.topic(Topic::MetricsRaw),
         cfg.topic(Topic::MetricsNorm),
@@ -397,6 +406,7 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
         instance: "t".into(),
         health: Default::default(),
         control: Default::default(),
+        ephemeral: false,
     };
     let service = tokio::spawn(run_stage(normalise_factory(), opts, async {
         let _ = rx.await;
@@ -573,6 +583,7 @@ impl Stage for Poisoned {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_stage_dead_letters_the_message_and_the_partition_goes_on() {
+    let _turn = SERVICES.lock().await;
     let mock = MockCluster::new(1).unwrap();
     let cfg = config(mock.bootstrap_servers());
     for t in [
@@ -628,6 +639,7 @@ async fn a_panicking_stage_dead_letters_the_message_and_the_partition_goes_on() 
         instance: "t".into(),
         health: Default::default(),
         control: Default::default(),
+        ephemeral: false,
     };
     let factory: StageFactory = Box::new(|| {
         Ok(Box::new(Poisoned(Normalise::new(NormaliseConfig::default())?)) as Box<dyn Stage>)
@@ -704,6 +716,7 @@ fn wait_committed(cfg: &KafkaConfig, group: &str, topic: &str) {
 /// for their turn (at the end) instead of handing them over at once, ahead of every batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs() {
+    let _turn = SERVICES.lock().await;
     let mock = MockCluster::new(1).unwrap();
     let mut cfg = config(mock.bootstrap_servers());
     // The second service joins once the mock cluster has let the first member's session
@@ -731,6 +744,7 @@ async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs
             instance: instance.into(),
             health: Default::default(),
             control: Default::default(),
+            ephemeral: false,
         };
         let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
             let _ = rx.await;
@@ -784,4 +798,114 @@ async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs
         flushed.iter().chain(&markers).all(|s| *s),
         "flushed rows {flushed:?} and end markers {markers:?} keep the replay's seqs"
     );
+}
+
+/// An ephemeral service (the fleet's API) needs no state topic and commits nothing: a second
+/// start in the same group reads every input message again, and the group holds no offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_service_keeps_nothing_and_a_restart_reads_from_the_beginning() {
+    let _turn = SERVICES.lock().await;
+    let mock = MockCluster::new(1).unwrap();
+    let mut cfg = config(mock.bootstrap_servers());
+    cfg.consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    // No state topic: the mock cluster creates none, and the service must not need one.
+    for t in [
+        cfg.topic(Topic::MetricsRaw),
+        cfg.topic(Topic::MetricsNorm),
+        cfg.dead_letter_topic("normalise"),
+    ] {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    let raw = cfg.topic(Topic::MetricsRaw);
+    let mut src = source();
+    replay_source(&cfg, &mut src, Topic::MetricsRaw, None, true, "test")
+        .await
+        .unwrap();
+    let mut ends = Vec::new();
+    for instance in ["a", "b"] {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = ServiceOptions {
+            kafka: cfg.clone(),
+            exactly_once: false,
+            instance: instance.into(),
+            health: Default::default(),
+            control: Default::default(),
+            ephemeral: true,
+        };
+        let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
+            let _ = rx.await;
+        }));
+        // The first start's rows, or (the second) twice as many: each ends every partition.
+        let want = ends
+            .first()
+            .map_or(1, |f: &wfe_kafka::testing::TopicContents| 2 * f.rows.len());
+        let c = cfg.clone();
+        let norm = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            loop {
+                let got = read_topic(&c, Topic::MetricsNorm, PARTITIONS).unwrap();
+                if got.ended == PARTITIONS as usize && got.rows.len() >= want {
+                    return got;
+                }
+                let (rows, ended) = (got.rows.len(), got.ended);
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "{rows} rows of {want}, {ended} partitions ended"
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+        .await
+        .unwrap();
+        tx.send(()).unwrap();
+        let report = task.await.unwrap().unwrap();
+        assert_eq!(report.commits, 0, "{report:?}");
+        ends.push(norm);
+    }
+    // The second start made every row again: it read metrics.raw from its beginning.
+    let (first, second) = (&ends[0], &ends[1]);
+    assert!(!first.rows.is_empty());
+    assert_eq!(second.rows.len(), 2 * first.rows.len());
+    let c = cfg.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let reader: BaseConsumer = c.consumer(&c.group("normalise")).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&raw, p);
+        }
+        let got = reader
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        got.elements()
+            .iter()
+            .map(|e| e.offset())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        committed.iter().all(|o| *o == rdkafka::Offset::Invalid),
+        "no offsets committed: {committed:?}"
+    );
+}
+
+/// An ephemeral service has no transaction to commit: asking for both is a config error,
+/// said before any broker is reached.
+#[tokio::test]
+async fn an_ephemeral_service_refuses_exactly_once() {
+    let opts = ServiceOptions {
+        kafka: config("127.0.0.1:1".into()),
+        exactly_once: true,
+        instance: "a".into(),
+        health: Default::default(),
+        control: Default::default(),
+        ephemeral: true,
+    };
+    let err = run_stage(normalise_factory(), opts, async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("exactly_once"), "{err}");
+    assert!(!err.is_retryable());
 }

@@ -300,18 +300,21 @@ impl Core {
             .iter()
             .map(|(_, n)| Found::new(&snapshot_key(&self.group, n, p)))
             .collect();
-        broker::scan_partition(
-            &self.kafka,
-            &self.state_topic,
-            p % self.state_partitions,
-            Offset::Beginning,
-            |m| {
-                let h = HeaderMap::from_kafka(m.headers());
-                for f in &mut found {
-                    f.offer(m.key(), &h, m.payload());
-                }
-            },
-        )?;
+        // An ephemeral service has no state topic: it starts every partition afresh.
+        if !self.ephemeral {
+            broker::scan_partition(
+                &self.kafka,
+                &self.state_topic,
+                p % self.state_partitions,
+                Offset::Beginning,
+                |m| {
+                    let h = HeaderMap::from_kafka(m.headers());
+                    for f in &mut found {
+                        f.offer(m.key(), &h, m.payload());
+                    }
+                },
+            )?;
+        }
         let mut found = found.into_iter();
         let own = found
             .next()

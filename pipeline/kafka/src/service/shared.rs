@@ -69,6 +69,8 @@ pub(super) struct Core {
     pub(super) state_partitions: i32,
     pub(super) out: Sender,
     pub(super) exactly_once: bool,
+    /// Keeps no state across starts (`ServiceOptions::ephemeral`).
+    pub(super) ephemeral: bool,
     pub(super) in_txn: bool,
     pub(super) parts: BTreeMap<i32, Part>,
     /// Tables every partition's stage reads whole (none: the stage reads none).
