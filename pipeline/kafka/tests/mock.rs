@@ -710,6 +710,57 @@ fn wait_committed(cfg: &KafkaConfig, group: &str, topic: &str) {
     }
 }
 
+/// A mock cluster for tests that start normalise services one after another in one group:
+/// metrics.raw, metrics.norm, the dead-letter topic and (`with_state`) the state topic, and a
+/// 6 s session, so a second member need not wait out the first's (librdkafka's default 45 s).
+fn restart_cluster(
+    with_state: bool,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    KafkaConfig,
+) {
+    let mock = MockCluster::new(1).unwrap();
+    let mut cfg = config(mock.bootstrap_servers());
+    cfg.consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    let mut topics = vec![
+        cfg.topic(Topic::MetricsRaw),
+        cfg.topic(Topic::MetricsNorm),
+        cfg.dead_letter_topic("normalise"),
+    ];
+    if with_state {
+        topics.push(cfg.state_topic("normalise"));
+    }
+    for t in topics {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    (mock, cfg)
+}
+
+/// A normalise service (at-least-once) running until the returned sender says stop.
+fn serve_normalise(
+    cfg: &KafkaConfig,
+    instance: &str,
+    ephemeral: bool,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<wfe_contract::Result<wfe_kafka::ServiceReport>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServiceOptions {
+        kafka: cfg.clone(),
+        exactly_once: false,
+        instance: instance.into(),
+        health: Default::default(),
+        control: Default::default(),
+        ephemeral,
+    };
+    let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
+        let _ = rx.await;
+    }));
+    (tx, task)
+}
+
 /// A partition restored after the last data message of a replay (the service was away, the
 /// broker restarted) sees nothing but the end-of-stream marker: its flush's rows and its own
 /// marker still say that their seqs are the replay's, so other instances' tables queue them
@@ -717,42 +768,14 @@ fn wait_committed(cfg: &KafkaConfig, group: &str, topic: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs() {
     let _turn = SERVICES.lock().await;
-    let mock = MockCluster::new(1).unwrap();
-    let mut cfg = config(mock.bootstrap_servers());
-    // The second service joins once the mock cluster has let the first member's session
-    // lapse (librdkafka's default is 45 s).
-    cfg.consumer_properties
-        .insert("session.timeout.ms".into(), "6000".into());
-    for t in [
-        cfg.topic(Topic::MetricsRaw),
-        cfg.topic(Topic::MetricsNorm),
-        cfg.dead_letter_topic("normalise"),
-        cfg.state_topic("normalise"),
-    ] {
-        mock.create_topic(&t, PARTITIONS, 1).unwrap();
-    }
+    let (_mock, cfg) = restart_cluster(true);
     let raw = cfg.topic(Topic::MetricsRaw);
     let mut src = source();
     replay_source(&cfg, &mut src, Topic::MetricsRaw, None, false, "test")
         .await
         .unwrap();
-    let serve = |cfg: &KafkaConfig, instance: &str| {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let opts = ServiceOptions {
-            kafka: cfg.clone(),
-            exactly_once: false,
-            instance: instance.into(),
-            health: Default::default(),
-            control: Default::default(),
-            ephemeral: false,
-        };
-        let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
-            let _ = rx.await;
-        }));
-        (tx, task)
-    };
     // The first service reads every data message and commits; then it is gone.
-    let (stop, first) = serve(&cfg, "a");
+    let (stop, first) = serve_normalise(&cfg, "a", false);
     let (c, r) = (cfg.clone(), raw.clone());
     tokio::task::spawn_blocking(move || wait_committed(&c, &c.group("normalise"), &r))
         .await
@@ -764,7 +787,7 @@ async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs
         .unwrap()
         .end_of_stream(&raw, PARTITIONS)
         .unwrap();
-    let (stop, second) = serve(&cfg, "b");
+    let (stop, second) = serve_normalise(&cfg, "b", false);
     let c = cfg.clone();
     tokio::task::spawn_blocking(move || wait_for_end(&c, Topic::MetricsNorm))
         .await
@@ -805,18 +828,8 @@ async fn a_partition_restored_at_the_end_of_a_replay_flushes_in_the_replays_seqs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ephemeral_service_keeps_nothing_and_a_restart_reads_from_the_beginning() {
     let _turn = SERVICES.lock().await;
-    let mock = MockCluster::new(1).unwrap();
-    let mut cfg = config(mock.bootstrap_servers());
-    cfg.consumer_properties
-        .insert("session.timeout.ms".into(), "6000".into());
     // No state topic: the mock cluster creates none, and the service must not need one.
-    for t in [
-        cfg.topic(Topic::MetricsRaw),
-        cfg.topic(Topic::MetricsNorm),
-        cfg.dead_letter_topic("normalise"),
-    ] {
-        mock.create_topic(&t, PARTITIONS, 1).unwrap();
-    }
+    let (_mock, cfg) = restart_cluster(false);
     let raw = cfg.topic(Topic::MetricsRaw);
     let mut src = source();
     replay_source(&cfg, &mut src, Topic::MetricsRaw, None, true, "test")
@@ -824,18 +837,7 @@ async fn an_ephemeral_service_keeps_nothing_and_a_restart_reads_from_the_beginni
         .unwrap();
     let mut ends = Vec::new();
     for instance in ["a", "b"] {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let opts = ServiceOptions {
-            kafka: cfg.clone(),
-            exactly_once: false,
-            instance: instance.into(),
-            health: Default::default(),
-            control: Default::default(),
-            ephemeral: true,
-        };
-        let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
-            let _ = rx.await;
-        }));
+        let (tx, task) = serve_normalise(&cfg, instance, true);
         // The first start's rows, or (the second) twice as many: each ends every partition.
         let want = ends
             .first()
