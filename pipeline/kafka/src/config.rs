@@ -180,6 +180,13 @@ impl KafkaConfig {
         c.set("acks", "all");
         c.set("linger.ms", "5");
         c.set("compression.type", "lz4");
+        // One produce request in flight per broker connection. An idempotent producer may have
+        // five in flight per partition, and with five out and more queued its broker thread
+        // spins until the broker answers (librdkafka 2.12): over a slow broker (the load test
+        // at 1,000 workloads over tansu) most of each service's CPU. Order and idempotence are
+        // kept; batches grow while a request is out (`linger.ms` still caps the wait when the
+        // broker is quick).
+        c.set("max.in.flight.requests.per.connection", "1");
         // Kafka's Java partitioner, so a workload lands where a Java or Go producer puts it.
         c.set("partitioner", "murmur2_random");
         match transactional_id {
