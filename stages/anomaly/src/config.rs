@@ -32,6 +32,8 @@ pub enum DetectorKind {
     Iforest,
     /// LSTM autoencoder reconstruction error (needs a build with libtorch).
     Lstm,
+    /// Distance from the metric's usual value at this time of the season (`seasonal.rs`).
+    Seasonal,
 }
 
 impl DetectorKind {
@@ -56,9 +58,21 @@ pub enum ThresholdMethod {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyConfig {
-    /// Detectors whose calibrated scores are added: any of `pca`, `range`, `iforest`, `lstm`.
+    /// Detectors whose calibrated scores are added: any of `pca`, `range`, `iforest`, `lstm`,
+    /// `seasonal`.
     #[serde(default = "d_detectors")]
     pub detectors: Vec<DetectorKind>,
+    /// The detectors of a workload with a single metric (a CloudWatch metric, one gauge),
+    /// instead of `detectors`: a PCA across metrics has nothing to work with there, and what is
+    /// unusual for one series is mostly unusual for its time of day.
+    #[serde(default = "d_single")]
+    pub single_metric_detectors: Vec<DetectorKind>,
+    /// `seasonal`: the season's length (s) and the slices its profile is cut into (a profile
+    /// holds `season_buckets` values per metric whatever the step).
+    #[serde(default = "d_season")]
+    pub season_s: u64,
+    #[serde(default = "d_buckets")]
+    pub season_buckets: usize,
     /// Weight per detector (default 1), e.g. `{ iforest = 0.5 }`.
     #[serde(default)]
     pub weights: BTreeMap<DetectorKind, f64>,
@@ -131,6 +145,17 @@ pub struct AnomalyConfig {
 fn d_detectors() -> Vec<DetectorKind> {
     vec![DetectorKind::Pca, DetectorKind::Range]
 }
+fn d_single() -> Vec<DetectorKind> {
+    vec![DetectorKind::Seasonal, DetectorKind::Range]
+}
+fn d_season() -> u64 {
+    86_400
+}
+fn d_buckets() -> usize {
+    288
+}
+/// The most slices a season's profile may have: each is a value per metric per workload.
+pub const MAX_SEASON_BUCKETS: usize = 10_080;
 fn d_smoothing() -> f64 {
     0.3
 }
@@ -186,6 +211,9 @@ impl Default for AnomalyConfig {
         Self {
             retire_after_s: d_retire(),
             detectors: d_detectors(),
+            single_metric_detectors: d_single(),
+            season_s: d_season(),
+            season_buckets: d_buckets(),
             weights: BTreeMap::new(),
             smoothing: d_smoothing(),
             threshold: d_threshold(),
@@ -214,16 +242,41 @@ impl AnomalyConfig {
         self.weights.get(&kind).copied().unwrap_or(1.0)
     }
 
+    /// The detectors of a workload with `width` metrics.
+    pub fn detectors_for(&self, width: usize) -> &[DetectorKind] {
+        if width == 1 {
+            &self.single_metric_detectors
+        } else {
+            &self.detectors
+        }
+    }
+
     /// Checks the settings; the error names the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(Error::config(format!("stages.anomaly.{key}"), why));
-        if self.detectors.is_empty() {
+        for (key, kinds) in [
+            ("detectors", &self.detectors),
+            ("single_metric_detectors", &self.single_metric_detectors),
+        ] {
+            if kinds.is_empty() {
+                return bad(
+                    key,
+                    "name at least one of pca, range, iforest, lstm, seasonal",
+                );
+            }
+        }
+        let all = || self.detectors.iter().chain(&self.single_metric_detectors);
+        if all().any(|&k| k == DetectorKind::Seasonal)
+            && !(self.season_s > 0 && (1..=MAX_SEASON_BUCKETS).contains(&self.season_buckets))
+        {
             return bad(
-                "detectors",
-                "name at least one of pca, range, iforest, lstm",
+                "season_s",
+                &format!(
+                    "the seasonal detector needs season_s > 0 and season_buckets in 1..={MAX_SEASON_BUCKETS}"
+                ),
             );
         }
-        if self.detectors.contains(&DetectorKind::Lstm) {
+        if all().any(|&k| k == DetectorKind::Lstm) {
             if !wfe_neural::available() {
                 return Err(wfe_neural::unavailable("stages.anomaly.detectors (lstm)"));
             }

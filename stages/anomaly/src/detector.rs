@@ -24,6 +24,7 @@ use crate::iforest::IsolationForest;
 use crate::lstm::LstmDetector;
 use crate::pca::PcaModel;
 use crate::range::RangeModel;
+use crate::seasonal::{Clock, SeasonalModel};
 use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot};
 
 /// Weight of a metric's PCA error share next to its range deviation (in band widths).
@@ -40,6 +41,7 @@ pub enum Model {
     /// Boxed: five times the size of the others, and most workloads have no LSTM (serde
     /// encodes a box as its content, so snapshots are unchanged).
     Lstm(Box<LstmDetector>),
+    Seasonal(SeasonalModel),
 }
 
 impl Model {
@@ -49,6 +51,7 @@ impl Model {
             Model::Range(_) => DetectorKind::Range,
             Model::IsolationForest(_) => DetectorKind::Iforest,
             Model::Lstm(_) => DetectorKind::Lstm,
+            Model::Seasonal(_) => DetectorKind::Seasonal,
         }
     }
 
@@ -87,6 +90,28 @@ pub struct Ensemble {
     pub tail: Vec<f64>,
 }
 
+/// Raw scores of a detector that deviates per metric (`score` fills a row's deviations and
+/// returns their sum): each row's sum into `raw`, and each deviation, weighted, into
+/// `contrib` when given (experts name the metrics that left their usual values).
+fn deviations(
+    m: usize,
+    d: usize,
+    weight: f64,
+    mut score: impl FnMut(usize, &mut [f64]) -> f64,
+    raw: &mut Vec<f64>,
+    mut contrib: Option<&mut [f64]>,
+) {
+    let mut dev = vec![0.0; d];
+    for r in 0..m {
+        raw.push(score(r, &mut dev));
+        if let Some(c) = contrib.as_deref_mut() {
+            for (j, v) in dev.iter().enumerate() {
+                c[r * d + j] += weight * v;
+            }
+        }
+    }
+}
+
 /// Median, and q99 minus median (1 where that is 0), of finite raw scores.
 fn calibration(raw: &[f64]) -> (f64, f64) {
     let mut sorted: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite()).collect();
@@ -111,15 +136,21 @@ fn flatten(history: &[Vec<f64>], d: usize) -> Vec<f64> {
 
 impl Ensemble {
     /// Fits every configured detector on the history (rows of scaled values, NaN = missing)
-    /// and sets the threshold from the history's own combined scores: no labels needed.
-    pub fn fit(history: &[Vec<f64>], cfg: &AnomalyConfig) -> Result<Self, String> {
-        Self::fit_scored(history, cfg).map(|(ens, _)| ens)
+    /// and sets the threshold from the history's own combined scores: no labels needed. The
+    /// `clock` places the history's steps in time, which the `seasonal` detector needs.
+    pub fn fit(
+        history: &[Vec<f64>],
+        clock: Option<Clock>,
+        cfg: &AnomalyConfig,
+    ) -> Result<Self, String> {
+        Self::fit_scored(history, clock, cfg).map(|(ens, _)| ens)
     }
 
     /// [`Ensemble::fit`], also returning the smoothed scores the threshold was set on (the
     /// held-out part of the history): the base of the workload's [`crate::Level`].
     pub fn fit_scored(
         history: &[Vec<f64>],
+        clock: Option<Clock>,
         cfg: &AnomalyConfig,
     ) -> Result<(Self, Vec<f64>), String> {
         let n = history.len();
@@ -129,7 +160,8 @@ impl Ensemble {
                 "need at least 2 steps of at least 1 metric, have {n} x {d}"
             ));
         }
-        let parts = Self::fit_parts(history, d, cfg)?;
+        let times = clock.map(|c| c.times(n)).unwrap_or_default();
+        let parts = Self::fit_parts(history, &times, d, cfg)?;
         let mut ens = Self {
             parts,
             width: d,
@@ -145,7 +177,7 @@ impl Ensemble {
         let held_out = cfg.holdout > 0.0 && split >= 2 && n - split >= 2;
         let (probe, calib_rows) = if held_out {
             (
-                Self::fit_parts(&history[..split], d, cfg)?,
+                Self::fit_parts(&history[..split], times.get(..split).unwrap_or(&[]), d, cfg)?,
                 &history[split..],
             )
         } else {
@@ -161,9 +193,10 @@ impl Ensemble {
             tail: flatten(&history[before.saturating_sub(context)..before], d),
         };
         let flat = flatten(calib_rows, d);
+        let calib_times = times.get(n - calib_rows.len()..).unwrap_or(&[]);
         let (mut raw, mut combined) = (Vec::new(), vec![0.0; calib_rows.len()]);
         for (i, part) in ens.parts.iter_mut().enumerate() {
-            probe.part_scores(i, &flat, &mut raw, None);
+            probe.part_scores(i, &flat, calib_times, &mut raw, None);
             (part.center, part.scale) = calibration(&raw);
             for (c, r) in combined.iter_mut().zip(&raw) {
                 let v = part.weight * (r - part.center) / part.scale;
@@ -190,10 +223,16 @@ impl Ensemble {
         Ok((ens, smoothed))
     }
 
-    /// Fits each configured detector (uncalibrated) on `history`.
-    fn fit_parts(history: &[Vec<f64>], d: usize, cfg: &AnomalyConfig) -> Result<Vec<Part>, String> {
+    /// Fits each detector configured for `d` metrics (uncalibrated) on `history`, whose steps
+    /// are at `times` (none: no detector may need them).
+    fn fit_parts(
+        history: &[Vec<f64>],
+        times: &[i64],
+        d: usize,
+        cfg: &AnomalyConfig,
+    ) -> Result<Vec<Part>, String> {
         let mut parts = Vec::new();
-        for &kind in &cfg.detectors {
+        for &kind in cfg.detectors_for(d) {
             let model = match kind {
                 DetectorKind::Pca => Model::Pca(PcaModel::fit(history, cfg.variance)?),
                 DetectorKind::Range => {
@@ -209,6 +248,16 @@ impl Ensemble {
                 DetectorKind::Lstm => {
                     Model::Lstm(Box::new(LstmDetector::fit(history, d, &cfg.lstm)?))
                 }
+                DetectorKind::Seasonal if times.is_empty() => {
+                    return Err("the seasonal detector needs the times of the history".into());
+                }
+                DetectorKind::Seasonal => Model::Seasonal(SeasonalModel::fit(
+                    history,
+                    times,
+                    d,
+                    i64::try_from(cfg.season_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+                    cfg.season_buckets,
+                )?),
             };
             parts.push(Part {
                 weight: cfg.weight(kind),
@@ -239,8 +288,16 @@ impl Ensemble {
     }
 
     /// Raw scores of part `i` for each row of `rows` (`width` values each, following the rows
-    /// in `tail`); adds its weighted per-metric contributions into `contrib` when given.
-    fn part_scores(&self, i: usize, rows: &[f64], raw: &mut Vec<f64>, contrib: Option<&mut [f64]>) {
+    /// in `tail`, at `times`); adds its weighted per-metric contributions into `contrib` when
+    /// given.
+    fn part_scores(
+        &self,
+        i: usize,
+        rows: &[f64],
+        times: &[i64],
+        raw: &mut Vec<f64>,
+        contrib: Option<&mut [f64]>,
+    ) {
         let d = self.width;
         let m = rows.len() / d;
         raw.clear();
@@ -263,16 +320,20 @@ impl Ensemble {
                 }
             }
             Model::Range(rm) => {
-                let mut dev = vec![0.0; d];
-                let mut c = contrib;
-                for r in 0..m {
-                    raw.push(rm.deviations_into(&rows[r * d..(r + 1) * d], &mut dev));
-                    if let Some(c) = c.as_deref_mut() {
-                        for (j, v) in dev.iter().enumerate() {
-                            c[r * d + j] += part.weight * v;
-                        }
+                let score =
+                    |r: usize, dev: &mut [f64]| rm.deviations_into(&rows[r * d..(r + 1) * d], dev);
+                deviations(m, d, part.weight, score, raw, contrib);
+            }
+            Model::Seasonal(sm) => {
+                // A step without its time (none given) deviates by 0.
+                let score = |r: usize, dev: &mut [f64]| match times.get(r) {
+                    Some(&t) => sm.deviations_into(t, &rows[r * d..(r + 1) * d], dev),
+                    None => {
+                        dev.fill(0.0);
+                        0.0
                     }
-                }
+                };
+                deviations(m, d, part.weight, score, raw, contrib);
             }
             Model::IsolationForest(f) => {
                 raw.extend((0..m).map(|r| f.score(&rows[r * d..(r + 1) * d])));
@@ -304,12 +365,14 @@ impl Ensemble {
     }
 
     /// Combined calibrated (unsmoothed) score per row of `rows` (`width` values each, NaN =
-    /// missing; extra columns beyond the fitted width are ignored), and per-metric
-    /// contributions, row-major with [`Ensemble::width`] per row.
+    /// missing; extra columns beyond the fitted width are ignored; one time per row, which
+    /// the `seasonal` detector reads), and per-metric contributions, row-major with
+    /// [`Ensemble::width`] per row.
     pub fn score_block(
         &mut self,
         rows: &[f64],
         width: usize,
+        times: &[i64],
         scores: &mut Vec<f64>,
         contrib: &mut Vec<f64>,
     ) {
@@ -337,7 +400,7 @@ impl Ensemble {
         contrib.resize(m * d, 0.0);
         let mut raw = Vec::new();
         for i in 0..self.parts.len() {
-            self.part_scores(i, &fitted, &mut raw, Some(contrib));
+            self.part_scores(i, &fitted, times, &mut raw, Some(contrib));
             let p = &self.parts[i];
             for (s, r) in scores.iter_mut().zip(&raw) {
                 let v = p.weight * (r - p.center) / p.scale;

@@ -4,7 +4,9 @@
 //! 1. **Learn** on the workload's history (steps labelled `split=train`, else its first
 //!    `learn_steps` steps): fit each configured detector ([`detector`]): PCA reconstruction
 //!    ([`pca`]), the range each metric keeps ([`range`]), an isolation forest ([`iforest`]),
-//!    an LSTM autoencoder ([`lstm`], with libtorch: the `torch` feature).
+//!    an LSTM autoencoder ([`lstm`], with libtorch: the `torch` feature); a workload with one
+//!    metric gets `single_metric_detectors` instead: by default its distance from its usual
+//!    value at this time of day ([`seasonal`]) and the range.
 //! 2. **Score** each later step: every detector's score on a scale calibrated on history,
 //!    weighted and added, then smoothed over time; per-metric contributions say which metrics
 //!    moved.
@@ -26,6 +28,7 @@ pub mod lstm;
 mod pca;
 pub mod pot;
 pub mod range;
+pub mod seasonal;
 pub mod segment;
 mod snapshot;
 
@@ -44,6 +47,7 @@ pub use config::{AnomalyConfig, DetectorKind, ThresholdMethod};
 pub use detector::Ensemble;
 pub use level::Level;
 pub use pca::PcaModel;
+pub use seasonal::Clock;
 pub use segment::{Change, Segment};
 pub use wfe_domain::stats::quantile;
 
@@ -65,6 +69,10 @@ struct Workload {
     /// The alerts opened in the trailing day, for the alert budget (with the level).
     #[serde(skip)]
     budget: Budget,
+    /// The step of the workload's newest row (ms), which places its history in time for the
+    /// fit; kept while learning in entries of its own (`step/<workload>`, see `snapshot.rs`).
+    #[serde(skip)]
+    step_ms: i64,
 }
 
 impl HasSlots for Workload {
@@ -159,8 +167,10 @@ impl Anomaly {
         })
     }
 
-    /// Ends a workload's learning: fits the detectors on its history, if there is enough.
-    fn fit(cfg: &AnomalyConfig, name: &str, wk: &mut Workload, ctx: &mut Context) {
+    /// Ends a workload's learning: fits the detectors on its history, if there is enough. The
+    /// history's rows are consecutive steps (normalise emits every step, missing values as
+    /// NaN) whose last is at `end_ms`.
+    fn fit(cfg: &AnomalyConfig, name: &str, wk: &mut Workload, end_ms: i64, ctx: &mut Context) {
         let history = std::mem::take(&mut wk.history);
         if history.len() < cfg.min_learn_steps {
             wk.unscored = true;
@@ -172,7 +182,11 @@ impl Anomaly {
             );
             return;
         }
-        match Ensemble::fit_scored(&history, cfg) {
+        let clock = Clock {
+            end_ms,
+            step_ms: wk.step_ms,
+        };
+        match Ensemble::fit_scored(&history, Some(clock), cfg) {
             Ok((model, held_out)) => {
                 wk.model = Some(model);
                 wk.level = Level::new(&held_out);
@@ -266,6 +280,7 @@ impl Stage for Anomaly {
         let cfg = &self.cfg;
         let replayed = nb.for_each_dense(&mut workloads, |d| {
             let wk = d.state;
+            wk.step_ms = d.step.step_ms;
             if wk.model.is_none() && !wk.unscored {
                 let split = d.step.label.and_then(|l| labels::get(l, "split"));
                 let learning = match split {
@@ -276,7 +291,8 @@ impl Stage for Anomaly {
                     wk.history.push(d.scaled.to_vec());
                     return Ok(());
                 }
-                Self::fit(cfg, d.step.workload, wk, ctx);
+                let end_ms = d.step.time - d.step.step_ms;
+                Self::fit(cfg, d.step.workload, wk, end_ms, ctx);
             }
             let Some(model) = &wk.model else {
                 return Ok(());
@@ -305,7 +321,7 @@ impl Stage for Anomaly {
             let name = workloads.names.names[id].clone();
             let wk = &mut workloads.items[id];
             let Some(model) = &mut wk.model else { continue };
-            model.score_block(&values, width, &mut scores, &mut contrib);
+            model.score_block(&values, width, &times, &mut scores, &mut contrib);
             let d = model.width;
             for (i, &time) in times.iter().enumerate() {
                 self.step(
@@ -333,10 +349,17 @@ impl Stage for Anomaly {
 
     fn flush(&mut self, ctx: &mut Context, _out: &mut dyn Collector) -> Result<()> {
         // Workloads still learning get their model now (a later run restores it); open
-        // segments stay open: the input stopped, the anomaly did not end.
+        // segments stay open: the input stopped, the anomaly did not end. One restored from a
+        // state written before steps were kept does not know its step: it is fitted at its
+        // next step, on the same history.
         for (name, wk) in self.workloads.iter_mut() {
-            if wk.model.is_none() && !wk.unscored && !wk.history.is_empty() {
-                Self::fit(&self.cfg, name, wk, ctx);
+            let end_ms = wk.slots.last_step;
+            if let Some(end_ms) = end_ms.filter(|_| wk.step_ms > 0)
+                && wk.model.is_none()
+                && !wk.unscored
+                && !wk.history.is_empty()
+            {
+                Self::fit(&self.cfg, name, wk, end_ms, ctx);
             }
         }
         Ok(())

@@ -17,7 +17,7 @@ use crate::config::JobConfig;
 pub enum EvalCommand {
     /// Anomaly detection: best and label-free F1, F1 PA, AUPRC, HitRate@100%/150%, and the
     /// label-free threshold's alerts event by event (detected segments, delay, alerts per day).
-    Anomaly(EvalArgs),
+    Anomaly(AnomalyArgs),
     /// Fingerprints: leave-one-out service-group accuracy and cold-start allocation error.
     Fingerprint(EvalArgs),
     /// Forecasts: MAE, MASE, pinball loss and interval coverage per model and horizon, and
@@ -39,11 +39,24 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct AnomalyArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Each metric that experts named in a labelled segment alone, as a workload of one
+    /// series labelled where they named it: the single-metric detectors' figures.
+    #[arg(long)]
+    pub single_metric: bool,
+}
+
 pub fn eval(cmd: EvalCommand) -> Result<()> {
     match cmd {
-        EvalCommand::Anomaly(args) => {
+        EvalCommand::Anomaly(AnomalyArgs {
+            eval: args,
+            single_metric,
+        }) => {
             let cfg = JobConfig::load(args.config.as_deref())?;
-            let report = anomaly::evaluate(&args.data, &cfg.stages.anomaly)?;
+            let report = anomaly::evaluate(&args.data, &cfg.stages.anomaly, single_metric)?;
             print_report(args.json, &report, anomaly::render);
         }
         EvalCommand::Fingerprint(args) => {
