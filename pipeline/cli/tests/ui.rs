@@ -279,6 +279,37 @@ fn check_api(addr: &str) -> String {
         decisions["decisions"].as_array().unwrap().len() as u64,
         detail["decisions"].as_u64().unwrap()
     );
+    // The metrics its segments named are followed from a little before the first named each.
+    let metrics = get(addr, &format!("/api/v1/workloads/{w}/metrics"));
+    let followed = metrics["followed"].as_array().unwrap();
+    assert!(!followed.is_empty(), "{metrics}");
+    assert!(followed.len() <= wfe_http::api::FOLLOWED_CAP, "{metrics}");
+    let m = followed[0].as_str().unwrap();
+    let one = get(addr, &format!("/api/v1/workloads/{w}/metrics/{m}"));
+    assert_eq!(one["followed"], true, "{one}");
+    let points = one["points"].as_array().unwrap();
+    assert!(
+        points.len() > wfe_http::api::PREROLL,
+        "{} points",
+        points.len()
+    );
+    let named = one["anomalies"].as_array().unwrap();
+    let first = named[0]["start"].as_i64().unwrap();
+    if points.len() < wfe_http::api::METRIC_CAP {
+        assert!(
+            points[0][0].as_i64().unwrap() < first,
+            "the series begins before the first segment that named it"
+        );
+    }
+    let (status, body) = http(
+        "GET",
+        addr,
+        &format!("/api/v1/workloads/{w}/metrics/nope"),
+        &[],
+        "",
+    );
+    assert_eq!(status, 404);
+    assert!(body.contains("no metric `nope`"), "{body}");
     let (status, _) = http("GET", addr, &format!("/api/v1/workloads/{w}/nope"), &[], "");
     assert_eq!(status, 404);
     let (status, body) = http("GET", addr, "/api/v1/workloads/nope", &[], "");
@@ -443,9 +474,38 @@ fn check_ui(addr: &str, workload: &str) {
     let table = table.split("</div>").next().unwrap_or_default();
     let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
     assert_eq!(rows.len(), segments.len().min(10), "{table}");
+    let links: Vec<&str> = rows[0]
+        .split("data-metric=\"")
+        .skip(1)
+        .map(|r| r.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        links, top,
+        "the newest segment's top metrics, each a link to its series, not first: {table}"
+    );
+
+    // Click-through: a named metric's series, shaded where segments named it (the page the
+    // link opens draws the same chart the click draws in place).
+    let metric = get(
+        addr,
+        &format!("/api/v1/workloads/{workload}/metrics/{}", top[0]),
+    );
+    let points = metric["points"].as_array().unwrap().len();
+    let named = metric["anomalies"].as_array().unwrap().len();
+    let url_m = format!("{url}&metric={}", top[0]);
+    let out = chromium_run(&["--dump-dom", &url_m]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    let card = page.split("id=\"metric\"").nth(1).unwrap_or_default();
+    let card = card.split('>').next().unwrap_or_default();
+    for (key, want) in [("ready", 1), ("points", points), ("anomalies", named)] {
+        assert!(
+            card.contains(&format!("data-{key}=\"{want}\"")),
+            "metric card {key} != {want}: {card}"
+        );
+    }
     assert!(
-        rows[0].contains(&format!("<span class=\"top\">{}</span>", top.join(", "))),
-        "the newest segment's top metrics {top:?} not first: {table}"
+        page.contains("class=\"metric-line\""),
+        "no metric series drawn"
     );
 
     let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wfe-ui.png");

@@ -7,7 +7,8 @@
 //! - actual demand per resource (through the job's `[[resources]]`, as tier-select reads it)
 //!   and, per resource and horizon, the forecast quantiles at their target time;
 //! - the latest fingerprint, and the neighbours of its last cold-start window;
-//! - anomaly segments by id (opened, updated, closed);
+//! - anomaly segments by id (opened, updated, closed), and the series of the metrics they
+//!   name ([`metrics`]);
 //! - decisions with their explanation, actions, and the running cost: each decision's
 //!   expected cost per hour held until the next one, integrated over event time.
 //!
@@ -26,6 +27,8 @@ use fold::{
     evict, fold_actions, fold_actuals, fold_anomalies, fold_decisions, fold_fingerprints,
     fold_forecasts,
 };
+mod metrics;
+pub use metrics::{FOLLOWED_CAP, METRIC_CAP, METRICS_PER_WORKLOAD, MetricsView, PREROLL};
 mod view;
 pub use view::{
     ActionView, DecisionView, EVENTS_CAP, FingerprintView, ForecastPoint, ForecastSeries,
@@ -124,7 +127,9 @@ impl Stage for ApiStage {
         let maps = &self.maps;
         let result = self.state.write(|s| {
             let r = match (topic, steps) {
-                (Topic::MetricsNorm, Some(steps)) => steps.map(|st| fold_actuals(s, maps, st)),
+                (Topic::MetricsNorm, Some(steps)) => steps
+                    .map(|st| fold_actuals(s, maps, st))
+                    .and_then(|()| metrics::fold_metric_values(s, &batch)),
                 (Topic::Fingerprints, _) => fold_fingerprints(s, &batch),
                 (Topic::Anomalies, _) => fold_anomalies(s, &batch),
                 (Topic::Forecasts, _) => fold_forecasts(s, &batch),

@@ -58,6 +58,8 @@ pub fn serve(listen: &str, ep: Endpoints) -> Result<Server> {
             .route("/api/v1/workloads", web::get().to(workloads))
             .route("/api/v1/workloads/{w}", web::get().to(workload))
             .route("/api/v1/workloads/{w}/series", web::get().to(series))
+            .route("/api/v1/workloads/{w}/metrics", web::get().to(metric_names))
+            .route("/api/v1/workloads/{w}/metrics/{m}", web::get().to(metric))
             .route("/api/v1/workloads/{w}/{list}", web::get().to(list))
             .route("/api/v1/cost", web::get().to(cost));
     })
@@ -323,6 +325,46 @@ async fn series(
 }
 
 /// A workload's anomaly segments, decisions or actions.
+/// The metrics of a workload: those followed (named by its anomaly segments) and all seen.
+async fn metric_names(
+    req: HttpRequest,
+    ep: web::Data<Endpoints>,
+    w: web::Path<String>,
+) -> HttpResponse {
+    with_workload(&req, &ep, &w, |v| {
+        let m = &v.metrics;
+        json!({ "workload": *w, "followed": m.followed.keys().collect::<Vec<_>>(), "seen": m.recent.keys().collect::<Vec<_>>() })
+    })
+}
+
+/// One metric's series (values before scaling): followed since a segment named it, else its
+/// newest few points; 404 naming it when never seen.
+async fn metric(
+    req: HttpRequest,
+    ep: web::Data<Endpoints>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (w, m) = path.into_inner();
+    with_state(&req, &ep, |s| {
+        let found = s.workloads.get(&w).map(|v| v.metrics.series(&m));
+        match found {
+            Some(Some((points, followed))) => HttpResponse::Ok().json(json!({
+                "workload": w, "metric": m, "followed": followed, "points": points,
+                // The segments that named it, to shade on its chart.
+                "anomalies": s.workloads[&w].anomalies.iter().filter(|a| a.top_metrics.contains(&m)).collect::<Vec<_>>(),
+            })),
+            Some(None) => error(
+                actix_web::http::StatusCode::NOT_FOUND,
+                format!("workload `{w}` has no metric `{m}`"),
+            ),
+            None => error(
+                actix_web::http::StatusCode::NOT_FOUND,
+                format!("no workload `{w}` ({} known)", s.workloads.len()),
+            ),
+        }
+    })
+}
+
 async fn list(
     req: HttpRequest,
     ep: web::Data<Endpoints>,
@@ -334,7 +376,7 @@ async fn list(
         return with_workload(&req, &ep, &w, |v| answer(&w, v));
     }
     if !["anomalies", "decisions", "actions"].contains(&list.as_str()) {
-        let mut known = vec!["series", "anomalies", "decisions", "actions"];
+        let mut known = vec!["series", "metrics", "anomalies", "decisions", "actions"];
         known.extend(ep.views.iter().map(|(name, _)| *name));
         return error(
             actix_web::http::StatusCode::NOT_FOUND,

@@ -87,6 +87,10 @@ pub(super) fn fold_anomalies(s: &mut State, b: &RecordBatch) -> Result<()> {
     let top = column(b, "top_metrics")?;
     for i in 0..b.num_rows() {
         let w = s.seen(workload.value(i), t.value(i));
+        let named = list_row_str(top.as_ref(), i)?;
+        for m in &named {
+            w.metrics.follow(m);
+        }
         let seg_end = (!end.is_null(i)).then(|| end.value(i));
         let closed = event.value(i) == "closed";
         match w
@@ -116,7 +120,7 @@ pub(super) fn fold_anomalies(s: &mut State, b: &RecordBatch) -> Result<()> {
                     peak_score: score.value(i),
                     threshold: threshold.value(i),
                     detector: detector.value(i).to_string(),
-                    top_metrics: list_row_str(top.as_ref(), i)?,
+                    top_metrics: named,
                 },
                 EVENTS_CAP,
             ),

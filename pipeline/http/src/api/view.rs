@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use super::metrics::MetricsView;
+
 /// Points kept per series (actuals per resource; forecasts per resource and horizon).
 pub const SERIES_CAP: usize = 2000;
 /// Decisions, actions and anomaly segments kept per workload.
@@ -153,6 +155,9 @@ pub struct WorkloadView {
     pub cost_per_hour: f64,
     /// Newest event time seen for the workload.
     pub last_event_time: Option<i64>,
+    /// The metrics its anomaly segments named, followed (served on their own route).
+    #[serde(skip)]
+    pub metrics: MetricsView,
 }
 
 impl WorkloadView {
