@@ -1,7 +1,8 @@
 //! `--http ADDR`: what a wfe process serves over HTTP while it runs: `/metrics` (the
 //! Prometheus recorder is installed only then), `/health`, `/ready`, the run-time settings,
 //! and for embedded runs and the fleet's API service (`wfe stage api`) the API over the
-//! run's state (with each workload's container-size recommendation) and the web UI; with
+//! run's state (with each workload's container-size recommendation, and its cost beside what
+//! reactive scaling would have spent) and the web UI; with
 //! `--keda`, KEDA's external-scaler calls over that same state (gRPC, on an address of its
 //! own).
 //!
@@ -66,6 +67,16 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
     let health = Arc::new(Health::default());
     let control = Arc::new(Control::new());
     let api = job.map(|_| ApiState::new());
+    let views = match job {
+        Some(j) => {
+            let policy = j.stages.forecast.recommendation;
+            vec![
+                ("recommendation", recommendation(policy)),
+                ("reactive", beside_reactive(j)?),
+            ]
+        }
+        None => Vec::new(),
+    };
     let token = std::env::var(TOKEN_ENV)
         .ok()
         .filter(|t| !t.trim().is_empty());
@@ -80,12 +91,7 @@ pub fn start(args: &HttpArgs, job: Option<&JobConfig>) -> Result<Option<Http>> {
             metrics: Some(wfe_http::observe::install()?),
             api: api.clone(),
             token,
-            views: job
-                .map(|j| {
-                    let policy = j.stages.forecast.recommendation;
-                    vec![("recommendation", recommendation(policy))]
-                })
-                .unwrap_or_default(),
+            views,
         },
     )?;
     // Scripts and tests read the address from here (with port 0, the port chosen).
@@ -120,6 +126,20 @@ fn recommendation(policy: Policy) -> WorkloadAnswer {
             "vpa": vpa(&container, &recs),
         })
     })
+}
+
+/// `/api/v1/workloads/{w}/reactive`: wfe's decisions and the reactive baseline priced over the
+/// demand the API keeps, by the backtest's simulation under the job's `[backtest]` settings.
+fn beside_reactive(job: &JobConfig) -> Result<WorkloadAnswer> {
+    let tier = wfe_tier_select::TierSelect::new(job.stages.tier_select.clone())?;
+    let catalog = tier.catalog().clone();
+    let (maps, cfg) = (job.resources.clone(), job.backtest.clone());
+    Ok(Arc::new(
+        move |w, view| match crate::backtest::beside::beside(w, view, &maps, &catalog, &cfg) {
+            Ok(b) => serde_json::json!(b),
+            Err(e) => serde_json::json!({ "workload": w, "error": e.to_string() }),
+        },
+    ))
 }
 
 /// Serves KEDA's calls over `state`; what a trigger leaves out comes from `job` (the

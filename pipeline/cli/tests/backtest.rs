@@ -33,6 +33,7 @@ fn every_policy_is_priced_and_wfe_beats_reactive_at_equal_or_better_sla() {
     };
     for p in [
         "wfe",
+        "wfe-tuned",
         "reactive",
         "static",
         "vpa",
@@ -136,7 +137,8 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
             "static",
             "vpa",
             "wfe",
-            "wfe-cost"
+            "wfe-cost",
+            "wfe-tuned"
         ]
     );
     let points = |p: &str| -> Vec<(String, f64, f64)> {
@@ -160,6 +162,7 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     let sizes = [
         ("wfe", 7 * 6),
         ("wfe-cost", 6 * 6),
+        ("wfe-tuned", 6),
         ("reactive", 6),
         ("static", 7),
         ("vpa", 15),
@@ -207,7 +210,7 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     assert!(at("oracle").is_some_and(|x| x < 1.0), "{r}");
     let svg = std::fs::read_to_string(dir.path().join("f.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.matches("<polyline").count() == 8,
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 9,
         "{svg}"
     );
     assert_eq!(r["picture"], "f.svg");

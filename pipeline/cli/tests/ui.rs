@@ -279,6 +279,24 @@ fn check_api(addr: &str) -> String {
         decisions["decisions"].as_array().unwrap().len() as u64,
         detail["decisions"].as_u64().unwrap()
     );
+    // Its cost beside what reactive scaling would have spent over the same window, both
+    // simulated as `wfe backtest` does (its own unit tests price them by hand).
+    let beside = get(addr, &format!("/api/v1/workloads/{w}/reactive"));
+    let kept = series["resources"]["cpu"]["actual"].as_array().unwrap();
+    assert_eq!(beside["from"], kept[0][0], "{beside}");
+    assert_eq!(
+        beside["steps"].as_u64(),
+        Some(kept.len() as u64),
+        "{beside}"
+    );
+    for policy in ["wfe", "reactive"] {
+        let f = &beside[policy];
+        assert!(f["cost"].as_f64().unwrap() > 0.0, "{beside}");
+        assert!(
+            f["underprovisioned_minutes"].as_f64().unwrap() >= 0.0,
+            "{beside}"
+        );
+    }
     // The metrics its segments named are followed from a little before the first named each.
     let metrics = get(addr, &format!("/api/v1/workloads/{w}/metrics"));
     let followed = metrics["followed"].as_array().unwrap();
@@ -483,6 +501,18 @@ fn check_ui(addr: &str, workload: &str) {
         links, top,
         "the newest segment's top metrics, each a link to its series, not first: {table}"
     );
+
+    // wfe's cost beside reactive's, as the API prices them.
+    let beside = get(addr, &format!("/api/v1/workloads/{workload}/reactive"));
+    let card = dom.split("id=\"reactive\"").nth(1).unwrap_or_default();
+    let card = card.split('>').next().unwrap_or_default();
+    for (key, policy) in [("wfe-cost", "wfe"), ("reactive-cost", "reactive")] {
+        let want = format!("{:.2}", beside[policy]["cost"].as_f64().unwrap());
+        assert!(
+            card.contains(&format!("data-{key}=\"{want}\"")),
+            "{key} != {want}: {card}"
+        );
+    }
 
     // Click-through: a named metric's series, shaded where segments named it (the page the
     // link opens draws the same chart the click draws in place).

@@ -81,6 +81,100 @@ pub struct TierSelectConfig {
     /// stage alone reads forecasts); the default job turns it on.
     #[serde(default)]
     pub cold_start: bool,
+    /// Tuning from realised cost (`expected-cost` only; needs `[[resources]]` to observe the
+    /// demand that came): per workload, a learner over multipliers of `shortfall_price`
+    /// (see the stage's `tuner` module). None (the default): the price as configured.
+    #[serde(default)]
+    pub tuning: Option<TuningConfig>,
+}
+
+/// The per-workload learner's settings (`[stages.tier-select.tuning]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TuningConfig {
+    /// The multipliers of `shortfall_price` each workload chooses among (its arms),
+    /// ascending; 1 (the configured price, where a workload starts) among them.
+    #[serde(default = "d_arms")]
+    pub arms: Vec<f64>,
+    /// Half-life of an arm's realised cost, in hours of event time: older steps count less
+    /// (a workload's behaviour drifts).
+    #[serde(default = "d_half_life")]
+    pub half_life_h: f64,
+    /// Hours of steps scored before a workload leaves the configured price.
+    #[serde(default = "d_warmup")]
+    pub warmup_h: f64,
+    /// Exponential weights' rate: an arm's weight is `exp(-rate x cost / mean cost)` (the
+    /// weights are reported; the arm of largest weight decides).
+    #[serde(default = "d_rate")]
+    pub learning_rate: f64,
+}
+
+impl TuningConfig {
+    /// The arm of the configured price (multiplier 1, else the nearest to it).
+    pub fn neutral_arm(&self) -> usize {
+        (0..self.arms.len())
+            .min_by(|a, b| {
+                let d = |i: usize| self.arms[i].ln().abs();
+                d(*a).total_cmp(&d(*b))
+            })
+            .unwrap_or(0)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(Error::config(
+                format!("stages.tier-select.tuning.{key}"),
+                why,
+            ))
+        };
+        let ascending = self.arms.windows(2).all(|w| w[0] < w[1]);
+        if self.arms.is_empty()
+            || self.arms.len() > 32
+            || !ascending
+            || !self.arms.iter().all(|m| m.is_finite() && *m > 0.0)
+            || !self.arms.contains(&1.0)
+        {
+            return bad(
+                "arms",
+                "must be 1 to 32 positive multipliers, ascending, 1 among them",
+            );
+        }
+        if self.half_life_h.is_nan() || self.half_life_h <= 0.0 {
+            return bad("half_life_h", "must be a positive number of hours");
+        }
+        if !(self.warmup_h.is_finite() && self.warmup_h >= 0.0) {
+            return bad("warmup_h", "must be 0 or more hours");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad("learning_rate", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        Self {
+            arms: d_arms(),
+            half_life_h: d_half_life(),
+            warmup_h: d_warmup(),
+            learning_rate: d_rate(),
+        }
+    }
+}
+
+fn d_arms() -> Vec<f64> {
+    vec![0.1, 0.3, 1.0, 3.0, 10.0]
+}
+fn d_half_life() -> f64 {
+    // A week: long enough to hold a weekly cycle's spikes, short enough to follow a change.
+    168.0
+}
+fn d_warmup() -> f64 {
+    24.0
+}
+fn d_rate() -> f64 {
+    5.0
 }
 
 /// What tier-select minimises.
@@ -210,6 +304,7 @@ impl Default for TierSelectConfig {
             burst_target: d_burst_target(),
             spot_prices: None,
             cold_start: false,
+            tuning: None,
         }
     }
 }
@@ -272,6 +367,15 @@ impl TierSelectConfig {
         }
         if !(0..=86_400).contains(&self.lead_s) {
             return bad("lead_s", "must be 0 to 86400 seconds");
+        }
+        if let Some(t) = &self.tuning {
+            if self.objective != Objective::ExpectedCost {
+                return bad(
+                    "tuning",
+                    "tunes the expected-cost objective's shortfall_price: set objective = \"expected-cost\"",
+                );
+            }
+            t.validate()?;
         }
         Ok(())
     }

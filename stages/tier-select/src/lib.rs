@@ -31,6 +31,8 @@ mod prices;
 mod private;
 mod reactive;
 mod rows;
+pub mod tuner;
+mod tuning;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +46,7 @@ use wfe_domain::ResourceMap;
 use wfe_ec2::{Cloud, Connect, Ec2, Ec2Settings};
 
 use cold::ColdStart;
-pub use config::{Objective, PrivateCapacity, SpotPriceSource, TierSelectConfig};
+pub use config::{Objective, PrivateCapacity, SpotPriceSource, TierSelectConfig, TuningConfig};
 pub use cost::{CostModel, Expected, InPlace};
 pub use plan::{Need, Priced, Rules, choose};
 use prices::Prices;
@@ -98,6 +100,8 @@ pub struct TierSelect {
     prices: Prices,
     /// From metrics to resources, for the reactive floor (none: forecasts only).
     resources: Vec<ResourceMap>,
+    /// Per workload, the learner of `[tuning]` (see [`tuner`]).
+    tuners: HashMap<String, tuner::Learner>,
 }
 
 impl TierSelect {
@@ -144,6 +148,7 @@ impl TierSelect {
             catalog,
             current: HashMap::new(),
             resources: Vec::new(),
+            tuners: HashMap::new(),
         }
     }
 
@@ -189,8 +194,13 @@ impl TierSelect {
         ctx: &mut Context,
     ) -> Result<()> {
         // Hybrid burst: private capacity first, the catalog for what is above it.
-        let private = self.cfg.private.iter().find(|p| p.applies_to(workload));
-        let public_needs: Vec<Need> = match private {
+        let private = self
+            .cfg
+            .private
+            .iter()
+            .find(|p| p.applies_to(workload))
+            .cloned();
+        let public_needs: Vec<Need> = match &private {
             Some(p) => needs
                 .iter()
                 .map(|n| Need {
@@ -215,12 +225,17 @@ impl TierSelect {
             // Private capacity may carry it all: no public instance is then needed.
             rules.min_instances = 0;
         }
+        let (choice, tuned) = self
+            .tuned_choice(workload, at, &rules, &public_needs, &prev, ctx)
+            .ok_or_else(|| Error::config("catalog", "no instance type measures the needs"))?;
         let plan::Choice {
             chosen: best,
             considered,
             mut reason,
-        } = plan::choose(&self.catalog, &rules, &public_needs)
-            .ok_or_else(|| Error::config("catalog", "no instance type measures the needs"))?;
+        } = choice;
+        if let Some(t) = tuned {
+            reason = format!("{t}; {reason}");
+        }
         let all_needs = needs;
         let needs = &public_needs[..];
         let mut best = best;
@@ -280,7 +295,7 @@ impl TierSelect {
             }
             reason = format!("scale-in from {} to {} held: {why}", prev.count, best.count);
         }
-        if let Some(p) = private {
+        if let Some(p) = &private {
             let (cost, why) = self.burst_transfer(p, all_needs, &chosen);
             chosen.cost_per_hour += cost;
             reason = format!("{why}; {reason}");
@@ -358,7 +373,7 @@ impl Stage for TierSelect {
 
     fn inputs(&self) -> Vec<Topic> {
         let mut t = vec![Topic::Forecasts];
-        if self.reactive() {
+        if self.reactive() || self.tuned() {
             t.push(Topic::MetricsNorm);
         }
         if self.borrows() {
@@ -382,6 +397,9 @@ impl Stage for TierSelect {
             .refresh(self.cfg.spot_prices.as_ref(), &mut self.catalog, ctx);
         if topic == Topic::MetricsNorm || topic == Topic::Fingerprints {
             let mut rows = Rows::default();
+            if topic == Topic::MetricsNorm && self.tuned() {
+                self.score_arms(&batch)?;
+            }
             if topic == Topic::MetricsNorm && self.reactive() {
                 self.observe(&batch, &mut rows, ctx)?;
             }
@@ -503,12 +521,18 @@ impl Stage for TierSelect {
             .filter(|(_, c)| !c.needs.is_empty())
             .map(|(w, c)| (w.as_str(), &c.needs));
         split.put_unordered(self.name(), NEEDS, needs)?;
+        split.put_unordered(
+            self.name(),
+            TUNING,
+            self.tuners.iter().map(|(w, l)| (w.as_str(), l)),
+        )?;
         Ok(Some(split))
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
         let stage = self.name();
         let needs: Vec<(String, Vec<Need>)> = state.items(stage, NEEDS)?;
+        self.tuners = state.items(stage, TUNING)?.into_iter().collect();
         self.current = StageState::from_split(stage, state)?;
         for (w, n) in needs {
             let cur = self.current.get_mut(&w).ok_or_else(|| {
@@ -525,6 +549,8 @@ impl Stage for TierSelect {
 
 /// The state entries holding each workload's last needs.
 const NEEDS: &str = "needs";
+/// The state entries holding each workload's learner (`[tuning]`).
+const TUNING: &str = "tuning";
 
 #[cfg(test)]
 mod tests;

@@ -12,10 +12,10 @@ use wfe_normalise::testing::normalised;
 use super::*;
 
 /// (workload, issued s, resource, unit, horizon s, [p10, p50, p90]).
-type Fc<'a> = (&'a str, i64, &'a str, &'a str, i64, [f64; 3]);
+pub(crate) type Fc<'a> = (&'a str, i64, &'a str, &'a str, i64, [f64; 3]);
 
 /// A forecasts batch of rows.
-fn forecasts(rows: &[Fc<'_>]) -> RecordBatch {
+pub(crate) fn forecasts(rows: &[Fc<'_>]) -> RecordBatch {
     let n = rows.len();
     let s = |f: &dyn Fn(&Fc<'_>) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
@@ -43,7 +43,7 @@ fn forecasts(rows: &[Fc<'_>]) -> RecordBatch {
     .unwrap()
 }
 
-fn decide(st: &mut TierSelect, batch: RecordBatch) -> (VecCollector, Context) {
+pub(crate) fn decide(st: &mut TierSelect, batch: RecordBatch) -> (VecCollector, Context) {
     let mut out = VecCollector::new();
     let mut ctx = Context::new("tier-select");
     st.process_batch(Topic::Forecasts, batch, &mut ctx, &mut out)
@@ -51,7 +51,7 @@ fn decide(st: &mut TierSelect, batch: RecordBatch) -> (VecCollector, Context) {
     (out, ctx)
 }
 
-fn col(out: &VecCollector, name: &str) -> Vec<String> {
+pub(crate) fn col(out: &VecCollector, name: &str) -> Vec<String> {
     out.of(Topic::Decisions)
         .iter()
         .flat_map(|b| {
@@ -470,14 +470,20 @@ fn reactive_stage() -> TierSelect {
         burst_target: 0.7,
         ..Default::default()
     };
-    let cpu = ResourceMap {
+    TierSelect::new(cfg)
+        .unwrap()
+        .with_resources(vec![asd_cpu()])
+}
+
+/// ASD's CPU as a resource: m00 x 32 vCPU.
+pub(crate) fn asd_cpu() -> ResourceMap {
+    ResourceMap {
         name: "cpu".into(),
         metrics: vec!["m00".into()],
         unit: "vcpu".into(),
         capacity: 32.0,
         workload_prefix: None,
-    };
-    TierSelect::new(cfg).unwrap().with_resources(vec![cpu])
+    }
 }
 
 #[test]

@@ -34,6 +34,7 @@
 //! under-provisioning reactive reaches at the job's settings, and a picture ([`chart`]).
 
 pub mod autopilot;
+pub mod beside;
 pub mod chart;
 pub mod frontier;
 pub mod policies;
@@ -263,8 +264,9 @@ impl BacktestConfig {
     }
 }
 
-pub const POLICIES: [&str; 7] = [
+pub const POLICIES: [&str; 8] = [
     "wfe",
+    "wfe-tuned",
     "reactive",
     "static",
     "vpa",
@@ -450,6 +452,7 @@ fn run_entity(
     let (demand, batches) = entity_demand(dir, entity, job, catalog)?;
     let hours = demand.hours();
     let mut out = Vec::new();
+    let mut replay = None;
     for p in policies {
         let figures = match p.as_str() {
             "oracle" => sim::oracle(&demand, catalog, job.stages.tier_select.min_instances),
@@ -460,7 +463,19 @@ fn run_entity(
                     "vpa" => policies::vpa(&demand, catalog, &job.backtest)?,
                     "predictive" => predictive::predictive(&demand, catalog, &job.backtest)?,
                     "autopilot" => autopilot::autopilot(&demand, catalog, &job.backtest)?,
-                    _ => policies::wfe(&demand, job, batches.clone())?,
+                    // wfe and wfe-tuned decide over the same forecasts, made once.
+                    tuned => {
+                        if replay.is_none() {
+                            replay = Some(policies::wfe_forecasts(job, batches.clone())?);
+                        }
+                        let tier = if tuned == "wfe-tuned" {
+                            sweep::wfe_tuned_settings(job)
+                        } else {
+                            job.stages.tier_select.clone()
+                        };
+                        let replay = replay.as_ref().expect("made above");
+                        policies::wfe_decide(&demand, tier, &job.resources, replay)?
+                    }
                 };
                 sim::simulate(&demand, catalog, &job.backtest, &plan)?
             }
@@ -501,6 +516,16 @@ pub fn sweep(dir: &Path, job: &JobConfig, picture: &Path) -> Result<sweep::Sweep
     Ok(report)
 }
 
+/// The step of a series: the smallest gap between its times (one time: a minute).
+pub(crate) fn step_of(times: &[i64]) -> i64 {
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0)
+        .min()
+        .unwrap_or(60_000)
+}
+
 /// An entity's demand over its test split, and its normalised batches (what wfe replays).
 fn entity_demand(
     dir: &Path,
@@ -532,12 +557,7 @@ fn entity_demand(
     )?;
     let n_train = series.train.len();
     let times = series.times[n_train..].to_vec();
-    let step_ms = times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0)
-        .min()
-        .unwrap_or(60_000);
+    let step_ms = step_of(&times);
     let demand = Demand {
         entity: entity.to_string(),
         resources,

@@ -232,14 +232,6 @@ pub struct Replay {
     steps: Vec<(Option<RecordBatch>, Vec<RecordBatch>)>,
 }
 
-/// wfe: the forecast and tier-select stages over the entity's whole history (train, then
-/// test), as `wfe run` would run them; the last decision before the test split is the first
-/// fleet, and each later one is asked for at its step.
-pub fn wfe(d: &Demand, job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Plan> {
-    let replay = wfe_forecasts(job, norm)?;
-    wfe_decide(d, job.stages.tier_select.clone(), &job.resources, &replay)
-}
-
 /// The forecast stage over `norm`, step by step as a live run feeds it.
 pub fn wfe_forecasts(job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Replay> {
     // The stage retrains into its model folder: it gets a private copy of the newest models,
@@ -286,33 +278,45 @@ pub fn wfe_decide(
             tier.process_batch(Topic::Forecasts, f.clone(), &mut tctx, &mut decisions)?;
         }
     }
-    let mut plan = Plan::new();
-    let mut before: Option<Fleet> = None;
+    let mut rows = Vec::new();
     for b in decisions.of(Topic::Decisions) {
         let at = timestamps(&b, "decided_at")?;
         let ty = strings(&b, "instance_type")?;
         let count = i64s(&b, "count")?;
         let spot = i64s(&b, "spot_count")?;
         for r in 0..b.num_rows() {
-            let i = catalog
-                .instance
-                .iter()
-                .position(|x| x.r#type == ty.value(r))
-                .ok_or_else(|| {
-                    Error::bad_input("decisions", format!("unknown type {}", ty.value(r)))
-                })?;
             let s = if spot.is_null(r) { 0 } else { spot.value(r) };
-            let fleet = vec![(i, false, count.value(r) - s), (i, true, s)];
-            let t = at.value(r);
-            match d.times.iter().position(|&x| x >= t) {
-                None => {}
-                Some(0) if t < d.times[0] => before = Some(fleet),
-                Some(k) => {
-                    if plan.is_empty() {
-                        plan.push((0, before.take().unwrap_or_else(|| fleet.clone())));
-                    }
-                    ask(&mut plan, k, fleet)
+            rows.push((at.value(r), ty.value(r).to_string(), count.value(r), s));
+        }
+    }
+    plan_of(d, &catalog, rows)
+}
+
+/// The plan a run's decisions make over `d`'s steps: each decision `(decided_at, instance
+/// type, count, of it spot)` asks for its fleet at the first step at or after it; the one in
+/// force when the steps begin (else the first) is in place at step 0.
+pub fn plan_of(
+    d: &Demand,
+    catalog: &Catalog,
+    decisions: impl IntoIterator<Item = (i64, String, i64, i64)>,
+) -> Result<Plan> {
+    let mut plan = Plan::new();
+    let mut before: Option<Fleet> = None;
+    for (t, ty, count, spot) in decisions {
+        let i = catalog
+            .instance
+            .iter()
+            .position(|x| x.r#type == ty)
+            .ok_or_else(|| Error::bad_input("decisions", format!("unknown type {ty}")))?;
+        let fleet = vec![(i, false, count - spot), (i, true, spot)];
+        match d.times.iter().position(|&x| x >= t) {
+            None => {}
+            Some(0) if t < d.times[0] => before = Some(fleet),
+            Some(k) => {
+                if plan.is_empty() {
+                    plan.push((0, before.take().unwrap_or_else(|| fleet.clone())));
                 }
+                ask(&mut plan, k, fleet)
             }
         }
     }

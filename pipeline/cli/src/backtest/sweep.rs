@@ -12,7 +12,11 @@
 //! - wfe-cost: the `expected-cost` objective at each `shortfall_price` (USD per unit-minute
 //!   short), over the same forecasts (whose levels, the risks' beside the job's own, give the
 //!   distribution its shape up to p99);
-//! - both at each reactive floor (`burst_utilisation` / `burst_target`): the floor answers
+//! - wfe-tuned: the `expected-cost` objective at the job's own price with each workload's
+//!   learner over multipliers of it (`[stages.tier-select.tuning]`, its defaults where the
+//!   job has none): one point a floor, priced against wfe-cost's fixed-price frontier at the
+//!   same under-provisioning ([`SweepReport::tuned`]);
+//! - all three at each reactive floor (`burst_utilisation` / `burst_target`): the floor answers
 //!   the jumps within an hour that no forecast quantile sees, so it moves wfe along its
 //!   frontier as much as the risk or the price does;
 //! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
@@ -71,8 +75,22 @@ pub struct SweepReport {
     /// Reactive at the job's own settings: where every policy is priced.
     pub reference: Point,
     pub policies: BTreeMap<String, PolicySweep>,
+    /// Each wfe-tuned point beside wfe-cost's frontier at its under-provisioning.
+    pub tuned: Vec<Tuned>,
     /// Where the picture was written.
     pub picture: Option<String>,
+}
+
+/// A tuned point against the fixed prices: its cost over the cost of wfe-cost's frontier
+/// (every fixed price at every floor) at the same under-provisioned minutes.
+#[derive(Debug, Serialize)]
+pub struct Tuned {
+    pub setting: String,
+    pub cost: f64,
+    pub underprovisioned_minutes: f64,
+    /// wfe-cost's frontier there; None where every fixed setting is short longer.
+    pub fixed_cost: Option<f64>,
+    pub ratio: Option<f64>,
 }
 
 /// A setting's value as written in its label (at most 4 decimals).
@@ -205,6 +223,14 @@ fn wfe_cost_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectCo
         .collect()
 }
 
+/// The learner's settings: the job's own price and tuning (its defaults where it has none).
+pub fn wfe_tuned_settings(job: &JobConfig) -> wfe_tier_select::TierSelectConfig {
+    let mut t = job.stages.tier_select.clone();
+    t.objective = Objective::ExpectedCost;
+    t.tuning.get_or_insert_with(Default::default);
+    t
+}
+
 /// Every policy at every setting on one entity: (policy, setting, figures).
 pub fn entity(
     d: &Demand,
@@ -227,7 +253,12 @@ pub fn entity(
     let cost = wfe_cost_settings(job)
         .into_iter()
         .map(|(p, t)| (format!("shortfall_price={}", label(p)), t));
-    for (policy, points) in [("wfe", risk.collect()), ("wfe-cost", cost.collect())] {
+    let tuned = vec![("tuned".to_string(), wfe_tuned_settings(job))];
+    for (policy, points) in [
+        ("wfe", risk.collect()),
+        ("wfe-cost", cost.collect()),
+        ("wfe-tuned", tuned),
+    ] {
         for (setting, tier) in at_floors(job, points) {
             let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
             let f = sim::simulate(d, catalog, &job.backtest, &plan)?;
@@ -310,13 +341,34 @@ pub fn report(
             (name, sweep)
         })
         .collect();
+    let tuned = tuned_against_fixed(&policies);
     SweepReport {
         data,
         hours,
         reference,
         policies,
+        tuned,
         picture: None,
     }
+}
+
+/// Each wfe-tuned point against wfe-cost's frontier at its under-provisioning.
+fn tuned_against_fixed(policies: &BTreeMap<String, PolicySweep>) -> Vec<Tuned> {
+    let (Some(tuned), Some(fixed)) = (policies.get("wfe-tuned"), policies.get("wfe-cost")) else {
+        return Vec::new();
+    };
+    (tuned.points.iter())
+        .map(|p| {
+            let fixed_cost = frontier::cost_at(&fixed.points, p.underprovisioned_minutes);
+            Tuned {
+                setting: p.setting.clone(),
+                cost: p.cost,
+                underprovisioned_minutes: p.underprovisioned_minutes,
+                fixed_cost,
+                ratio: fixed_cost.map(|f| p.cost / f).filter(|r| r.is_finite()),
+            }
+        })
+        .collect()
 }
 
 /// The Markdown tables: every point, then one line per policy.
@@ -355,6 +407,19 @@ pub fn render(r: &SweepReport) -> String {
             x(p.cost_at_reactive_underprovisioning),
             x(p.cost_at_zero_violations)
         ));
+    }
+    if !r.tuned.is_empty() {
+        s.push_str("\n| wfe-tuned | cost (USD) | under-provisioned min | wfe-cost's frontier there (USD) | x fixed |\n|---|---:|---:|---:|---:|\n");
+        for t in &r.tuned {
+            s.push_str(&format!(
+                "| {} | {:.2} | {:.0} | {} | {} |\n",
+                t.setting,
+                t.cost,
+                t.underprovisioned_minutes,
+                t.fixed_cost.map_or("-".to_string(), |c| format!("{c:.2}")),
+                x(t.ratio)
+            ));
+        }
     }
     if let Some(path) = &r.picture {
         s.push_str(&format!("\npicture: {path}\n"));

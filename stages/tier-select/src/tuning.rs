@@ -1,0 +1,277 @@
+//! The stage's side of tuning from realised cost ([`crate::tuner`]): an option chosen under
+//! every arm at each issuance, and every arm scored on each observed step.
+
+use arrow_array::RecordBatch;
+use wfe_contract::{Context, Result};
+
+use crate::plan::{self, Choice, Need, Priced, Rules};
+use crate::tuner::{ArmPlan, Learner};
+use crate::{Current, TierSelect};
+
+impl TierSelect {
+    /// Whether decisions are tuned: `[tuning]` set and `[[resources]]` to observe demand by.
+    pub(crate) fn tuned(&self) -> bool {
+        self.cfg.tuning.is_some() && !self.resources.is_empty()
+    }
+
+    /// The option to decide with and, when tuned, a sentence on the arm: every arm's choice
+    /// becomes the counterfactual plan its later steps are scored on, and the learner's arm
+    /// decides. `None` when no instance type measures the needs.
+    pub(crate) fn tuned_choice(
+        &mut self,
+        workload: &str,
+        at: i64,
+        rules: &Rules,
+        needs: &[Need],
+        prev: &Current,
+        ctx: &mut Context,
+    ) -> Option<(Choice, Option<String>)> {
+        let (Some(cfg), Some(model)) = (self.cfg.tuning.clone(), rules.cost) else {
+            return plan::choose(&self.catalog, rules, needs).map(|c| (c, None));
+        };
+        if !self.tuned() {
+            return plan::choose(&self.catalog, rules, needs).map(|c| (c, None));
+        }
+        let mut choices = Vec::with_capacity(cfg.arms.len());
+        for m in &cfg.arms {
+            let mut r = rules.clone();
+            r.cost = Some(crate::CostModel {
+                shortfall_price: model.shortfall_price * m,
+                ..model
+            });
+            choices.push(plan::choose(&self.catalog, &r, needs)?);
+        }
+        let plans = (choices.iter())
+            .map(|c| self.arm_plan(prev, workload, &c.chosen))
+            .collect();
+        let learner = (self.tuners)
+            .entry(workload.to_string())
+            .or_insert_with(|| Learner::new(&cfg));
+        if !learner.fits(&cfg) {
+            *learner = Learner::new(&cfg);
+        }
+        let before = learner.chosen();
+        let k = learner.choose(&cfg);
+        learner.plan(at, plans);
+        if k != before {
+            ctx.count("tuning.switches", 1);
+        }
+        ctx.count(&format!("tuning.arm.x{}", cfg.arms[k]), 1);
+        let weights = learner.weights(&cfg);
+        let note = format!(
+            "tuned: shortfall_price x{} ({:.4} USD per unit-minute), {} over {:.0} h of realised cost (weights {})",
+            cfg.arms[k],
+            model.shortfall_price * cfg.arms[k],
+            if learner.hours() < cfg.warmup_h {
+                "the configured price during the warm-up"
+            } else {
+                "the arm of least cost"
+            },
+            learner.hours(),
+            (cfg.arms.iter().zip(&weights))
+                .map(|(m, w)| format!("x{m}: {w:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        Some((choices.swap_remove(k), Some(note)))
+    }
+
+    /// What `chosen` puts in place, raised to the reactive floor as the decision would be:
+    /// capacity per resource map and USD per hour.
+    fn arm_plan(&self, prev: &Current, workload: &str, chosen: &Priced) -> ArmPlan {
+        let Some(inst) = self.catalog.get(&chosen.instance_type) else {
+            return ArmPlan {
+                capacity: vec![None; self.resources.len()],
+                cost_per_hour: chosen.cost_per_hour,
+            };
+        };
+        let mut count = chosen.count;
+        let mut cost_per_hour = chosen.cost_per_hour;
+        if let Some((floor, _)) = self.floor_count(prev, workload, chosen)
+            && floor > count
+        {
+            cost_per_hour += (floor - count) as f64 * inst.on_demand_price;
+            count = floor;
+        }
+        let private = self.private_of(workload);
+        let capacity = (self.resources.iter())
+            .map(|r| {
+                let c = inst.capacity(&r.unit)?;
+                Some(count as f64 * c * inst.performance + private(&r.unit))
+            })
+            .collect();
+        ArmPlan {
+            capacity,
+            cost_per_hour,
+        }
+    }
+
+    /// Scores every tuned workload's arms on the steps of one `metrics.norm` batch.
+    pub(crate) fn score_arms(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(cfg) = self.cfg.tuning.clone() else {
+            return Ok(());
+        };
+        let price = self.cfg.shortfall_price;
+        for step in wfe_domain::resources::resource_steps(&self.resources, batch)? {
+            if let Some(l) = self.tuners.get_mut(&step.workload) {
+                l.score(&cfg, step.time, &step.values, price);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wfe_contract::{Stage, Topic, VecCollector};
+    use wfe_normalise::testing::normalised;
+
+    use crate::tests::{asd_cpu, col, forecasts};
+    use crate::{Objective, TierSelectConfig, TuningConfig};
+
+    use super::*;
+
+    /// Expected cost at a price near an instance's own per vCPU-minute (so the arms choose
+    /// apart), tuned after two hours, over ASD's CPU (m00 x 32 vCPU).
+    fn tuned_stage() -> TierSelect {
+        let cfg = TierSelectConfig {
+            objective: Objective::ExpectedCost,
+            shortfall_price: 0.0005,
+            max_spot_share: 1.0,
+            tuning: Some(TuningConfig {
+                warmup_h: 2.0,
+                ..TuningConfig::default()
+            }),
+            ..Default::default()
+        };
+        TierSelect::new(cfg)
+            .unwrap()
+            .with_resources(vec![asd_cpu()])
+    }
+
+    /// omi-5's steps, each batch followed by a forecast issued at its last step: far above
+    /// what the server uses (p10 / p50 / p90 of 10 / 30 / 100 vCPU).
+    fn run(st: &mut TierSelect, norm: &[RecordBatch], ctx: &mut Context) -> VecCollector {
+        let mut out = VecCollector::new();
+        for b in norm {
+            st.process_batch(Topic::MetricsNorm, b.clone(), ctx, &mut out)
+                .unwrap();
+            let steps = wfe_domain::resources::resource_steps(&st.resources, b).unwrap();
+            let Some(last) = steps.iter().map(|s| s.time).max() else {
+                continue;
+            };
+            let f = forecasts(&[(
+                "omi-5",
+                last / 1000,
+                "cpu",
+                "vcpu",
+                3600,
+                [10.0, 30.0, 100.0],
+            )]);
+            st.process_batch(Topic::Forecasts, f, ctx, &mut out)
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_workload_whose_forecasts_run_high_moves_to_a_cheaper_arm_and_says_so() {
+        let mut st = tuned_stage();
+        assert_eq!(st.inputs(), [Topic::Forecasts, Topic::MetricsNorm]);
+        let norm = normalised("asd", &["omi-5"], 8);
+        let mut ctx = Context::new("tier-select");
+        let out = run(&mut st, &norm, &mut ctx);
+        let reasons = col(&out, "reason");
+        assert!(reasons.len() >= 3, "{reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .all(|r| r.starts_with("tuned: shortfall_price x")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[0].contains("x1 (0.0005 USD per unit-minute)"),
+            "{}",
+            reasons[0]
+        );
+        let l = &st.tuners["omi-5"];
+        assert!(l.hours() > 2.0, "{} h scored", l.hours());
+        // Capacity the server never used cost every larger arm more: a cheaper arm decides.
+        let cfg = st.cfg.tuning.clone().unwrap();
+        assert!(cfg.arms[l.chosen()] < 1.0, "{:?}", l.costs());
+        let last = reasons.last().unwrap();
+        assert!(last.contains("the arm of least cost"), "{last}");
+        // Less capacity bought: c7i.8xlarge (32 vCPU) at the configured price, m7i.xlarge
+        // (4 vCPU) once the cheaper arm decides.
+        let cost: Vec<f64> = (col(&out, "expected_cost_per_hour").iter())
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert!(cost.last() < cost.first(), "{cost:?}");
+        assert!(ctx.counters()["tuning.switches"] >= 1);
+        let arms: u64 = (ctx.counters().iter())
+            .filter(|(k, _)| k.starts_with("tuning.arm."))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(arms, reasons.len() as u64);
+    }
+
+    /// The learners are in the stage's snapshot: a stage restored half-way decides what the
+    /// one that never stopped decides.
+    #[test]
+    fn a_restored_stage_decides_as_the_one_that_never_stopped() {
+        let norm = normalised("asd", &["omi-5"], 8);
+        let (first, second) = norm.split_at(norm.len() / 2);
+        let mut ctx = Context::new("tier-select");
+        let mut st = tuned_stage();
+        run(&mut st, first, &mut ctx);
+        let split = st.snapshot_split().unwrap().unwrap();
+        assert!(
+            split.entries().keys().any(|k| k.starts_with("tuning/")),
+            "{:?}",
+            split.entries().keys()
+        );
+        let mut restored = tuned_stage();
+        wfe_contract::state::restore(&mut restored, split).unwrap();
+        assert_eq!(restored.tuners, st.tuners);
+        let a = run(&mut st, second, &mut ctx);
+        let b = run(&mut restored, second, &mut ctx);
+        assert!(a.rows(Topic::Decisions) > 0);
+        for c in ["count", "spot_count", "instance_type", "reason"] {
+            assert_eq!(col(&a, c), col(&b, c), "{c}");
+        }
+    }
+
+    #[test]
+    fn tuning_is_checked_against_its_objective_and_arms() {
+        let tuning = Some(TuningConfig::default());
+        let risk = TierSelectConfig {
+            tuning: tuning.clone(),
+            ..Default::default()
+        };
+        let e = TierSelect::new(risk).err().unwrap().to_string();
+        assert!(
+            e.contains("stages.tier-select.tuning") && e.contains("expected-cost"),
+            "{e}"
+        );
+        for arms in [vec![], vec![0.5, 2.0], vec![2.0, 1.0], vec![1.0, f64::NAN]] {
+            let cfg = TierSelectConfig {
+                objective: Objective::ExpectedCost,
+                tuning: Some(TuningConfig {
+                    arms: arms.clone(),
+                    ..TuningConfig::default()
+                }),
+                ..Default::default()
+            };
+            let e = TierSelect::new(cfg).err().unwrap().to_string();
+            assert!(e.contains("tuning.arms"), "{arms:?}: {e}");
+        }
+        // Without resources to observe demand by, nothing is tuned (forecasts only).
+        let cfg = TierSelectConfig {
+            objective: Objective::ExpectedCost,
+            tuning,
+            ..Default::default()
+        };
+        let st = TierSelect::new(cfg).unwrap();
+        assert_eq!(st.inputs(), [Topic::Forecasts]);
+    }
+}
