@@ -514,7 +514,8 @@ impl Stage for TierSelect {
     }
 
     /// Each workload's decision in force under `w/`, and the needs of its last issuance under
-    /// `needs/` (a burst after a restart prices its risk with them, as it would have without).
+    /// `needs/` (a burst after a restart prices its risk with them, as it would have without),
+    /// and with `[tuning]` its learner under `tuning/`.
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let mut split = StageState::split(&self.current, self.name())?;
         let needs = (self.current.iter())
