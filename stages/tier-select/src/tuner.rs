@@ -19,7 +19,7 @@
 //! - **Exponential weights, discounted**: each arm's realised cost is summed with a
 //!   half-life (`half_life_h` of event time: a workload's behaviour drifts), and its weight
 //!   is `exp(-learning_rate x cost / mean cost)`. The decision takes the arm of largest
-//!   weight once `warmup_h` hours were scored (before: the configured price, arm 1), and
+//!   weight once `warmup_h` hours were scored (before: the configured price, multiplier 1), and
 //!   leaves the arm in force only for one whose cost is lower by [`SWITCH`] (a change of arm
 //!   changes the fleet: churn).
 //!
