@@ -181,8 +181,9 @@ fuzz: setup check-clippy
 # times, with one broker kill; then decisions must equal the embedded run's, no action twice,
 # dead letters only the injected ones. `make test` runs 4 kills 7 s apart and no broker kill.
 CHAOS_KILLS ?= 60
-# Kills of one stage closer together than the session timeout (6 s in the test job) leave
-# dead members that tansu 0.6 keeps assigning partitions to; real Kafka evicts them.
+# A killed stage's replacement starts once the dead member's session is over (6 s in the test
+# job, plus 1 s): tansu 0.6 can keep a dead member assigned where real Kafka evicts it. Kills
+# come CHAOS_EVERY_MS apart, or that 7 s when it is longer.
 CHAOS_EVERY_MS ?= 7000
 chaos: setup tools check-clippy
 	WFE_CHAOS_KILLS=$(CHAOS_KILLS) WFE_CHAOS_EVERY_MS=$(CHAOS_EVERY_MS) WFE_CHAOS_BROKER=1 \
