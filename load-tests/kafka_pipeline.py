@@ -118,6 +118,31 @@ def percentile(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def compare_embedded(wfe: str, job: Path, work: Path, fleet: dict) -> str:
+    """The job run embedded (`wfe run`, outputs in the work folder) against the fleet's
+    decisions, keyed by workload and time: how many each has alone, and how many differ."""
+    embedded_job = work / "embedded.toml"
+    embedded_job.write_text(re.sub(r'(?m)^dir = ".*"$', f'dir = "{work / "embedded"}"', job.read_text()))
+    subprocess.run([wfe, "run", "--config", str(embedded_job)], check=True, capture_output=True)
+    with pa.OSFile(str(work / "embedded/decisions.arrows")) as f:
+        t = pa.ipc.open_stream(f).read_all()
+    embedded = {row[:2]: row[2:] for row in zip(
+        t.column("workload").to_pylist(), t.column("decided_at").cast(pa.int64()).to_pylist(),
+        t.column("count").to_pylist(), t.column("spot_count").to_pylist(), t.column("instance_type").to_pylist(),
+        t.column("reason").to_pylist())}
+    with open(work / "fleet-decisions.txt", "w") as f:
+        for k in sorted(fleet):
+            print(*k, *fleet[k], sep="\t", file=f)
+    only_fleet = sorted(k for k in fleet if k not in embedded)
+    only_embedded = sorted(k for k in embedded if k not in fleet)
+    other = sorted(k for k, v in fleet.items() if k in embedded and embedded[k][:3] != v[:3])
+    # The first few of each kind, to stderr: where to look.
+    for what, keys in [("over Kafka only", only_fleet), ("embedded only", only_embedded), ("other capacity", other)]:
+        for k in keys[:4]:
+            print(f"{what}: {k} fleet {fleet.get(k)} embedded {embedded.get(k)}", file=sys.stderr)
+    return f"{t.num_rows:,}, {len(only_fleet):,}, {len(only_embedded):,}, {len(other):,}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wfe", default=str(ROOT / "target/release/wfe"))
@@ -132,6 +157,12 @@ def main() -> None:
                     help="keep the work folder (broker data, logs, fleet file) rather than remove it at the end")
     ap.add_argument("--topics", action="store_true",
                     help="also print what every topic holds at the end (reads them all back: minutes at --fleet 1000)")
+    ap.add_argument("--storage", default="sqlite://tansu.db",
+                    help="tansu's storage engine (`memory://tansu/` keeps nothing on disk: the broker's persistence left out)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the job embedded (`wfe run`, no broker) and count the decisions that differ")
+    ap.add_argument("--hops", action="store_true",
+                    help="read the stages' output topics back (not the changelogs) for the latency hop by hop")
     ap.add_argument("--commit-ms", type=int, default=2000,
                     help="the services' commit interval with --fleet (each commit writes the changed workloads' state)")
     ap.add_argument("--producer-property", action="append", default=[], metavar="KEY=VALUE",
@@ -174,7 +205,7 @@ def main() -> None:
     names = ["tansu", *STAGES]  # procs[i] runs names[i]
     log = lambda name: open(work / f"{name}.log", "w")
     procs.append(subprocess.Popen([args.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                   "--storage-engine", "sqlite://tansu.db"], cwd=work,
+                                   "--storage-engine", args.storage], cwd=work,
                                   stdout=log("tansu"), stderr=subprocess.STDOUT))
     for _ in range(200):
         try:
@@ -226,6 +257,7 @@ def main() -> None:
         lat_at = []  # each latency's decision time (event time, ms)
         trig = []
         n_decisions = 0
+        fleet_decisions = {}  # (workload, decided_at) -> (count, spot_count, instance type)
         for m in decisions:
             h = dict(m.headers() or [])
             if h.get("wfe.control"):
@@ -237,6 +269,10 @@ def main() -> None:
             # this decision: the pipeline's own latency, without waiting for data.
             if h.get("wfe.trace-id") in produced:
                 trig += [ts_ms - produced[h["wfe.trace-id"]]] * t.num_rows
+            for row in zip(t.column("workload").to_pylist(), t.column("decided_at").cast(pa.int64()).to_pylist(),
+                           t.column("count").to_pylist(), t.column("spot_count").to_pylist(),
+                           t.column("instance_type").to_pylist(), t.column("reason").to_pylist()):
+                fleet_decisions[row[:2]] = row[2:]
             for wl, at in zip(t.column("workload").to_pylist(), t.column("decided_at").cast(pa.int64()).to_pylist()):
                 msgs = arrival.get(wl, [])
                 # The first raw message of the workload whose samples reach the decision's time.
@@ -250,6 +286,8 @@ def main() -> None:
         if args.topics:
             listed = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
             topics = sorted(t for t in listed if not t.startswith("__"))
+        elif args.hops:
+            topics = ["metrics.norm", "anomalies", "fingerprints", "forecasts", "decisions", "actions"]
         held = {}
         reached = {}
         for t in topics:
@@ -280,7 +318,8 @@ def main() -> None:
         e2e = t_end - t0
         what = f"a synthetic fleet of {args.fleet:,} workloads, {args.days} days" if args.fleet else "the job's sources"
         print(f"\nwfe load test: {values:,} values ({n_raw} messages, {raw_bytes / 1e6:.1f} MB) of {what} through 7 "
-              f"stage services over tansu, {args.partitions} partitions, replay speed {args.speed}")
+              f"stage services over tansu ({args.storage.split(':')[0]} storage), {args.partitions} partitions, "
+              f"replay speed {args.speed}")
         print("| measure | value |")
         print("|---|---|")
         print(f"| pipeline throughput (values/s, replay start to last partition of `actions` ended) | {values / e2e:,.0f} |")
@@ -289,6 +328,9 @@ def main() -> None:
         print(f"| broker's own produce rate (MB/s, messages/s) | {raw_bytes / 1e6 / t_copy:.1f}, {n_raw / t_copy:,.0f} |")
         print(f"| pipeline / broker rate | {(values / e2e) / (values / t_copy):.2f} |")
         print(f"| decisions | {n_decisions:,} ({len(lat):,} matched to their sample's message) |")
+        if args.compare:
+            print(f"| decisions embedded (`wfe run`), over Kafka only, embedded only, same workload and time "
+                  f"but other capacity | {compare_embedded(args.wfe, job, work, fleet_decisions)} |")
         print(f"| end-to-end latency, sample message to decision message, p50 (ms) | {percentile(lat, 0.5):,.0f} |")
         print(f"| end-to-end latency p99 (ms) | {percentile(lat, 0.99):,.0f} |")
         # Early decisions wait for data by design (normalise learns each scaler from the first

@@ -515,7 +515,7 @@ impl Stage for TierSelect {
 
     /// Each workload's decision in force under `w/`, and the needs of its last issuance under
     /// `needs/` (a burst after a restart prices its risk with them, as it would have without),
-    /// and with `[tuning]` its learner under `tuning/`.
+    /// and with `[tuning]` its learner under `tuning.v2/`.
     fn snapshot_split(&self) -> Result<Option<Split>> {
         let mut split = StageState::split(&self.current, self.name())?;
         let needs = (self.current.iter())
@@ -550,8 +550,10 @@ impl Stage for TierSelect {
 
 /// The state entries holding each workload's last needs.
 const NEEDS: &str = "needs";
-/// The state entries holding each workload's learner (`[tuning]`).
-const TUNING: &str = "tuning";
+/// The state entries holding each workload's learner (`[tuning]`). The first version's
+/// (`tuning`, arms without the floor's bursts) are not read: those workloads warm up again,
+/// and the next snapshot removes them.
+const TUNING: &str = "tuning.v2";
 
 #[cfg(test)]
 mod tests;

@@ -23,9 +23,16 @@
 //!   leaves the arm in force only for one whose cost is lower by [`SWITCH`] (a change of arm
 //!   changes the fleet: churn).
 //!
-//! What the counterfactual leaves out: an arm's launch lead time, spot interruptions and
-//! the reactive floor's bursts between forecasts (all arms alike). The pieces here are pure;
-//! the stage calls them (`TierSelect::tuned_choice`, `TierSelect::score_arms`).
+//! - **The reactive floor, per arm**: between issuances the live floor adds on-demand
+//!   instances when a step's demand passes `burst_utilisation` of the capacity in place; each
+//!   arm's fleet meets the same floor in its counterfactual ([`Burst`]: the step is scored
+//!   short, the arm pays for the added instances from the next step on). Without it a small
+//!   arm was charged every step of a burst that the floor catches after one, and the learner
+//!   leaned to dear arms on spiky workloads.
+//!
+//! What the counterfactual leaves out: an arm's launch lead time and spot interruptions
+//! (all arms alike). The pieces here are pure; the stage calls them
+//! (`TierSelect::tuned_choice`, `TierSelect::score_arms`).
 
 use serde::{Deserialize, Serialize};
 
@@ -39,11 +46,51 @@ pub const SWITCH: f64 = 0.02;
 const MAX_STEP_MS: i64 = 3_600_000;
 
 /// What one arm put in place at the last issuance: capacity per resource map (its units;
-/// `None`: the instance does not measure it) and USD per hour.
+/// `None`: the instance does not measure it) and USD per hour, raised by the floor's bursts
+/// since.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArmPlan {
     pub capacity: Vec<Option<f64>>,
     pub cost_per_hour: f64,
+    /// The reactive floor as it meets this arm's fleet (`None`: the job has no floor).
+    pub burst: Option<Burst>,
+}
+
+/// The reactive floor over one arm's fleet: a step whose demand passes `utilisation` of a
+/// resource's capacity adds on-demand instances of the arm's type (`per_instance` capacity
+/// each, per resource map, at `price_per_hour`) until that demand is at `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Burst {
+    pub per_instance: Vec<Option<f64>>,
+    pub price_per_hour: f64,
+    pub utilisation: f64,
+    pub target: f64,
+}
+
+impl ArmPlan {
+    /// After a step of `demand`: the instances the floor adds to this fleet, if any (the
+    /// resource furthest past its share decides how many, as in the stage's floor).
+    fn burst(&mut self, demand: &[Option<f64>]) {
+        let Some(b) = &self.burst else {
+            return;
+        };
+        let add = (demand.iter().zip(&self.capacity).zip(&b.per_instance))
+            .filter_map(|((d, c), per)| {
+                let (d, c, per) = ((*d)?, (*c)?, (*per)?);
+                (per > 0.0 && c > 0.0 && d > b.utilisation * c)
+                    .then(|| ((d / b.target - c) / per - 1e-9).ceil())
+            })
+            .fold(0.0, f64::max);
+        if !(add >= 1.0 && add.is_finite()) {
+            return;
+        }
+        for (c, per) in self.capacity.iter_mut().zip(&b.per_instance) {
+            if let (Some(c), Some(per)) = (c.as_mut(), per) {
+                *c += add * per;
+            }
+        }
+        self.cost_per_hour += add * b.price_per_hour;
+    }
 }
 
 /// One workload's learner.
@@ -147,12 +194,13 @@ impl Learner {
         let step_ms = (time - prev).min(MAX_STEP_MS);
         let hours = step_ms as f64 / 3.6e6;
         let decay = 0.5f64.powf(hours / cfg.half_life_h);
-        for (cost, plan) in self.cost.iter_mut().zip(&self.plans) {
+        for (cost, plan) in self.cost.iter_mut().zip(&mut self.plans) {
             let short: f64 = (demand.iter().zip(&plan.capacity))
                 .filter_map(|(d, c)| Some(((*d)? - (*c)?).max(0.0)))
                 .sum();
             let step = plan.cost_per_hour * hours + price * short * hours * 60.0;
             *cost = *cost * decay + step;
+            plan.burst(demand);
         }
         self.hours += hours;
     }
@@ -178,6 +226,7 @@ mod tests {
             .map(|(c, p)| ArmPlan {
                 capacity: vec![Some(*c)],
                 cost_per_hour: *p,
+                burst: None,
             })
             .collect()
     }
@@ -207,6 +256,56 @@ mod tests {
         // An unmeasured resource is never short.
         l.score(&c, 62 * MIN, &[None], 0.5);
         assert!((l.costs()[0] - (31.0 + 1.0 / 60.0)).abs() < 1e-9);
+    }
+
+    /// Two arms of 1-unit instances: 2 at 1 USD/h each, and 6. A burst to 5 units passes 0.8
+    /// of the small arm's capacity: the floor adds ceil(5 / 0.5 - 2) = 8 instances at 2 USD/h
+    /// from the next step on, so of a 10-minute burst the small arm is short one minute only.
+    #[test]
+    fn the_floor_catches_a_burst_for_every_arm_after_one_step() {
+        let c = TuningConfig {
+            arms: vec![1.0, 10.0],
+            half_life_h: f64::INFINITY,
+            ..TuningConfig::default()
+        };
+        let burst = Some(Burst {
+            per_instance: vec![Some(1.0)],
+            price_per_hour: 2.0,
+            utilisation: 0.8,
+            target: 0.5,
+        });
+        let mut p = plans(&[2.0, 6.0], &[2.0, 6.0]);
+        p.iter_mut().for_each(|p| p.burst = burst.clone());
+        let mut l = Learner::new(&c);
+        l.plan(0, p);
+        // The first step after the issuance starts the clock.
+        l.score(&c, MIN, &[Some(1.0)], 1.0);
+        for k in 2..=11 {
+            l.score(&c, k * MIN, &[Some(5.0)], 1.0);
+        }
+        let h = 1.0 / 60.0;
+        // Small: 2 USD/h for a minute with 3 units short, then 2 + 16 USD/h for nine.
+        let small = 2.0 * h + 3.0 + 18.0 * 9.0 * h;
+        // Large: 5 > 0.8 x 6 too: ceil(10 - 6) = 4 instances more from the second minute.
+        let large = 6.0 * h + 14.0 * 9.0 * h;
+        for (got, want) in l.costs().iter().zip([small, large]) {
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{:?} vs {small} / {large}",
+                l.costs()
+            );
+        }
+        // The floor's instances stay until the next issuance: no second burst at 5.
+        assert_eq!(l.plans[0].capacity, vec![Some(10.0)]);
+        assert_eq!(l.plans[1].capacity, vec![Some(10.0)]);
+        // Without a floor, the small arm is short all ten minutes.
+        let mut bare = Learner::new(&c);
+        bare.plan(0, plans(&[2.0, 6.0], &[2.0, 6.0]));
+        bare.score(&c, MIN, &[Some(1.0)], 1.0);
+        for k in 2..=11 {
+            bare.score(&c, k * MIN, &[Some(5.0)], 1.0);
+        }
+        assert!((bare.costs()[0] - (2.0 * 10.0 * h + 30.0)).abs() < 1e-9);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use arrow_array::RecordBatch;
 use wfe_contract::{Context, Result};
 
 use crate::plan::{self, Choice, Need, Priced, Rules};
-use crate::tuner::{ArmPlan, Learner};
+use crate::tuner::{ArmPlan, Burst, Learner};
 use crate::{Current, TierSelect};
 
 impl TierSelect {
@@ -83,6 +83,7 @@ impl TierSelect {
             return ArmPlan {
                 capacity: vec![None; self.resources.len()],
                 cost_per_hour: chosen.cost_per_hour,
+                burst: None,
             };
         };
         let mut count = chosen.count;
@@ -100,9 +101,19 @@ impl TierSelect {
                 Some(count as f64 * c * inst.performance + private(&r.unit))
             })
             .collect();
+        // The floor between issuances, as `observe` applies it to the fleet in place.
+        let burst = self.reactive().then(|| Burst {
+            per_instance: (self.resources.iter())
+                .map(|r| Some(inst.capacity(&r.unit)? * inst.performance))
+                .collect(),
+            price_per_hour: inst.on_demand_price,
+            utilisation: self.cfg.burst_utilisation,
+            target: self.cfg.burst_target,
+        });
         ArmPlan {
             capacity,
             cost_per_hour,
+            burst,
         }
     }
 
@@ -226,7 +237,7 @@ mod tests {
         run(&mut st, first, &mut ctx);
         let split = st.snapshot_split().unwrap().unwrap();
         assert!(
-            split.entries().keys().any(|k| k.starts_with("tuning/")),
+            split.entries().keys().any(|k| k.starts_with("tuning.v2/")),
             "{:?}",
             split.entries().keys()
         );
