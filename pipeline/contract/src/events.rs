@@ -102,6 +102,8 @@ pub struct Context {
     logged: BTreeMap<&'static str, LogWindow>,
     /// Settings changed at run time, shared by the runner's stages and its API.
     control: Arc<Control>,
+    /// The seq of the input under way (see [`seq`](Self::seq)).
+    seq: Option<i64>,
 }
 
 impl Context {
@@ -117,7 +119,22 @@ impl Context {
             gauges: BTreeMap::new(),
             logged: BTreeMap::new(),
             control,
+            seq: None,
         }
+    }
+
+    /// The sequence number ([`crate::merge`]) of the input batch under way when it is the
+    /// source's batch it descends from: always in the embedded runner, in a replay over
+    /// Kafka; `None` live over Kafka and outside a runner. Batches of one seq are one step
+    /// of the source in both runners, however each cut them: what a stage makes visible to
+    /// its own later batches by seq rather than by batch is the same everywhere.
+    pub fn seq(&self) -> Option<i64> {
+        self.seq
+    }
+
+    /// Set by the runner before each input batch.
+    pub fn set_seq(&mut self, seq: Option<i64>) {
+        self.seq = seq;
     }
 
     pub fn stage(&self) -> &str {

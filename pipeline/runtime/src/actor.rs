@@ -146,6 +146,7 @@ pub(crate) fn run_actor(
      -> Result<()> {
         while let Some((i, seq, batch)) = merged.pop() {
             out.seq = seq;
+            ctx.set_seq(Some(seq));
             process(stage, ctx, out, inputs[i], batch, report)?;
         }
         Ok(())

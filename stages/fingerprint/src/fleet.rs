@@ -2,12 +2,20 @@
 //! instance and in the embedded run.
 //!
 //! A workload's profile is **published** at the end of the batch whose window changed it:
-//! this instance's own go straight into the view, and out as one `profiles` row each (keyed
-//! by the workload: its feature-space profile, metric set, observed steps, allocation); other
-//! instances' arrive from the compacted `profiles` topic, which every instance reads whole (a
-//! GlobalKTable). A window searches the view as it stood before its batch, so a workload is
-//! never sized from what another one showed later in the same batch, and the answer does not
-//! depend on which instance owns whom.
+//! out as one `profiles` row (keyed by the workload: its feature-space profile, metric set,
+//! observed steps, allocation), and into this instance's own view; other instances' arrive
+//! from the compacted `profiles` topic, which every instance reads whole (a GlobalKTable). A
+//! window searches the view as it stood before its batch, so a workload is never sized from
+//! what another one showed later in the same batch.
+//!
+//! **By seq, not by batch.** Other instances' rows made at seq `s` reach a service from seq
+//! `s + 1` on (the tables' contract), while one seq can come as several batches (normalise
+//! releases a fitted workload's history in chunks; a service's messages are cut by size,
+//! per partition). So where the runner gives the seq ([`Context::seq`]), own profiles
+//! published at seq `s` are **staged** and enter the view when a batch of a later seq
+//! begins: every instance, and the embedded run, then searches the profiles of seqs before
+//! the window's, whichever instance owns whom and however the seq was cut. Without a seq
+//! (live over Kafka) they enter at once.
 //!
 //! Profiles are compared in the **feature space**, measured from the mean of the metric set's
 //! known profiles in the view: every instance fits its own PCA basis (or embedding), but the
@@ -50,6 +58,9 @@ pub(crate) struct Fleet {
     pub sets: BTreeMap<u64, BTreeMap<String, Peer>>,
     /// Own profiles changed by the batch under way: published at its end.
     pub pending: BTreeMap<String, Peer>,
+    /// Own profiles published at seq `staged_seq`, out of the view until a later seq begins.
+    pub staged: BTreeMap<String, Peer>,
+    pub staged_seq: Option<i64>,
     /// Per metric set, the mean of its known profiles: dropped when the set changes, made
     /// again before its next search ([`Fleet::prepare`]).
     centres: BTreeMap<u64, Vec<f64>>,
@@ -84,6 +95,7 @@ impl Fleet {
 
     /// A workload leaves the view; whether it was there.
     pub fn remove(&mut self, name: &str) -> bool {
+        let staged = self.staged.remove(name).is_some();
         let found = self
             .sets
             .iter_mut()
@@ -91,7 +103,7 @@ impl Fleet {
         if let Some(sig) = found {
             self.centres.remove(&sig);
         }
-        found.is_some()
+        found.is_some() || staged
     }
 
     pub fn get(&self, name: &str) -> Option<&Peer> {
@@ -103,13 +115,40 @@ impl Fleet {
         self.sets.values().map(BTreeMap::len).sum()
     }
 
-    /// The batch is done: its own profiles are published.
-    pub fn publish(&mut self) -> BTreeMap<String, Peer> {
+    /// The batch of `seq` is done: its own profiles are published, staged until a later seq
+    /// (entering the view at once without a seq).
+    pub fn publish(&mut self, seq: Option<i64>) -> BTreeMap<String, Peer> {
         let pending = std::mem::take(&mut self.pending);
         for (name, peer) in &pending {
-            self.put(name, peer.clone());
+            self.stage(name, peer.clone(), seq);
         }
         pending
+    }
+
+    /// An own profile published at `seq`: staged, or (no seq) into the view.
+    pub fn stage(&mut self, name: &str, peer: Peer, seq: Option<i64>) {
+        let Some(s) = seq else {
+            return self.put(name, peer);
+        };
+        // Published at an earlier seq and not yet in: in now (the seq moved on).
+        self.advance(Some(s));
+        self.staged.insert(name.to_string(), peer);
+        self.staged_seq = Some(s);
+    }
+
+    /// A batch of `seq` begins (`None`: the end, or no seq): the profiles staged at an
+    /// earlier seq enter the view.
+    pub fn advance(&mut self, seq: Option<i64>) {
+        let Some(at) = self.staged_seq else {
+            return;
+        };
+        if seq.is_some_and(|now| now <= at) {
+            return;
+        }
+        for (name, peer) in std::mem::take(&mut self.staged) {
+            self.put(&name, peer);
+        }
+        self.staged_seq = None;
     }
 
     /// Takes in a `profiles` batch: rows newer than what is known replace it; rows of

@@ -1,6 +1,7 @@
 //! A workload's nearest known profiles, searched in the fleet's published view
 //! ([`crate::fleet`]): this instance's own and, over Kafka, every other instance's, as they
-//! stood before the batch under way, compared in the feature space.
+//! stood before the seq under way (before the batch where the runner gives no seq),
+//! compared in the feature space.
 
 use wfe_contract::Context;
 
@@ -75,13 +76,19 @@ impl Fingerprint {
     }
 
     /// After a restore: the view's own part made again from the restored workloads (a
-    /// snapshot is taken between batches, when every window's profile is published).
-    pub(crate) fn republish_own(&mut self) {
+    /// snapshot is taken between batches, when every window's profile is published), those
+    /// `staged` at a seq still under way staged again.
+    pub(crate) fn republish_own(&mut self, staged: &[(String, i64)]) {
         self.fleet = Default::default();
+        let staged: std::collections::HashMap<&str, i64> =
+            staged.iter().map(|(n, s)| (n.as_str(), *s)).collect();
         for id in 0..self.state.workloads.items.len() {
             if let Some(peer) = self.published(id) {
                 let name = self.state.workloads.names.names[id].clone();
-                self.fleet.put(&name, peer);
+                match staged.get(name.as_str()) {
+                    Some(seq) => self.fleet.stage(&name, peer, Some(*seq)),
+                    None => self.fleet.put(&name, peer),
+                }
             }
         }
     }

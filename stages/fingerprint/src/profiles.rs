@@ -13,10 +13,10 @@ use crate::fleet::Peer;
 use crate::state::Workload;
 
 impl Fingerprint {
-    /// The batch is done: the profiles its windows changed enter the view and go out as
-    /// `profiles` rows.
-    pub(crate) fn publish(&mut self, out: &mut dyn Collector) -> Result<()> {
-        let published = self.fleet.publish();
+    /// The batch of `seq` is done: the profiles its windows changed go out as `profiles`
+    /// rows and enter the view (from the next seq on, see [`crate::fleet`]).
+    pub(crate) fn publish(&mut self, out: &mut dyn Collector, seq: Option<i64>) -> Result<()> {
+        let published = self.fleet.publish(seq);
         if let Some(rows) = self.profile_rows(&published)? {
             out.emit(Topic::Profiles, rows)?;
         }

@@ -74,6 +74,8 @@ impl Stage for Fingerprint {
         out: &mut dyn Collector,
     ) -> Result<()> {
         let nb = NormBatch::new(&batch)?;
+        // Own profiles of earlier seqs enter the view before this batch's windows search it.
+        self.fleet.advance(ctx.seq());
         let mut rows = Rows::default();
         let mut due = Vec::new();
         let cfg = &self.cfg;
@@ -126,7 +128,7 @@ impl Stage for Fingerprint {
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
-        self.publish(out)?;
+        self.publish(out, ctx.seq())?;
         if let Some(retired) = self.retire_idle(ctx)? {
             out.emit(Topic::Profiles, retired)?;
         }
@@ -134,6 +136,8 @@ impl Stage for Fingerprint {
     }
 
     fn flush(&mut self, ctx: &mut Context, out: &mut dyn Collector) -> Result<()> {
+        // The end of the input: every seq is over.
+        self.fleet.advance(None);
         let mut rows = Rows::default();
         // A fleet smaller than `fit_windows`: fit on what there is and release the rows.
         let waiting: Vec<u64> = self
@@ -194,7 +198,7 @@ impl Stage for Fingerprint {
         if !rows.start.is_empty() {
             out.emit(Topic::Fingerprints, rows.finish()?)?;
         }
-        self.publish(out)
+        self.publish(out, None)
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>> {
@@ -211,7 +215,9 @@ impl Stage for Fingerprint {
         };
         self.state = st;
         self.state.put_answers(self.name(), answers)?;
-        self.republish_own();
+        // The whole form is an older version's snapshot (services write entries): nothing
+        // was staged then.
+        self.republish_own(&[]);
         Ok(())
     }
 
@@ -225,6 +231,11 @@ impl Stage for Fingerprint {
         let answers = st.answers();
         split.put_items(name, "answer", answers.iter().map(|(i, a)| (i.as_str(), a)))?;
         split.put_items(name, "w", st.workloads.iter())?;
+        // Own profiles published at a seq still under way: out of the view after a restore too.
+        if let Some(seq) = self.fleet.staged_seq {
+            let names = self.fleet.staged.keys();
+            split.put_unordered(name, STAGED, names.map(|n| (n.as_str(), &seq)))?;
+        }
         let heads: Vec<(String, reduce::Reducer)> = st
             .reducers
             .iter()
@@ -271,10 +282,14 @@ impl Stage for Fingerprint {
             held,
         };
         self.state.put_answers(name, state.items(name, "answer")?)?;
-        self.republish_own();
+        let staged: Vec<(String, i64)> = state.items(name, STAGED)?;
+        self.republish_own(&staged);
         Ok(())
     }
 }
+
+/// The state entries naming own profiles staged at a seq (see [`crate::fleet`]).
+const STAGED: &str = "staged";
 
 /// Each basis given back its reservoir, from runs named `<metric set>:<run>`.
 fn with_reservoirs(

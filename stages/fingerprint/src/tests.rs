@@ -554,3 +554,59 @@ fn held_windows_keep_their_answers_through_a_restore() {
     assert!(old_form.state.answers().is_empty());
     assert_eq!(old_form.state.held.len(), first.state.held.len());
 }
+
+/// Batches as a runner hands them, each with the seq `seq` gives it; no flush.
+fn run_at(
+    stage: &mut Fingerprint,
+    batches: &[RecordBatch],
+    seq: impl Fn(usize) -> i64,
+) -> VecCollector {
+    let mut out = VecCollector::new();
+    let mut ctx = Context::new("fingerprint");
+    for (i, b) in batches.iter().enumerate() {
+        ctx.set_seq(Some(seq(i)));
+        stage
+            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
+            .unwrap();
+    }
+    out
+}
+
+/// One seq can come as several batches (normalise releases a fitted workload's history in
+/// chunks; a service's messages are cut by size, per partition): what is published in a seq
+/// is searched from the next one on, so one process and a fleet of instances agree however
+/// the seq was cut, and a stage restored half-way through a seq finds what the one that
+/// never stopped finds.
+#[test]
+fn profiles_of_a_seq_are_searched_from_the_next_seq_on_even_after_a_restore() {
+    let mut norm = normalised("smd", &["machine-2-1", "machine-2-7", "machine-3-3"], 12);
+    norm.extend(normalised("smd", &["machine-2-2"], 4));
+    let cold_rows = |out: &VecCollector| -> (usize, usize) {
+        let rows = neighbour_rows(out);
+        let cold: Vec<_> = rows
+            .iter()
+            .filter(|r| r.0 == "machine-2-2" && r.1)
+            .collect();
+        (cold.len(), cold.iter().filter(|r| !r.2.is_empty()).count())
+    };
+    // A seq per batch: machine-2-2 borrows from the machines seen in the batches before.
+    let mut each = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let (cold, borrowed) = cold_rows(&run_at(&mut each, &norm, |i| i as i64));
+    assert!(cold > 0 && borrowed == cold, "{borrowed} of {cold}");
+    // One seq for all: nothing published in it is searched in it.
+    let mut one = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let whole = run_at(&mut one, &norm, |_| 7);
+    let (cold, borrowed) = cold_rows(&whole);
+    assert!(cold > 0 && borrowed == 0, "{borrowed} of {cold}");
+    // Stopped half-way through the seq and restored from its entries: the same rows.
+    let half = norm.len() / 2;
+    let mut first = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    let mut out = run_at(&mut first, &norm[..half], |_| 7);
+    let mut restored = Fingerprint::new(FingerprintConfig::default()).unwrap();
+    restored
+        .restore_split(first.snapshot_split().unwrap().unwrap())
+        .unwrap();
+    let rest = run_at(&mut restored, &norm[half..], |_| 7);
+    out.batches.extend(rest.batches);
+    assert_eq!(neighbour_rows(&out), neighbour_rows(&whole));
+}

@@ -137,6 +137,7 @@ impl Core {
         // The tables as they stood before this input's seq (all of them outside a replay).
         let before = held.headers.is_source_seq().then_some(seq);
         self.hand_over_before(part, before);
+        self.ctx.set_seq(before);
         let trace = held
             .headers
             .get(header::TRACE)
