@@ -31,6 +31,8 @@
 //! spot instance saves a fixed price and adds shortfall at an increasing rate), else searched
 //! the same way.
 
+use std::collections::HashMap;
+
 use crate::cost::{CostModel, Expected, InPlace};
 use crate::plan::{Driver, Need, Priced, Rules};
 use crate::{Catalog, Instance};
@@ -57,15 +59,18 @@ pub fn expected_excess(levels: &[f64], values: &[f64], capacity: f64) -> f64 {
     }
     let (l, v) = (&levels[..n], &values[..n]);
     let c = capacity.max(0.0);
-    // Knots of the exceedance: (x, P(D > x)), linear in between.
-    let mut knots: Vec<(f64, f64)> = Vec::with_capacity(n + 1);
-    if v[0] > 0.0 {
-        knots.push((0.0, 1.0));
-    }
-    knots.extend(v.iter().zip(l).map(|(x, q)| (*x, 1.0 - q)));
+    // Knots of the exceedance: (x, P(D > x)), linear in between (walked in pairs, not
+    // collected: this runs for every count of every type of every decision).
+    let origin = (v[0] > 0.0).then_some((0.0, 1.0));
+    let mut knots = origin
+        .into_iter()
+        .chain(v.iter().zip(l).map(|(x, q)| (*x, 1.0 - q)));
     let mut total = 0.0;
-    for w in knots.windows(2) {
-        let ((a, ea), (b, eb)) = (w[0], w[1]);
+    let mut prev = knots.next();
+    for (b, eb) in knots {
+        let Some((a, ea)) = prev.replace((b, eb)) else {
+            break;
+        };
         if b <= a || b <= c {
             continue;
         }
@@ -128,11 +133,18 @@ struct Pricer<'a> {
     stretch: Vec<(f64, f64)>,
     in_place: Vec<f64>,
     now: InPlace,
+    /// Whether the fleet in place is of this type (then a change keeps what it can).
+    same_type: bool,
     hours: f64,
     /// Chance one spot instance is interrupted within the horizon.
     q: f64,
     /// Per need, `expected_excess` at count m (NaN: not computed yet).
     excess: Vec<Vec<f64>>,
+    /// `(1 - q)^s` by `s` (NaN: not computed yet): no spot instance interrupted.
+    none_lost: Vec<f64>,
+    /// The best spot count and its price per count `n` (the searches ask for a count more
+    /// than once).
+    best: HashMap<i64, (i64, Expected)>,
 }
 
 impl<'a> Pricer<'a> {
@@ -157,7 +169,7 @@ impl<'a> Pricer<'a> {
 
     /// Launched and ended instances going from the fleet in place to `n` with `s` spot.
     fn changes(&self, n: i64, s: i64) -> (i64, i64) {
-        if self.now.instance_type != self.inst.r#type {
+        if !self.same_type {
             return (n, self.now.count);
         }
         let (now_s, now_d) = (self.now.spot_count, self.now.count - self.now.spot_count);
@@ -215,7 +227,7 @@ impl<'a> Pricer<'a> {
                 })
                 .sum();
         }
-        let (mut pk, mut mass, mut total) = ((1.0 - q).powf(s as f64), 0.0, 0.0);
+        let (mut pk, mut mass, mut total) = (self.none_lost_of(s), 0.0, 0.0);
         let mut last = 0.0;
         for k in 0..=s {
             last = self.excess_at(i, n - k);
@@ -229,9 +241,37 @@ impl<'a> Pricer<'a> {
         total + (1.0 - mass).max(0.0) * last
     }
 
+    /// `(1 - q)^s`, remembered for counts under [`REMEMBERED`].
+    fn none_lost_of(&mut self, s: i64) -> f64 {
+        let q = self.q;
+        let Ok(i) = usize::try_from(s) else {
+            return 1.0;
+        };
+        if s >= REMEMBERED {
+            return (1.0 - q).powf(s as f64);
+        }
+        if self.none_lost.len() <= i {
+            self.none_lost.resize(i + 1, f64::NAN);
+        }
+        if self.none_lost[i].is_nan() {
+            self.none_lost[i] = (1.0 - q).powf(s as f64);
+        }
+        self.none_lost[i]
+    }
+
     /// The spot count of least expected cost for `n` instances: all `cap` when one spot
     /// instance fewer costs more (the usual case: interruptions are rare), else searched.
+    /// Remembered per `n` (`cap` is a function of `n` within one type's search).
     fn best_spot(&mut self, n: i64, cap: i64) -> (i64, Expected) {
+        if let Some(&known) = self.best.get(&n) {
+            return known;
+        }
+        let found = self.search_spot(n, cap);
+        self.best.insert(n, found);
+        found
+    }
+
+    fn search_spot(&mut self, n: i64, cap: i64) -> (i64, Expected) {
         let cap = cap.max(0);
         let at_cap = self.price(n, cap);
         if cap == 0 || at_cap.total() <= self.price(n, cap - 1).total() {
@@ -331,9 +371,12 @@ impl Rules {
             stretch: stretches(needs, model.lead_s),
             in_place,
             now: now.clone(),
+            same_type: now.instance_type == inst.r#type,
             hours,
             q: 1.0 - (1.0 - inst.interruption_rate).powf(hours),
             excess: vec![Vec::new(); needs.len()],
+            none_lost: Vec::new(),
+            best: HashMap::new(),
         };
         // From the floor to the tail's end plus spares for interrupted spot (two, and three
         // times the interruptions expected), each side of the fleet in place searched alone.

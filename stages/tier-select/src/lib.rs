@@ -424,6 +424,8 @@ impl Stage for TierSelect {
         // Group rows by issuance, keeping first-seen order (the forecast stage emits an
         // issuance's rows together).
         let mut groups: Vec<((String, i64), Vec<Need>)> = Vec::new();
+        // Where each issuance's group is: a batch holds the issuances of a whole fleet.
+        let mut group_of: HashMap<(String, i64), usize> = HashMap::new();
         for r in 0..batch.num_rows() {
             let key = (workload.value(r).to_string(), issued.value(r));
             let lv = list_row_f64(levels.as_ref(), r)?;
@@ -453,13 +455,10 @@ impl Stage for TierSelect {
                 );
                 None
             };
-            let pos = match groups.iter().position(|(k, _)| *k == key) {
-                Some(p) => p,
-                None => {
-                    groups.push((key, Vec::new()));
-                    groups.len() - 1
-                }
-            };
+            let pos = *group_of.entry(key).or_insert_with_key(|key| {
+                groups.push((key.clone(), Vec::new()));
+                groups.len() - 1
+            });
             groups[pos].1.extend(need);
         }
         let mut rows = Rows::default();
