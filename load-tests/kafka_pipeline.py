@@ -33,8 +33,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "schemas/examples"))
-from read_topic import messages  # noqa: E402  (the reader other teams get)
 STAGES = ["normalise", "fingerprint", "anomaly", "forecast", "tier-select", "actuate"]
 
 
@@ -44,9 +42,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_messages(bootstrap: str, topic: str):
-    """Every message of a topic, from the beginning to its end now."""
-    return list(messages(bootstrap, topic))
+def read_messages(bootstrap: str, topic: str, idle_s: float = 2.0, limit_s: float = 600.0):
+    """Every message of a topic, from the beginning to its end now, in partition and offset
+    order. Past the high watermarks it goes on reading until nothing came for `idle_s`: tansu
+    0.6.0's memory storage moves a partition's high watermark by one per produced record batch,
+    not per record, so a reader that stops at the watermark (`schemas/examples/read_topic.py`,
+    right on Kafka and on tansu's SQLite) misses the end of each partition there."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "load-test-reader",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    high = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got = []
+    deadline = time.time() + limit_s
+    while True:
+        m = consumer.poll(idle_s)
+        if m is None:
+            # Positions are invalid (negative) until a partition's first fetch.
+            at = {tp.partition: tp.offset for tp in consumer.position([TopicPartition(topic, p) for p in partitions])}
+            if all(high[p] <= 0 or at[p] >= high[p] for p in partitions):
+                break
+        elif m.error():
+            raise SystemExit(f"{topic}/{m.partition()}: {m.error()}")
+        else:
+            got.append(m)
+        if time.time() > deadline:
+            raise SystemExit(f"{topic}: still reading after {limit_s:.0f} s")
+    consumer.close()
+    return sorted(got, key=lambda m: (m.partition(), m.offset()))
 
 
 class EndWatch:
@@ -167,6 +194,8 @@ def main() -> None:
                     help="the services' commit interval with --fleet (each commit writes the changed workloads' state)")
     ap.add_argument("--producer-property", action="append", default=[], metavar="KEY=VALUE",
                     help="a librdkafka producer setting for the services (`kafka.producer_properties`), to compare")
+    ap.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka consumer setting for the services (`kafka.consumer_properties`), to compare")
     args = ap.parse_args()
     # A stop (timeout, Ctrl-C's cousin) still runs the `finally` that ends the services.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -196,9 +225,12 @@ def main() -> None:
         # The test job commits every 500 ms so its kill tests replay little; a fleet runs with
         # the default 2 s (each commit writes the changed workloads' state).
         text = text.replace("commit_interval_ms = 500", f"commit_interval_ms = {args.commit_ms}")
-    if args.producer_property:
-        props = "".join(f'"{k}" = "{v}"\n' for k, v in (p.split("=", 1) for p in args.producer_property))
-        text += f"\n[kafka.producer_properties]\n{props}"
+    for kind, given in [("producer", args.producer_property), ("consumer", args.consumer_property)]:
+        if given:
+            props = "".join(f'"{k}" = "{v}"\n' for k, v in (p.split("=", 1) for p in given))
+            header = f"[kafka.{kind}_properties]\n"
+            # Into the job's own table where it has one (TOML forbids a second).
+            text = text.replace(header, header + props, 1) if header in text else text + f"\n{header}{props}"
     job.write_text(text)
     url = f"tcp://{bootstrap}"
     procs = []
