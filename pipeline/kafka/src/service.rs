@@ -8,11 +8,14 @@
 //! so the whole chain keeps a workload in one partition number.
 //!
 //! **At-least-once (default).** Outputs are sent as they are made. Every `commit_interval`
-//! (and before partitions are revoked, and at shutdown) the service waits until the broker has
-//! acknowledged every output, then writes each changed partition's snapshot (stage state plus
-//! the next input offset) to the stage's compacted state topic, waits for that too, and only
-//! then commits the input offsets (as in rust-rdkafka's `at_least_once.rs`). A crash replays
-//! from the last commit; stages are deterministic, so the replay yields the same keyed rows.
+//! the service waits until the broker has acknowledged every output, then writes each changed
+//! partition's snapshot (stage state plus the next input offset) to the stage's compacted
+//! state topic and reads on; the next commit point's wait for its outputs covers those
+//! snapshots too, and only then are the input offsets they hold committed (as in
+//! rust-rdkafka's `at_least_once.rs`, pipelined by one commit). Before partitions are revoked
+//! and at shutdown the service waits for the snapshots and commits at once. A crash replays
+//! from the newest snapshot that was complete; stages are deterministic, so the replay yields
+//! the same keyed rows.
 //! On assignment the partition's newest snapshot is restored, and input below its offset is
 //! skipped, so a snapshot written just before a lost commit is not applied twice.
 //!
@@ -38,12 +41,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use wfe_contract::merge;
 use wfe_contract::{Context, Control, Error, Health, Result, Topic};
 
@@ -55,6 +56,7 @@ use crate::produce::Sender;
 mod changelog;
 pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
 mod chunked;
+mod commit;
 mod entries;
 pub use entries::{MemoryChangelog, Written};
 mod input;
@@ -261,6 +263,7 @@ pub async fn run_stage(
         exactly_once: opts.exactly_once,
         ephemeral: opts.ephemeral,
         in_txn: false,
+        unsettled: None,
         parts: BTreeMap::new(),
         tables: None,
         ctx: Context::with_control(name.clone(), opts.control.clone()),
@@ -398,7 +401,7 @@ async fn serve(
             last_tick = Instant::now();
         }
         if last_commit.elapsed() >= interval {
-            lock(core).commit(consumer)?;
+            lock(core).commit_periodic(consumer)?;
             last_commit = Instant::now();
         }
         if last_progress.elapsed() >= LOG_EVERY {
@@ -434,80 +437,6 @@ impl Core {
                 .map_err(|e| kafka_error("begin transaction", e))?;
             self.in_txn = true;
         }
-        Ok(())
-    }
-
-    /// The commit point: outputs acknowledged, snapshots written, input offsets committed.
-    fn commit<C: Consumer<Ctx>>(&mut self, consumer: &C) -> Result<()> {
-        self.send_progress()?;
-        if self.ephemeral {
-            // Nothing to keep: the next start reads its inputs from their beginning.
-            self.out.flush()?;
-            self.parts.values_mut().for_each(|p| p.dirty = false);
-            return Ok(());
-        }
-        let dirty: Vec<i32> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| p.dirty)
-            .map(|(k, _)| *k)
-            .collect();
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        if !self.exactly_once {
-            self.out.flush()?;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for &p in &dirty {
-            self.write_snapshot(p)?;
-            for (i, (_, topic)) in self.inputs.iter().enumerate() {
-                let next = self.parts[&p].next(i);
-                if next >= 0 {
-                    tpl.add_partition_offset(topic, p, Offset::Offset(next))
-                        .map_err(|e| kafka_error("offsets", e))?;
-                }
-            }
-        }
-        if self.exactly_once {
-            let meta = consumer
-                .group_metadata()
-                .ok_or_else(|| Error::state(&self.name, "no consumer group metadata"))?;
-            let r = self
-                .out
-                .producer
-                .send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)
-                .and_then(|_| self.out.producer.commit_transaction(TXN_TIMEOUT));
-            self.in_txn = false;
-            if let Err(e) = r {
-                let _ = self.out.producer.abort_transaction(TXN_TIMEOUT);
-                return Err(kafka_error(
-                    "commit transaction (aborted; a restart redoes it)",
-                    e,
-                ));
-            }
-        } else {
-            self.out.flush()?;
-            // The snapshots just written already hold these offsets (input below a snapshot's
-            // offset is skipped), so a commit that fails now (coordinator away, group
-            // rebalancing) loses nothing: say so and try again at the next commit point.
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                self.ctx.count("commit.deferred", 1);
-                tracing::warn!(stage = %self.name, "offset commit deferred: {e}; the snapshots hold the position");
-                return Ok(());
-            }
-        }
-        for p in dirty {
-            if let Some(part) = self.parts.get_mut(&p) {
-                part.dirty = false;
-                // Acknowledged (flushed, or committed with the transaction): durable now.
-                if let Some(slot) = part.pending.take() {
-                    part.durable = Some(slot);
-                }
-            }
-        }
-        self.report.commits += 1;
-        metrics::counter!("wfe_commits_total", "stage" => self.name.clone()).increment(1);
         Ok(())
     }
 }

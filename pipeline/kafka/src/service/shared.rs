@@ -72,11 +72,20 @@ pub(super) struct Core {
     /// Keeps no state across starts (`ServiceOptions::ephemeral`).
     pub(super) ephemeral: bool,
     pub(super) in_txn: bool,
+    /// The last commit point's snapshots, sent but not yet known to be acknowledged.
+    pub(super) unsettled: Option<Unsettled>,
     pub(super) parts: BTreeMap<i32, Part>,
     /// Tables every partition's stage reads whole (none: the stage reads none).
     pub(super) tables: Option<Tables>,
     pub(super) ctx: Context,
     pub(super) report: ServiceReport,
+}
+
+/// A commit point whose snapshots are sent: the input offsets they hold and the partitions
+/// whose pending slot becomes durable once they are acknowledged.
+pub(super) struct Unsettled {
+    pub(super) offsets: rdkafka::TopicPartitionList,
+    pub(super) parts: Vec<i32>,
 }
 
 /// An input message held until its turn.
