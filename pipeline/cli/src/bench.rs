@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Read this file instead of the job's sources (what `--fleet` gives its child runs).
     #[arg(long)]
     source: Option<PathBuf>,
+    /// Steps each workload's scaler is learned from where the data has no `split` label
+    /// (`stages.normalise.learn_steps`; `--fleet` gives its child runs one day).
+    #[arg(long)]
+    learn_steps: Option<usize>,
     /// Print the fastest run's figures as one line of JSON instead of the tables (what
     /// `--fleet` reads from its child runs).
     #[arg(long)]
@@ -209,6 +213,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut cfg = JobConfig::load(args.config.as_deref())?;
     if let Some(file) = &args.source {
         cfg.sources = vec![wfe_ingest::SourceConfig::new(file)];
+    }
+    if let Some(n) = args.learn_steps {
+        cfg.stages.normalise.learn_steps = n;
     }
     if args.all_models {
         eprintln!("forecast models: {:?}", cfg.stages.forecast.models);

@@ -70,6 +70,11 @@ impl Shapes {
             step_ms,
         })
     }
+
+    /// Steps of the fleet in a day.
+    pub fn steps_per_day(&self) -> usize {
+        (86_400_000 / self.step_ms.max(1)) as usize
+    }
 }
 
 /// One real server's raw values, step by step.

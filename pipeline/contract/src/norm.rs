@@ -4,6 +4,7 @@
 //! workload's step are adjacent. Fingerprint, anomaly and forecast all want the step as a
 //! vector, so this walks a batch in runs of equal (workload, event_time) without copying.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -233,7 +234,10 @@ impl Slots {
 /// partition's workloads per batch) would see another.
 #[derive(Default)]
 pub struct KeyCache {
-    maps: Vec<(i32, Vec<u32>)>,
+    maps: Vec<Vec<u32>>,
+    /// Each workload key's map in `maps`: a batch of a wide fleet holds thousands of
+    /// workloads, and a scan per step made the walk quadratic in them (issue 21).
+    at: HashMap<i32, usize>,
 }
 
 impl KeyCache {
@@ -244,15 +248,12 @@ impl KeyCache {
     /// mapped (slots made for those it has not had before); other keys map past any slot.
     pub fn get(&mut self, nb: &NormBatch<'_>, step: &Step<'_>, slots: &mut Slots) -> &[u32] {
         let dict = nb.metric_dict();
-        let pos = match self.maps.iter().position(|(k, _)| *k == step.workload_key) {
-            Some(p) => p,
-            None => {
-                self.maps
-                    .push((step.workload_key, vec![Self::UNMAPPED; dict.len()]));
-                self.maps.len() - 1
-            }
-        };
-        let map = &mut self.maps[pos].1;
+        let maps = &mut self.maps;
+        let pos = *self.at.entry(step.workload_key).or_insert_with(|| {
+            maps.push(vec![Self::UNMAPPED; dict.len()]);
+            maps.len() - 1
+        });
+        let map = &mut self.maps[pos];
         let keys = nb.metric.keys();
         for r in step.rows.clone() {
             let k = keys[r] as usize;
