@@ -8,6 +8,13 @@ use wfe_contract::{Context, Result};
 use crate::rows::Rows;
 use crate::{Current, Priced, TierSelect, burst_id};
 
+/// The floor's count: instances of `per` capacity each that hold `demand` at `target`
+/// utilisation beside `held` capacity that stays (private capacity; for the tuner's arms, the
+/// fleet in place, which makes the count the instances added).
+pub(crate) fn floor_instances(demand: f64, held: f64, per: f64, target: f64) -> f64 {
+    ((demand - held * target) / (target * per) - 1e-9).ceil()
+}
+
 impl TierSelect {
     pub(crate) fn reactive(&self) -> bool {
         self.cfg.burst_utilisation > 0.0 && !self.resources.is_empty()
@@ -72,9 +79,7 @@ impl TierSelect {
             let res = &self.resources[ri];
             let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
             let own = private(&res.unit);
-            let count = (((value - own * self.cfg.burst_target) / (self.cfg.burst_target * per))
-                - 1e-9)
-                .ceil() as i64;
+            let count = floor_instances(value, own, per, self.cfg.burst_target) as i64;
             if count <= cur.count {
                 continue;
             }
@@ -147,8 +152,10 @@ impl TierSelect {
             .zip(&self.resources)
             .filter_map(|(seen, res)| {
                 let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
-                let v = v - self.private_of(prev_workload)(&res.unit) * self.cfg.burst_target;
-                let n = (v / (self.cfg.burst_target * cap * inst.performance) - 1e-9).ceil() as i64;
+                let own = self.private_of(prev_workload)(&res.unit);
+                let per = cap * inst.performance;
+                let n = floor_instances(v, own, per, self.cfg.burst_target) as i64;
+                let v = v - own * self.cfg.burst_target;
                 Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
             })
             .max_by_key(|(n, _)| *n)

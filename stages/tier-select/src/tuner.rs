@@ -37,6 +37,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::TuningConfig;
+use crate::reactive::floor_instances;
 
 /// The arm in force is left only for one whose discounted cost is this share lower.
 pub const SWITCH: f64 = 0.02;
@@ -78,7 +79,7 @@ impl ArmPlan {
             .filter_map(|((d, c), per)| {
                 let (d, c, per) = ((*d)?, (*c)?, (*per)?);
                 (per > 0.0 && c > 0.0 && d > b.utilisation * c)
-                    .then(|| ((d / b.target - c) / per - 1e-9).ceil())
+                    .then(|| floor_instances(d, c, per, b.target))
             })
             .fold(0.0, f64::max);
         if !(add >= 1.0 && add.is_finite()) {
