@@ -63,8 +63,9 @@ pub struct BenchArgs {
     /// Read this file instead of the job's sources (what `--fleet` gives its child runs).
     #[arg(long)]
     source: Option<PathBuf>,
-    /// Steps each workload's scaler is learned from where the data has no `split` label
-    /// (`stages.normalise.learn_steps`; `--fleet` gives its child runs one day).
+    /// Steps each workload's scaler and anomaly detectors are learned from where the data has
+    /// no `split` label (`stages.normalise.learn_steps` and `stages.anomaly.learn_steps`, the
+    /// same first steps as by default; `--fleet` gives its child runs one day).
     #[arg(long)]
     learn_steps: Option<usize>,
     /// Print the fastest run's figures as one line of JSON instead of the tables (what
@@ -216,6 +217,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if let Some(n) = args.learn_steps {
         cfg.stages.normalise.learn_steps = n;
+        cfg.stages.anomaly.learn_steps = n;
     }
     if args.all_models {
         eprintln!("forecast models: {:?}", cfg.stages.forecast.models);

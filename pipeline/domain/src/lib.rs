@@ -9,13 +9,16 @@
 //! - [`features`]: the statistical features of a window of metrics that fingerprints are made
 //!   of (the fingerprint stage reduces them; the forecast stage's LSTM reads them as context).
 //! - [`retire`]: when a stage drops a workload that went quiet.
+//! - [`ragged`]: rows of varying length stored flat (the steps a learning workload holds).
 //! - [`stats`]: quantiles and the one seeded generator (with reservoir sampling).
 
 pub mod features;
+pub mod ragged;
 pub mod resources;
 pub mod retire;
 pub mod sizing;
 pub mod spans;
 pub mod stats;
 
+pub use ragged::Ragged;
 pub use resources::ResourceMap;

@@ -5,6 +5,7 @@
 //! Snapshots keep the form they had ([`DoneStep`]s), so states written before still restore.
 
 use serde::{Deserialize, Serialize};
+use wfe_domain::Ragged;
 
 /// A step ready for output, held while the scaler learns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,9 +22,9 @@ pub(crate) struct DoneStep {
 pub(crate) struct Held {
     times: Vec<i64>,
     labels: Vec<Option<u32>>,
-    /// Where each step's cells start in `values` and `filled`.
-    starts: Vec<u32>,
-    values: Vec<f64>,
+    /// Each step's cells' raw values.
+    values: Ragged<f64>,
+    /// Whether each cell was filled, cell by cell as in `values`.
     filled: Vec<bool>,
 }
 
@@ -32,32 +33,34 @@ impl Held {
         self.times.len()
     }
 
+    /// Room for `steps` more steps of `cells` cells each, exactly (a workload learning by
+    /// count holds `learn_steps` of them: growth by doubling left up to half unused).
+    pub(crate) fn reserve_exact(&mut self, steps: usize, cells: usize) {
+        self.times.reserve_exact(steps);
+        self.labels.reserve_exact(steps);
+        self.values.reserve_exact(steps, steps * cells);
+        self.filled.reserve_exact(steps * cells);
+    }
+
     /// Holds one step; `cells` are (raw value, filled, missing) per metric slot.
     pub(crate) fn push(&mut self, time: i64, label: Option<u32>, cells: &[(f64, bool, bool)]) {
         self.times.push(time);
         self.labels.push(label);
-        self.starts.push(self.values.len() as u32);
-        for &(v, filled, missing) in cells {
-            self.values.push(if missing { f64::NAN } else { v });
-            self.filled.push(filled);
-        }
-    }
-
-    fn cells_of(&self, i: usize) -> std::ops::Range<usize> {
-        let start = self.starts[i] as usize;
-        let end = self
-            .starts
-            .get(i + 1)
-            .map_or(self.values.len(), |&e| e as usize);
-        start..end
+        self.values.push_iter(
+            cells
+                .iter()
+                .map(|&(v, _, missing)| if missing { f64::NAN } else { v }),
+        );
+        self.filled
+            .extend(cells.iter().map(|&(_, filled, _)| filled));
     }
 
     /// Step `i` as a [`DoneStep`], its cells written into `cells` (cleared first).
     pub(crate) fn step(&self, i: usize, mut cells: Vec<(f64, bool, bool)>) -> DoneStep {
         cells.clear();
-        let r = self.cells_of(i);
+        let r = self.values.range(i);
         cells.extend(
-            self.values[r.clone()]
+            self.values.cells()[r.clone()]
                 .iter()
                 .zip(&self.filled[r])
                 .map(|(&v, &f)| (v, f, v.is_nan())),
@@ -71,10 +74,8 @@ impl Held {
 
     /// Every observed or filled cell: (metric slot, raw value).
     pub(crate) fn present(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
-        (0..self.len()).flat_map(move |i| {
-            let r = self.cells_of(i);
-            self.values[r]
-                .iter()
+        self.values.rows().flat_map(|row| {
+            row.iter()
                 .enumerate()
                 .filter(|(_, v)| !v.is_nan())
                 .map(|(slot, &v)| (slot, v))

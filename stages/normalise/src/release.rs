@@ -65,6 +65,10 @@ impl Normalise {
                     self.write_step(wi, &done, out);
                     self.cells = done.cells;
                 } else {
+                    if split.is_none() && wk.held.len() == 0 {
+                        let steps = self.cfg.learn_steps.saturating_sub(wk.learned_steps);
+                        wk.held.reserve_exact(steps, done.cells.len());
+                    }
                     wk.learned_steps += 1;
                     wk.held.push(done.time, done.label, &done.cells);
                     self.cells = done.cells;

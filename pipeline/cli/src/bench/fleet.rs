@@ -123,10 +123,11 @@ pub(super) fn bench_fleet(
 }
 
 /// One run in a child process of its own. The fleet has no `split` label: each workload's
-/// scaler is learned from its first day (`learn_steps`), as in the Kafka load test. With the
+/// scaler and anomaly detectors are learned from its first day (`learn_steps`). With the
 /// job's default (1,440 steps, five days at 300 s) normalise held a shorter fleet whole and
 /// released it at the end of the input, and the run measured that one release instead of a
-/// fleet at work.
+/// fleet at work; with only the scaler's shortened, anomaly learned on the whole second day
+/// and scored nothing.
 fn child(
     exe: &Path,
     file: &Path,
