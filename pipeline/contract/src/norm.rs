@@ -4,7 +4,6 @@
 //! workload's step are adjacent. Fingerprint, anomaly and forecast all want the step as a
 //! vector, so this walks a batch in runs of equal (workload, event_time) without copying.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,9 +234,11 @@ impl Slots {
 #[derive(Default)]
 pub struct KeyCache {
     maps: Vec<Vec<u32>>,
-    /// Each workload key's map in `maps`: a batch of a wide fleet holds thousands of
-    /// workloads, and a scan per step made the walk quadratic in them (issue 21).
-    at: HashMap<i32, usize>,
+    /// Each workload key's map in `maps` ([`KeyCache::UNMAPPED`]: none yet), by key: a batch
+    /// of a wide fleet holds thousands of workloads, and a scan per step made the walk
+    /// quadratic in them (issue 21); the keys are the batch dictionary's, dense from 0, so a
+    /// vector finds the map without hashing.
+    at: Vec<u32>,
 }
 
 impl KeyCache {
@@ -248,12 +249,15 @@ impl KeyCache {
     /// mapped (slots made for those it has not had before); other keys map past any slot.
     pub fn get(&mut self, nb: &NormBatch<'_>, step: &Step<'_>, slots: &mut Slots) -> &[u32] {
         let dict = nb.metric_dict();
-        let maps = &mut self.maps;
-        let pos = *self.at.entry(step.workload_key).or_insert_with(|| {
-            maps.push(vec![Self::UNMAPPED; dict.len()]);
-            maps.len() - 1
-        });
-        let map = &mut self.maps[pos];
+        let key = step.workload_key.max(0) as usize;
+        if self.at.len() <= key {
+            self.at.resize(key + 1, Self::UNMAPPED);
+        }
+        if self.at[key] == Self::UNMAPPED {
+            self.at[key] = self.maps.len() as u32;
+            self.maps.push(vec![Self::UNMAPPED; dict.len()]);
+        }
+        let map = &mut self.maps[self.at[key] as usize];
         let keys = nb.metric.keys();
         for r in step.rows.clone() {
             let k = keys[r] as usize;

@@ -264,14 +264,14 @@ impl Fleet {
     /// The `k` nearest known profiles of metric set `sig` to `profile` (feature space), but
     /// `me`'s own: (name, allocation, distance), nearest first, ties by name. Empty until
     /// [`Fleet::prepare`] has run for the set since it last changed.
-    pub fn nearest(
-        &self,
+    pub fn nearest<'a>(
+        &'a self,
         sig: u64,
         me: &str,
         profile: &[f64],
         k: usize,
         distance: Distance,
-    ) -> Vec<(&str, &Peer, f64)> {
+    ) -> Vec<(&'a str, &'a Peer, f64)> {
         let (Some(set), Some(centre)) = (self.sets.get(&sig), self.centres.get(&sig)) else {
             return Vec::new();
         };
@@ -279,7 +279,14 @@ impl Fleet {
             return Vec::new();
         }
         let query = centred(profile, centre);
-        let candidates: Vec<(&String, &Peer)> = match self.indexes.get(&sig) {
+        let measured = |(n, p): (&'a String, &'a Peer)| {
+            if !p.known || n.as_str() == me || p.features.len() != query.len() {
+                return None;
+            }
+            let d = distance.between_centred(&query, &p.features, centre);
+            d.is_finite().then_some((n.as_str(), p, d))
+        };
+        let mut found: Vec<(&str, &Peer, f64)> = match self.indexes.get(&sig) {
             Some(ix) => {
                 let mut names: BTreeSet<&String> = ix
                     .graph
@@ -291,21 +298,13 @@ impl Fleet {
                 names
                     .into_iter()
                     .filter_map(|n| set.get_key_value(n))
+                    .filter_map(measured)
                     .collect()
             }
-            None => set.iter().collect(),
+            None => set.iter().filter_map(measured).collect(),
         };
-        let mut found: Vec<(&str, &Peer, f64)> = candidates
-            .into_iter()
-            .filter(|(n, p)| p.known && n.as_str() != me && p.features.len() == query.len())
-            .map(|(n, p)| {
-                let d = distance.between_centred(&query, &p.features, centre);
-                (n.as_str(), p, d)
-            })
-            .filter(|(_, _, d)| d.is_finite())
-            .collect();
-        found.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(b.0)));
-        found.truncate(k);
+        // Names are unique in a set: the order is strict, as a full sort's would be.
+        knn::keep_nearest(&mut found, k, |a, b| a.2.total_cmp(&b.2).then(a.0.cmp(b.0)));
         found
     }
 }

@@ -44,18 +44,22 @@ impl Distance {
     /// [`Distance::between`] `a` and `b - centre` (`a` already measured from `centre`),
     /// without making `b - centre`: a search measures every candidate from the fleet's centre.
     pub fn between_centred(self, a: &[f64], b: &[f64], centre: &[f64]) -> f64 {
-        let (mut ab, mut aa, mut bb, mut l2) = (0.0, 0.0, 0.0, 0.0);
-        for ((x, y), c) in a.iter().zip(b).zip(centre) {
-            let y = y - c;
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-            l2 += (x - y) * (x - y);
-        }
+        let pairs = a.iter().zip(b).zip(centre).map(|((x, y), c)| (x, y - c));
         match self {
-            Distance::Cosine if aa <= 0.0 || bb <= 0.0 => 1.0,
-            Distance::Cosine => 1.0 - ab / (aa.sqrt() * bb.sqrt()),
-            Distance::Euclidean => l2.sqrt(),
+            Distance::Cosine => {
+                let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+                for (x, y) in pairs {
+                    ab += x * y;
+                    aa += x * x;
+                    bb += y * y;
+                }
+                if aa <= 0.0 || bb <= 0.0 {
+                    1.0
+                } else {
+                    1.0 - ab / (aa.sqrt() * bb.sqrt())
+                }
+            }
+            Distance::Euclidean => pairs.fold(0.0, |l2, (x, y)| l2 + (x - y) * (x - y)).sqrt(),
         }
     }
 
@@ -78,9 +82,24 @@ where
         .map(|(id, v)| (id, distance.between(query, v)))
         .filter(|(_, d)| d.is_finite())
         .collect();
-    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-    all.truncate(k);
+    keep_nearest(&mut all, k, |a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     all
+}
+
+/// Keeps the `k` least of `found` by `order`, sorted: the `k`-th is selected first, so only
+/// `k` are sorted, not every candidate (sorting a fleet of a thousand for five neighbours was
+/// as costly as measuring them). With a strict total order (ties broken by a unique key, as
+/// every caller does) the result is what sorting everything and truncating gives.
+pub fn keep_nearest<T>(found: &mut Vec<T>, k: usize, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    if k == 0 {
+        found.clear();
+        return;
+    }
+    if found.len() > k {
+        found.select_nth_unstable_by(k - 1, &order);
+        found.truncate(k);
+    }
+    found.sort_by(order);
 }
 
 /// The HNSW graph's distance: the same [`Distance`] on `f32` vectors.
@@ -88,18 +107,27 @@ where
 struct GraphDistance(Distance);
 
 impl hnsw_rs::anndists::dist::Distance<f32> for GraphDistance {
+    // Each metric sums only what it reads: the search spends most of its time here.
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let (mut ab, mut aa, mut bb, mut l2) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-        for (x, y) in a.iter().zip(b) {
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-            l2 += (x - y) * (x - y);
-        }
         match self.0 {
-            Distance::Cosine if aa <= 0.0 || bb <= 0.0 => 1.0,
-            Distance::Cosine => (1.0 - ab / (aa.sqrt() * bb.sqrt())).max(0.0),
-            Distance::Euclidean => l2.sqrt(),
+            Distance::Cosine => {
+                let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
+                for (x, y) in a.iter().zip(b) {
+                    ab += x * y;
+                    aa += x * x;
+                    bb += y * y;
+                }
+                if aa <= 0.0 || bb <= 0.0 {
+                    1.0
+                } else {
+                    (1.0 - ab / (aa.sqrt() * bb.sqrt())).max(0.0)
+                }
+            }
+            Distance::Euclidean => a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |l2, (x, y)| l2 + (x - y) * (x - y))
+                .sqrt(),
         }
     }
 }
@@ -217,6 +245,28 @@ pub fn weights(found: &[(usize, f64)], distance: Distance) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeping_the_nearest_equals_sorting_everything_and_truncating() {
+        let mut rng = wfe_domain::stats::SplitMix(7);
+        for n in [0, 1, 5, 40] {
+            // Few distinct distances, so ties are common and the id must break them.
+            let all: Vec<(usize, f64)> = (0..n)
+                .map(|i| (i, (rng.unit() * 4.0).floor()))
+                .rev()
+                .collect();
+            let order =
+                |a: &(usize, f64), b: &(usize, f64)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+            for k in 0..n + 2 {
+                let mut sorted = all.clone();
+                sorted.sort_by(order);
+                sorted.truncate(k);
+                let mut kept = all.clone();
+                keep_nearest(&mut kept, k, order);
+                assert_eq!(kept, sorted, "n {n}, k {k}");
+            }
+        }
+    }
 
     #[test]
     fn nearest_first_with_weights_summing_to_one() {
