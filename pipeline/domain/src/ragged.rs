@@ -8,6 +8,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most rows reserved at once: 30 days at 300 s. A setting of more (`learn_steps` is the
+/// user's) grows past it as vectors do, instead of asking for its whole size up front.
+pub const RESERVE_ROWS: usize = 8_640;
+/// Most cells reserved at once (2 MiB of `f64`), whatever the rows' width.
+pub const RESERVE_CELLS: usize = 1 << 18;
+
+/// What to reserve for `rows` rows of `per_row` cells: (rows, cells), each within its bound.
+pub fn reservable(rows: usize, per_row: usize) -> (usize, usize) {
+    let rows = rows.min(RESERVE_ROWS);
+    (rows, rows.saturating_mul(per_row).min(RESERVE_CELLS))
+}
+
 /// Rows of `T`, oldest first, each of any length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -43,10 +55,12 @@ impl<T: Clone> Ragged<T> {
         self.starts.is_empty()
     }
 
-    /// Room for `rows` more rows of `cells` cells in all, exactly: a holder that knows how
-    /// much it will hold (a learning history of `learn_steps`) saves the up to half of each
-    /// vector that growth by doubling leaves unused.
-    pub fn reserve_exact(&mut self, rows: usize, cells: usize) {
+    /// Room for `rows` more rows of `per_row` cells each, exactly, within [`reservable`]'s
+    /// bounds: a holder that knows how much it will hold (a learning history of
+    /// `learn_steps`) saves the up to half of each vector that growth by doubling leaves
+    /// unused.
+    pub fn reserve_exact(&mut self, rows: usize, per_row: usize) {
+        let (rows, cells) = reservable(rows, per_row);
         self.starts.reserve_exact(rows);
         self.cells.reserve_exact(cells);
     }
@@ -128,8 +142,19 @@ mod tests {
         assert_eq!(read, ints);
         let mut held = Ragged::<f64>::default();
         assert!(held.is_empty());
-        held.reserve_exact(10, 30);
+        held.reserve_exact(10, 3);
         held.push(&[1.0; 3]);
         assert_eq!((held.starts.capacity(), held.cells.capacity()), (10, 30));
+        // An absurd setting reserves within the bounds, not its size.
+        assert_eq!(
+            reservable(usize::MAX, usize::MAX),
+            (RESERVE_ROWS, RESERVE_CELLS)
+        );
+        assert_eq!(reservable(100, 1_000_000), (100, RESERVE_CELLS));
+        let mut big = Ragged::<f64>::default();
+        big.reserve_exact(1 << 40, 1 << 20);
+        assert!(
+            big.starts.capacity() < 2 * RESERVE_ROWS && big.cells.capacity() < 2 * RESERVE_CELLS
+        );
     }
 }

@@ -296,9 +296,9 @@ impl Stage for Anomaly {
                 };
                 if learning {
                     if split.is_none() && wk.history.is_empty() {
-                        // It will hold `learn_steps` rows: room for them, not doubling's.
-                        let rows = cfg.learn_steps;
-                        wk.history.reserve_exact(rows, rows * d.scaled.len());
+                        // It will hold `learn_steps` rows: room for them, not doubling's
+                        // (within the bounds `reserve_exact` keeps to).
+                        wk.history.reserve_exact(cfg.learn_steps, d.scaled.len());
                     }
                     wk.history.push(d.scaled);
                     return Ok(());

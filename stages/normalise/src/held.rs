@@ -35,11 +35,13 @@ impl Held {
 
     /// Room for `steps` more steps of `cells` cells each, exactly (a workload learning by
     /// count holds `learn_steps` of them: growth by doubling left up to half unused).
+    /// Within [`wfe_domain::ragged::reservable`]'s bounds (`learn_steps` is the user's).
     pub(crate) fn reserve_exact(&mut self, steps: usize, cells: usize) {
-        self.times.reserve_exact(steps);
-        self.labels.reserve_exact(steps);
-        self.values.reserve_exact(steps, steps * cells);
-        self.filled.reserve_exact(steps * cells);
+        let (steps_room, cells_room) = wfe_domain::ragged::reservable(steps, cells);
+        self.times.reserve_exact(steps_room);
+        self.labels.reserve_exact(steps_room);
+        self.values.reserve_exact(steps, cells);
+        self.filled.reserve_exact(cells_room);
     }
 
     /// Holds one step; `cells` are (raw value, filled, missing) per metric slot.
