@@ -18,49 +18,14 @@ pub enum Distance {
 
 impl Distance {
     pub fn between(self, a: &[f64], b: &[f64]) -> f64 {
-        match self {
-            Distance::Cosine => {
-                let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-                for (x, y) in a.iter().zip(b) {
-                    ab += x * y;
-                    aa += x * x;
-                    bb += y * y;
-                }
-                if aa <= 0.0 || bb <= 0.0 {
-                    1.0
-                } else {
-                    1.0 - ab / (aa.sqrt() * bb.sqrt())
-                }
-            }
-            Distance::Euclidean => a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y) * (x - y))
-                .sum::<f64>()
-                .sqrt(),
-        }
+        measure(self, a.iter().zip(b).map(|(x, y)| (*x, *y)))
     }
 
     /// [`Distance::between`] `a` and `b - centre` (`a` already measured from `centre`),
     /// without making `b - centre`: a search measures every candidate from the fleet's centre.
     pub fn between_centred(self, a: &[f64], b: &[f64], centre: &[f64]) -> f64 {
-        let pairs = a.iter().zip(b).zip(centre).map(|((x, y), c)| (x, y - c));
-        match self {
-            Distance::Cosine => {
-                let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-                for (x, y) in pairs {
-                    ab += x * y;
-                    aa += x * x;
-                    bb += y * y;
-                }
-                if aa <= 0.0 || bb <= 0.0 {
-                    1.0
-                } else {
-                    1.0 - ab / (aa.sqrt() * bb.sqrt())
-                }
-            }
-            Distance::Euclidean => pairs.fold(0.0, |l2, (x, y)| l2 + (x - y) * (x - y)).sqrt(),
-        }
+        let pairs = a.iter().zip(b).zip(centre).map(|((x, y), c)| (*x, y - c));
+        measure(self, pairs)
     }
 
     /// Similarity weight of a neighbour at distance `d` (larger is nearer, never negative).
@@ -107,28 +72,67 @@ pub fn keep_nearest<T>(found: &mut Vec<T>, k: usize, order: impl Fn(&T, &T) -> s
 struct GraphDistance(Distance);
 
 impl hnsw_rs::anndists::dist::Distance<f32> for GraphDistance {
-    // Each metric sums only what it reads: the search spends most of its time here.
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        let d = measure(self.0, a.iter().zip(b).map(|(x, y)| (*x, *y)));
         match self.0 {
-            Distance::Cosine => {
-                let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
-                for (x, y) in a.iter().zip(b) {
-                    ab += x * y;
-                    aa += x * x;
-                    bb += y * y;
-                }
-                if aa <= 0.0 || bb <= 0.0 {
-                    1.0
-                } else {
-                    (1.0 - ab / (aa.sqrt() * bb.sqrt())).max(0.0)
-                }
-            }
-            Distance::Euclidean => a
-                .iter()
-                .zip(b)
-                .fold(0.0f32, |l2, (x, y)| l2 + (x - y) * (x - y))
-                .sqrt(),
+            // Rounding in `f32` can take it a hair under zero, which the graph must not see.
+            Distance::Cosine => d.max(0.0),
+            Distance::Euclidean => d,
         }
+    }
+}
+
+/// The float types distances are measured in: `f64` exactly, `f32` in the HNSW graph.
+trait Real:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn sqrt(self) -> Self;
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+}
+
+/// `distance` over the pairs of coordinates, summing only what the metric reads (the
+/// searches spend most of their time here): one definition for the exact search, the
+/// centred search and the graph.
+fn measure<T: Real>(distance: Distance, pairs: impl Iterator<Item = (T, T)>) -> T {
+    match distance {
+        Distance::Cosine => {
+            let (mut ab, mut aa, mut bb) = (T::ZERO, T::ZERO, T::ZERO);
+            for (x, y) in pairs {
+                ab = ab + x * y;
+                aa = aa + x * x;
+                bb = bb + y * y;
+            }
+            if aa <= T::ZERO || bb <= T::ZERO {
+                T::ONE
+            } else {
+                T::ONE - ab / (aa.sqrt() * bb.sqrt())
+            }
+        }
+        Distance::Euclidean => pairs
+            .fold(T::ZERO, |l2, (x, y)| l2 + (x - y) * (x - y))
+            .sqrt(),
     }
 }
 
