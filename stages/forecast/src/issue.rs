@@ -502,7 +502,7 @@ fn issue_one(
     }
     // Targets that already passed (the batch ran on past them) are resolved now, so every
     // later job sees the same errors whatever the batches were.
-    if let Some(&end) = s.history.times.back() {
+    if let Some(end) = s.history.times.back() {
         resolve_series(env, s, name, end, res.capacity, job.step_ms);
     }
 }

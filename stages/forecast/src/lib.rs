@@ -55,6 +55,7 @@ mod runs;
 mod series;
 mod snapshot;
 pub mod store;
+mod times;
 
 pub const MODEL_VERSION: &str = "1";
 

@@ -164,8 +164,8 @@ impl Forecast {
                 let cap = self.resources[ri].capacity;
                 let v: Vec<f64> = s.history.values.iter().map(|v| v / cap).collect();
                 if let (Some(a), Some(b)) = (s.history.times.front(), s.history.times.back()) {
-                    from = from.min(*a);
-                    to = to.max(*b);
+                    from = from.min(a);
+                    to = to.max(b);
                 }
                 // Only histories that hold a window and its targets teach anything.
                 if v.iter().filter(|x| x.is_finite()).count() > min_len {

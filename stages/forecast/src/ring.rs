@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use wfe_domain::stats::quantiles_select;
 
 use crate::config::ForecastConfig;
+use crate::times::Times;
 
 /// A bounded series of recent values (NaN = missing), with the running sum of |value| over
 /// its finite values so a mean absolute error costs nothing to read.
@@ -14,8 +15,9 @@ use crate::config::ForecastConfig;
 pub(crate) struct Ring {
     pub(crate) cap: usize,
     pub(crate) values: VecDeque<f64>,
-    /// Event time (ms) of each value: what anomaly masking matches.
-    pub(crate) times: VecDeque<i64>,
+    /// Event time (ms) of each value: what anomaly masking matches. In runs of equal steps
+    /// ([`Times`]): stored one by one they were half of the ring's memory.
+    pub(crate) times: Times,
     pub(crate) abs_sum: f64,
     pub(crate) finite: usize,
     /// Quantiles of the values at the configured levels, and calls since they were computed.
@@ -36,7 +38,7 @@ impl Ring {
         Self {
             cap,
             values: VecDeque::new(),
-            times: VecDeque::new(),
+            times: Times::default(),
             abs_sum: 0.0,
             finite: 0,
             offsets: Vec::new(),
@@ -50,7 +52,7 @@ impl Ring {
         Ring {
             cap: self.cap,
             values: self.values.range(skip..).copied().collect(),
-            times: self.times.range(skip..).copied().collect(),
+            times: self.times.range(skip, self.times.len()).collect(),
             abs_sum: self.abs_sum,
             finite: self.finite,
             offsets: self.offsets.clone(),
@@ -78,11 +80,11 @@ impl Ring {
         self.room_for_one();
         // Kept in time order: a fitted model's errors can be filed out of order (a forecast
         // whose target passed before it was registered is resolved at once).
-        if self.times.back().is_none_or(|&b| b <= t) {
+        if self.times.back().is_none_or(|b| b <= t) {
             self.values.push_back(v);
             self.times.push_back(t);
         } else {
-            let at = self.times.partition_point(|&x| x <= t);
+            let at = self.times.partition_point(|x| x <= t);
             self.values.insert(at, v);
             self.times.insert(at, t);
         }
@@ -98,12 +100,11 @@ impl Ring {
         // doubling left up to half of each unused (576 residuals in room for 1,024).
         let want = (have.max(4) * 3 / 2).min(self.cap.max(len + 1));
         self.values.reserve_exact(want - len);
-        self.times.reserve_exact(want - len);
     }
 
     /// Count and mean absolute value of the finite entries at or before `until`.
     pub(crate) fn stats_until(&self, until: i64) -> (usize, f64) {
-        let end = self.times.partition_point(|&x| x <= until);
+        let end = self.times.partition_point(|x| x <= until);
         let (mut n, mut sum) = (0, 0.0);
         for v in self.values.range(..end).filter(|v| v.is_finite()) {
             n += 1;
@@ -120,7 +121,7 @@ impl Ring {
         cfg: &ForecastConfig,
         scratch: &mut Vec<f64>,
     ) -> Option<f64> {
-        let end = self.times.partition_point(|&x| x <= until);
+        let end = self.times.partition_point(|x| x <= until);
         let stride = end.div_ceil(cfg.quantile_sample.max(1)).max(1);
         scratch.clear();
         scratch.extend(
@@ -135,7 +136,7 @@ impl Ring {
     }
     /// Drops the entries at or before `t`.
     pub(crate) fn clear_until(&mut self, t: i64) {
-        while self.times.front().is_some_and(|&x| x <= t) {
+        while self.times.front().is_some_and(|x| x <= t) {
             self.times.pop_front();
             self.start += 1;
             if let Some(v) = self.values.pop_front().filter(|v| v.is_finite()) {
@@ -146,17 +147,14 @@ impl Ring {
     }
     /// Drops (sets missing) the values whose time is in `[start, end]`; returns how many.
     pub(crate) fn mask(&mut self, start: i64, end: i64) -> u64 {
-        let from = self.times.partition_point(|&t| t < start);
+        let from = self.times.partition_point(|t| t < start);
         let mut n = 0;
-        for i in from..self.values.len() {
-            if self.times[i] > end {
-                break;
-            }
-            let v = self.values[i];
+        let times = self.times.range(from, self.times.len());
+        for (v, _) in (self.values.range_mut(from..)).zip(times.take_while(|&t| t <= end)) {
             if v.is_finite() {
                 self.abs_sum -= v.abs();
                 self.finite -= 1;
-                self.values[i] = f64::NAN;
+                *v = f64::NAN;
                 n += 1;
             }
         }
@@ -172,8 +170,8 @@ impl Ring {
     }
     /// The value at event time `t`, if held and observed.
     pub(crate) fn at(&self, t: i64) -> Option<f64> {
-        let i = self.times.partition_point(|&x| x < t);
-        (self.times.get(i) == Some(&t))
+        let i = self.times.partition_point(|x| x < t);
+        (self.times.get(i) == Some(t))
             .then(|| self.values[i])
             .filter(|v| v.is_finite())
     }
@@ -228,7 +226,7 @@ mod tests {
             r.push(t, t as f64);
         }
         assert_eq!(r.values.len(), 2016);
-        assert_eq!(r.times.front(), Some(&(5000 - 2016)));
+        assert_eq!(r.times.front(), Some(5000 - 2016));
         assert!(r.values.capacity() < 2 * 2016, "{}", r.values.capacity());
         assert_eq!(r.finite, 2016);
     }

@@ -42,7 +42,7 @@ struct PartOut<'a>(RingId, &'a Ring, usize, usize);
 impl Serialize for PartOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let PartOut(id, r, from, to) = *self;
-        let times = Seq(r.times.range(from..to));
+        let times = Seq(r.times.range(from, to));
         let values = Seq(r.values.range(from..to));
         (id, times, values).serialize(s)
     }
@@ -225,9 +225,9 @@ pub(crate) fn put_back(stage: &str, workloads: &mut Keyed<Workload>, split: &Spl
                     values.len()
                 )));
             }
-            times.extend(ring.times.drain(..));
+            times.extend(ring.times.iter());
             values.extend(ring.values.drain(..));
-            (ring.times, ring.values) = (times.into(), values.into());
+            (ring.times, ring.values) = (times.into_iter().collect(), values.into());
             ring.start = start;
         }
         if let Some(id) = held.keys().next() {
@@ -258,7 +258,7 @@ mod tests {
         let mut out = Vec::new();
         each_ring(wk, |id, r| {
             let bits = r.values.iter().map(|v| v.to_bits()).collect();
-            let times = r.times.iter().copied().collect();
+            let times = r.times.iter().collect();
             out.push((id, r.start, times, bits, r.abs_sum.to_bits(), r.finite));
         });
         out
