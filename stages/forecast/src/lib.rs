@@ -153,7 +153,7 @@ impl Forecast {
             let wk = &mut self.workloads.items[i as usize];
             let step = wk.step_ms.max(1);
             let season = steps_of(self.cfg.season_s, step) as i64 * step;
-            for s in &mut wk.series {
+            for s in wk.series.iter_mut().filter(|s| !s.is_unused()) {
                 for (hi, &h) in wk.horizons.iter().enumerate() {
                     let h = h as i64 * step;
                     masked += s.err_persist[hi].mask(start, end + h);

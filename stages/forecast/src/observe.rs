@@ -6,7 +6,7 @@ use crate::job::{Env, Job, Resolved, Standing};
 use crate::models::Model;
 use crate::paired;
 use crate::ring::Ring;
-use crate::series::{Pending, Series, Workload, history_len, new_series, steps_of};
+use crate::series::{Pending, Series, Workload, history_len, new_series, steps_of, unused_series};
 
 /// The standing of every model of a series at each horizon, now.
 pub(crate) fn standing(
@@ -98,8 +98,13 @@ pub(crate) fn observe(
             .iter()
             .map(|h| steps_of(*h, step_ms))
             .collect();
-        wk.series = resources.iter().map(|_| new_series(cfg, step_ms)).collect();
         wk.applies = resources.iter().map(|r| r.applies_to(name)).collect();
+        wk.series = (wk.applies.iter())
+            .map(|&a| match a {
+                true => new_series(cfg, step_ms),
+                false => unused_series(),
+            })
+            .collect();
         wk.step_ms = step_ms;
     }
     if wk.res_slots.len() != resources.len() || wk.res_slots_at != wk.slots.len() {
@@ -132,6 +137,11 @@ pub(crate) fn observe(
             sum / n as f64 * res.capacity
         };
         let s = &mut wk.series[ri];
+        if s.is_unused() {
+            // A state that says the resource applies but holds no rings for it (written
+            // damaged, or by a config whose prefixes differed) starts the series afresh.
+            *s = new_series(cfg, step_ms);
+        }
         if let Some((t, v)) = s.history.push(time, y)
             && s.hold_from.is_some_and(|from| t >= from)
         {

@@ -727,4 +727,5 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
 }
 
 mod gbm;
+mod resources;
 mod restore;
