@@ -3,9 +3,9 @@
 //! A series arrives at a fixed step and a model's errors at its forecast cadence, so almost
 //! every ring's times are one arithmetic run: stored one by one they were half of a ring's
 //! memory (8 bytes a value beside the value's 8), and at `residual_window` = 2,016 values a
-//! ring, a fleet's week of rings was most of a workload's memory. A run is 24 bytes whatever
-//! its length; a gap, a late value filed in its place or a masked stretch (its times stay)
-//! starts at most two more.
+//! ring, a fleet's week of rings was the largest part of a workload's memory. A run is 32
+//! bytes whatever its length; a gap or a late value filed in its place starts at most two more
+//! (a masked value keeps its time).
 //!
 //! The sequence reads and writes like the `VecDeque<i64>` it replaces, serialized the same
 //! way (a sequence of `i64`), so states written before it restore unchanged.

@@ -193,6 +193,13 @@ impl Normalise {
             run = self
                 .add_sample(w, (time[row], m, v, label), ctx, out)
                 .map(|idx| (w, time[row], idx));
+            // A workload that just finished learning released its history: full chunks go
+            // out now, not after the batch (a fleet that finishes learning in one batch held
+            // every workload's learning days at once: 780 MB of a 1.16 GB heap peak at 10,000
+            // workloads).
+            if !out.sealed.is_empty() {
+                out.emit_sealed(&mut self.state, emit)?;
+            }
             // The rest of the run in a tight loop with the step borrowed once; anything
             // unusual (a bad value, a new metric, a repeat) stops it and takes the path above.
             if let Some((rw, rts, idx)) = run {

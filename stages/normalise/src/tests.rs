@@ -409,3 +409,67 @@ fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
     )
     .unwrap()
 }
+
+/// A collector that refuses every batch: where a stage emits, the stage stops there.
+struct Refuse;
+
+impl Collector for Refuse {
+    fn emit(&mut self, _: Topic, _: RecordBatch) -> Result<()> {
+        Err(Error::config("test", "refused"))
+    }
+}
+
+/// A fleet that finishes learning within one input batch releases every workload's learning
+/// steps: full chunks go out while the batch is read, so the stage never holds the whole
+/// fleet's history (at 10,000 workloads that was 780 MB). Seen through a collector that
+/// refuses: the stage stops at its first emit, before the batch's last workloads were read.
+#[test]
+fn a_fleet_finishing_learning_in_one_batch_streams_its_history_out_while_reading() {
+    let (workloads, steps, learn) = (300usize, 253i64, 250usize);
+    let names: Vec<String> = (0..workloads).map(|w| format!("w{w}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n = workloads * steps as usize;
+    let batch = RecordBatch::try_new(
+        Topic::MetricsRaw.schema(),
+        vec![
+            timestamp_column((0..n).map(|i| (i / workloads) as i64 * 10_000).collect()),
+            dictionary((0..n).map(|i| (i % workloads) as i32).collect(), &refs).unwrap(),
+            dictionary(vec![0; n], &["cpu"]).unwrap(),
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| (i % 7) as f64),
+            )),
+            dictionary_opt(vec![None; n], &[]).unwrap(),
+        ],
+    )
+    .unwrap();
+    let cfg = NormaliseConfig {
+        learn_steps: learn,
+        ..small_cfg()
+    };
+    let mut st = Normalise::new(cfg.clone()).unwrap();
+    let mut ctx = Context::new("normalise");
+    assert!(
+        st.process_batch(Topic::MetricsRaw, batch.clone(), &mut ctx, &mut Refuse)
+            .is_err()
+    );
+    let done = st.state.workloads.iter().filter(|w| !w.learning).count();
+    assert!(
+        done > 0 && done < workloads,
+        "{done} of {workloads} had finished learning"
+    );
+    // Through a collector that keeps them: every released row, in chunks of at most
+    // MAX_BATCH_ROWS.
+    let mut st = Normalise::new(cfg).unwrap();
+    let mut out = VecCollector::new();
+    st.process_batch(Topic::MetricsRaw, batch, &mut ctx, &mut out)
+        .unwrap();
+    st.flush(&mut ctx, &mut out).unwrap();
+    let chunks: Vec<usize> = (out.of(Topic::MetricsNorm).iter())
+        .map(|b| b.num_rows())
+        .collect();
+    assert!(
+        chunks.iter().all(|&r| r <= out::MAX_BATCH_ROWS),
+        "{chunks:?}"
+    );
+    assert_eq!(chunks.iter().sum::<usize>(), n);
+}
