@@ -11,9 +11,10 @@ use crate::config::{ForecasterConfig, ForecasterShape, Precision, TrainReport, W
 use crate::lstm::{device_of, epochs, load_weights, one_at_a_time, save_weights, torch_err};
 
 /// Windows per forward pass at inference when the caller does not say. The pass holds every
-/// step's output of each window (about 50 KB a window): at 8,192 a fleet's forecast round
-/// held 100 MB for one pass at 1,000 workloads, and 1,024 ran faster on the CPU as well
-/// (`wfe bench --forecast --batches 1024,8192`: 130,260 against 74,738 forecasts/s).
+/// step's output of each window (heap profiles of the default job: 99.5 MB for one pass at
+/// 1,000 workloads with 8,192, 92 MB for a pass of 1,024 windows, about 90 KB a window), and
+/// 1,024 ran faster on the CPU as well (`wfe bench --forecast --batches 1024,8192`: 130,260
+/// against 74,738 forecasts/s).
 const INFER_CHUNK: usize = 1024;
 
 struct Net {

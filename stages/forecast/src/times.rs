@@ -48,14 +48,16 @@ impl Run {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Times {
     runs: VecDeque<Run>,
-    len: usize,
-    /// Times dropped from the front: index `i` is the run index `dropped + i`.
+    /// Times dropped from the front: index `i` is the run index `dropped + i`, and the
+    /// length is where the last run ends less this.
     dropped: u64,
 }
 
 impl Times {
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.runs
+            .back()
+            .map_or(0, |r| (r.at + r.len - self.dropped) as usize)
     }
     pub(crate) fn front(&self) -> Option<i64> {
         self.runs.front().map(|r| r.first)
@@ -69,7 +71,6 @@ impl Times {
         Some(self.runs[r].time(k))
     }
     pub(crate) fn push_back(&mut self, t: i64) {
-        self.len += 1;
         if let Some(run) = self.runs.back_mut().filter(|r| r.extends(t)) {
             if run.len == 1 {
                 run.step = t.wrapping_sub(run.first);
@@ -77,7 +78,7 @@ impl Times {
             run.len += 1;
             return;
         }
-        let at = self.dropped + self.len as u64 - 1;
+        let at = self.dropped + self.len() as u64;
         // Room by half again, from one: most rings hold one run or two, and a workload has a
         // hundred rings in the default job (the deque's own first growth is to four).
         if self.runs.len() == self.runs.capacity() {
@@ -99,14 +100,13 @@ impl Times {
         if run.len == 0 {
             self.runs.pop_front();
         }
-        self.len -= 1;
         self.dropped += 1;
         Some(t)
     }
     /// Puts `t` at index `at` (a late value filed in its place): the run there splits in two
     /// around a run of one.
     pub(crate) fn insert(&mut self, at: usize, t: i64) {
-        if at >= self.len {
+        if at >= self.len() {
             self.push_back(t);
             return;
         }
@@ -120,7 +120,6 @@ impl Times {
             len: 1,
             at: run.at + k,
         };
-        self.len += 1;
         // Every later time moves one place on.
         for later in self.runs.range_mut(r..) {
             later.at += 1;
@@ -145,7 +144,7 @@ impl Times {
     pub(crate) fn partition_point(&self, pred: impl Fn(i64) -> bool) -> usize {
         let r = self.runs.partition_point(|run| pred(run.last()));
         let Some(run) = self.runs.get(r) else {
-            return self.len;
+            return self.len();
         };
         let before = run.at - self.dropped;
         // Within the run: the first k whose time fails `pred` (it fails at the last).
@@ -162,7 +161,7 @@ impl Times {
     }
     /// The times from index `from` to `to` (exclusive), in order.
     pub(crate) fn range(&self, from: usize, to: usize) -> Iter<'_> {
-        let to = to.min(self.len);
+        let to = to.min(self.len());
         let from = from.min(to);
         let (run, k) = self.locate(from).unwrap_or((self.runs.len(), 0));
         Iter {
@@ -173,11 +172,11 @@ impl Times {
         }
     }
     pub(crate) fn iter(&self) -> Iter<'_> {
-        self.range(0, self.len)
+        self.range(0, self.len())
     }
     /// The run holding index `i` and the index within it.
     fn locate(&self, i: usize) -> Option<(usize, u64)> {
-        if i >= self.len {
+        if i >= self.len() {
             return None;
         }
         let at = self.dropped + i as u64;
@@ -234,7 +233,7 @@ impl FromIterator<i64> for Times {
 
 impl PartialEq for Times {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
