@@ -524,6 +524,59 @@ pub(crate) fn build(topic: Topic) -> Schema {
                 "Share added to the target and the upper bound (0.15: 15 %).",
             ),
         ],
+        Topic::Migrations => vec![
+            f(
+                "planned_at",
+                ts_type(),
+                false,
+                "Issuance time (event time) of the forecasts the move was planned from.",
+            ),
+            f("workload", Utf8, false, "Workload to move."),
+            f(
+                "resource",
+                Utf8,
+                false,
+                "Resource the hosts are sized in, e.g. `cpu` (`stages.contention.resource`).",
+            ),
+            f(
+                "from_host",
+                Utf8,
+                false,
+                "Host it runs on, which is contended.",
+            ),
+            f("to_host", Utf8, false, "Host to move it to."),
+            f(
+                "horizon_s",
+                Int64,
+                false,
+                "Forecast horizon at which the source host's chance of passing its capacity was largest.",
+            ),
+            f(
+                "from_risk",
+                Float64,
+                false,
+                "The source host's chance of passing its capacity before this move (the largest over the horizons).",
+            ),
+            f(
+                "from_risk_after",
+                Float64,
+                false,
+                "The source host's chance after the move.",
+            ),
+            f(
+                "to_risk_after",
+                Float64,
+                false,
+                "The destination's chance with the workload added: within `bound`.",
+            ),
+            f(
+                "bound",
+                Float64,
+                false,
+                "Chance above which a host is contended (`stages.contention.bound`).",
+            ),
+            f("reason", Utf8, false, "Why this move, in words."),
+        ],
     };
     Schema::new(fields).with_metadata(HashMap::from([
         (META_NAME.to_string(), topic.name().to_string()),

@@ -55,6 +55,20 @@ pub fn get<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Label keys that describe where a workload runs (host metadata), e.g. `env.instance_type`.
+pub const ENV_PREFIX: &str = "env.";
+
+/// The environment in a canonical label set: its `env.*` labels without the prefix, as a
+/// canonical set (`cpu_model=...,instance_type=...`); None when it has none. Where a
+/// workload may run (fingerprint's neighbours, contention's moves) is matched on it.
+pub fn environment(labels: &str) -> Option<String> {
+    let env: Vec<(String, String)> = parse(labels)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_string(), v)))
+        .collect();
+    (!env.is_empty()).then(|| format(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

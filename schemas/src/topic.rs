@@ -32,10 +32,11 @@ pub enum Topic {
     Decisions,
     Actions,
     Recommendations,
+    Migrations,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 9] = [
+    pub const ALL: [Topic; 10] = [
         Topic::MetricsRaw,
         Topic::MetricsNorm,
         Topic::Fingerprints,
@@ -45,6 +46,7 @@ impl Topic {
         Topic::Decisions,
         Topic::Actions,
         Topic::Recommendations,
+        Topic::Migrations,
     ];
 
     /// The topic name, as used for Kafka topics and output files.
@@ -103,6 +105,9 @@ impl Topic {
             }
             Topic::Recommendations => {
                 "Container sizes per workload and resource at each forecast issuance, in the shape of a Kubernetes VPA recommendation (lower bound, target, upper bound): the request covers a quantile of the forecasts up to a horizon, plus a margin."
+            }
+            Topic::Migrations => {
+                "Moves planned against contention between co-located workloads: at a forecast issuance, a host whose workloads' summed demand may pass its capacity (the chance above a bound, their correlation from history counted) gets the fewest moves that bring it within the bound, each to a host of the workload's environment that stays within it."
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wfe_actuate::ActuateConfig;
 use wfe_anomaly::AnomalyConfig;
+use wfe_contention::ContentionConfig;
 use wfe_contract::{Error, Result, Stage, Topic};
 use wfe_ec2::Clients;
 use wfe_fingerprint::FingerprintConfig;
@@ -25,14 +26,18 @@ pub const DEFAULT: &str = include_str!("../default.toml");
 pub const AGENT: &str = include_str!("../agent.toml");
 
 /// The names of the stages after ingest, in pipeline order.
-pub const STAGES: [&str; 6] = [
+pub const STAGES: [&str; 7] = [
     "normalise",
     "fingerprint",
     "anomaly",
     "forecast",
     "tier-select",
     "actuate",
+    "contention",
 ];
+
+/// The stage that runs only with hosts configured.
+const CONTENTION: &str = "contention";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,7 +119,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StagesConfig {
-    /// Stages to run after ingest; default: all six.
+    /// Stages to run after ingest; default: all seven (contention runs only where
+    /// `[stages.contention]` lists hosts).
     #[serde(default = "d_enabled")]
     pub enabled: Vec<String>,
     #[serde(default)]
@@ -129,6 +135,8 @@ pub struct StagesConfig {
     pub tier_select: TierSelectConfig,
     #[serde(default)]
     pub actuate: ActuateConfig,
+    #[serde(default)]
+    pub contention: ContentionConfig,
 }
 
 fn d_enabled() -> Vec<String> {
@@ -145,6 +153,7 @@ impl Default for StagesConfig {
             forecast: Default::default(),
             tier_select: Default::default(),
             actuate: Default::default(),
+            contention: Default::default(),
         }
     }
 }
@@ -261,6 +270,7 @@ impl JobConfig {
                 ));
             }
         }
+        self.stages.contention.validate()?;
         self.speed()?;
         self.outputs(None)?;
         self.kafka.validate()?;
@@ -330,9 +340,16 @@ impl JobConfig {
         }
         STAGES
             .iter()
-            .filter(|n| enabled(n))
+            .filter(|n| self.runs(n))
             .map(|n| self.build_stage_with(n, clients))
             .collect()
+    }
+
+    /// Whether stage `name` runs in this job: it is enabled and, for contention (which plans
+    /// over hosts), `[stages.contention]` lists hosts.
+    pub fn runs(&self, name: &str) -> bool {
+        self.stages.enabled.iter().any(|e| e == name)
+            && (name != CONTENTION || self.stages.contention.is_configured())
     }
 
     /// Builds one stage by name (one of [`STAGES`]), with clients of its own.
@@ -356,6 +373,16 @@ impl JobConfig {
                 wfe_tier_select::TierSelect::connect_with(s.tier_select.clone(), &mut connect)?
                     .with_resources(self.resources.clone()),
             ),
+            CONTENTION if !s.contention.is_configured() => {
+                return Err(Error::config(
+                    "stages.contention.hosts",
+                    "no hosts: contention plans moves between the hosts listed here",
+                ));
+            }
+            CONTENTION => Box::new(wfe_contention::Contention::new(
+                s.contention.clone(),
+                self.resources.clone(),
+            )?),
             "actuate" => {
                 // One catalog for choosing and for pricing what is launched.
                 let mut cfg = s.actuate.clone();

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use wfe_contract::columns::{i64s, list_row_f64, strings, timestamps};
 use wfe_contract::{Error, Result};
 use wfe_domain::resources::resource_steps;
-use wfe_kube::contention::hostsum::Demand;
+use wfe_kube::contention::issued::issued;
 use wfe_kube::contention::plan::Host;
 use wfe_kube::contention::replay::{Issued, Outcome, Settings, replay};
 
@@ -50,9 +49,14 @@ pub struct ContentionArgs {
     /// Print the placement, the capacity and the outcome as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Replay the job's own `[stages.contention]`: its hosts, placement, resource, bound,
+    /// horizons and history, instead of placing the workloads on `--hosts` (what the
+    /// contention stage planned in the run, replayed: its `migrations` are these moves).
+    #[arg(long)]
+    configured: bool,
 }
 
-pub fn contention(args: ContentionArgs) -> Result<()> {
+pub fn contention(mut args: ContentionArgs) -> Result<()> {
     if !(1..=MAX_HOSTS).contains(&args.hosts) {
         return Err(Error::config(
             "--hosts",
@@ -66,9 +70,20 @@ pub fn contention(args: ContentionArgs) -> Result<()> {
         return Err(Error::config("--bound", "must be in (0, 1)"));
     }
     let job = JobConfig::load(args.config.as_deref())?;
+    let c = &job.stages.contention;
+    if args.configured {
+        if !c.is_configured() {
+            return Err(Error::config(
+                "--configured",
+                "the job's [stages.contention] lists no hosts",
+            ));
+        }
+        args.resource = c.resource.clone();
+        args.bound = c.bound;
+        args.max_horizon_s = c.max_horizon_s;
+    }
     let actual = observed(&job, &args)?;
     let issued = forecasts(&args)?;
-    let (hosts, placement) = place(&actual, args.hosts, args.fill);
     let settings = Settings {
         bound: args.bound,
         max_horizon_s: args.max_horizon_s,
@@ -76,11 +91,24 @@ pub fn contention(args: ContentionArgs) -> Result<()> {
         min_points: 30,
         stale_ms: 300_000,
     };
+    let (hosts, placement, settings) = if args.configured {
+        let hosts = c.planner_hosts();
+        let s = Settings {
+            history_ms: c.history_s.saturating_mul(1000),
+            min_points: c.min_points,
+            ..settings
+        };
+        (hosts, c.placement.clone(), s)
+    } else {
+        let (hosts, placement) = place(&actual, args.hosts, args.fill);
+        (hosts, placement, settings)
+    };
     let out = replay(&hosts, &placement, &actual, &issued, &settings);
     if args.json {
         let v = serde_json::json!({
             "resource": args.resource,
             "capacity": hosts[0].capacity,
+            "capacities": hosts.iter().map(|h| h.capacity).collect::<Vec<_>>(),
             "hosts": hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
             "placement": placement,
             "bound": args.bound,
@@ -133,43 +161,14 @@ fn observed(job: &JobConfig, args: &ContentionArgs) -> Result<BTreeMap<String, V
 
 /// The resource's forecasts, each row read as a demand, in issuance order.
 fn forecasts(args: &ContentionArgs) -> Result<Vec<Issued>> {
-    let mut issued = Vec::new();
+    let mut out = Vec::new();
     for f in store::topic_files(&args.store, "forecasts")? {
         for b in store::read(&f)? {
-            let (at, workload, resource) = (
-                timestamps(&b, "issued_at")?,
-                strings(&b, "workload")?,
-                strings(&b, "resource")?,
-            );
-            let horizon = i64s(&b, "horizon_s")?;
-            let (levels, values) = (
-                column(&b, "quantile_levels")?,
-                column(&b, "quantile_values")?,
-            );
-            for i in 0..b.num_rows() {
-                if resource.value(i) != args.resource {
-                    continue;
-                }
-                let lv = list_row_f64(levels.as_ref(), i)?;
-                let vs = list_row_f64(values.as_ref(), i)?;
-                if let Some(demand) = Demand::from_quantiles(&lv, &vs) {
-                    issued.push(Issued {
-                        at: at.value(i),
-                        workload: workload.value(i).to_string(),
-                        horizon_s: horizon.value(i),
-                        demand,
-                    });
-                }
-            }
+            out.extend(issued(&b, &args.resource)?);
         }
     }
-    issued.sort_by_key(|i| i.at);
-    Ok(issued)
-}
-
-fn column<'a>(b: &'a arrow_array::RecordBatch, name: &str) -> Result<&'a arrow_array::ArrayRef> {
-    b.column_by_name(name)
-        .ok_or_else(|| Error::bad_input(name.to_string(), "no such column in forecasts"))
+    out.sort_by_key(|i| i.at);
+    Ok(out)
 }
 
 /// `n` hosts of one size (`fill` x the summed peaks / n), the workloads placed largest mean
@@ -221,16 +220,28 @@ fn render(
     out: &Outcome,
 ) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{} workloads on {} hosts of {:.2} {} each ({} of their summed peaks), bound {}",
-        placement.len(),
-        hosts.len(),
-        hosts.first().map_or(0.0, |h| h.capacity),
-        args.resource,
-        args.fill,
-        args.bound
-    );
+    if args.configured {
+        let _ = writeln!(
+            o,
+            "{} workloads on the job's {} hosts ({} {} in all), bound {}",
+            placement.len(),
+            hosts.len(),
+            hosts.iter().map(|h| h.capacity).sum::<f64>(),
+            args.resource,
+            args.bound
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "{} workloads on {} hosts of {:.2} {} each ({} of their summed peaks), bound {}",
+            placement.len(),
+            hosts.len(),
+            hosts.first().map_or(0.0, |h| h.capacity),
+            args.resource,
+            args.fill,
+            args.bound
+        );
+    }
     let _ = writeln!(o, "  {:<28} {:>18}", "", "contended minutes");
     let _ = writeln!(
         o,

@@ -45,7 +45,11 @@ pub fn state(args: StateArgs) -> Result<()> {
         cfg.kafka.bootstrap_servers = b;
     }
     let names: Vec<String> = if args.stages.is_empty() {
-        STAGES.iter().map(|s| s.to_string()).collect()
+        STAGES
+            .iter()
+            .filter(|s| cfg.runs(s))
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.stages
     };

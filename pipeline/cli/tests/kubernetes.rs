@@ -7,7 +7,8 @@
 //!   applied by kubectl offline to `deploy/k8s/examples/checkout.yaml`;
 //! - `wfe contention`: the three machines on two hosts too small for them, the contended
 //!   minutes of the placement recomputed by Python from `metrics.norm`, every move within the
-//!   bound.
+//!   bound; and the contention stage, given that placement in the run, put the same moves on
+//!   the `migrations` topic as the pipeline ran.
 
 mod common;
 
@@ -23,6 +24,14 @@ const MACHINE: &str = "machine-1-6";
 /// The run's machines: MACHINE and two more, so that contention has neighbours to move.
 const MACHINES: &str = r#""machine-1-6", "machine-2-1", "machine-3-3""#;
 const CAPACITY: f64 = 64.0;
+/// The placement `wfe contention --hosts 2 --fill 0.4` makes of MACHINES (balanced by mean
+/// demand; each host 0.4 of the three machines' summed peaks over two, as it prints), given to
+/// the run's contention stage.
+const PLACEMENT: &str = r#"
+[stages.contention]
+hosts = [{ name = "host-1", capacity = 38.4 }, { name = "host-2", capacity = 38.4 }]
+placement = { "machine-1-6" = "host-2", "machine-2-1" = "host-2", "machine-3-3" = "host-1" }
+"#;
 /// The job's sizing policy (`[stages.forecast.recommendation]`), other than the default, so
 /// that the topic, the API and `wfe recommend --margin ... --max-horizon-s ...` can only agree
 /// if each reads it: quantile, margin, longest horizon.
@@ -52,13 +61,13 @@ capacity = {CAPACITY:.1}
 
 [outputs]
 dir = "out"
-parquet = ["metrics.norm", "forecasts", "recommendations"]
+parquet = ["metrics.norm", "forecasts", "recommendations", "migrations"]
 
 [stages.forecast.recommendation]
 quantile = {}
 margin = {}
 max_horizon_s = {}
-"#,
+{PLACEMENT}"#,
             shared_data().display(),
             POLICY.0,
             POLICY.1,
@@ -127,6 +136,16 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
     );
     std::fs::write(dir.join("contention.json"), &out.stdout).unwrap();
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let capacity = answer["capacity"].as_f64().unwrap();
+    assert!(
+        (capacity - 38.4).abs() < 1e-9,
+        "the placement given to the run is not this one: {answer}"
+    );
+    assert_eq!(
+        answer["placement"]["machine-1-6"], "host-2",
+        "the placement given to the run is not this one: {answer}"
+    );
+    check_migrations(dir, py);
     let minutes = answer["outcome"]["contended_minutes_static"]
         .as_f64()
         .unwrap();
@@ -162,6 +181,16 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
             "--bound",
         ),
         (
+            &["contention", "--store", "out", "--configured"][..],
+            "--configured",
+        ),
+        // Over Kafka a service keeps a stage per partition: the planner refuses to see a
+        // share of each host.
+        (
+            &["stage", "contention", "--config", "job.toml"][..],
+            "kafka.partitions",
+        ),
+        (
             &["recommend", "--store", "out", "--quantile", "1.5"][..],
             "--quantile",
         ),
@@ -175,6 +204,32 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(named), "{args:?}: {err}");
     }
+}
+
+/// The contention stage ran in the pipeline with the placement `wfe contention` made: its
+/// `migrations` are the moves the backtest replays for that placement over the run's outputs.
+fn check_migrations(dir: &Path, py: &std::ffi::OsStr) {
+    let args = ["contention", "--config", "job.toml", "--store", "out"];
+    let out = wfe(&[&args[..], &["--configured", "--json"]].concat(), dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(dir.join("configured.json"), &out.stdout).unwrap();
+    let checked = Command::new(py)
+        .arg(root().join("pipeline/cli/tests/py/check_migrations.py"))
+        .arg(dir.join("configured.json"))
+        .arg(dir.join("out/migrations.parquet"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&checked.stdout);
+    eprintln!("{text}");
+    assert!(
+        checked.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }
 
 /// `wfe recommend --json` and every row of the `recommendations` topic agree with the

@@ -8,6 +8,7 @@
 //! - [`hostsum`]: a workload's forecast read as a normal distribution (mean: the median;
 //!   spread: from its outermost quantiles), correlations from the workloads' history, and the
 //!   chance that a host's total passes its capacity.
+//! - [`issued`]: `forecasts` rows read as demands.
 //! - [`plan`]: which hosts are contended (that chance above a bound at some horizon), and the
 //!   fewest moves that bring each under it, each to a host of the same environment that
 //!   stays under the bound with the workload added.
@@ -15,6 +16,7 @@
 //!   moves: the minutes hosts were over capacity, and the moves made.
 
 pub mod hostsum;
+pub mod issued;
 pub mod normal;
 pub mod plan;
 pub mod replay;

@@ -59,20 +59,7 @@ use space::Space;
 use state::{Held, State, signature};
 use window::Cut;
 
-/// Label keys that describe where a workload runs (host metadata), e.g. `env.instance_type`.
-pub const ENV_PREFIX: &str = "env.";
-
-/// The environment in a canonical label set: its `env.*` labels without the prefix, as a
-/// canonical set (`cpu_model=...,instance_type=...`); None when it has none.
-pub fn environment_of(labels: &str) -> Option<String> {
-    let env: Vec<(String, String)> = wfe_contract::schemas::labels::parse(labels)
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_string(), v)))
-        .collect();
-    (!env.is_empty()).then(|| {
-        wfe_contract::schemas::labels::format(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    })
-}
+pub use wfe_contract::schemas::labels::environment as environment_of;
 
 /// The fingerprint stage.
 pub struct Fingerprint {

@@ -69,7 +69,7 @@ pub fn bench_state(cfg: &JobConfig, sizes: &[usize]) -> Result<()> {
     let mut inputs = stage_inputs(cfg)?;
     let chunk = (cfg.kafka.max_message_bytes / 2).clamp(512, 512 * 1024);
     let mut rows = Vec::new();
-    for name in STAGES {
+    for name in STAGES.into_iter().filter(|n| cfg.runs(n)) {
         let Some(batches) = inputs.remove(name) else {
             continue;
         };
@@ -199,7 +199,7 @@ fn stage_inputs(
         raw.push(b);
     }
     let mut inputs = BTreeMap::new();
-    for name in STAGES {
+    for name in STAGES.into_iter().filter(|n| cfg.runs(n)) {
         let mut stage = cfg.build_stage(name)?;
         let batches: Vec<(Topic, wfe_contract::RecordBatch)> = stage
             .inputs()

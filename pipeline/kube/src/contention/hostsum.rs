@@ -13,7 +13,7 @@ use wfe_domain::stats::level_at;
 use super::normal;
 
 /// One workload's demand at one horizon (or a host's total), read as normal.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Demand {
     pub mean: f64,
     pub sd: f64,

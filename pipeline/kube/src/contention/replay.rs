@@ -3,7 +3,8 @@
 //! forecast issuance, counting the minutes a host's observed total passed its capacity.
 //!
 //! At each issuance time every workload's newest forecast is read (horizons up to
-//! `max_horizon_s`), the correlations of each pair come from their observed demand over the
+//! `max_horizon_s`; a workload whose newest is older than `history_ms` has gone and counts
+//! nowhere), the correlations of each pair come from their observed demand over the
 //! `history_ms` before it (a pair with less history counts as moving together: the careful
 //! guess), and the moves planned are in place from then on. Observed demand is summed per host
 //! at each time any workload was observed, each workload with its latest value no older than
@@ -13,17 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::hostsum::{Demand, correlation};
+use super::hostsum::correlation;
+pub use super::issued::Issued;
 use super::plan::{Fleet, Host, Move, Workload, plan};
-
-/// One forecast row read as a demand.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Issued {
-    pub at: i64,
-    pub workload: String,
-    pub horizon_s: i64,
-    pub demand: Demand,
-}
 
 /// The replay's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,7 +56,8 @@ pub fn replay(
     s: &Settings,
 ) -> Outcome {
     let mut planned = placement.clone();
-    let mut latest: BTreeMap<String, Workload> = BTreeMap::new();
+    // Per workload: its newest issuance, and that issuance's demand per horizon.
+    let mut latest: BTreeMap<String, (i64, Workload)> = BTreeMap::new();
     let times = observation_times(actual);
     let mut out = Outcome {
         contended_minutes_static: 0.0,
@@ -81,18 +75,28 @@ pub fn replay(
                 let i = &issued[next];
                 if i.horizon_s <= s.max_horizon_s {
                     let w = latest.entry(i.workload.clone()).or_default();
-                    w.demand.insert(i.horizon_s, i.demand);
+                    if w.0 != i.at {
+                        *w = (i.at, Workload::default());
+                    }
+                    w.1.demand.insert(i.horizon_s, i.demand);
                 }
                 next += 1;
             }
-            let pairs = correlations(actual, latest.keys(), at, s);
+            // A workload not forecast within the history counts on no host: it has gone.
+            let since = at.saturating_sub(s.history_ms);
+            let current: BTreeMap<String, Workload> = latest
+                .iter()
+                .filter(|(_, (t, _))| *t >= since)
+                .map(|(w, (_, d))| (w.clone(), d.clone()))
+                .collect();
+            let pairs = correlations(actual, current.keys(), at, s);
             let rho = |a: &str, b: &str| {
                 let key = if a < b { (a, b) } else { (b, a) };
                 pairs.get(&key).copied().unwrap_or(1.0)
             };
             let fleet = Fleet {
                 hosts,
-                workloads: &latest,
+                workloads: &current,
                 rho: &rho,
             };
             let (found, moves) = plan(&fleet, &planned, s.bound);

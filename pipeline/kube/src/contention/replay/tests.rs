@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::contention::hostsum::Demand;
 
 const MIN: i64 = 60_000;
 
@@ -82,4 +83,43 @@ fn without_forecasts_nothing_moves_and_both_counts_agree() {
     // An observation older than stale_ms stands for nothing.
     assert_eq!(value_at(&[(0, 5.0)], 2 * MIN, MIN), None);
     assert_eq!(value_at(&[(0, 5.0)], MIN, MIN), Some(5.0));
+}
+
+/// A workload whose newest forecast is older than the history has gone: its last forecast
+/// no longer counts on its host. w (forecast 8 at minute 0) and v (forecast 8 at minute 90)
+/// share host a of 10: at minute 30 both count and one moves; at minute 90, w's forecast is
+/// 90 minutes old (history 60) and v alone fits.
+#[test]
+fn a_workload_not_forecast_within_the_history_counts_nowhere() {
+    let actual: BTreeMap<String, Vec<(i64, f64)>> = ["w", "v"]
+        .iter()
+        .map(|w| (w.to_string(), (0..120).map(|t| (t * MIN, 1.0)).collect()))
+        .collect();
+    let placement: BTreeMap<String, String> = [("w", "a"), ("v", "a")]
+        .iter()
+        .map(|(w, h)| (w.to_string(), h.to_string()))
+        .collect();
+    let issue = |at: i64, w: &str| Issued {
+        at: at * MIN,
+        workload: w.into(),
+        horizon_s: 900,
+        demand: Demand { mean: 8.0, sd: 0.1 },
+    };
+    let hosts = [host("a", 10.0), host("b", 10.0)];
+    let both = replay(
+        &hosts,
+        &placement,
+        &actual,
+        &[issue(0, "w"), issue(30, "v")],
+        &settings(),
+    );
+    assert_eq!(both.moves.len(), 1, "{both:?}");
+    let gone = replay(
+        &hosts,
+        &placement,
+        &actual,
+        &[issue(0, "w"), issue(90, "v")],
+        &settings(),
+    );
+    assert!(gone.moves.is_empty(), "{gone:?}");
 }
