@@ -10,11 +10,10 @@
 //!   stage reads it) over the last `history_s`, from which pairs' correlations are read;
 //! - each workload's newest forecast per horizon, read as a normal distribution;
 //! - at each forecast issuance, once every placed workload's forecasts of it have been read
-//!   ([`ready`]: workloads arrive out of step), every host's chance of passing its
-//!   capacity; a host above
-//!   `bound` gets the fewest moves that bring it within, each to a host of the workload's
-//!   environment that stays within it, on `migrations` with the reason. A planned move stands
-//!   (the workload counts on its new host) until its host label changes.
+//!   ([`ready`]: workloads arrive out of step), every host's chance of passing its capacity;
+//!   a host above `bound` gets the fewest moves that bring it within, each to a host of the
+//!   workload's environment that stays within it, on `migrations` with the reason. A planned
+//!   move stands (the workload counts on its new host) until its host label changes.
 //!
 //! Modules: [`config`] (settings), [`state`] (per workload: where, forecasts, history; one
 //! changelog entry each), [`ready`] (when an issuance can be planned), [`issuance`] (one

@@ -3,7 +3,7 @@
 //! by workload; over Kafka each partition, and each input topic, at its own pace), so an
 //! issuance one workload's forecasts reached may still be coming for another's.
 //!
-//! Issuance `t` is ready when every workload of the configured placement has been observed,
+//! Issuance `t` is ready when every workload of the configured placement has been seen,
 //! and every workload (live: every one observed within `max_wait_s` of the newest
 //! observation) has been observed at or after `t` and is done with it:
 //! - it has been forecast at or after `t`; or
@@ -43,12 +43,9 @@ pub fn is_ready(state: &State, cfg: &ContentionConfig, t: i64, end: bool) -> boo
     if end || full() {
         return true;
     }
-    let seen = |w: &String| {
-        state
-            .workloads
-            .get(w)
-            .is_some_and(|e| e.last_observed().is_some())
-    };
+    // Seen in metrics.norm at all (one whose resource it lacks is never observed, and never
+    // forecast: it is not waited for).
+    let seen = |w: &String| state.workloads.contains_key(w);
     let live = state.workloads.values().all(|e| e.seq.is_none());
     let since = newest.saturating_sub(ms(cfg.max_wait_s));
     let done = |e: &Entry, l: i64| {
@@ -123,6 +120,10 @@ mod tests {
         let mut placed = c.clone();
         placed.placement.insert("w9".into(), "h1".into());
         assert!(!is_ready(&s, &placed, 20_000, false));
+        // Seen, but without the resource (never observed, never forecast): not waited for.
+        let mut lacking = s.clone();
+        lacking.workloads.insert("w9".into(), Entry::default());
+        assert!(is_ready(&lacking, &placed, 20_000, false));
     }
 
     #[test]
