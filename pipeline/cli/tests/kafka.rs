@@ -1425,3 +1425,79 @@ fn a_joined_topic_whose_producer_is_gone_delays_a_stage_but_never_stalls_it() {
     );
     assert!(forced.is_some_and(|n| n > 0.0), "{text}");
 }
+
+/// The contention planner as a service: over topics of one partition (a service keeps a stage
+/// per input partition, and a host's workloads are keyed into every one), the fleet's
+/// `migrations` are the embedded run's, row for row; over several partitions the service
+/// refuses to start.
+#[test]
+fn the_contention_service_over_one_partition_plans_the_embedded_moves() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("pipeline/cli/tests/kafka/job.toml"))
+        .unwrap()
+        .replace("../shared/data", &data_dir().display().to_string())
+        .replace("partitions = 3", "partitions = 1")
+        .replace("ipc = [", "ipc = [\"migrations\", ");
+    // Two hosts of 37.5 vCPU: 0.6 of the four workloads' summed CPU peaks, as `wfe contention
+    // --hosts 2 --fill 0.6` places them.
+    let text = format!(
+        "{text}\n[stages.contention]\n\
+         hosts = [{{ name = \"host-1\", capacity = 37.5 }}, {{ name = \"host-2\", capacity = 37.5 }}]\n\
+         placement = {{ \"machine-1-6\" = \"host-1\", \"omi-1\" = \"host-2\", \"omi-2\" = \"host-2\", \"omi-3\" = \"host-1\" }}\n"
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, &text).unwrap();
+    let embedded = dir.path().join("embedded");
+    let out = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["run", "--config", job.to_str().unwrap(), "--out"])
+        .arg(&embedded)
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = std::fs::File::open(embedded.join("migrations.arrows")).unwrap();
+    let mut want: Vec<String> = arrow_ipc::reader::StreamReader::try_new(f, None)
+        .unwrap()
+        .flat_map(|b| row_strings(&b.unwrap()))
+        .collect();
+    want.sort();
+    assert!(!want.is_empty(), "the embedded run planned no move");
+
+    let broker = Broker::start(dir.path());
+    let mut env = Env::bare(dir, broker, job);
+    env.cfg.partitions = 1;
+    for s in STAGES.iter().chain(&["contention"]) {
+        env.stage(s, "a");
+    }
+    env.run(&["replay"], "replay");
+    let start = Instant::now();
+    let got = loop {
+        if let Ok(c) = read_topic(&env.cfg, Topic::Migrations, 1)
+            && c.ended == 1
+        {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "`migrations` did not end"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_same_rows("migrations", &got.rows, &want);
+
+    // Over three partitions the service says why it will not run.
+    let three = env.dir.path().join("three.toml");
+    std::fs::write(&three, text.replace("partitions = 1", "partitions = 3")).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["stage", "contention", "--config", three.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("kafka.partitions"), "{err}");
+}
