@@ -440,31 +440,8 @@ fn embedded_run(job_text: &str) -> &'static Expected {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("job.toml");
     std::fs::write(&job, job_text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args([
-            "run",
-            "--config",
-            job.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = |t: &str| {
-        let f = std::fs::File::open(dir.path().join(format!("{t}.arrows"))).unwrap();
-        let mut rows: Vec<String> = arrow_ipc::reader::StreamReader::try_new(f, None)
-            .unwrap()
-            .flat_map(|b| row_strings(&b.unwrap()))
-            .collect();
-        rows.sort();
-        rows
-    };
+    run_embedded(&job, dir.path());
+    let rows = |t: &str| arrows_rows(&dir.path().join(format!("{t}.arrows")));
     let r: &'static Expected = Box::leak(Box::new((
         rows("decisions"),
         rows("actions"),
@@ -472,6 +449,32 @@ fn embedded_run(job_text: &str) -> &'static Expected {
     )));
     runs.push((job_text.to_string(), r));
     r
+}
+
+/// `wfe run` of the job at `job`, its outputs in `out`.
+fn run_embedded(job: &Path, out: &Path) {
+    let run = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["run", "--config", job.to_str().unwrap(), "--out"])
+        .arg(out)
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// The rows of an Arrow IPC stream file, as strings, sorted.
+fn arrows_rows(path: &Path) -> Vec<String> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut rows: Vec<String> = arrow_ipc::reader::StreamReader::try_new(f, None)
+        .unwrap()
+        .flat_map(|b| row_strings(&b.unwrap()))
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// Distinct rows (at-least-once may deliver a row twice; its content is the same).
@@ -1449,23 +1452,8 @@ fn the_contention_service_over_one_partition_plans_the_embedded_moves() {
     let job = dir.path().join("job.toml");
     std::fs::write(&job, &text).unwrap();
     let embedded = dir.path().join("embedded");
-    let out = Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args(["run", "--config", job.to_str().unwrap(), "--out"])
-        .arg(&embedded)
-        .arg("--no-progress")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let f = std::fs::File::open(embedded.join("migrations.arrows")).unwrap();
-    let mut want: Vec<String> = arrow_ipc::reader::StreamReader::try_new(f, None)
-        .unwrap()
-        .flat_map(|b| row_strings(&b.unwrap()))
-        .collect();
-    want.sort();
+    run_embedded(&job, &embedded);
+    let want = arrows_rows(&embedded.join("migrations.arrows"));
     assert!(!want.is_empty(), "the embedded run planned no move");
 
     let broker = Broker::start(dir.path());
