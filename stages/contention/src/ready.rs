@@ -3,9 +3,9 @@
 //! by workload; over Kafka each partition, and each input topic, at its own pace), so an
 //! issuance one workload's forecasts reached may still be coming for another's.
 //!
-//! Issuance `t` is ready when every workload of the configured placement has been seen,
-//! and every workload (live: every one observed within `max_wait_s` of the newest
-//! observation) has been observed at or after `t` and is done with it:
+//! Issuance `t` is ready when (before the first planning) every workload of the configured
+//! placement has been seen, and every workload (live: every one observed within `max_wait_s`
+//! of the newest observation) has been observed at or after `t` and is done with it:
 //! - it has been forecast at or after `t`; or
 //! - in a replay (inputs numbered by the source batch they descend from: embedded, and the
 //!   services of a Kafka replay, whose inputs are merged partition by partition in that
@@ -43,9 +43,12 @@ pub fn is_ready(state: &State, cfg: &ContentionConfig, t: i64, end: bool) -> boo
     if end || full() {
         return true;
     }
-    // Seen in metrics.norm at all (one whose resource it lacks is never observed, and never
-    // forecast: it is not waited for).
+    // Before the first planning, every workload of the configured placement is waited for
+    // until seen in metrics.norm at all (one whose resource it lacks is never observed, and
+    // never forecast: it is not waited for); after it, one that appears is new, and one that
+    // is gone (retired) is not waited for either.
     let seen = |w: &String| state.workloads.contains_key(w);
+    let placed_seen = state.shared.planned.is_some() || cfg.placement.keys().all(seen);
     let live = state.workloads.values().all(|e| e.seq.is_none());
     let since = newest.saturating_sub(ms(cfg.max_wait_s));
     let done = |e: &Entry, l: i64| {
@@ -56,7 +59,7 @@ pub fn is_ready(state: &State, cfg: &ContentionConfig, t: i64, end: bool) -> boo
     // In a replay every workload is waited for however far behind (a learning period may
     // come out days after another's, a source chunk cover days of one workload); one that
     // stopped holds issuances back until PLAN_AFTER forces them and planning retires it.
-    cfg.placement.keys().all(seen)
+    placed_seen
         && state.workloads.values().all(|e| match e.last_observed() {
             Some(l) if !live || l >= since => t <= l && done(e, l),
             _ => true,
@@ -124,6 +127,10 @@ mod tests {
         let mut lacking = s.clone();
         lacking.workloads.insert("w9".into(), Entry::default());
         assert!(is_ready(&lacking, &placed, 20_000, false));
+        // Once planning has begun, a placed workload not seen (new, or gone) is not waited for.
+        let mut begun = s.clone();
+        begun.shared.planned = Some(10_000);
+        assert!(is_ready(&begun, &placed, 20_000, false));
     }
 
     #[test]
