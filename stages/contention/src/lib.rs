@@ -78,7 +78,7 @@ impl Contention {
 
     /// Where each workload runs and its demand, from a `metrics.norm` batch (descending from
     /// source batch `seq`, in a replay). A workload that runs nowhere known is not kept.
-    fn observe(&mut self, batch: &RecordBatch, seq: Option<i64>) -> Result<()> {
+    fn observe(&mut self, batch: &RecordBatch, seq: Option<i64>, ctx: &mut Context) -> Result<()> {
         let nb = NormBatch::new(batch)?;
         let key = self.cfg.host_label.as_str();
         for step in nb.steps() {
@@ -102,6 +102,15 @@ impl Contention {
             entry.seen_labels = Some(l.to_string());
             entry.set_label(labels::get(l, key));
             entry.environment = labels::environment(l);
+            // A host no host of the config is named: the workload counts nowhere (said once
+            // per change of its labels).
+            if let Some(h) = entry.host(step.workload, &self.cfg)
+                && !self.hosts.iter().any(|x| x.name == h)
+            {
+                let at = format!("workload {} at {}", step.workload, step.time);
+                let why = format!("host `{h}` is not in stages.contention.hosts: not planned");
+                ctx.reject("unknown_host", &at, &why);
+            }
         }
         for step in resource_steps(&self.resources, batch)? {
             let Some(e) = self.state.workloads.get_mut(&step.workload) else {
@@ -213,7 +222,7 @@ impl Stage for Contention {
         out: &mut dyn Collector,
     ) -> Result<()> {
         match topic {
-            Topic::MetricsNorm => self.observe(&batch, ctx.seq())?,
+            Topic::MetricsNorm => self.observe(&batch, ctx.seq(), ctx)?,
             Topic::Forecasts => self.forecasts(&batch, ctx)?,
             _ => {}
         }

@@ -268,6 +268,21 @@ fn placement_comes_from_the_config_else_the_label() {
     assert_eq!(st.state.workloads["c"].host("c", &cfg), Some("h2"));
 }
 
+/// A workload whose label names a host the config does not list counts nowhere, and says
+/// so once (its labels do not change after).
+#[test]
+fn a_label_naming_an_unknown_host_is_rejected_with_where() {
+    let mut st = stage(vec![host("h1", 10.0, None)]);
+    let (mut ctx, mut out) = (Context::new("contention"), VecCollector::new());
+    history(&mut st, &mut ctx, &mut out, 0..3);
+    assert_eq!(
+        ctx.counters().get("rejected.unknown_host"),
+        Some(&1),
+        "{:?}",
+        ctx.counters()
+    );
+}
+
 #[test]
 fn bad_settings_are_clear_errors() {
     let bad = |cfg: ContentionConfig, resources: Vec<ResourceMap>, what: &str| {
