@@ -1,6 +1,7 @@
-//! What the contention stage keeps per workload: where it runs, its newest forecast per
-//! horizon, and its observed demand over the history correlations are read from. One
-//! changelog entry per workload, and one for what they share (the issuance not yet planned).
+//! What the contention stage keeps per workload: where it runs, its forecasts by issuance
+//! (the one in force and those waiting to be planned), and its observed demand over the
+//! history correlations are read from. One changelog entry per workload, and one for what
+//! they share (the newest issuance planned).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -76,8 +77,8 @@ impl Entry {
         }
     }
 
-    /// A forecast row. Past [`MAX_ISSUANCES`] waiting, the oldest goes (planning forces
-    /// its way after `max_wait_s`, so only a clock far ahead of the others gets here).
+    /// A forecast row. Past [`MAX_ISSUANCES`] waiting, the oldest goes (a workload holding
+    /// half as many forces planning, see `ready::PLAN_AFTER`, so this is the last bound).
     pub fn forecast(&mut self, at: i64, horizon_s: i64, demand: Demand) {
         self.issuances
             .entry(at)
