@@ -24,7 +24,9 @@ pub struct Planned {
 pub fn plan_at(state: &mut State, cfg: &ContentionConfig, hosts: &[Host], at: i64) -> Planned {
     let since = at.saturating_sub(cfg.history_s.saturating_mul(1000));
     let (mut workloads, mut placement) = (BTreeMap::new(), BTreeMap::new());
-    let mut windows: HashMap<String, Vec<(i64, f64)>> = HashMap::new();
+    // Each workload's history over the window, borrowed (no copy): a planning round reads
+    // few of the pairs, each at most once.
+    let mut windows: HashMap<&str, &[(i64, f64)]> = HashMap::new();
     for (name, e) in state.workloads.iter_mut() {
         if let Some(h) = e.host(name, cfg) {
             placement.insert(name.clone(), h.to_string());
@@ -44,7 +46,7 @@ pub fn plan_at(state: &mut State, cfg: &ContentionConfig, hosts: &[Host], at: i6
                 demand,
             },
         );
-        windows.insert(name.clone(), e.window(since, at).to_vec());
+        windows.insert(name, e.window(since, at));
     }
     // Workloads of the configured placement not seen yet count on their host with nothing.
     for (w, h) in &cfg.placement {
@@ -59,7 +61,7 @@ pub fn plan_at(state: &mut State, cfg: &ContentionConfig, hosts: &[Host], at: i6
         if let Some(r) = memo.borrow().get(&k) {
             return *r;
         }
-        let w = |n: &str| windows.get(n).map_or(&[][..], Vec::as_slice);
+        let w = |n: &str| windows.get(n).copied().unwrap_or_default();
         let r = correlation(w(key.0), w(key.1), cfg.min_points).unwrap_or(1.0);
         memo.borrow_mut().insert(k, r);
         r
