@@ -14,8 +14,8 @@ use crate::config::JobConfig;
 pub struct StageArgs {
     /// `ingest` (the job's sources onto `metrics.raw`, then exit), a stage after it
     /// (normalise, fingerprint, anomaly, forecast, tier-select, actuate, or contention: with
-    /// `[stages.contention]` hosts, over topics of one partition, since a host's workloads
-    /// span partitions), or `api`: the
+    /// `[stages.contention]` hosts, one replica reading every partition, since a host's
+    /// workloads span partitions), or `api`: the
     /// fleet's API, web UI and (--keda) KEDA scaler over every partition of the topics the
     /// embedded run's API reads (needs --http).
     pub name: String,
@@ -123,19 +123,6 @@ pub fn stage(args: StageArgs) -> Result<()> {
         return Err(Error::config(
             "--http",
             "`wfe stage api` serves the API and the UI: give it an address",
-        ));
-    }
-    if args.name == "contention" && cfg.kafka.partitions != 1 {
-        // A service keeps one stage per input partition, and a host's workloads are keyed
-        // into all of them: each would plan over a share of every host.
-        return Err(Error::config(
-            "kafka.partitions",
-            format!(
-                "{}: the contention service plans over every workload that shares a host, and a \
-                 service keeps one stage per input partition; run it over topics of one \
-                 partition, or plan embedded (`wfe run`)",
-                cfg.kafka.partitions
-            ),
         ));
     }
     let http = crate::http::start(&args.http, api.then_some(&cfg))?;

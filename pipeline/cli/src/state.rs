@@ -11,13 +11,13 @@ use wfe_kafka::broker::{self, kafka_error};
 use wfe_kafka::rdkafka::Offset;
 use wfe_kafka::rdkafka::consumer::BaseConsumer;
 use wfe_kafka::rdkafka::message::OwnedMessage;
-use wfe_kafka::service::{changelog_key, compacted, restore_from};
+use wfe_kafka::service::{changelog_key, compacted, restore_from, whole_fleet_key};
 
 use crate::config::{JobConfig, STAGES};
 
 #[derive(clap::Args)]
 pub struct StateArgs {
-    /// A stage to read (repeat for more); default: the six after ingest.
+    /// A stage to read (repeat for more); default: those after ingest that the job runs.
     #[arg(long = "stage")]
     stages: Vec<String>,
     /// Job config with a `[kafka]` section; default: the built-in job.
@@ -28,10 +28,10 @@ pub struct StateArgs {
     bootstrap: Option<String>,
 }
 
-/// One input partition's snapshot, as restored.
+/// One input partition's snapshot (or a whole-fleet stage's one: `all`), as restored.
 struct Row {
     stage: String,
-    partition: i32,
+    partition: String,
     /// Next input offset, state bytes and entries; `None`: no snapshot yet.
     snapshot: Option<(i64, usize, usize)>,
     records: (usize, usize),
@@ -94,14 +94,16 @@ pub fn state(args: StateArgs) -> Result<()> {
     }
 }
 
-/// Every input partition of one stage: its snapshot from the whole state topic and from its
-/// compacted view, and the time to restore the latter into a fresh stage.
+/// Every input partition of one stage (a whole-fleet stage's one snapshot): its snapshot from
+/// the whole state topic and from its compacted view, and the time to restore the latter into
+/// a fresh stage.
 fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
     let probe = cfg.build_stage(name)?;
     // A partition's snapshot is keyed by the first of its input topics in merge rank.
     let Some(&input) = wfe_contract::merge::ranked(probe.inputs()).first() else {
         return Err(Error::config("--stage", format!("`{name}` has no input")));
     };
+    let whole = probe.whole_fleet();
     drop(probe);
     let kafka = &cfg.kafka;
     let (input_name, state_topic) = (kafka.topic(input), kafka.state_topic(name));
@@ -115,11 +117,18 @@ fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
     let logs: Vec<Vec<OwnedMessage>> = (0..n_state)
         .map(|sp| broker::read_partition(kafka, &state_topic, sp, Offset::Beginning))
         .collect::<Result<_>>()?;
+    let group = kafka.group(name);
+    let keys: Vec<(String, String, i32)> = if whole {
+        vec![("all".into(), whole_fleet_key(&group, &input_name), 0)]
+    } else {
+        (0..n_in)
+            .map(|p| (p.to_string(), changelog_key(&group, &input_name, p), p))
+            .collect()
+    };
     let mut rows = Vec::new();
-    for p in 0..n_in {
+    for (partition, key, p) in keys {
         let log = &logs[(p % n_state) as usize];
         let view = compacted(log);
-        let key = changelog_key(&kafka.group(name), &input_name, p);
         let from_log = restore_from(name, &key, log)?;
         let t = Instant::now();
         let from_view = restore_from(name, &key, view.iter().copied())?;
@@ -128,7 +137,7 @@ fn stage_rows(cfg: &JobConfig, name: &str) -> Result<Vec<Row>> {
         }
         rows.push(Row {
             stage: name.to_string(),
-            partition: p,
+            partition,
             snapshot: from_view.as_ref().map(|(next, s)| {
                 let (bytes, entries) = s
                     .as_ref()

@@ -1429,18 +1429,19 @@ fn a_joined_topic_whose_producer_is_gone_delays_a_stage_but_never_stalls_it() {
     assert!(forced.is_some_and(|n| n > 0.0), "{text}");
 }
 
-/// The contention planner as a service: over topics of one partition (a service keeps a stage
-/// per input partition, and a host's workloads are keyed into every one), the fleet's
-/// `migrations` are the embedded run's, row for row; over several partitions the service
-/// refuses to start.
+/// The contention planner as a service over three partitions: one instance reads every
+/// partition (a host's workloads are keyed into all of them), is killed with SIGKILL once it
+/// has planned a move and written a snapshot, and restarted; the fleet's `migrations` are
+/// still the embedded run's, row for row, each on its workload's partition, and its snapshot
+/// restores the same from the compacted view of its state topic (`wfe state`).
 #[test]
-fn the_contention_service_over_one_partition_plans_the_embedded_moves() {
+fn the_contention_service_plans_the_embedded_moves_over_every_partition_across_a_kill() {
+    use wfe_kafka::rdkafka::{Offset, message::Message};
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root().join("pipeline/cli/tests/kafka/job.toml"))
         .unwrap()
         .replace("../shared/data", &data_dir().display().to_string())
-        .replace("partitions = 3", "partitions = 1")
         .replace("ipc = [", "ipc = [\"migrations\", ");
     // Two hosts of 37.5 vCPU: 0.6 of the four workloads' summed CPU peaks, as `wfe contention
     // --hosts 2 --fill 0.6` places them.
@@ -1458,34 +1459,91 @@ fn the_contention_service_over_one_partition_plans_the_embedded_moves() {
 
     let broker = Broker::start(dir.path());
     let mut env = Env::bare(dir, broker, job);
-    env.cfg.partitions = 1;
-    for s in STAGES.iter().chain(&["contention"]) {
+    for s in STAGES {
         env.stage(s, "a");
     }
-    env.run(&["replay"], "replay");
+    let first = env.stage("contention", "a");
+    // Paced (45 days of event time in about 20 s), so that the kill lands mid-stream.
+    let mut replay = env.wfe(&["replay", "--speed", "200000x"], "replay");
+    // Killed once it has planned a move and its one snapshot (`…/all`, every partition's
+    // offsets) is in the state topic.
+    let state = env.cfg.state_topic("contention");
+    let start = Instant::now();
+    let planned = loop {
+        let snapshot = wfe_kafka::broker::read_partition(&env.cfg, &state, 0, Offset::Beginning)
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.key().is_some_and(|k| k.ends_with(b"/all")));
+        let moves = read_topic(&env.cfg, Topic::Migrations, PARTITIONS).map_or(0, |c| c.rows.len());
+        if snapshot && moves > 0 {
+            break moves;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no move or no snapshot of the contention service:\n{}",
+            env.procs[first].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        planned < want.len(),
+        "every move was out before the kill: the restart restores nothing"
+    );
+    eprintln!("killed after {planned} of {} moves", want.len());
+    env.procs[first].kill9();
+    let second = env.stage("contention", "a2");
+    assert!(replay.child.wait().unwrap().success(), "{}", replay.log());
     let start = Instant::now();
     let got = loop {
-        if let Ok(c) = read_topic(&env.cfg, Topic::Migrations, 1)
-            && c.ended == 1
+        if let Ok(c) = read_topic(&env.cfg, Topic::Migrations, PARTITIONS)
+            && c.ended == PARTITIONS as usize
         {
             break c;
         }
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "`migrations` did not end"
+            "`migrations` did not end:\n{}",
+            env.procs[second].log()
         );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_same_rows("migrations", &got.rows, &want);
-
-    // Over three partitions the service says why it will not run.
-    let three = env.dir.path().join("three.toml");
-    std::fs::write(&three, text.replace("partitions = 1", "partitions = 3")).unwrap();
-    let refused = Command::new(env!("CARGO_BIN_EXE_wfe"))
-        .args(["stage", "contention", "--config", three.to_str().unwrap()])
+    let log = env.procs[second].log();
+    let restored = log.lines().find(|l| l.contains("restored snapshot"));
+    let restored =
+        restored.unwrap_or_else(|| panic!("the restarted service did not restore:\n{log}"));
+    eprintln!("{restored}");
+    // At least once: a move written after the snapshot may be written again, the same row.
+    assert_same_rows("migrations (distinct)", &distinct(&got.rows), &want);
+    // Its one snapshot restores the same from what compaction keeps of the state topic.
+    let state = Command::new(env!("CARGO_BIN_EXE_wfe"))
+        .args(["state", "--stage", "contention", "--config"])
+        .args([env.job.to_str().unwrap(), "--bootstrap", &env.bootstrap])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{err}");
-    assert!(err.contains("kafka.partitions"), "{err}");
+    let text = String::from_utf8_lossy(&state.stdout);
+    let err = String::from_utf8_lossy(&state.stderr);
+    assert!(state.status.success(), "{text}\n{err}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("| contention | all |") && l.contains("| yes |")),
+        "{text}"
+    );
+    // Each row on its workload's partition, as every wfe topic keeps it.
+    let name = env.cfg.topic(Topic::Migrations);
+    for p in 0..PARTITIONS {
+        for m in wfe_kafka::broker::read_partition(&env.cfg, &name, p, Offset::Beginning).unwrap() {
+            let h = HeaderMap::from_kafka(m.headers());
+            if h.is_control() {
+                continue;
+            }
+            let batch = codec::decode(Topic::Migrations, &h, m.payload()).unwrap();
+            for row in row_strings(&batch) {
+                let w = row
+                    .split('|')
+                    .find_map(|f| f.strip_prefix("workload="))
+                    .unwrap_or_else(|| panic!("no workload in {row}"));
+                assert_eq!(codec::partition_of(w.as_bytes(), PARTITIONS), p, "{row}");
+            }
+        }
+    }
 }

@@ -184,12 +184,6 @@ fn check_contention(dir: &Path, py: &std::ffi::OsStr) {
             &["contention", "--store", "out", "--configured"][..],
             "--configured",
         ),
-        // Over Kafka a service keeps a stage per partition: the planner refuses to see a
-        // share of each host.
-        (
-            &["stage", "contention", "--config", "job.toml"][..],
-            "kafka.partitions",
-        ),
         (
             &["recommend", "--store", "out", "--quantile", "1.5"][..],
             "--quantile",

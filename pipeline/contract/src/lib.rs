@@ -143,6 +143,15 @@ pub trait Stage: Send {
         ))
     }
 
+    /// Whether one instance must see every workload: a stage whose output for one workload
+    /// depends on workloads of any partition (contention plans moves between hosts that
+    /// workloads of every partition share). Embedded, one instance sees the fleet already;
+    /// over Kafka such a stage runs as one service that reads every partition of its inputs
+    /// into one instance (run one replica of it). Default: no, one instance per partition.
+    fn whole_fleet(&self) -> bool {
+        false
+    }
+
     /// Whether the stage must learn from its own past output when it restarts: true for a
     /// stage with effects outside the pipeline (actuate), so that output written after its
     /// last snapshot is not acted on twice. The Kafka runner then feeds that output to

@@ -464,25 +464,34 @@ pub fn trace_id(topic: &str, partition: i32, offset: i64) -> String {
 }
 
 /// One output topic's batch as messages: (topic, rows, [(key, value)]).
-pub(crate) type Encoded = (Topic, u64, Vec<(Option<String>, Vec<u8>)>);
+pub(crate) type Encoded = (Topic, u64, Vec<(Option<i32>, Option<String>, Vec<u8>)>);
 
 /// Encodes every output batch into messages of at most `max_bytes`, or says which row cannot.
 /// A service's output batch holds the workloads of its input partition, so a stream's batch
-/// is one message (or a few, by size); a table's is a message per workload (its key is what
-/// compaction keeps).
+/// is one message (or a few, by size), for that partition (`None`); a table's is a message
+/// per workload (its key is what compaction keeps). With `partitions` (a whole-fleet stage's
+/// outputs, by topic: their partition counts) each message goes to its workloads' partition.
 pub(crate) fn encode_outputs(
     out: wfe_contract::VecCollector,
     max_bytes: usize,
+    partitions: Option<&BTreeMap<Topic, i32>>,
 ) -> Result<Vec<Encoded>> {
     out.batches
         .into_iter()
         .map(|(topic, batch)| {
+            let n = partitions.and_then(|m| m.get(&topic).copied());
             let messages = if topic.is_table() {
-                encode_keyed(&batch, max_bytes)
-                    .map(|m| m.into_iter().map(|(k, v)| (Some(k), v)).collect::<Vec<_>>())
+                encode_keyed(&batch, max_bytes).map(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| (n.map(|n| partition_of(k.as_bytes(), n)), Some(k), v))
+                        .collect::<Vec<_>>()
+                })
             } else {
-                encode_partitioned(&batch, 1, max_bytes)
-                    .map(|m| m.into_iter().map(|(_, k, v)| (k, v)).collect())
+                encode_partitioned(&batch, n.unwrap_or(1), max_bytes).map(|m| {
+                    m.into_iter()
+                        .map(|(p, k, v)| (n.map(|_| p), k, v))
+                        .collect()
+                })
             };
             let messages = messages.map_err(|e| match e {
                 Error::BadInput { location, message } => Error::bad_input(

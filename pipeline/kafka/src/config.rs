@@ -58,7 +58,8 @@ pub struct KafkaConfig {
     /// workload's first windows) waits for the other instances' rows (`tables.forced`).
     #[serde(default = "d_merge_wait_ms")]
     pub merge_wait_ms: u64,
-    /// Most message bytes one input partition holds back that way; past it the oldest goes
+    /// Most message bytes one input partition (a whole-fleet stage's service: all of them
+    /// together) holds back that way; past it the oldest goes
     /// on (and `merge.forced` counts it). Also the most bytes of a replay's table rows a
     /// partition keeps for their turn (past it the oldest go to the stage early).
     #[serde(default = "d_merge_bytes")]

@@ -7,6 +7,12 @@
 //! same partition number of each output topic (every wfe topic has the same partition count),
 //! so the whole chain keeps a workload in one partition number.
 //!
+//! **One instance for the whole fleet**, for a stage that plans across workloads of every
+//! partition ([`wfe_contract::Stage::whole_fleet`]: contention): the service assigns itself
+//! every partition of its inputs (no group balancing), merges them into one stage (see
+//! `input`), writes each output row to its workload's partition and keeps one snapshot
+//! (`…/all`) with every partition's offsets. It runs as one replica.
+//!
 //! **At-least-once (default).** Outputs are sent as they are made. Every `commit_interval`
 //! the service waits until the broker has acknowledged every output, then writes each changed
 //! partition's snapshot (stage state plus the next input offset) to the stage's compacted
@@ -54,14 +60,16 @@ use crate::codec::HeaderMap;
 use crate::produce::Sender;
 
 mod changelog;
-pub use changelog::{Snapshot, compacted, restore_from, snapshot_key as changelog_key};
+pub use changelog::{
+    Snapshot, compacted, restore_from, snapshot_key as changelog_key, whole_fleet_key,
+};
 mod chunked;
 mod commit;
 mod entries;
 pub use entries::{MemoryChangelog, Written};
 mod input;
 mod shared;
-use shared::Core;
+use shared::{Core, Input, Whole};
 pub use shared::{ServiceReport, StageFactory};
 mod table_history;
 mod table_order;
@@ -123,6 +131,40 @@ fn co_partitioning_assignment(kafka: &KafkaConfig, stage: &str) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// A whole-fleet stage ([`wfe_contract::Stage::whole_fleet`]) runs as one instance over
+/// every partition: one that reads tables (which hand rows to a partition's instance) or
+/// reads its own output back on restart (per partition) is not supported.
+fn whole_fleet_supported(stage: &dyn wfe_contract::Stage) -> Result<()> {
+    let why = if !stage.tables().is_empty() {
+        "reads tables"
+    } else if stage.recovers_from_output() {
+        "recovers from its own output"
+    } else {
+        return Ok(());
+    };
+    Err(Error::config(
+        "stage",
+        format!(
+            "`{}` sees the whole fleet in one instance and {why}: a whole-fleet service does not support that",
+            stage.name()
+        ),
+    ))
+}
+
+/// A whole-fleet service's merge inputs: each input topic's `partitions` in turn, in the
+/// topics' rank.
+fn whole_inputs(inputs: &[Input], partitions: i32) -> Vec<Input> {
+    inputs
+        .iter()
+        .flat_map(|x| {
+            (0..partitions).map(|q| Input {
+                partition: Some(q),
+                ..x.clone()
+            })
+        })
+        .collect()
 }
 
 impl ClientContext for Ctx {
@@ -201,7 +243,10 @@ pub async fn run_stage(
             format!("`{name}` has no input topic"),
         ));
     }
-    if inputs.len() > 1 {
+    let whole = probe.whole_fleet();
+    if whole {
+        whole_fleet_supported(probe.as_ref())?;
+    } else if inputs.len() > 1 {
         co_partitioning_assignment(&kafka, &name)?;
     }
     if opts.ephemeral && opts.exactly_once {
@@ -254,7 +299,15 @@ pub async fn run_stage(
         make,
         kafka: kafka.clone(),
         group: group.clone(),
-        inputs: inputs.clone(),
+        inputs: inputs
+            .iter()
+            .map(|(topic, name)| Input {
+                topic: *topic,
+                name: name.clone(),
+                partition: None,
+            })
+            .collect(),
+        whole: None,
         outputs,
         dlq,
         state_topic: state_topic.clone(),
@@ -296,7 +349,8 @@ pub async fn run_stage(
         if !opts.ephemeral {
             c.state_partitions = broker::partition_count(&consumer, &state_topic, patience)?;
         }
-        for (_, out) in &c.outputs {
+        let mut out_partitions = BTreeMap::new();
+        for (t, out) in &c.outputs {
             let n_out = broker::partition_count(&consumer, out, patience)?;
             if n_out < n_in {
                 return Err(Error::config(
@@ -306,6 +360,11 @@ pub async fn run_stage(
                     ),
                 ));
             }
+            out_partitions.insert(*t, n_out);
+        }
+        if whole {
+            c.inputs = whole_inputs(&c.inputs, n_in);
+            c.whole = Some(Whole { out_partitions });
         }
     }
     if !table_topics.is_empty() {
@@ -315,9 +374,27 @@ pub async fn run_stage(
         lock(&core).tables = Some(tables);
     }
     let names: Vec<&str> = inputs.iter().map(|(_, n)| n.as_str()).collect();
-    consumer
-        .subscribe(&names)
-        .map_err(|e| kafka_error("subscribe", e))?;
+    if whole {
+        // Every partition to the one instance, without the group's balancing (which would
+        // share them out between replicas); offsets are still committed for the group.
+        let mut all = TopicPartitionList::new();
+        for x in &lock(&core).inputs {
+            let q = x.partition_of(0);
+            all.add_partition_offset(&x.name, q, rdkafka::Offset::Stored)
+                .map_err(|e| kafka_error("assign", e))?;
+        }
+        consumer
+            .assign(&all)
+            .map_err(|e| kafka_error("assign", e))?;
+        tracing::info!(
+            partitions = all.count(),
+            "whole fleet: every input partition assigned"
+        );
+    } else {
+        consumer
+            .subscribe(&names)
+            .map_err(|e| kafka_error("subscribe", e))?;
+    }
     tracing::info!(stage = %name, group = %group, inputs = ?names, exactly_once = opts.exactly_once, "stage service started");
     let health = opts.health.clone();
     health.beat();
@@ -332,7 +409,13 @@ pub async fn run_stage(
     }
     tracing::info!(stage = %name, "stopping: committing and leaving the group");
     lock(&core).commit(&consumer)?;
-    consumer.unsubscribe();
+    if whole {
+        consumer
+            .unassign()
+            .map_err(|e| kafka_error("unassign", e))?;
+    } else {
+        consumer.unsubscribe();
+    }
     let c = lock(&core);
     let mut report = c.report.clone();
     report.counters = c.ctx.counters().clone();

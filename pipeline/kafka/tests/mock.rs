@@ -538,19 +538,40 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
     }
 }
 
-/// Normalise, but a batch holding the workload `poison` panics (as a bug on unforeseen input
-/// would).
-struct Poisoned(Normalise);
+/// Normalise with a twist: `poisoned`, a batch holding the workload `poison` panics (as a bug
+/// on unforeseen input would); `whole`, it is a whole-fleet stage (one instance over every
+/// partition).
+struct Twisted {
+    inner: Normalise,
+    poisoned: bool,
+    whole: bool,
+}
 
-impl Stage for Poisoned {
+impl Twisted {
+    fn factory(poisoned: bool, whole: bool) -> StageFactory {
+        Box::new(move || {
+            let inner = Normalise::new(NormaliseConfig::default())?;
+            Ok(Box::new(Twisted {
+                inner,
+                poisoned,
+                whole,
+            }) as Box<dyn Stage>)
+        })
+    }
+}
+
+impl Stage for Twisted {
     fn name(&self) -> &'static str {
         "normalise"
     }
     fn inputs(&self) -> Vec<Topic> {
-        self.0.inputs()
+        self.inner.inputs()
     }
     fn outputs(&self) -> Vec<Topic> {
-        self.0.outputs()
+        self.inner.outputs()
+    }
+    fn whole_fleet(&self) -> bool {
+        self.whole
     }
     fn process_batch(
         &mut self,
@@ -560,24 +581,27 @@ impl Stage for Poisoned {
         out: &mut dyn wfe_contract::Collector,
     ) -> wfe_contract::Result<()> {
         let w = wfe_contract::columns::DictStrings::new(&batch, "workload")?;
-        if (0..batch.num_rows()).any(|r| w.get(r) == Some("poison")) {
+        if self.poisoned && (0..batch.num_rows()).any(|r| w.get(r) == Some("poison")) {
             let empty: Vec<u8> = Vec::new();
             let _ = empty[batch.num_rows()];
         }
-        self.0.process_batch(topic, batch, ctx, out)
+        self.inner.process_batch(topic, batch, ctx, out)
     }
     fn flush(
         &mut self,
         ctx: &mut Context,
         out: &mut dyn wfe_contract::Collector,
     ) -> wfe_contract::Result<()> {
-        self.0.flush(ctx, out)
+        self.inner.flush(ctx, out)
     }
-    fn snapshot(&self) -> wfe_contract::Result<Option<Vec<u8>>> {
-        self.0.snapshot()
+    fn snapshot_split(&self) -> wfe_contract::Result<Option<wfe_contract::state::Split>> {
+        self.inner.snapshot_split()
+    }
+    fn restore_split(&mut self, state: wfe_contract::state::Split) -> wfe_contract::Result<()> {
+        self.inner.restore_split(state)
     }
     fn restore(&mut self, state: &[u8]) -> wfe_contract::Result<()> {
-        self.0.restore(state)
+        self.inner.restore(state)
     }
 }
 
@@ -632,27 +656,7 @@ async fn a_panicking_stage_dead_letters_the_message_and_the_partition_goes_on() 
         .unwrap();
     sender.end_of_stream(&raw, PARTITIONS).unwrap();
 
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = ServiceOptions {
-        kafka: cfg.clone(),
-        exactly_once: false,
-        instance: "t".into(),
-        health: Default::default(),
-        control: Default::default(),
-        ephemeral: false,
-    };
-    let factory: StageFactory = Box::new(|| {
-        Ok(Box::new(Poisoned(Normalise::new(NormaliseConfig::default())?)) as Box<dyn Stage>)
-    });
-    let service = tokio::spawn(run_stage(factory, opts, async {
-        let _ = rx.await;
-    }));
-    let c2 = cfg.clone();
-    let norm = tokio::task::spawn_blocking(move || wait_for_end(&c2, Topic::MetricsNorm))
-        .await
-        .unwrap();
-    tx.send(()).unwrap();
-    let report = service.await.unwrap().unwrap();
+    let (norm, report) = serve_to_the_end(&cfg, "t", Twisted::factory(true, false)).await;
     assert_eq!(report.dead_letters, PARTITIONS as u64, "{report:?}");
     assert!(
         norm.rows == direct_rows(),
@@ -746,6 +750,20 @@ fn serve_normalise(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<wfe_contract::Result<wfe_kafka::ServiceReport>>,
 ) {
+    serve(cfg, instance, ephemeral, normalise_factory())
+}
+
+/// A service of the stage `make` builds (at-least-once) running until the returned sender
+/// says stop.
+fn serve(
+    cfg: &KafkaConfig,
+    instance: &str,
+    ephemeral: bool,
+    make: StageFactory,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<wfe_contract::Result<wfe_kafka::ServiceReport>>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = ServiceOptions {
         kafka: cfg.clone(),
@@ -755,10 +773,26 @@ fn serve_normalise(
         control: Default::default(),
         ephemeral,
     };
-    let task = tokio::spawn(run_stage(normalise_factory(), opts, async {
+    let task = tokio::spawn(run_stage(make, opts, async {
         let _ = rx.await;
     }));
     (tx, task)
+}
+
+/// Serves the stage `make` builds until every partition of `metrics.norm` has ended, then
+/// stops it: what the topic holds and the service's report.
+async fn serve_to_the_end(
+    cfg: &KafkaConfig,
+    instance: &str,
+    make: StageFactory,
+) -> (wfe_kafka::testing::TopicContents, wfe_kafka::ServiceReport) {
+    let (tx, service) = serve(cfg, instance, false, make);
+    let c = cfg.clone();
+    let norm = tokio::task::spawn_blocking(move || wait_for_end(&c, Topic::MetricsNorm))
+        .await
+        .unwrap();
+    tx.send(()).unwrap();
+    (norm, service.await.unwrap().unwrap())
 }
 
 /// A partition restored after the last data message of a replay (the service was away, the
@@ -910,4 +944,78 @@ async fn an_ephemeral_service_refuses_exactly_once() {
         .unwrap_err();
     assert!(err.to_string().contains("exactly_once"), "{err}");
     assert!(!err.is_retryable());
+}
+
+/// A whole-fleet stage's service reads every partition into one instance, in a replay
+/// (source seqs, merged across partitions) and live (messages without seqs, in arrival
+/// order): it makes the rows the stage makes directly, writes each to its workload's
+/// partition, ends every output partition, keeps one snapshot (`…/all`) and commits every
+/// input partition's offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_fleet_service_reads_every_partition_into_one_stage() {
+    let _turn = SERVICES.lock().await;
+    for replay in [true, false] {
+        let (_mock, cfg) = restart_cluster(true);
+        let raw = cfg.topic(Topic::MetricsRaw);
+        let mut src = source();
+        if replay {
+            replay_source(&cfg, &mut src, Topic::MetricsRaw, None, true, "test")
+                .await
+                .unwrap();
+        } else {
+            // As a producer outside the pipeline writes: no seqs.
+            let sender = Sender::new(&cfg, "test").unwrap();
+            let mut ctx = Context::new("test");
+            while let Some(b) = src.next_batch(&mut ctx).unwrap() {
+                for (p, key, value) in codec::encode_partitioned(&b, PARTITIONS, 1 << 20).unwrap() {
+                    let h = HeaderMap::data(Topic::MetricsRaw, "test", "t");
+                    let key = key.as_deref().map(str::as_bytes);
+                    sender
+                        .send(&raw, Some(p), key, Some(&value), &h, None)
+                        .unwrap();
+                }
+            }
+            sender.flush().unwrap();
+            sender.end_of_stream(&raw, PARTITIONS).unwrap();
+        }
+        let whole = Twisted::factory(false, true);
+        let (norm, report) = serve_to_the_end(&cfg, "whole", whole).await;
+        assert!(norm.rows == direct_rows(), "replay {replay}: rows differ");
+        assert_eq!(report.dead_letters, 0, "{report:?}");
+        let c = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let name = c.topic(Topic::MetricsNorm);
+            for p in 0..PARTITIONS {
+                for m in wfe_kafka::broker::read_partition(&c, &name, p, rdkafka::Offset::Beginning)
+                    .unwrap()
+                {
+                    let h = HeaderMap::from_kafka(rdkafka::message::Message::headers(&m));
+                    if h.is_control() {
+                        continue;
+                    }
+                    let payload = rdkafka::message::Message::payload(&m);
+                    let batch = codec::decode(Topic::MetricsNorm, &h, payload).unwrap();
+                    for row in row_strings(&batch) {
+                        let w = field(&row, "workload");
+                        assert_eq!(codec::partition_of(w.as_bytes(), PARTITIONS), p, "{row}");
+                    }
+                }
+            }
+            let state = c.state_topic("normalise");
+            let keys: Vec<String> =
+                wfe_kafka::broker::read_partition(&c, &state, 0, rdkafka::Offset::Beginning)
+                    .unwrap()
+                    .iter()
+                    .filter_map(|m| rdkafka::message::Message::key(m))
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect();
+            assert!(
+                keys.iter().any(|k| k.ends_with("/all")),
+                "no whole-fleet snapshot among {keys:?}"
+            );
+            wait_committed(&c, &c.group("normalise"), &c.topic(Topic::MetricsRaw));
+        })
+        .await
+        .unwrap();
+    }
 }

@@ -19,10 +19,10 @@
 //! changelog entry each), [`ready`] (when an issuance can be planned), [`issuance`] (one
 //! planning round), [`rows`] (the output batch).
 //!
-//! The stage must see every workload that shares a host. Embedded it does; a Kafka service
-//! keeps one stage per input partition, so `wfe stage contention` runs only over topics of
-//! one partition (sharing the workloads' demand across partitions through a table is not
-//! built).
+//! The stage must see every workload that shares a host ([`Stage::whole_fleet`]). Embedded it
+//! does; `wfe stage contention` is one service that reads every partition of its inputs into
+//! this one stage (merged by source batch in a replay, in arrival order live), so it runs as
+//! one replica.
 
 pub mod config;
 pub mod issuance;
@@ -212,6 +212,11 @@ impl Stage for Contention {
 
     fn outputs(&self) -> Vec<Topic> {
         vec![Topic::Migrations]
+    }
+
+    /// A host's workloads are keyed into every partition.
+    fn whole_fleet(&self) -> bool {
+        true
     }
 
     fn process_batch(

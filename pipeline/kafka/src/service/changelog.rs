@@ -3,7 +3,8 @@
 //! ([`entries`]: one per workload and map, one shared), then a manifest ([`chunked`]) with the
 //! next input offsets, the merge's progress and the epoch the entries complete. On assignment
 //! the newest snapshot is restored, with the stage's own output read back for stages that
-//! recover from it.
+//! recover from it. A whole-fleet service has one snapshot (`…/all`), whose input positions
+//! name each topic's partition (`forecasts/2`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use wfe_contract::state::Split;
 use wfe_contract::{Error, Result};
 
-use wfe_contract::merge::Merge;
+use wfe_contract::merge::{END, Merge, Seq};
 
 use super::chunked::{self, Restore, Slot};
 use super::entries::{self, EntryRestore};
@@ -34,6 +35,13 @@ fn chunk_bytes(max_message_bytes: usize) -> usize {
 /// The key a partition's snapshot is restored by (its manifest's; chunks have keys below it).
 pub fn snapshot_key(group: &str, input_topic: &str, p: i32) -> String {
     format!("{group}/{input_topic}/{p}")
+}
+
+/// The key a whole-fleet service's one snapshot is restored by
+/// ([`wfe_contract::Stage::whole_fleet`]: one part over every partition), apart from any
+/// partition's.
+pub fn whole_fleet_key(group: &str, input_topic: &str) -> String {
+    format!("{group}/{input_topic}/all")
 }
 
 /// What a snapshot restores: the next input offset and the stage's state.
@@ -188,8 +196,14 @@ struct Head {
 }
 
 impl Core {
+    /// The key part `p`'s snapshot is written under: a whole-fleet service's one part is
+    /// `…/all`, apart from any partition's.
     fn snapshot_key(&self, p: i32) -> String {
-        snapshot_key(&self.group, &self.inputs[0].1, p)
+        let first = &self.inputs[0].name;
+        match self.whole {
+            Some(_) => whole_fleet_key(&self.group, first),
+            None => snapshot_key(&self.group, first, p),
+        }
     }
 
     pub(super) fn write_snapshot(&mut self, p: i32) -> Result<()> {
@@ -210,8 +224,8 @@ impl Core {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, (_, topic))| InputPosition {
-                topic: topic.clone(),
+            .map(|(i, input)| InputPosition {
+                topic: input.position_name(),
                 next_offset: part.next(i),
                 // Through what the stage has seen of it: a message held unprocessed is read
                 // again after a restore, and the restored stage's tables start from here.
@@ -234,7 +248,7 @@ impl Core {
         let env = Envelope {
             head: Head {
                 stage: self.name.clone(),
-                topic: self.inputs[0].1.clone(),
+                topic: self.inputs[0].name.clone(),
                 partition: p,
                 next_offset: part.next(0),
                 state: None,
@@ -295,11 +309,14 @@ impl Core {
         // The snapshot is keyed by the first input in rank; one written when the stage read
         // fewer topics (an older service, or a setting that adds an input) is keyed by
         // another of them, and is restored when there is none under the first.
-        let mut found: Vec<Found> = self
-            .inputs
-            .iter()
-            .map(|(_, n)| Found::new(&snapshot_key(&self.group, n, p)))
-            .collect();
+        let mut found: Vec<Found> = match self.whole {
+            Some(_) => vec![Found::new(&self.snapshot_key(p))],
+            None => self
+                .inputs
+                .iter()
+                .map(|x| Found::new(&snapshot_key(&self.group, &x.name, p)))
+                .collect(),
+        };
         // An ephemeral service has no state topic: it starts every partition afresh.
         if !self.ephemeral {
             broker::scan_partition(
@@ -356,14 +373,22 @@ impl Core {
             .iter()
             .map(|(_, t)| (t.clone(), Offset::Beginning))
             .collect();
+        let mut arrivals = Seq::MIN;
         if let Some(env) = env {
             let head = env.head;
-            let first = self.inputs.iter().position(|(_, n)| *n == head.topic);
+            let first = self.inputs.iter().position(|x| x.name == head.topic);
             read[first.unwrap_or(0)] = head.next_offset;
             for pos in env.inputs {
-                if let Some(i) = self.inputs.iter().position(|(_, n)| *n == pos.topic) {
+                if let Some(i) = self
+                    .inputs
+                    .iter()
+                    .position(|x| x.position_name() == pos.topic)
+                {
                     read[i] = pos.next_offset;
                     merge.progress(i, pos.done);
+                    if pos.done != END {
+                        arrivals = arrivals.max(pos.done);
+                    }
                 }
             }
             for (t, end) in head.outputs_end {
@@ -402,6 +427,7 @@ impl Core {
             log,
             tables: Default::default(),
             source_seq: false,
+            arrivals,
         };
         // The tables as the restored stage must see them from its next input on (see
         // `table_history`): a replay's rows wait for their seq's turn.

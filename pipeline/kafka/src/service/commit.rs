@@ -62,11 +62,15 @@ impl Core {
         let mut tpl = TopicPartitionList::new();
         for &p in &dirty {
             self.write_snapshot(p)?;
-            for (i, (_, topic)) in self.inputs.iter().enumerate() {
+            for (i, input) in self.inputs.iter().enumerate() {
                 let next = self.parts[&p].next(i);
                 if next >= 0 {
-                    tpl.add_partition_offset(topic, p, Offset::Offset(next))
-                        .map_err(|e| kafka_error("offsets", e))?;
+                    tpl.add_partition_offset(
+                        &input.name,
+                        input.partition_of(p),
+                        Offset::Offset(next),
+                    )
+                    .map_err(|e| kafka_error("offsets", e))?;
                 }
             }
         }

@@ -6,6 +6,12 @@
 //! partition count, and the group's range assignment gives a member the same partition
 //! numbers of each input topic, so partition `p` of `forecasts`, `metrics.norm` and
 //! `fingerprints` hold the same workloads and meet in one merge.
+//!
+//! A whole-fleet stage ([`wfe_contract::Stage::whole_fleet`]) has one part whose merge
+//! inputs are every partition of every input topic. In a replay their seqs are the source's
+//! batches, the same numbering in every partition, so the merge gives the one instance the
+//! order the embedded runner gives; live, a partition's seqs are its own `metrics.raw`
+//! offsets, which do not compare across partitions, so live messages go in arrival order.
 
 use std::time::Instant;
 
@@ -20,18 +26,18 @@ impl Core {
     /// Handles one input message: held, then whatever is due released.
     pub(super) fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<()> {
         let p = msg.partition();
-        let Some(i) = self.inputs.iter().position(|(_, n)| n == msg.topic()) else {
+        let Some((i, key)) = self.input_of(msg.topic(), p) else {
             return Ok(()); // not subscribed to: cannot happen, and nothing to do with it
         };
         self.report.messages_in += 1;
         metrics::counter!("wfe_kafka_messages_in_total", "stage" => self.name.clone()).increment(1);
-        let mut part = match self.parts.remove(&p) {
+        let mut part = match self.parts.remove(&key) {
             Some(part) => part,
-            None => self.load(p)?,
+            None => self.load(key)?,
         };
         self.accept(&mut part, i, msg);
-        let r = self.release(&mut part, p);
-        self.parts.insert(p, part);
+        let r = self.release(&mut part, key);
+        self.parts.insert(key, part);
         r.inspect_err(
             |e| tracing::error!(stage = %self.name, "{}/{p}@{}: {e}", msg.topic(), msg.offset()),
         )
@@ -53,8 +59,11 @@ impl Core {
             part.ending = true;
             return;
         }
+        // A whole-fleet part takes live messages in arrival order (see the module's tour):
+        // their seqs, and the marks that carry them, say nothing across partitions.
+        let arrival = self.whole.is_some() && !headers.is_source_seq();
         if headers.is_progress() {
-            if let Some(seq) = headers.seq() {
+            if let Some(seq) = headers.seq().filter(|_| !arrival) {
                 part.merge.progress(i, seq);
             }
             return;
@@ -62,9 +71,11 @@ impl Core {
         // A message from outside the pipeline (metrics.raw) has no seq: its offset is one,
         // and it is complete by itself.
         let (seq, whole) = match headers.seq() {
+            _ if arrival => (part.arrivals.saturating_add(1), true),
             Some(s) => (s, false),
             None => (offset, true),
         };
+        part.arrivals = part.arrivals.max(seq);
         part.merge.reopen(i, seq);
         let held = Held {
             offset,
@@ -76,7 +87,10 @@ impl Core {
         };
         part.held_bytes += held.bytes();
         part.merge.push(i, seq, held);
-        if whole {
+        if arrival {
+            // Whatever comes next on any input arrives later, with a higher seq.
+            (0..self.inputs.len()).for_each(|j| part.merge.progress(j, seq));
+        } else if whole {
             part.merge.progress(i, seq);
         }
     }
@@ -133,7 +147,8 @@ impl Core {
         seq: Seq,
         mut held: Held,
     ) -> Result<()> {
-        let (topic, name) = self.inputs[i].clone();
+        let input = self.inputs[i].clone();
+        let (q, topic, name) = (input.partition_of(p), input.topic, input.name);
         // The tables as they stood before this input's seq (all of them outside a replay).
         let before = held.headers.is_source_seq().then_some(seq);
         self.hand_over_before(part, before);
@@ -142,7 +157,7 @@ impl Core {
             .headers
             .get(header::TRACE)
             .map(str::to_string)
-            .unwrap_or_else(|| codec::trace_id(&name, p, held.offset));
+            .unwrap_or_else(|| codec::trace_id(&name, q, held.offset));
         let mut out = VecCollector::new();
         let at = format!("stage {}", self.name);
         let t = Instant::now();
@@ -163,12 +178,12 @@ impl Core {
         // Outputs are encoded before any is sent: an output row over the message limit
         // dead-letters the input that made it (replayable once the limit is raised) instead
         // of ending the service, which would fail again on the same input.
-        match result.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes)) {
+        match result.and_then(|_| self.encode(out)) {
             Ok(encoded) => {
                 let source = held.headers.is_source_seq();
                 self.produce_encoded(encoded, p, seq, source, &trace)
             }
-            Err(e) if !e.is_retryable() => self.dead_letter(&name, p, held, &e),
+            Err(e) if !e.is_retryable() => self.dead_letter(&name, q, held, &e),
             Err(e) => Err(e),
         }
     }
@@ -182,7 +197,7 @@ impl Core {
         let at = format!("stage {}", self.name);
         let flushed =
             wfe_contract::panic::contain(&at, || part.stage.flush(&mut self.ctx, &mut out))
-                .and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
+                .and_then(|_| self.encode(out));
         let trace = format!("{}-end-{p}", self.name);
         match flushed {
             Ok(encoded) => self.produce_encoded(encoded, p, END, part.source_seq, &trace)?,
@@ -246,7 +261,7 @@ impl Core {
             self.parts.insert(p, part);
             released?;
             let trace = format!("{}-tick-{p}", self.name);
-            let sent = r.and_then(|_| encode_outputs(out, self.kafka.max_message_bytes));
+            let sent = r.and_then(|_| self.encode(out));
             match sent.and_then(|encoded| self.produce_encoded(encoded, p, seq, source, &trace)) {
                 Ok(()) => {}
                 // A tick has no input message to dead-letter: a bug or an unsendable row is
@@ -259,12 +274,23 @@ impl Core {
         Ok(())
     }
 
-    /// A control message (no data) on partition `p` of every output.
+    /// A control message (no data) on partition `p` of every output (on every partition of
+    /// them, from a whole-fleet part).
     fn mark_outputs(&mut self, p: i32, h: HeaderMap) -> Result<()> {
-        for (_, topic) in self.outputs.clone() {
-            self.send(&topic, Some(p), None, Some(&[]), h.clone())?;
+        for (t, topic) in self.outputs.clone() {
+            let all = self.whole.as_ref().and_then(|w| w.out_partitions.get(&t));
+            for q in all.map_or(p..p + 1, |n| 0..*n) {
+                self.send(&topic, Some(q), None, Some(&[]), h.clone())?;
+            }
         }
         Ok(())
+    }
+
+    /// A stage's output batches as messages, each with the partition it goes to (none: the
+    /// part's own; a whole-fleet part's go to each workload's partition).
+    fn encode(&self, out: VecCollector) -> Result<Vec<Encoded>> {
+        let partitions = self.whole.as_ref().map(|w| &w.out_partitions);
+        encode_outputs(out, self.kafka.max_message_bytes, partitions)
     }
 
     /// A hook with no input message to dead-letter (`flush`, `tick`) failed for good: logged
@@ -288,7 +314,7 @@ impl Core {
             metrics::counter!("wfe_rows_out_total", "stage" => self.name.clone(), "topic" => topic.to_string())
                 .increment(rows);
             let name = self.kafka.topic(topic);
-            for (key, value) in messages {
+            for (to, key, value) in messages {
                 let mut h = HeaderMap::data(topic, &self.name, trace);
                 h.set(header::SEQ, seq.to_string());
                 if source {
@@ -296,7 +322,7 @@ impl Core {
                 }
                 self.send(
                     &name,
-                    Some(p),
+                    Some(to.unwrap_or(p)),
                     key.as_deref().map(str::as_bytes),
                     Some(&value),
                     h,

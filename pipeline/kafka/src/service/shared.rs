@@ -53,7 +53,47 @@ pub(super) struct Part {
     pub(super) tables: Queue,
     /// Its inputs are a replay's (source seqs): its outputs and marks say so too.
     pub(super) source_seq: bool,
+    /// A whole-fleet part's live inputs go in arrival order: the seq the last one got (at
+    /// least every seq held or passed, so a live message never goes before one already in).
+    pub(super) arrivals: Seq,
 }
+
+/// One input of a part's merge: a topic (a stage's inputs, in merge rank) and, in a
+/// whole-fleet service, one partition of it (topic by topic, partition by partition).
+#[derive(Debug, Clone)]
+pub(super) struct Input {
+    pub(super) topic: Topic,
+    /// The topic's broker name.
+    pub(super) name: String,
+    /// The partition this input reads; none: the part's own.
+    pub(super) partition: Option<i32>,
+}
+
+impl Input {
+    /// The partition of this input that part `p` reads.
+    pub(super) fn partition_of(&self, p: i32) -> i32 {
+        self.partition.unwrap_or(p)
+    }
+
+    /// How a snapshot names this input's position: the topic, and in a whole-fleet service
+    /// its partition too (`forecasts/2`; a topic name has no `/`).
+    pub(super) fn position_name(&self) -> String {
+        match self.partition {
+            Some(q) => format!("{}/{q}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// A service whose one stage reads every partition of its inputs ([`Stage::whole_fleet`]):
+/// its one part is [`WHOLE`], and its outputs go to each row's workload's partition.
+pub(super) struct Whole {
+    /// Each output topic's partition count.
+    pub(super) out_partitions: BTreeMap<Topic, i32>,
+}
+
+/// The part key of a whole-fleet service's one stage.
+pub(super) const WHOLE: i32 = 0;
 
 /// Everything the message loop and the rebalance callback share.
 pub(super) struct Core {
@@ -61,8 +101,11 @@ pub(super) struct Core {
     pub(super) make: StageFactory,
     pub(super) kafka: KafkaConfig,
     pub(super) group: String,
-    /// The input topics in merge rank, with their broker names.
-    pub(super) inputs: Vec<(Topic, String)>,
+    /// The merge's inputs in rank order: the input topics, and in a whole-fleet service
+    /// each of their partitions.
+    pub(super) inputs: Vec<Input>,
+    /// Set when the stage reads every partition into one instance.
+    pub(super) whole: Option<Whole>,
     pub(super) outputs: Vec<(Topic, String)>,
     pub(super) dlq: String,
     pub(super) state_topic: String,
@@ -106,6 +149,17 @@ impl Held {
 
     pub(super) fn offset(&self) -> i64 {
         self.offset
+    }
+}
+
+impl Core {
+    /// The merge input a message of `topic`'s partition `p` goes to, and the part that holds it.
+    pub(super) fn input_of(&self, topic: &str, p: i32) -> Option<(usize, i32)> {
+        let i = self
+            .inputs
+            .iter()
+            .position(|x| x.name == topic && x.partition.is_none_or(|q| q == p))?;
+        Some((i, if self.whole.is_some() { WHOLE } else { p }))
     }
 }
 

@@ -104,7 +104,7 @@ impl Core {
             tracing::warn!(stage = %self.name, partition = p, seq, through, "the tables' producers are behind or gone: went on without their rows");
             return true;
         }
-        let topic = self.inputs[i].0;
+        let topic = self.inputs[i].topic;
         let first = held.decoded.is_none();
         if first {
             match codec::decode(topic, &held.headers, held.payload.as_deref()) {
