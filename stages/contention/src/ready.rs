@@ -8,7 +8,7 @@
 //! of the newest observation) has been observed at or after `t` and is done with it:
 //! - it has been forecast at or after `t`; or
 //! - in a replay (inputs numbered by the source batch they descend from: embedded, and the
-//!   services of a Kafka replay, whose inputs are merged partition by partition in that
+//!   contention service of a Kafka replay, which merges every partition of its inputs in that
 //!   order), its sample of `t` came in an earlier batch than its newest: every forecast made
 //!   from that batch has been read before the next batch's samples; or
 //! - live (no numbering), it was observed more than `max_wait_s` past `t` without one (its
