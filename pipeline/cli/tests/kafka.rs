@@ -1538,10 +1538,8 @@ fn the_contention_service_plans_the_embedded_moves_over_every_partition_across_a
             }
             let batch = codec::decode(Topic::Migrations, &h, m.payload()).unwrap();
             for row in row_strings(&batch) {
-                let w = row
-                    .split('|')
-                    .find_map(|f| f.strip_prefix("workload="))
-                    .unwrap_or_else(|| panic!("no workload in {row}"));
+                let w = field(&row, "workload");
+                assert!(!w.is_empty(), "no workload in {row}");
                 assert_eq!(codec::partition_of(w.as_bytes(), PARTITIONS), p, "{row}");
             }
         }
