@@ -78,6 +78,11 @@ pub struct FingerprintConfig {
     /// re-ranked by current profiles.
     #[serde(default = "d_index_above")]
     pub index_above: usize,
+    /// Candidates the HNSW index examines per search (its `ef`; at least the 4 x `neighbours`
+    /// it returns): larger finds the true neighbours more often and costs more per row.
+    /// 0 (auto): 32 below 50,000 indexed profiles, 128 from there ([`crate::knn::auto_ef`]).
+    #[serde(default)]
+    pub index_ef: usize,
     /// Quantile of a window's raw values that counts as the workload's allocation.
     #[serde(default = "d_alloc_q")]
     pub allocation_quantile: f64,
@@ -136,12 +141,21 @@ impl Default for FingerprintConfig {
             neighbours: d_neighbours(),
             distance: Distance::default(),
             index_above: d_index_above(),
+            index_ef: 0,
             allocation_quantile: d_alloc_q(),
         }
     }
 }
 
 impl FingerprintConfig {
+    /// What the neighbour search's index is built with.
+    pub(crate) fn index(&self) -> crate::fleet::Index {
+        crate::fleet::Index {
+            above: self.index_above,
+            ef: self.index_ef,
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let bad =
             |key: &str, why: String| Err(Error::config(format!("stages.fingerprint.{key}"), why));

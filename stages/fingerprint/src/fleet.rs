@@ -38,6 +38,14 @@ use wfe_contract::{Context, Result};
 
 use crate::knn::{self, Distance};
 
+/// When and how a metric set's profiles are indexed (`index_above`; `index_ef`, 0: the
+/// index's own choice by its size).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Index {
+    pub above: usize,
+    pub ef: usize,
+}
+
 /// A published profile.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
@@ -218,7 +226,7 @@ impl Fleet {
     /// and its index once it has `index_above` known profiles (again each time it has grown
     /// by a quarter: candidates are ranked by the current profiles anyway). Returns whether
     /// an index was built.
-    pub fn prepare(&mut self, sig: u64, index_above: usize, distance: Distance) -> bool {
+    pub fn prepare(&mut self, sig: u64, index: Index, distance: Distance) -> bool {
         if self.centres.contains_key(&sig) {
             return false;
         }
@@ -241,7 +249,7 @@ impl Fleet {
             .indexes
             .get(&sig)
             .is_none_or(|ix| known.len() >= ix.known + ix.known / 4);
-        let build = index_above > 0 && known.len() >= index_above && stale;
+        let build = index.above > 0 && known.len() >= index.above && stale;
         if build {
             let placed: Vec<(usize, Vec<f64>)> = known
                 .iter()
@@ -249,10 +257,14 @@ impl Fleet {
                 .filter(|(_, (_, p))| p.features.len() == dim)
                 .map(|(i, (_, p))| (i, centred(&p.features, &centre)))
                 .collect();
+            let mut graph = knn::Approximate::build(placed, distance);
+            if index.ef > 0 {
+                graph.ef = index.ef;
+            }
             let ix = Indexed {
                 known: known.len(),
                 names: known.iter().map(|(n, _)| n.to_string()).collect(),
-                graph: knn::Approximate::build(placed, distance),
+                graph,
                 added: BTreeSet::new(),
             };
             self.indexes.insert(sig, ix);

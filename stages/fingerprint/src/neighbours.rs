@@ -43,10 +43,7 @@ impl Fingerprint {
         if self.cfg.neighbours == 0 {
             return;
         }
-        if self
-            .fleet
-            .prepare(sig, self.cfg.index_above, self.cfg.distance)
-        {
+        if self.fleet.prepare(sig, self.cfg.index(), self.cfg.distance) {
             ctx.count("index.rebuilt", 1);
         }
     }

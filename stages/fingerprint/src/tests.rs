@@ -155,9 +155,10 @@ fn indexed_neighbours_are_the_exact_ones_on_a_small_fleet() {
         "omi-11", "omi-12",
     ];
     let norm = normalised("asd", &all, 24);
-    let rows = |index_above: usize| {
+    let rows = |index_above: usize, index_ef: usize| {
         let mut st = Fingerprint::new(FingerprintConfig {
             index_above,
+            index_ef,
             ..Default::default()
         })
         .unwrap();
@@ -171,8 +172,10 @@ fn indexed_neighbours_are_the_exact_ones_on_a_small_fleet() {
         let rebuilt = ctx.counters().get("index.rebuilt").copied().unwrap_or(0);
         (neighbour_rows(&out), rebuilt)
     };
-    let (exact, none) = rows(0);
-    let (indexed, rebuilt) = rows(2);
+    let (exact, none) = rows(0, 0);
+    let (indexed, rebuilt) = rows(2, 0);
+    // The beam set in config (here the least that still yields the 4 x 3 candidates).
+    let (narrow, _) = rows(2, 12);
     assert_eq!(none, 0);
     assert!(
         rebuilt >= 2,
@@ -185,6 +188,7 @@ fn indexed_neighbours_are_the_exact_ones_on_a_small_fleet() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(&indexed), names(&exact));
+    assert_eq!(names(&narrow), names(&exact));
 }
 
 #[test]
