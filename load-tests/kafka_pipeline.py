@@ -190,8 +190,9 @@ def main() -> None:
                     help="also run the job embedded (`wfe run`, no broker) and count the decisions that differ")
     ap.add_argument("--hops", action="store_true",
                     help="read the stages' output topics back (not the changelogs) for the latency hop by hop")
-    ap.add_argument("--commit-ms", type=int, default=2000,
-                    help="the services' commit interval with --fleet (each commit writes the changed workloads' state)")
+    ap.add_argument("--commit-ms", type=int, default=None,
+                    help="the services' commit interval with --fleet (each commit writes the changed "
+                         "workloads' state; default: the product's, 10 s)")
     ap.add_argument("--producer-property", action="append", default=[], metavar="KEY=VALUE",
                     help="a librdkafka producer setting for the services (`kafka.producer_properties`), to compare")
     ap.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
@@ -223,8 +224,9 @@ def main() -> None:
         text = text.replace('"session.timeout.ms" = "6000"', '"session.timeout.ms" = "45000"')
         text = text.replace('"heartbeat.interval.ms" = "500"', '"heartbeat.interval.ms" = "3000"')
         # The test job commits every 500 ms so its kill tests replay little; a fleet runs with
-        # the default 2 s (each commit writes the changed workloads' state).
-        text = text.replace("commit_interval_ms = 500", f"commit_interval_ms = {args.commit_ms}")
+        # the product's default (each commit writes the changed workloads' state).
+        setting = "" if args.commit_ms is None else f"commit_interval_ms = {args.commit_ms}"
+        text = text.replace("commit_interval_ms = 500", setting)
     for kind, given in [("producer", args.producer_property), ("consumer", args.consumer_property)]:
         if given:
             props = "".join(f'"{k}" = "{v}"\n' for k, v in (p.split("=", 1) for p in given))

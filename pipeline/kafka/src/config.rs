@@ -43,9 +43,14 @@ pub struct KafkaConfig {
     #[serde(default = "d_group_prefix")]
     pub group_prefix: String,
     /// How often a stage commits: outputs flushed, state snapshot written, offsets committed.
-    /// Shorter means less replayed after a crash, longer means less overhead.
-    #[serde(default = "d_commit_ms")]
-    pub commit_interval_ms: u64,
+    /// Shorter means less replayed after a crash, longer means less overhead. Unset: 10 s for
+    /// an at-least-once stage (each commit stops reading until the broker has acknowledged
+    /// the outputs, then writes every changed workload's state: at 1,000 workloads, 10 s
+    /// against 2 s took the Kafka load test from 45-49k to 57-59k values/s; Kafka Streams'
+    /// default is 30 s), 1 s for an `exactly_once` stage (its outputs become visible to
+    /// `read_committed` readers only at a commit: Kafka Streams uses 100 ms there).
+    #[serde(default)]
+    pub commit_interval_ms: Option<u64>,
     /// Largest message value wfe produces; bigger batches are split (keep below the broker's
     /// `message.max.bytes`, 1 MB by default).
     #[serde(default = "d_max_bytes")]
@@ -85,9 +90,9 @@ fn d_true() -> bool {
 fn d_group_prefix() -> String {
     "wfe".into()
 }
-fn d_commit_ms() -> u64 {
-    2000
-}
+/// The commit intervals when `commit_interval_ms` is unset (at-least-once, exactly-once).
+const COMMIT_MS: u64 = 10_000;
+const COMMIT_MS_EXACTLY_ONCE: u64 = 1_000;
 fn d_max_bytes() -> usize {
     900_000
 }
@@ -110,7 +115,7 @@ impl Default for KafkaConfig {
             replication_factor: d_replication(),
             create_topics: true,
             group_prefix: d_group_prefix(),
-            commit_interval_ms: d_commit_ms(),
+            commit_interval_ms: None,
             max_message_bytes: d_max_bytes(),
             merge_wait_ms: d_merge_wait_ms(),
             merge_buffer_bytes: d_merge_bytes(),
@@ -159,8 +164,14 @@ impl KafkaConfig {
         Duration::from_millis(self.merge_wait_ms)
     }
 
-    pub fn commit_interval(&self) -> Duration {
-        Duration::from_millis(self.commit_interval_ms)
+    /// How often a stage commits: the setting, or by default by how it commits.
+    pub fn commit_interval(&self, exactly_once: bool) -> Duration {
+        let default = if exactly_once {
+            COMMIT_MS_EXACTLY_ONCE
+        } else {
+            COMMIT_MS
+        };
+        Duration::from_millis(self.commit_interval_ms.unwrap_or(default))
     }
 
     /// Settings shared by every client, user properties last so they win.
@@ -247,5 +258,23 @@ impl KafkaConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_interval_follows_how_a_stage_commits_unless_set() {
+        let unset = KafkaConfig::default();
+        assert_eq!(unset.commit_interval(false), Duration::from_secs(10));
+        assert_eq!(unset.commit_interval(true), Duration::from_secs(1));
+        let set = KafkaConfig {
+            commit_interval_ms: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(set.commit_interval(false), Duration::from_millis(500));
+        assert_eq!(set.commit_interval(true), Duration::from_millis(500));
     }
 }

@@ -430,7 +430,10 @@ async fn serve(
     health: &Health,
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
-    let interval = lock(core).kafka.commit_interval();
+    let interval = {
+        let c = lock(core);
+        c.kafka.commit_interval(c.exactly_once)
+    };
     let mut last_commit = Instant::now();
     let mut last_recv_error: Option<Instant> = None;
     let mut last_progress = Instant::now();

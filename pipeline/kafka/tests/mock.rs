@@ -26,7 +26,7 @@ fn config(bootstrap: String) -> KafkaConfig {
     KafkaConfig {
         bootstrap_servers: bootstrap,
         partitions: PARTITIONS,
-        commit_interval_ms: 200,
+        commit_interval_ms: Some(200),
         // The mock cluster answers no CreateTopics: the test creates them.
         create_topics: false,
         ..Default::default()
@@ -376,7 +376,7 @@ async fn exactly_once_service_matches_the_stage_and_dead_letters_bad_messages() 
     cfg.max_message_bytes = 16 * 1024;
     // Commits close together: one lands while a workload is still learning and holds its
     // history (runs over a chunk), however fast the service gets through that stretch.
-    cfg.commit_interval_ms = 10;
+    cfg.commit_interval_ms = Some(10);
     for t in [
         cfg.topic(Topic::MetricsRaw),
         cfg.topic(Topic::MetricsNorm),
