@@ -77,8 +77,10 @@ impl Contention {
     }
 
     /// Where each workload runs and its demand, from a `metrics.norm` batch (descending from
-    /// source batch `seq`, in a replay). A workload that runs nowhere known is not kept.
-    fn observe(&mut self, batch: &RecordBatch, seq: Option<i64>, ctx: &mut Context) -> Result<()> {
+    /// source batch [`Context::seq`], in a replay). A workload that runs nowhere known is not
+    /// kept.
+    fn observe(&mut self, batch: &RecordBatch, ctx: &mut Context) -> Result<()> {
+        let seq = ctx.seq();
         let nb = NormBatch::new(batch)?;
         let key = self.cfg.host_label.as_str();
         for step in nb.steps() {
@@ -227,7 +229,7 @@ impl Stage for Contention {
         out: &mut dyn Collector,
     ) -> Result<()> {
         match topic {
-            Topic::MetricsNorm => self.observe(&batch, ctx.seq(), ctx)?,
+            Topic::MetricsNorm => self.observe(&batch, ctx)?,
             Topic::Forecasts => self.forecasts(&batch, ctx)?,
             _ => {}
         }
