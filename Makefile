@@ -22,13 +22,22 @@ TANSU := $(TOOLS)/bin/tansu
 export WFE_TANSU := $(TANSU)
 KAFKA_PORT ?= 9092
 KAFKA_DIR := $(abspath target/kafka-broker)
-# libtorch for the LSTM models (tch 0.24 needs PyTorch 2.11.0 exactly): PyTorch from pip into
-# the venv, found by torch-sys through the venv's python (LIBTORCH_USE_PYTORCH=1). Builds made
-# here turn on the `torch` feature; a plain `cargo build` builds without the LSTM models.
+# libtorch for the LSTM models (tch 0.24 needs PyTorch 2.11.0 exactly): PyTorch's wheel from
+# pip into the venv, its folder handed to torch-sys (LIBTORCH). Builds made here turn on the
+# `torch` feature; a plain `cargo build` builds without the LSTM models.
+# A CPU build links libtorch_cpu and libc10, which need two of CUDA's runtime libraries (cudart,
+# cupti) and no other: the venv gets the wheel without its dependencies, and those two (torch's
+# own pin of them), 1.4 GB instead of 4.6 GB. GPU=1 asks for a GPU build (the `cuda` feature,
+# ../shared/GPU.md): the wheel with every CUDA library it names.
 TORCH_VERSION := 2.11.0
-export LIBTORCH_USE_PYTORCH := 1
+CUDA_TOOLKIT := 13.0.2
+GPU ?=
+TORCH_STAMP := $(VENV)/.torch$(if $(filter 1,$(GPU)),-cuda,-cpu)
+# Found when a recipe runs (the venv's python version names the folder).
+export LIBTORCH = $(abspath $(wildcard $(VENV)/lib/python3*/site-packages/torch))
+unexport LIBTORCH_USE_PYTORCH
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-FEATURES := --features wfe-cli/torch
+FEATURES := --features wfe-cli/$(if $(filter 1,$(GPU)),cuda,torch)
 # Clippy's lints, denied, on wfe's own crates within the test build itself: clippy-driver
 # compiles as rustc does, and cargo hands it only the workspace's crates, so linting costs
 # no second build of the dependencies (`cargo clippy` would check all of them again). The
@@ -80,8 +89,15 @@ $(VENV)/.yaml: $(VENV)/.pyarrow
 	$(PIP) pyyaml
 	touch $@
 
-# PyTorch (about 4.6 GB with its CUDA wheels; the CPU is used where there is no GPU).
-$(VENV)/.torch: $(VENV)/.pyarrow
+# PyTorch for a CPU build: the wheel alone, and the CUDA runtime and CUPTI that libtorch_cpu
+# names (nothing imports torch in Python: torch-sys reads the wheel's folder).
+$(VENV)/.torch-cpu: $(VENV)/.pyarrow
+	$(PIP) "cuda-toolkit[cudart,cupti]==$(CUDA_TOOLKIT)"
+	$(PIP) --no-deps torch==$(TORCH_VERSION)
+	touch $@
+
+# PyTorch for a GPU build (GPU=1): the wheel with its CUDA wheels, about 4.6 GB.
+$(VENV)/.torch-cuda: $(VENV)/.pyarrow
 	$(PIP) torch==$(TORCH_VERSION)
 	touch $@
 
@@ -123,7 +139,7 @@ test-tools: system-packages prometheus browser-capture kubectl $(VENV)/.kafka $(
 
 tools: test-tools $(TANSU)
 
-setup: check-data system-packages $(VENV)/.pyarrow $(VENV)/.torch
+setup: check-data system-packages $(VENV)/.pyarrow $(TORCH_STAMP)
 
 build: setup
 	$(CARGO) build --release -p wfe-cli $(FEATURES)

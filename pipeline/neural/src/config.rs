@@ -307,7 +307,7 @@ pub fn unavailable(what: &str) -> Error {
     Error::config(
         what,
         "this wfe was built without libtorch (the `torch` feature): build with `make build` \
-         (PyTorch 2.11.0 from pip into .venv, LIBTORCH_USE_PYTORCH=1), or choose a model that \
-         needs no LSTM",
+         (PyTorch 2.11.0's wheel from pip into .venv, LIBTORCH naming its folder), or \
+         choose a model that needs no LSTM",
     )
 }
