@@ -33,8 +33,9 @@ TORCH_VERSION := 2.11.0
 CUDA_TOOLKIT := 13.0.2
 GPU ?=
 TORCH_STAMP := $(VENV)/.torch$(if $(filter 1,$(GPU)),-cuda,-cpu)
-# Found when a recipe runs (the venv's python version names the folder).
-export LIBTORCH = $(abspath $(wildcard $(VENV)/lib/python3*/site-packages/torch))
+# torch-sys reads the wheel's folder (LIBTORCH), named by the shell when a recipe runs: the venv
+# may be made by this same make, after make has read the folder (its wildcard would miss it).
+TORCH_CARGO = LIBTORCH="$$(echo $(abspath $(VENV))/lib/python3*/site-packages/torch)" $(CARGO)
 unexport LIBTORCH_USE_PYTORCH
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 FEATURES := --features wfe-cli/$(if $(filter 1,$(GPU)),cuda,torch)
@@ -142,7 +143,7 @@ tools: test-tools $(TANSU)
 setup: check-data system-packages $(VENV)/.pyarrow $(TORCH_STAMP)
 
 build: setup
-	$(CARGO) build --release -p wfe-cli $(FEATURES)
+	$(TORCH_CARGO) build --release -p wfe-cli $(FEATURES)
 
 # The default job reads ../shared/data; with another DATA, the same job with its paths moved.
 # RUN_ARGS: more `wfe run` options (`make ui` passes the HTTP side's).
@@ -167,9 +168,9 @@ ui:
 test: setup test-tools check-clippy
 	@mkdir -p target; if [ -x $(TANSU) ]; then tansu=; else \
 		$(MAKE) --no-print-directory $(TANSU) > target/tansu-install.log 2>&1 & tansu=$$!; fi; \
-	$(LINTED) $(CARGO) test --workspace $(FEATURES) --no-run; \
+	$(LINTED) $(TORCH_CARGO) test --workspace $(FEATURES) --no-run; \
 	if [ -n "$$tansu" ] && ! wait $$tansu; then tail -40 target/tansu-install.log; exit 1; fi
-	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(CARGO) test --workspace $(FEATURES)
+	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(TORCH_CARGO) test --workspace $(FEATURES)
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml
@@ -188,7 +189,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_REPORT := $(abspath target/fuzz-report.txt)
 fuzz: setup check-clippy
 	mkdir -p target && rm -f $(FUZZ_REPORT)
-	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(LINTED) $(CARGO) test $(FEATURES) \
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) $(LINTED) $(TORCH_CARGO) test $(FEATURES) \
 		-p wfe-ingest -p wfe-http -p wfe-kafka -p wfe-cli fuzz -- --test-threads 1
 	@echo "target executions seconds"; cat $(FUZZ_REPORT)
 
@@ -203,7 +204,7 @@ CHAOS_KILLS ?= 60
 CHAOS_EVERY_MS ?= 7000
 chaos: setup tools check-clippy
 	WFE_CHAOS_KILLS=$(CHAOS_KILLS) WFE_CHAOS_EVERY_MS=$(CHAOS_EVERY_MS) WFE_CHAOS_BROKER=1 \
-		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(CARGO) test $(FEATURES) \
+		WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(TORCH_CARGO) test $(FEATURES) \
 		-p wfe-cli --test kafka chaos -- --nocapture
 
 # Module import cycles (issue 22's "no module import cycles"): cargo-modules' use graph per
