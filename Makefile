@@ -13,7 +13,9 @@ DATA ?= $(abspath ../shared/data)
 VENV := .venv
 PY := $(VENV)/bin/python
 # No wheel cache: PyTorch's wheels would otherwise sit on disk twice (the cache and the venv).
-PIP := $(PY) -m pip install -q --disable-pip-version-check --no-cache-dir
+# No conflict report: a CPU build's torch lacks the CUDA wheels it names on purpose (below), and
+# pip would list them after every later install.
+PIP := $(PY) -m pip install -q --disable-pip-version-check --no-cache-dir --no-warn-conflicts
 export WFE_DATA := $(DATA)
 # Tools the project installs for itself (gitignored).
 TOOLS := $(abspath .tools)
