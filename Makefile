@@ -29,7 +29,7 @@ KAFKA_DIR := $(abspath target/kafka-broker)
 # `torch` feature; a plain `cargo build` builds without the LSTM models.
 # A CPU build links libtorch_cpu and libc10, which need two of CUDA's runtime libraries (cudart,
 # cupti) and no other: the venv gets the wheel without its dependencies, and those two (torch's
-# own pin of them), 1.4 GB instead of 4.6 GB. GPU=1 asks for a GPU build (the `cuda` feature,
+# own pin of them): 1.4 GB with pyarrow, where torch, nvidia and triton took 4.5 GB. GPU=1 asks for a GPU build (the `cuda` feature,
 # ../shared/GPU.md): the wheel with every CUDA library it names.
 TORCH_VERSION := 2.11.0
 CUDA_TOOLKIT := 13.0.2
@@ -99,7 +99,7 @@ $(VENV)/.torch-cpu: $(VENV)/.pyarrow
 	$(PIP) --no-deps torch==$(TORCH_VERSION)
 	touch $@
 
-# PyTorch for a GPU build (GPU=1): the wheel with its CUDA wheels, about 4.6 GB.
+# PyTorch for a GPU build (GPU=1): the wheel with its CUDA wheels, about 4.5 GB.
 $(VENV)/.torch-cuda: $(VENV)/.pyarrow
 	$(PIP) torch==$(TORCH_VERSION)
 	touch $@
