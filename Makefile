@@ -165,14 +165,20 @@ endif
 ui:
 	$(MAKE) run RUN_ARGS="--http $(HTTP_ADDR) --hold"
 
-# tansu builds beside the workspace's tests (on two cores each build leaves the other idle
-# gaps: crates that wait on one another, links); the tests run once both are done.
+# tansu is needed by one test file only (pipeline/cli/tests/kafka.rs), so a fresh clone builds
+# it at the lowest priority beside everything else: it takes the cores the test build leaves
+# idle and then those the tests leave idle (about half, waiting on processes and sockets),
+# and the test files whose names start with k run last, once it is there. Every test runs:
+# the libraries and binaries, the test files not starting with k, the doc tests, then `k*`.
+TEST_RUN = WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(TORCH_CARGO) test --workspace $(FEATURES)
 test: setup test-tools check-clippy
 	@mkdir -p target; if [ -x $(TANSU) ]; then tansu=; else \
-		$(MAKE) --no-print-directory $(TANSU) > target/tansu-install.log 2>&1 & tansu=$$!; fi; \
+		nice -n 19 $(MAKE) --no-print-directory $(TANSU) > target/tansu-install.log 2>&1 & tansu=$$!; fi; \
 	$(LINTED) $(TORCH_CARGO) test --workspace $(FEATURES) --no-run; \
-	if [ -n "$$tansu" ] && ! wait $$tansu; then tail -40 target/tansu-install.log; exit 1; fi
-	WFE_PYTHON=$(abspath $(PY)) WFE_MOTO=$(abspath $(VENV))/bin/moto_server $(LINTED) $(TORCH_CARGO) test --workspace $(FEATURES)
+	$(TEST_RUN) --lib --bins --test '[!k]*'; \
+	$(TEST_RUN) --doc; \
+	if [ -n "$$tansu" ] && ! wait $$tansu; then tail -40 target/tansu-install.log; exit 1; fi; \
+	$(TEST_RUN) --test 'k*'
 	# ./target/debug/wfe is the binary the integration tests just built and ran.
 	rm -rf target/pyarrow-check
 	./target/debug/wfe run --config pipeline/cli/tests/py/small.toml

@@ -72,7 +72,7 @@ fn the_stage_forecasts_with_the_newest_gbm_and_says_when_it_has_none() {
     // a newer one for other horizons, which the stage refuses and says so.
     let cfg = GbmConfig {
         budgets: vec![0.5],
-        max_rows: 10_000,
+        max_rows: 2_000,
         ..Default::default()
     };
     let (model, _) = GbmModel::train(&[utilisation(&norm)], &[15, 60], 1440, &cfg).unwrap();
