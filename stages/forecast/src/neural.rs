@@ -150,9 +150,18 @@ impl Loaded {
 }
 
 /// What the training thread hands back: the new model and its report and held-out errors,
-/// or why there is none (and whether it lost to the current version).
-pub(crate) type Trained =
-    Result<(LstmModel, wfe_neural::TrainReport, Vec<f64>, Vec<f64>), (Error, bool)>;
+/// or why there is none.
+pub(crate) type Trained = Result<(LstmModel, wfe_neural::TrainReport, Vec<f64>, Vec<f64>), NoModel>;
+
+/// Why a retraining left no new version.
+#[derive(Debug)]
+pub(crate) enum NoModel {
+    /// Training, loading or saving failed.
+    Failed(Error),
+    /// The new model forecast the held-out tails no better than the current version: not a
+    /// fault (nothing was wrong with the input), the current version stays.
+    Rejected(String),
+}
 
 /// A retrain under way for one data step.
 pub(crate) struct Retraining {

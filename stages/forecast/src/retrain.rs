@@ -18,7 +18,7 @@ use crate::Forecast;
 use crate::job::Resolved;
 use crate::models::Model;
 use crate::models::filled_same_len;
-use crate::neural::{RECENT, Retraining, Trained};
+use crate::neural::{NoModel, RECENT, Retraining, Trained};
 use crate::store::{self, LocalDir, ModelMeta};
 
 impl Forecast {
@@ -199,7 +199,7 @@ impl Forecast {
                 wfe_contract::panic::contain(&at, || {
                     Ok(train(&repo, step, version, &series, cut, &levels, &cfg))
                 })
-                .unwrap_or_else(|e| Err((e, false)))
+                .unwrap_or_else(|e| Err(NoModel::Failed(e)))
             });
         let handle = match spawned {
             Ok(h) => h,
@@ -239,10 +239,9 @@ impl Forecast {
         for step in due {
             if let Some(r) = self.neural.retraining.remove(&step) {
                 let at = format!("forecast-lstm {step}s retrain");
-                let trained = r
-                    .handle
-                    .join()
-                    .unwrap_or_else(|p| Err((wfe_contract::panic::panicked(&at, p), false)));
+                let trained = r.handle.join().unwrap_or_else(|p| {
+                    Err(NoModel::Failed(wfe_contract::panic::panicked(&at, p)))
+                });
                 self.apply_retrain(step, &r.reason, r.meta, trained, ctx);
             }
         }
@@ -260,7 +259,10 @@ impl Forecast {
     ) {
         let saved = trained.and_then(|(model, report, valid, persist)| {
             let Some(repo) = &self.neural.repo else {
-                return Err((Error::config("stages.forecast.model_dir", "unset"), false));
+                return Err(NoModel::Failed(Error::config(
+                    "stages.forecast.model_dir",
+                    "unset",
+                )));
             };
             let meta = ModelMeta {
                 validation_mae: valid,
@@ -268,7 +270,7 @@ impl Forecast {
                 train: report,
                 ..meta
             };
-            store::save(repo, &model, meta).map_err(|e| (e, false))
+            store::save(repo, &model, meta).map_err(NoModel::Failed)
         });
         match saved {
             Ok(v) => {
@@ -281,14 +283,14 @@ impl Forecast {
                 self.neural.checked = None;
                 self.neural.refresh(&self.cfg, ctx);
             }
-            Err((e, rejected)) => {
-                let msg = format!("retraining ({reason}): {e}");
+            Err(no) => {
+                let (kind, why) = match no {
+                    NoModel::Failed(e) => ("retrain_failed", e.to_string()),
+                    NoModel::Rejected(why) => ("retrain_rejected", why),
+                };
+                let msg = format!("retraining ({reason}): {why}");
                 ctx.event(Event::Model {
-                    kind: if rejected {
-                        "retrain_rejected"
-                    } else {
-                        "retrain_failed"
-                    },
+                    kind,
                     message: &msg,
                 });
                 // Not again for a while: the schedule restarts from now.
@@ -319,21 +321,15 @@ fn train(
     cfg: &crate::lstm::LstmConfig,
 ) -> Trained {
     let (model, report, valid, persist) =
-        crate::lstm::train_validated(series, cut, levels, cfg).map_err(|e| (e, false))?;
+        crate::lstm::train_validated(series, cut, levels, cfg).map_err(NoModel::Failed)?;
     let (current, _) =
-        store::load(repo, step, version, Some(cfg.model.device)).map_err(|e| (e, false))?;
-    let (old, _) = crate::lstm::tail_mae(&current, series).map_err(|e| (e, false))?;
+        store::load(repo, step, version, Some(cfg.model.device)).map_err(NoModel::Failed)?;
+    let (old, _) = crate::lstm::tail_mae(&current, series).map_err(NoModel::Failed)?;
     if !crate::lstm::beats(&valid, &old) {
-        return Err((
-            Error::bad_input(
-                format!("forecast-lstm {step}s retrained"),
-                format!(
-                    "kept v{version}: on the held-out tails of {} series the new model's MAE per horizon {valid:.4?} is no better than the current one's {old:.4?}",
-                    series.len()
-                ),
-            ),
-            true,
-        ));
+        return Err(NoModel::Rejected(format!(
+            "forecast-lstm {step}s kept v{version}: on the held-out tails of {} series the new model's MAE per horizon {valid:.4?} is no better than the current one's {old:.4?}",
+            series.len()
+        )));
     }
     Ok((model, report, valid, persist))
 }
