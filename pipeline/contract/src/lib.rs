@@ -134,6 +134,16 @@ pub trait Stage: Send {
         Ok(self.snapshot()?.map(state::Split::whole))
     }
 
+    /// The state split into entries, for a changelog that holds the split of the snapshot
+    /// whose token is `since`: the entries that changed after it, the others named as kept
+    /// ([`state::Split::keep`]); and this snapshot's token. `None`: every entry (a changelog
+    /// just restored, or new). Default: every entry ([`Stage::snapshot_split`]); a stage
+    /// that tracks its changes ([`state::Changes`]) encodes only what changed.
+    fn snapshot_changes(&self, since: Option<u64>) -> Result<Option<(state::Split, u64)>> {
+        let _ = since;
+        Ok(self.snapshot_split()?.map(|s| (s, 0)))
+    }
+
     /// Restores a state produced by [`Stage::snapshot_split`] of the same stage, split into
     /// entries (a state given whole goes to [`Stage::restore`]: [`state::restore`] routes).
     fn restore_split(&mut self, _state: state::Split) -> Result<()> {

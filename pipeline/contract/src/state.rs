@@ -6,13 +6,22 @@
 //! the workloads share. A service's changelog keeps each entry under a key of its own and
 //! writes, at a commit, only the entries whose bytes changed: its cost follows what changed,
 //! not the size of the fleet, and compaction keeps one record per workload.
+//!
+//! A stage that knows which workloads changed since its last snapshot ([`Changes`]) puts
+//! each workload's entries under it as their owner ([`Split::put_for`]), gives only the
+//! changed workloads' and names the others as *kept* ([`Split::keep`],
+//! [`Stage::snapshot_changes`](crate::Stage::snapshot_changes)): then a commit does not even
+//! encode what did not change, and its CPU follows what changed too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{Error, Result, Stage};
+
+mod changes;
+pub use changes::Changes;
 
 /// Encodes a stage's state.
 pub fn encode<T: Serialize>(stage: &str, state: &T) -> Result<Option<Vec<u8>>> {
@@ -47,6 +56,15 @@ const SHARED: &str = "shared";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {
     entries: BTreeMap<String, Vec<u8>>,
+    /// Per entry put for an owner (a workload: [`Split::put_for`]), the owner.
+    owner_of: BTreeMap<String, String>,
+    /// Owners whose entries are all part of the state and unchanged since the snapshot the
+    /// split was taken against, so not encoded again (a split of changes; none in a whole
+    /// split). Owners, not entries: a fleet has a few dozen entries per workload, and a split
+    /// that named each kept one cost more than the entries it spared.
+    kept: HashSet<String>,
+    /// The owner of the entries being put, inside [`Split::put_for`].
+    owner: Option<String>,
 }
 
 impl Split {
@@ -57,19 +75,85 @@ impl Split {
     /// A state that is not split: one entry.
     pub fn whole(bytes: Vec<u8>) -> Self {
         let mut s = Self::new();
-        s.entries.insert(WHOLE.into(), bytes);
+        s.insert(WHOLE.into(), bytes);
         s
     }
 
-    /// The entries as a changelog restored them.
+    /// The entries as a changelog restored them (their owners are not written).
     pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> Self {
-        Self { entries }
+        Self {
+            entries,
+            ..Self::default()
+        }
+    }
+
+    /// Puts what `f` puts as entries of `owner` (a workload), which [`Split::keep`] can keep
+    /// whole in a later split.
+    pub fn put_for<R>(
+        &mut self,
+        owner: &str,
+        f: impl FnOnce(&mut Split) -> Result<R>,
+    ) -> Result<R> {
+        self.owner = Some(owner.to_string());
+        let r = f(self);
+        self.owner = None;
+        r
+    }
+
+    /// Every entry put for an owner, with its owner.
+    pub fn owners(&self) -> &BTreeMap<String, String> {
+        &self.owner_of
+    }
+
+    /// The owners whose entries are kept unchanged (see [`Split::keep`]).
+    pub fn kept(&self) -> &HashSet<String> {
+        &self.kept
+    }
+
+    /// Names every entry of `owner` as part of the state and unchanged since the snapshot
+    /// this split is taken against: a changelog keeps the versions it has.
+    pub fn keep(&mut self, owner: &str) {
+        self.kept.insert(owner.to_string());
+    }
+
+    /// The whole state from the whole split `earlier` and this split of the changes since:
+    /// this split's entries, and `earlier`'s of the owners it keeps. What a changelog holds
+    /// after writing it (tests compare it with a whole split of the same state).
+    pub fn merged_onto(&self, stage: &str, earlier: &Split) -> Result<Split> {
+        let mut by_owner: HashMap<&str, Vec<&String>> = HashMap::new();
+        for (key, owner) in &earlier.owner_of {
+            by_owner.entry(owner).or_default().push(key);
+        }
+        let mut merged = self.clone();
+        merged.kept.clear();
+        for owner in &self.kept {
+            let keys = by_owner.get(owner.as_str()).ok_or_else(|| {
+                Error::state(
+                    stage,
+                    format!("`{owner}` is kept but has no entries written"),
+                )
+            })?;
+            for &key in keys {
+                let bytes = earlier.entries.get(key).cloned().unwrap_or_default();
+                merged.entries.insert(key.clone(), bytes);
+                merged.owner_of.insert(key.clone(), owner.clone());
+            }
+        }
+        Ok(merged)
+    }
+
+    fn insert(&mut self, key: String, bytes: Vec<u8>) {
+        if let Some(owner) = &self.owner {
+            self.owner_of.insert(key.clone(), owner.clone());
+        }
+        self.entries.insert(key, bytes);
     }
 
     pub fn entries(&self) -> &BTreeMap<String, Vec<u8>> {
         &self.entries
     }
 
+    /// The entries (kept ones are not among them: see [`Split::merged_onto`]).
     pub fn into_entries(self) -> BTreeMap<String, Vec<u8>> {
         self.entries
     }
@@ -87,7 +171,7 @@ impl Split {
     /// Sets what the workloads share.
     pub fn put_shared<S: Serialize>(&mut self, stage: &str, shared: &S) -> Result<()> {
         let bytes = encoded(stage, shared)?;
-        self.entries.insert(SHARED.into(), bytes);
+        self.insert(SHARED.into(), bytes);
         Ok(())
     }
 
@@ -120,7 +204,9 @@ impl Split {
         Ok(())
     }
 
-    fn put<T: Serialize>(
+    /// Adds the item of `name` in `map` at position `i` of its map (what [`Split::put_items`]
+    /// does for every item): for a stage that writes the items that changed, at their places.
+    pub fn put<T: Serialize>(
         &mut self,
         stage: &str,
         map: &str,
@@ -129,7 +215,7 @@ impl Split {
         item: &T,
     ) -> Result<()> {
         let bytes = encoded(stage, &(i, item))?;
-        self.entries.insert(format!("{map}/{name}"), bytes);
+        self.insert(format!("{map}/{name}"), bytes);
         Ok(())
     }
 

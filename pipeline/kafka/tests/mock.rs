@@ -597,6 +597,12 @@ impl Stage for Twisted {
     fn snapshot_split(&self) -> wfe_contract::Result<Option<wfe_contract::state::Split>> {
         self.inner.snapshot_split()
     }
+    fn snapshot_changes(
+        &self,
+        since: Option<u64>,
+    ) -> wfe_contract::Result<Option<(wfe_contract::state::Split, u64)>> {
+        self.inner.snapshot_changes(since)
+    }
     fn restore_split(&mut self, state: wfe_contract::state::Split) -> wfe_contract::Result<()> {
         self.inner.restore_split(state)
     }

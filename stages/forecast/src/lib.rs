@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use arrow_array::RecordBatch;
 use wfe_contract::norm::{Keyed, NormBatch};
-use wfe_contract::state::Split;
+use wfe_contract::state::{Changes, Split};
 use wfe_contract::{Collector, Context, Error, Event, Result, Stage, Topic};
 use wfe_domain::retire::{Sweep, sweep_idle};
 use wfe_domain::spans::AnomalySpans;
@@ -91,6 +91,10 @@ pub struct Forecast {
     running: BTreeMap<(usize, usize), (f64, f64)>,
     /// When to retire idle workloads (`retire_after_s`; not in the snapshot).
     sweep: Sweep,
+    /// Which workloads changed since a snapshot: marked wherever a workload's state is
+    /// changed (its steps, which are also what its forecasts run from; a mask; a retirement
+    /// moves every place).
+    changes: Changes,
 }
 
 pub use wfe_domain::stats::{quantile, quantiles_select};
@@ -134,6 +138,7 @@ impl Forecast {
             spans: AnomalySpans::default(),
             scratch: Vec::new(),
             sweep: Sweep::default(),
+            changes: Changes::default(),
         })
     }
 }
@@ -150,6 +155,7 @@ impl Forecast {
             let Some(i) = self.workloads.names.find(&name) else {
                 continue;
             };
+            self.changes.mark(i as usize);
             let wk = &mut self.workloads.items[i as usize];
             let step = wk.step_ms.max(1);
             let season = steps_of(self.cfg.season_s, step) as i64 * step;
@@ -225,7 +231,10 @@ impl Stage for Forecast {
         let nb = NormBatch::new(&batch)?;
         let mut jobs = Vec::new();
         let mut env = Env::new(&self.cfg, &self.resources, &self.spans, &mut self.scratch);
+        let changes = &mut self.changes;
         let replayed = nb.for_each_dense(&mut self.workloads, |d| {
+            // Its forecasts, issued below, run from these steps: no other workload changes.
+            changes.mark(d.id);
             observe(
                 &mut env,
                 d.state,
@@ -259,6 +268,9 @@ impl Stage for Forecast {
         }
         let after = self.cfg.retire_after_s;
         if let Some(r) = sweep_idle(&mut self.workloads, &mut self.sweep, after) {
+            if !r.gone.is_empty() {
+                self.changes.mark_all();
+            }
             for (name, _) in &r.gone {
                 self.spans.forget(name);
             }
@@ -285,29 +297,44 @@ impl Stage for Forecast {
         (self.workloads, self.spans) = (workloads, spans);
         snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
         snapshot::put_pairs(&mut self.workloads, pairs);
+        self.changes.mark_all();
         Ok(())
     }
 
     fn snapshot_split(&self) -> Result<Option<Split>> {
+        Ok(self.snapshot_changes(None)?.map(|(split, _)| split))
+    }
+
+    /// Per workload, its entries under its name ([`Split::put_for`]): each ring's tail in
+    /// `w/`, the rest in runs ([`runs`]), its ETS memos (`ets/`) and paired errors
+    /// (`pairs/`); a workload not marked changed since `since` is kept, not encoded. The
+    /// spans, few, are written whole.
+    fn snapshot_changes(&self, since: Option<u64>) -> Result<Option<(Split, u64)>> {
+        let stage = self.name();
         let mut split = Split::new();
-        // Each ring's tail in its workload's entries, the rest in runs (`runs`).
-        let tails = runs::cut(&mut split, self.name(), &self.workloads)?;
-        split.put_items(self.name(), "w", tails.iter().map(|(n, w)| (*n, w)))?;
-        split.put_unordered(self.name(), "spans", self.spans.iter())?;
-        let memos = snapshot::memos(&self.workloads);
-        split.put_items(
-            self.name(),
-            "ets",
-            memos.iter().map(|(w, m)| (w.as_str(), m)),
-        )?;
-        let whole = self.workloads.items.iter();
-        let pairs = snapshot::pairs(tails.iter().zip(whole).map(|((n, t), w)| (*n, w, t)));
-        split.put_items(
-            self.name(),
-            "pairs",
-            pairs.iter().map(|(w, p)| (w.as_str(), p)),
-        )?;
-        Ok(Some(split))
+        for (i, (name, wk)) in self.workloads.iter().enumerate() {
+            if !self.changes.since(i, since) {
+                split.keep(name);
+                continue;
+            }
+            split.put_for(name, |split| {
+                let tail = runs::cut(split, stage, name, wk)?;
+                // At the workload's place in the map: the order it is restored in.
+                let at = i as u64;
+                split.put(stage, "w", name, at, &tail)?;
+                if snapshot::has_memos(wk) {
+                    let per_series: Vec<_> = wk.series.iter().map(|s| &s.memos).collect();
+                    split.put(stage, "ets", name, at, &per_series)?;
+                }
+                if snapshot::has_pairs(wk) {
+                    let per_series: Vec<_> = tail.series.iter().map(|s| &s.paired).collect();
+                    split.put(stage, "pairs", name, at, &per_series)?;
+                }
+                Ok(())
+            })?;
+        }
+        split.put_unordered(stage, "spans", self.spans.iter())?;
+        Ok(Some((split, self.changes.token())))
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
@@ -317,7 +344,9 @@ impl Stage for Forecast {
         snapshot::put_memos(&mut self.workloads, memos, &self.cfg);
         let pairs = state.items(self.name(), "pairs")?;
         snapshot::put_pairs(&mut self.workloads, pairs);
-        runs::put_back(self.name(), &mut self.workloads, &state)
+        runs::put_back(self.name(), &mut self.workloads, &state)?;
+        self.changes.mark_all();
+        Ok(())
     }
 }
 

@@ -109,42 +109,34 @@ fn in_runs(r: &Ring) -> u64 {
     (end / RUN * RUN).saturating_sub(r.start)
 }
 
-/// Puts every workload's runs and positions into `split`; returns the workloads with each
-/// ring cut to its tail (for their own entries), in their order.
-pub(crate) fn cut<'a>(
-    split: &mut Split,
-    stage: &str,
-    workloads: &'a Keyed<Workload>,
-) -> Result<Vec<(&'a str, Workload)>> {
-    let mut tails = Vec::with_capacity(workloads.items.len());
-    for (name, wk) in workloads.iter() {
-        let mut runs: BTreeMap<u64, Vec<PartOut<'_>>> = BTreeMap::new();
-        let mut pos = Pos::new();
-        each_ring(wk, |id, r| {
-            let n = in_runs(r);
-            if n > 0 || r.start > 0 {
-                pos.push((id, r.start, n));
-            }
-            let (mut at, end) = (r.start, r.start + n);
-            while at < end {
-                let to = ((at / RUN + 1) * RUN).min(end);
-                let (i, j) = ((at - r.start) as usize, (to - r.start) as usize);
-                runs.entry(at / RUN).or_default().push(PartOut(id, r, i, j));
-                at = to;
-            }
-        });
-        let keys: Vec<String> = runs.keys().map(|k| format!("{name}:{k}")).collect();
-        split.put_unordered(
-            stage,
-            "runs",
-            keys.iter().map(String::as_str).zip(runs.values()),
-        )?;
-        if !pos.is_empty() {
-            split.put_unordered(stage, "pos", [(name, &pos)])?;
+/// Puts the workload's runs and positions into `split`; returns the workload with each ring
+/// cut to its tail (for its own entry).
+pub(crate) fn cut(split: &mut Split, stage: &str, name: &str, wk: &Workload) -> Result<Workload> {
+    let mut runs: BTreeMap<u64, Vec<PartOut<'_>>> = BTreeMap::new();
+    let mut pos = Pos::new();
+    each_ring(wk, |id, r| {
+        let n = in_runs(r);
+        if n > 0 || r.start > 0 {
+            pos.push((id, r.start, n));
         }
-        tails.push((name, tail_of(wk)));
+        let (mut at, end) = (r.start, r.start + n);
+        while at < end {
+            let to = ((at / RUN + 1) * RUN).min(end);
+            let (i, j) = ((at - r.start) as usize, (to - r.start) as usize);
+            runs.entry(at / RUN).or_default().push(PartOut(id, r, i, j));
+            at = to;
+        }
+    });
+    let keys: Vec<String> = runs.keys().map(|k| format!("{name}:{k}")).collect();
+    split.put_unordered(
+        stage,
+        "runs",
+        keys.iter().map(String::as_str).zip(runs.values()),
+    )?;
+    if !pos.is_empty() {
+        split.put_unordered(stage, "pos", [(name, &pos)])?;
     }
-    Ok(tails)
+    Ok(tail_of(wk))
 }
 
 /// The workload with each ring cut to its tail (what [`in_runs`] leaves out); the rest is
@@ -294,8 +286,9 @@ mod tests {
 
     fn split_of(w: &Keyed<Workload>) -> (Split, Keyed<Workload>) {
         let mut split = Split::new();
-        let tails = cut(&mut split, "forecast", w).unwrap();
-        let tails = tails.into_iter().map(|(n, w)| (n.to_string(), w)).collect();
+        let tails = (w.iter())
+            .map(|(n, wk)| (n.to_string(), cut(&mut split, "forecast", n, wk).unwrap()))
+            .collect();
         (split, Keyed::from_items(tails))
     }
 

@@ -22,14 +22,22 @@ pub(crate) type Memos = Vec<(String, Vec<Vec<EtsMemo>>)>;
 pub(crate) fn memos(workloads: &Keyed<Workload>) -> Memos {
     workloads
         .iter()
-        .filter(|(_, wk)| {
-            (wk.series.iter().flat_map(|s| &s.memos)).any(|m| *m != EtsMemo::default())
-        })
+        .filter(|(_, wk)| has_memos(wk))
         .map(|(name, wk)| {
             let per_series = wk.series.iter().map(|s| s.memos.clone()).collect();
             (name.to_string(), per_series)
         })
         .collect()
+}
+
+/// Whether the workload has memos to write (one that differs from a fresh one).
+pub(crate) fn has_memos(wk: &Workload) -> bool {
+    (wk.series.iter().flat_map(|s| &s.memos)).any(|m| *m != EtsMemo::default())
+}
+
+/// Whether the workload holds paired errors to write.
+pub(crate) fn has_pairs(wk: &Workload) -> bool {
+    (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty())
 }
 
 /// Gives each restored series its memos (none found: fresh ones, one per fitted model).
@@ -65,7 +73,7 @@ pub(crate) fn pairs<'a>(
 ) -> Pairs {
     workloads
         .into_iter()
-        .filter(|(_, wk, _)| (wk.series.iter().flat_map(|s| &s.paired)).any(|p| !p.is_empty()))
+        .filter(|(_, wk, _)| has_pairs(wk))
         .map(|(name, _, written)| {
             let per_series = written.series.iter().map(|s| s.paired.clone()).collect();
             (name.to_string(), per_series)

@@ -726,6 +726,7 @@ fn a_stage_restored_from_its_entries_forecasts_as_if_it_never_stopped() {
     assert_eq!(have, want);
 }
 
+mod changes;
 mod gbm;
 mod resources;
 mod restore;

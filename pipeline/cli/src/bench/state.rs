@@ -114,15 +114,16 @@ fn measure(
     wfe_contract::state::restore(stage.as_mut(), fleet)?;
     let mut log = MemoryChangelog::default();
     let t = Instant::now();
-    let split = stage.snapshot_split()?.unwrap_or_default();
-    let first = log.commit(&split, chunk);
+    let (split, token) = stage.snapshot_changes(None)?.unwrap_or_default();
+    let first = log.commit(&split, chunk)?;
     let first_ms = t.elapsed().as_secs_f64() * 1e3;
     let entries = split.entries().len();
     drop(split);
     feed(stage.as_mut(), live)?;
+    // What the service does: the entries changed since the snapshot the changelog holds.
     let t = Instant::now();
-    let split = stage.snapshot_split()?.unwrap_or_default();
-    let second = log.commit(&split, chunk);
+    let (split, _) = stage.snapshot_changes(Some(token))?.unwrap_or_default();
+    let second = log.commit(&split, chunk)?;
     let live_ms = t.elapsed().as_secs_f64() * 1e3;
     drop(stage);
     let t = Instant::now();

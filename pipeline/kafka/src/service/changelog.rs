@@ -18,7 +18,7 @@ use wfe_contract::{Error, Result};
 use wfe_contract::merge::{END, Merge, Seq};
 
 use super::chunked::{self, Restore, Slot};
-use super::entries::{self, EntryRestore};
+use super::entries::{self, EntryRestore, Plan};
 use super::shared::{Core, Part};
 use super::table_history;
 use crate::broker;
@@ -232,8 +232,6 @@ impl Core {
                 done: part.merge.through_input(i),
             })
             .collect();
-        // The state's entries that changed, before the manifest that completes them.
-        let split = part.stage.snapshot_split()?;
         let (base, chunk) = (
             self.snapshot_key(p),
             chunk_bytes(self.kafka.max_message_bytes),
@@ -242,7 +240,7 @@ impl Core {
             .parts
             .get_mut(&p)
             .ok_or_else(|| Error::state(&self.name, format!("partition {p} is not assigned")))?;
-        let plan = split.as_ref().map(|s| part.log.plan(&base, s, chunk));
+        let plan = plan_entries(&self.name, part, &base, chunk)?;
         let epoch = part.log.epoch;
         let part = &*part;
         let env = Envelope {
@@ -425,6 +423,7 @@ impl Core {
             durable,
             pending: None,
             log,
+            since: None,
             tables: Default::default(),
             source_seq: false,
             arrivals,
@@ -443,6 +442,28 @@ impl Core {
         part.stage.on_start(&mut self.ctx)?;
         Ok(part)
     }
+}
+
+/// The records that bring the partition's changelog to the stage's state: the entries
+/// changed since the snapshot the changelog holds ([`wfe_contract::Stage::snapshot_changes`]), before
+/// the manifest that completes them. Should the changes not fit the changelog (a stage
+/// whose tokens went astray), the whole state instead: a commit never loses an entry.
+fn plan_entries(name: &str, part: &mut Part, base: &str, chunk: usize) -> Result<Option<Plan>> {
+    let Some((split, token)) = part.stage.snapshot_changes(part.since)? else {
+        return Ok(None);
+    };
+    let plan = match part.log.plan(base, &split, chunk) {
+        Ok(plan) => plan,
+        Err(why) => {
+            tracing::warn!(stage = %name, %why, "state changes refused by the changelog; writing the whole state");
+            let whole = part.stage.snapshot_split()?.unwrap_or_default();
+            part.log
+                .plan(base, &whole, chunk)
+                .map_err(|e| Error::state(name, e))?
+        }
+    };
+    part.since = Some(token);
+    Ok(Some(plan))
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ use wfe_contract::{Error, Result};
 use super::chunked::Slot;
 use crate::codec::HeaderMap;
 
+mod owners;
+use owners::Owners;
+
 /// Header of every part: `<epoch>/<parts>` (0 parts: removed).
 const ENTRY: &str = "wfe.entry";
 
@@ -99,12 +102,24 @@ pub(crate) struct Changelog {
     pub(crate) stale: Vec<String>,
     /// The epoch of the last snapshot written, or the highest one seen in the changelog.
     pub(crate) epoch: u64,
+    /// Which entries belong to which workload ([`owners`]).
+    pub(crate) owners: Owners,
 }
 
 impl Changelog {
     /// The records of the next snapshot (its epoch is `self.epoch` after the call), which
-    /// brings the changelog to `split` (parts of at most `chunk` bytes).
-    pub(crate) fn plan(&mut self, base: &str, split: &Split, chunk: usize) -> Plan {
+    /// brings the changelog to `split` (parts of at most `chunk` bytes). The entries of an
+    /// owner the split keeps stay as written; others it does not give are removed. A kept
+    /// owner this changelog holds no entries of (the stage's changes were taken against
+    /// another snapshot) is an error, before anything changes: the caller asks for the whole
+    /// split.
+    pub(crate) fn plan(
+        &mut self,
+        base: &str,
+        split: &Split,
+        chunk: usize,
+    ) -> std::result::Result<Plan, String> {
+        self.owners.check(split)?;
         self.epoch += 1;
         let epoch = self.epoch;
         let mut plan = Plan::default();
@@ -136,11 +151,7 @@ impl Changelog {
             marks.insert(key.clone(), Mark { hash, slot, parts });
             plan.changed += 1;
         }
-        let gone: Vec<String> = marks
-            .keys()
-            .filter(|k| !split.entries().contains_key(*k))
-            .cloned()
-            .collect();
+        let gone = self.owners.update(split, marks.keys());
         for key in gone {
             let Some(m) = marks.remove(&key) else {
                 continue;
@@ -164,7 +175,7 @@ impl Changelog {
         }
         plan.count = marks.len() as u64;
         plan.digest = marks.values().fold(0, |d, m| d ^ m.hash);
-        plan
+        Ok(plan)
     }
 }
 
@@ -211,6 +222,7 @@ impl EntryRestore {
                 .map(|k| format!("{prefix}{k}"))
                 .collect(),
             epoch: self.max_epoch,
+            owners: Owners::default(),
         }
     }
 
@@ -331,6 +343,7 @@ impl EntryRestore {
                 marks,
                 stale,
                 epoch: self.max_epoch.max(epoch),
+                owners: Owners::default(),
             },
         })
     }
@@ -385,8 +398,8 @@ pub struct Written {
 
 impl MemoryChangelog {
     /// A commit of the stage's state `split` (parts of at most `chunk` bytes).
-    pub fn commit(&mut self, split: &Split, chunk: usize) -> Written {
-        let plan = self.log.plan("bench", split, chunk);
+    pub fn commit(&mut self, split: &Split, chunk: usize) -> Result<Written> {
+        let plan = (self.log.plan("bench", split, chunk)).map_err(|e| Error::state("bench", e))?;
         self.manifest = Some((self.log.epoch, plan.count, plan.digest));
         let records: Vec<Write> = plan.before.into_iter().chain(plan.after).collect();
         let written = Written {
@@ -398,7 +411,7 @@ impl MemoryChangelog {
             entries: plan.changed,
         };
         self.records.extend(records);
-        written
+        Ok(written)
     }
 
     /// The state of the last commit, restored from what compaction leaves of the changelog.

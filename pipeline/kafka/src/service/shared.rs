@@ -48,6 +48,9 @@ pub(super) struct Part {
     pub(super) pending: Option<Slot>,
     /// What the changelog holds of the stage's state entries.
     pub(super) log: entries::Changelog,
+    /// The token of the stage's snapshot that `log` holds (none: since a restore, none
+    /// taken): the next snapshot gives the entries that changed after it.
+    pub(super) since: Option<u64>,
     /// A replay's table rows not yet handed to the stage: each goes before the first input
     /// of a later seq (see `table_order`).
     pub(super) tables: Queue,

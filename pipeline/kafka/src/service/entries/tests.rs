@@ -32,7 +32,7 @@ struct Log {
 
 impl Log {
     fn commit(&mut self, s: &Split) -> Plan {
-        let plan = self.log.plan(BASE, s, CHUNK);
+        let plan = self.log.plan(BASE, s, CHUNK).unwrap();
         self.recs
             .extend(plan.before.iter().cloned().map(Rec::Entry));
         self.recs
@@ -106,6 +106,72 @@ fn a_commit_writes_only_the_entries_that_changed() {
         restore(&compacted(&log.recs)).unwrap().unwrap().split,
         third
     );
+}
+
+/// One owner's entries: `(key in map w or runs, seed)`.
+type Entries<'a> = &'a [(&'a str, u8)];
+
+/// A state of owned entries, per owner; plus `shared`.
+fn owned(owners: &[(&str, Entries)]) -> Split {
+    let mut s = Split::new();
+    s.put_shared("forecast", &7u8).unwrap();
+    for (owner, entries) in owners {
+        s.put_for(owner, |s| {
+            for (key, seed) in *entries {
+                let (map, name) = key.split_once('/').unwrap();
+                s.put_unordered("forecast", map, [(name, &vec![*seed; 40])])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    s
+}
+
+/// A split of changes: the entries of a kept owner stay as written (no record), an owner
+/// that changed has exactly the entries it gives now, one neither given nor kept is
+/// removed; the log restores the whole state. A kept owner the log holds nothing of is
+/// refused before anything moves, and so is any kept owner before a whole split is written.
+#[test]
+fn a_split_of_changes_keeps_the_owners_it_names_and_removes_the_rest() {
+    let mut log = Log::default();
+    let first = owned(&[
+        ("a", &[("w/a", 1), ("runs/a:0", 1)]),
+        ("b", &[("w/b", 2), ("runs/b:0", 2), ("runs/b:1", 2)]),
+        ("c", &[("w/c", 3)]),
+    ]);
+    log.commit(&first);
+    let mut changes = owned(&[("a", &[("w/a", 4), ("runs/a:1", 4)])]);
+    changes.keep("b");
+    let p = log.commit(&changes);
+    assert_eq!(
+        (p.changed, p.removed),
+        (2, 2),
+        "a's two written; a:0 and c removed"
+    );
+    let whole = owned(&[
+        ("a", &[("w/a", 4), ("runs/a:1", 4)]),
+        ("b", &[("w/b", 2), ("runs/b:0", 2), ("runs/b:1", 2)]),
+    ]);
+    assert_eq!(changes.merged_onto("forecast", &first).unwrap(), whole);
+    let back = restore(&compacted(&log.recs)).unwrap().unwrap();
+    assert_eq!(back.split.entries(), whole.entries());
+
+    let before = log.log.clone();
+    let mut wrong = owned(&[]);
+    wrong.keep("c");
+    let err = log.log.plan(BASE, &wrong, CHUNK).unwrap_err();
+    assert!(err.contains("`c`"), "{err}");
+    assert_eq!(log.log, before, "nothing moved");
+    assert!(wrong.merged_onto("forecast", &whole).is_err());
+    // Restored, the log knows entries, not owners: only a whole split is taken.
+    let mut restored = back.log;
+    let mut kept = owned(&[]);
+    kept.keep("b");
+    assert!(restored.plan(BASE, &kept, CHUNK).is_err());
+    let p = restored.plan(BASE, &whole, CHUNK).unwrap();
+    assert_eq!((p.changed, p.removed), (0, 0));
+    assert!(restored.plan(BASE, &kept, CHUNK).is_ok());
 }
 
 /// The property compaction must not break: after a crash at any record of any commit, the
@@ -209,4 +275,52 @@ fn records_of_other_keys_and_stray_headers_are_passed_over() {
         r.finish("t", e, n, d).unwrap().split,
         split(&[("w/a", 1, 30)])
     );
+}
+
+/// The same property for splits of changes: owners kept over several commits keep entries
+/// written epochs before the manifest that a crash leaves newest.
+#[test]
+fn a_crash_at_any_record_of_splits_of_changes_restores_the_newest_completed_commit() {
+    let kept = |mut s: Split, owners: &[&str]| {
+        owners.iter().for_each(|o| s.keep(o));
+        s
+    };
+    let a1: Entries = &[("w/a", 1), ("runs/a:0", 1)];
+    let a4: Entries = &[("w/a", 4), ("runs/a:1", 4)];
+    let b2: Entries = &[("w/b", 2), ("runs/b:0", 2)];
+    let (b5, c3, d6): (Entries, Entries, Entries) = (&[("w/b", 5)], &[("w/c", 3)], &[("w/d", 6)]);
+    // Each commit's split, and the whole state it brings the changelog to.
+    let steps = [
+        (
+            owned(&[("a", a1), ("b", b2), ("c", c3)]),
+            owned(&[("a", a1), ("b", b2), ("c", c3)]),
+        ),
+        (
+            kept(owned(&[("a", a4)]), &["b", "c"]),
+            owned(&[("a", a4), ("b", b2), ("c", c3)]),
+        ),
+        (
+            kept(owned(&[("b", b5)]), &["a"]),
+            owned(&[("a", a4), ("b", b5)]),
+        ),
+        (
+            kept(owned(&[("d", d6)]), &["a", "b"]),
+            owned(&[("a", a4), ("b", b5), ("d", d6)]),
+        ),
+    ];
+    let mut full = Log::default();
+    for (changes, _) in &steps {
+        full.commit(changes);
+    }
+    for cut in 0..=full.recs.len() {
+        let crashed = &full.recs[..cut];
+        let expected = crashed.iter().rev().find_map(|r| match r {
+            Rec::Manifest(e, ..) => Some(steps[*e as usize - 1].1.entries().clone()),
+            _ => None,
+        });
+        for view in [crashed.to_vec(), compacted(crashed)] {
+            let got = restore(&view).unwrap().map(|r| r.split.into_entries());
+            assert_eq!(got, expected, "crash after record {cut}");
+        }
+    }
 }
