@@ -306,6 +306,35 @@ macro_rules! state_hooks {
     };
 }
 
+/// A stage's changes since the snapshot of `token`, checked: laid over `whole` (its whole
+/// split at that token) they must give its whole split now, entries and owners; an error
+/// names the entries that differ. `whole` and `token` move on to now. For the tests of a
+/// stage's change marks ([`Changes`]).
+pub fn checked_changes(
+    stage: &dyn Stage,
+    whole: &mut Split,
+    token: &mut Option<u64>,
+) -> Result<Split> {
+    let name = stage.name();
+    let none = || Error::state(name, "the stage keeps no state");
+    let (changes, next) = stage.snapshot_changes(*token)?.ok_or_else(none)?;
+    let now = stage.snapshot_split()?.ok_or_else(none)?;
+    let merged = changes.merged_onto(name, whole)?;
+    let mut apart: Vec<&String> = (merged.entries.keys().chain(now.entries.keys()))
+        .filter(|k| merged.entries.get(*k) != now.entries.get(*k))
+        .collect();
+    apart.sort();
+    apart.dedup();
+    if !apart.is_empty() || merged.owner_of != now.owner_of {
+        return Err(Error::state(
+            name,
+            format!("the changes and the whole state differ at {apart:?} (or in owners)"),
+        ));
+    }
+    (*whole, *token) = (now, Some(next));
+    Ok(changes)
+}
+
 fn encoded<T: Serialize>(stage: &str, value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::state(stage, format!("cannot encode: {e}")))
 }

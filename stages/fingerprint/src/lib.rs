@@ -69,6 +69,9 @@ pub struct Fingerprint {
     sweep: wfe_domain::retire::Sweep,
     /// The published profiles neighbours are searched among (not in the snapshot).
     fleet: fleet::Fleet,
+    /// Which workloads changed since a snapshot: marked wherever a workload's entry is
+    /// changed (its steps, its windows, a held window embedded, a retirement).
+    changes: wfe_contract::state::Changes,
 }
 
 impl Fingerprint {
@@ -79,6 +82,7 @@ impl Fingerprint {
             state: State::default(),
             sweep: Default::default(),
             fleet: Default::default(),
+            changes: Default::default(),
         })
     }
 
@@ -86,6 +90,7 @@ impl Fingerprint {
     /// row is emitted now, or held until the set's first basis.
     fn window(&mut self, id: usize, cut: Cut, rows: &mut Rows, ctx: &mut Context) {
         let cfg = &self.cfg;
+        self.changes.mark(id);
         let wk = &mut self.state.workloads.items[id];
         let Cut {
             start,
@@ -169,6 +174,7 @@ impl Fingerprint {
             }
         }
         if let Some(model) = &reducer.model {
+            self.changes.mark(id);
             let wk = &mut self.state.workloads.items[id];
             wk.projected = wk.profile().map(|p| (reducer.version, model.rotate(&p)));
             self.release(sig, rows);
@@ -231,6 +237,7 @@ impl Fingerprint {
         };
         let raw = std::mem::take(&mut h.raw);
         if let Some(v) = embedder.embed(&raw) {
+            self.changes.mark(h.workload);
             let wk = &mut self.state.workloads.items[h.workload];
             if wk.embed_sum.len() != v.len() {
                 wk.embed_sum = vec![0.0; v.len()];

@@ -19,6 +19,8 @@ impl Fingerprint {
         let Some(r) = sweep_idle(&mut st.workloads, &mut self.sweep, after) else {
             return Ok(None);
         };
+        // The places of the workloads after a retired one moved.
+        self.changes.mark_all();
         for (name, w) in &r.gone {
             if w.counted_known
                 && let Some(k) = st.known.get_mut(&w.signature)

@@ -81,7 +81,9 @@ impl Stage for Fingerprint {
         let cfg = &self.cfg;
         let (window, hop) = (cfg.window, cfg.hop);
         let mut workloads = std::mem::take(&mut self.state.workloads);
+        let changes = &mut self.changes;
         let walked = nb.for_each_dense(&mut workloads, |d| {
+            changes.mark(d.id);
             let wk = d.state;
             if let Some(labels) = d.step.label.filter(|l| *l != wk.labels_seen) {
                 wk.labels_seen = labels.to_string();
@@ -190,6 +192,7 @@ impl Stage for Fingerprint {
             self.state.workloads.names.names[*a].cmp(&self.state.workloads.names.names[*b])
         });
         for &id in &ids {
+            self.changes.mark(id);
             self.state.workloads.items[id].since_emit = 0;
             if let Some(c) = cut(&self.cfg, &self.state.workloads.items[id]) {
                 self.window(id, c, &mut rows, ctx);
@@ -218,6 +221,7 @@ impl Stage for Fingerprint {
         // The whole form is an older version's snapshot (services write entries): nothing
         // was staged then.
         self.republish_own(&[]);
+        self.changes.mark_all();
         Ok(())
     }
 
@@ -225,12 +229,25 @@ impl Stage for Fingerprint {
     /// its reservoir in runs (a window replaces a row now and then) and embedding (changed when
     /// refitted), each held window's answer (`answer/<place>`), and the rest.
     fn snapshot_split(&self) -> Result<Option<Split>> {
+        Ok(self.snapshot_changes(None)?.map(|(split, _)| split))
+    }
+
+    /// As [`Stage::snapshot_split`], each workload's entry (`w/`) under its name
+    /// ([`Split::put_for`]), and kept where the workload did not change since `since`. The
+    /// rest (the metric sets', the held windows') is not per workload: written whole.
+    fn snapshot_changes(&self, since: Option<u64>) -> Result<Option<(Split, u64)>> {
         let (st, name) = (&self.state, self.name());
         let mut split = Split::new();
         split.put_shared(name, &(&st.known, &st.held))?;
         let answers = st.answers();
         split.put_items(name, "answer", answers.iter().map(|(i, a)| (i.as_str(), a)))?;
-        split.put_items(name, "w", st.workloads.iter())?;
+        for (i, (w, wk)) in st.workloads.iter().enumerate() {
+            if self.changes.since(i, since) {
+                split.put_for(w, |s| s.put(name, "w", w, i as u64, wk))?;
+            } else {
+                split.keep(w);
+            }
+        }
         // Own profiles published at a seq still under way: out of the view after a restore too.
         if let Some(seq) = self.fleet.staged_seq {
             let names = self.fleet.staged.keys();
@@ -264,7 +281,7 @@ impl Stage for Fingerprint {
             "embed",
             embedders.iter().map(|(k, e)| (k.as_str(), *e)),
         )?;
-        Ok(Some(split))
+        Ok(Some((split, self.changes.token())))
     }
 
     fn restore_split(&mut self, state: Split) -> Result<()> {
@@ -284,6 +301,7 @@ impl Stage for Fingerprint {
         self.state.put_answers(name, state.items(name, "answer")?)?;
         let staged: Vec<(String, i64)> = state.items(name, STAGED)?;
         self.republish_own(&staged);
+        self.changes.mark_all();
         Ok(())
     }
 }

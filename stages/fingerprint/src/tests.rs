@@ -614,3 +614,5 @@ fn profiles_of_a_seq_are_searched_from_the_next_seq_on_even_after_a_restore() {
     out.batches.extend(rest.batches);
     assert_eq!(neighbour_rows(&out), neighbour_rows(&whole));
 }
+
+mod changes;

@@ -2,29 +2,13 @@
 //! state: what a service's changelog holds after each commit. Through steps of some workloads
 //! and not others, a mask, and a retirement that moves the places of the workloads after it.
 
-use wfe_contract::state::Split;
+use wfe_contract::state::{Split, checked_changes};
 use wfe_domain::retire::test_clock;
 
 use super::*;
 
-/// The stage's changes since `token`, checked against its whole state; the whole state and
-/// the new token are kept for the next call.
 fn changes(st: &Forecast, whole: &mut Split, token: &mut Option<u64>) -> Split {
-    let (changes, next) = st.snapshot_changes(*token).unwrap().unwrap();
-    let now = st.snapshot_split().unwrap().unwrap();
-    let merged = changes.merged_onto("forecast", whole).unwrap();
-    // The entries that differ, by key (their bytes would fill the screen).
-    let mut apart: Vec<&String> = (merged.entries().keys().chain(now.entries().keys()))
-        .filter(|k| merged.entries().get(*k) != now.entries().get(*k))
-        .collect();
-    apart.sort();
-    apart.dedup();
-    assert!(
-        apart.is_empty(),
-        "changes and the whole state differ at {apart:?}"
-    );
-    (*whole, *token) = (now, Some(next));
-    changes
+    checked_changes(st, whole, token).unwrap()
 }
 
 fn written(s: &Split, workload: &str) -> bool {
