@@ -21,9 +21,16 @@ pub(crate) struct Owners {
 }
 
 impl Owners {
-    /// Whether the changelog can take `split`: every owner it keeps has entries here.
+    /// Whether the changelog can take `split`: every owner it keeps has entries here, and
+    /// none is both kept and given (its entries not given would be neither kept nor removed).
     pub(crate) fn check(&self, split: &Split) -> Result<(), String> {
-        match split.kept().iter().find(|o| !self.of.contains_key(*o)) {
+        let kept = split.kept();
+        if !kept.is_empty()
+            && let Some(o) = split.owners().values().find(|o| kept.contains(*o))
+        {
+            return Err(format!("the entries of `{o}` are both kept and given"));
+        }
+        match kept.iter().find(|o| !self.of.contains_key(*o)) {
             Some(o) if self.known => Err(format!(
                 "the entries of `{o}` are kept unchanged but none were written"
             )),

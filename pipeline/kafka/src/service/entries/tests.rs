@@ -164,6 +164,11 @@ fn a_split_of_changes_keeps_the_owners_it_names_and_removes_the_rest() {
     assert!(err.contains("`c`"), "{err}");
     assert_eq!(log.log, before, "nothing moved");
     assert!(wrong.merged_onto("forecast", &whole).is_err());
+    let mut both = owned(&[("a", &[("w/a", 9)])]);
+    both.keep("a");
+    let err = log.log.plan(BASE, &both, CHUNK).unwrap_err();
+    assert!(err.contains("both kept and given"), "{err}");
+    assert_eq!(log.log, before, "nothing moved");
     // Restored, the log knows entries, not owners: only a whole split is taken.
     let mut restored = back.log;
     let mut kept = owned(&[]);
