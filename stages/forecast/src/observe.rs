@@ -5,7 +5,7 @@ use crate::config::ForecastConfig;
 use crate::job::{Env, Job, Resolved, Standing};
 use crate::models::Model;
 use crate::paired;
-use crate::ring::Ring;
+use crate::ring::Errors;
 use crate::series::{Pending, Series, Workload, history_len, new_series, steps_of, unused_series};
 
 /// The standing of every model of a series at each horizon, now.
@@ -22,7 +22,7 @@ pub(crate) fn standing(
         .enumerate()
         .map(|(hi, &h)| {
             let seasonal_point = (h <= season).then(|| s.history.ago(season - h)).flatten();
-            let judged = |ring: &mut Ring, point: f64, scratch: &mut Vec<f64>| {
+            let judged = |ring: &mut Errors, point: f64, scratch: &mut Vec<f64>| {
                 (ring.finite >= cfg.min_residuals).then(|| {
                     let v = ring
                         .quantiles(cfg, scratch)

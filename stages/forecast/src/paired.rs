@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ForecastConfig;
 use crate::job::Env;
-use crate::ring::Ring;
+use crate::ring::Errors;
 
 /// What the baselines forecast from one origin for one target.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,8 +60,8 @@ impl Expected {
 /// One horizon's paired errors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Paired {
-    pub(crate) persistence: Ring,
-    pub(crate) seasonal: Ring,
+    pub(crate) persistence: Errors,
+    pub(crate) seasonal: Errors,
     /// Issued origins whose targets have not come yet (a horizon's worth of origins).
     waiting: VecDeque<Expected>,
 }
@@ -69,14 +69,14 @@ pub(crate) struct Paired {
 impl Paired {
     pub(crate) fn new(cfg: &ForecastConfig) -> Self {
         Self {
-            persistence: Ring::new(cfg.residual_window),
-            seasonal: Ring::new(cfg.residual_window),
+            persistence: Errors::new(cfg.residual_window),
+            seasonal: Errors::new(cfg.residual_window),
             waiting: VecDeque::new(),
         }
     }
 
     /// The same pairs with each ring replaced by `f` of it (a changelog's tails).
-    pub(crate) fn map_rings(&self, f: impl Fn(&Ring) -> Ring) -> Paired {
+    pub(crate) fn map_rings(&self, f: impl Fn(&Errors) -> Errors) -> Paired {
         Paired {
             persistence: f(&self.persistence),
             seasonal: f(&self.seasonal),
@@ -168,7 +168,7 @@ pub(crate) fn resolve(
 /// the fitted models' origins, targets up to `until`) once there are `min` of them, before
 /// that `own` (errors and MAE over every step).
 pub(crate) fn judged(
-    pairs: Option<&Ring>,
+    pairs: Option<&Errors>,
     until: i64,
     min: usize,
     own: (usize, f64),
@@ -224,7 +224,7 @@ mod tests {
             pair.persistence.finite, 1,
             "the flagged origin's error is masked"
         );
-        let seasonal: Vec<f64> = pair.seasonal.values.iter().copied().collect();
+        let seasonal: Vec<f64> = pair.seasonal.values.iter().map(|&v| v.into()).collect();
         assert_eq!(seasonal, [-2.0, 1.0]);
         assert_eq!(env.masked, 1);
         // Judged on the pairs once there are `min_residuals` of them, up to the issue time.

@@ -21,8 +21,9 @@ use wfe_contract::norm::Keyed;
 use wfe_contract::state::Split;
 use wfe_contract::{Error, Result};
 
-use crate::ring::Ring;
+use crate::ring::{Ring, Value};
 use crate::series::{Series, Track, Workload};
+use crate::times::Iter;
 
 /// Values per run: a run holds a few hours of a series at 5-minute steps, so a commit's newest
 /// runs are small, and a two-week history is a few dozen entries.
@@ -35,15 +36,58 @@ type RingId = (usize, u8, usize, usize, usize);
 /// One ring's values in one run: the ring, its values' times, the values.
 type Part = (RingId, Vec<i64>, Vec<f64>);
 
+/// What the runs read and write of a ring, whatever the precision it stores (values are
+/// written as `f64` either way, as [`Ring`]'s own bytes are).
+trait Held {
+    /// The ring's value number of its first value ([`Ring::start`]).
+    fn start(&self) -> u64;
+    fn len(&self) -> usize;
+    fn times(&self, from: usize, to: usize) -> Iter<'_>;
+    fn value(&self, i: usize) -> f64;
+    /// Puts a restored ring's runs (`times`, `values`, from value number `start` on) before
+    /// the tail it holds.
+    fn prepend(&mut self, times: Vec<i64>, values: Vec<f64>, start: u64);
+    /// The running sums (what a restore must give back).
+    #[cfg(test)]
+    fn sums(&self) -> (f64, usize);
+}
+
+impl<V: Value> Held for Ring<V> {
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+    fn times(&self, from: usize, to: usize) -> Iter<'_> {
+        self.times.range(from, to)
+    }
+    fn value(&self, i: usize) -> f64 {
+        Ring::value(self, i)
+    }
+    fn prepend(&mut self, mut times: Vec<i64>, values: Vec<f64>, start: u64) {
+        times.extend(self.times.iter());
+        let mut all = std::collections::VecDeque::with_capacity(values.len() + self.values.len());
+        all.extend(values.into_iter().map(V::narrow));
+        all.extend(self.values.drain(..));
+        (self.times, self.values) = (times.into_iter().collect(), all);
+        self.start = start;
+    }
+    #[cfg(test)]
+    fn sums(&self) -> (f64, usize) {
+        (self.abs_sum, self.finite)
+    }
+}
+
 /// A [`Part`] as written: the ring's values `from..to` in place, encoded as the vectors a
 /// [`Part`] decodes (a commit copies no value into a vector of its own first).
-struct PartOut<'a>(RingId, &'a Ring, usize, usize);
+struct PartOut<'a>(RingId, &'a dyn Held, usize, usize);
 
 impl Serialize for PartOut<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let PartOut(id, r, from, to) = *self;
-        let times = Seq(r.times.range(from, to));
-        let values = Seq(r.values.range(from..to));
+        let times = Seq(r.times(from, to));
+        let values = Seq((from..to).map(|i| r.value(i)));
         (id, times, values).serialize(s)
     }
 }
@@ -64,7 +108,7 @@ where
 type Pos = Vec<(RingId, u64, u64)>;
 
 /// Calls `f` with every ring of the workload and its id, in a fixed order.
-fn each_ring<'a>(wk: &'a Workload, mut f: impl FnMut(RingId, &'a Ring)) {
+fn each_ring<'a>(wk: &'a Workload, mut f: impl FnMut(RingId, &'a dyn Held)) {
     for (s, series) in wk.series.iter().enumerate() {
         f((s, 0, 0, 0, 0), &series.history);
         for (h, r) in series.err_persist.iter().enumerate() {
@@ -89,24 +133,37 @@ fn each_ring<'a>(wk: &'a Workload, mut f: impl FnMut(RingId, &'a Ring)) {
 }
 
 /// The ring an id names, if the workload has it.
-fn ring_mut(wk: &mut Workload, (s, kind, m, h, l): RingId) -> Option<&mut Ring> {
+fn ring_mut(wk: &mut Workload, (s, kind, m, h, l): RingId) -> Option<&mut dyn Held> {
     let series = wk.series.get_mut(s)?;
+    fn held(r: &mut Ring<f32>) -> &mut dyn Held {
+        r
+    }
     match kind {
         0 => Some(&mut series.history),
-        1 => series.err_persist.get_mut(h),
-        2 => series.err_seasonal.get_mut(h),
-        3 => series.tracks.get_mut(m)?.get_mut(h).map(|t| &mut t.point),
-        4 => series.tracks.get_mut(m)?.get_mut(h)?.levels.get_mut(l),
-        5 => series.paired.get_mut(h).map(|p| &mut p.persistence),
-        6 => series.paired.get_mut(h).map(|p| &mut p.seasonal),
+        1 => series.err_persist.get_mut(h).map(held),
+        2 => series.err_seasonal.get_mut(h).map(held),
+        3 | 4 => {
+            let track = series.tracks.get_mut(m)?.get_mut(h)?;
+            match kind {
+                3 => Some(held(&mut track.point)),
+                _ => track.levels.get_mut(l).map(held),
+            }
+        }
+        5 => series.paired.get_mut(h).map(|p| held(&mut p.persistence)),
+        6 => series.paired.get_mut(h).map(|p| held(&mut p.seasonal)),
         _ => None,
     }
 }
 
 /// How many of the ring's values are in runs: those before the end of its last whole run.
-fn in_runs(r: &Ring) -> u64 {
-    let end = r.start + r.values.len() as u64;
-    (end / RUN * RUN).saturating_sub(r.start)
+fn in_runs(r: &dyn Held) -> u64 {
+    let end = r.start() + r.len() as u64;
+    (end / RUN * RUN).saturating_sub(r.start())
+}
+
+/// The ring cut to its tail (what [`in_runs`] leaves out).
+fn tail<V: Value>(r: &Ring<V>) -> Ring<V> {
+    r.tail(in_runs(r) as usize)
 }
 
 /// Puts the workload's runs and positions into `split`; returns the workload with each ring
@@ -115,14 +172,14 @@ pub(crate) fn cut(split: &mut Split, stage: &str, name: &str, wk: &Workload) -> 
     let mut runs: BTreeMap<u64, Vec<PartOut<'_>>> = BTreeMap::new();
     let mut pos = Pos::new();
     each_ring(wk, |id, r| {
-        let n = in_runs(r);
-        if n > 0 || r.start > 0 {
-            pos.push((id, r.start, n));
+        let (n, start) = (in_runs(r), r.start());
+        if n > 0 || start > 0 {
+            pos.push((id, start, n));
         }
-        let (mut at, end) = (r.start, r.start + n);
+        let (mut at, end) = (start, start + n);
         while at < end {
             let to = ((at / RUN + 1) * RUN).min(end);
-            let (i, j) = ((at - r.start) as usize, (to - r.start) as usize);
+            let (i, j) = ((at - start) as usize, (to - start) as usize);
             runs.entry(at / RUN).or_default().push(PartOut(id, r, i, j));
             at = to;
         }
@@ -142,17 +199,16 @@ pub(crate) fn cut(split: &mut Split, stage: &str, name: &str, wk: &Workload) -> 
 /// The workload with each ring cut to its tail (what [`in_runs`] leaves out); the rest is
 /// copied as it is.
 fn tail_of(wk: &Workload) -> Workload {
-    let t = |r: &Ring| r.tail(in_runs(r) as usize);
     let series = wk.series.iter().map(|s| Series {
-        history: t(&s.history),
-        err_persist: s.err_persist.iter().map(t).collect(),
-        err_seasonal: s.err_seasonal.iter().map(t).collect(),
+        history: tail(&s.history),
+        err_persist: s.err_persist.iter().map(tail).collect(),
+        err_seasonal: s.err_seasonal.iter().map(tail).collect(),
         tracks: (s.tracks.iter())
             .map(|per_horizon| {
                 (per_horizon.iter())
                     .map(|tr| Track {
-                        point: t(&tr.point),
-                        levels: tr.levels.iter().map(t).collect(),
+                        point: tail(&tr.point),
+                        levels: tr.levels.iter().map(tail).collect(),
                     })
                     .collect()
             })
@@ -164,7 +220,7 @@ fn tail_of(wk: &Workload) -> Workload {
         hold_from: s.hold_from,
         spill: s.spill.clone(),
         memos: s.memos.clone(),
-        paired: s.paired.iter().map(|p| p.map_rings(t)).collect(),
+        paired: s.paired.iter().map(|p| p.map_rings(tail)).collect(),
     });
     Workload {
         slots: wk.slots.clone(),
@@ -209,7 +265,7 @@ pub(crate) fn put_back(stage: &str, workloads: &mut Keyed<Workload>, split: &Spl
             }
         }
         for (id, start, n) in pos {
-            let (mut times, mut values) = held.remove(&id).unwrap_or_default();
+            let (times, values) = held.remove(&id).unwrap_or_default();
             let ring = ring_mut(wk, id).ok_or_else(|| lost(format!("no ring {id:?}")))?;
             if values.len() as u64 != n || times.len() != values.len() {
                 return Err(lost(format!(
@@ -217,10 +273,7 @@ pub(crate) fn put_back(stage: &str, workloads: &mut Keyed<Workload>, split: &Spl
                     values.len()
                 )));
             }
-            times.extend(ring.times.iter());
-            values.extend(ring.values.drain(..));
-            (ring.times, ring.values) = (times.into_iter().collect(), values.into());
-            ring.start = start;
+            ring.prepend(times, values, start);
         }
         if let Some(id) = held.keys().next() {
             return Err(lost(format!(
@@ -249,9 +302,10 @@ mod tests {
     fn seen(wk: &Workload) -> Seen {
         let mut out = Vec::new();
         each_ring(wk, |id, r| {
-            let bits = r.values.iter().map(|v| v.to_bits()).collect();
-            let times = r.times.iter().collect();
-            out.push((id, r.start, times, bits, r.abs_sum.to_bits(), r.finite));
+            let bits = (0..r.len()).map(|i| r.value(i).to_bits()).collect();
+            let times = r.times(0, r.len()).collect();
+            let (sum, finite) = r.sums();
+            out.push((id, r.start(), times, bits, sum.to_bits(), finite));
         });
         out
     }
@@ -305,7 +359,7 @@ mod tests {
         assert!(keys.iter().any(|k| *k == "pos/machine-1-1"), "{keys:?}");
         // The tails hold less than a run per ring.
         each_ring(&tails.items[0], |id, r| {
-            assert!((r.values.len() as u64) < RUN, "{id:?}")
+            assert!((r.len() as u64) < RUN, "{id:?}")
         });
         assert_ne!(seen(&tails.items[0]), seen(&w.items[0]));
         put_back("forecast", &mut tails, &split).unwrap();

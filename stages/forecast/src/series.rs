@@ -8,15 +8,15 @@ use wfe_contract::norm::{HasSlots, Slots};
 use crate::config::ForecastConfig;
 use crate::models::{self, Model};
 use crate::paired::Paired;
-use crate::ring::Ring;
+use crate::ring::{Errors, Ring};
 
 /// Errors of one fitted model's forecasts at one horizon, as their actuals arrived.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Track {
     /// Actual minus point forecast: the model's MAE and its choice.
-    pub(crate) point: Ring,
+    pub(crate) point: Errors,
     /// Per level: actual minus the model's value at that level, which calibrates the level.
-    pub(crate) levels: Vec<Ring>,
+    pub(crate) levels: Vec<Errors>,
 }
 
 impl Track {
@@ -46,8 +46,8 @@ pub(crate) struct Series {
     pub(crate) history: Ring,
     /// Per horizon: past errors (actual minus forecast) of persistence and seasonal naive,
     /// at every step (they cost nothing to compute).
-    pub(crate) err_persist: Vec<Ring>,
-    pub(crate) err_seasonal: Vec<Ring>,
+    pub(crate) err_persist: Vec<Errors>,
+    pub(crate) err_seasonal: Vec<Errors>,
     /// Per fitted model (ETS, MSTL, LSTM as configured) and horizon: errors of its issued
     /// forecasts (and of the cross-validation on the history).
     pub(crate) tracks: Vec<Vec<Track>>,

@@ -25,6 +25,7 @@ fn paired_errors_held_wholly_in_runs_come_back() {
     let mut back = Forecast::new(cfg, cpu()).unwrap();
     back.restore_split(split).unwrap();
     let ring = &back.workloads.items[0].series[0].paired[0].persistence;
-    let want: Vec<f64> = (0..crate::runs::RUN).map(|t| t as f64 / 10.0).collect();
+    // Errors are held in single precision.
+    let want: Vec<f32> = (0..crate::runs::RUN).map(|t| t as f32 / 10.0).collect();
     assert_eq!(ring.values.iter().copied().collect::<Vec<_>>(), want);
 }
