@@ -13,6 +13,9 @@ use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, Stri
 use crate::Result;
 use crate::columns::{DictStrings, bools, f64s, timestamps};
 
+mod keys;
+pub use keys::{KeyCache, KeyMap};
+
 /// A `metrics.norm` batch, ready to be walked by step.
 pub struct NormBatch<'a> {
     pub workload: DictStrings<'a>,
@@ -226,49 +229,6 @@ impl Slots {
     }
 }
 
-/// Per-batch cache of dictionary-key-to-slot maps, one per workload key. Only the metrics a
-/// workload's own rows carry get a slot of its: a batch that holds other workloads with other
-/// metrics (the embedded run's, which sees the whole fleet) must not widen its metric set,
-/// else its set would depend on who shares its batches, and a fleet of services (one
-/// partition's workloads per batch) would see another.
-#[derive(Default)]
-pub struct KeyCache {
-    maps: Vec<Vec<u32>>,
-    /// Each workload key's map in `maps` ([`KeyCache::UNMAPPED`]: none yet), by key: a batch
-    /// of a wide fleet holds thousands of workloads, and a scan per step made the walk
-    /// quadratic in them (issue 21); the keys are the batch dictionary's, dense from 0, so a
-    /// vector finds the map without hashing.
-    at: Vec<u32>,
-}
-
-impl KeyCache {
-    /// A dictionary key no row of the workload has used yet.
-    const UNMAPPED: u32 = u32::MAX;
-
-    /// The key-to-slot map of a workload in this batch, with the metrics of `step`'s rows
-    /// mapped (slots made for those it has not had before); other keys map past any slot.
-    pub fn get(&mut self, nb: &NormBatch<'_>, step: &Step<'_>, slots: &mut Slots) -> &[u32] {
-        let dict = nb.metric_dict();
-        let key = step.workload_key.max(0) as usize;
-        if self.at.len() <= key {
-            self.at.resize(key + 1, Self::UNMAPPED);
-        }
-        if self.at[key] == Self::UNMAPPED {
-            self.at[key] = self.maps.len() as u32;
-            self.maps.push(vec![Self::UNMAPPED; dict.len()]);
-        }
-        let map = &mut self.maps[self.at[key] as usize];
-        let keys = nb.metric.keys();
-        for r in step.rows.clone() {
-            let k = keys[r] as usize;
-            if map.get(k) == Some(&Self::UNMAPPED) && !nb.metric.is_null(r) {
-                map[k] = slots.slot(dict.value(k));
-            }
-        }
-        map
-    }
-}
-
 /// A batch dictionary's keys resolved to slots, kept across batches while they carry the same
 /// dictionary (the same buffers, or the same names in the same order) and the slots' numbering
 /// stands. A wide fleet's batch holds a few steps of each of thousands of workloads: resolving
@@ -351,7 +311,7 @@ impl NormBatch<'_> {
     pub fn dense(
         &self,
         step: &Step<'_>,
-        key_to_slot: &[u32],
+        key_to_slot: &KeyMap,
         width: usize,
         scaled: &mut Vec<f64>,
         raw: &mut Vec<f64>,
@@ -364,7 +324,7 @@ impl NormBatch<'_> {
         let (vals, raws) = (self.value.values(), self.raw_value.values());
         if !self.flagged {
             for r in step.rows.clone() {
-                let slot = key_to_slot[keys[r] as usize] as usize;
+                let slot = key_to_slot.slot(keys[r] as u32) as usize;
                 if slot < width {
                     scaled[slot] = vals[r];
                     raw[slot] = raws[r];
@@ -377,7 +337,7 @@ impl NormBatch<'_> {
             if self.missing.value(r) {
                 continue;
             }
-            let slot = key_to_slot[keys[r] as usize] as usize;
+            let slot = key_to_slot.slot(keys[r] as u32) as usize;
             if slot < width {
                 scaled[slot] = vals[r];
                 raw[slot] = raws[r];
@@ -398,6 +358,9 @@ pub struct Keyed<T> {
     /// The last batches' workload keys, resolved (a cache: not in snapshots).
     #[serde(skip)]
     memo: DictMemo,
+    /// Each workload's metric keys, resolved (a cache: not in snapshots).
+    #[serde(skip)]
+    keys: KeyCache,
 }
 
 impl<T: Clone> Clone for Keyed<T> {
@@ -407,6 +370,7 @@ impl<T: Clone> Clone for Keyed<T> {
             names: self.names.clone(),
             items: self.items.clone(),
             memo: DictMemo::default(),
+            keys: KeyCache::default(),
         }
     }
 }
@@ -417,6 +381,7 @@ impl<T> Default for Keyed<T> {
             names: Slots::default(),
             items: Vec::new(),
             memo: DictMemo::default(),
+            keys: KeyCache::default(),
         }
     }
 }
@@ -499,9 +464,9 @@ impl<'b> NormBatch<'b> {
         mut f: impl FnMut(DenseStep<'_, 'b, T>) -> Result<()>,
     ) -> Result<u64> {
         let mut replayed = 0;
-        let mut cache = KeyCache::default();
         let (mut scaled, mut raw) = (Vec::new(), Vec::new());
         workloads.start_batch(self.workload.dictionary());
+        workloads.keys.start(self.metric_dict());
         for step in self.steps() {
             let id = workloads.id_for(&step);
             let state = &mut workloads.items[id];
@@ -511,7 +476,7 @@ impl<'b> NormBatch<'b> {
                 continue;
             }
             slots.last_step = Some(step.time);
-            let map = cache.get(self, &step, slots);
+            let map = workloads.keys.get(self, &step, id, slots);
             let observed = self.dense(&step, map, slots.len(), &mut scaled, &mut raw);
             f(DenseStep {
                 id,
@@ -543,6 +508,7 @@ impl<T> Keyed<T> {
             .map(|(_, n)| n.clone())
             .collect();
         let map = self.names.retain(|i| !is_gone(i as usize));
+        self.keys.retain(|i| !is_gone(i));
         let mut items = Vec::new();
         let mut kept = Vec::with_capacity(self.items.len());
         for (i, item) in std::mem::take(&mut self.items).into_iter().enumerate() {

@@ -27,7 +27,7 @@ fn steps(batches: &[RecordBatch]) -> Vec<(Vec<f64>, String, u8)> {
         let nb = NormBatch::new(b).unwrap();
         let mut cache = KeyCache::default();
         for step in nb.steps() {
-            let map = cache.get(&nb, &step, &mut slots).to_vec();
+            let map = cache.get(&nb, &step, 0, &mut slots).clone();
             let (mut v, mut r) = (vec![], vec![]);
             nb.dense(&step, &map, slots.len(), &mut v, &mut r);
             let l = step.label.unwrap_or("");

@@ -104,7 +104,7 @@ pub fn load_batches(entity: &str, batches: Vec<RecordBatch>) -> Result<Series> {
         let nb = NormBatch::new(&b)?;
         let mut cache = KeyCache::default();
         for step in nb.steps() {
-            let map = cache.get(&nb, &step, &mut slots).to_vec();
+            let map = cache.get(&nb, &step, 0, &mut slots).clone();
             nb.dense(&step, &map, slots.len(), &mut v, &mut raw);
             let l = step.label.unwrap_or("");
             s.times.push(step.time);
