@@ -155,7 +155,6 @@ mod tests {
     /// in the order given.
     fn batch(workloads: &[&str], metrics: &[&str], rows: &[(i32, i32, i64, f64)]) -> RecordBatch {
         let n = rows.len();
-        let col = |v: ArrayRef| v;
         let cols: Vec<(&str, ArrayRef)> = vec![
             (
                 "workload",
@@ -168,25 +167,21 @@ mod tests {
             ("labels", dictionary(vec![0; n], &[""]).unwrap()),
             (
                 "event_time",
-                col(Arc::new(TimestampMillisecondArray::from_iter_values(
+                Arc::new(TimestampMillisecondArray::from_iter_values(
                     rows.iter().map(|r| r.2),
-                ))),
+                )),
             ),
             (
                 "value",
-                col(Arc::new(Float64Array::from_iter_values(
-                    rows.iter().map(|r| r.3),
-                ))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
             ),
             (
                 "raw_value",
-                col(Arc::new(Float64Array::from_iter_values(
-                    rows.iter().map(|r| r.3),
-                ))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
             ),
-            ("filled", col(Arc::new(BooleanArray::from(vec![false; n])))),
-            ("missing", col(Arc::new(BooleanArray::from(vec![false; n])))),
-            ("step_ms", col(Arc::new(Int64Array::from(vec![60_000; n])))),
+            ("filled", Arc::new(BooleanArray::from(vec![false; n]))),
+            ("missing", Arc::new(BooleanArray::from(vec![false; n]))),
+            ("step_ms", Arc::new(Int64Array::from(vec![60_000; n]))),
         ];
         RecordBatch::try_from_iter(cols).unwrap()
     }
