@@ -22,7 +22,7 @@ use wfe_domain::stats::quantiles_select;
 
 use crate::iforest::IsolationForest;
 use crate::lstm::LstmDetector;
-use crate::pca::PcaModel;
+use crate::pca::{Blocks, PcaModel};
 use crate::range::RangeModel;
 use crate::seasonal::{Clock, SeasonalModel};
 use crate::{AnomalyConfig, DetectorKind, ThresholdMethod, pot};
@@ -90,6 +90,27 @@ pub struct Ensemble {
     pub tail: Vec<f64>,
 }
 
+/// The buffers [`Ensemble::score_block_with`] scores into and works in, kept by the caller
+/// from block to block.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// One combined score per row of the last block.
+    pub scores: Vec<f64>,
+    /// Per-metric contributions of the last block, row-major, [`Ensemble::width`] per row.
+    pub contrib: Vec<f64>,
+    raw: Vec<f64>,
+    fitted: Vec<f64>,
+    work: Work,
+}
+
+/// What the parts work in while scoring a block.
+#[derive(Debug, Default)]
+struct Work {
+    z: Vec<f64>,
+    dev: Vec<f64>,
+    pca: Blocks,
+}
+
 /// Raw scores of a detector that deviates per metric (`score` fills a row's deviations and
 /// returns their sum): each row's sum into `raw`, and each deviation, weighted, into
 /// `contrib` when given (experts name the metrics that left their usual values).
@@ -98,12 +119,13 @@ fn deviations(
     d: usize,
     weight: f64,
     mut score: impl FnMut(usize, &mut [f64]) -> f64,
-    raw: &mut Vec<f64>,
+    (raw, dev): (&mut Vec<f64>, &mut Vec<f64>),
     mut contrib: Option<&mut [f64]>,
 ) {
-    let mut dev = vec![0.0; d];
+    dev.clear();
+    dev.resize(d, 0.0);
     for r in 0..m {
-        raw.push(score(r, &mut dev));
+        raw.push(score(r, dev));
         if let Some(c) = contrib.as_deref_mut() {
             for (j, v) in dev.iter().enumerate() {
                 c[r * d + j] += weight * v;
@@ -195,8 +217,9 @@ impl Ensemble {
         let flat = flatten(calib_rows, d);
         let calib_times = times.get(n - calib_rows.len()..).unwrap_or(&[]);
         let (mut raw, mut combined) = (Vec::new(), vec![0.0; calib_rows.len()]);
+        let mut work = Work::default();
         for (i, part) in ens.parts.iter_mut().enumerate() {
-            probe.part_scores(i, &flat, calib_times, &mut raw, None);
+            probe.part_scores(i, &flat, calib_times, &mut raw, &mut work, None);
             (part.center, part.scale) = calibration(&raw);
             for (c, r) in combined.iter_mut().zip(&raw) {
                 let v = part.weight * (r - part.center) / part.scale;
@@ -296,6 +319,7 @@ impl Ensemble {
         rows: &[f64],
         times: &[i64],
         raw: &mut Vec<f64>,
+        work: &mut Work,
         contrib: Option<&mut [f64]>,
     ) {
         let d = self.width;
@@ -304,8 +328,8 @@ impl Ensemble {
         let part = &self.parts[i];
         match &part.model {
             Model::Pca(p) => {
-                let mut z = Vec::new();
-                p.score_block(rows, d, raw, &mut z);
+                let z = &mut work.z;
+                p.score_block_in(rows, d, raw, z, &mut work.pca);
                 if let Some(c) = contrib {
                     let pd = p.mean.len();
                     for r in 0..m {
@@ -322,7 +346,7 @@ impl Ensemble {
             Model::Range(rm) => {
                 let score =
                     |r: usize, dev: &mut [f64]| rm.deviations_into(&rows[r * d..(r + 1) * d], dev);
-                deviations(m, d, part.weight, score, raw, contrib);
+                deviations(m, d, part.weight, score, (raw, &mut work.dev), contrib);
             }
             Model::Seasonal(sm) => {
                 // A step without its time (none given) deviates by 0.
@@ -333,7 +357,7 @@ impl Ensemble {
                         0.0
                     }
                 };
-                deviations(m, d, part.weight, score, raw, contrib);
+                deviations(m, d, part.weight, score, (raw, &mut work.dev), contrib);
             }
             Model::IsolationForest(f) => {
                 raw.extend((0..m).map(|r| f.score(&rows[r * d..(r + 1) * d])));
@@ -376,13 +400,33 @@ impl Ensemble {
         scores: &mut Vec<f64>,
         contrib: &mut Vec<f64>,
     ) {
+        let mut scratch = Scratch {
+            scores: std::mem::take(scores),
+            contrib: std::mem::take(contrib),
+            ..Scratch::default()
+        };
+        self.score_block_with(rows, width, times, &mut scratch);
+        (*scores, *contrib) = (scratch.scores, scratch.contrib);
+    }
+
+    /// [`Ensemble::score_block`] into `scratch.scores` and `scratch.contrib`, with the
+    /// working buffers of `scratch`: the stage scores a block per workload and batch, a few
+    /// rows each in a wide fleet, where allocating them was most of the cost.
+    pub fn score_block_with(
+        &mut self,
+        rows: &[f64],
+        width: usize,
+        times: &[i64],
+        scratch: &mut Scratch,
+    ) {
         let d = self.width;
         let m = rows.len().checked_div(width).unwrap_or(0);
         // Re-lay rows to the fitted width (a metric that appeared later is not modelled).
-        let fitted: std::borrow::Cow<[f64]> = if width == d {
-            std::borrow::Cow::Borrowed(rows)
+        let fitted: &[f64] = if width == d {
+            rows
         } else {
-            let mut v = Vec::with_capacity(m * d);
+            let v = &mut scratch.fitted;
+            v.clear();
             for r in 0..m {
                 v.extend((0..d).map(|j| {
                     if j < width {
@@ -392,17 +436,23 @@ impl Ensemble {
                     }
                 }));
             }
-            std::borrow::Cow::Owned(v)
+            v
         };
+        let Scratch {
+            scores,
+            contrib,
+            raw,
+            work,
+            ..
+        } = scratch;
         scores.clear();
         scores.resize(m, 0.0);
         contrib.clear();
         contrib.resize(m * d, 0.0);
-        let mut raw = Vec::new();
         for i in 0..self.parts.len() {
-            self.part_scores(i, &fitted, times, &mut raw, Some(contrib));
+            self.part_scores(i, fitted, times, raw, work, Some(contrib));
             let p = &self.parts[i];
-            for (s, r) in scores.iter_mut().zip(&raw) {
+            for (s, r) in scores.iter_mut().zip(raw.iter()) {
                 let v = p.weight * (r - p.center) / p.scale;
                 if v.is_finite() {
                     *s += v;
@@ -413,7 +463,7 @@ impl Ensemble {
         let keep = self.context() * d;
         if keep > 0 {
             let mut tail = std::mem::take(&mut self.tail);
-            tail.extend_from_slice(&fitted);
+            tail.extend_from_slice(fitted);
             let drop = tail.len().saturating_sub(keep);
             tail.drain(..drop);
             self.tail = tail;

@@ -1,7 +1,8 @@
 //! PCA reconstruction model: fitted with faer, applied with plain loops (a step is one short
 //! vector, too small for a matrix library to help).
 
-use faer::Mat;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat};
 use serde::{Deserialize, Serialize};
 
 /// Dot product with four independent sums, so the compiler can keep them in vector lanes
@@ -19,6 +20,36 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     }
     let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The matrices [`PcaModel::score_block_in`] works in.
+#[derive(Debug)]
+pub struct Blocks {
+    c: Mat<f64>,
+    p: Mat<f64>,
+    cp: Mat<f64>,
+    recon: Mat<f64>,
+}
+
+impl Default for Blocks {
+    fn default() -> Self {
+        Self {
+            c: Mat::new(),
+            p: Mat::new(),
+            cp: Mat::new(),
+            recon: Mat::new(),
+        }
+    }
+}
+
+/// `m` as an `rows` x `cols` matrix of `f`, in the room it has.
+fn refill(m: &mut Mat<f64>, rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> f64) {
+    m.resize_with(rows, cols, |_, _| 0.0);
+    for j in 0..cols {
+        for (i, v) in m.col_mut(j).iter_mut().enumerate() {
+            *v = f(i, j);
+        }
+    }
 }
 
 /// A fitted detector for one workload.
@@ -130,9 +161,25 @@ impl PcaModel {
     /// missing) with two matrix products, which is several times faster than step by step.
     /// Fills `scores` (one per row) and `z` (row-major, `mean.len()` per row).
     pub fn score_block(&self, rows: &[f64], width: usize, scores: &mut Vec<f64>, z: &mut Vec<f64>) {
+        self.score_block_in(rows, width, scores, z, &mut Blocks::default());
+    }
+
+    /// [`PcaModel::score_block`] in the matrices of `work`, which keep their room from one
+    /// call to the next: a wide fleet scores a block of a few steps per workload and batch,
+    /// where allocating five matrices a block cost more than the products. The products are
+    /// faer's own, called as its operators call them, so the scores are the same.
+    pub fn score_block_in(
+        &self,
+        rows: &[f64],
+        width: usize,
+        scores: &mut Vec<f64>,
+        z: &mut Vec<f64>,
+        work: &mut Blocks,
+    ) {
         let d = self.mean.len();
         let m = rows.len().checked_div(width).unwrap_or(0);
-        let c = Mat::<f64>::from_fn(m, d, |i, j| {
+        let Blocks { c, p, cp, recon } = work;
+        refill(c, m, d, |i, j| {
             let v = if j < width {
                 rows[i * width + j]
             } else {
@@ -141,22 +188,41 @@ impl PcaModel {
             if v.is_finite() { v - self.mean[j] } else { 0.0 }
         });
         let k = self.components.len();
-        let p = Mat::<f64>::from_fn(k, d, |a, j| self.components[a][j]);
-        let r = if k > 0 {
-            &c - (&c * p.transpose()) * &p
-        } else {
-            c
-        };
+        if k > 0 {
+            refill(p, k, d, |a, j| self.components[a][j]);
+            let par = faer::get_global_parallelism();
+            cp.resize_with(m, k, |_, _| 0.0);
+            matmul(
+                cp.as_mut(),
+                Accum::Replace,
+                c.as_ref(),
+                p.transpose(),
+                1.0,
+                par,
+            );
+            recon.resize_with(m, d, |_, _| 0.0);
+            matmul(
+                recon.as_mut(),
+                Accum::Replace,
+                cp.as_ref(),
+                p.as_ref(),
+                1.0,
+                par,
+            );
+        }
         // faer matrices are column-major: walk each column down.
         scores.clear();
         scores.resize(m, 0.0);
         z.clear();
         z.resize(m * d, 0.0);
         for j in 0..d {
-            let col = r.col(j);
-            let (mu, sd) = (self.err_mean[j], self.err_std[j]);
+            let (col, (mu, sd)) = (c.col(j), (self.err_mean[j], self.err_std[j]));
             for i in 0..m {
-                let e = col[i];
+                let e = if k > 0 {
+                    col[i] - recon[(i, j)]
+                } else {
+                    col[i]
+                };
                 let zj = (e * e - mu) / sd;
                 z[i * d + j] = zj;
                 scores[i] += zj;
@@ -192,5 +258,63 @@ mod tests {
             super::dot(&a[..3], &b),
             a[..3].iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
         );
+    }
+
+    /// The block scores in reused matrices are those of faer's operators on fresh ones, bit
+    /// for bit, whatever sizes came before (a wide fleet's blocks of 1-3 rows after a long
+    /// one; a row with a missing metric; a narrow row).
+    #[test]
+    fn blocks_in_reused_matrices_score_as_the_operators_do() {
+        use faer::Mat;
+        use wfe_domain::stats::SplitMix;
+        let mut rng = SplitMix(11);
+        let d = 7;
+        let history: Vec<Vec<f64>> = (0..300)
+            .map(|i| {
+                let t = i as f64 / 10.0;
+                (0..d)
+                    .map(|j| (t + j as f64).sin() * (j + 1) as f64 + rng.unit())
+                    .collect()
+            })
+            .collect();
+        let model = super::PcaModel::fit(&history, 0.9).unwrap();
+        assert!(!model.components.is_empty());
+        // The former block scoring, with faer's operators on fresh matrices.
+        let operators = |rows: &[f64], width: usize| -> Vec<f64> {
+            let m = rows.len() / width;
+            let c = Mat::<f64>::from_fn(m, d, |i, j| {
+                let v = if j < width {
+                    rows[i * width + j]
+                } else {
+                    f64::NAN
+                };
+                if v.is_finite() {
+                    v - model.mean[j]
+                } else {
+                    0.0
+                }
+            });
+            let k = model.components.len();
+            let p = Mat::<f64>::from_fn(k, d, |a, j| model.components[a][j]);
+            let r = &c - (&c * p.transpose()) * &p;
+            (0..m)
+                .map(|i| {
+                    (0..d)
+                        .map(|j| (r[(i, j)] * r[(i, j)] - model.err_mean[j]) / model.err_std[j])
+                        .sum()
+                })
+                .collect()
+        };
+        let mut work = super::Blocks::default();
+        let (mut scores, mut z) = (Vec::new(), Vec::new());
+        for (m, width) in [(64, d), (1, d), (3, d), (2, d - 2), (40, d), (2, d), (1, d)] {
+            let mut rows: Vec<f64> = (0..m * width).map(|_| rng.unit() * 4.0 - 2.0).collect();
+            rows[0] = f64::NAN;
+            model.score_block_in(&rows, width, &mut scores, &mut z, &mut work);
+            let want = operators(&rows, width);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&scores), bits(&want), "{m} rows of {width}");
+            assert_eq!(z.len(), m * d);
+        }
     }
 }
