@@ -93,6 +93,14 @@ pub struct RunConfig {
     /// Progress bar on a terminal.
     #[serde(default = "d_true")]
     pub progress: bool,
+    /// Threads libtorch splits one operation of a model over (the LSTMs' forecasts and
+    /// scores, the forecast stage's retraining), set as the stages are built; 0: libtorch's
+    /// default, one per core. One by default: the stages, the forecast stage's fitting
+    /// threads and its retrain thread already keep the cores busy, and a pool per core
+    /// behind each of them oversubscribed them (`make run`'s job 35.3 s, 30.1 s with one,
+    /// the same outputs; docs/performance.md).
+    #[serde(default = "d_model_threads")]
+    pub model_threads: usize,
 }
 
 fn d_mailbox() -> usize {
@@ -100,6 +108,9 @@ fn d_mailbox() -> usize {
 }
 fn d_speed() -> String {
     "max".into()
+}
+fn d_model_threads() -> usize {
+    1
 }
 fn d_true() -> bool {
     true
@@ -112,6 +123,7 @@ impl Default for RunConfig {
             strict: false,
             speed: d_speed(),
             progress: true,
+            model_threads: d_model_threads(),
         }
     }
 }
@@ -359,6 +371,8 @@ impl JobConfig {
 
     /// Builds one stage by name, its EC2 client (if it needs one) from `clients`.
     pub fn build_stage_with(&self, name: &str, clients: &mut Clients) -> Result<Box<dyn Stage>> {
+        // Before any stage thread runs a model (libtorch reads it at a thread's first use).
+        wfe_neural::set_threads(self.run.model_threads);
         let s = &self.stages;
         let mut connect = |settings: &wfe_ec2::Ec2Settings| clients.ec2(settings);
         Ok(match name {

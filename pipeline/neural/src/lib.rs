@@ -48,5 +48,21 @@ pub const fn available() -> bool {
     cfg!(feature = "torch")
 }
 
+/// How many threads libtorch splits one operation over, for each thread that runs a model
+/// after this call (libtorch sets up a thread's pool at its first operation, from this
+/// number); `0` leaves libtorch's default, one per core. Nothing to set without libtorch.
+///
+/// The stages run side by side, and the forecast stage also fits on a thread per core and
+/// retrains on a thread of its own: with a pool of one thread per core behind every thread
+/// that runs a model, the pools spun and switched on cores that had work of their own.
+pub fn set_threads(n: usize) {
+    #[cfg(feature = "torch")]
+    if n > 0 {
+        tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+    }
+    #[cfg(not(feature = "torch"))]
+    let _ = n;
+}
+
 #[cfg(test)]
 mod tests;

@@ -162,6 +162,24 @@ mod with_torch {
         }
     }
 
+    /// Held by the tests that change libtorch's thread setting, which is the process's.
+    static THREAD_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_thread_setting_reaches_the_threads_that_start_after_it() {
+        let _held = THREAD_SETTING.lock().unwrap_or_else(|p| p.into_inner());
+        let threads = tch::get_num_threads();
+        let in_a_new_thread = || std::thread::spawn(tch::get_num_threads).join().unwrap();
+        crate::set_threads(3);
+        assert_eq!(in_a_new_thread(), 3);
+        crate::set_threads(1);
+        assert_eq!(in_a_new_thread(), 1);
+        // 0 leaves the setting as it is.
+        crate::set_threads(0);
+        assert_eq!(in_a_new_thread(), 1);
+        tch::set_num_threads(threads);
+    }
+
     #[test]
     fn the_seed_decides_the_model() {
         let w = sines(64, 8);
@@ -172,6 +190,7 @@ mod with_torch {
         // One libtorch thread while training: with several, how a reduction is split can
         // follow the machine's load (seen on 2 busy cores: a model 0.9 apart), and two
         // epochs on sines amplify the last bits; the seed is what this test is about.
+        let held = THREAD_SETTING.lock().unwrap_or_else(|p| p.into_inner());
         let threads = tch::get_num_threads();
         tch::set_num_threads(1);
         let (a, _) = SeqAutoencoder::train(&w, &cfg).unwrap();
@@ -179,6 +198,7 @@ mod with_torch {
         let other = AutoencoderConfig { seed: 8, ..cfg };
         let (c, _) = SeqAutoencoder::train(&w, &other).unwrap();
         tch::set_num_threads(threads);
+        drop(held);
         let gap = |x: &SeqAutoencoder, y: &SeqAutoencoder| {
             let (x, y) = (x.embed(&w).unwrap(), y.embed(&w).unwrap());
             x.iter()
