@@ -86,6 +86,15 @@ pub struct ForecastConfig {
     /// Fewest resolved LSTM forecasts of a horizon before drift is judged.
     #[serde(default = "d_drift_window")]
     pub drift_window: usize,
+    /// Fewest series (of the model's data step, each holding a window and its targets) the
+    /// stage must hold to retrain on drift or schedule; with fewer, the retrain is skipped
+    /// and said (`retrain_skipped`) and the schedule restarts. A version trained on a few
+    /// dozen series learns those series, and the held-out tails it must beat the current
+    /// version on are theirs: the fleet's model (`wfe train` on hundreds) would be swapped
+    /// for one that fits a handful, or, as on the shared data, every such retrain is
+    /// trained only to be rejected.
+    #[serde(default = "d_retrain_min_series")]
+    pub retrain_min_series: usize,
     /// A fitted model not chosen for a series runs at every this-many issuances only (the
     /// chosen one at every issuance): fits cost the most, and scores move slowly.
     #[serde(default = "d_challenge")]
@@ -154,6 +163,9 @@ fn d_drift_ratio() -> f64 {
 fn d_drift_window() -> usize {
     64
 }
+fn d_retrain_min_series() -> usize {
+    64
+}
 fn d_challenge() -> usize {
     4
 }
@@ -192,6 +204,7 @@ impl Default for ForecastConfig {
             retrain_swap_after_s: d_retrain_swap(),
             drift_ratio: d_drift_ratio(),
             drift_window: d_drift_window(),
+            retrain_min_series: d_retrain_min_series(),
             challenge_every: d_challenge(),
             recommend: true,
             recommendation: Policy::default(),

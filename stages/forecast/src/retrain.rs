@@ -173,6 +173,21 @@ impl Forecast {
                 }
             }
         }
+        if series.len() < self.cfg.retrain_min_series {
+            let msg = format!(
+                "retraining ({reason}): skipped: forecast-lstm {step}s v{} learned from {} series; the stage holds {} with a window and its targets, under retrain_min_series = {}",
+                current.meta.version,
+                current.meta.trained.series,
+                series.len(),
+                self.cfg.retrain_min_series
+            );
+            ctx.event(Event::Model {
+                kind: "retrain_skipped",
+                message: &msg,
+            });
+            self.postpone(step);
+            return;
+        }
         let meta = ModelMeta {
             version: 0,
             trained: store::Trained::now(
@@ -293,16 +308,22 @@ impl Forecast {
                     kind,
                     message: &msg,
                 });
-                // Not again for a while: the schedule restarts from now.
-                let latest = self.neural.latest.get(&step).copied();
-                if let Some(c) = self.neural.current.get_mut(&step) {
-                    c.meta.trained.to_ms = latest.unwrap_or(c.meta.trained.to_ms);
-                    c.meta
-                        .validation_mae
-                        .iter_mut()
-                        .for_each(|v| *v = f64::INFINITY);
-                }
+                self.postpone(step);
             }
+        }
+    }
+
+    /// Not again for a while: the schedule restarts from now, and drift is not judged again
+    /// against the current version (its validation error set to infinity) until a new one
+    /// is loaded.
+    fn postpone(&mut self, step: u64) {
+        let latest = self.neural.latest.get(&step).copied();
+        if let Some(c) = self.neural.current.get_mut(&step) {
+            c.meta.trained.to_ms = latest.unwrap_or(c.meta.trained.to_ms);
+            c.meta
+                .validation_mae
+                .iter_mut()
+                .for_each(|v| *v = f64::INFINITY);
         }
     }
 }

@@ -515,81 +515,6 @@ fn forecasts_do_not_depend_on_how_the_input_is_batched() {
     }
 }
 
-#[cfg(feature = "torch")]
-#[test]
-fn the_stage_retrains_the_lstm_on_schedule_into_a_new_version_and_uses_it() {
-    use store::ModelRepo;
-    let dir = tempfile::tempdir().unwrap();
-    let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
-    let series: Vec<Vec<f64>> = (0..2)
-        .map(|s| {
-            (0..3000)
-                .map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 150.0).sin())
-                .collect()
-        })
-        .collect();
-    let lstm_cfg = LstmConfig {
-        windows_per_series: 32,
-        model: wfe_neural::ForecasterConfig {
-            epochs: 1,
-            device: wfe_neural::DeviceChoice::Cpu,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (m1, _) = lstm::LstmModel::train(&series, cut, &levels, &lstm_cfg).unwrap();
-    let repo = store::LocalDir::new(dir.path());
-    store::save(&repo, &m1, smd_meta(&m1, &levels)).unwrap(); // its data "ended" at time 0
-    let cfg = ForecastConfig {
-        models: vec![Model::Persistence, Model::Lstm],
-        model_dir: Some(dir.path().to_path_buf()),
-        reload_s: 0,
-        retrain_every_s: 3 * 86_400,
-        lstm: lstm_cfg,
-        ..Default::default()
-    };
-    let norm = normalised("smd", &["machine-1-6"], 80);
-    let mut stage = Forecast::new(cfg, cpu()).unwrap();
-    let (mut out, mut ctx) = (VecCollector::new(), Context::new("forecast"));
-    let mut went_on = 0;
-    for b in &norm {
-        stage
-            .process_batch(Topic::MetricsNorm, b.clone(), &mut ctx, &mut out)
-            .unwrap();
-        // A retrain runs on its own thread while batches go on; its version is saved and
-        // swapped in only at its event-time swap point, never when the thread happens to end.
-        let c = ctx.counters();
-        let n = |k: &str| c.get(k).copied().unwrap_or(0);
-        let ended = n("model.retrained") + n("model.retrain_rejected") + n("model.retrain_failed");
-        if n("model.retrain_started") > ended {
-            went_on += 1;
-            assert_eq!(
-                repo.versions(60).unwrap().len() as u64,
-                1 + n("model.retrained")
-            );
-        }
-    }
-    assert!(
-        went_on > 0,
-        "no batch was processed while a retrain was under way"
-    );
-    // Retrains run on their own thread; the end of the input applies those under way.
-    stage.flush(&mut ctx, &mut out).unwrap();
-    let started = ctx.counters()["model.retrain_started"];
-    let retrained = ctx.counters().get("model.retrained").copied().unwrap_or(0);
-    assert!(retrained >= 1, "{:?}", ctx.counters());
-    assert!(retrained <= started, "{:?}", ctx.counters());
-    assert_eq!(ctx.counters()["model.loaded"], 1 + retrained);
-    let versions = repo.versions(60).unwrap();
-    assert_eq!(versions.len() as u64, 1 + retrained);
-    let meta = store::meta(&repo, 60, versions[1]).unwrap();
-    let t = &meta.trained;
-    assert!(t.source.contains("schedule"), "{}", t.source);
-    assert_eq!(t.series, 1, "the stage trains on the histories it holds");
-    assert!(t.to_ms > t.from_ms && meta.validation_mae.iter().all(|v| v.is_finite()));
-}
-
 #[test]
 fn a_week_of_pod_churn_keeps_about_a_days_workloads() {
     let norm = wfe_normalise::testing::churn_norm(7);
@@ -730,3 +655,5 @@ mod changes;
 mod gbm;
 mod resources;
 mod restore;
+#[cfg(feature = "torch")]
+mod retrain;
