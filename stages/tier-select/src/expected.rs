@@ -31,8 +31,6 @@
 //! spot instance saves a fixed price and adds shortfall at an increasing rate), else searched
 //! the same way.
 
-use std::collections::HashMap;
-
 use crate::cost::{CostModel, Expected, InPlace};
 use crate::plan::{Driver, Need, Priced, Rules};
 use crate::{Catalog, Instance};
@@ -143,8 +141,8 @@ struct Pricer<'a> {
     /// `(1 - q)^s` by `s` (NaN: not computed yet): no spot instance interrupted.
     none_lost: Vec<f64>,
     /// The best spot count and its price per count `n` (the searches ask for a count more
-    /// than once).
-    best: HashMap<i64, (i64, Expected)>,
+    /// than once): a few dozen counts per type, looked through, not hashed.
+    best: Vec<(i64, (i64, Expected))>,
 }
 
 impl<'a> Pricer<'a> {
@@ -263,11 +261,11 @@ impl<'a> Pricer<'a> {
     /// instance fewer costs more (the usual case: interruptions are rare), else searched.
     /// Remembered per `n` (`cap` is a function of `n` within one type's search).
     fn best_spot(&mut self, n: i64, cap: i64) -> (i64, Expected) {
-        if let Some(&known) = self.best.get(&n) {
-            return known;
+        if let Some((_, known)) = self.best.iter().find(|(m, _)| *m == n) {
+            return *known;
         }
         let found = self.search_spot(n, cap);
-        self.best.insert(n, found);
+        self.best.push((n, found));
         found
     }
 
@@ -376,7 +374,7 @@ impl Rules {
             q: 1.0 - (1.0 - inst.interruption_rate).powf(hours),
             excess: vec![Vec::new(); needs.len()],
             none_lost: Vec::new(),
-            best: HashMap::new(),
+            best: Vec::new(),
         };
         // From the floor to the tail's end plus spares for interrupted spot (two, and three
         // times the interruptions expected), each side of the fleet in place searched alone.

@@ -29,110 +29,127 @@ impl TierSelect {
         rows: &mut Rows,
         ctx: &mut Context,
     ) -> Result<()> {
-        for step in wfe_domain::resources::resource_steps(&self.resources, batch)? {
-            // Every step is marked observed, also before the workload's first decision: a
-            // step delivered again after that decision (an at-least-once replay) must not be
-            // judged against a fleet that did not exist when it was first seen.
-            if !self.current.contains_key(&step.workload) {
-                // (Looked up first: the name is copied once per workload, not per step.)
-                self.current
-                    .insert(step.workload.clone(), Current::default());
-            }
-            let cur = self
-                .current
-                .get_mut(&step.workload)
-                .expect("inserted above");
-            if cur.observed.is_some_and(|t| step.time <= t) {
-                continue;
-            }
-            cur.observed = Some(step.time);
-            let in_place = cur.count;
-            if in_place <= 0 {
-                continue;
-            }
-            let Some(inst) = self.catalog.get(&cur.instance_type).cloned() else {
-                continue;
-            };
-            // The resource furthest past its share of the capacity in place (private
-            // capacity included).
-            let private = self.private_of(&step.workload);
-            let mut worst: Option<(usize, f64, f64)> = None;
-            for (ri, v) in step.values.iter().enumerate() {
-                let unit = &self.resources[ri].unit;
-                let (Some(v), Some(cap)) = (v, inst.capacity(unit)) else {
-                    continue;
-                };
-                let per = cap * inst.performance;
-                let load = v / (in_place as f64 * per + private(unit)).max(1e-12);
-                if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
-                    worst = Some((ri, *v, load));
-                }
-            }
-            let cur = self
-                .current
-                .get_mut(&step.workload)
-                .expect("looked up above");
-            cur.last_seen = step.values.clone();
-            let Some((ri, value, load)) = worst else {
-                continue;
-            };
-            let res = &self.resources[ri];
-            let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
-            let own = private(&res.unit);
-            let count = floor_instances(value, own, per, self.cfg.burst_target) as i64;
-            if count <= cur.count {
-                continue;
-            }
-            let prev = cur.count;
-            cur.count = count;
-            cur.changed_at = step.time;
-            let spot = cur.spot_count.min(count);
-            let tier = if spot == count {
-                "spot".to_string()
-            } else {
-                inst.family_tier.clone()
-            };
-            cur.tier = tier.clone();
-            let needs = cur.needs.clone();
-            let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
-            let cost = spot as f64 * spot_price + (count - spot) as f64 * inst.on_demand_price;
-            let risk = if needs.is_empty() {
-                0.0
-            } else {
-                self.rules().risk(&inst, &needs, count, spot)
-            };
-            ctx.count("decisions.bursts", 1);
-            ctx.count("decisions.changes", 1);
-            rows.id.push(burst_id(&step.workload, step.time));
-            rows.at.push(step.time);
-            rows.workload.push(step.workload.clone());
-            rows.tier.push(tier);
-            rows.instance.push(inst.r#type.clone());
-            rows.count.push(count);
-            rows.spot.push(spot);
-            rows.previous.push(prev);
-            rows.cost.push(cost);
-            rows.risk.push(risk);
-            rows.d_res.push(res.name.clone());
-            // Observed, not forecast: the driver is the actual value (level 1, horizon 0).
-            rows.d_q.push(1.0);
-            rows.d_h.push(0);
-            rows.required.push(value);
-            rows.considered.push("[]".into());
-            rows.reason.push(format!(
-                "reactive floor: observed {} {value:.2} {} is {:.0} % of the {:.2} that {prev} x {} give (burst_utilisation {:.0} %): scale up now to {count} ({} more on demand) for {:.0} % utilisation, before the next forecast ({})",
-                res.name,
-                res.unit,
-                load * 100.0,
-                prev as f64 * per,
-                inst.r#type,
-                self.cfg.burst_utilisation * 100.0,
-                count - prev,
-                self.cfg.burst_target * 100.0,
-                self.prices.origin
-            ));
+        // The maps are read while the stage changes: a copy per batch, not a borrow.
+        let maps = self.resources.clone();
+        wfe_domain::resources::for_each_resource_step(&maps, batch, |workload, time, values| {
+            self.observe_step(workload, time, values, rows, ctx);
+            Ok(())
+        })
+    }
+
+    /// One step of the reactive floor.
+    fn observe_step(
+        &mut self,
+        workload: &str,
+        time: i64,
+        values: &[Option<f64>],
+        rows: &mut Rows,
+        ctx: &mut Context,
+    ) {
+        // Every step is marked observed, also before the workload's first decision: a step
+        // delivered again after that decision (an at-least-once replay) must not be judged
+        // against a fleet that did not exist when it was first seen.
+        if !self.current.contains_key(workload) {
+            // (Looked up first: the name is copied once per workload, not per step.)
+            self.current
+                .insert(workload.to_string(), Current::default());
         }
-        Ok(())
+        let cur = self.current.get_mut(workload).expect("inserted above");
+        if cur.observed.is_some_and(|t| time <= t) {
+            return;
+        }
+        cur.observed = Some(time);
+        let in_place = cur.count;
+        if in_place <= 0 {
+            return;
+        }
+        // The type's place in the catalog, not a copy of it: the stage changes below.
+        let Some(ii) = self
+            .catalog
+            .instance
+            .iter()
+            .position(|i| i.r#type == cur.instance_type)
+        else {
+            return;
+        };
+        // The resource furthest past its share of the capacity in place (private capacity
+        // included).
+        let private = self.private_of(workload);
+        let inst = &self.catalog.instance[ii];
+        let mut worst: Option<(usize, f64, f64)> = None;
+        for (ri, v) in values.iter().enumerate() {
+            let unit = &self.resources[ri].unit;
+            let (Some(v), Some(cap)) = (v, inst.capacity(unit)) else {
+                continue;
+            };
+            let per = cap * inst.performance;
+            let load = v / (in_place as f64 * per + private(unit)).max(1e-12);
+            if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
+                worst = Some((ri, *v, load));
+            }
+        }
+        let cur = self.current.get_mut(workload).expect("looked up above");
+        cur.last_seen.clear();
+        cur.last_seen.extend_from_slice(values);
+        let Some((ri, value, load)) = worst else {
+            return;
+        };
+        let inst = &self.catalog.instance[ii];
+        let res = &self.resources[ri];
+        let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
+        let own = private(&res.unit);
+        let count = floor_instances(value, own, per, self.cfg.burst_target) as i64;
+        if count <= cur.count {
+            return;
+        }
+        let prev = cur.count;
+        cur.count = count;
+        cur.changed_at = time;
+        let spot = cur.spot_count.min(count);
+        let tier = if spot == count {
+            "spot".to_string()
+        } else {
+            inst.family_tier.clone()
+        };
+        cur.tier = tier.clone();
+        let needs = cur.needs.clone();
+        let spot_price = inst.spot_price.unwrap_or(inst.on_demand_price);
+        let cost = spot as f64 * spot_price + (count - spot) as f64 * inst.on_demand_price;
+        let risk = if needs.is_empty() {
+            0.0
+        } else {
+            self.rules().risk(inst, &needs, count, spot)
+        };
+        ctx.count("decisions.bursts", 1);
+        ctx.count("decisions.changes", 1);
+        rows.id.push(burst_id(workload, time));
+        rows.at.push(time);
+        rows.workload.push(workload.to_string());
+        rows.tier.push(tier);
+        rows.instance.push(inst.r#type.clone());
+        rows.count.push(count);
+        rows.spot.push(spot);
+        rows.previous.push(prev);
+        rows.cost.push(cost);
+        rows.risk.push(risk);
+        rows.d_res.push(res.name.clone());
+        // Observed, not forecast: the driver is the actual value (level 1, horizon 0).
+        rows.d_q.push(1.0);
+        rows.d_h.push(0);
+        rows.required.push(value);
+        rows.considered.push("[]".into());
+        rows.reason.push(format!(
+            "reactive floor: observed {} {value:.2} {} is {:.0} % of the {:.2} that {prev} x {} give (burst_utilisation {:.0} %): scale up now to {count} ({} more on demand) for {:.0} % utilisation, before the next forecast ({})",
+            res.name,
+            res.unit,
+            load * 100.0,
+            prev as f64 * per,
+            inst.r#type,
+            self.cfg.burst_utilisation * 100.0,
+            count - prev,
+            self.cfg.burst_target * 100.0,
+            self.prices.origin
+        ));
     }
 
     /// The fewest instances of `best`'s type that hold the demand last observed at
