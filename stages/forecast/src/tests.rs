@@ -343,6 +343,36 @@ fn flagged_spans_are_masked_out_of_the_errors_whenever_they_arrive() {
     );
 }
 
+/// The quantile levels of the stage's test LSTMs.
+#[cfg(feature = "torch")]
+const LEVELS: [f64; 5] = [0.025, 0.1, 0.5, 0.9, 0.975];
+
+/// A one-epoch LSTM on the CPU (32 windows a series, 48 steps in, 15 and 60 ahead) trained on
+/// `n` sines of `len` steps and `period`: a model to save, load and retrain in the stage's
+/// tests, and its settings.
+#[cfg(feature = "torch")]
+fn one_epoch_lstm(n: usize, len: usize, period: f64) -> (lstm::LstmModel, LstmConfig) {
+    let series: Vec<Vec<f64>> = (0..n)
+        .map(|s| {
+            (0..len)
+                .map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / period).sin())
+                .collect()
+        })
+        .collect();
+    let cfg = LstmConfig {
+        windows_per_series: 32,
+        model: wfe_neural::ForecasterConfig {
+            epochs: 1,
+            device: wfe_neural::DeviceChoice::Cpu,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
+    let (model, _) = lstm::LstmModel::train(&series, cut, &LEVELS, &cfg).unwrap();
+    (model, cfg)
+}
+
 /// Metadata of a model for the default settings on SMD's 60 s step.
 #[cfg(feature = "torch")]
 fn smd_meta(model: &lstm::LstmModel, levels: &[f64]) -> store::ModelMeta {
@@ -381,25 +411,8 @@ fn smd_meta(model: &lstm::LstmModel, levels: &[f64]) -> store::ModelMeta {
 fn the_stage_loads_the_newest_lstm_swaps_to_new_versions_and_refuses_bad_files() {
     use store::ModelRepo;
     let dir = tempfile::tempdir().unwrap();
-    let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
-    let series: Vec<Vec<f64>> = (0..4)
-        .map(|s| {
-            (0..4000)
-                .map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 200.0).sin())
-                .collect()
-        })
-        .collect();
-    let cfg_lstm = LstmConfig {
-        windows_per_series: 32,
-        model: wfe_neural::ForecasterConfig {
-            epochs: 1,
-            device: wfe_neural::DeviceChoice::Cpu,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (m1, _) = lstm::LstmModel::train(&series, cut.clone(), &levels, &cfg_lstm).unwrap();
+    let levels = LEVELS;
+    let (m1, _) = one_epoch_lstm(4, 4000, 200.0);
     let repo = store::LocalDir::new(dir.path());
     assert_eq!(store::save(&repo, &m1, smd_meta(&m1, &levels)).unwrap(), 1);
 
@@ -422,7 +435,7 @@ fn the_stage_loads_the_newest_lstm_swaps_to_new_versions_and_refuses_bad_files()
     }
     assert_eq!(ctx.counters()["model.loaded"], 1);
     // A new version, a version of another format, and one without its network.
-    let (m2, _) = lstm::LstmModel::train(&series, cut, &levels, &cfg_lstm).unwrap();
+    let (m2, _) = one_epoch_lstm(4, 4000, 200.0);
     assert_eq!(store::save(&repo, &m2, smd_meta(&m2, &levels)).unwrap(), 2);
     let mut meta3 = serde_json::to_value(smd_meta(&m2, &levels)).unwrap();
     meta3["format"] = 99.into();

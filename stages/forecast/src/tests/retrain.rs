@@ -7,27 +7,9 @@ use super::*;
 /// A one-epoch LSTM saved as version 1 of a fresh folder (its data "ended" at time 0), and a
 /// stage config retraining it every 3 days of event time with `retrain_min_series`.
 fn retraining_job(dir: &std::path::Path, retrain_min_series: usize) -> ForecastConfig {
-    let levels = [0.025, 0.1, 0.5, 0.9, 0.975];
-    let cut = lstm::Cut::new(48, 1440, vec![15, 60]);
-    let series: Vec<Vec<f64>> = (0..2)
-        .map(|s| {
-            (0..3000)
-                .map(|i| 0.3 + 0.1 * ((i + s * 100) as f64 / 150.0).sin())
-                .collect()
-        })
-        .collect();
-    let lstm_cfg = LstmConfig {
-        windows_per_series: 32,
-        model: wfe_neural::ForecasterConfig {
-            epochs: 1,
-            device: wfe_neural::DeviceChoice::Cpu,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let (m1, _) = lstm::LstmModel::train(&series, cut, &levels, &lstm_cfg).unwrap();
+    let (m1, lstm_cfg) = one_epoch_lstm(2, 3000, 150.0);
     let repo = store::LocalDir::new(dir);
-    store::save(&repo, &m1, smd_meta(&m1, &levels)).unwrap();
+    store::save(&repo, &m1, smd_meta(&m1, &LEVELS)).unwrap();
     ForecastConfig {
         models: vec![Model::Persistence, Model::Lstm],
         model_dir: Some(dir.to_path_buf()),
