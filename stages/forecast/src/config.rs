@@ -14,7 +14,8 @@ pub struct ForecastConfig {
     /// Horizons in seconds.
     #[serde(default = "d_horizons")]
     pub horizons_s: Vec<u64>,
-    /// Quantile levels, ascending, in (0, 1).
+    /// Quantile levels, ascending, in (0, 1). The LSTM reads a level it was not trained on
+    /// linearly between the two of its own around it; a level outside its range refuses it.
     #[serde(default = "d_quantiles")]
     pub quantiles: Vec<f64>,
     /// Seconds of event time between forecasts of a workload.

@@ -236,10 +236,7 @@ impl Forecast {
                     .map(|q| {
                         q.map(|q| Made {
                             points: q.iter().map(|h| h[l.median] * cap).collect(),
-                            levels: q
-                                .iter()
-                                .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
-                                .collect(),
+                            levels: q.iter().map(|h| l.configured(h, cap)).collect(),
                         })
                     })
                     .collect(),
@@ -286,11 +283,7 @@ impl Forecast {
                 out[j] = Some((
                     Made {
                         points: f.levels.iter().map(|h| h[l.median] * cap).collect(),
-                        levels: f
-                            .levels
-                            .iter()
-                            .map(|h| l.levels.iter().map(|&li| h[li] * cap).collect())
-                            .collect(),
+                        levels: f.levels.iter().map(|h| l.configured(h, cap)).collect(),
                     },
                     f.class,
                 ));

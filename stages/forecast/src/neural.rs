@@ -37,8 +37,8 @@ pub(crate) struct Neural {
 pub(crate) struct Loaded {
     pub(crate) model: LstmModel,
     pub(crate) meta: ModelMeta,
-    /// For each configured level, its index among the model's levels.
-    pub(crate) levels: Vec<usize>,
+    /// For each configured level, where it lies among the model's levels.
+    pub(crate) levels: Vec<Between>,
     /// The model's median level.
     pub(crate) median: usize,
 }
@@ -123,12 +123,16 @@ impl Loaded {
         cfg: &ForecastConfig,
     ) -> wfe_contract::Result<Self> {
         let find = |l: f64| meta.levels.iter().position(|m| (m - l).abs() < 1e-9);
-        let levels: Option<Vec<usize>> = cfg.quantiles.iter().map(|&l| find(l)).collect();
+        let levels: Option<Vec<Between>> = cfg
+            .quantiles
+            .iter()
+            .map(|&l| Between::of(&meta.levels, l))
+            .collect();
         let (Some(levels), Some(median)) = (levels, find(0.5)) else {
             return Err(wfe_contract::Error::bad_input(
                 format!("forecast-lstm v{}", meta.version),
                 format!(
-                    "the model's levels {:?} lack the configured {:?} or 0.5",
+                    "the model's levels {:?} lack 0.5 or do not span the configured {:?}",
                     meta.levels, cfg.quantiles
                 ),
             ));
@@ -141,6 +145,12 @@ impl Loaded {
             levels,
             median,
         })
+    }
+
+    /// The configured levels of one horizon's model output `h` (the model's levels), times
+    /// `cap`.
+    pub(crate) fn configured(&self, h: &[f64], cap: f64) -> Vec<f64> {
+        self.levels.iter().map(|b| b.read(h) * cap).collect()
     }
 
     /// Whether a series of this step is what the model was trained for.
@@ -177,5 +187,61 @@ impl Neural {
     /// Whether a retrain of `step`'s model is under way.
     pub(crate) fn retraining(&self, step: u64) -> bool {
         self.retraining.contains_key(&step)
+    }
+}
+
+/// A configured level read from a model's levels: one of them, or linearly between the two
+/// around it (the piecewise-linear distribution tier-select reads too), so a job may ask for
+/// levels a model was not trained on as long as they lie within its range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Between {
+    lo: usize,
+    hi: usize,
+    /// Weight of `hi`; 0 where the level is one of the model's.
+    w: f64,
+}
+
+impl Between {
+    /// Where `level` lies among `model` (ascending); `None` outside their range.
+    pub(crate) fn of(model: &[f64], level: f64) -> Option<Self> {
+        if let Some(i) = model.iter().position(|m| (m - level).abs() < 1e-9) {
+            return Some(Self {
+                lo: i,
+                hi: i,
+                w: 0.0,
+            });
+        }
+        let hi = model.iter().position(|&m| m > level)?;
+        let lo = hi.checked_sub(1)?;
+        let w = (level - model[lo]) / (model[hi] - model[lo]);
+        Some(Self { lo, hi, w })
+    }
+
+    /// The level's value in one output `h` of the model's levels.
+    pub(crate) fn read(&self, h: &[f64]) -> f64 {
+        if self.w == 0.0 {
+            return h[self.lo];
+        }
+        h[self.lo] + self.w * (h[self.hi] - h[self.lo])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Between;
+
+    #[test]
+    fn a_level_is_read_from_the_model_s_own_or_between_the_two_around_it() {
+        let model = [0.1, 0.5, 0.9];
+        let h = [2.0, 4.0, 10.0];
+        let at = |l: f64| Between::of(&model, l).map(|b| b.read(&h));
+        assert_eq!(at(0.5), Some(4.0));
+        assert_eq!(at(0.1), Some(2.0));
+        assert_eq!(at(0.9), Some(10.0));
+        assert!((at(0.3).unwrap() - 3.0).abs() < 1e-12);
+        assert!((at(0.8).unwrap() - 8.5).abs() < 1e-12);
+        // Outside the model's range: no extrapolation.
+        assert_eq!(at(0.05), None);
+        assert_eq!(at(0.95), None);
     }
 }

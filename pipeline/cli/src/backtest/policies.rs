@@ -199,10 +199,7 @@ fn copy_newest_models(from: &std::path::Path, to: &std::path::Path) -> Result<()
     let (src, dst) = (LocalDir::new(from), LocalDir::new(to));
     for step in src.steps()? {
         if let Some(&v) = src.versions(step)?.last() {
-            // meta.json last: a version is complete when it has one.
-            for file in ["model.bin", "meta.json"] {
-                dst.write(step, v, file, &src.read(step, v, file)?)?;
-            }
+            wfe_forecast::store::copy_version(&src, &dst, step, v)?;
         }
     }
     Ok(())
