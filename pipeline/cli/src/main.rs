@@ -28,6 +28,7 @@ mod http;
 mod parallel;
 mod receive;
 mod recommend;
+mod scratch;
 mod services;
 mod similar;
 mod sql;

@@ -188,24 +188,6 @@ pub fn save(repo: &dyn ModelRepo, model: &LstmModel, mut meta: ModelMeta) -> Res
     Ok(version)
 }
 
-/// Copies version `version` of step `step_s` from `src` to `dst` under the same number: the
-/// network, each kept class's variant and, last, the metadata (a version is complete when it
-/// has its `meta.json`, so a copy cut short is never loaded).
-pub fn copy_version(
-    src: &dyn ModelRepo,
-    dst: &dyn ModelRepo,
-    step_s: u64,
-    version: u64,
-) -> Result<()> {
-    let m = meta(src, step_s, version)?;
-    let classes = m.classes.classes.iter().filter(|c| c.kept);
-    let files = std::iter::once("model.bin".to_string()).chain(classes.map(|c| class_file(c.id)));
-    for file in files.chain(std::iter::once("meta.json".to_string())) {
-        dst.write(step_s, version, &file, &src.read(step_s, version, &file)?)?;
-    }
-    Ok(())
-}
-
 fn class_file(id: u32) -> String {
     format!("class-{id}.bin")
 }

@@ -193,18 +193,6 @@ fn weighted_quantile(w: &mut [(f64, f64)], q: f64) -> f64 {
     w.last().map_or(0.0, |x| x.0)
 }
 
-/// Copies the newest model version of each step from one model folder to another.
-fn copy_newest_models(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    use wfe_forecast::store::{LocalDir, ModelRepo};
-    let (src, dst) = (LocalDir::new(from), LocalDir::new(to));
-    for step in src.steps()? {
-        if let Some(&v) = src.versions(step)?.last() {
-            wfe_forecast::store::copy_version(&src, &dst, step, v)?;
-        }
-    }
-    Ok(())
-}
-
 /// A `metrics.norm` batch cut into one batch per timestamp (its rows are grouped by step).
 fn by_time(batch: &RecordBatch) -> Vec<RecordBatch> {
     let Ok(time) = timestamps(batch, "event_time") else {
@@ -231,14 +219,10 @@ pub struct Replay {
 
 /// The forecast stage over `norm`, step by step as a live run feeds it.
 pub fn wfe_forecasts(job: &JobConfig, norm: Vec<RecordBatch>) -> Result<Replay> {
-    // The stage retrains into its model folder: it gets a private copy of the newest models,
-    // so a backtest neither changes the user's folder nor depends on earlier backtests.
-    let scratch = tempfile::tempdir().map_err(|e| Error::io("backtest model folder", e))?;
-    let mut fcfg = job.stages.forecast.clone();
-    if let Some(dir) = &fcfg.model_dir {
-        copy_newest_models(dir, scratch.path())?;
-        fcfg.model_dir = Some(scratch.path().to_path_buf());
-    }
+    // The stage retrains into its model folder: it gets a private copy, so a backtest
+    // neither changes the user's folder nor depends on earlier backtests.
+    let (_scratch, job) = crate::scratch::scratch_models(job)?;
+    let fcfg = job.stages.forecast.clone();
     let mut forecast = Forecast::new(fcfg, job.resources.clone())?;
     let mut fctx = Context::new("forecast");
     let mut steps = Vec::new();

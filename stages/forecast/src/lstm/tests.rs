@@ -330,15 +330,6 @@ mod trained {
             let gap = a.levels.iter().flatten().zip(b.levels.iter().flatten());
             assert!(gap.map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) < 1e-5);
         }
-        // A copy (a backtest's private model folder) holds the variant too.
-        let copy = tempfile::tempdir().unwrap();
-        let dst = crate::store::LocalDir::new(copy.path());
-        crate::store::copy_version(&repo, &dst, 3600, v).unwrap();
-        let (copied, _) = crate::store::load(&dst, 3600, v, None).unwrap();
-        assert_eq!(
-            copied.variants.keys().collect::<Vec<_>>(),
-            vec![&wave_class]
-        );
         // A variant's file gone: the version is refused with its name, not served half.
         std::fs::remove_file(
             dir.path()
