@@ -162,7 +162,8 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     let sizes = [
         ("wfe", 7 * 6),
         ("wfe-cost", 6 * 6),
-        ("wfe-tuned", 6),
+        // The learner over prices, and over prices and floors, from each floor.
+        ("wfe-tuned", 6 * 2),
         ("reactive", 6),
         ("static", 7),
         ("vpa", 15),
@@ -204,6 +205,12 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
         (dear - cheap).abs() > 1e-6,
         "the same cost at 30 and 0.01 USD per unit-minute: {dear}"
     );
+    let over_floors = points("wfe-tuned")
+        .into_iter()
+        .filter(|x| x.0.starts_with("tuned over floors floor="))
+        .count();
+    assert_eq!(over_floors, 6);
+    assert_eq!(r["tuned"].as_array().map(|t| t.len()), Some(12), "{r}");
     // Reactive priced at its own point: at most its own cost (a cheaper setting may be as short).
     let at = |p: &str| policies[p]["cost_at_reactive_underprovisioning"].as_f64();
     assert!(at("reactive").is_some_and(|x| x <= 1.0 + 1e-9), "{r}");

@@ -96,6 +96,12 @@ pub struct TuningConfig {
     /// ascending; 1 (the configured price, where a workload starts) among them.
     #[serde(default = "d_arms")]
     pub arms: Vec<f64>,
+    /// Reactive floors (`[burst_utilisation, burst_target]`) each workload chooses among
+    /// too: every multiplier is an arm at every floor, and a workload's floor is its arm's.
+    /// Empty (the default): the job's own floor only. When given, the job's own floor is
+    /// among them (where a workload starts) and the floor is on (`burst_utilisation` > 0).
+    #[serde(default)]
+    pub floors: Vec<[f64; 2]>,
     /// Half-life of an arm's realised cost, in hours of event time: older steps count less
     /// (a workload's behaviour drifts).
     #[serde(default = "d_half_life")]
@@ -109,15 +115,50 @@ pub struct TuningConfig {
     pub learning_rate: f64,
 }
 
+/// One arm of the learner: a multiplier of `shortfall_price` at a reactive floor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arm {
+    pub multiplier: f64,
+    /// `[burst_utilisation, burst_target]`.
+    pub floor: [f64; 2],
+}
+
 impl TuningConfig {
-    /// The arm of the configured price (multiplier 1, else the nearest to it).
-    pub fn neutral_arm(&self) -> usize {
-        (0..self.arms.len())
+    /// The floors the arms are made at: `floors`, or the job's own (`own`) alone.
+    fn floors_or(&self, own: [f64; 2]) -> Vec<[f64; 2]> {
+        if self.floors.is_empty() {
+            vec![own]
+        } else {
+            self.floors.clone()
+        }
+    }
+
+    /// Every arm, the multipliers varying fastest; `own`: the job's floor.
+    pub fn arm_list(&self, own: [f64; 2]) -> Vec<Arm> {
+        (self.floors_or(own).into_iter())
+            .flat_map(|floor| (self.arms.iter()).map(move |&multiplier| Arm { multiplier, floor }))
+            .collect()
+    }
+
+    /// The floor of arm `k` (an index of [`Self::arm_list`]).
+    pub fn floor_of_arm(&self, k: usize, own: [f64; 2]) -> [f64; 2] {
+        let i = k / self.arms.len().max(1);
+        self.floors.get(i).copied().unwrap_or(own)
+    }
+
+    /// The arm where a workload starts: the configured price (multiplier 1, else the
+    /// nearest to it) at the job's own floor `own`.
+    pub fn neutral_arm(&self, own: [f64; 2]) -> usize {
+        let m = (0..self.arms.len())
             .min_by(|a, b| {
                 let d = |i: usize| self.arms[i].ln().abs();
                 d(*a).total_cmp(&d(*b))
             })
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let f = (self.floors_or(own).iter())
+            .position(|f| *f == own)
+            .unwrap_or(0);
+        f * self.arms.len() + m
     }
 
     fn validate(&self) -> Result<()> {
@@ -139,6 +180,13 @@ impl TuningConfig {
                 "must be 1 to 32 positive multipliers, ascending, 1 among them",
             );
         }
+        let floor_ok = |[u, t]: [f64; 2]| 0.0 < t && t <= u && u <= 1.0;
+        if self.floors.len() > 8 || !self.floors.iter().all(|f| floor_ok(*f)) {
+            return bad(
+                "floors",
+                "must be up to 8 [burst_utilisation, burst_target] pairs, 0 < target <= utilisation <= 1",
+            );
+        }
         if self.half_life_h.is_nan() || self.half_life_h <= 0.0 {
             return bad("half_life_h", "must be a positive number of hours");
         }
@@ -156,6 +204,7 @@ impl Default for TuningConfig {
     fn default() -> Self {
         Self {
             arms: d_arms(),
+            floors: Vec::new(),
             half_life_h: d_half_life(),
             warmup_h: d_warmup(),
             learning_rate: d_rate(),
@@ -376,6 +425,13 @@ impl TierSelectConfig {
                 );
             }
             t.validate()?;
+            let own = [self.burst_utilisation, self.burst_target];
+            if !t.floors.is_empty() && (self.burst_utilisation <= 0.0 || !t.floors.contains(&own)) {
+                return bad(
+                    "tuning.floors",
+                    "hold the job's own floor [burst_utilisation, burst_target], which must be on",
+                );
+            }
         }
         Ok(())
     }

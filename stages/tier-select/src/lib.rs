@@ -261,7 +261,8 @@ impl TierSelect {
         let mut chosen = best.clone();
         // A forecast never takes the fleet below what the demand observed now needs (the
         // reactive floor would scale it straight back up): the difference is on demand.
-        if let Some((floor, what)) = self.floor_count(&prev, workload, &best)
+        let target = self.floor_of(workload)[1];
+        if let Some((floor, what)) = self.floor_count(&prev, workload, &best, target)
             && floor > chosen.count
         {
             let inst = self.catalog.get(&chosen.instance_type);
@@ -272,7 +273,7 @@ impl TierSelect {
             reason = format!(
                 "{reason}; raised from {} to {floor} by the reactive floor (observed {what} at burst_target {:.0} %)",
                 chosen.count,
-                self.cfg.burst_target * 100.0
+                target * 100.0
             );
             chosen.count = floor;
         }

@@ -20,6 +20,22 @@ impl TierSelect {
         self.cfg.burst_utilisation > 0.0 && !self.resources.is_empty()
     }
 
+    /// The job's own floor, `[burst_utilisation, burst_target]`.
+    pub(crate) fn own_floor(&self) -> [f64; 2] {
+        [self.cfg.burst_utilisation, self.cfg.burst_target]
+    }
+
+    /// A workload's floor: its tuned arm's where the learner chooses floors too, else the
+    /// job's own.
+    pub(crate) fn floor_of(&self, workload: &str) -> [f64; 2] {
+        let own = self.own_floor();
+        // (The learner is looked up only where floors are tuned: this runs at every step.)
+        let Some(t) = self.cfg.tuning.as_ref().filter(|t| !t.floors.is_empty()) else {
+            return own;
+        };
+        (self.tuners.get(workload)).map_or(own, |l| t.floor_of_arm(l.chosen(), own))
+    }
+
     /// The reactive floor over one `metrics.norm` batch: a step whose demand passes
     /// `burst_utilisation` of the capacity decided for its workload becomes a decision that
     /// adds on-demand instances up to `burst_target` utilisation.
@@ -54,6 +70,7 @@ impl TierSelect {
             self.current
                 .insert(workload.to_string(), Current::default());
         }
+        let [utilisation, target] = self.floor_of(workload);
         let cur = self.current.get_mut(workload).expect("inserted above");
         if cur.observed.is_some_and(|t| time <= t) {
             return;
@@ -84,7 +101,7 @@ impl TierSelect {
             };
             let per = cap * inst.performance;
             let load = v / (in_place as f64 * per + private(unit)).max(1e-12);
-            if load > self.cfg.burst_utilisation && worst.is_none_or(|w| load > w.2) {
+            if load > utilisation && worst.is_none_or(|w| load > w.2) {
                 worst = Some((ri, *v, load));
             }
         }
@@ -98,7 +115,7 @@ impl TierSelect {
         let res = &self.resources[ri];
         let per = inst.capacity(&res.unit).unwrap_or(1.0) * inst.performance;
         let own = private(&res.unit);
-        let count = floor_instances(value, own, per, self.cfg.burst_target) as i64;
+        let count = floor_instances(value, own, per, target) as i64;
         if count <= cur.count {
             return;
         }
@@ -145,20 +162,21 @@ impl TierSelect {
             load * 100.0,
             prev as f64 * per,
             inst.r#type,
-            self.cfg.burst_utilisation * 100.0,
+            utilisation * 100.0,
             count - prev,
-            self.cfg.burst_target * 100.0,
+            target * 100.0,
             self.prices.origin
         ));
     }
 
-    /// The fewest instances of `best`'s type that hold the demand last observed at
-    /// `burst_target` (the reactive floor's level), with the resource that sets it.
+    /// The fewest instances of `best`'s type that hold the demand last observed at `target`
+    /// utilisation (the reactive floor's `burst_target`), with the resource that sets it.
     pub(crate) fn floor_count(
         &self,
         prev: &Current,
         prev_workload: &str,
         best: &Priced,
+        target: f64,
     ) -> Option<(i64, String)> {
         if !self.reactive() {
             return None;
@@ -171,8 +189,8 @@ impl TierSelect {
                 let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
                 let own = self.private_of(prev_workload)(&res.unit);
                 let per = cap * inst.performance;
-                let n = floor_instances(v, own, per, self.cfg.burst_target) as i64;
-                let v = v - own * self.cfg.burst_target;
+                let n = floor_instances(v, own, per, target) as i64;
+                let v = v - own * target;
                 Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
             })
             .max_by_key(|(n, _)| *n)

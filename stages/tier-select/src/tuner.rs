@@ -11,7 +11,8 @@
 //! - **Arms**: multipliers of `shortfall_price` the decision is made with (`arms`, by
 //!   default 0.1 to 10). At every forecast issuance the stage chooses an option under every
 //!   arm (with the same fleet in place and the same reactive floor): what that arm would have
-//!   put in place.
+//!   put in place. With `floors`, every multiplier is an arm at every reactive floor, and a
+//!   workload's live floor is its arm's (`TierSelect::floor_of`).
 //! - **Counterfactual scoring, full information**: every step of `metrics.norm` that follows
 //!   scores every arm on the demand that actually came: its fleet's price for the step plus
 //!   the job's own `shortfall_price` for each unit-minute of demand above its capacity. So
@@ -111,22 +112,24 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// A learner over `cfg`'s arms, starting at the configured price.
-    pub fn new(cfg: &TuningConfig) -> Self {
+    /// A learner over `cfg`'s arms for a job whose own floor is `own`, starting at the
+    /// configured price and that floor.
+    pub fn new(cfg: &TuningConfig, own: [f64; 2]) -> Self {
         Self {
-            cost: vec![0.0; cfg.arms.len()],
+            cost: vec![0.0; cfg.arm_list(own).len()],
             hours: 0.0,
             scored_to: None,
             plans: Vec::new(),
             since: i64::MAX,
-            chosen: cfg.neutral_arm(),
+            chosen: cfg.neutral_arm(own),
         }
     }
 
     /// Whether the learner was made for `cfg`'s arms (a restored one of other settings is
     /// started again).
-    pub fn fits(&self, cfg: &TuningConfig) -> bool {
-        self.cost.len() == cfg.arms.len() && self.chosen < cfg.arms.len()
+    pub fn fits(&self, cfg: &TuningConfig, own: [f64; 2]) -> bool {
+        let n = cfg.arm_list(own).len();
+        self.cost.len() == n && self.chosen < n
     }
 
     pub fn chosen(&self) -> usize {
@@ -159,9 +162,9 @@ impl Learner {
 
     /// The arm to decide with now: the configured one during the warm-up, then the arm of
     /// largest weight, the one in force unless another's cost is [`SWITCH`] lower.
-    pub fn choose(&mut self, cfg: &TuningConfig) -> usize {
+    pub fn choose(&mut self, cfg: &TuningConfig, own: [f64; 2]) -> usize {
         if self.hours < cfg.warmup_h {
-            self.chosen = cfg.neutral_arm();
+            self.chosen = cfg.neutral_arm(own);
             return self.chosen;
         }
         let best = (0..self.cost.len())
@@ -212,6 +215,8 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+    /// The job's own reactive floor.
+    const OWN: [f64; 2] = [0.8, 0.7];
 
     fn cfg() -> TuningConfig {
         TuningConfig {
@@ -238,7 +243,7 @@ mod tests {
             half_life_h: f64::INFINITY,
             ..cfg()
         };
-        let mut l = Learner::new(&c);
+        let mut l = Learner::new(&c, OWN);
         l.plan(0, plans(&[2.0, 4.0, 8.0], &[1.0, 2.0, 4.0]));
         // The first step starts the clock; then 60 steps of a minute at demand 3.
         for k in 1..=61 {
@@ -277,7 +282,7 @@ mod tests {
         });
         let mut p = plans(&[2.0, 6.0], &[2.0, 6.0]);
         p.iter_mut().for_each(|p| p.burst = burst.clone());
-        let mut l = Learner::new(&c);
+        let mut l = Learner::new(&c, OWN);
         l.plan(0, p);
         // The first step after the issuance starts the clock.
         l.score(&c, MIN, &[Some(1.0)], 1.0);
@@ -300,7 +305,7 @@ mod tests {
         assert_eq!(l.plans[0].capacity, vec![Some(10.0)]);
         assert_eq!(l.plans[1].capacity, vec![Some(10.0)]);
         // Without a floor, the small arm is short all ten minutes.
-        let mut bare = Learner::new(&c);
+        let mut bare = Learner::new(&c, OWN);
         bare.plan(0, plans(&[2.0, 6.0], &[2.0, 6.0]));
         bare.score(&c, MIN, &[Some(1.0)], 1.0);
         for k in 2..=11 {
@@ -315,17 +320,17 @@ mod tests {
             warmup_h: 2.0,
             ..cfg()
         };
-        let mut l = Learner::new(&c);
+        let mut l = Learner::new(&c, OWN);
         l.plan(0, plans(&[1.0, 4.0, 8.0], &[1.0, 2.0, 4.0]));
         for k in 1..=90 {
             l.score(&c, k * MIN, &[Some(0.5)], 1.0);
         }
-        assert_eq!(l.choose(&c), 1, "{:?}", l.costs());
+        assert_eq!(l.choose(&c, OWN), 1, "{:?}", l.costs());
         for k in 91..=200 {
             l.score(&c, k * MIN, &[Some(0.5)], 1.0);
         }
         // Demand never passes the smallest fleet: the cheapest arm.
-        assert_eq!(l.choose(&c), 0);
+        assert_eq!(l.choose(&c, OWN), 0);
         let w = l.weights(&c);
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(w[0] > w[1] && w[1] > w[2], "{w:?}");
@@ -341,7 +346,7 @@ mod tests {
             half_life_h: 6.0,
             ..cfg()
         };
-        let mut l = Learner::new(&c);
+        let mut l = Learner::new(&c, OWN);
         // Capacity 4 / 6 / 10 units at 1 / 1.5 / 2.5 USD an hour, 0.1 USD a unit-minute short.
         l.plan(0, plans(&[4.0, 6.0, 10.0], &[1.0, 1.5, 2.5]));
         let mut t = 0;
@@ -352,7 +357,7 @@ mod tests {
                 t += MIN;
                 let d = if k % 2 == 0 { spike } else { 3.0 };
                 l.score(&c, t, &[Some(d)], 0.1);
-                l.choose(&c);
+                l.choose(&c, OWN);
             }
             assert_eq!(l.chosen(), want, "spikes to {spike}: {:?}", l.costs());
         }
@@ -361,7 +366,7 @@ mod tests {
     #[test]
     fn a_learner_comes_back_from_its_bytes_and_checks_its_arms() {
         let c = cfg();
-        let mut l = Learner::new(&c);
+        let mut l = Learner::new(&c, OWN);
         l.plan(0, plans(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]));
         for k in 1..=10 {
             l.score(&c, k * MIN, &[Some(2.5)], 1.0);
@@ -373,12 +378,12 @@ mod tests {
         let back: Vec<(String, Learner)> = split.items("t", "tuning").unwrap();
         let back = back.into_iter().next().unwrap().1;
         assert_eq!(back, l);
-        assert!(back.fits(&c));
+        assert!(back.fits(&c, OWN));
         let other = TuningConfig {
             arms: vec![1.0, 2.0],
             ..c
         };
-        assert!(!back.fits(&other));
+        assert!(!back.fits(&other, OWN));
         // Plans of another number of arms are not taken.
         let mut l2 = l.clone();
         l2.plan(99, plans(&[1.0], &[1.0]));

@@ -4,6 +4,7 @@
 use arrow_array::RecordBatch;
 use wfe_contract::{Context, Result};
 
+use crate::config::Arm;
 use crate::plan::{self, Choice, Need, Priced, Rules};
 use crate::tuner::{ArmPlan, Burst, Learner};
 use crate::{Current, TierSelect};
@@ -32,53 +33,74 @@ impl TierSelect {
         if !self.tuned() {
             return plan::choose(&self.catalog, rules, needs).map(|c| (c, None));
         }
-        let mut choices = Vec::with_capacity(cfg.arms.len());
-        for m in &cfg.arms {
+        let own = self.own_floor();
+        let arms = cfg.arm_list(own);
+        let mut choices = Vec::with_capacity(arms.len());
+        for arm in &arms {
             let mut r = rules.clone();
             r.cost = Some(crate::CostModel {
-                shortfall_price: model.shortfall_price * m,
+                shortfall_price: model.shortfall_price * arm.multiplier,
                 ..model
             });
             choices.push(plan::choose(&self.catalog, &r, needs)?);
         }
-        let plans = (choices.iter())
-            .map(|c| self.arm_plan(prev, workload, &c.chosen))
+        let plans = (choices.iter().zip(&arms))
+            .map(|(c, arm)| self.arm_plan(prev, workload, &c.chosen, arm.floor))
             .collect();
         let learner = (self.tuners)
             .entry(workload.to_string())
-            .or_insert_with(|| Learner::new(&cfg));
-        if !learner.fits(&cfg) {
-            *learner = Learner::new(&cfg);
+            .or_insert_with(|| Learner::new(&cfg, own));
+        if !learner.fits(&cfg, own) {
+            *learner = Learner::new(&cfg, own);
         }
         let before = learner.chosen();
-        let k = learner.choose(&cfg);
+        let k = learner.choose(&cfg, own);
         learner.plan(at, plans);
         if k != before {
             ctx.count("tuning.switches", 1);
         }
-        ctx.count(&format!("tuning.arm.x{}", cfg.arms[k]), 1);
         let weights = learner.weights(&cfg);
+        let hours = learner.hours();
+        let with_floors = !cfg.floors.is_empty();
+        let name = |a: &Arm| {
+            let [u, t] = a.floor;
+            if with_floors {
+                format!("x{} floor {u}/{t}", a.multiplier)
+            } else {
+                format!("x{}", a.multiplier)
+            }
+        };
+        ctx.count(
+            &format!("tuning.arm.{}", name(&arms[k]).replace(' ', ".")),
+            1,
+        );
         let note = format!(
-            "tuned: shortfall_price x{} ({:.4} USD per unit-minute), {} over {:.0} h of realised cost (weights {})",
-            cfg.arms[k],
-            model.shortfall_price * cfg.arms[k],
-            if learner.hours() < cfg.warmup_h {
+            "tuned: shortfall_price {} ({:.4} USD per unit-minute), {} over {:.0} h of realised cost (weights {})",
+            name(&arms[k]),
+            model.shortfall_price * arms[k].multiplier,
+            if hours < cfg.warmup_h {
                 "the configured price during the warm-up"
             } else {
                 "the arm of least cost"
             },
-            learner.hours(),
-            (cfg.arms.iter().zip(&weights))
-                .map(|(m, w)| format!("x{m}: {w:.2}"))
+            hours,
+            (arms.iter().zip(&weights))
+                .map(|(a, w)| format!("{}: {w:.2}", name(a)))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
         Some((choices.swap_remove(k), Some(note)))
     }
 
-    /// What `chosen` puts in place, raised to the reactive floor as the decision would be:
-    /// capacity per resource map and USD per hour.
-    fn arm_plan(&self, prev: &Current, workload: &str, chosen: &Priced) -> ArmPlan {
+    /// What `chosen` puts in place, raised to the reactive floor `floor` as the decision
+    /// would be: capacity per resource map and USD per hour.
+    fn arm_plan(
+        &self,
+        prev: &Current,
+        workload: &str,
+        chosen: &Priced,
+        floor: [f64; 2],
+    ) -> ArmPlan {
         let Some(inst) = self.catalog.get(&chosen.instance_type) else {
             return ArmPlan {
                 capacity: vec![None; self.resources.len()],
@@ -88,11 +110,11 @@ impl TierSelect {
         };
         let mut count = chosen.count;
         let mut cost_per_hour = chosen.cost_per_hour;
-        if let Some((floor, _)) = self.floor_count(prev, workload, chosen)
-            && floor > count
+        if let Some((n, _)) = self.floor_count(prev, workload, chosen, floor[1])
+            && n > count
         {
-            cost_per_hour += (floor - count) as f64 * inst.on_demand_price;
-            count = floor;
+            cost_per_hour += (n - count) as f64 * inst.on_demand_price;
+            count = n;
         }
         let private = self.private_of(workload);
         let capacity = (self.resources.iter())
@@ -107,8 +129,8 @@ impl TierSelect {
                 .map(|r| Some(inst.capacity(&r.unit)? * inst.performance))
                 .collect(),
             price_per_hour: inst.on_demand_price,
-            utilisation: self.cfg.burst_utilisation,
-            target: self.cfg.burst_target,
+            utilisation: floor[0],
+            target: floor[1],
         });
         ArmPlan {
             capacity,
@@ -252,6 +274,61 @@ mod tests {
         }
     }
 
+    /// With `floors`, each workload's floor is its arm's: a learner held at the arm of the
+    /// lowest floor bursts where the job's own floor would not, and says so.
+    #[test]
+    fn a_workload_s_reactive_floor_is_its_arm_s() {
+        let floors = vec![[0.05, 0.04], [0.8, 0.7]];
+        let stage = |arm: Option<usize>| {
+            let cfg = TierSelectConfig {
+                burst_utilisation: 0.8,
+                burst_target: 0.7,
+                tuning: Some(TuningConfig {
+                    floors: floors.clone(),
+                    warmup_h: 0.0,
+                    ..TuningConfig::default()
+                }),
+                ..tuned_stage().cfg
+            };
+            let mut st = TierSelect::new(cfg)
+                .unwrap()
+                .with_resources(vec![asd_cpu()]);
+            let cfg = st.cfg.tuning.clone().unwrap();
+            let own = st.own_floor();
+            assert_eq!(own, [0.8, 0.7]);
+            assert_eq!(cfg.arm_list(own).len(), 2 * cfg.arms.len());
+            // Starts at x1 at the job's own floor, the second of the list.
+            let neutral = cfg.neutral_arm(own);
+            assert_eq!(cfg.arm_list(own)[neutral].floor, [0.8, 0.7]);
+            assert_eq!(cfg.arm_list(own)[neutral].multiplier, 1.0);
+            if let Some(k) = arm {
+                assert_eq!(cfg.floor_of_arm(k, own), [0.05, 0.04]);
+                // A learner of zero costs held at arm k (nothing is cheaper by SWITCH).
+                let mut l = serde_json::to_value(Learner::new(&cfg, own)).unwrap();
+                l["chosen"] = serde_json::json!(k);
+                st.tuners
+                    .insert("omi-5".into(), serde_json::from_value(l).unwrap());
+            }
+            st
+        };
+        let norm = normalised("asd", &["omi-5"], 4);
+        let bursts = |st: &mut TierSelect| {
+            let out = run(st, &norm, &mut Context::new("tier-select"));
+            let reasons = col(&out, "reason");
+            (reasons.into_iter())
+                .filter(|r| r.starts_with("reactive floor"))
+                .collect::<Vec<_>>()
+        };
+        // omi-5 uses a few of the ~100 vCPU its forecasts buy: under 80 %, over 5 %.
+        assert!(bursts(&mut stage(None)).is_empty());
+        let low = bursts(&mut stage(Some(2)));
+        assert!(!low.is_empty());
+        assert!(
+            low.iter().all(|r| r.contains("(burst_utilisation 5 %)")),
+            "{low:?}"
+        );
+    }
+
     #[test]
     fn tuning_is_checked_against_its_objective_and_arms() {
         let tuning = Some(TuningConfig::default());
@@ -276,6 +353,31 @@ mod tests {
             let e = TierSelect::new(cfg).err().unwrap().to_string();
             assert!(e.contains("tuning.arms"), "{arms:?}: {e}");
         }
+        // Floors: valid pairs, the job's own among them, the floor on.
+        let with_floors = |floors: Vec<[f64; 2]>, burst: f64| TierSelectConfig {
+            objective: Objective::ExpectedCost,
+            burst_utilisation: burst,
+            tuning: Some(TuningConfig {
+                floors,
+                ..TuningConfig::default()
+            }),
+            ..Default::default()
+        };
+        let own = [0.8, 0.7];
+        for (floors, burst, key) in [
+            (vec![[0.5, 0.6], own], 0.8, "tuning.floors"),
+            (vec![[0.5, 0.4], [1.2, 0.9], own], 0.8, "tuning.floors"),
+            (vec![[0.5, 0.4]], 0.8, "tuning.floors"),
+            (vec![own], 0.0, "tuning.floors"),
+        ] {
+            let mut cfg = with_floors(floors.clone(), burst);
+            cfg.burst_target = 0.7;
+            let e = TierSelect::new(cfg).err().unwrap().to_string();
+            assert!(e.contains(key), "{floors:?}: {e}");
+        }
+        let mut ok = with_floors(vec![[0.5, 0.4], own], 0.8);
+        ok.burst_target = 0.7;
+        assert!(TierSelect::new(ok).is_ok());
         // Without resources to observe demand by, nothing is tuned (forecasts only).
         let cfg = TierSelectConfig {
             objective: Objective::ExpectedCost,

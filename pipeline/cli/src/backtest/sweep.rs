@@ -15,7 +15,9 @@
 //! - wfe-tuned: the `expected-cost` objective at the job's own price with each workload's
 //!   learner over multipliers of it (`[stages.tier-select.tuning]`, its defaults where the
 //!   job has none): one point a floor, priced against wfe-cost's fixed-price frontier at the
-//!   same under-provisioning ([`SweepReport::tuned`]);
+//!   same under-provisioning ([`SweepReport::tuned`]); and, where the job's tuning has no
+//!   `floors`, "tuned over floors": the learner choosing each workload's floor among the
+//!   sweep's too, one point for each floor it starts at;
 //! - all three at each reactive floor (`burst_utilisation` / `burst_target`): the floor answers
 //!   the jumps within an hour that no forecast quantile sees, so it moves wfe along its
 //!   frontier as much as the risk or the price does;
@@ -231,6 +233,21 @@ pub fn wfe_tuned_settings(job: &JobConfig) -> wfe_tier_select::TierSelectConfig 
     t
 }
 
+/// The learner choosing each workload's floor too, among the sweep's floors (`None` where
+/// the job's own tuning already has floors: its `tuned` point learns them).
+fn floor_tuned_settings(job: &JobConfig) -> Option<wfe_tier_select::TierSelectConfig> {
+    let mut t = wfe_tuned_settings(job);
+    let tuning = t.tuning.as_mut()?;
+    if !tuning.floors.is_empty() || t.burst_utilisation <= 0.0 {
+        return None;
+    }
+    tuning.floors = floors(&job.stages.tier_select)
+        .into_iter()
+        .map(|(u, t)| [u, t])
+        .collect();
+    Some(t)
+}
+
 /// Every policy at every setting on one entity: (policy, setting, figures).
 pub fn entity(
     d: &Demand,
@@ -253,7 +270,8 @@ pub fn entity(
     let cost = wfe_cost_settings(job)
         .into_iter()
         .map(|(p, t)| (format!("shortfall_price={}", label(p)), t));
-    let tuned = vec![("tuned".to_string(), wfe_tuned_settings(job))];
+    let mut tuned = vec![("tuned".to_string(), wfe_tuned_settings(job))];
+    tuned.extend(floor_tuned_settings(job).map(|t| ("tuned over floors".to_string(), t)));
     for (policy, points) in [
         ("wfe", risk.collect()),
         ("wfe-cost", cost.collect()),
