@@ -13,6 +13,9 @@ path = "data"
 
 [stages.forecast]
 every_s = 14400
+# The default job's levels: the model trained on them reaches p99, as the backtest's sweep
+# reads (its risks' levels lie between them).
+quantiles = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99]
 cv_origins = 12
 models = ["persistence", "seasonal-naive", "ets", "mstl", "lstm", "gbm"]
 
@@ -176,6 +179,21 @@ fn train_writes_versions_and_eval_scores_every_model() {
     ];
     let out = run_ok(&args, dir.path());
     assert!(out.contains("| 60 s | v2 | 38 |"), "{out}");
+
+    // The backtest's sweep forecasts with that LSTM (the default job's `models`): from its
+    // private copy of the folder (class variants and all), at the risks' SLA levels beside
+    // the job's own, which the model was not trained on and reads between its own.
+    let o = wfe(
+        &["backtest", "--data", "data", "--sweep", "--json"],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("load_failed"), "{err}");
+    assert!(
+        err.contains("forecast-lstm 60s v2") && err.contains("kind=\"loaded\""),
+        "{err}"
+    );
 }
 
 #[test]
