@@ -140,6 +140,11 @@ impl TuningConfig {
             .collect()
     }
 
+    /// How many arms [`Self::arm_list`] holds.
+    pub fn arm_count(&self) -> usize {
+        self.arms.len() * self.floors.len().max(1)
+    }
+
     /// The floor of arm `k` (an index of [`Self::arm_list`]).
     pub fn floor_of_arm(&self, k: usize, own: [f64; 2]) -> [f64; 2] {
         let i = k / self.arms.len().max(1);

@@ -116,7 +116,7 @@ impl Learner {
     /// configured price and that floor.
     pub fn new(cfg: &TuningConfig, own: [f64; 2]) -> Self {
         Self {
-            cost: vec![0.0; cfg.arm_list(own).len()],
+            cost: vec![0.0; cfg.arm_count()],
             hours: 0.0,
             scored_to: None,
             plans: Vec::new(),
@@ -127,8 +127,8 @@ impl Learner {
 
     /// Whether the learner was made for `cfg`'s arms (a restored one of other settings is
     /// started again).
-    pub fn fits(&self, cfg: &TuningConfig, own: [f64; 2]) -> bool {
-        let n = cfg.arm_list(own).len();
+    pub fn fits(&self, cfg: &TuningConfig) -> bool {
+        let n = cfg.arm_count();
         self.cost.len() == n && self.chosen < n
     }
 
@@ -378,12 +378,12 @@ mod tests {
         let back: Vec<(String, Learner)> = split.items("t", "tuning").unwrap();
         let back = back.into_iter().next().unwrap().1;
         assert_eq!(back, l);
-        assert!(back.fits(&c, OWN));
+        assert!(back.fits(&c));
         let other = TuningConfig {
             arms: vec![1.0, 2.0],
             ..c
         };
-        assert!(!back.fits(&other, OWN));
+        assert!(!back.fits(&other));
         // Plans of another number of arms are not taken.
         let mut l2 = l.clone();
         l2.plan(99, plans(&[1.0], &[1.0]));

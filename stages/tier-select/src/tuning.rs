@@ -33,24 +33,26 @@ impl TierSelect {
         if !self.tuned() {
             return plan::choose(&self.catalog, rules, needs).map(|c| (c, None));
         }
-        let own = self.own_floor();
-        let arms = cfg.arm_list(own);
-        let mut choices = Vec::with_capacity(arms.len());
-        for arm in &arms {
+        // One choice per price: the floor does not move it, only what the fleet meets after.
+        let mut choices = Vec::with_capacity(cfg.arms.len());
+        for m in &cfg.arms {
             let mut r = rules.clone();
             r.cost = Some(crate::CostModel {
-                shortfall_price: model.shortfall_price * arm.multiplier,
+                shortfall_price: model.shortfall_price * m,
                 ..model
             });
             choices.push(plan::choose(&self.catalog, &r, needs)?);
         }
-        let plans = (choices.iter().zip(&arms))
-            .map(|(c, arm)| self.arm_plan(prev, workload, &c.chosen, arm.floor))
+        let own = self.own_floor();
+        let arms = cfg.arm_list(own);
+        let of_arm = |k: usize| k % cfg.arms.len();
+        let plans = (arms.iter().enumerate())
+            .map(|(k, arm)| self.arm_plan(prev, workload, &choices[of_arm(k)].chosen, arm.floor))
             .collect();
         let learner = (self.tuners)
             .entry(workload.to_string())
             .or_insert_with(|| Learner::new(&cfg, own));
-        if !learner.fits(&cfg, own) {
+        if !learner.fits(&cfg) {
             *learner = Learner::new(&cfg, own);
         }
         let before = learner.chosen();
@@ -89,7 +91,7 @@ impl TierSelect {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
-        Some((choices.swap_remove(k), Some(note)))
+        Some((choices.swap_remove(of_arm(k)), Some(note)))
     }
 
     /// What `chosen` puts in place, raised to the reactive floor `floor` as the decision
