@@ -161,7 +161,8 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     };
     let sizes = [
         ("wfe", 7 * 6),
-        ("wfe-cost", 6 * 6),
+        // Each price at each floor, with and without the month's hold.
+        ("wfe-cost", 6 * 6 * 2),
         // The learner over prices, and over prices and floors, from each floor.
         ("wfe-tuned", 6 * 2),
         ("reactive", 6),
@@ -205,6 +206,12 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
         (dear - cheap).abs() > 1e-6,
         "the same cost at 30 and 0.01 USD per unit-minute: {dear}"
     );
+    // The hold reaches the decisions: holding a month's peak keeps more capacity somewhere.
+    let held = (points("wfe-cost").into_iter())
+        .filter_map(|(s, c, _)| Some((s.strip_suffix(" hold=720h")?.to_string(), c)))
+        .filter(|(s, c)| *c > cost("wfe-cost", s) + 1e-6)
+        .count();
+    assert!(held > 0, "no point costs more with hold_h = 720");
     let over_floors = points("wfe-tuned")
         .into_iter()
         .filter(|x| x.0.starts_with("tuned over floors floor="))

@@ -61,6 +61,12 @@ pub struct TierSelectConfig {
     /// Utilisation a burst scales up to.
     #[serde(default = "d_burst_target")]
     pub burst_target: f64,
+    /// Hours the reactive floor remembers: no forecast takes the fleet below what the
+    /// highest demand observed in the last `hold_h` hours needs at `burst_target` (Kubernetes'
+    /// scale-down stabilisation, over hours of observed demand). A workload that jumped once
+    /// keeps the capacity for the jump that long. 0 (the default): the demand last observed.
+    #[serde(default)]
+    pub hold_h: u32,
     /// Private capacity (on premises) that workloads use before public cloud: only the
     /// demand above it is provisioned from the catalog (hybrid burst). The first entry whose
     /// prefix matches a workload applies; each such workload has that much of its own.
@@ -308,6 +314,10 @@ fn d_burst() -> f64 {
     // Off unless configured (the default job turns it on): the stage alone reads forecasts.
     0.0
 }
+/// The longest `hold_h`: it bounds what a workload's floor remembers (an hour's maximum is
+/// 16 bytes).
+pub const MAX_HOLD_H: u32 = 2_160;
+
 fn d_burst_target() -> f64 {
     0.7
 }
@@ -356,6 +366,7 @@ impl Default for TierSelectConfig {
             transfer_cost_per_gb: 0.0,
             burst_utilisation: d_burst(),
             burst_target: d_burst_target(),
+            hold_h: 0,
             spot_prices: None,
             cold_start: false,
             tuning: None,
@@ -402,6 +413,14 @@ impl TierSelectConfig {
             return bad(
                 "burst_utilisation",
                 "burst_utilisation must be in [0, 1] and burst_target in (0, 1]",
+            );
+        }
+        if self.hold_h > MAX_HOLD_H {
+            return bad(
+                "hold_h",
+                &format!(
+                    "must be at most {MAX_HOLD_H} hours (90 days): each workload keeps up to one value per hour of it and resource"
+                ),
             );
         }
         if self

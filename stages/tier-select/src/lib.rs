@@ -26,6 +26,7 @@ mod cold;
 mod config;
 mod cost;
 pub mod expected;
+mod hold;
 pub mod plan;
 mod prices;
 mod private;
@@ -102,6 +103,9 @@ pub struct TierSelect {
     resources: Vec<ResourceMap>,
     /// Per workload, the learner of `[tuning]` (see [`tuner`]).
     tuners: HashMap<String, tuner::Learner>,
+    /// Per workload and resource map, the highest demand of the last `hold_h` hours (with
+    /// `hold_h` above 0 and the reactive floor on).
+    holds: HashMap<String, Vec<hold::PeakHold>>,
 }
 
 impl TierSelect {
@@ -149,6 +153,7 @@ impl TierSelect {
             current: HashMap::new(),
             resources: Vec::new(),
             tuners: HashMap::new(),
+            holds: HashMap::new(),
         }
     }
 
@@ -527,6 +532,11 @@ impl Stage for TierSelect {
             TUNING,
             self.tuners.iter().map(|(w, l)| (w.as_str(), l)),
         )?;
+        split.put_unordered(
+            self.name(),
+            HOLDS,
+            self.holds.iter().map(|(w, h)| (w.as_str(), h)),
+        )?;
         Ok(Some(split))
     }
 
@@ -534,6 +544,7 @@ impl Stage for TierSelect {
         let stage = self.name();
         let needs: Vec<(String, Vec<Need>)> = state.items(stage, NEEDS)?;
         self.tuners = state.items(stage, TUNING)?.into_iter().collect();
+        self.holds = state.items(stage, HOLDS)?.into_iter().collect();
         self.current = StageState::from_split(stage, state)?;
         for (w, n) in needs {
             let cur = self.current.get_mut(&w).ok_or_else(|| {
@@ -550,6 +561,8 @@ impl Stage for TierSelect {
 
 /// The state entries holding each workload's last needs.
 const NEEDS: &str = "needs";
+/// The state entries holding each workload's peak hold (`hold_h`).
+const HOLDS: &str = "hold";
 /// The state entries holding each workload's learner (`[tuning]`). The first version's
 /// (`tuning`, arms without the floor's bursts) are not read: those workloads warm up again,
 /// and the next snapshot removes them.

@@ -2,9 +2,12 @@
 //! the capacity decided for its workload adds on-demand instances at once, and no later
 //! forecast scales in below what the demand last observed needs.
 
+use std::collections::HashMap;
+
 use arrow_array::RecordBatch;
 use wfe_contract::{Context, Result};
 
+use crate::hold::PeakHold;
 use crate::rows::Rows;
 use crate::{Current, Priced, TierSelect, burst_id};
 
@@ -77,6 +80,9 @@ impl TierSelect {
         }
         cur.observed = Some(time);
         let in_place = cur.count;
+        if self.cfg.hold_h > 0 {
+            hold(&mut self.holds, self.cfg.hold_h, workload, (time, values));
+        }
         if in_place <= 0 {
             return;
         }
@@ -170,7 +176,8 @@ impl TierSelect {
     }
 
     /// The fewest instances of `best`'s type that hold the demand last observed at `target`
-    /// utilisation (the reactive floor's `burst_target`), with the resource that sets it.
+    /// utilisation (the reactive floor's `burst_target`), or with `hold_h` the highest demand
+    /// observed in its window, with the resource that sets it.
     pub(crate) fn floor_count(
         &self,
         prev: &Current,
@@ -182,17 +189,55 @@ impl TierSelect {
             return None;
         }
         let inst = self.catalog.get(&best.instance_type)?;
+        let window = self.cfg.hold_h;
+        let held = (self.holds.get(prev_workload))
+            .filter(|_| window > 0)
+            .zip(prev.observed);
         prev.last_seen
             .iter()
+            .enumerate()
             .zip(&self.resources)
-            .filter_map(|(seen, res)| {
-                let (v, cap) = ((*seen)?, inst.capacity(&res.unit)?);
+            .filter_map(|((ri, seen), res)| {
+                let peak = held.and_then(|(h, now)| h.get(ri)?.peak(now, window));
+                let v = match (*seen, peak) {
+                    (Some(s), Some(p)) => s.max(p),
+                    (s, p) => s.or(p)?,
+                };
+                let cap = inst.capacity(&res.unit)?;
                 let own = self.private_of(prev_workload)(&res.unit);
                 let per = cap * inst.performance;
                 let n = floor_instances(v, own, per, target) as i64;
+                let held = peak.is_some_and(|p| p > seen.unwrap_or(f64::NEG_INFINITY));
                 let v = v - own * target;
-                Some((n, format!("{} {v:.2} {}", res.name, res.unit)))
+                let what = format!("{} {v:.2} {}", res.name, res.unit);
+                Some((
+                    n,
+                    match held {
+                        true => format!("{what}, the highest of the last {window} h"),
+                        false => what,
+                    },
+                ))
             })
             .max_by_key(|(n, _)| *n)
+    }
+}
+
+/// Files a step's demand (time, per resource map) in its workload's peak holds over `window`
+/// hours.
+fn hold(
+    holds: &mut HashMap<String, Vec<PeakHold>>,
+    window: u32,
+    workload: &str,
+    (time, values): (i64, &[Option<f64>]),
+) {
+    let holds = match holds.get_mut(workload) {
+        Some(h) => h,
+        None => holds.entry(workload.to_string()).or_default(),
+    };
+    holds.resize_with(values.len().max(holds.len()), Default::default);
+    for (h, v) in holds.iter_mut().zip(values) {
+        if let Some(v) = v {
+            h.observe(time, *v, window);
+        }
     }
 }

@@ -846,3 +846,81 @@ fn a_restored_stage_prices_a_burst_with_the_needs_it_had() {
     );
     assert_eq!(bursts(true), risks);
 }
+
+/// `hold_h`: a forecast after a jump keeps the capacity the highest demand of the window
+/// needs, not only what the step last observed needs; the hold survives a restart.
+#[test]
+fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() {
+    let norm = normalised("asd", &["omi-5"], 2);
+    let steps: Vec<(i64, f64)> = (norm.iter())
+        .flat_map(|b| wfe_domain::resources::resource_steps(&[asd_cpu()], b).unwrap())
+        .filter_map(|s| Some((s.time, s.values[0]?)))
+        .collect();
+    let last_hour = steps.iter().map(|s| s.0).max().unwrap() / 3_600_000;
+    // The highest demand of the clock hours from `window` before the last step's.
+    let peak = |window: i64| {
+        (steps.iter())
+            .filter(|(t, _)| t / 3_600_000 >= last_hour - window)
+            .fold(0.0, |m: f64, (_, v)| m.max(*v))
+    };
+    let at = |v: f64| (v / (4.0 * 0.7) - 1e-9).ceil() as i64;
+    let after = |hold_h: u32, restart: bool| {
+        let cfg = TierSelectConfig {
+            burst_utilisation: 0.8,
+            burst_target: 0.7,
+            hold_h,
+            ..Default::default()
+        };
+        let make = || (TierSelect::new(cfg.clone()).unwrap()).with_resources(vec![asd_cpu()]);
+        let mut st = make();
+        decide(
+            &mut st,
+            forecasts(&[("omi-5", 0, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+        );
+        let mut ctx = Context::new("tier-select");
+        for b in &norm {
+            (st.process_batch(
+                Topic::MetricsNorm,
+                b.clone(),
+                &mut ctx,
+                &mut VecCollector::new(),
+            ))
+            .unwrap();
+        }
+        if restart {
+            let split = st.snapshot_split().unwrap().unwrap();
+            assert!(split.entries().contains_key("hold/omi-5"));
+            st = make();
+            wfe_contract::state::restore(&mut st, split).unwrap();
+        }
+        let (next, _) = decide(
+            &mut st,
+            forecasts(&[("omi-5", 4_000_000_000, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+        );
+        let n: i64 = col(&next, "count")[0].parse().unwrap();
+        (n, col(&next, "reason")[0].clone())
+    };
+    let (last_only, _) = after(0, false);
+    let (held, why) = after(720, false);
+    // One m7i.xlarge is 4 vCPU: the peak at 70 % (the two days are within the window).
+    assert_eq!(held, at(peak(720)), "peak {}", peak(720));
+    assert!(
+        held > last_only,
+        "{held} vs {last_only}: the last step was the peak?"
+    );
+    // A shorter window forgets the older peak.
+    assert!(
+        peak(12) < peak(720),
+        "the two days' peak was in their last 12 h"
+    );
+    assert_eq!(after(12, false).0, at(peak(12)).max(last_only));
+    assert!(why.contains("the highest of the last 720 h"), "{why}");
+    assert_eq!(after(720, true), (held, why));
+    // The memory is bounded: a window past 90 days is refused, naming the setting.
+    let long = TierSelectConfig {
+        hold_h: 2_161,
+        ..Default::default()
+    };
+    let err = TierSelect::new(long).err().unwrap().to_string();
+    assert!(err.contains("stages.tier-select.hold_h"), "{err}");
+}

@@ -20,7 +20,9 @@
 //!   sweep's too, one point for each floor it starts at;
 //! - all three at each reactive floor (`burst_utilisation` / `burst_target`): the floor answers
 //!   the jumps within an hour that no forecast quantile sees, so it moves wfe along its
-//!   frontier as much as the risk or the price does;
+//!   frontier as much as the risk or the price does; and wfe-cost at each floor again with
+//!   the floor holding the highest demand of the last [`HOLD_H`] hours (`hold_h`), for the
+//!   jumps a workload made before;
 //! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
 //! - vpa: `vpa_quantile` x `vpa_margin`; predictive: `predictive_margin`; autopilot:
 //!   `autopilot_overrun_weight`; oracle: its one point.
@@ -48,6 +50,8 @@ pub const FLOORS: [(f64, f64); 6] = [
     (0.9, 0.8),
     (0.95, 0.9),
 ];
+/// The floor's memory for wfe-cost's second row of points: a month (`hold_h`).
+pub const HOLD_H: u32 = 720;
 pub const TARGETS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const PEAK_SHARES: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const VPA_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
@@ -193,6 +197,22 @@ fn at_floors(
     out
 }
 
+/// `points` and, where the floor is on and the job's own memory is not already [`HOLD_H`],
+/// each again with the floor holding the highest demand of [`HOLD_H`] hours.
+fn with_holds(
+    points: Vec<(String, wfe_tier_select::TierSelectConfig)>,
+) -> Vec<(String, wfe_tier_select::TierSelectConfig)> {
+    let held: Vec<_> = (points.iter())
+        .filter(|(_, c)| c.burst_utilisation > 0.0 && c.hold_h != HOLD_H)
+        .map(|(setting, c)| {
+            let mut c = c.clone();
+            c.hold_h = HOLD_H;
+            (format!("{setting} hold={HOLD_H}h"), c)
+        })
+        .collect();
+    points.into_iter().chain(held).collect()
+}
+
 /// wfe's risk levels, each with its tier-select settings (the `risk` objective).
 fn wfe_settings(job: &JobConfig) -> Vec<(f64, wfe_tier_select::TierSelectConfig)> {
     let own = &job.stages.tier_select;
@@ -277,7 +297,11 @@ pub fn entity(
         ("wfe-cost", cost.collect()),
         ("wfe-tuned", tuned),
     ] {
-        for (setting, tier) in at_floors(job, points) {
+        let mut settings = at_floors(job, points);
+        if policy == "wfe-cost" {
+            settings = with_holds(settings);
+        }
+        for (setting, tier) in settings {
             let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
             let f = sim::simulate(d, catalog, &job.backtest, &plan)?;
             out.push((policy.to_string(), setting, f));
@@ -492,6 +516,19 @@ mod tests {
         assert_eq!(all.len(), FLOORS.len() + 1);
         assert_eq!(all.last().unwrap().0, "risk=0.1 floor=0.8/0.75");
         assert!((all[4].1.burst_utilisation - 0.9).abs() < 1e-12);
+        // Each point again with the month's hold, unless the job holds that already.
+        let held = with_holds(all.clone());
+        assert_eq!(held.len(), 2 * all.len());
+        assert_eq!(held[all.len()].0, "risk=0.1 floor=0.5/0.4 hold=720h");
+        assert!(held[..all.len()].iter().all(|(_, c)| c.hold_h == 0));
+        assert!(held[all.len()..].iter().all(|(_, c)| c.hold_h == HOLD_H));
+        let mine: Vec<_> = (all.iter().cloned())
+            .map(|(s, mut c)| {
+                c.hold_h = HOLD_H;
+                (s, c)
+            })
+            .collect();
+        assert_eq!(with_holds(mine).len(), all.len());
         let b = baseline_settings(&BacktestConfig::default());
         let count = |p: &str| b.iter().filter(|x| x.0 == p).count();
         assert_eq!(count("reactive"), TARGETS.len());
