@@ -267,9 +267,15 @@ impl TierSelect {
         // A forecast never takes the fleet below what the demand observed now needs (the
         // reactive floor would scale it straight back up): the difference is on demand.
         let target = self.floor_of(workload)[1];
-        if let Some((floor, what)) = self.floor_count(&prev, workload, &best, target)
+        if let Some(reactive::FloorCount {
+            count: floor,
+            what,
+            held,
+        }) = self.floor_count(&prev, workload, &best, target)
             && floor > chosen.count
         {
+            // Decisions the floor's memory raised (`hold_h`): what the hold costs, on /metrics.
+            ctx.count("decisions.held", u64::from(held));
             let inst = self.catalog.get(&chosen.instance_type);
             if let Some(inst) = inst {
                 chosen.cost_per_hour += (floor - chosen.count) as f64 * inst.on_demand_price;

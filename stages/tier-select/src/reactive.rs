@@ -184,7 +184,7 @@ impl TierSelect {
         prev_workload: &str,
         best: &Priced,
         target: f64,
-    ) -> Option<(i64, String)> {
+    ) -> Option<FloorCount> {
         if !self.reactive() {
             return None;
         }
@@ -210,16 +210,26 @@ impl TierSelect {
                 let held = peak.is_some_and(|p| p > seen.unwrap_or(f64::NEG_INFINITY));
                 let v = v - own * target;
                 let what = format!("{} {v:.2} {}", res.name, res.unit);
-                Some((
-                    n,
-                    match held {
+                Some(FloorCount {
+                    count: n,
+                    what: match held {
                         true => format!("{what}, the highest of the last {window} h"),
                         false => what,
                     },
-                ))
+                    held,
+                })
             })
-            .max_by_key(|(n, _)| *n)
+            .max_by_key(|f| f.count)
     }
+}
+
+/// The reactive floor's count for a decision, with the demand that sets it.
+pub(crate) struct FloorCount {
+    pub count: i64,
+    /// The resource and its demand, for the reason.
+    pub what: String,
+    /// Whether the demand is a peak the floor remembers (`hold_h`), above the last observed.
+    pub held: bool,
 }
 
 /// Files a step's demand (time, per resource map) in its workload's peak holds over `window`

@@ -893,12 +893,20 @@ fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() 
             st = make();
             wfe_contract::state::restore(&mut st, split).unwrap();
         }
-        let (next, _) = decide(
+        let (next, ctx) = decide(
             &mut st,
             forecasts(&[("omi-5", 4_000_000_000, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
         );
         let n: i64 = col(&next, "count")[0].parse().unwrap();
-        (n, col(&next, "reason")[0].clone())
+        let why = col(&next, "reason")[0].clone();
+        // Counted on /metrics where the memory raised it.
+        let held = ctx.counters().get("decisions.held").copied().unwrap_or(0);
+        assert_eq!(
+            held,
+            u64::from(why.contains("the highest of the last")),
+            "{why}"
+        );
+        (n, why)
     };
     let (last_only, _) = after(0, false);
     let (held, why) = after(720, false);

@@ -112,7 +112,9 @@ impl TierSelect {
         };
         let mut count = chosen.count;
         let mut cost_per_hour = chosen.cost_per_hour;
-        if let Some((n, _)) = self.floor_count(prev, workload, chosen, floor[1])
+        if let Some(n) = self
+            .floor_count(prev, workload, chosen, floor[1])
+            .map(|f| f.count)
             && n > count
         {
             cost_per_hour += (n - count) as f64 * inst.on_demand_price;
