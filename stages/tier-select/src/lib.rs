@@ -550,7 +550,12 @@ impl Stage for TierSelect {
         let stage = self.name();
         let needs: Vec<(String, Vec<Need>)> = state.items(stage, NEEDS)?;
         self.tuners = state.items(stage, TUNING)?.into_iter().collect();
-        self.holds = state.items(stage, HOLDS)?.into_iter().collect();
+        // (A state written with `hold_h` restored without it: nothing reads the holds, and
+        // they are not written again.)
+        self.holds = match self.cfg.hold_h {
+            0 => HashMap::new(),
+            _ => state.items(stage, HOLDS)?.into_iter().collect(),
+        };
         self.current = StageState::from_split(stage, state)?;
         for (w, n) in needs {
             let cur = self.current.get_mut(&w).ok_or_else(|| {

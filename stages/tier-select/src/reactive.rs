@@ -1,6 +1,7 @@
 //! The reactive floor: a step of `metrics.norm` whose demand passes `burst_utilisation` of
 //! the capacity decided for its workload adds on-demand instances at once, and no later
-//! forecast scales in below what the demand last observed needs.
+//! forecast scales in below what the demand last observed needs (with `hold_h`, the highest
+//! demand of the last `hold_h` hours: [`crate::hold`]).
 
 use std::collections::HashMap;
 

@@ -924,6 +924,30 @@ fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() 
     assert_eq!(after(12, false).0, at(peak(12)).max(last_only));
     assert!(why.contains("the highest of the last 720 h"), "{why}");
     assert_eq!(after(720, true), (held, why));
+    // Restored where `hold_h` is off: the holds are not kept (nor written again).
+    let mut held_st = (TierSelect::new(TierSelectConfig {
+        burst_utilisation: 0.8,
+        hold_h: 720,
+        ..Default::default()
+    }))
+    .unwrap()
+    .with_resources(vec![asd_cpu()]);
+    let mut ctx = Context::new("tier-select");
+    for b in &norm {
+        (held_st.process_batch(
+            Topic::MetricsNorm,
+            b.clone(),
+            &mut ctx,
+            &mut VecCollector::new(),
+        ))
+        .unwrap();
+    }
+    let split = held_st.snapshot_split().unwrap().unwrap();
+    assert!(split.entries().contains_key("hold/omi-5"));
+    let mut off = reactive_stage();
+    wfe_contract::state::restore(&mut off, split).unwrap();
+    let again = off.snapshot_split().unwrap().unwrap();
+    assert!(!again.entries().keys().any(|k| k.starts_with("hold/")));
     // The memory is bounded: a window past 90 days is refused, naming the setting.
     let long = TierSelectConfig {
         hold_h: 2_161,
