@@ -847,20 +847,6 @@ fn a_restored_stage_prices_a_burst_with_the_needs_it_had() {
     assert_eq!(bursts(true), risks);
 }
 
-/// The stage over `metrics.norm` batches, its decisions dropped.
-fn observe_all(st: &mut TierSelect, norm: &[RecordBatch]) {
-    let mut ctx = Context::new("tier-select");
-    for b in norm {
-        (st.process_batch(
-            Topic::MetricsNorm,
-            b.clone(),
-            &mut ctx,
-            &mut VecCollector::new(),
-        ))
-        .unwrap();
-    }
-}
-
 /// `hold_h`: a forecast after a jump keeps the capacity the highest demand of the window
 /// needs, not only what the step last observed needs; the hold survives a restart.
 #[test]
@@ -891,7 +877,12 @@ fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() 
             &mut st,
             forecasts(&[("omi-5", 0, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
         );
-        observe_all(&mut st, &norm);
+        feed(
+            &mut st,
+            Topic::MetricsNorm,
+            &norm,
+            &mut Context::new("tier-select"),
+        );
         if restart {
             let split = st.snapshot_split().unwrap().unwrap();
             assert!(split.entries().contains_key("hold/omi-5"));
@@ -937,7 +928,12 @@ fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() 
     }))
     .unwrap()
     .with_resources(vec![asd_cpu()]);
-    observe_all(&mut held_st, &norm);
+    feed(
+        &mut held_st,
+        Topic::MetricsNorm,
+        &norm,
+        &mut Context::new("tier-select"),
+    );
     let split = held_st.snapshot_split().unwrap().unwrap();
     assert!(split.entries().contains_key("hold/omi-5"));
     let mut off = reactive_stage();
