@@ -255,7 +255,7 @@ def main() -> None:
         time.sleep(3)  # group joins
         watch = EndWatch(bootstrap, "actions", args.partitions)
         # CPU spent before the replay: each process's start (a wfe process registers
-        # libtorch's operators, about 0.35 CPU s) and the group joins, not the pipeline's work.
+        # libtorch's operators, about 0.3 CPU s) and the group joins, not the pipeline's work.
         cpu0 = {name: cpu_seconds(p.pid) for name, p in zip(names, procs)}
         t0 = time.time()
         out = subprocess.run(wfe("replay", "--speed", args.speed), capture_output=True, text=True, check=True)
