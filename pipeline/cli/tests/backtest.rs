@@ -161,8 +161,9 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
     };
     let sizes = [
         ("wfe", 7 * 6),
-        // Each price at each floor, with and without the month's hold.
-        ("wfe-cost", 6 * 6 * 2),
+        // Each price at each floor, with and without the month's hold; the job's price at
+        // each floor with three margins over the held peak.
+        ("wfe-cost", 6 * 6 * 2 + 6 * 3),
         // The learner over prices, and over prices and floors, from each floor.
         ("wfe-tuned", 6 * 2),
         ("reactive", 6),
@@ -212,6 +213,22 @@ fn the_sweep_prices_every_policy_along_its_frontier_and_draws_them() {
         .filter(|(s, c)| *c > cost("wfe-cost", s) + 1e-6)
         .count();
     assert!(held > 0, "no point costs more with hold_h = 720");
+    // And the margin over the held peak reaches them (three times the peak, bought with the
+    // forecast's mix, may cost less than the floor's on-demand peak at 40 % utilisation).
+    let margin = (points("wfe-cost").into_iter())
+        .filter_map(|(s, c, _)| Some((s.strip_suffix(" x3")?.to_string(), c)))
+        .filter(|(s, c)| (*c - cost("wfe-cost", s)).abs() > 1e-6)
+        .count();
+    assert!(margin > 0, "hold_margin = 3 costs the same at every floor");
+    // Which baseline points no wfe point dominates, named (an empty list: all are).
+    let undominated = r["undominated"].as_array().unwrap();
+    assert!(
+        undominated.iter().all(|u| u.as_str().is_some_and(|u| {
+            let policy = u.split(' ').next().unwrap();
+            !policy.starts_with("wfe") && policy != "oracle" && !points(policy).is_empty()
+        })),
+        "{r}"
+    );
     let over_floors = points("wfe-tuned")
         .into_iter()
         .filter(|x| x.0.starts_with("tuned over floors floor="))

@@ -67,6 +67,14 @@ pub struct TierSelectConfig {
     /// keeps the capacity for the jump that long. 0 (the default): the demand last observed.
     #[serde(default)]
     pub hold_h: u32,
+    /// With `hold_h`: headroom over the remembered peak that the objective buys itself. No
+    /// forecast may say less than the highest demand of the last `hold_h` hours times this,
+    /// so the capacity is chosen with the forecast's mix (spot where it pays), where the
+    /// reactive floor adds on demand. For jumps past any seen before: 2 keeps twice the
+    /// month's peak. 0 (the default): off, the floor alone holds the peak. At most
+    /// [`MAX_HOLD_MARGIN`].
+    #[serde(default)]
+    pub hold_margin: f64,
     /// Private capacity (on premises) that workloads use before public cloud: only the
     /// demand above it is provisioned from the catalog (hybrid burst). The first entry whose
     /// prefix matches a workload applies; each such workload has that much of its own.
@@ -317,6 +325,8 @@ fn d_burst() -> f64 {
 /// The longest `hold_h`: it bounds what a workload's floor remembers (an hour's maximum is
 /// 16 bytes).
 pub const MAX_HOLD_H: u32 = 2_160;
+/// The largest `hold_margin`: ten times a workload's peak is past any allocation sizing.
+pub const MAX_HOLD_MARGIN: f64 = 10.0;
 
 fn d_burst_target() -> f64 {
     0.7
@@ -367,6 +377,7 @@ impl Default for TierSelectConfig {
             burst_utilisation: d_burst(),
             burst_target: d_burst_target(),
             hold_h: 0,
+            hold_margin: 0.0,
             spot_prices: None,
             cold_start: false,
             tuning: None,
@@ -421,6 +432,18 @@ impl TierSelectConfig {
                 &format!(
                     "must be at most {MAX_HOLD_H} hours (90 days): each workload keeps up to one value per hour of it and resource"
                 ),
+            );
+        }
+        if !(0.0..=MAX_HOLD_MARGIN).contains(&self.hold_margin) {
+            return bad(
+                "hold_margin",
+                &format!("must be 0 (off) to {MAX_HOLD_MARGIN} times the held peak"),
+            );
+        }
+        if self.hold_margin > 0.0 && (self.hold_h == 0 || self.burst_utilisation <= 0.0) {
+            return bad(
+                "hold_margin",
+                "is headroom over the reactive floor's memory: set hold_h and burst_utilisation too",
             );
         }
         if self

@@ -205,8 +205,14 @@ impl TierSelect {
             .iter()
             .find(|p| p.applies_to(workload))
             .cloned();
+        // The held peak's headroom (`hold_margin`) is a least demand the objective buys.
+        let held = self.held_needs(workload, needs);
+        if held.is_some() {
+            ctx.count("decisions.hold_margin", 1);
+        }
+        let forecast = held.as_deref().unwrap_or(needs);
         let public_needs: Vec<Need> = match &private {
-            Some(p) => needs
+            Some(p) => forecast
                 .iter()
                 .map(|n| Need {
                     values: n
@@ -217,7 +223,7 @@ impl TierSelect {
                     ..n.clone()
                 })
                 .collect(),
-            None => needs.to_vec(),
+            None => forecast.to_vec(),
         };
         let prev = self.current.get(workload).cloned().unwrap_or_default();
         let mut rules = self.rules();
@@ -240,6 +246,12 @@ impl TierSelect {
         } = choice;
         if let Some(t) = tuned {
             reason = format!("{t}; {reason}");
+        }
+        if held.is_some() {
+            reason = format!(
+                "{reason}; needs no lower than {} x the highest demand of the last {} h (hold_margin)",
+                self.cfg.hold_margin, self.cfg.hold_h
+            );
         }
         let all_needs = needs;
         let needs = &public_needs[..];

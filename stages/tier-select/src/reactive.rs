@@ -9,6 +9,7 @@ use arrow_array::RecordBatch;
 use wfe_contract::{Context, Result};
 
 use crate::hold::PeakHold;
+use crate::plan::Need;
 use crate::rows::Rows;
 use crate::{Current, Priced, TierSelect, burst_id};
 
@@ -174,6 +175,39 @@ impl TierSelect {
             target * 100.0,
             self.prices.origin
         ));
+    }
+
+    /// `needs` with no value under `hold_margin` x the highest demand of the last `hold_h`
+    /// hours of its resource, where that raised any; `None` where it raised none (or the
+    /// margin is off). The objective then buys the headroom with the forecast's mix.
+    pub(crate) fn held_needs(&self, workload: &str, needs: &[Need]) -> Option<Vec<Need>> {
+        let (margin, window) = (self.cfg.hold_margin, self.cfg.hold_h);
+        if margin <= 0.0 || window == 0 || !self.reactive() {
+            return None;
+        }
+        let holds = self.holds.get(workload)?;
+        let now = self.current.get(workload)?.observed?;
+        let least = |need: &Need| {
+            // The map of that name for this workload: several may share it by prefix.
+            let ri = (self.resources.iter())
+                .position(|r| r.name == need.resource && r.applies_to(workload))?;
+            Some(holds.get(ri)?.peak(now, window)? * margin)
+        };
+        let mut raised = false;
+        let out = needs
+            .iter()
+            .map(|need| {
+                let mut need = need.clone();
+                if let Some(least) = least(&need) {
+                    for v in need.values.iter_mut().filter(|v| **v < least) {
+                        *v = least;
+                        raised = true;
+                    }
+                }
+                need
+            })
+            .collect();
+        raised.then_some(out)
     }
 
     /// The fewest instances of `best`'s type that hold the demand last observed at `target`

@@ -948,3 +948,76 @@ fn with_hold_h_a_forecast_keeps_what_the_window_s_peak_needs_across_a_restart() 
     let err = TierSelect::new(long).err().unwrap().to_string();
     assert!(err.contains("stages.tier-select.hold_h"), "{err}");
 }
+
+/// `hold_margin`: headroom over the held peak is a least demand the objective buys with the
+/// forecast's mix (spot where it pays), not on-demand instances the floor adds.
+#[test]
+fn hold_margin_buys_headroom_over_the_held_peak_with_the_forecast_s_mix() {
+    let norm = normalised("asd", &["omi-5"], 2);
+    let peak = (norm.iter())
+        .flat_map(|b| wfe_domain::resources::resource_steps(&[asd_cpu()], b).unwrap())
+        .filter_map(|s| s.values[0])
+        .fold(0.0, f64::max);
+    let after = |hold_margin: f64| {
+        let cfg = TierSelectConfig {
+            burst_utilisation: 0.8,
+            burst_target: 0.7,
+            hold_h: 720,
+            hold_margin,
+            ..Default::default()
+        };
+        // Another workload family's `cpu` first: the held peak is looked up in omi-5's own.
+        let machines = ResourceMap {
+            workload_prefix: Some("machine-".into()),
+            ..asd_cpu()
+        };
+        let mut st = (TierSelect::new(cfg).unwrap()).with_resources(vec![machines, asd_cpu()]);
+        feed(
+            &mut st,
+            Topic::MetricsNorm,
+            &norm,
+            &mut Context::new("tier-select"),
+        );
+        let (next, ctx) = decide(
+            &mut st,
+            forecasts(&[("omi-5", 4_000_000_000, "cpu", "vcpu", 3600, [0.5, 0.8, 1.0])]),
+        );
+        let n: i64 = col(&next, "count")[0].parse().unwrap();
+        let spot: i64 = col(&next, "spot_count")[0].parse().unwrap();
+        let why = col(&next, "reason")[0].clone();
+        let inst = st.catalog().get(&col(&next, "instance_type")[0]).unwrap();
+        let vcpu = n as f64 * inst.capacity("vcpu").unwrap() * inst.performance;
+        let counted = ctx.counters().get("decisions.hold_margin").copied();
+        (vcpu, spot, why, counted.unwrap_or(0))
+    };
+    let (plain, _, plain_why, none) = after(0.0);
+    assert_eq!(none, 0);
+    assert!(!plain_why.contains("hold_margin"), "{plain_why}");
+    // Twice the peak, more than the floor's peak at 70 % asks.
+    let (vcpu, spot, why, counted) = after(2.0);
+    assert!(vcpu >= 2.0 * peak, "{vcpu} vCPU for twice {peak}: {why}");
+    assert!(vcpu > plain, "{vcpu} vs {plain}");
+    assert!(
+        spot > 0,
+        "the headroom is bought with the forecast's mix: {why}"
+    );
+    assert!(
+        why.contains("2 x the highest demand of the last 720 h (hold_margin)"),
+        "{why}"
+    );
+    assert_eq!(counted, 1);
+    // A margin the forecast already passes raises nothing.
+    let (small, _, small_why, small_counted) = after(0.01);
+    assert_eq!((small, small_counted), (plain, 0), "{small_why}");
+    // Bounded, and meaningless without the floor's memory: refused, naming the setting.
+    for (hold_h, hold_margin) in [(720, 11.0), (720, f64::NAN), (720, -1.0), (0, 2.0)] {
+        let cfg = TierSelectConfig {
+            burst_utilisation: 0.8,
+            hold_h,
+            hold_margin,
+            ..Default::default()
+        };
+        let err = TierSelect::new(cfg).err().unwrap().to_string();
+        assert!(err.contains("stages.tier-select.hold_margin"), "{err}");
+    }
+}

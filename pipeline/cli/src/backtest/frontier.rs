@@ -70,6 +70,12 @@ pub fn cost_without_violations(points: &[Point]) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
+/// Whether some point of `by` is at no higher cost and no more under-provisioning than `p`.
+pub fn dominated(p: &Point, by: &[Point]) -> bool {
+    by.iter()
+        .any(|q| q.cost <= p.cost && q.underprovisioned_minutes <= p.underprovisioned_minutes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +119,19 @@ mod tests {
         );
         assert_eq!(cost_without_violations(&short), None);
         assert_eq!(cost_at(&[], 1.0), None);
+    }
+
+    #[test]
+    fn a_point_is_dominated_by_one_no_dearer_and_no_shorter() {
+        let by = [p(100.0, 10.0, 0), p(50.0, 30.0, 0)];
+        assert!(dominated(&p(100.0, 10.0, 0), &by), "equal counts");
+        assert!(dominated(&p(60.0, 40.0, 0), &by));
+        assert!(!dominated(&p(99.0, 10.0, 0), &by), "cheaper than both");
+        assert!(!dominated(&p(200.0, 5.0, 0), &by), "shorter than both");
+        assert!(
+            !dominated(&p(f64::NAN, 50.0, 0), &by),
+            "no figure, no claim"
+        );
+        assert!(!dominated(&p(1.0, 1.0, 0), &[]));
     }
 }

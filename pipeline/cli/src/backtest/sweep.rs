@@ -22,7 +22,8 @@
 //!   the jumps within an hour that no forecast quantile sees, so it moves wfe along its
 //!   frontier as much as the risk or the price does; and wfe-cost at each floor again with
 //!   the floor holding the highest demand of the last [`HOLD_H`] hours (`hold_h`), for the
-//!   jumps a workload made before;
+//!   jumps a workload made before, and at the job's own price with headroom over that peak
+//!   ([`HOLD_MARGINS`], `hold_margin`), for jumps past any it made;
 //! - reactive: `target_utilisation`; static: `static_peak_share` of the train split's peak;
 //! - vpa: `vpa_quantile` x `vpa_margin`; predictive: `predictive_margin`; autopilot:
 //!   `autopilot_overrun_weight`; oracle: its one point.
@@ -52,6 +53,10 @@ pub const FLOORS: [(f64, f64); 6] = [
 ];
 /// The floor's memory for wfe-cost's second row of points: a month (`hold_h`).
 pub const HOLD_H: u32 = 720;
+/// Headroom over that month's peak (`hold_margin`) for wfe-cost's third row of points, at the
+/// job's own price (the margin, not the price, sets the capacity there): for jumps past any
+/// the month saw.
+pub const HOLD_MARGINS: [f64; 3] = [1.5, 2.0, 3.0];
 pub const TARGETS: [f64; 6] = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const PEAK_SHARES: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 pub const VPA_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
@@ -83,6 +88,9 @@ pub struct SweepReport {
     pub policies: BTreeMap<String, PolicySweep>,
     /// Each wfe-tuned point beside wfe-cost's frontier at its under-provisioning.
     pub tuned: Vec<Tuned>,
+    /// The baselines' points (`policy setting`) that no wfe point (any of its objectives)
+    /// dominates: none where wfe's frontier dominates every baseline's.
+    pub undominated: Vec<String>,
     /// Where the picture was written.
     pub picture: Option<String>,
 }
@@ -198,18 +206,29 @@ fn at_floors(
 }
 
 /// `points` and, where the floor is on and the job's own memory is not already [`HOLD_H`],
-/// each again with the floor holding the highest demand of [`HOLD_H`] hours.
+/// each again with the floor holding the highest demand of [`HOLD_H`] hours; those at the
+/// job's own shortfall price (`own_price`) and with no margin of the job's own also at each
+/// of [`HOLD_MARGINS`].
 fn with_holds(
     points: Vec<(String, wfe_tier_select::TierSelectConfig)>,
+    own_price: f64,
 ) -> Vec<(String, wfe_tier_select::TierSelectConfig)> {
-    let held: Vec<_> = (points.iter())
-        .filter(|(_, c)| c.burst_utilisation > 0.0 && c.hold_h != HOLD_H)
-        .map(|(setting, c)| {
-            let mut c = c.clone();
-            c.hold_h = HOLD_H;
-            (format!("{setting} hold={HOLD_H}h"), c)
-        })
-        .collect();
+    let mut held = Vec::new();
+    for (setting, c) in
+        (points.iter()).filter(|(_, c)| c.burst_utilisation > 0.0 && c.hold_h != HOLD_H)
+    {
+        let mut c = c.clone();
+        c.hold_h = HOLD_H;
+        let setting = format!("{setting} hold={HOLD_H}h");
+        held.push((setting.clone(), c.clone()));
+        if c.shortfall_price == own_price && c.hold_margin == 0.0 {
+            held.extend(HOLD_MARGINS.iter().map(|&m| {
+                let mut c = c.clone();
+                c.hold_margin = m;
+                (format!("{setting} x{}", label(m)), c)
+            }));
+        }
+    }
     points.into_iter().chain(held).collect()
 }
 
@@ -299,7 +318,7 @@ pub fn entity(
     ] {
         let mut settings = at_floors(job, points);
         if policy == "wfe-cost" {
-            settings = with_holds(settings);
+            settings = with_holds(settings, job.stages.tier_select.shortfall_price);
         }
         for (setting, tier) in settings {
             let plan = policies::wfe_decide(d, tier, &job.resources, &replay)?;
@@ -384,14 +403,31 @@ pub fn report(
         })
         .collect();
     let tuned = tuned_against_fixed(&policies);
+    let undominated = undominated(&policies);
     SweepReport {
         data,
         hours,
         reference,
         policies,
         tuned,
+        undominated,
         picture: None,
     }
+}
+
+/// The baselines' points no wfe point dominates (the oracle is a bound, not a baseline).
+fn undominated(policies: &BTreeMap<String, PolicySweep>) -> Vec<String> {
+    let is_wfe = |name: &str| name == "wfe" || name.starts_with("wfe-");
+    let wfe: Vec<Point> = (policies.iter())
+        .filter(|(name, _)| is_wfe(name))
+        .flat_map(|(_, p)| p.points.iter().cloned())
+        .collect();
+    (policies.iter())
+        .filter(|(name, _)| !is_wfe(name) && name.as_str() != "oracle")
+        .flat_map(|(name, p)| p.points.iter().map(move |pt| (name, pt)))
+        .filter(|(_, pt)| !frontier::dominated(pt, &wfe))
+        .map(|(name, pt)| format!("{name} {}", pt.setting))
+        .collect()
 }
 
 /// Each wfe-tuned point against wfe-cost's frontier at its under-provisioning.
@@ -463,6 +499,13 @@ pub fn render(r: &SweepReport) -> String {
             ));
         }
     }
+    s.push_str(&format!(
+        "\nbaseline points no wfe point dominates (none no dearer and no shorter): {}\n",
+        match r.undominated.is_empty() {
+            true => "none".to_string(),
+            false => r.undominated.join(", "),
+        }
+    ));
     if let Some(path) = &r.picture {
         s.push_str(&format!("\npicture: {path}\n"));
     }
@@ -516,19 +559,32 @@ mod tests {
         assert_eq!(all.len(), FLOORS.len() + 1);
         assert_eq!(all.last().unwrap().0, "risk=0.1 floor=0.8/0.75");
         assert!((all[4].1.burst_utilisation - 0.9).abs() < 1e-12);
-        // Each point again with the month's hold, unless the job holds that already.
-        let held = with_holds(all.clone());
+        // Each point again with the month's hold, unless the job holds that already; at the
+        // job's own price also with each margin over the held peak.
+        let price = job.stages.tier_select.shortfall_price;
+        let held = with_holds(all.clone(), price + 1.0);
         assert_eq!(held.len(), 2 * all.len());
         assert_eq!(held[all.len()].0, "risk=0.1 floor=0.5/0.4 hold=720h");
         assert!(held[..all.len()].iter().all(|(_, c)| c.hold_h == 0));
         assert!(held[all.len()..].iter().all(|(_, c)| c.hold_h == HOLD_H));
+        assert!(held.iter().all(|(_, c)| c.hold_margin == 0.0));
+        let margins = with_holds(all.clone(), price);
+        assert_eq!(margins.len(), (2 + HOLD_MARGINS.len()) * all.len());
+        assert_eq!(
+            margins[all.len() + 2].0,
+            "risk=0.1 floor=0.5/0.4 hold=720h x2"
+        );
+        assert_eq!(margins[all.len() + 2].1.hold_margin, 2.0);
+        for (_, c) in &margins {
+            c.validate().unwrap();
+        }
         let mine: Vec<_> = (all.iter().cloned())
             .map(|(s, mut c)| {
                 c.hold_h = HOLD_H;
                 (s, c)
             })
             .collect();
-        assert_eq!(with_holds(mine).len(), all.len());
+        assert_eq!(with_holds(mine, price).len(), all.len());
         let b = baseline_settings(&BacktestConfig::default());
         let count = |p: &str| b.iter().filter(|x| x.0 == p).count();
         assert_eq!(count("reactive"), TARGETS.len());
